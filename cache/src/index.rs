@@ -1,0 +1,425 @@
+//! strata's indexes in SQLite (`strata.db`): which environment spec and which lock were built
+//! into which manifest, which source blob was turned into which layer, and what was pushed
+//! where. The indexes only ever point at content; the store holds the content itself.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::descriptor::LayerDescriptor;
+use crate::digest::{Digest, DigestParseError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database {path} holds an invalid digest: {source}")]
+    BadDigest {
+        path: PathBuf,
+        #[source]
+        source: DigestParseError,
+    },
+}
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE env_index (
+    spec_digest     TEXT PRIMARY KEY,
+    lock_digest     TEXT NOT NULL,
+    base_digest     TEXT NOT NULL,
+    manifest_digest TEXT NOT NULL,
+    tag             TEXT NOT NULL,
+    size            INTEGER NOT NULL,
+    spec_json       TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    last_used_at    INTEGER NOT NULL
+);
+CREATE INDEX env_index_manifest ON env_index(manifest_digest);
+CREATE TABLE lock_index (
+    lock_digest     TEXT NOT NULL,
+    base_digest     TEXT NOT NULL,
+    manifest_digest TEXT NOT NULL,
+    lock_json       TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    PRIMARY KEY (lock_digest, base_digest)
+);
+CREATE TABLE layer_index (
+    source_digest TEXT NOT NULL,
+    scheme        TEXT NOT NULL,
+    format        INTEGER NOT NULL,
+    digest        TEXT NOT NULL,
+    diff_id       TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    media_type    TEXT NOT NULL,
+    PRIMARY KEY (source_digest, scheme, format)
+);
+CREATE TABLE pushes (
+    target          TEXT NOT NULL,
+    manifest_digest TEXT NOT NULL,
+    tag             TEXT,
+    pushed_at       INTEGER NOT NULL,
+    PRIMARY KEY (target, manifest_digest)
+);
+"#];
+
+/// An environment that was built: spec → lock → manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvRecord {
+    pub spec: Digest,
+    pub lock: Digest,
+    pub base: Digest,
+    pub manifest: Digest,
+    pub tag: String,
+    /// Bytes of all blobs the image references.
+    pub size: u64,
+    /// The canonical spec, kept to explain later misses.
+    pub spec_json: String,
+}
+
+/// A lock that was built on a base: enough to rebuild (the lock keeps its sources).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockRecord {
+    pub lock: Digest,
+    pub base: Digest,
+    pub manifest: Digest,
+    pub lock_json: String,
+}
+
+/// What a layer was made from: the source blob (a wheel), how (the install scheme) and in
+/// which layer format version.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LayerKey {
+    pub source: Digest,
+    pub scheme: String,
+    pub format: u32,
+}
+
+pub struct Index {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Index {
+    /// Opens (creating and migrating) the database. WAL mode and a busy timeout let many
+    /// strata processes share it.
+    pub fn open(path: &Path) -> Result<Index, IndexError> {
+        let conn = Connection::open(path).map_err(|source| IndexError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let index = Index {
+            conn,
+            path: path.to_path_buf(),
+        };
+        index.configure()?;
+        index.migrate()?;
+        Ok(index)
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> IndexError + '_ {
+        |source| IndexError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn digest(&self, text: String) -> Result<Digest, IndexError> {
+        text.parse().map_err(|source| IndexError::BadDigest {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    fn configure(&self) -> Result<(), IndexError> {
+        self.conn
+            .busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(self.err())?;
+        self.conn
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(self.err())?;
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    fn migrate(&self) -> Result<(), IndexError> {
+        let applied: usize = self
+            .conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(self.err())?;
+        for (n, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+            let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+            tx.execute_batch(sql).map_err(self.err())?;
+            tx.pragma_update(None, "user_version", n + 1)
+                .map_err(self.err())?;
+            tx.commit().map_err(self.err())?;
+        }
+        Ok(())
+    }
+
+    /// The environment built from a spec, if any; marks it used.
+    pub fn env_by_spec(&self, spec: &Digest) -> Result<Option<EnvRecord>, IndexError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT spec_digest, lock_digest, base_digest, manifest_digest, tag, size, spec_json
+                 FROM env_index WHERE spec_digest = ?1",
+                params![spec.to_string()],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, String>(6)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(self.err())?;
+        let Some((spec, lock, base, manifest, tag, size, spec_json)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(EnvRecord {
+            spec: self.digest(spec)?,
+            lock: self.digest(lock)?,
+            base: self.digest(base)?,
+            manifest: self.digest(manifest)?,
+            tag,
+            size: size as u64,
+            spec_json,
+        }))
+    }
+
+    /// Records that an environment was used now (a build hit, a pull, a launch).
+    pub fn touch_env(&self, spec: &Digest) -> Result<(), IndexError> {
+        self.conn
+            .execute(
+                "UPDATE env_index SET last_used_at = ?2 WHERE spec_digest = ?1",
+                params![spec.to_string(), now()],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    pub fn lock_on_base(
+        &self,
+        lock: &Digest,
+        base: &Digest,
+    ) -> Result<Option<LockRecord>, IndexError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT manifest_digest, lock_json FROM lock_index
+                 WHERE lock_digest = ?1 AND base_digest = ?2",
+                params![lock.to_string(), base.to_string()],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()
+            .map_err(self.err())?;
+        let Some((manifest, lock_json)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(LockRecord {
+            lock: lock.clone(),
+            base: base.clone(),
+            manifest: self.digest(manifest)?,
+            lock_json,
+        }))
+    }
+
+    pub fn layer(&self, key: &LayerKey) -> Result<Option<LayerDescriptor>, IndexError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT digest, diff_id, size, media_type FROM layer_index
+                 WHERE source_digest = ?1 AND scheme = ?2 AND format = ?3",
+                params![key.source.to_string(), key.scheme, key.format],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(self.err())?;
+        let Some((digest, diff_id, size, media_type)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(LayerDescriptor {
+            digest: self.digest(digest)?,
+            diff_id: self.digest(diff_id)?,
+            size: size as u64,
+            media_type,
+        }))
+    }
+
+    /// Records a finished build in one transaction: its layers, its lock and its spec.
+    pub fn record_build(
+        &self,
+        env: &EnvRecord,
+        lock_json: &str,
+        layers: &[(LayerKey, LayerDescriptor)],
+    ) -> Result<(), IndexError> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        let ts = now();
+        for (key, layer) in layers {
+            tx.execute(
+                "INSERT OR REPLACE INTO layer_index
+                 (source_digest, scheme, format, digest, diff_id, size, media_type)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    key.source.to_string(),
+                    key.scheme,
+                    key.format,
+                    layer.digest.to_string(),
+                    layer.diff_id.to_string(),
+                    layer.size as i64,
+                    layer.media_type
+                ],
+            )
+            .map_err(self.err())?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO lock_index
+             (lock_digest, base_digest, manifest_digest, lock_json, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                env.lock.to_string(),
+                env.base.to_string(),
+                env.manifest.to_string(),
+                lock_json,
+                ts
+            ],
+        )
+        .map_err(self.err())?;
+        tx.execute(
+            "INSERT INTO env_index
+             (spec_digest, lock_digest, base_digest, manifest_digest, tag, size, spec_json,
+              created_at, last_used_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+             ON CONFLICT(spec_digest) DO UPDATE SET
+               lock_digest = excluded.lock_digest, base_digest = excluded.base_digest,
+               manifest_digest = excluded.manifest_digest, tag = excluded.tag,
+               size = excluded.size, spec_json = excluded.spec_json,
+               last_used_at = excluded.last_used_at",
+            params![
+                env.spec.to_string(),
+                env.lock.to_string(),
+                env.base.to_string(),
+                env.manifest.to_string(),
+                env.tag,
+                env.size as i64,
+                env.spec_json,
+                ts
+            ],
+        )
+        .map_err(self.err())?;
+        tx.commit().map_err(self.err())
+    }
+
+    /// Whether a manifest was pushed to `target` (`REGISTRY/REPO`) before.
+    pub fn was_pushed(&self, target: &str, manifest: &Digest) -> Result<bool, IndexError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM pushes WHERE target = ?1 AND manifest_digest = ?2",
+                params![target, manifest.to_string()],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(self.err())
+    }
+
+    pub fn record_push(
+        &self,
+        target: &str,
+        manifest: &Digest,
+        tag: Option<&str>,
+    ) -> Result<(), IndexError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO pushes (target, manifest_digest, tag, pushed_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![target, manifest.to_string(), tag, now()],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(spec: &[u8], manifest: &[u8]) -> EnvRecord {
+        EnvRecord {
+            spec: Digest::of(spec),
+            lock: Digest::of(b"lock"),
+            base: Digest::of(b"base"),
+            manifest: Digest::of(manifest),
+            tag: "env-x".into(),
+            size: 10,
+            spec_json: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn records_and_finds_builds() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("strata.db")).unwrap();
+        let env = record(b"spec", b"m1");
+        let layer = LayerDescriptor {
+            digest: Digest::of(b"l"),
+            diff_id: Digest::of(b"d"),
+            size: 3,
+            media_type: "x".into(),
+        };
+        let key = LayerKey {
+            source: Digest::of(b"wheel"),
+            scheme: "s".into(),
+            format: 1,
+        };
+        assert!(index.env_by_spec(&env.spec).unwrap().is_none());
+        index
+            .record_build(&env, "{\"lock\":1}", &[(key.clone(), layer.clone())])
+            .unwrap();
+        drop(index);
+        let index = Index::open(&dir.path().join("strata.db")).unwrap();
+        assert_eq!(index.env_by_spec(&env.spec).unwrap(), Some(env.clone()));
+        assert_eq!(index.layer(&key).unwrap(), Some(layer));
+        let other_format = LayerKey { format: 2, ..key };
+        assert_eq!(index.layer(&other_format).unwrap(), None);
+        let lock = index.lock_on_base(&env.lock, &env.base).unwrap().unwrap();
+        assert_eq!(lock.manifest, env.manifest);
+        assert!(index.lock_on_base(&env.lock, &env.spec).unwrap().is_none());
+    }
+
+    #[test]
+    fn pushes_are_remembered_per_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("strata.db")).unwrap();
+        let m = Digest::of(b"m");
+        index.record_push("reg/a", &m, Some("t")).unwrap();
+        assert!(index.was_pushed("reg/a", &m).unwrap());
+        assert!(!index.was_pushed("reg/b", &m).unwrap());
+    }
+}

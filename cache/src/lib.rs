@@ -1,0 +1,11 @@
+//! strata's content-addressed cache: blobs, manifests and indexes, locally (an OCI image
+//! layout) and in OCI registries. It knows nothing about Python.
+
+pub mod descriptor;
+pub mod digest;
+pub mod index;
+pub mod layout;
+pub mod registry;
+
+pub use descriptor::{BlobDescriptor, LayerDescriptor};
+pub use digest::{Digest, DigestParseError, HashingWriter};

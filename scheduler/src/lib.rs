@@ -1,0 +1,1 @@
+//! strata's scheduler: queues, tiers and launchers.
