@@ -17,8 +17,14 @@ impl PackageName {
         let valid_chars = raw
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        let ends_ok = raw.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-            && raw.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+        let ends_ok = raw
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+            && raw
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_ascii_alphanumeric());
         if !valid_chars || !ends_ok {
             return Err(InvalidName(raw.to_string()));
         }

@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::wheel_name::WheelFilename;
+
 /// `X.Y`, the Python version an environment targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -155,13 +157,127 @@ impl Target {
     }
 }
 
+/// One `(python, abi, platform)` wheel tag.
+pub type WheelTag = (String, String, String);
+
+impl Target {
+    /// `cp311 manylinux_2_28 x86_64`: how error messages name the target of a wheel search.
+    pub fn wheel_tags_summary(&self) -> String {
+        format!(
+            "cp{}{} manylinux_{}_{} {}",
+            self.python.major,
+            self.python.minor,
+            self.glibc.0,
+            self.glibc.1,
+            self.platform.arch.wheel_name()
+        )
+    }
+
+    /// The wheel tags a CPython `X.Y` on this platform accepts, most preferred first, in the
+    /// order of `packaging.tags.sys_tags` (interpreter-specific ABI, abi3, none; then older
+    /// abi3; then pure `py3Y`/`py3` tags; `any` last).
+    pub fn compatible_tags(&self) -> Vec<WheelTag> {
+        let platforms = self.platform_tags();
+        let interp = format!("cp{}{}", self.python.major, self.python.minor);
+        let mut tags = Vec::new();
+        let mut push_all = |py: &str, abi: &str, plats: &[String]| {
+            for plat in plats {
+                tags.push((py.to_string(), abi.to_string(), plat.clone()));
+            }
+        };
+        for abi in [interp.as_str(), "abi3", "none"] {
+            push_all(&interp, abi, &platforms);
+        }
+        // abi3 wheels built for an older CPython 3 run on newer ones.
+        for minor in (2..self.python.minor).rev() {
+            push_all(
+                &format!("cp{}{minor}", self.python.major),
+                "abi3",
+                &platforms,
+            );
+        }
+        let py_versions = self.py_interpreter_range();
+        for py in &py_versions {
+            push_all(py, "none", &platforms);
+        }
+        let any = ["any".to_string()];
+        push_all(&interp, "none", &any);
+        for py in &py_versions {
+            push_all(py, "none", &any);
+        }
+        tags
+    }
+
+    /// How well a wheel fits this target: `None` when it cannot be installed here, else a
+    /// priority where higher is better (more specific tags rank higher). A wheel with a
+    /// compressed tag set ranks by its best tag.
+    pub fn wheel_priority(&self, wheel: &WheelFilename) -> Option<u32> {
+        let tags = self.compatible_tags();
+        let total = tags.len();
+        wheel
+            .tags()
+            .filter_map(|(py, abi, plat)| {
+                tags.iter()
+                    .position(|(p, a, pl)| p == py && a == abi && pl == plat)
+            })
+            .min()
+            .and_then(|index| u32::try_from(total - index).ok())
+    }
+
+    /// Platform tags, most specific first: `manylinux_2_Y_ARCH` from the target's glibc down to
+    /// the oldest glibc the architecture had, each legacy alias (manylinux2014 = 2_17,
+    /// manylinux2010 = 2_12, manylinux1 = 2_5) right after its `manylinux_2_Y` twin, then
+    /// `linux_ARCH`.
+    fn platform_tags(&self) -> Vec<String> {
+        let arch = self.platform.arch.wheel_name();
+        // aarch64 wheels start at manylinux2014; x86_64 ones at manylinux1.
+        let oldest_minor = match self.platform.arch {
+            Arch::Amd64 => 5,
+            Arch::Arm64 => 17,
+        };
+        let mut tags = Vec::new();
+        if self.glibc.0 == 2 {
+            for minor in (oldest_minor..=self.glibc.1).rev() {
+                tags.push(format!("manylinux_2_{minor}_{arch}"));
+                let legacy = match (minor, self.platform.arch) {
+                    (17, _) => Some("manylinux2014"),
+                    (12, Arch::Amd64) => Some("manylinux2010"),
+                    (5, Arch::Amd64) => Some("manylinux1"),
+                    _ => None,
+                };
+                if let Some(legacy) = legacy {
+                    tags.push(format!("{legacy}_{arch}"));
+                }
+            }
+        }
+        tags.push(format!("linux_{arch}"));
+        tags
+    }
+
+    /// `py3Y`, `py3`, then `py3(Y-1)` down to `py30`, as packaging orders them.
+    fn py_interpreter_range(&self) -> Vec<String> {
+        let major = self.python.major;
+        let mut out = vec![
+            format!("py{major}{}", self.python.minor),
+            format!("py{major}"),
+        ];
+        for minor in (0..self.python.minor).rev() {
+            out.push(format!("py{major}{minor}"));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn parses_python_versions() {
-        assert_eq!("3.11".parse::<PythonVersion>().unwrap(), PythonVersion::new(3, 11));
+        assert_eq!(
+            "3.11".parse::<PythonVersion>().unwrap(),
+            PythonVersion::new(3, 11)
+        );
         for bad in ["3", "3.x", "2.7", "", "3.11.2"] {
             assert!(bad.parse::<PythonVersion>().is_err(), "{bad}");
         }
@@ -172,5 +288,124 @@ mod tests {
         let t = Target::new(PythonVersion::new(3, 11), "linux/arm64".parse().unwrap());
         assert_eq!(t.uv_python_platform(), "aarch64-manylinux_2_28");
         assert!("windows/amd64".parse::<Platform>().is_err());
+    }
+
+    fn t311() -> Target {
+        Target::new(PythonVersion::new(3, 11), "linux/amd64".parse().unwrap())
+    }
+
+    fn prio(t: &Target, filename: &str) -> Option<u32> {
+        t.wheel_priority(&WheelFilename::parse(filename).unwrap())
+    }
+
+    #[test]
+    fn accepts_wheels_the_target_can_install() {
+        let t = t311();
+        for ok in [
+            "a-1-py3-none-any.whl",
+            "a-1-py311-none-any.whl",
+            "a-1-py2.py3-none-any.whl",
+            "a-1-cp311-none-any.whl",
+            "a-1-cp311-cp311-manylinux_2_28_x86_64.whl",
+            "a-1-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+            "a-1-cp311-cp311-manylinux2014_x86_64.whl",
+            "a-1-cp311-cp311-manylinux2010_x86_64.whl",
+            "a-1-cp311-cp311-manylinux1_x86_64.whl",
+            "a-1-cp38-abi3-manylinux_2_17_x86_64.whl",
+            "a-1-cp311-abi3-manylinux_2_17_x86_64.whl",
+            "a-1-py3-none-manylinux_2_17_x86_64.whl",
+            "a-1-cp311-cp311-linux_x86_64.whl",
+        ] {
+            assert!(prio(&t, ok).is_some(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn rejects_wheels_the_target_cannot_install() {
+        let t = t311();
+        for bad in [
+            "a-1-cp312-cp312-manylinux_2_17_x86_64.whl",
+            "a-1-cp310-cp310-manylinux_2_17_x86_64.whl",
+            "a-1-cp312-abi3-manylinux_2_17_x86_64.whl",
+            "a-1-py2-none-any.whl",
+            "a-1-py312-none-any.whl",
+            "a-1-cp311-cp311-manylinux_2_34_x86_64.whl",
+            "a-1-cp311-cp311-manylinux_2_17_aarch64.whl",
+            "a-1-cp311-cp311-musllinux_1_2_x86_64.whl",
+            "a-1-cp311-cp311-win_amd64.whl",
+            "a-1-cp311-cp311-macosx_11_0_arm64.whl",
+            "a-1-pp310-pypy310_pp73-manylinux_2_17_x86_64.whl",
+            "a-1-cp311-cp311d-manylinux_2_17_x86_64.whl",
+        ] {
+            assert_eq!(prio(&t, bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn more_specific_wheels_rank_higher() {
+        let t = t311();
+        let order = [
+            "a-1-cp311-cp311-manylinux_2_28_x86_64.whl",
+            "a-1-cp311-cp311-manylinux_2_17_x86_64.whl",
+            "a-1-cp311-cp311-manylinux1_x86_64.whl",
+            "a-1-cp311-cp311-linux_x86_64.whl",
+            "a-1-cp311-abi3-manylinux_2_17_x86_64.whl",
+            "a-1-cp311-none-manylinux_2_17_x86_64.whl",
+            "a-1-cp310-abi3-manylinux_2_28_x86_64.whl",
+            "a-1-cp38-abi3-manylinux_2_28_x86_64.whl",
+            "a-1-py311-none-manylinux_2_17_x86_64.whl",
+            "a-1-py3-none-manylinux_2_17_x86_64.whl",
+            "a-1-cp311-none-any.whl",
+            "a-1-py311-none-any.whl",
+            "a-1-py3-none-any.whl",
+            "a-1-py30-none-any.whl",
+        ];
+        let prios: Vec<u32> = order.iter().map(|f| prio(&t, f).unwrap()).collect();
+        for (pair, names) in prios.windows(2).zip(order.windows(2)) {
+            assert!(pair[0] > pair[1], "{} should beat {}", names[0], names[1]);
+        }
+    }
+
+    #[test]
+    fn compressed_tag_sets_rank_by_their_best_tag() {
+        let t = t311();
+        assert_eq!(
+            prio(
+                &t,
+                "a-1-cp311-cp311-manylinux_2_5_x86_64.manylinux_2_28_x86_64.whl"
+            ),
+            prio(&t, "a-1-cp311-cp311-manylinux_2_28_x86_64.whl")
+        );
+        assert_eq!(
+            prio(
+                &t,
+                "a-1-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+            ),
+            prio(&t, "a-1-cp311-cp311-manylinux_2_17_x86_64.whl")
+        );
+    }
+
+    #[test]
+    fn glibc_level_and_arch_come_from_the_target() {
+        let mut arm = Target::new(PythonVersion::new(3, 12), "linux/arm64".parse().unwrap());
+        assert!(prio(&arm, "a-1-cp312-cp312-manylinux2014_aarch64.whl").is_some());
+        assert!(prio(&arm, "a-1-cp312-cp312-manylinux_2_28_aarch64.whl").is_some());
+        // manylinux1/2010 never existed for aarch64.
+        assert_eq!(prio(&arm, "a-1-cp312-cp312-manylinux1_aarch64.whl"), None);
+        assert_eq!(
+            prio(&arm, "a-1-cp312-cp312-manylinux_2_28_x86_64.whl"),
+            None
+        );
+        arm.glibc = (2, 17);
+        assert_eq!(
+            prio(&arm, "a-1-cp312-cp312-manylinux_2_28_aarch64.whl"),
+            None
+        );
+        assert!(prio(&arm, "a-1-cp312-cp312-manylinux_2_17_aarch64.whl").is_some());
+    }
+
+    #[test]
+    fn summary_names_interpreter_glibc_and_arch() {
+        assert_eq!(t311().wheel_tags_summary(), "cp311 manylinux_2_28 x86_64");
     }
 }

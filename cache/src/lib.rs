@@ -5,6 +5,7 @@ pub mod descriptor;
 pub mod digest;
 pub mod index;
 pub mod layout;
+pub mod manifest;
 pub mod registry;
 
 pub use descriptor::{BlobDescriptor, LayerDescriptor};

@@ -2,9 +2,30 @@
 //!
 //! Two spec files that mean the same produce the same [`EnvSpec`] and so the same
 //! [`SpecDigest`]; any change of meaning changes it.
+//!
+//! Layout: `lines` (physical -> logical lines, comments), `requirements` (options, includes),
+//! `pep508` (one requirement), `specifier` + `version` (PEP 440), `marker` (PEP 508 markers),
+//! `sources` (index URLs, find-links), `canonical` (merging, digest, uv input files).
+
+mod canonical;
+mod error;
+mod lines;
+mod marker;
+mod pep508;
+mod requirements;
+mod sources;
+mod specifier;
+mod version;
 
 use serde::{Deserialize, Serialize};
 use strata_cache::Digest;
+
+pub use error::{InvalidRequirement, SpecError};
+pub use marker::canonical_marker;
+pub use pep508::normalise_extra;
+pub use requirements::{parse_requirements_file, parse_requirements_str, RequirementsFile};
+pub use sources::{normalise_find_links, normalise_url};
+pub use version::Version;
 
 use crate::name::PackageName;
 use crate::target::Target;
@@ -21,6 +42,9 @@ pub struct Requirement {
     pub url: Option<String>,
     /// The canonical marker expression, if any.
     pub marker: Option<String>,
+    /// Allowed artifact hashes (`sha256:<hex>`), sorted and deduplicated. Part of the meaning:
+    /// they restrict which files may be installed.
+    pub hashes: Vec<String>,
 }
 
 /// Where packages may come from.
@@ -37,7 +61,7 @@ pub struct Sources {
 /// A canonical environment spec: requirements, constraints, sources, base image and target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvSpec {
-    /// Sorted by (name, marker), duplicates merged.
+    /// Sorted by (name, marker, url); requirements with the same key merged.
     pub requirements: Vec<Requirement>,
     /// From `-c` files; same canonical form.
     pub constraints: Vec<Requirement>,

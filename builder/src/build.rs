@@ -1,0 +1,514 @@
+//! The build pipeline: requirements → canonical spec → (index) → lock → (index) → one layer
+//! per wheel → image → store. Nothing is visible in the store until every step succeeded:
+//! layers are staged in temporary files and committed together at the end, and the index
+//! is written in one transaction after the blobs it points at.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use strata_cache::index::{EnvRecord, LayerKey};
+use strata_cache::layout::{StagedBlob, Store};
+use strata_cache::manifest::{Manifest, ManifestDocument};
+use strata_cache::{BlobDescriptor, Digest, LayerDescriptor};
+
+use crate::base::{BaseImage, BaseRef, Selector};
+use crate::error::BuildError;
+use crate::fetch::WheelCache;
+use crate::home::Home;
+use crate::image::{self, AddedLayer, ImageInputs, ANNOTATION_SPEC};
+use crate::install::{self, InstallScheme};
+use crate::layer::LAYER_FORMAT_VERSION;
+use crate::lock::{Lock, LockedWheel};
+use crate::progress::Progress;
+use crate::spec::{self, EnvSpec, SpecDigest};
+use crate::target::{Platform, PythonVersion, Target};
+
+/// What the user asked to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub requirements: PathBuf,
+    pub base: BaseRef,
+    pub python: Option<PythonVersion>,
+    pub platform: Platform,
+    /// Extra `--find-links` from the command line (added to the file's own).
+    pub find_links: Vec<String>,
+    pub no_index: bool,
+    /// Threads for fetching wheels and building layers.
+    pub jobs: usize,
+}
+
+/// How much of the build the cache answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheOutcome {
+    /// The spec was built before: no resolution, no wheel read.
+    Hit,
+    /// The spec resolved to a lock built before: no wheel read.
+    LockHit,
+    Miss,
+}
+
+/// One layer of the result, base layers included.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LayerReport {
+    pub digest: Digest,
+    pub size: u64,
+    pub packages: Vec<String>,
+    /// Already in the store before this build.
+    pub reused: bool,
+}
+
+/// The result of a build.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Built {
+    pub digest: Digest,
+    pub tag: String,
+    pub spec_digest: SpecDigest,
+    pub lock_digest: Digest,
+    pub cache: CacheOutcome,
+    pub layers: Vec<LayerReport>,
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// `env-` and the first 16 hex digits of the spec digest.
+pub fn tag_for(spec: &SpecDigest) -> String {
+    format!("env-{}", spec.0.short(16))
+}
+
+pub fn build(
+    home: &Home,
+    options: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<Built, BuildError> {
+    progress.stage("reading requirements");
+    let mut file = spec::parse_requirements_file(&options.requirements)?;
+    add_cli_sources(&mut file.sources, options)?;
+    let base = open_base(home, &options.base, options.platform)?;
+    let python = options.python.or_else(|| base.declared_python());
+    let python = match python {
+        Some(v) => v,
+        None => base.find_interpreter(None)?.version,
+    };
+    let target = Target::new(python, options.platform);
+    let env = EnvSpec::new(file, base.digest.clone(), target);
+    let spec_digest = env.digest();
+    if let Some(built) = cache_hit(home, &spec_digest)? {
+        return Ok(built);
+    }
+    progress.stage("resolving");
+    let lock = home.resolver.resolve(
+        &env.requirements_txt(),
+        &env.constraints_txt(),
+        &env.sources,
+        &target,
+    )?;
+    check_pinned_hashes(&env, &lock)?;
+    let lock_digest = lock.digest().0;
+    let spec_json = String::from_utf8_lossy(&env.canonical_bytes()).into_owned();
+    if let Some(built) = lock_hit(home, &base, &lock, &spec_digest, &spec_json)? {
+        return Ok(built);
+    }
+    let interpreter = base.find_interpreter(Some(python))?;
+    let scheme = InstallScheme::new(python);
+    let layers = package_layers(home, &lock, &scheme, options.jobs, progress)?;
+    progress.stage("writing the image");
+    let env_lock = lock.canonical_bytes();
+    let mut env_writer = home.store.writer()?;
+    let env_layer = install::env_layer(
+        &scheme,
+        &interpreter.path,
+        &interpreter.full_version,
+        &[("strata-lock.json".to_string(), env_lock)],
+        &mut env_writer,
+    )
+    .map_err(|source| BuildError::EnvLayer { source })?;
+    let env_staged = env_writer.finish().map_err(BuildError::tmp_io(home))?;
+    check_staged(&env_staged, &env_layer)?;
+
+    let mut added: Vec<AddedLayer> = layers.iter().map(|l| l.added.clone()).collect();
+    added.push(AddedLayer {
+        layer: env_layer,
+        packages: Vec::new(),
+        created_by: format!("strata: venv {} on {}", scheme.venv, interpreter.path),
+    });
+    let packages = lock.packages();
+    let assembled = image::assemble(&ImageInputs {
+        base: &base,
+        layers: &added,
+        venv: &scheme.venv,
+        spec_digest: &spec_digest.0,
+        lock_digest: &lock_digest,
+        packages: &packages,
+        layer_format: LAYER_FORMAT_VERSION,
+    });
+
+    // Commit: base blobs, layers, config, manifest, tag, then the index.
+    let mut reused: Vec<bool> = base
+        .layers()
+        .iter()
+        .map(|l| home.store.has_blob(&l.digest))
+        .collect();
+    base.import_into(&home.store)?;
+    let mut records = Vec::new();
+    for built in layers {
+        reused.push(built.staged.is_none());
+        if let Some(staged) = built.staged {
+            home.store.commit(staged)?;
+        }
+        records.push((built.key, built.added.layer));
+    }
+    reused.push(false);
+    home.store.commit(env_staged)?;
+    home.store.put_bytes(&assembled.config)?;
+    let tag = tag_for(&spec_digest);
+    let digest = finish_image(home, &assembled.manifest, &tag, &spec_digest)?;
+    let size = image_size(&assembled.manifest);
+    home.index.record_build(
+        &EnvRecord {
+            spec: spec_digest.0.clone(),
+            lock: lock_digest.clone(),
+            base: base.digest.clone(),
+            manifest: digest.clone(),
+            tag: tag.clone(),
+            size,
+            spec_json,
+        },
+        &lock.to_json(),
+        &records,
+    )?;
+    let report = report_layers(&assembled.manifest, &reused);
+    Ok(Built {
+        digest,
+        tag,
+        spec_digest,
+        lock_digest,
+        cache: CacheOutcome::Miss,
+        layers: report,
+        media_type: assembled.manifest.media_type().to_string(),
+        size,
+    })
+}
+
+fn add_cli_sources(sources: &mut spec::Sources, options: &BuildOptions) -> Result<(), BuildError> {
+    let cwd = std::env::current_dir().map_err(|source| BuildError::Io {
+        what: "reading the current directory".into(),
+        source,
+    })?;
+    for link in &options.find_links {
+        let normalised =
+            spec::normalise_find_links(link, &cwd).map_err(|reason| BuildError::BadOption {
+                option: format!("--find-links {link}"),
+                reason,
+            })?;
+        sources.find_links.push(normalised);
+    }
+    sources.no_index |= options.no_index;
+    Ok(())
+}
+
+/// Opens the base image by reference: a layout on disk, or (by digest) one imported before.
+fn open_base(home: &Home, base: &BaseRef, platform: Platform) -> Result<BaseImage, BuildError> {
+    match base {
+        BaseRef::Layout { path, reference } => {
+            if let Selector::Digest(d) = reference {
+                if home.store.has_blob(d) {
+                    return Ok(BaseImage::from_store(
+                        &home.store,
+                        d,
+                        &format!("oci:{}@{d}", path.display()),
+                    )?);
+                }
+            }
+            Ok(BaseImage::from_layout(path, reference, platform)?)
+        }
+        BaseRef::Registry(reference) => crate::publish::pull_base(home, reference, platform),
+    }
+}
+
+/// Requirements that carry `--hash` options (pip's hash-checking mode) only accept a wheel
+/// whose sha256 is among them: uv computes the lock's hashes from the bytes it saw, so the
+/// user's pins are checked here.
+fn check_pinned_hashes(env: &EnvSpec, lock: &Lock) -> Result<(), BuildError> {
+    for requirement in env.requirements.iter().filter(|r| !r.hashes.is_empty()) {
+        let Some(wheel) = lock.wheels.iter().find(|w| w.name == requirement.name) else {
+            continue;
+        };
+        let actual = format!("sha256:{}", wheel.sha256.hex());
+        if !requirement.hashes.iter().any(|h| *h == actual) {
+            return Err(BuildError::PinnedHash {
+                package: requirement.name.to_string(),
+                wheel: wheel.filename.clone(),
+                expected: requirement.hashes.join(", "),
+                actual,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The spec was built before and its image is still in the store.
+fn cache_hit(home: &Home, spec: &SpecDigest) -> Result<Option<Built>, BuildError> {
+    let Some(record) = home.index.env_by_spec(&spec.0)? else {
+        return Ok(None);
+    };
+    let Some(manifest) = stored_manifest(home, &record.manifest)? else {
+        return Ok(None);
+    };
+    home.index.touch_env(&spec.0)?;
+    let reused = vec![true; manifest.layers.len()];
+    Ok(Some(Built {
+        digest: record.manifest,
+        tag: record.tag,
+        spec_digest: spec.clone(),
+        lock_digest: record.lock,
+        cache: CacheOutcome::Hit,
+        layers: report_layers(&manifest, &reused),
+        media_type: manifest.media_type().to_string(),
+        size: record.size,
+    }))
+}
+
+/// The lock was built on this base before: the new image differs only in its annotations,
+/// every layer is reused and no wheel is read.
+fn lock_hit(
+    home: &Home,
+    base: &BaseImage,
+    lock: &Lock,
+    spec: &SpecDigest,
+    spec_json: &str,
+) -> Result<Option<Built>, BuildError> {
+    let lock_digest = lock.digest().0;
+    let Some(record) = home.index.lock_on_base(&lock_digest, &base.digest)? else {
+        return Ok(None);
+    };
+    let Some(mut manifest) = stored_manifest(home, &record.manifest)? else {
+        return Ok(None);
+    };
+    manifest
+        .annotations
+        .insert(ANNOTATION_SPEC.to_string(), spec.0.to_string());
+    manifest.annotations.insert(
+        "org.opencontainers.image.title".to_string(),
+        format!("strata environment {}", spec.0.short(12)),
+    );
+    let tag = tag_for(spec);
+    let digest = finish_image(home, &manifest, &tag, spec)?;
+    let size = image_size(&manifest);
+    home.index.record_build(
+        &EnvRecord {
+            spec: spec.0.clone(),
+            lock: lock_digest.clone(),
+            base: base.digest.clone(),
+            manifest: digest.clone(),
+            tag: tag.clone(),
+            size,
+            spec_json: spec_json.to_string(),
+        },
+        &record.lock_json,
+        &[],
+    )?;
+    let reused = vec![true; manifest.layers.len()];
+    Ok(Some(Built {
+        digest,
+        tag,
+        spec_digest: spec.clone(),
+        lock_digest,
+        cache: CacheOutcome::LockHit,
+        layers: report_layers(&manifest, &reused),
+        media_type: manifest.media_type().to_string(),
+        size,
+    }))
+}
+
+/// A manifest in the store whose blobs are all present; `None` if anything is missing, so
+/// that the caller rebuilds rather than serving a broken image.
+fn stored_manifest(home: &Home, digest: &Digest) -> Result<Option<Manifest>, BuildError> {
+    if !home.store.has_blob(digest) {
+        return Ok(None);
+    }
+    let bytes = home.store.read_blob(digest)?;
+    let Ok(ManifestDocument::Image(manifest)) = ManifestDocument::parse(&bytes) else {
+        return Ok(None);
+    };
+    let complete = std::iter::once(&manifest.config)
+        .chain(manifest.layers.iter())
+        .all(|d| home.store.has_blob(&d.digest));
+    Ok(complete.then_some(manifest))
+}
+
+/// Writes the manifest, tags it and returns its digest.
+fn finish_image(
+    home: &Home,
+    manifest: &Manifest,
+    tag: &str,
+    spec: &SpecDigest,
+) -> Result<Digest, BuildError> {
+    let bytes = manifest.to_bytes();
+    let digest = home.store.put_bytes(&bytes)?;
+    let mut annotations = std::collections::BTreeMap::new();
+    annotations.insert(ANNOTATION_SPEC.to_string(), spec.0.to_string());
+    home.store.tag(
+        tag,
+        &BlobDescriptor {
+            media_type: manifest.media_type().to_string(),
+            digest: digest.clone(),
+            size: bytes.len() as u64,
+        },
+        annotations,
+    )?;
+    Ok(digest)
+}
+
+fn image_size(manifest: &Manifest) -> u64 {
+    manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>()
+}
+
+fn report_layers(manifest: &Manifest, reused: &[bool]) -> Vec<LayerReport> {
+    manifest
+        .layers
+        .iter()
+        .zip(reused.iter().chain(std::iter::repeat(&false)))
+        .map(|(d, reused)| LayerReport {
+            digest: d.digest.clone(),
+            size: d.size,
+            packages: d
+                .annotations
+                .get(image::ANNOTATION_PACKAGES)
+                .map(|p| p.split(',').map(String::from).collect())
+                .unwrap_or_default(),
+            reused: *reused,
+        })
+        .collect()
+}
+
+/// A package layer: reused from the index, or staged and waiting for commit.
+struct PackageLayer {
+    key: LayerKey,
+    added: AddedLayer,
+    staged: Option<StagedBlob>,
+}
+
+fn check_staged(staged: &StagedBlob, layer: &LayerDescriptor) -> Result<(), BuildError> {
+    if staged.digest != layer.digest || staged.size != layer.size {
+        return Err(BuildError::Internal(format!(
+            "layer writer reported {} ({} bytes) but the store received {} ({} bytes)",
+            layer.digest, layer.size, staged.digest, staged.size
+        )));
+    }
+    Ok(())
+}
+
+/// One layer per wheel: reused when the layer index has it and the blob is present, else
+/// fetched and installed, `jobs` at a time.
+fn package_layers(
+    home: &Home,
+    lock: &Lock,
+    scheme: &InstallScheme,
+    jobs: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<PackageLayer>, BuildError> {
+    let scheme_id = scheme.id();
+    let mut slots: Vec<Option<PackageLayer>> = Vec::with_capacity(lock.wheels.len());
+    let mut todo: Vec<(usize, &LockedWheel, LayerKey)> = Vec::new();
+    for (i, wheel) in lock.wheels.iter().enumerate() {
+        let key = LayerKey {
+            source: wheel.sha256.clone(),
+            scheme: scheme_id.clone(),
+            format: LAYER_FORMAT_VERSION,
+        };
+        let known = home
+            .index
+            .layer(&key)?
+            .filter(|l| home.store.has_blob(&l.digest));
+        match known {
+            Some(layer) => slots.push(Some(PackageLayer {
+                added: added_layer(wheel, layer),
+                key,
+                staged: None,
+            })),
+            None => {
+                slots.push(None);
+                todo.push((i, wheel, key));
+            }
+        }
+    }
+    progress.layers(lock.wheels.len(), lock.wheels.len() - todo.len());
+    let (store, wheels) = (&home.store, &home.wheels);
+    let results = Mutex::new(Vec::new());
+    let next = Mutex::new(todo.into_iter());
+    let first_error: Mutex<Option<BuildError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| loop {
+                if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                    return;
+                }
+                let Some((i, wheel, key)) = next.lock().ok().and_then(|mut it| it.next()) else {
+                    return;
+                };
+                match build_one(store, wheels, wheel, scheme) {
+                    Ok((layer, staged)) => {
+                        progress.layer_done(&wheel.filename);
+                        if let Ok(mut r) = results.lock() {
+                            r.push((
+                                i,
+                                PackageLayer {
+                                    added: added_layer(wheel, layer),
+                                    key,
+                                    staged: Some(staged),
+                                },
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        if let Ok(mut slot) = first_error.lock() {
+                            slot.get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    for (i, layer) in results.into_inner().unwrap_or_default() {
+        slots[i] = Some(layer);
+    }
+    slots
+        .into_iter()
+        .map(|s| s.ok_or_else(|| BuildError::Internal("a layer was not built".into())))
+        .collect()
+}
+
+fn added_layer(wheel: &LockedWheel, layer: LayerDescriptor) -> AddedLayer {
+    AddedLayer {
+        layer,
+        packages: vec![format!("{}=={}", wheel.name, wheel.version)],
+        created_by: format!("strata: install {}", wheel.filename),
+    }
+}
+
+/// Fetches one wheel and installs it into a staged layer blob. Takes the store and the
+/// wheel cache (not the whole home) because it runs on worker threads.
+fn build_one(
+    store: &Store,
+    wheels: &WheelCache,
+    wheel: &LockedWheel,
+    scheme: &InstallScheme,
+) -> Result<(LayerDescriptor, StagedBlob), BuildError> {
+    let path = wheels.fetch(wheel)?;
+    let mut writer = store.writer()?;
+    let installed =
+        install::wheel_layer(&path, scheme, &mut writer).map_err(|source| BuildError::Install {
+            wheel: wheel.filename.clone(),
+            source,
+        })?;
+    let staged = writer.finish().map_err(|source| BuildError::Io {
+        what: "writing a layer into the store's temporary directory".into(),
+        source,
+    })?;
+    check_staged(&staged, &installed.descriptor)?;
+    Ok((installed.descriptor, staged))
+}

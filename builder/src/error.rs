@@ -1,0 +1,102 @@
+//! The builder's errors: each variant names what failed and carries its cause.
+
+use std::io;
+
+use strata_cache::index::IndexError;
+use strata_cache::layout::StoreError;
+use strata_cache::registry::RegistryError;
+
+use crate::base::BaseError;
+use crate::fetch::FetchError;
+use crate::home::{Home, HomeError};
+use crate::install::InstallError;
+use crate::resolve::ResolveError;
+use crate::spec::SpecError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("invalid option {option}: {reason}")]
+    BadOption { option: String, reason: String },
+    #[error(transparent)]
+    Base(#[from] BaseError),
+    #[error("resolution failed")]
+    Resolve(#[from] ResolveError),
+    #[error("fetching wheels failed")]
+    Fetch(#[from] FetchError),
+    #[error("wheel {wheel} of {package} hashes to {actual}, which is not among the hashes the requirements pin ({expected})")]
+    PinnedHash {
+        package: String,
+        wheel: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("installing wheel {wheel} failed")]
+    Install {
+        wheel: String,
+        #[source]
+        source: InstallError,
+    },
+    #[error("writing the environment layer failed")]
+    EnvLayer {
+        #[source]
+        source: InstallError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    #[error("registry")]
+    Registry(#[from] RegistryError),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl BuildError {
+    /// An I/O error while writing temporary files under the store.
+    pub fn tmp_io(home: &Home) -> impl FnOnce(io::Error) -> BuildError + '_ {
+        move |source| BuildError::Io {
+            what: format!("writing temporary files in {}", home.tmp().display()),
+            source,
+        }
+    }
+
+    /// A short hint for the user: what to do about this error.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            BuildError::Spec(_) => Some("fix the requirements file at the line shown"),
+            BuildError::Resolve(ResolveError::UnknownPackage { .. }) => {
+                Some("check the package name, or add --find-links / --index-url where it lives")
+            }
+            BuildError::Resolve(ResolveError::NoWheel { .. }) => Some(
+                "strata installs wheels only: pin a version that has a wheel for the target, or build one",
+            ),
+            BuildError::Resolve(ResolveError::Conflict { .. }) => {
+                Some("relax one of the conflicting pins")
+            }
+            BuildError::PinnedHash { .. } => Some(
+                "the wheel is not the one the requirements pin: check its source, or update the --hash",
+            ),
+            BuildError::Fetch(_) => Some(
+                "the wheel's bytes differ from what was resolved; re-run to resolve again, or check the source",
+            ),
+            BuildError::Install { .. } => {
+                Some("the wheel is corrupt or unsafe to install; nothing was written to the store")
+            }
+            BuildError::Base(_) => Some("check --base: oci:PATH:TAG or REGISTRY/REPO:TAG"),
+            BuildError::Registry(_) => Some(
+                "check the registry address and that it is running; plain HTTP needs a loopback host or --insecure",
+            ),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Errors of wheel installation. Every variant names the wheel file and, where there is one,
+//! the entry inside it.
+
+use std::io;
+
+use crate::layer::LayerError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("cannot read wheel {wheel}")]
+    Read {
+        wheel: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("wheel {wheel} is not a valid zip archive")]
+    Zip {
+        wheel: String,
+        #[source]
+        source: zip::result::ZipError,
+    },
+    #[error("invalid wheel file name {wheel:?}: {reason}")]
+    FileName { wheel: String, reason: String },
+    #[error("wheel {wheel}: {reason}")]
+    Invalid { wheel: String, reason: String },
+    #[error("wheel {wheel}: unsafe entry {entry:?}: {reason}")]
+    UnsafeEntry {
+        wheel: String,
+        entry: String,
+        reason: &'static str,
+    },
+    #[error("wheel {wheel}: entry {entry:?} appears more than once")]
+    DuplicateEntry { wheel: String, entry: String },
+    #[error("wheel {wheel}: entry {entry:?} is in an unknown .data category {category:?}")]
+    UnknownDataCategory {
+        wheel: String,
+        entry: String,
+        category: String,
+    },
+    #[error("wheel {wheel} is corrupt: entry {entry:?}: {reason}")]
+    Corrupt {
+        wheel: String,
+        entry: String,
+        reason: String,
+    },
+    #[error("wheel {wheel}: {file} line {line}: {reason}")]
+    Syntax {
+        wheel: String,
+        file: String,
+        line: usize,
+        reason: String,
+    },
+    #[error("wheel {wheel}: cannot read entry {entry:?}")]
+    Entry {
+        wheel: String,
+        entry: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("wheel {wheel}: installing entry {entry:?}")]
+    Layer {
+        wheel: String,
+        entry: String,
+        #[source]
+        source: LayerError,
+    },
+    #[error("invalid install scheme: {0}")]
+    Scheme(String),
+    #[error("writing the layer of {what}")]
+    Write {
+        what: String,
+        #[source]
+        source: LayerError,
+    },
+}

@@ -1,0 +1,192 @@
+//! Scripts: console and GUI entry points become launcher scripts, and `.data/scripts` files
+//! whose first line is `#!python` get the venv interpreter instead.
+
+/// One `name = module:attr` line of `[console_scripts]` or `[gui_scripts]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryPoint {
+    pub name: String,
+    pub module: String,
+    /// Dotted attribute path inside the module, e.g. `cli.main`.
+    pub attr: String,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct EntryPointSyntax {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// The console and GUI scripts of an `entry_points.txt` (on Linux both get the same launcher).
+pub fn parse_entry_points(text: &str) -> Result<Vec<EntryPoint>, EntryPointSyntax> {
+    let mut out = Vec::new();
+    let mut in_scripts = false;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_scripts = matches!(section.trim(), "console_scripts" | "gui_scripts");
+            continue;
+        }
+        if !in_scripts {
+            continue;
+        }
+        let entry = parse_line(line).map_err(|reason| EntryPointSyntax {
+            line: i + 1,
+            reason,
+        })?;
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+fn parse_line(line: &str) -> Result<EntryPoint, String> {
+    let (name, value) = line
+        .split_once('=')
+        .ok_or_else(|| format!("{line:?} is not `name = module:attr`"))?;
+    let name = name.trim();
+    if !valid_script_name(name) {
+        return Err(format!("script name {name:?} is not a plain file name"));
+    }
+    // Extras (`[extra]`) only matter to the resolver.
+    let value = value.split('[').next().unwrap_or_default().trim();
+    let (module, attr) = value
+        .split_once(':')
+        .ok_or_else(|| format!("{value:?} is not `module:attr`"))?;
+    let (module, attr) = (module.trim(), attr.trim());
+    // Both go into Python source: only dotted identifiers, never code.
+    if !dotted_identifier(module) || !dotted_identifier(attr) {
+        return Err(format!(
+            "{value:?} is not `module:attr` of dotted identifiers"
+        ));
+    }
+    Ok(EntryPoint {
+        name: name.to_string(),
+        module: module.to_string(),
+        attr: attr.to_string(),
+    })
+}
+
+fn valid_script_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && !name.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+fn dotted_identifier(s: &str) -> bool {
+    s.split('.').all(|part| {
+        let mut chars = part.chars();
+        chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
+            && chars.all(|c| c == '_' || c.is_alphanumeric())
+    })
+}
+
+/// The launcher pip and uv write on Unix, with the venv interpreter.
+pub fn launcher(entry: &EntryPoint, interpreter: &str) -> Vec<u8> {
+    let import_name = entry.attr.split('.').next().unwrap_or(&entry.attr);
+    format!(
+        "#!{interpreter}\n\
+         # -*- coding: utf-8 -*-\n\
+         import sys\n\
+         from {module} import {import_name}\n\
+         if __name__ == \"__main__\":\n\
+         \x20   if sys.argv[0].endswith(\"-script.pyw\"):\n\
+         \x20       sys.argv[0] = sys.argv[0][:-11]\n\
+         \x20   elif sys.argv[0].endswith(\".exe\"):\n\
+         \x20       sys.argv[0] = sys.argv[0][:-4]\n\
+         \x20   sys.exit({attr}())\n",
+        module = entry.module,
+        attr = entry.attr,
+    )
+    .into_bytes()
+}
+
+/// How a `.data/scripts` file's first line is replaced: drop `skip` bytes, write `prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShebangRewrite {
+    pub skip: u64,
+    pub prefix: Vec<u8>,
+}
+
+/// How many leading bytes [`shebang_rewrite`] needs to see.
+pub const SHEBANG_PEEK: usize = 4096;
+
+/// Decides from the first bytes of a script (`head`, at most [`SHEBANG_PEEK`]; `size` is the
+/// whole script) whether its `#!python`/`#!pythonw` line is rewritten. `Err` if the first
+/// line is a `#!python` line longer than the peek.
+pub fn shebang_rewrite(
+    head: &[u8],
+    size: u64,
+    interpreter: &str,
+) -> Result<Option<ShebangRewrite>, &'static str> {
+    if !head.starts_with(b"#!python") {
+        return Ok(None);
+    }
+    let skip = match head.iter().position(|&b| b == b'\n') {
+        Some(i) => i as u64 + 1,
+        None if head.len() as u64 == size => size,
+        None => return Err("#!python line is longer than 4096 bytes"),
+    };
+    Ok(Some(ShebangRewrite {
+        skip,
+        prefix: format!("#!{interpreter}\n").into_bytes(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_console_and_gui_scripts_only() {
+        let text = "[console_scripts]\nfoo = foo.cli:main\nbar=foo:app.run [extra]\n\
+                    [gui_scripts]\nfoo-gui = foo.gui:main\n\n[foo.plugins]\nx = y:z\n";
+        let eps = parse_entry_points(text).unwrap();
+        let names: Vec<_> = eps.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["foo", "bar", "foo-gui"]);
+        assert_eq!(eps[1].module, "foo");
+        assert_eq!(eps[1].attr, "app.run");
+    }
+
+    #[test]
+    fn rejects_unsafe_entry_points() {
+        for line in [
+            "../x = a:b",
+            "x/y = a:b",
+            "x = a",
+            "x = a:b; import os",
+            "x = os:system('rm')",
+            "x = a.:b",
+        ] {
+            let text = format!("[console_scripts]\n{line}\n");
+            assert_eq!(parse_entry_points(&text).unwrap_err().line, 2, "{line}");
+        }
+    }
+
+    #[test]
+    fn launcher_imports_the_first_attr_and_calls_the_dotted_one() {
+        let ep = EntryPoint {
+            name: "bar".into(),
+            module: "foo".into(),
+            attr: "app.run".into(),
+        };
+        let text = String::from_utf8(launcher(&ep, "/opt/venv/bin/python")).unwrap();
+        assert!(text.starts_with("#!/opt/venv/bin/python\n"));
+        assert!(text.contains("\nfrom foo import app\n"));
+        assert!(text.contains("    sys.exit(app.run())\n"));
+    }
+
+    #[test]
+    fn rewrites_only_python_placeholders() {
+        let interp = "/opt/venv/bin/python";
+        let rw = shebang_rewrite(b"#!pythonw -u\r\nprint(1)\n", 23, interp).unwrap();
+        assert_eq!(rw.unwrap().skip, 14);
+        assert_eq!(shebang_rewrite(b"#!/bin/sh\n", 10, interp).unwrap(), None);
+        let whole = shebang_rewrite(b"#!python", 8, interp).unwrap().unwrap();
+        assert_eq!(whole.skip, 8);
+        assert!(shebang_rewrite(b"#!python", 9000, interp).is_err());
+    }
+}

@@ -1,0 +1,309 @@
+//! requirements.txt files: logical lines, comments, options, `-r`/`-c` includes.
+//!
+//! Follows pip's file format where strata supports it, and refuses the rest with an error
+//! naming file and line: a silently ignored option would build something the user did not ask
+//! for.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::error::SpecError;
+use super::lines::{logical_lines, shell_split, split_requirement_options};
+use super::pep508::parse_requirement;
+use super::sources::{clean_path, normalise_find_links, normalise_url};
+use super::{Requirement, Sources};
+
+/// What one requirements file (with its includes) says, before canonicalisation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequirementsFile {
+    pub requirements: Vec<Requirement>,
+    /// From `-c`/`--constraint` files (and everything they include).
+    pub constraints: Vec<Requirement>,
+    pub sources: Sources,
+}
+
+/// Reads and parses a requirements file and everything it includes.
+pub fn parse_requirements_file(path: &Path) -> Result<RequirementsFile, SpecError> {
+    let text = fs::read_to_string(path).map_err(|source| SpecError::Io {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    parse_requirements_str(&text, path)
+}
+
+/// Parses requirements text; `origin` names it in errors and anchors relative includes and
+/// `--find-links` directories.
+pub fn parse_requirements_str(text: &str, origin: &Path) -> Result<RequirementsFile, SpecError> {
+    let mut parser = FileParser {
+        out: RequirementsFile::default(),
+        stack: vec![identity(origin)],
+    };
+    parser.parse(text, origin, Mode::Requirements)?;
+    Ok(parser.out)
+}
+
+/// Whether the lines being read are requirements or constraints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Requirements,
+    Constraints,
+}
+
+struct FileParser {
+    out: RequirementsFile,
+    /// Identities of the files being read, outermost first, to detect include cycles.
+    stack: Vec<PathBuf>,
+}
+
+/// Where a line is, for error messages.
+struct At<'a> {
+    file: &'a Path,
+    line: usize,
+}
+
+impl At<'_> {
+    fn unsupported(&self, option: &str, reason: &str) -> SpecError {
+        SpecError::UnsupportedOption {
+            file: self.file.to_path_buf(),
+            line: self.line,
+            option: option.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn invalid(&self, option: &str, reason: impl Into<String>) -> SpecError {
+        SpecError::InvalidOption {
+            file: self.file.to_path_buf(),
+            line: self.line,
+            option: option.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl FileParser {
+    fn parse(&mut self, text: &str, file: &Path, mode: Mode) -> Result<(), SpecError> {
+        for line in logical_lines(text) {
+            let at = At {
+                file,
+                line: line.number,
+            };
+            if line.content.starts_with('-') {
+                self.option_line(&line.content, &at, mode)?;
+            } else {
+                let requirement = requirement_line(&line.content, &at)?;
+                match mode {
+                    Mode::Requirements => self.out.requirements.push(requirement),
+                    Mode::Constraints => self.out.constraints.push(requirement),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A line of options such as `-r base.txt` or `--index-url https://... --no-index`.
+    fn option_line(&mut self, content: &str, at: &At, mode: Mode) -> Result<(), SpecError> {
+        let tokens = shell_split(content).map_err(|reason| at.invalid(content, reason))?;
+        let mut tokens = tokens.into_iter();
+        while let Some(token) = tokens.next() {
+            let (name, inline) = split_option(&token);
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| tokens.next())
+                    .ok_or_else(|| at.invalid(name, "expected a value after it"))
+            };
+            match name {
+                "-r" | "--requirement" => self.include(&value()?, at, mode, name)?,
+                "-c" | "--constraint" => self.include(&value()?, at, Mode::Constraints, name)?,
+                "-i" | "--index-url" => self.index_url(&value()?, at, name)?,
+                "--extra-index-url" => {
+                    let url = normalise_url(&value()?).map_err(|r| at.invalid(name, r))?;
+                    self.out.sources.extra_index_urls.push(url);
+                }
+                "-f" | "--find-links" => {
+                    let dir = base_dir(at.file);
+                    let link =
+                        normalise_find_links(&value()?, &dir).map_err(|r| at.invalid(name, r))?;
+                    self.out.sources.find_links.push(link);
+                }
+                "--no-index" if inline.is_none() => self.out.sources.no_index = true,
+                "--no-index" => return Err(at.invalid(name, "takes no value")),
+                _ => return Err(refuse(name, at)),
+            }
+        }
+        Ok(())
+    }
+
+    fn index_url(&mut self, raw: &str, at: &At, option: &str) -> Result<(), SpecError> {
+        let url = normalise_url(raw).map_err(|r| at.invalid(option, r))?;
+        match &self.out.sources.index_url {
+            Some(first) if *first != url => Err(SpecError::ConflictingIndexUrl {
+                file: at.file.to_path_buf(),
+                line: at.line,
+                first: first.clone(),
+                second: url,
+            }),
+            _ => {
+                self.out.sources.index_url = Some(url);
+                Ok(())
+            }
+        }
+    }
+
+    /// `-r`/`-c`: parse another file, relative to the including one.
+    fn include(
+        &mut self,
+        target: &str,
+        at: &At,
+        mode: Mode,
+        option: &str,
+    ) -> Result<(), SpecError> {
+        if target.contains("://") {
+            return Err(at.unsupported(
+                option,
+                "remote requirement files are not supported; download the file first",
+            ));
+        }
+        let path = base_dir(at.file).join(target);
+        let missing = |source| SpecError::MissingInclude {
+            file: at.file.to_path_buf(),
+            line: at.line,
+            include: path.clone(),
+            source,
+        };
+        let id = fs::canonicalize(&path).map_err(missing)?;
+        if self.stack.contains(&id) {
+            return Err(SpecError::IncludeCycle {
+                file: at.file.to_path_buf(),
+                line: at.line,
+                include: path,
+            });
+        }
+        let text = fs::read_to_string(&path).map_err(missing)?;
+        self.stack.push(id);
+        let result = self.parse(&text, &path, mode);
+        self.stack.pop();
+        result
+    }
+}
+
+/// A requirement with its per-line options (only `--hash`).
+fn requirement_line(content: &str, at: &At) -> Result<Requirement, SpecError> {
+    let (spec, options) = split_requirement_options(content);
+    if looks_like_path(spec) {
+        return Err(SpecError::UnsupportedPath {
+            file: at.file.to_path_buf(),
+            line: at.line,
+            text: spec.to_string(),
+        });
+    }
+    let mut requirement = parse_requirement(spec).map_err(|reason| SpecError::Malformed {
+        file: at.file.to_path_buf(),
+        line: at.line,
+        text: spec.to_string(),
+        reason,
+    })?;
+    let tokens = shell_split(options).map_err(|reason| at.invalid(options, reason))?;
+    let mut tokens = tokens.into_iter();
+    while let Some(token) = tokens.next() {
+        let (name, inline) = split_option(&token);
+        if name != "--hash" {
+            return Err(refuse(name, at));
+        }
+        let raw = inline
+            .or_else(|| tokens.next())
+            .ok_or_else(|| at.invalid(name, "expected a value like sha256:<hex>"))?;
+        let hash = normalise_hash(&raw).map_err(|reason| at.invalid(name, reason))?;
+        requirement.hashes.push(hash);
+    }
+    requirement.hashes.sort();
+    requirement.hashes.dedup();
+    Ok(requirement)
+}
+
+/// `sha256:<64 hex>` (also sha384/sha512, which pip accepts), hex lowercased.
+fn normalise_hash(raw: &str) -> Result<String, String> {
+    let (algorithm, hex) = raw
+        .split_once(':')
+        .ok_or_else(|| format!("{raw:?} is not ALGORITHM:HEX, like sha256:<64 hex digits>"))?;
+    let algorithm = algorithm.to_ascii_lowercase();
+    let want_len = match algorithm.as_str() {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        _ => {
+            return Err(format!(
+                "unsupported hash algorithm {algorithm:?}: use sha256"
+            ))
+        }
+    };
+    if hex.len() != want_len || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{raw:?}: expected {want_len} hex digits after \"{algorithm}:\""
+        ));
+    }
+    Ok(format!("{algorithm}:{}", hex.to_ascii_lowercase()))
+}
+
+/// The error for an option strata does not accept here, with the reason why.
+fn refuse(option: &str, at: &At) -> SpecError {
+    let reason = match option {
+        "-e" | "--editable" => "editable installs cannot go into an image layer; build a wheel and name it (`name @ URL`)",
+        "--pre" => "it changes resolution globally; pin the pre-release explicitly (e.g. foo==2.0rc1)",
+        "--hash" => "--hash must follow a requirement on the same line",
+        "-r" | "--requirement" | "-c" | "--constraint" | "-i" | "--index-url"
+        | "--extra-index-url" | "-f" | "--find-links" | "--no-index" => {
+            "file options must be on their own line, not after a requirement"
+        }
+        _ => "unknown option; strata supports -r, -c, -i/--index-url, --extra-index-url, -f/--find-links, --no-index and --hash",
+    };
+    at.unsupported(option, reason)
+}
+
+/// `--name=value` -> (`--name`, value); `-rfile` -> (`-r`, `file`); otherwise no inline value.
+fn split_option(token: &str) -> (&str, Option<String>) {
+    if token.starts_with("--") {
+        return match token.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_string())),
+            None => (token, None),
+        };
+    }
+    match token.char_indices().nth(2) {
+        Some((i, _)) if token.starts_with('-') => (&token[..i], Some(token[i..].to_string())),
+        _ => (token, None),
+    }
+}
+
+/// Local paths, archives and bare URLs, which pip accepts as unnamed requirements.
+fn looks_like_path(spec: &str) -> bool {
+    let first = spec
+        .split(|c: char| c.is_whitespace() || matches!(c, ';' | '['))
+        .next()
+        .unwrap_or("");
+    if first.starts_with(['.', '/', '~']) {
+        return true;
+    }
+    if first.contains('@') {
+        // `name@https://...`: a direct reference, checked by the PEP 508 parser.
+        return false;
+    }
+    let lower = first.to_ascii_lowercase();
+    let archive = [".whl", ".tar.gz", ".tgz", ".zip", ".tar.bz2", ".tar"]
+        .iter()
+        .any(|ext| lower.ends_with(ext));
+    first.contains(['/', '\\']) || archive
+}
+
+/// The directory relative includes and find-links of `file` are resolved against.
+fn base_dir(file: &Path) -> PathBuf {
+    file.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// A stable identity of a file for cycle detection, even if it does not exist on disk.
+fn identity(path: &Path) -> PathBuf {
+    fs::canonicalize(path).unwrap_or_else(|_| match std::env::current_dir() {
+        Ok(cwd) => clean_path(&cwd.join(path)),
+        Err(_) => path.to_path_buf(),
+    })
+}

@@ -1,0 +1,287 @@
+//! PEP 440 versions: parsing and the normalised form.
+//!
+//! Normalisation follows PEP 440 ("Normalization" section): lowercase, no leading `v`,
+//! `alpha`/`beta`/`c`/`pre`/`preview` spelled `a`/`b`/`rc`, implicit numbers made explicit,
+//! separators of pre/post/dev releases normalised, implicit post releases (`1.0-1`) spelled
+//! `1.0.post1`, leading zeros dropped. Trailing `.0` release components are kept: `1.0` and
+//! `1` compare equal but are written differently by users, and the resolver treats them alike.
+//! Numbers are kept as digit strings so no input can overflow.
+
+use std::fmt;
+
+/// A parsed PEP 440 version; `Display` prints its normalised form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    epoch: String,
+    release: Vec<String>,
+    pre: Option<(&'static str, String)>,
+    post: Option<String>,
+    dev: Option<String>,
+    local: Option<Vec<String>>,
+}
+
+impl Version {
+    /// Parses a version, returning a human-readable reason on failure.
+    pub fn parse(input: &str) -> Result<Version, String> {
+        let lower = input.trim().to_ascii_lowercase();
+        if lower.is_empty() {
+            return Err("empty version".to_string());
+        }
+        let mut c = Cursor::new(&lower);
+        let version = parse_public(&mut c)?;
+        if !c.done() {
+            return Err(format!(
+                "invalid version {:?}: unexpected {:?}",
+                input.trim(),
+                c.rest()
+            ));
+        }
+        Ok(version)
+    }
+
+    /// Number of release components (`1.2.3` has 3).
+    pub fn release_len(&self) -> usize {
+        self.release.len()
+    }
+
+    pub fn has_local(&self) -> bool {
+        self.local.is_some()
+    }
+
+    /// True when the version is only an epoch and a release (what `==1.2.*` may use).
+    pub fn is_release_only(&self) -> bool {
+        self.pre.is_none() && self.post.is_none() && self.dev.is_none() && self.local.is_none()
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.epoch != "0" {
+            write!(f, "{}!", self.epoch)?;
+        }
+        f.write_str(&self.release.join("."))?;
+        if let Some((label, n)) = &self.pre {
+            write!(f, "{label}{n}")?;
+        }
+        if let Some(n) = &self.post {
+            write!(f, ".post{n}")?;
+        }
+        if let Some(n) = &self.dev {
+            write!(f, ".dev{n}")?;
+        }
+        if let Some(local) = &self.local {
+            write!(f, "+{}", local.join("."))?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything but the local part, then the optional local part.
+fn parse_public(c: &mut Cursor) -> Result<Version, String> {
+    c.eat("v");
+    let first = c
+        .number()
+        .ok_or_else(|| format!("invalid version {:?}: expected a digit", c.rest()))?;
+    let (epoch, first) = if c.eat("!") {
+        let release = c
+            .number()
+            .ok_or_else(|| "expected a release number after the epoch \"!\"".to_string())?;
+        (first, release)
+    } else {
+        ("0".to_string(), first)
+    };
+    let mut release = vec![first];
+    while c.peek() == Some(b'.') && c.peek_at(1).is_some_and(|b| b.is_ascii_digit()) {
+        c.pos += 1;
+        release.extend(c.number());
+    }
+    let pre = c
+        .labelled(&["preview", "alpha", "beta", "pre", "rc", "a", "b", "c"])
+        .map(|(label, n)| (pre_label(label), n));
+    let post = parse_post(c);
+    let dev = c.labelled(&["dev"]).map(|(_, n)| n);
+    let local = if c.eat("+") {
+        Some(parse_local(c)?)
+    } else {
+        None
+    };
+    Ok(Version {
+        epoch,
+        release,
+        pre,
+        post,
+        dev,
+        local,
+    })
+}
+
+fn pre_label(label: &str) -> &'static str {
+    match label {
+        "a" | "alpha" => "a",
+        "b" | "beta" => "b",
+        _ => "rc",
+    }
+}
+
+/// `-N` (implicit post release) or `[sep]post|rev|r[sep][N]`.
+fn parse_post(c: &mut Cursor) -> Option<String> {
+    if c.peek() == Some(b'-') && c.peek_at(1).is_some_and(|b| b.is_ascii_digit()) {
+        c.pos += 1;
+        return c.number();
+    }
+    c.labelled(&["post", "rev", "r"]).map(|(_, n)| n)
+}
+
+/// Local segments: alphanumerics separated by `-`, `_` or `.`; numeric ones lose leading zeros.
+fn parse_local(c: &mut Cursor) -> Result<Vec<String>, String> {
+    let mut segments = Vec::new();
+    loop {
+        let start = c.pos;
+        while c.peek().is_some_and(|b| b.is_ascii_alphanumeric()) {
+            c.pos += 1;
+        }
+        let segment = &c.text[start..c.pos];
+        if segment.is_empty() {
+            return Err(format!("invalid local version label at {:?}", c.rest()));
+        }
+        segments.push(if segment.bytes().all(|b| b.is_ascii_digit()) {
+            strip_zeros(segment)
+        } else {
+            segment.to_string()
+        });
+        if !c.separator() {
+            return Ok(segments);
+        }
+    }
+}
+
+fn strip_zeros(digits: &str) -> String {
+    let trimmed = digits.trim_start_matches('0');
+    if trimmed.is_empty() {
+        "0".to_string()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+/// A position in a lowercase ASCII-ish version string.
+struct Cursor<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(text: &'a str) -> Self {
+        Cursor { text, pos: 0 }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.peek_at(0)
+    }
+
+    fn peek_at(&self, offset: usize) -> Option<u8> {
+        self.text.as_bytes().get(self.pos + offset).copied()
+    }
+
+    fn rest(&self) -> &'a str {
+        self.text.get(self.pos..).unwrap_or("")
+    }
+
+    fn done(&self) -> bool {
+        self.pos >= self.text.len()
+    }
+
+    fn eat(&mut self, literal: &str) -> bool {
+        if self.rest().starts_with(literal) {
+            self.pos += literal.len();
+            return true;
+        }
+        false
+    }
+
+    fn separator(&mut self) -> bool {
+        if matches!(self.peek(), Some(b'-' | b'_' | b'.')) {
+            self.pos += 1;
+            return true;
+        }
+        false
+    }
+
+    /// `[0-9]+`, leading zeros dropped.
+    fn number(&mut self) -> Option<String> {
+        let start = self.pos;
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.pos += 1;
+        }
+        (self.pos > start).then(|| strip_zeros(&self.text[start..self.pos]))
+    }
+
+    /// `[sep]LABEL[sep][N]` with the first matching label (longest listed first); the number
+    /// defaults to 0. A separator is only consumed when what follows it belongs to this part.
+    fn labelled(&mut self, labels: &[&'static str]) -> Option<(&'static str, String)> {
+        let start = self.pos;
+        self.separator();
+        let Some(label) = labels.iter().copied().find(|l| self.eat(l)) else {
+            self.pos = start;
+            return None;
+        };
+        let before_number = self.pos;
+        self.separator();
+        if let Some(n) = self.number() {
+            return Some((label, n));
+        }
+        self.pos = before_number;
+        Some((label, "0".to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_versions() {
+        let cases = [
+            ("1.0", "1.0"),
+            ("1", "1"),
+            ("1.0.0", "1.0.0"),
+            ("V1.0", "1.0"),
+            ("v01.002", "1.2"),
+            ("0!1.0", "1.0"),
+            ("2!1.0", "2!1.0"),
+            ("1.0alpha1", "1.0a1"),
+            ("1.0-ALPHA-1", "1.0a1"),
+            ("1.0a", "1.0a0"),
+            ("1.0.beta.2", "1.0b2"),
+            ("1.0c1", "1.0rc1"),
+            ("1.0pre1", "1.0rc1"),
+            ("1.0preview_3", "1.0rc3"),
+            ("1.0RC1", "1.0rc1"),
+            ("1.0-1", "1.0.post1"),
+            ("1.0post", "1.0.post0"),
+            ("1.0-r2", "1.0.post2"),
+            ("1.0rev3", "1.0.post3"),
+            ("1.0.post_04", "1.0.post4"),
+            ("1.0dev", "1.0.dev0"),
+            ("1.0-dev-2", "1.0.dev2"),
+            ("1.0a1.post2.dev3", "1.0a1.post2.dev3"),
+            ("1.0a.dev1", "1.0a0.dev1"),
+            ("1.0+Ubuntu-1_02", "1.0+ubuntu.1.2"),
+            ("  1.0  ", "1.0"),
+            ("99999999999999999999999.0", "99999999999999999999999.0"),
+        ];
+        for (input, want) in cases {
+            let got = Version::parse(input).map(|v| v.to_string());
+            assert_eq!(got.as_deref(), Ok(want), "{input}");
+        }
+    }
+
+    #[test]
+    fn rejects_invalid_versions() {
+        for bad in [
+            "", "a", "1.", "1..0", "1.0+", "1.0+a..b", "1.0 1", "1.0-", "1!", "1.0a1a2", "1.*",
+        ] {
+            assert!(Version::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Registry errors. Each one names the registry and what was being done, and carries the
+//! registry's own error code and message when it sent one.
+
+use std::error::Error as StdError;
+use std::io;
+use std::path::PathBuf;
+
+use crate::Digest;
+
+pub use super::reference::ReferenceError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+
+    #[error("could not connect to registry {registry} while {action}: {detail}")]
+    Unreachable {
+        registry: String,
+        action: String,
+        detail: String,
+    },
+
+    #[error("TLS with registry {registry} failed while {action}: {detail} (if {registry} serves plain HTTP, pass --insecure)")]
+    Tls {
+        registry: String,
+        action: String,
+        detail: String,
+    },
+
+    #[error("connection to registry {registry} failed while {action}: {detail}")]
+    Connection {
+        registry: String,
+        action: String,
+        detail: String,
+    },
+
+    #[error("registry {registry} answered {} while {action}{}", render_status(*.status), render_body(.code.as_deref(), .message.as_deref()))]
+    Http {
+        registry: String,
+        action: String,
+        /// `None` when the HTTP library reported the registry's error body without its status.
+        status: Option<u16>,
+        code: Option<String>,
+        message: Option<String>,
+    },
+
+    #[error("registry {registry} does not allow deletes (storage.delete.enabled): could not delete {repo}@{digest}")]
+    DeletesDisabled {
+        registry: String,
+        repo: String,
+        digest: Digest,
+    },
+
+    #[error(
+        "digest mismatch for {what} from registry {registry}: expected {expected}, got {actual}"
+    )]
+    DigestMismatch {
+        registry: String,
+        what: String,
+        expected: Digest,
+        actual: Digest,
+    },
+
+    #[error("size mismatch for {what}: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
+
+    #[error("{action} ({path}): {source}")]
+    Io {
+        action: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("registry {registry} sent an unexpected answer while {action}: {detail}")]
+    Protocol {
+        registry: String,
+        action: String,
+        detail: String,
+    },
+
+    #[error("{repo} is not in registry {registry}: use a client for {repo_registry}")]
+    WrongRegistry {
+        registry: String,
+        repo: String,
+        repo_registry: String,
+    },
+
+    #[error("could not set up the HTTP client for registry {registry}: {detail}")]
+    Client { registry: String, detail: String },
+}
+
+impl RegistryError {
+    /// Worth another try: the network or the registry may recover (connection failures, 5xx,
+    /// 429). Client errors, digest mismatches and TLS failures will not get better.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Unreachable { .. } | RegistryError::Connection { .. } => true,
+            RegistryError::Http {
+                status: Some(s), ..
+            } => *s >= 500 || *s == 429,
+            _ => false,
+        }
+    }
+
+    /// The registry's error code (`MANIFEST_UNKNOWN`, `NAME_UNKNOWN`, ...), when it sent one.
+    pub fn registry_code(&self) -> Option<&str> {
+        match self {
+            RegistryError::Http { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status the registry answered with, when known.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            RegistryError::Http { status, .. } => *status,
+            _ => None,
+        }
+    }
+}
+
+fn render_status(status: Option<u16>) -> String {
+    match status {
+        Some(s) => format!("HTTP {s}"),
+        None => "an error".to_string(),
+    }
+}
+
+fn render_body(code: Option<&str>, message: Option<&str>) -> String {
+    match (code, message) {
+        (Some(c), Some(m)) => format!(": {c}: {m}"),
+        (Some(c), None) => format!(": {c}"),
+        (None, Some(m)) => format!(": {m}"),
+        (None, None) => String::new(),
+    }
+}
+
+/// The `{"errors": [{"code", "message"}]}` body the distribution spec defines; several errors
+/// are joined with "; ".
+pub(crate) fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    if let Ok(env) = serde_json::from_slice::<Envelope>(body) {
+        if !env.errors.is_empty() {
+            let codes: Vec<&str> = env.errors.iter().map(|e| e.code.as_str()).collect();
+            let messages: Vec<&str> = env.errors.iter().map(|e| e.message.as_str()).collect();
+            return (Some(codes.join("; ")), Some(messages.join("; ")));
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return (None, None);
+    }
+    // A proxy's HTML error page can be long; the start says enough.
+    let short: String = text.chars().take(300).collect();
+    (None, Some(short))
+}
+
+/// What kind of failure a transport error is, judged from its cause chain (the HTTP libraries
+/// wrap the socket and TLS errors several layers deep).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum TransportKind {
+    /// No TCP connection could be made (refused, unreachable, DNS).
+    Connect,
+    /// The TLS handshake failed.
+    Tls,
+    /// The connection broke or timed out during a request.
+    Broken,
+}
+
+pub(crate) fn classify_transport(
+    err: &(dyn StdError + 'static),
+    is_connect: bool,
+    https: bool,
+) -> TransportKind {
+    // The causes only: the top error's text carries the URL, whose host may contain "tls".
+    let text = err
+        .source()
+        .map(chain_text)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let tls_words = [
+        "tls",
+        "certificate",
+        "handshake",
+        "invalidcontenttype",
+        "corrupt message",
+        "ssl",
+    ];
+    if https && tls_words.iter().any(|w| text.contains(w)) {
+        return TransportKind::Tls;
+    }
+    if is_connect {
+        return TransportKind::Connect;
+    }
+    TransportKind::Broken
+}
+
+/// The messages of an error and all its causes, joined with ": ", skipping repeats (libraries
+/// often include their cause's text in their own message).
+pub(crate) fn chain_text(err: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_code_and_message_are_extracted() {
+        let body = br#"{"errors":[{"code":"UNSUPPORTED","message":"The operation is unsupported.","detail":{}}]}"#;
+        let (code, message) = parse_error_body(body);
+        assert_eq!(code.as_deref(), Some("UNSUPPORTED"));
+        assert_eq!(message.as_deref(), Some("The operation is unsupported."));
+        assert_eq!(parse_error_body(b""), (None, None));
+        assert_eq!(parse_error_body(b"oops").1.as_deref(), Some("oops"));
+    }
+
+    #[test]
+    fn http_error_names_registry_action_status_and_code() {
+        let e = RegistryError::Http {
+            registry: "r:5000".into(),
+            action: "pulling manifest team/env:v1".into(),
+            status: Some(404),
+            code: Some("MANIFEST_UNKNOWN".into()),
+            message: Some("manifest unknown".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "registry r:5000 answered HTTP 404 while pulling manifest team/env:v1: MANIFEST_UNKNOWN: manifest unknown"
+        );
+        assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn server_errors_and_connection_failures_are_transient() {
+        let http = |s| RegistryError::Http {
+            registry: "r".into(),
+            action: "a".into(),
+            status: Some(s),
+            code: None,
+            message: None,
+        };
+        assert!(http(503).is_transient());
+        assert!(http(429).is_transient());
+        assert!(!http(400).is_transient());
+        let unreachable = RegistryError::Unreachable {
+            registry: "r".into(),
+            action: "a".into(),
+            detail: "refused".into(),
+        };
+        assert!(unreachable.is_transient());
+    }
+}

@@ -1,0 +1,165 @@
+//! Pushing a whole image: only the blobs the registry lacks, then the manifest by digest, then
+//! the tag. A push that failed half way is resumed by pushing again: the blobs that landed are
+//! found by HEAD and not sent twice.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::client::Registry;
+use super::error::RegistryError;
+use super::reference::{ManifestRef, RegistryRepo, Tag};
+use crate::{BlobDescriptor, Digest};
+
+/// An image ready to push: the manifest bytes and every blob it references (config and
+/// layers) with the local file holding it.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageUpload<'a> {
+    pub manifest: &'a [u8],
+    pub manifest_digest: &'a Digest,
+    pub media_type: &'a str,
+    pub tag: Option<&'a Tag>,
+    pub blobs: &'a [(BlobDescriptor, PathBuf)],
+}
+
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// Blobs checked and uploaded at the same time.
+    pub concurrency: usize,
+    /// A repository of the same registry that may already hold some blobs: they are mounted
+    /// instead of uploaded.
+    pub mount_from: Option<RegistryRepo>,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            concurrency: 4,
+            mount_from: None,
+        }
+    }
+}
+
+/// What a push did. `bytes_uploaded` counts blob bytes sent, not the manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushReport {
+    pub bytes_uploaded: u64,
+    pub blobs_uploaded: usize,
+    pub blobs_present: usize,
+    pub blobs_mounted: usize,
+}
+
+enum BlobOutcome {
+    Present,
+    Mounted,
+    Uploaded(u64),
+}
+
+/// Pushes `image` to `repo`. The manifest goes up only after every blob is in place, so the
+/// registry never holds a manifest whose blobs are missing.
+pub async fn push_image(
+    registry: &Registry,
+    repo: &RegistryRepo,
+    image: &ImageUpload<'_>,
+    options: &PushOptions,
+) -> Result<PushReport, RegistryError> {
+    let actual = Digest::of(image.manifest);
+    if &actual != image.manifest_digest {
+        return Err(RegistryError::DigestMismatch {
+            registry: registry.host().to_string(),
+            what: format!("manifest to push to {repo}"),
+            expected: image.manifest_digest.clone(),
+            actual,
+        });
+    }
+    let report = push_blobs(registry, repo, image.blobs, options).await?;
+    let by_digest = ManifestRef::Digest(image.manifest_digest.clone());
+    registry
+        .push_manifest(repo, &by_digest, image.manifest, image.media_type)
+        .await?;
+    if let Some(tag) = image.tag {
+        let by_tag = ManifestRef::Tag(tag.clone());
+        registry
+            .push_manifest(repo, &by_tag, image.manifest, image.media_type)
+            .await?;
+    }
+    Ok(report)
+}
+
+async fn push_blobs(
+    registry: &Registry,
+    repo: &RegistryRepo,
+    blobs: &[(BlobDescriptor, PathBuf)],
+    options: &PushOptions,
+) -> Result<PushReport, RegistryError> {
+    // The same blob listed twice (a config equal to a layer, say) is pushed once.
+    let mut seen = HashSet::new();
+    let unique: Vec<&(BlobDescriptor, PathBuf)> = blobs
+        .iter()
+        .filter(|(d, _)| seen.insert(d.digest.clone()))
+        .collect();
+    let mount_from = options
+        .mount_from
+        .as_ref()
+        .filter(|from| from.registry == repo.registry && *from != repo);
+    // The futures are built up front (they do nothing until polled): a closure inside the
+    // stream would make the whole push future lose `Send`.
+    let pushes: Vec<_> = unique
+        .into_iter()
+        .map(|(blob, path)| push_one(registry, repo, blob, path, mount_from))
+        .collect();
+    let outcomes: Vec<BlobOutcome> = futures_util::stream::iter(pushes)
+        .buffer_unordered(options.concurrency.max(1))
+        .try_collect()
+        .await?;
+    let mut report = PushReport::default();
+    for outcome in outcomes {
+        match outcome {
+            BlobOutcome::Present => report.blobs_present += 1,
+            BlobOutcome::Mounted => report.blobs_mounted += 1,
+            BlobOutcome::Uploaded(n) => {
+                report.blobs_uploaded += 1;
+                report.bytes_uploaded += n;
+            }
+        }
+    }
+    Ok(report)
+}
+
+async fn push_one(
+    registry: &Registry,
+    repo: &RegistryRepo,
+    blob: &BlobDescriptor,
+    path: &Path,
+    mount_from: Option<&RegistryRepo>,
+) -> Result<BlobOutcome, RegistryError> {
+    if registry.blob_exists(repo, &blob.digest).await? {
+        return Ok(BlobOutcome::Present);
+    }
+    if let Some(from) = mount_from {
+        if registry.mount_blob(repo, from, &blob.digest).await? {
+            return Ok(BlobOutcome::Mounted);
+        }
+    }
+    registry.push_blob_file(repo, blob, path).await?;
+    tracing::debug!(digest = %blob.digest, size = blob.size, %repo, "uploaded blob");
+    Ok(BlobOutcome::Uploaded(blob.size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Callers spawn pushes and pulls on a multi-threaded runtime: the futures must be Send.
+    #[allow(dead_code)]
+    fn futures_are_send(registry: &Registry, repo: &RegistryRepo, image: &ImageUpload<'_>) {
+        fn is_send<T: Send>(_: T) {}
+        is_send(push_image(registry, repo, image, &PushOptions::default()));
+        let blob = &image.blobs[0];
+        is_send(registry.pull_blob_to_file(repo, &blob.0, &blob.1));
+        is_send(registry.push_blob_file(repo, &blob.0, &blob.1));
+        is_send(registry.list_tags(repo));
+        is_send(registry.delete_manifest(repo, image.manifest_digest));
+    }
+}

@@ -1,0 +1,150 @@
+//! End-to-end tests of `strata build` against real components: uv resolving offline from
+//! fixture wheels, the fixture base image, and the image checked by skopeo, umoci and runc.
+
+mod common;
+
+use std::fs;
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+const PACKAGES: &[(&str, &str)] = &[
+    ("alpha", "alpha"),
+    ("beta", "beta"),
+    ("cext", "cext"),
+    ("datapkg", "datapkg"),
+    ("gamma", "gamma"),
+    ("nsa", "nsp.a"),
+    ("nsb", "nsp.b"),
+    ("tools", "tools"),
+    ("zeta-util", "zeta_util"),
+];
+
+#[test]
+fn build_runs_in_runc_and_agrees_with_its_lock() {
+    let world = World::new();
+    let built = world.build_ok(&requirements("basic.txt"), &[]);
+    assert_eq!(built["cache"], "miss");
+    let tag = built["tag"].as_str().unwrap();
+    assert!(tag.starts_with("env-"), "{tag}");
+
+    // skopeo reads the store without strata's code.
+    let inspect = run(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}:{tag}", world.oci().display())));
+    let inspect: Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(inspect["Digest"], built["digest"]);
+
+    let bundle = world.dir.path().join("bundle");
+    umoci_unpack(&world.oci(), tag, &bundle);
+    let lock: Value =
+        serde_json::from_slice(&fs::read(bundle.join("rootfs/opt/venv/strata-lock.json")).unwrap())
+            .unwrap();
+
+    let imports: Vec<&str> = PACKAGES.iter().map(|(_, module)| *module).collect();
+    let script = format!(
+        "import json, importlib, importlib.metadata as m\n\
+         for mod in {imports:?}: importlib.import_module(mod)\n\
+         import cext; assert cext.answer() == 42\n\
+         print(json.dumps({{d.metadata['Name'].lower(): d.version for d in m.distributions()}}))"
+    );
+    let (code, stdout, stderr) = runc_run(&bundle, &["python", "-c", &script]);
+    assert_eq!(code, 0, "python in the image failed: {stderr}");
+    let installed: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let wheels = lock["wheels"].as_array().expect("lock lists wheels");
+    assert_eq!(wheels.len(), PACKAGES.len());
+    for wheel in wheels {
+        let name = wheel["name"].as_str().unwrap();
+        assert_eq!(
+            installed[name.replace('-', "_").as_str()]
+                .as_str()
+                .or(installed[name].as_str()),
+            wheel["version"].as_str(),
+            "version of {name} in the image differs from the lock"
+        );
+    }
+
+    let (code, stdout, stderr) = runc_run(&bundle, &["tools-hello"]);
+    assert_eq!(code, 0, "console script failed: {stderr}");
+    assert_eq!(stdout.trim(), "hello from tools");
+    let (code, _, stderr) = runc_run(&bundle, &["datapkg-run"]);
+    assert_eq!(code, 0, ".data script failed: {stderr}");
+    assert!(bundle
+        .join("rootfs/opt/venv/share/datapkg/data.txt")
+        .is_file());
+}
+
+#[test]
+fn second_build_is_a_cache_hit_that_resolves_nothing() {
+    let world = World::new();
+    let first = world.build_ok(&requirements("basic.txt"), &[]);
+    // Without wheels or uv the hit must still answer: it reads neither.
+    fs::remove_dir_all(&world.wheels).unwrap();
+    fs::create_dir_all(&world.wheels).unwrap();
+    let req = requirements("basic.txt");
+    let wheels = world.wheels.display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["build", "-r", req.to_str().unwrap(), "--base", &base_ref()])
+        .args(["--find-links", &wheels, "--no-index", "--json"])
+        .env("STRATA_HOME", &world.home)
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let second: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(second["cache"], "hit");
+    assert_eq!(second["digest"], first["digest"]);
+    assert!(second["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["reused"] == Value::Bool(true)));
+}
+
+#[test]
+fn same_lock_gives_same_manifest_across_stores_threads_and_mtimes() {
+    let world = World::new();
+    let first = world.build_ok(&requirements("basic.txt"), &["--jobs", "1"]);
+    // Touch every wheel to a new mtime: layer bytes must not depend on it.
+    for entry in fs::read_dir(&world.wheels).unwrap().flatten() {
+        let file = fs::File::options().append(true).open(entry.path()).unwrap();
+        file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(3600))
+            .unwrap();
+    }
+    let other = world.with_home("second");
+    let second = other.build_ok(&requirements("basic.txt"), &["--jobs", "4"]);
+    assert_eq!(second["cache"], "miss", "a fresh store must build");
+    assert_eq!(first["digest"], second["digest"]);
+    assert_eq!(first["lock_digest"], second["lock_digest"]);
+}
+
+#[test]
+fn equivalent_requirements_share_a_spec_digest_and_changes_do_not() {
+    let world = World::new();
+    let a = world.build_ok(&requirements("basic.txt"), &[]);
+    let b = world.build_ok(&requirements("basic-reformatted.txt"), &[]);
+    assert_eq!(a["spec_digest"], b["spec_digest"]);
+    assert_eq!(b["cache"], "hit");
+    let c = world.build_ok(&requirements("changed-one.txt"), &[]);
+    assert_ne!(a["spec_digest"], c["spec_digest"]);
+    assert_ne!(a["lock_digest"], c["lock_digest"]);
+}
+
+#[test]
+fn changing_one_pin_rebuilds_one_package_layer_and_the_env_layer() {
+    let world = World::new();
+    let first = world.build_ok(&requirements("basic.txt"), &[]);
+    let second = world.build_ok(&requirements("changed-one.txt"), &[]);
+    assert_eq!(second["cache"], "miss");
+    let rebuilt = rebuilt_layers(&second);
+    assert_eq!(
+        rebuilt.len(),
+        2,
+        "expected alpha and the env layer: {rebuilt:?}"
+    );
+    assert_eq!(rebuilt[0]["packages"], serde_json::json!(["alpha==1.1.0"]));
+    assert_eq!(rebuilt[1]["packages"], serde_json::json!([]));
+    let layers = |v: &Value| v["layers"].as_array().unwrap().len();
+    assert_eq!(layers(&first), layers(&second));
+}

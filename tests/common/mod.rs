@@ -1,0 +1,258 @@
+//! Shared harness of the end-to-end tests: fixtures (base image, wheels), the `strata`
+//! binary with a private `STRATA_HOME`, and independent checks with skopeo, umoci and runc.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The fixture base image layout (built once by `fixtures/base-image/build.sh`, which is
+/// idempotent and fast when the image is up to date).
+pub fn base_layout() -> &'static Path {
+    static BASE: OnceLock<PathBuf> = OnceLock::new();
+    BASE.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("STRATA_TEST_BASE_OCI") {
+            return PathBuf::from(dir);
+        }
+        let out = repo_root().join("fixtures/base-image/out");
+        let status = Command::new("bash")
+            .arg(repo_root().join("fixtures/base-image/build.sh"))
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run fixtures/base-image/build.sh");
+        assert!(status.success(), "fixtures/base-image/build.sh failed");
+        out.join("oci")
+    })
+}
+
+pub fn base_ref() -> String {
+    format!("oci:{}:3.11", base_layout().display())
+}
+
+/// A fresh directory of the fixture wheels (a `--find-links` dir), one per call so that
+/// tests may tamper with theirs.
+pub fn wheels(dir: &Path) -> PathBuf {
+    let out = dir.join("wheels");
+    let status = Command::new("python3")
+        .arg(repo_root().join("fixtures/wheels/make_wheels.py"))
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run make_wheels.py");
+    assert!(status.success(), "make_wheels.py failed");
+    out
+}
+
+pub fn requirements(name: &str) -> PathBuf {
+    repo_root().join("fixtures/requirements").join(name)
+}
+
+/// One test's world: a private STRATA_HOME and wheel dir.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub home: PathBuf,
+    pub wheels: PathBuf,
+}
+
+impl World {
+    pub fn new() -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("home");
+        let wheels = wheels(dir.path());
+        World { dir, home, wheels }
+    }
+
+    /// Another STRATA_HOME sharing this world's wheels.
+    pub fn with_home(&self, name: &str) -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        World {
+            home: dir.path().join(name),
+            dir,
+            wheels: self.wheels.clone(),
+        }
+    }
+
+    pub fn strata(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(args)
+            .env("STRATA_HOME", &self.home)
+            .env_remove("STRATA_BASE")
+            .env_remove("STRATA_JOBS")
+            .output()
+            .expect("run strata")
+    }
+
+    /// `strata build --json` of a fixture requirement file, offline against the wheels.
+    pub fn build(&self, requirements: &Path, extra: &[&str]) -> Output {
+        let req = requirements.to_string_lossy().into_owned();
+        let wheels = self.wheels.to_string_lossy().into_owned();
+        let base = base_ref();
+        let mut args = vec![
+            "build",
+            "-r",
+            &req,
+            "--base",
+            &base,
+            "--find-links",
+            &wheels,
+            "--no-index",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        self.strata(&args)
+    }
+
+    /// Like [`World::build`], asserting success and parsing the JSON.
+    pub fn build_ok(&self, requirements: &Path, extra: &[&str]) -> Value {
+        let out = self.build(requirements, extra);
+        assert!(
+            out.status.success(),
+            "strata build failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    pub fn oci(&self) -> PathBuf {
+        self.home.join("oci")
+    }
+
+    /// Every file of the store and the rows of the database's index tables: what "the store
+    /// is unchanged" compares.
+    pub fn snapshot(&self) -> BTreeMap<String, String> {
+        let mut snap = BTreeMap::new();
+        let oci = self.oci();
+        if oci.exists() {
+            for entry in walk(&oci) {
+                let rel = entry
+                    .strip_prefix(&self.home)
+                    .unwrap()
+                    .display()
+                    .to_string();
+                let bytes = fs::read(&entry).unwrap_or_default();
+                snap.insert(rel, sha256_hex(&bytes));
+            }
+        }
+        let db = self.home.join("strata.db");
+        if db.exists() {
+            for table in ["env_index", "lock_index", "layer_index", "pushes"] {
+                let out = Command::new("python3")
+                    .args([
+                        "-c",
+                        "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(sorted(c.execute('SELECT * FROM '+sys.argv[2]).fetchall()))",
+                    ])
+                    .arg(&db)
+                    .arg(table)
+                    .output()
+                    .expect("python3 sqlite3");
+                snap.insert(
+                    format!("db:{table}"),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                );
+            }
+        }
+        snap
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs a command, asserting success, returning stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Unpacks an image with umoci (independently of strata) into a runtime bundle.
+pub fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) {
+    run(Command::new("umoci")
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(bundle));
+}
+
+/// Runs `args` in a bundle with runc and returns (exit code, stdout, stderr).
+pub fn runc_run(bundle: &Path, args: &[&str]) -> (i32, String, String) {
+    let config_path = bundle.join("config.json");
+    let mut config: Value = serde_json::from_slice(&fs::read(&config_path).unwrap()).unwrap();
+    config["process"]["terminal"] = Value::Bool(false);
+    config["process"]["args"] = serde_json::json!(args);
+    fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let id = format!(
+        "strata-test-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(state.path())
+        .arg("run")
+        .arg("--bundle")
+        .arg(bundle)
+        .arg(&id)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run runc");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The digests of the layers of a build's JSON output that were not reused.
+pub fn rebuilt_layers(built: &Value) -> Vec<Value> {
+    built["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["reused"] == Value::Bool(false))
+        .cloned()
+        .collect()
+}
