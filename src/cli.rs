@@ -88,13 +88,15 @@ fn run_build(args: BuildArgs) -> Result<(), Failure> {
         no_index: args.no_index,
         jobs,
     };
-    // Check the registry first: an unreachable one fails before the store is touched.
     let target = match &args.push {
-        Some(target) => Some(PushTarget::connect(target, args.insecure).map_err(Failure::build)?),
+        Some(target) => Some(PushTarget::new(target, args.insecure).map_err(Failure::build)?),
         None => None,
     };
     let progress = TerminalProgress::new(!args.json);
-    let built = build::build(&home, &options, &progress).map_err(Failure::build)?;
+    // On a miss, check the registry before any work: an unreachable one then fails before
+    // the store is touched. A hit needs no check (the push itself is one HEAD).
+    let check = || target.as_ref().map_or(Ok(()), PushTarget::check);
+    let built = build::build_checked(&home, &options, &progress, check).map_err(Failure::build)?;
     let pushed = match &target {
         Some(target) => Some(
             target

@@ -81,6 +81,18 @@ pub fn build(
     options: &BuildOptions,
     progress: &dyn Progress,
 ) -> Result<Built, BuildError> {
+    build_checked(home, options, progress, || Ok(()))
+}
+
+/// Like [`build`], calling `before_work` once it is clear the cache cannot answer (before
+/// resolution): the CLI checks there that a push target answers, so that a miss fails
+/// before it writes anything and a hit costs no extra request.
+pub fn build_checked(
+    home: &Home,
+    options: &BuildOptions,
+    progress: &dyn Progress,
+    before_work: impl FnOnce() -> Result<(), BuildError>,
+) -> Result<Built, BuildError> {
     progress.stage("reading requirements");
     let mut file = spec::parse_requirements_file(&options.requirements)?;
     add_cli_sources(&mut file.sources, options)?;
@@ -96,6 +108,7 @@ pub fn build(
     if let Some(built) = cache_hit(home, &spec_digest)? {
         return Ok(built);
     }
+    before_work()?;
     progress.stage("resolving");
     let lock = home.resolver.resolve(
         &env.requirements_txt(),
@@ -235,7 +248,7 @@ fn check_pinned_hashes(env: &EnvSpec, lock: &Lock) -> Result<(), BuildError> {
             continue;
         };
         let actual = format!("sha256:{}", wheel.sha256.hex());
-        if !requirement.hashes.iter().any(|h| *h == actual) {
+        if !requirement.hashes.contains(&actual) {
             return Err(BuildError::PinnedHash {
                 package: requirement.name.to_string(),
                 wheel: wheel.filename.clone(),

@@ -297,7 +297,7 @@ fn append<W: Write>(
                     tar.append_data(&mut header, path, exact)
                 }
             };
-            result.map_err(|e| size_error(path, e).unwrap_or_else(|e| wrap(e)))
+            result.map_err(|e| size_error(path, e).unwrap_or_else(wrap))
         }
     }
 }

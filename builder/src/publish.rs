@@ -48,12 +48,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, BuildError> {
 }
 
 impl PushTarget {
-    /// Parses `REGISTRY/REPO` and checks that the registry answers.
-    pub fn connect(target: &str, insecure: bool) -> Result<PushTarget, BuildError> {
+    /// Parses `REGISTRY/REPO`; no request yet.
+    pub fn new(target: &str, insecure: bool) -> Result<PushTarget, BuildError> {
         let repo: RegistryRepo = target.parse().map_err(RegistryError::from)?;
         let registry = Registry::new(&repo.registry, insecure)?;
-        runtime()?.block_on(registry.blob_exists(&repo, &Digest::of(b"")))?;
         Ok(PushTarget { registry, repo })
+    }
+
+    /// Checks that the registry answers (one blob HEAD).
+    pub fn check(&self) -> Result<(), BuildError> {
+        runtime()?.block_on(self.registry.blob_exists(&self.repo, &Digest::of(b"")))?;
+        Ok(())
     }
 
     /// Pushes a built image: nothing when the tag already names the digest (one HEAD),

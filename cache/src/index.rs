@@ -27,7 +27,8 @@ pub enum IndexError {
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE env_index (
     spec_digest     TEXT PRIMARY KEY,
     lock_digest     TEXT NOT NULL,
@@ -65,7 +66,34 @@ CREATE TABLE pushes (
     pushed_at       INTEGER NOT NULL,
     PRIMARY KEY (target, manifest_digest)
 );
-"#];
+"#,
+    r#"
+ALTER TABLE env_index ADD COLUMN name TEXT NOT NULL DEFAULT '';
+ALTER TABLE pushes ADD COLUMN last_used_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE pushes ADD COLUMN name TEXT NOT NULL DEFAULT '';
+ALTER TABLE pushes ADD COLUMN spec_digest TEXT;
+CREATE TABLE leases (
+    id          TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    pid         INTEGER,
+    pid_start   INTEGER,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER
+);
+CREATE TABLE lease_refs (
+    lease_id TEXT NOT NULL REFERENCES leases(id) ON DELETE CASCADE,
+    digest   TEXT NOT NULL,
+    PRIMARY KEY (lease_id, digest)
+);
+CREATE INDEX lease_refs_digest ON lease_refs(digest);
+CREATE TABLE verified_blobs (
+    digest   TEXT PRIMARY KEY,
+    size     INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    inode    INTEGER NOT NULL
+);
+"#,
+];
 
 /// An environment that was built: spec → lock → manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,11 +128,12 @@ pub struct LayerKey {
 }
 
 pub struct Index {
-    conn: Connection,
+    pub(crate) conn: Connection,
     path: PathBuf,
 }
 
-fn now() -> i64 {
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -128,14 +157,14 @@ impl Index {
         Ok(index)
     }
 
-    fn err(&self) -> impl Fn(rusqlite::Error) -> IndexError + '_ {
+    pub(crate) fn err(&self) -> impl Fn(rusqlite::Error) -> IndexError + '_ {
         |source| IndexError::Sqlite {
             path: self.path.clone(),
             source,
         }
     }
 
-    fn digest(&self, text: String) -> Result<Digest, IndexError> {
+    pub(crate) fn digest(&self, text: String) -> Result<Digest, IndexError> {
         text.parse().map_err(|source| IndexError::BadDigest {
             path: self.path.clone(),
             source,
@@ -151,6 +180,9 @@ impl Index {
             .map_err(self.err())?;
         self.conn
             .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(self.err())?;
+        self.conn
+            .pragma_update(None, "foreign_keys", "ON")
             .map_err(self.err())?;
         Ok(())
     }
