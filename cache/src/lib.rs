@@ -3,6 +3,7 @@
 
 pub mod descriptor;
 pub mod digest;
+pub mod gc;
 pub mod index;
 pub mod layout;
 pub mod manifest;
