@@ -2,6 +2,7 @@
 //! the library crates.
 
 mod cli;
+mod commands;
 mod output;
 mod progress;
 

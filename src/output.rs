@@ -2,11 +2,14 @@
 
 use std::error::Error;
 
+use serde::Serialize;
 use serde_json::json;
 use strata_builder::build::Built;
 use strata_builder::error::BuildError;
+use strata_builder::explain::Explanation;
 use strata_builder::home::{Home, HomeError};
 use strata_builder::publish::Pushed;
+use strata_cache::catalog::{Catalog, CatalogImage};
 
 /// Exit codes (documented in README.md).
 pub const EXIT_FAILURE: u8 = 1;
@@ -31,15 +34,38 @@ impl Failure {
             | BuildError::Resolve(_)
             | BuildError::Fetch(_)
             | BuildError::PinnedHash { .. }
-            | BuildError::Install { .. } => EXIT_BAD_INPUT,
-            BuildError::Registry(_) => EXIT_REGISTRY,
-            BuildError::Store(_) | BuildError::Index(_) | BuildError::Home(_) => EXIT_STORE,
+            | BuildError::Install { .. }
+            | BuildError::Config(_)
+            | BuildError::Policy(_) => EXIT_BAD_INPUT,
+            BuildError::Registry(_) | BuildError::RegistryGc(_) => EXIT_REGISTRY,
+            BuildError::Store(_)
+            | BuildError::Index(_)
+            | BuildError::Home(_)
+            | BuildError::Verify(_)
+            | BuildError::Gc(_)
+            | BuildError::DamagedImage { .. } => EXIT_STORE,
             _ => EXIT_FAILURE,
         };
         Failure {
             hint: error.hint(),
             error: Box::new(error),
             exit_code,
+        }
+    }
+
+    pub fn store(error: impl Error + 'static) -> Failure {
+        Failure {
+            error: Box::new(error),
+            hint: Some("the local store or its database could not be read"),
+            exit_code: EXIT_STORE,
+        }
+    }
+
+    pub fn not_found(message: String) -> Failure {
+        Failure {
+            error: message.into(),
+            hint: Some("`strata images` lists the local images"),
+            exit_code: EXIT_BAD_INPUT,
         }
     }
 
@@ -64,7 +90,16 @@ pub fn print_error(failure: &Failure) {
     }
 }
 
-pub fn print_build(home: &Home, built: &Built, pushed: Option<&Pushed>, as_json: bool) {
+pub fn print_build(
+    home: &Home,
+    built: &Built,
+    pushed: Option<&Pushed>,
+    explanation: Option<&Explanation>,
+    as_json: bool,
+) {
+    for repair in home.repairs() {
+        eprintln!("warning: {repair}");
+    }
     let local = format!("oci:{}:{}", home.store.root().display(), built.tag);
     let image = pushed.map_or_else(|| local.clone(), |p| p.image.clone());
     if as_json {
@@ -80,9 +115,14 @@ pub fn print_build(home: &Home, built: &Built, pushed: Option<&Pushed>, as_json:
             "layers": built.layers,
             "bytes_uploaded": pushed.map_or(0, |p| p.bytes_uploaded),
             "pushed": pushed,
+            "explain": explanation,
+            "repairs": home.repairs(),
         });
         println!("{value}");
         return;
+    }
+    if let Some(explanation) = explanation {
+        print_explanation(explanation, false);
     }
     let reused = built.layers.iter().filter(|l| l.reused).count();
     println!("{image}");
@@ -95,5 +135,120 @@ pub fn print_build(home: &Home, built: &Built, pushed: Option<&Pushed>, as_json:
     );
     if let Some(p) = pushed {
         println!("  pushed   {} bytes uploaded", p.bytes_uploaded);
+    }
+}
+
+/// JSON when asked for, else the text `text` makes.
+pub fn print_json_or<T: Serialize>(value: &T, as_json: bool, text: impl FnOnce() -> String) {
+    if as_json {
+        println!("{}", serde_json::to_string(value).unwrap_or_default());
+    } else {
+        println!("{}", text());
+    }
+}
+
+pub fn print_explanation(explanation: &Explanation, as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_string(explanation).unwrap_or_default());
+        return;
+    }
+    if let Some(hit) = &explanation.hit {
+        println!("cache hit: {} ({})", hit.tag, hit.manifest);
+        return;
+    }
+    let Some(nearest) = &explanation.nearest else {
+        println!("cache miss: nothing is cached yet");
+        return;
+    };
+    println!(
+        "cache miss: nearest cached environment is {} ({}), which differs in:",
+        nearest.tag,
+        if nearest.name.is_empty() {
+            "unnamed"
+        } else {
+            &nearest.name
+        }
+    );
+    for difference in &explanation.differences {
+        println!("  - {difference}");
+    }
+}
+
+pub fn print_images(catalog: &Catalog, as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_string(catalog).unwrap_or_default());
+        return;
+    }
+    println!(
+        "{:<24} {:<16} {:>10} {:>10}  {}",
+        "TAG", "NAME", "SIZE", "FREES", "DIGEST"
+    );
+    for image in &catalog.images {
+        println!(
+            "{:<24} {:<16} {:>10} {:>10}  {}",
+            image.tag,
+            image.name.as_deref().unwrap_or("-"),
+            human(image.size),
+            human(image.exclusive_size),
+            image.digest.short(12)
+        );
+    }
+    println!(
+        "{} images, {} stored ({} if nothing were shared)",
+        catalog.images.len(),
+        human(catalog.unique_bytes),
+        human(catalog.naive_bytes)
+    );
+}
+
+pub fn print_inspect(image: &CatalogImage, as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_string(image).unwrap_or_default());
+        return;
+    }
+    println!("{} {}", image.tag, image.digest);
+    if let Some(spec) = &image.spec_digest {
+        println!("  spec     {spec}");
+    }
+    if let Some(lock) = &image.lock_digest {
+        println!("  lock     {lock}");
+    }
+    println!(
+        "  size     {} ({} only in this image)",
+        human(image.size),
+        human(image.exclusive_size)
+    );
+    println!("  layers");
+    for layer in &image.layers {
+        let packages = if layer.packages.is_empty() {
+            "-".to_string()
+        } else {
+            layer.packages.join(", ")
+        };
+        let shared = if layer.shared_with.is_empty() {
+            String::new()
+        } else {
+            format!("  shared with {}", layer.shared_with.join(", "))
+        };
+        println!(
+            "    {} {:>10}  {packages}{shared}",
+            layer.digest.short(12),
+            human(layer.size)
+        );
+    }
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }

@@ -165,3 +165,36 @@ fn push_cut_mid_way_resumes_without_resending_what_landed() {
     assert!(missing > 0, "the cut must have stopped something");
     assert_eq!(retry["bytes_uploaded"].as_u64().unwrap(), missing);
 }
+
+#[test]
+fn base_image_from_a_registry_gives_the_same_image_as_from_a_layout() {
+    let reg = TestRegistry::start();
+    let world = World::new();
+    let base = format!("{}/library/python:3.11", reg.addr());
+    run(Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:3.11", base_layout().display()))
+        .arg(format!("docker://{base}")));
+    let req = requirements("shared-a.txt");
+    let wheels = world.wheels.display().to_string();
+    let args = [
+        "build",
+        "-r",
+        req.to_str().unwrap(),
+        "--base",
+        &base,
+        "-f",
+        &wheels,
+        "--no-index",
+        "--json",
+    ];
+    let out = world.strata(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let from_registry: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let other = world.with_home("layout");
+    let from_layout = other.build_ok(&req, &[]);
+    assert_eq!(from_registry["digest"], from_layout["digest"]);
+    // The base is pinned by digest: the second build on the registry base is a hit.
+    let again: Value = serde_json::from_slice(&world.strata(&args).stdout).unwrap();
+    assert_eq!(again["cache"], "hit");
+}

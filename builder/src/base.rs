@@ -98,8 +98,8 @@ pub struct BaseImage {
     pub manifest_bytes: Vec<u8>,
     pub config: serde_json::Value,
     pub config_bytes: Vec<u8>,
-    /// Directory holding the blobs (`blobs/sha256/…`) of the source.
-    blobs: PathBuf,
+    /// Directories holding the blobs (`…/blobs/sha256`) of the source, searched in order.
+    blobs: Vec<PathBuf>,
 }
 
 /// The interpreter found in a base image.
@@ -125,8 +125,9 @@ impl BaseImage {
             Selector::Digest(d) => d.clone(),
             Selector::Tag(tag) => layout_tag(path, tag, &reference)?,
         };
+        let dirs = vec![blobs];
         let src = BlobSource {
-            blobs: &blobs,
+            blobs: &dirs,
             reference: &reference,
         };
         let (digest, manifest_bytes) = src.platform_manifest(digest, platform)?;
@@ -144,7 +145,7 @@ impl BaseImage {
             manifest_bytes,
             config,
             config_bytes,
-            blobs,
+            blobs: dirs,
         })
     }
 
@@ -164,7 +165,19 @@ impl BaseImage {
         digest: &Digest,
         reference: &str,
     ) -> Result<BaseImage, BaseError> {
-        let blobs = root.join("blobs").join("sha256");
+        BaseImage::from_blobs_in(&[root], digest, reference)
+    }
+
+    /// Like [`BaseImage::from_blobs`], looking for each blob in several layouts in turn.
+    pub fn from_blobs_in(
+        roots: &[&Path],
+        digest: &Digest,
+        reference: &str,
+    ) -> Result<BaseImage, BaseError> {
+        let blobs: Vec<PathBuf> = roots
+            .iter()
+            .map(|r| r.join("blobs").join("sha256"))
+            .collect();
         let src = BlobSource {
             blobs: &blobs,
             reference,
@@ -222,12 +235,20 @@ impl BaseImage {
         xy.parse().ok()
     }
 
+    /// Where a blob of the image is (the first directory that has it).
+    fn blob_file(&self, digest: &Digest) -> PathBuf {
+        find_blob(&self.blobs, digest)
+    }
+
     /// Copies every blob of the image into the store, verifying each one.
     pub fn import_into(&self, store: &Store) -> Result<(), BaseError> {
         let mut digests = vec![self.digest.clone(), self.manifest.config.digest.clone()];
         digests.extend(self.manifest.layers.iter().map(|l| l.digest.clone()));
         for digest in digests {
-            store.import_file(&self.blobs.join(digest.hex()), &digest)?;
+            if store.has_blob(&digest) {
+                continue;
+            }
+            store.import_file(&self.blob_file(&digest), &digest)?;
         }
         Ok(())
     }
@@ -271,7 +292,7 @@ impl BaseImage {
         layer: &Descriptor,
         found: &mut Vec<(String, PythonVersion)>,
     ) -> Result<(), BaseError> {
-        let path = self.blobs.join(layer.digest.hex());
+        let path = self.blob_file(&layer.digest);
         let file = std::fs::File::open(&path).map_err(|source| BaseError::Io {
             path: path.clone(),
             source,
@@ -322,14 +343,26 @@ fn apply_entry(name: &str, found: &mut Vec<(String, PythonVersion)>) {
     }
 }
 
+fn find_blob(dirs: &[PathBuf], digest: &Digest) -> PathBuf {
+    let candidates = dirs.iter().map(|d| d.join(digest.hex()));
+    let fallback = dirs
+        .first()
+        .map(|d| d.join(digest.hex()))
+        .unwrap_or_default();
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or(fallback)
+}
+
 struct BlobSource<'a> {
-    blobs: &'a Path,
+    blobs: &'a [PathBuf],
     reference: &'a str,
 }
 
 impl BlobSource<'_> {
     fn read(&self, digest: &Digest) -> Result<Vec<u8>, BaseError> {
-        let path = self.blobs.join(digest.hex());
+        let path = find_blob(self.blobs, digest);
         let bytes = std::fs::read(&path).map_err(|source| BaseError::Io {
             path: path.clone(),
             source,

@@ -8,11 +8,14 @@ use std::sync::Mutex;
 
 use strata_cache::index::{EnvRecord, LayerKey};
 use strata_cache::layout::{StagedBlob, Store};
+use strata_cache::lease::{Lease, LeaseOwner};
 use strata_cache::manifest::{Manifest, ManifestDocument};
+use strata_cache::verify::{self, BlobState};
 use strata_cache::{BlobDescriptor, Digest, LayerDescriptor};
 
 use crate::base::{BaseImage, BaseRef, Selector};
 use crate::error::BuildError;
+use crate::explain::Explanation;
 use crate::fetch::WheelCache;
 use crate::home::Home;
 use crate::image::{self, AddedLayer, ImageInputs, ANNOTATION_SPEC};
@@ -35,6 +38,19 @@ pub struct BuildOptions {
     pub no_index: bool,
     /// Threads for fetching wheels and building layers.
     pub jobs: usize,
+    /// The environment's name, for retention per name; default: the requirements file stem.
+    pub name: Option<String>,
+}
+
+impl BuildOptions {
+    pub fn env_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            self.requirements
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+    }
 }
 
 /// How much of the build the cache answered.
@@ -94,21 +110,17 @@ pub fn build_checked(
     before_work: impl FnOnce() -> Result<(), BuildError>,
 ) -> Result<Built, BuildError> {
     progress.stage("reading requirements");
-    let mut file = spec::parse_requirements_file(&options.requirements)?;
-    add_cli_sources(&mut file.sources, options)?;
-    let base = open_base(home, &options.base, options.platform)?;
-    let python = options.python.or_else(|| base.declared_python());
-    let python = match python {
-        Some(v) => v,
-        None => base.find_interpreter(None)?.version,
-    };
-    let target = Target::new(python, options.platform);
-    let env = EnvSpec::new(file, base.digest.clone(), target);
+    let (env, base) = prepare(home, options)?;
+    let target = env.target;
+    let python = target.python;
     let spec_digest = env.digest();
     if let Some(built) = cache_hit(home, &spec_digest)? {
         return Ok(built);
     }
     before_work()?;
+    // Everything this build reuses or writes is held against a concurrent GC until the
+    // image is tagged (a root of its own); released on any error by the guard.
+    let lease = home.index.lease("build", LeaseOwner::current_process())?;
     progress.stage("resolving");
     let lock = home.resolver.resolve(
         &env.requirements_txt(),
@@ -119,12 +131,13 @@ pub fn build_checked(
     check_pinned_hashes(&env, &lock)?;
     let lock_digest = lock.digest().0;
     let spec_json = String::from_utf8_lossy(&env.canonical_bytes()).into_owned();
-    if let Some(built) = lock_hit(home, &base, &lock, &spec_digest, &spec_json)? {
+    let name = options.env_name();
+    if let Some(built) = lock_hit(home, &lease, &base, &lock, &spec_digest, &spec_json, &name)? {
         return Ok(built);
     }
     let interpreter = base.find_interpreter(Some(python))?;
     let scheme = InstallScheme::new(python);
-    let layers = package_layers(home, &lock, &scheme, options.jobs, progress)?;
+    let layers = package_layers(home, &lease, &lock, &scheme, options.jobs, progress)?;
     progress.stage("writing the image");
     let env_lock = lock.canonical_bytes();
     let mut env_writer = home.store.writer()?;
@@ -157,6 +170,10 @@ pub fn build_checked(
     });
 
     // Commit: base blobs, layers, config, manifest, tag, then the index.
+    let manifest_digest = Digest::of(&assembled.manifest.to_bytes());
+    let mut held = crate::publish::image_digests(&manifest_digest, &assembled.manifest);
+    held.extend([base.digest.clone(), base.manifest.config.digest.clone()]);
+    hold(home, &lease, &held)?;
     let mut reused: Vec<bool> = base
         .layers()
         .iter()
@@ -186,10 +203,13 @@ pub fn build_checked(
             tag: tag.clone(),
             size,
             spec_json,
+            name: options.env_name(),
         },
         &lock.to_json(),
         &records,
     )?;
+    verify::mark_verified(&home.store, &home.index, &held)?;
+    lease.release()?;
     let report = report_layers(&assembled.manifest, &reused);
     Ok(Built {
         digest,
@@ -201,6 +221,26 @@ pub fn build_checked(
         media_type: assembled.manifest.media_type().to_string(),
         size,
     })
+}
+
+/// The canonical spec of what `options` ask for, and the base image it names.
+pub fn prepare(home: &Home, options: &BuildOptions) -> Result<(EnvSpec, BaseImage), BuildError> {
+    let mut file = spec::parse_requirements_file(&options.requirements)?;
+    add_cli_sources(&mut file.sources, options)?;
+    let base = open_base(home, &options.base, options.platform)?;
+    let python = options.python.or_else(|| base.declared_python());
+    let python = match python {
+        Some(v) => v,
+        None => base.find_interpreter(None)?.version,
+    };
+    let target = Target::new(python, options.platform);
+    Ok((EnvSpec::new(file, base.digest.clone(), target), base))
+}
+
+/// Why the spec `options` describe is, or is not, a cache hit.
+pub fn explain(home: &Home, options: &BuildOptions) -> Result<Explanation, BuildError> {
+    let (env, _) = prepare(home, options)?;
+    Ok(crate::explain::explain(&env, &home.index.envs()?))
 }
 
 fn add_cli_sources(sources: &mut spec::Sources, options: &BuildOptions) -> Result<(), BuildError> {
@@ -265,7 +305,7 @@ fn cache_hit(home: &Home, spec: &SpecDigest) -> Result<Option<Built>, BuildError
     let Some(record) = home.index.env_by_spec(&spec.0)? else {
         return Ok(None);
     };
-    let Some(manifest) = stored_manifest(home, &record.manifest)? else {
+    let Some(manifest) = stored_manifest(home, None, &record.manifest)? else {
         return Ok(None);
     };
     home.index.touch_env(&spec.0)?;
@@ -286,16 +326,19 @@ fn cache_hit(home: &Home, spec: &SpecDigest) -> Result<Option<Built>, BuildError
 /// every layer is reused and no wheel is read.
 fn lock_hit(
     home: &Home,
+    lease: &Lease,
     base: &BaseImage,
     lock: &Lock,
     spec: &SpecDigest,
     spec_json: &str,
+    name: &str,
 ) -> Result<Option<Built>, BuildError> {
     let lock_digest = lock.digest().0;
     let Some(record) = home.index.lock_on_base(&lock_digest, &base.digest)? else {
         return Ok(None);
     };
-    let Some(mut manifest) = stored_manifest(home, &record.manifest)? else {
+    hold(home, lease, std::slice::from_ref(&record.manifest))?;
+    let Some(mut manifest) = stored_manifest(home, Some(lease), &record.manifest)? else {
         return Ok(None);
     };
     manifest
@@ -317,6 +360,7 @@ fn lock_hit(
             tag: tag.clone(),
             size,
             spec_json: spec_json.to_string(),
+            name: name.to_string(),
         },
         &record.lock_json,
         &[],
@@ -336,7 +380,11 @@ fn lock_hit(
 
 /// A manifest in the store whose blobs are all present; `None` if anything is missing, so
 /// that the caller rebuilds rather than serving a broken image.
-fn stored_manifest(home: &Home, digest: &Digest) -> Result<Option<Manifest>, BuildError> {
+fn stored_manifest(
+    home: &Home,
+    lease: Option<&Lease>,
+    digest: &Digest,
+) -> Result<Option<Manifest>, BuildError> {
     if !home.store.has_blob(digest) {
         return Ok(None);
     }
@@ -344,9 +392,29 @@ fn stored_manifest(home: &Home, digest: &Digest) -> Result<Option<Manifest>, Bui
     let Ok(ManifestDocument::Image(manifest)) = ManifestDocument::parse(&bytes) else {
         return Ok(None);
     };
-    let complete = std::iter::once(&manifest.config)
-        .chain(manifest.layers.iter())
-        .all(|d| home.store.has_blob(&d.digest));
+    if let Some(lease) = lease {
+        hold(
+            home,
+            lease,
+            &crate::publish::image_digests(digest, &manifest),
+        )?;
+    }
+    // Every blob is checked (hashed again only if it changed on disk since it was last
+    // verified): a corrupt blob is quarantined and the image rebuilt, never served.
+    let mut complete = true;
+    for d in std::iter::once(&manifest.config).chain(manifest.layers.iter()) {
+        match verify::check_blob(&home.store, &home.index, &d.digest)? {
+            BlobState::Ok => {}
+            BlobState::Missing => complete = false,
+            BlobState::Corrupt { actual, .. } => {
+                complete = false;
+                home.note_repair(format!(
+                    "blob {} of image {digest} was corrupt on disk (its bytes hash to {actual}): quarantined, rebuilding it",
+                    d.digest
+                ));
+            }
+        }
+    }
     Ok(complete.then_some(manifest))
 }
 
@@ -402,6 +470,14 @@ struct PackageLayer {
     staged: Option<StagedBlob>,
 }
 
+/// Adds digests to the build's lease under the shared GC lock: after this, a sweep cannot
+/// take them, so a blob found present afterwards stays present.
+fn hold(home: &Home, lease: &Lease, digests: &[Digest]) -> Result<(), BuildError> {
+    let _gc = home.store.gc_lock_shared()?;
+    lease.add(digests)?;
+    Ok(())
+}
+
 fn check_staged(staged: &StagedBlob, layer: &LayerDescriptor) -> Result<(), BuildError> {
     if staged.digest != layer.digest || staged.size != layer.size {
         return Err(BuildError::Internal(format!(
@@ -416,6 +492,7 @@ fn check_staged(staged: &StagedBlob, layer: &LayerDescriptor) -> Result<(), Buil
 /// fetched and installed, `jobs` at a time.
 fn package_layers(
     home: &Home,
+    lease: &Lease,
     lock: &Lock,
     scheme: &InstallScheme,
     jobs: usize,
@@ -430,10 +507,13 @@ fn package_layers(
             scheme: scheme_id.clone(),
             format: LAYER_FORMAT_VERSION,
         };
-        let known = home
-            .index
-            .layer(&key)?
-            .filter(|l| home.store.has_blob(&l.digest));
+        let known = match home.index.layer(&key)? {
+            Some(layer) => {
+                hold(home, lease, std::slice::from_ref(&layer.digest))?;
+                Some(layer).filter(|l| home.store.has_blob(&l.digest))
+            }
+            None => None,
+        };
         match known {
             Some(layer) => slots.push(Some(PackageLayer {
                 added: added_layer(wheel, layer),

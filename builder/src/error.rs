@@ -48,6 +48,16 @@ pub enum BuildError {
     #[error(transparent)]
     Index(#[from] IndexError),
     #[error(transparent)]
+    Verify(#[from] strata_cache::verify::VerifyError),
+    #[error(transparent)]
+    Config(#[from] strata_config::ConfigError),
+    #[error("invalid gc policy")]
+    Policy(#[from] strata_cache::gc::PolicyError),
+    #[error("local garbage collection failed")]
+    Gc(#[from] strata_cache::gc::local::GcError),
+    #[error("registry garbage collection failed")]
+    RegistryGc(#[source] Box<strata_cache::gc::registry::RegistryGcError>),
+    #[error(transparent)]
     Home(#[from] HomeError),
     #[error("registry")]
     Registry(#[from] RegistryError),
@@ -56,6 +66,11 @@ pub enum BuildError {
         what: String,
         #[source]
         source: io::Error,
+    },
+    #[error("image {image} in the local store is damaged: blob {blob} is missing or corrupt (now quarantined)")]
+    DamagedImage {
+        image: strata_cache::Digest,
+        blob: strata_cache::Digest,
     },
     #[error("internal error: {0}")]
     Internal(String),
@@ -74,6 +89,9 @@ impl BuildError {
     pub fn hint(&self) -> Option<&'static str> {
         match self {
             BuildError::Spec(_) => Some("fix the requirements file at the line shown"),
+            BuildError::Config(_) | BuildError::Policy(_) => {
+                Some("fix the configuration key shown (strata.toml or $STRATA_HOME/config.toml)")
+            }
             BuildError::Resolve(ResolveError::UnknownPackage { .. }) => {
                 Some("check the package name, or add --find-links / --index-url where it lives")
             }
@@ -93,10 +111,20 @@ impl BuildError {
                 Some("the wheel is corrupt or unsafe to install; nothing was written to the store")
             }
             BuildError::Base(_) => Some("check --base: oci:PATH:TAG or REGISTRY/REPO:TAG"),
+            BuildError::DamagedImage { .. } => {
+                Some("run the same `strata build` (or `strata pull`) again to repair it")
+            }
             BuildError::Registry(_) => Some(
                 "check the registry address and that it is running; plain HTTP needs a loopback host or --insecure",
             ),
             _ => None,
         }
+    }
+}
+
+impl From<strata_cache::gc::registry::RegistryGcError> for BuildError {
+    fn from(e: strata_cache::gc::registry::RegistryGcError) -> Self {
+        // Boxed: the error carries the partial report and would make every Result large.
+        BuildError::RegistryGc(Box::new(e))
     }
 }

@@ -20,6 +20,8 @@ pub enum HomeError {
 
 /// The opened data directory.
 pub struct Home {
+    /// Repairs made on the way (corrupt blobs found and replaced), for the user to see.
+    repairs: std::sync::Mutex<Vec<String>>,
     pub root: PathBuf,
     pub store: Store,
     pub index: Index,
@@ -44,12 +46,24 @@ impl Home {
         let store = Store::open(&root.join("oci"), &root.join("tmp"))?;
         let index = Index::open(&root.join("strata.db"))?;
         Ok(Home {
+            repairs: Default::default(),
             root: root.to_path_buf(),
             store,
             index,
             wheels: WheelCache::new(root.join("wheels")),
             resolver: Resolver::new(root.join("uv-cache")),
         })
+    }
+
+    pub fn note_repair(&self, note: String) {
+        if let Ok(mut repairs) = self.repairs.lock() {
+            repairs.push(note);
+        }
+    }
+
+    /// The repairs noted so far.
+    pub fn repairs(&self) -> Vec<String> {
+        self.repairs.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     /// Directory for temporary files, on the same filesystem as the store.

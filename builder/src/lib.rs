@@ -2,7 +2,9 @@
 
 pub mod base;
 pub mod build;
+pub mod collect;
 pub mod error;
+pub mod explain;
 pub mod fetch;
 pub mod home;
 pub mod image;

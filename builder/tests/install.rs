@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 use strata_builder::install::record::b64;
-use strata_builder::install::{env_layer, wheel_layer, InstallScheme, WheelLayer};
+use strata_builder::install::{
+    env_layer, wheel_layer, wheels_layer, InstallError, InstallScheme, MergedLayer, WheelLayer,
+};
 use strata_builder::target::PythonVersion;
 use strata_cache::Digest;
 use zip::write::SimpleFileOptions;
@@ -608,4 +610,315 @@ fn env_layer_makes_a_venv() {
     )
     .is_err());
     assert!(env_layer(&scheme(), "python3", "3.11.2", &[], std::io::sink()).is_err());
+}
+
+/// Pins the bytes of single-wheel layers (recorded before `wheel_layer` became the one-wheel
+/// case of `wheels_layer`): layers already in caches and registries must keep their digests.
+/// If this fails with layer.rs's known answer, the compressor changed; otherwise the
+/// installer did: bump LAYER_FORMAT_VERSION.
+#[test]
+fn single_wheel_layers_keep_their_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let linky = WheelBuilder::new("linky", "1.0")
+        .file("linky/real.py", "")
+        .symlink("linky/alias.py", "real.py");
+    for (builder, digest) in [
+        (
+            demo(),
+            "sha256:0ae4c8abade6c5380d1dffb28c8e78cf0e226b5de9d763d9bc81ab892af94540",
+        ),
+        (
+            linky,
+            "sha256:6ac872b190c45d34d1da584183fa30d3027e59389caca479e689ee7574dfde58",
+        ),
+    ] {
+        let (layer, _) = install(&builder.build(dir.path()));
+        assert_eq!(
+            layer.descriptor.digest.to_string(),
+            digest,
+            "{}",
+            builder.name
+        );
+    }
+}
+
+fn merge(paths: &[&Path]) -> (MergedLayer, Vec<u8>) {
+    let mut out = Vec::new();
+    let layer = wheels_layer(paths, &scheme(), &mut out).unwrap();
+    (layer, out)
+}
+
+/// Merges and returns the error with its chain; the output must stay empty.
+fn merge_rejected(paths: &[&Path]) -> (InstallError, String) {
+    let mut out = Vec::new();
+    let err = wheels_layer(paths, &scheme(), &mut out).expect_err("merge must be rejected");
+    assert!(out.is_empty(), "nothing is written for a rejected merge");
+    let mut msg = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    (err, msg)
+}
+
+/// Three wheels sharing the `nsp` namespace directory, one with a symlink, one with every
+/// data category and launchers.
+fn trio(dir: &Path) -> [PathBuf; 3] {
+    [
+        demo().build(dir),
+        WheelBuilder::new("nsp_a", "1.0")
+            .file("nsp/a/__init__.py", "A = 1\n")
+            .symlink("nsp/a/alias.py", "__init__.py")
+            .build(dir),
+        WheelBuilder::new("nsp_b", "2.0")
+            .file("nsp/b/__init__.py", "B = 1\n")
+            .exec("nsp_b-2.0.data/scripts/nsp-b", "#!python\nimport nsp.b\n")
+            .build(dir),
+    ]
+}
+
+fn entry_key(e: &TarEntry) -> (String, char, u32, Vec<u8>, Option<String>) {
+    (
+        e.path.clone(),
+        e.kind,
+        e.mode,
+        e.data.clone(),
+        e.link.clone(),
+    )
+}
+
+#[test]
+fn merged_layer_holds_every_file_of_each_wheel_with_its_own_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let wheels = trio(dir.path());
+    let paths: Vec<&Path> = wheels.iter().map(PathBuf::as_path).collect();
+    let (merged, out) = merge(&paths);
+    assert_eq!(merged.descriptor.digest, Digest::of(&out));
+    assert_eq!(merged.descriptor.size, out.len() as u64);
+    let packages: Vec<(&str, &str)> = merged
+        .packages
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        packages,
+        [("demo", "1.0"), ("nsp-a", "1.0"), ("nsp-b", "2.0")]
+    );
+
+    let entries = read_layer(&out);
+    check_order(&entries);
+    assert_eq!(
+        merged.files,
+        entries.iter().filter(|e| e.kind != 'd').count()
+    );
+    // Exactly the union of the wheels' own layers: every file with the bytes of the right
+    // wheel (so every streamed key went to the right zip), every RECORD as if alone.
+    let mut union = BTreeMap::new();
+    let mut files = 0;
+    for path in &wheels {
+        let (single, bytes) = install(path);
+        files += single.files;
+        for e in read_layer(&bytes) {
+            let key = entry_key(&e);
+            if let Some(other) = union.insert(e.path.clone(), key.clone()) {
+                assert_eq!(other, key, "a shared path is a directory in both");
+                assert_eq!(e.kind, 'd', "{}", e.path);
+            }
+        }
+    }
+    assert_eq!(merged.files, files);
+    let got: BTreeMap<String, _> = entries
+        .iter()
+        .map(|e| (e.path.clone(), entry_key(e)))
+        .collect();
+    assert_eq!(got, union);
+
+    // And each RECORD lists exactly its own wheel's files, with the merged layer's bytes.
+    let by = by_path(&entries);
+    for (dist_info, own) in [
+        ("demo-1.0.dist-info", "demo"),
+        ("nsp_a-1.0.dist-info", "nsp/a/"),
+        ("nsp_b-2.0.dist-info", "nsp/b/"),
+    ] {
+        let record =
+            String::from_utf8(by[format!("{SP}/{dist_info}/RECORD").as_str()].data.clone())
+                .unwrap();
+        for line in record.lines() {
+            let f: Vec<&str> = line.split(',').collect();
+            let rel = f[0];
+            assert!(
+                rel.starts_with(dist_info) || rel.contains(own) || rel.starts_with("../../../"),
+                "{dist_info} lists {rel}"
+            );
+            if f[1].is_empty() {
+                assert_eq!(rel, format!("{dist_info}/RECORD"));
+                continue;
+            }
+            let layer_path = match rel.strip_prefix("../../../") {
+                Some(rest) => format!("opt/venv/{rest}"),
+                None => format!("{SP}/{rel}"),
+            };
+            let e = by[layer_path.as_str()];
+            let expected = match &e.link {
+                Some(target) => target.as_bytes().to_vec(),
+                None => e.data.clone(),
+            };
+            assert_eq!(
+                f[1],
+                format!("sha256={}", b64(&Sha256::digest(&expected))),
+                "{rel}"
+            );
+            assert_eq!(f[2], expected.len().to_string(), "{rel}");
+        }
+    }
+    let nsp_b_record = String::from_utf8(
+        by[format!("{SP}/nsp_b-2.0.dist-info/RECORD").as_str()]
+            .data
+            .clone(),
+    )
+    .unwrap();
+    assert!(
+        nsp_b_record.contains("../../../bin/nsp-b,"),
+        "{nsp_b_record}"
+    );
+    assert!(!nsp_b_record.contains("bin/demo"), "{nsp_b_record}");
+}
+
+#[test]
+fn merged_layer_does_not_depend_on_the_order_of_the_wheels() {
+    let dir = tempfile::tempdir().unwrap();
+    let [a, b, c] = trio(dir.path());
+    // A wheel with nothing but its dist-info owns no streamed keys: an empty key range.
+    // In a directory that sorts first: the layer's order is by name, not by path.
+    let early = dir.path().join("0");
+    std::fs::create_dir_all(&early).unwrap();
+    let meta = WheelBuilder::new("meta", "1.0").build(&early);
+    let (first, bytes) = merge(&[&a, &b, &c, &meta]);
+    for order in [
+        [&meta, &c, &b, &a],
+        [&b, &meta, &a, &c],
+        [&c, &a, &meta, &b],
+        [&a, &c, &b, &meta],
+    ] {
+        let paths: Vec<&Path> = order.iter().map(|p| p.as_path()).collect();
+        let (again, again_bytes) = merge(&paths);
+        assert_eq!(again, first);
+        assert_eq!(again_bytes, bytes);
+    }
+    let names: Vec<&str> = first.packages.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["demo", "meta", "nsp-a", "nsp-b"]);
+    let entries = read_layer(&bytes);
+    assert!(by_path(&entries).contains_key(format!("{SP}/meta-1.0.dist-info/RECORD").as_str()));
+    // Another set of wheels is another layer.
+    assert_ne!(merge(&[&a, &b, &c]).0.descriptor, first.descriptor);
+}
+
+#[test]
+fn merged_layer_of_one_wheel_is_its_wheel_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    for path in trio(dir.path()) {
+        let (single, single_bytes) = install(&path);
+        let (merged, merged_bytes) = merge(&[&path]);
+        assert_eq!(merged_bytes, single_bytes);
+        assert_eq!(merged.descriptor, single.descriptor);
+        assert_eq!(merged.files, single.files);
+        assert_eq!(merged.packages, [(single.name, single.version)]);
+    }
+}
+
+#[test]
+fn wheels_writing_the_same_file_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = WheelBuilder::new("alpha", "1.0")
+        .file("alpha/__init__.py", "")
+        .file("shared/util.py", "A\n")
+        .build(dir.path());
+    let b = WheelBuilder::new("beta", "2.0")
+        .file("beta/__init__.py", "")
+        .file("shared/util.py", "B\n")
+        .build(dir.path());
+    for order in [[&a, &b], [&b, &a]] {
+        let (err, msg) = merge_rejected(&[order[0], order[1]]);
+        assert!(matches!(err, InstallError::Conflict { .. }), "{err:?}");
+        assert!(
+            msg.contains("alpha-1.0-py3-none-any.whl and beta-2.0-py3-none-any.whl")
+                && msg.contains(&format!("\"{SP}/shared/util.py\"")),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn generated_scripts_and_file_versus_directory_conflict_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let tool = |name: &str| {
+        WheelBuilder::new(name, "1.0")
+            .file(&format!("{name}/__init__.py"), "")
+            .file(
+                &format!("{name}-1.0.dist-info/entry_points.txt"),
+                &format!("[console_scripts]\ntool = {name}:main\n"),
+            )
+            .build(dir.path())
+    };
+    let (one, two) = (tool("one"), tool("two"));
+    let (_, msg) = merge_rejected(&[&one, &two]);
+    assert!(
+        msg.contains("one-1.0-py3-none-any.whl and two-1.0-py3-none-any.whl both install \"opt/venv/bin/tool\""),
+        "{msg}"
+    );
+    // A module file in one wheel, a package directory of that name in the other, whichever
+    // comes first.
+    let file = |name: &str| {
+        WheelBuilder::new(name, "1.0")
+            .file(&format!("{name}/__init__.py"), "")
+            .file("clash", "x\n")
+            .build(dir.path())
+    };
+    let package = |name: &str| {
+        WheelBuilder::new(name, "1.0")
+            .file(&format!("{name}/__init__.py"), "")
+            .file("clash/__init__.py", "")
+            .build(dir.path())
+    };
+    for (first, second) in [(file("aaa"), package("zzz")), (package("aaa"), file("zzz"))] {
+        let (err, msg) = merge_rejected(&[&second, &first]);
+        assert!(matches!(err, InstallError::Conflict { .. }), "{err:?}");
+        assert!(
+            msg.contains("aaa-1.0-py3-none-any.whl and zzz-1.0-py3-none-any.whl both install")
+                && msg.contains(&format!("\"{SP}/clash\"")),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn merging_rejects_bad_wheels_two_versions_and_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let [a, b, _] = trio(dir.path());
+    let other_dir = dir.path().join("v2");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let a2 = WheelBuilder::new("nsp_a", "1.1")
+        .file("nsp/a/__init__.py", "A = 2\n")
+        .build(&other_dir);
+    let (err, msg) = merge_rejected(&[&a, &b, &a2]);
+    assert!(matches!(err, InstallError::SameProject { .. }), "{msg}");
+    assert!(
+        msg.contains("nsp_a-1.0-py3-none-any.whl and nsp_a-1.1-py3-none-any.whl"),
+        "{msg}"
+    );
+    let (err, _) = merge_rejected(&[&a, &a]);
+    assert!(matches!(err, InstallError::SameProject { .. }), "{err:?}");
+
+    let mut lying = WheelBuilder::new("bad", "1.0").file("bad/__init__.py", "print(1)\n");
+    lying.record_edit = Some(|r| r.replacen("sha256=", "sha256=AAAA", 1));
+    let bad = lying.build(dir.path());
+    let (_, msg) = merge_rejected(&[&a, &bad, &b]);
+    assert!(
+        msg.contains("bad-1.0-py3-none-any.whl")
+            && msg.contains("\"bad/__init__.py\": hash mismatch"),
+        "{msg}"
+    );
+    let (err, _) = merge_rejected(&[]);
+    assert!(matches!(err, InstallError::NoWheels), "{err:?}");
 }

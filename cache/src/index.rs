@@ -95,6 +95,37 @@ CREATE TABLE verified_blobs (
 "#,
 ];
 
+const ENV_COLUMNS: &str = "spec_digest, lock_digest, base_digest, manifest_digest, tag, size, \
+     spec_json, name, created_at, last_used_at";
+
+struct RawEnvRow {
+    spec: String,
+    lock: String,
+    base: String,
+    manifest: String,
+    tag: String,
+    size: i64,
+    spec_json: String,
+    name: String,
+    created_at: i64,
+    last_used_at: i64,
+}
+
+fn raw_env_row(r: &rusqlite::Row) -> rusqlite::Result<RawEnvRow> {
+    Ok(RawEnvRow {
+        spec: r.get(0)?,
+        lock: r.get(1)?,
+        base: r.get(2)?,
+        manifest: r.get(3)?,
+        tag: r.get(4)?,
+        size: r.get(5)?,
+        spec_json: r.get(6)?,
+        name: r.get(7)?,
+        created_at: r.get(8)?,
+        last_used_at: r.get(9)?,
+    })
+}
+
 /// An environment that was built: spec → lock → manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvRecord {
@@ -107,6 +138,16 @@ pub struct EnvRecord {
     pub size: u64,
     /// The canonical spec, kept to explain later misses.
     pub spec_json: String,
+    /// The environment's name (`--name`, else the requirements file's stem).
+    pub name: String,
+}
+
+/// An environment row with its usage times (unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvRow {
+    pub record: EnvRecord,
+    pub created_at: i64,
+    pub last_used_at: i64,
 }
 
 /// A lock that was built on a base: enough to rebuild (the lock keeps its sources).
@@ -207,35 +248,56 @@ impl Index {
         let row = self
             .conn
             .query_row(
-                "SELECT spec_digest, lock_digest, base_digest, manifest_digest, tag, size, spec_json
-                 FROM env_index WHERE spec_digest = ?1",
+                &format!("SELECT {ENV_COLUMNS} FROM env_index WHERE spec_digest = ?1"),
                 params![spec.to_string()],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, i64>(5)?,
-                        r.get::<_, String>(6)?,
-                    ))
-                },
+                raw_env_row,
             )
             .optional()
             .map_err(self.err())?;
-        let Some((spec, lock, base, manifest, tag, size, spec_json)) = row else {
-            return Ok(None);
-        };
-        Ok(Some(EnvRecord {
-            spec: self.digest(spec)?,
-            lock: self.digest(lock)?,
-            base: self.digest(base)?,
-            manifest: self.digest(manifest)?,
-            tag,
-            size: size as u64,
-            spec_json,
-        }))
+        row.map(|raw| self.env_row(raw).map(|r| r.record))
+            .transpose()
+    }
+
+    /// Every environment, oldest first.
+    pub fn envs(&self) -> Result<Vec<EnvRow>, IndexError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {ENV_COLUMNS} FROM env_index ORDER BY created_at, spec_digest"
+            ))
+            .map_err(self.err())?;
+        let raws = stmt
+            .query_map([], raw_env_row)
+            .map_err(self.err())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.err())?;
+        raws.into_iter().map(|raw| self.env_row(raw)).collect()
+    }
+
+    /// Environments whose image is `manifest`.
+    pub fn envs_by_manifest(&self, manifest: &Digest) -> Result<Vec<EnvRow>, IndexError> {
+        Ok(self
+            .envs()?
+            .into_iter()
+            .filter(|e| &e.record.manifest == manifest)
+            .collect())
+    }
+
+    fn env_row(&self, raw: RawEnvRow) -> Result<EnvRow, IndexError> {
+        Ok(EnvRow {
+            record: EnvRecord {
+                spec: self.digest(raw.spec)?,
+                lock: self.digest(raw.lock)?,
+                base: self.digest(raw.base)?,
+                manifest: self.digest(raw.manifest)?,
+                tag: raw.tag,
+                size: raw.size as u64,
+                spec_json: raw.spec_json,
+                name: raw.name,
+            },
+            created_at: raw.created_at,
+            last_used_at: raw.last_used_at,
+        })
     }
 
     /// Records that an environment was used now (a build hit, a pull, a launch).
@@ -346,13 +408,13 @@ impl Index {
         tx.execute(
             "INSERT INTO env_index
              (spec_digest, lock_digest, base_digest, manifest_digest, tag, size, spec_json,
-              created_at, last_used_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+              created_at, last_used_at, name)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)
              ON CONFLICT(spec_digest) DO UPDATE SET
                lock_digest = excluded.lock_digest, base_digest = excluded.base_digest,
                manifest_digest = excluded.manifest_digest, tag = excluded.tag,
                size = excluded.size, spec_json = excluded.spec_json,
-               last_used_at = excluded.last_used_at",
+               last_used_at = excluded.last_used_at, name = excluded.name",
             params![
                 env.spec.to_string(),
                 env.lock.to_string(),
@@ -361,7 +423,8 @@ impl Index {
                 env.tag,
                 env.size as i64,
                 env.spec_json,
-                ts
+                ts,
+                env.name
             ],
         )
         .map_err(self.err())?;
@@ -381,17 +444,57 @@ impl Index {
             .map_err(self.err())
     }
 
+    /// Other repositories of `registry` that strata pushed to, most recent first: candidates
+    /// to mount blobs from.
+    pub fn pushed_repos(&self, registry: &str, except: &str) -> Result<Vec<String>, IndexError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT target, MAX(pushed_at) AS t FROM pushes
+                 WHERE target LIKE ?1 || '/%' AND target != ?2
+                 GROUP BY target ORDER BY t DESC",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![registry, except], |r| r.get::<_, String>(0))
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Records a use (pull, launch, build hit with push) of a manifest in a registry.
+    pub fn touch_push(&self, target: &str, manifest: &Digest) -> Result<(), IndexError> {
+        self.conn
+            .execute(
+                "UPDATE pushes SET last_used_at = ?3 WHERE target = ?1 AND manifest_digest = ?2",
+                params![target, manifest.to_string(), now()],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
     pub fn record_push(
         &self,
         target: &str,
         manifest: &Digest,
         tag: Option<&str>,
+        name: &str,
+        spec: Option<&Digest>,
     ) -> Result<(), IndexError> {
         self.conn
             .execute(
-                "INSERT OR REPLACE INTO pushes (target, manifest_digest, tag, pushed_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![target, manifest.to_string(), tag, now()],
+                "INSERT INTO pushes (target, manifest_digest, tag, pushed_at, last_used_at, name,
+                                     spec_digest)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)
+                 ON CONFLICT(target, manifest_digest) DO UPDATE SET
+                   tag = excluded.tag, last_used_at = excluded.last_used_at",
+                params![
+                    target,
+                    manifest.to_string(),
+                    tag,
+                    now(),
+                    name,
+                    spec.map(|s| s.to_string())
+                ],
             )
             .map_err(self.err())?;
         Ok(())
@@ -411,6 +514,7 @@ mod tests {
             tag: "env-x".into(),
             size: 10,
             spec_json: "{}".into(),
+            name: "x".into(),
         }
     }
 
@@ -450,7 +554,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let index = Index::open(&dir.path().join("strata.db")).unwrap();
         let m = Digest::of(b"m");
-        index.record_push("reg/a", &m, Some("t")).unwrap();
+        index
+            .record_push("reg/a", &m, Some("t"), "n", None)
+            .unwrap();
         assert!(index.was_pushed("reg/a", &m).unwrap());
         assert!(!index.was_pushed("reg/b", &m).unwrap());
     }

@@ -152,6 +152,11 @@ impl Store {
         &self.root
     }
 
+    /// The directory for temporary files and locks (outside the layout).
+    pub fn work_dir(&self) -> &Path {
+        &self.work
+    }
+
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.root.join("blobs").join("sha256").join(digest.hex())
     }
@@ -210,6 +215,27 @@ impl Store {
             });
         }
         self.commit(staged).map(|_| ())
+    }
+
+    /// Moves a file into the store if its bytes hash to `expected` (the file must be on the
+    /// store's filesystem, e.g. under its work dir). Cheaper than [`Store::import_file`] for
+    /// large downloads.
+    pub fn adopt_file(&self, path: &Path, expected: &Digest) -> Result<(), StoreError> {
+        let file = File::open(path).map_err(io_err(path))?;
+        let (actual, _) = Digest::of_reader(io::BufReader::new(file)).map_err(io_err(path))?;
+        if &actual != expected {
+            return Err(StoreError::CorruptBlob {
+                path: path.to_path_buf(),
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        let dest = self.blob_path(expected);
+        if dest.is_file() {
+            return Ok(());
+        }
+        fs::rename(path, &dest).map_err(io_err(&dest))?;
+        sync_dir(dest.parent().unwrap_or(&self.root))
     }
 
     /// Reads a small blob and verifies its bytes.
@@ -306,6 +332,60 @@ impl Store {
     /// All entries of `index.json`.
     pub fn entries(&self) -> Result<Vec<IndexEntry>, StoreError> {
         Ok(self.read_index()?.manifests)
+    }
+
+    /// The directory of temporary files and locks (same filesystem as the layout).
+    pub fn work(&self) -> &Path {
+        &self.work
+    }
+
+    /// Removes each `(tag, manifest)` from `index.json` if the tag still points at that
+    /// manifest (a tag re-pointed meanwhile is left alone); returns the tags removed.
+    pub fn remove_tags(&self, tags: &[(String, Digest)]) -> Result<Vec<String>, StoreError> {
+        let wanted: std::collections::HashSet<(&str, &Digest)> =
+            tags.iter().map(|(t, d)| (t.as_str(), d)).collect();
+        let _lock = self.lock_index()?;
+        let mut index = self.read_index()?;
+        let mut removed = Vec::new();
+        index.manifests.retain(|m| {
+            let Some(tag) = m.annotations.get(REF_NAME) else {
+                return true;
+            };
+            let gone = wanted.contains(&(tag.as_str(), &m.digest));
+            if gone {
+                removed.push(tag.clone());
+            }
+            !gone
+        });
+        if !removed.is_empty() {
+            self.write_index(&index)?;
+        }
+        Ok(removed)
+    }
+
+    /// The GC lock, shared: held while taking a lease, so that a sweep never runs between
+    /// its re-read of the leases and its deletions. Released when the file is dropped.
+    pub fn gc_lock_shared(&self) -> Result<File, StoreError> {
+        let file = self.open_gc_lock()?;
+        file.lock_shared().map_err(io_err(&self.work))?;
+        Ok(file)
+    }
+
+    /// The GC lock, exclusive: held by a sweep while it re-reads leases and deletes.
+    pub fn gc_lock_exclusive(&self) -> Result<File, StoreError> {
+        let file = self.open_gc_lock()?;
+        file.lock().map_err(io_err(&self.work))?;
+        Ok(file)
+    }
+
+    fn open_gc_lock(&self) -> Result<File, StoreError> {
+        let path = self.work.join("gc.lock");
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))
     }
 
     fn index_path(&self) -> PathBuf {

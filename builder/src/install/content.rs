@@ -236,3 +236,31 @@ impl<R: Read> Read for Verifying<R> {
         Ok(n)
     }
 }
+
+/// Streams the entries of several wheels into one layer: wheel `i` owns the keys from
+/// `starts[i]` up to the next start, and sees them from 0.
+pub struct KeyRanges<'a> {
+    starts: Vec<usize>,
+    sources: Vec<WheelSource<'a>>,
+}
+
+impl<'a> KeyRanges<'a> {
+    /// `starts` ascending, one per source.
+    pub fn new(starts: Vec<usize>, sources: Vec<WheelSource<'a>>) -> Self {
+        KeyRanges { starts, sources }
+    }
+}
+
+impl ContentSource for KeyRanges<'_> {
+    fn open(&mut self, key: usize) -> io::Result<Box<dyn Read + '_>> {
+        // The last range starting at or before `key`.
+        let i = self.starts.partition_point(|&start| start <= key);
+        let (Some(start), Some(source)) = (
+            i.checked_sub(1).and_then(|i| self.starts.get(i)),
+            i.checked_sub(1).and_then(|i| self.sources.get_mut(i)),
+        ) else {
+            return Err(io::Error::other(format!("no wheel for entry key {key}")));
+        };
+        source.open(key - start)
+    }
+}

@@ -64,6 +64,20 @@ pub enum InstallError {
         #[source]
         source: LayerError,
     },
+    #[error("wheels {first} and {second} both install {path:?}")]
+    Conflict {
+        path: String,
+        first: String,
+        second: String,
+    },
+    #[error("wheels {first} and {second} are both project {name}: one layer holds one version")]
+    SameProject {
+        name: String,
+        first: String,
+        second: String,
+    },
+    #[error("no wheels to install into a merged layer")]
+    NoWheels,
     #[error("invalid install scheme: {0}")]
     Scheme(String),
     #[error("writing the layer of {what}")]

@@ -130,6 +130,55 @@ impl TestRegistry {
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
+
+    /// The registry's configuration file (what `serve` and `garbage-collect` read).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yml")
+    }
+
+    /// Stops the registry process; its storage stays.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Runs `docker-registry garbage-collect` on the storage (stop the registry first: blob
+    /// collection while uploads run can lose layers). Returns its output; panics on failure.
+    pub fn garbage_collect(&self) -> String {
+        let out = Command::new(REGISTRY_BINARY)
+            .arg("garbage-collect")
+            .arg(self.config_path())
+            .output()
+            .unwrap_or_else(|e| panic!("spawn {REGISTRY_BINARY} garbage-collect: {e}"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "garbage-collect failed: {text}");
+        text
+    }
+
+    /// Starts the registry again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("registry.log"))
+            .unwrap_or_else(|e| panic!("open registry log: {e}"));
+        let log_err = log.try_clone().unwrap_or_else(|e| panic!("clone log: {e}"));
+        self.child = Command::new(REGISTRY_BINARY)
+            .arg("serve")
+            .arg(self.config_path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {REGISTRY_BINARY}: {e}"));
+        if let Err(e) = self.wait_ready() {
+            panic!("restarted {REGISTRY_BINARY}: {e}");
+        }
+    }
 }
 
 impl Drop for TestRegistry {

@@ -1,0 +1,112 @@
+//! `strata build`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use strata_builder::base::BaseRef;
+use strata_builder::build::{self, BuildOptions};
+use strata_builder::publish::PushTarget;
+use strata_builder::target::{Platform, PythonVersion};
+
+use crate::output::{self, Failure};
+use crate::progress::TerminalProgress;
+
+/// What names an environment: the same flags for `build` and `explain`.
+#[derive(Args)]
+pub struct EnvArgs {
+    /// The requirements file.
+    #[arg(short = 'r', long = "requirements", value_name = "FILE")]
+    pub requirements: PathBuf,
+    /// Base image: oci:PATH[:TAG|@DIGEST] or REGISTRY/REPO[:TAG|@DIGEST].
+    #[arg(long, env = "STRATA_BASE", value_name = "REF")]
+    pub base: String,
+    /// Target Python version (X.Y); default: the base image's.
+    #[arg(long, value_name = "X.Y")]
+    pub python: Option<PythonVersion>,
+    /// Target platform.
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: Platform,
+    /// Extra directory or URL of wheels (repeatable).
+    #[arg(long = "find-links", short = 'f', value_name = "DIR")]
+    pub find_links: Vec<String>,
+    /// Do not use any package index (only --find-links).
+    #[arg(long)]
+    pub no_index: bool,
+    /// The environment's name (retention keeps the newest per name); default: the file stem.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+impl EnvArgs {
+    pub fn options(&self, jobs: Option<usize>) -> Result<BuildOptions, Failure> {
+        let base: BaseRef = self.base.parse().map_err(Failure::build)?;
+        let jobs =
+            jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        Ok(BuildOptions {
+            requirements: self.requirements.clone(),
+            base,
+            python: self.python,
+            platform: self.platform,
+            find_links: self.find_links.clone(),
+            no_index: self.no_index,
+            jobs,
+            name: self.name.clone(),
+        })
+    }
+}
+
+#[derive(Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub env: EnvArgs,
+    /// Push the image to REGISTRY/REPO.
+    #[arg(long, value_name = "REGISTRY/REPO")]
+    pub push: Option<String>,
+    /// Allow plain HTTP to a non-loopback registry.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Parallel fetches and layer builds (default: number of CPUs).
+    #[arg(long, short = 'j', env = "STRATA_JOBS")]
+    pub jobs: Option<usize>,
+    /// Also say why the build is or is not a cache hit.
+    #[arg(long)]
+    pub explain: bool,
+    /// Print one JSON object with the result.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: BuildArgs) -> Result<(), Failure> {
+    let home = super::open_home()?;
+    let options = args.env.options(args.jobs)?;
+    let target = match &args.push {
+        Some(target) => Some(PushTarget::new(target, args.insecure).map_err(Failure::build)?),
+        None => None,
+    };
+    let explanation = match args.explain {
+        true => Some(build::explain(&home, &options).map_err(Failure::build)?),
+        false => None,
+    };
+    let progress = TerminalProgress::new(!args.json);
+    // On a miss, check the registry before any work: an unreachable one then fails before
+    // the store is touched. A hit needs no check (the push itself is one HEAD).
+    let check = || target.as_ref().map_or(Ok(()), PushTarget::check);
+    let built = build::build_checked(&home, &options, &progress, check).map_err(Failure::build)?;
+    let pushed = match &target {
+        Some(target) => Some(
+            target
+                .push(&home, &built.digest, &built.tag, &progress)
+                .map_err(Failure::build)?,
+        ),
+        None => None,
+    };
+    progress.finish();
+    output::print_build(
+        &home,
+        &built,
+        pushed.as_ref(),
+        explanation.as_ref(),
+        args.json,
+    );
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! One module per command (or family of commands).
+
+pub mod build;
+pub mod explain;
+pub mod gc;
+pub mod images;
+pub mod sync;
+
+use strata_builder::home::Home;
+
+use crate::output::Failure;
+
+/// Opens `$STRATA_HOME`.
+pub fn open_home() -> Result<Home, Failure> {
+    let root = Home::default_root().map_err(Failure::home)?;
+    Home::open(&root).map_err(Failure::home)
+}

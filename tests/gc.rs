@@ -1,0 +1,229 @@
+//! `strata gc`: retention policy, dry runs, crash safety under SIGKILL, registry collection
+//! paired with the registry's own blob collection, and bad input.
+
+mod common;
+#[path = "../cache/tests/support/registry.rs"]
+mod registry;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use registry::TestRegistry;
+use serde_json::Value;
+
+fn json(out: &std::process::Output) -> Value {
+    assert!(out.status.success(), "{}", stderr(out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Builds three environments of one name; with keep-newest 1 and keep-days 0 the two older
+/// ones are garbage.
+fn three_generations(world: &World) -> Vec<Value> {
+    ["shared-a.txt", "shared-b.txt", "basic.txt"]
+        .iter()
+        .map(|f| {
+            let built = world.build_ok(&requirements(f), &["--name", "exp"]);
+            // Distinct last-used seconds so "newest" is well defined.
+            std::thread::sleep(Duration::from_millis(1100));
+            built
+        })
+        .collect()
+}
+
+const POLICY: &[&str] = &["--keep-days", "0", "--keep-newest", "1", "--grace", "0s"];
+
+/// Every blob of the tagged image is present and verifies, read by skopeo and umoci.
+fn assert_readable(world: &World, tag: &str, scratch: &Path) {
+    let copy = scratch.join(format!("copy-{tag}"));
+    let _ = fs::remove_dir_all(&copy);
+    run(Command::new("skopeo")
+        .arg("copy")
+        .arg(format!("oci:{}:{tag}", world.oci().display()))
+        .arg(format!("oci:{}:x", copy.display())));
+    let bundle = scratch.join(format!("bundle-{tag}"));
+    let _ = fs::remove_dir_all(&bundle);
+    umoci_unpack(&copy, "x", &bundle);
+}
+
+#[test]
+fn dry_run_and_real_run_agree_and_a_second_run_deletes_nothing() {
+    let world = World::new();
+    let built = three_generations(&world);
+    let mut args = vec!["gc", "--json", "--dry-run"];
+    args.extend_from_slice(POLICY);
+    let plan = json(&world.strata(&args));
+    let mut would: Vec<&str> = plan["pruned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["tag"].as_str().unwrap())
+        .collect();
+    would.sort();
+    let mut older = vec![
+        built[0]["tag"].as_str().unwrap(),
+        built[1]["tag"].as_str().unwrap(),
+    ];
+    older.sort();
+    assert_eq!(would, older);
+    let would_blobs: Vec<String> = plan["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["digest"].to_string())
+        .collect();
+    assert!(!would_blobs.is_empty());
+
+    args.retain(|a| *a != "--dry-run");
+    let report = json(&world.strata(&args));
+    let mut deleted: Vec<&str> = report["deleted_images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["tag"].as_str().unwrap())
+        .collect();
+    deleted.sort();
+    assert_eq!(deleted, would);
+    let deleted_blobs: Vec<String> = report["deleted_blob_digests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    let (mut a, mut b) = (would_blobs.clone(), deleted_blobs.clone());
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "dry run and real run disagree");
+    assert_eq!(report["bytes_freed"], plan["bytes_freed"]);
+
+    let again = json(&world.strata(&args));
+    assert_eq!(again["deleted_images"], serde_json::json!([]));
+    assert_eq!(again["deleted_blobs"], 0);
+    assert_readable(&world, built[2]["tag"].as_str().unwrap(), world.dir.path());
+    // The deleted environments are rebuilt on demand, as misses.
+    let rebuilt = world.build_ok(&requirements("shared-a.txt"), &["--name", "exp"]);
+    assert_eq!(rebuilt["digest"], built[0]["digest"]);
+    assert_ne!(rebuilt["cache"], "hit");
+}
+
+/// Old, unreferenced blobs: what a long-lived store accumulates, and what makes a sweep long
+/// enough to be killed in the middle.
+fn litter(world: &World, count: usize) {
+    let blobs = world.oci().join("blobs/sha256");
+    let old = SystemTime::now() - Duration::from_secs(30 * 86_400);
+    for i in 0..count {
+        let bytes = format!("orphan blob {i}").into_bytes();
+        let path = blobs.join(sha256_hex(&bytes));
+        fs::write(&path, &bytes).unwrap();
+        fs::File::options()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+}
+
+#[test]
+fn gc_killed_at_random_points_never_breaks_a_kept_image() {
+    let world = World::new();
+    let built = three_generations(&world);
+    let kept = built[2]["tag"].as_str().unwrap();
+    let mut seed: u64 = 0x5eed_1234;
+    let mut killed_mid_way = 0;
+    for round in 0..8 {
+        litter(&world, 3000);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("gc")
+            .args(POLICY)
+            .env("STRATA_HOME", &world.home)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // xorshift: a different, reproducible kill time each round.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(seed % 120));
+        let _ = child.kill(); // SIGKILL
+        let status = child.wait().unwrap();
+        if !status.success() {
+            killed_mid_way += 1;
+        }
+        assert_readable(&world, kept, world.dir.path());
+        eprintln!("round {round}: {status}");
+    }
+    assert!(killed_mid_way > 0, "no run was killed before it finished");
+    // A full run afterwards completes the job; the store is clean and still readable.
+    let mut args = vec!["gc", "--json"];
+    args.extend_from_slice(POLICY);
+    json(&world.strata(&args));
+    let again = json(&world.strata(&args));
+    assert_eq!(again["deleted_blobs"], 0);
+    assert_readable(&world, kept, world.dir.path());
+}
+
+#[test]
+fn malformed_policy_names_the_key_and_changes_nothing() {
+    let world = World::new();
+    world.build_ok(&requirements("shared-a.txt"), &[]);
+    let project = world.dir.path().join("project");
+    fs::create_dir_all(&project).unwrap();
+    fs::write(project.join("strata.toml"), "[gc]\nkeep_dayz = 3\n").unwrap();
+    let before = world.snapshot();
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["gc"])
+        .current_dir(&project)
+        .env("STRATA_HOME", &world.home)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("keep_dayz"), "{err}");
+    assert!(err.contains("strata.toml"), "{err}");
+    assert_eq!(before, world.snapshot());
+
+    fs::write(project.join("strata.toml"), "[gc]\ngrace = \"soon\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["gc"])
+        .current_dir(&project)
+        .env("STRATA_HOME", &world.home)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("grace"), "{err}");
+}
+
+#[test]
+fn registry_gc_errors_name_the_registry() {
+    let world = World::new();
+    let out = world.strata(&["gc", "--registry", "127.0.0.1:1/team/env"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+
+    let reg = TestRegistry::without_deletes();
+    let target = format!("{}/team/env", reg.addr());
+    three_generations_pushed(&world, &target);
+    let mut args = vec!["gc", "--registry", &target];
+    args.extend_from_slice(POLICY);
+    let out = world.strata(&args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("does not allow deletes"), "{err}");
+}
+
+fn three_generations_pushed(world: &World, target: &str) -> Vec<Value> {
+    ["shared-a.txt", "shared-b.txt", "basic.txt"]
+        .iter()
+        .map(|f| {
+            let built = world.build_ok(&requirements(f), &["--name", "exp", "--push", target]);
+            std::thread::sleep(Duration::from_millis(1100));
+            built
+        })
+        .collect()
+}
