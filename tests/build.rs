@@ -148,3 +148,33 @@ fn changing_one_pin_rebuilds_one_package_layer_and_the_env_layer() {
     let layers = |v: &Value| v["layers"].as_array().unwrap().len();
     assert_eq!(layers(&first), layers(&second));
 }
+
+#[test]
+fn past_the_layer_limit_the_least_shared_wheels_share_a_layer() {
+    let world = World::new();
+    // basic.txt has 9 wheels; 6 layers = base + 4 package layers + env layer.
+    let built = world.build_ok(&requirements("basic.txt"), &["--max-layers", "6"]);
+    let layers = built["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 6);
+    let merged = layers
+        .iter()
+        .find(|l| l["packages"].as_array().unwrap().len() > 1)
+        .expect("one merged layer");
+    assert_eq!(merged["packages"].as_array().unwrap().len(), 6);
+    let again = world
+        .with_home("again")
+        .build_ok(&requirements("basic.txt"), &["--max-layers", "6"]);
+    assert_eq!(again["digest"], built["digest"]);
+
+    let bundle = world.dir.path().join("bundle");
+    umoci_unpack(&world.oci(), built["tag"].as_str().unwrap(), &bundle);
+    let imports: Vec<&str> = PACKAGES.iter().map(|(_, module)| *module).collect();
+    let script =
+        format!("import importlib\nfor m in {imports:?}: importlib.import_module(m)\nprint('ok')");
+    let (code, stdout, err) = runc_run(&bundle, &["python", "-c", &script]);
+    assert_eq!((code, stdout.trim()), (0, "ok"), "{err}");
+
+    let out = world.build(&requirements("basic.txt"), &["--max-layers", "2"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--max-layers 2"), "{}", stderr(&out));
+}

@@ -4,24 +4,22 @@
 //! is written in one transaction after the blobs it points at.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 
-use strata_cache::index::{EnvRecord, LayerKey};
-use strata_cache::layout::{StagedBlob, Store};
+use strata_cache::index::EnvRecord;
 use strata_cache::lease::{Lease, LeaseOwner};
 use strata_cache::manifest::{Manifest, ManifestDocument};
 use strata_cache::verify::{self, BlobState};
-use strata_cache::{BlobDescriptor, Digest, LayerDescriptor};
+use strata_cache::{BlobDescriptor, Digest};
 
 use crate::base::{BaseImage, BaseRef, Selector};
 use crate::error::BuildError;
 use crate::explain::Explanation;
-use crate::fetch::WheelCache;
 use crate::home::Home;
 use crate::image::{self, AddedLayer, ImageInputs, ANNOTATION_SPEC};
 use crate::install::{self, InstallScheme};
 use crate::layer::LAYER_FORMAT_VERSION;
-use crate::lock::{Lock, LockedWheel};
+use crate::layers::{check_staged, hold, package_layers};
+use crate::lock::Lock;
 use crate::progress::Progress;
 use crate::spec::{self, EnvSpec, SpecDigest};
 use crate::target::{Platform, PythonVersion, Target};
@@ -40,6 +38,8 @@ pub struct BuildOptions {
     pub jobs: usize,
     /// The environment's name, for retention per name; default: the requirements file stem.
     pub name: Option<String>,
+    /// Most layers the image may have, base and env layer included.
+    pub layer_limit: usize,
 }
 
 impl BuildOptions {
@@ -114,7 +114,9 @@ pub fn build_checked(
     let target = env.target;
     let python = target.python;
     let spec_digest = env.digest();
-    if let Some(built) = cache_hit(home, &spec_digest)? {
+    // Checked first: a hit must not hide a limit that cannot be met.
+    let budget = layer_budget(options.layer_limit, base.layers().len())?;
+    if let Some(built) = cache_hit(home, &spec_digest, options.layer_limit)? {
         return Ok(built);
     }
     before_work()?;
@@ -132,12 +134,18 @@ pub fn build_checked(
     let lock_digest = lock.digest().0;
     let spec_json = String::from_utf8_lossy(&env.canonical_bytes()).into_owned();
     let name = options.env_name();
-    if let Some(built) = lock_hit(home, &lease, &base, &lock, &spec_digest, &spec_json, &name)? {
+    let hit = LockHitKey {
+        spec: &spec_digest,
+        spec_json: &spec_json,
+        name: &name,
+        limit: options.layer_limit,
+    };
+    if let Some(built) = lock_hit(home, &lease, &base, &lock, &hit)? {
         return Ok(built);
     }
     let interpreter = base.find_interpreter(Some(python))?;
     let scheme = InstallScheme::new(python);
-    let layers = package_layers(home, &lease, &lock, &scheme, options.jobs, progress)?;
+    let layers = package_layers(home, &lease, &lock, &scheme, options.jobs, budget, progress)?;
     progress.stage("writing the image");
     let env_lock = lock.canonical_bytes();
     let mut env_writer = home.store.writer()?;
@@ -223,6 +231,20 @@ pub fn build_checked(
     })
 }
 
+/// How many package layers fit under `limit` next to the base's layers and the env layer.
+fn layer_budget(limit: usize, base_layers: usize) -> Result<usize, BuildError> {
+    match limit.checked_sub(base_layers + 1) {
+        Some(budget) if budget > 0 => Ok(budget),
+        _ => Err(BuildError::BadOption {
+            option: format!("--max-layers {limit}"),
+            reason: format!(
+                "the base image alone has {base_layers} layers; at least {} are needed",
+                base_layers + 2
+            ),
+        }),
+    }
+}
+
 /// The canonical spec of what `options` ask for, and the base image it names.
 pub fn prepare(home: &Home, options: &BuildOptions) -> Result<(EnvSpec, BaseImage), BuildError> {
     let mut file = spec::parse_requirements_file(&options.requirements)?;
@@ -301,13 +323,17 @@ fn check_pinned_hashes(env: &EnvSpec, lock: &Lock) -> Result<(), BuildError> {
 }
 
 /// The spec was built before and its image is still in the store.
-fn cache_hit(home: &Home, spec: &SpecDigest) -> Result<Option<Built>, BuildError> {
+/// An image with more layers than `limit` allows does not answer (it is rebuilt merged).
+fn cache_hit(home: &Home, spec: &SpecDigest, limit: usize) -> Result<Option<Built>, BuildError> {
     let Some(record) = home.index.env_by_spec(&spec.0)? else {
         return Ok(None);
     };
     let Some(manifest) = stored_manifest(home, None, &record.manifest)? else {
         return Ok(None);
     };
+    if manifest.layers.len() > limit {
+        return Ok(None);
+    }
     home.index.touch_env(&spec.0)?;
     let reused = vec![true; manifest.layers.len()];
     Ok(Some(Built {
@@ -324,15 +350,27 @@ fn cache_hit(home: &Home, spec: &SpecDigest) -> Result<Option<Built>, BuildError
 
 /// The lock was built on this base before: the new image differs only in its annotations,
 /// every layer is reused and no wheel is read.
+/// What a lock hit records for the new spec.
+struct LockHitKey<'a> {
+    spec: &'a SpecDigest,
+    spec_json: &'a str,
+    name: &'a str,
+    limit: usize,
+}
+
 fn lock_hit(
     home: &Home,
     lease: &Lease,
     base: &BaseImage,
     lock: &Lock,
-    spec: &SpecDigest,
-    spec_json: &str,
-    name: &str,
+    key: &LockHitKey,
 ) -> Result<Option<Built>, BuildError> {
+    let LockHitKey {
+        spec,
+        spec_json,
+        name,
+        limit,
+    } = *key;
     let lock_digest = lock.digest().0;
     let Some(record) = home.index.lock_on_base(&lock_digest, &base.digest)? else {
         return Ok(None);
@@ -341,6 +379,9 @@ fn lock_hit(
     let Some(mut manifest) = stored_manifest(home, Some(lease), &record.manifest)? else {
         return Ok(None);
     };
+    if manifest.layers.len() > limit {
+        return Ok(None);
+    }
     manifest
         .annotations
         .insert(ANNOTATION_SPEC.to_string(), spec.0.to_string());
@@ -461,147 +502,4 @@ fn report_layers(manifest: &Manifest, reused: &[bool]) -> Vec<LayerReport> {
             reused: *reused,
         })
         .collect()
-}
-
-/// A package layer: reused from the index, or staged and waiting for commit.
-struct PackageLayer {
-    key: LayerKey,
-    added: AddedLayer,
-    staged: Option<StagedBlob>,
-}
-
-/// Adds digests to the build's lease under the shared GC lock: after this, a sweep cannot
-/// take them, so a blob found present afterwards stays present.
-fn hold(home: &Home, lease: &Lease, digests: &[Digest]) -> Result<(), BuildError> {
-    let _gc = home.store.gc_lock_shared()?;
-    lease.add(digests)?;
-    Ok(())
-}
-
-fn check_staged(staged: &StagedBlob, layer: &LayerDescriptor) -> Result<(), BuildError> {
-    if staged.digest != layer.digest || staged.size != layer.size {
-        return Err(BuildError::Internal(format!(
-            "layer writer reported {} ({} bytes) but the store received {} ({} bytes)",
-            layer.digest, layer.size, staged.digest, staged.size
-        )));
-    }
-    Ok(())
-}
-
-/// One layer per wheel: reused when the layer index has it and the blob is present, else
-/// fetched and installed, `jobs` at a time.
-fn package_layers(
-    home: &Home,
-    lease: &Lease,
-    lock: &Lock,
-    scheme: &InstallScheme,
-    jobs: usize,
-    progress: &dyn Progress,
-) -> Result<Vec<PackageLayer>, BuildError> {
-    let scheme_id = scheme.id();
-    let mut slots: Vec<Option<PackageLayer>> = Vec::with_capacity(lock.wheels.len());
-    let mut todo: Vec<(usize, &LockedWheel, LayerKey)> = Vec::new();
-    for (i, wheel) in lock.wheels.iter().enumerate() {
-        let key = LayerKey {
-            source: wheel.sha256.clone(),
-            scheme: scheme_id.clone(),
-            format: LAYER_FORMAT_VERSION,
-        };
-        let known = match home.index.layer(&key)? {
-            Some(layer) => {
-                hold(home, lease, std::slice::from_ref(&layer.digest))?;
-                Some(layer).filter(|l| home.store.has_blob(&l.digest))
-            }
-            None => None,
-        };
-        match known {
-            Some(layer) => slots.push(Some(PackageLayer {
-                added: added_layer(wheel, layer),
-                key,
-                staged: None,
-            })),
-            None => {
-                slots.push(None);
-                todo.push((i, wheel, key));
-            }
-        }
-    }
-    progress.layers(lock.wheels.len(), lock.wheels.len() - todo.len());
-    let (store, wheels) = (&home.store, &home.wheels);
-    let results = Mutex::new(Vec::new());
-    let next = Mutex::new(todo.into_iter());
-    let first_error: Mutex<Option<BuildError>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..jobs.max(1) {
-            s.spawn(|| loop {
-                if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
-                    return;
-                }
-                let Some((i, wheel, key)) = next.lock().ok().and_then(|mut it| it.next()) else {
-                    return;
-                };
-                match build_one(store, wheels, wheel, scheme) {
-                    Ok((layer, staged)) => {
-                        progress.layer_done(&wheel.filename);
-                        if let Ok(mut r) = results.lock() {
-                            r.push((
-                                i,
-                                PackageLayer {
-                                    added: added_layer(wheel, layer),
-                                    key,
-                                    staged: Some(staged),
-                                },
-                            ));
-                        }
-                    }
-                    Err(e) => {
-                        if let Ok(mut slot) = first_error.lock() {
-                            slot.get_or_insert(e);
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().ok().flatten() {
-        return Err(e);
-    }
-    for (i, layer) in results.into_inner().unwrap_or_default() {
-        slots[i] = Some(layer);
-    }
-    slots
-        .into_iter()
-        .map(|s| s.ok_or_else(|| BuildError::Internal("a layer was not built".into())))
-        .collect()
-}
-
-fn added_layer(wheel: &LockedWheel, layer: LayerDescriptor) -> AddedLayer {
-    AddedLayer {
-        layer,
-        packages: vec![format!("{}=={}", wheel.name, wheel.version)],
-        created_by: format!("strata: install {}", wheel.filename),
-    }
-}
-
-/// Fetches one wheel and installs it into a staged layer blob. Takes the store and the
-/// wheel cache (not the whole home) because it runs on worker threads.
-fn build_one(
-    store: &Store,
-    wheels: &WheelCache,
-    wheel: &LockedWheel,
-    scheme: &InstallScheme,
-) -> Result<(LayerDescriptor, StagedBlob), BuildError> {
-    let path = wheels.fetch(wheel)?;
-    let mut writer = store.writer()?;
-    let installed =
-        install::wheel_layer(&path, scheme, &mut writer).map_err(|source| BuildError::Install {
-            wheel: wheel.filename.clone(),
-            source,
-        })?;
-    let staged = writer.finish().map_err(|source| BuildError::Io {
-        what: "writing a layer into the store's temporary directory".into(),
-        source,
-    })?;
-    check_staged(&staged, &installed.descriptor)?;
-    Ok((installed.descriptor, staged))
 }

@@ -10,6 +10,7 @@ pub mod home;
 pub mod image;
 pub mod install;
 pub mod layer;
+pub mod layers;
 pub mod lock;
 pub mod name;
 pub mod progress;

@@ -70,26 +70,43 @@ async fn main() -> Result<(), Error> {
     Ok(())
 }
 
-fn parse_sizes() -> Result<Vec<usize>, Error> {
-    let mut sizes = Vec::new();
+struct Args {
+    sizes: Vec<usize>,
+    /// How many images are old; `None`: half.
+    old: Option<usize>,
+}
+
+fn parse_args() -> Result<Args, Error> {
+    let usage = "usage: --tags N[,N...] [--old K]";
+    let mut parsed = Args {
+        sizes: Vec::new(),
+        old: None,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg != "--tags" {
-            return Err(format!("unknown argument {arg:?} (usage: --tags N[,N...])").into());
-        }
-        let value = args.next().ok_or("--tags needs a value")?;
-        for part in value.split(',') {
-            sizes.push(
-                part.trim()
-                    .parse()
-                    .map_err(|e| format!("--tags {part:?}: {e}"))?,
-            );
+        let value = args
+            .next()
+            .ok_or(format!("{arg} needs a value ({usage})"))?;
+        match arg.as_str() {
+            "--tags" => {
+                for part in value.split(',') {
+                    let n = part.trim().parse();
+                    parsed
+                        .sizes
+                        .push(n.map_err(|e| format!("--tags {part:?}: {e}"))?);
+                }
+            }
+            "--old" => {
+                let k = value.parse().map_err(|e| format!("--old {value:?}: {e}"))?;
+                parsed.old = Some(k);
+            }
+            _ => return Err(format!("unknown argument {arg:?} ({usage})").into()),
         }
     }
-    if sizes.is_empty() {
-        sizes = vec![250, 500, 1000];
+    if parsed.sizes.is_empty() {
+        parsed.sizes = vec![250, 500, 1000];
     }
-    Ok(sizes)
+    Ok(parsed)
 }
 
 /// Least-squares slope of y over x.
@@ -130,12 +147,9 @@ async fn run_one(n: usize, old: usize) -> Result<Run, Error> {
     let now = index::now();
     let target = repo.to_string();
     for (i, image) in images.iter().enumerate() {
-        // Every other image is 60 days old; the others were pushed within the hour.
-        let pushed_at = if i % 2 == 0 {
-            now - 60 * DAY
-        } else {
-            now - 3600
-        } + i as i64;
+        // `old` images, spread evenly, are 60 days old; the others were pushed within the hour.
+        let is_old = (i + 1) * old / n != i * old / n;
+        let pushed_at = if is_old { now - 60 * DAY } else { now - 3600 } + i as i64;
         index.record_registry_push(
             &target,
             &PushRecord {
@@ -251,6 +265,12 @@ async fn push_all(registry: &Registry, repo: &RegistryRepo, images: &[Image]) ->
             async move { push_image(registry, repo, &upload, options).await }
         })
         .collect();
+    // The first image alone: concurrent first uploads of the same blob race inside the
+    // registry (it has answered DIGEST_INVALID / MANIFEST_BLOB_UNKNOWN to the manifest push).
+    let mut pushes = pushes.into_iter();
+    if let Some(first) = pushes.next() {
+        first.await?;
+    }
     futures_util::stream::iter(pushes)
         .buffer_unordered(PUSH_CONCURRENCY)
         .try_collect::<Vec<_>>()

@@ -262,7 +262,11 @@ fn scenario() -> Scenario {
     let l = |s: &str| fx.layer(s);
     fx.image("recent", &[l("r1"), shared.clone()], Some(("a", t - DAY)));
     let a_old_layer = l("a-old");
-    let a_old = fx.image("a-old", &[a_old_layer.clone()], Some(("a", t - 30 * DAY)));
+    let a_old = fx.image(
+        "a-old",
+        std::slice::from_ref(&a_old_layer),
+        Some(("a", t - 30 * DAY)),
+    );
     fx.image(
         "b-new",
         &[shared.clone(), l("b1")],
@@ -521,7 +525,7 @@ fn a_blob_reused_under_a_lease_between_plan_and_sweep_survives() {
             &fx.store,
             "build",
             LeaseOwner::default(),
-            &[layer.digest.clone()],
+            std::slice::from_ref(&layer.digest),
         )
         .unwrap();
     assert!(fx.store.has_blob(&layer.digest));
@@ -593,13 +597,19 @@ fn the_sweep_holds_the_gc_lock_while_it_deletes() {
     drop(fx.store.gc_lock_shared().unwrap());
 }
 
-/// Builds the crash-test store: six images over a pool of shared layers, half of them old.
-fn crash_store() -> (Fixture, Vec<String>) {
+/// Builds a crash-test store: images over a pool of shared layers, every other one old, a
+/// foreign tag, an orphan blob and a stale temp file.
+fn crash_store(images: usize) -> (Fixture, Vec<String>) {
     let fx = Fixture::new();
-    let pool: Vec<Descriptor> = (0..8).map(|i| fx.layer(&format!("pool{i}"))).collect();
+    let pool_size = images + 2;
+    let pool: Vec<Descriptor> = (0..pool_size)
+        .map(|i| fx.layer(&format!("pool{i}")))
+        .collect();
     let mut kept = Vec::new();
-    for i in 0..6usize {
-        let layers: Vec<Descriptor> = (0..3).map(|j| pool[(i * 2 + j) % 8].clone()).collect();
+    for i in 0..images {
+        let layers: Vec<Descriptor> = (0..3)
+            .map(|j| pool[(i * 2 + j) % pool_size].clone())
+            .collect();
         let unique = fx.layer(&format!("unique{i}"));
         let mut all = layers;
         all.push(unique);
@@ -624,7 +634,7 @@ fn a_sweep_stopped_after_any_step_leaves_kept_images_whole() {
         keep_newest: 0,
         ..policy()
     };
-    let (reference, kept) = crash_store();
+    let (reference, kept) = crash_store(6);
     let full_plan = reference.plan(&policy);
     assert_eq!(full_plan.pruned.len(), 3);
     let steps = {
@@ -640,7 +650,7 @@ fn a_sweep_stopped_after_any_step_leaves_kept_images_whole() {
     let final_blobs = reference.blobs();
 
     for stop_after in 1..steps {
-        let (fx, _) = crash_store();
+        let (fx, _) = crash_store(6);
         let plan = fx.plan(&policy);
         assert_eq!(planned_blobs(&plan), planned_blobs(&full_plan));
         let mut seen = 0;
@@ -685,4 +695,71 @@ fn an_unreadable_kept_manifest_is_reported_not_fatal() {
     assert_eq!(plan.unreadable[0].digest, m);
     local::sweep(&fx.store, &fx.index, &plan).unwrap();
     fx.assert_readable("fine");
+}
+
+/// Not a test on its own: the GC process that `a_gc_killed_at_random_points...` kills.
+#[test]
+fn gc_child_process() {
+    let (Ok(dir), Ok(at)) = (
+        std::env::var("STRATA_GC_CHILD_DIR"),
+        std::env::var("STRATA_GC_NOW"),
+    ) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let store = Store::open(&dir.join("oci"), &dir.join("tmp")).unwrap();
+    let index = Index::open(&dir.join("strata.db")).unwrap();
+    let policy = GcPolicy {
+        keep_newest: 0,
+        ..policy()
+    };
+    let plan = local::plan(&store, &index, &policy, at.parse().unwrap()).unwrap();
+    local::sweep(&store, &index, &plan).unwrap();
+}
+
+#[test]
+fn a_gc_killed_at_random_points_leaves_kept_images_whole() {
+    let policy = GcPolicy {
+        keep_newest: 0,
+        ..policy()
+    };
+    let mut mid_sweep = 0;
+    for round in 0..12u64 {
+        let (fx, kept) = crash_store(60);
+        let planned = planned_blobs(&fx.plan(&policy));
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["gc_child_process", "--exact", "--quiet"])
+            .env("STRATA_GC_CHILD_DIR", fx.dir.path())
+            .env("STRATA_GC_NOW", fx.now.to_string())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Spread the kills from before the plan to after the sweep (xorshift jitter).
+        let jitter = (round.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) % 3000;
+        std::thread::sleep(Duration::from_micros(round * 4000 + jitter));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+
+        let left = planned.iter().filter(|d| fx.store.has_blob(d)).count();
+        if left > 0 && left < planned.len() {
+            mid_sweep += 1;
+        }
+        for tag in &kept {
+            fx.assert_readable(tag);
+        }
+        if round % 4 == 0 {
+            fx.assert_skopeo_reads(&kept[0]);
+        }
+        let report = local::sweep(&fx.store, &fx.index, &fx.plan(&policy)).unwrap();
+        assert!(report.completed);
+        assert!(
+            planned.iter().all(|d| !fx.store.has_blob(d)),
+            "round {round}"
+        );
+        assert!(fx.plan(&policy).blobs.is_empty());
+        for tag in &kept {
+            fx.assert_readable(tag);
+        }
+    }
+    eprintln!("{mid_sweep} of 12 kills landed in the middle of the blob deletions");
 }

@@ -35,6 +35,9 @@ pub struct EnvArgs {
     /// The environment's name (retention keeps the newest per name); default: the file stem.
     #[arg(long)]
     pub name: Option<String>,
+    /// Most layers in the image, base included; past it the least shared wheels share a layer.
+    #[arg(long, default_value_t = strata_builder::layers::DEFAULT_LAYER_LIMIT)]
+    pub max_layers: usize,
 }
 
 impl EnvArgs {
@@ -51,6 +54,7 @@ impl EnvArgs {
             no_index: self.no_index,
             jobs,
             name: self.name.clone(),
+            layer_limit: self.max_layers,
         })
     }
 }
