@@ -179,10 +179,7 @@ pub fn print_images(catalog: &Catalog, as_json: bool) {
         println!("{}", serde_json::to_string(catalog).unwrap_or_default());
         return;
     }
-    println!(
-        "{:<24} {:<16} {:>10} {:>10}  {}",
-        "TAG", "NAME", "SIZE", "FREES", "DIGEST"
-    );
+    println!("{:<24} {:<16} {:>10} {:>10}  DIGEST", "TAG", "NAME", "SIZE", "FREES");
     for image in &catalog.images {
         println!(
             "{:<24} {:<16} {:>10} {:>10}  {}",
