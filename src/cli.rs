@@ -35,6 +35,20 @@ pub enum Command {
     Pull(commands::sync::PullArgs),
     /// Delete what the retention policy does not keep, locally or in a registry.
     Gc(commands::gc::GcArgs),
+    /// Queue a job; prints its id at once.
+    Submit(commands::jobs::SubmitArgs),
+    /// List jobs, with why each waiting job waits.
+    Jobs(commands::jobs::JobsArgs),
+    /// Show one job: state, position, reason, outcome, history.
+    Status(commands::jobs::JobArgs),
+    /// Cancel a job (SIGTERM, grace period, SIGKILL when it runs).
+    Cancel(commands::jobs::JobArgs),
+    /// Print a job's output.
+    Logs(commands::jobs::LogsArgs),
+    /// Show the metrics jobs reported (`strata:metric {...}` lines).
+    Metrics(commands::jobs::MetricsArgs),
+    /// Run the local agent: admit jobs and run them with runc.
+    Agent(commands::jobs::AgentArgs),
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
@@ -46,5 +60,12 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Push(args) => commands::sync::run_push(args),
         Command::Pull(args) => commands::sync::run_pull(args),
         Command::Gc(args) => commands::gc::run(args),
+        Command::Submit(args) => commands::jobs::submit(args),
+        Command::Jobs(args) => commands::jobs::jobs(args),
+        Command::Status(args) => commands::jobs::status(args),
+        Command::Cancel(args) => commands::jobs::cancel(args),
+        Command::Logs(args) => commands::jobs::logs(args),
+        Command::Metrics(args) => commands::jobs::metrics(args),
+        Command::Agent(args) => commands::jobs::agent(args),
     }
 }

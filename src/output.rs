@@ -10,6 +10,8 @@ use strata_builder::explain::Explanation;
 use strata_builder::home::{Home, HomeError};
 use strata_builder::publish::Pushed;
 use strata_cache::catalog::{Catalog, CatalogImage};
+use strata_scheduler::client::{JobMetrics, JobStatus};
+use strata_scheduler::JobView;
 
 /// Exit codes (documented in README.md).
 pub const EXIT_FAILURE: u8 = 1;
@@ -179,7 +181,10 @@ pub fn print_images(catalog: &Catalog, as_json: bool) {
         println!("{}", serde_json::to_string(catalog).unwrap_or_default());
         return;
     }
-    println!("{:<24} {:<16} {:>10} {:>10}  DIGEST", "TAG", "NAME", "SIZE", "FREES");
+    println!(
+        "{:<24} {:<16} {:>10} {:>10}  DIGEST",
+        "TAG", "NAME", "SIZE", "FREES"
+    );
     for image in &catalog.images {
         println!(
             "{:<24} {:<16} {:>10} {:>10}  {}",
@@ -247,5 +252,92 @@ fn human(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+pub fn print_job_views(views: &[JobView], as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_string(views).unwrap_or_default());
+        return;
+    }
+    println!(
+        "{:<14} {:<10} {:<6} {:<8} {:<10} {:>4}  WHY",
+        "JOB", "QUEUE", "TIER", "USER", "STATE", "POS"
+    );
+    for v in views {
+        println!(
+            "{:<14} {:<10} {:<6} {:<8} {:<10} {:>4}  {}",
+            v.id.as_str(),
+            v.queue,
+            v.tier,
+            v.user,
+            v.state.as_str(),
+            v.position.map(|p| p.to_string()).unwrap_or_default(),
+            v.reason.as_deref().unwrap_or("")
+        );
+    }
+}
+
+pub fn print_job_status(status: &JobStatus, as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_string(status).unwrap_or_default());
+        return;
+    }
+    let v = &status.view;
+    println!(
+        "{} {} ({} / {}, user {})",
+        v.id.as_str(),
+        v.state.as_str(),
+        v.queue,
+        v.tier,
+        v.user
+    );
+    if let Some(position) = v.position {
+        println!("  position  {position}");
+    }
+    if let Some(reason) = &v.reason {
+        println!("  why       {reason}");
+    }
+    if let Some(start) = v.estimated_start {
+        println!("  estimated start  {start} (unix time)");
+    }
+    if let Some(code) = v.exit_code {
+        println!("  exit code {code}");
+    }
+    if v.oom_killed {
+        println!("  killed: out of memory");
+    }
+    println!("  command   {}", status.command.join(" "));
+    println!("  log       {}", status.log.display());
+    for event in &status.history {
+        println!(
+            "  {:>12}  {}  {}",
+            event.at,
+            event.state,
+            event.detail.as_deref().unwrap_or("")
+        );
+    }
+}
+
+pub fn print_metrics(metrics: &[JobMetrics], as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_string(metrics).unwrap_or_default());
+        return;
+    }
+    println!(
+        "{:<14} {:<16} {:>12} {:>6}  TREND",
+        "JOB", "METRIC", "LAST", "N"
+    );
+    for job in metrics {
+        for s in &job.series {
+            println!(
+                "{:<14} {:<16} {:>12} {:>6}  {}",
+                job.job,
+                s.name,
+                s.last.map(|v| format!("{v:.4}")).unwrap_or_default(),
+                s.count,
+                s.sparkline
+            );
+        }
     }
 }

@@ -431,6 +431,14 @@ impl Index {
         tx.commit().map_err(self.err())
     }
 
+    /// Releases every lease of `holder` (e.g. `job:ID`): a job's lease outlives the process
+    /// that took it and is released by whoever ends the job.
+    pub fn release_leases_of(&self, holder: &str) -> Result<usize, IndexError> {
+        self.conn
+            .execute("DELETE FROM leases WHERE holder = ?1", params![holder])
+            .map_err(self.err())
+    }
+
     /// How many recorded locks mention `source` (a wheel's digest): how widely it is shared.
     pub fn locks_mentioning(&self, source: &Digest) -> Result<usize, IndexError> {
         self.conn

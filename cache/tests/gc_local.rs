@@ -40,6 +40,25 @@ impl Fixture {
         }
     }
 
+    /// A copy of this store and database in a new directory, every file aged `days`.
+    fn copy(&self, days: i64) -> Fixture {
+        self.db()
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(self.dir.path(), dir.path());
+        let store = Store::open(&dir.path().join("oci"), &dir.path().join("tmp")).unwrap();
+        let index = Index::open(&dir.path().join("strata.db")).unwrap();
+        let fx = Fixture {
+            dir,
+            store,
+            index,
+            now: self.now,
+        };
+        fx.age_everything(days);
+        fx
+    }
+
     fn db(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.dir.path().join("strata.db")).unwrap()
     }
@@ -189,6 +208,19 @@ impl Fixture {
             .expect("skopeo is installed");
         assert!(status.success(), "skopeo cannot copy {tag}");
         fs::remove_dir_all(&out).unwrap();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            fs::copy(entry.path(), dest).unwrap();
+        }
     }
 }
 
@@ -714,7 +746,9 @@ fn gc_child_process() {
         ..policy()
     };
     let plan = local::plan(&store, &index, &policy, at.parse().unwrap()).unwrap();
+    println!("planned");
     local::sweep(&store, &index, &plan).unwrap();
+    println!("swept");
 }
 
 #[test]
@@ -723,20 +757,53 @@ fn a_gc_killed_at_random_points_leaves_kept_images_whole() {
         keep_newest: 0,
         ..policy()
     };
-    let mut mid_sweep = 0;
-    for round in 0..12u64 {
-        let (fx, kept) = crash_store(60);
-        let planned = planned_blobs(&fx.plan(&policy));
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["gc_child_process", "--exact", "--quiet"])
+    let (template, kept) = crash_store(60);
+    let run_child = |fx: &Fixture| {
+        Command::new(std::env::current_exe().unwrap())
+            .args(["gc_child_process", "--exact", "--nocapture", "--quiet"])
             .env("STRATA_GC_CHILD_DIR", fx.dir.path())
             .env("STRATA_GC_NOW", fx.now.to_string())
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .spawn()
-            .unwrap();
-        // Spread the kills from before the plan to after the sweep (xorshift jitter).
-        let jitter = (round.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) % 3000;
-        std::thread::sleep(Duration::from_micros(round * 4000 + jitter));
+            .unwrap()
+    };
+    let wait_for = |child: &mut std::process::Child, line: &str| {
+        use std::io::BufRead;
+        let out = child.stdout.as_mut().unwrap();
+        let mut reader = std::io::BufReader::new(out);
+        let mut text = String::new();
+        while reader.read_line(&mut text).unwrap() > 0 {
+            if text.trim() == line {
+                return;
+            }
+            text.clear();
+        }
+        panic!("the GC child never printed {line:?}");
+    };
+    // How long a sweep takes here, to spread the kills over it.
+    let probe = template.copy(40);
+    let mut child = run_child(&probe);
+    wait_for(&mut child, "planned");
+    let started = std::time::Instant::now();
+    wait_for(&mut child, "swept");
+    let sweep_time = started.elapsed();
+    assert!(child.wait().unwrap().success());
+    assert!(
+        probe.plan(&policy).blobs.is_empty(),
+        "the child GC did its job"
+    );
+
+    let rounds = 16u32;
+    let mut mid_sweep = 0;
+    for round in 0..rounds {
+        let fx = template.copy(40);
+        let planned = planned_blobs(&fx.plan(&policy));
+        let mut child = run_child(&fx);
+        // Some kills during the plan, most spread over the sweep and a little past it.
+        if round > 1 {
+            wait_for(&mut child, "planned");
+            std::thread::sleep(sweep_time * (round - 2) / (rounds - 4));
+        }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
 
@@ -761,5 +828,7 @@ fn a_gc_killed_at_random_points_leaves_kept_images_whole() {
             fx.assert_readable(tag);
         }
     }
-    eprintln!("{mid_sweep} of 12 kills landed in the middle of the blob deletions");
+    eprintln!(
+        "{mid_sweep} of {rounds} kills landed in the middle of the blob deletions (a sweep: {sweep_time:?})"
+    );
 }

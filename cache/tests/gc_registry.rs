@@ -575,3 +575,73 @@ async fn an_empty_or_unknown_repository_plans_nothing() {
         .unwrap_err();
     assert!(matches!(err, RegistryGcError::WrongPlan { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn a_delete_run_cut_half_way_reports_exactly_what_it_deleted() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(&dir.path().join("strata.db")).unwrap();
+    let direct = client(&reg.addr());
+    let r = repo(&reg.addr());
+    let now = index::now();
+    let mut images = Vec::new();
+    for i in 0..8u8 {
+        let label = format!("old{i}");
+        let image = build_image(dir.path(), &label, &[&[i; 64]], Some(""));
+        push(&direct, &r, &image, &[&format!("env-{label}")]).await;
+        record(&index, &r, &image, now - 100 * DAY + i64::from(i), 0);
+        images.push(image);
+    }
+    let policy = GcPolicy {
+        keep_newest: 0,
+        ..GcPolicy::default()
+    };
+    // Through a proxy that lets about six deletes through, then drops every connection.
+    let proxy = test_registry::FaultProxy::start(&reg.addr(), None);
+    let registry = client(&proxy.addr());
+    let proxied: RegistryRepo = format!("{}/{REPO}", proxy.addr()).parse().unwrap();
+    // The proxy's port is another registry name: the records are copied to it.
+    for image in &images {
+        let push = index.registry_push(&r.to_string(), &image.digest).unwrap();
+        index
+            .record_registry_push(&proxied.to_string(), &push.unwrap().record)
+            .unwrap();
+    }
+    let plan = plan_registry(&registry, &proxied, &index, &policy, &HashSet::new(), now)
+        .await
+        .unwrap();
+    assert_eq!(plan.deleted.len(), 8);
+    let absent = Digest::of(b"no such manifest");
+    proxy.reset(None);
+    let _ = registry.delete_manifest(&proxied, &absent).await;
+    let one_delete = proxy.client_bytes();
+    proxy.reset(Some(one_delete * 13 / 2));
+
+    let err = apply_registry(&registry, &proxied, &index, &plan)
+        .await
+        .unwrap_err();
+    let RegistryGcError::Delete {
+        planned, report, ..
+    } = &err
+    else {
+        panic!("expected a delete failure, got {err}");
+    };
+    assert_eq!(*planned, 8);
+    assert!(report.deleted.len() <= 6, "{}", report.deleted.len());
+    let reported: BTreeSet<Digest> = digests_deleted(&report.deleted);
+    for image in &images {
+        let by_digest = ManifestRef::Digest(image.digest.clone());
+        let present = direct.manifest_exists(&r, &by_digest).await.unwrap();
+        let record = index
+            .registry_push(&proxied.to_string(), &image.digest)
+            .unwrap();
+        if reported.contains(&image.digest) {
+            assert_eq!(present, None, "{} reported deleted", image.label);
+            assert!(record.is_none(), "{} record kept", image.label);
+        } else {
+            // Not reported: its record stays (the registry may have acted on a request whose
+            // answer was cut; the next run finds it gone).
+            assert!(record.is_some(), "{} record lost", image.label);
+        }
+    }
+}

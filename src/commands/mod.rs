@@ -4,6 +4,7 @@ pub mod build;
 pub mod explain;
 pub mod gc;
 pub mod images;
+pub mod jobs;
 pub mod sync;
 
 use strata_builder::home::Home;

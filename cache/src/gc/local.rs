@@ -63,6 +63,7 @@ pub struct KeptImage {
     pub manifest: Digest,
     /// Environment name; `None` for tags strata did not make.
     pub name: Option<String>,
+    /// Bytes of the image as its index row records them; for a foreign tag, of its manifest.
     pub size: u64,
     pub last_used_at: Option<i64>,
     pub reasons: Vec<KeepReason>,

@@ -1,0 +1,577 @@
+//! The local agent: a long-running loop that turns queued jobs into running containers and
+//! records how they end. Each tick it
+//! 1. resolves environments: a requirements job is built once per spec however many jobs
+//!    ask (builds run on a worker thread; the loop goes on), an image job is looked up in
+//!    the store; either way the job holds a lease on its image until it ends;
+//! 2. admits jobs ([`Scheduler::admit`]) and launches them with runc on worker threads;
+//! 3. watches running jobs: cancel requests and time limits (SIGTERM, grace, SIGKILL), exits
+//!    (exit code, OOM), metrics from their logs; the outcome is recorded before anything is
+//!    cleaned up, and a job finishes exactly once (compare-and-set in the job store).
+//!
+//! Killing the agent loses nothing: containers run detached under their own supervisor;
+//! [`Agent::recover`] re-adopts running ones, records the outcome of those that ended
+//! meanwhile, and puts back jobs that were admitted but never started.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_builder::base::BaseRef;
+use strata_builder::build::{self, BuildOptions};
+use strata_builder::home::Home;
+use strata_builder::layers::DEFAULT_LAYER_LIMIT;
+use strata_builder::progress::Silent;
+use strata_cache::catalog::Catalog;
+use strata_cache::lease::LeaseOwner;
+use strata_cache::manifest::ManifestDocument;
+use strata_cache::Digest;
+
+use crate::admit::Scheduler;
+use crate::config::SchedulerConfig;
+use crate::job::{EndCause, EnvOptions, Environment, Job, JobId, JobState, Outcome};
+use crate::jobstore::{now, Change, JobFilter, JobStore};
+use crate::launcher::{ContainerState, ExitOutcome, LaunchRequest, Limits, LocalLauncher};
+use crate::metrics::MetricsStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Home(#[from] strata_builder::home::HomeError),
+    #[error(transparent)]
+    Jobs(#[from] crate::jobstore::StoreError),
+    #[error(transparent)]
+    Launch(Box<crate::launcher::LaunchError>),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    Index(#[from] strata_cache::index::IndexError),
+}
+
+impl From<crate::launcher::LaunchError> for AgentError {
+    fn from(e: crate::launcher::LaunchError) -> Self {
+        // Boxed: a launch error is large and would make every Result of the loop large.
+        AgentError::Launch(Box::new(e))
+    }
+}
+
+/// How the agent behaves.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Time between ticks.
+    pub tick: Duration,
+    /// Between SIGTERM and SIGKILL when a job is cancelled or times out.
+    pub grace: Duration,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        AgentOptions {
+            tick: Duration::from_millis(200),
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The lease holder name of a job: its image is kept from GC while it is unfinished.
+pub fn lease_holder(id: &JobId) -> String {
+    format!("job:{id}")
+}
+
+/// Where a job's stdout and stderr go (all attempts, appended).
+pub fn log_path(home: &Path, id: &JobId) -> PathBuf {
+    home.join("logs").join(format!("{id}.log"))
+}
+
+/// The launcher's name for one attempt of a job (a retry is a new container).
+fn attempt_key(job: &Job) -> String {
+    format!("{}-a{}", job.id, job.attempt)
+}
+
+enum Event {
+    Built {
+        key: String,
+        result: Result<Digest, String>,
+    },
+    Launched {
+        id: JobId,
+        result: Result<String, String>,
+    },
+    Stopped {
+        id: JobId,
+        cause: EndCause,
+        result: Result<ExitOutcome, String>,
+    },
+}
+
+pub struct Agent {
+    root: PathBuf,
+    home: Home,
+    jobs: JobStore,
+    scheduler: Scheduler,
+    config: SchedulerConfig,
+    launcher: Arc<LocalLauncher>,
+    metrics: MetricsStore,
+    options: AgentOptions,
+    events_tx: Sender<Event>,
+    events_rx: Receiver<Event>,
+    /// Environment keys being built.
+    building: HashSet<String>,
+    /// Jobs whose container is being started or stopped by a worker thread.
+    busy: HashSet<JobId>,
+}
+
+impl Agent {
+    pub fn new(
+        root: &Path,
+        config: SchedulerConfig,
+        options: AgentOptions,
+    ) -> Result<Agent, AgentError> {
+        let home = Home::open(root)?;
+        let db = root.join("strata.db");
+        let jobs = JobStore::open(&db)?;
+        let scheduler = Scheduler::load(&jobs, config.clone(), now())?;
+        let launcher = Arc::new(LocalLauncher::new(root, home.store.clone())?);
+        let metrics = MetricsStore::open(&db)?;
+        let (events_tx, events_rx) = channel();
+        Ok(Agent {
+            root: root.to_path_buf(),
+            home,
+            jobs,
+            scheduler,
+            config,
+            launcher,
+            metrics,
+            options,
+            events_tx,
+            events_rx,
+            building: HashSet::new(),
+            busy: HashSet::new(),
+        })
+    }
+
+    pub fn launcher(&self) -> &LocalLauncher {
+        &self.launcher
+    }
+
+    /// After a restart: builds in flight were lost (their jobs go back to the queue);
+    /// containers are matched with their jobs; admitted jobs that never started wait again.
+    pub fn recover(&mut self) -> Result<(), AgentError> {
+        let t = now();
+        for job in self.jobs.list(&JobFilter::unfinished())? {
+            if job.state == JobState::Resolving {
+                self.jobs
+                    .transition(&job.id, JobState::Resolving, Change::Requeue, t)?;
+            }
+        }
+        let containers: HashMap<String, ContainerState> = self
+            .launcher
+            .list()?
+            .into_iter()
+            .map(|c| (c.job_id, c.state))
+            .collect();
+        let mut known = HashSet::new();
+        for job in self.jobs.list(&JobFilter::unfinished())? {
+            if job.state != JobState::Running {
+                continue;
+            }
+            let key = attempt_key(&job);
+            known.insert(key.clone());
+            if !containers.contains_key(&key) {
+                // Admitted, never started: nothing ran, so it simply waits again.
+                self.jobs
+                    .transition(&job.id, JobState::Running, Change::NotStarted, t)?;
+            }
+        }
+        // Containers of jobs that already ended (or that nobody knows): clean them up.
+        for key in containers.keys().filter(|k| !known.contains(*k)) {
+            if let Err(e) = self.launcher.cleanup(key) {
+                tracing::warn!("cleaning up leftover container {key}: {e}");
+            }
+        }
+        self.scheduler.sync(&self.jobs)?;
+        Ok(())
+    }
+
+    /// Runs until `stop` says so.
+    pub fn run(&mut self, stop: &std::sync::atomic::AtomicBool) -> Result<(), AgentError> {
+        self.recover()?;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            self.tick()?;
+            std::thread::sleep(self.options.tick);
+        }
+        Ok(())
+    }
+
+    /// One round of resolve, admit, watch.
+    pub fn tick(&mut self) -> Result<(), AgentError> {
+        self.drain_events()?;
+        self.resolve()?;
+        self.admit()?;
+        self.watch()?;
+        Ok(())
+    }
+
+    fn drain_events(&mut self) -> Result<(), AgentError> {
+        while let Ok(event) = self.events_rx.try_recv() {
+            match event {
+                Event::Built { key, result } => self.on_built(&key, result)?,
+                Event::Launched { id, result } => self.on_launched(&id, result)?,
+                Event::Stopped { id, cause, result } => self.on_stopped(&id, cause, result)?,
+            }
+        }
+        Ok(())
+    }
+
+    // ---- 1. environments ----
+
+    fn resolve(&mut self) -> Result<(), AgentError> {
+        let queued: Vec<Job> = self
+            .jobs
+            .list(&JobFilter::unfinished())?
+            .into_iter()
+            .filter(|j| j.state == JobState::Queued)
+            .collect();
+        for job in queued {
+            match &job.environment {
+                Environment::Image { reference } => self.resolve_image(&job, reference)?,
+                Environment::Requirements { path, options, .. } => {
+                    let key = env_key(path, options);
+                    if self
+                        .jobs
+                        .transition(&job.id, JobState::Queued, Change::Resolving, now())?
+                    {
+                        self.start_build(key, path.clone(), options.clone());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_image(&mut self, job: &Job, reference: &str) -> Result<(), AgentError> {
+        let catalog = Catalog::load(&self.home.store, &self.home.index);
+        let digest = catalog
+            .ok()
+            .and_then(|c| c.find(reference).map(|i| i.digest.clone()));
+        match digest {
+            Some(digest) => self.resolved(&job.id, JobState::Queued, &digest),
+            None => {
+                let reason =
+                    format!("no image {reference:?} in the local store (strata pull it first)");
+                self.jobs
+                    .transition(&job.id, JobState::Queued, Change::Fail { reason }, now())?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Builds one environment on a worker thread, unless a build of it is in flight.
+    fn start_build(&mut self, key: String, path: PathBuf, options: EnvOptions) {
+        if !self.building.insert(key.clone()) {
+            return;
+        }
+        let root = self.root.clone();
+        let tx = self.events_tx.clone();
+        std::thread::spawn(move || {
+            let result = build_env(&root, &path, &options);
+            let _ = tx.send(Event::Built { key, result });
+        });
+    }
+
+    fn on_built(&mut self, key: &str, result: Result<Digest, String>) -> Result<(), AgentError> {
+        self.building.remove(key);
+        let waiting: Vec<Job> = self
+            .jobs
+            .list(&JobFilter::unfinished())?
+            .into_iter()
+            .filter(|j| j.state == JobState::Resolving)
+            .filter(|j| matches!(&j.environment, Environment::Requirements { path, options, .. } if env_key(path, options) == key))
+            .collect();
+        for job in waiting {
+            match &result {
+                Ok(digest) => self.resolved(&job.id, JobState::Resolving, digest)?,
+                Err(reason) => {
+                    let reason = format!("environment build failed: {reason}");
+                    self.jobs.transition(
+                        &job.id,
+                        JobState::Resolving,
+                        Change::Fail { reason },
+                        now(),
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The job holds its image (manifest, config, layers) until it ends, then is Ready.
+    fn resolved(&mut self, id: &JobId, from: JobState, digest: &Digest) -> Result<(), AgentError> {
+        let mut digests = vec![digest.clone()];
+        if let Ok(bytes) = self.home.store.read_blob(digest) {
+            if let Ok(ManifestDocument::Image(m)) = ManifestDocument::parse(&bytes) {
+                digests.push(m.config.digest.clone());
+                digests.extend(m.layers.iter().map(|l| l.digest.clone()));
+            }
+        }
+        let holder = lease_holder(id);
+        self.home.index.release_leases_of(&holder)?;
+        let lease = self.home.index.create_lease(&holder, LeaseOwner::Manual)?;
+        self.home.index.add_lease_refs(&lease, &digests)?;
+        let change = Change::Resolved {
+            image: digest.clone(),
+        };
+        if !self.jobs.transition(id, from, change, now())? {
+            self.home.index.release_leases_of(&holder)?;
+        }
+        Ok(())
+    }
+
+    // ---- 2. admission and launch ----
+
+    fn admit(&mut self) -> Result<(), AgentError> {
+        for admission in self.scheduler.admit(&self.jobs, now())? {
+            let Some(job) = self.jobs.get(&admission.job_id)? else {
+                continue;
+            };
+            self.launch(job);
+        }
+        Ok(())
+    }
+
+    fn launch(&mut self, job: Job) {
+        let Some(image) = job.image_digest.clone() else {
+            return;
+        };
+        let network = self
+            .config
+            .queue(&job.queue)
+            .map(|q| q.network)
+            .unwrap_or(false);
+        let request = LaunchRequest {
+            job_id: attempt_key(&job),
+            image,
+            command: job.command.clone(),
+            env: job
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            cwd: job.working_dir.clone(),
+            limits: Limits {
+                millicpus: Some(job.resources.millicpus),
+                memory_bytes: Some(job.resources.memory),
+                pids: Some(4096),
+            },
+            gpus: job.gpus.clone(),
+            network,
+            log_path: log_path(&self.root, &job.id),
+        };
+        self.busy.insert(job.id.clone());
+        let launcher = Arc::clone(&self.launcher);
+        let tx = self.events_tx.clone();
+        let id = job.id.clone();
+        std::thread::spawn(move || {
+            if let Some(dir) = request.log_path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let result = launcher
+                .launch(&request)
+                .map(|r| r.container_id)
+                .map_err(|e| error_chain(&e));
+            let _ = tx.send(Event::Launched { id, result });
+        });
+    }
+
+    fn on_launched(
+        &mut self,
+        id: &JobId,
+        result: Result<String, String>,
+    ) -> Result<(), AgentError> {
+        self.busy.remove(id);
+        match result {
+            Ok(container) => {
+                self.jobs.set_container(id, &container)?;
+            }
+            Err(reason) => {
+                let outcome = Outcome {
+                    reason: Some(format!("could not start: {reason}")),
+                    ..Outcome::default()
+                };
+                self.end(id, EndCause::Exited, outcome)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- 3. running jobs ----
+
+    fn watch(&mut self) -> Result<(), AgentError> {
+        let running: Vec<Job> = self
+            .jobs
+            .list(&JobFilter::unfinished())?
+            .into_iter()
+            .filter(|j| j.state == JobState::Running && !self.busy.contains(&j.id))
+            .collect();
+        let t = now();
+        for job in running {
+            let log = log_path(&self.root, &job.id);
+            if log.exists() {
+                self.metrics.ingest_log(job.id.as_str(), &log)?;
+            }
+            let key = attempt_key(&job);
+            if job.cancel_requested {
+                self.stop(&job, EndCause::Cancelled);
+                continue;
+            }
+            if job.deadline().is_some_and(|d| t >= d) {
+                self.stop(&job, EndCause::TimedOut);
+                continue;
+            }
+            match self.launcher.poll(&key) {
+                Ok(Some(outcome)) => self.on_stopped(&job.id, EndCause::Exited, Ok(outcome))?,
+                Ok(None) => {}
+                Err(e) => tracing::warn!("polling job {}: {e}", job.id),
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops a job on a worker thread (SIGTERM, grace, SIGKILL, confirmed gone).
+    fn stop(&mut self, job: &Job, cause: EndCause) {
+        self.busy.insert(job.id.clone());
+        let launcher = Arc::clone(&self.launcher);
+        let tx = self.events_tx.clone();
+        let (id, key, grace) = (job.id.clone(), attempt_key(job), self.options.grace);
+        std::thread::spawn(move || {
+            let result = launcher.cancel(&key, grace).map_err(|e| error_chain(&e));
+            let _ = tx.send(Event::Stopped { id, cause, result });
+        });
+    }
+
+    fn on_stopped(
+        &mut self,
+        id: &JobId,
+        cause: EndCause,
+        result: Result<ExitOutcome, String>,
+    ) -> Result<(), AgentError> {
+        self.busy.remove(id);
+        let Some(job) = self.jobs.get(id)? else {
+            return Ok(());
+        };
+        let log = log_path(&self.root, id);
+        if log.exists() {
+            self.metrics.ingest_log(id.as_str(), &log)?;
+        }
+        let outcome = match result {
+            Ok(exit) => outcome_of(&exit, cause, &job),
+            Err(reason) => Outcome {
+                reason: Some(format!("stopping failed: {reason}")),
+                ..Outcome::default()
+            },
+        };
+        // The outcome is recorded first; only then is the container removed.
+        self.end(id, cause, outcome)?;
+        if let Err(e) = self.launcher.cleanup(&attempt_key(&job)) {
+            tracing::warn!("cleaning up job {id}: {e}");
+        }
+        Ok(())
+    }
+
+    /// Records the end of an attempt; a terminal job gives its capacity and lease back.
+    fn end(&mut self, id: &JobId, cause: EndCause, outcome: Outcome) -> Result<(), AgentError> {
+        let state = self.jobs.finish(id, cause, outcome, now())?;
+        self.scheduler.release(id);
+        if state.is_some_and(JobState::is_terminal) {
+            self.home.index.release_leases_of(&lease_holder(id))?;
+        }
+        self.scheduler.sync(&self.jobs)?;
+        Ok(())
+    }
+}
+
+fn outcome_of(exit: &ExitOutcome, cause: EndCause, job: &Job) -> Outcome {
+    let reason = match cause {
+        EndCause::Cancelled => Some("cancelled".to_string()),
+        EndCause::TimedOut => Some(format!(
+            "timed out after {}",
+            crate::explain::human_duration(job.timeout_secs.unwrap_or(0) as i64)
+        )),
+        EndCause::Exited if exit.oom_killed => Some("killed: out of memory".to_string()),
+        EndCause::Exited if !exit.status_known => Some("exit status lost".to_string()),
+        EndCause::Exited => None,
+    };
+    Outcome {
+        exit_code: exit.exit_code,
+        signal: exit.signal,
+        oom_killed: exit.oom_killed,
+        reason,
+    }
+}
+
+/// Jobs with the same key share one build.
+fn env_key(path: &Path, options: &EnvOptions) -> String {
+    let options = serde_json::to_string(options).unwrap_or_default();
+    format!("{}\n{options}", path.display())
+}
+
+/// Builds (or finds in the cache) the environment of a requirements job.
+fn build_env(root: &Path, path: &Path, options: &EnvOptions) -> Result<Digest, String> {
+    let home = Home::open(root).map_err(|e| error_chain(&e))?;
+    let base: BaseRef = options.base.parse().map_err(|e| error_chain(&e))?;
+    let python = match &options.python {
+        Some(p) => Some(p.parse().map_err(|e| error_chain(&e))?),
+        None => None,
+    };
+    let platform = options
+        .platform
+        .as_deref()
+        .unwrap_or("linux/amd64")
+        .parse()
+        .map_err(|e| error_chain(&e))?;
+    let build_options = BuildOptions {
+        requirements: path.to_path_buf(),
+        base,
+        python,
+        platform,
+        find_links: options.find_links.clone(),
+        no_index: options.no_index,
+        jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        name: options.name.clone(),
+        layer_limit: DEFAULT_LAYER_LIMIT,
+    };
+    build::build(&home, &build_options, &Silent)
+        .map(|b| b.digest)
+        .map_err(|e| error_chain(&e))
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        // Some errors already print their cause; say each thing once.
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// For `strata status`: a job's events as (state, time, detail).
+pub type History = Vec<(String, i64, Option<String>)>;
+
+/// Env vars as given on the command line (`K=V`).
+pub fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>, String> {
+    pairs
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(format!("invalid --env {kv:?}: expected KEY=VALUE")),
+        })
+        .collect()
+}

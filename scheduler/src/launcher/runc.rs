@@ -1,0 +1,510 @@
+//! runc, driven through its command line with a `--root` of strata's own.
+//!
+//! Containers are started by a small supervisor process (see [`spawn_supervised`]) so that
+//! a job outlives the agent that launched it and its exit status is still recorded.
+
+use std::ffi::{CString, OsStr};
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuncError {
+    #[error("could not run {runc}: {source}")]
+    Spawn {
+        runc: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`runc {args}` failed: {message}")]
+    Failed { args: String, message: String },
+    #[error("`runc {args}` printed output strata cannot read: {source}")]
+    BadOutput {
+        args: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("starting the supervisor of {id}: {source}")]
+    Supervisor {
+        id: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What `runc state` says about a container.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RuncState {
+    pub id: String,
+    pub status: String,
+    #[serde(default)]
+    pub pid: i64,
+    #[serde(default)]
+    pub bundle: String,
+}
+
+/// A runc binary and a state root.
+#[derive(Debug, Clone)]
+pub struct Runc {
+    pub binary: PathBuf,
+    pub root: PathBuf,
+}
+
+impl Runc {
+    /// Finds `runc` on PATH (or uses `STRATA_RUNC`).
+    pub fn new(root: &Path) -> Runc {
+        let binary = std::env::var_os("STRATA_RUNC")
+            .map(PathBuf::from)
+            .or_else(|| find_on_path("runc"))
+            .unwrap_or_else(|| PathBuf::from("/usr/sbin/runc"));
+        Runc {
+            binary,
+            root: root.to_path_buf(),
+        }
+    }
+
+    fn run(&self, args: &[&OsStr]) -> Result<Vec<u8>, RuncError> {
+        let output = Command::new(&self.binary)
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|source| RuncError::Spawn {
+                runc: self.binary.clone(),
+                source,
+            })?;
+        if output.status.success() {
+            return Ok(output.stdout);
+        }
+        Err(RuncError::Failed {
+            args: join_args(args),
+            message: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
+    }
+
+    /// The container's state, or `None` when runc does not know it.
+    pub fn state(&self, id: &str) -> Result<Option<RuncState>, RuncError> {
+        let args = [OsStr::new("state"), OsStr::new(id)];
+        match self.run(&args) {
+            Ok(out) => {
+                serde_json::from_slice(&out)
+                    .map(Some)
+                    .map_err(|source| RuncError::BadOutput {
+                        args: join_args(&args),
+                        source,
+                    })
+            }
+            Err(RuncError::Failed { message, .. }) if is_not_found(&message) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends `signal` (e.g. "TERM") to every process of the container. A container that
+    /// is already stopped or gone is not an error.
+    pub fn kill_all(&self, id: &str, signal: &str) -> Result<(), RuncError> {
+        let args = [
+            OsStr::new("kill"),
+            OsStr::new("--all"),
+            OsStr::new(id),
+            OsStr::new(signal),
+        ];
+        match self.run(&args) {
+            Ok(_) => Ok(()),
+            Err(RuncError::Failed { message, .. })
+                if is_not_found(&message) || message.contains("not running") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Kills (if needed) and deletes the container; absent is fine.
+    pub fn delete_force(&self, id: &str) -> Result<(), RuncError> {
+        let args = [OsStr::new("delete"), OsStr::new("--force"), OsStr::new(id)];
+        match self.run(&args) {
+            Ok(_) => Ok(()),
+            Err(RuncError::Failed { message, .. }) if is_not_found(&message) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every container under this root.
+    pub fn list(&self) -> Result<Vec<RuncState>, RuncError> {
+        let args = [
+            OsStr::new("list"),
+            OsStr::new("--format"),
+            OsStr::new("json"),
+        ];
+        let out = self.run(&args)?;
+        // runc prints `null` when there are none.
+        let parsed: Option<Vec<RuncState>> =
+            serde_json::from_slice(&out).map_err(|source| RuncError::BadOutput {
+                args: join_args(&args),
+                source,
+            })?;
+        Ok(parsed.unwrap_or_default())
+    }
+}
+
+fn is_not_found(message: &str) -> bool {
+    message.contains("does not exist") || message.contains("not found")
+}
+
+fn join_args(args: &[&OsStr]) -> String {
+    args.iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Where a supervised container's results go.
+#[derive(Debug, Clone)]
+pub struct SuperviseFiles {
+    /// Opened for append; the container's stdout and stderr (runc's own errors too).
+    pub log: PathBuf,
+    /// runc writes the container's host pid here.
+    pub pid_file: PathBuf,
+    /// The supervisor writes `exited N` / `signaled N` / `unknown` here when the
+    /// container's process ends (via `status_tmp` and a rename).
+    pub status: PathBuf,
+    pub status_tmp: PathBuf,
+    /// runc's own log (`--log`), JSON lines, read to explain a failed start.
+    pub runc_log: PathBuf,
+}
+
+/// What the supervisor reported once `runc run --detach` returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Started {
+    /// The supervisor's pid (a child of this process until it exits).
+    pub supervisor: i32,
+    /// `runc run`'s wait status; 0 when the container started.
+    pub runc_status: i32,
+    /// The container's init on the host, 0 if runc did not write it.
+    pub container_pid: i32,
+}
+
+/// Everything the forked supervisor touches, prepared before `fork` so that the child
+/// only makes system calls (no allocation, no locks: the parent may have other threads).
+struct Plan {
+    runc: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    pid_file: CString,
+    status: CString,
+    status_tmp: CString,
+}
+
+fn cstr(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte"))
+}
+
+fn cpath(p: &Path) -> io::Result<CString> {
+    cstr(p.as_os_str().as_bytes())
+}
+
+/// Starts `runc run --detach --bundle BUNDLE ID` under a supervisor process and waits
+/// until runc returned.
+///
+/// The exit-status design: runc does not report the exit status of a detached container,
+/// and the agent must be free to die and restart while jobs run. So a supervisor (a forked
+/// child of this process, in its own session) makes itself a child subreaper
+/// (`PR_SET_CHILD_SUBREAPER`) and runs `runc run --detach`. When runc returns, the
+/// container's init is orphaned and re-parented to the supervisor, which `waitpid`s it and
+/// writes its status to `files.status` atomically. This is how containerd's shim gets exit
+/// codes. The container's stdout/stderr are the log file itself (runc passes its stdio
+/// through in detached, non-terminal mode), so output never depends on a living agent or
+/// supervisor; only the status file needs the supervisor.
+pub fn spawn_supervised(
+    runc: &Runc,
+    bundle: &Path,
+    id: &str,
+    files: &SuperviseFiles,
+) -> Result<Started, RuncError> {
+    let sup_err = |source| RuncError::Supervisor {
+        id: id.to_string(),
+        source,
+    };
+    let plan = plan(runc, bundle, id, files).map_err(sup_err)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&files.log)
+        .map_err(sup_err)?;
+    let devnull = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(sup_err)?;
+    let (read_end, write_end) = pipe().map_err(sup_err)?;
+    let argv: Vec<*const libc::c_char> = plan
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    let envp: Vec<*const libc::c_char> = plan
+        .envp
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    // SAFETY: the child runs only `supervise`, which makes async-signal-safe system calls
+    // on data prepared above and never returns.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(sup_err(io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        unsafe {
+            supervise(
+                &plan,
+                &argv,
+                &envp,
+                devnull.as_raw_fd(),
+                log.as_raw_fd(),
+                write_end.as_raw_fd(),
+            )
+        }
+    }
+    drop(write_end);
+    let mut report = [0u8; 8];
+    let mut reader = std::fs::File::from(read_end);
+    if let Err(source) = reader.read_exact(&mut report) {
+        reap(pid);
+        return Err(sup_err(source));
+    }
+    Ok(Started {
+        supervisor: pid,
+        runc_status: i32::from_ne_bytes([report[0], report[1], report[2], report[3]]),
+        container_pid: i32::from_ne_bytes([report[4], report[5], report[6], report[7]]),
+    })
+}
+
+fn plan(runc: &Runc, bundle: &Path, id: &str, files: &SuperviseFiles) -> io::Result<Plan> {
+    let args: Vec<&OsStr> = vec![
+        runc.binary.as_os_str(),
+        OsStr::new("--root"),
+        runc.root.as_os_str(),
+        OsStr::new("--log"),
+        files.runc_log.as_os_str(),
+        OsStr::new("--log-format"),
+        OsStr::new("json"),
+        OsStr::new("run"),
+        OsStr::new("--detach"),
+        OsStr::new("--bundle"),
+        bundle.as_os_str(),
+        OsStr::new("--pid-file"),
+        files.pid_file.as_os_str(),
+        OsStr::new(id),
+    ];
+    Ok(Plan {
+        runc: cpath(&runc.binary)?,
+        argv: args
+            .iter()
+            .map(|a| cstr(a.as_bytes()))
+            .collect::<io::Result<_>>()?,
+        envp: std::env::vars_os()
+            .filter_map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                CString::new(kv).ok()
+            })
+            .collect(),
+        pid_file: cpath(&files.pid_file)?,
+        status: cpath(&files.status)?,
+        status_tmp: cpath(&files.status_tmp)?,
+    })
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 just returned these descriptors; nothing else owns them.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Collects an exited supervisor so it does not linger as a zombie; non-blocking.
+/// Returns true when the pid is no longer our child (reaped now or before).
+pub fn reap(pid: i32) -> bool {
+    if pid <= 0 {
+        return true;
+    }
+    let mut status = 0;
+    // SAFETY: plain waitpid on a pid; WNOHANG never blocks.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    r == pid || r < 0
+}
+
+const REPORT_FD: i32 = 3;
+
+/// The supervisor. Runs in the forked child; never returns.
+///
+/// # Safety
+/// Only async-signal-safe calls on memory prepared before the fork.
+unsafe fn supervise(
+    plan: &Plan,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    devnull: i32,
+    log: i32,
+    report: i32,
+) -> ! {
+    libc::setsid();
+    libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    // Standard descriptors: stdin /dev/null, stdout and stderr the job's log. Then the
+    // report pipe at 3 and nothing else: the agent's other files (its database, sockets)
+    // must not stay open for as long as the job runs.
+    libc::dup2(devnull, 0);
+    libc::dup2(log, 1);
+    libc::dup2(log, 2);
+    libc::dup2(report, REPORT_FD);
+    libc::syscall(libc::SYS_close_range, REPORT_FD + 1, u32::MAX, 0);
+    libc::fcntl(REPORT_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+    // Rust ignores SIGPIPE and a runtime may block signals; the job must not inherit that.
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+
+    let runc_pid = libc::fork();
+    if runc_pid == 0 {
+        libc::execve(plan.runc.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        libc::_exit(127);
+    }
+    let mut runc_status: i32 = if runc_pid < 0 { 127 << 8 } else { 0 };
+    if runc_pid > 0 {
+        while libc::waitpid(runc_pid, &mut runc_status, 0) < 0 && errno() == libc::EINTR {}
+    }
+    let container = if runc_status == 0 {
+        read_pid(&plan.pid_file)
+    } else {
+        0
+    };
+    let mut msg = [0u8; 8];
+    msg[..4].copy_from_slice(&runc_status.to_ne_bytes());
+    msg[4..].copy_from_slice(&container.to_ne_bytes());
+    libc::write(REPORT_FD, msg.as_ptr().cast(), msg.len());
+    libc::close(REPORT_FD);
+    if runc_status != 0 {
+        libc::_exit(0);
+    }
+    loop {
+        let mut status = 0;
+        let r = libc::waitpid(-1, &mut status, 0);
+        if r < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        if r < 0 {
+            // No children left and the container was never ours to reap.
+            write_status(plan, b"unknown", -1);
+            libc::_exit(0);
+        }
+        if r == container {
+            if libc::WIFSIGNALED(status) {
+                write_status(plan, b"signaled ", libc::WTERMSIG(status));
+            } else {
+                write_status(plan, b"exited ", libc::WEXITSTATUS(status));
+            }
+            libc::_exit(0);
+        }
+    }
+}
+
+unsafe fn errno() -> i32 {
+    *libc::__errno_location()
+}
+
+unsafe fn read_pid(path: &CString) -> i32 {
+    let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+    if fd < 0 {
+        return 0;
+    }
+    let mut buf = [0u8; 32];
+    let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+    libc::close(fd);
+    let mut pid: i32 = 0;
+    for &b in buf.iter().take(n.max(0) as usize) {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        pid = pid.saturating_mul(10).saturating_add(i32::from(b - b'0'));
+    }
+    pid
+}
+
+/// Writes `word` followed by `n` (when n >= 0) and a newline, then renames into place.
+unsafe fn write_status(plan: &Plan, word: &[u8], n: i32) {
+    let mut buf = [0u8; 48];
+    let mut len = 0;
+    for &b in word {
+        buf[len] = b;
+        len += 1;
+    }
+    if n >= 0 {
+        let mut digits = [0u8; 12];
+        let mut d = 0;
+        let mut v = n;
+        loop {
+            digits[d] = b'0' + (v % 10) as u8;
+            d += 1;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        while d > 0 {
+            d -= 1;
+            buf[len] = digits[d];
+            len += 1;
+        }
+    }
+    buf[len] = b'\n';
+    len += 1;
+    let fd = libc::open(
+        plan.status_tmp.as_ptr(),
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+        0o644,
+    );
+    if fd < 0 {
+        return;
+    }
+    libc::write(fd, buf.as_ptr().cast(), len);
+    libc::fsync(fd);
+    libc::close(fd);
+    libc::rename(plan.status_tmp.as_ptr(), plan.status.as_ptr());
+}
+
+/// The last error runc logged (its `--log` JSON lines), for a failed start.
+pub fn last_runc_error(runc_log: &Path) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Line {
+        #[serde(default)]
+        level: String,
+        #[serde(default)]
+        msg: String,
+    }
+    let text = std::fs::read_to_string(runc_log).ok()?;
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Line>(l).ok())
+        .filter(|l| l.level == "error" || l.level == "fatal")
+        .map(|l| l.msg)
+        .next_back()
+}

@@ -1,0 +1,313 @@
+//! The job commands: `submit`, `jobs`, `status`, `cancel`, `logs`, `metrics`, `agent`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::Args;
+use strata_scheduler::agent::{parse_env, Agent, AgentOptions};
+use strata_scheduler::client::{Client, ClientError};
+use strata_scheduler::jobstore::CancelResult;
+use strata_scheduler::{EnvOptions, Environment, NewJob};
+
+use crate::output::{self, Failure};
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    #[arg(long, short = 'q', default_value = "default")]
+    pub queue: String,
+    #[arg(long, short = 't', default_value = "cpu")]
+    pub tier: String,
+    #[arg(long)]
+    pub priority: Option<i64>,
+    /// The job's environment: a requirements file (built once per spec)…
+    #[arg(
+        short = 'r',
+        long = "requirements",
+        value_name = "FILE",
+        conflicts_with = "image"
+    )]
+    pub requirements: Option<PathBuf>,
+    /// …or an image of the local store (tag, digest or environment name).
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+    /// Base image for -r.
+    #[arg(long, env = "STRATA_BASE", value_name = "REF")]
+    pub base: Option<String>,
+    #[arg(long, value_name = "X.Y")]
+    pub python: Option<String>,
+    #[arg(long = "find-links", short = 'f', value_name = "DIR")]
+    pub find_links: Vec<String>,
+    #[arg(long)]
+    pub no_index: bool,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Time limit, e.g. 30m or 2h.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Attempts after the first, for retryable failures.
+    #[arg(long)]
+    pub retries: Option<u32>,
+    /// Exit codes that are worth a retry (repeatable).
+    #[arg(long = "retry-on-exit", value_name = "CODE")]
+    pub retry_on_exit: Vec<i32>,
+    /// Retry when the job is killed for lack of memory.
+    #[arg(long)]
+    pub retry_on_oom: bool,
+    /// Environment variable for the job (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(long, short = 'w')]
+    pub workdir: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct JobsArgs {
+    #[arg(long, short = 'q')]
+    pub queue: Option<String>,
+    /// Include finished jobs.
+    #[arg(long, short = 'a')]
+    pub all: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct JobArgs {
+    pub job: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    pub job: String,
+    /// Keep printing until the job ends.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+#[derive(Args)]
+pub struct MetricsArgs {
+    #[arg(required = true)]
+    pub jobs: Vec<String>,
+    /// Only this metric.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Write a PNG chart comparing the jobs.
+    #[arg(long, value_name = "FILE.png")]
+    pub plot: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// Seconds between SIGTERM and SIGKILL when a job is cancelled or times out.
+    #[arg(long, default_value_t = 10)]
+    pub grace: u64,
+    /// Milliseconds between rounds.
+    #[arg(long, default_value_t = 200)]
+    pub tick_ms: u64,
+}
+
+fn client() -> Result<Client, Failure> {
+    let root = strata_builder::home::Home::default_root().map_err(Failure::home)?;
+    let project = std::env::current_dir().unwrap_or_default();
+    Client::open(&root, &project).map_err(Failure::jobs)
+}
+
+pub fn submit(args: SubmitArgs) -> Result<(), Failure> {
+    let client = client()?;
+    let environment = match (&args.requirements, &args.image) {
+        (Some(path), _) => {
+            let Some(base) = args.base.clone() else {
+                return Err(Failure::usage("-r needs --base (or STRATA_BASE)"));
+            };
+            Some(Environment::Requirements {
+                path: path.clone(),
+                spec_digest: None,
+                options: EnvOptions {
+                    base,
+                    python: args.python.clone(),
+                    platform: None,
+                    find_links: args.find_links.clone(),
+                    no_index: args.no_index,
+                    name: args.name.clone(),
+                },
+            })
+        }
+        (None, Some(reference)) => Some(Environment::Image {
+            reference: reference.clone(),
+        }),
+        (None, None) => None,
+    };
+    let timeout = match &args.timeout {
+        Some(t) => {
+            Some(strata_config::parse_duration(t).map_err(|e| Failure::usage(&e.to_string()))?)
+        }
+        None => None,
+    };
+    let env = parse_env(&args.env).map_err(|e| Failure::usage(&e))?;
+    let job = NewJob {
+        queue: args.queue.clone(),
+        tier: args.tier.clone(),
+        user: None,
+        priority: args.priority,
+        name: args.name.clone(),
+        environment,
+        image_digest: None,
+        command: args.command.clone(),
+        env,
+        working_dir: args.workdir.clone(),
+        timeout,
+        retries: args.retries,
+        retry_exit_codes: (!args.retry_on_exit.is_empty()).then(|| args.retry_on_exit.clone()),
+        retry_on_oom: args.retry_on_oom.then_some(true),
+    };
+    let id = client.submit(job).map_err(Failure::jobs)?;
+    output::print_json_or(&serde_json::json!({ "id": id }), args.json, || {
+        id.to_string()
+    });
+    Ok(())
+}
+
+pub fn jobs(args: JobsArgs) -> Result<(), Failure> {
+    let views = client()?
+        .views(args.queue.as_deref(), args.all)
+        .map_err(Failure::jobs)?;
+    output::print_job_views(&views, args.json);
+    Ok(())
+}
+
+pub fn status(args: JobArgs) -> Result<(), Failure> {
+    let status = client()?.status(&args.job).map_err(Failure::jobs)?;
+    output::print_job_status(&status, args.json);
+    Ok(())
+}
+
+pub fn cancel(args: JobArgs) -> Result<(), Failure> {
+    let result = client()?.cancel(&args.job).map_err(Failure::jobs)?;
+    let text = match result {
+        CancelResult::Cancelled => "cancelled".to_string(),
+        CancelResult::Requested => {
+            "stopping (SIGTERM, then SIGKILL after the grace period)".to_string()
+        }
+        CancelResult::AlreadyFinished(state) => format!("already finished: {state}"),
+    };
+    output::print_json_or(
+        &serde_json::json!({ "job": args.job, "result": text }),
+        args.json,
+        || text.clone(),
+    );
+    Ok(())
+}
+
+pub fn logs(args: LogsArgs) -> Result<(), Failure> {
+    let client = client()?;
+    let mut offset = 0u64;
+    let mut stdout = std::io::stdout();
+    loop {
+        let (bytes, finished) = client.log(&args.job, offset).map_err(Failure::jobs)?;
+        offset += bytes.len() as u64;
+        let _ = stdout.write_all(&bytes);
+        let _ = stdout.flush();
+        if !args.follow || finished {
+            // One more read: lines written between the read and the state check.
+            if args.follow {
+                let (rest, _) = client.log(&args.job, offset).map_err(Failure::jobs)?;
+                let _ = stdout.write_all(&rest);
+            }
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn metrics(args: MetricsArgs) -> Result<(), Failure> {
+    let client = client()?;
+    let metrics = client
+        .metrics(&args.jobs, args.name.as_deref())
+        .map_err(Failure::jobs)?;
+    if let Some(path) = &args.plot {
+        client.plot(&metrics, path).map_err(Failure::jobs)?;
+    }
+    output::print_metrics(&metrics, args.json);
+    Ok(())
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+pub fn agent(args: AgentArgs) -> Result<(), Failure> {
+    let root = strata_builder::home::Home::default_root().map_err(Failure::home)?;
+    let project = std::env::current_dir().unwrap_or_default();
+    let config = client()?.config().clone();
+    let options = AgentOptions {
+        tick: Duration::from_millis(args.tick_ms),
+        grace: Duration::from_secs(args.grace),
+    };
+    // SIGTERM/SIGINT end the loop between rounds; running jobs keep running (detached)
+    // and are re-adopted by the next agent.
+    let handler = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGINT, handler);
+    }
+    let _ = project;
+    let mut agent = Agent::new(&root, config, options).map_err(Failure::agent)?;
+    eprintln!("strata agent: running (STRATA_HOME={})", root.display());
+    agent.run(&STOP).map_err(Failure::agent)
+}
+
+impl Failure {
+    pub fn jobs(error: ClientError) -> Failure {
+        let exit_code = match &error {
+            ClientError::Config(_)
+            | ClientError::SchedulerConfig(_)
+            | ClientError::Submit(_)
+            | ClientError::Environment(_)
+            | ClientError::NoSuchJob(_) => output::EXIT_BAD_INPUT,
+            _ => output::EXIT_STORE,
+        };
+        let hint = match &error {
+            ClientError::Config(_) | ClientError::SchedulerConfig(_) => {
+                Some("fix the key shown in strata.toml or $STRATA_HOME/config.toml")
+            }
+            ClientError::NoSuchJob(_) => Some("`strata jobs --all` lists the jobs"),
+            _ => None,
+        };
+        Failure {
+            error: Box::new(error),
+            hint,
+            exit_code,
+        }
+    }
+
+    pub fn agent(error: strata_scheduler::agent::AgentError) -> Failure {
+        Failure {
+            error: Box::new(error),
+            hint: Some("is runc installed, and does strata run as root?"),
+            exit_code: output::EXIT_FAILURE,
+        }
+    }
+
+    pub fn usage(message: &str) -> Failure {
+        Failure {
+            error: message.to_string().into(),
+            hint: None,
+            exit_code: 2,
+        }
+    }
+}
