@@ -228,19 +228,23 @@ impl Index {
         Ok(())
     }
 
+    /// Applies the missing migrations. The version is read inside a write transaction
+    /// taken at once, so two processes opening a new database do not both migrate it.
     fn migrate(&self) -> Result<(), IndexError> {
-        let applied: usize = self
-            .conn
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )
+        .map_err(self.err())?;
+        let applied: usize = tx
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(self.err())?;
         for (n, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
-            let tx = self.conn.unchecked_transaction().map_err(self.err())?;
             tx.execute_batch(sql).map_err(self.err())?;
             tx.pragma_update(None, "user_version", n + 1)
                 .map_err(self.err())?;
-            tx.commit().map_err(self.err())?;
         }
-        Ok(())
+        tx.commit().map_err(self.err())
     }
 
     /// The environment built from a spec, if any; marks it used.
@@ -567,6 +571,21 @@ mod tests {
         let lock = index.lock_on_base(&env.lock, &env.base).unwrap().unwrap();
         assert_eq!(lock.manifest, env.manifest);
         assert!(index.lock_on_base(&env.lock, &env.spec).unwrap().is_none());
+    }
+
+    #[test]
+    fn concurrent_opens_of_a_new_database_migrate_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.db");
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || Index::open(&path).map(|_| ()))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
     }
 
     #[test]

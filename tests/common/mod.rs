@@ -84,6 +84,7 @@ impl World {
     pub fn strata(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_strata"))
             .args(args)
+            .current_dir(self.dir.path())
             .env("STRATA_HOME", &self.home)
             .env_remove("STRATA_BASE")
             .env_remove("STRATA_JOBS")
