@@ -68,7 +68,7 @@ pub struct AgentOptions {
 impl Default for AgentOptions {
     fn default() -> Self {
         AgentOptions {
-            tick: Duration::from_millis(200),
+            tick: Duration::from_millis(50),
             grace: Duration::from_secs(10),
         }
     }

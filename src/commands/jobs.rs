@@ -114,7 +114,7 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = 10)]
     pub grace: u64,
     /// Milliseconds between rounds.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 50)]
     pub tick_ms: u64,
 }
 
