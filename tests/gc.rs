@@ -227,3 +227,121 @@ fn three_generations_pushed(world: &World, target: &str) -> Vec<Value> {
         })
         .collect()
 }
+
+/// Every blob of `image` as pulled by skopeo hashes to its name, and umoci unpacks it.
+fn assert_pullable(image: &str, scratch: &Path, name: &str) {
+    let dir = scratch.join(format!("pulled-{name}"));
+    run(Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{image}"))
+        .arg(format!("oci:{}:x", dir.display())));
+    for entry in fs::read_dir(dir.join("blobs/sha256")).unwrap().flatten() {
+        let bytes = fs::read(entry.path()).unwrap();
+        assert_eq!(
+            sha256_hex(&bytes),
+            entry.file_name().to_string_lossy(),
+            "blob of {image}"
+        );
+    }
+    umoci_unpack(&dir, "x", &scratch.join(format!("bundle-{name}")));
+}
+
+#[test]
+fn registry_gc_keeps_leased_and_in_flight_images_and_the_registry_collector_agrees() {
+    let mut reg = TestRegistry::start();
+    let world = World::new();
+    let target = format!("{}/team/env", reg.addr());
+    let generations = three_generations_pushed(&world, &target);
+    let image = |v: &Value| v["image"].as_str().unwrap().to_string();
+    // A queued job (no agent runs) holds the oldest image.
+    let out = world.strata(&[
+        "submit",
+        "--image",
+        generations[0]["tag"].as_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A build pushes another environment while GC runs.
+    let in_flight = {
+        let (req, wheels, base, target) = (
+            requirements("changed-one.txt"),
+            world.wheels.display().to_string(),
+            base_ref(),
+            target.clone(),
+        );
+        let home = world.home.clone();
+        std::thread::spawn(move || {
+            Command::new(env!("CARGO_BIN_EXE_strata"))
+                .args([
+                    "build",
+                    "-r",
+                    req.to_str().unwrap(),
+                    "--base",
+                    &base,
+                    "-f",
+                    &wheels,
+                ])
+                .args(["--no-index", "--json", "--name", "other", "--push", &target])
+                .env("STRATA_HOME", &home)
+                .output()
+                .unwrap()
+        })
+    };
+    let mut args = vec!["gc", "--registry", &target, "--json"];
+    args.extend_from_slice(POLICY);
+    let report = json(&world.strata(&args));
+    let local = {
+        let mut local_args = vec!["gc", "--json"];
+        local_args.extend_from_slice(POLICY);
+        json(&world.strata(&local_args))
+    };
+    let pushed = in_flight.join().unwrap();
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    let pushed: Value = serde_json::from_slice(&pushed.stdout).unwrap();
+
+    let deleted: Vec<String> = report["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        deleted,
+        vec![generations[1]["digest"].as_str().unwrap().to_string()],
+        "{report}"
+    );
+    let kept = report["kept"].to_string();
+    assert!(
+        kept.contains("leased"),
+        "the job's image is kept for its lease: {kept}"
+    );
+    // Locally the job's image stays too.
+    let local_deleted = local["deleted_images"].to_string();
+    assert!(
+        !local_deleted.contains(generations[0]["tag"].as_str().unwrap()),
+        "{local_deleted}"
+    );
+
+    // The registry's own collection, with the registry stopped, then everything kept pulls.
+    let before = reg.storage_bytes();
+    reg.stop();
+    reg.garbage_collect();
+    reg.restart();
+    assert!(
+        reg.storage_bytes() < before,
+        "the registry collector freed nothing"
+    );
+    for (i, kept) in [&generations[0], &generations[2], &pushed]
+        .into_iter()
+        .enumerate()
+    {
+        assert_pullable(&image(kept), world.dir.path(), &format!("kept{i}"));
+    }
+    let gone = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{}", image(&generations[1])))
+        .output()
+        .unwrap();
+    assert!(!gone.status.success(), "the deleted image still resolves");
+}

@@ -47,6 +47,8 @@ pub enum AgentError {
     Metrics(#[from] crate::metrics::MetricsError),
     #[error(transparent)]
     Index(#[from] strata_cache::index::IndexError),
+    #[error(transparent)]
+    Store(#[from] strata_cache::layout::StoreError),
 }
 
 impl From<crate::launcher::LaunchError> for AgentError {
@@ -178,10 +180,20 @@ impl Agent {
             }
             let key = attempt_key(&job);
             known.insert(key.clone());
-            if !containers.contains_key(&key) {
-                // Admitted, never started: nothing ran, so it simply waits again.
-                self.jobs
-                    .transition(&job.id, JobState::Running, Change::NotStarted, t)?;
+            match containers.get(&key) {
+                None | Some(ContainerState::Absent) => {
+                    // Admitted, never started (at most a job directory of a launch cut
+                    // short before its supervisor existed): nothing ran, so it waits again,
+                    // under the same attempt key, which must be free for its launch.
+                    if containers.contains_key(&key) {
+                        if let Err(e) = self.launcher.cleanup(&key) {
+                            tracing::warn!("cleaning up the cut-short launch {key}: {e}");
+                        }
+                    }
+                    self.jobs
+                        .transition(&job.id, JobState::Running, Change::NotStarted, t)?;
+                }
+                Some(_) => {}
             }
         }
         // Containers of jobs that already ended (or that nobody knows): clean them up.
@@ -308,22 +320,12 @@ impl Agent {
 
     /// The job holds its image (manifest, config, layers) until it ends, then is Ready.
     fn resolved(&mut self, id: &JobId, from: JobState, digest: &Digest) -> Result<(), AgentError> {
-        let mut digests = vec![digest.clone()];
-        if let Ok(bytes) = self.home.store.read_blob(digest) {
-            if let Ok(ManifestDocument::Image(m)) = ManifestDocument::parse(&bytes) {
-                digests.push(m.config.digest.clone());
-                digests.extend(m.layers.iter().map(|l| l.digest.clone()));
-            }
-        }
-        let holder = lease_holder(id);
-        self.home.index.release_leases_of(&holder)?;
-        let lease = self.home.index.create_lease(&holder, LeaseOwner::Manual)?;
-        self.home.index.add_lease_refs(&lease, &digests)?;
+        hold_image(&self.home, id, digest)?;
         let change = Change::Resolved {
             image: digest.clone(),
         };
         if !self.jobs.transition(id, from, change, now())? {
-            self.home.index.release_leases_of(&holder)?;
+            self.home.index.release_leases_of(&lease_holder(id))?;
         }
         Ok(())
     }
@@ -508,6 +510,24 @@ fn outcome_of(exit: &ExitOutcome, cause: EndCause, job: &Job) -> Outcome {
         oom_killed: exit.oom_killed,
         reason,
     }
+}
+
+/// Leases a job's image (manifest, config, layers) for as long as the job is unfinished:
+/// GC, local or in a registry, never takes it. Replaces an earlier lease of the job.
+pub fn hold_image(home: &Home, id: &JobId, digest: &Digest) -> Result<(), AgentError> {
+    let mut digests = vec![digest.clone()];
+    if let Ok(bytes) = home.store.read_blob(digest) {
+        if let Ok(ManifestDocument::Image(m)) = ManifestDocument::parse(&bytes) {
+            digests.push(m.config.digest.clone());
+            digests.extend(m.layers.iter().map(|l| l.digest.clone()));
+        }
+    }
+    let holder = lease_holder(id);
+    let _gc = home.store.gc_lock_shared()?;
+    home.index.release_leases_of(&holder)?;
+    let lease = home.index.create_lease(&holder, LeaseOwner::Manual)?;
+    home.index.add_lease_refs(&lease, &digests)?;
+    Ok(())
 }
 
 /// Jobs with the same key share one build.

@@ -8,10 +8,11 @@ use strata_builder::base::BaseRef;
 use strata_builder::build::{self, BuildOptions};
 use strata_builder::home::Home;
 use strata_builder::layers::DEFAULT_LAYER_LIMIT;
+use strata_cache::catalog::Catalog;
 use strata_config::Config;
 
 use crate::admit::Scheduler;
-use crate::agent::{error_chain, log_path};
+use crate::agent::{error_chain, hold_image, log_path};
 use crate::config::SchedulerConfig;
 use crate::explain::JobView;
 use crate::job::{EnvOptions, Environment, JobId, JobState, NewJob};
@@ -86,7 +87,26 @@ impl Client {
             *path = absolute;
             *spec_digest = Some(self.spec_digest(path, options)?);
         }
-        Ok(self.jobs.submit(&self.config, job, now())?)
+        // An image job is resolved now: it is Ready at once and holds its image from the
+        // start (a queued job keeps what it references from GC).
+        let home = Home::open(&self.root).map_err(|e| ClientError::Environment(error_chain(&e)))?;
+        if let Some(Environment::Image { reference }) = &job.environment {
+            let catalog = Catalog::load(&home.store, &home.index)
+                .map_err(|e| ClientError::Environment(error_chain(&e)))?;
+            let Some(image) = catalog.find(reference) else {
+                return Err(ClientError::Environment(format!(
+                    "no image {reference:?} in the local store (strata images lists them; strata pull fetches one)"
+                )));
+            };
+            job.image_digest = Some(image.digest.clone());
+        }
+        let digest = job.image_digest.clone();
+        let id = self.jobs.submit(&self.config, job, now())?;
+        if let Some(digest) = digest {
+            hold_image(&home, &id, &digest)
+                .map_err(|e| ClientError::Environment(error_chain(&e)))?;
+        }
+        Ok(id)
     }
 
     fn spec_digest(

@@ -14,6 +14,7 @@ pub mod explain;
 pub mod fairshare;
 pub mod job;
 pub mod jobstore;
+pub mod kube;
 pub mod launcher;
 pub mod metrics;
 pub mod order;

@@ -487,3 +487,192 @@ fn concurrent_extractions_of_one_layer_unpack_it_once() {
     assert_eq!(cache.extraction_count().unwrap(), 1);
     assert!(cache.layer_dir(&layer).join("usr/bin").is_dir());
 }
+
+// ---- crash recovery: an outcome is lost only when the supervisor itself is gone ----
+
+/// Set in the environment of a copy of this test binary that plays the agent.
+const CHILD_ROLE: &str = "STRATA_TEST_LAUNCHING_AGENT";
+
+/// The "agent" of the crash tests: this test binary again, running only
+/// [`launching_agent_role`], which launches one job on `env`'s home and returns (its process
+/// exits) or is killed mid-launch. The job's supervisor is then no child of the test.
+fn launching_agent(env: &fixture::Env, job: &str, command: &[&str]) -> std::process::Command {
+    let req = env.request(job, command);
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary"));
+    cmd.args([
+        "--exact",
+        "launching_agent_role",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_ROLE, "1")
+    .env("STRATA_TEST_CHILD_HOME", env.home())
+    .env("STRATA_TEST_CHILD_IMAGE", env.image.to_string())
+    .env("STRATA_TEST_CHILD_JOB", job)
+    .env(
+        "STRATA_TEST_CHILD_COMMAND",
+        serde_json::to_string(&req.command).expect("json"),
+    )
+    .stdout(std::process::Stdio::null());
+    cmd
+}
+
+/// Does nothing in a normal test run; see [`launching_agent`].
+#[test]
+fn launching_agent_role() {
+    if std::env::var_os(CHILD_ROLE).is_none() {
+        return;
+    }
+    let var = |name: &str| std::env::var(name).expect(name);
+    let home = std::path::PathBuf::from(var("STRATA_TEST_CHILD_HOME"));
+    let store = strata_cache::layout::Store::open(&home.join("oci"), &home.join("tmp"))
+        .expect("open store");
+    let launcher = strata_scheduler::launcher::LocalLauncher::new(&home, store).expect("launcher");
+    let job = var("STRATA_TEST_CHILD_JOB");
+    let req = strata_scheduler::launcher::LaunchRequest {
+        job_id: job.clone(),
+        image: var("STRATA_TEST_CHILD_IMAGE").parse().expect("digest"),
+        command: serde_json::from_str(&var("STRATA_TEST_CHILD_COMMAND")).expect("command"),
+        env: vec![],
+        cwd: None,
+        limits: Limits::default(),
+        gpus: vec![],
+        network: false,
+        log_path: home.join("logs").join(format!("{job}.log")),
+    };
+    launcher.launch(&req).expect("launch");
+}
+
+/// Waits (bounded) until `done` holds.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < LONG, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+/// The race seen after an agent restart: the job's process has ended (a zombie, runc says
+/// "stopped") but its supervisor, no child of the asking process, has not written the
+/// status yet. That is not a lost status: the job is Pending until the status is there.
+#[test]
+fn a_job_that_ended_before_its_status_was_written_is_pending_not_lost() {
+    if !can_run_containers() {
+        return;
+    }
+    let env = env();
+    let job = "late-status";
+    // The job ends when the test says so, by creating /go in its root.
+    let script = "while [ ! -e /go ]; do sleep 0.02; done; exit 7";
+    let status = launching_agent(&env, job, &["sh", "-c", script])
+        .status()
+        .expect("run the launching agent");
+    assert!(status.success(), "the launching agent failed: {status}");
+    let dir = env.home().join("run/jobs").join(job);
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("job.json")).expect("job.json"))
+            .expect("job.json is JSON");
+    let supervisor = record["supervisor"].as_i64().expect("supervisor pid") as i32;
+    let pid = record["pid"].as_i64().expect("job pid") as i32;
+
+    // Hold the supervisor between the job's exit and its status write.
+    // SAFETY: kill(2) on a pid read from the job record of the job this test started.
+    assert_eq!(unsafe { libc::kill(supervisor, libc::SIGSTOP) }, 0);
+    eventually("the supervisor to stop", || {
+        proc_state(supervisor) == Some('T')
+    });
+    std::fs::write(dir.join("rootfs/go"), b"").expect("write /go into the job's root");
+    eventually("the job's process to end", || {
+        matches!(proc_state(pid), Some('Z') | None)
+    });
+
+    let launcher = env.launcher();
+    assert_eq!(launcher.state(job).unwrap(), ContainerState::Pending);
+    assert_eq!(launcher.poll(job).unwrap(), None);
+    let listed = launcher.list().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].state, ContainerState::Pending);
+
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(supervisor, libc::SIGCONT) }, 0);
+    let outcome = launcher.wait(job, LONG).unwrap().expect("ended");
+    assert!(outcome.status_known, "{outcome:?}");
+    assert_eq!(outcome.exit_code, Some(7));
+    launcher.cleanup(job).unwrap();
+    assert_gone(&env, job, pid);
+}
+
+/// The agent is killed while `runc run` creates the container: the supervisor reports into
+/// a pipe nobody reads any more. It must live on (no SIGPIPE death) and record the status.
+#[test]
+fn an_agent_killed_mid_launch_loses_no_exit_status() {
+    if !can_run_containers() {
+        return;
+    }
+    let env = env();
+    let job = "cut-short";
+    // A runc that waits at `run` until the test opens the gate.
+    let gate = env.home().join("gate");
+    let wrapper = env.home().join("runc-gated");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = run ]; then\n    touch '{g}.waiting'\n    while [ ! -e '{g}.open' ]; do sleep 0.02; done\n  fi\ndone\nexec runc \"$@\"\n",
+            g = gate.display()
+        ),
+    )
+    .expect("write the runc wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod the runc wrapper");
+    let mut agent = launching_agent(&env, job, &["sh", "-c", "echo ran; exit 7"])
+        .env("STRATA_RUNC", &wrapper)
+        .spawn()
+        .expect("start the launching agent");
+    let waiting = gate.with_extension("waiting");
+    eventually("runc run to start", || waiting.exists());
+    agent.kill().expect("SIGKILL the launching agent");
+    agent.wait().expect("reap the launching agent");
+    std::fs::write(gate.with_extension("open"), b"").expect("open the gate");
+
+    let launcher = env.launcher();
+    let outcome = launcher.wait(job, LONG).unwrap().expect("ended");
+    assert!(outcome.status_known, "{outcome:?}");
+    assert_eq!(outcome.exit_code, Some(7));
+    assert!(read_log(&env.log(job)).contains("ran"));
+    launcher.cleanup(job).unwrap();
+    assert_gone(&env, job, 0);
+}
+
+/// A launch cut short before its supervisor existed leaves a job directory and nothing
+/// else: nothing ran, so it is Absent (not a job whose status was lost), and cleanup frees
+/// the id.
+#[test]
+fn a_job_directory_without_a_supervisor_is_absent_and_cleaned_up() {
+    if !can_run_containers() {
+        return;
+    }
+    let env = env();
+    let launcher = env.launcher();
+    std::fs::create_dir_all(env.home().join("run/jobs/half")).unwrap();
+    let listed = launcher.list().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].state, ContainerState::Absent);
+    launcher.cleanup("half").unwrap();
+    assert!(launcher.list().unwrap().is_empty());
+    launcher
+        .launch(&env.request("half", &["true"]))
+        .expect("the id is free again");
+    assert_eq!(
+        launcher.wait("half", LONG).unwrap().unwrap().exit_code,
+        Some(0)
+    );
+    launcher.cleanup("half").unwrap();
+}

@@ -154,11 +154,17 @@ impl KubeSettings {
 
     /// The namespace of a queue's jobs.
     pub fn namespace<'a>(&'a self, queue: &'a str) -> &'a str {
-        self.namespaces.get(queue).map(String::as_str).unwrap_or(queue)
+        self.namespaces
+            .get(queue)
+            .map(String::as_str)
+            .unwrap_or(queue)
     }
 
     /// The namespaces of these queues, each once.
-    pub fn namespaces_of<'a>(&'a self, queues: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    pub fn namespaces_of<'a>(
+        &'a self,
+        queues: impl IntoIterator<Item = &'a str>,
+    ) -> BTreeSet<String> {
         queues
             .into_iter()
             .map(|q| self.namespace(q).to_string())
@@ -188,15 +194,15 @@ fn resolve(section: Section) -> Result<KubeSettings, KubeSettingsError> {
     let ttl = section
         .ttl_seconds_after_finished
         .unwrap_or(i64::from(DEFAULT_TTL_SECONDS));
-    let ttl = i32::try_from(ttl)
-        .ok()
-        .filter(|t| *t >= 0)
-        .ok_or_else(|| {
-            invalid(
-                "kubernetes.ttl_seconds_after_finished",
-                format!("{ttl} is not a number of seconds between 0 and {}", i32::MAX),
-            )
-        })?;
+    let ttl = i32::try_from(ttl).ok().filter(|t| *t >= 0).ok_or_else(|| {
+        invalid(
+            "kubernetes.ttl_seconds_after_finished",
+            format!(
+                "{ttl} is not a number of seconds between 0 and {}",
+                i32::MAX
+            ),
+        )
+    })?;
     if let Some(registry) = &section.registry {
         check_registry(registry)?;
     }
@@ -295,7 +301,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("strata.toml");
         let text = section.replace("[pools", "[kubernetes.pools");
-        let text = text.replace("[tiers", "[kubernetes.tiers").replace("[queues", "[kubernetes.queues");
+        let text = text
+            .replace("[tiers", "[kubernetes.tiers")
+            .replace("[queues", "[kubernetes.queues");
         std::fs::write(&file, format!("[kubernetes]\n{text}")).unwrap();
         KubeSettings::from_config(&Config::from_file(&file).unwrap())
     }
@@ -331,11 +339,23 @@ namespace = "ml-a"
     #[test]
     fn bad_values_name_their_key() {
         for (text, key) in [
-            ("in_cluster = true\nkubeconfig = \"x\"", "kubernetes.in_cluster"),
+            (
+                "in_cluster = true\nkubeconfig = \"x\"",
+                "kubernetes.in_cluster",
+            ),
             ("registry = \"reg:5000\"", "kubernetes.registry"),
-            ("ttl_seconds_after_finished = -1", "kubernetes.ttl_seconds_after_finished"),
-            ("[queues.q]\nnamespace = \"Team_A\"", "kubernetes.queues.q.namespace"),
-            ("[pools.p]\nnode_selector = {}", "kubernetes.pools.p.node_selector"),
+            (
+                "ttl_seconds_after_finished = -1",
+                "kubernetes.ttl_seconds_after_finished",
+            ),
+            (
+                "[queues.q]\nnamespace = \"Team_A\"",
+                "kubernetes.queues.q.namespace",
+            ),
+            (
+                "[pools.p]\nnode_selector = {}",
+                "kubernetes.pools.p.node_selector",
+            ),
             (
                 "[tiers.t]\ntolerations = [{ operator = \"Maybe\" }]",
                 "kubernetes.tiers.t.tolerations[0].operator",

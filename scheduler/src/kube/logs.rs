@@ -34,14 +34,23 @@ pub fn parse_log_line(line: &str) -> LogLine<'_> {
     let line = line.strip_suffix('\r').unwrap_or(line);
     if let Some((first, rest)) = line.split_once(' ') {
         if let Ok(at) = first.parse::<Timestamp>() {
-            return LogLine { at: Some(at), text: rest };
+            return LogLine {
+                at: Some(at),
+                text: rest,
+            };
         }
     }
     if let Ok(at) = line.parse::<Timestamp>() {
         // An empty line: only the timestamp.
-        return LogLine { at: Some(at), text: "" };
+        return LogLine {
+            at: Some(at),
+            text: "",
+        };
     }
-    LogLine { at: None, text: line }
+    LogLine {
+        at: None,
+        text: line,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +143,10 @@ impl LogWriter {
 }
 
 fn cursor_path(log: &Path) -> PathBuf {
-    let mut name = log.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = log
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".kube-cursor");
     log.with_file_name(name)
 }
@@ -208,11 +220,17 @@ mod tests {
         let metric = parse_log_line(
             "2024-05-01T10:00:01Z strata:metric {\"name\": \"loss\", \"value\": 0.31}",
         );
-        assert_eq!(metric.text, "strata:metric {\"name\": \"loss\", \"value\": 0.31}");
+        assert_eq!(
+            metric.text,
+            "strata:metric {\"name\": \"loss\", \"value\": 0.31}"
+        );
         assert_eq!(parse_log_line("2024-05-01T10:00:02Z").text, "");
         let plain = parse_log_line("no timestamp here");
         assert_eq!((plain.at, plain.text), (None, "no timestamp here"));
-        assert_eq!(parse_log_line("2024-05-01T10:00:03Z  two spaces").text, " two spaces");
+        assert_eq!(
+            parse_log_line("2024-05-01T10:00:03Z  two spaces").text,
+            " two spaces"
+        );
     }
 
     #[test]

@@ -251,7 +251,10 @@ mod tests {
         assert_eq!(label_value(""), "");
         let long = label_value(&"a".repeat(100));
         assert_eq!(long.len(), 63);
-        assert_eq!(label_value(&format!("{}.-", "b".repeat(62))), "b".repeat(62));
+        assert_eq!(
+            label_value(&format!("{}.-", "b".repeat(62))),
+            "b".repeat(62)
+        );
     }
 
     #[test]

@@ -103,7 +103,10 @@ pub fn registry_of(image: &str) -> &str {
     }
 }
 
-fn job_condition<'a>(job: &'a K8sJob, type_: &str) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+fn job_condition<'a>(
+    job: &'a K8sJob,
+    type_: &str,
+) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
     job.status
         .as_ref()?
         .conditions
@@ -140,11 +143,17 @@ pub fn classify(job: Option<&K8sJob>, pods: &[&Pod]) -> AttemptStatus {
             let outcome = Outcome {
                 reason: Some(format!(
                     "timed out: {}",
-                    c.message.as_deref().unwrap_or("the job ran longer than its time limit")
+                    c.message
+                        .as_deref()
+                        .unwrap_or("the job ran longer than its time limit")
                 )),
                 ..Outcome::default()
             };
-            return AttemptStatus::Finished(KubeOutcome::new(EndKind::DeadlineExceeded, outcome, node));
+            return AttemptStatus::Finished(KubeOutcome::new(
+                EndKind::DeadlineExceeded,
+                outcome,
+                node,
+            ));
         }
     }
     for pod in pods {
@@ -163,7 +172,9 @@ pub fn classify(job: Option<&K8sJob>, pods: &[&Pod]) -> AttemptStatus {
     if let Some(end) = job.and_then(|j| job_end_without_pods(j, node.clone())) {
         return AttemptStatus::Finished(end);
     }
-    let live = pods.iter().find(|p| !matches!(phase(p), "Succeeded" | "Failed"));
+    let live = pods
+        .iter()
+        .find(|p| !matches!(phase(p), "Succeeded" | "Failed"));
     match live {
         Some(pod) => {
             let name = pod.name_any();
@@ -209,7 +220,11 @@ fn pod_end(pod: &Pod) -> Option<KubeOutcome> {
             oom_killed: oom,
             reason,
         };
-        let kind = if oom { EndKind::OomKilled } else { EndKind::Exited };
+        let kind = if oom {
+            EndKind::OomKilled
+        } else {
+            EndKind::Exited
+        };
         return Some(KubeOutcome::new(kind, outcome, node));
     }
     match phase(pod) {
@@ -255,7 +270,10 @@ fn image_pull_failure(pod: &Pod) -> Option<KubeOutcome> {
         .and_then(|s| s.containers.iter().find(|c| c.name == CONTAINER))
         .and_then(|c| c.image.clone())
         .unwrap_or_else(|| status.image.clone());
-    let detail = waiting.message.as_deref().unwrap_or("no message from the kubelet");
+    let detail = waiting
+        .message
+        .as_deref()
+        .unwrap_or("no message from the kubelet");
     let outcome = Outcome {
         reason: Some(format!(
             "{reason}: image {image} could not be pulled from registry {}: {detail}; check that it was pushed there (strata build --push) and that the cluster's nodes may pull from it",
@@ -280,7 +298,10 @@ fn unschedulable(pod: &Pod) -> Option<KubeOutcome> {
     let outcome = Outcome {
         reason: Some(format!(
             "unschedulable: {}",
-            condition.message.as_deref().unwrap_or("no node can take the pod")
+            condition
+                .message
+                .as_deref()
+                .unwrap_or("no node can take the pod")
         )),
         ..Outcome::default()
     };
@@ -416,7 +437,11 @@ impl WatchState {
     }
 
     /// Waits until `check` gives a value or `timeout` passes; woken by every change.
-    pub async fn wait_for<T>(&self, timeout: Duration, mut check: impl FnMut(&WatchState) -> Option<T>) -> Option<T> {
+    pub async fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&WatchState) -> Option<T>,
+    ) -> Option<T> {
         let mut rx = self.generation.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -424,7 +449,10 @@ impl WatchState {
             if let Some(value) = check(self) {
                 return Some(value);
             }
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
                 return check(self);
             }
         }
@@ -443,7 +471,9 @@ impl WatchState {
             AttemptStatus::Finished(end) => {
                 tracked.ended = Some(end.clone());
                 // A pod that ran and ended before we saw it running: fetch its logs too.
-                pods.iter().find(|p| node_of(p).is_some()).map(|p| p.name_any())
+                pods.iter()
+                    .find(|p| node_of(p).is_some())
+                    .map(|p| p.name_any())
             }
             AttemptStatus::Running { pod, .. } => Some(pod.clone()),
             _ => None,
@@ -459,8 +489,16 @@ impl WatchState {
             .get(&pod)
             .and_then(|p| p.namespace())
             .unwrap_or_default();
-        let job_id = key.rsplit_once("-a").map(|(j, _)| j).unwrap_or(key).to_string();
-        let tx = self.started.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let job_id = key
+            .rsplit_once("-a")
+            .map(|(j, _)| j)
+            .unwrap_or(key)
+            .to_string();
+        let tx = self
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         if let Some(tx) = tx {
             let _ = tx.send(PodStarted {
                 key: key.to_string(),
@@ -563,7 +601,12 @@ impl WatchState {
             return;
         };
         let name = pod.name_any();
-        inner.attempts.entry(key.clone()).or_default().pods.insert(name, pod);
+        inner
+            .attempts
+            .entry(key.clone())
+            .or_default()
+            .pods
+            .insert(name, pod);
         self.settle(inner, &key);
     }
 

@@ -5,8 +5,14 @@
 //! - `rootfs/<layer hex>/` layers unpacked once, shared by all jobs ([`rootfs`]);
 //! - `run/runc/` runc's state root (strata's containers apart from anyone else's);
 //! - `run/jobs/<job id>/` one job: `config.json`, the overlay (`l/`, `upper/`, `work/`,
-//!   `rootfs/`), `job.json`, runc's pid file and log, and `status`, written by the job's
-//!   supervisor when the container's process ends (see [`runc::spawn_supervised`]).
+//!   `rootfs/`), `job.json`, runc's pid file and log, `status`, written by the job's
+//!   supervisor when the container's process ends (see [`runc::spawn_supervised`]), and
+//!   `supervisor.lock`, locked for as long as that supervisor lives.
+//!
+//! A job's outcome is "lost" only when its supervisor is gone without having written the
+//! status; while the supervisor lives, a job whose process ended is [`ContainerState::Pending`]
+//! however long the status takes, whichever process asks (the launching agent or a
+//! restarted one, to which the supervisor is no child).
 //!
 //! Container ids are `strata-<job id>`. The agent records a job's outcome (from
 //! [`LocalLauncher::poll`] or [`LocalLauncher::cancel`]) before calling
@@ -30,15 +36,13 @@ pub use rootfs::LayerCache;
 
 use bundle::BundleSpec;
 use overlay::OverlayDirs;
-use runc::{Runc, SuperviseFiles};
+use runc::{Runc, SuperviseFiles, SupervisorState};
 
 /// Prefix of the runc ids of strata's containers.
 pub const CONTAINER_PREFIX: &str = "strata-";
 const POLL: Duration = Duration::from_millis(25);
 /// How long a container may take to die after SIGKILL before we call it stuck.
 const KILL_WAIT: Duration = Duration::from_secs(10);
-/// How long the supervisor may take to write the status after the process is gone.
-const STATUS_WAIT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -165,9 +169,13 @@ impl ExitOutcome {
 pub enum ContainerState {
     /// Its process runs.
     Running { pid: i32 },
+    /// Its supervisor lives but has not recorded an outcome yet: the container is being
+    /// created, or its process just ended and the status is being written. Ask again.
+    Pending,
     /// Its process ended; the outcome is known (or marked unknown). Clean it up.
     Exited(ExitOutcome),
-    /// Nothing of it exists.
+    /// No container and no supervisor exist; at most a job directory of a launch that was
+    /// cut short before its supervisor started (nothing ran). Clean it up.
     Absent,
 }
 
@@ -419,6 +427,7 @@ impl LocalLauncher {
             status: dir.join("status"),
             status_tmp: dir.join("status.tmp"),
             runc_log: dir.join("runc.log"),
+            lock: dir.join("supervisor.lock"),
         }
     }
 
@@ -434,8 +443,8 @@ impl LocalLauncher {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// The job's state, asking runc and the job directory. Never blocks for long: a
-    /// process that just ended gets up to a few seconds for its status to be written.
+    /// The job's state, asking the job directory, runc and the supervisor's lock. Never
+    /// blocks: a process that ended before its supervisor wrote the status is `Pending`.
     pub fn state(&self, job_id: &str) -> Result<ContainerState, LaunchError> {
         validate_job_id(job_id)?;
         if let Some(outcome) = self.read_status(job_id) {
@@ -449,18 +458,36 @@ impl LocalLauncher {
                 return Ok(ContainerState::Running { pid });
             }
         }
-        if runc_state.is_none() && !self.job_dir(job_id).exists() {
-            return Ok(ContainerState::Absent);
+        match self.supervisor_state(job_id)? {
+            SupervisorState::Alive => Ok(ContainerState::Pending),
+            // Read again: the supervisor may have written the status and exited since the
+            // first read; once its lock is free, the status file is final.
+            SupervisorState::Gone => Ok(ContainerState::Exited(
+                self.read_status(job_id)
+                    .unwrap_or_else(|| lost_outcome(oom_killed(&cid))),
+            )),
+            // A container nobody supervised (not one of ours, or from before the lock).
+            SupervisorState::Never if runc_state.is_some() => {
+                Ok(ContainerState::Exited(lost_outcome(oom_killed(&cid))))
+            }
+            SupervisorState::Never => Ok(ContainerState::Absent),
         }
-        // Stopped (or a job directory without a container): the supervisor may be about
-        // to write the status.
-        Ok(ContainerState::Exited(self.await_status(job_id)))
     }
 
-    /// The outcome once the job's process has ended, `None` while it runs.
+    fn supervisor_state(&self, job_id: &str) -> Result<SupervisorState, LaunchError> {
+        let lock = self.job_dir(job_id).join("supervisor.lock");
+        runc::supervisor_state(&lock).map_err(|source| LaunchError::Io {
+            job: job_id.into(),
+            path: lock,
+            source,
+        })
+    }
+
+    /// The outcome once the job's process has ended and its status is recorded, `None`
+    /// while it runs (or its supervisor is still writing the status).
     pub fn poll(&self, job_id: &str) -> Result<Option<ExitOutcome>, LaunchError> {
         match self.state(job_id)? {
-            ContainerState::Running { .. } => Ok(None),
+            ContainerState::Running { .. } | ContainerState::Pending => Ok(None),
             ContainerState::Exited(outcome) => Ok(Some(outcome)),
             ContainerState::Absent => Ok(Some(lost_outcome(false))),
         }
@@ -477,8 +504,11 @@ impl LocalLauncher {
             if let Some(outcome) = self.read_status(job_id) {
                 return Ok(Some(outcome));
             }
+            // The /proc check is cheap; ask runc and the lock only once the process is gone.
             if !self.process_alive(job_id) {
-                return self.poll(job_id);
+                if let Some(outcome) = self.poll(job_id)? {
+                    return Ok(Some(outcome));
+                }
             }
             if Instant::now() >= deadline {
                 return Ok(None);
@@ -497,7 +527,7 @@ impl LocalLauncher {
             job: job_id.into(),
             source,
         };
-        if let ContainerState::Running { .. } = self.state(job_id)? {
+        if let ContainerState::Running { .. } | ContainerState::Pending = self.state(job_id)? {
             self.runc.kill_all(&cid, "TERM").map_err(runc_err)?;
             if self.wait(job_id, grace)?.is_none() {
                 self.runc.kill_all(&cid, "KILL").map_err(runc_err)?;
@@ -643,24 +673,6 @@ impl LocalLauncher {
             _ => lost_outcome(oom_killed),
         })
     }
-
-    fn await_status(&self, job_id: &str) -> ExitOutcome {
-        let deadline = Instant::now() + STATUS_WAIT;
-        let supervisor = self.record(job_id).map(|r| r.supervisor);
-        loop {
-            if let Some(outcome) = self.read_status(job_id) {
-                return outcome;
-            }
-            let supervisor_alive = supervisor.is_some_and(|pid| {
-                // A supervisor of ours that exited is a zombie until reaped: reap it.
-                !runc::reap(pid) && pid_alive(pid)
-            });
-            if !supervisor_alive || Instant::now() >= deadline {
-                return lost_outcome(oom_killed(&Self::container_id(job_id)));
-            }
-            std::thread::sleep(POLL);
-        }
-    }
 }
 
 fn lost_outcome(oom_killed: bool) -> ExitOutcome {
@@ -745,10 +757,6 @@ fn pid_is(pid: i32, start_time: u64) -> bool {
         return false;
     }
     start_time == 0 || proc_start_time(pid) == Some(start_time)
-}
-
-fn pid_alive(pid: i32) -> bool {
-    pid > 0 && proc_state(pid).is_some_and(|s| s != 'Z' && s != 'X')
 }
 
 #[cfg(test)]

@@ -184,6 +184,59 @@ pub struct SuperviseFiles {
     pub status_tmp: PathBuf,
     /// runc's own log (`--log`), JSON lines, read to explain a failed start.
     pub runc_log: PathBuf,
+    /// Locked (`flock`) by the supervisor from before it exists until it exits: see
+    /// [`supervisor_state`].
+    pub lock: PathBuf,
+}
+
+/// Whether a job's supervisor can still record its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SupervisorState {
+    /// No supervisor was ever started for this job (no lock file).
+    Never,
+    /// It runs: the status is either written already or will be.
+    Alive,
+    /// It exited (or was killed): whatever status it wrote is all there will be.
+    Gone,
+}
+
+/// Asks the supervisor's lock. Unlike a pid, the lock cannot be mistaken for another
+/// process, is not fooled by a zombie, and works whether or not the supervisor is a child
+/// of this process (it is not after an agent restart, and PID 1 may never reap it). The
+/// kernel drops the lock when the supervisor's last descriptor closes, i.e. at its exit,
+/// after the status was renamed into place.
+pub fn supervisor_state(lock: &Path) -> io::Result<SupervisorState> {
+    let file = match std::fs::File::open(lock) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(SupervisorState::Never),
+        Err(e) => return Err(e),
+    };
+    // Shared, so that two processes asking at once do not see each other as the supervisor.
+    // SAFETY: flock on a descriptor we own; LOCK_NB never blocks.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+        // Dropping `file` releases our probe lock.
+        return Ok(SupervisorState::Gone);
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        return Ok(SupervisorState::Alive);
+    }
+    Err(err)
+}
+
+/// Creates and locks the supervisor's lock file. The descriptor is inherited by the forked
+/// supervisor, so the lock is held without a gap from before the fork until it exits.
+fn take_lock(path: &Path) -> io::Result<OwnedFd> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    // SAFETY: flock on a descriptor we own; LOCK_NB never blocks.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(OwnedFd::from(file))
 }
 
 /// What the supervisor reported once `runc run --detach` returned.
@@ -249,6 +302,7 @@ pub fn spawn_supervised(
         .write(true)
         .open("/dev/null")
         .map_err(sup_err)?;
+    let lock = take_lock(&files.lock).map_err(sup_err)?;
     let (read_end, write_end) = pipe().map_err(sup_err)?;
     let argv: Vec<*const libc::c_char> = plan
         .argv
@@ -277,10 +331,13 @@ pub fn spawn_supervised(
                 devnull.as_raw_fd(),
                 log.as_raw_fd(),
                 write_end.as_raw_fd(),
+                lock.as_raw_fd(),
             )
         }
     }
     drop(write_end);
+    // The supervisor's copy keeps the lock (flock belongs to the open file description).
+    drop(lock);
     let mut report = [0u8; 8];
     let mut reader = std::fs::File::from(read_end);
     if let Err(source) = reader.read_exact(&mut report) {
@@ -354,6 +411,7 @@ pub fn reap(pid: i32) -> bool {
 }
 
 const REPORT_FD: i32 = 3;
+const LOCK_FD: i32 = 4;
 
 /// The supervisor. Runs in the forked child; never returns.
 ///
@@ -366,18 +424,26 @@ unsafe fn supervise(
     devnull: i32,
     log: i32,
     report: i32,
+    lock: i32,
 ) -> ! {
     libc::setsid();
     libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     // Standard descriptors: stdin /dev/null, stdout and stderr the job's log. Then the
-    // report pipe at 3 and nothing else: the agent's other files (its database, sockets)
-    // must not stay open for as long as the job runs.
+    // report pipe at 3, the lock at 4 and nothing else: the agent's other files (its
+    // database, sockets) must not stay open for as long as the job runs.
+    // First copy every source above the targets, so that no dup2 below overwrites a
+    // source not yet moved, whatever numbers the descriptors had.
+    let [devnull, log, report, lock] =
+        [devnull, log, report, lock].map(|fd| libc::fcntl(fd, libc::F_DUPFD, LOCK_FD + 1));
     libc::dup2(devnull, 0);
     libc::dup2(log, 1);
     libc::dup2(log, 2);
     libc::dup2(report, REPORT_FD);
-    libc::syscall(libc::SYS_close_range, REPORT_FD + 1, u32::MAX, 0);
+    libc::dup2(lock, LOCK_FD);
+    libc::syscall(libc::SYS_close_range, LOCK_FD + 1, u32::MAX, 0);
     libc::fcntl(REPORT_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+    // runc and the job must not hold the lock: it says "the supervisor lives".
+    libc::fcntl(LOCK_FD, libc::F_SETFD, libc::FD_CLOEXEC);
     // Rust ignores SIGPIPE and a runtime may block signals; the job must not inherit that.
     let mut empty: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut empty);
@@ -389,6 +455,10 @@ unsafe fn supervise(
         libc::execve(plan.runc.as_ptr(), argv.as_ptr(), envp.as_ptr());
         libc::_exit(127);
     }
+    // From here on the agent may be gone (killed while runc ran): reporting into its closed
+    // pipe must fail with EPIPE, not kill the supervisor by SIGPIPE, or the job would run
+    // on with nobody to record its status. Set after the fork: the job keeps SIG_DFL.
+    libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     let mut runc_status: i32 = if runc_pid < 0 { 127 << 8 } else { 0 };
     if runc_pid > 0 {
         while libc::waitpid(runc_pid, &mut runc_status, 0) < 0 && errno() == libc::EINTR {}
