@@ -198,3 +198,23 @@ fn base_image_from_a_registry_gives_the_same_image_as_from_a_layout() {
     let again: Value = serde_json::from_slice(&world.strata(&args).stdout).unwrap();
     assert_eq!(again["cache"], "hit");
 }
+
+#[test]
+fn a_hit_with_push_costs_one_manifest_head() {
+    let reg = TestRegistry::start();
+    let world = World::new();
+    let direct = format!("{}/team/env", reg.addr());
+    world.build_ok(&requirements("shared-a.txt"), &["--push", &direct]);
+    // The same build through a counting proxy: a hit, already pushed.
+    let proxy = FaultProxy::start(&reg.addr(), None);
+    let via_proxy = format!("{}/team/env", proxy.addr());
+    let again = world.build_ok(&requirements("shared-a.txt"), &["--push", &via_proxy]);
+    assert_eq!(again["cache"], "hit");
+    assert_eq!(again["bytes_uploaded"], 0);
+    let sent = proxy.client_bytes();
+    // One HEAD request is a few hundred bytes; a second request, or any upload, is more.
+    assert!(
+        sent > 0 && sent < 600,
+        "the hit sent {sent} bytes to the registry"
+    );
+}

@@ -304,6 +304,25 @@ impl Index {
         })
     }
 
+    /// Records that an image was used now (a job launched on it), wherever it is recorded:
+    /// the environments built into it and its pushes.
+    pub fn touch_manifest(&self, manifest: &Digest) -> Result<(), IndexError> {
+        let (m, t) = (manifest.to_string(), now());
+        self.conn
+            .execute(
+                "UPDATE env_index SET last_used_at = ?2 WHERE manifest_digest = ?1",
+                params![m, t],
+            )
+            .map_err(self.err())?;
+        self.conn
+            .execute(
+                "UPDATE pushes SET last_used_at = ?2 WHERE manifest_digest = ?1",
+                params![m, t],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
     /// Records that an environment was used now (a build hit, a pull, a launch).
     pub fn touch_env(&self, spec: &Digest) -> Result<(), IndexError> {
         self.conn

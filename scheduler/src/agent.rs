@@ -346,6 +346,10 @@ impl Agent {
         let Some(image) = job.image_digest.clone() else {
             return;
         };
+        // A launch is a use: retention keeps images that jobs run on.
+        if let Err(e) = self.home.index.touch_manifest(&image) {
+            tracing::warn!("recording the use of {image}: {e}");
+        }
         let network = self
             .config
             .queue(&job.queue)
