@@ -29,10 +29,12 @@ use strata_cache::manifest::ManifestDocument;
 use strata_cache::Digest;
 
 use crate::admit::Scheduler;
+use crate::backend::{attempt_key, Attempt, Backend, Ended};
 use crate::config::SchedulerConfig;
 use crate::job::{EndCause, EnvOptions, Environment, Job, JobId, JobState, Outcome};
 use crate::jobstore::{now, Change, JobFilter, JobStore};
-use crate::launcher::{ContainerState, ExitOutcome, LaunchRequest, Limits, LocalLauncher};
+use crate::kube::{BlockingKube, KubeSettings};
+use crate::launcher::LocalLauncher;
 use crate::metrics::MetricsStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,8 @@ pub enum AgentError {
     Index(#[from] strata_cache::index::IndexError),
     #[error(transparent)]
     Store(#[from] strata_cache::layout::StoreError),
+    #[error("kubernetes backend: {0}")]
+    Kube(String),
 }
 
 impl From<crate::launcher::LaunchError> for AgentError {
@@ -86,11 +90,6 @@ pub fn log_path(home: &Path, id: &JobId) -> PathBuf {
     home.join("logs").join(format!("{id}.log"))
 }
 
-/// The launcher's name for one attempt of a job (a retry is a new container).
-fn attempt_key(job: &Job) -> String {
-    format!("{}-a{}", job.id, job.attempt)
-}
-
 enum Event {
     Built {
         key: String,
@@ -102,9 +101,16 @@ enum Event {
     },
     Stopped {
         id: JobId,
-        cause: EndCause,
-        result: Result<ExitOutcome, String>,
+        result: Result<Ended, String>,
+        /// The attempt never ran (the cluster could not place it): it waits again.
+        requeue: bool,
     },
+}
+
+/// Which backend runs the containers.
+pub enum BackendChoice {
+    Local,
+    Kubernetes(KubeSettings),
 }
 
 pub struct Agent {
@@ -113,7 +119,7 @@ pub struct Agent {
     jobs: JobStore,
     scheduler: Scheduler,
     config: SchedulerConfig,
-    launcher: Arc<LocalLauncher>,
+    backend: Backend,
     metrics: MetricsStore,
     options: AgentOptions,
     events_tx: Sender<Event>,
@@ -127,14 +133,30 @@ pub struct Agent {
 impl Agent {
     pub fn new(
         root: &Path,
-        config: SchedulerConfig,
+        mut config: SchedulerConfig,
         options: AgentOptions,
+        choice: BackendChoice,
     ) -> Result<Agent, AgentError> {
         let home = Home::open(root)?;
         let db = root.join("strata.db");
         let jobs = JobStore::open(&db)?;
+        let backend = match choice {
+            BackendChoice::Local => {
+                Backend::Local(Arc::new(LocalLauncher::new(root, home.store.clone())?))
+            }
+            BackendChoice::Kubernetes(settings) => {
+                let queues = config.queues.keys().map(String::as_str);
+                let namespaces = settings.namespaces_of(queues);
+                let kube = BlockingKube::start(settings, root.to_path_buf(), namespaces)
+                    .map_err(|e| AgentError::Kube(error_chain(&e)))?;
+                // The cluster's nodes (allocatable, selected by pool label) are the capacity.
+                config.pools = kube
+                    .pools()
+                    .map_err(|e| AgentError::Kube(error_chain(&e)))?;
+                Backend::Kube(Arc::new(kube))
+            }
+        };
         let scheduler = Scheduler::load(&jobs, config.clone(), now())?;
-        let launcher = Arc::new(LocalLauncher::new(root, home.store.clone())?);
         let metrics = MetricsStore::open(&db)?;
         let (events_tx, events_rx) = channel();
         Ok(Agent {
@@ -143,7 +165,7 @@ impl Agent {
             jobs,
             scheduler,
             config,
-            launcher,
+            backend,
             metrics,
             options,
             events_tx,
@@ -151,10 +173,6 @@ impl Agent {
             building: HashSet::new(),
             busy: HashSet::new(),
         })
-    }
-
-    pub fn launcher(&self) -> &LocalLauncher {
-        &self.launcher
     }
 
     /// After a restart: builds in flight were lost (their jobs go back to the queue);
@@ -167,12 +185,8 @@ impl Agent {
                     .transition(&job.id, JobState::Resolving, Change::Requeue, t)?;
             }
         }
-        let containers: HashMap<String, ContainerState> = self
-            .launcher
-            .list()?
-            .into_iter()
-            .map(|c| (c.job_id, c.state))
-            .collect();
+        let attempts: HashMap<String, Attempt> =
+            self.backend.attempts().map_err(AgentError::Kube)?;
         let mut known = HashSet::new();
         for job in self.jobs.list(&JobFilter::unfinished())? {
             if job.state != JobState::Running {
@@ -180,15 +194,13 @@ impl Agent {
             }
             let key = attempt_key(&job);
             known.insert(key.clone());
-            match containers.get(&key) {
-                None | Some(ContainerState::Absent) => {
-                    // Admitted, never started (at most a job directory of a launch cut
-                    // short before its supervisor existed): nothing ran, so it waits again,
-                    // under the same attempt key, which must be free for its launch.
-                    if containers.contains_key(&key) {
-                        if let Err(e) = self.launcher.cleanup(&key) {
-                            tracing::warn!("cleaning up the cut-short launch {key}: {e}");
-                        }
+            match attempts.get(&key) {
+                None | Some(Attempt::NeverStarted) => {
+                    // Admitted, never started (at most the leftovers of a launch cut short
+                    // before its supervisor existed): nothing ran, so it waits again, under
+                    // the same attempt key, which must be free for its launch.
+                    if attempts.contains_key(&key) {
+                        self.backend.cleanup_key(&key);
                     }
                     self.jobs
                         .transition(&job.id, JobState::Running, Change::NotStarted, t)?;
@@ -196,11 +208,9 @@ impl Agent {
                 Some(_) => {}
             }
         }
-        // Containers of jobs that already ended (or that nobody knows): clean them up.
-        for key in containers.keys().filter(|k| !known.contains(*k)) {
-            if let Err(e) = self.launcher.cleanup(key) {
-                tracing::warn!("cleaning up leftover container {key}: {e}");
-            }
+        // Attempts of jobs that already ended (or that nobody knows): clean them up.
+        for key in attempts.keys().filter(|k| !known.contains(*k)) {
+            self.backend.cleanup_key(key);
         }
         self.scheduler.sync(&self.jobs)?;
         Ok(())
@@ -230,7 +240,11 @@ impl Agent {
             match event {
                 Event::Built { key, result } => self.on_built(&key, result)?,
                 Event::Launched { id, result } => self.on_launched(&id, result)?,
-                Event::Stopped { id, cause, result } => self.on_stopped(&id, cause, result)?,
+                Event::Stopped {
+                    id,
+                    result,
+                    requeue,
+                } => self.on_stopped(&id, result, requeue)?,
             }
         }
         Ok(())
@@ -355,38 +369,16 @@ impl Agent {
             .queue(&job.queue)
             .map(|q| q.network)
             .unwrap_or(false);
-        let request = LaunchRequest {
-            job_id: attempt_key(&job),
-            image,
-            command: job.command.clone(),
-            env: job
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            cwd: job.working_dir.clone(),
-            limits: Limits {
-                millicpus: Some(job.resources.millicpus),
-                memory_bytes: Some(job.resources.memory),
-                pids: Some(4096),
-            },
-            gpus: job.gpus.clone(),
-            network,
-            log_path: log_path(&self.root, &job.id),
-        };
         self.busy.insert(job.id.clone());
-        let launcher = Arc::clone(&self.launcher);
+        let backend = self.backend.clone();
         let tx = self.events_tx.clone();
-        let id = job.id.clone();
+        let root = self.root.clone();
         std::thread::spawn(move || {
-            if let Some(dir) = request.log_path.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            let result = launcher
-                .launch(&request)
-                .map(|r| r.container_id)
-                .map_err(|e| error_chain(&e));
-            let _ = tx.send(Event::Launched { id, result });
+            let result = backend.launch(&root, &job, network);
+            let _ = tx.send(Event::Launched {
+                id: job.id.clone(),
+                result,
+            });
         });
     }
 
@@ -426,41 +418,45 @@ impl Agent {
             if log.exists() {
                 self.metrics.ingest_log(job.id.as_str(), &log)?;
             }
-            let key = attempt_key(&job);
             if job.cancel_requested {
-                self.stop(&job, EndCause::Cancelled);
+                self.stop(&job, EndCause::Cancelled, false);
                 continue;
             }
             if job.deadline().is_some_and(|d| t >= d) {
-                self.stop(&job, EndCause::TimedOut);
+                self.stop(&job, EndCause::TimedOut, false);
                 continue;
             }
-            match self.launcher.poll(&key) {
-                Ok(Some(outcome)) => self.on_stopped(&job.id, EndCause::Exited, Ok(outcome))?,
-                Ok(None) => {}
-                Err(e) => tracing::warn!("polling job {}: {e}", job.id),
+            match self.backend.poll(&job) {
+                // The cluster could not place it: take it back; it waits again.
+                Some(ended) if ended.not_started => self.stop(&job, EndCause::Cancelled, true),
+                Some(ended) => self.on_stopped(&job.id, Ok(ended), false)?,
+                None => {}
             }
         }
         Ok(())
     }
 
     /// Stops a job on a worker thread (SIGTERM, grace, SIGKILL, confirmed gone).
-    fn stop(&mut self, job: &Job, cause: EndCause) {
+    fn stop(&mut self, job: &Job, cause: EndCause, requeue: bool) {
         self.busy.insert(job.id.clone());
-        let launcher = Arc::clone(&self.launcher);
+        let backend = self.backend.clone();
         let tx = self.events_tx.clone();
-        let (id, key, grace) = (job.id.clone(), attempt_key(job), self.options.grace);
+        let (job, grace) = (job.clone(), self.options.grace);
         std::thread::spawn(move || {
-            let result = launcher.cancel(&key, grace).map_err(|e| error_chain(&e));
-            let _ = tx.send(Event::Stopped { id, cause, result });
+            let result = backend.cancel(&job, cause, grace);
+            let _ = tx.send(Event::Stopped {
+                id: job.id.clone(),
+                result,
+                requeue,
+            });
         });
     }
 
     fn on_stopped(
         &mut self,
         id: &JobId,
-        cause: EndCause,
-        result: Result<ExitOutcome, String>,
+        result: Result<Ended, String>,
+        requeue: bool,
     ) -> Result<(), AgentError> {
         self.busy.remove(id);
         let Some(job) = self.jobs.get(id)? else {
@@ -470,18 +466,27 @@ impl Agent {
         if log.exists() {
             self.metrics.ingest_log(id.as_str(), &log)?;
         }
-        let outcome = match result {
-            Ok(exit) => outcome_of(&exit, cause, &job),
-            Err(reason) => Outcome {
-                reason: Some(format!("stopping failed: {reason}")),
-                ..Outcome::default()
-            },
+        if requeue && result.is_ok() {
+            self.backend.cleanup(&job);
+            self.jobs
+                .transition(id, JobState::Running, Change::NotStarted, now())?;
+            self.scheduler.release(id);
+            self.scheduler.sync(&self.jobs)?;
+            return Ok(());
+        }
+        let (cause, outcome) = match result {
+            Ok(ended) => (ended.cause, ended.outcome),
+            Err(reason) => (
+                EndCause::Exited,
+                Outcome {
+                    reason: Some(format!("stopping failed: {reason}")),
+                    ..Outcome::default()
+                },
+            ),
         };
         // The outcome is recorded first; only then is the container removed.
         self.end(id, cause, outcome)?;
-        if let Err(e) = self.launcher.cleanup(&attempt_key(&job)) {
-            tracing::warn!("cleaning up job {id}: {e}");
-        }
+        self.backend.cleanup(&job);
         Ok(())
     }
 
@@ -494,25 +499,6 @@ impl Agent {
         }
         self.scheduler.sync(&self.jobs)?;
         Ok(())
-    }
-}
-
-fn outcome_of(exit: &ExitOutcome, cause: EndCause, job: &Job) -> Outcome {
-    let reason = match cause {
-        EndCause::Cancelled => Some("cancelled".to_string()),
-        EndCause::TimedOut => Some(format!(
-            "timed out after {}",
-            crate::explain::human_duration(job.timeout_secs.unwrap_or(0) as i64)
-        )),
-        EndCause::Exited if exit.oom_killed => Some("killed: out of memory".to_string()),
-        EndCause::Exited if !exit.status_known => Some("exit status lost".to_string()),
-        EndCause::Exited => None,
-    };
-    Outcome {
-        exit_code: exit.exit_code,
-        signal: exit.signal,
-        oom_killed: exit.oom_killed,
-        reason,
     }
 }
 

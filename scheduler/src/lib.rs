@@ -8,6 +8,7 @@
 
 pub mod admit;
 pub mod agent;
+pub mod backend;
 pub mod client;
 pub mod config;
 pub mod explain;

@@ -6,7 +6,7 @@
 mod kube_support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job as K8sJob;
@@ -15,6 +15,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
+use strata_scheduler::kube::logs::LogError;
 use strata_scheduler::kube::objects::{attempt_selector, managed_selector, MANAGED_BY};
 use strata_scheduler::kube::{
     connect, AttemptStatus, Connection, EndKind, KubeBackend, KubeError, KubeSettings,
@@ -31,15 +32,17 @@ fn gpu(n: u32) -> Resources {
     Resources::new(8.0 * f64::from(n), 32 * GIB * u64::from(n), n)
 }
 
-fn connection(kubeconfig: &PathBuf) -> Connection {
+fn connection(kubeconfig: &Path) -> Connection {
     Connection::Kubeconfig {
-        path: Some(kubeconfig.clone()),
+        path: Some(kubeconfig.to_path_buf()),
         context: None,
     }
 }
 
-async fn admin(kubeconfig: &PathBuf) -> Client {
-    connect(&connection(kubeconfig)).await.expect("admin client")
+async fn admin(kubeconfig: &Path) -> Client {
+    connect(&connection(kubeconfig))
+        .await
+        .expect("admin client")
 }
 
 async fn namespace(client: &Client, prefix: &str) -> String {
@@ -90,7 +93,9 @@ fn placed(queue: &str, tier: &str, resources: Resources, node: Option<&str>) -> 
 }
 
 async fn launch(backend: &KubeBackend, job: &Job) -> strata_scheduler::kube::Launched {
-    let image = backend.image_ref(job.image_digest.as_ref().unwrap()).unwrap();
+    let image = backend
+        .image_ref(job.image_digest.as_ref().unwrap())
+        .unwrap();
     backend.launch(job, &image).await.expect("launch")
 }
 
@@ -98,13 +103,15 @@ async fn launch(backend: &KubeBackend, job: &Job) -> strata_scheduler::kube::Lau
 async fn bound(backend: &KubeBackend, job: &Job) -> (String, String) {
     let status = backend
         .wait_status(job, WAIT, |s| {
-            matches!(s, AttemptStatus::Scheduled { .. } | AttemptStatus::Running { .. })
+            matches!(
+                s,
+                AttemptStatus::Scheduled { .. } | AttemptStatus::Running { .. }
+            )
         })
         .await;
     match status {
-        Some(AttemptStatus::Scheduled { node, pod }) | Some(AttemptStatus::Running { node, pod }) => {
-            (node, pod)
-        }
+        Some(AttemptStatus::Scheduled { node, pod })
+        | Some(AttemptStatus::Running { node, pod }) => (node, pod),
         other => panic!("job {} was not bound within {WAIT:?}: {other:?}", job.id),
     }
 }
@@ -112,7 +119,11 @@ async fn bound(backend: &KubeBackend, job: &Job) -> (String, String) {
 /// Plays the kubelet: patches the pod's status.
 async fn kubelet(client: &Client, ns: &str, pod: &str, status: serde_json::Value) {
     Api::<Pod>::namespaced(client.clone(), ns)
-        .patch_status(pod, &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
+        .patch_status(
+            pod,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
         .await
         .expect("patch pod status");
 }
@@ -150,7 +161,7 @@ async fn create_bind_adopt_and_succeed() {
     let ns = namespace(&client, "t-create").await;
     let label = unique("p");
     let node = unique("n");
-    add_node(&node, 4, &[("pool", &label)]);
+    add_node(&client, &node, 4, &[("pool", &label)]).await;
     let settings = settings(&label, &[("team", &ns)]);
     let first = backend(&client, settings.clone(), &[&ns]);
     let j = placed("team", "gpu1", gpu(1), Some(&node));
@@ -198,7 +209,10 @@ async fn create_bind_adopt_and_succeed() {
         }
     })
     .await;
-    assert!(complete.is_ok(), "Job {name} never got its Complete condition");
+    assert!(
+        complete.is_ok(),
+        "Job {name} never got its Complete condition"
+    );
     let object = jobs.get(&name).await.unwrap();
     assert_eq!(object.spec.as_ref().unwrap().backoff_limit, Some(0));
 }
@@ -210,7 +224,7 @@ async fn failures_are_classified() {
     let ns = namespace(&client, "t-fail").await;
     let label = unique("p");
     let node = unique("n");
-    add_node(&node, 8, &[("pool", &label)]);
+    add_node(&client, &node, 8, &[("pool", &label)]).await;
     let b = backend(&client, settings(&label, &[("team", &ns)]), &[&ns]);
     let exit3 = placed("team", "gpu1", gpu(1), Some(&node));
     let oom = placed("team", "gpu1", gpu(1), Some(&node));
@@ -236,7 +250,10 @@ async fn failures_are_classified() {
     .await;
 
     let end = b.wait(&exit3, WAIT).await.expect("exit 3 outcome");
-    assert_eq!((end.kind, end.outcome.exit_code), (EndKind::Exited, Some(3)));
+    assert_eq!(
+        (end.kind, end.outcome.exit_code),
+        (EndKind::Exited, Some(3))
+    );
     assert!(!end.outcome.oom_killed);
     let end = b.wait(&oom, WAIT).await.expect("oom outcome");
     assert_eq!(end.kind, EndKind::OomKilled);
@@ -245,8 +262,12 @@ async fn failures_are_classified() {
     let end = b.wait(&pull, WAIT).await.expect("image pull outcome");
     assert_eq!(end.kind, EndKind::ImagePull);
     let reason = end.outcome.reason.unwrap();
+    eprintln!("image pull: {reason}");
     assert!(reason.contains(&image), "{reason}");
-    assert!(reason.contains("registry registry.test.local:5000"), "{reason}");
+    assert!(
+        reason.contains("registry registry.test.local:5000"),
+        "{reason}"
+    );
 }
 
 #[tokio::test]
@@ -256,8 +277,8 @@ async fn eight_gpus_do_not_fit_on_four_plus_four() {
     let ns = namespace(&client, "t-fit").await;
     let label = unique("p");
     let (n1, n2) = (unique("n"), unique("n"));
-    add_node(&n1, 4, &[("pool", &label)]);
-    add_node(&n2, 4, &[("pool", &label)]);
+    add_node(&client, &n1, 4, &[("pool", &label)]).await;
+    add_node(&client, &n2, 4, &[("pool", &label)]).await;
     let b = backend(&client, settings(&label, &[("team", &ns)]), &[&ns]);
 
     // strata's admission, over the pool's nodes as read from the cluster, does not start it.
@@ -272,7 +293,10 @@ async fn eight_gpus_do_not_fit_on_four_plus_four() {
     let mut big = placed("default", "gpu8", config.tiers["gpu8"], None);
     big.state = strata_scheduler::JobState::Ready;
     scheduler.apply(&big);
-    assert!(scheduler.next_admissions(1).is_empty(), "strata does not admit 8 on 4+4");
+    assert!(
+        scheduler.next_admissions(1).is_empty(),
+        "strata does not admit 8 on 4+4"
+    );
 
     // Created anyway (what strata never does), the real scheduler leaves it unbound.
     big.state = strata_scheduler::JobState::Running;
@@ -282,10 +306,14 @@ async fn eight_gpus_do_not_fit_on_four_plus_four() {
     assert_eq!(end.kind, EndKind::Unschedulable, "{end:?}");
     assert!(end.nothing_ran());
     let reason = end.outcome.reason.unwrap();
+    eprintln!("unschedulable: {reason}");
     assert!(reason.contains("nvidia.com/gpu"), "{reason}");
     let pods = pods_of(&client, &ns, &big).await;
     assert_eq!(pods.len(), 1);
-    assert!(pods[0].spec.as_ref().unwrap().node_name.is_none(), "left unbound");
+    assert!(
+        pods[0].spec.as_ref().unwrap().node_name.is_none(),
+        "left unbound"
+    );
     b.cancel(&big, Duration::from_secs(1)).await.unwrap();
 }
 
@@ -296,7 +324,7 @@ async fn cancel_confirms_the_pods_are_gone() {
     let ns = namespace(&client, "t-cancel").await;
     let label = unique("p");
     let node = unique("n");
-    add_node(&node, 4, &[("pool", &label)]);
+    add_node(&client, &node, 4, &[("pool", &label)]).await;
     let b = backend(&client, settings(&label, &[("team", &ns)]), &[&ns]);
     let j = placed("team", "gpu2", gpu(2), Some(&node));
     let launched = launch(&b, &j).await;
@@ -305,7 +333,10 @@ async fn cancel_confirms_the_pods_are_gone() {
 
     let end = b.cancel(&j, Duration::from_secs(1)).await.expect("cancel");
     assert_eq!(end.outcome.reason.as_deref(), Some("cancelled"));
-    assert!(pods_of(&client, &ns, &j).await.is_empty(), "pods gone when cancel returns");
+    assert!(
+        pods_of(&client, &ns, &j).await.is_empty(),
+        "pods gone when cancel returns"
+    );
     // The Job goes once its pods are gone (Foreground deletion).
     let jobs: Api<K8sJob> = Api::namespaced(client.clone(), &ns);
     let gone = tokio::time::timeout(WAIT, async {
@@ -316,13 +347,17 @@ async fn cancel_confirms_the_pods_are_gone() {
     .await;
     assert!(gone.is_ok(), "Job {} still there", launched.name);
     // Cancelling again is harmless.
-    b.cancel(&j, Duration::from_secs(1)).await.expect("second cancel");
+    b.cancel(&j, Duration::from_secs(1))
+        .await
+        .expect("second cancel");
 }
 
 /// Applies deploy/rbac-team.yaml in `ns` for the ServiceAccount of `agent_ns`.
 async fn apply_team_rbac(client: &Client, ns: &str, agent_ns: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac-team.yaml");
-    let text = std::fs::read_to_string(&path).unwrap().replace("AGENT-NAMESPACE", agent_ns);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("AGENT-NAMESPACE", agent_ns);
     let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
     for doc in docs {
         match doc["kind"].as_str() {
@@ -371,7 +406,7 @@ async fn sa_token(client: &Client, ns: &str, sa: &str) -> String {
 }
 
 /// A kubeconfig for the same cluster with only a bearer token.
-fn token_kubeconfig(admin_kubeconfig: &PathBuf, token: &str, dir: &std::path::Path) -> PathBuf {
+fn token_kubeconfig(admin_kubeconfig: &Path, token: &str, dir: &std::path::Path) -> PathBuf {
     let admin = kube::config::Kubeconfig::read_from(admin_kubeconfig).unwrap();
     let cluster = admin.clusters[0].cluster.clone().unwrap();
     let server = cluster.server.unwrap();
@@ -406,11 +441,13 @@ async fn rbac_role_allows_only_the_team_namespace() {
     let token = sa_token(&client, &agent_ns, "strata-agent").await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = token_kubeconfig(&kc, &token, dir.path());
-    let agent = connect(&connection(&kubeconfig)).await.expect("token client");
+    let agent = connect(&connection(&kubeconfig))
+        .await
+        .expect("token client");
 
     let label = unique("p");
     let node = unique("n");
-    add_node(&node, 4, &[("pool", &label)]);
+    add_node(&client, &node, 4, &[("pool", &label)]).await;
     let settings = settings(&label, &[("a", &team_a), ("b", &team_b)]);
     let b = backend(&agent, settings, &[&team_a]);
     let ok = placed("a", "gpu1", gpu(1), Some(&node));
@@ -423,9 +460,16 @@ async fn rbac_role_allows_only_the_team_namespace() {
     let image = b.image_ref(denied.image_digest.as_ref().unwrap()).unwrap();
     let err = b.launch(&denied, &image).await.unwrap_err();
     let text = err.to_string();
+    eprintln!("forbidden: {text}");
     assert!(matches!(err, KubeError::Forbidden { .. }), "{text}");
     let user = format!("system:serviceaccount:{agent_ns}:strata-agent");
-    for part in [user.as_str(), "create", "jobs", team_b.as_str(), "deploy/rbac-team.yaml"] {
+    for part in [
+        user.as_str(),
+        "create",
+        "jobs",
+        team_b.as_str(),
+        "deploy/rbac-team.yaml",
+    ] {
         assert!(text.contains(part), "{part:?} missing in: {text}");
     }
     let secrets = Api::<Secret>::namespaced(agent.clone(), &team_a)
@@ -437,7 +481,9 @@ async fn rbac_role_allows_only_the_team_namespace() {
         "secrets must be forbidden: {secrets}"
     );
     // Cancel works with the Role's verbs alone.
-    b.cancel(&ok, Duration::from_secs(1)).await.expect("cancel as the agent");
+    b.cancel(&ok, Duration::from_secs(1))
+        .await
+        .expect("cancel as the agent");
 }
 
 #[tokio::test]
@@ -448,8 +494,12 @@ async fn two_teams_and_every_object_is_labelled() {
     let ns_b = namespace(&client, "t-two-b").await;
     let label = unique("p");
     let node = unique("n");
-    add_node(&node, 8, &[("pool", &label)]);
-    let b = backend(&client, settings(&label, &[("a", &ns_a), ("b", &ns_b)]), &[&ns_a, &ns_b]);
+    add_node(&client, &node, 8, &[("pool", &label)]).await;
+    let b = backend(
+        &client,
+        settings(&label, &[("a", &ns_a), ("b", &ns_b)]),
+        &[&ns_a, &ns_b],
+    );
     let jobs = [
         placed("a", "gpu1", gpu(1), Some(&node)),
         placed("a", "cpu", Resources::new(2.0, 4 * GIB, 0), Some(&node)),
@@ -465,10 +515,22 @@ async fn two_teams_and_every_object_is_labelled() {
         .list(&BTreeSet::from([ns_a.clone(), ns_b.clone()]))
         .await
         .unwrap();
-    let found: BTreeSet<_> = found.iter().map(|c| (c.namespace.clone(), c.job_id.clone())).collect();
+    let found: BTreeSet<_> = found
+        .iter()
+        .map(|c| (c.namespace.clone(), c.job_id.clone()))
+        .collect();
     let expected: BTreeSet<_> = jobs
         .iter()
-        .map(|j| (if j.queue == "a" { ns_a.clone() } else { ns_b.clone() }, j.id.clone()))
+        .map(|j| {
+            (
+                if j.queue == "a" {
+                    ns_a.clone()
+                } else {
+                    ns_b.clone()
+                },
+                j.id.clone(),
+            )
+        })
         .collect();
     assert_eq!(found, expected);
     // `kubectl get jobs,pods -l app.kubernetes.io/managed-by=strata` finds everything, and
@@ -494,7 +556,13 @@ async fn two_teams_and_every_object_is_labelled() {
             .chain(all_pods.iter().map(|p| p.labels()))
         {
             assert_eq!(labels.get(MANAGED_BY).map(String::as_str), Some("strata"));
-            for key in ["strata.dev/job", "strata.dev/attempt", "strata.dev/queue", "strata.dev/tier", "strata.dev/env"] {
+            for key in [
+                "strata.dev/job",
+                "strata.dev/attempt",
+                "strata.dev/queue",
+                "strata.dev/tier",
+                "strata.dev/env",
+            ] {
                 assert!(labels.contains_key(key), "{key} missing: {labels:?}");
             }
         }
@@ -506,8 +574,15 @@ async fn bad_input_names_what_to_fix() {
     let Some(kc) = cluster() else { return };
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.kubeconfig");
-    let err = connect(&connection(&missing)).await.unwrap_err().to_string();
-    assert!(err.contains("nope.kubeconfig") && err.contains("cannot read"), "{err}");
+    let err = connect(&connection(&missing))
+        .await
+        .err()
+        .expect("missing file fails")
+        .to_string();
+    assert!(
+        err.contains("nope.kubeconfig") && err.contains("cannot read"),
+        "{err}"
+    );
 
     let admin_cfg = kube::config::Kubeconfig::read_from(&kc).unwrap();
     let mut dead = admin_cfg.clone();
@@ -516,20 +591,39 @@ async fn bad_input_names_what_to_fix() {
     }
     let dead_path = dir.path().join("dead.kubeconfig");
     std::fs::write(&dead_path, serde_json::to_string(&dead).unwrap()).unwrap();
-    let err = connect(&connection(&dead_path)).await.unwrap_err().to_string();
-    assert!(err.contains("https://127.0.0.1:1") && err.contains("dead.kubeconfig"), "{err}");
+    let err = connect(&connection(&dead_path))
+        .await
+        .err()
+        .expect("dead server fails")
+        .to_string();
+    assert!(
+        err.contains("https://127.0.0.1:1") && err.contains("dead.kubeconfig"),
+        "{err}"
+    );
     assert!(err.contains("did not answer"), "{err}");
+    eprintln!("dead server: {err}");
 
     let client = admin(&kc).await;
-    let b = backend(&client, settings("none", &[("ghost-queue", "no-such-ns-strata")]), &[]);
+    let b = backend(
+        &client,
+        settings("none", &[("ghost-queue", "no-such-ns-strata")]),
+        &[],
+    );
     let j = placed("ghost-queue", "cpu", Resources::new(2.0, 4 * GIB, 0), None);
     let image = b.image_ref(j.image_digest.as_ref().unwrap()).unwrap();
     let err = b.launch(&j, &image).await.unwrap_err();
     let text = err.to_string();
+    eprintln!("namespace: {text}");
     assert!(matches!(err, KubeError::NamespaceMissing { .. }), "{text}");
-    assert!(text.contains("no-such-ns-strata") && text.contains("ghost-queue"), "{text}");
+    assert!(
+        text.contains("no-such-ns-strata") && text.contains("ghost-queue"),
+        "{text}"
+    );
     // Not by digest: refused before anything is created.
-    let err = b.launch(&j, "registry.test.local:5000/ml/envs:latest").await.unwrap_err();
+    let err = b
+        .launch(&j, "registry.test.local:5000/ml/envs:latest")
+        .await
+        .unwrap_err();
     assert!(matches!(err, KubeError::NotByDigest { .. }), "{err}");
 }
 
@@ -540,7 +634,7 @@ async fn log_streaming_reports_a_pod_without_a_running_container() {
     let ns = namespace(&client, "t-logs").await;
     let label = unique("p");
     let node = unique("n");
-    add_node(&node, 1, &[("pool", &label)]);
+    add_node(&client, &node, 1, &[("pool", &label)]).await;
     let b = backend(&client, settings(&label, &[("team", &ns)]), &[&ns]);
     let j = placed("team", "gpu1", gpu(1), Some(&node));
     launch(&b, &j).await;
@@ -548,13 +642,30 @@ async fn log_streaming_reports_a_pod_without_a_running_container() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("logs").join(format!("{}.log", j.id));
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let err = strata_scheduler::kube::logs::stream_pod_logs(&pods, &ns, &pod, &log, false)
-        .await
-        .expect_err("no container runs, no kubelet: the API must refuse");
+    let stream = || strata_scheduler::kube::logs::stream_pod_logs(&pods, &ns, &pod, &log, false);
+
+    // Bound but no container yet: refused without asking for the logs at all.
+    let err = stream().await.expect_err("no container was created");
     let text = err.to_string();
+    eprintln!("logs, pending: {text}");
+    assert!(matches!(err, LogError::NotAvailable { .. }), "{text}");
     assert!(text.contains(&pod) && text.contains(&ns), "{text}");
+    assert!(text.contains("has not been created"), "{text}");
+
+    // "Running", but no kubelet: the API server's own error, from dialling the node's only
+    // address (loopback; never a name it would have to look up).
+    kubelet(&client, &ns, &pod, running()).await;
+    let err = stream()
+        .await
+        .expect_err("no kubelet answers: the API must refuse");
+    let text = err.to_string();
+    eprintln!("logs, running: {text}");
+    assert!(matches!(err, LogError::NotAvailable { .. }), "{text}");
+    assert!(text.contains(&pod) && text.contains(&ns), "{text}");
+    assert!(text.contains("127.0.0.1:10250"), "{text}");
     assert!(
         std::fs::read_to_string(&log).unwrap_or_default().is_empty(),
         "nothing written"
     );
+    b.cancel(&j, Duration::from_secs(1)).await.unwrap();
 }

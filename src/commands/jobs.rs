@@ -6,9 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
-use strata_scheduler::agent::{parse_env, Agent, AgentOptions};
+use strata_scheduler::agent::{
+    error_chain, parse_env, Agent, AgentError, AgentOptions, BackendChoice,
+};
 use strata_scheduler::client::{Client, ClientError};
 use strata_scheduler::jobstore::CancelResult;
+use strata_scheduler::kube::{Connection, KubeSettings};
 use strata_scheduler::{EnvOptions, Environment, NewJob};
 
 use crate::output::{self, Failure};
@@ -108,8 +111,26 @@ pub struct MetricsArgs {
     pub json: bool,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendName {
+    /// This machine, through runc.
+    Local,
+    /// A Kubernetes cluster, one batch/v1 Job per job.
+    Kubernetes,
+}
+
 #[derive(Args)]
 pub struct AgentArgs {
+    /// Where jobs run.
+    #[arg(long, value_enum, default_value = "local")]
+    pub backend: BackendName,
+    /// Kubeconfig for --backend kubernetes (default: `[kubernetes] kubeconfig`, $KUBECONFIG,
+    /// ~/.kube/config).
+    #[arg(long, value_name = "FILE", conflicts_with = "in_cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Use the pod's service account (the agent runs in the cluster).
+    #[arg(long)]
+    pub in_cluster: bool,
     /// Seconds between SIGTERM and SIGKILL when a job is cancelled or times out.
     #[arg(long, default_value_t = 10)]
     pub grace: u64,
@@ -265,8 +286,25 @@ pub fn agent(args: AgentArgs) -> Result<(), Failure> {
         libc::signal(libc::SIGTERM, handler);
         libc::signal(libc::SIGINT, handler);
     }
-    let _ = project;
-    let mut agent = Agent::new(&root, config, options).map_err(Failure::agent)?;
+    let choice = match args.backend {
+        BackendName::Local => BackendChoice::Local,
+        BackendName::Kubernetes => {
+            let files = strata_config::Config::load(&project, &root)
+                .map_err(|e| Failure::jobs(e.into()))?;
+            let mut settings = KubeSettings::from_config(&files)
+                .map_err(|e| Failure::agent(AgentError::Kube(error_chain(&e))))?;
+            if args.in_cluster {
+                settings.connection = Connection::InCluster;
+            } else if let Some(path) = &args.kubeconfig {
+                settings.connection = Connection::Kubeconfig {
+                    path: Some(path.clone()),
+                    context: None,
+                };
+            }
+            BackendChoice::Kubernetes(settings)
+        }
+    };
+    let mut agent = Agent::new(&root, config, options, choice).map_err(Failure::agent)?;
     eprintln!("strata agent: running (STRATA_HOME={})", root.display());
     agent.run(&STOP).map_err(Failure::agent)
 }
@@ -295,10 +333,16 @@ impl Failure {
         }
     }
 
-    pub fn agent(error: strata_scheduler::agent::AgentError) -> Failure {
+    pub fn agent(error: AgentError) -> Failure {
+        let hint = match &error {
+            AgentError::Kube(_) => Some(
+                "check the kubeconfig (--kubeconfig or [kubernetes] kubeconfig), the namespaces of the queues, and deploy/rbac-*.yaml",
+            ),
+            _ => Some("is runc installed, and does strata run as root?"),
+        };
         Failure {
             error: Box::new(error),
-            hint: Some("is runc installed, and does strata run as root?"),
+            hint,
             exit_code: output::EXIT_FAILURE,
         }
     }

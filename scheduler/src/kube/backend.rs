@@ -83,8 +83,9 @@ pub enum KubeError {
         verb: String,
         resource: String,
         namespace: String,
+        /// Boxed: kube's error is large and would make every Result large.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("cancel {namespace}/{name}: pods {pods:?} are still there after {waited:?}")]
     NotGone {
@@ -132,7 +133,7 @@ impl Call<'_> {
             verb: self.verb.into(),
             resource: self.resource.into(),
             namespace: self.namespace.into(),
-            source,
+            source: Box::new(source),
         }
     }
 }
@@ -181,6 +182,7 @@ pub struct KubeBackend {
 /// A client for the configured cluster, checked by asking the server for its version: a
 /// kubeconfig that does not work fails here, with the file, the server and what failed.
 pub async fn connect(connection: &Connection) -> Result<Client, KubeError> {
+    install_crypto_provider();
     let (config, source_desc) = match connection {
         Connection::InCluster => (
             kube::Config::incluster().map_err(|e| KubeError::InCluster(e.to_string()))?,
@@ -219,6 +221,13 @@ pub async fn connect(connection: &Connection) -> Result<Client, KubeError> {
             detail: error_chain(&e),
         }),
     }
+}
+
+/// rustls needs one process-wide crypto provider; with both `ring` (kube) and `aws-lc-rs`
+/// (the registry client) compiled in, it cannot pick one itself. Installing ours is a no-op
+/// when another part of the process already did.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn read_kubeconfig(

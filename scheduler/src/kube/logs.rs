@@ -67,7 +67,7 @@ pub enum LogError {
         namespace: String,
         pod: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("reading the logs of pod {namespace}/{pod}: {source}")]
     Stream {
@@ -160,8 +160,50 @@ fn not_available(error: &kube::Error) -> Option<String> {
     (status.code == 400 || status.code == 404 || status.code >= 500).then(|| status.message.clone())
 }
 
+/// Whether `pod`'s container has logs to read: it runs or has terminated. Asking the API for
+/// the logs of any other pod is pointless, and makes it contact a kubelet (resolving the
+/// node's address) only to be told that the container is waiting. `Err` says why not.
+pub fn container_readable(pod: &Pod) -> Result<(), String> {
+    if pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_ref())
+        .is_none()
+    {
+        return Err("the pod is not scheduled to a node yet".into());
+    }
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Unknown");
+    let state = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|all| all.iter().find(|c| c.name == CONTAINER))
+        .and_then(|c| c.state.as_ref());
+    let Some(state) = state else {
+        return Err(format!(
+            "container {CONTAINER} has not been created (pod phase {phase})"
+        ));
+    };
+    if state.running.is_some() || state.terminated.is_some() {
+        return Ok(());
+    }
+    let reason = state
+        .waiting
+        .as_ref()
+        .and_then(|w| w.reason.as_deref())
+        .unwrap_or("no reason given");
+    Err(format!(
+        "container {CONTAINER} is waiting to start: {reason} (pod phase {phase})"
+    ))
+}
+
 /// Streams the logs of `pod` (following them while it runs) into the log at `path`.
-/// Returns how many lines were written.
+/// Returns how many lines were written. Only a pod whose container runs or has terminated
+/// is asked for logs (see [`container_readable`]); any other is `NotAvailable`.
 pub async fn stream_pod_logs(
     pods: &Api<Pod>,
     namespace: &str,
@@ -169,6 +211,26 @@ pub async fn stream_pod_logs(
     path: &Path,
     follow: bool,
 ) -> Result<u64, LogError> {
+    let api_error = |source: kube::Error| match not_available(&source) {
+        Some(message) => LogError::NotAvailable {
+            namespace: namespace.into(),
+            pod: pod.into(),
+            message,
+        },
+        None => LogError::Api {
+            namespace: namespace.into(),
+            pod: pod.into(),
+            source: Box::new(source),
+        },
+    };
+    let current = pods.get(pod).await.map_err(api_error)?;
+    if let Err(message) = container_readable(&current) {
+        return Err(LogError::NotAvailable {
+            namespace: namespace.into(),
+            pod: pod.into(),
+            message,
+        });
+    }
     let mut writer = LogWriter::open(path)?;
     let params = LogParams {
         container: Some(CONTAINER.into()),
@@ -177,23 +239,7 @@ pub async fn stream_pod_logs(
         since_time: writer.cursor,
         ..LogParams::default()
     };
-    let reader = match pods.log_stream(pod, &params).await {
-        Ok(reader) => reader,
-        Err(source) => {
-            return Err(match not_available(&source) {
-                Some(message) => LogError::NotAvailable {
-                    namespace: namespace.into(),
-                    pod: pod.into(),
-                    message,
-                },
-                None => LogError::Api {
-                    namespace: namespace.into(),
-                    pod: pod.into(),
-                    source,
-                },
-            })
-        }
-    };
+    let reader = pods.log_stream(pod, &params).await.map_err(api_error)?;
     let mut lines = reader.lines();
     while let Some(line) = lines.try_next().await.map_err(|source| LogError::Stream {
         namespace: namespace.into(),
@@ -231,6 +277,45 @@ mod tests {
             parse_log_line("2024-05-01T10:00:03Z  two spaces").text,
             " two spaces"
         );
+    }
+
+    fn pod(node: Option<&str>, status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"nodeName": node, "containers": [{"name": CONTAINER, "image": "img"}]},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn with_state(phase: &str, state: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({"phase": phase, "containerStatuses": [{
+            "name": CONTAINER, "image": "img", "imageID": "", "ready": false,
+            "restartCount": 0, "state": state,
+        }]})
+    }
+
+    #[test]
+    fn only_running_or_terminated_containers_are_read() {
+        let running = with_state("Running", serde_json::json!({"running": {}}));
+        assert_eq!(container_readable(&pod(Some("n"), running)), Ok(()));
+        let ended = with_state("Failed", serde_json::json!({"terminated": {"exitCode": 3}}));
+        assert_eq!(container_readable(&pod(Some("n"), ended)), Ok(()));
+
+        let unbound = container_readable(&pod(None, serde_json::json!({"phase": "Pending"})));
+        assert!(unbound.unwrap_err().contains("not scheduled"));
+        let created = container_readable(&pod(Some("n"), serde_json::json!({"phase": "Pending"})));
+        assert!(created.unwrap_err().contains("has not been created"));
+        let pulling = with_state(
+            "Pending",
+            serde_json::json!({"waiting": {"reason": "ErrImagePull"}}),
+        );
+        let err = container_readable(&pod(Some("n"), pulling)).unwrap_err();
+        assert!(err.contains("waiting to start: ErrImagePull"), "{err}");
+        // Another container running does not make ours readable.
+        let mut other = with_state("Running", serde_json::json!({"running": {}}));
+        other["containerStatuses"][0]["name"] = "sidecar".into();
+        assert!(container_readable(&pod(Some("n"), other)).is_err());
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Patch, PatchParams};
 use strata_cache::Digest;
 use strata_scheduler::{Environment, Job, JobId, JobState, Outcome, Resources};
 
@@ -24,7 +26,12 @@ pub fn job(id: &str, queue: &str, tier: &str, resources: Resources) -> Job {
             reference: "reg.example.com/ml/envs:latest".into(),
         },
         image_digest: Some(Digest::of(b"strata test image")),
-        command: vec!["python".into(), "train.py".into(), "--lr".into(), "0.1".into()],
+        command: vec![
+            "python".into(),
+            "train.py".into(),
+            "--lr".into(),
+            "0.1".into(),
+        ],
         env: BTreeMap::from([
             ("SEED".to_string(), "7".to_string()),
             ("WANDB_MODE".to_string(), "offline".to_string()),
@@ -89,7 +96,10 @@ fn start_cluster() -> Result<PathBuf, String> {
         .arg(&script)
         .arg("up")
         // apt (during a first build) needs a world-writable temporary directory.
-        .env("TMPDIR", std::env::var("TMPDIR").unwrap_or_else(|_| "/var/tmp".into()))
+        .env(
+            "TMPDIR",
+            std::env::var("TMPDIR").unwrap_or_else(|_| "/var/tmp".into()),
+        )
         .output()
         .map_err(|e| format!("running {}: {e}", script.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -110,8 +120,36 @@ fn start_cluster() -> Result<PathBuf, String> {
         .ok_or_else(|| format!("no `export KUBECONFIG=` line in the output of `up`: {stdout}"))
 }
 
-/// Registers a simulated node.
-pub fn add_node(name: &str, gpus: u32, labels: &[(&str, &str)]) {
+/// Registers a simulated node whose only address is 127.0.0.1 (see [`loopback_only`]).
+pub async fn add_node(client: &kube::Client, name: &str, gpus: u32, labels: &[(&str, &str)]) {
+    register_node(name, gpus, labels);
+    loopback_only(client, name).await;
+}
+
+/// Leaves the node one address, `InternalIP 127.0.0.1`. `testcluster add-node` also reports
+/// a `Hostname` address (the node's name), which kube-apiserver prefers by default
+/// (`--kubelet-preferred-address-types` starts with Hostname): whenever it contacts the
+/// "kubelet" (pod logs), it would resolve the made-up name with the machine's DNS server,
+/// sending a query off the machine. With 127.0.0.1 it dials loopback and is refused.
+async fn loopback_only(client: &kube::Client, name: &str) {
+    let patch = serde_json::json!({"status": {"addresses": [
+        {"type": "InternalIP", "address": "127.0.0.1"}
+    ]}});
+    let nodes: kube::Api<Node> = kube::Api::all(client.clone());
+    let node = nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap_or_else(|e| panic!("patching the addresses of node {name}: {e}"));
+    let addresses = node.status.and_then(|s| s.addresses).unwrap_or_default();
+    assert!(
+        addresses
+            .iter()
+            .all(|a| a.type_ == "InternalIP" && a.address == "127.0.0.1"),
+        "node {name} still has other addresses: {addresses:?}"
+    );
+}
+
+fn register_node(name: &str, gpus: u32, labels: &[(&str, &str)]) {
     let mut cmd = Command::new("bash");
     cmd.arg(testcluster())
         .args(["add-node", name, "--gpus", &gpus.to_string()])
