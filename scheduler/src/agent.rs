@@ -145,6 +145,12 @@ impl Agent {
                 Backend::Local(Arc::new(LocalLauncher::new(root, home.store.clone())?))
             }
             BackendChoice::Kubernetes(settings) => {
+                // Without a pool no node is capacity: every job would wait, unexplained.
+                if settings.pools.is_empty() {
+                    return Err(AgentError::Kube(
+                        "no pool in `[kubernetes.pools]`: add e.g. `[kubernetes.pools.gpu]` with `node_selector = { \"strata.dev/pool\" = \"gpu\" }` to say which nodes run strata's jobs".into(),
+                    ));
+                }
                 let queues = config.queues.keys().map(String::as_str);
                 let namespaces = settings.namespaces_of(queues);
                 let kube = BlockingKube::start(settings, root.to_path_buf(), namespaces)
@@ -156,6 +162,9 @@ impl Agent {
                 Backend::Kube(Arc::new(kube))
             }
         };
+        if let Err(e) = crate::pool::publish_pools(root, &config.pools) {
+            tracing::warn!("publishing the agent's pools under {}: {e}", root.display());
+        }
         let scheduler = Scheduler::load(&jobs, config.clone(), now())?;
         let metrics = MetricsStore::open(&db)?;
         let (events_tx, events_rx) = channel();

@@ -56,7 +56,12 @@ pub struct Client {
 
 impl Client {
     pub fn open(root: &Path, project: &Path) -> Result<Client, ClientError> {
-        let config = SchedulerConfig::from_config(&Config::load(project, root)?)?;
+        let mut config = SchedulerConfig::from_config(&Config::load(project, root)?)?;
+        // The agent's pools (a cluster's nodes with --backend kubernetes) are where jobs
+        // run: waits are explained against them.
+        if let Some(pools) = crate::pool::published_pools(root) {
+            config.pools = pools;
+        }
         // The store, index and their migrations exist before the job tables refer to them.
         Home::open(root).map_err(|e| ClientError::Environment(error_chain(&e)))?;
         let jobs = JobStore::open(&root.join("strata.db"))?;

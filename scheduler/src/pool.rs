@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::tier::{Cpus, Memory, Resources};
 
@@ -26,7 +26,7 @@ use crate::tier::{Cpus, Memory, Resources};
 pub const MAX_GPUS_PER_NODE: u32 = 64;
 
 /// One node: where jobs are placed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     pub pool: String,
     pub name: String,
@@ -36,7 +36,7 @@ pub struct Node {
 }
 
 /// A named group of nodes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pool {
     pub name: String,
     pub nodes: Vec<Node>,
@@ -83,6 +83,28 @@ impl PoolSection {
 pub struct PoolProblem {
     pub key: String,
     pub detail: String,
+}
+
+/// Where the agent publishes the pools it schedules on (`$STRATA_HOME/agent-pools.json`).
+pub fn published_pools_path(home: &std::path::Path) -> std::path::PathBuf {
+    home.join("agent-pools.json")
+}
+
+/// Publishes the pools the agent schedules on, so that the other commands explain waits
+/// against them: with `--backend kubernetes` they are the cluster's nodes, which
+/// `strata.toml` does not list. Written whole (temporary file, rename).
+pub fn publish_pools(home: &std::path::Path, pools: &[Pool]) -> std::io::Result<()> {
+    let path = published_pools_path(home);
+    let text = serde_json::to_vec_pretty(pools).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// The pools the last agent published, if any (unreadable counts as none).
+pub fn published_pools(home: &std::path::Path) -> Option<Vec<Pool>> {
+    let bytes = std::fs::read(published_pools_path(home)).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// This machine's CPUs and memory, read from the system (`/proc/meminfo`).
@@ -205,6 +227,20 @@ fn node(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn published_pools_round_trip_and_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(published_pools(dir.path()), None);
+        let mut pools = default_pools(Resources::new(4.0, 1 << 30, 2));
+        publish_pools(dir.path(), &pools).unwrap();
+        assert_eq!(published_pools(dir.path()), Some(pools.clone()));
+        pools[0].name = "gpu".into();
+        publish_pools(dir.path(), &pools).unwrap();
+        assert_eq!(published_pools(dir.path()), Some(pools));
+        std::fs::write(published_pools_path(dir.path()), "not json").unwrap();
+        assert_eq!(published_pools(dir.path()), None);
+    }
 
     #[test]
     fn reads_total_memory_from_meminfo() {

@@ -12,7 +12,7 @@ use strata_scheduler::agent::{
 use strata_scheduler::client::{Client, ClientError};
 use strata_scheduler::jobstore::CancelResult;
 use strata_scheduler::kube::{Connection, KubeSettings};
-use strata_scheduler::{EnvOptions, Environment, NewJob};
+use strata_scheduler::{EnvOptions, Environment, NewJob, SchedulerConfig};
 
 use crate::output::{self, Failure};
 
@@ -273,7 +273,11 @@ extern "C" fn request_stop(_: libc::c_int) {
 pub fn agent(args: AgentArgs) -> Result<(), Failure> {
     let root = strata_builder::home::Home::default_root().map_err(Failure::home)?;
     let project = std::env::current_dir().unwrap_or_default();
-    let config = client()?.config().clone();
+    let files =
+        strata_config::Config::load(&project, &root).map_err(|e| Failure::jobs(e.into()))?;
+    // From the files, not from `client()`: that one carries the pools the last agent
+    // published, and this agent publishes its own.
+    let config = SchedulerConfig::from_config(&files).map_err(|e| Failure::jobs(e.into()))?;
     let options = AgentOptions {
         tick: Duration::from_millis(args.tick_ms),
         grace: Duration::from_secs(args.grace),
@@ -289,16 +293,19 @@ pub fn agent(args: AgentArgs) -> Result<(), Failure> {
     let choice = match args.backend {
         BackendName::Local => BackendChoice::Local,
         BackendName::Kubernetes => {
-            let files = strata_config::Config::load(&project, &root)
-                .map_err(|e| Failure::jobs(e.into()))?;
             let mut settings = KubeSettings::from_config(&files)
                 .map_err(|e| Failure::agent(AgentError::Kube(error_chain(&e))))?;
             if args.in_cluster {
                 settings.connection = Connection::InCluster;
             } else if let Some(path) = &args.kubeconfig {
+                // The flag replaces the file, not the `[kubernetes] context` chosen in it.
+                let context = match &settings.connection {
+                    Connection::Kubeconfig { context, .. } => context.clone(),
+                    Connection::InCluster => None,
+                };
                 settings.connection = Connection::Kubeconfig {
                     path: Some(path.clone()),
-                    context: None,
+                    context,
                 };
             }
             BackendChoice::Kubernetes(settings)

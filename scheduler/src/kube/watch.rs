@@ -169,12 +169,17 @@ pub fn classify(job: Option<&K8sJob>, pods: &[&Pod]) -> AttemptStatus {
             return AttemptStatus::Finished(end);
         }
     }
-    if let Some(end) = job.and_then(|j| job_end_without_pods(j, node.clone())) {
-        return AttemptStatus::Finished(end);
-    }
     let live = pods
         .iter()
         .find(|p| !matches!(phase(p), "Succeeded" | "Failed"));
+    // The Job's condition is the end only when no pod is seen live: the Job and Pod
+    // watchers are separate streams, so the Job controller's "Failed" may arrive before the
+    // pod's own end, and settling on it then would lose the exit code for good.
+    if live.is_none() {
+        if let Some(end) = job.and_then(|j| job_end_without_pods(j, node.clone())) {
+            return AttemptStatus::Finished(end);
+        }
+    }
     match live {
         Some(pod) => {
             let name = pod.name_any();
@@ -654,4 +659,48 @@ pub fn spawn_watchers(
             }
         }),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "strata-j-abcdefghij-a1-x7k2p", "namespace": "team-a",
+                         "labels": {"strata.dev/job": "j-abcdefghij", "strata.dev/attempt": "1"}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "job", "image": "img"}]},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_failed_job_waits_for_its_pods_end_to_keep_the_exit_code() {
+        let failed: K8sJob = serde_json::from_value(json!({
+            "metadata": {"name": "strata-j-abcdefghij-a1"},
+            "status": {"conditions": [{"type": "Failed", "status": "True",
+                                       "reason": "BackoffLimitExceeded"}]}
+        }))
+        .unwrap();
+        // The pod watcher has not delivered the pod's end yet: not finished.
+        let running = pod(json!({"phase": "Running"}));
+        assert!(matches!(
+            classify(Some(&failed), &[&running]),
+            AttemptStatus::Running { .. }
+        ));
+        let ended = pod(json!({"phase": "Failed", "containerStatuses": [{
+            "name": "job", "image": "img", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 3, "reason": "Error"}}}]}));
+        match classify(Some(&failed), &[&ended]) {
+            AttemptStatus::Finished(end) => assert_eq!(end.outcome.exit_code, Some(3)),
+            other => panic!("expected an end, got {other:?}"),
+        }
+        // Its pods gone, the Job's condition is the end.
+        assert!(matches!(
+            classify(Some(&failed), &[]),
+            AttemptStatus::Finished(_)
+        ));
+    }
 }

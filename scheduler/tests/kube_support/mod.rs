@@ -71,8 +71,16 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &id[2..])
 }
 
+/// `shared/k8s-testcluster/testcluster`, found from the crate including this module (the
+/// scheduler crate, or the workspace root package: they sit at different depths).
 pub fn testcluster() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/k8s-testcluster/testcluster")
+    let script = Path::new("shared/k8s-testcluster/testcluster");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .map(|dir| dir.join(script))
+        .find(|path| path.exists())
+        .unwrap_or_else(|| manifest.join("../..").join(script))
 }
 
 /// The test cluster's kubeconfig; `None` (after printing a skip line) when

@@ -1,0 +1,570 @@
+//! The wired agent on Kubernetes, end to end: `strata submit` and a real
+//! `strata agent --backend kubernetes` (a child process, configured by the project's
+//! `strata.toml`) against the v1.20 test control plane of `shared/k8s-testcluster` and a
+//! real `docker-registry`, both on 127.0.0.1. Everything is checked from outside strata:
+//! the Kubernetes API (Jobs, pods, bindings) and the registry's HTTP API. There is no
+//! kubelet: the tests play it by patching pod status. Each test has its own STRATA_HOME,
+//! registry, namespace and node (a unique pool label), so they run in parallel.
+//! `STRATA_SKIP_K8S=1` skips them.
+
+mod common;
+#[path = "../scheduler/tests/kube_support/mod.rs"]
+mod kube_support;
+#[path = "../cache/tests/support/registry.rs"]
+mod registry;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{requirements, sha256_hex, stderr, World};
+use k8s_openapi::api::batch::v1::Job as K8sJob;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use registry::TestRegistry;
+use serde_json::{json, Value};
+use strata_scheduler::kube::objects::{
+    attempt_selector, object_name, LABEL_ATTEMPT, LABEL_ENV, LABEL_JOB, LABEL_QUEUE, LABEL_TIER,
+    MANAGED_BY, MANAGER,
+};
+use strata_scheduler::kube::{connect, Connection};
+use strata_scheduler::JobId;
+
+/// Bound of every wait (the cluster binds in well under a second; builds take longer).
+const WAIT: Duration = Duration::from_secs(90);
+const TERMINAL: &[&str] = &["succeeded", "failed", "cancelled", "timed_out"];
+/// The pool label key of the test nodes (the value is unique per test).
+const POOL_LABEL: &str = "strata-e2e/pool";
+const QUEUE: &str = "team";
+
+/// A running `strata agent --backend kubernetes`, SIGKILLed on drop.
+struct AgentProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl AgentProcess {
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the agent has connected and says it runs (bounded).
+    fn wait_started(&mut self) {
+        let start = Instant::now();
+        while !self.log().contains("strata agent: running") {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the agent exited with {status}: {}", self.log());
+            }
+            assert!(start.elapsed() < WAIT, "agent not started: {}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One test's world: a project dir with its strata.toml, a STRATA_HOME holding a built
+/// environment image, a registry, a namespace for queue `team`, a node of 4 GPUs in pool
+/// `gpu` (selected by a label only this test's node has).
+struct Setup {
+    world: World,
+    kubeconfig: PathBuf,
+    registry: TestRegistry,
+    /// `127.0.0.1:PORT/ml/envs`.
+    repo: String,
+    runtime: tokio::runtime::Runtime,
+    client: Client,
+    namespace: String,
+    node: String,
+    /// The environment image's tag in the local store, and its digest.
+    tag: String,
+    digest: String,
+    agents: usize,
+}
+
+impl Setup {
+    /// `None` when `STRATA_SKIP_K8S=1`.
+    fn new(prefix: &str) -> Option<Setup> {
+        let kubeconfig = kube_support::cluster()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let connection = Connection::Kubeconfig {
+            path: Some(kubeconfig.clone()),
+            context: None,
+        };
+        let client = runtime
+            .block_on(connect(&connection))
+            .expect("connect to the test cluster");
+        let namespace = kube_support::unique(prefix);
+        runtime.block_on(create_namespace(&client, &namespace));
+        let label = kube_support::unique("pool");
+        let node = kube_support::unique(&format!("{prefix}-node"));
+        runtime.block_on(kube_support::add_node(
+            &client,
+            &node,
+            4,
+            &[(POOL_LABEL, &label)],
+        ));
+        let registry = TestRegistry::start();
+        let repo = format!("{}/ml/envs", registry.addr());
+        let world = World::new();
+        fs::write(
+            world.dir.path().join("strata.toml"),
+            strata_toml(&kubeconfig, &repo, &label, &namespace),
+        )
+        .expect("write strata.toml");
+        let built = world.build_ok(&requirements("shared-a.txt"), &[]);
+        let tag = built["tag"].as_str().expect("tag").to_string();
+        let digest = built["digest"].as_str().expect("digest").to_string();
+        Some(Setup {
+            world,
+            kubeconfig,
+            registry,
+            repo,
+            runtime,
+            client,
+            namespace,
+            node,
+            tag,
+            digest,
+            agents: 0,
+        })
+    }
+
+    /// Starts `strata agent --backend kubernetes` in the project dir; `extra` flags added.
+    fn agent(&mut self, extra: &[&str]) -> AgentProcess {
+        self.agents += 1;
+        let log = self
+            .world
+            .dir
+            .path()
+            .join(format!("agent-{}.log", self.agents));
+        let file = fs::File::create(&log).expect("agent log");
+        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["agent", "--backend", "kubernetes", "--grace", "1"])
+            .args(["--tick-ms", "50"])
+            .args(extra)
+            .env("STRATA_HOME", &self.world.home)
+            .env("STRATA_LOG", "strata=debug,info")
+            .current_dir(self.world.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("start the agent");
+        AgentProcess { child, log }
+    }
+
+    /// `strata submit --image TAG` of a job in queue `team`; its id.
+    fn submit(&self, tier: &str, command: &[&str]) -> String {
+        let mut args = vec![
+            "submit", "--json", "--queue", QUEUE, "--tier", tier, "--image", &self.tag, "--",
+        ];
+        args.extend_from_slice(command);
+        let out = self.world.strata(&args);
+        assert!(out.status.success(), "submit failed: {}", stderr(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("submit --json");
+        v["id"].as_str().expect("id").to_string()
+    }
+
+    fn status(&self, id: &str) -> Value {
+        let out = self.world.strata(&["status", id, "--json"]);
+        assert!(out.status.success(), "status failed: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("status --json")
+    }
+
+    /// Polls `strata status` until the job is in one of `states` (bounded).
+    fn wait_state(&self, agent: &AgentProcess, id: &str, states: &[&str]) -> Value {
+        let start = Instant::now();
+        loop {
+            let s = self.status(id);
+            if states.contains(&s["state"].as_str().unwrap_or("")) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "job {id} never reached {states:?}: {s}\nagent log:\n{}",
+                agent.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// strata's Jobs of job `id` (any attempt) in the test namespace.
+    fn jobs_of(&self, id: &str) -> Vec<K8sJob> {
+        let api: Api<K8sJob> = Api::namespaced(self.client.clone(), &self.namespace);
+        let params = ListParams::default().labels(&format!("{LABEL_JOB}={id}"));
+        self.runtime
+            .block_on(api.list(&params))
+            .expect("list Jobs")
+            .items
+    }
+
+    fn pods_of(&self, id: &str) -> Vec<Pod> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let params = ListParams::default().labels(&format!("{LABEL_JOB}={id}"));
+        self.runtime
+            .block_on(api.list(&params))
+            .expect("list pods")
+            .items
+    }
+
+    /// Waits until the first attempt's pod is bound by the cluster's scheduler; its name.
+    fn bound_pod(&self, agent: &AgentProcess, id: &str) -> String {
+        let selector = attempt_selector(&id.parse::<JobId>().expect("job id"), 1);
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let start = Instant::now();
+        loop {
+            let pods = self
+                .runtime
+                .block_on(api.list(&ListParams::default().labels(&selector)))
+                .expect("list pods")
+                .items;
+            let bound = pods.iter().find_map(|p| {
+                let node = p.spec.as_ref()?.node_name.clone()?;
+                Some((p.name_any(), node))
+            });
+            if let Some((pod, node)) = bound {
+                assert_eq!(node, self.node, "bound to the pool's node");
+                assert_eq!(pods.len(), 1, "one pod per attempt");
+                return pod;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "no pod of {id} was bound within {WAIT:?}: {pods:?}\nagent log:\n{}",
+                agent.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Plays the kubelet: patches the pod's status.
+    fn kubelet(&self, pod: &str, status: Value) {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let patch = Patch::Merge(json!({ "status": status }));
+        self.runtime
+            .block_on(api.patch_status(pod, &PatchParams::default(), &patch))
+            .unwrap_or_else(|e| panic!("patch the status of pod {pod}: {e}"));
+    }
+
+    /// Waits until neither a Job nor a pod of job `id` is left in the cluster.
+    fn wait_gone(&self, id: &str) {
+        let start = Instant::now();
+        loop {
+            let (jobs, pods) = (self.jobs_of(id), self.pods_of(id));
+            if jobs.is_empty() && pods.is_empty() {
+                return;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "job {id} left {} Job(s) and pods {:?} in the cluster",
+                jobs.len(),
+                pods.iter().map(|p| p.name_any()).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The manifest `digest` as the test registry serves it: (HTTP status line, body).
+    fn registry_manifest(&self, digest: &str) -> (String, Vec<u8>) {
+        let path = format!("/v2/ml/envs/manifests/{digest}");
+        http_get(&self.registry.addr(), &path)
+    }
+}
+
+async fn create_namespace(client: &Client, name: &str) {
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+}
+
+fn strata_toml(kubeconfig: &std::path::Path, repo: &str, label: &str, namespace: &str) -> String {
+    format!(
+        r#"[queues.{QUEUE}]
+tiers = ["cpu", "gpu8"]
+
+[kubernetes]
+kubeconfig = "{kubeconfig}"
+registry = "{repo}"
+
+[kubernetes.pools.gpu]
+node_selector = {{ "{POOL_LABEL}" = "{label}" }}
+
+[kubernetes.queues.{QUEUE}]
+namespace = "{namespace}"
+"#,
+        kubeconfig = kubeconfig.display()
+    )
+}
+
+/// A plain HTTP/1.0 GET on loopback (the registry serves manifests with a length).
+fn http_get(addr: &str, path: &str) -> (String, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    let accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("send request");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read response");
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(response.len());
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let body = response.get(split + 4..).unwrap_or_default().to_vec();
+    let status = head.lines().next().unwrap_or_default().to_string();
+    (status, body)
+}
+
+fn container_status(state: Value) -> Value {
+    json!([{
+        "name": "job", "image": "img", "imageID": "", "ready": false, "restartCount": 0,
+        "state": state
+    }])
+}
+
+fn running() -> Value {
+    json!({"phase": "Running", "containerStatuses": container_status(
+        json!({"running": {"startedAt": "2024-01-01T00:00:00Z"}})
+    )})
+}
+
+fn exited(phase: &str, code: i32, reason: &str) -> Value {
+    json!({"phase": phase, "containerStatuses": container_status(json!({"terminated": {
+        "exitCode": code, "reason": reason,
+        "startedAt": "2024-01-01T00:00:00Z", "finishedAt": "2024-01-01T00:01:00Z"
+    }}))})
+}
+
+fn label<'a>(job: &'a K8sJob, key: &str) -> Option<&'a str> {
+    job.labels().get(key).map(String::as_str)
+}
+
+fn image_of(job: &K8sJob) -> String {
+    job.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
+/// The number of events of the job's history in `state`.
+fn events_in(status: &Value, state: &str) -> usize {
+    status["history"]
+        .as_array()
+        .map(|h| h.iter().filter(|e| e["state"] == state).count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_cpu_job_runs_as_one_job_on_the_pool_node_from_the_pushed_image() {
+    let Some(mut setup) = Setup::new("e2e-run") else {
+        return;
+    };
+    let agent = setup.agent(&[]);
+    let id = setup.submit("cpu", &["sh", "-c", "echo hello"]);
+    setup.wait_state(&agent, &id, &["running"]);
+    let pod = setup.bound_pod(&agent, &id);
+
+    let jobs = setup.jobs_of(&id);
+    assert_eq!(jobs.len(), 1, "one Job per attempt");
+    let job = &jobs[0];
+    let parsed: JobId = id.parse().expect("job id");
+    assert_eq!(job.name_any(), object_name(&parsed, 1));
+    assert_eq!(label(job, MANAGED_BY), Some(MANAGER));
+    assert_eq!(label(job, LABEL_JOB), Some(id.as_str()));
+    assert_eq!(label(job, LABEL_ATTEMPT), Some("1"));
+    assert_eq!(label(job, LABEL_QUEUE), Some(QUEUE));
+    assert_eq!(label(job, LABEL_TIER), Some("cpu"));
+    let hex = setup.digest.trim_start_matches("sha256:");
+    assert_eq!(label(job, LABEL_ENV), Some(&hex[..32]));
+    // Run by digest, from the configured registry, and the agent pushed it there.
+    assert_eq!(image_of(job), format!("{}@{}", setup.repo, setup.digest));
+    assert_eq!(setup.status(&id)["image_digest"], setup.digest.as_str());
+    let (status_line, body) = setup.registry_manifest(&setup.digest);
+    assert!(status_line.contains(" 200 "), "{status_line}");
+    assert_eq!(format!("sha256:{}", sha256_hex(&body)), setup.digest);
+
+    setup.kubelet(&pod, running());
+    setup.kubelet(&pod, exited("Succeeded", 0, "Completed"));
+    let s = setup.wait_state(&agent, &id, TERMINAL);
+    assert_eq!(s["state"], "succeeded", "{s}");
+    assert_eq!(s["exit_code"], 0, "{s}");
+    assert_eq!(s["node"], setup.node.as_str(), "{s}");
+    assert_eq!(setup.jobs_of(&id).len(), 1, "never a second Job");
+
+    // A pod that fails with exit code 3 fails its job with that code.
+    let failing = setup.submit("cpu", &["sh", "-c", "exit 3"]);
+    setup.wait_state(&agent, &failing, &["running"]);
+    let pod = setup.bound_pod(&agent, &failing);
+    setup.kubelet(&pod, running());
+    setup.kubelet(&pod, exited("Failed", 3, "Error"));
+    let s = setup.wait_state(&agent, &failing, TERMINAL);
+    assert_eq!(s["state"], "failed", "{s}");
+    assert_eq!(s["exit_code"], 3, "{s}");
+    assert_eq!(setup.jobs_of(&failing).len(), 1, "no retry, no second Job");
+}
+
+#[test]
+fn a_job_too_big_for_any_node_creates_nothing_and_says_why() {
+    let Some(mut setup) = Setup::new("e2e-big") else {
+        return;
+    };
+    let agent = setup.agent(&[]);
+    let big = setup.submit("gpu8", &["sh", "-c", "echo never"]);
+    // A job submitted after it runs: the agent has had its rounds over the big one.
+    let small = setup.submit("cpu", &["sh", "-c", "echo small"]);
+    setup.wait_state(&agent, &small, &["running"]);
+    setup.bound_pod(&agent, &small);
+
+    assert_eq!(setup.status(&big)["state"], "ready");
+    assert!(setup.jobs_of(&big).is_empty(), "a Job exists for {big}");
+    assert!(setup.pods_of(&big).is_empty(), "a pod exists for {big}");
+    let out = setup.world.strata(&["jobs", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let views: Value = serde_json::from_slice(&out.stdout).expect("jobs --json");
+    let view = views
+        .as_array()
+        .and_then(|v| v.iter().find(|j| j["id"] == big.as_str()))
+        .unwrap_or_else(|| panic!("{big} not in {views}"));
+    let reason = view["reason"].as_str().unwrap_or_default();
+    // Explained against the cluster's pool (its node has 4 GPUs), not this machine.
+    assert_eq!(
+        reason, "needs 8 GPUs on one node; no node of pool gpu has more than 4",
+        "{view}"
+    );
+    let text = setup.world.strata(&["jobs"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("needs 8 GPUs on one node"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+}
+
+#[test]
+fn cancel_deletes_the_job_and_its_pods() {
+    let Some(mut setup) = Setup::new("e2e-cancel") else {
+        return;
+    };
+    let agent = setup.agent(&[]);
+    let id = setup.submit("cpu", &["sh", "-c", "sleep 600"]);
+    setup.wait_state(&agent, &id, &["running"]);
+    let pod = setup.bound_pod(&agent, &id);
+    setup.kubelet(&pod, running());
+
+    let out = setup.world.strata(&["cancel", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = setup.wait_state(&agent, &id, TERMINAL);
+    assert_eq!(s["state"], "cancelled", "{s}");
+    setup.wait_gone(&id);
+}
+
+#[test]
+fn a_restarted_agent_adopts_the_running_job_and_finishes_it_once() {
+    let Some(mut setup) = Setup::new("e2e-restart") else {
+        return;
+    };
+    let mut first = setup.agent(&[]);
+    let id = setup.submit("cpu", &["sh", "-c", "sleep 600"]);
+    setup.wait_state(&first, &id, &["running"]);
+    let pod = setup.bound_pod(&first, &id);
+    setup.kubelet(&pod, running());
+    let before = setup.jobs_of(&id);
+    assert_eq!(before.len(), 1);
+    let uid = before[0].uid();
+    first.kill();
+
+    // The second agent is told the kubeconfig by flag (the file also names it).
+    let kubeconfig = setup.kubeconfig.display().to_string();
+    let mut second = setup.agent(&["--kubeconfig", &kubeconfig]);
+    second.wait_started();
+    assert_eq!(setup.status(&id)["state"], "running");
+    setup.kubelet(&pod, exited("Succeeded", 0, "Completed"));
+    let s = setup.wait_state(&second, &id, TERMINAL);
+    assert_eq!(s["state"], "succeeded", "{s}\n{}", second.log());
+    assert_eq!(s["attempt"], 1, "{s}");
+    assert_eq!(events_in(&s, "succeeded"), 1, "finished once: {s}");
+    let after = setup.jobs_of(&id);
+    assert_eq!(after.len(), 1, "adopted, not created twice");
+    assert_eq!(after[0].uid(), uid, "the same Job object");
+    assert_eq!(setup.pods_of(&id).len(), 1, "no second pod");
+}
+
+/// Runs `strata agent --backend kubernetes` in a project with this `strata.toml`, expecting
+/// it to refuse to start; its stderr.
+fn agent_refuses(strata_toml: &str, extra: &[&str]) -> String {
+    let world = World::new();
+    fs::write(world.dir.path().join("strata.toml"), strata_toml).expect("write strata.toml");
+    let mut args = vec!["agent", "--backend", "kubernetes"];
+    args.extend_from_slice(extra);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(&args)
+        .env("STRATA_HOME", &world.home)
+        .current_dir(world.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the agent");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the agent") {
+            break status;
+        }
+        if start.elapsed() > WAIT {
+            let _ = child.kill();
+            panic!("the agent started with {strata_toml}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut text = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut text);
+    }
+    assert!(!status.success(), "{text}");
+    text
+}
+
+#[test]
+fn the_agent_refuses_a_cluster_without_pools_and_keeps_the_configured_context() {
+    let Some(kubeconfig) = kube_support::cluster() else {
+        return;
+    };
+    let kc = kubeconfig.display().to_string();
+    let no_pools =
+        format!("[kubernetes]\nkubeconfig = \"{kc}\"\nregistry = \"127.0.0.1:1/ml/envs\"\n");
+    let err = agent_refuses(&no_pools, &[]);
+    assert!(err.contains("[kubernetes.pools]"), "{err}");
+
+    // `--kubeconfig` replaces the file, not the context the configuration names.
+    let context = format!(
+        "[kubernetes]\ncontext = \"no-such-context\"\n[kubernetes.pools.gpu]\nnode_selector = {{ \"{POOL_LABEL}\" = \"none\" }}\n"
+    );
+    let err = agent_refuses(&context, &["--kubeconfig", &kc]);
+    assert!(err.contains("no-such-context"), "{err}");
+}
