@@ -568,3 +568,56 @@ fn the_agent_refuses_a_cluster_without_pools_and_keeps_the_configured_context() 
     let err = agent_refuses(&context, &["--kubeconfig", &kc]);
     assert!(err.contains("no-such-context"), "{err}");
 }
+
+#[test]
+fn a_refused_launch_keeps_the_job_queued_until_the_cluster_allows_it() {
+    let Some(mut setup) = Setup::new("e2e-refused") else {
+        return;
+    };
+    // The queue's namespace does not exist yet: the cluster refuses the Job.
+    let later = format!("{}-later", setup.namespace);
+    let toml_path = setup.world.dir.path().join("strata.toml");
+    let toml = fs::read_to_string(&toml_path).expect("strata.toml");
+    let toml = toml.replace(
+        &format!("namespace = \"{}\"", setup.namespace),
+        &format!("namespace = \"{later}\""),
+    );
+    fs::write(&toml_path, toml).expect("write strata.toml");
+    setup.namespace = later.clone();
+    let agent = setup.agent(&[]);
+    let id = setup.submit("cpu", &["true"]);
+    let s = setup.wait_state(&agent, &id, &["retrying"]);
+    let reason = s["reason"].as_str().unwrap_or("").to_string();
+    assert!(
+        reason.contains(&later),
+        "the reason names the namespace: {s}"
+    );
+    assert!(setup.jobs_of(&id).is_empty());
+
+    // Once the namespace exists the job runs, once.
+    setup
+        .runtime
+        .block_on(create_namespace(&setup.client, &later));
+    let start = Instant::now();
+    let pod = loop {
+        let bound = setup.pods_of(&id).into_iter().find_map(|p| {
+            p.spec.as_ref()?.node_name.as_ref()?;
+            Some(p.name_any())
+        });
+        if let Some(pod) = bound {
+            break pod;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "never started: {}\n{}",
+            setup.status(&id),
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    setup.kubelet(&pod, running());
+    setup.kubelet(&pod, exited("Succeeded", 0, "Completed"));
+    let s = setup.wait_state(&agent, &id, TERMINAL);
+    assert_eq!(s["state"], "succeeded", "{s}");
+    assert_eq!(setup.jobs_of(&id).len(), 1);
+}

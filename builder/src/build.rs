@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use strata_cache::index::EnvRecord;
+use strata_cache::layout::StagedBlob;
 use strata_cache::lease::{Lease, LeaseOwner};
 use strata_cache::manifest::{Manifest, ManifestDocument};
 use strata_cache::verify::{self, BlobState};
@@ -189,15 +190,28 @@ pub fn build_checked(
         .collect();
     base.import_into(&home.store)?;
     let mut records = Vec::new();
+    // Blobs this build wrote (hashed on the way in): only these are stamped as verified;
+    // a blob that was already there keeps whatever verification it had.
+    let mut written = Vec::new();
+    let mut commit = |staged: StagedBlob| -> Result<(), BuildError> {
+        if !home.store.has_blob(&staged.digest) {
+            written.push(staged.digest.clone());
+        }
+        home.store.commit(staged)?;
+        Ok(())
+    };
     for built in layers {
         reused.push(built.staged.is_none());
         if let Some(staged) = built.staged {
-            home.store.commit(staged)?;
+            commit(staged)?;
         }
         records.push((built.key, built.added.layer));
     }
     reused.push(false);
-    home.store.commit(env_staged)?;
+    commit(env_staged)?;
+    if !home.store.has_blob(&assembled.manifest.config.digest) {
+        written.push(assembled.manifest.config.digest.clone());
+    }
     home.store.put_bytes(&assembled.config)?;
     let tag = tag_for(&spec_digest);
     let digest = finish_image(home, &assembled.manifest, &tag, &spec_digest)?;
@@ -216,7 +230,7 @@ pub fn build_checked(
         &lock.to_json(),
         &records,
     )?;
-    verify::mark_verified(&home.store, &home.index, &held)?;
+    verify::mark_verified(&home.store, &home.index, &written)?;
     lease.release()?;
     let report = report_layers(&assembled.manifest, &reused);
     Ok(Built {
@@ -297,7 +311,17 @@ fn open_base(home: &Home, base: &BaseRef, platform: Platform) -> Result<BaseImag
             }
             Ok(BaseImage::from_layout(path, reference, platform)?)
         }
-        BaseRef::Registry(reference) => crate::publish::pull_base(home, reference, platform),
+        BaseRef::Registry(reference) => {
+            // Pinned by digest and imported before: no network (a tag needs a lookup).
+            let pinned = reference
+                .rsplit_once('@')
+                .and_then(|(_, d)| d.parse::<Digest>().ok())
+                .filter(|d| home.store.has_blob(d));
+            match pinned {
+                Some(d) => Ok(BaseImage::from_store(&home.store, &d, reference)?),
+                None => crate::publish::pull_base(home, reference, platform),
+            }
+        }
     }
 }
 

@@ -59,7 +59,7 @@ pub enum BuildError {
     RegistryGc(#[source] Box<strata_cache::gc::registry::RegistryGcError>),
     #[error(transparent)]
     Home(#[from] HomeError),
-    #[error("registry")]
+    #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error("{what}")]
     Io {

@@ -29,7 +29,7 @@ use strata_cache::manifest::ManifestDocument;
 use strata_cache::Digest;
 
 use crate::admit::Scheduler;
-use crate::backend::{attempt_key, Attempt, Backend, Ended};
+use crate::backend::{attempt_key, Attempt, Backend, Ended, LaunchFailure};
 use crate::config::SchedulerConfig;
 use crate::job::{EndCause, EnvOptions, Environment, Job, JobId, JobState, Outcome};
 use crate::jobstore::{now, Change, JobFilter, JobStore};
@@ -80,6 +80,9 @@ impl Default for AgentOptions {
     }
 }
 
+/// How long a job whose start the cluster refused waits before the next try.
+const LAUNCH_RETRY: Duration = Duration::from_secs(10);
+
 /// The lease holder name of a job: its image is kept from GC while it is unfinished.
 pub fn lease_holder(id: &JobId) -> String {
     format!("job:{id}")
@@ -93,11 +96,11 @@ pub fn log_path(home: &Path, id: &JobId) -> PathBuf {
 enum Event {
     Built {
         key: String,
-        result: Result<Digest, String>,
+        result: Result<BuiltEnv, String>,
     },
     Launched {
         id: JobId,
-        result: Result<String, String>,
+        result: Result<String, LaunchFailure>,
     },
     Stopped {
         id: JobId,
@@ -204,6 +207,20 @@ impl Agent {
             let key = attempt_key(&job);
             known.insert(key.clone());
             match attempts.get(&key) {
+                // It was started (its container or Job was recorded) and is gone without a
+                // recorded end (e.g. removed by the cluster's TTL while no agent ran):
+                // running it again could run it twice, so its end is recorded as lost.
+                None if job.container_id.is_some() => {
+                    let outcome = Outcome {
+                        reason: Some(
+                            "outcome lost: its container or Job disappeared while no agent was running"
+                                .into(),
+                        ),
+                        ..Outcome::default()
+                    };
+                    self.jobs.finish(&job.id, EndCause::Exited, outcome, t)?;
+                    self.home.index.release_leases_of(&lease_holder(&job.id))?;
+                }
                 None | Some(Attempt::NeverStarted) => {
                     // Admitted, never started (at most the leftovers of a launch cut short
                     // before its supervisor existed): nothing ran, so it waits again, under
@@ -271,8 +288,12 @@ impl Agent {
         for job in queued {
             match &job.environment {
                 Environment::Image { reference } => self.resolve_image(&job, reference)?,
-                Environment::Requirements { path, options, .. } => {
-                    let key = env_key(path, options);
+                Environment::Requirements {
+                    path,
+                    options,
+                    spec_digest,
+                } => {
+                    let key = env_key(path, options, spec_digest.as_ref());
                     if self
                         .jobs
                         .transition(&job.id, JobState::Queued, Change::Resolving, now())?
@@ -315,18 +336,36 @@ impl Agent {
         });
     }
 
-    fn on_built(&mut self, key: &str, result: Result<Digest, String>) -> Result<(), AgentError> {
+    fn on_built(&mut self, key: &str, result: Result<BuiltEnv, String>) -> Result<(), AgentError> {
         self.building.remove(key);
         let waiting: Vec<Job> = self
             .jobs
             .list(&JobFilter::unfinished())?
             .into_iter()
             .filter(|j| j.state == JobState::Resolving)
-            .filter(|j| matches!(&j.environment, Environment::Requirements { path, options, .. } if env_key(path, options) == key))
+            .filter(|j| matches!(&j.environment, Environment::Requirements { path, options, spec_digest } if env_key(path, options, spec_digest.as_ref()) == key))
             .collect();
         for job in waiting {
+            let submitted = match &job.environment {
+                Environment::Requirements { spec_digest, .. } => spec_digest.clone(),
+                Environment::Image { .. } => None,
+            };
             match &result {
-                Ok(digest) => self.resolved(&job.id, JobState::Resolving, digest)?,
+                // The file changed since the job was submitted: it would not run what was asked.
+                Ok(built) if submitted.as_ref().is_some_and(|s| *s != built.spec) => {
+                    let reason = format!(
+                        "the requirements file changed after the job was submitted (spec {} then, {} now): submit again",
+                        submitted.as_ref().map(|d| d.short(12)).unwrap_or_default(),
+                        built.spec.short(12)
+                    );
+                    self.jobs.transition(
+                        &job.id,
+                        JobState::Resolving,
+                        Change::Fail { reason },
+                        now(),
+                    )?;
+                }
+                Ok(built) => self.resolved(&job.id, JobState::Resolving, &built.image)?,
                 Err(reason) => {
                     let reason = format!("environment build failed: {reason}");
                     self.jobs.transition(
@@ -394,16 +433,35 @@ impl Agent {
     fn on_launched(
         &mut self,
         id: &JobId,
-        result: Result<String, String>,
+        result: Result<String, LaunchFailure>,
     ) -> Result<(), AgentError> {
         self.busy.remove(id);
         match result {
             Ok(container) => {
                 self.jobs.set_container(id, &container)?;
             }
-            Err(reason) => {
+            // The cluster refused (RBAC, a missing namespace, a dead connection): nothing was
+            // created, so the job stays queued and is tried again later, never lost.
+            Err(failure) if failure.retry => {
                 let outcome = Outcome {
-                    reason: Some(format!("could not start: {reason}")),
+                    reason: Some(format!(
+                        "could not start, trying again in {}s: {}",
+                        LAUNCH_RETRY.as_secs(),
+                        failure.reason
+                    )),
+                    ..Outcome::default()
+                };
+                let change = Change::Retry {
+                    not_before: now() + LAUNCH_RETRY.as_secs() as i64,
+                    outcome,
+                };
+                self.jobs.transition(id, JobState::Running, change, now())?;
+                self.scheduler.release(id);
+                self.scheduler.sync(&self.jobs)?;
+            }
+            Err(failure) => {
+                let outcome = Outcome {
+                    reason: Some(format!("could not start: {}", failure.reason)),
                     ..Outcome::default()
                 };
                 self.end(id, EndCause::Exited, outcome)?;
@@ -485,13 +543,12 @@ impl Agent {
         }
         let (cause, outcome) = match result {
             Ok(ended) => (ended.cause, ended.outcome),
-            Err(reason) => (
-                EndCause::Exited,
-                Outcome {
-                    reason: Some(format!("stopping failed: {reason}")),
-                    ..Outcome::default()
-                },
-            ),
+            // Not confirmed gone: it still counts as running (capacity, lease); the next
+            // round tries again (a cancel request or time limit is still there).
+            Err(reason) => {
+                tracing::warn!("stopping job {id} failed, will retry: {reason}");
+                return Ok(());
+            }
         };
         // The outcome is recorded first; only then is the container removed.
         self.end(id, cause, outcome)?;
@@ -530,14 +587,28 @@ pub fn hold_image(home: &Home, id: &JobId, digest: &Digest) -> Result<(), AgentE
 }
 
 /// Jobs with the same key share one build.
-fn env_key(path: &Path, options: &EnvOptions) -> String {
+/// Jobs of one spec share one build (the spec digest computed at submit, else the file and
+/// its options).
+fn env_key(path: &Path, options: &EnvOptions, spec: Option<&Digest>) -> String {
+    if let Some(spec) = spec {
+        return spec.to_string();
+    }
     let options = serde_json::to_string(options).unwrap_or_default();
     format!("{}\n{options}", path.display())
 }
 
-/// Builds (or finds in the cache) the environment of a requirements job.
-fn build_env(root: &Path, path: &Path, options: &EnvOptions) -> Result<Digest, String> {
-    let home = Home::open(root).map_err(|e| error_chain(&e))?;
+/// A built environment: its image, and the spec digest it was built from.
+struct BuiltEnv {
+    image: Digest,
+    spec: Digest,
+}
+
+/// The build options a requirements job was submitted with.
+pub fn build_options(
+    path: &Path,
+    options: &EnvOptions,
+    jobs: usize,
+) -> Result<BuildOptions, String> {
     let base: BaseRef = options.base.parse().map_err(|e| error_chain(&e))?;
     let python = match &options.python {
         Some(p) => Some(p.parse().map_err(|e| error_chain(&e))?),
@@ -549,19 +620,29 @@ fn build_env(root: &Path, path: &Path, options: &EnvOptions) -> Result<Digest, S
         .unwrap_or("linux/amd64")
         .parse()
         .map_err(|e| error_chain(&e))?;
-    let build_options = BuildOptions {
+    Ok(BuildOptions {
         requirements: path.to_path_buf(),
         base,
         python,
         platform,
         find_links: options.find_links.clone(),
         no_index: options.no_index,
-        jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        jobs,
         name: options.name.clone(),
         layer_limit: DEFAULT_LAYER_LIMIT,
-    };
+    })
+}
+
+/// Builds (or finds in the cache) the environment of a requirements job.
+fn build_env(root: &Path, path: &Path, options: &EnvOptions) -> Result<BuiltEnv, String> {
+    let home = Home::open(root).map_err(|e| error_chain(&e))?;
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let build_options = build_options(path, options, jobs)?;
     build::build(&home, &build_options, &Silent)
-        .map(|b| b.digest)
+        .map(|b| BuiltEnv {
+            image: b.digest,
+            spec: b.spec_digest.0,
+        })
         .map_err(|e| error_chain(&e))
 }
 

@@ -25,6 +25,14 @@ pub struct Ended {
     pub not_started: bool,
 }
 
+/// Why an attempt could not start, and whether trying again later may help (the cluster
+/// refused or could not be reached) or not (the job itself is wrong: no such command).
+#[derive(Debug, Clone)]
+pub struct LaunchFailure {
+    pub reason: String,
+    pub retry: bool,
+}
+
 /// What an attempt found at recovery is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {
@@ -83,19 +91,27 @@ impl Backend {
 
     /// Starts an attempt (blocking: call from a worker thread). Kubernetes pulls images
     /// from a registry, so the image is pushed there first (nothing is sent if it is there).
-    pub fn launch(&self, root: &Path, job: &Job, network: bool) -> Result<String, String> {
+    pub fn launch(&self, root: &Path, job: &Job, network: bool) -> Result<String, LaunchFailure> {
+        let fatal = |reason: String| LaunchFailure {
+            reason,
+            retry: false,
+        };
+        let retry = |reason: String| LaunchFailure {
+            reason,
+            retry: true,
+        };
         match self {
             Backend::Local(l) => {
-                let request = local_request(root, job, network)?;
+                let request = local_request(root, job, network).map_err(fatal)?;
                 l.launch(&request)
                     .map(|r| r.container_id)
-                    .map_err(|e| error_chain(&e))
+                    .map_err(|e| fatal(error_chain(&e)))
             }
             Backend::Kube(k) => {
-                push_for_cluster(root, k, job)?;
+                push_for_cluster(root, k, job).map_err(retry)?;
                 k.launch(job)
                     .map(|l| format!("{}/{}", l.namespace, l.name))
-                    .map_err(|e| error_chain(&e))
+                    .map_err(|e| retry(error_chain(&e)))
             }
         }
     }

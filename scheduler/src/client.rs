@@ -4,15 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use strata_builder::base::BaseRef;
-use strata_builder::build::{self, BuildOptions};
+use strata_builder::build;
 use strata_builder::home::Home;
-use strata_builder::layers::DEFAULT_LAYER_LIMIT;
 use strata_cache::catalog::Catalog;
 use strata_config::Config;
 
 use crate::admit::Scheduler;
-use crate::agent::{error_chain, hold_image, log_path};
+use crate::agent::{build_options, error_chain, hold_image, log_path};
 use crate::config::SchedulerConfig;
 use crate::explain::JobView;
 use crate::job::{EnvOptions, Environment, JobId, JobState, NewJob};
@@ -121,28 +119,7 @@ impl Client {
     ) -> Result<strata_cache::Digest, ClientError> {
         let env_err = |e: &dyn std::error::Error| ClientError::Environment(error_chain(e));
         let home = Home::open(&self.root).map_err(|e| env_err(&e))?;
-        let base: BaseRef = options.base.parse().map_err(|e| env_err(&e))?;
-        let platform = options
-            .platform
-            .as_deref()
-            .unwrap_or("linux/amd64")
-            .parse()
-            .map_err(|e| env_err(&e))?;
-        let python = match &options.python {
-            Some(p) => Some(p.parse().map_err(|e| env_err(&e))?),
-            None => None,
-        };
-        let build_options = BuildOptions {
-            requirements: path.to_path_buf(),
-            base,
-            python,
-            platform,
-            find_links: options.find_links.clone(),
-            no_index: options.no_index,
-            jobs: 1,
-            name: options.name.clone(),
-            layer_limit: DEFAULT_LAYER_LIMIT,
-        };
+        let build_options = build_options(path, options, 1).map_err(ClientError::Environment)?;
         let (env, _) = build::prepare(&home, &build_options).map_err(|e| env_err(&e))?;
         Ok(env.digest().0)
     }

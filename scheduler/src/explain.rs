@@ -170,6 +170,12 @@ impl Scheduler {
                 let next = job
                     .not_before
                     .map_or("soon".into(), |t| format!("in {}", human_duration(t - now)));
+                // A start the cluster refused says why in words of its own.
+                if job.outcome.exit_code.is_none() && job.outcome.signal.is_none() {
+                    if let Some(reason) = &job.outcome.reason {
+                        return Some(format!("{reason} (next try {next})"));
+                    }
+                }
                 Some(format!(
                     "attempt {} of {} after {after}; next try {next}",
                     job.attempt,

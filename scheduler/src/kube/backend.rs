@@ -21,6 +21,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use strata_cache::Digest;
 
+use crate::agent::error_chain;
 use crate::job::{Job, JobId, Outcome};
 use crate::kube::config::{Connection, KubeSettings};
 use crate::kube::nodes::{label_selector, pool_node};
@@ -256,21 +257,6 @@ fn read_kubeconfig(
             detail: format!("not a valid kubeconfig: {e}"),
         })?;
     Ok((kubeconfig, desc))
-}
-
-/// An error and its causes on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let part = cause.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 impl KubeBackend {
