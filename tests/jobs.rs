@@ -241,7 +241,8 @@ fn agent_killed_while_jobs_run_ends_each_job_exactly_once() {
         &world,
         "shared-a.txt",
         &[],
-        &["sh", "-c", "echo started; sleep 3; exit 7", &marker],
+        // Still running when the new agent starts: it is re-adopted, not restarted.
+        &["sh", "-c", "echo started; sleep 9; exit 7", &marker],
     );
     // Killed once both containers really run (admission alone is not a start).
     for id in [&ok, &bad] {
@@ -255,7 +256,7 @@ fn agent_killed_while_jobs_run_ends_each_job_exactly_once() {
         }
     }
     agent.kill(); // SIGKILL
-                  // The jobs end while no agent watches them.
+                  // One job ends while no agent watches it; the other still runs when the agent returns.
     std::thread::sleep(Duration::from_secs(5));
     let later = submit_env(&world, "shared-a.txt", &[], &["echo", "after restart"]);
     let _agent = AgentProcess::start(&world);
