@@ -255,8 +255,9 @@ fn agent_killed_while_jobs_run_ends_each_job_exactly_once() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    agent.kill(); // SIGKILL
-                  // One job ends while no agent watches it; the other still runs when the agent returns.
+    // SIGKILL. One job ends while no agent watches it; the other still runs when the
+    // agent returns and is re-adopted.
+    agent.kill();
     std::thread::sleep(Duration::from_secs(5));
     let later = submit_env(&world, "shared-a.txt", &[], &["echo", "after restart"]);
     let _agent = AgentProcess::start(&world);
