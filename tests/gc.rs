@@ -19,18 +19,28 @@ fn json(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Builds three environments of one name; with keep-newest 1 and keep-days 0 the two older
-/// ones are garbage.
-fn three_generations(world: &World) -> Vec<Value> {
+/// Builds three environments of one name (with `extra` build flags); with keep-newest 1
+/// and keep-days 0 the two older ones are garbage.
+fn generations(world: &World, extra: &[&str]) -> Vec<Value> {
     ["shared-a.txt", "shared-b.txt", "basic.txt"]
         .iter()
         .map(|f| {
-            let built = world.build_ok(&requirements(f), &["--name", "exp"]);
+            let mut args = vec!["--name", "exp"];
+            args.extend_from_slice(extra);
+            let built = world.build_ok(&requirements(f), &args);
             // Distinct last-used seconds so "newest" is well defined.
             std::thread::sleep(Duration::from_millis(1100));
             built
         })
         .collect()
+}
+
+fn three_generations(world: &World) -> Vec<Value> {
+    generations(world, &[])
+}
+
+fn three_generations_pushed(world: &World, target: &str) -> Vec<Value> {
+    generations(world, &["--push", target])
 }
 
 const POLICY: &[&str] = &["--keep-days", "0", "--keep-newest", "1", "--grace", "0s"];
@@ -215,17 +225,6 @@ fn registry_gc_errors_name_the_registry() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("does not allow deletes"), "{err}");
-}
-
-fn three_generations_pushed(world: &World, target: &str) -> Vec<Value> {
-    ["shared-a.txt", "shared-b.txt", "basic.txt"]
-        .iter()
-        .map(|f| {
-            let built = world.build_ok(&requirements(f), &["--name", "exp", "--push", target]);
-            std::thread::sleep(Duration::from_millis(1100));
-            built
-        })
-        .collect()
 }
 
 /// Every blob of `image` as pulled by skopeo hashes to its name, and umoci unpacks it.
