@@ -334,11 +334,6 @@ impl Store {
         Ok(self.read_index()?.manifests)
     }
 
-    /// The directory of temporary files and locks (same filesystem as the layout).
-    pub fn work(&self) -> &Path {
-        &self.work
-    }
-
     /// Removes each `(tag, manifest)` from `index.json` if the tag still points at that
     /// manifest (a tag re-pointed meanwhile is left alone); returns the tags removed.
     pub fn remove_tags(&self, tags: &[(String, Digest)]) -> Result<Vec<String>, StoreError> {

@@ -131,7 +131,7 @@ impl Fixture {
     /// Makes every blob (and temp file) look written `days` ago.
     fn age_everything(&self, days: i64) {
         let when = SystemTime::now() - Duration::from_secs((days * DAY) as u64);
-        for dir in [self.blob_dir(), self.store.work().to_path_buf()] {
+        for dir in [self.blob_dir(), self.store.work_dir().to_path_buf()] {
             for entry in fs::read_dir(dir).unwrap() {
                 set_mtime(&entry.unwrap().path(), when);
             }
@@ -438,11 +438,11 @@ fn policy_keeps_each_reason_and_prunes_the_rest() {
 fn grace_protects_young_blobs_and_temp_files() {
     let fx = Fixture::new();
     let old = fx.store.put_bytes(b"old orphan").unwrap();
-    fs::write(fx.store.work().join(".tmpOLD"), b"partial").unwrap();
-    fs::write(fx.store.work().join("not-ours"), b"x").unwrap();
+    fs::write(fx.store.work_dir().join(".tmpOLD"), b"partial").unwrap();
+    fs::write(fx.store.work_dir().join("not-ours"), b"x").unwrap();
     fx.age_everything(2);
     let young = fx.store.put_bytes(b"young orphan").unwrap();
-    fs::write(fx.store.work().join(".tmpNEW"), b"partial").unwrap();
+    fs::write(fx.store.work_dir().join(".tmpNEW"), b"partial").unwrap();
 
     let plan = fx.plan(&policy());
     assert_eq!(planned_blobs(&plan), BTreeSet::from([old.clone()]));
@@ -456,10 +456,10 @@ fn grace_protects_young_blobs_and_temp_files() {
     assert_eq!(report.bytes_freed, 17);
     assert!(!fx.store.has_blob(&old));
     assert!(fx.store.has_blob(&young));
-    assert!(!fx.store.work().join(".tmpOLD").exists());
-    assert!(fx.store.work().join(".tmpNEW").exists());
-    assert!(fx.store.work().join("not-ours").exists());
-    assert!(fx.store.work().join("index.lock").exists());
+    assert!(!fx.store.work_dir().join(".tmpOLD").exists());
+    assert!(fx.store.work_dir().join(".tmpNEW").exists());
+    assert!(fx.store.work_dir().join("not-ours").exists());
+    assert!(fx.store.work_dir().join("index.lock").exists());
 
     // The same store judged three hours later: the young orphan's grace is over.
     let later = local::plan(&fx.store, &fx.index, &policy(), fx.now + 3 * 3600).unwrap();
@@ -614,7 +614,7 @@ fn the_sweep_holds_the_gc_lock_while_it_deletes() {
     let mut checked = false;
     local::sweep_observed(&fx.store, &fx.index, &plan, &mut |step| {
         if let SweepStep::BlobDeleted(_) = step {
-            let lock = File::open(fx.store.work().join("gc.lock")).unwrap();
+            let lock = File::open(fx.store.work_dir().join("gc.lock")).unwrap();
             assert!(
                 lock.try_lock_shared().is_err(),
                 "a lease could be taken now"
@@ -655,7 +655,7 @@ fn crash_store(images: usize) -> (Fixture, Vec<String>) {
     fx.image("foreign", &[pool[7].clone()], None);
     kept.push("foreign".into());
     fx.store.put_bytes(b"orphan").unwrap();
-    fs::write(fx.store.work().join(".tmpcrash"), b"partial").unwrap();
+    fs::write(fx.store.work_dir().join(".tmpcrash"), b"partial").unwrap();
     fx.age_everything(40);
     (fx, kept)
 }

@@ -232,7 +232,7 @@ pub fn plan(store: &Store, index: &Index, policy: &GcPolicy, now: i64) -> Result
     }
 
     let blobs = scan::list_blobs(store).map_err(list_err(store.root().join("blobs")))?;
-    let temps = scan::list_temp_files(store).map_err(list_err(store.work().to_path_buf()))?;
+    let temps = scan::list_temp_files(store).map_err(list_err(store.work_dir().to_path_buf()))?;
     let mut counts = PlanCounts {
         images: images.tags.len(),
         kept: kept.len(),

@@ -63,7 +63,7 @@ pub fn list_blobs(store: &Store) -> io::Result<Vec<BlobFile>> {
 /// else lives there are left alone).
 pub fn list_temp_files(store: &Store) -> io::Result<Vec<TempFile>> {
     let mut temps = Vec::new();
-    for entry in fs::read_dir(store.work())? {
+    for entry in fs::read_dir(store.work_dir())? {
         let entry = entry?;
         let is_temp = entry
             .file_name()
