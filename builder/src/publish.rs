@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use strata_cache::index::EnvRecord;
-use strata_cache::lease::LeaseOwner;
+use strata_cache::lease::{Lease, LeaseOwner};
 use strata_cache::manifest::{Manifest, ManifestDocument};
 use strata_cache::registry::{
     push_image, ImageRef, ImageUpload, ManifestRef, PushOptions, Registry, RegistryError,
@@ -16,6 +16,7 @@ use crate::base::{BaseError, BaseImage};
 use crate::error::BuildError;
 use crate::home::Home;
 use crate::image::{ANNOTATION_LOCK, ANNOTATION_SPEC};
+use crate::layers::hold;
 use crate::progress::Progress;
 use crate::target::Platform;
 
@@ -111,7 +112,7 @@ impl PushTarget {
         }
         // Hold the blobs against a concurrent GC while they are read.
         let lease = home.index.lease("push", LeaseOwner::current_process())?;
-        lease.add(&image_digests(digest, &manifest))?;
+        hold(home, &lease, &image_digests(digest, &manifest))?;
         refuse_corrupt(home, digest, &manifest)?;
         let blobs: Vec<(BlobDescriptor, PathBuf)> = std::iter::once(&manifest.config)
             .chain(manifest.layers.iter())
@@ -212,9 +213,14 @@ pub fn pull(
     let rt = runtime()?;
     let lease = home.index.lease("pull", LeaseOwner::current_process())?;
     let fetched = rt.block_on(fetch_image(
-        &registry, &image, reference, platform, home, &staging,
+        &registry,
+        &image,
+        reference,
+        platform,
+        home,
+        &staging,
+        Some(&lease),
     ))?;
-    lease.add(&image_digests(&fetched.digest, &fetched.manifest))?;
     for (digest, path) in &fetched.staged {
         home.store.adopt_file(path, digest)?;
     }
@@ -307,6 +313,7 @@ async fn fetch_image(
     platform: Platform,
     home: &Home,
     staging: &Path,
+    lease: Option<&Lease<'_>>,
 ) -> Result<Fetched, BuildError> {
     let blobs = staging.join("blobs").join("sha256");
     std::fs::create_dir_all(&blobs).map_err(|source| BuildError::Io {
@@ -344,6 +351,10 @@ async fn fetch_image(
             }))
         }
     };
+    // Held before looking at what the store has: a blob found present stays present.
+    if let Some(lease) = lease {
+        hold(home, lease, &image_digests(&pulled.digest, &manifest))?;
+    }
     let mut fetched = Fetched {
         digest: pulled.digest.clone(),
         manifest_bytes: pulled.bytes,
@@ -382,8 +393,9 @@ pub fn pull_base(
     let image: ImageRef = reference.parse().map_err(RegistryError::from)?;
     let registry = Registry::new(&image.repo.registry, false)?;
     let staging = home.tmp().join("pulled");
+    // The build that asked holds the base's blobs from the moment it imports them.
     let fetched = runtime()?.block_on(fetch_image(
-        &registry, &image, reference, platform, home, &staging,
+        &registry, &image, reference, platform, home, &staging, None,
     ))?;
     let manifest_path = staging.join("blobs/sha256").join(fetched.digest.hex());
     std::fs::write(&manifest_path, &fetched.manifest_bytes).map_err(|source| BuildError::Io {
