@@ -7,6 +7,7 @@ use serde::Serialize;
 use strata_builder::build;
 use strata_builder::home::Home;
 use strata_cache::catalog::Catalog;
+use strata_cache::lease::LeaseOwner;
 use strata_config::Config;
 
 use crate::admit::Scheduler;
@@ -104,11 +105,27 @@ impl Client {
             job.image_digest = Some(image.digest.clone());
         }
         let digest = job.image_digest.clone();
+        // Held from before the job exists until the job's own lease replaces it, so a GC
+        // between the lookup and the submit cannot take the image.
+        let env_err = |e: &dyn std::error::Error| ClientError::Environment(error_chain(e));
+        let bridge = home
+            .index
+            .lease("submit", LeaseOwner::current_process())
+            .map_err(|e| env_err(&e))?;
+        if let Some(digest) = &digest {
+            strata_builder::layers::hold(&home, &bridge, std::slice::from_ref(digest))
+                .map_err(|e| env_err(&e))?;
+            if !home.store.has_blob(digest) {
+                return Err(ClientError::Environment(format!(
+                    "image {digest} left the local store while submitting: try again"
+                )));
+            }
+        }
         let id = self.jobs.submit(&self.config, job, now())?;
         if let Some(digest) = digest {
-            hold_image(&home, &id, &digest)
-                .map_err(|e| ClientError::Environment(error_chain(&e)))?;
+            hold_image(&home, &id, &digest).map_err(|e| env_err(&e))?;
         }
+        bridge.release().map_err(|e| env_err(&e))?;
         Ok(id)
     }
 
