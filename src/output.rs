@@ -38,6 +38,7 @@ impl Failure {
             | BuildError::PinnedHash { .. }
             | BuildError::Install { .. }
             | BuildError::Config(_)
+            | BuildError::NotAnImage { .. }
             | BuildError::Policy(_) => EXIT_BAD_INPUT,
             BuildError::Registry(_) | BuildError::RegistryGc(_) => EXIT_REGISTRY,
             BuildError::Store(_)

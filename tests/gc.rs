@@ -184,12 +184,15 @@ fn malformed_policy_names_the_key_and_changes_nothing() {
     fs::create_dir_all(&project).unwrap();
     fs::write(project.join("strata.toml"), "[gc]\nkeep_dayz = 3\n").unwrap();
     let before = world.snapshot();
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["gc"])
-        .current_dir(&project)
-        .env("STRATA_HOME", &world.home)
-        .output()
-        .unwrap();
+    let gc_in_project = || {
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["gc"])
+            .current_dir(&project)
+            .env("STRATA_HOME", &world.home)
+            .output()
+            .unwrap()
+    };
+    let out = gc_in_project();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("keep_dayz"), "{err}");
@@ -197,12 +200,7 @@ fn malformed_policy_names_the_key_and_changes_nothing() {
     assert_eq!(before, world.snapshot());
 
     fs::write(project.join("strata.toml"), "[gc]\ngrace = \"soon\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["gc"])
-        .current_dir(&project)
-        .env("STRATA_HOME", &world.home)
-        .output()
-        .unwrap();
+    let out = gc_in_project();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("grace"), "{err}");

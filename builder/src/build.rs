@@ -215,7 +215,7 @@ pub fn build_checked(
     home.store.put_bytes(&assembled.config)?;
     let tag = tag_for(&spec_digest);
     let digest = finish_image(home, &assembled.manifest, &tag, &spec_digest)?;
-    let size = image_size(&assembled.manifest);
+    let size = assembled.manifest.blob_bytes();
     home.index.record_build(
         &EnvRecord {
             spec: spec_digest.0.clone(),
@@ -415,7 +415,7 @@ fn lock_hit(
     );
     let tag = tag_for(spec);
     let digest = finish_image(home, &manifest, &tag, spec)?;
-    let size = image_size(&manifest);
+    let size = manifest.blob_bytes();
     home.index.record_build(
         &EnvRecord {
             spec: spec.0.clone(),
@@ -467,7 +467,7 @@ fn stored_manifest(
     // Every blob is checked (hashed again only if it changed on disk since it was last
     // verified): a corrupt blob is quarantined and the image rebuilt, never served.
     let mut complete = true;
-    for d in std::iter::once(&manifest.config).chain(manifest.layers.iter()) {
+    for d in manifest.blobs() {
         match verify::check_blob(&home.store, &home.index, &d.digest)? {
             BlobState::Ok => {}
             BlobState::Missing => complete = false,
@@ -504,10 +504,6 @@ fn finish_image(
         annotations,
     )?;
     Ok(digest)
-}
-
-fn image_size(manifest: &Manifest) -> u64 {
-    manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>()
 }
 
 fn report_layers(manifest: &Manifest, reused: &[bool]) -> Vec<LayerReport> {

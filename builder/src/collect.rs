@@ -87,14 +87,7 @@ pub fn collect_registry(
     let repo: RegistryRepo = target.parse().map_err(RegistryError::from)?;
     let registry = Registry::new(&repo.registry, insecure)?;
     let protected = home.index.live_lease_refs()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| BuildError::Io {
-            what: "starting the async runtime".into(),
-            source,
-        })?;
-    rt.block_on(async {
+    crate::publish::runtime()?.block_on(async {
         let plan = plan_registry(&registry, &repo, &home.index, policy, &protected, now()).await?;
         if dry_run {
             return Ok(plan.into_report());

@@ -67,11 +67,13 @@ pub enum BuildError {
         #[source]
         source: io::Error,
     },
-    #[error("image {image} in the local store is damaged: blob {blob} is missing or corrupt (now quarantined)")]
+    #[error("image {image} in the local store is damaged: blob {blob} is missing, or was corrupt and is now in quarantine")]
     DamagedImage {
         image: strata_cache::Digest,
         blob: strata_cache::Digest,
     },
+    #[error("{digest} in the local store is an image index or another document, not an image manifest: push or run one of its images")]
+    NotAnImage { digest: strata_cache::Digest },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -47,7 +47,8 @@ pub struct Pulled {
     pub environment: bool,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, BuildError> {
+/// A single-threaded runtime for the registry calls of one command.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, BuildError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -114,8 +115,8 @@ impl PushTarget {
         let lease = home.index.lease("push", LeaseOwner::current_process())?;
         hold(home, &lease, &image_digests(digest, &manifest))?;
         refuse_corrupt(home, digest, &manifest)?;
-        let blobs: Vec<(BlobDescriptor, PathBuf)> = std::iter::once(&manifest.config)
-            .chain(manifest.layers.iter())
+        let blobs: Vec<(BlobDescriptor, PathBuf)> = manifest
+            .blobs()
             .map(|d| (d.blob(), home.store.blob_path(&d.digest)))
             .collect();
         let upload = ImageUpload {
@@ -150,7 +151,7 @@ impl PushTarget {
 /// A corrupt or missing blob is never pushed: it is quarantined and the push refused, with
 /// the image to rebuild or pull named.
 fn refuse_corrupt(home: &Home, digest: &Digest, manifest: &Manifest) -> Result<(), BuildError> {
-    for d in std::iter::once(&manifest.config).chain(manifest.layers.iter()) {
+    for d in manifest.blobs() {
         let state = strata_cache::verify::check_blob(&home.store, &home.index, &d.digest)?;
         if state != strata_cache::verify::BlobState::Ok {
             return Err(BuildError::DamagedImage {
@@ -174,9 +175,9 @@ fn stored_manifest(home: &Home, digest: &Digest) -> Result<(Vec<u8>, Manifest), 
     let bytes = home.store.read_blob(digest)?;
     match ManifestDocument::parse(&bytes) {
         Ok(ManifestDocument::Image(m)) => Ok((bytes, m)),
-        _ => Err(BuildError::Internal(format!(
-            "{digest} in the store is not an image manifest"
-        ))),
+        _ => Err(BuildError::NotAnImage {
+            digest: digest.clone(),
+        }),
     }
 }
 
@@ -274,8 +275,7 @@ fn record_pulled_env(home: &Home, fetched: &Fetched, tag: &str) -> Result<bool, 
         home.index.touch_env(&spec)?;
         return Ok(true);
     }
-    let size =
-        fetched.manifest.config.size + fetched.manifest.layers.iter().map(|l| l.size).sum::<u64>();
+    let size = fetched.manifest.blob_bytes();
     home.index.record_build(
         &EnvRecord {
             spec,
@@ -363,7 +363,7 @@ async fn fetch_image(
         present: 0,
         bytes_downloaded: 0,
     };
-    for d in std::iter::once(&manifest.config).chain(manifest.layers.iter()) {
+    for d in manifest.blobs() {
         // A blob the store has is not downloaded again, unless it no longer verifies.
         let state = strata_cache::verify::check_blob(&home.store, &home.index, &d.digest)?;
         if state == strata_cache::verify::BlobState::Ok {

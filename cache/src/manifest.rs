@@ -84,6 +84,16 @@ impl Manifest {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// The blobs the manifest references: its config, then its layers.
+    pub fn blobs(&self) -> impl Iterator<Item = &Descriptor> {
+        std::iter::once(&self.config).chain(self.layers.iter())
+    }
+
+    /// Bytes of the blobs the manifest references: config and layers.
+    pub fn blob_bytes(&self) -> u64 {
+        self.blobs().map(|d| d.size).sum()
+    }
+
     pub fn media_type(&self) -> &str {
         self.media_type.as_deref().unwrap_or(MEDIA_TYPE_MANIFEST)
     }

@@ -571,13 +571,14 @@ impl Agent {
 /// Leases a job's image (manifest, config, layers) for as long as the job is unfinished:
 /// GC, local or in a registry, never takes it. Replaces an earlier lease of the job.
 pub fn hold_image(home: &Home, id: &JobId, digest: &Digest) -> Result<(), AgentError> {
-    let mut digests = vec![digest.clone()];
-    if let Ok(bytes) = home.store.read_blob(digest) {
-        if let Ok(ManifestDocument::Image(m)) = ManifestDocument::parse(&bytes) {
-            digests.push(m.config.digest.clone());
-            digests.extend(m.layers.iter().map(|l| l.digest.clone()));
-        }
-    }
+    let digests = match home
+        .store
+        .read_blob(digest)
+        .map(|b| ManifestDocument::parse(&b))
+    {
+        Ok(Ok(ManifestDocument::Image(m))) => strata_builder::publish::image_digests(digest, &m),
+        _ => vec![digest.clone()],
+    };
     let holder = lease_holder(id);
     let _gc = home.store.gc_lock_shared()?;
     home.index.release_leases_of(&holder)?;

@@ -91,7 +91,7 @@ impl Marker {
             };
             match *doc {
                 ManifestDocument::Image(m) => {
-                    for child in std::iter::once(&m.config).chain(m.layers.iter()) {
+                    for child in m.blobs() {
                         if self.marked.insert(child.digest.clone()) {
                             added.push(child.digest.clone());
                         }

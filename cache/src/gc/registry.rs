@@ -499,10 +499,7 @@ async fn inspect(
     };
     let (annotations, blobs) = match ManifestDocument::parse(&bytes) {
         Ok(ManifestDocument::Image(m)) => {
-            let blobs = std::iter::once(&m.config)
-                .chain(m.layers.iter())
-                .map(|d| (d.digest.clone(), d.size))
-                .collect();
+            let blobs = m.blobs().map(|d| (d.digest.clone(), d.size)).collect();
             (m.annotations, blobs)
         }
         // Never a strata image; its children's blobs count as kept for `bytes_freed`.
@@ -551,11 +548,7 @@ async fn child_blobs(
         };
         blobs.push((child.clone(), bytes.len() as u64));
         if let Ok(ManifestDocument::Image(m)) = ManifestDocument::parse(&bytes) {
-            blobs.extend(
-                std::iter::once(&m.config)
-                    .chain(m.layers.iter())
-                    .map(|d| (d.digest.clone(), d.size)),
-            );
+            blobs.extend(m.blobs().map(|d| (d.digest.clone(), d.size)));
         }
     }
     Ok(blobs)
