@@ -185,7 +185,7 @@ impl Index {
     /// Opens (creating and migrating) the database. WAL mode and a busy timeout let many
     /// strata processes share it.
     pub fn open(path: &Path) -> Result<Index, IndexError> {
-        let conn = Connection::open(path).map_err(|source| IndexError::Sqlite {
+        let conn = crate::sqlite::open(path).map_err(|source| IndexError::Sqlite {
             path: path.to_path_buf(),
             source,
         })?;
@@ -213,15 +213,6 @@ impl Index {
     }
 
     fn configure(&self) -> Result<(), IndexError> {
-        self.conn
-            .busy_timeout(std::time::Duration::from_secs(30))
-            .map_err(self.err())?;
-        self.conn
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(self.err())?;
-        self.conn
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(self.err())?;
         self.conn
             .pragma_update(None, "foreign_keys", "ON")
             .map_err(self.err())?;

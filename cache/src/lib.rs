@@ -10,6 +10,7 @@ pub mod layout;
 pub mod lease;
 pub mod manifest;
 pub mod registry;
+pub mod sqlite;
 pub mod verify;
 
 pub use descriptor::{BlobDescriptor, LayerDescriptor};

@@ -373,20 +373,14 @@ pub struct JobStore {
 impl JobStore {
     /// Opens (creating and migrating) the scheduler's tables in the database at `path`.
     pub fn open(path: &Path) -> Result<JobStore, StoreError> {
-        let conn = Connection::open(path).map_err(|source| StoreError::Sqlite {
+        let conn = strata_cache::sqlite::open(path).map_err(|source| StoreError::Sqlite {
             path: path.to_path_buf(),
             source,
         })?;
-        JobStore::from_connection(conn, path)
-    }
-
-    /// Uses an open connection (`path` only names the file in errors).
-    pub fn from_connection(conn: Connection, path: &Path) -> Result<JobStore, StoreError> {
         let store = JobStore {
             conn,
             path: path.to_path_buf(),
         };
-        store.configure()?;
         store.migrate()?;
         Ok(store)
     }
@@ -400,19 +394,6 @@ impl JobStore {
             path: self.path.clone(),
             source,
         }
-    }
-
-    fn configure(&self) -> Result<(), StoreError> {
-        self.conn
-            .busy_timeout(std::time::Duration::from_secs(30))
-            .map_err(self.err())?;
-        self.conn
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(self.err())?;
-        self.conn
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(self.err())?;
-        Ok(())
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
