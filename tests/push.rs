@@ -135,8 +135,9 @@ fn second_environment_uploads_only_the_layers_it_does_not_share() {
 fn push_cut_mid_way_resumes_without_resending_what_landed() {
     let reg = TestRegistry::start();
     let world = World::new();
-    // Cut after 2 MB: the small layers land, the 20 MB base layer does not.
-    let proxy = FaultProxy::start(&reg.addr(), Some(2_000_000));
+    // Any connection that carries more than 2 MB is cut: the small layers land, the 20 MB
+    // base layer never does (each retry is cut too), whatever order the uploads run in.
+    let proxy = FaultProxy::cutting_each_connection(&reg.addr(), 2_000_000);
     let target = format!("{}/team/env", proxy.addr());
     let out = world.build(&requirements("basic.txt"), &["--push", &target]);
     let err = stderr(&out);

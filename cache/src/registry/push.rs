@@ -4,8 +4,9 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 
 use super::client::Registry;
 use super::error::RegistryError;
@@ -54,6 +55,8 @@ enum BlobOutcome {
     Present,
     Mounted,
     Uploaded(u64),
+    /// Not started, because another blob had failed.
+    Skipped,
 }
 
 /// Pushes `image` to `repo`. The manifest goes up only after every blob is in place, so the
@@ -105,29 +108,51 @@ async fn push_blobs(
         .filter(|from| from.registry == repo.registry && *from != repo);
     // The futures are built up front (they do nothing until polled): a closure inside the
     // stream would make the whole push future lose `Send`.
+    let failed = AtomicBool::new(false);
     let pushes: Vec<_> = unique
         .into_iter()
-        .map(|(blob, path)| push_one(registry, repo, blob, path, mount_from))
+        .map(|(blob, path)| push_one(registry, repo, blob, path, mount_from, &failed))
         .collect();
-    let outcomes: Vec<BlobOutcome> = futures_util::stream::iter(pushes)
+    // After a failure no new blob is started, but those in flight finish before the first
+    // error is reported: what lands now is not sent again when the push is resumed.
+    let outcomes: Vec<Result<BlobOutcome, RegistryError>> = futures_util::stream::iter(pushes)
         .buffer_unordered(options.concurrency.max(1))
-        .try_collect()
-        .await?;
+        .collect()
+        .await;
     let mut report = PushReport::default();
     for outcome in outcomes {
-        match outcome {
+        match outcome? {
             BlobOutcome::Present => report.blobs_present += 1,
             BlobOutcome::Mounted => report.blobs_mounted += 1,
             BlobOutcome::Uploaded(n) => {
                 report.blobs_uploaded += 1;
                 report.bytes_uploaded += n;
             }
+            BlobOutcome::Skipped => {}
         }
     }
     Ok(report)
 }
 
 async fn push_one(
+    registry: &Registry,
+    repo: &RegistryRepo,
+    blob: &BlobDescriptor,
+    path: &Path,
+    mount_from: Option<&RegistryRepo>,
+    failed: &AtomicBool,
+) -> Result<BlobOutcome, RegistryError> {
+    if failed.load(Ordering::SeqCst) {
+        return Ok(BlobOutcome::Skipped);
+    }
+    let outcome = transfer_one(registry, repo, blob, path, mount_from).await;
+    if outcome.is_err() {
+        failed.store(true, Ordering::SeqCst);
+    }
+    outcome
+}
+
+async fn transfer_one(
     registry: &Registry,
     repo: &RegistryRepo,
     blob: &BlobDescriptor,

@@ -253,6 +253,10 @@ fn dir_bytes(dir: &Path) -> u64 {
 /// A TCP proxy on 127.0.0.1 that forwards both ways until the client has sent `cut_after`
 /// bytes (across all connections); then it cuts every connection and drops new ones at once,
 /// until [`FaultProxy::reset`]. Simulates a registry that dies in the middle of a push.
+///
+/// [`FaultProxy::cutting_each_connection`] instead cuts only a connection that has carried
+/// more than its budget (a large upload), and lets the others through: deterministic about
+/// which blobs land, whatever the timing.
 pub struct FaultProxy {
     addr: SocketAddr,
     state: Arc<ProxyState>,
@@ -263,6 +267,8 @@ struct ProxyState {
     upstream: SocketAddr,
     /// `u64::MAX` means never cut.
     cut_after: AtomicU64,
+    /// Whether `cut_after` counts per connection (and cuts only that one).
+    per_connection: bool,
     client_bytes: AtomicU64,
     tripped: AtomicBool,
     stopping: AtomicBool,
@@ -273,6 +279,16 @@ impl FaultProxy {
     /// Proxies to `upstream` (`host:port`), cutting after `cut_after` client bytes (`None`:
     /// never).
     pub fn start(upstream: &str, cut_after: Option<u64>) -> FaultProxy {
+        FaultProxy::spawn(upstream, cut_after, false)
+    }
+
+    /// Proxies to `upstream`, cutting any connection once it has carried more than `budget`
+    /// client bytes; other connections, and new ones, go through.
+    pub fn cutting_each_connection(upstream: &str, budget: u64) -> FaultProxy {
+        FaultProxy::spawn(upstream, Some(budget), true)
+    }
+
+    fn spawn(upstream: &str, cut_after: Option<u64>, per_connection: bool) -> FaultProxy {
         let upstream: SocketAddr = upstream
             .parse()
             .unwrap_or_else(|e| panic!("proxy upstream {upstream:?}: {e}"));
@@ -281,6 +297,7 @@ impl FaultProxy {
         let state = Arc::new(ProxyState {
             upstream,
             cut_after: AtomicU64::new(cut_after.unwrap_or(u64::MAX)),
+            per_connection,
             client_bytes: AtomicU64::new(0),
             tripped: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
@@ -354,7 +371,7 @@ fn accept_loop(listener: TcpListener, state: Arc<ProxyState>) {
             return;
         }
         let Ok(client) = incoming else { continue };
-        if state.tripped.load(Ordering::SeqCst) {
+        if state.tripped.load(Ordering::SeqCst) && !state.per_connection {
             // Refused: closed before a byte is read.
             let _ = client.shutdown(Shutdown::Both);
             continue;
@@ -376,12 +393,19 @@ fn accept_loop(listener: TcpListener, state: Arc<ProxyState>) {
 
 fn pump_client_to_server(mut from: TcpStream, mut to: TcpStream, state: &ProxyState) {
     let mut buf = [0u8; 16 * 1024];
+    let mut this_connection = 0u64;
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let before = state.client_bytes.fetch_add(n as u64, Ordering::SeqCst);
+        let before_all = state.client_bytes.fetch_add(n as u64, Ordering::SeqCst);
+        let before = if state.per_connection {
+            this_connection
+        } else {
+            before_all
+        };
+        this_connection += n as u64;
         let limit = state.cut_after.load(Ordering::SeqCst);
         let allowed = limit.saturating_sub(before).min(n as u64) as usize;
         if allowed > 0 && to.write_all(&buf[..allowed]).is_err() {
@@ -389,7 +413,12 @@ fn pump_client_to_server(mut from: TcpStream, mut to: TcpStream, state: &ProxySt
         }
         if allowed < n {
             state.tripped.store(true, Ordering::SeqCst);
-            state.cut_all();
+            if state.per_connection {
+                let _ = from.shutdown(Shutdown::Both);
+                let _ = to.shutdown(Shutdown::Both);
+            } else {
+                state.cut_all();
+            }
             break;
         }
     }
