@@ -88,6 +88,8 @@ struct Setup {
     runtime: tokio::runtime::Runtime,
     client: Client,
     namespace: String,
+    /// The value of `POOL_LABEL` that puts a node in pool `gpu`.
+    label: String,
     node: String,
     /// The environment image's tag in the local store, and its digest.
     tag: String,
@@ -140,6 +142,7 @@ impl Setup {
             runtime,
             client,
             namespace,
+            label,
             node,
             tag,
             digest,
@@ -224,8 +227,14 @@ impl Setup {
             .items
     }
 
-    /// Waits until the first attempt's pod is bound by the cluster's scheduler; its name.
+    /// Waits until the first attempt's pod is bound by the cluster's scheduler to the
+    /// test's node; its name.
     fn bound_pod(&self, agent: &AgentProcess, id: &str) -> String {
+        self.bound_pod_on(agent, id, &self.node)
+    }
+
+    /// Waits until the first attempt's pod is bound to `expected_node`; its name.
+    fn bound_pod_on(&self, agent: &AgentProcess, id: &str, expected_node: &str) -> String {
         let selector = attempt_selector(&id.parse::<JobId>().expect("job id"), 1);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let start = Instant::now();
@@ -240,7 +249,7 @@ impl Setup {
                 Some((p.name_any(), node))
             });
             if let Some((pod, node)) = bound {
-                assert_eq!(node, self.node, "bound to the pool's node");
+                assert_eq!(node, expected_node, "bound to the pool's node");
                 assert_eq!(pods.len(), 1, "one pod per attempt");
                 return pod;
             }
@@ -432,7 +441,7 @@ fn a_cpu_job_runs_as_one_job_on_the_pool_node_from_the_pushed_image() {
 }
 
 #[test]
-fn a_job_too_big_for_any_node_creates_nothing_and_says_why() {
+fn a_job_too_big_for_any_node_creates_nothing_says_why_and_runs_when_a_node_joins() {
     let Some(mut setup) = Setup::new("e2e-big") else {
         return;
     };
@@ -464,6 +473,23 @@ fn a_job_too_big_for_any_node_creates_nothing_and_says_why() {
         String::from_utf8_lossy(&text.stdout).contains("needs 8 GPUs on one node"),
         "{}",
         String::from_utf8_lossy(&text.stdout)
+    );
+
+    // The cluster grows (an autoscaler, the platform team): the running agent sees the
+    // new node and starts the job there, without a restart.
+    let big_node = kube_support::unique("e2e-big8-node");
+    setup.runtime.block_on(kube_support::add_node(
+        &setup.client,
+        &big_node,
+        8,
+        &[(POOL_LABEL, &setup.label)],
+    ));
+    setup.wait_state(&agent, &big, &["running"]);
+    setup.bound_pod_on(&agent, &big, &big_node);
+    assert!(
+        agent.log().contains("the pools changed"),
+        "the agent logs the new capacity: {}",
+        agent.log()
     );
 }
 

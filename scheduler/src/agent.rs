@@ -36,6 +36,7 @@ use crate::jobstore::{now, Change, JobFilter, JobStore};
 use crate::kube::{BlockingKube, KubeSettings};
 use crate::launcher::LocalLauncher;
 use crate::metrics::MetricsStore;
+use crate::pool::describe_pools;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -255,6 +256,7 @@ impl Agent {
     /// One round of resolve, admit, watch.
     pub fn tick(&mut self) -> Result<(), AgentError> {
         self.drain_events()?;
+        self.refresh_pools()?;
         self.resolve()?;
         self.admit()?;
         self.watch()?;
@@ -273,6 +275,28 @@ impl Agent {
                 } => self.on_stopped(&id, result, requeue)?,
             }
         }
+        Ok(())
+    }
+
+    /// Takes in the pools' new capacity when the backend reports a change (a node joined,
+    /// left, was cordoned or is not Ready): the scheduler is reloaded from the store over
+    /// the new nodes, and the pools are published again for `strata jobs`.
+    fn refresh_pools(&mut self) -> Result<(), AgentError> {
+        let Some(pools) = self.backend.current_pools() else {
+            return Ok(());
+        };
+        if pools == self.config.pools {
+            return Ok(());
+        }
+        tracing::info!("the pools changed: {}", describe_pools(&pools));
+        self.config.pools = pools;
+        if let Err(e) = crate::pool::publish_pools(&self.root, &self.config.pools) {
+            tracing::warn!(
+                "publishing the agent's pools under {}: {e}",
+                self.root.display()
+            );
+        }
+        self.scheduler = Scheduler::load(&self.jobs, self.config.clone(), now())?;
         Ok(())
     }
 

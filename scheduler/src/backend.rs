@@ -15,6 +15,7 @@ use crate::agent::{error_chain, log_path};
 use crate::job::{EndCause, Job, Outcome};
 use crate::kube::{BlockingKube, EndKind, KubeOutcome};
 use crate::launcher::{ExitOutcome, LaunchRequest, Limits, LocalLauncher};
+use crate::pool::Pool;
 
 /// How an attempt ended, as the agent records it.
 #[derive(Debug, Clone)]
@@ -155,6 +156,15 @@ impl Backend {
                 }
             }
             Backend::Kube(k) => k.forget(job),
+        }
+    }
+
+    /// The pools as they are now, where they change while the agent runs (a cluster's
+    /// nodes); `None` when they do not change or are not known yet.
+    pub fn current_pools(&self) -> Option<Vec<Pool>> {
+        match self {
+            Backend::Local(_) => None,
+            Backend::Kube(k) => k.watched_pools(),
         }
     }
 

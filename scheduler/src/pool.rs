@@ -42,6 +42,30 @@ pub struct Pool {
     pub nodes: Vec<Node>,
 }
 
+/// "pool gpu: a (8 CPUs, 32 GiB and 4 GPUs), b (nothing: cordoned or not Ready)" for logs.
+pub fn describe_pools(pools: &[Pool]) -> String {
+    let describe_node = |n: &Node| {
+        if n.capacity == Resources::default() {
+            format!("{} (nothing: cordoned or not Ready)", n.name)
+        } else {
+            format!("{} ({})", n.name, n.capacity)
+        }
+    };
+    pools
+        .iter()
+        .map(|p| {
+            let nodes: Vec<String> = p.nodes.iter().map(describe_node).collect();
+            let nodes = if nodes.is_empty() {
+                "no node".to_string()
+            } else {
+                nodes.join(", ")
+            };
+            format!("pool {}: {nodes}", p.name)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// A node's keys as written (`[pools.P]` itself, or `[pools.P.nodes.N]`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -317,6 +317,69 @@ async fn eight_gpus_do_not_fit_on_four_plus_four() {
     b.cancel(&big, Duration::from_secs(1)).await.unwrap();
 }
 
+/// Node name → GPUs of pool `pool` as the backend's Node watchers see it (`None`: not
+/// listed yet).
+fn watched_gpus(b: &KubeBackend) -> Option<BTreeMap<String, u32>> {
+    let pools = b.watched_pools()?;
+    let pool = pools.into_iter().find(|p| p.name == "pool")?;
+    Some(
+        pool.nodes
+            .into_iter()
+            .map(|n| (n.name, n.capacity.gpus))
+            .collect(),
+    )
+}
+
+/// Waits until the watched pool is `expected` (bounded).
+async fn watched_becomes(b: &KubeBackend, what: &str, expected: &[(&str, u32)]) {
+    let expected: BTreeMap<String, u32> =
+        expected.iter().map(|(n, g)| (n.to_string(), *g)).collect();
+    let start = std::time::Instant::now();
+    while watched_gpus(b).as_ref() != Some(&expected) {
+        assert!(
+            start.elapsed() < WAIT,
+            "{what}: the watched pool is {:?}, expected {expected:?}",
+            watched_gpus(b)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_watched_pools_follow_nodes_that_join_are_cordoned_leave_or_are_deleted() {
+    let Some(kc) = cluster() else { return };
+    let client = admin(&kc).await;
+    let label = unique("p");
+    let (first, second) = (unique("n"), unique("n"));
+    add_node(&client, &first, 4, &[("pool", &label)]).await;
+    let b = backend(&client, settings(&label, &[]), &[]);
+    watched_becomes(&b, "at start", &[(&first, 4)]).await;
+
+    add_node(&client, &second, 8, &[("pool", &label)]).await;
+    watched_becomes(&b, "a node joined", &[(&first, 4), (&second, 8)]).await;
+
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let cordon = Patch::Merge(json!({"spec": {"unschedulable": true}}));
+    nodes
+        .patch(&second, &PatchParams::default(), &cordon)
+        .await
+        .expect("cordon");
+    watched_becomes(&b, "a node was cordoned", &[(&first, 4), (&second, 0)]).await;
+
+    let relabel = Patch::Merge(json!({"metadata": {"labels": {"pool": "elsewhere"}}}));
+    nodes
+        .patch(&first, &PatchParams::default(), &relabel)
+        .await
+        .expect("relabel");
+    watched_becomes(&b, "a node left the pool", &[(&second, 0)]).await;
+
+    nodes
+        .delete(&second, &Default::default())
+        .await
+        .expect("delete node");
+    watched_becomes(&b, "a node was deleted", &[]).await;
+}
+
 #[tokio::test]
 async fn cancel_confirms_the_pods_are_gone() {
     let Some(kc) = cluster() else { return };

@@ -23,8 +23,9 @@ use strata_cache::Digest;
 
 use crate::agent::error_chain;
 use crate::job::{Job, JobId, Outcome};
+use crate::kube::capacity::{spawn_pool_watchers, PoolWatch};
 use crate::kube::config::{Connection, KubeSettings};
-use crate::kube::nodes::{label_selector, pool_node};
+use crate::kube::nodes::{assign, label_selector, pool_node};
 use crate::kube::objects::{
     attempt_key, attempt_selector, job_object, managed_selector, object_name, JobObjectParams,
     LABEL_ATTEMPT, LABEL_JOB,
@@ -177,6 +178,7 @@ pub struct KubeBackend {
     client: Client,
     settings: Arc<KubeSettings>,
     state: Arc<WatchState>,
+    capacity: Arc<PoolWatch>,
     home: PathBuf,
 }
 
@@ -263,10 +265,12 @@ impl KubeBackend {
     /// A backend on `client`; job logs go to `home/logs/<job>.log`. Call
     /// [`KubeBackend::start`] on a tokio runtime to begin watching.
     pub fn new(client: Client, settings: KubeSettings, home: PathBuf) -> KubeBackend {
+        let capacity = Arc::new(PoolWatch::new(settings.pools.keys().cloned()));
         KubeBackend {
             client,
             settings: Arc::new(settings),
             state: Arc::new(WatchState::default()),
+            capacity,
             home,
         }
     }
@@ -283,8 +287,9 @@ impl KubeBackend {
         &self.state
     }
 
-    /// Starts the Job and Pod watchers of these namespaces and the log streamer. Must run
-    /// inside a tokio runtime; the tasks run until the runtime stops.
+    /// Starts the Job and Pod watchers of these namespaces, the Node watchers of the pools
+    /// and the log streamer. Must run inside a tokio runtime; the tasks run until the
+    /// runtime stops.
     pub fn start(&self, namespaces: &BTreeSet<String>) -> Vec<tokio::task::JoinHandle<()>> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         self.state.on_pod_started(tx);
@@ -292,6 +297,11 @@ impl KubeBackend {
             .iter()
             .flat_map(|ns| spawn_watchers(&self.client, ns, &self.state))
             .collect();
+        tasks.extend(spawn_pool_watchers(
+            &self.client,
+            &self.settings.pools,
+            &self.capacity,
+        ));
         tasks.push(tokio::spawn(stream_logs(
             self.client.clone(),
             self.home.clone(),
@@ -574,17 +584,18 @@ impl KubeBackend {
         Ok(found)
     }
 
+    /// The pools as the Node watchers last saw them (`None` until each is listed once).
+    pub fn watched_pools(&self) -> Option<Vec<Pool>> {
+        self.capacity.pools()
+    }
+
     /// The nodes of every configured pool with their allocatable capacity.
     pub async fn pools(&self) -> Result<Vec<Pool>, KubeError> {
         let mut pools = Vec::new();
-        let mut seen = BTreeSet::new();
         for name in self.settings.pools.keys() {
-            let mut pool = self.pool(name).await?;
-            // A node matched by two pools belongs to the first (a node is in one pool).
-            pool.nodes.retain(|n| seen.insert(n.name.clone()));
-            pools.push(pool);
+            pools.push(self.pool(name).await?);
         }
-        Ok(pools)
+        Ok(assign(pools))
     }
 
     /// The nodes of one pool (by its label selector) with their allocatable capacity.

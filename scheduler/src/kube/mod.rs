@@ -2,7 +2,8 @@
 //! strata admits (a job is created only when its tier fits on one node of its pool, see
 //! [`nodes`]), Kubernetes runs. One batch/v1 Job per attempt ([`objects`]), watched
 //! ([`watch`]), logs streamed into strata's log files ([`logs`]), cancelled with its pods
-//! confirmed gone ([`backend`]); the mapping of pools, tiers and queues is the
+//! confirmed gone ([`backend`]), on the capacity of the pools' nodes as watched
+//! ([`capacity`]); the mapping of pools, tiers and queues is the
 //! `[kubernetes]` section ([`config`]).
 //!
 //! [`backend::KubeBackend`] is async (kube-rs); [`BlockingKube`] wraps it with its own tokio
@@ -10,6 +11,7 @@
 //! and `poll` only reads what they saw.
 
 pub mod backend;
+pub mod capacity;
 pub mod config;
 pub mod logs;
 pub mod nodes;
@@ -104,5 +106,10 @@ impl BlockingKube {
 
     pub fn pools(&self) -> Result<Vec<Pool>, KubeError> {
         self.runtime.block_on(self.backend.pools())
+    }
+
+    /// See [`KubeBackend::watched_pools`].
+    pub fn watched_pools(&self) -> Option<Vec<Pool>> {
+        self.backend.watched_pools()
     }
 }

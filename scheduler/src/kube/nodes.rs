@@ -4,13 +4,13 @@
 //! same nodes are the platform team's to keep off strata's pools, e.g. with taints).
 //! Cordoned and not-Ready nodes count as empty (nothing new should go there).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Node as K8sNode;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::kube::objects::GPU_RESOURCE;
-use crate::pool::Node;
+use crate::pool::{Node, Pool};
 use crate::tier::Resources;
 
 /// `a=x,b=y` from a pool's labels.
@@ -36,6 +36,17 @@ pub fn pool_node(pool: &str, node: &K8sNode) -> Node {
         capacity,
         tier_limits: BTreeMap::new(),
     }
+}
+
+/// Gives each node to one pool: a node matched by two pools' labels belongs to the first
+/// (in `pools` order), as a node is in one pool. Nodes are sorted by name within a pool.
+pub fn assign(mut pools: Vec<Pool>) -> Vec<Pool> {
+    let mut seen = BTreeSet::new();
+    for pool in &mut pools {
+        pool.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        pool.nodes.retain(|n| seen.insert(n.name.clone()));
+    }
+    pools
 }
 
 /// Not cordoned and Ready.
