@@ -358,6 +358,14 @@ struct Tracked {
     ended: Option<KubeOutcome>,
     /// Pods whose logs are being streamed.
     streaming: std::collections::BTreeSet<String>,
+    /// The agent recorded its end: dropped once its Job and pods are gone.
+    forgotten: bool,
+}
+
+impl Tracked {
+    fn droppable(&self) -> bool {
+        self.forgotten && self.job.is_none() && self.pods.is_empty()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -368,6 +376,15 @@ struct Inner {
     init_pods: HashMap<String, Vec<Pod>>,
     /// The last error of each watcher (namespace/kind), e.g. forbidden.
     errors: BTreeMap<String, String>,
+}
+
+impl Inner {
+    /// Drops the attempt if it was forgotten and nothing of it is left in the cluster.
+    fn prune(&mut self, key: &str) {
+        if self.attempts.get(key).is_some_and(Tracked::droppable) {
+            self.attempts.remove(key);
+        }
+    }
 }
 
 /// The watched state of every attempt, shared between the watchers and the backend.
@@ -422,9 +439,21 @@ impl WatchState {
         }
     }
 
-    /// Forgets an attempt (its outcome was recorded).
+    /// Forgets an attempt (its outcome was recorded). It is dropped now if its Job and
+    /// pods are gone, or else when they go (the TTL controller deletes them later): removed
+    /// at once, the deletion events would bring it back, and the agent would keep an entry
+    /// for every job it ever ran.
     pub fn forget(&self, key: &str) {
-        self.lock().attempts.remove(key);
+        let mut inner = self.lock();
+        if let Some(tracked) = inner.attempts.get_mut(key) {
+            tracked.forgotten = true;
+        }
+        inner.prune(key);
+    }
+
+    /// How many attempts are tracked.
+    pub fn tracked(&self) -> usize {
+        self.lock().attempts.len()
     }
 
     /// Pods of the attempt currently seen.
@@ -527,6 +556,7 @@ impl WatchState {
                 if let Some(t) = inner.attempts.get_mut(&key) {
                     t.job = None;
                 }
+                inner.prune(&key);
             }
             Event::Init => {
                 inner.init_jobs.insert(namespace.to_string(), Vec::new());
@@ -546,6 +576,7 @@ impl WatchState {
                 for job in listed {
                     self.put_job(&mut inner, job);
                 }
+                inner.attempts.retain(|_, t| !t.droppable());
             }
         }
         inner.errors.remove(&format!("{namespace}/jobs"));
@@ -576,6 +607,7 @@ impl WatchState {
                 if let Some(t) = inner.attempts.get_mut(&key) {
                     t.pods.remove(&name);
                 }
+                inner.prune(&key);
             }
             Event::Init => {
                 inner.init_pods.insert(namespace.to_string(), Vec::new());
@@ -594,6 +626,7 @@ impl WatchState {
                 for pod in listed {
                     self.put_pod(&mut inner, pod);
                 }
+                inner.attempts.retain(|_, t| !t.droppable());
             }
         }
         inner.errors.remove(&format!("{namespace}/pods"));
@@ -702,5 +735,48 @@ mod tests {
             classify(Some(&failed), &[]),
             AttemptStatus::Finished(_)
         ));
+    }
+
+    fn finished_objects() -> (K8sJob, Pod) {
+        let job: K8sJob = serde_json::from_value(json!({
+            "metadata": {"name": "strata-j-abcdefghij-a1", "namespace": "team-a",
+                         "labels": {"strata.dev/job": "j-abcdefghij", "strata.dev/attempt": "1"}},
+            "status": {"conditions": [{"type": "Complete", "status": "True"}]}
+        }))
+        .unwrap();
+        let ended = pod(json!({"phase": "Succeeded", "containerStatuses": [{
+            "name": "job", "image": "img", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}));
+        (job, ended)
+    }
+
+    #[test]
+    fn a_forgotten_attempt_is_dropped_when_its_objects_are_deleted() {
+        let key = "j-abcdefghij-a1";
+        let state = WatchState::default();
+        let (job, pod) = finished_objects();
+        state.apply_job_event("team-a", Event::Apply(job.clone()));
+        state.apply_pod_event("team-a", Event::Apply(pod.clone()));
+        assert!(state.outcome(key).is_some());
+        state.forget(key);
+        // Its Job and pod are still in the cluster: their deletion events must find it.
+        assert_eq!(state.tracked(), 1);
+        state.apply_job_event("team-a", Event::Delete(job));
+        state.apply_pod_event("team-a", Event::Delete(pod));
+        assert_eq!(state.tracked(), 0, "deletion events brought it back");
+    }
+
+    #[test]
+    fn an_end_not_yet_recorded_survives_the_deletion_of_its_objects() {
+        let key = "j-abcdefghij-a1";
+        let state = WatchState::default();
+        let (job, pod) = finished_objects();
+        state.apply_pod_event("team-a", Event::Apply(pod.clone()));
+        state.apply_job_event("team-a", Event::Delete(job));
+        state.apply_pod_event("team-a", Event::Delete(pod));
+        let end = state.outcome(key).expect("the end is kept until recorded");
+        assert_eq!(end.outcome.exit_code, Some(0));
+        state.forget(key);
+        assert_eq!(state.tracked(), 0);
     }
 }
