@@ -265,12 +265,6 @@ async fn push_all(registry: &Registry, repo: &RegistryRepo, images: &[Image]) ->
             async move { push_image(registry, repo, &upload, options).await }
         })
         .collect();
-    // The first image alone: concurrent first uploads of the same blob race inside the
-    // registry (it has answered DIGEST_INVALID / MANIFEST_BLOB_UNKNOWN to the manifest push).
-    let mut pushes = pushes.into_iter();
-    if let Some(first) = pushes.next() {
-        first.await?;
-    }
     futures_util::stream::iter(pushes)
         .buffer_unordered(PUSH_CONCURRENCY)
         .try_collect::<Vec<_>>()

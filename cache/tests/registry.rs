@@ -1,12 +1,16 @@
 //! The registry client against a real CNCF distribution registry on 127.0.0.1.
 
+#[path = "support/answer_proxy.rs"]
+mod answer_proxy;
 #[path = "support/registry.rs"]
 mod test_registry;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use answer_proxy::{error_body, Answer, AnswerProxy, Refusal};
 use serde_json::json;
 use strata_cache::descriptor::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
 use strata_cache::registry::{
@@ -122,17 +126,26 @@ fn layer(dir: &Path, file_name: &str, content: &[u8]) -> ((BlobDescriptor, PathB
 }
 
 fn build_image(dir: &Path, files: &[(&str, &[u8])]) -> TestImage {
-    let mut layers = Vec::new();
-    let mut diff_ids = Vec::new();
-    for (name, content) in files {
-        let (blob, diff_id) = layer(dir, name, content);
-        layers.push(blob);
-        diff_ids.push(diff_id.to_string());
-    }
+    let layers: Vec<_> = files
+        .iter()
+        .map(|(name, content)| layer(dir, name, content))
+        .collect();
+    image_on_layers(dir, &layers, json!({}))
+}
+
+/// An image of `layers` (blob and diff_id each) whose config holds `config`: images on the
+/// same layers with different `config` share every layer blob but have their own config.
+fn image_on_layers(
+    dir: &Path,
+    layers: &[((BlobDescriptor, PathBuf), Digest)],
+    config: serde_json::Value,
+) -> TestImage {
+    let diff_ids: Vec<String> = layers.iter().map(|(_, d)| d.to_string()).collect();
+    let layers: Vec<_> = layers.iter().map(|(blob, _)| blob.clone()).collect();
     let config_json = json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {},
+        "config": config,
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     });
     let config = store_blob(
@@ -629,4 +642,295 @@ async fn bad_pushes_are_refused_before_any_traffic() {
         err.to_string().contains(&path.display().to_string()),
         "{err}"
     );
+}
+
+/// Images pushed at once into one repository, all on the same layers.
+const CONCURRENT_IMAGES: usize = 16;
+/// Fresh registries the concurrent pushes are repeated on. Without the retries in `push`,
+/// 19 of 30 such rounds failed against docker-registry 2.8.2, so a regression fails this test
+/// almost surely (0.4^6).
+const CONCURRENT_ROUNDS: usize = 6;
+
+/// Several pushes (users, the Kubernetes agent) upload the same layers into one repository at
+/// the same moment. docker-registry rewrites the repository's link for a blob in place each
+/// time an upload of it commits, and a manifest PUT reading the link meanwhile is refused
+/// (MANIFEST_BLOB_UNKNOWN) though the blob is there. Every push must still land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_pushes_sharing_layers_into_one_repository_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared: Vec<_> = (0..4u64)
+        .map(|i| {
+            layer(
+                dir.path(),
+                &format!("shared-{i}.bin"),
+                &noise(16 * 1024, i + 1),
+            )
+        })
+        .collect();
+    let images: Vec<TestImage> = (0..CONCURRENT_IMAGES)
+        .map(|i| {
+            image_on_layers(
+                dir.path(),
+                &shared,
+                json!({"Labels": {"job": i.to_string()}}),
+            )
+        })
+        .collect();
+    let tags: Vec<Tag> = (0..CONCURRENT_IMAGES)
+        .map(|i| tag(&format!("job-{i:02}")))
+        .collect();
+    let blobs: Vec<_> = images.iter().map(TestImage::blobs).collect();
+
+    for round in 0..CONCURRENT_ROUNDS {
+        let reg = TestRegistry::start();
+        // The default retry policy: what users run with.
+        let registry = Registry::new(&reg.addr(), false).unwrap();
+        let r = repo(&reg.addr(), "team/jobs");
+        let options = PushOptions::default();
+        let pushes = images.iter().enumerate().map(|(i, image)| {
+            let upload = image.upload(&blobs[i], Some(&tags[i]));
+            let (registry, r, options) = (&registry, &r, &options);
+            async move { push_image(registry, r, &upload, options).await }
+        });
+        let results = futures_util::future::join_all(pushes).await;
+        let failures: Vec<String> = results
+            .iter()
+            .zip(&tags)
+            .filter_map(|(result, t)| result.as_ref().err().map(|e| format!("{t}: {e}")))
+            .collect();
+        assert!(
+            failures.is_empty(),
+            "round {round}: {} of {CONCURRENT_IMAGES} pushes failed:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+
+        for (image, t) in images.iter().zip(&tags) {
+            let by_tag = ManifestRef::Tag(t.clone());
+            assert_eq!(
+                registry.manifest_exists(&r, &by_tag).await.unwrap(),
+                Some(image.digest.clone()),
+                "round {round}: {t}"
+            );
+        }
+        for ((blob, _), _) in &shared {
+            assert_eq!(
+                registry.blob_size(&r, &blob.digest).await.unwrap(),
+                Some(blob.size)
+            );
+        }
+        let mut listed = registry.list_tags(&r).await.unwrap();
+        listed.sort();
+        let expected: Vec<String> = tags.iter().map(Tag::to_string).collect();
+        assert_eq!(listed, expected, "round {round}");
+    }
+}
+
+/// The upload PUT of `blob` (its digest is in the query, percent-encoded).
+fn is_upload_of(request: &answer_proxy::Request, blob: &BlobDescriptor) -> bool {
+    request.method == "PUT"
+        && request.target.contains("/blobs/uploads/")
+        && request.target.contains(blob.digest.hex())
+}
+
+fn refusal(status: u16, code: &str, message: &str, detail: &str) -> Refusal {
+    Refusal {
+        status,
+        body: error_body(code, message, detail),
+    }
+}
+
+#[tokio::test]
+async fn an_upload_refused_after_the_blob_landed_counts_as_present() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = build_image(dir.path(), &[("landed.txt", b"landed anyway\n")]);
+    let layer = image.layers[0].0.clone();
+    // The registry commits the layer, then the client hears what a registry answers the
+    // loser of two concurrent uploads of one blob.
+    let refused = layer.clone();
+    let proxy = AnswerProxy::start(&reg.addr(), move |request| {
+        if is_upload_of(request, &refused) {
+            let detail = refused.digest.to_string();
+            return Answer::ForwardThenRefuse(refusal(
+                400,
+                "DIGEST_INVALID",
+                "digest invalid",
+                &detail,
+            ));
+        }
+        Answer::Forward
+    });
+    let registry = client(&proxy.addr());
+    let r = repo(&proxy.addr(), "env");
+
+    let report = push(&registry, &r, &image, Some(&tag("v1"))).await;
+    assert_eq!(proxy.refused(), 1);
+    assert_eq!(
+        report,
+        PushReport {
+            bytes_uploaded: image.config.0.size,
+            blobs_uploaded: 1,
+            blobs_present: 1,
+            blobs_mounted: 0
+        }
+    );
+    assert_eq!(
+        registry.blob_size(&r, &layer.digest).await.unwrap(),
+        Some(layer.size)
+    );
+    let pulled = registry
+        .pull_manifest(&r, &ManifestRef::Tag(tag("v1")))
+        .await
+        .unwrap();
+    assert_eq!(pulled.digest, image.digest);
+}
+
+#[tokio::test]
+async fn a_refused_upload_of_a_blob_the_registry_lacks_stays_an_error_naming_it() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = build_image(dir.path(), &[("lost.txt", b"never lands\n")]);
+    let layer = image.layers[0].0.clone();
+    let blobs = image.blobs();
+
+    // A real digest mismatch: the local file has the layer's size but other bytes.
+    let corrupt_dir = dir.path().join("corrupt");
+    std::fs::create_dir_all(&corrupt_dir).unwrap();
+    let corrupt = corrupt_dir.join(layer.digest.hex());
+    std::fs::write(&corrupt, vec![b'!'; layer.size as usize]).unwrap();
+    let corrupt_blobs = vec![(layer.clone(), corrupt), image.config.clone()];
+    let registry = client(&reg.addr());
+    let r = repo(&reg.addr(), "env");
+    let err = push_image(
+        &registry,
+        &r,
+        &image.upload(&corrupt_blobs, Some(&tag("v1"))),
+        &PushOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.has_code("DIGEST_INVALID"), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&layer.digest.to_string()), "{text}");
+    assert!(text.contains(&format!("registry {}", reg.addr())), "{text}");
+    assert_eq!(registry.blob_size(&r, &layer.digest).await.unwrap(), None);
+
+    // A refusal the registry never got to act on: the blob is absent, so the refusal stands.
+    let refused = layer.clone();
+    let proxy = AnswerProxy::start(&reg.addr(), move |request| {
+        if is_upload_of(request, &refused) {
+            return Answer::Refuse(refusal(
+                400,
+                "BLOB_UPLOAD_INVALID",
+                "blob upload invalid",
+                "",
+            ));
+        }
+        Answer::Forward
+    });
+    let via_proxy = client(&proxy.addr());
+    let proxied = repo(&proxy.addr(), "env");
+    let err = push_image(
+        &via_proxy,
+        &proxied,
+        &image.upload(&blobs, Some(&tag("v1"))),
+        &PushOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.has_code("BLOB_UPLOAD_INVALID"), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&layer.digest.to_string()), "{text}");
+    assert!(text.contains(&proxy.addr()), "{text}");
+    assert_eq!(registry.blob_size(&r, &layer.digest).await.unwrap(), None);
+    assert_eq!(
+        registry
+            .manifest_exists(&r, &ManifestRef::Tag(tag("v1")))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_manifest_refused_for_an_unknown_blob_is_retried_a_bounded_number_of_times() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = build_image(dir.path(), &[("retry.txt", b"manifest retry\n")]);
+    let layer = image.layers[0].0.digest.to_string();
+    let manifest_put = |request: &answer_proxy::Request| {
+        request.method == "PUT" && request.target.contains("/manifests/")
+    };
+
+    // Refused once, as docker-registry does while a concurrent upload rewrites the blob's link.
+    let refusals_left = AtomicUsize::new(1);
+    let detail = layer.clone();
+    let once = AnswerProxy::start(&reg.addr(), move |request| {
+        let refuse = manifest_put(request)
+            && refusals_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if refuse {
+            return Answer::Refuse(refusal(
+                400,
+                "MANIFEST_BLOB_UNKNOWN",
+                "blob unknown to registry",
+                &detail,
+            ));
+        }
+        Answer::Forward
+    });
+    let registry = client(&once.addr());
+    let r = repo(&once.addr(), "env");
+    let report = push(&registry, &r, &image, Some(&tag("v1"))).await;
+    assert_eq!(once.refused(), 1);
+    assert_eq!(
+        report.blobs_uploaded, 2,
+        "nothing is uploaded twice: {report:?}"
+    );
+    assert_eq!(
+        registry
+            .manifest_exists(&r, &ManifestRef::Tag(tag("v1")))
+            .await
+            .unwrap(),
+        Some(image.digest.clone())
+    );
+
+    // Refused every time: the push gives up after a few tries, naming the registry and blob.
+    let detail = layer.clone();
+    let always = AnswerProxy::start(&reg.addr(), move |request| {
+        if manifest_put(request) {
+            return Answer::Refuse(refusal(
+                400,
+                "MANIFEST_BLOB_UNKNOWN",
+                "blob unknown to registry",
+                &detail,
+            ));
+        }
+        Answer::Forward
+    });
+    let registry = client(&always.addr());
+    let r = repo(&always.addr(), "env");
+    let blobs = image.blobs();
+    let err = push_image(
+        &registry,
+        &r,
+        &image.upload(&blobs, Some(&tag("v2"))),
+        &PushOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.has_code("MANIFEST_BLOB_UNKNOWN"), "{err:?}");
+    assert!(
+        (2..=10).contains(&always.refused()),
+        "{} tries",
+        always.refused()
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("registry {}", always.addr())),
+        "{text}"
+    );
+    assert!(text.contains(&layer), "{text}");
 }

@@ -1,5 +1,6 @@
-//! Blob calls: existence, cross-repository mount, streamed upload from a file and verified,
-//! streamed download to a file. Layers can be gigabytes: nothing here holds a blob in memory.
+//! Blob calls: existence and size, cross-repository mount, streamed upload from a file and
+//! verified, streamed download to a file. Layers can be gigabytes: nothing here holds a blob
+//! in memory.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,8 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use oci_client::errors::OciDistributionError;
+use reqwest::header::CONTENT_LENGTH;
+use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWrite};
 
 use super::client::Registry;
@@ -37,6 +40,42 @@ impl Registry {
                 .map_err(|e| self.oci_error(action, digest_text, e))
         })
         .await
+    }
+
+    /// The size the registry holds for the blob (HEAD's `Content-Length`), or `None` if `repo`
+    /// lacks it. Unlike [`Registry::blob_exists`] this can tell a blob that landed whole.
+    pub async fn blob_size(
+        &self,
+        repo: &RegistryRepo,
+        digest: &Digest,
+    ) -> Result<Option<u64>, RegistryError> {
+        self.check_repo(repo)?;
+        let action = format!("checking the size of blob {digest} in {}", repo.repository);
+        let url = self.url(repo, &format!("blobs/{digest}"));
+        self.with_retry(&action, || async {
+            let response = self.send(&action, self.http.head(&url)).await?;
+            match response.status() {
+                StatusCode::NOT_FOUND => Ok(None),
+                s if s.is_success() => self.content_length(&action, &response).map(Some),
+                _ => Err(self.status_error(&action, response).await),
+            }
+        })
+        .await
+    }
+
+    /// Read from the header: for a HEAD the body is empty, so the body's length says nothing.
+    fn content_length(
+        &self,
+        action: &str,
+        response: &reqwest::Response,
+    ) -> Result<u64, RegistryError> {
+        let value = response.headers().get(CONTENT_LENGTH);
+        value
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| {
+                self.protocol_error(action, format!("bad or missing Content-Length {value:?}"))
+            })
     }
 
     /// Asks the registry to link a blob that `from` has into `repo` without uploading it.

@@ -116,6 +116,13 @@ impl RegistryError {
         }
     }
 
+    /// Whether the registry's answer carries `code` among its error codes (an answer can
+    /// carry several, e.g. `DIGEST_INVALID; MANIFEST_BLOB_UNKNOWN`).
+    pub fn has_code(&self, code: &str) -> bool {
+        self.registry_code()
+            .is_some_and(|codes| codes.split("; ").any(|c| c == code))
+    }
+
     /// The HTTP status the registry answered with, when known.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -141,8 +148,10 @@ fn render_body(code: Option<&str>, message: Option<&str>) -> String {
     }
 }
 
-/// The `{"errors": [{"code", "message"}]}` body the distribution spec defines; several errors
-/// are joined with "; ".
+/// The `{"errors": [{"code", "message", "detail"}]}` body the distribution spec defines;
+/// several errors are joined with "; ". A string detail (the registry puts the digest of an
+/// unknown blob there) is kept: it names the culprit. Repeated entries are dropped
+/// (docker-registry 2.8 lists some twice).
 pub(crate) fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
     #[derive(serde::Deserialize)]
     struct Envelope {
@@ -153,11 +162,23 @@ pub(crate) fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) 
         code: String,
         #[serde(default)]
         message: String,
+        #[serde(default)]
+        detail: serde_json::Value,
     }
     if let Ok(env) = serde_json::from_slice::<Envelope>(body) {
-        if !env.errors.is_empty() {
-            let codes: Vec<&str> = env.errors.iter().map(|e| e.code.as_str()).collect();
-            let messages: Vec<&str> = env.errors.iter().map(|e| e.message.as_str()).collect();
+        let mut entries: Vec<(String, String)> = Vec::new();
+        for e in env.errors {
+            let message = match e.detail.as_str() {
+                Some(detail) if !detail.is_empty() => format!("{} ({detail})", e.message),
+                _ => e.message,
+            };
+            if !entries.iter().any(|(c, m)| *c == e.code && *m == message) {
+                entries.push((e.code, message));
+            }
+        }
+        if !entries.is_empty() {
+            let codes: Vec<&str> = entries.iter().map(|(c, _)| c.as_str()).collect();
+            let messages: Vec<&str> = entries.iter().map(|(_, m)| m.as_str()).collect();
             return (Some(codes.join("; ")), Some(messages.join("; ")));
         }
     }
@@ -238,6 +259,31 @@ mod tests {
         assert_eq!(message.as_deref(), Some("The operation is unsupported."));
         assert_eq!(parse_error_body(b""), (None, None));
         assert_eq!(parse_error_body(b"oops").1.as_deref(), Some("oops"));
+    }
+
+    #[test]
+    fn a_blob_named_in_the_detail_is_kept_and_repeats_are_dropped() {
+        // What docker-registry 2.8 answered to a manifest PUT during concurrent pushes.
+        let body = br#"{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"},{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry","detail":"sha256:37573d5d"},{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"},{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry","detail":"sha256:37573d5d"}]}"#;
+        let (code, message) = parse_error_body(body);
+        assert_eq!(
+            code.as_deref(),
+            Some("DIGEST_INVALID; MANIFEST_BLOB_UNKNOWN")
+        );
+        assert_eq!(
+            message.as_deref(),
+            Some("provided digest did not match uploaded content; blob unknown to registry (sha256:37573d5d)")
+        );
+        let e = RegistryError::Http {
+            registry: "r".into(),
+            action: "a".into(),
+            status: Some(400),
+            code,
+            message,
+        };
+        assert!(e.has_code("MANIFEST_BLOB_UNKNOWN"));
+        assert!(e.has_code("DIGEST_INVALID"));
+        assert!(!e.has_code("BLOB_UNKNOWN"));
     }
 
     #[test]

@@ -1,10 +1,15 @@
 //! Pushing a whole image: only the blobs the registry lacks, then the manifest by digest, then
 //! the tag. A push that failed half way is resumed by pushing again: the blobs that landed are
 //! found by HEAD and not sent twice.
+//!
+//! Several pushes sharing blobs may run at once against one repository (users, the Kubernetes
+//! agent). Each may upload a shared blob the others also lack, and the registry can trip over
+//! that: see `landed_anyway` and `push_manifest_confirmed`.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 
@@ -42,7 +47,16 @@ impl Default for PushOptions {
     }
 }
 
-/// What a push did. `bytes_uploaded` counts blob bytes sent, not the manifest.
+/// How often a manifest is offered to a registry that says one of its blobs, all confirmed
+/// present, is unknown. The registry's window is a few microseconds; a few tries suffice.
+const MANIFEST_ATTEMPTS: u32 = 4;
+/// Wait before the second offer of a manifest; doubled for each further one.
+const MANIFEST_RETRY_DELAY: Duration = Duration::from_millis(50);
+
+/// What a push did. `bytes_uploaded` counts the bytes of the blobs this push landed, not the
+/// manifest.
+/// `blobs_present` counts blobs found in place, among them any whose upload the registry
+/// refused because a concurrent push had just landed it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PushReport {
     pub bytes_uploaded: u64,
@@ -76,18 +90,53 @@ pub async fn push_image(
             actual,
         });
     }
-    let report = push_blobs(registry, repo, image.blobs, options).await?;
+    let mut report = push_blobs(registry, repo, image.blobs, options).await?;
     let by_digest = ManifestRef::Digest(image.manifest_digest.clone());
-    registry
-        .push_manifest(repo, &by_digest, image.manifest, image.media_type)
-        .await?;
+    push_manifest_confirmed(registry, repo, image, &by_digest, options, &mut report).await?;
     if let Some(tag) = image.tag {
         let by_tag = ManifestRef::Tag(tag.clone());
-        registry
-            .push_manifest(repo, &by_tag, image.manifest, image.media_type)
-            .await?;
+        push_manifest_confirmed(registry, repo, image, &by_tag, options, &mut report).await?;
     }
     Ok(report)
+}
+
+/// Pushes the manifest under `reference`, and again, a bounded number of times, while the
+/// registry says one of its blobs is unknown although every blob was confirmed.
+///
+/// docker-registry 2.8 (filesystem storage) rewrites a repository's link file for a blob in
+/// place, truncating it first, each time an upload of that blob commits. A manifest PUT that
+/// reads the link in that instant finds it empty and answers 400 `MANIFEST_BLOB_UNKNOWN` (with
+/// `DIGEST_INVALID` for the unparsable link) although the blob is there. Before each new try
+/// the blobs are checked again, and any really missing is uploaded, so a blob deleted meanwhile
+/// (by GC, say) is restored rather than retried against in vain.
+async fn push_manifest_confirmed(
+    registry: &Registry,
+    repo: &RegistryRepo,
+    image: &ImageUpload<'_>,
+    reference: &ManifestRef,
+    options: &PushOptions,
+    report: &mut PushReport,
+) -> Result<(), RegistryError> {
+    let mut attempt = 1;
+    loop {
+        let pushed = registry
+            .push_manifest(repo, reference, image.manifest, image.media_type)
+            .await;
+        let err = match pushed {
+            Ok(_) => return Ok(()),
+            Err(e) if e.has_code("MANIFEST_BLOB_UNKNOWN") && attempt < MANIFEST_ATTEMPTS => e,
+            Err(e) => return Err(e),
+        };
+        let delay = MANIFEST_RETRY_DELAY * 2u32.pow(attempt - 1);
+        tracing::warn!(registry = %registry.host(), %repo, %reference, attempt, error = %err, ?delay,
+            "manifest refused for a blob unknown to the registry; checking the blobs and retrying");
+        tokio::time::sleep(delay).await;
+        let again = push_blobs(registry, repo, image.blobs, options).await?;
+        // Only what was sent again counts: the rest was counted on the first pass.
+        report.blobs_uploaded += again.blobs_uploaded;
+        report.bytes_uploaded += again.bytes_uploaded;
+        attempt += 1;
+    }
 }
 
 async fn push_blobs(
@@ -167,9 +216,36 @@ async fn transfer_one(
             return Ok(BlobOutcome::Mounted);
         }
     }
-    registry.push_blob_file(repo, blob, path).await?;
+    if let Err(err) = registry.push_blob_file(repo, blob, path).await {
+        return landed_anyway(registry, repo, blob, err).await;
+    }
     tracing::debug!(digest = %blob.digest, size = blob.size, %repo, "uploaded blob");
     Ok(BlobOutcome::Uploaded(blob.size))
+}
+
+/// Decides an upload the registry refused. Another push of the same blob may have committed
+/// while ours ran, and some registries then refuse the second commit. The blob is content
+/// addressed and the registry verified it when it landed, so it is as good as ours: accepted
+/// only when a HEAD shows it with the expected size. Otherwise (absent, another size, the HEAD
+/// failing) the upload's own error stands, naming the blob and the registry; so does any
+/// failure that is not the registry's answer (a local read error, a cut connection).
+async fn landed_anyway(
+    registry: &Registry,
+    repo: &RegistryRepo,
+    blob: &BlobDescriptor,
+    err: RegistryError,
+) -> Result<BlobOutcome, RegistryError> {
+    if !matches!(err, RegistryError::Http { .. }) {
+        return Err(err);
+    }
+    match registry.blob_size(repo, &blob.digest).await {
+        Ok(Some(size)) if size == blob.size => {
+            tracing::info!(digest = %blob.digest, %repo, error = %err,
+                "upload refused but the blob is in place, landed by a concurrent push");
+            Ok(BlobOutcome::Present)
+        }
+        _ => Err(err),
+    }
 }
 
 #[cfg(test)]
