@@ -110,7 +110,7 @@ impl Backend {
             }
             Backend::Kube(k) => {
                 push_for_cluster(root, k, job).map_err(retry)?;
-                k.launch(job)
+                k.launch(job, network)
                     .map(|l| format!("{}/{}", l.namespace, l.name))
                     .map_err(|e| retry(error_chain(&e)))
             }

@@ -114,6 +114,7 @@ impl World {
                 pool_selector: self.settings.pools.get("gpu"),
                 node: job.node.as_deref(),
                 ttl_seconds_after_finished: self.settings.ttl_seconds_after_finished,
+                network: false,
             };
             cluster.push(job_object(&job, &params));
         }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job as K8sJob;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -96,7 +97,7 @@ async fn launch(backend: &KubeBackend, job: &Job) -> strata_scheduler::kube::Lau
     let image = backend
         .image_ref(job.image_digest.as_ref().unwrap())
         .unwrap();
-    backend.launch(job, &image).await.expect("launch")
+    backend.launch(job, &image, false).await.expect("launch")
 }
 
 /// Waits until the attempt's pod is bound; returns (node, pod).
@@ -415,6 +416,75 @@ async fn cancel_confirms_the_pods_are_gone() {
         .expect("second cancel");
 }
 
+/// Applies deploy/networkpolicy.yaml in `ns`; the policy as the server stored it.
+async fn apply_network_policy(client: &Client, ns: &str) -> NetworkPolicy {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/networkpolicy.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let policy: NetworkPolicy = serde_saphyr::from_str(&text).unwrap();
+    Api::<NetworkPolicy>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap_or_else(|e| panic!("creating {} in {ns}: {e}", path.display()))
+}
+
+#[tokio::test]
+async fn the_deploy_network_policy_selects_exactly_the_pods_without_network() {
+    let Some(kc) = cluster() else { return };
+    let client = admin(&kc).await;
+    let ns = namespace(&client, "t-net").await;
+    let label = unique("p");
+    let node = unique("n");
+    add_node(&client, &node, 0, &[("pool", &label)]).await;
+    let policy = apply_network_policy(&client, &ns).await;
+    let spec = policy.spec.expect("policy spec");
+    let types = spec.policy_types.unwrap_or_default();
+    assert!(types.contains(&"Ingress".to_string()) && types.contains(&"Egress".to_string()));
+    assert!(
+        spec.ingress.unwrap_or_default().is_empty(),
+        "nothing allowed in"
+    );
+    assert!(
+        spec.egress.unwrap_or_default().is_empty(),
+        "nothing allowed out"
+    );
+    let selector = spec
+        .pod_selector
+        .and_then(|s| s.match_labels)
+        .expect("matchLabels")
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+
+    let b = backend(&client, settings(&label, &[("team", &ns)]), &[&ns]);
+    let cpu = Resources::new(1.0, GIB, 0);
+    let (closed, open) = (
+        placed("team", "cpu", cpu, Some(&node)),
+        placed("team", "cpu", cpu, Some(&node)),
+    );
+    let image = b.image_ref(closed.image_digest.as_ref().unwrap()).unwrap();
+    b.launch(&closed, &image, false).await.expect("launch");
+    b.launch(&open, &image, true).await.expect("launch");
+    let (_, closed_pod) = bound(&b, &closed).await;
+    bound(&b, &open).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let selected: Vec<String> = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(
+        selected,
+        [closed_pod],
+        "the policy selects the job without network only"
+    );
+    for j in [&closed, &open] {
+        b.cancel(j, Duration::from_secs(1)).await.unwrap();
+    }
+}
+
 /// Applies deploy/rbac-team.yaml in `ns` for the ServiceAccount of `agent_ns`.
 async fn apply_team_rbac(client: &Client, ns: &str, agent_ns: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac-team.yaml");
@@ -521,7 +591,7 @@ async fn rbac_role_allows_only_the_team_namespace() {
 
     let denied = placed("b", "gpu1", gpu(1), Some(&node));
     let image = b.image_ref(denied.image_digest.as_ref().unwrap()).unwrap();
-    let err = b.launch(&denied, &image).await.unwrap_err();
+    let err = b.launch(&denied, &image, false).await.unwrap_err();
     let text = err.to_string();
     eprintln!("forbidden: {text}");
     assert!(matches!(err, KubeError::Forbidden { .. }), "{text}");
@@ -674,7 +744,7 @@ async fn bad_input_names_what_to_fix() {
     );
     let j = placed("ghost-queue", "cpu", Resources::new(2.0, 4 * GIB, 0), None);
     let image = b.image_ref(j.image_digest.as_ref().unwrap()).unwrap();
-    let err = b.launch(&j, &image).await.unwrap_err();
+    let err = b.launch(&j, &image, false).await.unwrap_err();
     let text = err.to_string();
     eprintln!("namespace: {text}");
     assert!(matches!(err, KubeError::NamespaceMissing { .. }), "{text}");
@@ -684,7 +754,7 @@ async fn bad_input_names_what_to_fix() {
     );
     // Not by digest: refused before anything is created.
     let err = b
-        .launch(&j, "registry.test.local:5000/ml/envs:latest")
+        .launch(&j, "registry.test.local:5000/ml/envs:latest", false)
         .await
         .unwrap_err();
     assert!(matches!(err, KubeError::NotByDigest { .. }), "{err}");

@@ -53,6 +53,7 @@ fn job_objects_match_the_golden_files() {
             pool_selector: Some(&pool),
             node: job.node.as_deref(),
             ttl_seconds_after_finished: 3600,
+            network: false,
         };
         let object = job_object(&job, &params);
         let text = serde_json::to_string_pretty(&object).unwrap() + "\n";
@@ -94,6 +95,7 @@ fn the_object_has_what_v1_20_needs_and_nothing_newer() {
         pool_selector: None,
         node: None,
         ttl_seconds_after_finished: 60,
+        network: true,
     };
     let value = serde_json::to_value(job_object(&job, &params)).unwrap();
     let spec = &value["spec"];
@@ -103,6 +105,11 @@ fn the_object_has_what_v1_20_needs_and_nothing_newer() {
     assert!(spec.get("suspend").is_none(), "v1.20 has no suspend");
     let pod = &spec["template"]["spec"];
     assert_eq!(pod["restartPolicy"], "Never");
+    let pod_labels = &spec["template"]["metadata"]["labels"];
+    assert!(
+        pod_labels.get("strata.dev/network").is_none(),
+        "a job with a network is not cut off: {pod_labels}"
+    );
     let container = &pod["containers"][0];
     assert_eq!(container["image"], image.as_str());
     assert_eq!(container["resources"]["limits"]["nvidia.com/gpu"], "8");

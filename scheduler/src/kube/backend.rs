@@ -325,8 +325,9 @@ impl KubeBackend {
         Ok(crate::kube::objects::image_ref(registry, digest))
     }
 
-    /// The Job object for the job's current attempt.
-    pub fn job_object(&self, job: &Job, image: &str) -> Result<K8sJob, KubeError> {
+    /// The Job object for the job's current attempt; `network`: whether its queue gives it
+    /// a network.
+    pub fn job_object(&self, job: &Job, image: &str, network: bool) -> Result<K8sJob, KubeError> {
         let digest = job
             .image_digest
             .as_ref()
@@ -349,14 +350,20 @@ impl KubeBackend {
             pool_selector: job.pool.as_ref().and_then(|p| self.settings.pools.get(p)),
             node: job.node.as_deref(),
             ttl_seconds_after_finished: self.settings.ttl_seconds_after_finished,
+            network,
         };
         Ok(job_object(job, &params))
     }
 
     /// Creates the Job of the job's current attempt, or adopts the one that exists (created
     /// before a restart). `image` is `REG/REPO@sha256:...` (see [`KubeBackend::image_ref`]).
-    pub async fn launch(&self, job: &Job, image: &str) -> Result<Launched, KubeError> {
-        let object = self.job_object(job, image)?;
+    pub async fn launch(
+        &self,
+        job: &Job,
+        image: &str,
+        network: bool,
+    ) -> Result<Launched, KubeError> {
+        let object = self.job_object(job, image, network)?;
         let namespace = self.namespace_of(job);
         let name = object_name(&job.id, job.attempt);
         let key = attempt_key(&job.id, job.attempt);

@@ -72,7 +72,7 @@ impl BlockingKube {
     }
 
     /// See [`KubeBackend::launch`]; the image is `kubernetes.registry@digest`.
-    pub fn launch(&self, job: &Job) -> Result<Launched, KubeError> {
+    pub fn launch(&self, job: &Job, network: bool) -> Result<Launched, KubeError> {
         let digest = job
             .image_digest
             .as_ref()
@@ -80,7 +80,8 @@ impl BlockingKube {
                 job: job.id.to_string(),
             })?;
         let image = self.backend.image_ref(digest)?;
-        self.runtime.block_on(self.backend.launch(job, &image))
+        self.runtime
+            .block_on(self.backend.launch(job, &image, network))
     }
 
     pub fn status(&self, job: &Job) -> Option<AttemptStatus> {

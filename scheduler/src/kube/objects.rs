@@ -31,6 +31,11 @@ pub const LABEL_ATTEMPT: &str = "strata.dev/attempt";
 pub const LABEL_QUEUE: &str = "strata.dev/queue";
 pub const LABEL_TIER: &str = "strata.dev/tier";
 pub const LABEL_ENV: &str = "strata.dev/env";
+/// On the pods of jobs whose queue gives no network (`network = false`), with the value
+/// [`NO_NETWORK`]: `deploy/networkpolicy.yaml` selects them and denies all traffic. strata
+/// cannot create the policy itself: the team Role grants jobs and pods only.
+pub const LABEL_NETWORK: &str = "strata.dev/network";
+pub const NO_NETWORK: &str = "none";
 /// Exact values of what labels carry sanitised.
 pub const ANNOTATION_QUEUE: &str = "strata.dev/queue";
 pub const ANNOTATION_TIER: &str = "strata.dev/tier";
@@ -123,6 +128,8 @@ pub struct JobObjectParams<'a> {
     /// The node admission chose.
     pub node: Option<&'a str>,
     pub ttl_seconds_after_finished: i32,
+    /// Whether the job's queue gives it a network.
+    pub network: bool,
 }
 
 /// The Job for the job's current attempt.
@@ -142,7 +149,13 @@ pub fn job_object(job: &Job, params: &JobObjectParams<'_>) -> K8sJob {
         annotations: Some(annotations.clone()),
         ..ObjectMeta::default()
     };
-    let pod_meta = meta(&annotations);
+    let mut pod_meta = meta(&annotations);
+    if !params.network {
+        pod_meta
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(LABEL_NETWORK.to_string(), NO_NETWORK.to_string());
+    }
     let mut job_meta = meta(&annotations);
     job_meta.name = Some(object_name(&job.id, job.attempt));
     job_meta.namespace = Some(params.namespace.to_string());
