@@ -46,8 +46,19 @@ fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
     if mode.eq_ignore_ascii_case("wal") {
         return Ok(());
     }
-    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
-    Ok(())
+    let mode =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+    if mode.eq_ignore_ascii_case("wal") {
+        return Ok(());
+    }
+    // SQLite answers with the mode it kept when it cannot switch (an in-memory database,
+    // say): sharing it between processes would not be safe.
+    Err(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+        Some(format!(
+            "cannot use WAL mode (the database stays in {mode} mode)"
+        )),
+    ))
 }
 
 fn is_busy(error: &rusqlite::Error) -> bool {
@@ -87,5 +98,11 @@ mod tests {
                 assert_eq!(mode, "wal");
             }
         }
+    }
+
+    #[test]
+    fn a_database_that_cannot_use_wal_is_refused() {
+        let err = open(Path::new(":memory:")).unwrap_err();
+        assert!(err.to_string().contains("cannot use WAL mode"), "{err}");
     }
 }

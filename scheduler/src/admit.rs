@@ -233,14 +233,14 @@ impl Scheduler {
     }
 
     fn restore_reservation(&mut self, stored: StoredReservation) {
-        let Some(node) = self
+        let node = self
             .node_ids
             .get(&(stored.pool.clone(), stored.node.clone()))
-            .copied()
-        else {
-            return;
-        };
-        let Some(job) = self.waiting.get(&stored.job) else {
+            .copied();
+        let (Some(node), Some(job)) = (node, self.waiting.get(&stored.job)) else {
+            // Its node left the pool or its job stopped waiting: the stored row is stale and
+            // must go at the next save, or a later load could bring it back.
+            self.reservations_saved = false;
             return;
         };
         let reservation = Reservation {

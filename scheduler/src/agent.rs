@@ -289,14 +289,19 @@ impl Agent {
             return Ok(());
         }
         tracing::info!("the pools changed: {}", describe_pools(&pools));
-        self.config.pools = pools;
+        let config = SchedulerConfig {
+            pools,
+            ..self.config.clone()
+        };
+        // Loaded first: if it fails, config and scheduler both stay on the old pools.
+        self.scheduler = Scheduler::load(&self.jobs, config.clone(), now())?;
+        self.config = config;
         if let Err(e) = crate::pool::publish_pools(&self.root, &self.config.pools) {
             tracing::warn!(
                 "publishing the agent's pools under {}: {e}",
                 self.root.display()
             );
         }
-        self.scheduler = Scheduler::load(&self.jobs, self.config.clone(), now())?;
         Ok(())
     }
 

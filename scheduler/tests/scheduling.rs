@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier};
 use strata_cache::Digest;
 use strata_config::Config;
 use strata_scheduler::explain::human_duration;
-use strata_scheduler::jobstore::CancelResult;
+use strata_scheduler::jobstore::{CancelResult, StoredReservation};
 use strata_scheduler::{
     Change, EndCause, Environment, JobFilter, JobId, JobState, JobStore, NewJob, Outcome,
     Resources, Scheduler, SchedulerConfig, SubmitError,
@@ -469,6 +469,36 @@ reserve_after = "1s"
         Some("needs 8 GPUs on one node; no node of pool local has more than 4")
     );
     assert_eq!(view.estimated_start, None);
+}
+
+#[test]
+fn a_stored_reservation_on_a_node_that_left_the_pool_is_dropped() {
+    let w = world(
+        r#"
+[pools.local]
+cpus = 64
+memory = "256G"
+gpus = 4
+"#,
+    );
+    let big = w.submit(ready_job("default", "gpu8", "ana"), 0);
+    // Saved while the pool had a node that has gone since (a cluster node removed).
+    let stale = StoredReservation {
+        tier: "gpu8".into(),
+        job: big,
+        pool: "local".into(),
+        node: "gone".into(),
+        since: 0,
+    };
+    w.store.save_reservations(&[stale]).unwrap();
+    let mut scheduler = w.scheduler(1);
+    assert!(scheduler.reservations().is_empty());
+    assert!(scheduler.admit(&w.store, 2).unwrap().is_empty());
+    assert_eq!(
+        w.store.reservations().unwrap(),
+        [],
+        "the stale row would come back if the node did"
+    );
 }
 
 #[test]
