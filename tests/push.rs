@@ -2,6 +2,8 @@
 //! skopeo, unpacked by umoci and run by runc; shared layers are uploaded once; a push cut in
 //! the middle resumes without sending again what landed.
 
+#[path = "../cache/tests/support/auth.rs"]
+mod auth;
 mod common;
 #[path = "../cache/tests/support/registry.rs"]
 mod registry;
@@ -9,10 +11,10 @@ mod registry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use common::*;
-use registry::{FaultProxy, TestRegistry};
+use registry::{FaultProxy, TestRegistry, TestRegistryOptions};
 use serde_json::Value;
 
 /// Digests of the blobs a registry holds, read from its storage directory.
@@ -218,4 +220,72 @@ fn a_hit_with_push_costs_one_manifest_head() {
         sent > 0 && sent < 600,
         "the hit sent {sent} bytes to the registry"
     );
+}
+
+/// `strata build --push` with the auth files taken from `auth_dir` only (none of the user's).
+fn build_push_with_auth(world: &World, target: &str, auth_dir: &Path, auth_file: &Path) -> Output {
+    let req = requirements("shared-a.txt");
+    let wheels = world.wheels.display().to_string();
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["build", "-r", req.to_str().unwrap(), "--base", &base_ref()])
+        .args(["-f", &wheels, "--no-index", "--json", "--push", target])
+        .current_dir(world.dir.path())
+        .env("STRATA_HOME", &world.home)
+        .env("REGISTRY_AUTH_FILE", auth_file)
+        .env("DOCKER_CONFIG", auth_dir)
+        .output()
+        .expect("run strata")
+}
+
+#[test]
+fn a_registry_that_wants_a_login_gets_the_credentials_of_the_auth_file() {
+    let auth_dir = tempfile::tempdir().unwrap();
+    let htpasswd = auth::htpasswd_auth(auth_dir.path(), "ana", "s3cret-pw");
+    let reg = TestRegistry::start_with_config(TestRegistryOptions::default(), &htpasswd);
+    let world = World::new();
+    let target = format!("{}/team/env", reg.addr());
+
+    // No login: refused before anything is built, naming the registry and how to log in.
+    let missing = auth_dir.path().join("no-such-auth.json");
+    let out = build_push_with_auth(&world, &target, auth_dir.path(), &missing);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains(&format!("registry {} requires credentials", reg.addr())),
+        "{err}"
+    );
+    assert!(
+        err.contains("skopeo login"),
+        "the hint says how to log in: {err}"
+    );
+    let images: Value =
+        serde_json::from_slice(&world.strata(&["images", "--json"]).stdout).unwrap();
+    assert_eq!(images["images"], serde_json::json!([]), "nothing built");
+
+    // A wrong password: refused, naming the user and the file; the password never shown.
+    let wrong = auth::write_auth_file(auth_dir.path(), "wrong.json", &reg.addr(), "ana", "nope-pw");
+    let out = build_push_with_auth(&world, &target, auth_dir.path(), &wrong);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("refused the credentials of user ana"), "{err}");
+    assert!(err.contains("wrong.json"), "{err}");
+    assert!(!err.contains("nope-pw"), "the password is printed: {err}");
+
+    // Logged in: pushed, and skopeo (with the same file) reads the image back.
+    let good = auth::write_auth_file(
+        auth_dir.path(),
+        "good.json",
+        &reg.addr(),
+        "ana",
+        "s3cret-pw",
+    );
+    let out = build_push_with_auth(&world, &target, auth_dir.path(), &good);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let built: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let inspected = run(Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--authfile"])
+        .arg(&good)
+        .arg(format!("docker://{}", built["image"].as_str().unwrap())));
+    let inspected: Value = serde_json::from_str(&inspected).unwrap();
+    assert_eq!(inspected["Digest"], built["digest"]);
 }

@@ -116,6 +116,9 @@ impl BuildError {
             BuildError::DamagedImage { .. } => {
                 Some("run the same `strata build` (or `strata pull`) again to repair it")
             }
+            BuildError::Registry(e) if is_auth(e) => Some(
+                "log in with `skopeo login HOST` or `docker login HOST`: strata reads the auth files they write",
+            ),
             BuildError::Registry(_) => Some(
                 "check the registry address and that it is running; plain HTTP needs a loopback host or --insecure",
             ),
@@ -129,4 +132,13 @@ impl From<strata_cache::gc::registry::RegistryGcError> for BuildError {
         // Boxed: the error carries the partial report and would make every Result large.
         BuildError::RegistryGc(Box::new(e))
     }
+}
+
+fn is_auth(error: &RegistryError) -> bool {
+    matches!(
+        error,
+        RegistryError::Auth(_)
+            | RegistryError::RequiresCredentials { .. }
+            | RegistryError::CredentialsRefused(_)
+    )
 }

@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite};
 use super::client::Registry;
 use super::error::RegistryError;
 use super::reference::RegistryRepo;
+use super::token::Access;
 use crate::{BlobDescriptor, Digest};
 
 /// Read size of upload streams: big enough for few syscalls, small enough to not matter.
@@ -32,6 +33,7 @@ impl Registry {
     ) -> Result<bool, RegistryError> {
         self.check_repo(repo)?;
         let action = format!("checking for blob {digest} in {}", repo.repository);
+        self.prepare_oci_auth(repo).await;
         let (image, digest_text, action) = (&self.oci_ref(repo), &digest.to_string(), &action);
         self.with_retry(action, move || async move {
             self.oci
@@ -53,7 +55,9 @@ impl Registry {
         let action = format!("checking the size of blob {digest} in {}", repo.repository);
         let url = self.url(repo, &format!("blobs/{digest}"));
         self.with_retry(&action, || async {
-            let response = self.send(&action, self.http.head(&url)).await?;
+            let response = self
+                .send_authorized(&action, repo, Access::Pull, || self.http.head(&url))
+                .await?;
             match response.status() {
                 StatusCode::NOT_FOUND => Ok(None),
                 s if s.is_success() => self.content_length(&action, &response).map(Some),
@@ -93,6 +97,7 @@ impl Registry {
             "mounting blob {digest} from {} into {}",
             from.repository, repo.repository
         );
+        self.prepare_oci_auth(repo).await;
         let (target, source) = (&self.oci_ref(repo), &self.oci_ref(from));
         let (digest_text, action) = (&digest.to_string(), &action);
         self.with_retry(action, move || async move {
@@ -135,6 +140,7 @@ impl Registry {
                 actual: local_size,
             });
         }
+        self.prepare_oci_auth(repo).await;
         let (image, digest_text, action) = (&self.oci_ref(repo), &blob.digest.to_string(), &action);
         self.with_retry(action, move || async move {
             let file = tokio::fs::File::open(path)
@@ -166,6 +172,7 @@ impl Registry {
             dest.display()
         );
         let temp = temp_path_for(dest);
+        self.prepare_oci_auth(repo).await;
         let result = self
             .with_retry(&action, || self.pull_blob_once(repo, blob, &temp, &action))
             .await;

@@ -5,18 +5,24 @@
 //! Manifest, tag and delete calls are raw HTTP through `reqwest`, because oci-client has no
 //! DELETE, does not report a pulled manifest's media type, and can panic when a registry omits
 //! the `Location` of a manifest pushed by digest.
+//!
+//! Credentials come from the auth files `skopeo login` and `docker login` write (see the auth
+//! module); the authorized module logs in for both stacks.
 
 use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{DigestError, OciDistributionError};
 
+use super::auth::{AuthSources, Credentials};
 use super::error::{
     chain_text, classify_transport, parse_error_body, RegistryError, TransportKind,
 };
 use super::reference::{split_host_port, RegistryRepo};
+use super::token::AuthSession;
 
 const USER_AGENT: &str = concat!("strata/", env!("CARGO_PKG_VERSION"));
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,14 +70,11 @@ pub fn is_loopback(registry: &str) -> bool {
         .is_some_and(|v6| v6.is_loopback())
 }
 
-/// How strata authenticates. Only anonymous access exists today. Credentials from docker's
-/// `config.json` (`auths`, credential helpers) belong here: they would become an oci-client
-/// `RegistryAuth` for the blob calls and an `Authorization` header (after the bearer-token
-/// dance) in [`Registry::request`] for the raw ones.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Credentials {
-    #[default]
-    Anonymous,
+/// The credentials `sources` hold for `registry`, remembering where they were searched (for
+/// the error that says none were found).
+fn session_from(registry: &str, sources: &AuthSources) -> Result<AuthSession, RegistryError> {
+    let credentials = Credentials::lookup_in(registry, sources)?;
+    Ok(AuthSession::new(credentials, sources.paths().to_vec()))
 }
 
 /// Transient failures (connection errors, 5xx, 429) are retried `attempts - 1` times, waiting
@@ -96,7 +99,7 @@ impl Default for RetryPolicy {
 pub struct Registry {
     host: String,
     scheme: Scheme,
-    credentials: Credentials,
+    pub(crate) session: Arc<AuthSession>,
     retry: RetryPolicy,
     pub(crate) oci: oci_client::Client,
     pub(crate) http: reqwest::Client,
@@ -107,6 +110,7 @@ impl std::fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("host", &self.host)
             .field("scheme", &self.scheme)
+            .field("credentials", &self.session.credentials)
             .field("retry", &self.retry)
             .finish()
     }
@@ -114,13 +118,44 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     /// A client for `registry` (`host[:port]`): HTTPS, or plain HTTP for loopback hosts or
-    /// when `insecure`.
+    /// when `insecure`; with the credentials the user's auth files hold for it (see
+    /// [`AuthSources::from_env`]), anonymous when they hold none.
     pub fn new(registry: &str, insecure: bool) -> Result<Registry, RegistryError> {
-        Registry::with_scheme(registry, scheme_for(registry, insecure))
+        Registry::with_auth_sources(registry, insecure, &AuthSources::from_env())
     }
 
-    /// A client that uses `scheme` whatever the host.
+    /// Like [`Registry::new`], searching `sources` instead of the files the environment names.
+    pub fn with_auth_sources(
+        registry: &str,
+        insecure: bool,
+        sources: &AuthSources,
+    ) -> Result<Registry, RegistryError> {
+        let session = session_from(registry, sources)?;
+        Registry::build(registry, scheme_for(registry, insecure), session)
+    }
+
+    /// A client that uses exactly `credentials`, searching no auth file.
+    pub fn with_credentials(
+        registry: &str,
+        insecure: bool,
+        credentials: Credentials,
+    ) -> Result<Registry, RegistryError> {
+        let session = AuthSession::new(credentials, Vec::new());
+        Registry::build(registry, scheme_for(registry, insecure), session)
+    }
+
+    /// A client that uses `scheme` whatever the host, with the credentials of the user's auth
+    /// files.
     pub fn with_scheme(registry: &str, scheme: Scheme) -> Result<Registry, RegistryError> {
+        let session = session_from(registry, &AuthSources::from_env())?;
+        Registry::build(registry, scheme, session)
+    }
+
+    fn build(
+        registry: &str,
+        scheme: Scheme,
+        session: AuthSession,
+    ) -> Result<Registry, RegistryError> {
         // Validates the host the same way repository names are validated.
         RegistryRepo::new(registry, "x")?;
         let client_error = |detail: String| RegistryError::Client {
@@ -139,6 +174,12 @@ impl Registry {
             user_agent: USER_AGENT,
             ..ClientConfig::default()
         };
+        if scheme == Scheme::Http && !is_loopback(registry) {
+            if let Some(user) = session.credentials.username() {
+                // Docker does the same for insecure registries, but the user should know.
+                tracing::warn!(registry, user, "credentials will be sent over plain HTTP");
+            }
+        }
         let oci =
             oci_client::Client::try_from(oci_config).map_err(|e| client_error(e.to_string()))?;
         let http = reqwest::Client::builder()
@@ -149,7 +190,7 @@ impl Registry {
         Ok(Registry {
             host: registry.to_string(),
             scheme,
-            credentials: Credentials::Anonymous,
+            session: Arc::new(session),
             retry: RetryPolicy::default(),
             oci,
             http,
@@ -171,7 +212,7 @@ impl Registry {
     }
 
     pub fn credentials(&self) -> &Credentials {
-        &self.credentials
+        &self.session.credentials
     }
 
     /// `scheme://host/v2/<repository>/<rest>`.
@@ -262,6 +303,11 @@ impl Registry {
         code: Option<String>,
         message: Option<String>,
     ) -> RegistryError {
+        if let Some(refused) =
+            self.auth_failure(action, status, code.as_deref(), message.as_deref())
+        {
+            return refused;
+        }
         RegistryError::Http {
             registry: self.host.clone(),
             action: action.to_string(),

@@ -7,12 +7,44 @@ use std::path::PathBuf;
 
 use crate::Digest;
 
+pub use super::auth::AuthError;
 pub use super::reference::ReferenceError;
+
+/// Credentials a registry refused, and what it said.
+#[derive(Debug, thiserror::Error)]
+#[error("registry {registry} refused the credentials of user {username} ({origin}) while {action}: {answer}")]
+pub struct Refusal {
+    pub registry: String,
+    pub username: String,
+    /// `from FILE`, or `given by the caller`.
+    pub origin: String,
+    pub action: String,
+    /// The registry's status, code and message.
+    pub answer: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error(transparent)]
     Reference(#[from] ReferenceError),
+
+    /// The auth files could not be used (unreadable, malformed, or a credential helper needed).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+
+    /// The registry wants credentials and strata has none for it.
+    #[error("registry {registry} requires credentials: none found in {searched} (`skopeo login {registry}` or `docker login {registry}` writes them); the registry refused {action}")]
+    RequiresCredentials {
+        registry: String,
+        action: String,
+        searched: String,
+    },
+
+    /// The registry (or its token server) turned the credentials down: wrong password, or a
+    /// user without the permission. Boxed: it is the largest variant, and every `Result`
+    /// carrying a `RegistryError` would pay for it.
+    #[error(transparent)]
+    CredentialsRefused(Box<Refusal>),
 
     #[error("could not connect to registry {registry} while {action}: {detail}")]
     Unreachable {

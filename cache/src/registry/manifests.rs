@@ -7,6 +7,7 @@ use reqwest::StatusCode;
 use super::client::Registry;
 use super::error::RegistryError;
 use super::reference::{ManifestRef, RegistryRepo};
+use super::token::Access;
 use crate::descriptor::{MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
 use crate::Digest;
 
@@ -40,10 +41,9 @@ impl Registry {
         let head = self
             .with_retry(&action, || async {
                 let response = self
-                    .send(
-                        &action,
-                        self.http.head(&url).header(ACCEPT, accept_manifests()),
-                    )
+                    .send_authorized(&action, repo, Access::Pull, || {
+                        self.http.head(&url).header(ACCEPT, accept_manifests())
+                    })
                     .await?;
                 match response.status() {
                     StatusCode::NOT_FOUND => Ok(None),
@@ -78,10 +78,9 @@ impl Registry {
         let (headers, bytes) = self
             .with_retry(&action, || async {
                 let response = self
-                    .send(
-                        &action,
-                        self.http.get(&url).header(ACCEPT, accept_manifests()),
-                    )
+                    .send_authorized(&action, repo, Access::Pull, || {
+                        self.http.get(&url).header(ACCEPT, accept_manifests())
+                    })
                     .await?;
                 if !response.status().is_success() {
                     return Err(self.status_error(&action, response).await);
@@ -131,12 +130,15 @@ impl Registry {
         let url = self.url(repo, &format!("manifests/{reference}"));
         let headers = self
             .with_retry(&action, || async {
-                let request = self
-                    .http
-                    .put(&url)
-                    .header(CONTENT_TYPE, media_type)
-                    .body(bytes.to_vec());
-                let response = self.send(&action, request).await?;
+                let request = || {
+                    self.http
+                        .put(&url)
+                        .header(CONTENT_TYPE, media_type)
+                        .body(bytes.to_vec())
+                };
+                let response = self
+                    .send_authorized(&action, repo, Access::Push, request)
+                    .await?;
                 if !response.status().is_success() {
                     return Err(self.status_error(&action, response).await);
                 }
@@ -159,7 +161,9 @@ impl Registry {
         let action = format!("deleting manifest {repo}@{digest}");
         let url = self.url(repo, &format!("manifests/{digest}"));
         self.with_retry(&action, || async {
-            let response = self.send(&action, self.http.delete(&url)).await?;
+            let response = self
+                .send_authorized(&action, repo, Access::Delete, || self.http.delete(&url))
+                .await?;
             match response.status() {
                 s if s.is_success() => Ok(()),
                 StatusCode::METHOD_NOT_ALLOWED => Err(RegistryError::DeletesDisabled {
@@ -188,7 +192,7 @@ impl Registry {
                     .protocol_error(&action, format!("more than {MAX_TAG_PAGES} pages of tags")));
             }
             let page = self
-                .with_retry(&action, || self.tag_page(&action, &url))
+                .with_retry(&action, || self.tag_page(&action, repo, &url))
                 .await;
             let (page_tags, link) = match page {
                 Err(e) if e.registry_code() == Some("NAME_UNKNOWN") => return Ok(Vec::new()),
@@ -203,13 +207,16 @@ impl Registry {
     async fn tag_page(
         &self,
         action: &str,
+        repo: &RegistryRepo,
         url: &str,
     ) -> Result<(Vec<String>, Option<String>), RegistryError> {
         #[derive(serde::Deserialize)]
         struct TagList {
             tags: Option<Vec<String>>,
         }
-        let response = self.send(action, self.http.get(url)).await?;
+        let response = self
+            .send_authorized(action, repo, Access::Pull, || self.http.get(url))
+            .await?;
         if !response.status().is_success() {
             return Err(self.status_error(action, response).await);
         }

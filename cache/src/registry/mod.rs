@@ -3,17 +3,24 @@
 //! registry lacks.
 //!
 //! Plain HTTP is used only for loopback registries or when the caller says `insecure`;
-//! everything else is HTTPS. Access is anonymous for now (see [`Credentials`]).
+//! everything else is HTTPS. Credentials come from the auth files `skopeo login` and `docker
+//! login` write ([`AuthSources`]); registries that want Basic credentials or bearer tokens are
+//! both served.
 
+mod auth;
+mod authorized;
 mod blobs;
+mod challenge;
 mod client;
 mod error;
 mod manifests;
 mod push;
 mod reference;
+mod token;
 
-pub use client::{is_loopback, scheme_for, Credentials, Registry, RetryPolicy, Scheme};
-pub use error::RegistryError;
+pub use auth::{AuthError, AuthSources, Credentials, Password};
+pub use client::{is_loopback, scheme_for, Registry, RetryPolicy, Scheme};
+pub use error::{Refusal, RegistryError};
 pub use manifests::PulledManifest;
 pub use push::{push_image, ImageUpload, PushOptions, PushReport};
 pub use reference::{ImageRef, ManifestRef, ReferenceError, RegistryRepo, Tag};

@@ -53,11 +53,17 @@ impl TestRegistry {
     }
 
     pub fn start_with(options: TestRegistryOptions) -> TestRegistry {
+        TestRegistry::start_with_config(options, "")
+    }
+
+    /// A registry whose configuration gets `extra` appended: top-level YAML sections such as
+    /// `auth:` (a registry that answers `/v2/` with 401 counts as up).
+    pub fn start_with_config(options: TestRegistryOptions, extra: &str) -> TestRegistry {
         // The free port is found by binding and releasing it; another process can grab it in
         // between, so a start that dies early is tried again on a new port.
         let mut last_error = String::new();
         for _ in 0..3 {
-            match TestRegistry::try_start(options) {
+            match TestRegistry::try_start(options, extra) {
                 Ok(registry) => return registry,
                 Err(e) => last_error = e,
             }
@@ -65,14 +71,14 @@ impl TestRegistry {
         panic!("could not start {REGISTRY_BINARY}: {last_error}");
     }
 
-    fn try_start(options: TestRegistryOptions) -> Result<TestRegistry, String> {
+    fn try_start(options: TestRegistryOptions, extra: &str) -> Result<TestRegistry, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
         let port = free_port()?;
         let storage = dir.path().join("storage");
         fs::create_dir_all(&storage).map_err(|e| format!("mkdir {}: {e}", storage.display()))?;
         let config = dir.path().join("config.yml");
-        fs::write(&config, config_yaml(&storage, port, options))
-            .map_err(|e| format!("write {}: {e}", config.display()))?;
+        let yaml = format!("{}{extra}", config_yaml(&storage, port, options));
+        fs::write(&config, yaml).map_err(|e| format!("write {}: {e}", config.display()))?;
         let log_path = dir.path().join("registry.log");
         let log = fs::File::create(&log_path).map_err(|e| format!("create log: {e}"))?;
         let log_err = log.try_clone().map_err(|e| format!("clone log: {e}"))?;
@@ -231,7 +237,7 @@ fn get_v2_is_ok(port: u16) -> bool {
         return false;
     }
     let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
+    stream.read_exact(&mut head).is_ok() && (head.ends_with(b" 200") || head.ends_with(b" 401"))
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
