@@ -416,6 +416,45 @@ async fn cancel_confirms_the_pods_are_gone() {
         .expect("second cancel");
 }
 
+#[tokio::test]
+async fn a_job_still_being_deleted_is_not_adopted() {
+    let Some(kc) = cluster() else { return };
+    let client = admin(&kc).await;
+    let ns = namespace(&client, "t-deleting").await;
+    let b = backend(&client, settings("none", &[("team", &ns)]), &[&ns]);
+    let j = placed("team", "cpu", Resources::new(1.0, GIB, 0), None);
+    let image = b.image_ref(j.image_digest.as_ref().unwrap()).unwrap();
+    // An earlier try of the same attempt, held in deletion by a finalizer.
+    let mut earlier = b.job_object(&j, &image, false).unwrap();
+    earlier.metadata.finalizers = Some(vec!["strata.test/hold".into()]);
+    let jobs: Api<K8sJob> = Api::namespaced(client.clone(), &ns);
+    let name = earlier.metadata.name.clone().unwrap();
+    jobs.create(&PostParams::default(), &earlier).await.unwrap();
+    jobs.delete(&name, &Default::default()).await.unwrap();
+
+    let err = b.launch(&j, &image, false).await.unwrap_err();
+    assert!(matches!(err, KubeError::StillDeleting { .. }), "{err}");
+    assert!(err.to_string().contains(&name), "{err}");
+
+    let release = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    jobs.patch(&name, &PatchParams::default(), &release)
+        .await
+        .unwrap();
+    let gone = tokio::time::timeout(WAIT, async {
+        while jobs.get_opt(&name).await.unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "{name} never went");
+    let launched = b
+        .launch(&j, &image, false)
+        .await
+        .expect("launch once it is gone");
+    assert!(!launched.adopted, "a new Job, not the deleted one");
+    b.cancel(&j, Duration::from_secs(1)).await.unwrap();
+}
+
 /// Applies deploy/networkpolicy.yaml in `ns`; the policy as the server stored it.
 async fn apply_network_policy(client: &Client, ns: &str) -> NetworkPolicy {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/networkpolicy.yaml");

@@ -240,8 +240,15 @@ async fn landed_anyway(
     }
     match registry.blob_size(repo, &blob.digest).await {
         Ok(Some(size)) if size == blob.size => {
-            tracing::info!(digest = %blob.digest, %repo, error = %err,
-                "upload refused but the blob is in place, landed by a concurrent push");
+            // DIGEST_INVALID may also mean our local copy is damaged: the registry's copy is
+            // sound, but the user should hear of it.
+            if err.has_code("DIGEST_INVALID") {
+                tracing::warn!(digest = %blob.digest, %repo, error = %err,
+                    "the registry found our upload did not match its digest; it holds the blob from another push");
+            } else {
+                tracing::info!(digest = %blob.digest, %repo, error = %err,
+                    "upload refused but the blob is in place, landed by a concurrent push");
+            }
             Ok(BlobOutcome::Present)
         }
         _ => Err(err),

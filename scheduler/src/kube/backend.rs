@@ -72,6 +72,8 @@ pub enum KubeError {
         name: String,
         found: BTreeMap<String, String>,
     },
+    #[error("{namespace}/{name}, the Job of an earlier try of this attempt, is still being deleted; the start is tried again")]
+    StillDeleting { namespace: String, name: String },
     #[error("job {job}: the image {image:?} is not a digest reference (REG/REPO@sha256:...); jobs run by digest")]
     NotByDigest { job: String, image: String },
     #[error("job {job} has no image digest; resolve its environment before launching")]
@@ -397,6 +399,11 @@ impl KubeBackend {
                         name,
                         found: labels.clone(),
                     });
+                }
+                // The Job of an earlier try of this attempt (cancelled after Unschedulable)
+                // that is still going: adopting it would follow a Job about to vanish.
+                if existing.metadata.deletion_timestamp.is_some() {
+                    return Err(KubeError::StillDeleting { namespace, name });
                 }
                 true
             }

@@ -353,6 +353,10 @@ pub struct PodStarted {
 #[derive(Debug, Default)]
 struct Tracked {
     job: Option<K8sJob>,
+    /// The uid of the Job this entry follows: a launch retried under the same attempt key
+    /// (after Unschedulable) creates a new Job of the same name, which must not inherit the
+    /// end, pods or `forgotten` of the old one.
+    job_uid: Option<String>,
     pods: BTreeMap<String, Pod>,
     /// Kept once seen: the end survives the deletion of the objects.
     ended: Option<KubeOutcome>,
@@ -366,6 +370,49 @@ impl Tracked {
     fn droppable(&self) -> bool {
         self.forgotten && self.job.is_none() && self.pods.is_empty()
     }
+
+    /// Starts following the Job with `uid`; what belonged to another Job is dropped, except
+    /// pods the new Job owns (the pod watcher may have seen them first).
+    fn follow(&mut self, uid: &str) {
+        match &self.job_uid {
+            Some(current) if current == uid => return,
+            None => {
+                self.job_uid = Some(uid.to_string());
+                return;
+            }
+            Some(_) => {}
+        }
+        let pods = std::mem::take(&mut self.pods);
+        *self = Tracked {
+            job_uid: Some(uid.to_string()),
+            pods: pods
+                .into_iter()
+                .filter(|(_, p)| owner_uid(p).as_deref() == Some(uid))
+                .collect(),
+            ..Tracked::default()
+        };
+    }
+
+    /// The pods of the followed Job (all of them while its uid is not known).
+    fn current_pods(&self) -> Vec<&Pod> {
+        self.pods
+            .values()
+            .filter(|p| match (&self.job_uid, owner_uid(p)) {
+                (Some(job), Some(owner)) => *job == owner,
+                _ => true,
+            })
+            .collect()
+    }
+}
+
+/// The uid of the Job that owns a pod (its controller owner reference).
+fn owner_uid(pod: &Pod) -> Option<String> {
+    pod.metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.kind == "Job")
+        .map(|o| o.uid.clone())
 }
 
 #[derive(Debug, Default)]
@@ -427,7 +474,7 @@ impl WatchState {
         if let Some(end) = &tracked.ended {
             return Some(AttemptStatus::Finished(end.clone()));
         }
-        let pods: Vec<&Pod> = tracked.pods.values().collect();
+        let pods: Vec<&Pod> = tracked.current_pods();
         Some(classify(tracked.job.as_ref(), &pods))
     }
 
@@ -499,15 +546,19 @@ impl WatchState {
         if tracked.ended.is_some() {
             return;
         }
-        let pods: Vec<&Pod> = tracked.pods.values().collect();
-        let status = classify(tracked.job.as_ref(), &pods);
+        let (status, bound) = {
+            let pods = tracked.current_pods();
+            let bound = pods
+                .iter()
+                .find(|p| node_of(p).is_some())
+                .map(|p| p.name_any());
+            (classify(tracked.job.as_ref(), &pods), bound)
+        };
         let started = match &status {
             AttemptStatus::Finished(end) => {
                 tracked.ended = Some(end.clone());
                 // A pod that ran and ended before we saw it running: fetch its logs too.
-                pods.iter()
-                    .find(|p| node_of(p).is_some())
-                    .map(|p| p.name_any())
+                bound
             }
             AttemptStatus::Running { pod, .. } => Some(pod.clone()),
             _ => None,
@@ -588,7 +639,11 @@ impl WatchState {
         let Some(key) = key_of(job.labels()) else {
             return;
         };
-        inner.attempts.entry(key.clone()).or_default().job = Some(job);
+        let tracked = inner.attempts.entry(key.clone()).or_default();
+        if let Some(uid) = job.uid() {
+            tracked.follow(&uid);
+        }
+        tracked.job = Some(job);
         self.settle(inner, &key);
     }
 
@@ -778,5 +833,61 @@ mod tests {
         assert_eq!(end.outcome.exit_code, Some(0));
         state.forget(key);
         assert_eq!(state.tracked(), 0);
+    }
+
+    fn job_with_uid(uid: &str) -> K8sJob {
+        serde_json::from_value(json!({
+            "metadata": {"name": "strata-j-abcdefghij-a1", "namespace": "team-a", "uid": uid,
+                         "labels": {"strata.dev/job": "j-abcdefghij", "strata.dev/attempt": "1"}}
+        }))
+        .unwrap()
+    }
+
+    fn pod_of(name: &str, job_uid: &str, status: serde_json::Value) -> Pod {
+        let mut p = pod(status);
+        p.metadata.name = Some(name.into());
+        p.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "batch/v1".into(),
+                kind: "Job".into(),
+                name: "strata-j-abcdefghij-a1".into(),
+                uid: job_uid.into(),
+                controller: Some(true),
+                ..Default::default()
+            },
+        ]);
+        p
+    }
+
+    #[test]
+    fn a_new_job_under_the_same_attempt_does_not_inherit_the_old_end() {
+        let key = "j-abcdefghij-a1";
+        let state = WatchState::default();
+        let unschedulable = json!({"phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/2 nodes are available"}]});
+        let mut unbound = pod_of("old-pod", "uid-a", unschedulable);
+        unbound.spec.as_mut().unwrap().node_name = None;
+        state.apply_job_event("team-a", Event::Apply(job_with_uid("uid-a")));
+        state.apply_pod_event("team-a", Event::Apply(unbound.clone()));
+        let end = state.outcome(key).expect("unschedulable is an end");
+        assert_eq!(end.kind, EndKind::Unschedulable);
+        state.forget(key);
+
+        // Launched again under the same name: a new Job (new uid); the old pod's events
+        // may still arrive.
+        state.apply_job_event("team-a", Event::Apply(job_with_uid("uid-b")));
+        state.apply_pod_event("team-a", Event::Apply(unbound.clone()));
+        assert_eq!(state.status(key), Some(AttemptStatus::Waiting));
+        state.apply_pod_event("team-a", Event::Delete(unbound));
+        let running = pod_of("new-pod", "uid-b", json!({"phase": "Running"}));
+        state.apply_pod_event("team-a", Event::Apply(running));
+        assert!(matches!(
+            state.status(key),
+            Some(AttemptStatus::Running { pod, .. }) if pod == "new-pod"
+        ));
+        // Not forgotten: its end, when it comes, is kept for the agent.
+        state.apply_job_event("team-a", Event::Delete(job_with_uid("uid-b")));
+        assert_eq!(state.tracked(), 1);
     }
 }
