@@ -1,7 +1,8 @@
 //! The package layers of an image: one per wheel, reused from the layer index when it has
-//! them, otherwise fetched and installed `jobs` at a time. Past the layer limit the least
-//! shared wheels are merged into one layer (overlay and container runtimes fail somewhere
-//! above 120 layers; nixpkgs' layered images stop at 100 by popularity the same way).
+//! them, otherwise fetched and installed `jobs` at a time. Past the layer limit the smallest
+//! wheels are merged into one layer (overlay and container runtimes fail somewhere above 120
+//! layers; nixpkgs' layered images stop at 100 the same way, ranking by popularity, which
+//! would make the image depend on the store's history: strata ranks by size instead).
 
 use std::sync::Mutex;
 
@@ -29,19 +30,22 @@ pub struct PackageLayer {
     pub staged: Option<StagedBlob>,
 }
 
-/// Which wheels share a layer: `budget` layers for `popularity.len()` wheels (in lock
-/// order). Every wheel gets its own layer while they fit; otherwise the least popular ones
-/// (fewest environments use them; ties broken by lock order, later first) go together into
-/// the last layer. Groups are returned in lock order of their first wheel.
-pub fn group_wheels(popularity: &[usize], budget: usize) -> Vec<Vec<usize>> {
-    let n = popularity.len();
+/// Which wheels share a layer: `budget` layers for `sizes.len()` wheels (in lock order).
+/// Every wheel gets its own layer while they fit; otherwise the smallest ones (ties broken
+/// by lock order, later first) go together into one layer. The large wheels, which hold most
+/// of the bytes, keep their own layers and stay shared with every environment that uses
+/// them; the small ones cost little to store twice. A wheel's size is fixed by its sha256,
+/// so the grouping, and the image, depend on the lock alone, never on what a store built
+/// before. Groups are returned in lock order of their first wheel.
+pub fn group_wheels(sizes: &[u64], budget: usize) -> Vec<Vec<usize>> {
+    let n = sizes.len();
     if n <= budget || budget == 0 {
         return (0..n).map(|i| vec![i]).collect();
     }
     let merged_count = n - budget + 1;
-    let mut by_popularity: Vec<usize> = (0..n).collect();
-    by_popularity.sort_by_key(|&i| (popularity[i], std::cmp::Reverse(i)));
-    let mut merged: Vec<usize> = by_popularity[..merged_count].to_vec();
+    let mut by_size: Vec<usize> = (0..n).collect();
+    by_size.sort_by_key(|&i| (sizes[i], std::cmp::Reverse(i)));
+    let mut merged: Vec<usize> = by_size[..merged_count].to_vec();
     merged.sort_unstable();
     let mut groups: Vec<Vec<usize>> = (0..n)
         .filter(|i| !merged.contains(i))
@@ -50,6 +54,26 @@ pub fn group_wheels(popularity: &[usize], budget: usize) -> Vec<Vec<usize>> {
     groups.push(merged);
     groups.sort_by_key(|g| g[0]);
     groups
+}
+
+/// The size of every wheel of the lock, needed only past the layer limit: from the lock
+/// when the index reported it, else from the (verified) wheel in the cache, fetched if
+/// missing.
+fn wheel_sizes(home: &Home, lock: &Lock) -> Result<Vec<u64>, BuildError> {
+    lock.wheels
+        .iter()
+        .map(|w| match w.size {
+            Some(size) => Ok(size),
+            None => {
+                let path = home.wheels.fetch(w)?;
+                let meta = std::fs::metadata(&path).map_err(|source| BuildError::Io {
+                    what: format!("reading the size of {}", path.display()),
+                    source,
+                })?;
+                Ok(meta.len())
+            }
+        })
+        .collect()
 }
 
 /// Adds digests to a lease under the shared GC lock: after this, a sweep cannot take them,
@@ -96,7 +120,7 @@ fn added_layer(wheels: &[&LockedWheel], layer: LayerDescriptor) -> AddedLayer {
     let created_by = match wheels {
         [one] => format!("strata: install {}", one.filename),
         many => format!(
-            "strata: install {} least shared wheels in one layer",
+            "strata: install the {} smallest wheels in one layer",
             many.len()
         ),
     };
@@ -118,12 +142,11 @@ pub fn package_layers(
     progress: &dyn Progress,
 ) -> Result<Vec<PackageLayer>, BuildError> {
     let scheme_id = scheme.id();
-    let popularity: Vec<usize> = lock
-        .wheels
-        .iter()
-        .map(|w| home.index.locks_mentioning(&w.sha256))
-        .collect::<Result<_, _>>()?;
-    let groups: Vec<Vec<&LockedWheel>> = group_wheels(&popularity, budget)
+    let sizes = match lock.wheels.len() > budget {
+        true => wheel_sizes(home, lock)?,
+        false => vec![0; lock.wheels.len()],
+    };
+    let groups: Vec<Vec<&LockedWheel>> = group_wheels(&sizes, budget)
         .into_iter()
         .map(|g| g.into_iter().map(|i| &lock.wheels[i]).collect())
         .collect();
@@ -263,12 +286,12 @@ mod tests {
     }
 
     #[test]
-    fn least_popular_wheels_are_merged_into_one_layer() {
-        // 6 wheels, 4 layers: the 3 least used (1, 3, 5) share a layer.
+    fn the_smallest_wheels_are_merged_into_one_layer() {
+        // 6 wheels, 4 layers: the 3 smallest (1, 3, 5) share a layer.
         let groups = group_wheels(&[9, 0, 7, 1, 8, 0], 4);
         assert_eq!(groups, vec![vec![0], vec![1, 3, 5], vec![2], vec![4]]);
         assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 6);
-        // Ties: later wheels merge first, so the result does not depend on hash order.
+        // Ties: later wheels merge first, so the result depends on the lock alone.
         assert_eq!(group_wheels(&[0, 0, 0], 2), vec![vec![0], vec![1, 2]]);
         // A budget of one merges everything.
         assert_eq!(group_wheels(&[1, 2, 3], 1), vec![vec![0, 1, 2]]);

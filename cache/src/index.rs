@@ -453,18 +453,6 @@ impl Index {
             .map_err(self.err())
     }
 
-    /// How many recorded locks mention `source` (a wheel's digest): how widely it is shared.
-    pub fn locks_mentioning(&self, source: &Digest) -> Result<usize, IndexError> {
-        self.conn
-            .query_row(
-                "SELECT COUNT(*) FROM lock_index WHERE instr(lock_json, ?1) > 0",
-                params![source.hex()],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as usize)
-            .map_err(self.err())
-    }
-
     /// Whether a manifest was pushed to `target` (`REGISTRY/REPO`) before.
     pub fn was_pushed(&self, target: &str, manifest: &Digest) -> Result<bool, IndexError> {
         self.conn
