@@ -2,6 +2,8 @@
 //! dry run against real run, bytes freed, the registry's own blob collection afterwards, and
 //! the errors of a registry that refuses deletes or is not there.
 
+#[path = "support/image.rs"]
+mod image_support;
 #[path = "support/registry.rs"]
 mod test_registry;
 
@@ -10,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use image_support::{store_blob, store_config};
 use serde_json::json;
-use strata_cache::descriptor::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
+use strata_cache::descriptor::{MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
 use strata_cache::gc::registry::{
     apply_registry, plan_registry, DeletedManifest, KeepReason, KeptManifest, PushRecord,
     RegistryGcError, ANNOTATION_LOCK, ANNOTATION_NAME, ANNOTATION_SPEC,
@@ -62,20 +65,6 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
-}
-
-fn store_blob(dir: &Path, media_type: &str, bytes: &[u8]) -> (BlobDescriptor, PathBuf) {
-    let digest = Digest::of(bytes);
-    let blobs = dir.join("blobs");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let path = blobs.join(digest.hex());
-    std::fs::write(&path, bytes).unwrap();
-    let desc = BlobDescriptor {
-        media_type: media_type.to_string(),
-        digest,
-        size: bytes.len() as u64,
-    };
-    (desc, path)
 }
 
 /// A one-file gzip tar layer made by GNU tar and gzip with fixed metadata (same content, same
@@ -131,19 +120,9 @@ fn build_image(dir: &Path, label: &str, layers: &[&[u8]], name: Option<&str>) ->
     for content in layers {
         let (blob, diff_id) = layer(dir, content);
         blobs.push(blob);
-        diff_ids.push(diff_id.to_string());
+        diff_ids.push(diff_id);
     }
-    let config_json = json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Labels": {"test.label": label}},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    });
-    let config = store_blob(
-        dir,
-        MEDIA_TYPE_CONFIG,
-        &serde_json::to_vec(&config_json).unwrap(),
-    );
+    let config = store_config(dir, &diff_ids, json!({"Labels": {"test.label": label}}));
     let spec = Digest::of(format!("spec {label}").as_bytes());
     let mut annotations = BTreeMap::new();
     if let Some(name) = name {
@@ -156,16 +135,7 @@ fn build_image(dir: &Path, label: &str, layers: &[&[u8]], name: Option<&str>) ->
             annotations.insert(ANNOTATION_NAME, name.to_string());
         }
     }
-    let descriptor =
-        |d: &BlobDescriptor| json!({"mediaType": d.media_type, "digest": d.digest, "size": d.size});
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_MANIFEST,
-        "config": descriptor(&config.0),
-        "layers": blobs.iter().map(|(d, _)| descriptor(d)).collect::<Vec<_>>(),
-        "annotations": annotations,
-    }))
-    .unwrap();
+    let manifest = image_support::manifest(&config.0, &blobs, Some(&annotations));
     blobs.push(config);
     TestImage {
         label: label.to_string(),

@@ -2,6 +2,8 @@
 
 #[path = "support/answer_proxy.rs"]
 mod answer_proxy;
+#[path = "support/image.rs"]
+mod image_support;
 #[path = "support/registry.rs"]
 mod test_registry;
 
@@ -11,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use answer_proxy::{error_body, Answer, AnswerProxy, Refusal};
+use image_support::{store_blob, store_config};
 use serde_json::json;
 use strata_cache::descriptor::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
 use strata_cache::registry::{
@@ -72,20 +75,6 @@ impl TestImage {
     }
 }
 
-fn store_blob(dir: &Path, media_type: &str, bytes: &[u8]) -> (BlobDescriptor, PathBuf) {
-    let digest = Digest::of(bytes);
-    let blobs = dir.join("blobs");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let path = blobs.join(digest.hex());
-    std::fs::write(&path, bytes).unwrap();
-    let desc = BlobDescriptor {
-        media_type: media_type.to_string(),
-        digest,
-        size: bytes.len() as u64,
-    };
-    (desc, path)
-}
-
 fn run(cmd: &mut Command) -> Vec<u8> {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
@@ -140,28 +129,10 @@ fn image_on_layers(
     layers: &[((BlobDescriptor, PathBuf), Digest)],
     config: serde_json::Value,
 ) -> TestImage {
-    let diff_ids: Vec<String> = layers.iter().map(|(_, d)| d.to_string()).collect();
+    let diff_ids: Vec<Digest> = layers.iter().map(|(_, d)| d.clone()).collect();
     let layers: Vec<_> = layers.iter().map(|(blob, _)| blob.clone()).collect();
-    let config_json = json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": config,
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    });
-    let config = store_blob(
-        dir,
-        MEDIA_TYPE_CONFIG,
-        &serde_json::to_vec(&config_json).unwrap(),
-    );
-    let descriptor =
-        |d: &BlobDescriptor| json!({"mediaType": d.media_type, "digest": d.digest, "size": d.size});
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_MANIFEST,
-        "config": descriptor(&config.0),
-        "layers": layers.iter().map(|(d, _)| descriptor(d)).collect::<Vec<_>>(),
-    }))
-    .unwrap();
+    let config = store_config(dir, &diff_ids, config);
+    let manifest = image_support::manifest(&config.0, &layers, None);
     TestImage {
         digest: Digest::of(&manifest),
         manifest,
@@ -198,6 +169,29 @@ async fn push(
     )
     .await
     .unwrap()
+}
+
+/// A one-file image in a work directory, pushed to `env`, and the client that pushed it.
+struct Pushed {
+    dir: tempfile::TempDir,
+    registry: Registry,
+    r: RegistryRepo,
+    image: TestImage,
+}
+
+/// Builds an image of the one file `name` holding `content` and pushes it to `env` on `reg`,
+/// under tag `t` if given.
+async fn push_one_file(reg: &TestRegistry, name: &str, content: &[u8], t: Option<&str>) -> Pushed {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, r) = env_client(&reg.addr());
+    let image = build_image(dir.path(), &[(name, content)]);
+    push(&registry, &r, &image, t.map(tag).as_ref()).await;
+    Pushed {
+        dir,
+        registry,
+        r,
+        image,
+    }
 }
 
 #[tokio::test]
@@ -275,11 +269,12 @@ async fn pushed_image_reads_back_and_skopeo_agrees() {
 #[tokio::test]
 async fn pushing_again_uploads_nothing_and_a_shared_blob_is_not_resent() {
     let reg = TestRegistry::start();
-    let dir = tempfile::tempdir().unwrap();
-    let registry = client(&reg.addr());
-    let r = repo(&reg.addr(), "env");
-    let first = build_image(dir.path(), &[("shared.txt", b"shared layer\n")]);
-    push(&registry, &r, &first, Some(&tag("a"))).await;
+    let Pushed {
+        dir,
+        registry,
+        r,
+        image: first,
+    } = push_one_file(&reg, "shared.txt", b"shared layer\n", Some("a")).await;
     let stored = reg.storage_bytes();
 
     let again = push(&registry, &r, &first, Some(&tag("a"))).await;
@@ -493,11 +488,9 @@ async fn a_push_cut_mid_upload_resumes_without_resending_landed_blobs() {
 #[tokio::test]
 async fn delete_is_refused_clearly_when_the_registry_disables_it() {
     let reg = TestRegistry::without_deletes();
-    let dir = tempfile::tempdir().unwrap();
-    let registry = client(&reg.addr());
-    let r = repo(&reg.addr(), "env");
-    let image = build_image(dir.path(), &[("d.txt", b"keep\n")]);
-    push(&registry, &r, &image, Some(&tag("v1"))).await;
+    let Pushed {
+        registry, r, image, ..
+    } = push_one_file(&reg, "d.txt", b"keep\n", Some("v1")).await;
 
     let err = registry
         .delete_manifest(&r, &image.digest)
@@ -526,11 +519,9 @@ async fn delete_is_refused_clearly_when_the_registry_disables_it() {
 #[tokio::test]
 async fn delete_removes_the_manifest_and_its_tags() {
     let reg = TestRegistry::start();
-    let dir = tempfile::tempdir().unwrap();
-    let registry = client(&reg.addr());
-    let r = repo(&reg.addr(), "env");
-    let image = build_image(dir.path(), &[("d.txt", b"delete me\n")]);
-    push(&registry, &r, &image, Some(&tag("v1"))).await;
+    let Pushed {
+        registry, r, image, ..
+    } = push_one_file(&reg, "d.txt", b"delete me\n", Some("v1")).await;
 
     registry.delete_manifest(&r, &image.digest).await.unwrap();
     let by_digest = ManifestRef::Digest(image.digest.clone());
@@ -538,13 +529,7 @@ async fn delete_removes_the_manifest_and_its_tags() {
         registry.manifest_exists(&r, &by_digest).await.unwrap(),
         None
     );
-    assert_eq!(
-        registry
-            .manifest_exists(&r, &ManifestRef::Tag(tag("v1")))
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(tagged(&registry, &r, "v1").await, None);
     assert!(registry.list_tags(&r).await.unwrap().is_empty());
 
     let err = registry
@@ -557,11 +542,12 @@ async fn delete_removes_the_manifest_and_its_tags() {
 #[tokio::test]
 async fn pulls_are_verified_and_leave_nothing_behind_on_failure() {
     let reg = TestRegistry::start();
-    let dir = tempfile::tempdir().unwrap();
-    let registry = client(&reg.addr());
-    let r = repo(&reg.addr(), "env");
-    let image = build_image(dir.path(), &[("v.txt", b"verify me\n")]);
-    push(&registry, &r, &image, None).await;
+    let Pushed {
+        dir,
+        registry,
+        r,
+        image,
+    } = push_one_file(&reg, "v.txt", b"verify me\n", None).await;
     let layer = image.layers[0].0.clone();
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
@@ -733,11 +719,63 @@ fn is_upload_of(request: &answer_proxy::Request, blob: &BlobDescriptor) -> bool 
         && request.target.contains(blob.digest.hex())
 }
 
-fn refusal(status: u16, code: &str, message: &str, detail: &str) -> Refusal {
+/// A manifest PUT, by tag or digest.
+fn is_manifest_put(request: &answer_proxy::Request) -> bool {
+    request.method == "PUT" && request.target.contains("/manifests/")
+}
+
+/// A 400 with a registry error body.
+fn bad_request(code: &str, message: &str, detail: &str) -> Refusal {
     Refusal {
-        status,
+        status: 400,
         body: error_body(code, message, detail),
     }
+}
+
+/// A proxy in front of `upstream` that answers `answer` to the requests `pick` chooses and
+/// forwards the others.
+fn proxy_answering(
+    upstream: &str,
+    pick: impl Fn(&answer_proxy::Request) -> bool + Send + Sync + 'static,
+    answer: Answer,
+) -> AnswerProxy {
+    AnswerProxy::start(upstream, move |request| {
+        if pick(request) {
+            return answer.clone();
+        }
+        Answer::Forward
+    })
+}
+
+/// A client of the registry (or proxy) at `addr` and its repository `env`.
+fn env_client(addr: &str) -> (Registry, RegistryRepo) {
+    (client(addr), repo(addr, "env"))
+}
+
+/// Pushes `image` with `blobs` (its own, or stand-ins) under tag `t` with default options.
+async fn try_push(
+    registry: &Registry,
+    repo: &RegistryRepo,
+    image: &TestImage,
+    blobs: &[(BlobDescriptor, PathBuf)],
+    t: &str,
+) -> Result<PushReport, RegistryError> {
+    let t = tag(t);
+    push_image(
+        registry,
+        repo,
+        &image.upload(blobs, Some(&t)),
+        &PushOptions::default(),
+    )
+    .await
+}
+
+/// The digest tag `t` names in `repo`, if any.
+async fn tagged(registry: &Registry, repo: &RegistryRepo, t: &str) -> Option<Digest> {
+    registry
+        .manifest_exists(repo, &ManifestRef::Tag(tag(t)))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -749,20 +787,13 @@ async fn an_upload_refused_after_the_blob_landed_counts_as_present() {
     // The registry commits the layer, then the client hears what a registry answers the
     // loser of two concurrent uploads of one blob.
     let refused = layer.clone();
-    let proxy = AnswerProxy::start(&reg.addr(), move |request| {
-        if is_upload_of(request, &refused) {
-            let detail = refused.digest.to_string();
-            return Answer::ForwardThenRefuse(refusal(
-                400,
-                "DIGEST_INVALID",
-                "digest invalid",
-                &detail,
-            ));
-        }
-        Answer::Forward
-    });
-    let registry = client(&proxy.addr());
-    let r = repo(&proxy.addr(), "env");
+    let detail = layer.digest.to_string();
+    let proxy = proxy_answering(
+        &reg.addr(),
+        move |request| is_upload_of(request, &refused),
+        Answer::ForwardThenRefuse(bad_request("DIGEST_INVALID", "digest invalid", &detail)),
+    );
+    let (registry, r) = env_client(&proxy.addr());
 
     let report = push(&registry, &r, &image, Some(&tag("v1"))).await;
     assert_eq!(proxy.refused(), 1);
@@ -800,16 +831,10 @@ async fn a_refused_upload_of_a_blob_the_registry_lacks_stays_an_error_naming_it(
     let corrupt = corrupt_dir.join(layer.digest.hex());
     std::fs::write(&corrupt, vec![b'!'; layer.size as usize]).unwrap();
     let corrupt_blobs = vec![(layer.clone(), corrupt), image.config.clone()];
-    let registry = client(&reg.addr());
-    let r = repo(&reg.addr(), "env");
-    let err = push_image(
-        &registry,
-        &r,
-        &image.upload(&corrupt_blobs, Some(&tag("v1"))),
-        &PushOptions::default(),
-    )
-    .await
-    .unwrap_err();
+    let (registry, r) = env_client(&reg.addr());
+    let err = try_push(&registry, &r, &image, &corrupt_blobs, "v1")
+        .await
+        .unwrap_err();
     assert!(err.has_code("DIGEST_INVALID"), "{err:?}");
     let text = err.to_string();
     assert!(text.contains(&layer.digest.to_string()), "{text}");
@@ -818,39 +843,25 @@ async fn a_refused_upload_of_a_blob_the_registry_lacks_stays_an_error_naming_it(
 
     // A refusal the registry never got to act on: the blob is absent, so the refusal stands.
     let refused = layer.clone();
-    let proxy = AnswerProxy::start(&reg.addr(), move |request| {
-        if is_upload_of(request, &refused) {
-            return Answer::Refuse(refusal(
-                400,
-                "BLOB_UPLOAD_INVALID",
-                "blob upload invalid",
-                "",
-            ));
-        }
-        Answer::Forward
-    });
-    let via_proxy = client(&proxy.addr());
-    let proxied = repo(&proxy.addr(), "env");
-    let err = push_image(
-        &via_proxy,
-        &proxied,
-        &image.upload(&blobs, Some(&tag("v1"))),
-        &PushOptions::default(),
-    )
-    .await
-    .unwrap_err();
+    let proxy = proxy_answering(
+        &reg.addr(),
+        move |request| is_upload_of(request, &refused),
+        Answer::Refuse(bad_request(
+            "BLOB_UPLOAD_INVALID",
+            "blob upload invalid",
+            "",
+        )),
+    );
+    let (via_proxy, proxied) = env_client(&proxy.addr());
+    let err = try_push(&via_proxy, &proxied, &image, &blobs, "v1")
+        .await
+        .unwrap_err();
     assert!(err.has_code("BLOB_UPLOAD_INVALID"), "{err:?}");
     let text = err.to_string();
     assert!(text.contains(&layer.digest.to_string()), "{text}");
     assert!(text.contains(&proxy.addr()), "{text}");
     assert_eq!(registry.blob_size(&r, &layer.digest).await.unwrap(), None);
-    assert_eq!(
-        registry
-            .manifest_exists(&r, &ManifestRef::Tag(tag("v1")))
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(tagged(&registry, &r, "v1").await, None);
 }
 
 #[tokio::test]
@@ -859,30 +870,25 @@ async fn a_manifest_refused_for_an_unknown_blob_is_retried_a_bounded_number_of_t
     let dir = tempfile::tempdir().unwrap();
     let image = build_image(dir.path(), &[("retry.txt", b"manifest retry\n")]);
     let layer = image.layers[0].0.digest.to_string();
-    let manifest_put = |request: &answer_proxy::Request| {
-        request.method == "PUT" && request.target.contains("/manifests/")
-    };
 
     // Refused once, as docker-registry does while a concurrent upload rewrites the blob's link.
+    let unknown_blob = Answer::Refuse(bad_request(
+        "MANIFEST_BLOB_UNKNOWN",
+        "blob unknown to registry",
+        &layer,
+    ));
     let refusals_left = AtomicUsize::new(1);
-    let detail = layer.clone();
-    let once = AnswerProxy::start(&reg.addr(), move |request| {
-        let refuse = manifest_put(request)
-            && refusals_left
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-        if refuse {
-            return Answer::Refuse(refusal(
-                400,
-                "MANIFEST_BLOB_UNKNOWN",
-                "blob unknown to registry",
-                &detail,
-            ));
-        }
-        Answer::Forward
-    });
-    let registry = client(&once.addr());
-    let r = repo(&once.addr(), "env");
+    let once = proxy_answering(
+        &reg.addr(),
+        move |request| {
+            is_manifest_put(request)
+                && refusals_left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+        },
+        unknown_blob.clone(),
+    );
+    let (registry, r) = env_client(&once.addr());
     let report = push(&registry, &r, &image, Some(&tag("v1"))).await;
     assert_eq!(once.refused(), 1);
     assert_eq!(
@@ -890,37 +896,16 @@ async fn a_manifest_refused_for_an_unknown_blob_is_retried_a_bounded_number_of_t
         "nothing is uploaded twice: {report:?}"
     );
     assert_eq!(
-        registry
-            .manifest_exists(&r, &ManifestRef::Tag(tag("v1")))
-            .await
-            .unwrap(),
+        tagged(&registry, &r, "v1").await,
         Some(image.digest.clone())
     );
 
     // Refused every time: the push gives up after a few tries, naming the registry and blob.
-    let detail = layer.clone();
-    let always = AnswerProxy::start(&reg.addr(), move |request| {
-        if manifest_put(request) {
-            return Answer::Refuse(refusal(
-                400,
-                "MANIFEST_BLOB_UNKNOWN",
-                "blob unknown to registry",
-                &detail,
-            ));
-        }
-        Answer::Forward
-    });
-    let registry = client(&always.addr());
-    let r = repo(&always.addr(), "env");
-    let blobs = image.blobs();
-    let err = push_image(
-        &registry,
-        &r,
-        &image.upload(&blobs, Some(&tag("v2"))),
-        &PushOptions::default(),
-    )
-    .await
-    .unwrap_err();
+    let always = proxy_answering(&reg.addr(), is_manifest_put, unknown_blob);
+    let (registry, r) = env_client(&always.addr());
+    let err = try_push(&registry, &r, &image, &image.blobs(), "v2")
+        .await
+        .unwrap_err();
     assert!(err.has_code("MANIFEST_BLOB_UNKNOWN"), "{err:?}");
     // MANIFEST_ATTEMPTS in push.rs: a few tries, then the registry's answer stands.
     assert_eq!(always.refused(), 4, "tries of the manifest");

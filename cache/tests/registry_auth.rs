@@ -7,6 +7,8 @@
 mod auth_support;
 #[path = "support/bearer.rs"]
 mod bearer;
+#[path = "support/image.rs"]
+mod image_support;
 #[path = "support/registry.rs"]
 mod test_registry;
 
@@ -16,8 +18,9 @@ use std::time::Duration;
 
 use auth_support::{htpasswd_auth, write_auth_file, write_file};
 use bearer::{TokenGate, TokenPolicy, TokenServer};
+use image_support::{store_blob, store_config};
 use serde_json::json;
-use strata_cache::descriptor::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
+use strata_cache::descriptor::{MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
 use strata_cache::registry::{
     push_image, AuthError, AuthSources, Credentials, ImageUpload, ManifestRef, PushOptions,
     Registry, RegistryError, RegistryRepo, RetryPolicy, Tag,
@@ -49,6 +52,47 @@ fn client_from(addr: &str, files: &[&Path]) -> Registry {
     no_retry(Registry::with_auth_sources(addr, false, &AuthSources::files(files.to_vec())).unwrap())
 }
 
+fn client_with(addr: &str, credentials: Credentials) -> Registry {
+    no_retry(Registry::with_credentials(addr, false, credentials).unwrap())
+}
+
+/// `ADDR/team/env`, the repository the tests use.
+fn team_env(addr: &str) -> RegistryRepo {
+    format!("{addr}/team/env").parse().unwrap()
+}
+
+/// A registry behind a token gate that gives tokens as `policy` says.
+fn gated_registry(policy: TokenPolicy) -> (TestRegistry, TokenGate) {
+    let reg = TestRegistry::start();
+    let gate = TokenGate::start(&reg.addr(), policy);
+    (reg, gate)
+}
+
+/// Tokens for `USER`/`PASSWORD` only.
+fn only_the_user() -> TokenPolicy {
+    TokenPolicy::User {
+        user: USER.into(),
+        password: PASSWORD.into(),
+    }
+}
+
+/// The error of listing the tags of `team/env` on `addr` with `credentials`.
+async fn list_tags_error(addr: &str, credentials: Credentials) -> RegistryError {
+    client_with(addr, credentials)
+        .list_tags(&team_env(addr))
+        .await
+        .unwrap_err()
+}
+
+/// Without credentials, `addr` is refused as needing them: the registry really enforces auth.
+async fn assert_anonymous_requires_credentials(addr: &str) {
+    let err = list_tags_error(addr, Credentials::Anonymous).await;
+    assert!(
+        matches!(err, RegistryError::RequiresCredentials { .. }),
+        "{err:?}"
+    );
+}
+
 /// A small image: one layer of arbitrary bytes (the registry does not look inside), a config
 /// and the manifest.
 struct Image {
@@ -73,42 +117,18 @@ impl Image {
     }
 }
 
-fn store(dir: &Path, media_type: &str, bytes: &[u8]) -> (BlobDescriptor, PathBuf) {
-    let digest = Digest::of(bytes);
-    let path = dir.join(digest.hex());
-    std::fs::write(&path, bytes).unwrap();
-    let desc = BlobDescriptor {
-        media_type: media_type.to_string(),
-        digest,
-        size: bytes.len() as u64,
-    };
-    (desc, path)
-}
-
 fn image(dir: &Path, seed: &str) -> Image {
-    let blobs_dir = dir.join("blobs");
-    std::fs::create_dir_all(&blobs_dir).unwrap();
-    let layer = store(
-        &blobs_dir,
+    let layer = store_blob(
+        dir,
         MEDIA_TYPE_LAYER_GZIP,
         format!("layer bytes of {seed}").repeat(100).as_bytes(),
     );
-    let config_json = json!({"architecture": "amd64", "os": "linux", "config": {"Labels": {"seed": seed}},
-        "rootfs": {"type": "layers", "diff_ids": [layer.0.digest]}});
-    let config = store(
-        &blobs_dir,
-        MEDIA_TYPE_CONFIG,
-        &serde_json::to_vec(&config_json).unwrap(),
+    let config = store_config(
+        dir,
+        std::slice::from_ref(&layer.0.digest),
+        json!({"Labels": {"seed": seed}}),
     );
-    let descriptor =
-        |d: &BlobDescriptor| json!({"mediaType": d.media_type, "digest": d.digest, "size": d.size});
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_MANIFEST,
-        "config": descriptor(&config.0),
-        "layers": [descriptor(&layer.0)],
-    }))
-    .unwrap();
+    let manifest = image_support::manifest(&config.0, std::slice::from_ref(&layer), None);
     Image {
         digest: Digest::of(&manifest),
         manifest,
@@ -119,7 +139,7 @@ fn image(dir: &Path, seed: &str) -> Image {
 /// Push, blob size and download, manifest HEAD and GET, tag list and delete: every kind of
 /// call strata makes, so each must get through the registry's auth.
 async fn exercise_every_call(registry: &Registry, addr: &str, work: &Path) {
-    let repo: RegistryRepo = format!("{addr}/team/env").parse().unwrap();
+    let repo = team_env(addr);
     let img = image(work, addr);
     let tag = "v1".parse::<Tag>().unwrap();
     let report = push_image(registry, &repo, &img.upload(&tag), &PushOptions::default())
@@ -172,15 +192,7 @@ async fn basic_auth_credentials_from_an_auth_file_serve_every_call() {
     let registry = client_from(&addr, &[&dir.path().join("missing.json"), &auth]);
     assert_eq!(registry.credentials().username(), Some(USER));
     exercise_every_call(&registry, &addr, dir.path()).await;
-    // The registry really enforces auth: the same calls without credentials are refused.
-    let anonymous =
-        no_retry(Registry::with_credentials(&addr, false, Credentials::Anonymous).unwrap());
-    let repo: RegistryRepo = format!("{addr}/team/env").parse().unwrap();
-    let err = anonymous.list_tags(&repo).await.unwrap_err();
-    assert!(
-        matches!(err, RegistryError::RequiresCredentials { .. }),
-        "{err:?}"
-    );
+    assert_anonymous_requires_credentials(&addr).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,7 +201,7 @@ async fn a_wrong_password_is_refused_naming_the_user_and_the_file() {
     let addr = reg.addr();
     let auth = write_auth_file(dir.path(), "auth.json", &addr, USER, "wrong-password");
     let registry = client_from(&addr, &[&auth]);
-    let repo: RegistryRepo = format!("{addr}/team/env").parse().unwrap();
+    let repo = team_env(&addr);
     let img = image(dir.path(), "wrong");
     // A raw call (tags), an oci-client call (blob HEAD) and a whole push.
     let tags = registry.list_tags(&repo).await.unwrap_err();
@@ -233,7 +245,7 @@ async fn no_credentials_names_the_files_searched_and_how_to_log_in() {
     );
     let missing = dir.path().join("config.json");
     let registry = client_from(&addr, &[&other, &missing]);
-    let repo: RegistryRepo = format!("{addr}/team/env").parse().unwrap();
+    let repo = team_env(&addr);
     let raw = registry
         .manifest_exists(&repo, &ManifestRef::Tag("v1".parse::<Tag>().unwrap()))
         .await
@@ -290,7 +302,7 @@ const CHILD_ADDR_VAR: &str = "STRATA_AUTH_TEST_REGISTRY";
 async fn registry_new_reads_the_file_registry_auth_file_names() {
     if let Ok(addr) = std::env::var(CHILD_ADDR_VAR) {
         let registry = Registry::new(&addr, false).unwrap();
-        let repo: RegistryRepo = format!("{addr}/team/env").parse().unwrap();
+        let repo = team_env(&addr);
         // Display, not Debug: the parent checks the message users see.
         let tags = registry
             .list_tags(&repo)
@@ -341,14 +353,7 @@ async fn registry_new_reads_the_file_registry_auth_file_names() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_tokens_are_fetched_with_the_credentials_and_reused_per_scope() {
-    let reg = TestRegistry::start();
-    let gate = TokenGate::start(
-        &reg.addr(),
-        TokenPolicy::User {
-            user: USER.into(),
-            password: PASSWORD.into(),
-        },
-    );
+    let (_reg, gate) = gated_registry(only_the_user());
     let addr = gate.addr();
     let dir = tempfile::tempdir().unwrap();
     let auth = write_auth_file(dir.path(), "auth.json", &addr, USER, PASSWORD);
@@ -366,7 +371,7 @@ async fn bearer_tokens_are_fetched_with_the_credentials_and_reused_per_scope() {
         );
     }
     // Cached tokens are reused: more tags listings fetch no new token.
-    let repo: RegistryRepo = format!("{addr}/team/env").parse().unwrap();
+    let repo = team_env(&addr);
     let issued = gate.tokens_issued();
     for _ in 0..3 {
         registry.list_tags(&repo).await.unwrap();
@@ -381,20 +386,9 @@ async fn bearer_tokens_are_fetched_with_the_credentials_and_reused_per_scope() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_with_a_wrong_password_is_refused_by_the_token_server() {
-    let reg = TestRegistry::start();
-    let gate = TokenGate::start(
-        &reg.addr(),
-        TokenPolicy::User {
-            user: USER.into(),
-            password: PASSWORD.into(),
-        },
-    );
+    let (_reg, gate) = gated_registry(only_the_user());
     let addr = gate.addr();
-    let registry = no_retry(
-        Registry::with_credentials(&addr, false, Credentials::basic(USER, "nope")).unwrap(),
-    );
-    let repo: RegistryRepo = format!("{addr}/team/env").parse().unwrap();
-    let err = registry.list_tags(&repo).await.unwrap_err();
+    let err = list_tags_error(&addr, Credentials::basic(USER, "nope")).await;
     let text = err.to_string();
     assert!(
         matches!(err, RegistryError::CredentialsRefused(_)),
@@ -407,19 +401,12 @@ async fn bearer_with_a_wrong_password_is_refused_by_the_token_server() {
     assert!(text.contains("getting a token from"), "{text}");
     assert!(gate.tokens_refused() >= 1);
     // Anonymous: the token server turns it down too, and the error says to log in.
-    let anonymous =
-        no_retry(Registry::with_credentials(&addr, false, Credentials::Anonymous).unwrap());
-    let err = anonymous.list_tags(&repo).await.unwrap_err();
-    assert!(
-        matches!(err, RegistryError::RequiresCredentials { .. }),
-        "{err:?}"
-    );
+    assert_anonymous_requires_credentials(&addr).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_bearer_tokens_serve_a_public_registry() {
-    let reg = TestRegistry::start();
-    let gate = TokenGate::start(&reg.addr(), TokenPolicy::Anyone);
+    let (_reg, gate) = gated_registry(TokenPolicy::Anyone);
     let addr = gate.addr();
     let dir = tempfile::tempdir().unwrap();
     let registry = client_from(&addr, &[&dir.path().join("none.json")]);
@@ -441,20 +428,10 @@ async fn a_token_auth_registry_serves_every_call_with_tokens_from_its_token_serv
     // Pull, push and delete scopes at least; oci-client gets its own.
     assert!(tokens.tokens_issued() >= 3, "{}", tokens.tokens_issued());
     assert_eq!(tokens.tokens_refused(), 0);
-    let repo: RegistryRepo = format!("{addr}/team/env").parse().unwrap();
-    let wrong = no_retry(
-        Registry::with_credentials(&addr, false, Credentials::basic(USER, "nope")).unwrap(),
-    );
-    let err = wrong.list_tags(&repo).await.unwrap_err();
+    let err = list_tags_error(&addr, Credentials::basic(USER, "nope")).await;
     assert!(
         matches!(err, RegistryError::CredentialsRefused(_)),
         "{err:?}"
     );
-    let anonymous =
-        no_retry(Registry::with_credentials(&addr, false, Credentials::Anonymous).unwrap());
-    let err = anonymous.list_tags(&repo).await.unwrap_err();
-    assert!(
-        matches!(err, RegistryError::RequiresCredentials { .. }),
-        "{err:?}"
-    );
+    assert_anonymous_requires_credentials(&addr).await;
 }

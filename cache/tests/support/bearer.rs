@@ -7,15 +7,18 @@
 //!   what the real registry cannot be made to do (revoking every token at once).
 //!
 //! One request per connection (`Connection: close`), `Content-Length` bodies only: what
-//! strata's client sends. Needs the `base64`, `rcgen` and `ring` crates.
+//! strata's client sends. Needs the `base64`, `rcgen` and `ring` crates, and `http.rs` beside it.
 #![allow(dead_code)]
 
+#[path = "http.rs"]
+mod http;
+
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+
+use http::Request;
 
 use base64::Engine;
 
@@ -31,10 +34,8 @@ pub enum TokenPolicy {
 }
 
 pub struct TokenGate {
-    addr: SocketAddr,
+    server: http::Server,
     state: Arc<GateState>,
-    stopping: Arc<AtomicBool>,
-    accept_thread: Option<JoinHandle<()>>,
 }
 
 struct GateState {
@@ -51,13 +52,8 @@ struct GateState {
 
 impl TokenGate {
     pub fn start(upstream: &str, policy: TokenPolicy) -> TokenGate {
-        let upstream: SocketAddr = upstream
-            .parse()
-            .unwrap_or_else(|e| panic!("gate upstream {upstream:?}: {e}"));
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind gate listener");
-        let addr = listener.local_addr().expect("gate listener address");
         let state = Arc::new(GateState {
-            upstream,
+            upstream: http::upstream_addr("gate", upstream),
             policy,
             tokens: Mutex::new(HashMap::new()),
             issued: AtomicUsize::new(0),
@@ -65,29 +61,14 @@ impl TokenGate {
             challenges: AtomicUsize::new(0),
             asked_scopes: Mutex::new(Vec::new()),
         });
-        let stopping = Arc::new(AtomicBool::new(false));
-        let (s, stop) = (state.clone(), stopping.clone());
-        let accept_thread = thread::spawn(move || {
-            for client in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(client) = client else { continue };
-                let s = s.clone();
-                thread::spawn(move || serve(client, &s));
-            }
-        });
-        TokenGate {
-            addr,
-            state,
-            stopping,
-            accept_thread: Some(accept_thread),
-        }
+        let s = Arc::clone(&state);
+        let server = http::Server::start("gate listener", move |client| serve(client, &s));
+        TokenGate { server, state }
     }
 
     /// `127.0.0.1:PORT`: use it as the registry host.
     pub fn addr(&self) -> String {
-        self.addr.to_string()
+        self.server.addr().to_string()
     }
 
     /// Tokens handed out so far.
@@ -115,60 +96,29 @@ impl TokenGate {
     }
 }
 
-impl Drop for TokenGate {
-    fn drop(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.accept_thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-struct Request {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 fn serve(mut client: TcpStream, state: &GateState) {
-    let Some(request) = read_request(&mut client) else {
+    let Some(request) = http::read_request(&mut client) else {
         return;
     };
     let answer = if request.target.starts_with("/token") {
         issue_token(&request, state)
     } else if token_grants(&request, state) {
-        forward(state.upstream, &request)
+        // Without its token: the registry itself has no auth.
+        http::forward(state.upstream, &request, &["authorization"])
     } else {
         state.challenges.fetch_add(1, Ordering::SeqCst);
         challenge(&request)
     };
-    let _ = client.write_all(&answer);
-    let _ = client.shutdown(Shutdown::Both);
+    http::answer(client, &answer);
 }
 
 fn issue_token(request: &Request, state: &GateState) -> Vec<u8> {
     let scope = query_param(&request.target, "scope").unwrap_or_default();
     state.asked_scopes.lock().unwrap().push(scope.clone());
     if let TokenPolicy::User { user, password } = &state.policy {
-        let expected = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-        );
-        if request.header("authorization") != Some(expected.as_str()) {
+        if !has_basic_credentials(request, user, password) {
             state.refused_tokens.fetch_add(1, Ordering::SeqCst);
-            return response(401, "Unauthorized", &[], r#"{"details":"bad credentials"}"#);
+            return bad_credentials();
         }
     }
     let n = state.issued.fetch_add(1, Ordering::SeqCst) + 1;
@@ -176,6 +126,19 @@ fn issue_token(request: &Request, state: &GateState) -> Vec<u8> {
     state.tokens.lock().unwrap().insert(token.clone(), scope);
     let body = format!(r#"{{"token":"{token}","expires_in":300}}"#);
     response(200, "OK", &[("Content-Type", "application/json")], &body)
+}
+
+/// Whether the request's `Authorization` is Basic `user:password`.
+fn has_basic_credentials(request: &Request, user: &str, password: &str) -> bool {
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    );
+    request.header("authorization") == Some(expected.as_str())
+}
+
+fn bad_credentials() -> Vec<u8> {
+    response(401, "Unauthorized", &[], r#"{"details":"bad credentials"}"#)
 }
 
 /// Whether the request carries a token issued for its repository and an action that covers
@@ -301,79 +264,12 @@ fn response(status: u16, reason: &str, headers: &[(&str, &str)], body: &str) -> 
     out
 }
 
-fn read_request(client: &mut TcpStream) -> Option<Request> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = client.read(&mut chunk).ok().filter(|n| *n > 0)?;
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let method = first.next()?.to_string();
-    let target = first.next()?.to_string();
-    let mut headers = Vec::new();
-    let mut length = 0usize;
-    for line in lines.filter(|l| !l.is_empty()) {
-        let (name, value) = line.split_once(':')?;
-        let (name, value) = (name.trim().to_string(), value.trim().to_string());
-        assert!(
-            !name.eq_ignore_ascii_case("transfer-encoding"),
-            "chunked requests are not supported"
-        );
-        if name.eq_ignore_ascii_case("content-length") {
-            length = value.parse().ok()?;
-        }
-        headers.push((name, value));
-    }
-    let mut body = buf[head_end..].to_vec();
-    while body.len() < length {
-        let n = client.read(&mut chunk).ok().filter(|n| *n > 0)?;
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some(Request {
-        method,
-        target,
-        headers,
-        body,
-    })
-}
-
-/// Sends the request on without its token (the registry itself has no auth) and returns the
-/// whole answer.
-fn forward(upstream: SocketAddr, request: &Request) -> Vec<u8> {
-    let mut head = format!("{} {} HTTP/1.1\r\n", request.method, request.target);
-    for (name, value) in &request.headers {
-        if name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("connection") {
-            continue;
-        }
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("Connection: close\r\n\r\n");
-    let mut answer = Vec::new();
-    if let Ok(mut server) = TcpStream::connect(upstream) {
-        let sent = server
-            .write_all(head.as_bytes())
-            .and_then(|()| server.write_all(&request.body));
-        if sent.is_ok() {
-            let _ = server.read_to_end(&mut answer);
-        }
-    }
-    answer
-}
-
 /// A token server for docker-registry's `auth: token`: append [`TokenServer::registry_config`]
 /// to the registry's configuration.
 pub struct TokenServer {
-    addr: SocketAddr,
+    server: http::Server,
     bundle: std::path::PathBuf,
     state: Arc<JwtState>,
-    stopping: Arc<AtomicBool>,
-    accept_thread: Option<JoinHandle<()>>,
 }
 
 pub const ISSUER: &str = "strata-test-issuer";
@@ -413,26 +309,12 @@ impl TokenServer {
             issued: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
         });
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind token server");
-        let addr = listener.local_addr().expect("token server address");
-        let stopping = Arc::new(AtomicBool::new(false));
-        let (s, stop) = (state.clone(), stopping.clone());
-        let accept_thread = thread::spawn(move || {
-            for client in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(client) = client else { continue };
-                let s = s.clone();
-                thread::spawn(move || serve_jwt(client, &s));
-            }
-        });
+        let s = Arc::clone(&state);
+        let server = http::Server::start("token server", move |client| serve_jwt(client, &s));
         TokenServer {
-            addr,
+            server,
             bundle,
             state,
-            stopping,
-            accept_thread: Some(accept_thread),
         }
     }
 
@@ -440,7 +322,7 @@ impl TokenServer {
     pub fn registry_config(&self) -> String {
         format!(
             "auth:\n  token:\n    realm: http://{}/token\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
-            self.addr,
+            self.server.addr(),
             self.bundle.display()
         )
     }
@@ -454,34 +336,17 @@ impl TokenServer {
     }
 }
 
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.accept_thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 fn serve_jwt(mut client: TcpStream, state: &JwtState) {
-    let Some(request) = read_request(&mut client) else {
+    let Some(request) = http::read_request(&mut client) else {
         return;
     };
-    let answer = jwt_answer(&request, state);
-    let _ = client.write_all(&answer);
-    let _ = client.shutdown(Shutdown::Both);
+    http::answer(client, &jwt_answer(&request, state));
 }
 
 fn jwt_answer(request: &Request, state: &JwtState) -> Vec<u8> {
-    let expected = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", state.user, state.password))
-    );
-    if request.header("authorization") != Some(expected.as_str()) {
+    if !has_basic_credentials(request, &state.user, &state.password) {
         state.refused.fetch_add(1, Ordering::SeqCst);
-        return response(401, "Unauthorized", &[], r#"{"details":"bad credentials"}"#);
+        return bad_credentials();
     }
     let scopes = query_params(&request.target, "scope");
     let token = sign_jwt(state, &scopes);
