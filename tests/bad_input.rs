@@ -114,3 +114,176 @@ fn unreachable_registry_is_named_and_nothing_is_built() {
     assert!(err.contains("127.0.0.1:1"), "{err}");
     assert_eq!(before, world.snapshot(), "{err}");
 }
+
+/// A tmpfs mounted on a directory, unmounted on drop. Only root may mount one.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// `None` (and says so) when this process cannot mount (not root).
+    fn mount(path: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        fs::create_dir_all(path).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .expect("run mount");
+        if !out.status.success() {
+            eprintln!(
+                "SKIPPED: a full disk needs a tmpfs, which only root can mount: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        Some(SmallDisk {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Fills the disk but for `spare` bytes.
+    fn fill_leaving(&self, spare: u64) -> std::path::PathBuf {
+        let filler = self.path.join("filler");
+        let out = std::process::Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.path)
+            .output()
+            .expect("run df");
+        let avail: u64 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df output");
+        let size = avail.saturating_sub(spare);
+        let chunk = vec![0u8; 1 << 20];
+        let mut file = fs::File::create(&filler).unwrap();
+        let mut written = 0u64;
+        while written < size {
+            let n = (size - written).min(chunk.len() as u64) as usize;
+            use std::io::Write;
+            if file.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+            written += n as u64;
+        }
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_named_and_leaves_the_store_as_it_was() {
+    let world = World::new();
+    let Some(disk) = SmallDisk::mount(&world.home, "96m") else {
+        return;
+    };
+    world.build_ok(&requirements("shared-a.txt"), &[]);
+    // Ever more room, so the disk fills at different stages (uv's cache, the wheel cache,
+    // layers, the database) until the build fits.
+    let mut failures = 0;
+    for spare in (1..=16).map(|k| k * (64 << 10)) {
+        let filler = disk.fill_leaving(spare);
+        let before = world.snapshot();
+        let out = world.build(&requirements("basic.txt"), &[]);
+        fs::remove_file(filler).unwrap();
+        if out.status.success() {
+            break;
+        }
+        failures += 1;
+        let err = stderr(&out);
+        eprintln!("full disk, {spare} bytes spare: {err}");
+        assert!(
+            err.contains("No space left on device") || err.contains("disk is full"),
+            "the error says the disk is full: {err}"
+        );
+        assert!(
+            err.contains(&world.home.display().to_string()),
+            "the error names where it was writing: {err}"
+        );
+        assert_eq!(before, world.snapshot(), "the store changed: {err}");
+    }
+    assert!(
+        failures > 0,
+        "the disk was never full enough to fail a build"
+    );
+
+    // Room again: the same build succeeds and gives the image a roomy store gives.
+    let built = world.build_ok(&requirements("basic.txt"), &[]);
+    let elsewhere = world
+        .with_home("roomy")
+        .build_ok(&requirements("basic.txt"), &[]);
+    assert_eq!(built["digest"], elsewhere["digest"]);
+}
+
+/// Every blob of the store hashes to its name, and every tagged image is complete.
+fn assert_store_whole(world: &World) {
+    let blobs = world.oci().join("blobs/sha256");
+    for entry in fs::read_dir(&blobs).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let bytes = fs::read(entry.path()).unwrap();
+        assert_eq!(
+            sha256_hex(&bytes),
+            name,
+            "blob {name} does not match its name"
+        );
+    }
+    let images = world.strata(&["images", "--json"]);
+    assert!(images.status.success(), "{}", stderr(&images));
+    let listed: serde_json::Value = serde_json::from_slice(&images.stdout).unwrap();
+    for image in listed["images"].as_array().unwrap() {
+        let tag = image["tag"].as_str().unwrap();
+        let inspect = std::process::Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("oci:{}:{tag}", world.oci().display()))
+            .output()
+            .unwrap();
+        assert!(inspect.status.success(), "skopeo cannot read {tag}");
+    }
+}
+
+#[test]
+fn a_build_killed_at_random_points_leaves_a_whole_store() {
+    let world = world_with_a_build();
+    let reference = world
+        .with_home("reference")
+        .build_ok(&requirements("basic.txt"), &[]);
+    let req = requirements("basic.txt");
+    let wheels = world.wheels.display().to_string();
+    // Spread over the build: resolution, fetch, layers, commit (a clean build here takes
+    // a second or two).
+    for delay_ms in [30u64, 150, 300, 500, 800, 1200] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["build", "-r", req.to_str().unwrap(), "--base", &base_ref()])
+            .args(["-f", &wheels, "--no-index", "--json"])
+            .env("STRATA_HOME", &world.home)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        eprintln!("killed after {delay_ms} ms: {status}");
+        assert_store_whole(&world);
+        // Start afresh for the next round, keeping what the killed builds committed.
+        let images = world.strata(&["images", "--json"]);
+        let listed: serde_json::Value = serde_json::from_slice(&images.stdout).unwrap();
+        if listed["images"]
+            .to_string()
+            .contains(reference["tag"].as_str().unwrap())
+        {
+            break;
+        }
+    }
+    let built = world.build_ok(&requirements("basic.txt"), &[]);
+    assert_eq!(built["digest"], reference["digest"]);
+    assert_store_whole(&world);
+}

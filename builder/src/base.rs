@@ -240,11 +240,16 @@ impl BaseImage {
         find_blob(&self.blobs, digest)
     }
 
-    /// Copies every blob of the image into the store, verifying each one.
-    pub fn import_into(&self, store: &Store) -> Result<(), BaseError> {
+    /// The base's manifest, config and layers.
+    pub fn blob_digests(&self) -> Vec<Digest> {
         let mut digests = vec![self.digest.clone(), self.manifest.config.digest.clone()];
         digests.extend(self.manifest.layers.iter().map(|l| l.digest.clone()));
-        for digest in digests {
+        digests
+    }
+
+    /// Copies every blob of the image into the store, verifying each one.
+    pub fn import_into(&self, store: &Store) -> Result<(), BaseError> {
+        for digest in self.blob_digests() {
             if store.has_blob(&digest) {
                 continue;
             }

@@ -6,12 +6,12 @@
 use std::path::PathBuf;
 
 use strata_cache::index::EnvRecord;
-use strata_cache::layout::StagedBlob;
 use strata_cache::lease::{Lease, LeaseOwner};
 use strata_cache::manifest::{Manifest, ManifestDocument};
 use strata_cache::verify::{self, BlobState};
 use strata_cache::{BlobDescriptor, Digest};
 
+use crate::additions::Additions;
 use crate::base::{BaseImage, BaseRef, Selector};
 use crate::error::BuildError;
 use crate::explain::Explanation;
@@ -178,8 +178,10 @@ pub fn build_checked(
         layer_format: LAYER_FORMAT_VERSION,
     });
 
-    // Commit: base blobs, layers, config, manifest, tag, then the index.
-    let manifest_digest = Digest::of(&assembled.manifest.to_bytes());
+    // Commit: base blobs, layers, config, manifest, then the index, then the tag. Until the
+    // index has the build, a failure takes back out what this build added.
+    let manifest_bytes = assembled.manifest.to_bytes();
+    let manifest_digest = Digest::of(&manifest_bytes);
     let mut held = crate::publish::image_digests(&manifest_digest, &assembled.manifest);
     held.extend([base.digest.clone(), base.manifest.config.digest.clone()]);
     hold(home, &lease, &held)?;
@@ -188,33 +190,22 @@ pub fn build_checked(
         .iter()
         .map(|l| home.store.has_blob(&l.digest))
         .collect();
+    let mut additions = Additions::new(home, &lease);
+    additions.expect(base.blob_digests());
     base.import_into(&home.store)?;
     let mut records = Vec::new();
-    // Blobs this build wrote (hashed on the way in): only these are stamped as verified;
-    // a blob that was already there keeps whatever verification it had.
-    let mut written = Vec::new();
-    let mut commit = |staged: StagedBlob| -> Result<(), BuildError> {
-        if !home.store.has_blob(&staged.digest) {
-            written.push(staged.digest.clone());
-        }
-        home.store.commit(staged)?;
-        Ok(())
-    };
     for built in layers {
         reused.push(built.staged.is_none());
         if let Some(staged) = built.staged {
-            commit(staged)?;
+            additions.commit(staged)?;
         }
         records.push((built.key, built.added.layer));
     }
     reused.push(false);
-    commit(env_staged)?;
-    if !home.store.has_blob(&assembled.manifest.config.digest) {
-        written.push(assembled.manifest.config.digest.clone());
-    }
-    home.store.put_bytes(&assembled.config)?;
+    additions.commit(env_staged)?;
+    additions.put(&assembled.config)?;
+    let digest = additions.put(&manifest_bytes)?;
     let tag = tag_for(&spec_digest);
-    let digest = finish_image(home, &assembled.manifest, &tag, &spec_digest)?;
     let size = assembled.manifest.blob_bytes();
     home.index.record_build(
         &EnvRecord {
@@ -230,8 +221,19 @@ pub fn build_checked(
         &lock.to_json(),
         &records,
     )?;
-    verify::mark_verified(&home.store, &home.index, &written)?;
-    lease.release()?;
+    // Blobs this build wrote (hashed on the way in): only these are stamped as verified;
+    // a blob that was already there keeps whatever verification it had.
+    let written = additions.keep();
+    tag_image(home, &assembled.manifest, &digest, &tag, &spec_digest)?;
+    // The image is recorded and tagged: what follows cannot fail the build. Without the
+    // stamps the new blobs are hashed again when first read; a lease left behind dies with
+    // this process.
+    if let Err(e) = verify::mark_verified(&home.store, &home.index, &written) {
+        tracing::warn!("recording that the new blobs are verified: {e}");
+    }
+    if let Err(e) = lease.release() {
+        tracing::warn!("releasing the build's lease: {e}");
+    }
     let report = report_layers(&assembled.manifest, &reused);
     Ok(Built {
         digest,
@@ -358,6 +360,7 @@ fn cache_hit(home: &Home, spec: &SpecDigest, limit: usize) -> Result<Option<Buil
     if manifest.layers.len() > limit {
         return Ok(None);
     }
+    ensure_tagged(home, &manifest, &record.manifest, &record.tag, spec)?;
     home.index.touch_env(&spec.0)?;
     let reused = vec![true; manifest.layers.len()];
     Ok(Some(Built {
@@ -414,7 +417,8 @@ fn lock_hit(
         format!("strata environment {}", spec.0.short(12)),
     );
     let tag = tag_for(spec);
-    let digest = finish_image(home, &manifest, &tag, spec)?;
+    let mut additions = Additions::new(home, lease);
+    let digest = additions.put(&manifest.to_bytes())?;
     let size = manifest.blob_bytes();
     home.index.record_build(
         &EnvRecord {
@@ -430,6 +434,8 @@ fn lock_hit(
         &record.lock_json,
         &[],
     )?;
+    additions.keep();
+    tag_image(home, &manifest, &digest, &tag, spec)?;
     let reused = vec![true; manifest.layers.len()];
     Ok(Some(Built {
         digest,
@@ -483,15 +489,30 @@ fn stored_manifest(
     Ok(complete.then_some(manifest))
 }
 
-/// Writes the manifest, tags it and returns its digest.
-fn finish_image(
+/// Tags a recorded image again if its tag is gone: a build that failed between recording
+/// and tagging (a full disk) is whole on the next hit.
+fn ensure_tagged(
     home: &Home,
     manifest: &Manifest,
+    digest: &Digest,
     tag: &str,
     spec: &SpecDigest,
-) -> Result<Digest, BuildError> {
-    let bytes = manifest.to_bytes();
-    let digest = home.store.put_bytes(&bytes)?;
+) -> Result<(), BuildError> {
+    let current = home.store.resolve_tag(tag)?;
+    if current.is_some_and(|entry| &entry.digest == digest) {
+        return Ok(());
+    }
+    tag_image(home, manifest, digest, tag, spec)
+}
+
+/// Points the spec's tag at the image (whose blobs are in the store).
+fn tag_image(
+    home: &Home,
+    manifest: &Manifest,
+    digest: &Digest,
+    tag: &str,
+    spec: &SpecDigest,
+) -> Result<(), BuildError> {
     let mut annotations = std::collections::BTreeMap::new();
     annotations.insert(ANNOTATION_SPEC.to_string(), spec.0.to_string());
     home.store.tag(
@@ -499,11 +520,11 @@ fn finish_image(
         &BlobDescriptor {
             media_type: manifest.media_type().to_string(),
             digest: digest.clone(),
-            size: bytes.len() as u64,
+            size: manifest.to_bytes().len() as u64,
         },
         annotations,
     )?;
-    Ok(digest)
+    Ok(())
 }
 
 fn report_layers(manifest: &Manifest, reused: &[bool]) -> Vec<LayerReport> {

@@ -1,5 +1,6 @@
 //! strata's builder: Python environments in, layered OCI images out.
 
+pub mod additions;
 pub mod base;
 pub mod build;
 pub mod collect;

@@ -190,6 +190,18 @@ impl Store {
         Ok(staged.digest)
     }
 
+    /// Removes a blob (gone already is fine). Only for a blob its caller added and nothing
+    /// references: GC removes the others.
+    pub fn remove_blob(&self, digest: &Digest) -> Result<(), StoreError> {
+        let path = self.blob_path(digest);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(StoreError::Io { path, source: e })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Writes a small blob (config, manifest) and returns its digest.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
         let mut writer = self.writer()?;

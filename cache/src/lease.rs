@@ -231,6 +231,29 @@ impl Index {
         tx.commit().map_err(self.err())
     }
 
+    /// The digests held by live leases other than `own`. Read only (dead leases are skipped,
+    /// not deleted), so it works on a full disk.
+    pub fn live_digests_except(&self, own: &LeaseId) -> Result<HashSet<Digest>, IndexError> {
+        let at = now();
+        let mut digests = HashSet::new();
+        for lease in self.lease_rows()? {
+            if lease.id == own.0 || !lease.is_live(at) {
+                continue;
+            }
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT digest FROM lease_refs WHERE lease_id = ?1")
+                .map_err(self.err())?;
+            let rows = stmt
+                .query_map(params![lease.id], |row| row.get::<_, String>(0))
+                .map_err(self.err())?;
+            for text in rows {
+                digests.insert(self.digest(text.map_err(self.err())?)?);
+            }
+        }
+        Ok(digests)
+    }
+
     /// The digests held by live leases, after deleting the leases that are dead (process
     /// gone or restarted under the same pid) or expired.
     pub fn live_lease_refs(&self) -> Result<HashSet<Digest>, IndexError> {
