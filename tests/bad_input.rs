@@ -4,6 +4,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 
 use common::*;
 
@@ -223,7 +224,8 @@ fn a_full_disk_is_named_and_leaves_the_store_as_it_was() {
     assert_eq!(built["digest"], elsewhere["digest"]);
 }
 
-/// Every blob of the store hashes to its name, and every tagged image is complete.
+/// Every blob of the store hashes to its name, and every tagged image is complete: its
+/// manifest, config and layers are all there (skopeo reads each manifest too).
 fn assert_store_whole(world: &World) {
     let blobs = world.oci().join("blobs/sha256");
     for entry in fs::read_dir(&blobs).into_iter().flatten().flatten() {
@@ -235,11 +237,21 @@ fn assert_store_whole(world: &World) {
             "blob {name} does not match its name"
         );
     }
-    let images = world.strata(&["images", "--json"]);
-    assert!(images.status.success(), "{}", stderr(&images));
-    let listed: serde_json::Value = serde_json::from_slice(&images.stdout).unwrap();
-    for image in listed["images"].as_array().unwrap() {
-        let tag = image["tag"].as_str().unwrap();
+    let blob = |digest: &str| blobs.join(digest.trim_start_matches("sha256:"));
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(world.oci().join("index.json")).unwrap()).unwrap();
+    for entry in index["manifests"].as_array().unwrap() {
+        let tag = entry["annotations"]["org.opencontainers.image.ref.name"]
+            .as_str()
+            .unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&fs::read(blob(entry["digest"].as_str().unwrap())).unwrap())
+                .unwrap();
+        let layers = manifest["layers"].as_array().unwrap();
+        for d in std::iter::once(&manifest["config"]).chain(layers) {
+            let digest = d["digest"].as_str().unwrap();
+            assert!(blob(digest).is_file(), "{tag}: blob {digest} is missing");
+        }
         let inspect = std::process::Command::new("skopeo")
             .args(["inspect", "--raw"])
             .arg(format!("oci:{}:{tag}", world.oci().display()))
@@ -260,16 +272,20 @@ fn a_build_killed_at_random_points_leaves_a_whole_store() {
     // Spread over the build: resolution, fetch, layers, commit (a clean build here takes
     // a second or two).
     for delay_ms in [30u64, 150, 300, 500, 800, 1200] {
+        // In its own process group, so that the uv it runs is killed with it.
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
             .args(["build", "-r", req.to_str().unwrap(), "--base", &base_ref()])
             .args(["-f", &wheels, "--no-index", "--json"])
             .env("STRATA_HOME", &world.home)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
+            .process_group(0)
             .spawn()
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill();
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", child.id())])
+            .status();
         let status = child.wait().unwrap();
         eprintln!("killed after {delay_ms} ms: {status}");
         assert_store_whole(&world);

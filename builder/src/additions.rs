@@ -1,11 +1,13 @@
 //! What a build adds to the store, taken back out if the build fails before its image is
 //! recorded: a failed build (a full disk, say) leaves the store as it was.
 //!
-//! Only blobs this build created are removed, under the exclusive GC lock, and not those a
-//! live lease of another process holds: it found them present and may be using them (the
-//! lease protocol in `strata_cache::lease`). A blob that cannot be removed stays behind,
-//! unreferenced, for GC.
+//! Only blobs this build created are removed, under the exclusive GC lock, and none that a
+//! sweep would keep: reached from a tag, an index row or another process's live lease.
+//! Another build may have found a blob we created present and adopted it (the lease protocol
+//! in `strata_cache::lease`), then tagged it and released its lease. A blob that cannot be
+//! removed stays behind, unreferenced, for GC.
 
+use strata_cache::gc::local::reachable_except;
 use strata_cache::layout::StagedBlob;
 use strata_cache::lease::Lease;
 use strata_cache::Digest;
@@ -69,11 +71,11 @@ impl<'a> Additions<'a> {
             Ok(lock) => lock,
             Err(e) => return tracing::warn!("not removing what the failed build added: {e}"),
         };
-        let others = match self.home.index.live_digests_except(own) {
+        let reachable = match reachable_except(&self.home.store, &self.home.index, own) {
             Ok(digests) => digests,
             Err(e) => return tracing::warn!("not removing what the failed build added: {e}"),
         };
-        for digest in self.created.iter().filter(|d| !others.contains(*d)) {
+        for digest in self.created.iter().filter(|d| !reachable.contains(*d)) {
             if let Err(e) = self.home.store.remove_blob(digest) {
                 tracing::warn!("removing blob {digest} of the failed build: {e}");
             }
@@ -86,5 +88,106 @@ impl Drop for Additions<'_> {
         if !self.kept {
             self.roll_back();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_cache::lease::LeaseOwner;
+    use strata_cache::BlobDescriptor;
+
+    /// A manifest whose config is `config` (enough for GC's marker to follow it).
+    fn manifest_of(config: &Digest, size: usize) -> Vec<u8> {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{size}}},"layers":[]}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_failed_build_removes_only_what_nothing_else_reaches() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(dir.path()).unwrap();
+        let lease = home
+            .index
+            .lease("build", LeaseOwner::current_process())
+            .unwrap();
+        let mut additions = Additions::new(&home, &lease);
+        let alone = additions.put(b"only this build").unwrap();
+        let tagged = additions
+            .put(b"adopted, then tagged, by another build")
+            .unwrap();
+        let leased = additions.put(b"held by another live lease").unwrap();
+        let indexed = additions.put(b"recorded by another build").unwrap();
+
+        // Another build found `tagged` present, tagged an image of it and released its
+        // lease; another holds `leased`; a third recorded `indexed` but has not tagged yet.
+        let manifest = manifest_of(&tagged, 38);
+        let manifest_digest = home.store.put_bytes(&manifest).unwrap();
+        let descriptor = BlobDescriptor {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: manifest_digest,
+            size: manifest.len() as u64,
+        };
+        home.store
+            .tag("env-other", &descriptor, Default::default())
+            .unwrap();
+        let other = home
+            .index
+            .lease("pull", LeaseOwner::current_process())
+            .unwrap();
+        other.add(std::slice::from_ref(&leased)).unwrap();
+        let recorded = home.store.put_bytes(&manifest_of(&indexed, 25)).unwrap();
+        record_env(&home, &recorded);
+
+        drop(additions);
+        assert!(
+            !home.store.has_blob(&alone),
+            "what only the failed build made goes"
+        );
+        assert!(
+            home.store.has_blob(&tagged),
+            "a tagged image keeps its blobs"
+        );
+        assert!(home.store.has_blob(&leased), "a live lease keeps its blob");
+        assert!(
+            home.store.has_blob(&indexed),
+            "an index row keeps its image"
+        );
+    }
+
+    #[test]
+    fn a_kept_build_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(dir.path()).unwrap();
+        let lease = home
+            .index
+            .lease("build", LeaseOwner::current_process())
+            .unwrap();
+        let mut additions = Additions::new(&home, &lease);
+        let blob = additions.put(b"recorded").unwrap();
+        assert_eq!(additions.keep(), vec![blob.clone()]);
+        assert!(home.store.has_blob(&blob));
+    }
+
+    fn record_env(home: &Home, manifest: &Digest) {
+        let spec = Digest::of(b"spec");
+        home.index
+            .record_build(
+                &strata_cache::index::EnvRecord {
+                    spec: spec.clone(),
+                    lock: Digest::of(b"lock"),
+                    base: Digest::of(b"base"),
+                    manifest: manifest.clone(),
+                    tag: "env-recorded".into(),
+                    size: 0,
+                    spec_json: "{}".into(),
+                    name: "recorded".into(),
+                },
+                "{}",
+                &[],
+            )
+            .unwrap();
     }
 }

@@ -360,7 +360,9 @@ fn cache_hit(home: &Home, spec: &SpecDigest, limit: usize) -> Result<Option<Buil
     if manifest.layers.len() > limit {
         return Ok(None);
     }
-    ensure_tagged(home, &manifest, &record.manifest, &record.tag, spec)?;
+    if !ensure_tagged(home, &manifest, &record.manifest, &record.tag, spec)? {
+        return Ok(None);
+    }
     home.index.touch_env(&spec.0)?;
     let reused = vec![true; manifest.layers.len()];
     Ok(Some(Built {
@@ -417,8 +419,11 @@ fn lock_hit(
         format!("strata environment {}", spec.0.short(12)),
     );
     let tag = tag_for(spec);
+    let bytes = manifest.to_bytes();
+    // Leased before it is written: another process making the same manifest finds it held.
+    hold(home, lease, &[Digest::of(&bytes)])?;
     let mut additions = Additions::new(home, lease);
-    let digest = additions.put(&manifest.to_bytes())?;
+    let digest = additions.put(&bytes)?;
     let size = manifest.blob_bytes();
     home.index.record_build(
         &EnvRecord {
@@ -490,19 +495,27 @@ fn stored_manifest(
 }
 
 /// Tags a recorded image again if its tag is gone: a build that failed between recording
-/// and tagging (a full disk) is whole on the next hit.
+/// and tagging (a full disk) is whole on the next hit. False if the image is no longer
+/// whole: a sweep that began after the hit checked the blobs may have taken some (the build
+/// then makes it again).
 fn ensure_tagged(
     home: &Home,
     manifest: &Manifest,
     digest: &Digest,
     tag: &str,
     spec: &SpecDigest,
-) -> Result<(), BuildError> {
+) -> Result<bool, BuildError> {
     let current = home.store.resolve_tag(tag)?;
     if current.is_some_and(|entry| &entry.digest == digest) {
-        return Ok(());
+        return Ok(true);
     }
-    tag_image(home, manifest, digest, tag, spec)
+    let _gc = home.store.gc_lock_shared()?;
+    let whole =
+        home.store.has_blob(digest) && manifest.blobs().all(|b| home.store.has_blob(&b.digest));
+    if whole {
+        tag_image(home, manifest, digest, tag, spec)?;
+    }
+    Ok(whole)
 }
 
 /// Points the spec's tag at the image (whose blobs are in the store).

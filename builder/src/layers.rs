@@ -57,23 +57,25 @@ pub fn group_wheels(sizes: &[u64], budget: usize) -> Vec<Vec<usize>> {
 }
 
 /// The size of every wheel of the lock, needed only past the layer limit: from the lock
-/// when the index reported it, else from the (verified) wheel in the cache, fetched if
-/// missing.
+/// when the index reported it, else from the wheel cache (its file's size, without hashing
+/// it: a wrong copy fails its check when it is read), else by fetching it.
 fn wheel_sizes(home: &Home, lock: &Lock) -> Result<Vec<u64>, BuildError> {
-    lock.wheels
-        .iter()
-        .map(|w| match w.size {
-            Some(size) => Ok(size),
-            None => {
-                let path = home.wheels.fetch(w)?;
-                let meta = std::fs::metadata(&path).map_err(|source| BuildError::Io {
-                    what: format!("reading the size of {}", path.display()),
-                    source,
-                })?;
-                Ok(meta.len())
-            }
-        })
-        .collect()
+    lock.wheels.iter().map(|w| wheel_size(home, w)).collect()
+}
+
+fn wheel_size(home: &Home, wheel: &LockedWheel) -> Result<u64, BuildError> {
+    if let Some(size) = wheel.size {
+        return Ok(size);
+    }
+    if let Ok(meta) = std::fs::metadata(home.wheels.path_of(wheel)) {
+        return Ok(meta.len());
+    }
+    let path = home.wheels.fetch(wheel)?;
+    let meta = std::fs::metadata(&path).map_err(|source| BuildError::Io {
+        what: format!("reading the size of {}", path.display()),
+        source,
+    })?;
+    Ok(meta.len())
 }
 
 /// Adds digests to a lease under the shared GC lock: after this, a sweep cannot take them,

@@ -157,6 +157,12 @@ impl World {
                     .arg(table)
                     .output()
                     .expect("python3 sqlite3");
+                assert!(
+                    out.status.success(),
+                    "reading {table} of {}: {}",
+                    db.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 snap.insert(
                     format!("db:{table}"),
                     String::from_utf8_lossy(&out.stdout).into_owned(),

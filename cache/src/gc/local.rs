@@ -34,6 +34,7 @@ use crate::gc::retain::{self, Candidate, KeepReason};
 use crate::gc::scan::{self, metadata_if_exists, mtime_secs};
 use crate::index::{Index, IndexError};
 use crate::layout::{IndexEntry, Store, StoreError, REF_NAME};
+use crate::lease::LeaseId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
@@ -281,6 +282,29 @@ pub fn plan(store: &Store, index: &Index, policy: &GcPolicy, now: i64) -> Result
         counts,
         marker,
     })
+}
+
+/// What a sweep would keep right now, leaving out what lease `own` holds: everything the
+/// tags, the environment index and the other live leases reach. Read only (dead leases are
+/// skipped, not deleted), so it works on a full disk. Hold the exclusive GC lock while the
+/// answer is used, so nothing new is reached meanwhile.
+pub fn reachable_except(
+    store: &Store,
+    index: &Index,
+    own: &LeaseId,
+) -> Result<HashSet<Digest>, GcError> {
+    let mut marker = Marker::new();
+    for entry in store.entries()? {
+        let tag = entry.annotations.get(REF_NAME).map(String::as_str);
+        marker.mark(store, &entry.digest, RootKind::Document, tag);
+    }
+    for row in env_rows(index)? {
+        marker.mark(store, &row.manifest, RootKind::Document, None);
+    }
+    for digest in index.live_digests_except(own)? {
+        marker.mark(store, &digest, RootKind::Any, None);
+    }
+    Ok(marker.marked)
 }
 
 /// Carries out a plan (see the module docs for the order and why it is crash-safe).
