@@ -107,12 +107,8 @@ mod tests {
 
     #[test]
     fn a_failed_build_removes_only_what_nothing_else_reaches() {
-        let dir = tempfile::tempdir().unwrap();
-        let home = Home::open(dir.path()).unwrap();
-        let lease = home
-            .index
-            .lease("build", LeaseOwner::current_process())
-            .unwrap();
+        let (_dir, home) = fresh_home();
+        let lease = build_lease(&home);
         let mut additions = Additions::new(&home, &lease);
         let alone = additions.put(b"only this build").unwrap();
         let tagged = additions
@@ -159,16 +155,24 @@ mod tests {
 
     #[test]
     fn a_kept_build_keeps_everything() {
-        let dir = tempfile::tempdir().unwrap();
-        let home = Home::open(dir.path()).unwrap();
-        let lease = home
-            .index
-            .lease("build", LeaseOwner::current_process())
-            .unwrap();
+        let (_dir, home) = fresh_home();
+        let lease = build_lease(&home);
         let mut additions = Additions::new(&home, &lease);
         let blob = additions.put(b"recorded").unwrap();
         assert_eq!(additions.keep(), vec![blob.clone()]);
         assert!(home.store.has_blob(&blob));
+    }
+
+    fn fresh_home() -> (tempfile::TempDir, Home) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(dir.path()).unwrap();
+        (dir, home)
+    }
+
+    fn build_lease(home: &Home) -> Lease<'_> {
+        home.index
+            .lease("build", LeaseOwner::current_process())
+            .unwrap()
     }
 
     fn record_env(home: &Home, manifest: &Digest) {

@@ -85,6 +85,13 @@ impl Default for AgentOptions {
 const LAUNCH_RETRY: Duration = Duration::from_secs(10);
 
 /// The lease holder name of a job: its image is kept from GC while it is unfinished.
+/// Publishes the pools for `strata jobs`; a failure only costs explanations, so it warns.
+fn publish_pools(root: &Path, pools: &[crate::pool::Pool]) {
+    if let Err(e) = crate::pool::publish_pools(root, pools) {
+        tracing::warn!("publishing the agent's pools under {}: {e}", root.display());
+    }
+}
+
 pub fn lease_holder(id: &JobId) -> String {
     format!("job:{id}")
 }
@@ -166,9 +173,7 @@ impl Agent {
                 Backend::Kube(Arc::new(kube))
             }
         };
-        if let Err(e) = crate::pool::publish_pools(root, &config.pools) {
-            tracing::warn!("publishing the agent's pools under {}: {e}", root.display());
-        }
+        publish_pools(root, &config.pools);
         let scheduler = Scheduler::load(&jobs, config.clone(), now())?;
         let metrics = MetricsStore::open(&db)?;
         let (events_tx, events_rx) = channel();
@@ -296,12 +301,7 @@ impl Agent {
         // Loaded first: if it fails, config and scheduler both stay on the old pools.
         self.scheduler = Scheduler::load(&self.jobs, config.clone(), now())?;
         self.config = config;
-        if let Err(e) = crate::pool::publish_pools(&self.root, &self.config.pools) {
-            tracing::warn!(
-                "publishing the agent's pools under {}: {e}",
-                self.root.display()
-            );
-        }
+        publish_pools(&self.root, &self.config.pools);
         Ok(())
     }
 
