@@ -268,15 +268,12 @@ fn a_build_killed_at_random_points_leaves_a_whole_store() {
         .with_home("reference")
         .build_ok(&requirements("basic.txt"), &[]);
     let req = requirements("basic.txt");
-    let wheels = world.wheels.display().to_string();
     // Spread over the build: resolution, fetch, layers, commit (a clean build here takes
     // a second or two).
     for delay_ms in [30u64, 150, 300, 500, 800, 1200] {
         // In its own process group, so that the uv it runs is killed with it.
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(["build", "-r", req.to_str().unwrap(), "--base", &base_ref()])
-            .args(["-f", &wheels, "--no-index", "--json"])
-            .env("STRATA_HOME", &world.home)
+        let mut child = world
+            .build_command(&req, &base_ref(), &[])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .process_group(0)

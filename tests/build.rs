@@ -82,12 +82,8 @@ fn second_build_is_a_cache_hit_that_resolves_nothing() {
     // Without wheels or uv the hit must still answer: it reads neither.
     fs::remove_dir_all(&world.wheels).unwrap();
     fs::create_dir_all(&world.wheels).unwrap();
-    let req = requirements("basic.txt");
-    let wheels = world.wheels.display().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["build", "-r", req.to_str().unwrap(), "--base", &base_ref()])
-        .args(["--find-links", &wheels, "--no-index", "--json"])
-        .env("STRATA_HOME", &world.home)
+    let out = world
+        .build_command(&requirements("basic.txt"), &base_ref(), &[])
         .env("PATH", "/nonexistent")
         .output()
         .unwrap();

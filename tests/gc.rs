@@ -145,10 +145,9 @@ fn gc_killed_at_random_points_never_breaks_a_kept_image() {
     let mut killed_mid_way = 0;
     for round in 0..8 {
         litter(&world, 3000);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .arg("gc")
+        let mut child = world
+            .command(&["gc"])
             .args(POLICY)
-            .env("STRATA_HOME", &world.home)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -185,10 +184,9 @@ fn malformed_policy_names_the_key_and_changes_nothing() {
     fs::write(project.join("strata.toml"), "[gc]\nkeep_dayz = 3\n").unwrap();
     let before = world.snapshot();
     let gc_in_project = || {
-        Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(["gc"])
+        world
+            .command(&["gc"])
             .current_dir(&project)
-            .env("STRATA_HOME", &world.home)
             .output()
             .unwrap()
     };
@@ -261,29 +259,12 @@ fn registry_gc_keeps_leased_and_in_flight_images_and_the_registry_collector_agre
     assert!(out.status.success(), "{}", stderr(&out));
     // A build pushes another environment while GC runs.
     let in_flight = {
-        let (req, wheels, base, target) = (
-            requirements("changed-one.txt"),
-            world.wheels.display().to_string(),
-            base_ref(),
-            target.clone(),
+        let mut build = world.build_command(
+            &requirements("changed-one.txt"),
+            &base_ref(),
+            &["--name", "other", "--push", &target],
         );
-        let home = world.home.clone();
-        std::thread::spawn(move || {
-            Command::new(env!("CARGO_BIN_EXE_strata"))
-                .args([
-                    "build",
-                    "-r",
-                    req.to_str().unwrap(),
-                    "--base",
-                    &base,
-                    "-f",
-                    &wheels,
-                ])
-                .args(["--no-index", "--json", "--name", "other", "--push", &target])
-                .env("STRATA_HOME", &home)
-                .output()
-                .unwrap()
-        })
+        std::thread::spawn(move || build.output().unwrap())
     };
     let mut args = vec!["gc", "--registry", &target, "--json"];
     args.extend_from_slice(POLICY);

@@ -179,26 +179,15 @@ fn base_image_from_a_registry_gives_the_same_image_as_from_a_layout() {
         .arg(format!("oci:{}:3.11", base_layout().display()))
         .arg(format!("docker://{base}")));
     let req = requirements("shared-a.txt");
-    let wheels = world.wheels.display().to_string();
-    let args = [
-        "build",
-        "-r",
-        req.to_str().unwrap(),
-        "--base",
-        &base,
-        "-f",
-        &wheels,
-        "--no-index",
-        "--json",
-    ];
-    let out = world.strata(&args);
+    let build_on_registry_base = || world.build_command(&req, &base, &[]).output().unwrap();
+    let out = build_on_registry_base();
     assert!(out.status.success(), "{}", stderr(&out));
     let from_registry: Value = serde_json::from_slice(&out.stdout).unwrap();
     let other = world.with_home("layout");
     let from_layout = other.build_ok(&req, &[]);
     assert_eq!(from_registry["digest"], from_layout["digest"]);
     // The base is pinned by digest: the second build on the registry base is a hit.
-    let again: Value = serde_json::from_slice(&world.strata(&args).stdout).unwrap();
+    let again: Value = serde_json::from_slice(&build_on_registry_base().stdout).unwrap();
     assert_eq!(again["cache"], "hit");
 }
 
@@ -224,13 +213,12 @@ fn a_hit_with_push_costs_one_manifest_head() {
 
 /// `strata build --push` with the auth files taken from `auth_dir` only (none of the user's).
 fn build_push_with_auth(world: &World, target: &str, auth_dir: &Path, auth_file: &Path) -> Output {
-    let req = requirements("shared-a.txt");
-    let wheels = world.wheels.display().to_string();
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["build", "-r", req.to_str().unwrap(), "--base", &base_ref()])
-        .args(["-f", &wheels, "--no-index", "--json", "--push", target])
-        .current_dir(world.dir.path())
-        .env("STRATA_HOME", &world.home)
+    world
+        .build_command(
+            &requirements("shared-a.txt"),
+            &base_ref(),
+            &["--push", target],
+        )
         .env("REGISTRY_AUTH_FILE", auth_file)
         .env("DOCKER_CONFIG", auth_dir)
         .output()

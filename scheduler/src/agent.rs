@@ -305,6 +305,13 @@ impl Agent {
         Ok(())
     }
 
+    /// A job whose environment could not be had fails with `reason`.
+    fn fail_resolving(&self, id: &JobId, reason: String) -> Result<(), AgentError> {
+        self.jobs
+            .transition(id, JobState::Resolving, Change::Fail { reason }, now())?;
+        Ok(())
+    }
+
     // ---- 1. environments ----
 
     fn resolve(&mut self) -> Result<(), AgentError> {
@@ -387,22 +394,11 @@ impl Agent {
                         submitted.as_ref().map(|d| d.short(12)).unwrap_or_default(),
                         built.spec.short(12)
                     );
-                    self.jobs.transition(
-                        &job.id,
-                        JobState::Resolving,
-                        Change::Fail { reason },
-                        now(),
-                    )?;
+                    self.fail_resolving(&job.id, reason)?;
                 }
                 Ok(built) => self.resolved(&job.id, JobState::Resolving, &built.image)?,
                 Err(reason) => {
-                    let reason = format!("environment build failed: {reason}");
-                    self.jobs.transition(
-                        &job.id,
-                        JobState::Resolving,
-                        Change::Fail { reason },
-                        now(),
-                    )?;
+                    self.fail_resolving(&job.id, format!("environment build failed: {reason}"))?;
                 }
             }
         }

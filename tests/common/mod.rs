@@ -81,35 +81,40 @@ impl World {
         }
     }
 
-    pub fn strata(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_strata"))
+    /// `strata ARGS` in this world (its STRATA_HOME, run in its project directory), for the
+    /// caller to adjust before running.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+        command
             .args(args)
             .current_dir(self.dir.path())
             .env("STRATA_HOME", &self.home)
             .env_remove("STRATA_BASE")
-            .env_remove("STRATA_JOBS")
-            .output()
-            .expect("run strata")
+            .env_remove("STRATA_JOBS");
+        command
+    }
+
+    pub fn strata(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run strata")
+    }
+
+    /// `strata build --json` of a requirement file on `base`, offline against the wheels,
+    /// with `extra` flags: a command to adjust before running.
+    pub fn build_command(&self, requirements: &Path, base: &str, extra: &[&str]) -> Command {
+        let req = requirements.to_string_lossy().into_owned();
+        let wheels = self.wheels.to_string_lossy().into_owned();
+        let mut command = self.command(&["build", "-r", &req, "--base", base]);
+        command
+            .args(["--find-links", &wheels, "--no-index", "--json"])
+            .args(extra);
+        command
     }
 
     /// `strata build --json` of a fixture requirement file, offline against the wheels.
     pub fn build(&self, requirements: &Path, extra: &[&str]) -> Output {
-        let req = requirements.to_string_lossy().into_owned();
-        let wheels = self.wheels.to_string_lossy().into_owned();
-        let base = base_ref();
-        let mut args = vec![
-            "build",
-            "-r",
-            &req,
-            "--base",
-            &base,
-            "--find-links",
-            &wheels,
-            "--no-index",
-            "--json",
-        ];
-        args.extend_from_slice(extra);
-        self.strata(&args)
+        self.build_command(requirements, &base_ref(), extra)
+            .output()
+            .expect("run strata")
     }
 
     /// Like [`World::build`], asserting success and parsing the JSON.

@@ -330,12 +330,7 @@ impl KubeBackend {
     /// The Job object for the job's current attempt; `network`: whether its queue gives it
     /// a network.
     pub fn job_object(&self, job: &Job, image: &str, network: bool) -> Result<K8sJob, KubeError> {
-        let digest = job
-            .image_digest
-            .as_ref()
-            .ok_or_else(|| KubeError::NoDigest {
-                job: job.id.to_string(),
-            })?;
+        let digest = job_digest(job)?;
         if !image.ends_with(&format!("@{digest}")) {
             return Err(KubeError::NotByDigest {
                 job: job.id.to_string(),
@@ -631,6 +626,15 @@ impl KubeBackend {
             nodes,
         })
     }
+}
+
+/// The digest of the job's image, resolved before admission.
+pub fn job_digest(job: &Job) -> Result<&Digest, KubeError> {
+    job.image_digest
+        .as_ref()
+        .ok_or_else(|| KubeError::NoDigest {
+            job: job.id.to_string(),
+        })
 }
 
 fn cluster_job(namespace: &str, job: &K8sJob) -> Option<ClusterJob> {

@@ -73,13 +73,7 @@ impl BlockingKube {
 
     /// See [`KubeBackend::launch`]; the image is `kubernetes.registry@digest`.
     pub fn launch(&self, job: &Job, network: bool) -> Result<Launched, KubeError> {
-        let digest = job
-            .image_digest
-            .as_ref()
-            .ok_or_else(|| KubeError::NoDigest {
-                job: job.id.to_string(),
-            })?;
-        let image = self.backend.image_ref(digest)?;
+        let image = self.backend.image_ref(backend::job_digest(job)?)?;
         self.runtime
             .block_on(self.backend.launch(job, &image, network))
     }

@@ -499,7 +499,8 @@ impl WatchState {
     }
 
     /// How many attempts are tracked.
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.lock().attempts.len()
     }
 
