@@ -4,14 +4,14 @@ use std::error::Error;
 
 use serde::Serialize;
 use serde_json::json;
-use strata_builder::build::Built;
-use strata_builder::error::BuildError;
-use strata_builder::explain::Explanation;
-use strata_builder::home::{Home, HomeError};
-use strata_builder::publish::Pushed;
-use strata_cache::catalog::{Catalog, CatalogImage};
-use strata_scheduler::client::{JobMetrics, JobStatus};
-use strata_scheduler::JobView;
+use strata_agent::client::{JobMetrics, JobStatus};
+use strata_build::build::Built;
+use strata_build::error::BuildError;
+use strata_build::explain::Explanation;
+use strata_build::home::{Home, HomeError};
+use strata_build::publish::Pushed;
+use strata_index::catalog::{Catalog, CatalogImage};
+use strata_queue::JobView;
 
 /// Exit codes (documented in README.md).
 pub const EXIT_FAILURE: u8 = 1;

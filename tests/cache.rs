@@ -2,7 +2,7 @@
 //! registries, and corrupted blobs detected and repaired.
 
 mod common;
-#[path = "../cache/tests/support/registry.rs"]
+#[path = "../crates/strata-registry/tests/support/registry.rs"]
 mod registry;
 
 use std::fs;

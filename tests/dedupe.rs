@@ -2,7 +2,7 @@
 //! bytes of their distinct blobs, where one-layer-per-environment images would take the sum.
 
 mod common;
-#[path = "../cache/tests/support/registry.rs"]
+#[path = "../crates/strata-registry/tests/support/registry.rs"]
 mod registry;
 
 use std::collections::BTreeMap;

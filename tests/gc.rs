@@ -2,7 +2,7 @@
 //! paired with the registry's own blob collection, and bad input.
 
 mod common;
-#[path = "../cache/tests/support/registry.rs"]
+#[path = "../crates/strata-registry/tests/support/registry.rs"]
 mod registry;
 
 use std::fs;

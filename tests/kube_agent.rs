@@ -1,6 +1,6 @@
 //! The wired agent on Kubernetes, end to end: `strata submit` and a real
 //! `strata agent --backend kubernetes` (a child process, configured by the project's
-//! `strata.toml`) against the v1.20 test control plane of `shared/k8s-testcluster` and a
+//! `strata.toml`) against the v1.20 test control plane of `scripts/testcluster` and a
 //! real `docker-registry`, both on 127.0.0.1. Everything is checked from outside strata:
 //! the Kubernetes API (Jobs, pods, bindings) and the registry's HTTP API. There is no
 //! kubelet: the tests play it by patching pod status. Each test has its own STRATA_HOME,
@@ -8,9 +8,9 @@
 //! `STRATA_SKIP_K8S=1` skips them.
 
 mod common;
-#[path = "../scheduler/tests/kube_support/mod.rs"]
+#[path = "../crates/strata-kube/tests/kube_support/mod.rs"]
 mod kube_support;
-#[path = "../cache/tests/support/registry.rs"]
+#[path = "../crates/strata-registry/tests/support/registry.rs"]
 mod registry;
 
 use std::fs;
@@ -27,12 +27,12 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use registry::TestRegistry;
 use serde_json::{json, Value};
-use strata_scheduler::kube::objects::{
+use strata_kube::objects::{
     attempt_selector, object_name, LABEL_ATTEMPT, LABEL_ENV, LABEL_JOB, LABEL_QUEUE, LABEL_TIER,
     MANAGED_BY, MANAGER,
 };
-use strata_scheduler::kube::{connect, Connection};
-use strata_scheduler::JobId;
+use strata_kube::{connect, Connection};
+use strata_queue::JobId;
 
 /// Bound of every wait (the cluster binds in well under a second; builds take longer).
 const WAIT: Duration = Duration::from_secs(90);

@@ -2,10 +2,10 @@
 //! skopeo, unpacked by umoci and run by runc; shared layers are uploaded once; a push cut in
 //! the middle resumes without sending again what landed.
 
-#[path = "../cache/tests/support/auth.rs"]
+#[path = "../crates/strata-registry/tests/support/auth.rs"]
 mod auth;
 mod common;
-#[path = "../cache/tests/support/registry.rs"]
+#[path = "../crates/strata-registry/tests/support/registry.rs"]
 mod registry;
 
 use std::collections::{BTreeMap, BTreeSet};

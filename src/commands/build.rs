@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use strata_builder::base::BaseRef;
-use strata_builder::build::{self, BuildOptions};
-use strata_builder::publish::PushTarget;
-use strata_builder::target::{Platform, PythonVersion};
+use strata_build::base::BaseRef;
+use strata_build::build::{self, BuildOptions};
+use strata_build::publish::PushTarget;
+use strata_python::target::{Platform, PythonVersion};
 
 use crate::output::{self, Failure};
 use crate::progress::TerminalProgress;
@@ -36,7 +36,7 @@ pub struct EnvArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Most layers in the image, base included; past it the least shared wheels share a layer.
-    #[arg(long, default_value_t = strata_builder::layers::DEFAULT_LAYER_LIMIT)]
+    #[arg(long, default_value_t = strata_build::layers::DEFAULT_LAYER_LIMIT)]
     pub max_layers: usize,
 }
 

@@ -1,7 +1,7 @@
 //! `strata explain`.
 
 use clap::Args;
-use strata_builder::build;
+use strata_build::build;
 
 use super::build::EnvArgs;
 use crate::output::{self, Failure};

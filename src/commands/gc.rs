@@ -1,9 +1,9 @@
 //! `strata gc`: the local store, or with `--registry` a repository of a registry.
 
 use clap::Args;
-use strata_builder::collect::{self, LocalOutcome, PolicyOverrides};
-use strata_cache::gc::local::GcPlan;
-use strata_cache::gc::registry::RegistryGcReport;
+use strata_build::collect::{self, LocalOutcome, PolicyOverrides};
+use strata_gc::local::GcPlan;
+use strata_gc::registry::RegistryGcReport;
 
 use crate::output::{self, Failure};
 

@@ -1,7 +1,7 @@
 //! `strata images` and `strata inspect`.
 
 use clap::Args;
-use strata_cache::catalog::Catalog;
+use strata_index::catalog::Catalog;
 
 use crate::output::{self, Failure};
 

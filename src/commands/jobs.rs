@@ -6,13 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
-use strata_scheduler::agent::{
-    error_chain, parse_env, Agent, AgentError, AgentOptions, BackendChoice,
-};
-use strata_scheduler::client::{Client, ClientError};
-use strata_scheduler::jobstore::CancelResult;
-use strata_scheduler::kube::{Connection, KubeSettings};
-use strata_scheduler::{EnvOptions, Environment, NewJob, SchedulerConfig};
+use strata_agent::agent::{parse_env, Agent, AgentError, AgentOptions, BackendChoice};
+use strata_agent::client::{Client, ClientError};
+use strata_kube::{Connection, KubeSettings};
+use strata_queue::jobstore::CancelResult;
+use strata_queue::{EnvOptions, Environment, NewJob, SchedulerConfig};
 
 use crate::output::{self, Failure};
 
@@ -140,7 +138,7 @@ pub struct AgentArgs {
 }
 
 fn client() -> Result<Client, Failure> {
-    let root = strata_builder::home::Home::default_root().map_err(Failure::home)?;
+    let root = strata_build::home::Home::default_root().map_err(Failure::home)?;
     let project = std::env::current_dir().unwrap_or_default();
     Client::open(&root, &project).map_err(Failure::jobs)
 }
@@ -271,7 +269,7 @@ extern "C" fn request_stop(_: libc::c_int) {
 }
 
 pub fn agent(args: AgentArgs) -> Result<(), Failure> {
-    let root = strata_builder::home::Home::default_root().map_err(Failure::home)?;
+    let root = strata_build::home::Home::default_root().map_err(Failure::home)?;
     let project = std::env::current_dir().unwrap_or_default();
     let files =
         strata_config::Config::load(&project, &root).map_err(|e| Failure::jobs(e.into()))?;
@@ -294,7 +292,7 @@ pub fn agent(args: AgentArgs) -> Result<(), Failure> {
         BackendName::Local => BackendChoice::Local,
         BackendName::Kubernetes => {
             let mut settings = KubeSettings::from_config(&files)
-                .map_err(|e| Failure::agent(AgentError::Kube(error_chain(&e))))?;
+                .map_err(|e| Failure::agent(AgentError::Kube(strata_errors::chain(&e))))?;
             if args.in_cluster {
                 settings.connection = Connection::InCluster;
             } else if let Some(path) = &args.kubeconfig {

@@ -1,9 +1,9 @@
 //! `strata push` and `strata pull`.
 
 use clap::Args;
-use strata_builder::publish::{self, PushTarget};
-use strata_builder::target::Platform;
-use strata_cache::catalog::Catalog;
+use strata_build::publish::{self, PushTarget};
+use strata_index::catalog::Catalog;
+use strata_python::target::Platform;
 
 use crate::output::{self, Failure};
 use crate::progress::TerminalProgress;

@@ -1,0 +1,681 @@
+//! The local agent: a long-running loop that turns queued jobs into running containers and
+//! records how they end. Each tick it
+//! 1. resolves environments: a requirements job is built once per spec however many jobs
+//!    ask (builds run on a worker thread; the loop goes on), an image job is looked up in
+//!    the store; either way the job holds a lease on its image until it ends;
+//! 2. admits jobs ([`Scheduler::admit`]) and launches them with runc on worker threads;
+//! 3. watches running jobs: cancel requests and time limits (SIGTERM, grace, SIGKILL), exits
+//!    (exit code, OOM), metrics from their logs; the outcome is recorded before anything is
+//!    cleaned up, and a job finishes exactly once (compare-and-set in the job store).
+//!
+//! Killing the agent loses nothing: containers run detached under their own supervisor;
+//! [`Agent::recover`] re-adopts running ones, records the outcome of those that ended
+//! meanwhile, and puts back jobs that were admitted but never started.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_build::base::BaseRef;
+use strata_build::build::{self, BuildOptions};
+use strata_build::home::Home;
+use strata_build::layers::DEFAULT_LAYER_LIMIT;
+use strata_build::progress::Silent;
+use strata_errors::chain;
+use strata_index::catalog::Catalog;
+use strata_index::lease::LeaseOwner;
+use strata_oci::manifest::ManifestDocument;
+use strata_oci::Digest;
+
+use crate::backend::{attempt_key, Attempt, Backend, Ended, LaunchFailure};
+use strata_kube::{BlockingKube, KubeSettings};
+use strata_metrics::MetricsStore;
+use strata_queue::admit::Scheduler;
+use strata_queue::config::SchedulerConfig;
+use strata_queue::job::{log_path, EndCause, EnvOptions, Environment, Job, JobId, JobState, Outcome};
+use strata_queue::jobstore::{now, Change, JobFilter, JobStore};
+use strata_queue::pool::describe_pools;
+use strata_runc::LocalLauncher;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Home(#[from] strata_build::home::HomeError),
+    #[error(transparent)]
+    Jobs(#[from] strata_queue::jobstore::StoreError),
+    #[error(transparent)]
+    Launch(Box<strata_runc::LaunchError>),
+    #[error(transparent)]
+    Metrics(#[from] strata_metrics::MetricsError),
+    #[error(transparent)]
+    Index(#[from] strata_index::index::IndexError),
+    #[error(transparent)]
+    Store(#[from] strata_oci::layout::StoreError),
+    #[error("kubernetes backend: {0}")]
+    Kube(String),
+}
+
+impl From<strata_runc::LaunchError> for AgentError {
+    fn from(e: strata_runc::LaunchError) -> Self {
+        // Boxed: a launch error is large and would make every Result of the loop large.
+        AgentError::Launch(Box::new(e))
+    }
+}
+
+/// How the agent behaves.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Time between ticks.
+    pub tick: Duration,
+    /// Between SIGTERM and SIGKILL when a job is cancelled or times out.
+    pub grace: Duration,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        AgentOptions {
+            tick: Duration::from_millis(50),
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How long a job whose start the cluster refused waits before the next try.
+const LAUNCH_RETRY: Duration = Duration::from_secs(10);
+
+/// The lease holder name of a job: its image is kept from GC while it is unfinished.
+/// Publishes the pools for `strata jobs`; a failure only costs explanations, so it warns.
+fn publish_pools(root: &Path, pools: &[strata_queue::pool::Pool]) {
+    if let Err(e) = strata_queue::pool::publish_pools(root, pools) {
+        tracing::warn!("publishing the agent's pools under {}: {e}", root.display());
+    }
+}
+
+pub fn lease_holder(id: &JobId) -> String {
+    format!("job:{id}")
+}
+
+enum Event {
+    Built {
+        key: String,
+        result: Result<BuiltEnv, String>,
+    },
+    Launched {
+        id: JobId,
+        result: Result<String, LaunchFailure>,
+    },
+    Stopped {
+        id: JobId,
+        result: Result<Ended, String>,
+        /// The attempt never ran (the cluster could not place it): it waits again.
+        requeue: bool,
+    },
+}
+
+/// Which backend runs the containers.
+pub enum BackendChoice {
+    Local,
+    Kubernetes(KubeSettings),
+}
+
+pub struct Agent {
+    root: PathBuf,
+    home: Home,
+    jobs: JobStore,
+    scheduler: Scheduler,
+    config: SchedulerConfig,
+    backend: Backend,
+    metrics: MetricsStore,
+    options: AgentOptions,
+    events_tx: Sender<Event>,
+    events_rx: Receiver<Event>,
+    /// Environment keys being built.
+    building: HashSet<String>,
+    /// Jobs whose container is being started or stopped by a worker thread.
+    busy: HashSet<JobId>,
+}
+
+impl Agent {
+    pub fn new(
+        root: &Path,
+        mut config: SchedulerConfig,
+        options: AgentOptions,
+        choice: BackendChoice,
+    ) -> Result<Agent, AgentError> {
+        let home = Home::open(root)?;
+        let db = root.join("strata.db");
+        let jobs = JobStore::open(&db)?;
+        let backend = match choice {
+            BackendChoice::Local => {
+                Backend::Local(Arc::new(LocalLauncher::new(root, home.store.clone())?))
+            }
+            BackendChoice::Kubernetes(settings) => {
+                // Without a pool no node is capacity: every job would wait, unexplained.
+                if settings.pools.is_empty() {
+                    return Err(AgentError::Kube(
+                        "no pool in `[kubernetes.pools]`: add e.g. `[kubernetes.pools.gpu]` with `node_selector = { \"strata.dev/pool\" = \"gpu\" }` to say which nodes run strata's jobs".into(),
+                    ));
+                }
+                let queues = config.queues.keys().map(String::as_str);
+                let namespaces = settings.namespaces_of(queues);
+                let kube = BlockingKube::start(settings, root.to_path_buf(), namespaces)
+                    .map_err(|e| AgentError::Kube(chain(&e)))?;
+                // The cluster's nodes (allocatable, selected by pool label) are the capacity.
+                config.pools = kube.pools().map_err(|e| AgentError::Kube(chain(&e)))?;
+                Backend::Kube(Arc::new(kube))
+            }
+        };
+        publish_pools(root, &config.pools);
+        let scheduler = Scheduler::load(&jobs, config.clone(), now())?;
+        let metrics = MetricsStore::open(&db)?;
+        let (events_tx, events_rx) = channel();
+        Ok(Agent {
+            root: root.to_path_buf(),
+            home,
+            jobs,
+            scheduler,
+            config,
+            backend,
+            metrics,
+            options,
+            events_tx,
+            events_rx,
+            building: HashSet::new(),
+            busy: HashSet::new(),
+        })
+    }
+
+    /// After a restart: builds in flight were lost (their jobs go back to the queue);
+    /// containers are matched with their jobs; admitted jobs that never started wait again.
+    pub fn recover(&mut self) -> Result<(), AgentError> {
+        let t = now();
+        for job in self.jobs.list(&JobFilter::unfinished())? {
+            if job.state == JobState::Resolving {
+                self.jobs
+                    .transition(&job.id, JobState::Resolving, Change::Requeue, t)?;
+            }
+        }
+        let attempts: HashMap<String, Attempt> =
+            self.backend.attempts().map_err(AgentError::Kube)?;
+        let mut known = HashSet::new();
+        for job in self.jobs.list(&JobFilter::unfinished())? {
+            if job.state != JobState::Running {
+                continue;
+            }
+            let key = attempt_key(&job);
+            known.insert(key.clone());
+            match attempts.get(&key) {
+                // It was started (its container or Job was recorded) and is gone without a
+                // recorded end (e.g. removed by the cluster's TTL while no agent ran):
+                // running it again could run it twice, so its end is recorded as lost.
+                None if job.container_id.is_some() => {
+                    let outcome = Outcome {
+                        reason: Some(
+                            "outcome lost: its container or Job disappeared while no agent was running"
+                                .into(),
+                        ),
+                        ..Outcome::default()
+                    };
+                    self.jobs.finish(&job.id, EndCause::Exited, outcome, t)?;
+                    self.home.index.release_leases_of(&lease_holder(&job.id))?;
+                }
+                None | Some(Attempt::NeverStarted) => {
+                    // Admitted, never started (at most the leftovers of a launch cut short
+                    // before its supervisor existed): nothing ran, so it waits again, under
+                    // the same attempt key, which must be free for its launch.
+                    if attempts.contains_key(&key) {
+                        self.backend.cleanup_key(&key);
+                    }
+                    self.jobs
+                        .transition(&job.id, JobState::Running, Change::NotStarted, t)?;
+                }
+                Some(_) => {}
+            }
+        }
+        // Attempts of jobs that already ended (or that nobody knows): clean them up.
+        for key in attempts.keys().filter(|k| !known.contains(*k)) {
+            self.backend.cleanup_key(key);
+        }
+        self.scheduler.sync(&self.jobs)?;
+        Ok(())
+    }
+
+    /// Runs until `stop` says so.
+    pub fn run(&mut self, stop: &std::sync::atomic::AtomicBool) -> Result<(), AgentError> {
+        self.recover()?;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            self.tick()?;
+            std::thread::sleep(self.options.tick);
+        }
+        Ok(())
+    }
+
+    /// One round of resolve, admit, watch.
+    pub fn tick(&mut self) -> Result<(), AgentError> {
+        self.drain_events()?;
+        self.refresh_pools()?;
+        self.resolve()?;
+        self.admit()?;
+        self.watch()?;
+        Ok(())
+    }
+
+    fn drain_events(&mut self) -> Result<(), AgentError> {
+        while let Ok(event) = self.events_rx.try_recv() {
+            match event {
+                Event::Built { key, result } => self.on_built(&key, result)?,
+                Event::Launched { id, result } => self.on_launched(&id, result)?,
+                Event::Stopped {
+                    id,
+                    result,
+                    requeue,
+                } => self.on_stopped(&id, result, requeue)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes in the pools' new capacity when the backend reports a change (a node joined,
+    /// left, was cordoned or is not Ready): the scheduler is reloaded from the store over
+    /// the new nodes, and the pools are published again for `strata jobs`.
+    fn refresh_pools(&mut self) -> Result<(), AgentError> {
+        let Some(pools) = self.backend.current_pools() else {
+            return Ok(());
+        };
+        if pools == self.config.pools {
+            return Ok(());
+        }
+        tracing::info!("the pools changed: {}", describe_pools(&pools));
+        let config = SchedulerConfig {
+            pools,
+            ..self.config.clone()
+        };
+        // Loaded first: if it fails, config and scheduler both stay on the old pools.
+        self.scheduler = Scheduler::load(&self.jobs, config.clone(), now())?;
+        self.config = config;
+        publish_pools(&self.root, &self.config.pools);
+        Ok(())
+    }
+
+    /// A job whose environment could not be had fails with `reason`.
+    fn fail_resolving(&self, id: &JobId, reason: String) -> Result<(), AgentError> {
+        self.jobs
+            .transition(id, JobState::Resolving, Change::Fail { reason }, now())?;
+        Ok(())
+    }
+
+    // ---- 1. environments ----
+
+    fn resolve(&mut self) -> Result<(), AgentError> {
+        let queued: Vec<Job> = self
+            .jobs
+            .list(&JobFilter::unfinished())?
+            .into_iter()
+            .filter(|j| j.state == JobState::Queued)
+            .collect();
+        for job in queued {
+            match &job.environment {
+                Environment::Image { reference } => self.resolve_image(&job, reference)?,
+                Environment::Requirements {
+                    path,
+                    options,
+                    spec_digest,
+                } => {
+                    let key = env_key(path, options, spec_digest.as_ref());
+                    if self
+                        .jobs
+                        .transition(&job.id, JobState::Queued, Change::Resolving, now())?
+                    {
+                        self.start_build(key, path.clone(), options.clone());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_image(&mut self, job: &Job, reference: &str) -> Result<(), AgentError> {
+        let catalog = Catalog::load(&self.home.store, &self.home.index);
+        let digest = catalog
+            .ok()
+            .and_then(|c| c.find(reference).map(|i| i.digest.clone()));
+        match digest {
+            Some(digest) => self.resolved(&job.id, JobState::Queued, &digest),
+            None => {
+                let reason =
+                    format!("no image {reference:?} in the local store (strata pull it first)");
+                self.jobs
+                    .transition(&job.id, JobState::Queued, Change::Fail { reason }, now())?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Builds one environment on a worker thread, unless a build of it is in flight.
+    fn start_build(&mut self, key: String, path: PathBuf, options: EnvOptions) {
+        if !self.building.insert(key.clone()) {
+            return;
+        }
+        let root = self.root.clone();
+        let tx = self.events_tx.clone();
+        std::thread::spawn(move || {
+            let result = build_env(&root, &path, &options);
+            let _ = tx.send(Event::Built { key, result });
+        });
+    }
+
+    fn on_built(&mut self, key: &str, result: Result<BuiltEnv, String>) -> Result<(), AgentError> {
+        self.building.remove(key);
+        let waiting: Vec<Job> = self
+            .jobs
+            .list(&JobFilter::unfinished())?
+            .into_iter()
+            .filter(|j| j.state == JobState::Resolving)
+            .filter(|j| matches!(&j.environment, Environment::Requirements { path, options, spec_digest } if env_key(path, options, spec_digest.as_ref()) == key))
+            .collect();
+        for job in waiting {
+            let submitted = match &job.environment {
+                Environment::Requirements { spec_digest, .. } => spec_digest.clone(),
+                Environment::Image { .. } => None,
+            };
+            match &result {
+                // The file changed since the job was submitted: it would not run what was asked.
+                Ok(built) if submitted.as_ref().is_some_and(|s| *s != built.spec) => {
+                    let reason = format!(
+                        "the requirements file changed after the job was submitted (spec {} then, {} now): submit again",
+                        submitted.as_ref().map(|d| d.short(12)).unwrap_or_default(),
+                        built.spec.short(12)
+                    );
+                    self.fail_resolving(&job.id, reason)?;
+                }
+                Ok(built) => self.resolved(&job.id, JobState::Resolving, &built.image)?,
+                Err(reason) => {
+                    self.fail_resolving(&job.id, format!("environment build failed: {reason}"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The job holds its image (manifest, config, layers) until it ends, then is Ready.
+    fn resolved(&mut self, id: &JobId, from: JobState, digest: &Digest) -> Result<(), AgentError> {
+        hold_image(&self.home, id, digest)?;
+        let change = Change::Resolved {
+            image: digest.clone(),
+        };
+        if !self.jobs.transition(id, from, change, now())? {
+            self.home.index.release_leases_of(&lease_holder(id))?;
+        }
+        Ok(())
+    }
+
+    // ---- 2. admission and launch ----
+
+    fn admit(&mut self) -> Result<(), AgentError> {
+        for admission in self.scheduler.admit(&self.jobs, now())? {
+            let Some(job) = self.jobs.get(&admission.job_id)? else {
+                continue;
+            };
+            self.launch(job);
+        }
+        Ok(())
+    }
+
+    fn launch(&mut self, job: Job) {
+        let Some(image) = job.image_digest.clone() else {
+            return;
+        };
+        // A launch is a use: retention keeps images that jobs run on.
+        if let Err(e) = self.home.index.touch_manifest(&image) {
+            tracing::warn!("recording the use of {image}: {e}");
+        }
+        let network = self
+            .config
+            .queue(&job.queue)
+            .map(|q| q.network)
+            .unwrap_or(false);
+        self.busy.insert(job.id.clone());
+        let backend = self.backend.clone();
+        let tx = self.events_tx.clone();
+        let root = self.root.clone();
+        std::thread::spawn(move || {
+            let result = backend.launch(&root, &job, network);
+            let _ = tx.send(Event::Launched {
+                id: job.id.clone(),
+                result,
+            });
+        });
+    }
+
+    fn on_launched(
+        &mut self,
+        id: &JobId,
+        result: Result<String, LaunchFailure>,
+    ) -> Result<(), AgentError> {
+        self.busy.remove(id);
+        match result {
+            Ok(container) => {
+                self.jobs.set_container(id, &container)?;
+            }
+            // The cluster refused (RBAC, a missing namespace, a dead connection): nothing was
+            // created, so the job stays queued and is tried again later, never lost.
+            Err(failure) if failure.retry => {
+                let outcome = Outcome {
+                    reason: Some(format!(
+                        "could not start, trying again in {}s: {}",
+                        LAUNCH_RETRY.as_secs(),
+                        failure.reason
+                    )),
+                    ..Outcome::default()
+                };
+                let change = Change::Retry {
+                    not_before: now() + LAUNCH_RETRY.as_secs() as i64,
+                    outcome,
+                };
+                self.jobs.transition(id, JobState::Running, change, now())?;
+                self.scheduler.release(id);
+                self.scheduler.sync(&self.jobs)?;
+            }
+            Err(failure) => {
+                let outcome = Outcome {
+                    reason: Some(format!("could not start: {}", failure.reason)),
+                    ..Outcome::default()
+                };
+                self.end(id, EndCause::Exited, outcome)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- 3. running jobs ----
+
+    fn watch(&mut self) -> Result<(), AgentError> {
+        let running: Vec<Job> = self
+            .jobs
+            .list(&JobFilter::unfinished())?
+            .into_iter()
+            .filter(|j| j.state == JobState::Running && !self.busy.contains(&j.id))
+            .collect();
+        let t = now();
+        for job in running {
+            let log = log_path(&self.root, &job.id);
+            if log.exists() {
+                self.metrics.ingest_log(job.id.as_str(), &log)?;
+            }
+            if job.cancel_requested {
+                self.stop(&job, EndCause::Cancelled, false);
+                continue;
+            }
+            if job.deadline().is_some_and(|d| t >= d) {
+                self.stop(&job, EndCause::TimedOut, false);
+                continue;
+            }
+            match self.backend.poll(&job) {
+                // The cluster could not place it: take it back; it waits again.
+                Some(ended) if ended.not_started => self.stop(&job, EndCause::Cancelled, true),
+                Some(ended) => self.on_stopped(&job.id, Ok(ended), false)?,
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops a job on a worker thread (SIGTERM, grace, SIGKILL, confirmed gone).
+    fn stop(&mut self, job: &Job, cause: EndCause, requeue: bool) {
+        self.busy.insert(job.id.clone());
+        let backend = self.backend.clone();
+        let tx = self.events_tx.clone();
+        let (job, grace) = (job.clone(), self.options.grace);
+        std::thread::spawn(move || {
+            let result = backend.cancel(&job, cause, grace);
+            let _ = tx.send(Event::Stopped {
+                id: job.id.clone(),
+                result,
+                requeue,
+            });
+        });
+    }
+
+    fn on_stopped(
+        &mut self,
+        id: &JobId,
+        result: Result<Ended, String>,
+        requeue: bool,
+    ) -> Result<(), AgentError> {
+        self.busy.remove(id);
+        let Some(job) = self.jobs.get(id)? else {
+            return Ok(());
+        };
+        let log = log_path(&self.root, id);
+        if log.exists() {
+            self.metrics.ingest_log(id.as_str(), &log)?;
+        }
+        if requeue && result.is_ok() {
+            self.backend.cleanup(&job);
+            self.jobs
+                .transition(id, JobState::Running, Change::NotStarted, now())?;
+            self.scheduler.release(id);
+            self.scheduler.sync(&self.jobs)?;
+            return Ok(());
+        }
+        let (cause, outcome) = match result {
+            Ok(ended) => (ended.cause, ended.outcome),
+            // Not confirmed gone: it still counts as running (capacity, lease); the next
+            // round tries again (a cancel request or time limit is still there).
+            Err(reason) => {
+                tracing::warn!("stopping job {id} failed, will retry: {reason}");
+                return Ok(());
+            }
+        };
+        // The outcome is recorded first; only then is the container removed.
+        self.end(id, cause, outcome)?;
+        self.backend.cleanup(&job);
+        Ok(())
+    }
+
+    /// Records the end of an attempt; a terminal job gives its capacity and lease back.
+    fn end(&mut self, id: &JobId, cause: EndCause, outcome: Outcome) -> Result<(), AgentError> {
+        let state = self.jobs.finish(id, cause, outcome, now())?;
+        self.scheduler.release(id);
+        if state.is_some_and(JobState::is_terminal) {
+            self.home.index.release_leases_of(&lease_holder(id))?;
+        }
+        self.scheduler.sync(&self.jobs)?;
+        Ok(())
+    }
+}
+
+/// Leases a job's image (manifest, config, layers) for as long as the job is unfinished:
+/// GC, local or in a registry, never takes it. Replaces an earlier lease of the job.
+pub fn hold_image(home: &Home, id: &JobId, digest: &Digest) -> Result<(), AgentError> {
+    let digests = match home
+        .store
+        .read_blob(digest)
+        .map(|b| ManifestDocument::parse(&b))
+    {
+        Ok(Ok(ManifestDocument::Image(m))) => strata_build::publish::image_digests(digest, &m),
+        _ => vec![digest.clone()],
+    };
+    let holder = lease_holder(id);
+    let _gc = home.store.gc_lock_shared()?;
+    home.index.release_leases_of(&holder)?;
+    let lease = home.index.create_lease(&holder, LeaseOwner::Manual)?;
+    home.index.add_lease_refs(&lease, &digests)?;
+    Ok(())
+}
+
+/// Jobs with the same key share one build.
+/// Jobs of one spec share one build (the spec digest computed at submit, else the file and
+/// its options).
+fn env_key(path: &Path, options: &EnvOptions, spec: Option<&Digest>) -> String {
+    if let Some(spec) = spec {
+        return spec.to_string();
+    }
+    let options = serde_json::to_string(options).unwrap_or_default();
+    format!("{}\n{options}", path.display())
+}
+
+/// A built environment: its image, and the spec digest it was built from.
+struct BuiltEnv {
+    image: Digest,
+    spec: Digest,
+}
+
+/// The build options a requirements job was submitted with.
+pub fn build_options(
+    path: &Path,
+    options: &EnvOptions,
+    jobs: usize,
+) -> Result<BuildOptions, String> {
+    let base: BaseRef = options.base.parse().map_err(|e| chain(&e))?;
+    let python = match &options.python {
+        Some(p) => Some(p.parse().map_err(|e| chain(&e))?),
+        None => None,
+    };
+    let platform = options
+        .platform
+        .as_deref()
+        .unwrap_or("linux/amd64")
+        .parse()
+        .map_err(|e| chain(&e))?;
+    Ok(BuildOptions {
+        requirements: path.to_path_buf(),
+        base,
+        python,
+        platform,
+        find_links: options.find_links.clone(),
+        no_index: options.no_index,
+        jobs,
+        name: options.name.clone(),
+        layer_limit: DEFAULT_LAYER_LIMIT,
+    })
+}
+
+/// Builds (or finds in the cache) the environment of a requirements job.
+fn build_env(root: &Path, path: &Path, options: &EnvOptions) -> Result<BuiltEnv, String> {
+    let home = Home::open(root).map_err(|e| chain(&e))?;
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let build_options = build_options(path, options, jobs)?;
+    build::build(&home, &build_options, &Silent)
+        .map(|b| BuiltEnv {
+            image: b.digest,
+            spec: b.spec_digest.0,
+        })
+        .map_err(|e| chain(&e))
+}
+
+/// For `strata status`: a job's events as (state, time, detail).
+pub type History = Vec<(String, i64, Option<String>)>;
+
+/// Env vars as given on the command line (`K=V`).
+pub fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>, String> {
+    pairs
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(format!("invalid --env {kv:?}: expected KEY=VALUE")),
+        })
+        .collect()
+}

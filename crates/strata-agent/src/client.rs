@@ -1,0 +1,350 @@
+//! What the job commands (`submit`, `jobs`, `status`, `cancel`, `logs`, `metrics`) ask of
+//! the scheduler, for a process that is not the agent: they share `strata.db` with it.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use strata_build::build;
+use strata_build::home::Home;
+use strata_config::Config;
+use strata_index::catalog::Catalog;
+use strata_index::lease::LeaseOwner;
+
+use strata_errors::chain;
+use strata_queue::admit::Scheduler;
+use strata_queue::job::log_path;
+
+use crate::agent::{build_options, hold_image};
+use strata_metrics::plot::{plot_png, PlotSeries};
+use strata_metrics::{sparkline, MetricsStore};
+use strata_queue::config::SchedulerConfig;
+use strata_queue::explain::JobView;
+use strata_queue::job::{EnvOptions, Environment, JobId, JobState, NewJob};
+use strata_queue::jobstore::{now, CancelResult, JobFilter, JobStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Config(#[from] strata_config::ConfigError),
+    #[error(transparent)]
+    SchedulerConfig(#[from] strata_queue::config::SchedulerConfigError),
+    #[error(transparent)]
+    Submit(#[from] strata_queue::jobstore::SubmitError),
+    #[error(transparent)]
+    Jobs(#[from] strata_queue::jobstore::StoreError),
+    #[error(transparent)]
+    Metrics(#[from] strata_metrics::MetricsError),
+    #[error(transparent)]
+    Plot(#[from] strata_metrics::plot::PlotError),
+    #[error("environment of the job: {0}")]
+    Environment(String),
+    #[error("no job {0}")]
+    NoSuchJob(String),
+    #[error("reading the log of job {id} at {path}: {source}")]
+    Log {
+        id: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The scheduler's view of `$STRATA_HOME`, with the configuration of `project`.
+pub struct Client {
+    root: PathBuf,
+    config: SchedulerConfig,
+    jobs: JobStore,
+}
+
+impl Client {
+    pub fn open(root: &Path, project: &Path) -> Result<Client, ClientError> {
+        let mut config = SchedulerConfig::from_config(&Config::load(project, root)?)?;
+        // The agent's pools (a cluster's nodes with --backend kubernetes) are where jobs
+        // run: waits are explained against them.
+        if let Some(pools) = strata_queue::pool::published_pools(root) {
+            config.pools = pools;
+        }
+        // The store, index and their migrations exist before the job tables refer to them.
+        Home::open(root).map_err(|e| ClientError::Environment(chain(&e)))?;
+        let jobs = JobStore::open(&root.join("strata.db"))?;
+        Ok(Client {
+            root: root.to_path_buf(),
+            config,
+            jobs,
+        })
+    }
+
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    /// Queues a job. A requirements file is parsed (and its spec digest computed) now, so a
+    /// malformed one is refused at once; it is built later by the agent, once per spec.
+    pub fn submit(&self, mut job: NewJob) -> Result<JobId, ClientError> {
+        if job.user.is_none() {
+            job.user = current_user();
+        }
+        if let Some(Environment::Requirements {
+            path,
+            spec_digest,
+            options,
+        }) = &mut job.environment
+        {
+            let absolute = std::path::absolute(&*path).unwrap_or_else(|_| path.clone());
+            *path = absolute;
+            *spec_digest = Some(self.spec_digest(path, options)?);
+        }
+        // An image job is resolved now: it is Ready at once and holds its image from the
+        // start (a queued job keeps what it references from GC).
+        let home = Home::open(&self.root).map_err(|e| ClientError::Environment(chain(&e)))?;
+        if let Some(Environment::Image { reference }) = &job.environment {
+            let catalog = Catalog::load(&home.store, &home.index)
+                .map_err(|e| ClientError::Environment(chain(&e)))?;
+            let Some(image) = catalog.find(reference) else {
+                return Err(ClientError::Environment(format!(
+                    "no image {reference:?} in the local store (strata images lists them; strata pull fetches one)"
+                )));
+            };
+            job.image_digest = Some(image.digest.clone());
+        }
+        let digest = job.image_digest.clone();
+        // Held from before the job exists until the job's own lease replaces it, so a GC
+        // between the lookup and the submit cannot take the image.
+        let env_err = |e: &dyn std::error::Error| ClientError::Environment(chain(e));
+        let bridge = home
+            .index
+            .lease("submit", LeaseOwner::current_process())
+            .map_err(|e| env_err(&e))?;
+        if let Some(digest) = &digest {
+            strata_build::layers::hold(&home, &bridge, std::slice::from_ref(digest))
+                .map_err(|e| env_err(&e))?;
+            if !home.store.has_blob(digest) {
+                return Err(ClientError::Environment(format!(
+                    "image {digest} left the local store while submitting: try again"
+                )));
+            }
+        }
+        let id = self.jobs.submit(&self.config, job, now())?;
+        if let Some(digest) = digest {
+            hold_image(&home, &id, &digest).map_err(|e| env_err(&e))?;
+        }
+        bridge.release().map_err(|e| env_err(&e))?;
+        Ok(id)
+    }
+
+    fn spec_digest(
+        &self,
+        path: &Path,
+        options: &EnvOptions,
+    ) -> Result<strata_oci::Digest, ClientError> {
+        let env_err = |e: &dyn std::error::Error| ClientError::Environment(chain(e));
+        let home = Home::open(&self.root).map_err(|e| env_err(&e))?;
+        let build_options = build_options(path, options, 1).map_err(ClientError::Environment)?;
+        let (env, _) = build::prepare(&home, &build_options).map_err(|e| env_err(&e))?;
+        Ok(env.digest().0)
+    }
+
+    /// Views of the jobs (`all` includes finished ones), in submission order.
+    pub fn views(&self, queue: Option<&str>, all: bool) -> Result<Vec<JobView>, ClientError> {
+        let t = now();
+        let scheduler = Scheduler::load(&self.jobs, self.config.clone(), t)?;
+        let filter = if all {
+            JobFilter::default()
+        } else {
+            JobFilter::unfinished()
+        };
+        let mut views = scheduler.views(&self.jobs, &filter, t)?;
+        if let Some(queue) = queue {
+            views.retain(|v| v.queue == queue);
+        }
+        Ok(views)
+    }
+
+    pub fn status(&self, id: &str) -> Result<JobStatus, ClientError> {
+        let id = self.job_id(id)?;
+        let job = self
+            .jobs
+            .get(&id)?
+            .ok_or_else(|| ClientError::NoSuchJob(id.to_string()))?;
+        let t = now();
+        let scheduler = Scheduler::load(&self.jobs, self.config.clone(), t)?;
+        let view = scheduler
+            .views_of(std::slice::from_ref(&job), t)
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::NoSuchJob(id.to_string()))?;
+        let history = self
+            .jobs
+            .events(&id)?
+            .into_iter()
+            .map(|(state, at, detail)| Event { state, at, detail })
+            .collect();
+        Ok(JobStatus {
+            view,
+            command: job.command,
+            log: log_path(&self.root, &id),
+            history,
+        })
+    }
+
+    pub fn cancel(&self, id: &str) -> Result<CancelResult, ClientError> {
+        let id = self.job_id(id)?;
+        Ok(self.jobs.request_cancel(&id, now())?)
+    }
+
+    pub fn job_id(&self, id: &str) -> Result<JobId, ClientError> {
+        id.parse()
+            .map_err(|_| ClientError::NoSuchJob(id.to_string()))
+    }
+
+    /// The job's log, from byte `offset`; and whether the job has finished.
+    pub fn log(&self, id: &str, offset: u64) -> Result<(Vec<u8>, bool), ClientError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let id = self.job_id(id)?;
+        let job = self
+            .jobs
+            .get(&id)?
+            .ok_or_else(|| ClientError::NoSuchJob(id.to_string()))?;
+        let path = log_path(&self.root, &id);
+        let log_err = |source| ClientError::Log {
+            id: id.to_string(),
+            path: path.clone(),
+            source,
+        };
+        let mut bytes = Vec::new();
+        match std::fs::File::open(&path) {
+            Ok(mut file) => {
+                file.seek(SeekFrom::Start(offset)).map_err(log_err)?;
+                file.read_to_end(&mut bytes).map_err(log_err)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(log_err(e)),
+        }
+        Ok((bytes, job.state.is_terminal()))
+    }
+
+    /// Metrics of jobs: last values and the series (all names, or `name` only).
+    pub fn metrics(
+        &self,
+        ids: &[String],
+        name: Option<&str>,
+    ) -> Result<Vec<JobMetrics>, ClientError> {
+        let metrics = MetricsStore::open(&self.root.join("strata.db"))?;
+        let mut out = Vec::new();
+        for id in ids {
+            let id = self.job_id(id)?;
+            if self.jobs.get(&id)?.is_none() {
+                return Err(ClientError::NoSuchJob(id.to_string()));
+            }
+            let names = match name {
+                Some(n) => vec![n.to_string()],
+                None => metrics.names(id.as_str())?,
+            };
+            let mut series = Vec::new();
+            for n in names {
+                let samples = metrics.series(id.as_str(), &n)?;
+                let values: Vec<f64> = samples.iter().map(|s| s.value).collect();
+                series.push(Series {
+                    name: n,
+                    last: values.last().copied(),
+                    count: values.len(),
+                    sparkline: sparkline(&values, 40),
+                    points: samples
+                        .iter()
+                        .map(|s| Point {
+                            step: s.step,
+                            value: s.value,
+                        })
+                        .collect(),
+                });
+            }
+            out.push(JobMetrics {
+                job: id.to_string(),
+                series,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A PNG chart comparing the jobs' series.
+    pub fn plot(&self, metrics: &[JobMetrics], path: &Path) -> Result<(), ClientError> {
+        let series: Vec<PlotSeries> = metrics
+            .iter()
+            .flat_map(|m| {
+                m.series.iter().map(|s| PlotSeries {
+                    job_id: m.job.clone(),
+                    name: s.name.clone(),
+                    points: s
+                        .points
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| (p.step.unwrap_or(i as i64) as f64, p.value))
+                        .collect(),
+                })
+            })
+            .collect();
+        Ok(plot_png(path, &series)?)
+    }
+
+    /// Whether a job has finished (for `logs -f`).
+    pub fn finished(&self, id: &JobId) -> Result<bool, ClientError> {
+        Ok(self
+            .jobs
+            .get(id)?
+            .is_some_and(|j| j.state.is_terminal() || j.state == JobState::Retrying))
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct JobStatus {
+    #[serde(flatten)]
+    pub view: JobView,
+    pub command: Vec<String>,
+    pub log: PathBuf,
+    pub history: Vec<Event>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Event {
+    pub state: String,
+    pub at: i64,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JobMetrics {
+    pub job: String,
+    pub series: Vec<Series>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Series {
+    pub name: String,
+    pub last: Option<f64>,
+    pub count: usize,
+    pub sparkline: String,
+    pub points: Vec<Point>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Point {
+    pub step: Option<i64>,
+    pub value: f64,
+}
+
+/// The submitting user: `$USER`, `$LOGNAME`, else the name of the process's uid.
+fn current_user() -> Option<String> {
+    let from_env = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+    if from_env.is_some() {
+        return from_env;
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.get(2) == Some(&uid.to_string().as_str())).then(|| fields[0].to_string())
+    })
+}

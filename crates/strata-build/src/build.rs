@@ -1,0 +1,559 @@
+//! The build pipeline: requirements → canonical spec → (index) → lock → (index) → one layer
+//! per wheel → image → store. Nothing is visible in the store until every step succeeded:
+//! layers are staged in temporary files and committed together at the end, and the index
+//! is written in one transaction after the blobs it points at.
+
+use std::path::PathBuf;
+
+use strata_index::index::EnvRecord;
+use strata_index::lease::{Lease, LeaseOwner};
+use strata_index::verify::{self, BlobState};
+use strata_oci::manifest::{Manifest, ManifestDocument};
+use strata_oci::{BlobDescriptor, Digest};
+
+use crate::additions::Additions;
+use crate::base::{BaseImage, BaseRef, Selector};
+use crate::error::BuildError;
+use crate::explain::Explanation;
+use crate::home::Home;
+use crate::image::{self, AddedLayer, ImageInputs, ANNOTATION_SPEC};
+use crate::layers::{check_staged, hold, package_layers};
+use crate::progress::Progress;
+use strata_install::layer::LAYER_FORMAT_VERSION;
+use strata_install::InstallScheme;
+use strata_python::lock::Lock;
+use strata_python::spec::{self, EnvSpec, SpecDigest};
+use strata_python::target::{Platform, PythonVersion, Target};
+
+/// What the user asked to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub requirements: PathBuf,
+    pub base: BaseRef,
+    pub python: Option<PythonVersion>,
+    pub platform: Platform,
+    /// Extra `--find-links` from the command line (added to the file's own).
+    pub find_links: Vec<String>,
+    pub no_index: bool,
+    /// Threads for fetching wheels and building layers.
+    pub jobs: usize,
+    /// The environment's name, for retention per name; default: the requirements file stem.
+    pub name: Option<String>,
+    /// Most layers the image may have, base and env layer included.
+    pub layer_limit: usize,
+}
+
+impl BuildOptions {
+    pub fn env_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            self.requirements
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// How much of the build the cache answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheOutcome {
+    /// The spec was built before: no resolution, no wheel read.
+    Hit,
+    /// The spec resolved to a lock built before: no wheel read.
+    LockHit,
+    Miss,
+}
+
+/// One layer of the result, base layers included.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LayerReport {
+    pub digest: Digest,
+    pub size: u64,
+    pub packages: Vec<String>,
+    /// Already in the store before this build.
+    pub reused: bool,
+}
+
+/// The result of a build.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Built {
+    pub digest: Digest,
+    pub tag: String,
+    pub spec_digest: SpecDigest,
+    pub lock_digest: Digest,
+    pub cache: CacheOutcome,
+    pub layers: Vec<LayerReport>,
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// `env-` and the first 16 hex digits of the spec digest.
+pub fn tag_for(spec: &SpecDigest) -> String {
+    format!("env-{}", spec.0.short(16))
+}
+
+pub fn build(
+    home: &Home,
+    options: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<Built, BuildError> {
+    build_checked(home, options, progress, || Ok(()))
+}
+
+/// Like [`build`], calling `before_work` once it is clear the cache cannot answer (before
+/// resolution): the CLI checks there that a push target answers, so that a miss fails
+/// before it writes anything and a hit costs no extra request.
+pub fn build_checked(
+    home: &Home,
+    options: &BuildOptions,
+    progress: &dyn Progress,
+    before_work: impl FnOnce() -> Result<(), BuildError>,
+) -> Result<Built, BuildError> {
+    progress.stage("reading requirements");
+    let (env, base) = prepare(home, options)?;
+    let target = env.target;
+    let python = target.python;
+    let spec_digest = env.digest();
+    // Checked first: a hit must not hide a limit that cannot be met.
+    let budget = layer_budget(options.layer_limit, base.layers().len())?;
+    if let Some(built) = cache_hit(home, &spec_digest, options.layer_limit)? {
+        return Ok(built);
+    }
+    before_work()?;
+    // Everything this build reuses or writes is held against a concurrent GC until the
+    // image is tagged (a root of its own); released on any error by the guard.
+    let lease = home.index.lease("build", LeaseOwner::current_process())?;
+    progress.stage("resolving");
+    let lock = home.resolver.resolve(
+        &env.requirements_txt(),
+        &env.constraints_txt(),
+        &env.sources,
+        &target,
+    )?;
+    check_pinned_hashes(&env, &lock)?;
+    let lock_digest = lock.digest().0;
+    let spec_json = String::from_utf8_lossy(&env.canonical_bytes()).into_owned();
+    let name = options.env_name();
+    let hit = LockHitKey {
+        spec: &spec_digest,
+        spec_json: &spec_json,
+        name: &name,
+        limit: options.layer_limit,
+    };
+    if let Some(built) = lock_hit(home, &lease, &base, &lock, &hit)? {
+        return Ok(built);
+    }
+    let interpreter = base.find_interpreter(Some(python))?;
+    let scheme = InstallScheme::new(python);
+    let layers = package_layers(home, &lease, &lock, &scheme, options.jobs, budget, progress)?;
+    progress.stage("writing the image");
+    let env_lock = lock.canonical_bytes();
+    let mut env_writer = home.store.writer()?;
+    let env_layer = strata_install::env_layer(
+        &scheme,
+        &interpreter.path,
+        &interpreter.full_version,
+        &[("strata-lock.json".to_string(), env_lock)],
+        &mut env_writer,
+    )
+    .map_err(|source| BuildError::EnvLayer { source })?;
+    let env_staged = env_writer.finish().map_err(BuildError::tmp_io(home))?;
+    check_staged(&env_staged, &env_layer)?;
+
+    let mut added: Vec<AddedLayer> = layers.iter().map(|l| l.added.clone()).collect();
+    added.push(AddedLayer {
+        layer: env_layer,
+        packages: Vec::new(),
+        created_by: format!("strata: venv {} on {}", scheme.venv, interpreter.path),
+    });
+    let packages = lock.packages();
+    let assembled = image::assemble(&ImageInputs {
+        base: &base,
+        layers: &added,
+        venv: &scheme.venv,
+        spec_digest: &spec_digest.0,
+        lock_digest: &lock_digest,
+        packages: &packages,
+        layer_format: LAYER_FORMAT_VERSION,
+    });
+
+    // Commit: base blobs, layers, config, manifest, then the index, then the tag. Until the
+    // index has the build, a failure takes back out what this build added.
+    let manifest_bytes = assembled.manifest.to_bytes();
+    let manifest_digest = Digest::of(&manifest_bytes);
+    let mut held = crate::publish::image_digests(&manifest_digest, &assembled.manifest);
+    held.extend([base.digest.clone(), base.manifest.config.digest.clone()]);
+    hold(home, &lease, &held)?;
+    let mut reused: Vec<bool> = base
+        .layers()
+        .iter()
+        .map(|l| home.store.has_blob(&l.digest))
+        .collect();
+    let mut additions = Additions::new(home, &lease);
+    additions.expect(base.blob_digests());
+    base.import_into(&home.store)?;
+    let mut records = Vec::new();
+    for built in layers {
+        reused.push(built.staged.is_none());
+        if let Some(staged) = built.staged {
+            additions.commit(staged)?;
+        }
+        records.push((built.key, built.added.layer));
+    }
+    reused.push(false);
+    additions.commit(env_staged)?;
+    additions.put(&assembled.config)?;
+    let digest = additions.put(&manifest_bytes)?;
+    let tag = tag_for(&spec_digest);
+    let size = assembled.manifest.blob_bytes();
+    home.index.record_build(
+        &EnvRecord {
+            spec: spec_digest.0.clone(),
+            lock: lock_digest.clone(),
+            base: base.digest.clone(),
+            manifest: digest.clone(),
+            tag: tag.clone(),
+            size,
+            spec_json,
+            name: options.env_name(),
+        },
+        &lock.to_json(),
+        &records,
+    )?;
+    // Blobs this build wrote (hashed on the way in): only these are stamped as verified;
+    // a blob that was already there keeps whatever verification it had.
+    let written = additions.keep();
+    tag_image(home, &assembled.manifest, &digest, &tag, &spec_digest)?;
+    // The image is recorded and tagged: what follows cannot fail the build. Without the
+    // stamps the new blobs are hashed again when first read; a lease left behind dies with
+    // this process.
+    if let Err(e) = verify::mark_verified(&home.store, &home.index, &written) {
+        tracing::warn!("recording that the new blobs are verified: {e}");
+    }
+    if let Err(e) = lease.release() {
+        tracing::warn!("releasing the build's lease: {e}");
+    }
+    let report = report_layers(&assembled.manifest, &reused);
+    Ok(Built {
+        digest,
+        tag,
+        spec_digest,
+        lock_digest,
+        cache: CacheOutcome::Miss,
+        layers: report,
+        media_type: assembled.manifest.media_type().to_string(),
+        size,
+    })
+}
+
+/// How many package layers fit under `limit` next to the base's layers and the env layer.
+fn layer_budget(limit: usize, base_layers: usize) -> Result<usize, BuildError> {
+    match limit.checked_sub(base_layers + 1) {
+        Some(budget) if budget > 0 => Ok(budget),
+        _ => Err(BuildError::BadOption {
+            option: format!("--max-layers {limit}"),
+            reason: format!(
+                "the base image alone has {base_layers} layers; at least {} are needed",
+                base_layers + 2
+            ),
+        }),
+    }
+}
+
+/// The canonical spec of what `options` ask for, and the base image it names.
+pub fn prepare(home: &Home, options: &BuildOptions) -> Result<(EnvSpec, BaseImage), BuildError> {
+    let mut file = spec::parse_requirements_file(&options.requirements)?;
+    add_cli_sources(&mut file.sources, options)?;
+    let base = open_base(home, &options.base, options.platform)?;
+    let python = options.python.or_else(|| base.declared_python());
+    let python = match python {
+        Some(v) => v,
+        None => base.find_interpreter(None)?.version,
+    };
+    let target = Target::new(python, options.platform);
+    Ok((EnvSpec::new(file, base.digest.clone(), target), base))
+}
+
+/// Why the spec `options` describe is, or is not, a cache hit.
+pub fn explain(home: &Home, options: &BuildOptions) -> Result<Explanation, BuildError> {
+    let (env, _) = prepare(home, options)?;
+    Ok(crate::explain::explain(&env, &home.index.envs()?))
+}
+
+fn add_cli_sources(sources: &mut spec::Sources, options: &BuildOptions) -> Result<(), BuildError> {
+    let cwd = std::env::current_dir().map_err(|source| BuildError::Io {
+        what: "reading the current directory".into(),
+        source,
+    })?;
+    for link in &options.find_links {
+        let normalised =
+            spec::normalise_find_links(link, &cwd).map_err(|reason| BuildError::BadOption {
+                option: format!("--find-links {link}"),
+                reason,
+            })?;
+        sources.find_links.push(normalised);
+    }
+    sources.no_index |= options.no_index;
+    Ok(())
+}
+
+/// Opens the base image by reference: a layout on disk, or (by digest) one imported before.
+fn open_base(home: &Home, base: &BaseRef, platform: Platform) -> Result<BaseImage, BuildError> {
+    match base {
+        BaseRef::Layout { path, reference } => {
+            if let Selector::Digest(d) = reference {
+                if home.store.has_blob(d) {
+                    return Ok(BaseImage::from_store(
+                        &home.store,
+                        d,
+                        &format!("oci:{}@{d}", path.display()),
+                    )?);
+                }
+            }
+            Ok(BaseImage::from_layout(path, reference, platform)?)
+        }
+        BaseRef::Registry(reference) => {
+            // Pinned by digest and imported before: no network (a tag needs a lookup).
+            let pinned = reference
+                .rsplit_once('@')
+                .and_then(|(_, d)| d.parse::<Digest>().ok())
+                .filter(|d| home.store.has_blob(d));
+            match pinned {
+                Some(d) => Ok(BaseImage::from_store(&home.store, &d, reference)?),
+                None => crate::publish::pull_base(home, reference, platform),
+            }
+        }
+    }
+}
+
+/// Requirements that carry `--hash` options (pip's hash-checking mode) only accept a wheel
+/// whose sha256 is among them: uv computes the lock's hashes from the bytes it saw, so the
+/// user's pins are checked here.
+fn check_pinned_hashes(env: &EnvSpec, lock: &Lock) -> Result<(), BuildError> {
+    for requirement in env.requirements.iter().filter(|r| !r.hashes.is_empty()) {
+        let Some(wheel) = lock.wheels.iter().find(|w| w.name == requirement.name) else {
+            continue;
+        };
+        let actual = format!("sha256:{}", wheel.sha256.hex());
+        if !requirement.hashes.contains(&actual) {
+            return Err(BuildError::PinnedHash {
+                package: requirement.name.to_string(),
+                wheel: wheel.filename.clone(),
+                expected: requirement.hashes.join(", "),
+                actual,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The spec was built before and its image is still in the store.
+/// An image with more layers than `limit` allows does not answer (it is rebuilt merged).
+fn cache_hit(home: &Home, spec: &SpecDigest, limit: usize) -> Result<Option<Built>, BuildError> {
+    let Some(record) = home.index.env_by_spec(&spec.0)? else {
+        return Ok(None);
+    };
+    let Some(manifest) = stored_manifest(home, None, &record.manifest)? else {
+        return Ok(None);
+    };
+    if manifest.layers.len() > limit {
+        return Ok(None);
+    }
+    if !ensure_tagged(home, &manifest, &record.manifest, &record.tag, spec)? {
+        return Ok(None);
+    }
+    home.index.touch_env(&spec.0)?;
+    let reused = vec![true; manifest.layers.len()];
+    Ok(Some(Built {
+        digest: record.manifest,
+        tag: record.tag,
+        spec_digest: spec.clone(),
+        lock_digest: record.lock,
+        cache: CacheOutcome::Hit,
+        layers: report_layers(&manifest, &reused),
+        media_type: manifest.media_type().to_string(),
+        size: record.size,
+    }))
+}
+
+/// The lock was built on this base before: the new image differs only in its annotations,
+/// every layer is reused and no wheel is read.
+/// What a lock hit records for the new spec.
+struct LockHitKey<'a> {
+    spec: &'a SpecDigest,
+    spec_json: &'a str,
+    name: &'a str,
+    limit: usize,
+}
+
+fn lock_hit(
+    home: &Home,
+    lease: &Lease,
+    base: &BaseImage,
+    lock: &Lock,
+    key: &LockHitKey,
+) -> Result<Option<Built>, BuildError> {
+    let LockHitKey {
+        spec,
+        spec_json,
+        name,
+        limit,
+    } = *key;
+    let lock_digest = lock.digest().0;
+    let Some(record) = home.index.lock_on_base(&lock_digest, &base.digest)? else {
+        return Ok(None);
+    };
+    hold(home, lease, std::slice::from_ref(&record.manifest))?;
+    let Some(mut manifest) = stored_manifest(home, Some(lease), &record.manifest)? else {
+        return Ok(None);
+    };
+    if manifest.layers.len() > limit {
+        return Ok(None);
+    }
+    manifest
+        .annotations
+        .insert(ANNOTATION_SPEC.to_string(), spec.0.to_string());
+    manifest.annotations.insert(
+        "org.opencontainers.image.title".to_string(),
+        format!("strata environment {}", spec.0.short(12)),
+    );
+    let tag = tag_for(spec);
+    let bytes = manifest.to_bytes();
+    // Leased before it is written: another process making the same manifest finds it held.
+    hold(home, lease, &[Digest::of(&bytes)])?;
+    let mut additions = Additions::new(home, lease);
+    let digest = additions.put(&bytes)?;
+    let size = manifest.blob_bytes();
+    home.index.record_build(
+        &EnvRecord {
+            spec: spec.0.clone(),
+            lock: lock_digest.clone(),
+            base: base.digest.clone(),
+            manifest: digest.clone(),
+            tag: tag.clone(),
+            size,
+            spec_json: spec_json.to_string(),
+            name: name.to_string(),
+        },
+        &record.lock_json,
+        &[],
+    )?;
+    additions.keep();
+    tag_image(home, &manifest, &digest, &tag, spec)?;
+    let reused = vec![true; manifest.layers.len()];
+    Ok(Some(Built {
+        digest,
+        tag,
+        spec_digest: spec.clone(),
+        lock_digest,
+        cache: CacheOutcome::LockHit,
+        layers: report_layers(&manifest, &reused),
+        media_type: manifest.media_type().to_string(),
+        size,
+    }))
+}
+
+/// A manifest in the store whose blobs are all present; `None` if anything is missing, so
+/// that the caller rebuilds rather than serving a broken image.
+fn stored_manifest(
+    home: &Home,
+    lease: Option<&Lease>,
+    digest: &Digest,
+) -> Result<Option<Manifest>, BuildError> {
+    if !home.store.has_blob(digest) {
+        return Ok(None);
+    }
+    let bytes = home.store.read_blob(digest)?;
+    let Ok(ManifestDocument::Image(manifest)) = ManifestDocument::parse(&bytes) else {
+        return Ok(None);
+    };
+    if let Some(lease) = lease {
+        hold(
+            home,
+            lease,
+            &crate::publish::image_digests(digest, &manifest),
+        )?;
+    }
+    // Every blob is checked (hashed again only if it changed on disk since it was last
+    // verified): a corrupt blob is quarantined and the image rebuilt, never served.
+    let mut complete = true;
+    for d in manifest.blobs() {
+        match verify::check_blob(&home.store, &home.index, &d.digest)? {
+            BlobState::Ok => {}
+            BlobState::Missing => complete = false,
+            BlobState::Corrupt { actual, .. } => {
+                complete = false;
+                home.note_repair(format!(
+                    "blob {} of image {digest} was corrupt on disk (its bytes hash to {actual}): quarantined, rebuilding it",
+                    d.digest
+                ));
+            }
+        }
+    }
+    Ok(complete.then_some(manifest))
+}
+
+/// Tags a recorded image again if its tag is gone: a build that failed between recording
+/// and tagging (a full disk) is whole on the next hit. False if the image is no longer
+/// whole: a sweep that began after the hit checked the blobs may have taken some (the build
+/// then makes it again).
+fn ensure_tagged(
+    home: &Home,
+    manifest: &Manifest,
+    digest: &Digest,
+    tag: &str,
+    spec: &SpecDigest,
+) -> Result<bool, BuildError> {
+    let current = home.store.resolve_tag(tag)?;
+    if current.is_some_and(|entry| &entry.digest == digest) {
+        return Ok(true);
+    }
+    let _gc = home.store.gc_lock_shared()?;
+    let whole =
+        home.store.has_blob(digest) && manifest.blobs().all(|b| home.store.has_blob(&b.digest));
+    if whole {
+        tag_image(home, manifest, digest, tag, spec)?;
+    }
+    Ok(whole)
+}
+
+/// Points the spec's tag at the image (whose blobs are in the store).
+fn tag_image(
+    home: &Home,
+    manifest: &Manifest,
+    digest: &Digest,
+    tag: &str,
+    spec: &SpecDigest,
+) -> Result<(), BuildError> {
+    let mut annotations = std::collections::BTreeMap::new();
+    annotations.insert(ANNOTATION_SPEC.to_string(), spec.0.to_string());
+    home.store.tag(
+        tag,
+        &BlobDescriptor {
+            media_type: manifest.media_type().to_string(),
+            digest: digest.clone(),
+            size: manifest.to_bytes().len() as u64,
+        },
+        annotations,
+    )?;
+    Ok(())
+}
+
+fn report_layers(manifest: &Manifest, reused: &[bool]) -> Vec<LayerReport> {
+    manifest
+        .layers
+        .iter()
+        .zip(reused.iter().chain(std::iter::repeat(&false)))
+        .map(|(d, reused)| LayerReport {
+            digest: d.digest.clone(),
+            size: d.size,
+            packages: d
+                .annotations
+                .get(image::ANNOTATION_PACKAGES)
+                .map(|p| p.split(',').map(String::from).collect())
+                .unwrap_or_default(),
+            reused: *reused,
+        })
+        .collect()
+}

@@ -1,0 +1,144 @@
+//! The builder's errors: each variant names what failed and carries its cause.
+
+use std::io;
+
+use strata_index::index::IndexError;
+use strata_oci::layout::StoreError;
+use strata_registry::RegistryError;
+
+use crate::base::BaseError;
+use crate::home::{Home, HomeError};
+use strata_install::InstallError;
+use strata_python::fetch::FetchError;
+use strata_python::resolve::ResolveError;
+use strata_python::spec::SpecError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("invalid option {option}: {reason}")]
+    BadOption { option: String, reason: String },
+    #[error(transparent)]
+    Base(#[from] BaseError),
+    #[error("resolution failed")]
+    Resolve(#[from] ResolveError),
+    #[error("fetching wheels failed")]
+    Fetch(#[from] FetchError),
+    #[error("wheel {wheel} of {package} hashes to {actual}, which is not among the hashes the requirements pin ({expected})")]
+    PinnedHash {
+        package: String,
+        wheel: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("installing wheel {wheel} failed")]
+    Install {
+        wheel: String,
+        #[source]
+        source: InstallError,
+    },
+    #[error("writing the environment layer failed")]
+    EnvLayer {
+        #[source]
+        source: InstallError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Verify(#[from] strata_index::verify::VerifyError),
+    #[error(transparent)]
+    Config(#[from] strata_config::ConfigError),
+    #[error("invalid gc policy")]
+    Policy(#[from] strata_gc::PolicyError),
+    #[error("local garbage collection failed")]
+    Gc(#[from] strata_gc::local::GcError),
+    #[error("registry garbage collection failed")]
+    RegistryGc(#[source] Box<strata_gc::registry::RegistryGcError>),
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("image {image} in the local store is damaged: blob {blob} is missing, or was corrupt and is now in quarantine")]
+    DamagedImage {
+        image: strata_oci::Digest,
+        blob: strata_oci::Digest,
+    },
+    #[error("{digest} in the local store is an image index or another document, not an image manifest: push or run one of its images")]
+    NotAnImage { digest: strata_oci::Digest },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl BuildError {
+    /// An I/O error while writing temporary files under the store.
+    pub fn tmp_io(home: &Home) -> impl FnOnce(io::Error) -> BuildError + '_ {
+        move |source| BuildError::Io {
+            what: format!("writing temporary files in {}", home.tmp().display()),
+            source,
+        }
+    }
+
+    /// A short hint for the user: what to do about this error.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            BuildError::Spec(_) => Some("fix the requirements file at the line shown"),
+            BuildError::Config(_) | BuildError::Policy(_) => {
+                Some("fix the configuration key shown (strata.toml or $STRATA_HOME/config.toml)")
+            }
+            BuildError::Resolve(ResolveError::UnknownPackage { .. }) => {
+                Some("check the package name, or add --find-links / --index-url where it lives")
+            }
+            BuildError::Resolve(ResolveError::NoWheel { .. }) => Some(
+                "strata installs wheels only: pin a version that has a wheel for the target, or build one",
+            ),
+            BuildError::Resolve(ResolveError::Conflict { .. }) => {
+                Some("relax one of the conflicting pins")
+            }
+            BuildError::PinnedHash { .. } => Some(
+                "the wheel is not the one the requirements pin: check its source, or update the --hash",
+            ),
+            BuildError::Fetch(_) => Some(
+                "the wheel's bytes differ from what was resolved; re-run to resolve again, or check the source",
+            ),
+            BuildError::Install { .. } => {
+                Some("the wheel is corrupt or unsafe to install; nothing was written to the store")
+            }
+            BuildError::Base(_) => Some("check --base: oci:PATH:TAG or REGISTRY/REPO:TAG"),
+            BuildError::DamagedImage { .. } => {
+                Some("run the same `strata build` (or `strata pull`) again to repair it")
+            }
+            BuildError::Registry(e) if is_auth(e) => Some(
+                "log in with `skopeo login HOST` or `docker login HOST`: strata reads the auth files they write",
+            ),
+            BuildError::Registry(_) => Some(
+                "check the registry address and that it is running; plain HTTP needs a loopback host or --insecure",
+            ),
+            _ => None,
+        }
+    }
+}
+
+impl From<strata_gc::registry::RegistryGcError> for BuildError {
+    fn from(e: strata_gc::registry::RegistryGcError) -> Self {
+        // Boxed: the error carries the partial report and would make every Result large.
+        BuildError::RegistryGc(Box::new(e))
+    }
+}
+
+fn is_auth(error: &RegistryError) -> bool {
+    matches!(
+        error,
+        RegistryError::Auth(_)
+            | RegistryError::RequiresCredentials { .. }
+            | RegistryError::CredentialsRefused(_)
+    )
+}

@@ -1,0 +1,181 @@
+//! Image assembly: the base image's config and layers, plus one layer per wheel and the env
+//! layer, as an OCI config and manifest. Everything here is a pure function of its inputs so
+//! that the same inputs give the byte-identical manifest.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use strata_oci::descriptor::MEDIA_TYPE_CONFIG;
+use strata_oci::manifest::{Descriptor, Manifest};
+use strata_oci::{BlobDescriptor, Digest, LayerDescriptor};
+
+use crate::base::BaseImage;
+
+/// A fixed timestamp: images carry no build time, or no two builds would agree.
+pub const EPOCH: &str = "1970-01-01T00:00:00Z";
+
+pub const ANNOTATION_SPEC: &str = "dev.strata.spec-digest";
+pub const ANNOTATION_LOCK: &str = "dev.strata.lock-digest";
+pub const ANNOTATION_PACKAGES: &str = "dev.strata.packages";
+pub const ANNOTATION_LAYER_FORMAT: &str = "dev.strata.layer-format";
+
+/// One layer strata adds, and the packages (`name==version`) it installs.
+#[derive(Debug, Clone)]
+pub struct AddedLayer {
+    pub layer: LayerDescriptor,
+    pub packages: Vec<String>,
+    pub created_by: String,
+}
+
+/// Everything the image is made of besides the base.
+pub struct ImageInputs<'a> {
+    pub base: &'a BaseImage,
+    pub layers: &'a [AddedLayer],
+    pub venv: &'a str,
+    pub spec_digest: &'a Digest,
+    pub lock_digest: &'a Digest,
+    pub packages: &'a [String],
+    pub layer_format: u32,
+}
+
+/// The config bytes and manifest of an assembled image.
+pub struct Assembled {
+    pub config: Vec<u8>,
+    pub manifest: Manifest,
+}
+
+pub fn assemble(inputs: &ImageInputs) -> Assembled {
+    let config = config_for(inputs);
+    let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
+    let config_desc = Descriptor::new(&BlobDescriptor {
+        media_type: MEDIA_TYPE_CONFIG.to_string(),
+        digest: Digest::of(&config_bytes),
+        size: config_bytes.len() as u64,
+    });
+    let mut layers: Vec<Descriptor> = inputs.base.layers().to_vec();
+    for added in inputs.layers {
+        let mut d = Descriptor::from(&added.layer);
+        if !added.packages.is_empty() {
+            d.annotations
+                .insert(ANNOTATION_PACKAGES.to_string(), added.packages.join(","));
+        }
+        layers.push(d);
+    }
+    let mut manifest = Manifest::new(config_desc, layers);
+    manifest.annotations = manifest_annotations(inputs);
+    Assembled {
+        config: config_bytes,
+        manifest,
+    }
+}
+
+fn manifest_annotations(inputs: &ImageInputs) -> BTreeMap<String, String> {
+    let mut a = BTreeMap::new();
+    a.insert("org.opencontainers.image.created".into(), EPOCH.into());
+    a.insert(
+        "org.opencontainers.image.base.digest".into(),
+        inputs.base.digest.to_string(),
+    );
+    a.insert(
+        "org.opencontainers.image.title".into(),
+        format!("strata environment {}", inputs.spec_digest.short(12)),
+    );
+    a.insert(
+        "org.opencontainers.image.description".into(),
+        format!("Python virtual environment at {}", inputs.venv),
+    );
+    a.insert(ANNOTATION_SPEC.into(), inputs.spec_digest.to_string());
+    a.insert(ANNOTATION_LOCK.into(), inputs.lock_digest.to_string());
+    a.insert(ANNOTATION_PACKAGES.into(), inputs.packages.join(","));
+    a.insert(
+        ANNOTATION_LAYER_FORMAT.into(),
+        inputs.layer_format.to_string(),
+    );
+    a
+}
+
+fn config_for(inputs: &ImageInputs) -> Value {
+    let mut config = inputs.base.config.clone();
+    let base_path = inputs
+        .base
+        .env("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let env = env_with(
+        &config["config"]["Env"],
+        &[
+            ("PATH", format!("{}/bin:{base_path}", inputs.venv)),
+            ("VIRTUAL_ENV", inputs.venv.to_string()),
+        ],
+    );
+    config["config"]["Env"] = env;
+    config["config"]["Labels"][ANNOTATION_LOCK] = json!(inputs.lock_digest.to_string());
+    config["created"] = json!(EPOCH);
+    let diff_ids = config["rootfs"]["diff_ids"].as_array_mut();
+    if let Some(ids) = diff_ids {
+        ids.extend(
+            inputs
+                .layers
+                .iter()
+                .map(|l| json!(l.layer.diff_id.to_string())),
+        );
+    } else {
+        config["rootfs"] = json!({
+            "type": "layers",
+            "diff_ids": inputs.layers.iter().map(|l| l.layer.diff_id.to_string()).collect::<Vec<_>>(),
+        });
+    }
+    if let Some(history) = config["history"].as_array_mut() {
+        history.extend(
+            inputs.layers.iter().map(
+                |l| json!({"created": EPOCH, "created_by": l.created_by, "comment": "strata"}),
+            ),
+        );
+    }
+    config
+}
+
+/// The base's `Env` with `updates` replacing (or adding) variables, order kept.
+fn env_with(base: &Value, updates: &[(&str, String)]) -> Value {
+    let mut env: Vec<String> = base
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (key, value) in updates {
+        let entry = format!("{key}={value}");
+        let prefix = format!("{key}=");
+        match env.iter_mut().find(|e| e.starts_with(&prefix)) {
+            Some(existing) => *existing = entry,
+            None => env.push(entry),
+        }
+    }
+    json!(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_replaces_path_and_keeps_order() {
+        let base = json!(["PATH=/usr/bin", "LANG=C.UTF-8"]);
+        let env = env_with(
+            &base,
+            &[
+                ("PATH", "/opt/venv/bin:/usr/bin".into()),
+                ("VIRTUAL_ENV", "/opt/venv".into()),
+            ],
+        );
+        assert_eq!(
+            env,
+            json!([
+                "PATH=/opt/venv/bin:/usr/bin",
+                "LANG=C.UTF-8",
+                "VIRTUAL_ENV=/opt/venv"
+            ])
+        );
+    }
+}

@@ -1,0 +1,412 @@
+//! Moving images between the local store and registries: pushing an image of the store,
+//! pulling one into it, and fetching a base image by reference.
+
+use std::path::{Path, PathBuf};
+
+use strata_index::index::EnvRecord;
+use strata_index::lease::{Lease, LeaseOwner};
+use strata_oci::manifest::{Manifest, ManifestDocument};
+use strata_oci::{BlobDescriptor, Digest};
+use strata_registry::{
+    push_image, ImageRef, ImageUpload, ManifestRef, PushOptions, Registry, RegistryError,
+    RegistryRepo, Tag,
+};
+
+use crate::base::{BaseError, BaseImage};
+use crate::error::BuildError;
+use crate::home::Home;
+use crate::image::{ANNOTATION_LOCK, ANNOTATION_SPEC};
+use crate::layers::hold;
+use crate::progress::Progress;
+use strata_python::target::Platform;
+
+/// What a push did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Pushed {
+    /// `REGISTRY/REPO@DIGEST`: pullable, and never moves.
+    pub image: String,
+    pub repository: String,
+    pub tag: String,
+    pub bytes_uploaded: u64,
+    pub blobs_uploaded: usize,
+    pub blobs_present: usize,
+    pub blobs_mounted: usize,
+}
+
+/// What a pull did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Pulled {
+    pub image: String,
+    pub digest: Digest,
+    /// The local tag it was given.
+    pub tag: String,
+    pub bytes_downloaded: u64,
+    pub blobs_downloaded: usize,
+    pub blobs_present: usize,
+    /// The image is a strata environment and now answers builds of its spec.
+    pub environment: bool,
+}
+
+/// A single-threaded runtime for the registry calls of one command.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, BuildError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| BuildError::Io {
+            what: "starting the async runtime".into(),
+            source,
+        })
+}
+
+/// A push target: `REGISTRY/REPO`.
+pub struct PushTarget {
+    registry: Registry,
+    repo: RegistryRepo,
+}
+
+impl PushTarget {
+    /// Parses `REGISTRY/REPO`; no request yet.
+    pub fn new(target: &str, insecure: bool) -> Result<PushTarget, BuildError> {
+        let repo: RegistryRepo = target.parse().map_err(RegistryError::from)?;
+        let registry = Registry::new(&repo.registry, insecure)?;
+        Ok(PushTarget { registry, repo })
+    }
+
+    /// Checks that the registry answers (one blob HEAD).
+    pub fn check(&self) -> Result<(), BuildError> {
+        runtime()?.block_on(self.registry.blob_exists(&self.repo, &Digest::of(b"")))?;
+        Ok(())
+    }
+
+    /// Pushes an image of the store under `tag`: nothing when the tag already names the
+    /// digest (one HEAD), otherwise only the blobs the registry lacks (mounted from another
+    /// repository of the registry where strata pushed them before), then the manifest by
+    /// digest and the tag.
+    pub fn push(
+        &self,
+        home: &Home,
+        digest: &Digest,
+        tag: &str,
+        progress: &dyn Progress,
+    ) -> Result<Pushed, BuildError> {
+        progress.stage("pushing");
+        let tag: Tag = tag.parse().map_err(RegistryError::from)?;
+        let rt = runtime()?;
+        let target = self.repo.to_string();
+        let mut pushed = Pushed {
+            image: format!("{target}@{digest}"),
+            repository: target.clone(),
+            tag: tag.as_str().to_string(),
+            bytes_uploaded: 0,
+            blobs_uploaded: 0,
+            blobs_present: 0,
+            blobs_mounted: 0,
+        };
+        let by_tag = ManifestRef::Tag(tag.clone());
+        let present = rt.block_on(self.registry.manifest_exists(&self.repo, &by_tag))?;
+        let (manifest_bytes, manifest) = stored_manifest(home, digest)?;
+        let (name, spec) = env_of(home, digest, &manifest)?;
+        if present.as_ref() == Some(digest) {
+            home.index
+                .record_push(&target, digest, Some(tag.as_str()), &name, spec.as_ref())?;
+            return Ok(pushed);
+        }
+        // Hold the blobs against a concurrent GC while they are read.
+        let lease = home.index.lease("push", LeaseOwner::current_process())?;
+        hold(home, &lease, &image_digests(digest, &manifest))?;
+        refuse_corrupt(home, digest, &manifest)?;
+        let blobs: Vec<(BlobDescriptor, PathBuf)> = manifest
+            .blobs()
+            .map(|d| (d.blob(), home.store.blob_path(&d.digest)))
+            .collect();
+        let upload = ImageUpload {
+            manifest: &manifest_bytes,
+            manifest_digest: digest,
+            media_type: manifest.media_type(),
+            tag: Some(&tag),
+            blobs: &blobs,
+        };
+        let mount_from = home
+            .index
+            .pushed_repos(&self.repo.registry, &target)?
+            .into_iter()
+            .find_map(|r| r.parse::<RegistryRepo>().ok());
+        let options = PushOptions {
+            mount_from,
+            ..PushOptions::default()
+        };
+        let report = rt.block_on(push_image(&self.registry, &self.repo, &upload, &options))?;
+        progress.uploaded(report.bytes_uploaded);
+        home.index
+            .record_push(&target, digest, Some(tag.as_str()), &name, spec.as_ref())?;
+        lease.release()?;
+        pushed.bytes_uploaded = report.bytes_uploaded;
+        pushed.blobs_uploaded = report.blobs_uploaded;
+        pushed.blobs_present = report.blobs_present;
+        pushed.blobs_mounted = report.blobs_mounted;
+        Ok(pushed)
+    }
+}
+
+/// A corrupt or missing blob is never pushed: it is quarantined and the push refused, with
+/// the image to rebuild or pull named.
+fn refuse_corrupt(home: &Home, digest: &Digest, manifest: &Manifest) -> Result<(), BuildError> {
+    for d in manifest.blobs() {
+        let state = strata_index::verify::check_blob(&home.store, &home.index, &d.digest)?;
+        if state != strata_index::verify::BlobState::Ok {
+            return Err(BuildError::DamagedImage {
+                image: digest.clone(),
+                blob: d.digest.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The digests an image consists of: manifest, config, layers.
+pub fn image_digests(digest: &Digest, manifest: &Manifest) -> Vec<Digest> {
+    std::iter::once(digest.clone())
+        .chain(std::iter::once(manifest.config.digest.clone()))
+        .chain(manifest.layers.iter().map(|l| l.digest.clone()))
+        .collect()
+}
+
+fn stored_manifest(home: &Home, digest: &Digest) -> Result<(Vec<u8>, Manifest), BuildError> {
+    let bytes = home.store.read_blob(digest)?;
+    match ManifestDocument::parse(&bytes) {
+        Ok(ManifestDocument::Image(m)) => Ok((bytes, m)),
+        _ => Err(BuildError::NotAnImage {
+            digest: digest.clone(),
+        }),
+    }
+}
+
+/// The environment name and spec digest of an image, from the index or its annotations.
+fn env_of(
+    home: &Home,
+    digest: &Digest,
+    manifest: &Manifest,
+) -> Result<(String, Option<Digest>), BuildError> {
+    if let Some(row) = home.index.envs_by_manifest(digest)?.into_iter().next() {
+        return Ok((row.record.name, Some(row.record.spec)));
+    }
+    let spec = manifest
+        .annotations
+        .get(ANNOTATION_SPEC)
+        .and_then(|s| s.parse().ok());
+    Ok((String::new(), spec))
+}
+
+/// Pulls `REGISTRY/REPO[:TAG|@DIGEST]` into the store and tags it locally (the remote tag,
+/// else `pulled-<digest prefix>`). Blobs the store has are not downloaded; blobs are staged
+/// beside the store, verified, and survive a failed pull, so a retry downloads only the rest.
+pub fn pull(
+    home: &Home,
+    reference: &str,
+    insecure: bool,
+    platform: Platform,
+    progress: &dyn Progress,
+) -> Result<Pulled, BuildError> {
+    progress.stage("pulling");
+    let image: ImageRef = reference.parse().map_err(RegistryError::from)?;
+    let registry = Registry::new(&image.repo.registry, insecure)?;
+    let staging = home.tmp().join("pulled");
+    let rt = runtime()?;
+    let lease = home.index.lease("pull", LeaseOwner::current_process())?;
+    let fetched = rt.block_on(fetch_image(
+        &registry,
+        &image,
+        reference,
+        platform,
+        home,
+        &staging,
+        Some(&lease),
+    ))?;
+    for (digest, path) in &fetched.staged {
+        home.store.adopt_file(path, digest)?;
+    }
+    home.store.put_bytes(&fetched.manifest_bytes)?;
+    let tag = match &image.reference {
+        Some(ManifestRef::Tag(t)) => t.as_str().to_string(),
+        _ => format!("pulled-{}", fetched.digest.short(12)),
+    };
+    home.store.tag(
+        &tag,
+        &BlobDescriptor {
+            media_type: fetched.manifest.media_type().to_string(),
+            digest: fetched.digest.clone(),
+            size: fetched.manifest_bytes.len() as u64,
+        },
+        Default::default(),
+    )?;
+    let environment = record_pulled_env(home, &fetched, &tag)?;
+    home.index
+        .touch_push(&image.repo.to_string(), &fetched.digest)?;
+    lease.release()?;
+    Ok(Pulled {
+        image: format!("{}@{}", image.repo, fetched.digest),
+        digest: fetched.digest,
+        tag,
+        bytes_downloaded: fetched.bytes_downloaded,
+        blobs_downloaded: fetched.staged.len(),
+        blobs_present: fetched.present,
+        environment,
+    })
+}
+
+/// A pulled strata environment answers later builds of the same spec on this machine.
+fn record_pulled_env(home: &Home, fetched: &Fetched, tag: &str) -> Result<bool, BuildError> {
+    let annotation = |key: &str| {
+        fetched
+            .manifest
+            .annotations
+            .get(key)
+            .and_then(|v| v.parse::<Digest>().ok())
+    };
+    let base = annotation("org.opencontainers.image.base.digest");
+    let (Some(spec), Some(lock), Some(base)) = (
+        annotation(ANNOTATION_SPEC),
+        annotation(ANNOTATION_LOCK),
+        base,
+    ) else {
+        return Ok(false);
+    };
+    if home.index.env_by_spec(&spec)?.is_some() {
+        home.index.touch_env(&spec)?;
+        return Ok(true);
+    }
+    let size = fetched.manifest.blob_bytes();
+    home.index.record_build(
+        &EnvRecord {
+            spec,
+            lock,
+            base,
+            manifest: fetched.digest.clone(),
+            tag: tag.to_string(),
+            size,
+            spec_json: String::new(),
+            name: String::new(),
+        },
+        "",
+        &[],
+    )?;
+    Ok(true)
+}
+
+/// An image fetched from a registry: its manifest, and the blobs downloaded for it.
+struct Fetched {
+    digest: Digest,
+    manifest: Manifest,
+    manifest_bytes: Vec<u8>,
+    /// Downloaded (verified) blobs waiting in the staging area.
+    staged: Vec<(Digest, PathBuf)>,
+    present: usize,
+    bytes_downloaded: u64,
+}
+
+/// Fetches the manifest for `platform` and every blob the store lacks into `staging`
+/// (`blobs/sha256/<hex>`, each verified before it is renamed into place).
+async fn fetch_image(
+    registry: &Registry,
+    image: &ImageRef,
+    reference: &str,
+    platform: Platform,
+    home: &Home,
+    staging: &Path,
+    lease: Option<&Lease<'_>>,
+) -> Result<Fetched, BuildError> {
+    let blobs = staging.join("blobs").join("sha256");
+    std::fs::create_dir_all(&blobs).map_err(|source| BuildError::Io {
+        what: format!("creating {}", blobs.display()),
+        source,
+    })?;
+    let selector = image
+        .reference
+        .clone()
+        .unwrap_or_else(|| ManifestRef::Tag("latest".parse().expect("valid tag")));
+    let mut pulled = registry.pull_manifest(&image.repo, &selector).await?;
+    if let Ok(ManifestDocument::Index(index)) = ManifestDocument::parse(&pulled.bytes) {
+        let arch = platform.arch.oci_name();
+        let entry = index.manifests.iter().find(|m| {
+            m.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "linux" && p.architecture == arch)
+        });
+        let Some(entry) = entry else {
+            return Err(BuildError::Base(BaseError::NoPlatform {
+                reference: reference.to_string(),
+                platform,
+            }));
+        };
+        pulled = registry
+            .pull_manifest(&image.repo, &ManifestRef::Digest(entry.digest.clone()))
+            .await?;
+    }
+    let manifest = match ManifestDocument::parse(&pulled.bytes) {
+        Ok(ManifestDocument::Image(m)) => m,
+        _ => {
+            return Err(BuildError::Base(BaseError::Invalid {
+                reference: reference.to_string(),
+                detail: "not an image manifest".into(),
+            }))
+        }
+    };
+    // Held before looking at what the store has: a blob found present stays present.
+    if let Some(lease) = lease {
+        hold(home, lease, &image_digests(&pulled.digest, &manifest))?;
+    }
+    let mut fetched = Fetched {
+        digest: pulled.digest.clone(),
+        manifest_bytes: pulled.bytes,
+        manifest: manifest.clone(),
+        staged: Vec::new(),
+        present: 0,
+        bytes_downloaded: 0,
+    };
+    for d in manifest.blobs() {
+        // A blob the store has is not downloaded again, unless it no longer verifies.
+        let state = strata_index::verify::check_blob(&home.store, &home.index, &d.digest)?;
+        if state == strata_index::verify::BlobState::Ok {
+            fetched.present += 1;
+            continue;
+        }
+        let dest = blobs.join(d.digest.hex());
+        if !dest.is_file() {
+            registry
+                .pull_blob_to_file(&image.repo, &d.blob(), &dest)
+                .await?;
+            fetched.bytes_downloaded += d.size;
+        }
+        fetched.staged.push((d.digest.clone(), dest));
+    }
+    Ok(fetched)
+}
+
+/// Fetches a base image from a registry into the staging area beside the store (not into
+/// the store: a failed build must leave the store as it was; the build imports it on
+/// success).
+pub fn pull_base(
+    home: &Home,
+    reference: &str,
+    platform: Platform,
+) -> Result<BaseImage, BuildError> {
+    let image: ImageRef = reference.parse().map_err(RegistryError::from)?;
+    let registry = Registry::new(&image.repo.registry, false)?;
+    let staging = home.tmp().join("pulled");
+    // The build that asked holds the base's blobs from the moment it imports them.
+    let fetched = runtime()?.block_on(fetch_image(
+        &registry, &image, reference, platform, home, &staging, None,
+    ))?;
+    let manifest_path = staging.join("blobs/sha256").join(fetched.digest.hex());
+    std::fs::write(&manifest_path, &fetched.manifest_bytes).map_err(|source| BuildError::Io {
+        what: format!("writing {}", manifest_path.display()),
+        source,
+    })?;
+    // Blobs the store already had are read from the store.
+    let base = BaseImage::from_blobs_in(
+        &[staging.as_path(), home.store.root()],
+        &fetched.digest,
+        reference,
+    )?;
+    Ok(base)
+}

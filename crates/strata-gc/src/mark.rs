@@ -1,0 +1,147 @@
+//! Mark: everything reachable from the roots (tagged manifests, leased digests), walking
+//! image indexes to manifests and manifests to their config and layers.
+//!
+//! Manifests are content-addressed and immutable, so a manifest walked once never needs
+//! walking again: the sweep's re-check reuses the plan's marker and only walks roots that
+//! appeared since.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::Read;
+
+use serde::Serialize;
+
+use strata_oci::digest::Digest;
+use strata_oci::layout::Store;
+use strata_oci::manifest::ManifestDocument;
+
+/// Manifests and indexes are small (registries cap them at 4 MiB): a bigger leased blob is a
+/// layer and is not read.
+const MAX_DOCUMENT: u64 = 4 << 20;
+
+/// A root or index child whose manifest could not be read or parsed. Reported, not fatal:
+/// the sweep cannot delete what such a manifest references only because nothing else marks
+/// it, and that image is unreadable already.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unreadable {
+    pub digest: Digest,
+    /// The tag that led to it, if it was a tagged root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    pub error: String,
+}
+
+/// How a digest is reached, which decides whether its bytes must be a manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootKind {
+    /// A manifest or index (a tag, an index's child): failing to read it is reported.
+    Document,
+    /// Any blob (a lease): read as a document only if it looks like one.
+    Any,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Marker {
+    /// Everything reachable so far.
+    pub marked: HashSet<Digest>,
+    /// Digests read already: documents whose children are all in `marked`, blobs that are
+    /// not documents, documents that failed (reported once).
+    done: HashSet<Digest>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+impl Marker {
+    pub fn new() -> Marker {
+        Marker::default()
+    }
+
+    /// Marks `root` and all it references; returns the digests newly marked.
+    pub fn mark(
+        &mut self,
+        store: &Store,
+        root: &Digest,
+        kind: RootKind,
+        tag: Option<&str>,
+    ) -> Vec<Digest> {
+        let mut added = Vec::new();
+        let mut stack = vec![(root.clone(), kind)];
+        while let Some((digest, kind)) = stack.pop() {
+            if self.marked.insert(digest.clone()) {
+                added.push(digest.clone());
+            }
+            if !self.done.insert(digest.clone()) {
+                continue;
+            }
+            let doc = match read_document(store, &digest, kind) {
+                Ok(Found::Document(doc)) => doc,
+                Ok(Found::NotDocument) => continue,
+                Ok(Found::Absent) => {
+                    // A leased digest not written yet: look again if asked again.
+                    self.done.remove(&digest);
+                    continue;
+                }
+                Err(error) => {
+                    self.unreadable.push(Unreadable {
+                        digest: digest.clone(),
+                        tag: tag.map(str::to_owned),
+                        error,
+                    });
+                    continue;
+                }
+            };
+            match *doc {
+                ManifestDocument::Image(m) => {
+                    for child in m.blobs() {
+                        if self.marked.insert(child.digest.clone()) {
+                            added.push(child.digest.clone());
+                        }
+                    }
+                }
+                ManifestDocument::Index(index) => {
+                    for child in index.manifests {
+                        stack.push((child.digest, RootKind::Document));
+                    }
+                }
+            }
+        }
+        added
+    }
+}
+
+enum Found {
+    Document(Box<ManifestDocument>),
+    /// Only for `RootKind::Any`: a blob that is not a manifest or index.
+    NotDocument,
+    /// Only for `RootKind::Any`: no such blob (yet).
+    Absent,
+}
+
+/// The parsed document, or why a document could not be read. The bytes are not verified against the digest here: a
+/// corrupt manifest that still parses marks what it names, which can only keep more.
+fn read_document(store: &Store, digest: &Digest, kind: RootKind) -> Result<Found, String> {
+    let path = store.blob_path(digest);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(_) if kind == RootKind::Any => return Ok(Found::Absent),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if kind == RootKind::Any && len > MAX_DOCUMENT {
+        return Ok(Found::NotDocument);
+    }
+    let mut bytes = Vec::new();
+    if let Err(e) = file.take(MAX_DOCUMENT + 1).read_to_end(&mut bytes) {
+        return Err(format!("{}: {e}", path.display()));
+    }
+    if kind == RootKind::Any && bytes.first() != Some(&b'{') {
+        return Ok(Found::NotDocument);
+    }
+    match ManifestDocument::parse(&bytes) {
+        Ok(doc) => Ok(Found::Document(Box::new(doc))),
+        Err(_) if kind == RootKind::Any => Ok(Found::NotDocument),
+        Err(e) => Err(format!(
+            "{} is not a manifest or index: {e}",
+            path.display()
+        )),
+    }
+}

@@ -1,0 +1,107 @@
+//! What is on disk: the blobs of the layout with their size and mtime, and the temporary
+//! files a crashed writer left in the work directory.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use strata_oci::digest::Digest;
+use strata_oci::layout::Store;
+
+/// The prefix `tempfile` gives the files `Store::writer` and `write_atomic` create.
+const TEMP_PREFIX: &str = ".tmp";
+
+/// A blob file under `blobs/sha256/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobFile {
+    pub digest: Digest,
+    pub size: u64,
+    /// Modification time, unix seconds.
+    pub mtime: i64,
+}
+
+/// A temporary file in the store's work directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TempFile {
+    pub path: PathBuf,
+    pub size: u64,
+    pub mtime: i64,
+}
+
+/// The sha256 blobs of the store. Files whose names are not digests are not ours to judge
+/// and are left out.
+pub fn list_blobs(store: &Store) -> io::Result<Vec<BlobFile>> {
+    let dir = store.root().join("blobs").join("sha256");
+    let mut blobs = Vec::new();
+    for entry in fs::read_dir(&dir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let Ok(digest) = Digest::from_hex(&name) else {
+            continue;
+        };
+        // A blob deleted while we list is simply not there any more.
+        let Some(meta) = metadata_if_exists(&entry.path())? else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        blobs.push(BlobFile {
+            digest,
+            size: meta.len(),
+            mtime: mtime_secs(&meta),
+        });
+    }
+    blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
+    Ok(blobs)
+}
+
+/// Regular files named like temporary files in the work directory (locks and whatever
+/// else lives there are left alone).
+pub fn list_temp_files(store: &Store) -> io::Result<Vec<TempFile>> {
+    let mut temps = Vec::new();
+    for entry in fs::read_dir(store.work_dir())? {
+        let entry = entry?;
+        let is_temp = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(TEMP_PREFIX));
+        if !is_temp {
+            continue;
+        }
+        let Some(meta) = metadata_if_exists(&entry.path())? else {
+            continue;
+        };
+        if meta.is_file() {
+            temps.push(TempFile {
+                path: entry.path(),
+                size: meta.len(),
+                mtime: mtime_secs(&meta),
+            });
+        }
+    }
+    temps.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(temps)
+}
+
+/// Metadata without following symlinks; `None` if the file is gone.
+pub fn metadata_if_exists(path: &Path) -> io::Result<Option<fs::Metadata>> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn mtime_secs(meta: &fs::Metadata) -> i64 {
+    let Ok(modified) = meta.modified() else {
+        return i64::MAX; // unknown age: treat as young, never swept
+    };
+    match modified.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}

@@ -1,0 +1,249 @@
+//! Putting verified wheels into one layer: each wheel's files, launchers, INSTALLER and a new
+//! RECORD of its own, with a record of which wheel owns each path so that two wheels writing
+//! the same file is an error naming both. One wheel is the case of [`crate::wheel_layer`];
+//! several are a merged layer.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use strata_oci::LayerDescriptor;
+
+use crate::content::{self, Hashed, KeyRanges, WheelSource};
+use crate::layer::{FileContent, LayerBuilder, LayerError};
+use crate::plan::{self, Planned};
+use crate::record::{self, InstalledFile};
+use crate::scheme::{self, InstallScheme};
+use crate::script;
+use crate::wheel::{self, Wheel};
+use crate::{InstallError, INSTALLER};
+
+/// A wheel opened, planned and hash-checked against its RECORD: nothing left to check
+/// before its entries go into a layer.
+pub struct Prepared {
+    pub wheel: Wheel,
+    planned: Vec<Planned>,
+    hashes: Vec<Hashed>,
+}
+
+impl Prepared {
+    pub fn open(path: &Path, scheme: &InstallScheme) -> Result<Prepared, InstallError> {
+        let mut wheel = wheel::open(path)?;
+        let (planned, skipped) = plan::plan(&mut wheel, scheme)?;
+        let hashes = content::verify(&mut wheel, &planned, &skipped)?;
+        Ok(Prepared {
+            wheel,
+            planned,
+            hashes,
+        })
+    }
+}
+
+/// The entries of a layer under construction and the wheel each leaf path came from.
+pub struct Assembly<'s> {
+    scheme: &'s InstallScheme,
+    layer: LayerBuilder,
+    /// Layer path of every file and symlink -> index of its wheel in the assembly.
+    owners: BTreeMap<String, usize>,
+    /// File names of the wheels added so far, for errors.
+    ids: Vec<String>,
+    /// First streamed key of each wheel added so far.
+    key_starts: Vec<usize>,
+    next_key: usize,
+}
+
+impl<'s> Assembly<'s> {
+    pub fn new(scheme: &'s InstallScheme) -> Self {
+        Assembly {
+            scheme,
+            layer: LayerBuilder::new(),
+            owners: BTreeMap::new(),
+            ids: Vec::new(),
+            key_starts: Vec::new(),
+            next_key: 0,
+        }
+    }
+
+    /// Adds every entry of `p` and its generated files. Returns the number of files
+    /// installed (INSTALLER and RECORD included). Wheels must be added in the order their
+    /// sources are later given to [`Assembly::write`].
+    pub fn add(&mut self, p: &Prepared) -> Result<usize, InstallError> {
+        let owner = self.ids.len();
+        self.ids.push(p.wheel.id.0.clone());
+        self.key_starts.push(self.next_key);
+        let site = self.scheme.site_packages();
+        let mut installed = Vec::with_capacity(p.planned.len() + 2);
+        for (i, (planned, h)) in p.planned.iter().zip(&p.hashes).enumerate() {
+            self.add_entry(owner, &p.wheel, self.next_key + i, planned, h)?;
+            installed.push(InstalledFile {
+                path: scheme::relative_to(&site, &planned.dest),
+                hash: Some(h.sha256.clone()),
+                size: h.size,
+            });
+        }
+        self.next_key += p.planned.len();
+        self.add_generated(owner, &p.wheel, &mut installed)?;
+        let files = installed.len() + 1;
+        let record_entry = format!("{}/RECORD", p.wheel.dist_info);
+        let record = record::write(installed, &record_entry);
+        let dest = format!("{site}/{record_entry}");
+        self.add_leaf(owner, &p.wheel, &record_entry, &dest, |layer| {
+            layer.file(&dest, false, FileContent::Bytes(record))
+        })?;
+        Ok(files)
+    }
+
+    fn add_entry(
+        &mut self,
+        owner: usize,
+        wheel: &Wheel,
+        key: usize,
+        p: &Planned,
+        h: &Hashed,
+    ) -> Result<(), InstallError> {
+        let root = self.scheme.root();
+        match &h.symlink_target {
+            Some(target) => {
+                plan::symlink_target_safe(&p.dest, target, root)
+                    .map_err(|reason| wheel.id.unsafe_entry(&p.entry, reason))?;
+                self.add_leaf(owner, wheel, &p.entry, &p.dest, |layer| {
+                    layer.symlink(&p.dest, target)
+                })
+            }
+            None => {
+                let content = FileContent::Streamed { key, size: h.size };
+                self.add_leaf(owner, wheel, &p.entry, &p.dest, |layer| {
+                    layer.file(&p.dest, p.executable, content)
+                })
+            }
+        }
+    }
+
+    /// Console/GUI launchers and INSTALLER, recorded like the wheel's own files.
+    fn add_generated(
+        &mut self,
+        owner: usize,
+        wheel: &Wheel,
+        installed: &mut Vec<InstalledFile>,
+    ) -> Result<(), InstallError> {
+        let site = self.scheme.site_packages();
+        let mut generated = Vec::new();
+        for ep in &wheel.entry_points {
+            let entry = format!("{}/entry_points.txt ({})", wheel.dist_info, ep.name);
+            let dest = format!("{}/{}", self.scheme.scripts(), ep.name);
+            let launcher = script::launcher(ep, &self.scheme.interpreter());
+            generated.push((entry, dest, true, launcher));
+        }
+        let installer_entry = format!("{}/INSTALLER", wheel.dist_info);
+        let installer_dest = format!("{site}/{installer_entry}");
+        generated.push((installer_entry, installer_dest, false, INSTALLER.to_vec()));
+        for (entry, dest, executable, bytes) in generated {
+            installed.push(InstalledFile {
+                path: scheme::relative_to(&site, &dest),
+                hash: Some(record::sha256_b64(&bytes)),
+                size: bytes.len() as u64,
+            });
+            self.add_leaf(owner, wheel, &entry, &dest, |layer| {
+                layer.file(&dest, executable, FileContent::Bytes(bytes))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Adds a file or symlink at `dest`. A clash with another wheel's path is a
+    /// [`InstallError::Conflict`]; a clash inside one wheel stays the layer error of its entry.
+    fn add_leaf(
+        &mut self,
+        owner: usize,
+        wheel: &Wheel,
+        entry: &str,
+        dest: &str,
+        add: impl FnOnce(&mut LayerBuilder) -> Result<(), LayerError>,
+    ) -> Result<(), InstallError> {
+        if let Some(err) = self.conflict(owner, dest) {
+            return Err(err);
+        }
+        if let Err(source) = add(&mut self.layer) {
+            let clash = match &source {
+                LayerError::Duplicate { path } | LayerError::NotADirectory { path } => {
+                    self.conflict(owner, path)
+                }
+                _ => None,
+            };
+            return Err(clash.unwrap_or_else(|| layer_error(wheel, entry, source)));
+        }
+        self.owners.insert(dest.to_string(), owner);
+        Ok(())
+    }
+
+    /// The conflict error if another wheel installs `path` or something below it.
+    fn conflict(&self, owner: usize, path: &str) -> Option<InstallError> {
+        let below = format!("{path}/");
+        let other = self.owners.get(path).copied().or_else(|| {
+            self.owners
+                .range(below.clone()..)
+                .next()
+                .filter(|(p, _)| p.starts_with(&below))
+                .map(|(_, o)| *o)
+        })?;
+        (other != owner).then(|| InstallError::Conflict {
+            path: path.to_string(),
+            first: self.ids[other].clone(),
+            second: self.ids[owner].clone(),
+        })
+    }
+
+    /// Writes the layer, streaming file contents from `wheels`, the same wheels in the same
+    /// order as they were added.
+    pub fn write(
+        self,
+        wheels: &mut [Prepared],
+        what: &str,
+        out: impl Write,
+    ) -> Result<LayerDescriptor, InstallError> {
+        let sources = wheels
+            .iter_mut()
+            .map(|p| WheelSource {
+                archive: &mut p.wheel.archive,
+                planned: &p.planned,
+                hashes: &p.hashes,
+            })
+            .collect();
+        let result = self
+            .layer
+            .write(&mut KeyRanges::new(self.key_starts, sources), out);
+        result.map_err(|e| write_error(what, wheels, e))
+    }
+}
+
+fn layer_error(wheel: &Wheel, entry: &str, source: LayerError) -> InstallError {
+    InstallError::Layer {
+        wheel: wheel.id.0.clone(),
+        entry: entry.to_string(),
+        source,
+    }
+}
+
+/// Names the wheel entry behind a failed layer path when there is one.
+fn write_error(what: &str, wheels: &[Prepared], source: LayerError) -> InstallError {
+    let path = match &source {
+        LayerError::Entry { path, .. } | LayerError::SizeMismatch { path, .. } => Some(path),
+        _ => None,
+    };
+    let found = path.and_then(|path| {
+        wheels
+            .iter()
+            .find_map(|w| w.planned.iter().find(|p| &p.dest == path).map(|p| (w, p)))
+    });
+    match found {
+        Some((w, p)) => InstallError::Layer {
+            wheel: w.wheel.id.0.clone(),
+            entry: p.entry.clone(),
+            source,
+        },
+        None => InstallError::Write {
+            what: what.to_string(),
+            source,
+        },
+    }
+}

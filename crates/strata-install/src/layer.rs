@@ -1,0 +1,508 @@
+//! Deterministic OCI layers: a set of entries keyed by relative path, written as a sorted tar
+//! (fixed mtime, uid/gid 0, no names, normalised modes) through gzip with pinned settings.
+//! The same entries always give the same `diff_id` and the same compressed digest.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+
+use flate2::{Compression, GzBuilder};
+use strata_oci::descriptor::MEDIA_TYPE_LAYER_GZIP;
+use strata_oci::{HashingWriter, LayerDescriptor};
+use tar::{EntryType, Header};
+
+/// Bumped whenever the bytes a layer is made of change for the same input (tar layout,
+/// gzip settings, installer output).
+pub const LAYER_FORMAT_VERSION: u32 = 1;
+
+/// Compressor, level and flate2 backend (pinned by Cargo.lock): compressed bytes depend on
+/// all three, so caches of compressed digests are keyed on this too.
+pub const COMPRESSION: &str = "gzip-6-miniz_oxide-0.9";
+
+const GZIP_LEVEL: u32 = 6;
+/// gzip OS byte "unknown", whatever machine writes the layer.
+const GZIP_OS_UNKNOWN: u8 = 255;
+const MODE_DIR: u32 = 0o755;
+const MODE_FILE: u32 = 0o644;
+const MODE_EXEC: u32 = 0o755;
+const MODE_SYMLINK: u32 = 0o777;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("invalid layer path {path:?}: {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+    #[error("layer path {path:?} is added twice")]
+    Duplicate { path: String },
+    #[error("layer path {path:?} is needed as a directory but is already a file or symlink")]
+    NotADirectory { path: String },
+    #[error("content of layer entry {path:?} is {actual} bytes, expected {expected}")]
+    SizeMismatch {
+        path: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("writing layer entry {path:?}")]
+    Entry {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("finishing the layer stream")]
+    Finish(#[source] io::Error),
+}
+
+/// Where a file's bytes come from.
+pub enum FileContent {
+    Bytes(Vec<u8>),
+    /// Opened from the [`ContentSource`] at write time with this key, so large contents are
+    /// never held in memory. The size goes in the tar header before the bytes.
+    Streamed {
+        key: usize,
+        size: u64,
+    },
+}
+
+impl FileContent {
+    fn size(&self) -> u64 {
+        match self {
+            FileContent::Bytes(bytes) => bytes.len() as u64,
+            FileContent::Streamed { size, .. } => *size,
+        }
+    }
+}
+
+/// Supplies streamed file contents at write time. A reader may fail at end of stream (for
+/// example when the bytes do not match an expected hash); the whole write fails then.
+pub trait ContentSource {
+    fn open(&mut self, key: usize) -> io::Result<Box<dyn Read + '_>>;
+}
+
+/// A source for layers without streamed entries.
+pub struct NoSource;
+
+impl ContentSource for NoSource {
+    fn open(&mut self, key: usize) -> io::Result<Box<dyn Read + '_>> {
+        Err(io::Error::other(format!("no content source for key {key}")))
+    }
+}
+
+enum Entry {
+    Dir,
+    File {
+        executable: bool,
+        content: FileContent,
+    },
+    Symlink {
+        target: String,
+    },
+}
+
+/// The entries of one layer. Paths are relative (`opt/venv/...`), `/`-separated.
+#[derive(Default)]
+pub struct LayerBuilder {
+    entries: BTreeMap<String, Entry>,
+}
+
+impl LayerBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of entries, directories included.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn contains(&self, path: &str) -> bool {
+        self.entries.contains_key(path)
+    }
+
+    /// Adds a directory (and its parents); adding an existing directory again is fine.
+    pub fn dir(&mut self, path: &str) -> Result<(), LayerError> {
+        validate_path(path)?;
+        self.parents(path)?;
+        match self.entries.get(path) {
+            None => {
+                self.entries.insert(path.to_string(), Entry::Dir);
+                Ok(())
+            }
+            Some(Entry::Dir) => Ok(()),
+            Some(_) => Err(LayerError::NotADirectory {
+                path: path.to_string(),
+            }),
+        }
+    }
+
+    pub fn file(
+        &mut self,
+        path: &str,
+        executable: bool,
+        content: FileContent,
+    ) -> Result<(), LayerError> {
+        self.insert_leaf(
+            path,
+            Entry::File {
+                executable,
+                content,
+            },
+        )
+    }
+
+    pub fn symlink(&mut self, path: &str, target: &str) -> Result<(), LayerError> {
+        if target.is_empty() || target.contains('\0') {
+            return Err(LayerError::InvalidPath {
+                path: path.to_string(),
+                reason: "symlink target is empty or contains NUL",
+            });
+        }
+        self.insert_leaf(
+            path,
+            Entry::Symlink {
+                target: target.to_string(),
+            },
+        )
+    }
+
+    fn insert_leaf(&mut self, path: &str, entry: Entry) -> Result<(), LayerError> {
+        validate_path(path)?;
+        self.parents(path)?;
+        if self.entries.contains_key(path) {
+            return Err(LayerError::Duplicate {
+                path: path.to_string(),
+            });
+        }
+        self.entries.insert(path.to_string(), entry);
+        Ok(())
+    }
+
+    fn parents(&mut self, path: &str) -> Result<(), LayerError> {
+        for (i, _) in path.match_indices('/') {
+            let parent = &path[..i];
+            match self.entries.get(parent) {
+                None => {
+                    self.entries.insert(parent.to_string(), Entry::Dir);
+                }
+                Some(Entry::Dir) => {}
+                Some(_) => {
+                    return Err(LayerError::NotADirectory {
+                        path: parent.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the layer to `out`: tar -> diff_id hash -> gzip -> digest hash -> out.
+    /// BTreeMap order is byte order, so every parent precedes its children.
+    pub fn write(
+        self,
+        source: &mut dyn ContentSource,
+        out: impl Write,
+    ) -> Result<LayerDescriptor, LayerError> {
+        let compressed = HashingWriter::new(out);
+        let gzip = GzBuilder::new()
+            .mtime(0)
+            .operating_system(GZIP_OS_UNKNOWN)
+            .write(compressed, Compression::new(GZIP_LEVEL));
+        let mut tar = tar::Builder::new(HashingWriter::new(gzip));
+        for (path, entry) in self.entries {
+            append(&mut tar, &path, entry, source)?;
+        }
+        let uncompressed = tar.into_inner().map_err(LayerError::Finish)?;
+        let (diff_id, _, gzip) = uncompressed.finish();
+        let compressed = gzip.finish().map_err(LayerError::Finish)?;
+        let (digest, size, mut out) = compressed.finish();
+        out.flush().map_err(LayerError::Finish)?;
+        Ok(LayerDescriptor {
+            digest,
+            diff_id,
+            size,
+            media_type: MEDIA_TYPE_LAYER_GZIP.to_string(),
+        })
+    }
+}
+
+fn validate_path(path: &str) -> Result<(), LayerError> {
+    let invalid = |reason| LayerError::InvalidPath {
+        path: path.to_string(),
+        reason,
+    };
+    if path.is_empty() || path.starts_with('/') || path.ends_with('/') {
+        return Err(invalid(
+            "must be relative, without a leading or trailing '/'",
+        ));
+    }
+    if path.contains('\0') {
+        return Err(invalid("contains NUL"));
+    }
+    for component in path.split('/') {
+        if component.is_empty() || component == "." || component == ".." {
+            return Err(invalid("empty, '.' or '..' component"));
+        }
+        // OCI whiteouts delete files of lower layers: never let content create one.
+        if component.starts_with(".wh.") {
+            return Err(invalid("'.wh.' names are OCI whiteouts"));
+        }
+    }
+    Ok(())
+}
+
+fn base_header(entry_type: EntryType, mode: u32, size: u64) -> Header {
+    let mut header = Header::new_gnu();
+    header.set_entry_type(entry_type);
+    header.set_mode(mode);
+    header.set_size(size);
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    header
+}
+
+fn append<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    entry: Entry,
+    source: &mut dyn ContentSource,
+) -> Result<(), LayerError> {
+    let wrap = |source| LayerError::Entry {
+        path: path.to_string(),
+        source,
+    };
+    match entry {
+        Entry::Dir => {
+            let mut header = base_header(EntryType::Directory, MODE_DIR, 0);
+            tar.append_data(&mut header, path, io::empty())
+                .map_err(wrap)
+        }
+        Entry::Symlink { target } => {
+            let mut header = base_header(EntryType::Symlink, MODE_SYMLINK, 0);
+            tar.append_link(&mut header, path, &target).map_err(wrap)
+        }
+        Entry::File {
+            executable,
+            content,
+        } => {
+            let mode = if executable { MODE_EXEC } else { MODE_FILE };
+            let size = content.size();
+            let mut header = base_header(EntryType::Regular, mode, size);
+            let result = match content {
+                FileContent::Bytes(bytes) => tar.append_data(&mut header, path, bytes.as_slice()),
+                FileContent::Streamed { key, .. } => {
+                    let reader = source.open(key).map_err(wrap)?;
+                    let exact = ExactReader::new(reader, size);
+                    tar.append_data(&mut header, path, exact)
+                }
+            };
+            result.map_err(|e| size_error(path, e).unwrap_or_else(wrap))
+        }
+    }
+}
+
+/// Turns the [`ExactReader`] error back into a typed one.
+fn size_error(path: &str, error: io::Error) -> Result<LayerError, io::Error> {
+    match error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<SizeMismatch>())
+    {
+        Some(m) => Ok(LayerError::SizeMismatch {
+            path: path.to_string(),
+            expected: m.expected,
+            actual: m.actual,
+        }),
+        None => Err(error),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("content is {actual} bytes, expected {expected}")]
+struct SizeMismatch {
+    expected: u64,
+    actual: u64,
+}
+
+/// Yields exactly `expected` bytes or fails: the tar header already promised that size, and
+/// a short or long body would corrupt every entry after it.
+struct ExactReader<R> {
+    inner: R,
+    expected: u64,
+    read: u64,
+}
+
+impl<R: Read> ExactReader<R> {
+    fn new(inner: R, expected: u64) -> Self {
+        ExactReader {
+            inner,
+            expected,
+            read: 0,
+        }
+    }
+
+    fn mismatch(&self, actual: u64) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            SizeMismatch {
+                expected: self.expected,
+                actual,
+            },
+        )
+    }
+}
+
+impl<R: Read> Read for ExactReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.expected {
+            return Err(self.mismatch(self.read));
+        }
+        if n == 0 && !buf.is_empty() && self.read < self.expected {
+            return Err(self.mismatch(self.read));
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> LayerBuilder {
+        let mut layer = LayerBuilder::new();
+        layer
+            .file("opt/venv/b.txt", false, FileContent::Bytes(b"b".to_vec()))
+            .unwrap();
+        layer
+            .file(
+                "opt/venv/bin/run",
+                true,
+                FileContent::Bytes(b"#!x\n".to_vec()),
+            )
+            .unwrap();
+        layer.symlink("opt/venv/lib64", "lib").unwrap();
+        layer
+    }
+
+    fn entries(gz: &[u8]) -> Vec<(String, u32, u64, u64)> {
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+        let mut out = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let entry = entry.unwrap();
+            let h = entry.header();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            out.push((
+                path,
+                h.mode().unwrap(),
+                h.mtime().unwrap(),
+                h.uid().unwrap(),
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn writes_sorted_normalised_entries_with_parents() {
+        let mut out = Vec::new();
+        let desc = sample().write(&mut NoSource, &mut out).unwrap();
+        assert_eq!(desc.size, out.len() as u64);
+        assert_eq!(desc.digest, strata_oci::Digest::of(&out));
+        let paths: Vec<_> = entries(&out)
+            .into_iter()
+            .map(|(p, mode, mtime, uid)| {
+                assert_eq!((mtime, uid), (0, 0));
+                format!("{p} {mode:o}")
+            })
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "opt 755",
+                "opt/venv 755",
+                "opt/venv/b.txt 644",
+                "opt/venv/bin 755",
+                "opt/venv/bin/run 755",
+                "opt/venv/lib64 777"
+            ]
+        );
+    }
+
+    #[test]
+    fn gzip_header_has_no_name_and_fixed_mtime_and_os() {
+        let mut out = Vec::new();
+        sample().write(&mut NoSource, &mut out).unwrap();
+        // magic, CM=8, FLG=0 (no name), MTIME=0, XFL, OS=255
+        assert_eq!(&out[..8], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0]);
+        assert_eq!(out[9], 255);
+    }
+
+    /// Pins the compressed bytes: if this fails, the flate2 backend, its version or the tar
+    /// layout changed. Bump LAYER_FORMAT_VERSION / COMPRESSION and update the digests.
+    /// The diff_id was checked independently with `gunzip -c | sha256sum`.
+    #[test]
+    fn known_answer_pins_format_and_compressor() {
+        let mut out = Vec::new();
+        let desc = sample().write(&mut NoSource, &mut out).unwrap();
+        if let Ok(dump) = std::env::var("STRATA_DUMP_LAYER") {
+            std::fs::write(dump, &out).unwrap();
+        }
+        assert_eq!(LAYER_FORMAT_VERSION, 1);
+        assert_eq!(
+            desc.diff_id.to_string(),
+            "sha256:7f186decabd3e6d7eb9903bd1ca9908906f37419656f5bc104ef6f3c451d28f2"
+        );
+        assert_eq!(
+            desc.digest.to_string(),
+            "sha256:aeccca1ce9187e68062aa6d4e75191e7938902b8b24712675b0689638d5086f8"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_paths_and_conflicts() {
+        let mut layer = LayerBuilder::new();
+        for bad in ["/abs", "a/../b", "a//b", "a/", "", "x/.wh.y", "./a"] {
+            assert!(layer.dir(bad).is_err(), "{bad}");
+        }
+        layer
+            .file("a/f", false, FileContent::Bytes(vec![]))
+            .unwrap();
+        assert!(matches!(
+            layer.file("a/f", false, FileContent::Bytes(vec![])),
+            Err(LayerError::Duplicate { .. })
+        ));
+        assert!(matches!(
+            layer.dir("a/f/g"),
+            Err(LayerError::NotADirectory { .. })
+        ));
+        layer.dir("a").unwrap();
+    }
+
+    struct Short;
+    impl ContentSource for Short {
+        fn open(&mut self, _key: usize) -> io::Result<Box<dyn Read + '_>> {
+            Ok(Box::new(&b"abc"[..]))
+        }
+    }
+
+    #[test]
+    fn streamed_content_of_the_wrong_size_fails() {
+        for size in [2, 4] {
+            let mut layer = LayerBuilder::new();
+            layer
+                .file("f", false, FileContent::Streamed { key: 0, size })
+                .unwrap();
+            let err = layer.write(&mut Short, io::sink()).unwrap_err();
+            assert!(
+                matches!(err, LayerError::SizeMismatch { expected, actual: _, .. } if expected == size),
+                "{err:?}"
+            );
+        }
+        let mut layer = LayerBuilder::new();
+        layer
+            .file("f", false, FileContent::Streamed { key: 0, size: 3 })
+            .unwrap();
+        layer.write(&mut Short, io::sink()).unwrap();
+    }
+}

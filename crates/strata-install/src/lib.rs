@@ -1,0 +1,141 @@
+//! Installing a wheel straight from its zip into a deterministic layer, as pip and uv
+//! install into a virtual environment: validated, hash-checked against RECORD, scripts
+//! generated, INSTALLER and a new RECORD written. No `.pyc` (they embed mtimes).
+
+mod assemble;
+mod content;
+mod error;
+pub mod layer;
+mod plan;
+pub mod record;
+mod scheme;
+pub mod script;
+mod venv;
+pub mod wheel;
+mod zipdir;
+
+use std::io::Write;
+use std::path::Path;
+
+use strata_oci::LayerDescriptor;
+
+pub use error::InstallError;
+pub use scheme::InstallScheme;
+pub use venv::env_layer;
+
+use assemble::{Assembly, Prepared};
+use strata_python::name::PackageName;
+
+/// What [`INSTALLER`](https://packaging.python.org/en/latest/specifications/recording-installed-packages/) says.
+pub const INSTALLER: &[u8] = b"strata\n";
+
+/// A written wheel layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WheelLayer {
+    pub descriptor: LayerDescriptor,
+    pub name: PackageName,
+    pub version: String,
+    /// Installed files (symlinks, INSTALLER and RECORD included; directories not).
+    pub files: usize,
+}
+
+/// A written layer of several wheels (see [`wheels_layer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergedLayer {
+    pub descriptor: LayerDescriptor,
+    /// Name and version of every wheel in the layer, sorted by name.
+    pub packages: Vec<(PackageName, String)>,
+    /// Installed files of all wheels (symlinks, INSTALLER and RECORD included; directories
+    /// not).
+    pub files: usize,
+}
+
+/// Installs the wheel at `wheel` into `scheme` as one layer written to `out`. Everything is
+/// checked before the first byte is written. The one-wheel case of [`wheels_layer`]: the
+/// same bytes as a merged layer of this wheel alone.
+pub fn wheel_layer(
+    wheel: &Path,
+    scheme: &InstallScheme,
+    out: impl Write,
+) -> Result<WheelLayer, InstallError> {
+    let merged = wheels_layer(&[wheel], scheme, out)?;
+    let (name, version) = merged
+        .packages
+        .into_iter()
+        .next()
+        .ok_or(InstallError::NoWheels)?;
+    Ok(WheelLayer {
+        descriptor: merged.descriptor,
+        name,
+        version,
+        files: merged.files,
+    })
+}
+
+/// Installs several wheels into `scheme` as ONE layer written to `out`, for images past the
+/// layer limit. Each wheel is validated and hash-checked as by [`wheel_layer`] and gets its
+/// own INSTALLER and RECORD; two wheels installing the same file (directories such as
+/// namespace packages may be shared) or the same project are errors naming both. The bytes
+/// depend only on the set of wheels, not on their order in `wheels`. Everything is checked
+/// before the first byte is written.
+pub fn wheels_layer(
+    wheels: &[&Path],
+    scheme: &InstallScheme,
+    out: impl Write,
+) -> Result<MergedLayer, InstallError> {
+    scheme.validate()?;
+    if wheels.is_empty() {
+        return Err(InstallError::NoWheels);
+    }
+    // Opened in path order so that which bad wheel is reported does not depend on the
+    // caller's order either.
+    let mut paths = wheels.to_vec();
+    paths.sort_unstable();
+    let mut prepared = paths
+        .into_iter()
+        .map(|path| Prepared::open(path, scheme))
+        .collect::<Result<Vec<_>, _>>()?;
+    prepared.sort_by(|a, b| (&a.wheel.name, &a.wheel.id.0).cmp(&(&b.wheel.name, &b.wheel.id.0)));
+    one_version_each(&prepared)?;
+    let mut assembly = Assembly::new(scheme);
+    let mut files = 0;
+    for p in &prepared {
+        files += assembly.add(p)?;
+    }
+    let what = layer_name(&prepared);
+    let descriptor = assembly.write(&mut prepared, &what, out)?;
+    let packages = prepared
+        .into_iter()
+        .map(|p| (p.wheel.name, p.wheel.version))
+        .collect();
+    Ok(MergedLayer {
+        descriptor,
+        packages,
+        files,
+    })
+}
+
+/// Two versions of a project would overwrite each other's modules; `prepared` is sorted by
+/// name.
+fn one_version_each(prepared: &[Prepared]) -> Result<(), InstallError> {
+    let same = prepared
+        .windows(2)
+        .find(|pair| pair[0].wheel.name == pair[1].wheel.name);
+    match same {
+        Some([a, b]) => Err(InstallError::SameProject {
+            name: a.wheel.name.to_string(),
+            first: a.wheel.id.0.clone(),
+            second: b.wheel.id.0.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// What a write error calls the layer: the wheel's file name, or all of them.
+fn layer_name(prepared: &[Prepared]) -> String {
+    let ids: Vec<&str> = prepared.iter().map(|p| p.wheel.id.0.as_str()).collect();
+    match ids.as_slice() {
+        [one] => one.to_string(),
+        more => format!("the merged layer of {}", more.join(", ")),
+    }
+}

@@ -1,0 +1,110 @@
+//! Running strata's jobs as Kubernetes Jobs, without handing scheduling to the cluster:
+//! strata admits (a job is created only when its tier fits on one node of its pool, see
+//! [`nodes`]), Kubernetes runs. One batch/v1 Job per attempt ([`objects`]), watched
+//! ([`watch`]), logs streamed into strata's log files ([`logs`]), cancelled with its pods
+//! confirmed gone ([`backend`]), on the capacity of the pools' nodes as watched
+//! ([`capacity`]); the mapping of pools, tiers and queues is the
+//! `[kubernetes]` section ([`config`]).
+//!
+//! [`backend::KubeBackend`] is async (kube-rs); [`BlockingKube`] wraps it with its own tokio
+//! runtime for the agent's synchronous loop: the watchers run on that runtime's threads
+//! and `poll` only reads what they saw.
+
+pub mod backend;
+pub mod capacity;
+pub mod config;
+pub mod logs;
+pub mod nodes;
+pub mod objects;
+pub mod watch;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use backend::{connect, ClusterJob, KubeBackend, KubeError, Launched};
+pub use config::{Connection, KubeSettings, KubeSettingsError, TierPlacement};
+pub use watch::{AttemptStatus, EndKind, KubeOutcome};
+
+use strata_queue::job::Job;
+use strata_queue::pool::Pool;
+
+/// [`KubeBackend`] for synchronous callers: owns a tokio runtime on which the watchers and
+/// log streams run.
+pub struct BlockingKube {
+    runtime: tokio::runtime::Runtime,
+    backend: KubeBackend,
+    namespaces: BTreeSet<String>,
+}
+
+impl BlockingKube {
+    /// Connects (checking the server answers), and starts watching `namespaces` (the
+    /// namespaces of every queue: [`KubeSettings::namespaces_of`]).
+    pub fn start(
+        settings: KubeSettings,
+        home: PathBuf,
+        namespaces: BTreeSet<String>,
+    ) -> Result<BlockingKube, KubeError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name("strata-kube")
+            .build()
+            .map_err(|e| KubeError::Kubeconfig {
+                path: "(runtime)".into(),
+                detail: format!("cannot start the async runtime: {e}"),
+            })?;
+        let client = runtime.block_on(connect(&settings.connection))?;
+        let backend = KubeBackend::new(client, settings, home);
+        {
+            let _guard = runtime.enter();
+            backend.start(&namespaces);
+        }
+        Ok(BlockingKube {
+            runtime,
+            backend,
+            namespaces,
+        })
+    }
+
+    pub fn backend(&self) -> &KubeBackend {
+        &self.backend
+    }
+
+    /// See [`KubeBackend::launch`]; the image is `kubernetes.registry@digest`.
+    pub fn launch(&self, job: &Job, network: bool) -> Result<Launched, KubeError> {
+        let image = self.backend.image_ref(backend::job_digest(job)?)?;
+        self.runtime
+            .block_on(self.backend.launch(job, &image, network))
+    }
+
+    pub fn status(&self, job: &Job) -> Option<AttemptStatus> {
+        self.backend.status(job)
+    }
+
+    pub fn poll(&self, job: &Job) -> Option<KubeOutcome> {
+        self.backend.poll(job)
+    }
+
+    pub fn forget(&self, job: &Job) {
+        self.backend.forget(job)
+    }
+
+    pub fn cancel(&self, job: &Job, grace: Duration) -> Result<KubeOutcome, KubeError> {
+        self.runtime.block_on(self.backend.cancel(job, grace))
+    }
+
+    /// Strata's Jobs in the watched namespaces.
+    pub fn list(&self) -> Result<Vec<ClusterJob>, KubeError> {
+        self.runtime.block_on(self.backend.list(&self.namespaces))
+    }
+
+    pub fn pools(&self) -> Result<Vec<Pool>, KubeError> {
+        self.runtime.block_on(self.backend.pools())
+    }
+
+    /// See [`KubeBackend::watched_pools`].
+    pub fn watched_pools(&self) -> Option<Vec<Pool>> {
+        self.backend.watched_pools()
+    }
+}

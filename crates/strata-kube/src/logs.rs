@@ -1,0 +1,341 @@
+//! Pod logs into strata's log file (`$STRATA_HOME/logs/<job>.log`), so that `strata logs`
+//! and `strata metrics` (which reads `strata:metric` lines from that file) work as they do
+//! for local jobs.
+//!
+//! Logs are requested with timestamps: each line comes as `RFC3339NANO TEXT`. The timestamp
+//! is stripped before writing, and the last one written is kept beside the log
+//! (`<job>.log.kube-cursor`) so that a restarted agent, streaming the same pod again, skips
+//! the lines it already has instead of writing them twice.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use futures_util::io::AsyncBufReadExt;
+use futures_util::TryStreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::LogParams;
+use kube::Api;
+
+use crate::objects::CONTAINER;
+
+/// One line of a pod's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine<'a> {
+    pub at: Option<Timestamp>,
+    pub text: &'a str,
+}
+
+/// Splits `2024-05-01T10:00:00.123456789Z text` into its timestamp and text. A line without
+/// a valid leading timestamp is kept whole (the kubelet always sends one, but a proxy or an
+/// old runtime may not).
+pub fn parse_log_line(line: &str) -> LogLine<'_> {
+    let line = line.strip_suffix('\n').unwrap_or(line);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if let Some((first, rest)) = line.split_once(' ') {
+        if let Ok(at) = first.parse::<Timestamp>() {
+            return LogLine {
+                at: Some(at),
+                text: rest,
+            };
+        }
+    }
+    if let Ok(at) = line.parse::<Timestamp>() {
+        // An empty line: only the timestamp.
+        return LogLine {
+            at: Some(at),
+            text: "",
+        };
+    }
+    LogLine {
+        at: None,
+        text: line,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The pod has no container to read from yet (or any more); try when it runs.
+    #[error("logs of pod {namespace}/{pod} are not available: {message}")]
+    NotAvailable {
+        namespace: String,
+        pod: String,
+        message: String,
+    },
+    #[error("reading the logs of pod {namespace}/{pod}: {source}")]
+    Api {
+        namespace: String,
+        pod: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("reading the logs of pod {namespace}/{pod}: {source}")]
+    Stream {
+        namespace: String,
+        pod: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing job log {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Appends lines to a job's log, skipping those at or before the cursor.
+pub struct LogWriter {
+    path: PathBuf,
+    cursor_path: PathBuf,
+    cursor: Option<Timestamp>,
+    file: std::fs::File,
+    pub lines_written: u64,
+}
+
+impl LogWriter {
+    pub fn open(path: &Path) -> Result<LogWriter, LogError> {
+        let werr = |source| LogError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(werr)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(werr)?;
+        let cursor_path = cursor_path(path);
+        let cursor = std::fs::read_to_string(&cursor_path)
+            .ok()
+            .and_then(|t| t.trim().parse::<Timestamp>().ok());
+        Ok(LogWriter {
+            path: path.to_path_buf(),
+            cursor_path,
+            cursor,
+            file,
+            lines_written: 0,
+        })
+    }
+
+    /// Writes one raw line as received from the API (with its timestamp).
+    pub fn write_raw(&mut self, raw: &str) -> Result<(), LogError> {
+        let line = parse_log_line(raw);
+        if let (Some(at), Some(cursor)) = (line.at, self.cursor) {
+            if at <= cursor {
+                return Ok(());
+            }
+        }
+        let werr = |source| LogError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        writeln!(self.file, "{}", line.text).map_err(werr)?;
+        self.lines_written += 1;
+        if let Some(at) = line.at {
+            self.cursor = Some(at);
+            std::fs::write(&self.cursor_path, at.to_string()).map_err(werr)?;
+        }
+        Ok(())
+    }
+}
+
+fn cursor_path(log: &Path) -> PathBuf {
+    let mut name = log
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".kube-cursor");
+    log.with_file_name(name)
+}
+
+/// The API's answers that mean "no running container to read from" (said by the kubelet,
+/// or by the API server when it cannot reach one).
+fn not_available(error: &kube::Error) -> Option<String> {
+    let kube::Error::Api(status) = error else {
+        return None;
+    };
+    (status.code == 400 || status.code == 404 || status.code >= 500).then(|| status.message.clone())
+}
+
+/// Whether `pod`'s container has logs to read: it runs or has terminated. Asking the API for
+/// the logs of any other pod is pointless, and makes it contact a kubelet (resolving the
+/// node's address) only to be told that the container is waiting. `Err` says why not.
+pub fn container_readable(pod: &Pod) -> Result<(), String> {
+    if pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_ref())
+        .is_none()
+    {
+        return Err("the pod is not scheduled to a node yet".into());
+    }
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Unknown");
+    let state = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|all| all.iter().find(|c| c.name == CONTAINER))
+        .and_then(|c| c.state.as_ref());
+    let Some(state) = state else {
+        return Err(format!(
+            "container {CONTAINER} has not been created (pod phase {phase})"
+        ));
+    };
+    if state.running.is_some() || state.terminated.is_some() {
+        return Ok(());
+    }
+    let reason = state
+        .waiting
+        .as_ref()
+        .and_then(|w| w.reason.as_deref())
+        .unwrap_or("no reason given");
+    Err(format!(
+        "container {CONTAINER} is waiting to start: {reason} (pod phase {phase})"
+    ))
+}
+
+/// Streams the logs of `pod` (following them while it runs) into the log at `path`.
+/// Returns how many lines were written. Only a pod whose container runs or has terminated
+/// is asked for logs (see [`container_readable`]); any other is `NotAvailable`.
+pub async fn stream_pod_logs(
+    pods: &Api<Pod>,
+    namespace: &str,
+    pod: &str,
+    path: &Path,
+    follow: bool,
+) -> Result<u64, LogError> {
+    let api_error = |source: kube::Error| match not_available(&source) {
+        Some(message) => LogError::NotAvailable {
+            namespace: namespace.into(),
+            pod: pod.into(),
+            message,
+        },
+        None => LogError::Api {
+            namespace: namespace.into(),
+            pod: pod.into(),
+            source: Box::new(source),
+        },
+    };
+    let current = pods.get(pod).await.map_err(api_error)?;
+    if let Err(message) = container_readable(&current) {
+        return Err(LogError::NotAvailable {
+            namespace: namespace.into(),
+            pod: pod.into(),
+            message,
+        });
+    }
+    let mut writer = LogWriter::open(path)?;
+    let params = LogParams {
+        container: Some(CONTAINER.into()),
+        follow,
+        timestamps: true,
+        since_time: writer.cursor,
+        ..LogParams::default()
+    };
+    let reader = pods.log_stream(pod, &params).await.map_err(api_error)?;
+    let mut lines = reader.lines();
+    while let Some(line) = lines.try_next().await.map_err(|source| LogError::Stream {
+        namespace: namespace.into(),
+        pod: pod.into(),
+        source,
+    })? {
+        writer.write_raw(&line)?;
+    }
+    Ok(writer.lines_written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_into_timestamp_and_text() {
+        let line = parse_log_line("2024-05-01T10:00:00.123456789Z epoch 1 loss=0.3\n");
+        assert_eq!(line.text, "epoch 1 loss=0.3");
+        assert_eq!(
+            line.at.unwrap().to_string(),
+            "2024-05-01T10:00:00.123456789Z"
+        );
+        let metric = parse_log_line(
+            "2024-05-01T10:00:01Z strata:metric {\"name\": \"loss\", \"value\": 0.31}",
+        );
+        assert_eq!(
+            metric.text,
+            "strata:metric {\"name\": \"loss\", \"value\": 0.31}"
+        );
+        assert_eq!(parse_log_line("2024-05-01T10:00:02Z").text, "");
+        let plain = parse_log_line("no timestamp here");
+        assert_eq!((plain.at, plain.text), (None, "no timestamp here"));
+        assert_eq!(
+            parse_log_line("2024-05-01T10:00:03Z  two spaces").text,
+            " two spaces"
+        );
+    }
+
+    fn pod(node: Option<&str>, status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"nodeName": node, "containers": [{"name": CONTAINER, "image": "img"}]},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn with_state(phase: &str, state: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({"phase": phase, "containerStatuses": [{
+            "name": CONTAINER, "image": "img", "imageID": "", "ready": false,
+            "restartCount": 0, "state": state,
+        }]})
+    }
+
+    #[test]
+    fn only_running_or_terminated_containers_are_read() {
+        let running = with_state("Running", serde_json::json!({"running": {}}));
+        assert_eq!(container_readable(&pod(Some("n"), running)), Ok(()));
+        let ended = with_state("Failed", serde_json::json!({"terminated": {"exitCode": 3}}));
+        assert_eq!(container_readable(&pod(Some("n"), ended)), Ok(()));
+
+        let unbound = container_readable(&pod(None, serde_json::json!({"phase": "Pending"})));
+        assert!(unbound.unwrap_err().contains("not scheduled"));
+        let created = container_readable(&pod(Some("n"), serde_json::json!({"phase": "Pending"})));
+        assert!(created.unwrap_err().contains("has not been created"));
+        let pulling = with_state(
+            "Pending",
+            serde_json::json!({"waiting": {"reason": "ErrImagePull"}}),
+        );
+        let err = container_readable(&pod(Some("n"), pulling)).unwrap_err();
+        assert!(err.contains("waiting to start: ErrImagePull"), "{err}");
+        // Another container running does not make ours readable.
+        let mut other = with_state("Running", serde_json::json!({"running": {}}));
+        other["containerStatuses"][0]["name"] = "sidecar".into();
+        assert!(container_readable(&pod(Some("n"), other)).is_err());
+    }
+
+    #[test]
+    fn writer_skips_lines_it_already_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("logs/j-abcdefghij.log");
+        let mut w = LogWriter::open(&log).unwrap();
+        w.write_raw("2024-05-01T10:00:00Z one").unwrap();
+        w.write_raw("2024-05-01T10:00:01Z two").unwrap();
+        drop(w);
+        // A restarted agent streams the same pod from the start again.
+        let mut w = LogWriter::open(&log).unwrap();
+        for raw in [
+            "2024-05-01T10:00:00Z one",
+            "2024-05-01T10:00:01Z two",
+            "2024-05-01T10:00:02Z three",
+        ] {
+            w.write_raw(raw).unwrap();
+        }
+        assert_eq!(w.lines_written, 1);
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "one\ntwo\nthree\n");
+    }
+}

@@ -1,0 +1,343 @@
+//! The wheel cache: wheels by sha256 at `root/sha256/<hex>/<filename>`.
+//!
+//! A wheel enters the cache only after its bytes matched the lock's sha256 (and size, when
+//! known): it is streamed into `root/tmp` while being hashed, fsynced, verified and then renamed
+//! into place. A hit is verified again on read; a corrupt entry is removed and fetched anew.
+//!
+//! Downloads use reqwest's blocking client: call these functions from plain threads (or
+//! `tokio::task::spawn_blocking`), not from inside an async task.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use strata_oci::{Digest, HashingWriter};
+
+use crate::lock::LockedWheel;
+
+pub struct WheelCache {
+    root: PathBuf,
+    client: OnceLock<reqwest::blocking::Client>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("wheel file name {filename:?} is not a plain file name")]
+    BadFilename { filename: String },
+    #[error("cannot fetch {filename} from {url}: only http(s)://, file:// URLs and absolute paths are supported")]
+    UnsupportedUrl { filename: String, url: String },
+    #[error("could not {action} for {filename}: {source}")]
+    Io {
+        filename: String,
+        action: &'static str,
+        source: io::Error,
+    },
+    #[error("could not download {filename} from {url}: {detail}")]
+    Http {
+        filename: String,
+        url: String,
+        detail: String,
+    },
+    #[error("{filename} from {source_url} has sha256 {actual}, but the lock expects {expected}; it was not added to the cache")]
+    HashMismatch {
+        filename: String,
+        expected: Digest,
+        actual: Digest,
+        source_url: String,
+    },
+    #[error("{filename} from {source_url} is {actual} bytes, but the lock expects {expected}; it was not added to the cache")]
+    SizeMismatch {
+        filename: String,
+        expected: u64,
+        actual: u64,
+        source_url: String,
+    },
+}
+
+/// Where a wheel's bytes come from.
+enum Source {
+    Local(PathBuf),
+    Http(String),
+}
+
+impl WheelCache {
+    /// A cache rooted at `root` (normally `$STRATA_HOME/wheels`); directories are made lazily.
+    pub fn new(root: PathBuf) -> WheelCache {
+        WheelCache {
+            root,
+            client: OnceLock::new(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a wheel lives in the cache (whether or not it is there).
+    pub fn path_of(&self, wheel: &LockedWheel) -> PathBuf {
+        self.digest_dir(&wheel.sha256).join(&wheel.filename)
+    }
+
+    /// Whether some file is cached under this digest (not verified; [`Self::fetch`] verifies).
+    pub fn contains(&self, digest: &Digest) -> bool {
+        fs::read_dir(self.digest_dir(digest))
+            .map(|mut entries| entries.any(|e| e.is_ok_and(|e| e.path().is_file())))
+            .unwrap_or(false)
+    }
+
+    /// The path of the verified wheel in the cache, fetching it on a miss.
+    pub fn fetch(&self, wheel: &LockedWheel) -> Result<PathBuf, FetchError> {
+        check_filename(&wheel.filename)?;
+        let dest = self.path_of(wheel);
+        if dest.is_file() {
+            if self.cached_copy_is_valid(wheel, &dest)? {
+                return Ok(dest);
+            }
+            tracing::warn!(filename = %wheel.filename, path = %dest.display(),
+                "cached wheel does not match its sha256; fetching it again");
+            remove_entry(&dest).map_err(io_err(wheel, "remove a corrupt cached wheel"))?;
+        }
+        self.fetch_into(wheel, &dest)?;
+        Ok(dest)
+    }
+
+    /// Fetches every wheel with up to `jobs` threads; paths come back in input order. On
+    /// failure the first error (in input order) is returned and no new fetches start.
+    pub fn fetch_all(
+        &self,
+        wheels: &[LockedWheel],
+        jobs: usize,
+    ) -> Result<Vec<PathBuf>, FetchError> {
+        let results: Vec<Mutex<Option<Result<PathBuf, FetchError>>>> =
+            wheels.iter().map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let workers = jobs.clamp(1, wheels.len().max(1));
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= wheels.len() || failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let result = self.fetch(&wheels[i]);
+                    if result.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    if let Ok(mut slot) = results[i].lock() {
+                        *slot = Some(result);
+                    }
+                });
+            }
+        });
+        let results: Vec<Option<Result<PathBuf, FetchError>>> = results
+            .into_iter()
+            .map(|slot| slot.into_inner().ok().flatten())
+            .collect();
+        // Slots left empty were skipped after a failure, which is reported here.
+        let mut paths = Vec::with_capacity(wheels.len());
+        let mut skipped = 0;
+        for result in results {
+            match result {
+                Some(Ok(path)) => paths.push(path),
+                Some(Err(e)) => return Err(e),
+                None => skipped += 1,
+            }
+        }
+        if skipped == 0 {
+            return Ok(paths);
+        }
+        Err(FetchError::Io {
+            filename: String::new(),
+            action: "finish all fetches",
+            source: io::Error::other(format!("{skipped} fetches ended without a result")),
+        })
+    }
+
+    fn digest_dir(&self, digest: &Digest) -> PathBuf {
+        self.root.join(digest.algorithm()).join(digest.hex())
+    }
+
+    fn cached_copy_is_valid(&self, wheel: &LockedWheel, path: &Path) -> Result<bool, FetchError> {
+        let file = File::open(path).map_err(io_err(wheel, "open the cached wheel"))?;
+        let (digest, size) = Digest::of_reader(io::BufReader::new(file))
+            .map_err(io_err(wheel, "read the cached wheel"))?;
+        Ok(digest == wheel.sha256 && wheel.size.is_none_or(|s| s == size))
+    }
+
+    /// Streams the wheel into a temporary file while hashing it, and renames it to `dest` only
+    /// when digest and size match the lock.
+    fn fetch_into(&self, wheel: &LockedWheel, dest: &Path) -> Result<(), FetchError> {
+        let source = parse_source(wheel)?;
+        let tmp_dir = self.root.join("tmp");
+        fs::create_dir_all(&tmp_dir).map_err(io_err(wheel, "create the cache's tmp directory"))?;
+        let tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
+            .map_err(io_err(wheel, "create a temporary file in the cache"))?;
+        let mut writer = HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp.as_file()));
+        self.copy_from(&source, wheel, &mut writer)?;
+        let (actual, size, buffered) = writer.finish();
+        buffered
+            .into_inner()
+            .map_err(|e| io_err(wheel, "write the wheel")(e.into_error()))?
+            .sync_all()
+            .map_err(io_err(wheel, "fsync the wheel"))?;
+        // Dropping `tmp` on the error paths below deletes it: nothing unverified stays.
+        if actual != wheel.sha256 {
+            return Err(FetchError::HashMismatch {
+                filename: wheel.filename.clone(),
+                expected: wheel.sha256.clone(),
+                actual,
+                source_url: redact(&wheel.url),
+            });
+        }
+        if let Some(expected) = wheel.size.filter(|&s| s != size) {
+            return Err(FetchError::SizeMismatch {
+                filename: wheel.filename.clone(),
+                expected,
+                actual: size,
+                source_url: redact(&wheel.url),
+            });
+        }
+        let parent = dest.parent().unwrap_or(&self.root);
+        fs::create_dir_all(parent).map_err(io_err(wheel, "create the cache entry directory"))?;
+        tmp.persist(dest)
+            .map_err(|e| io_err(wheel, "move the wheel into the cache")(e.error))?;
+        // Make the rename itself durable.
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(wheel, "fsync the cache entry directory"))?;
+        Ok(())
+    }
+
+    fn copy_from(
+        &self,
+        source: &Source,
+        wheel: &LockedWheel,
+        out: &mut impl Write,
+    ) -> Result<(), FetchError> {
+        match source {
+            Source::Local(path) => {
+                let mut file = File::open(path).map_err(io_err(wheel, "open the source wheel"))?;
+                io::copy(&mut file, out).map_err(io_err(wheel, "copy the source wheel"))?;
+            }
+            Source::Http(url) => {
+                let http_err = |detail: String| FetchError::Http {
+                    filename: wheel.filename.clone(),
+                    url: redact(url),
+                    detail,
+                };
+                let mut response = self
+                    .client()
+                    .map_err(|e| http_err(e.to_string()))?
+                    .get(url)
+                    .send()
+                    .and_then(|r| r.error_for_status())
+                    .map_err(|e| http_err(e.without_url().to_string()))?;
+                io::copy(&mut response, out).map_err(|e| http_err(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn client(&self) -> Result<&reqwest::blocking::Client, reqwest::Error> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        // Big wheels take minutes: no overall timeout (the blocking client's default is 30 s),
+        // only one on connecting.
+        let client = reqwest::blocking::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .timeout(None)
+            .build()?;
+        Ok(self.client.get_or_init(|| client))
+    }
+}
+
+fn check_filename(filename: &str) -> Result<(), FetchError> {
+    let plain = !filename.is_empty()
+        && filename != "."
+        && filename != ".."
+        && !filename.contains(['/', '\\', '\0']);
+    if plain {
+        return Ok(());
+    }
+    Err(FetchError::BadFilename {
+        filename: filename.to_string(),
+    })
+}
+
+fn parse_source(wheel: &LockedWheel) -> Result<Source, FetchError> {
+    let unsupported = || FetchError::UnsupportedUrl {
+        filename: wheel.filename.clone(),
+        url: redact(&wheel.url),
+    };
+    let url = wheel.url.as_str();
+    if Path::new(url).is_absolute() {
+        return Ok(Source::Local(PathBuf::from(url)));
+    }
+    let parsed = url::Url::parse(url).map_err(|_| unsupported())?;
+    match parsed.scheme() {
+        "file" => parsed
+            .to_file_path()
+            .map(Source::Local)
+            .map_err(|()| unsupported()),
+        "http" | "https" => Ok(Source::Http(url.to_string())),
+        _ => Err(unsupported()),
+    }
+}
+
+/// A URL for messages: credentials removed.
+fn redact(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_string();
+    };
+    if parsed.username().is_empty() && parsed.password().is_none() {
+        return url.to_string();
+    }
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    parsed.to_string()
+}
+
+/// Removes a cache entry and its digest directory when that is left empty.
+fn remove_entry(path: &Path) -> io::Result<()> {
+    fs::remove_file(path)?;
+    if let Some(dir) = path.parent() {
+        let _ = fs::remove_dir(dir); // fails harmlessly when not empty
+    }
+    Ok(())
+}
+
+fn io_err(wheel: &LockedWheel, action: &'static str) -> impl FnOnce(io::Error) -> FetchError {
+    let filename = wheel.filename.clone();
+    move |source| FetchError::Io {
+        filename,
+        action,
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_path_like_file_names() {
+        for bad in ["", "..", "a/b.whl", "../x.whl"] {
+            assert!(check_filename(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_filename("a-1-py3-none-any.whl").is_ok());
+    }
+
+    #[test]
+    fn redacts_credentials() {
+        assert_eq!(
+            redact("https://user:secret@example.com/a.whl"),
+            "https://example.com/a.whl"
+        );
+        assert_eq!(redact("file:///x/a.whl"), "file:///x/a.whl");
+    }
+}

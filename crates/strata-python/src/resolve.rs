@@ -1,0 +1,549 @@
+//! Resolution with uv: requirements in, a [`Lock`] out.
+//!
+//! uv resolves for the target (`--python-version`, `--python-platform`), never for the machine
+//! it runs on, so no matching local interpreter is needed. It writes a `pylock.toml` (PEP 751)
+//! listing each package's wheels with URL and sha256; strata picks the best wheel per package
+//! for the target with [`Target::wheel_priority`].
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use strata_oci::Digest;
+
+use crate::lock::{Lock, LockedWheel};
+use crate::name::PackageName;
+use crate::spec::Sources;
+use crate::target::Target;
+use crate::wheel_name::WheelFilename;
+
+/// Runs `uv pip compile`.
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    /// The uv binary: `$STRATA_UV`, else `uv` from `PATH`.
+    pub uv: PathBuf,
+    /// uv's own cache (`--cache-dir`).
+    pub cache_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("uv was not found (looked for {uv:?}); install it (`pip install uv`) or set STRATA_UV to its path")]
+    UvNotFound { uv: PathBuf },
+    #[error("package {name} was not found in the configured sources")]
+    UnknownPackage { name: PackageName },
+    #[error("the requirements conflict: {detail}")]
+    Conflict { detail: String },
+    #[error("{} has no wheel for the target ({target}); strata installs wheels only, never builds from source", describe(name, version.as_deref()))]
+    NoWheel {
+        name: PackageName,
+        version: Option<String>,
+        target: String,
+    },
+    #[error("uv failed: {stderr}")]
+    Uv { stderr: String },
+    #[error("could not {action}: {source}")]
+    Io {
+        action: &'static str,
+        source: io::Error,
+    },
+    #[error("uv wrote a pylock.toml strata cannot read: {reason}")]
+    Pylock { reason: String },
+}
+
+fn describe(name: &PackageName, version: Option<&str>) -> String {
+    match version {
+        Some(v) => format!("package {name}=={v}"),
+        None => format!("package {name}"),
+    }
+}
+
+/// uv settings that would silently change what a resolution means; strata passes its own.
+const UV_ENV_OVERRIDES: &[&str] = &[
+    "UV_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "UV_INDEX",
+    "UV_DEFAULT_INDEX",
+    "UV_FIND_LINKS",
+    "UV_NO_INDEX",
+    "UV_CONSTRAINT",
+    "UV_OVERRIDE",
+    "UV_BUILD_CONSTRAINT",
+    "UV_EXCLUDE_NEWER",
+    "UV_PRERELEASE",
+    "UV_RESOLUTION",
+    "UV_INDEX_STRATEGY",
+    "UV_CONFIG_FILE",
+    "UV_PYTHON",
+    "UV_TORCH_BACKEND",
+    "UV_NO_BINARY",
+    "UV_NO_BUILD",
+    "UV_OFFLINE",
+];
+
+impl Resolver {
+    /// uv from `$STRATA_UV` or `PATH`, with its cache at `cache_dir`.
+    pub fn new(cache_dir: PathBuf) -> Resolver {
+        let uv = std::env::var_os("STRATA_UV")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("uv"));
+        Resolver { uv, cache_dir }
+    }
+
+    /// Resolves `requirements_txt` (and `constraints_txt`, if not empty) for `target`.
+    pub fn resolve(
+        &self,
+        requirements_txt: &str,
+        constraints_txt: &str,
+        sources: &Sources,
+        target: &Target,
+    ) -> Result<Lock, ResolveError> {
+        let work = tempfile::tempdir().map_err(io_err("create a temporary directory"))?;
+        std::fs::write(work.path().join("requirements.txt"), requirements_txt)
+            .map_err(io_err("write requirements.txt"))?;
+        let has_constraints = !constraints_txt.trim().is_empty();
+        if has_constraints {
+            std::fs::write(work.path().join("constraints.txt"), constraints_txt)
+                .map_err(io_err("write constraints.txt"))?;
+        }
+        let args = self.uv_args(sources, target, has_constraints);
+        tracing::debug!(uv = %self.uv.display(), ?args, "resolving");
+        let output = Command::new(&self.uv)
+            .args(&args)
+            // Relative input names keep temporary paths out of uv's messages.
+            .current_dir(work.path())
+            .env_remove_all(UV_ENV_OVERRIDES)
+            .output()
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => ResolveError::UvNotFound {
+                    uv: self.uv.clone(),
+                },
+                _ => ResolveError::Io {
+                    action: "run uv",
+                    source: e,
+                },
+            })?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let stderr = hide_path(&stderr, work.path());
+            return Err(classify_failure(&stderr, target));
+        }
+        let pylock = std::fs::read_to_string(work.path().join("pylock.toml"))
+            .map_err(io_err("read uv's pylock.toml"))?;
+        lock_from_pylock(&pylock, target)
+    }
+
+    fn uv_args(&self, sources: &Sources, target: &Target, has_constraints: bool) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "pip",
+            "compile",
+            "requirements.txt",
+            "--format",
+            "pylock.toml",
+            "-o",
+            "pylock.toml",
+            "--no-header",
+            "--quiet",
+            // Neither a project's nor the user's uv.toml may change the result.
+            "--no-config",
+            "--only-binary",
+            ":all:",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(["--python-version".into(), target.python.to_string()]);
+        args.extend(["--python-platform".into(), target.uv_python_platform()]);
+        args.push("--cache-dir".into());
+        args.push(absolute(&self.cache_dir.to_string_lossy()));
+        if has_constraints {
+            args.extend(["-c".into(), "constraints.txt".into()]);
+        }
+        if let Some(index) = &sources.index_url {
+            args.extend(["--index-url".into(), index.clone()]);
+        }
+        for extra in &sources.extra_index_urls {
+            args.extend(["--extra-index-url".into(), extra.clone()]);
+        }
+        for links in &sources.find_links {
+            let links = if links.contains("://") {
+                links.clone()
+            } else {
+                absolute(links)
+            };
+            args.extend(["--find-links".into(), links]);
+        }
+        if sources.no_index {
+            args.push("--no-index".into());
+        }
+        args
+    }
+}
+
+/// `Command::env_remove` for a list.
+trait EnvRemoveAll {
+    fn env_remove_all(&mut self, keys: &[&str]) -> &mut Self;
+}
+
+impl EnvRemoveAll for Command {
+    fn env_remove_all(&mut self, keys: &[&str]) -> &mut Self {
+        for key in keys {
+            self.env_remove(key);
+        }
+        self
+    }
+}
+
+/// uv runs in a temporary directory, so relative paths are made absolute against ours first.
+fn absolute(path: &str) -> String {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        return path.to_string();
+    }
+    std::env::current_dir()
+        .map(|cwd| cwd.join(p).to_string_lossy().into_owned())
+        .unwrap_or_else(|_| path.to_string())
+}
+
+fn io_err(action: &'static str) -> impl FnOnce(io::Error) -> ResolveError {
+    move |source| ResolveError::Io { action, source }
+}
+
+fn hide_path(text: &str, dir: &Path) -> String {
+    let dir = dir.to_string_lossy();
+    text.replace(&format!("{dir}/"), "")
+        .replace(dir.as_ref(), ".")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Classifying uv's failures. uv 0.13 words them like:
+//   Because nosuch was not found in the provided package locations and you require nosuch, …
+//   Because nosuch was not found in the package registry and …
+//   Because sdonly==1.0 has no usable wheels and …
+//   Because all versions of sdonly have no usable wheels and …
+//   Because x==1.0 has no wheels with a matching platform tag (e.g., `manylinux_2_28_x86_64`) …
+//   Because you require beta==1.0 and beta==2.0, we can conclude that …
+
+const NOT_FOUND: &[&str] = &[
+    " was not found in the provided package locations",
+    " was not found in the package registry",
+    " was not found in the cache",
+];
+const NO_WHEEL: &[&str] = &[
+    " has no usable wheels",
+    " have no usable wheels",
+    " has no wheels with a matching",
+    " have no wheels with a matching",
+];
+const NO_SOLUTION: &str = "No solution found when resolving dependencies";
+
+fn classify_failure(stderr: &str, target: &Target) -> ResolveError {
+    // The earliest clause is the root cause uv reports; later ones follow from it.
+    let not_found = earliest(stderr, NOT_FOUND);
+    let no_wheel = earliest(stderr, NO_WHEEL);
+    let by_position = [not_found.map(|p| (p, true)), no_wheel.map(|p| (p, false))];
+    if let Some((pos, is_not_found)) = by_position.into_iter().flatten().min() {
+        let subject = subject_before(&stderr[..pos]);
+        if let Some((name, version)) = parse_subject(subject) {
+            if is_not_found {
+                return ResolveError::UnknownPackage { name };
+            }
+            return ResolveError::NoWheel {
+                name,
+                version,
+                target: target.wheel_tags_summary(),
+            };
+        }
+    }
+    if stderr.contains(NO_SOLUTION) {
+        return ResolveError::Conflict {
+            detail: explanation(stderr),
+        };
+    }
+    ResolveError::Uv {
+        stderr: stderr.trim().to_string(),
+    }
+}
+
+fn earliest(text: &str, needles: &[&str]) -> Option<usize> {
+    needles.iter().filter_map(|n| text.find(n)).min()
+}
+
+/// The words between the last `Because`/`and`/`,` and a clause's verb: `sdonly==1.0`,
+/// `all versions of sdonly`, `missingdep`.
+fn subject_before(prefix: &str) -> &str {
+    let line = prefix.rsplit('\n').next().unwrap_or(prefix);
+    let start = ["Because ", " and ", ", "]
+        .iter()
+        .filter_map(|sep| line.rfind(sep).map(|i| i + sep.len()))
+        .max()
+        .unwrap_or(0);
+    line[start..].trim()
+}
+
+/// `sdonly==1.0` -> (sdonly, Some(1.0)); `all versions of sdonly` / `sdonly>1` -> (sdonly, None).
+fn parse_subject(subject: &str) -> Option<(PackageName, Option<String>)> {
+    let subject = subject.strip_prefix("all versions of ").unwrap_or(subject);
+    let end = subject
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        .unwrap_or(subject.len());
+    let name = PackageName::new(&subject[..end]).ok()?;
+    let version = subject[end..]
+        .strip_prefix("==")
+        .filter(|v| !v.is_empty() && !v.contains(['*', ',', ' ']))
+        .map(str::to_string);
+    Some((name, version))
+}
+
+/// uv's `cause:` text without the `error:` banner, hints or indentation.
+fn explanation(stderr: &str) -> String {
+    let mut lines = Vec::new();
+    for line in stderr.lines() {
+        let line = line.trim();
+        if line.starts_with("error:") || line.is_empty() {
+            continue;
+        }
+        if line.starts_with("hint:") {
+            break;
+        }
+        lines.push(line.strip_prefix("cause:").unwrap_or(line).trim());
+    }
+    lines.join(" ")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading pylock.toml (PEP 751): only the fields strata needs.
+
+#[derive(Deserialize)]
+struct Pylock {
+    #[serde(default)]
+    packages: Vec<PylockPackage>,
+}
+
+#[derive(Deserialize)]
+struct PylockPackage {
+    name: String,
+    version: Option<String>,
+    #[serde(default)]
+    wheels: Vec<PylockWheel>,
+}
+
+#[derive(Deserialize)]
+struct PylockWheel {
+    name: Option<String>,
+    url: Option<String>,
+    path: Option<String>,
+    size: Option<u64>,
+    #[serde(default)]
+    hashes: BTreeMap<String, String>,
+}
+
+fn pylock_err(reason: String) -> ResolveError {
+    ResolveError::Pylock { reason }
+}
+
+/// Turns uv's pylock.toml into a [`Lock`], choosing one wheel per package.
+pub fn lock_from_pylock(pylock: &str, target: &Target) -> Result<Lock, ResolveError> {
+    let parsed: Pylock = toml::from_str(pylock).map_err(|e| pylock_err(e.to_string()))?;
+    let wheels = parsed
+        .packages
+        .iter()
+        .map(|p| choose_wheel(p, target))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Lock::new(*target, wheels))
+}
+
+fn choose_wheel(package: &PylockPackage, target: &Target) -> Result<LockedWheel, ResolveError> {
+    let name =
+        PackageName::new(&package.name).map_err(|e| pylock_err(format!("package name: {e}")))?;
+    let version = package
+        .version
+        .clone()
+        .ok_or_else(|| pylock_err(format!("package {name} has no version")))?;
+    let mut best: Option<(u32, &PylockWheel, String, String)> = None;
+    for wheel in &package.wheels {
+        let url = wheel_url(wheel).map_err(|reason| pylock_err(format!("{name}: {reason}")))?;
+        let filename = wheel_filename(wheel, &url)
+            .ok_or_else(|| pylock_err(format!("{name}: no file name in wheel URL {url}")))?;
+        let Ok(parsed) = WheelFilename::parse(&filename) else {
+            tracing::debug!(%filename, "skipping a file whose name is not a wheel name");
+            continue;
+        };
+        let Some(priority) = target.wheel_priority(&parsed) else {
+            continue;
+        };
+        // Ties go to the first listed wheel, so the choice is stable.
+        if best.as_ref().is_none_or(|(p, ..)| priority > *p) {
+            best = Some((priority, wheel, filename, url));
+        }
+    }
+    let Some((_, wheel, filename, url)) = best else {
+        return Err(ResolveError::NoWheel {
+            name,
+            version: Some(version),
+            target: target.wheel_tags_summary(),
+        });
+    };
+    let sha256 = wheel
+        .hashes
+        .get("sha256")
+        .ok_or_else(|| pylock_err(format!("wheel {filename} has no sha256")))?;
+    let sha256 = Digest::from_hex(&sha256.to_ascii_lowercase())
+        .map_err(|e| pylock_err(format!("wheel {filename}: {e}")))?;
+    Ok(LockedWheel {
+        name,
+        version,
+        filename,
+        sha256,
+        size: wheel.size,
+        url,
+    })
+}
+
+/// The wheel's absolute URL: `url` as given, or a `file://` URL for an absolute `path`.
+fn wheel_url(wheel: &PylockWheel) -> Result<String, String> {
+    if let Some(url) = &wheel.url {
+        return Ok(url.clone());
+    }
+    let Some(path) = &wheel.path else {
+        return Err("a wheel has neither url nor path".into());
+    };
+    url::Url::from_file_path(path)
+        .map(String::from)
+        .map_err(|()| format!("wheel path {path:?} is not absolute"))
+}
+
+/// `name` if given, else the last segment of the URL, percent-decoded.
+fn wheel_filename(wheel: &PylockWheel, url: &str) -> Option<String> {
+    if let Some(name) = &wheel.name {
+        return Some(name.clone());
+    }
+    let parsed = url::Url::parse(url).ok()?;
+    let last = parsed.path_segments()?.next_back()?;
+    let decoded = percent_decode(last)?;
+    (!decoded.is_empty()).then_some(decoded)
+}
+
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::PythonVersion;
+
+    fn target() -> Target {
+        Target::new(PythonVersion::new(3, 11), "linux/amd64".parse().unwrap())
+    }
+
+    #[test]
+    fn classifies_unknown_packages() {
+        let stderr = "error: No solution found when resolving dependencies\n  cause: Because missingdep was not found in the provided package locations and all versions of delta depend on missingdep, we can conclude that all versions of delta cannot be used.\n";
+        match classify_failure(stderr, &target()) {
+            ResolveError::UnknownPackage { name } => assert_eq!(name.as_str(), "missingdep"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn classifies_missing_wheels() {
+        let cases = [
+            ("Because sdonly==1.0 has no usable wheels and only sdonly==1.0 is available", Some("1.0")),
+            ("Because all versions of sdonly have no usable wheels and you require sdonly", None),
+            ("Because sdonly==2.0 has no wheels with a matching platform tag (e.g., `manylinux_2_28_x86_64`) and", Some("2.0")),
+            ("Because all versions of eps depend on x and sdonly==1.0 has no usable wheels", Some("1.0")),
+        ];
+        for (cause, want) in cases {
+            let stderr = format!("error: {NO_SOLUTION}\n  cause: {cause}\n");
+            match classify_failure(&stderr, &target()) {
+                ResolveError::NoWheel {
+                    name,
+                    version,
+                    target,
+                } => {
+                    assert_eq!(name.as_str(), "sdonly", "{cause}");
+                    assert_eq!(version.as_deref(), want, "{cause}");
+                    assert_eq!(target, "cp311 manylinux_2_28 x86_64");
+                }
+                other => panic!("{cause}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn classifies_conflicts_and_other_failures() {
+        let stderr = format!("error: {NO_SOLUTION}\n  cause: Because you require beta==1.0 and beta==2.0, we can\n         conclude that your requirements are unsatisfiable.\n\nhint: something\n");
+        match classify_failure(&stderr, &target()) {
+            ResolveError::Conflict { detail } => assert_eq!(
+                detail,
+                "Because you require beta==1.0 and beta==2.0, we can conclude that your requirements are unsatisfiable."
+            ),
+            other => panic!("{other:?}"),
+        }
+        let other = classify_failure(
+            "error: Failed to read `--find-links` directory: /x\n",
+            &target(),
+        );
+        assert!(matches!(other, ResolveError::Uv { .. }), "{other:?}");
+    }
+
+    #[test]
+    fn picks_the_best_compatible_wheel() {
+        let pylock = r#"
+lock-version = "1.0"
+[[packages]]
+name = "Gamma"
+version = "1.0"
+wheels = [
+    { url = "file:///w/gamma-1.0-py3-none-any.whl", hashes = { sha256 = "aa00000000000000000000000000000000000000000000000000000000000000" } },
+    { url = "file:///w/gamma-1.0-cp311-cp311-manylinux_2_17_aarch64.whl", hashes = { sha256 = "bb00000000000000000000000000000000000000000000000000000000000000" } },
+    { url = "file:///w%20x/gamma-1.0-cp311-cp311-manylinux_2_17_x86_64.whl", size = 7, hashes = { sha256 = "cc00000000000000000000000000000000000000000000000000000000000000" } },
+]
+"#;
+        let lock = lock_from_pylock(pylock, &target()).unwrap();
+        let w = &lock.wheels[0];
+        assert_eq!(w.name.as_str(), "gamma");
+        assert_eq!(
+            w.filename,
+            "gamma-1.0-cp311-cp311-manylinux_2_17_x86_64.whl"
+        );
+        assert_eq!(w.size, Some(7));
+        assert!(w.sha256.hex().starts_with("cc"));
+        assert_eq!(
+            w.url,
+            "file:///w%20x/gamma-1.0-cp311-cp311-manylinux_2_17_x86_64.whl"
+        );
+    }
+
+    #[test]
+    fn a_package_without_a_compatible_wheel_is_named() {
+        let pylock = r#"
+[[packages]]
+name = "armonly"
+version = "1.0"
+wheels = [{ url = "file:///w/armonly-1.0-cp311-cp311-manylinux_2_17_aarch64.whl", hashes = { sha256 = "bb00000000000000000000000000000000000000000000000000000000000000" } }]
+"#;
+        let err = lock_from_pylock(pylock, &target()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("armonly==1.0") && msg.contains("cp311 manylinux_2_28 x86_64"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,83 @@
+//! Environment specs: what a user asked for, in canonical form, and its digest.
+//!
+//! Two spec files that mean the same produce the same [`EnvSpec`] and so the same
+//! [`SpecDigest`]; any change of meaning changes it.
+//!
+//! Layout: `lines` (physical -> logical lines, comments), `requirements` (options, includes),
+//! `pep508` (one requirement), `specifier` + `version` (PEP 440), `marker` (PEP 508 markers),
+//! `sources` (index URLs, find-links), `canonical` (merging, digest, uv input files).
+
+mod canonical;
+mod error;
+mod lines;
+mod marker;
+mod pep508;
+mod requirements;
+mod sources;
+mod specifier;
+mod version;
+
+use serde::{Deserialize, Serialize};
+use strata_oci::Digest;
+
+pub use error::{InvalidRequirement, SpecError};
+pub use marker::canonical_marker;
+pub use pep508::normalise_extra;
+pub use requirements::{parse_requirements_file, parse_requirements_str, RequirementsFile};
+pub use sources::{normalise_find_links, normalise_url};
+pub use version::Version;
+
+use crate::name::PackageName;
+use crate::target::Target;
+
+/// One requirement in canonical form (PEP 508).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Requirement {
+    pub name: PackageName,
+    /// Normalised extra names, sorted and deduplicated.
+    pub extras: Vec<String>,
+    /// Normalised specifier clauses joined by `,` in a canonical order; empty for any version.
+    pub specifier: String,
+    /// A direct URL (`name @ url`), if given.
+    pub url: Option<String>,
+    /// The canonical marker expression, if any.
+    pub marker: Option<String>,
+    /// Allowed artifact hashes (`sha256:<hex>`), sorted and deduplicated. Part of the meaning:
+    /// they restrict which files may be installed.
+    pub hashes: Vec<String>,
+}
+
+/// Where packages may come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sources {
+    pub index_url: Option<String>,
+    /// Sorted and deduplicated.
+    pub extra_index_urls: Vec<String>,
+    /// Sorted and deduplicated; local directories as absolute paths.
+    pub find_links: Vec<String>,
+    pub no_index: bool,
+}
+
+/// A canonical environment spec: requirements, constraints, sources, base image and target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvSpec {
+    /// Sorted by (name, marker, url); requirements with the same key merged.
+    pub requirements: Vec<Requirement>,
+    /// From `-c` files; same canonical form.
+    pub constraints: Vec<Requirement>,
+    pub sources: Sources,
+    /// The base image, always by digest (never a moving tag).
+    pub base: Digest,
+    pub target: Target,
+}
+
+/// sha256 of an [`EnvSpec`]'s canonical serialisation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SpecDigest(pub Digest);
+
+impl std::fmt::Display for SpecDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}

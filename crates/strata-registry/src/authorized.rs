@@ -1,0 +1,211 @@
+//! Logging in for the raw HTTP calls (manifests, tags, deletes, blob sizes), and for the blob
+//! calls that go through oci-client; and the errors for a registry that will not let us in.
+//!
+//! A raw request goes out with what worked before (a cached token for its scope, or Basic
+//! credentials once the registry asked for them). On a 401 the challenge says what to do:
+//! `Basic` → send the credentials; `Bearer` → get a token from the realm (with the credentials,
+//! or anonymously) and send that. The request is then sent once more; a second 401 is final.
+
+use reqwest::header::AUTHORIZATION;
+use reqwest::{RequestBuilder, Response, StatusCode, Url};
+
+use crate::auth::Credentials;
+use crate::challenge::{challenge_of, Challenge};
+use crate::client::Registry;
+use crate::error::{Refusal, RegistryError};
+use crate::reference::RegistryRepo;
+use crate::token::{parse_token, scope_for, Access, Token};
+
+/// A token answer is a small JSON document; anything larger is not one.
+const MAX_TOKEN_ANSWER: usize = 1024 * 1024;
+
+impl Registry {
+    /// Sends the request `build` makes (again, when the registry asks for credentials: a
+    /// request cannot be replayed, so the caller says how to make it).
+    pub(crate) async fn send_authorized(
+        &self,
+        action: &str,
+        repo: &RegistryRepo,
+        access: Access,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
+        let scope = scope_for(&repo.repository, access);
+        let first = self
+            .send(action, self.with_known_auth(build(), &scope))
+            .await?;
+        if first.status() != StatusCode::UNAUTHORIZED {
+            return Ok(first);
+        }
+        let Some(challenge) = challenge_of(first.headers()) else {
+            return Ok(first);
+        };
+        let Some(header) = self.answer_challenge(action, &challenge, &scope).await? else {
+            return Ok(first);
+        };
+        self.send(action, build().header(AUTHORIZATION, header))
+            .await
+    }
+
+    /// Adds what the registry accepted before, so most requests need no 401 round trip.
+    fn with_known_auth(&self, request: RequestBuilder, scope: &str) -> RequestBuilder {
+        if let Some(token) = self.session.token(scope) {
+            return request.bearer_auth(token);
+        }
+        match &self.session.credentials {
+            Credentials::Basic {
+                username, password, ..
+            } if self.session.basic_requested() => {
+                request.basic_auth(username, Some(password.expose()))
+            }
+            _ => request,
+        }
+    }
+
+    /// The `Authorization` value that answers `challenge`, or `None` when there is nothing to
+    /// answer with (Basic asked, no credentials): the 401 then stands.
+    async fn answer_challenge(
+        &self,
+        action: &str,
+        challenge: &Challenge,
+        scope: &str,
+    ) -> Result<Option<String>, RegistryError> {
+        match challenge {
+            Challenge::Basic => {
+                let Credentials::Basic {
+                    username, password, ..
+                } = &self.session.credentials
+                else {
+                    return Ok(None);
+                };
+                self.session.note_basic_requested();
+                Ok(Some(basic_header(username, password.expose())))
+            }
+            Challenge::Bearer {
+                realm,
+                service,
+                scope: asked,
+            } => {
+                // The registry knows best which scope it wants; ours is the fallback.
+                let wanted = asked.as_deref().unwrap_or(scope);
+                let token = self
+                    .fetch_token(action, realm, service.as_deref(), wanted)
+                    .await?;
+                self.session.remember_token(scope, &token);
+                Ok(Some(format!("Bearer {}", token.value)))
+            }
+        }
+    }
+
+    /// Asks the token server at `realm` for a token, with the credentials when there are any.
+    async fn fetch_token(
+        &self,
+        action: &str,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<Token, RegistryError> {
+        let token_action = format!("{action} (getting a token from {realm})");
+        let mut url = Url::parse(realm).map_err(|e| {
+            self.protocol_error(&token_action, format!("bad token realm {realm:?}: {e}"))
+        })?;
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(service) = service {
+                query.append_pair("service", service);
+            }
+            query.append_pair("scope", scope);
+        }
+        let mut request = self.http.get(url);
+        if let Credentials::Basic {
+            username, password, ..
+        } = &self.session.credentials
+        {
+            request = request.basic_auth(username, Some(password.expose()));
+        }
+        let response = self.send(&token_action, request).await?;
+        if !response.status().is_success() {
+            return Err(self.status_error(&token_action, response).await);
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&token_action, &e, e.is_connect()))?;
+        if body.len() > MAX_TOKEN_ANSWER {
+            return Err(self.protocol_error(&token_action, "token answer larger than 1 MiB"));
+        }
+        parse_token(&body).map_err(|detail| self.protocol_error(&token_action, detail))
+    }
+
+    /// Hands the credentials to oci-client before a blob call. It keeps them per registry and
+    /// does its own challenge and token dance; storing `Anonymous` still lets it fetch
+    /// anonymous bearer tokens, which public registries require.
+    pub(crate) async fn prepare_oci_auth(&self, repo: &RegistryRepo) {
+        let auth = match &self.session.credentials {
+            Credentials::Anonymous => oci_client::secrets::RegistryAuth::Anonymous,
+            Credentials::Basic {
+                username, password, ..
+            } => oci_client::secrets::RegistryAuth::Basic(
+                username.clone(),
+                password.expose().to_string(),
+            ),
+        };
+        let reference = self.oci_ref(repo);
+        self.oci
+            .store_auth_if_needed(reference.resolve_registry(), &auth)
+            .await;
+    }
+
+    /// The error for an answer that says we are not let in, or `None` for any other answer.
+    /// A 401 means no or wrong credentials; a 403 with credentials means they are not good
+    /// enough (a 403 without any is left as it is: it is not about logging in).
+    pub(crate) fn auth_failure(
+        &self,
+        action: &str,
+        status: Option<u16>,
+        code: Option<&str>,
+        message: Option<&str>,
+    ) -> Option<RegistryError> {
+        let has_code = |wanted: &str| code.is_some_and(|c| c.split("; ").any(|c| c == wanted));
+        let unauthorized = status == Some(401) || (status.is_none() && has_code("UNAUTHORIZED"));
+        let denied = status == Some(403) || (status.is_none() && has_code("DENIED"));
+        let registry = self.host().to_string();
+        match &self.session.credentials {
+            Credentials::Anonymous if unauthorized => Some(RegistryError::RequiresCredentials {
+                registry,
+                action: action.to_string(),
+                searched: self.session.searched_text(),
+            }),
+            creds @ Credentials::Basic { username, .. } if unauthorized || denied => {
+                Some(RegistryError::CredentialsRefused(Box::new(Refusal {
+                    registry,
+                    username: username.clone(),
+                    origin: creds.origin(),
+                    action: action.to_string(),
+                    answer: registry_answer(status, code, message),
+                })))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn basic_header(username: &str, password: &str) -> String {
+    use base64::Engine;
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    format!("Basic {encoded}")
+}
+
+/// `HTTP 401: UNAUTHORIZED: authentication required`, for the refused-credentials error.
+fn registry_answer(status: Option<u16>, code: Option<&str>, message: Option<&str>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(s) = status {
+        parts.push(format!("HTTP {s}"));
+    }
+    parts.extend(code.map(str::to_string));
+    parts.extend(message.map(str::to_string));
+    if parts.is_empty() {
+        return "no further detail".to_string();
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,461 @@
+//! The registry handle: which host, over which protocol, with which retry policy, and the
+//! translation of the two HTTP stacks' errors into [`RegistryError`].
+//!
+//! Blob calls go through `oci-client` (HEAD, mount, streamed monolithic upload, verified pull).
+//! Manifest, tag and delete calls are raw HTTP through `reqwest`, because oci-client has no
+//! DELETE, does not report a pulled manifest's media type, and can panic when a registry omits
+//! the `Location` of a manifest pushed by digest.
+//!
+//! Credentials come from the auth files `skopeo login` and `docker login` write (see the auth
+//! module); the authorized module logs in for both stacks.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{DigestError, OciDistributionError};
+
+use crate::auth::{AuthSources, Credentials};
+use crate::error::{
+    chain_text, classify_transport, parse_error_body, RegistryError, TransportKind,
+};
+use crate::reference::{split_host_port, RegistryRepo};
+use crate::token::AuthSession;
+
+const USER_AGENT: &str = concat!("strata/", env!("CARGO_PKG_VERSION"));
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How requests reach the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// HTTPS unless the registry is on this machine or the user said `--insecure`: plain HTTP to
+/// a remote host would let anyone on the path swap layers.
+pub fn scheme_for(registry: &str, insecure: bool) -> Scheme {
+    if insecure || is_loopback(registry) {
+        Scheme::Http
+    } else {
+        Scheme::Https
+    }
+}
+
+/// `localhost`, 127.0.0.0/8 or `[::1]`, with or without a port.
+pub fn is_loopback(registry: &str) -> bool {
+    let Ok((host, _port)) = split_host_port(registry) else {
+        return false;
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    if let Ok(v4) = host.parse::<Ipv4Addr>() {
+        return v4.is_loopback();
+    }
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .and_then(|h| h.parse::<Ipv6Addr>().ok())
+        .is_some_and(|v6| v6.is_loopback())
+}
+
+/// The credentials `sources` hold for `registry`, remembering where they were searched (for
+/// the error that says none were found).
+fn session_from(registry: &str, sources: &AuthSources) -> Result<AuthSession, RegistryError> {
+    let credentials = Credentials::lookup_in(registry, sources)?;
+    Ok(AuthSession::new(credentials, sources.paths().to_vec()))
+}
+
+/// Transient failures (connection errors, 5xx, 429) are retried `attempts - 1` times, waiting
+/// `initial_backoff`, then twice as long each time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub initial_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 3,
+            initial_backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// A client for one registry host.
+#[derive(Clone)]
+pub struct Registry {
+    host: String,
+    scheme: Scheme,
+    pub(crate) session: Arc<AuthSession>,
+    retry: RetryPolicy,
+    pub(crate) oci: oci_client::Client,
+    pub(crate) http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("host", &self.host)
+            .field("scheme", &self.scheme)
+            .field("credentials", &self.session.credentials)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+impl Registry {
+    /// A client for `registry` (`host[:port]`): HTTPS, or plain HTTP for loopback hosts or
+    /// when `insecure`; with the credentials the user's auth files hold for it (see
+    /// [`AuthSources::from_env`]), anonymous when they hold none.
+    pub fn new(registry: &str, insecure: bool) -> Result<Registry, RegistryError> {
+        Registry::with_auth_sources(registry, insecure, &AuthSources::from_env())
+    }
+
+    /// Like [`Registry::new`], searching `sources` instead of the files the environment names.
+    pub fn with_auth_sources(
+        registry: &str,
+        insecure: bool,
+        sources: &AuthSources,
+    ) -> Result<Registry, RegistryError> {
+        let session = session_from(registry, sources)?;
+        Registry::build(registry, scheme_for(registry, insecure), session)
+    }
+
+    /// A client that uses exactly `credentials`, searching no auth file.
+    pub fn with_credentials(
+        registry: &str,
+        insecure: bool,
+        credentials: Credentials,
+    ) -> Result<Registry, RegistryError> {
+        let session = AuthSession::new(credentials, Vec::new());
+        Registry::build(registry, scheme_for(registry, insecure), session)
+    }
+
+    /// A client that uses `scheme` whatever the host, with the credentials of the user's auth
+    /// files.
+    pub fn with_scheme(registry: &str, scheme: Scheme) -> Result<Registry, RegistryError> {
+        let session = session_from(registry, &AuthSources::from_env())?;
+        Registry::build(registry, scheme, session)
+    }
+
+    fn build(
+        registry: &str,
+        scheme: Scheme,
+        session: AuthSession,
+    ) -> Result<Registry, RegistryError> {
+        // Validates the host the same way repository names are validated.
+        RegistryRepo::new(registry, "x")?;
+        let client_error = |detail: String| RegistryError::Client {
+            registry: registry.to_string(),
+            detail,
+        };
+        let oci_config = ClientConfig {
+            protocol: match scheme {
+                Scheme::Http => ClientProtocol::Http,
+                Scheme::Https => ClientProtocol::Https,
+            },
+            // One PUT with a streamed body: no chunk buffering, no PATCH round trips.
+            use_monolithic_push: true,
+            platform_resolver: None,
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            user_agent: USER_AGENT,
+            ..ClientConfig::default()
+        };
+        if scheme == Scheme::Http && !is_loopback(registry) {
+            if let Some(user) = session.credentials.username() {
+                // Docker does the same for insecure registries, but the user should know.
+                tracing::warn!(registry, user, "credentials will be sent over plain HTTP");
+            }
+        }
+        let oci =
+            oci_client::Client::try_from(oci_config).map_err(|e| client_error(e.to_string()))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(|e| client_error(chain_text(&e)))?;
+        Ok(Registry {
+            host: registry.to_string(),
+            scheme,
+            session: Arc::new(session),
+            retry: RetryPolicy::default(),
+            oci,
+            http,
+        })
+    }
+
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Registry {
+        self.retry = retry;
+        self
+    }
+
+    /// `host[:port]`, as given.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.session.credentials
+    }
+
+    /// `scheme://host/v2/<repository>/<rest>`.
+    pub fn url(&self, repo: &RegistryRepo, rest: &str) -> String {
+        format!(
+            "{}://{}/v2/{}/{rest}",
+            self.scheme.as_str(),
+            self.host,
+            repo.repository
+        )
+    }
+
+    /// Refuses a repository of another registry: its requests would silently go to this one.
+    pub(crate) fn check_repo(&self, repo: &RegistryRepo) -> Result<(), RegistryError> {
+        if repo.registry == self.host {
+            return Ok(());
+        }
+        Err(RegistryError::WrongRegistry {
+            registry: self.host.clone(),
+            repo: repo.to_string(),
+            repo_registry: repo.registry.clone(),
+        })
+    }
+
+    /// The oci-client name of a repository. oci-client only uses registry and repository for
+    /// blob URLs; the tag is required by its type and never sent.
+    pub(crate) fn oci_ref(&self, repo: &RegistryRepo) -> oci_client::Reference {
+        oci_client::Reference::with_tag(
+            repo.registry.clone(),
+            repo.repository.clone(),
+            "latest".to_string(),
+        )
+    }
+
+    /// Runs `op` again after transient failures, with exponential backoff.
+    pub(crate) async fn with_retry<T, F, Fut>(
+        &self,
+        action: &str,
+        mut op: F,
+    ) -> Result<T, RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, RegistryError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Err(e) if e.is_transient() && attempt < self.retry.attempts => {
+                    let delay = self.retry.initial_backoff * 2u32.saturating_pow(attempt - 1);
+                    tracing::warn!(registry = %self.host, %action, attempt, error = %e, ?delay, "retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends a raw request; transport failures become [`RegistryError`]s naming `action`.
+    pub(crate) async fn send(
+        &self,
+        action: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RegistryError> {
+        request
+            .send()
+            .await
+            .map_err(|e| self.transport_error(action, &e, e.is_connect()))
+    }
+
+    /// The error for a response whose status says the registry refused `action`.
+    pub(crate) async fn status_error(
+        &self,
+        action: &str,
+        response: reqwest::Response,
+    ) -> RegistryError {
+        let status = response.status().as_u16();
+        // A body that fails to arrive still leaves the status worth reporting.
+        let body = response.bytes().await.unwrap_or_default();
+        let (code, message) = parse_error_body(&body);
+        self.http_error(action, Some(status), code, message)
+    }
+
+    pub(crate) fn http_error(
+        &self,
+        action: &str,
+        status: Option<u16>,
+        code: Option<String>,
+        message: Option<String>,
+    ) -> RegistryError {
+        if let Some(refused) =
+            self.auth_failure(action, status, code.as_deref(), message.as_deref())
+        {
+            return refused;
+        }
+        RegistryError::Http {
+            registry: self.host.clone(),
+            action: action.to_string(),
+            status,
+            code,
+            message,
+        }
+    }
+
+    pub(crate) fn protocol_error(&self, action: &str, detail: impl Into<String>) -> RegistryError {
+        RegistryError::Protocol {
+            registry: self.host.clone(),
+            action: action.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn transport_error(
+        &self,
+        action: &str,
+        err: &(dyn std::error::Error + 'static),
+        is_connect: bool,
+    ) -> RegistryError {
+        let registry = self.host.clone();
+        let action = action.to_string();
+        let detail = chain_text(err);
+        match classify_transport(err, is_connect, self.scheme == Scheme::Https) {
+            TransportKind::Connect => RegistryError::Unreachable {
+                registry,
+                action,
+                detail,
+            },
+            TransportKind::Tls => RegistryError::Tls {
+                registry,
+                action,
+                detail,
+            },
+            TransportKind::Broken => RegistryError::Connection {
+                registry,
+                action,
+                detail,
+            },
+        }
+    }
+
+    /// Translates an oci-client error. `what` names the blob for digest mismatches.
+    pub(crate) fn oci_error(
+        &self,
+        action: &str,
+        what: &str,
+        err: OciDistributionError,
+    ) -> RegistryError {
+        match err {
+            OciDistributionError::RequestError(e) => match e.status() {
+                Some(status) if e.is_status() => {
+                    self.http_error(action, Some(status.as_u16()), None, None)
+                }
+                _ => self.transport_error(action, &e, e.is_connect()),
+            },
+            OciDistributionError::ServerError { code, message, .. } => {
+                let (c, m) = parse_error_body(message.as_bytes());
+                self.http_error(action, Some(code), c, m)
+            }
+            OciDistributionError::RegistryError { envelope, .. } => {
+                // Serialising the code gives it back as the registry sent it (`BLOB_UNKNOWN`).
+                let codes: Vec<String> = envelope
+                    .errors
+                    .iter()
+                    .filter_map(|e| serde_json::to_value(&e.code).ok())
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
+                let messages: Vec<&str> =
+                    envelope.errors.iter().map(|e| e.message.as_str()).collect();
+                let code = (!codes.is_empty()).then(|| codes.join("; "));
+                self.http_error(action, None, code, Some(messages.join("; ")))
+            }
+            OciDistributionError::UnauthorizedError { .. } => {
+                self.http_error(action, Some(401), Some("UNAUTHORIZED".to_string()), None)
+            }
+            OciDistributionError::DigestError(DigestError::VerificationError {
+                expected,
+                actual,
+            }) => match (expected.parse(), actual.parse()) {
+                (Ok(expected), Ok(actual)) => RegistryError::DigestMismatch {
+                    registry: self.host.clone(),
+                    what: what.to_string(),
+                    expected,
+                    actual,
+                },
+                _ => self.protocol_error(
+                    action,
+                    format!("digest mismatch: expected {expected}, got {actual}"),
+                ),
+            },
+            other => self.protocol_error(action, chain_text(&other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_hosts_get_https_unless_insecure() {
+        assert_eq!(scheme_for("registry.example.com", false), Scheme::Https);
+        assert_eq!(scheme_for("10.1.2.3:5000", false), Scheme::Https);
+        assert_eq!(scheme_for("registry.example.com:443", true), Scheme::Http);
+        // Looks local, but 128.0.0.1 is not loopback.
+        assert_eq!(scheme_for("128.0.0.1:5000", false), Scheme::Https);
+        assert_eq!(scheme_for("localhost.example.com", false), Scheme::Https);
+    }
+
+    #[test]
+    fn loopback_hosts_get_http() {
+        for host in [
+            "127.0.0.1:5000",
+            "127.8.9.10",
+            "localhost",
+            "LOCALHOST:80",
+            "[::1]:5000",
+            "[::1]",
+        ] {
+            assert_eq!(scheme_for(host, false), Scheme::Http, "{host}");
+        }
+    }
+
+    #[test]
+    fn urls_follow_the_scheme_decision_without_traffic() {
+        let remote = Registry::new("registry.example.com:5000", false).unwrap();
+        let repo: RegistryRepo = "registry.example.com:5000/team/env".parse().unwrap();
+        assert_eq!(
+            remote.url(&repo, "manifests/v1"),
+            "https://registry.example.com:5000/v2/team/env/manifests/v1"
+        );
+        let insecure = Registry::new("registry.example.com:5000", true).unwrap();
+        assert!(insecure.url(&repo, "tags/list").starts_with("http://"));
+        let local = Registry::new("127.0.0.1:5000", false).unwrap();
+        let local_repo: RegistryRepo = "127.0.0.1:5000/env".parse().unwrap();
+        assert_eq!(
+            local.url(&local_repo, "blobs/uploads/"),
+            "http://127.0.0.1:5000/v2/env/blobs/uploads/"
+        );
+    }
+
+    #[test]
+    fn a_bad_registry_name_is_rejected_by_name() {
+        let err = Registry::new("bad host", false).unwrap_err();
+        assert!(err.to_string().contains("bad host"), "{err}");
+    }
+}
