@@ -10,6 +10,7 @@ use strata_build::error::BuildError;
 use strata_build::explain::Explanation;
 use strata_build::home::{Home, HomeError};
 use strata_build::publish::Pushed;
+use strata_gc::run::RunError;
 use strata_index::catalog::{Catalog, CatalogImage};
 use strata_queue::JobView;
 
@@ -38,20 +39,40 @@ impl Failure {
             | BuildError::PinnedHash { .. }
             | BuildError::Install { .. }
             | BuildError::Config(_)
-            | BuildError::NotAnImage { .. }
-            | BuildError::Policy(_) => EXIT_BAD_INPUT,
-            BuildError::Registry(_) | BuildError::RegistryGc(_) => EXIT_REGISTRY,
+            | BuildError::NotAnImage { .. } => EXIT_BAD_INPUT,
+            BuildError::Registry(_) => EXIT_REGISTRY,
             BuildError::Store(_)
             | BuildError::Index(_)
             | BuildError::Home(_)
             | BuildError::Verify(_)
             | BuildError::Gc(_)
             | BuildError::DamagedImage { .. } => EXIT_STORE,
-            _ => EXIT_FAILURE,
+            // A new variant must be placed here on purpose: no catch-all.
+            BuildError::EnvLayer { .. } | BuildError::Io { .. } | BuildError::Internal(_) => {
+                EXIT_FAILURE
+            }
         };
         Failure {
             hint: error.hint(),
             error: Box::new(error),
+            exit_code,
+        }
+    }
+
+    pub fn gc(error: RunError) -> Failure {
+        let (exit_code, hint) = match &error {
+            RunError::Config(_) | RunError::Policy(_) => (
+                EXIT_BAD_INPUT,
+                Some("fix the configuration key shown (strata.toml or $STRATA_HOME/config.toml)"),
+            ),
+            RunError::Registry(e) => (EXIT_REGISTRY, Some(e.hint())),
+            RunError::RegistryGc(_) => (EXIT_REGISTRY, None),
+            RunError::Index(_) | RunError::Local(_) => (EXIT_STORE, None),
+            RunError::Runtime(_) => (EXIT_FAILURE, None),
+        };
+        Failure {
+            error: Box::new(error),
+            hint,
             exit_code,
         }
     }
@@ -82,11 +103,13 @@ impl Failure {
 }
 
 pub fn print_error(failure: &Failure) {
-    eprintln!("error: {}", failure.error);
-    let mut source = failure.error.source();
-    while let Some(cause) = source {
+    let causes = strata_errors::causes(failure.error.as_ref());
+    let mut lines = causes.iter();
+    if let Some(first) = lines.next() {
+        eprintln!("error: {first}");
+    }
+    for cause in lines {
         eprintln!("  caused by: {cause}");
-        source = cause.source();
     }
     if let Some(hint) = failure.hint {
         eprintln!("hint: {hint}");

@@ -1,9 +1,9 @@
 //! `strata gc`: the local store, or with `--registry` a repository of a registry.
 
 use clap::Args;
-use strata_build::collect::{self, LocalOutcome, PolicyOverrides};
 use strata_gc::local::GcPlan;
 use strata_gc::registry::RegistryGcReport;
+use strata_gc::run::{self as collect, LocalOutcome, PolicyOverrides};
 
 use crate::output::{self, Failure};
 
@@ -43,14 +43,16 @@ pub fn run(args: GcArgs) -> Result<(), Failure> {
         keep_tags: args.keep_tags.clone(),
         grace: args.grace.clone(),
     };
-    let policy = collect::policy(&home, &project, &overrides).map_err(Failure::build)?;
+    let policy = collect::policy(&home.root, &project, &overrides).map_err(Failure::gc)?;
     if let Some(target) = &args.registry {
-        let report = collect::collect_registry(&home, target, args.insecure, &policy, args.dry_run)
-            .map_err(Failure::build)?;
+        let report =
+            collect::collect_registry(&home.index, target, args.insecure, &policy, args.dry_run)
+                .map_err(Failure::gc)?;
         output::print_json_or(&report, args.json, || registry_text(&report));
         return Ok(());
     }
-    let outcome = collect::collect_local(&home, &policy, args.dry_run).map_err(Failure::build)?;
+    let outcome = collect::collect_local(&home.store, &home.index, &policy, args.dry_run)
+        .map_err(Failure::gc)?;
     output::print_json_or(&outcome, args.json, || local_text(&outcome));
     Ok(())
 }

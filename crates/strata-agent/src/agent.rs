@@ -34,7 +34,9 @@ use strata_kube::{BlockingKube, KubeSettings};
 use strata_metrics::MetricsStore;
 use strata_queue::admit::Scheduler;
 use strata_queue::config::SchedulerConfig;
-use strata_queue::job::{log_path, EndCause, EnvOptions, Environment, Job, JobId, JobState, Outcome};
+use strata_queue::job::{
+    log_path, EndCause, EnvOptions, Environment, Job, JobId, JobState, Outcome,
+};
 use strata_queue::jobstore::{now, Change, JobFilter, JobStore};
 use strata_queue::pool::describe_pools;
 use strata_runc::LocalLauncher;

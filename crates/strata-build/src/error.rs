@@ -51,12 +51,8 @@ pub enum BuildError {
     Verify(#[from] strata_index::verify::VerifyError),
     #[error(transparent)]
     Config(#[from] strata_config::ConfigError),
-    #[error("invalid gc policy")]
-    Policy(#[from] strata_gc::PolicyError),
     #[error("local garbage collection failed")]
     Gc(#[from] strata_gc::local::GcError),
-    #[error("registry garbage collection failed")]
-    RegistryGc(#[source] Box<strata_gc::registry::RegistryGcError>),
     #[error(transparent)]
     Home(#[from] HomeError),
     #[error(transparent)]
@@ -91,7 +87,7 @@ impl BuildError {
     pub fn hint(&self) -> Option<&'static str> {
         match self {
             BuildError::Spec(_) => Some("fix the requirements file at the line shown"),
-            BuildError::Config(_) | BuildError::Policy(_) => {
+            BuildError::Config(_) => {
                 Some("fix the configuration key shown (strata.toml or $STRATA_HOME/config.toml)")
             }
             BuildError::Resolve(ResolveError::UnknownPackage { .. }) => {
@@ -116,29 +112,8 @@ impl BuildError {
             BuildError::DamagedImage { .. } => {
                 Some("run the same `strata build` (or `strata pull`) again to repair it")
             }
-            BuildError::Registry(e) if is_auth(e) => Some(
-                "log in with `skopeo login HOST` or `docker login HOST`: strata reads the auth files they write",
-            ),
-            BuildError::Registry(_) => Some(
-                "check the registry address and that it is running; plain HTTP needs a loopback host or --insecure",
-            ),
+            BuildError::Registry(e) => Some(e.hint()),
             _ => None,
         }
     }
-}
-
-impl From<strata_gc::registry::RegistryGcError> for BuildError {
-    fn from(e: strata_gc::registry::RegistryGcError) -> Self {
-        // Boxed: the error carries the partial report and would make every Result large.
-        BuildError::RegistryGc(Box::new(e))
-    }
-}
-
-fn is_auth(error: &RegistryError) -> bool {
-    matches!(
-        error,
-        RegistryError::Auth(_)
-            | RegistryError::RequiresCredentials { .. }
-            | RegistryError::CredentialsRefused(_)
-    )
 }

@@ -4,7 +4,6 @@
 pub mod additions;
 pub mod base;
 pub mod build;
-pub mod collect;
 pub mod error;
 pub mod explain;
 pub mod home;

@@ -6,12 +6,17 @@
 //! (without calling the busy handler) when another connection holds any lock. Two
 //! processes that open a new `strata.db` together (an agent and a `strata submit`) hit
 //! exactly that, so the switch is retried here until the timeout.
+//!
+//! Each component (the cache's index, the job store, the metric store) keeps its own tables
+//! and its own schema version in the one file; [`open_migrated`] opens the file and applies
+//! the component's missing migrations in one immediate transaction, so two processes opening
+//! a new database together do not both migrate it.
 
 use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, ErrorCode};
+use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
 /// How long a connection waits for the database to be free before it reports it busy.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -23,6 +28,72 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     enter_wal(&conn, BUSY_TIMEOUT)?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(conn)
+}
+
+/// Where a component keeps the number of its migrations applied.
+#[derive(Debug, Clone, Copy)]
+pub enum Counter {
+    /// `PRAGMA user_version` (one component per database may use it: the cache's index).
+    UserVersion,
+    /// A table of its own with one `version` column; the largest value counts.
+    Table(&'static str),
+}
+
+/// A component's schema: its migrations, applied in order, and where their count is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Schema {
+    pub counter: Counter,
+    pub migrations: &'static [&'static str],
+}
+
+/// [`open`], then the migrations of `schema` that are not applied yet.
+pub fn open_migrated(path: &Path, schema: &Schema) -> rusqlite::Result<Connection> {
+    let mut conn = open(path)?;
+    migrate(&mut conn, schema)?;
+    Ok(conn)
+}
+
+/// Applies the missing migrations. The count is read inside a write transaction taken at
+/// once, so that of two processes only the first migrates.
+fn migrate(conn: &mut Connection, schema: &Schema) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let applied = applied(&tx, schema.counter)?;
+    for (n, sql) in schema.migrations.iter().enumerate().skip(applied) {
+        tx.execute_batch(sql)?;
+        record(&tx, schema.counter, n + 1)?;
+    }
+    tx.commit()
+}
+
+fn applied(conn: &Connection, counter: Counter) -> rusqlite::Result<usize> {
+    let version: i64 = match counter {
+        Counter::UserVersion => conn.pragma_query_value(None, "user_version", |r| r.get(0))?,
+        Counter::Table(table) => {
+            conn.execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {table} (version INTEGER NOT NULL)"
+            ))?;
+            conn.query_row(
+                &format!("SELECT COALESCE(MAX(version), 0) FROM {table}"),
+                [],
+                |r| r.get(0),
+            )?
+        }
+    };
+    Ok(usize::try_from(version).unwrap_or(0))
+}
+
+fn record(conn: &Connection, counter: Counter, version: usize) -> rusqlite::Result<()> {
+    match counter {
+        Counter::UserVersion => conn.pragma_update(None, "user_version", version),
+        Counter::Table(table) => {
+            conn.execute(&format!("DELETE FROM {table}"), [])?;
+            conn.execute(
+                &format!("INSERT INTO {table} (version) VALUES (?1)"),
+                [version as i64],
+            )?;
+            Ok(())
+        }
+    }
 }
 
 /// Puts the database in WAL mode (a persistent property of the file), retrying while
@@ -98,6 +169,75 @@ mod tests {
                 assert_eq!(mode, "wal");
             }
         }
+    }
+
+    const FIRST: &[&str] = &["CREATE TABLE a (x)"];
+    const BOTH: &[&str] = &["CREATE TABLE a (x)", "CREATE TABLE b (y)"];
+
+    fn tables(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap();
+        let names = stmt.query_map([], |r| r.get(0)).unwrap();
+        names.collect::<Result<_, _>>().unwrap()
+    }
+
+    /// Migrations run once each, in order, and a later open applies only the new ones; two
+    /// components in one file count separately.
+    #[test]
+    fn migrations_apply_once_per_component() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.db");
+        let pragma = |migrations| Schema {
+            counter: Counter::UserVersion,
+            migrations,
+        };
+        open_migrated(&path, &pragma(FIRST)).unwrap();
+        let conn = open_migrated(&path, &pragma(BOTH)).unwrap();
+        assert_eq!(tables(&conn), ["a", "b"]);
+        // Applying "CREATE TABLE a" twice would fail: a reopen must not.
+        open_migrated(&path, &pragma(BOTH)).unwrap();
+
+        let other = Schema {
+            counter: Counter::Table("other_schema"),
+            migrations: &["CREATE TABLE c (z)"],
+        };
+        let conn = open_migrated(&path, &other).unwrap();
+        open_migrated(&path, &other).unwrap();
+        assert_eq!(tables(&conn), ["a", "b", "c", "other_schema"]);
+        let version: i64 = conn
+            .query_row("SELECT version FROM other_schema", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 1);
+        let user_version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(user_version, 2);
+    }
+
+    /// A counter table written by an older strata with one row per migration is read as the
+    /// largest row.
+    #[test]
+    fn a_counter_table_with_a_row_per_migration_counts_its_largest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.db");
+        let conn = open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE old_schema (version INTEGER NOT NULL);
+             INSERT INTO old_schema VALUES (1); INSERT INTO old_schema VALUES (2);
+             CREATE TABLE a (x); CREATE TABLE b (y);",
+        )
+        .unwrap();
+        let schema = Schema {
+            counter: Counter::Table("old_schema"),
+            migrations: &[
+                "CREATE TABLE a (x)",
+                "CREATE TABLE b (y)",
+                "CREATE TABLE c (z)",
+            ],
+        };
+        let conn = open_migrated(&path, &schema).unwrap();
+        assert_eq!(tables(&conn), ["a", "b", "c", "old_schema"]);
     }
 
     #[test]

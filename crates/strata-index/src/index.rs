@@ -185,16 +185,20 @@ impl Index {
     /// Opens (creating and migrating) the database. WAL mode and a busy timeout let many
     /// strata processes share it.
     pub fn open(path: &Path) -> Result<Index, IndexError> {
-        let conn = strata_db::open(path).map_err(|source| IndexError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let schema = strata_db::Schema {
+            counter: strata_db::Counter::UserVersion,
+            migrations: MIGRATIONS,
+        };
+        let conn =
+            strata_db::open_migrated(path, &schema).map_err(|source| IndexError::Sqlite {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let index = Index {
             conn,
             path: path.to_path_buf(),
         };
         index.configure()?;
-        index.migrate()?;
         Ok(index)
     }
 
@@ -217,25 +221,6 @@ impl Index {
             .pragma_update(None, "foreign_keys", "ON")
             .map_err(self.err())?;
         Ok(())
-    }
-
-    /// Applies the missing migrations. The version is read inside a write transaction
-    /// taken at once, so two processes opening a new database do not both migrate it.
-    fn migrate(&self) -> Result<(), IndexError> {
-        let tx = rusqlite::Transaction::new_unchecked(
-            &self.conn,
-            rusqlite::TransactionBehavior::Immediate,
-        )
-        .map_err(self.err())?;
-        let applied: usize = tx
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .map_err(self.err())?;
-        for (n, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
-            tx.execute_batch(sql).map_err(self.err())?;
-            tx.pragma_update(None, "user_version", n + 1)
-                .map_err(self.err())?;
-        }
-        tx.commit().map_err(self.err())
     }
 
     /// The environment built from a spec, if any; marks it used.

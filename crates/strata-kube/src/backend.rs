@@ -226,9 +226,8 @@ pub async fn connect(connection: &Connection) -> Result<Client, KubeError> {
     }
 }
 
-/// rustls needs one process-wide crypto provider; with both `ring` (kube) and `aws-lc-rs`
-/// (the registry client) compiled in, it cannot pick one itself. Installing ours is a no-op
-/// when another part of the process already did.
+/// rustls needs one process-wide crypto provider and strata compiles in only `ring` (no
+/// second TLS backend): install it unless another part of the process already did.
 fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

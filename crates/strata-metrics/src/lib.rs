@@ -20,8 +20,14 @@ pub const METRIC_PREFIX: &str = "strata:metric ";
 /// Read at most this much log per transaction.
 const CHUNK: usize = 4 << 20;
 
-/// Schema changes of the metric tables, applied in order; `launcher_schema` records how
-/// many were applied (the cache's `PRAGMA user_version` is not ours to touch).
+/// The metric tables' schema; `launcher_schema` records how many migrations were applied
+/// (the cache's `PRAGMA user_version` is not ours to touch).
+const SCHEMA: strata_db::Schema = strata_db::Schema {
+    counter: strata_db::Counter::Table("launcher_schema"),
+    migrations: MIGRATIONS,
+};
+
+/// Schema changes of the metric tables, applied in order.
 const MIGRATIONS: &[&str] = &[r#"
     CREATE TABLE job_metrics (
         seq    INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -167,8 +173,7 @@ impl MetricsStore {
             path: path.to_path_buf(),
             source,
         };
-        let mut conn = strata_db::open(path).map_err(db)?;
-        migrate(&mut conn).map_err(db)?;
+        let conn = strata_db::open_migrated(path, &SCHEMA).map_err(db)?;
         Ok(MetricsStore {
             conn,
             path: path.to_path_buf(),
@@ -351,25 +356,6 @@ impl MetricsStore {
             .map_err(db)?;
         tx.commit().map_err(db)
     }
-}
-
-/// Applies the migrations not yet recorded in `launcher_schema`.
-pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    tx.execute_batch("CREATE TABLE IF NOT EXISTS launcher_schema (version INTEGER NOT NULL)")?;
-    let applied: i64 = tx.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM launcher_schema",
-        [],
-        |r| r.get(0),
-    )?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
-        tx.execute_batch(sql)?;
-        tx.execute(
-            "INSERT INTO launcher_schema (version) VALUES (?1)",
-            [i as i64 + 1],
-        )?;
-    }
-    tx.commit()
 }
 
 /// The bytes from `offset` up to and including the last newline (at most [`CHUNK`]),

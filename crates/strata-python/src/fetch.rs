@@ -246,6 +246,7 @@ impl WheelCache {
         if let Some(client) = self.client.get() {
             return Ok(client);
         }
+        install_crypto_provider();
         // Big wheels take minutes: no overall timeout (the blocking client's default is 30 s),
         // only one on connecting.
         let client = reqwest::blocking::Client::builder()
@@ -254,6 +255,12 @@ impl WheelCache {
             .build()?;
         Ok(self.client.get_or_init(|| client))
     }
+}
+
+/// rustls needs one process-wide crypto provider and strata compiles in only `ring` (no
+/// second TLS backend): install it unless another part of the process already did.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn check_filename(filename: &str) -> Result<(), FetchError> {

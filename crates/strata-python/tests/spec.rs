@@ -104,7 +104,7 @@ fn direct_urls_find_links_and_no_index() {
     let dir = tempfile::tempdir().unwrap();
     let text = "--no-index\n--find-links ./wheels/\n-f https://h.example/links/\n\
                 pkg @ https://h.example/pkg-1.0-py3-none-any.whl#sha256=abc ; os_name == 'posix'\n\
-                --find-links=../shared\n";
+                --find-links=../elsewhere\n";
     write_all(dir.path(), &[("sub/requirements.txt", text)]);
     let file = parse_requirements_file(&dir.path().join("sub/requirements.txt")).unwrap();
     let spec = EnvSpec::new(file, base(), target());

@@ -373,16 +373,19 @@ pub struct JobStore {
 impl JobStore {
     /// Opens (creating and migrating) the scheduler's tables in the database at `path`.
     pub fn open(path: &Path) -> Result<JobStore, StoreError> {
-        let conn = strata_db::open(path).map_err(|source| StoreError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let store = JobStore {
+        let schema = strata_db::Schema {
+            counter: strata_db::Counter::Table("scheduler_schema"),
+            migrations: MIGRATIONS,
+        };
+        let conn =
+            strata_db::open_migrated(path, &schema).map_err(|source| StoreError::Sqlite {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(JobStore {
             conn,
             path: path.to_path_buf(),
-        };
-        store.migrate()?;
-        Ok(store)
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -394,27 +397,6 @@ impl JobStore {
             path: self.path.clone(),
             source,
         }
-    }
-
-    fn migrate(&self) -> Result<(), StoreError> {
-        let tx = self.immediate()?;
-        tx.execute_batch("CREATE TABLE IF NOT EXISTS scheduler_schema (version INTEGER NOT NULL)")
-            .map_err(self.err())?;
-        let applied: Option<i64> = tx
-            .query_row("SELECT version FROM scheduler_schema", [], |r| r.get(0))
-            .optional()
-            .map_err(self.err())?;
-        if applied.is_none() {
-            tx.execute("INSERT INTO scheduler_schema (version) VALUES (0)", [])
-                .map_err(self.err())?;
-        }
-        let applied = usize::try_from(applied.unwrap_or(0)).unwrap_or(0);
-        for (n, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
-            tx.execute_batch(sql).map_err(self.err())?;
-            tx.execute("UPDATE scheduler_schema SET version = ?1", [n as i64 + 1])
-                .map_err(self.err())?;
-        }
-        tx.commit().map_err(self.err())
     }
 
     /// A write transaction that takes the lock at once, so that what it reads is still true

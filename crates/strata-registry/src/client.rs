@@ -180,6 +180,7 @@ impl Registry {
                 tracing::warn!(registry, user, "credentials will be sent over plain HTTP");
             }
         }
+        install_crypto_provider();
         let oci =
             oci_client::Client::try_from(oci_config).map_err(|e| client_error(e.to_string()))?;
         let http = reqwest::Client::builder()
@@ -405,6 +406,12 @@ impl Registry {
             other => self.protocol_error(action, chain_text(&other)),
         }
     }
+}
+
+/// rustls needs one process-wide crypto provider and strata compiles in only `ring` (no
+/// second TLS backend): install it unless another part of the process already did.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 #[cfg(test)]

@@ -264,6 +264,20 @@ pub(crate) fn classify_transport(
     TransportKind::Broken
 }
 
+impl RegistryError {
+    /// What the user can do about it: log in, or check the address.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            RegistryError::Auth(_)
+            | RegistryError::RequiresCredentials { .. }
+            | RegistryError::CredentialsRefused(_) => {
+                "log in with `skopeo login HOST` or `docker login HOST`: strata reads the auth files they write"
+            }
+            _ => "check the registry address and that it is running; plain HTTP needs a loopback host or --insecure",
+        }
+    }
+}
+
 /// The messages of an error and all its causes on one line (see [`strata_errors::causes`]).
 pub(crate) fn chain_text(err: &(dyn StdError + 'static)) -> String {
     strata_errors::causes(err).join(": ")

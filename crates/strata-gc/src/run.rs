@@ -1,20 +1,45 @@
 //! Running garbage collection with the policy in force: the `[gc]` section of the
-//! configuration files, overridden by flags. The collectors themselves live in
-//! `strata_gc`; this module only puts the policy, the store, the index and the
-//! registry client together.
+//! configuration files, overridden by flags. The collectors are [`crate::local`] and
+//! [`crate::registry`]; this module puts the policy, the store, the index and the registry
+//! client together.
 
 use std::path::Path;
 
 use serde::Serialize;
-use strata_config::Config;
-use strata_gc::local::{self, GcPlan, GcReport};
-use strata_gc::registry::{apply_registry, plan_registry, RegistryGcReport};
-use strata_gc::{GcPolicy, GcSection};
-use strata_index::index::now;
+use strata_config::{Config, ConfigError};
+use strata_index::index::{now, Index, IndexError};
+use strata_oci::layout::Store;
 use strata_registry::{Registry, RegistryError, RegistryRepo};
 
-use crate::error::BuildError;
-use crate::home::Home;
+use crate::local::{self, GcError, GcPlan, GcReport};
+use crate::registry::{apply_registry, plan_registry, RegistryGcError, RegistryGcReport};
+use crate::{GcPolicy, GcSection, PolicyError};
+
+/// Why a collection could not run or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Local(#[from] GcError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Boxed: the error carries the partial report and would make every `Result` large.
+    #[error(transparent)]
+    RegistryGc(Box<RegistryGcError>),
+    #[error("starting the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl From<RegistryGcError> for RunError {
+    fn from(e: RegistryGcError) -> Self {
+        RunError::RegistryGc(Box::new(e))
+    }
+}
 
 /// Policy values given on the command line; they win over the files.
 #[derive(Debug, Clone, Default)]
@@ -27,11 +52,11 @@ pub struct PolicyOverrides {
 
 /// The policy: defaults < `$STRATA_HOME/config.toml` < `PROJECT/strata.toml` < flags.
 pub fn policy(
-    home: &Home,
+    home: &Path,
     project: &Path,
     overrides: &PolicyOverrides,
-) -> Result<GcPolicy, BuildError> {
-    let config = Config::load(project, &home.root)?;
+) -> Result<GcPolicy, RunError> {
+    let config = Config::load(project, home)?;
     let mut section: GcSection = config.section("gc")?;
     if overrides.keep_days.is_some() {
         section.keep_days = overrides.keep_days;
@@ -59,39 +84,40 @@ pub enum LocalOutcome {
 }
 
 pub fn collect_local(
-    home: &Home,
+    store: &Store,
+    index: &Index,
     policy: &GcPolicy,
     dry_run: bool,
-) -> Result<LocalOutcome, BuildError> {
-    let plan = local::plan(&home.store, &home.index, policy, now())?;
+) -> Result<LocalOutcome, RunError> {
+    let plan = local::plan(store, index, policy, now())?;
     if dry_run {
         return Ok(LocalOutcome::Planned(plan));
     }
-    Ok(LocalOutcome::Swept(local::sweep(
-        &home.store,
-        &home.index,
-        &plan,
-    )?))
+    Ok(LocalOutcome::Swept(local::sweep(store, index, &plan)?))
 }
 
 /// GC of `REGISTRY/REPO`: deletes, by manifest digest, the environment images the policy
 /// does not keep. Images referenced by live leases (builds in flight, queued or running
 /// jobs) are always kept.
 pub fn collect_registry(
-    home: &Home,
+    index: &Index,
     target: &str,
     insecure: bool,
     policy: &GcPolicy,
     dry_run: bool,
-) -> Result<RegistryGcReport, BuildError> {
+) -> Result<RegistryGcReport, RunError> {
     let repo: RegistryRepo = target.parse().map_err(RegistryError::from)?;
     let registry = Registry::new(&repo.registry, insecure)?;
-    let protected = home.index.live_lease_refs()?;
-    crate::publish::runtime()?.block_on(async {
-        let plan = plan_registry(&registry, &repo, &home.index, policy, &protected, now()).await?;
+    let protected = index.live_lease_refs()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    runtime.block_on(async {
+        let plan = plan_registry(&registry, &repo, index, policy, &protected, now()).await?;
         if dry_run {
             return Ok(plan.into_report());
         }
-        Ok(apply_registry(&registry, &repo, &home.index, &plan).await?)
+        Ok(apply_registry(&registry, &repo, index, &plan).await?)
     })
 }
