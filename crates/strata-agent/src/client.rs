@@ -15,7 +15,7 @@ use strata_queue::admit::Scheduler;
 use strata_queue::job::log_path;
 
 use crate::agent::{build_options, hold_image};
-use strata_metrics::plot::{plot_png, PlotSeries};
+use strata_metrics::plot::{Chart, PlotSeries};
 use strata_metrics::{sparkline, MetricsStore};
 use strata_queue::config::SchedulerConfig;
 use strata_queue::explain::JobView;
@@ -283,7 +283,14 @@ impl Client {
                 })
             })
             .collect();
-        Ok(plot_png(path, &series)?)
+        // The legend names jobs by their names, where they have one.
+        let mut names = Vec::new();
+        for m in metrics {
+            if let Some(name) = self.jobs.get(&self.job_id(&m.job)?)?.and_then(|j| j.name) {
+                names.push((m.job.clone(), name));
+            }
+        }
+        Ok(Chart::new(&series).job_names(names).write_png(path)?)
     }
 
     /// Whether a job has finished (for `logs -f`).
