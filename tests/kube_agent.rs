@@ -13,6 +13,7 @@ mod kube_support;
 #[path = "../crates/strata-registry/tests/support/registry.rs"]
 mod registry;
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -128,7 +129,7 @@ impl Setup {
         let world = World::new();
         fs::write(
             world.dir.path().join("strata.toml"),
-            strata_toml(&kubeconfig, &repo, &label, &namespace),
+            strata_toml(Some(&kubeconfig), &repo, &label, &namespace),
         )
         .expect("write strata.toml");
         let built = world.build_ok(&requirements("shared-a.txt"), &[]);
@@ -310,22 +311,30 @@ async fn create_namespace(client: &Client, name: &str) {
         .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
 }
 
-fn strata_toml(kubeconfig: &std::path::Path, repo: &str, label: &str, namespace: &str) -> String {
+/// The project's configuration; `kubeconfig: None` leaves the agent to find it
+/// (`$KUBECONFIG`).
+fn strata_toml(
+    kubeconfig: Option<&std::path::Path>,
+    repo: &str,
+    label: &str,
+    namespace: &str,
+) -> String {
+    let kubeconfig = kubeconfig
+        .map(|k| format!("kubeconfig = \"{}\"\n", k.display()))
+        .unwrap_or_default();
     format!(
         r#"[queues.{QUEUE}]
 tiers = ["cpu", "gpu8"]
 
 [kubernetes]
-kubeconfig = "{kubeconfig}"
-registry = "{repo}"
+{kubeconfig}registry = "{repo}"
 
 [kubernetes.pools.gpu]
 node_selector = {{ "{POOL_LABEL}" = "{label}" }}
 
 [kubernetes.queues.{QUEUE}]
 namespace = "{namespace}"
-"#,
-        kubeconfig = kubeconfig.display()
+"#
     )
 }
 
@@ -545,11 +554,24 @@ fn a_restarted_agent_adopts_the_running_job_and_finishes_it_once() {
 /// Runs `strata agent --backend kubernetes` in a project with this `strata.toml`, expecting
 /// it to refuse to start; its stderr.
 fn agent_refuses(strata_toml: &str, extra: &[&str]) -> String {
-    let world = World::new();
+    agent_refuses_in(&World::new(), strata_toml, extra, None)
+}
+
+/// [`agent_refuses`] in `world`, with `$KUBECONFIG` set to `kubeconfig_env` if given.
+fn agent_refuses_in(
+    world: &World,
+    strata_toml: &str,
+    extra: &[&str],
+    kubeconfig_env: Option<&OsStr>,
+) -> String {
     fs::write(world.dir.path().join("strata.toml"), strata_toml).expect("write strata.toml");
     let mut args = vec!["agent", "--backend", "kubernetes"];
     args.extend_from_slice(extra);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+    if let Some(value) = kubeconfig_env {
+        command.env("KUBECONFIG", value);
+    }
+    let mut child = command
         .args(&args)
         .env("STRATA_HOME", &world.home)
         .current_dir(world.dir.path())
@@ -593,6 +615,38 @@ fn the_agent_refuses_a_cluster_without_pools_and_keeps_the_configured_context() 
     );
     let err = agent_refuses(&context, &["--kubeconfig", &kc]);
     assert!(err.contains("no-such-context"), "{err}");
+}
+
+#[test]
+fn the_agent_finds_the_cluster_through_a_kubeconfig_list() {
+    let Some(kubeconfig) = kube_support::cluster() else {
+        return;
+    };
+    let world = World::new();
+    let (clusters, contexts) = kube_support::split_kubeconfig(&kubeconfig, world.dir.path());
+    // No `kubeconfig` in strata.toml: `$KUBECONFIG` lists the two halves, merged.
+    let label = kube_support::unique("pool");
+    let toml = strata_toml(None, "127.0.0.1:1/ml/envs", &label, "default");
+    let listed = std::env::join_paths([&clusters, &contexts]).expect("join paths");
+    fs::write(world.dir.path().join("strata.toml"), &toml).expect("write strata.toml");
+    let log = world.dir.path().join("agent.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["agent", "--backend", "kubernetes"])
+        .env("KUBECONFIG", &listed)
+        .env("STRATA_HOME", &world.home)
+        .current_dir(world.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(fs::File::create(&log).expect("agent log")))
+        .spawn()
+        .expect("start the agent");
+    let mut agent = AgentProcess { child, log };
+    agent.wait_started();
+    agent.kill();
+
+    // The first half alone names no context: refused, naming the file.
+    let err = agent_refuses_in(&world, &toml, &[], Some(clusters.as_os_str()));
+    assert!(err.contains(&clusters.display().to_string()), "{err}");
+    assert!(err.contains("current-context"), "{err}");
 }
 
 #[test]

@@ -22,14 +22,13 @@ use kube::{Api, Client, ResourceExt};
 use strata_oci::Digest;
 
 use crate::capacity::{spawn_pool_watchers, PoolWatch};
-use crate::config::{Connection, KubeSettings};
+use crate::config::KubeSettings;
 use crate::nodes::{assign, label_selector, pool_node};
 use crate::objects::{
     attempt_key, attempt_selector, job_object, managed_selector, object_name, JobObjectParams,
     LABEL_ATTEMPT, LABEL_JOB,
 };
 use crate::watch::{spawn_watchers, AttemptStatus, EndKind, KubeOutcome, PodStarted, WatchState};
-use strata_errors::chain;
 use strata_queue::job::{Job, JobId, Outcome};
 use strata_queue::pool::Pool;
 
@@ -40,6 +39,12 @@ const FORCED_GONE_WAIT: Duration = Duration::from_secs(30);
 pub enum KubeError {
     #[error("kubeconfig {path}: {detail}")]
     Kubeconfig { path: String, detail: String },
+    #[error("kubeconfig {files}: no context `{context}` (its contexts: {known}); name one of them with `kubernetes.context`")]
+    NoContext {
+        files: String,
+        context: String,
+        known: String,
+    },
     #[error("in-cluster configuration: {0}; run the agent in a pod with a ServiceAccount (deploy/agent.yaml) or set `kubernetes.kubeconfig`")]
     InCluster(String),
     #[error("the Kubernetes API server {server} (from {source_desc}) did not answer: {detail}; check that the cluster is up and that `server:` is right")]
@@ -180,85 +185,6 @@ pub struct KubeBackend {
     state: Arc<WatchState>,
     capacity: Arc<PoolWatch>,
     home: PathBuf,
-}
-
-/// A client for the configured cluster, checked by asking the server for its version: a
-/// kubeconfig that does not work fails here, with the file, the server and what failed.
-pub async fn connect(connection: &Connection) -> Result<Client, KubeError> {
-    install_crypto_provider();
-    let (config, source_desc) = match connection {
-        Connection::InCluster => (
-            kube::Config::incluster().map_err(|e| KubeError::InCluster(e.to_string()))?,
-            "the in-cluster ServiceAccount".to_string(),
-        ),
-        Connection::Kubeconfig { path, context } => {
-            let (kubeconfig, desc) = read_kubeconfig(path.as_ref())?;
-            let options = kube::config::KubeConfigOptions {
-                context: context.clone(),
-                ..Default::default()
-            };
-            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-                .await
-                .map_err(|e| KubeError::Kubeconfig {
-                    path: desc.clone(),
-                    detail: e.to_string(),
-                })?;
-            (config, desc)
-        }
-    };
-    let server = config.cluster_url.to_string();
-    let client = Client::try_from(config).map_err(|e| KubeError::Kubeconfig {
-        path: source_desc.clone(),
-        detail: format!("cannot build a client: {e}"),
-    })?;
-    match client.apiserver_version().await {
-        Ok(_) => Ok(client),
-        Err(kube::Error::Api(status)) if status.code == 401 => Err(KubeError::Unauthorized {
-            server,
-            source_desc,
-            detail: status.message.clone(),
-        }),
-        Err(e) => Err(KubeError::Unreachable {
-            server,
-            source_desc,
-            detail: chain(&e),
-        }),
-    }
-}
-
-/// rustls needs one process-wide crypto provider; with both `ring` (kube) and `aws-lc-rs`
-/// (the registry client) compiled in, it cannot pick one itself. Installing ours is a no-op
-/// when another part of the process already did.
-fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-fn read_kubeconfig(
-    path: Option<&PathBuf>,
-) -> Result<(kube::config::Kubeconfig, String), KubeError> {
-    let path = match path {
-        Some(p) => p.clone(),
-        None => match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
-            Some(v) => PathBuf::from(v),
-            None => std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".kube/config"))
-                .ok_or_else(|| KubeError::Kubeconfig {
-                    path: "~/.kube/config".into(),
-                    detail: "no kubeconfig given, $KUBECONFIG is unset and $HOME is unknown".into(),
-                })?,
-        },
-    };
-    let desc = path.display().to_string();
-    let text = std::fs::read_to_string(&path).map_err(|e| KubeError::Kubeconfig {
-        path: desc.clone(),
-        detail: format!("cannot read it: {e}"),
-    })?;
-    let kubeconfig =
-        kube::config::Kubeconfig::from_yaml(&text).map_err(|e| KubeError::Kubeconfig {
-            path: desc.clone(),
-            detail: format!("not a valid kubeconfig: {e}"),
-        })?;
-    Ok((kubeconfig, desc))
 }
 
 impl KubeBackend {

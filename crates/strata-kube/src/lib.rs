@@ -4,7 +4,8 @@
 //! ([`watch`]), logs streamed into strata's log files ([`logs`]), cancelled with its pods
 //! confirmed gone ([`backend`]), on the capacity of the pools' nodes as watched
 //! ([`capacity`]); the mapping of pools, tiers and queues is the
-//! `[kubernetes]` section ([`config`]).
+//! `[kubernetes]` section ([`config`]), the kubeconfig is found and read as kubectl does
+//! ([`connect`]).
 //!
 //! [`backend::KubeBackend`] is async (kube-rs); [`BlockingKube`] wraps it with its own tokio
 //! runtime for the agent's synchronous loop: the watchers run on that runtime's threads
@@ -13,6 +14,7 @@
 pub mod backend;
 pub mod capacity;
 pub mod config;
+pub mod connect;
 pub mod logs;
 pub mod nodes;
 pub mod objects;
@@ -22,8 +24,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use backend::{connect, ClusterJob, KubeBackend, KubeError, Launched};
+pub use backend::{ClusterJob, KubeBackend, KubeError, Launched};
 pub use config::{Connection, KubeSettings, KubeSettingsError, TierPlacement};
+pub use connect::connect;
 pub use watch::{AttemptStatus, EndKind, KubeOutcome};
 
 use strata_queue::job::Job;

@@ -16,6 +16,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
+use strata_kube::connect::{connect_to, files_from, from_kubeconfig};
 use strata_kube::logs::LogError;
 use strata_kube::objects::{attempt_selector, managed_selector, MANAGED_BY};
 use strata_kube::{
@@ -24,7 +25,7 @@ use strata_kube::{
 use strata_queue::pool::Pool;
 use strata_queue::{Job, Resources, Scheduler, SchedulerConfig};
 
-use kube_support::{add_node, cluster, fresh_id, job, unique};
+use kube_support::{add_node, cluster, fresh_id, job, split_kubeconfig, unique};
 
 const WAIT: Duration = Duration::from_secs(60);
 const GIB: u64 = 1 << 30;
@@ -739,6 +740,41 @@ async fn two_teams_and_every_object_is_labelled() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn a_kubeconfig_list_is_merged_as_kubectl_merges_it() {
+    let Some(kc) = cluster() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (clusters, contexts) = split_kubeconfig(&kc, dir.path());
+    let listed = std::env::join_paths([&clusters, &contexts]).unwrap();
+    let files = files_from(None, Some(&listed), None).unwrap();
+    assert_eq!(files, [clusters.clone(), contexts.clone()]);
+
+    // The first file has no context; the second names it and the first has its cluster.
+    let resolved = from_kubeconfig(&files, None)
+        .await
+        .expect("the merged files");
+    let client = connect_to(resolved)
+        .await
+        .expect("connect through both files");
+    Api::<Namespace>::all(client)
+        .get("default")
+        .await
+        .expect("the cluster answers");
+
+    let err = from_kubeconfig(&files[..1], None).await.err().unwrap();
+    let text = err.to_string();
+    assert!(text.contains(&clusters.display().to_string()), "{text}");
+    assert!(text.contains("current-context"), "{text}");
+    let current = kube::config::Kubeconfig::read_from(&kc)
+        .unwrap()
+        .current_context
+        .unwrap();
+    let err = from_kubeconfig(&files[1..], None).await.err().unwrap();
+    let text = err.to_string();
+    assert!(text.contains(&contexts.display().to_string()), "{text}");
+    assert!(text.contains(&format!("context `{current}`")), "{text}");
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
+use kube::config::Kubeconfig;
 use strata_oci::Digest;
 use strata_queue::{Environment, Job, JobId, JobState, Outcome, Resources};
 
@@ -127,6 +128,33 @@ fn start_cluster() -> Result<PathBuf, String> {
         .find_map(|l| l.trim().strip_prefix("export KUBECONFIG="))
         .map(|p| PathBuf::from(p.trim_matches(['\'', '"'])))
         .ok_or_else(|| format!("no `export KUBECONFIG=` line in the output of `up`: {stdout}"))
+}
+
+/// The test cluster's kubeconfig split in two files, as `$KUBECONFIG` may list them: the
+/// first holds the clusters and users (no context), the second the contexts and the
+/// current context. Neither reaches the cluster alone.
+pub fn split_kubeconfig(kubeconfig: &Path, dir: &Path) -> (PathBuf, PathBuf) {
+    let full = Kubeconfig::read_from(kubeconfig).expect("read the test cluster's kubeconfig");
+    let clusters = Kubeconfig {
+        clusters: full.clusters.clone(),
+        auth_infos: full.auth_infos.clone(),
+        ..Kubeconfig::default()
+    };
+    let contexts = Kubeconfig {
+        contexts: full.contexts.clone(),
+        current_context: full.current_context.clone(),
+        ..Kubeconfig::default()
+    };
+    let write = |name: &str, config: &Kubeconfig| {
+        let path = dir.join(name);
+        // JSON is YAML: kube reads it back as a kubeconfig.
+        std::fs::write(&path, serde_json::to_string(config).unwrap()).unwrap();
+        path
+    };
+    (
+        write("clusters.kubeconfig", &clusters),
+        write("contexts.kubeconfig", &contexts),
+    )
 }
 
 /// Registers a simulated node whose only address is 127.0.0.1 (see [`loopback_only`]).
