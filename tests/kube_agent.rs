@@ -5,7 +5,7 @@
 //! the Kubernetes API (Jobs, pods, bindings) and the registry's HTTP API. There is no
 //! kubelet: the tests play it by patching pod status. Each test has its own STRATA_HOME,
 //! registry, namespace and node (a unique pool label), so they run in parallel.
-//! `STRATA_SKIP_K8S=1` skips them.
+//! Built with `STRATA_SKIP_K8S=1`, they are ignored; otherwise they fail without the cluster.
 
 mod common;
 #[path = "../crates/strata-kube/tests/kube_support/mod.rs"]
@@ -99,9 +99,8 @@ struct Setup {
 }
 
 impl Setup {
-    /// `None` when `STRATA_SKIP_K8S=1`.
-    fn new(prefix: &str) -> Option<Setup> {
-        let kubeconfig = kube_support::cluster()?;
+    fn new(prefix: &str) -> Setup {
+        let kubeconfig = kube_support::cluster();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -135,7 +134,7 @@ impl Setup {
         let built = world.build_ok(&requirements("shared-a.txt"), &[]);
         let tag = built["tag"].as_str().expect("tag").to_string();
         let digest = built["digest"].as_str().expect("digest").to_string();
-        Some(Setup {
+        Setup {
             world,
             kubeconfig,
             registry,
@@ -148,7 +147,7 @@ impl Setup {
             tag,
             digest,
             agents: 0,
-        })
+        }
     }
 
     /// Starts `strata agent --backend kubernetes` in the project dir; `extra` flags added.
@@ -401,10 +400,9 @@ fn events_in(status: &Value, state: &str) -> usize {
 }
 
 #[test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 fn a_cpu_job_runs_as_one_job_on_the_pool_node_from_the_pushed_image() {
-    let Some(mut setup) = Setup::new("e2e-run") else {
-        return;
-    };
+    let mut setup = Setup::new("e2e-run");
     let agent = setup.agent(&[]);
     let id = setup.submit("cpu", &["sh", "-c", "echo hello"]);
     setup.wait_state(&agent, &id, &["running"]);
@@ -450,10 +448,9 @@ fn a_cpu_job_runs_as_one_job_on_the_pool_node_from_the_pushed_image() {
 }
 
 #[test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 fn a_job_too_big_for_any_node_creates_nothing_says_why_and_runs_when_a_node_joins() {
-    let Some(mut setup) = Setup::new("e2e-big") else {
-        return;
-    };
+    let mut setup = Setup::new("e2e-big");
     let agent = setup.agent(&[]);
     let big = setup.submit("gpu8", &["sh", "-c", "echo never"]);
     // A job submitted after it runs: the agent has had its rounds over the big one.
@@ -503,10 +500,9 @@ fn a_job_too_big_for_any_node_creates_nothing_says_why_and_runs_when_a_node_join
 }
 
 #[test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 fn cancel_deletes_the_job_and_its_pods() {
-    let Some(mut setup) = Setup::new("e2e-cancel") else {
-        return;
-    };
+    let mut setup = Setup::new("e2e-cancel");
     let agent = setup.agent(&[]);
     let id = setup.submit("cpu", &["sh", "-c", "sleep 600"]);
     setup.wait_state(&agent, &id, &["running"]);
@@ -521,10 +517,9 @@ fn cancel_deletes_the_job_and_its_pods() {
 }
 
 #[test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 fn a_restarted_agent_adopts_the_running_job_and_finishes_it_once() {
-    let Some(mut setup) = Setup::new("e2e-restart") else {
-        return;
-    };
+    let mut setup = Setup::new("e2e-restart");
     let mut first = setup.agent(&[]);
     let id = setup.submit("cpu", &["sh", "-c", "sleep 600"]);
     setup.wait_state(&first, &id, &["running"]);
@@ -599,10 +594,9 @@ fn agent_refuses_in(
 }
 
 #[test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 fn the_agent_refuses_a_cluster_without_pools_and_keeps_the_configured_context() {
-    let Some(kubeconfig) = kube_support::cluster() else {
-        return;
-    };
+    let kubeconfig = kube_support::cluster();
     let kc = kubeconfig.display().to_string();
     let no_pools =
         format!("[kubernetes]\nkubeconfig = \"{kc}\"\nregistry = \"127.0.0.1:1/ml/envs\"\n");
@@ -618,10 +612,9 @@ fn the_agent_refuses_a_cluster_without_pools_and_keeps_the_configured_context() 
 }
 
 #[test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 fn the_agent_finds_the_cluster_through_a_kubeconfig_list() {
-    let Some(kubeconfig) = kube_support::cluster() else {
-        return;
-    };
+    let kubeconfig = kube_support::cluster();
     let world = World::new();
     let (clusters, contexts) = kube_support::split_kubeconfig(&kubeconfig, world.dir.path());
     // No `kubeconfig` in strata.toml: `$KUBECONFIG` lists the two halves, merged.
@@ -650,10 +643,9 @@ fn the_agent_finds_the_cluster_through_a_kubeconfig_list() {
 }
 
 #[test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 fn a_refused_launch_keeps_the_job_queued_until_the_cluster_allows_it() {
-    let Some(mut setup) = Setup::new("e2e-refused") else {
-        return;
-    };
+    let mut setup = Setup::new("e2e-refused");
     // The queue's namespace does not exist yet: the cluster refuses the Job.
     let later = format!("{}-later", setup.namespace);
     let toml_path = setup.world.dir.path().join("strata.toml");

@@ -157,8 +157,9 @@ async fn pods_of(client: &Client, ns: &str, job: &Job) -> Vec<Pod> {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn create_bind_adopt_and_succeed() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let client = admin(&kc).await;
     let ns = namespace(&client, "t-create").await;
     let label = unique("p");
@@ -220,8 +221,9 @@ async fn create_bind_adopt_and_succeed() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn failures_are_classified() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let client = admin(&kc).await;
     let ns = namespace(&client, "t-fail").await;
     let label = unique("p");
@@ -273,8 +275,9 @@ async fn failures_are_classified() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn eight_gpus_do_not_fit_on_four_plus_four() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let client = admin(&kc).await;
     let ns = namespace(&client, "t-fit").await;
     let label = unique("p");
@@ -348,8 +351,9 @@ async fn watched_becomes(b: &KubeBackend, what: &str, expected: &[(&str, u32)]) 
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn the_watched_pools_follow_nodes_that_join_are_cordoned_leave_or_are_deleted() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let client = admin(&kc).await;
     let label = unique("p");
     let (first, second) = (unique("n"), unique("n"));
@@ -383,8 +387,9 @@ async fn the_watched_pools_follow_nodes_that_join_are_cordoned_leave_or_are_dele
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn cancel_confirms_the_pods_are_gone() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let client = admin(&kc).await;
     let ns = namespace(&client, "t-cancel").await;
     let label = unique("p");
@@ -418,8 +423,9 @@ async fn cancel_confirms_the_pods_are_gone() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn a_job_still_being_deleted_is_not_adopted() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let client = admin(&kc).await;
     let ns = namespace(&client, "t-deleting").await;
     let b = backend(&client, settings("none", &[("team", &ns)]), &[&ns]);
@@ -468,8 +474,9 @@ async fn apply_network_policy(client: &Client, ns: &str) -> NetworkPolicy {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn the_deploy_network_policy_selects_exactly_the_pods_without_network() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let client = admin(&kc).await;
     let ns = namespace(&client, "t-net").await;
     let label = unique("p");
@@ -593,8 +600,9 @@ fn token_kubeconfig(admin_kubeconfig: &Path, token: &str, dir: &std::path::Path)
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn rbac_role_allows_only_the_team_namespace() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let client = admin(&kc).await;
     let agent_ns = namespace(&client, "t-agent").await;
     let team_a = namespace(&client, "t-team-a").await;
@@ -660,8 +668,9 @@ async fn rbac_role_allows_only_the_team_namespace() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn two_teams_and_every_object_is_labelled() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let client = admin(&kc).await;
     let ns_a = namespace(&client, "t-two-a").await;
     let ns_b = namespace(&client, "t-two-b").await;
@@ -743,8 +752,9 @@ async fn two_teams_and_every_object_is_labelled() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn a_kubeconfig_list_is_merged_as_kubectl_merges_it() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let dir = tempfile::tempdir().unwrap();
     let (clusters, contexts) = split_kubeconfig(&kc, dir.path());
     let listed = std::env::join_paths([&clusters, &contexts]).unwrap();
@@ -778,8 +788,9 @@ async fn a_kubeconfig_list_is_merged_as_kubectl_merges_it() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn bad_input_names_what_to_fix() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.kubeconfig");
     let err = connect(&connection(&missing))
@@ -836,8 +847,9 @@ async fn bad_input_names_what_to_fix() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn log_streaming_reports_a_pod_without_a_running_container() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let client = admin(&kc).await;
     let ns = namespace(&client, "t-logs").await;
     let label = unique("p");
