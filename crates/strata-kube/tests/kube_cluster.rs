@@ -25,7 +25,7 @@ use strata_kube::{
 use strata_queue::pool::Pool;
 use strata_queue::{Job, Resources, Scheduler, SchedulerConfig};
 
-use kube_support::{add_node, cluster, fresh_id, job, split_kubeconfig, unique};
+use kube_support::{add_node, cluster, fresh_id, job, namespace, split_kubeconfig, unique};
 
 const WAIT: Duration = Duration::from_secs(60);
 const GIB: u64 = 1 << 30;
@@ -45,22 +45,6 @@ async fn admin(kubeconfig: &Path) -> Client {
     connect(&connection(kubeconfig))
         .await
         .expect("admin client")
-}
-
-async fn namespace(client: &Client, prefix: &str) -> String {
-    let name = unique(prefix);
-    let ns = Namespace {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.clone()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("create namespace");
-    name
 }
 
 /// Settings for a test: one pool `pool` selecting `pool=<label>`, registry on a host.

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::config::Kubeconfig;
 use strata_oci::Digest;
 use strata_queue::{Environment, Job, JobId, JobState, Outcome, Resources};
@@ -155,6 +155,23 @@ pub fn split_kubeconfig(kubeconfig: &Path, dir: &Path) -> (PathBuf, PathBuf) {
         write("clusters.kubeconfig", &clusters),
         write("contexts.kubeconfig", &contexts),
     )
+}
+
+/// A new namespace `<prefix>-<random>`; its name.
+pub async fn namespace(client: &kube::Client, prefix: &str) -> String {
+    let name = unique(prefix);
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    kube::Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+    name
 }
 
 /// Registers a simulated node whose only address is 127.0.0.1 (see [`loopback_only`]).
