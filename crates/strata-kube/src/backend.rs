@@ -25,8 +25,7 @@ use crate::capacity::{spawn_pool_watchers, PoolWatch};
 use crate::config::KubeSettings;
 use crate::nodes::{assign, label_selector, pool_node};
 use crate::objects::{
-    attempt_key, attempt_selector, job_object, managed_selector, object_name, JobObjectParams,
-    LABEL_ATTEMPT, LABEL_JOB,
+    job_object, managed_selector, AttemptKey, JobObjectParams, MANAGED_BY, MANAGER,
 };
 use crate::watch::{spawn_watchers, AttemptStatus, EndKind, KubeOutcome, PodStarted, WatchState};
 use strata_queue::job::{Job, JobId, Outcome};
@@ -37,6 +36,8 @@ const FORCED_GONE_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
+    #[error("cannot start the async runtime of the Kubernetes backend: {0}")]
+    Runtime(#[source] std::io::Error),
     #[error("kubeconfig {path}: {detail}")]
     Kubeconfig { path: String, detail: String },
     #[error("kubeconfig {files}: no context `{context}` (its contexts: {known}); name one of them with `kubernetes.context`")]
@@ -161,7 +162,7 @@ pub struct ClusterJob {
     pub name: String,
     pub job_id: JobId,
     pub attempt: u32,
-    /// `j-...-a1`.
+    /// The attempt's key as text (`j-...-a1`), as the agent keys its attempts.
     pub key: String,
     /// Its Job has a Complete or Failed condition.
     pub finished: bool,
@@ -172,7 +173,7 @@ pub struct ClusterJob {
 pub struct Launched {
     pub namespace: String,
     pub name: String,
-    pub key: String,
+    pub key: AttemptKey,
     /// The Job already existed (created before an agent restart) and was adopted.
     pub adopted: bool,
 }
@@ -286,8 +287,8 @@ impl KubeBackend {
     ) -> Result<Launched, KubeError> {
         let object = self.job_object(job, image, network)?;
         let namespace = self.namespace_of(job);
-        let name = object_name(&job.id, job.attempt);
-        let key = attempt_key(&job.id, job.attempt);
+        let key = AttemptKey::of(job);
+        let name = key.object_name();
         let api: Api<K8sJob> = Api::namespaced(self.client.clone(), &namespace);
         let call = Call {
             verb: "create",
@@ -306,10 +307,8 @@ impl KubeBackend {
                     .error(e)
                 })?;
                 let labels = existing.labels();
-                let ours = labels.get(LABEL_JOB) == Some(&job.id.to_string())
-                    && labels.get(LABEL_ATTEMPT) == Some(&job.attempt.to_string())
-                    && labels.get(crate::objects::MANAGED_BY).map(String::as_str)
-                        == Some(crate::objects::MANAGER);
+                let ours = AttemptKey::from_labels(labels).as_ref() == Some(&key)
+                    && labels.get(MANAGED_BY).map(String::as_str) == Some(MANAGER);
                 if !ours {
                     return Err(KubeError::NameTaken {
                         namespace,
@@ -337,17 +336,17 @@ impl KubeBackend {
     /// How the job's current attempt is doing, as last seen by the watchers (`None`:
     /// nothing seen yet). Never blocks.
     pub fn status(&self, job: &Job) -> Option<AttemptStatus> {
-        self.state.status(&attempt_key(&job.id, job.attempt))
+        self.state.status(&AttemptKey::of(job))
     }
 
     /// The end of the job's current attempt once it ended. Never blocks.
     pub fn poll(&self, job: &Job) -> Option<KubeOutcome> {
-        self.state.outcome(&attempt_key(&job.id, job.attempt))
+        self.state.outcome(&AttemptKey::of(job))
     }
 
     /// Waits (on watch events, no polling) until the attempt ended or `timeout` passed.
     pub async fn wait(&self, job: &Job, timeout: Duration) -> Option<KubeOutcome> {
-        let key = attempt_key(&job.id, job.attempt);
+        let key = AttemptKey::of(job);
         self.state.wait_for(timeout, |s| s.outcome(&key)).await
     }
 
@@ -358,7 +357,7 @@ impl KubeBackend {
         timeout: Duration,
         mut check: impl FnMut(&AttemptStatus) -> bool,
     ) -> Option<AttemptStatus> {
-        let key = attempt_key(&job.id, job.attempt);
+        let key = AttemptKey::of(job);
         self.state
             .wait_for(timeout, |s| s.status(&key).filter(|st| check(st)))
             .await
@@ -367,7 +366,7 @@ impl KubeBackend {
     /// Forgets the attempt once its outcome is recorded (the cluster removes the finished
     /// Job after `ttl_seconds_after_finished`).
     pub fn forget(&self, job: &Job) {
-        self.state.forget(&attempt_key(&job.id, job.attempt));
+        self.state.forget(&AttemptKey::of(job));
     }
 
     /// Cancels the job's current attempt: deletes its Job (Foreground: the garbage collector
@@ -377,8 +376,9 @@ impl KubeBackend {
     /// "cancelled".
     pub async fn cancel(&self, job: &Job, grace: Duration) -> Result<KubeOutcome, KubeError> {
         let namespace = self.namespace_of(job);
-        let name = object_name(&job.id, job.attempt);
-        let selector = attempt_selector(&job.id, job.attempt);
+        let key = AttemptKey::of(job);
+        let name = key.object_name();
+        let selector = key.selector();
         let before = self.poll(job);
         let jobs: Api<K8sJob> = Api::namespaced(self.client.clone(), &namespace);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
@@ -560,9 +560,7 @@ pub fn job_digest(job: &Job) -> Result<&Digest, KubeError> {
 }
 
 fn cluster_job(namespace: &str, job: &K8sJob) -> Option<ClusterJob> {
-    let labels = job.labels();
-    let job_id: JobId = labels.get(LABEL_JOB)?.parse().ok()?;
-    let attempt: u32 = labels.get(LABEL_ATTEMPT)?.parse().ok()?;
+    let key = AttemptKey::from_labels(job.labels())?;
     let finished = job
         .status
         .as_ref()
@@ -574,9 +572,9 @@ fn cluster_job(namespace: &str, job: &K8sJob) -> Option<ClusterJob> {
     Some(ClusterJob {
         namespace: namespace.to_string(),
         name: job.name_any(),
-        key: attempt_key(&job_id, attempt),
-        job_id,
-        attempt,
+        key: key.to_string(),
+        job_id: key.job,
+        attempt: key.attempt,
         finished,
     })
 }
@@ -588,10 +586,7 @@ async fn stream_logs(
     mut started: tokio::sync::mpsc::UnboundedReceiver<PodStarted>,
 ) {
     while let Some(pod) = started.recv().await {
-        let Ok(id) = pod.job_id.parse::<JobId>() else {
-            continue;
-        };
-        let path = strata_queue::job::log_path(&home, &id);
+        let path = strata_queue::job::log_path(&home, &pod.key.job);
         let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
         tokio::spawn(async move {
             let result =

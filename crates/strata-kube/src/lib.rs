@@ -27,6 +27,7 @@ use std::time::Duration;
 pub use backend::{ClusterJob, KubeBackend, KubeError, Launched};
 pub use config::{Connection, KubeSettings, KubeSettingsError, TierPlacement};
 pub use connect::connect;
+pub use objects::AttemptKey;
 pub use watch::{AttemptStatus, EndKind, KubeOutcome};
 
 use strata_queue::job::Job;
@@ -53,10 +54,7 @@ impl BlockingKube {
             .enable_all()
             .thread_name("strata-kube")
             .build()
-            .map_err(|e| KubeError::Kubeconfig {
-                path: "(runtime)".into(),
-                detail: format!("cannot start the async runtime: {e}"),
-            })?;
+            .map_err(KubeError::Runtime)?;
         let client = runtime.block_on(connect(&settings.connection))?;
         let backend = KubeBackend::new(client, settings, home);
         {

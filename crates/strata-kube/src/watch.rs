@@ -18,7 +18,7 @@ use kube::{Api, Client, ResourceExt};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use crate::objects::{managed_selector, CONTAINER, LABEL_ATTEMPT, LABEL_JOB};
+use crate::objects::{managed_selector, AttemptKey, CONTAINER};
 use strata_queue::job::{EndCause, Outcome};
 
 /// How an attempt ended, in Kubernetes' terms.
@@ -334,18 +334,10 @@ fn job_end_without_pods(job: &K8sJob, node: Option<String>) -> Option<KubeOutcom
     Some(KubeOutcome::new(EndKind::Exited, outcome, node))
 }
 
-/// The attempt key (`j-...-a1`) from an object's strata labels.
-pub fn key_of(labels: &BTreeMap<String, String>) -> Option<String> {
-    let job = labels.get(LABEL_JOB)?;
-    let attempt = labels.get(LABEL_ATTEMPT)?;
-    Some(format!("{job}-a{attempt}"))
-}
-
 /// A pod that started running, for the log streamer.
 #[derive(Clone, Debug)]
 pub struct PodStarted {
-    pub key: String,
-    pub job_id: String,
+    pub key: AttemptKey,
     pub namespace: String,
     pub pod: String,
 }
@@ -417,7 +409,7 @@ fn owner_uid(pod: &Pod) -> Option<String> {
 
 #[derive(Debug, Default)]
 struct Inner {
-    attempts: HashMap<String, Tracked>,
+    attempts: HashMap<AttemptKey, Tracked>,
     /// Objects listed since the last `Init` of a (namespace, kind) watcher.
     init_jobs: HashMap<String, Vec<K8sJob>>,
     init_pods: HashMap<String, Vec<Pod>>,
@@ -427,7 +419,7 @@ struct Inner {
 
 impl Inner {
     /// Drops the attempt if it was forgotten and nothing of it is left in the cluster.
-    fn prune(&mut self, key: &str) {
+    fn prune(&mut self, key: &AttemptKey) {
         if self.attempts.get(key).is_some_and(Tracked::droppable) {
             self.attempts.remove(key);
         }
@@ -468,7 +460,7 @@ impl WatchState {
     }
 
     /// The status of an attempt; `None` when nothing of it was seen.
-    pub fn status(&self, key: &str) -> Option<AttemptStatus> {
+    pub fn status(&self, key: &AttemptKey) -> Option<AttemptStatus> {
         let inner = self.lock();
         let tracked = inner.attempts.get(key)?;
         if let Some(end) = &tracked.ended {
@@ -479,7 +471,7 @@ impl WatchState {
     }
 
     /// The end of an attempt, once it ended.
-    pub fn outcome(&self, key: &str) -> Option<KubeOutcome> {
+    pub fn outcome(&self, key: &AttemptKey) -> Option<KubeOutcome> {
         match self.status(key)? {
             AttemptStatus::Finished(end) => Some(end),
             _ => None,
@@ -490,7 +482,7 @@ impl WatchState {
     /// pods are gone, or else when they go (the TTL controller deletes them later): removed
     /// at once, the deletion events would bring it back, and the agent would keep an entry
     /// for every job it ever ran.
-    pub fn forget(&self, key: &str) {
+    pub fn forget(&self, key: &AttemptKey) {
         let mut inner = self.lock();
         if let Some(tracked) = inner.attempts.get_mut(key) {
             tracked.forgotten = true;
@@ -505,7 +497,7 @@ impl WatchState {
     }
 
     /// Pods of the attempt currently seen.
-    pub fn pods(&self, key: &str) -> Vec<String> {
+    pub fn pods(&self, key: &AttemptKey) -> Vec<String> {
         self.lock()
             .attempts
             .get(key)
@@ -540,7 +532,7 @@ impl WatchState {
         }
     }
 
-    fn settle(&self, inner: &mut Inner, key: &str) {
+    fn settle(&self, inner: &mut Inner, key: &AttemptKey) {
         let Some(tracked) = inner.attempts.get_mut(key) else {
             return;
         };
@@ -575,11 +567,6 @@ impl WatchState {
             .get(&pod)
             .and_then(|p| p.namespace())
             .unwrap_or_default();
-        let job_id = key
-            .rsplit_once("-a")
-            .map(|(j, _)| j)
-            .unwrap_or(key)
-            .to_string();
         let tx = self
             .started
             .lock()
@@ -587,8 +574,7 @@ impl WatchState {
             .clone();
         if let Some(tx) = tx {
             let _ = tx.send(PodStarted {
-                key: key.to_string(),
-                job_id,
+                key: key.clone(),
                 namespace,
                 pod,
             });
@@ -601,7 +587,7 @@ impl WatchState {
         match event {
             Event::Apply(job) => self.put_job(&mut inner, job),
             Event::Delete(job) => {
-                let Some(key) = key_of(job.labels()) else {
+                let Some(key) = AttemptKey::from_labels(job.labels()) else {
                     return;
                 };
                 self.put_job(&mut inner, job);
@@ -637,7 +623,7 @@ impl WatchState {
     }
 
     fn put_job(&self, inner: &mut Inner, job: K8sJob) {
-        let Some(key) = key_of(job.labels()) else {
+        let Some(key) = AttemptKey::from_labels(job.labels()) else {
             return;
         };
         let tracked = inner.attempts.entry(key.clone()).or_default();
@@ -654,7 +640,7 @@ impl WatchState {
         match event {
             Event::Apply(pod) => self.put_pod(&mut inner, pod),
             Event::Delete(pod) => {
-                let Some(key) = key_of(pod.labels()) else {
+                let Some(key) = AttemptKey::from_labels(pod.labels()) else {
                     return;
                 };
                 let name = pod.name_any();
@@ -691,7 +677,7 @@ impl WatchState {
     }
 
     fn put_pod(&self, inner: &mut Inner, pod: Pod) {
-        let Some(key) = key_of(pod.labels()) else {
+        let Some(key) = AttemptKey::from_labels(pod.labels()) else {
             return;
         };
         let name = pod.name_any();
@@ -808,7 +794,7 @@ mod tests {
 
     #[test]
     fn a_forgotten_attempt_is_dropped_when_its_objects_are_deleted() {
-        let key = "j-abcdefghij-a1";
+        let key = &AttemptKey::new("j-abcdefghij".parse().unwrap(), 1);
         let state = WatchState::default();
         let (job, pod) = finished_objects();
         state.apply_job_event("team-a", Event::Apply(job.clone()));
@@ -824,7 +810,7 @@ mod tests {
 
     #[test]
     fn an_end_not_yet_recorded_survives_the_deletion_of_its_objects() {
-        let key = "j-abcdefghij-a1";
+        let key = &AttemptKey::new("j-abcdefghij".parse().unwrap(), 1);
         let state = WatchState::default();
         let (job, pod) = finished_objects();
         state.apply_pod_event("team-a", Event::Apply(pod.clone()));
@@ -862,7 +848,7 @@ mod tests {
 
     #[test]
     fn a_new_job_under_the_same_attempt_does_not_inherit_the_old_end() {
-        let key = "j-abcdefghij-a1";
+        let key = &AttemptKey::new("j-abcdefghij".parse().unwrap(), 1);
         let state = WatchState::default();
         let unschedulable = json!({"phase": "Pending", "conditions": [{
             "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
