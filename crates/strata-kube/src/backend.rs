@@ -21,13 +21,15 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use strata_oci::Digest;
 
+use crate::attempts::{PodStarted, WatchState};
 use crate::capacity::{spawn_pool_watchers, PoolWatch};
+use crate::classify::{AttemptStatus, EndKind, KubeOutcome};
 use crate::config::KubeSettings;
 use crate::nodes::{assign, label_selector, pool_node};
 use crate::objects::{
     job_object, managed_selector, AttemptKey, JobObjectParams, MANAGED_BY, MANAGER,
 };
-use crate::watch::{spawn_watchers, AttemptStatus, EndKind, KubeOutcome, PodStarted, WatchState};
+use crate::watch::{spawn_watchers, Change, Relist};
 use strata_queue::job::{Job, JobId, Outcome};
 use strata_queue::pool::Pool;
 
@@ -468,8 +470,8 @@ impl KubeBackend {
     ) -> Result<Vec<String>, KubeError> {
         let config = watcher::Config::default().labels(selector);
         let mut stream = watcher::watcher(pods.clone(), config).boxed();
+        let mut relist = Relist::default();
         let mut present: BTreeSet<String> = BTreeSet::new();
-        let mut listing: BTreeSet<String> = BTreeSet::new();
         let mut synced = false;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -477,22 +479,25 @@ impl KubeBackend {
             let Ok(Some(event)) = next else {
                 break;
             };
-            match event {
-                Ok(watcher::Event::Init) => listing.clear(),
-                Ok(watcher::Event::InitApply(p)) => {
-                    listing.insert(p.name_any());
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::warn!("watching pods {selector}: {e}");
+                    continue;
                 }
-                Ok(watcher::Event::InitDone) => {
-                    present = std::mem::take(&mut listing);
+            };
+            match relist.apply(event) {
+                None => {}
+                Some(Change::Listed(listed)) => {
+                    present = listed.iter().map(|p| p.name_any()).collect();
                     synced = true;
                 }
-                Ok(watcher::Event::Apply(p)) => {
+                Some(Change::Applied(p)) => {
                     present.insert(p.name_any());
                 }
-                Ok(watcher::Event::Delete(p)) => {
+                Some(Change::Deleted(p)) => {
                     present.remove(&p.name_any());
                 }
-                Err(e) => tracing::warn!("watching pods {selector}: {e}"),
             }
             if synced && present.is_empty() {
                 return Ok(Vec::new());

@@ -1,7 +1,8 @@
 //! Running strata's jobs as Kubernetes Jobs, without handing scheduling to the cluster:
 //! strata admits (a job is created only when its tier fits on one node of its pool, see
 //! [`nodes`]), Kubernetes runs. One batch/v1 Job per attempt ([`objects`]), watched
-//! ([`watch`]), logs streamed into strata's log files ([`logs`]), cancelled with its pods
+//! ([`watch`]) into the state of each attempt ([`attempts`]), read in strata's terms
+//! ([`classify`]), logs streamed into strata's log files ([`logs`]), cancelled with its pods
 //! confirmed gone ([`backend`]), on the capacity of the pools' nodes as watched
 //! ([`capacity`]); the mapping of pools, tiers and queues is the
 //! `[kubernetes]` section ([`config`]), the kubeconfig is found and read as kubectl does
@@ -11,8 +12,10 @@
 //! runtime for the agent's synchronous loop: the watchers run on that runtime's threads
 //! and `poll` only reads what they saw.
 
+pub mod attempts;
 pub mod backend;
 pub mod capacity;
+pub mod classify;
 pub mod config;
 pub mod connect;
 pub mod logs;
@@ -25,10 +28,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use backend::{ClusterJob, KubeBackend, KubeError, Launched};
+pub use classify::{AttemptStatus, EndKind, KubeOutcome};
 pub use config::{Connection, KubeSettings, KubeSettingsError, TierPlacement};
 pub use connect::connect;
 pub use objects::AttemptKey;
-pub use watch::{AttemptStatus, EndKind, KubeOutcome};
 
 use strata_queue::job::Job;
 use strata_queue::pool::Pool;
