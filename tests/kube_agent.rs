@@ -5,7 +5,7 @@
 //! the Kubernetes API (Jobs, pods, bindings) and the registry's HTTP API. There is no
 //! kubelet: the tests play it by patching pod status. Each test has its own STRATA_HOME,
 //! registry, namespace and node (a unique pool label), so they run in parallel.
-//! `STRATA_SKIP_K8S=1` skips them.
+//! Built with `STRATA_SKIP_K8S=1`, they are ignored; otherwise they fail without the cluster.
 
 mod common;
 #[path = "../crates/strata-kube/tests/kube_support/mod.rs"]
@@ -13,6 +13,7 @@ mod kube_support;
 #[path = "../crates/strata-registry/tests/support/registry.rs"]
 mod registry;
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -98,9 +99,8 @@ struct Setup {
 }
 
 impl Setup {
-    /// `None` when `STRATA_SKIP_K8S=1`.
-    fn new(prefix: &str) -> Option<Setup> {
-        let kubeconfig = kube_support::cluster()?;
+    fn new(prefix: &str) -> Setup {
+        let kubeconfig = kube_support::cluster();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -128,13 +128,13 @@ impl Setup {
         let world = World::new();
         fs::write(
             world.dir.path().join("strata.toml"),
-            strata_toml(&kubeconfig, &repo, &label, &namespace),
+            strata_toml(Some(&kubeconfig), &repo, &label, &namespace),
         )
         .expect("write strata.toml");
         let built = world.build_ok(&requirements("shared-a.txt"), &[]);
         let tag = built["tag"].as_str().expect("tag").to_string();
         let digest = built["digest"].as_str().expect("digest").to_string();
-        Some(Setup {
+        Setup {
             world,
             kubeconfig,
             registry,
@@ -147,7 +147,7 @@ impl Setup {
             tag,
             digest,
             agents: 0,
-        })
+        }
     }
 
     /// Starts `strata agent --backend kubernetes` in the project dir; `extra` flags added.
@@ -310,22 +310,30 @@ async fn create_namespace(client: &Client, name: &str) {
         .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
 }
 
-fn strata_toml(kubeconfig: &std::path::Path, repo: &str, label: &str, namespace: &str) -> String {
+/// The project's configuration; `kubeconfig: None` leaves the agent to find it
+/// (`$KUBECONFIG`).
+fn strata_toml(
+    kubeconfig: Option<&std::path::Path>,
+    repo: &str,
+    label: &str,
+    namespace: &str,
+) -> String {
+    let kubeconfig = kubeconfig
+        .map(|k| format!("kubeconfig = \"{}\"\n", k.display()))
+        .unwrap_or_default();
     format!(
         r#"[queues.{QUEUE}]
 tiers = ["cpu", "gpu8"]
 
 [kubernetes]
-kubeconfig = "{kubeconfig}"
-registry = "{repo}"
+{kubeconfig}registry = "{repo}"
 
 [kubernetes.pools.gpu]
 node_selector = {{ "{POOL_LABEL}" = "{label}" }}
 
 [kubernetes.queues.{QUEUE}]
 namespace = "{namespace}"
-"#,
-        kubeconfig = kubeconfig.display()
+"#
     )
 }
 
@@ -392,10 +400,9 @@ fn events_in(status: &Value, state: &str) -> usize {
 }
 
 #[test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 fn a_cpu_job_runs_as_one_job_on_the_pool_node_from_the_pushed_image() {
-    let Some(mut setup) = Setup::new("e2e-run") else {
-        return;
-    };
+    let mut setup = Setup::new("e2e-run");
     let agent = setup.agent(&[]);
     let id = setup.submit("cpu", &["sh", "-c", "echo hello"]);
     setup.wait_state(&agent, &id, &["running"]);
@@ -441,10 +448,9 @@ fn a_cpu_job_runs_as_one_job_on_the_pool_node_from_the_pushed_image() {
 }
 
 #[test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 fn a_job_too_big_for_any_node_creates_nothing_says_why_and_runs_when_a_node_joins() {
-    let Some(mut setup) = Setup::new("e2e-big") else {
-        return;
-    };
+    let mut setup = Setup::new("e2e-big");
     let agent = setup.agent(&[]);
     let big = setup.submit("gpu8", &["sh", "-c", "echo never"]);
     // A job submitted after it runs: the agent has had its rounds over the big one.
@@ -494,10 +500,9 @@ fn a_job_too_big_for_any_node_creates_nothing_says_why_and_runs_when_a_node_join
 }
 
 #[test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 fn cancel_deletes_the_job_and_its_pods() {
-    let Some(mut setup) = Setup::new("e2e-cancel") else {
-        return;
-    };
+    let mut setup = Setup::new("e2e-cancel");
     let agent = setup.agent(&[]);
     let id = setup.submit("cpu", &["sh", "-c", "sleep 600"]);
     setup.wait_state(&agent, &id, &["running"]);
@@ -512,10 +517,9 @@ fn cancel_deletes_the_job_and_its_pods() {
 }
 
 #[test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 fn a_restarted_agent_adopts_the_running_job_and_finishes_it_once() {
-    let Some(mut setup) = Setup::new("e2e-restart") else {
-        return;
-    };
+    let mut setup = Setup::new("e2e-restart");
     let mut first = setup.agent(&[]);
     let id = setup.submit("cpu", &["sh", "-c", "sleep 600"]);
     setup.wait_state(&first, &id, &["running"]);
@@ -545,11 +549,24 @@ fn a_restarted_agent_adopts_the_running_job_and_finishes_it_once() {
 /// Runs `strata agent --backend kubernetes` in a project with this `strata.toml`, expecting
 /// it to refuse to start; its stderr.
 fn agent_refuses(strata_toml: &str, extra: &[&str]) -> String {
-    let world = World::new();
+    agent_refuses_in(&World::new(), strata_toml, extra, None)
+}
+
+/// [`agent_refuses`] in `world`, with `$KUBECONFIG` set to `kubeconfig_env` if given.
+fn agent_refuses_in(
+    world: &World,
+    strata_toml: &str,
+    extra: &[&str],
+    kubeconfig_env: Option<&OsStr>,
+) -> String {
     fs::write(world.dir.path().join("strata.toml"), strata_toml).expect("write strata.toml");
     let mut args = vec!["agent", "--backend", "kubernetes"];
     args.extend_from_slice(extra);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+    if let Some(value) = kubeconfig_env {
+        command.env("KUBECONFIG", value);
+    }
+    let mut child = command
         .args(&args)
         .env("STRATA_HOME", &world.home)
         .current_dir(world.dir.path())
@@ -577,10 +594,9 @@ fn agent_refuses(strata_toml: &str, extra: &[&str]) -> String {
 }
 
 #[test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 fn the_agent_refuses_a_cluster_without_pools_and_keeps_the_configured_context() {
-    let Some(kubeconfig) = kube_support::cluster() else {
-        return;
-    };
+    let kubeconfig = kube_support::cluster();
     let kc = kubeconfig.display().to_string();
     let no_pools =
         format!("[kubernetes]\nkubeconfig = \"{kc}\"\nregistry = \"127.0.0.1:1/ml/envs\"\n");
@@ -596,10 +612,40 @@ fn the_agent_refuses_a_cluster_without_pools_and_keeps_the_configured_context() 
 }
 
 #[test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
+fn the_agent_finds_the_cluster_through_a_kubeconfig_list() {
+    let kubeconfig = kube_support::cluster();
+    let world = World::new();
+    let (clusters, contexts) = kube_support::split_kubeconfig(&kubeconfig, world.dir.path());
+    // No `kubeconfig` in strata.toml: `$KUBECONFIG` lists the two halves, merged.
+    let label = kube_support::unique("pool");
+    let toml = strata_toml(None, "127.0.0.1:1/ml/envs", &label, "default");
+    let listed = std::env::join_paths([&clusters, &contexts]).expect("join paths");
+    fs::write(world.dir.path().join("strata.toml"), &toml).expect("write strata.toml");
+    let log = world.dir.path().join("agent.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["agent", "--backend", "kubernetes"])
+        .env("KUBECONFIG", &listed)
+        .env("STRATA_HOME", &world.home)
+        .current_dir(world.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(fs::File::create(&log).expect("agent log")))
+        .spawn()
+        .expect("start the agent");
+    let mut agent = AgentProcess { child, log };
+    agent.wait_started();
+    agent.kill();
+
+    // The first half alone names no context: refused, naming the file.
+    let err = agent_refuses_in(&world, &toml, &[], Some(clusters.as_os_str()));
+    assert!(err.contains(&clusters.display().to_string()), "{err}");
+    assert!(err.contains("current-context"), "{err}");
+}
+
+#[test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 fn a_refused_launch_keeps_the_job_queued_until_the_cluster_allows_it() {
-    let Some(mut setup) = Setup::new("e2e-refused") else {
-        return;
-    };
+    let mut setup = Setup::new("e2e-refused");
     // The queue's namespace does not exist yet: the cluster refuses the Job.
     let later = format!("{}-later", setup.namespace);
     let toml_path = setup.world.dir.path().join("strata.toml");

@@ -21,15 +21,15 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use strata_oci::Digest;
 
+use crate::attempts::{PodStarted, WatchState};
 use crate::capacity::{spawn_pool_watchers, PoolWatch};
-use crate::config::{Connection, KubeSettings};
+use crate::classify::{AttemptStatus, EndKind, KubeOutcome};
+use crate::config::KubeSettings;
 use crate::nodes::{assign, label_selector, pool_node};
 use crate::objects::{
-    attempt_key, attempt_selector, job_object, managed_selector, object_name, JobObjectParams,
-    LABEL_ATTEMPT, LABEL_JOB,
+    job_object, managed_selector, AttemptKey, JobObjectParams, MANAGED_BY, MANAGER,
 };
-use crate::watch::{spawn_watchers, AttemptStatus, EndKind, KubeOutcome, PodStarted, WatchState};
-use strata_errors::chain;
+use crate::watch::{spawn_watchers, Change, Relist};
 use strata_queue::job::{Job, JobId, Outcome};
 use strata_queue::pool::Pool;
 
@@ -38,8 +38,16 @@ const FORCED_GONE_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
+    #[error("cannot start the async runtime of the Kubernetes backend: {0}")]
+    Runtime(#[source] std::io::Error),
     #[error("kubeconfig {path}: {detail}")]
     Kubeconfig { path: String, detail: String },
+    #[error("kubeconfig {files}: no context `{context}` (its contexts: {known}); name one of them with `kubernetes.context`")]
+    NoContext {
+        files: String,
+        context: String,
+        known: String,
+    },
     #[error("in-cluster configuration: {0}; run the agent in a pod with a ServiceAccount (deploy/agent.yaml) or set `kubernetes.kubeconfig`")]
     InCluster(String),
     #[error("the Kubernetes API server {server} (from {source_desc}) did not answer: {detail}; check that the cluster is up and that `server:` is right")]
@@ -156,7 +164,7 @@ pub struct ClusterJob {
     pub name: String,
     pub job_id: JobId,
     pub attempt: u32,
-    /// `j-...-a1`.
+    /// The attempt's key as text (`j-...-a1`), as the agent keys its attempts.
     pub key: String,
     /// Its Job has a Complete or Failed condition.
     pub finished: bool,
@@ -167,7 +175,7 @@ pub struct ClusterJob {
 pub struct Launched {
     pub namespace: String,
     pub name: String,
-    pub key: String,
+    pub key: AttemptKey,
     /// The Job already existed (created before an agent restart) and was adopted.
     pub adopted: bool,
 }
@@ -180,84 +188,6 @@ pub struct KubeBackend {
     state: Arc<WatchState>,
     capacity: Arc<PoolWatch>,
     home: PathBuf,
-}
-
-/// A client for the configured cluster, checked by asking the server for its version: a
-/// kubeconfig that does not work fails here, with the file, the server and what failed.
-pub async fn connect(connection: &Connection) -> Result<Client, KubeError> {
-    install_crypto_provider();
-    let (config, source_desc) = match connection {
-        Connection::InCluster => (
-            kube::Config::incluster().map_err(|e| KubeError::InCluster(e.to_string()))?,
-            "the in-cluster ServiceAccount".to_string(),
-        ),
-        Connection::Kubeconfig { path, context } => {
-            let (kubeconfig, desc) = read_kubeconfig(path.as_ref())?;
-            let options = kube::config::KubeConfigOptions {
-                context: context.clone(),
-                ..Default::default()
-            };
-            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-                .await
-                .map_err(|e| KubeError::Kubeconfig {
-                    path: desc.clone(),
-                    detail: e.to_string(),
-                })?;
-            (config, desc)
-        }
-    };
-    let server = config.cluster_url.to_string();
-    let client = Client::try_from(config).map_err(|e| KubeError::Kubeconfig {
-        path: source_desc.clone(),
-        detail: format!("cannot build a client: {e}"),
-    })?;
-    match client.apiserver_version().await {
-        Ok(_) => Ok(client),
-        Err(kube::Error::Api(status)) if status.code == 401 => Err(KubeError::Unauthorized {
-            server,
-            source_desc,
-            detail: status.message.clone(),
-        }),
-        Err(e) => Err(KubeError::Unreachable {
-            server,
-            source_desc,
-            detail: chain(&e),
-        }),
-    }
-}
-
-/// rustls needs one process-wide crypto provider and strata compiles in only `ring` (no
-/// second TLS backend): install it unless another part of the process already did.
-fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-fn read_kubeconfig(
-    path: Option<&PathBuf>,
-) -> Result<(kube::config::Kubeconfig, String), KubeError> {
-    let path = match path {
-        Some(p) => p.clone(),
-        None => match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
-            Some(v) => PathBuf::from(v),
-            None => std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".kube/config"))
-                .ok_or_else(|| KubeError::Kubeconfig {
-                    path: "~/.kube/config".into(),
-                    detail: "no kubeconfig given, $KUBECONFIG is unset and $HOME is unknown".into(),
-                })?,
-        },
-    };
-    let desc = path.display().to_string();
-    let text = std::fs::read_to_string(&path).map_err(|e| KubeError::Kubeconfig {
-        path: desc.clone(),
-        detail: format!("cannot read it: {e}"),
-    })?;
-    let kubeconfig =
-        kube::config::Kubeconfig::from_yaml(&text).map_err(|e| KubeError::Kubeconfig {
-            path: desc.clone(),
-            detail: format!("not a valid kubeconfig: {e}"),
-        })?;
-    Ok((kubeconfig, desc))
 }
 
 impl KubeBackend {
@@ -359,8 +289,8 @@ impl KubeBackend {
     ) -> Result<Launched, KubeError> {
         let object = self.job_object(job, image, network)?;
         let namespace = self.namespace_of(job);
-        let name = object_name(&job.id, job.attempt);
-        let key = attempt_key(&job.id, job.attempt);
+        let key = AttemptKey::of(job);
+        let name = key.object_name();
         let api: Api<K8sJob> = Api::namespaced(self.client.clone(), &namespace);
         let call = Call {
             verb: "create",
@@ -379,10 +309,8 @@ impl KubeBackend {
                     .error(e)
                 })?;
                 let labels = existing.labels();
-                let ours = labels.get(LABEL_JOB) == Some(&job.id.to_string())
-                    && labels.get(LABEL_ATTEMPT) == Some(&job.attempt.to_string())
-                    && labels.get(crate::objects::MANAGED_BY).map(String::as_str)
-                        == Some(crate::objects::MANAGER);
+                let ours = AttemptKey::from_labels(labels).as_ref() == Some(&key)
+                    && labels.get(MANAGED_BY).map(String::as_str) == Some(MANAGER);
                 if !ours {
                     return Err(KubeError::NameTaken {
                         namespace,
@@ -410,17 +338,17 @@ impl KubeBackend {
     /// How the job's current attempt is doing, as last seen by the watchers (`None`:
     /// nothing seen yet). Never blocks.
     pub fn status(&self, job: &Job) -> Option<AttemptStatus> {
-        self.state.status(&attempt_key(&job.id, job.attempt))
+        self.state.status(&AttemptKey::of(job))
     }
 
     /// The end of the job's current attempt once it ended. Never blocks.
     pub fn poll(&self, job: &Job) -> Option<KubeOutcome> {
-        self.state.outcome(&attempt_key(&job.id, job.attempt))
+        self.state.outcome(&AttemptKey::of(job))
     }
 
     /// Waits (on watch events, no polling) until the attempt ended or `timeout` passed.
     pub async fn wait(&self, job: &Job, timeout: Duration) -> Option<KubeOutcome> {
-        let key = attempt_key(&job.id, job.attempt);
+        let key = AttemptKey::of(job);
         self.state.wait_for(timeout, |s| s.outcome(&key)).await
     }
 
@@ -431,7 +359,7 @@ impl KubeBackend {
         timeout: Duration,
         mut check: impl FnMut(&AttemptStatus) -> bool,
     ) -> Option<AttemptStatus> {
-        let key = attempt_key(&job.id, job.attempt);
+        let key = AttemptKey::of(job);
         self.state
             .wait_for(timeout, |s| s.status(&key).filter(|st| check(st)))
             .await
@@ -440,7 +368,7 @@ impl KubeBackend {
     /// Forgets the attempt once its outcome is recorded (the cluster removes the finished
     /// Job after `ttl_seconds_after_finished`).
     pub fn forget(&self, job: &Job) {
-        self.state.forget(&attempt_key(&job.id, job.attempt));
+        self.state.forget(&AttemptKey::of(job));
     }
 
     /// Cancels the job's current attempt: deletes its Job (Foreground: the garbage collector
@@ -450,8 +378,9 @@ impl KubeBackend {
     /// "cancelled".
     pub async fn cancel(&self, job: &Job, grace: Duration) -> Result<KubeOutcome, KubeError> {
         let namespace = self.namespace_of(job);
-        let name = object_name(&job.id, job.attempt);
-        let selector = attempt_selector(&job.id, job.attempt);
+        let key = AttemptKey::of(job);
+        let name = key.object_name();
+        let selector = key.selector();
         let before = self.poll(job);
         let jobs: Api<K8sJob> = Api::namespaced(self.client.clone(), &namespace);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
@@ -541,8 +470,8 @@ impl KubeBackend {
     ) -> Result<Vec<String>, KubeError> {
         let config = watcher::Config::default().labels(selector);
         let mut stream = watcher::watcher(pods.clone(), config).boxed();
+        let mut relist = Relist::default();
         let mut present: BTreeSet<String> = BTreeSet::new();
-        let mut listing: BTreeSet<String> = BTreeSet::new();
         let mut synced = false;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -550,22 +479,25 @@ impl KubeBackend {
             let Ok(Some(event)) = next else {
                 break;
             };
-            match event {
-                Ok(watcher::Event::Init) => listing.clear(),
-                Ok(watcher::Event::InitApply(p)) => {
-                    listing.insert(p.name_any());
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::warn!("watching pods {selector}: {e}");
+                    continue;
                 }
-                Ok(watcher::Event::InitDone) => {
-                    present = std::mem::take(&mut listing);
+            };
+            match relist.apply(event) {
+                None => {}
+                Some(Change::Listed(listed)) => {
+                    present = listed.iter().map(|p| p.name_any()).collect();
                     synced = true;
                 }
-                Ok(watcher::Event::Apply(p)) => {
+                Some(Change::Applied(p)) => {
                     present.insert(p.name_any());
                 }
-                Ok(watcher::Event::Delete(p)) => {
+                Some(Change::Deleted(p)) => {
                     present.remove(&p.name_any());
                 }
-                Err(e) => tracing::warn!("watching pods {selector}: {e}"),
             }
             if synced && present.is_empty() {
                 return Ok(Vec::new());
@@ -633,9 +565,7 @@ pub fn job_digest(job: &Job) -> Result<&Digest, KubeError> {
 }
 
 fn cluster_job(namespace: &str, job: &K8sJob) -> Option<ClusterJob> {
-    let labels = job.labels();
-    let job_id: JobId = labels.get(LABEL_JOB)?.parse().ok()?;
-    let attempt: u32 = labels.get(LABEL_ATTEMPT)?.parse().ok()?;
+    let key = AttemptKey::from_labels(job.labels())?;
     let finished = job
         .status
         .as_ref()
@@ -647,9 +577,9 @@ fn cluster_job(namespace: &str, job: &K8sJob) -> Option<ClusterJob> {
     Some(ClusterJob {
         namespace: namespace.to_string(),
         name: job.name_any(),
-        key: attempt_key(&job_id, attempt),
-        job_id,
-        attempt,
+        key: key.to_string(),
+        job_id: key.job,
+        attempt: key.attempt,
         finished,
     })
 }
@@ -661,10 +591,7 @@ async fn stream_logs(
     mut started: tokio::sync::mpsc::UnboundedReceiver<PodStarted>,
 ) {
     while let Some(pod) = started.recv().await {
-        let Ok(id) = pod.job_id.parse::<JobId>() else {
-            continue;
-        };
-        let path = strata_queue::job::log_path(&home, &id);
+        let path = strata_queue::job::log_path(&home, &pod.key.job);
         let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
         tokio::spawn(async move {
             let result =

@@ -7,13 +7,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Node as K8sNode;
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
 
 use crate::nodes::{assign, label_selector, pool_node};
+use crate::watch::{spawn_watch, Change, Relist};
 use strata_queue::pool::{Node, Pool};
 
 /// What the node watchers have seen, per pool.
@@ -27,9 +26,9 @@ pub struct PoolWatch {
 struct Inner {
     /// Per pool, its nodes by name, once its first listing is complete.
     listed: BTreeMap<String, BTreeMap<String, Node>>,
-    /// Per pool, a listing in progress (between the watcher's `Init` and `InitDone`): the
-    /// previous listing stays in use until it is complete.
-    listing: BTreeMap<String, BTreeMap<String, Node>>,
+    /// Per pool, its watcher's listing in progress: the previous listing stays in use until
+    /// it is complete.
+    relists: BTreeMap<String, Relist<K8sNode>>,
 }
 
 impl PoolWatch {
@@ -48,24 +47,22 @@ impl PoolWatch {
     /// Applies one event of pool `pool`'s watcher.
     pub fn apply(&self, pool: &str, event: Event<K8sNode>) {
         let mut inner = self.lock();
-        match event {
-            Event::Init => {
-                inner.listing.insert(pool.to_string(), BTreeMap::new());
-            }
-            Event::InitApply(node) => {
-                let nodes = inner.listing.entry(pool.to_string()).or_default();
-                nodes.insert(node.name_any(), pool_node(pool, &node));
-            }
-            Event::InitDone => {
-                let nodes = inner.listing.remove(pool).unwrap_or_default();
+        let relist = inner.relists.entry(pool.to_string()).or_default();
+        match relist.apply(event) {
+            None => {}
+            Some(Change::Listed(listed)) => {
+                let nodes = listed
+                    .iter()
+                    .map(|node| (node.name_any(), pool_node(pool, node)))
+                    .collect();
                 inner.listed.insert(pool.to_string(), nodes);
             }
-            Event::Apply(node) => {
+            Some(Change::Applied(node)) => {
                 if let Some(nodes) = inner.listed.get_mut(pool) {
                     nodes.insert(node.name_any(), pool_node(pool, &node));
                 }
             }
-            Event::Delete(node) => {
+            Some(Change::Deleted(node)) => {
                 if let Some(nodes) = inner.listed.get_mut(pool) {
                     nodes.remove(&node.name_any());
                 }
@@ -103,16 +100,14 @@ pub fn spawn_pool_watchers(
         .map(|(pool, labels)| {
             let api: Api<K8sNode> = Api::all(client.clone());
             let config = watcher::Config::default().labels(&label_selector(labels));
-            let (pool, watch) = (pool.clone(), Arc::clone(watch));
-            tokio::spawn(async move {
-                let mut stream = watcher::watcher(api, config).default_backoff().boxed();
-                while let Some(event) = stream.next().await {
-                    match event {
-                        Ok(event) => watch.apply(&pool, event),
-                        Err(e) => tracing::warn!("watching the nodes of pool {pool}: {e}"),
-                    }
-                }
-            })
+            let (name, watch) = (pool.clone(), Arc::clone(watch));
+            let failing = pool.clone();
+            spawn_watch(
+                api,
+                config,
+                move |event| watch.apply(&name, event),
+                move |e| tracing::warn!("watching the nodes of pool {failing}: {e}"),
+            )
         })
         .collect()
 }

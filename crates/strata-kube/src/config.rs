@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [kubernetes]
-//! kubeconfig = "/etc/strata/kubeconfig"   # or: in_cluster = true; neither: $KUBECONFIG / ~/.kube/config
+//! kubeconfig = "/etc/strata/kubeconfig"   # or: in_cluster = true; neither: $KUBECONFIG (files merged) / ~/.kube/config
 //! context = "prod"                        # default: the kubeconfig's current context
 //! registry = "registry.example.com/ml/envs"  # where job images are pushed (REG/REPO)
 //! ttl_seconds_after_finished = 3600       # finished Jobs are removed by the cluster after this
@@ -33,7 +33,8 @@ pub const DEFAULT_TTL_SECONDS: i32 = 3600;
 /// How the agent authenticates to the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Connection {
-    /// A kubeconfig file; `None`: `$KUBECONFIG`, else `~/.kube/config`.
+    /// A kubeconfig file; `None`: the files of `$KUBECONFIG` merged, else `~/.kube/config`
+    /// (see [`crate::connect`]). `context: None`: the kubeconfig's `current-context`.
     Kubeconfig {
         path: Option<PathBuf>,
         context: Option<String>,

@@ -1,18 +1,23 @@
 //! Running strata's jobs as Kubernetes Jobs, without handing scheduling to the cluster:
 //! strata admits (a job is created only when its tier fits on one node of its pool, see
 //! [`nodes`]), Kubernetes runs. One batch/v1 Job per attempt ([`objects`]), watched
-//! ([`watch`]), logs streamed into strata's log files ([`logs`]), cancelled with its pods
+//! ([`watch`]) into the state of each attempt ([`attempts`]), read in strata's terms
+//! ([`classify`]), logs streamed into strata's log files ([`logs`]), cancelled with its pods
 //! confirmed gone ([`backend`]), on the capacity of the pools' nodes as watched
 //! ([`capacity`]); the mapping of pools, tiers and queues is the
-//! `[kubernetes]` section ([`config`]).
+//! `[kubernetes]` section ([`config`]), the kubeconfig is found and read as kubectl does
+//! ([`connect`]).
 //!
 //! [`backend::KubeBackend`] is async (kube-rs); [`BlockingKube`] wraps it with its own tokio
 //! runtime for the agent's synchronous loop: the watchers run on that runtime's threads
 //! and `poll` only reads what they saw.
 
+pub mod attempts;
 pub mod backend;
 pub mod capacity;
+pub mod classify;
 pub mod config;
+pub mod connect;
 pub mod logs;
 pub mod nodes;
 pub mod objects;
@@ -22,9 +27,11 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use backend::{connect, ClusterJob, KubeBackend, KubeError, Launched};
+pub use backend::{ClusterJob, KubeBackend, KubeError, Launched};
+pub use classify::{AttemptStatus, EndKind, KubeOutcome};
 pub use config::{Connection, KubeSettings, KubeSettingsError, TierPlacement};
-pub use watch::{AttemptStatus, EndKind, KubeOutcome};
+pub use connect::connect;
+pub use objects::AttemptKey;
 
 use strata_queue::job::Job;
 use strata_queue::pool::Pool;
@@ -50,10 +57,7 @@ impl BlockingKube {
             .enable_all()
             .thread_name("strata-kube")
             .build()
-            .map_err(|e| KubeError::Kubeconfig {
-                path: "(runtime)".into(),
-                detail: format!("cannot start the async runtime: {e}"),
-            })?;
+            .map_err(KubeError::Runtime)?;
         let client = runtime.block_on(connect(&settings.connection))?;
         let backend = KubeBackend::new(client, settings, home);
         {

@@ -160,23 +160,34 @@ fn not_available(error: &kube::Error) -> Option<String> {
     (status.code == 400 || status.code == 404 || status.code >= 500).then(|| status.message.clone())
 }
 
+/// Why a pod's container has no logs to read yet.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unreadable {
+    #[error("the pod is not scheduled to a node yet")]
+    NotScheduled,
+    #[error("container {CONTAINER} has not been created (pod phase {phase})")]
+    NotCreated { phase: String },
+    #[error("container {CONTAINER} is waiting to start: {reason} (pod phase {phase})")]
+    Waiting { reason: String, phase: String },
+}
+
 /// Whether `pod`'s container has logs to read: it runs or has terminated. Asking the API for
 /// the logs of any other pod is pointless, and makes it contact a kubelet (resolving the
 /// node's address) only to be told that the container is waiting. `Err` says why not.
-pub fn container_readable(pod: &Pod) -> Result<(), String> {
+pub fn container_readable(pod: &Pod) -> Result<(), Unreadable> {
     if pod
         .spec
         .as_ref()
         .and_then(|s| s.node_name.as_ref())
         .is_none()
     {
-        return Err("the pod is not scheduled to a node yet".into());
+        return Err(Unreadable::NotScheduled);
     }
     let phase = pod
         .status
         .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("Unknown");
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_else(|| "Unknown".into());
     let state = pod
         .status
         .as_ref()
@@ -184,9 +195,7 @@ pub fn container_readable(pod: &Pod) -> Result<(), String> {
         .and_then(|all| all.iter().find(|c| c.name == CONTAINER))
         .and_then(|c| c.state.as_ref());
     let Some(state) = state else {
-        return Err(format!(
-            "container {CONTAINER} has not been created (pod phase {phase})"
-        ));
+        return Err(Unreadable::NotCreated { phase });
     };
     if state.running.is_some() || state.terminated.is_some() {
         return Ok(());
@@ -194,11 +203,9 @@ pub fn container_readable(pod: &Pod) -> Result<(), String> {
     let reason = state
         .waiting
         .as_ref()
-        .and_then(|w| w.reason.as_deref())
-        .unwrap_or("no reason given");
-    Err(format!(
-        "container {CONTAINER} is waiting to start: {reason} (pod phase {phase})"
-    ))
+        .and_then(|w| w.reason.clone())
+        .unwrap_or_else(|| "no reason given".into());
+    Err(Unreadable::Waiting { reason, phase })
 }
 
 /// Streams the logs of `pod` (following them while it runs) into the log at `path`.
@@ -224,11 +231,11 @@ pub async fn stream_pod_logs(
         },
     };
     let current = pods.get(pod).await.map_err(api_error)?;
-    if let Err(message) = container_readable(&current) {
+    if let Err(why) = container_readable(&current) {
         return Err(LogError::NotAvailable {
             namespace: namespace.into(),
             pod: pod.into(),
-            message,
+            message: why.to_string(),
         });
     }
     let mut writer = LogWriter::open(path)?;
@@ -303,15 +310,22 @@ mod tests {
         assert_eq!(container_readable(&pod(Some("n"), ended)), Ok(()));
 
         let unbound = container_readable(&pod(None, serde_json::json!({"phase": "Pending"})));
-        assert!(unbound.unwrap_err().contains("not scheduled"));
+        assert_eq!(unbound, Err(Unreadable::NotScheduled));
         let created = container_readable(&pod(Some("n"), serde_json::json!({"phase": "Pending"})));
-        assert!(created.unwrap_err().contains("has not been created"));
+        let err = created.unwrap_err().to_string();
+        assert!(
+            err.contains("has not been created (pod phase Pending)"),
+            "{err}"
+        );
         let pulling = with_state(
             "Pending",
             serde_json::json!({"waiting": {"reason": "ErrImagePull"}}),
         );
         let err = container_readable(&pod(Some("n"), pulling)).unwrap_err();
-        assert!(err.contains("waiting to start: ErrImagePull"), "{err}");
+        assert!(
+            err.to_string().contains("waiting to start: ErrImagePull"),
+            "{err}"
+        );
         // Another container running does not make ours readable.
         let mut other = with_state("Running", serde_json::json!({"running": {}}));
         other["containerStatuses"][0]["name"] = "sidecar".into();

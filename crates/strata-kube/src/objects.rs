@@ -53,22 +53,63 @@ pub fn managed_selector() -> String {
     format!("{MANAGED_BY}={MANAGER}")
 }
 
-/// The launcher's key of one attempt: `j-abcdefghij-a1`.
-pub fn attempt_key(id: &JobId, attempt: u32) -> String {
-    format!("{id}-a{attempt}")
+/// One attempt of one job: what the backend follows, as kube-rs follows an object by its
+/// `ObjectRef`. Shown as `j-abcdefghij-a1`; read back from an object's labels, never parsed
+/// from that text.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AttemptKey {
+    pub job: JobId,
+    pub attempt: u32,
 }
 
-/// The Job's name: `strata-j-abcdefghij-a1` (a DNS-1123 label).
+impl AttemptKey {
+    pub fn new(job: JobId, attempt: u32) -> AttemptKey {
+        AttemptKey { job, attempt }
+    }
+
+    /// The job's current attempt.
+    pub fn of(job: &Job) -> AttemptKey {
+        AttemptKey::new(job.id.clone(), job.attempt)
+    }
+
+    /// The attempt an object belongs to, from its [`LABEL_JOB`] and [`LABEL_ATTEMPT`]
+    /// labels; `None` when either is missing or not what strata writes.
+    pub fn from_labels(labels: &BTreeMap<String, String>) -> Option<AttemptKey> {
+        let job = labels.get(LABEL_JOB)?.parse().ok()?;
+        let attempt = labels.get(LABEL_ATTEMPT)?.parse().ok()?;
+        Some(AttemptKey::new(job, attempt))
+    }
+
+    /// The name of its Job: `strata-j-abcdefghij-a1` (a DNS-1123 label).
+    pub fn object_name(&self) -> String {
+        format!("strata-{self}")
+    }
+
+    /// The label selector of its Job and pods.
+    pub fn selector(&self) -> String {
+        format!(
+            "{},{LABEL_JOB}={},{LABEL_ATTEMPT}={}",
+            managed_selector(),
+            self.job,
+            self.attempt
+        )
+    }
+}
+
+impl std::fmt::Display for AttemptKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-a{}", self.job, self.attempt)
+    }
+}
+
+/// The Job's name: `strata-j-abcdefghij-a1` (see [`AttemptKey::object_name`]).
 pub fn object_name(id: &JobId, attempt: u32) -> String {
-    format!("strata-{}", attempt_key(id, attempt))
+    AttemptKey::new(id.clone(), attempt).object_name()
 }
 
-/// The label selector of one attempt's Job and pods.
+/// The label selector of one attempt's Job and pods (see [`AttemptKey::selector`]).
 pub fn attempt_selector(id: &JobId, attempt: u32) -> String {
-    format!(
-        "{},{LABEL_JOB}={id},{LABEL_ATTEMPT}={attempt}",
-        managed_selector()
-    )
+    AttemptKey::new(id.clone(), attempt).selector()
 }
 
 /// Makes `text` a valid label value: at most 63 characters of `[A-Za-z0-9._-]`, starting and
@@ -157,7 +198,7 @@ pub fn job_object(job: &Job, params: &JobObjectParams<'_>) -> K8sJob {
             .insert(LABEL_NETWORK.to_string(), NO_NETWORK.to_string());
     }
     let mut job_meta = meta(&annotations);
-    job_meta.name = Some(object_name(&job.id, job.attempt));
+    job_meta.name = Some(AttemptKey::of(job).object_name());
     job_meta.namespace = Some(params.namespace.to_string());
     K8sJob {
         metadata: job_meta,
@@ -271,11 +312,34 @@ mod tests {
     }
 
     #[test]
+    fn a_key_is_read_back_from_labels_not_from_its_text() {
+        let id: JobId = "j-abcdefghij".parse().unwrap();
+        let mut labels = BTreeMap::from([
+            (LABEL_JOB.to_string(), id.to_string()),
+            (LABEL_ATTEMPT.to_string(), "12".to_string()),
+        ]);
+        assert_eq!(
+            AttemptKey::from_labels(&labels),
+            Some(AttemptKey::new(id.clone(), 12))
+        );
+        labels.insert(LABEL_ATTEMPT.into(), "x".into());
+        assert_eq!(AttemptKey::from_labels(&labels), None);
+        labels.insert(LABEL_ATTEMPT.into(), "1".into());
+        labels.insert(LABEL_JOB.into(), "not-a-job".into());
+        assert_eq!(AttemptKey::from_labels(&labels), None);
+        labels.remove(LABEL_JOB);
+        assert_eq!(AttemptKey::from_labels(&labels), None);
+    }
+
+    #[test]
     fn names_are_dns_labels() {
         let id: JobId = "j-abcdefghij".parse().unwrap();
         assert_eq!(object_name(&id, 1), "strata-j-abcdefghij-a1");
         assert!(crate::config::is_dns_label(&object_name(&id, 999)));
         let digest = Digest::of(b"x");
+        let key = AttemptKey::new(id.clone(), 3);
+        assert_eq!(key.to_string(), "j-abcdefghij-a3");
+        assert_eq!(key.object_name(), object_name(&id, 3));
         let env = env_label(&digest);
         assert_eq!(env.len(), 32);
         assert!(digest.to_string().contains(&env));

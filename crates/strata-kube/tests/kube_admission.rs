@@ -1,73 +1,100 @@
-//! Admission with Kubernetes nodes: strata's Scheduler over the pools' nodes as the cluster
-//! reports them (allocatable), jobs of many queues in many namespaces, and an agent restart
-//! that rebuilds its view from the job store and the cluster's Jobs. No cluster needed: the
-//! Node and Job objects are the API's JSON form.
+//! Admission with Kubernetes nodes, against the test cluster: strata's Scheduler over the
+//! pool's nodes as the backend's Node watcher reports them, jobs of many queues in many
+//! namespaces launched through the backend, and an agent restart that rebuilds its view from
+//! the job store and the cluster's Jobs. What is checked is what the code decided (the
+//! Scheduler's admissions, the backend's launches and adoptions) and what the cluster holds
+//! (its Jobs, and where its own scheduler bound their pods: a pod pinned to a node without
+//! room for it stays unbound, Unschedulable).
 
 mod kube_support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job as K8sJob;
-use k8s_openapi::api::core::v1::Node as K8sNode;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use strata_config::Config;
-use strata_kube::nodes::{parse_bytes, parse_millicpus, pool_node};
-use strata_kube::objects::{job_object, JobObjectParams, LABEL_JOB};
-use strata_kube::{KubeSettings, TierPlacement};
+use strata_kube::objects::managed_selector;
+use strata_kube::{connect, AttemptStatus, Connection, KubeBackend, KubeSettings};
 use strata_oci::Digest;
 use strata_queue::pool::Pool;
-use strata_queue::{JobFilter, JobState, JobStore, NewJob, Resources, Scheduler, SchedulerConfig};
+use strata_queue::{
+    Admission, Job, JobFilter, JobId, JobState, JobStore, NewJob, Scheduler, SchedulerConfig,
+};
 
-fn node(name: &str, gpus: u32) -> K8sNode {
-    serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"strata.dev/pool": "gpu"}},
-        "status": {
-            "allocatable": {"cpu": "64", "memory": "256Gi", "nvidia.com/gpu": gpus.to_string(), "pods": "110"},
-            "conditions": [{"type": "Ready", "status": "True"}]
-        }
-    }))
-    .unwrap()
-}
+use kube_support::{add_node, cluster, namespace, unique};
 
+const WAIT: Duration = Duration::from_secs(60);
 const QUEUES: [&str; 5] = ["team-a", "team-b", "team-c", "team-d", "team-e"];
+const POOL_LABEL: &str = "strata-admission/pool";
 
 struct World {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     store: JobStore,
     config: SchedulerConfig,
     settings: KubeSettings,
+    client: Client,
+    /// Queue → its namespace.
+    namespaces: BTreeMap<String, String>,
+    /// The pool's nodes by name, with their GPUs.
+    nodes: BTreeMap<String, u32>,
 }
 
-fn world() -> World {
+/// Three nodes of 4, 4 and 8 GPUs in a pool of their own, a namespace per queue, and the
+/// project's `strata.toml` mapping them.
+async fn world() -> World {
+    let kc = cluster();
+    let connection = Connection::Kubeconfig {
+        path: Some(kc),
+        context: None,
+    };
+    let client = connect(&connection)
+        .await
+        .expect("connect to the test cluster");
+    let label = unique("adm");
+    let mut nodes = BTreeMap::new();
+    for (prefix, gpus) in [("adm-a", 4), ("adm-b", 4), ("adm-c", 8)] {
+        let name = unique(prefix);
+        add_node(&client, &name, gpus, &[(POOL_LABEL, &label)]).await;
+        nodes.insert(name, gpus);
+    }
+    let mut namespaces = BTreeMap::new();
+    for q in QUEUES {
+        namespaces.insert(q.to_string(), namespace(&client, &format!("adm-{q}")).await);
+    }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("strata.toml");
-    let mut text = String::new();
-    for q in QUEUES {
-        text.push_str(&format!("[queues.{q}]\n"));
-    }
-    text.push_str("[kubernetes]\nregistry = \"reg.example.com/ml/envs\"\n[kubernetes.pools.gpu]\nnode_selector = { \"strata.dev/pool\" = \"gpu\" }\n");
-    for q in QUEUES {
-        text.push_str(&format!(
-            "[kubernetes.queues.{q}]\nnamespace = \"ml-{q}\"\n"
-        ));
-    }
-    std::fs::write(&file, text).unwrap();
+    std::fs::write(&file, strata_toml(&label, &namespaces)).unwrap();
     let file_config = Config::from_file(&file).unwrap();
-    let mut config = SchedulerConfig::from_config(&file_config).unwrap();
+    let config = SchedulerConfig::from_config(&file_config).unwrap();
     let settings = KubeSettings::from_config(&file_config).unwrap();
-    // The pool's nodes come from the cluster: 4 + 4 + 8 GPUs.
-    let nodes = [node("gpu-a", 4), node("gpu-b", 4), node("gpu-c", 8)];
-    config.pools = vec![Pool {
-        name: "gpu".into(),
-        nodes: nodes.iter().map(|n| pool_node("gpu", n)).collect(),
-    }];
     let store = JobStore::open(&dir.path().join("strata.db")).unwrap();
     World {
-        _dir: dir,
+        dir,
         store,
         config,
         settings,
+        client,
+        namespaces,
+        nodes,
     }
+}
+
+fn strata_toml(label: &str, namespaces: &BTreeMap<String, String>) -> String {
+    let mut text = String::new();
+    for q in namespaces.keys() {
+        text.push_str(&format!("[queues.{q}]\n"));
+    }
+    text.push_str(&format!(
+        "[kubernetes]\nregistry = \"reg.example.com/ml/envs\"\n[kubernetes.pools.gpu]\nnode_selector = {{ \"{POOL_LABEL}\" = \"{label}\" }}\n"
+    ));
+    for (q, ns) in namespaces {
+        text.push_str(&format!("[kubernetes.queues.{q}]\nnamespace = \"{ns}\"\n"));
+    }
+    text
 }
 
 impl World {
@@ -83,110 +110,142 @@ impl World {
         self.store.submit(&self.config, job, now).unwrap();
     }
 
-    /// What the agent does after each admission: creates the Job (here: the object).
-    fn create_jobs(&self, cluster: &mut Vec<K8sJob>) {
-        let running = self
-            .store
-            .list(&JobFilter {
-                states: vec![JobState::Running],
-                ..JobFilter::default()
-            })
-            .unwrap();
-        for job in running {
-            let name = format!("strata-{}-a{}", job.id, job.attempt);
-            if cluster
-                .iter()
-                .any(|j| j.metadata.name.as_deref() == Some(name.as_str()))
-            {
-                continue; // adopted, not created twice
+    fn jobs_in(&self, state: JobState) -> Vec<Job> {
+        let filter = JobFilter {
+            states: vec![state],
+            ..JobFilter::default()
+        };
+        self.store.list(&filter).unwrap()
+    }
+
+    fn job(&self, id: &JobId) -> Job {
+        self.store.get(id).unwrap().expect("job in the store")
+    }
+
+    /// A backend watching the queues' namespaces and the pool's nodes, as the agent starts
+    /// one.
+    fn backend(&self) -> KubeBackend {
+        let home = self.dir.path().join("home");
+        let backend = KubeBackend::new(self.client.clone(), self.settings.clone(), home);
+        backend.start(&self.namespaces.values().cloned().collect());
+        backend
+    }
+
+    /// The pools as the backend's Node watcher reports them, once it reports every node.
+    async fn watched_pools(&self, backend: &KubeBackend) -> Vec<Pool> {
+        let start = std::time::Instant::now();
+        loop {
+            let pools = backend.watched_pools();
+            let seen: Option<BTreeMap<String, u32>> = pools.as_ref().map(|p| {
+                p.iter()
+                    .flat_map(|pool| &pool.nodes)
+                    .map(|n| (n.name.clone(), n.capacity.gpus))
+                    .collect()
+            });
+            if seen.as_ref() == Some(&self.nodes) {
+                return pools.unwrap_or_default();
             }
-            let digest = job.image_digest.clone().unwrap();
-            let image = format!("{}@{digest}", self.settings.registry.as_deref().unwrap());
-            let namespace = self.settings.namespace(&job.queue).to_string();
-            let tier = TierPlacement::default();
-            let params = JobObjectParams {
-                namespace: &namespace,
-                image: &image,
-                digest: &digest,
-                tier: &tier,
-                pool_selector: self.settings.pools.get("gpu"),
-                node: job.node.as_deref(),
-                ttl_seconds_after_finished: self.settings.ttl_seconds_after_finished,
-                network: false,
-            };
-            cluster.push(job_object(&job, &params));
+            assert!(
+                start.elapsed() < WAIT,
+                "the Node watcher reports {seen:?}, expected {:?}",
+                self.nodes
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
 
-/// What the cluster would have to place on each node: the requests of the pinned pods.
-fn load_per_node(cluster: &[K8sJob]) -> HashMap<String, Resources> {
-    let mut load: HashMap<String, Resources> = HashMap::new();
-    for job in cluster {
-        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-        let affinity = pod.affinity.as_ref().expect("admitted pods are pinned");
-        let term = &affinity
-            .node_affinity
-            .as_ref()
-            .unwrap()
-            .required_during_scheduling_ignored_during_execution
-            .as_ref()
-            .unwrap()
-            .node_selector_terms[0];
-        let node = term.match_fields.as_ref().unwrap()[0]
-            .values
-            .as_ref()
-            .unwrap()[0]
-            .clone();
-        let requests = pod.containers[0]
-            .resources
-            .as_ref()
-            .unwrap()
-            .requests
-            .as_ref()
-            .unwrap();
-        let need = Resources {
-            millicpus: parse_millicpus(&requests["cpu"].0).unwrap(),
-            memory: parse_bytes(&requests["memory"].0).unwrap(),
-            gpus: requests
-                .get("nvidia.com/gpu")
-                .map(|q| parse_bytes(&q.0).unwrap() as u32)
-                .unwrap_or(0),
-        };
-        let entry = load.entry(node).or_default();
-        *entry = entry.plus(&need);
+    /// Strata's Jobs in the queues' namespaces: (name, uid, job id).
+    async fn cluster_jobs(&self) -> BTreeSet<(String, String, String)> {
+        let mut found = BTreeSet::new();
+        for ns in self.namespaces.values() {
+            let api: Api<K8sJob> = Api::namespaced(self.client.clone(), ns);
+            let list = api
+                .list(&ListParams::default().labels(&managed_selector()))
+                .await
+                .expect("list Jobs");
+            for job in list {
+                let id = job.labels()["strata.dev/job"].clone();
+                found.insert((job.name_any(), job.uid().unwrap_or_default(), id));
+            }
+        }
+        found
     }
-    load
+
+    /// Plays the kubelet: the pod's container exited 0.
+    async fn pod_succeeds(&self, job: &Job, pod: &str) {
+        let ns = self.settings.namespace(&job.queue);
+        let status = json!({"status": {"phase": "Succeeded", "containerStatuses": [{
+            "name": "job", "image": "img", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                "startedAt": "2024-01-01T00:00:00Z", "finishedAt": "2024-01-01T00:01:00Z"}}}]}});
+        Api::<Pod>::namespaced(self.client.clone(), ns)
+            .patch_status(pod, &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .expect("patch pod status");
+    }
 }
 
-fn assert_fits(world: &World, cluster: &[K8sJob]) {
-    let capacity: BTreeMap<&str, Resources> = world.config.pools[0]
-        .nodes
-        .iter()
-        .map(|n| (n.name.as_str(), n.capacity))
-        .collect();
-    for (node, load) in load_per_node(cluster) {
-        assert!(
-            load.fits_in(&capacity[node.as_str()]),
-            "node {node} over-committed: {load} > {}",
-            capacity[node.as_str()]
+/// What the agent does with each admission: launches the job's Job through the backend.
+/// Returns whether each was adopted (it existed already).
+async fn launch(w: &World, backend: &KubeBackend, admitted: &[JobId]) -> Vec<bool> {
+    let mut adopted = Vec::new();
+    for id in admitted {
+        let job = w.job(id);
+        let image = backend
+            .image_ref(job.image_digest.as_ref().unwrap())
+            .unwrap();
+        let launched = backend.launch(&job, &image, false).await.expect("launch");
+        adopted.push(launched.adopted);
+    }
+    adopted
+}
+
+/// Waits until the attempt's pod is bound by the cluster's scheduler; (node, pod). Fails if
+/// the cluster finds no room for it (Unschedulable) or does not bind it in time.
+async fn bound(backend: &KubeBackend, job: &Job) -> (String, String) {
+    let status = backend
+        .wait_status(job, WAIT, |s| !matches!(s, AttemptStatus::Waiting))
+        .await;
+    match status {
+        Some(AttemptStatus::Scheduled { node, pod })
+        | Some(AttemptStatus::Running { node, pod }) => (node, pod),
+        other => panic!("job {} ({}) was not bound: {other:?}", job.id, job.tier),
+    }
+}
+
+/// Every admitted job's pod is bound by the cluster to the node the Scheduler chose.
+async fn assert_bound_where_admitted(w: &World, backend: &KubeBackend, admitted: &[Admission]) {
+    for a in admitted {
+        let (node, _) = bound(backend, &w.job(&a.job_id)).await;
+        assert_eq!(
+            node, a.node,
+            "job {} bound elsewhere than admitted",
+            a.job_id
         );
     }
 }
 
-#[test]
-fn admission_fits_one_node_across_namespaces_and_survives_a_restart() {
-    let w = world();
-    assert_eq!(
-        w.config.pools[0]
-            .nodes
-            .iter()
-            .map(|n| n.capacity.gpus)
-            .collect::<Vec<_>>(),
-        [4, 4, 8]
-    );
+fn ids(admitted: &[Admission]) -> Vec<JobId> {
+    admitted.iter().map(|a| a.job_id.clone()).collect()
+}
+
+fn job_ids(jobs: &BTreeSet<(String, String, String)>) -> BTreeSet<String> {
+    jobs.iter().map(|(_, _, id)| id.clone()).collect()
+}
+
+fn id_strings(ids: &[JobId]) -> BTreeSet<String> {
+    ids.iter().map(JobId::to_string).collect()
+}
+
+#[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
+async fn admission_on_the_watched_nodes_creates_what_fits_and_survives_a_restart() {
+    let mut w = world().await;
+    let backend = w.backend();
+    w.config.pools = w.watched_pools(&backend).await;
     let mut now = 1_000;
-    // 2 gpu8 jobs (only gpu-c can ever hold one), 12 gpu1, 4 gpu2, spread over 5 queues.
+    // 2 gpu8 jobs (only the 8-GPU node can ever hold one), 12 gpu1, 4 gpu2, over 5 queues:
+    // 30 GPUs asked of 16.
     for i in 0..18 {
         let tier = match i {
             0 | 9 => "gpu8",
@@ -197,75 +256,80 @@ fn admission_fits_one_node_across_namespaces_and_survives_a_restart() {
         now += 1;
     }
     let mut scheduler = Scheduler::load(&w.store, w.config.clone(), now).unwrap();
-    let mut cluster = Vec::new();
     let admitted = scheduler.admit(&w.store, now).unwrap();
     assert!(!admitted.is_empty());
-    w.create_jobs(&mut cluster);
-    assert_eq!(
-        cluster.len(),
-        admitted.len(),
-        "one Job per admitted job, none for queued ones"
+    assert!(
+        !w.jobs_in(JobState::Ready).is_empty(),
+        "not everything fits"
     );
-    assert_fits(&w, &cluster);
-    let gpu8_running = admitted
+    let adopted = launch(&w, &backend, &ids(&admitted)).await;
+    assert!(adopted.iter().all(|a| !a), "created, not adopted");
+
+    // The cluster holds a Job for each admitted job and none for the queued ones, in the
+    // namespaces of their queues; its scheduler binds each pod where strata placed it.
+    let created = w.cluster_jobs().await;
+    assert_eq!(created.len(), admitted.len(), "one Job per admitted job");
+    assert_eq!(job_ids(&created), id_strings(&ids(&admitted)));
+    let namespaces: BTreeSet<String> = admitted
         .iter()
-        .filter(|a| w.store.get(&a.job_id).unwrap().unwrap().tier == "gpu8")
-        .count();
-    assert!(gpu8_running <= 1, "one 8-GPU node, at most one gpu8 job");
-    let namespaces: std::collections::BTreeSet<_> = cluster
-        .iter()
-        .map(|j| j.metadata.namespace.clone().unwrap())
+        .map(|a| w.settings.namespace(&w.job(&a.job_id).queue).to_string())
         .collect();
     assert!(
         namespaces.len() >= 3,
-        "jobs land in their queues' namespaces: {namespaces:?}"
+        "jobs of several queues ran: {namespaces:?}"
     );
-    for ns in &namespaces {
-        assert!(ns.starts_with("ml-team-"), "{ns}");
-    }
-    let queued = w
-        .store
-        .list(&JobFilter {
-            states: vec![JobState::Ready],
-            ..JobFilter::default()
-        })
-        .unwrap();
-    assert!(
-        !queued.is_empty(),
-        "the rest waits in strata, not in the cluster"
-    );
+    assert_bound_where_admitted(&w, &backend, &admitted).await;
 
-    // Agent restart: a new scheduler from the store; the cluster's Jobs are adopted (same
-    // names), nothing is created twice and nothing new fits until something ends.
+    // Agent restart: a new Scheduler from the store, a new backend watching the cluster. The
+    // Jobs are adopted (the same objects), nothing new fits until something ends.
     drop(scheduler);
+    drop(backend);
     now += 10;
+    let backend = w.backend();
     let mut scheduler = Scheduler::load(&w.store, w.config.clone(), now).unwrap();
-    assert_eq!(scheduler.running_len(), cluster.len());
-    assert!(
-        scheduler.admit(&w.store, now).unwrap().is_empty(),
-        "full before and after"
-    );
-    let before = cluster.len();
-    w.create_jobs(&mut cluster);
-    assert_eq!(cluster.len(), before, "restart creates nothing twice");
+    assert_eq!(scheduler.running_len(), admitted.len());
+    assert!(scheduler.admit(&w.store, now).unwrap().is_empty(), "full");
+    let running: Vec<JobId> = w
+        .jobs_in(JobState::Running)
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    let adopted = launch(&w, &backend, &running).await;
+    assert!(adopted.iter().all(|a| *a), "adopted, not created again");
+    assert_eq!(w.cluster_jobs().await, created, "the same Job objects");
+    assert_bound_where_admitted(&w, &backend, &admitted).await;
 
-    // One job ends (its Job reported an outcome): its node's room goes to the next job.
-    let done_name = cluster[0].metadata.name.clone().unwrap();
-    let done_id = cluster[0].metadata.labels.as_ref().unwrap()[LABEL_JOB]
-        .parse()
-        .unwrap();
+    // One job ends (its pod succeeded; the agent records the outcome the backend saw): its
+    // room on its node goes to jobs waiting, and the cluster binds them there.
+    let done = w.job(&admitted[0].job_id);
+    let (_, pod) = bound(&backend, &done).await;
+    w.pod_succeeds(&done, &pod).await;
+    let end = backend.wait(&done, WAIT).await.expect("the end is seen");
+    assert_eq!(end.outcome.exit_code, Some(0), "{end:?}");
     w.store
-        .finish(
-            &done_id,
-            strata_queue::EndCause::Exited,
-            Default::default(),
-            now,
-        )
+        .finish(&done.id, end.end_cause(), end.outcome, now)
         .unwrap();
-    cluster.retain(|j| j.metadata.name.as_deref() != Some(done_name.as_str()));
+    backend.forget(&done);
     now += 1;
     let next = scheduler.admit(&w.store, now).unwrap();
     assert!(!next.is_empty(), "freed capacity is used");
-    w.create_jobs(&mut cluster);
-    assert_fits(&w, &cluster);
+    assert!(
+        next.iter().all(|a| a.node == admitted[0].node),
+        "only the freed node has room: {next:?}"
+    );
+    launch(&w, &backend, &ids(&next)).await;
+    assert_bound_where_admitted(&w, &backend, &next).await;
+    let all: Vec<JobId> = ids(&admitted).into_iter().chain(ids(&next)).collect();
+    assert_eq!(job_ids(&w.cluster_jobs().await), id_strings(&all));
+    cleanup(&backend, &w, &all).await;
+}
+
+/// Deletes the test's Jobs (their pods hold the nodes' room in the shared cluster).
+async fn cleanup(backend: &KubeBackend, w: &World, ids: &[JobId]) {
+    for id in ids {
+        backend
+            .cancel(&w.job(id), Duration::from_secs(0))
+            .await
+            .expect("cancel");
+    }
 }

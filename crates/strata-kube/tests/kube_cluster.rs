@@ -16,6 +16,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
+use strata_kube::connect::{connect_to, files_from, from_kubeconfig};
 use strata_kube::logs::LogError;
 use strata_kube::objects::{attempt_selector, managed_selector, MANAGED_BY};
 use strata_kube::{
@@ -24,7 +25,7 @@ use strata_kube::{
 use strata_queue::pool::Pool;
 use strata_queue::{Job, Resources, Scheduler, SchedulerConfig};
 
-use kube_support::{add_node, cluster, fresh_id, job, unique};
+use kube_support::{add_node, cluster, fresh_id, job, namespace, split_kubeconfig, unique};
 
 const WAIT: Duration = Duration::from_secs(60);
 const GIB: u64 = 1 << 30;
@@ -44,22 +45,6 @@ async fn admin(kubeconfig: &Path) -> Client {
     connect(&connection(kubeconfig))
         .await
         .expect("admin client")
-}
-
-async fn namespace(client: &Client, prefix: &str) -> String {
-    let name = unique(prefix);
-    let ns = Namespace {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.clone()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("create namespace");
-    name
 }
 
 /// Settings for a test: one pool `pool` selecting `pool=<label>`, registry on a host.
@@ -156,8 +141,9 @@ async fn pods_of(client: &Client, ns: &str, job: &Job) -> Vec<Pod> {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn create_bind_adopt_and_succeed() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let client = admin(&kc).await;
     let ns = namespace(&client, "t-create").await;
     let label = unique("p");
@@ -219,8 +205,9 @@ async fn create_bind_adopt_and_succeed() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn failures_are_classified() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let client = admin(&kc).await;
     let ns = namespace(&client, "t-fail").await;
     let label = unique("p");
@@ -272,8 +259,9 @@ async fn failures_are_classified() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn eight_gpus_do_not_fit_on_four_plus_four() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let client = admin(&kc).await;
     let ns = namespace(&client, "t-fit").await;
     let label = unique("p");
@@ -347,8 +335,9 @@ async fn watched_becomes(b: &KubeBackend, what: &str, expected: &[(&str, u32)]) 
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn the_watched_pools_follow_nodes_that_join_are_cordoned_leave_or_are_deleted() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let client = admin(&kc).await;
     let label = unique("p");
     let (first, second) = (unique("n"), unique("n"));
@@ -382,8 +371,9 @@ async fn the_watched_pools_follow_nodes_that_join_are_cordoned_leave_or_are_dele
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn cancel_confirms_the_pods_are_gone() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let client = admin(&kc).await;
     let ns = namespace(&client, "t-cancel").await;
     let label = unique("p");
@@ -417,8 +407,9 @@ async fn cancel_confirms_the_pods_are_gone() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn a_job_still_being_deleted_is_not_adopted() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let client = admin(&kc).await;
     let ns = namespace(&client, "t-deleting").await;
     let b = backend(&client, settings("none", &[("team", &ns)]), &[&ns]);
@@ -467,8 +458,9 @@ async fn apply_network_policy(client: &Client, ns: &str) -> NetworkPolicy {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn the_deploy_network_policy_selects_exactly_the_pods_without_network() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let client = admin(&kc).await;
     let ns = namespace(&client, "t-net").await;
     let label = unique("p");
@@ -592,8 +584,9 @@ fn token_kubeconfig(admin_kubeconfig: &Path, token: &str, dir: &std::path::Path)
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn rbac_role_allows_only_the_team_namespace() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let client = admin(&kc).await;
     let agent_ns = namespace(&client, "t-agent").await;
     let team_a = namespace(&client, "t-team-a").await;
@@ -659,8 +652,9 @@ async fn rbac_role_allows_only_the_team_namespace() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn two_teams_and_every_object_is_labelled() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let client = admin(&kc).await;
     let ns_a = namespace(&client, "t-two-a").await;
     let ns_b = namespace(&client, "t-two-b").await;
@@ -742,8 +736,45 @@ async fn two_teams_and_every_object_is_labelled() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
+async fn a_kubeconfig_list_is_merged_as_kubectl_merges_it() {
+    let kc = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let (clusters, contexts) = split_kubeconfig(&kc, dir.path());
+    let listed = std::env::join_paths([&clusters, &contexts]).unwrap();
+    let files = files_from(None, Some(&listed), None).unwrap();
+    assert_eq!(files, [clusters.clone(), contexts.clone()]);
+
+    // The first file has no context; the second names it and the first has its cluster.
+    let resolved = from_kubeconfig(&files, None)
+        .await
+        .expect("the merged files");
+    let client = connect_to(resolved)
+        .await
+        .expect("connect through both files");
+    Api::<Namespace>::all(client)
+        .get("default")
+        .await
+        .expect("the cluster answers");
+
+    let err = from_kubeconfig(&files[..1], None).await.err().unwrap();
+    let text = err.to_string();
+    assert!(text.contains(&clusters.display().to_string()), "{text}");
+    assert!(text.contains("current-context"), "{text}");
+    let current = kube::config::Kubeconfig::read_from(&kc)
+        .unwrap()
+        .current_context
+        .unwrap();
+    let err = from_kubeconfig(&files[1..], None).await.err().unwrap();
+    let text = err.to_string();
+    assert!(text.contains(&contexts.display().to_string()), "{text}");
+    assert!(text.contains(&format!("context `{current}`")), "{text}");
+}
+
+#[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn bad_input_names_what_to_fix() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.kubeconfig");
     let err = connect(&connection(&missing))
@@ -800,8 +831,9 @@ async fn bad_input_names_what_to_fix() {
 }
 
 #[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn log_streaming_reports_a_pod_without_a_running_container() {
-    let Some(kc) = cluster() else { return };
+    let kc = cluster();
     let client = admin(&kc).await;
     let ns = namespace(&client, "t-logs").await;
     let label = unique("p");

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Toleration;
-use strata_kube::objects::{job_object, JobObjectParams};
+use strata_kube::objects::{job_object, AttemptKey, JobObjectParams};
 use strata_kube::TierPlacement;
 use strata_queue::SchedulerConfig;
 
@@ -123,4 +123,44 @@ fn the_object_has_what_v1_20_needs_and_nothing_newer() {
         labels["strata.dev/env"].as_str().unwrap(),
         &digest.hex()[..32]
     );
+}
+
+#[test]
+fn the_attempt_is_read_back_from_the_objects_labels() {
+    let config = SchedulerConfig::default();
+    let mut job = kube_support::job("j-abcdefghij", "team-a", "cpu", config.tiers["cpu"]);
+    job.attempt = 12;
+    let digest = job.image_digest.clone().unwrap();
+    let image = format!("reg.example.com/ml/envs@{digest}");
+    let tier = TierPlacement::default();
+    let params = JobObjectParams {
+        namespace: "team-a",
+        image: &image,
+        digest: &digest,
+        tier: &tier,
+        pool_selector: None,
+        node: None,
+        ttl_seconds_after_finished: 60,
+        network: false,
+    };
+    let object = job_object(&job, &params);
+    let key = AttemptKey::of(&job);
+    assert_eq!(
+        object.metadata.name.as_deref(),
+        Some("strata-j-abcdefghij-a12")
+    );
+    let job_labels = object.metadata.labels.as_ref().unwrap();
+    assert_eq!(AttemptKey::from_labels(job_labels), Some(key.clone()));
+    let pod_labels = object
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .as_ref()
+        .unwrap();
+    assert_eq!(AttemptKey::from_labels(pod_labels), Some(key));
 }

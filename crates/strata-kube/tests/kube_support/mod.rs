@@ -1,5 +1,6 @@
 //! Shared by the kube_* tests: a job fixture, and the real v1.20 control plane of
-//! `scripts/testcluster` (started once per test binary; `STRATA_SKIP_K8S=1` skips).
+//! `scripts/testcluster` (started once per test binary; a test needing it fails when it
+//! cannot start, and is ignored when built with `STRATA_SKIP_K8S=1`).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -7,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::config::Kubeconfig;
 use strata_oci::Digest;
 use strata_queue::{Environment, Job, JobId, JobState, Outcome, Resources};
 
@@ -84,18 +86,17 @@ pub fn testcluster() -> PathBuf {
         .unwrap_or_else(|| manifest.join("../..").join(script))
 }
 
-/// The test cluster's kubeconfig; `None` (after printing a skip line) when
-/// `STRATA_SKIP_K8S=1`. Panics (the test fails) when the cluster cannot start.
-pub fn cluster() -> Option<PathBuf> {
+/// The test cluster's kubeconfig, the cluster started once per test binary. Panics (the
+/// test fails) when it cannot start: a test that needs it carries
+/// `#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]`, so that
+/// `STRATA_SKIP_K8S=1` reports it ignored rather than passed.
+pub fn cluster() -> PathBuf {
     static UP: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    if std::env::var("STRATA_SKIP_K8S").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: STRATA_SKIP_K8S=1, not testing against the Kubernetes test cluster");
-        return None;
-    }
-    let result = UP.get_or_init(start_cluster);
-    match result {
-        Ok(path) => Some(path.clone()),
-        Err(e) => panic!("the Kubernetes test cluster did not start: {e} (set STRATA_SKIP_K8S=1 to skip these tests)"),
+    match UP.get_or_init(start_cluster) {
+        Ok(path) => path.clone(),
+        Err(e) => panic!(
+            "the Kubernetes test cluster did not start: {e} (STRATA_SKIP_K8S=1 at build time marks these tests ignored)"
+        ),
     }
 }
 
@@ -127,6 +128,50 @@ fn start_cluster() -> Result<PathBuf, String> {
         .find_map(|l| l.trim().strip_prefix("export KUBECONFIG="))
         .map(|p| PathBuf::from(p.trim_matches(['\'', '"'])))
         .ok_or_else(|| format!("no `export KUBECONFIG=` line in the output of `up`: {stdout}"))
+}
+
+/// The test cluster's kubeconfig split in two files, as `$KUBECONFIG` may list them: the
+/// first holds the clusters and users (no context), the second the contexts and the
+/// current context. Neither reaches the cluster alone.
+pub fn split_kubeconfig(kubeconfig: &Path, dir: &Path) -> (PathBuf, PathBuf) {
+    let full = Kubeconfig::read_from(kubeconfig).expect("read the test cluster's kubeconfig");
+    let clusters = Kubeconfig {
+        clusters: full.clusters.clone(),
+        auth_infos: full.auth_infos.clone(),
+        ..Kubeconfig::default()
+    };
+    let contexts = Kubeconfig {
+        contexts: full.contexts.clone(),
+        current_context: full.current_context.clone(),
+        ..Kubeconfig::default()
+    };
+    let write = |name: &str, config: &Kubeconfig| {
+        let path = dir.join(name);
+        // JSON is YAML: kube reads it back as a kubeconfig.
+        std::fs::write(&path, serde_json::to_string(config).unwrap()).unwrap();
+        path
+    };
+    (
+        write("clusters.kubeconfig", &clusters),
+        write("contexts.kubeconfig", &contexts),
+    )
+}
+
+/// A new namespace `<prefix>-<random>`; its name.
+pub async fn namespace(client: &kube::Client, prefix: &str) -> String {
+    let name = unique(prefix);
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    kube::Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+    name
 }
 
 /// Registers a simulated node whose only address is 127.0.0.1 (see [`loopback_only`]).
