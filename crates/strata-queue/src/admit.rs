@@ -724,7 +724,7 @@ mod tests {
 
     fn job(seq: i64, tier: &str, config: &SchedulerConfig) -> Job {
         Job {
-            id: JobId::generate(),
+            id: JobId::generate().unwrap(),
             seq,
             queue: "default".into(),
             tier: tier.into(),
