@@ -174,7 +174,7 @@ pub fn submit(args: SubmitArgs) -> Result<(), Failure> {
         }
         None => None,
     };
-    let env = parse_env(&args.env).map_err(|e| Failure::usage(&e))?;
+    let env = parse_env(&args.env).map_err(|e| Failure::usage(&e.to_string()))?;
     let job = NewJob {
         queue: args.queue.clone(),
         tier: args.tier.clone(),
@@ -292,7 +292,7 @@ pub fn agent(args: AgentArgs) -> Result<(), Failure> {
         BackendName::Local => BackendChoice::Local,
         BackendName::Kubernetes => {
             let mut settings = KubeSettings::from_config(&files)
-                .map_err(|e| Failure::agent(AgentError::Kube(strata_errors::chain(&e))))?;
+                .map_err(|e| Failure::agent(AgentError::from(e)))?;
             if args.in_cluster {
                 settings.connection = Connection::InCluster;
             } else if let Some(path) = &args.kubeconfig {
@@ -339,11 +339,12 @@ impl Failure {
     }
 
     pub fn agent(error: AgentError) -> Failure {
-        let hint = match &error {
-            AgentError::Kube(_) => Some(
+        let hint = if error.is_kube() {
+            Some(
                 "check the kubeconfig (--kubeconfig or [kubernetes] kubeconfig), the namespaces of the queues, and deploy/rbac-*.yaml",
-            ),
-            _ => Some("is runc installed, and does strata run as root?"),
+            )
+        } else {
+            Some("is runc installed, and does strata run as root?")
         };
         Failure {
             error: Box::new(error),

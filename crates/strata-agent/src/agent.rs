@@ -3,12 +3,14 @@
 //! 1. resolves environments: a requirements job is built once per spec however many jobs
 //!    ask (builds run on a worker thread; the loop goes on), an image job is looked up in
 //!    the store; either way the job holds a lease on its image until it ends;
-//! 2. admits jobs ([`Scheduler::admit`]) and launches them with runc on worker threads;
+//! 2. admits jobs ([`Scheduler::admit`]) and launches them through the [`Launcher`] (runc
+//!    or Kubernetes) on worker threads;
 //! 3. watches running jobs: cancel requests and time limits (SIGTERM, grace, SIGKILL), exits
 //!    (exit code, OOM), metrics from their logs; the outcome is recorded before anything is
 //!    cleaned up, and a job finishes exactly once (compare-and-set in the job store).
 //!
-//! Killing the agent loses nothing: containers run detached under their own supervisor;
+//! Killing the agent loses nothing: containers run detached under their own supervisor
+//! (or as cluster Jobs);
 //! [`Agent::recover`] re-adopts running ones, records the outcome of those that ended
 //! meanwhile, and puts back jobs that were admitted but never started.
 
@@ -18,8 +20,9 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_build::base::BaseRef;
+use strata_build::base::{BaseError, BaseRef};
 use strata_build::build::{self, BuildOptions};
+use strata_build::error::BuildError;
 use strata_build::home::Home;
 use strata_build::layers::DEFAULT_LAYER_LIMIT;
 use strata_build::progress::Silent;
@@ -29,9 +32,10 @@ use strata_index::lease::LeaseOwner;
 use strata_oci::manifest::ManifestDocument;
 use strata_oci::Digest;
 
-use crate::backend::{attempt_key, Attempt, Backend, Ended, LaunchFailure};
-use strata_kube::{BlockingKube, KubeSettings};
+use crate::launcher::{attempt_key, Attempt, Ended, LaunchError, Launcher};
+use strata_kube::{BlockingKube, KubeError, KubeSettings, KubeSettingsError};
 use strata_metrics::MetricsStore;
+use strata_python::target::TargetError;
 use strata_queue::admit::Scheduler;
 use strata_queue::config::SchedulerConfig;
 use strata_queue::job::{
@@ -47,6 +51,7 @@ pub enum AgentError {
     Home(#[from] strata_build::home::HomeError),
     #[error(transparent)]
     Jobs(#[from] strata_queue::jobstore::StoreError),
+    /// This machine's launcher could not be set up.
     #[error(transparent)]
     Launch(Box<strata_runc::LaunchError>),
     #[error(transparent)]
@@ -55,8 +60,29 @@ pub enum AgentError {
     Index(#[from] strata_index::index::IndexError),
     #[error(transparent)]
     Store(#[from] strata_oci::layout::StoreError),
-    #[error("kubernetes backend: {0}")]
-    Kube(String),
+    #[error(transparent)]
+    Hold(#[from] HoldError),
+    #[error("kubernetes backend: no pool in `[kubernetes.pools]`: add e.g. `[kubernetes.pools.gpu]` with `node_selector = {{ \"strata.dev/pool\" = \"gpu\" }}` to say which nodes run strata's jobs")]
+    NoPools,
+    #[error("kubernetes backend")]
+    KubeSettings(#[from] KubeSettingsError),
+    #[error("kubernetes backend")]
+    Kube(#[source] Box<KubeError>),
+    /// The attempts that exist could not be listed (recovery).
+    #[error("listing the jobs' containers or cluster Jobs")]
+    Attempts(#[source] LaunchError),
+}
+
+impl AgentError {
+    /// Whether the cluster (its settings, connection or answers) is at fault, rather than
+    /// this machine.
+    pub fn is_kube(&self) -> bool {
+        match self {
+            AgentError::NoPools | AgentError::KubeSettings(_) | AgentError::Kube(_) => true,
+            AgentError::Attempts(e) => e.is_kube(),
+            _ => false,
+        }
+    }
 }
 
 impl From<strata_runc::LaunchError> for AgentError {
@@ -64,6 +90,46 @@ impl From<strata_runc::LaunchError> for AgentError {
         // Boxed: a launch error is large and would make every Result of the loop large.
         AgentError::Launch(Box::new(e))
     }
+}
+
+impl From<KubeError> for AgentError {
+    fn from(e: KubeError) -> Self {
+        AgentError::Kube(Box::new(e))
+    }
+}
+
+/// A job's image could not be leased.
+#[derive(Debug, thiserror::Error)]
+pub enum HoldError {
+    #[error(transparent)]
+    Store(#[from] strata_oci::layout::StoreError),
+    #[error(transparent)]
+    Index(#[from] strata_index::index::IndexError),
+}
+
+/// The build options a requirements job was submitted with are not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    #[error(transparent)]
+    Base(#[from] BaseError),
+    #[error(transparent)]
+    Python(TargetError),
+    #[error(transparent)]
+    Platform(TargetError),
+}
+
+/// A `--env` that is not `KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid --env {0:?}: expected KEY=VALUE")]
+pub struct EnvVarError(pub String);
+
+/// Why a requirements job's environment could not be built.
+#[derive(Debug, thiserror::Error)]
+enum EnvBuildError {
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    #[error(transparent)]
+    Build(#[from] Box<BuildError>),
 }
 
 /// How the agent behaves.
@@ -87,14 +153,18 @@ impl Default for AgentOptions {
 /// How long a job whose start the cluster refused waits before the next try.
 const LAUNCH_RETRY: Duration = Duration::from_secs(10);
 
-/// The lease holder name of a job: its image is kept from GC while it is unfinished.
 /// Publishes the pools for `strata jobs`; a failure only costs explanations, so it warns.
 fn publish_pools(root: &Path, pools: &[strata_queue::pool::Pool]) {
     if let Err(e) = strata_queue::pool::publish_pools(root, pools) {
-        tracing::warn!("publishing the agent's pools under {}: {e}", root.display());
+        tracing::warn!(
+            "publishing the agent's pools under {}: {}",
+            root.display(),
+            chain(&e)
+        );
     }
 }
 
+/// The lease holder name of a job: its image is kept from GC while it is unfinished.
 pub fn lease_holder(id: &JobId) -> String {
     format!("job:{id}")
 }
@@ -102,21 +172,21 @@ pub fn lease_holder(id: &JobId) -> String {
 enum Event {
     Built {
         key: String,
-        result: Result<BuiltEnv, String>,
+        result: Result<BuiltEnv, EnvBuildError>,
     },
     Launched {
         id: JobId,
-        result: Result<String, LaunchFailure>,
+        result: Result<String, LaunchError>,
     },
     Stopped {
         id: JobId,
-        result: Result<Ended, String>,
+        result: Result<Ended, LaunchError>,
         /// The attempt never ran (the cluster could not place it): it waits again.
         requeue: bool,
     },
 }
 
-/// Which backend runs the containers.
+/// Which launcher runs the containers.
 pub enum BackendChoice {
     Local,
     Kubernetes(KubeSettings),
@@ -128,7 +198,7 @@ pub struct Agent {
     jobs: JobStore,
     scheduler: Scheduler,
     config: SchedulerConfig,
-    backend: Backend,
+    launcher: Arc<dyn Launcher>,
     metrics: MetricsStore,
     options: AgentOptions,
     events_tx: Sender<Event>,
@@ -140,35 +210,45 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// An agent whose jobs run as `choice` says; with Kubernetes, the pools are the
+    /// cluster's nodes (the configured ones are replaced).
     pub fn new(
         root: &Path,
         mut config: SchedulerConfig,
         options: AgentOptions,
         choice: BackendChoice,
     ) -> Result<Agent, AgentError> {
-        let home = Home::open(root)?;
-        let db = root.join("strata.db");
-        let jobs = JobStore::open(&db)?;
-        let backend = match choice {
+        let launcher: Arc<dyn Launcher> = match choice {
             BackendChoice::Local => {
-                Backend::Local(Arc::new(LocalLauncher::new(root, home.store.clone())?))
+                let home = Home::open(root)?;
+                Arc::new(LocalLauncher::new(root, home.store.clone())?)
             }
             BackendChoice::Kubernetes(settings) => {
                 // Without a pool no node is capacity: every job would wait, unexplained.
                 if settings.pools.is_empty() {
-                    return Err(AgentError::Kube(
-                        "no pool in `[kubernetes.pools]`: add e.g. `[kubernetes.pools.gpu]` with `node_selector = { \"strata.dev/pool\" = \"gpu\" }` to say which nodes run strata's jobs".into(),
-                    ));
+                    return Err(AgentError::NoPools);
                 }
                 let queues = config.queues.keys().map(String::as_str);
                 let namespaces = settings.namespaces_of(queues);
-                let kube = BlockingKube::start(settings, root.to_path_buf(), namespaces)
-                    .map_err(|e| AgentError::Kube(chain(&e)))?;
+                let kube = BlockingKube::start(settings, root.to_path_buf(), namespaces)?;
                 // The cluster's nodes (allocatable, selected by pool label) are the capacity.
-                config.pools = kube.pools().map_err(|e| AgentError::Kube(chain(&e)))?;
-                Backend::Kube(Arc::new(kube))
+                config.pools = kube.pools()?;
+                Arc::new(kube)
             }
         };
+        Agent::with_launcher(root, config, options, launcher)
+    }
+
+    /// An agent whose jobs run through `launcher`, on the pools of `config`.
+    pub fn with_launcher(
+        root: &Path,
+        config: SchedulerConfig,
+        options: AgentOptions,
+        launcher: Arc<dyn Launcher>,
+    ) -> Result<Agent, AgentError> {
+        let home = Home::open(root)?;
+        let db = root.join("strata.db");
+        let jobs = JobStore::open(&db)?;
         publish_pools(root, &config.pools);
         let scheduler = Scheduler::load(&jobs, config.clone(), now())?;
         let metrics = MetricsStore::open(&db)?;
@@ -179,7 +259,7 @@ impl Agent {
             jobs,
             scheduler,
             config,
-            backend,
+            launcher,
             metrics,
             options,
             events_tx,
@@ -200,7 +280,7 @@ impl Agent {
             }
         }
         let attempts: HashMap<String, Attempt> =
-            self.backend.attempts().map_err(AgentError::Kube)?;
+            self.launcher.attempts().map_err(AgentError::Attempts)?;
         let mut known = HashSet::new();
         for job in self.jobs.list(&JobFilter::unfinished())? {
             if job.state != JobState::Running {
@@ -228,7 +308,7 @@ impl Agent {
                     // before its supervisor existed): nothing ran, so it waits again, under
                     // the same attempt key, which must be free for its launch.
                     if attempts.contains_key(&key) {
-                        self.backend.cleanup_key(&key);
+                        self.launcher.cleanup_key(&key);
                     }
                     self.jobs
                         .transition(&job.id, JobState::Running, Change::NotStarted, t)?;
@@ -238,7 +318,7 @@ impl Agent {
         }
         // Attempts of jobs that already ended (or that nobody knows): clean them up.
         for key in attempts.keys().filter(|k| !known.contains(*k)) {
-            self.backend.cleanup_key(key);
+            self.launcher.cleanup_key(key);
         }
         self.scheduler.sync(&self.jobs)?;
         Ok(())
@@ -279,11 +359,11 @@ impl Agent {
         Ok(())
     }
 
-    /// Takes in the pools' new capacity when the backend reports a change (a node joined,
+    /// Takes in the pools' new capacity when the launcher reports a change (a node joined,
     /// left, was cordoned or is not Ready): the scheduler is reloaded from the store over
     /// the new nodes, and the pools are published again for `strata jobs`.
     fn refresh_pools(&mut self) -> Result<(), AgentError> {
-        let Some(pools) = self.backend.current_pools() else {
+        let Some(pools) = self.launcher.current_pools() else {
             return Ok(());
         };
         if pools == self.config.pools {
@@ -368,7 +448,11 @@ impl Agent {
         });
     }
 
-    fn on_built(&mut self, key: &str, result: Result<BuiltEnv, String>) -> Result<(), AgentError> {
+    fn on_built(
+        &mut self,
+        key: &str,
+        result: Result<BuiltEnv, EnvBuildError>,
+    ) -> Result<(), AgentError> {
         self.building.remove(key);
         let waiting: Vec<Job> = self
             .jobs
@@ -393,8 +477,9 @@ impl Agent {
                     self.fail_resolving(&job.id, reason)?;
                 }
                 Ok(built) => self.resolved(&job.id, JobState::Resolving, &built.image)?,
-                Err(reason) => {
-                    self.fail_resolving(&job.id, format!("environment build failed: {reason}"))?;
+                Err(e) => {
+                    let reason = format!("environment build failed: {}", chain(e));
+                    self.fail_resolving(&job.id, reason)?;
                 }
             }
         }
@@ -431,7 +516,7 @@ impl Agent {
         };
         // A launch is a use: retention keeps images that jobs run on.
         if let Err(e) = self.home.index.touch_manifest(&image) {
-            tracing::warn!("recording the use of {image}: {e}");
+            tracing::warn!("recording the use of {image}: {}", chain(&e));
         }
         let network = self
             .config
@@ -439,11 +524,11 @@ impl Agent {
             .map(|q| q.network)
             .unwrap_or(false);
         self.busy.insert(job.id.clone());
-        let backend = self.backend.clone();
+        let launcher = Arc::clone(&self.launcher);
         let tx = self.events_tx.clone();
         let root = self.root.clone();
         std::thread::spawn(move || {
-            let result = backend.launch(&root, &job, network);
+            let result = launcher.launch(&root, &job, network);
             let _ = tx.send(Event::Launched {
                 id: job.id.clone(),
                 result,
@@ -454,7 +539,7 @@ impl Agent {
     fn on_launched(
         &mut self,
         id: &JobId,
-        result: Result<String, LaunchFailure>,
+        result: Result<String, LaunchError>,
     ) -> Result<(), AgentError> {
         self.busy.remove(id);
         match result {
@@ -463,12 +548,12 @@ impl Agent {
             }
             // The cluster refused (RBAC, a missing namespace, a dead connection): nothing was
             // created, so the job stays queued and is tried again later, never lost.
-            Err(failure) if failure.retry => {
+            Err(e) if e.retry() => {
                 let outcome = Outcome {
                     reason: Some(format!(
                         "could not start, trying again in {}s: {}",
                         LAUNCH_RETRY.as_secs(),
-                        failure.reason
+                        chain(&e)
                     )),
                     ..Outcome::default()
                 };
@@ -480,9 +565,9 @@ impl Agent {
                 self.scheduler.release(id);
                 self.scheduler.sync(&self.jobs)?;
             }
-            Err(failure) => {
+            Err(e) => {
                 let outcome = Outcome {
-                    reason: Some(format!("could not start: {}", failure.reason)),
+                    reason: Some(format!("could not start: {}", chain(&e))),
                     ..Outcome::default()
                 };
                 self.end(id, EndCause::Exited, outcome)?;
@@ -514,7 +599,7 @@ impl Agent {
                 self.stop(&job, EndCause::TimedOut, false);
                 continue;
             }
-            match self.backend.poll(&job) {
+            match self.launcher.poll(&job) {
                 // The cluster could not place it: take it back; it waits again.
                 Some(ended) if ended.not_started => self.stop(&job, EndCause::Cancelled, true),
                 Some(ended) => self.on_stopped(&job.id, Ok(ended), false)?,
@@ -527,11 +612,11 @@ impl Agent {
     /// Stops a job on a worker thread (SIGTERM, grace, SIGKILL, confirmed gone).
     fn stop(&mut self, job: &Job, cause: EndCause, requeue: bool) {
         self.busy.insert(job.id.clone());
-        let backend = self.backend.clone();
+        let launcher = Arc::clone(&self.launcher);
         let tx = self.events_tx.clone();
         let (job, grace) = (job.clone(), self.options.grace);
         std::thread::spawn(move || {
-            let result = backend.cancel(&job, cause, grace);
+            let result = launcher.cancel(&job, cause, grace);
             let _ = tx.send(Event::Stopped {
                 id: job.id.clone(),
                 result,
@@ -543,7 +628,7 @@ impl Agent {
     fn on_stopped(
         &mut self,
         id: &JobId,
-        result: Result<Ended, String>,
+        result: Result<Ended, LaunchError>,
         requeue: bool,
     ) -> Result<(), AgentError> {
         self.busy.remove(id);
@@ -555,7 +640,7 @@ impl Agent {
             self.metrics.ingest_log(id.as_str(), &log)?;
         }
         if requeue && result.is_ok() {
-            self.backend.cleanup(&job);
+            self.launcher.cleanup(&job);
             self.jobs
                 .transition(id, JobState::Running, Change::NotStarted, now())?;
             self.scheduler.release(id);
@@ -566,14 +651,14 @@ impl Agent {
             Ok(ended) => (ended.cause, ended.outcome),
             // Not confirmed gone: it still counts as running (capacity, lease); the next
             // round tries again (a cancel request or time limit is still there).
-            Err(reason) => {
-                tracing::warn!("stopping job {id} failed, will retry: {reason}");
+            Err(e) => {
+                tracing::warn!("stopping job {id} failed, will retry: {}", chain(&e));
                 return Ok(());
             }
         };
         // The outcome is recorded first; only then is the container removed.
         self.end(id, cause, outcome)?;
-        self.backend.cleanup(&job);
+        self.launcher.cleanup(&job);
         Ok(())
     }
 
@@ -591,7 +676,7 @@ impl Agent {
 
 /// Leases a job's image (manifest, config, layers) for as long as the job is unfinished:
 /// GC, local or in a registry, never takes it. Replaces an earlier lease of the job.
-pub fn hold_image(home: &Home, id: &JobId, digest: &Digest) -> Result<(), AgentError> {
+pub fn hold_image(home: &Home, id: &JobId, digest: &Digest) -> Result<(), HoldError> {
     let digests = match home
         .store
         .read_blob(digest)
@@ -608,7 +693,6 @@ pub fn hold_image(home: &Home, id: &JobId, digest: &Digest) -> Result<(), AgentE
     Ok(())
 }
 
-/// Jobs with the same key share one build.
 /// Jobs of one spec share one build (the spec digest computed at submit, else the file and
 /// its options).
 fn env_key(path: &Path, options: &EnvOptions, spec: Option<&Digest>) -> String {
@@ -630,10 +714,10 @@ pub fn build_options(
     path: &Path,
     options: &EnvOptions,
     jobs: usize,
-) -> Result<BuildOptions, String> {
-    let base: BaseRef = options.base.parse().map_err(|e| chain(&e))?;
+) -> Result<BuildOptions, OptionsError> {
+    let base: BaseRef = options.base.parse()?;
     let python = match &options.python {
-        Some(p) => Some(p.parse().map_err(|e| chain(&e))?),
+        Some(p) => Some(p.parse().map_err(OptionsError::Python)?),
         None => None,
     };
     let platform = options
@@ -641,7 +725,7 @@ pub fn build_options(
         .as_deref()
         .unwrap_or("linux/amd64")
         .parse()
-        .map_err(|e| chain(&e))?;
+        .map_err(OptionsError::Platform)?;
     Ok(BuildOptions {
         requirements: path.to_path_buf(),
         base,
@@ -656,28 +740,27 @@ pub fn build_options(
 }
 
 /// Builds (or finds in the cache) the environment of a requirements job.
-fn build_env(root: &Path, path: &Path, options: &EnvOptions) -> Result<BuiltEnv, String> {
-    let home = Home::open(root).map_err(|e| chain(&e))?;
+fn build_env(root: &Path, path: &Path, options: &EnvOptions) -> Result<BuiltEnv, EnvBuildError> {
+    let home = Home::open(root).map_err(|e| Box::new(BuildError::from(e)))?;
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
     let build_options = build_options(path, options, jobs)?;
-    build::build(&home, &build_options, &Silent)
-        .map(|b| BuiltEnv {
-            image: b.digest,
-            spec: b.spec_digest.0,
-        })
-        .map_err(|e| chain(&e))
+    let built = build::build(&home, &build_options, &Silent).map_err(Box::new)?;
+    Ok(BuiltEnv {
+        image: built.digest,
+        spec: built.spec_digest.0,
+    })
 }
 
 /// For `strata status`: a job's events as (state, time, detail).
 pub type History = Vec<(String, i64, Option<String>)>;
 
 /// Env vars as given on the command line (`K=V`).
-pub fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>, String> {
+pub fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>, EnvVarError> {
     pairs
         .iter()
         .map(|kv| match kv.split_once('=') {
             Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => Err(format!("invalid --env {kv:?}: expected KEY=VALUE")),
+            _ => Err(EnvVarError(kv.clone())),
         })
         .collect()
 }

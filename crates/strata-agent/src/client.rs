@@ -5,16 +5,18 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use strata_build::build;
-use strata_build::home::Home;
+use strata_build::error::BuildError;
+use strata_build::home::{Home, HomeError};
 use strata_config::Config;
-use strata_index::catalog::Catalog;
+use strata_index::catalog::{Catalog, CatalogError};
+use strata_index::index::IndexError;
 use strata_index::lease::LeaseOwner;
+use strata_oci::Digest;
 
-use strata_errors::chain;
 use strata_queue::admit::Scheduler;
 use strata_queue::job::log_path;
 
-use crate::agent::{build_options, hold_image};
+use crate::agent::{build_options, hold_image, HoldError, OptionsError};
 use strata_metrics::plot::{Chart, PlotSeries};
 use strata_metrics::{sparkline, MetricsStore};
 use strata_queue::config::SchedulerConfig;
@@ -36,8 +38,8 @@ pub enum ClientError {
     Metrics(#[from] strata_metrics::MetricsError),
     #[error(transparent)]
     Plot(#[from] strata_metrics::plot::PlotError),
-    #[error("environment of the job: {0}")]
-    Environment(String),
+    #[error("environment of the job")]
+    Environment(#[source] EnvironmentError),
     #[error("no job {0}")]
     NoSuchJob(String),
     #[error("reading the log of job {id} at {path}: {source}")]
@@ -47,6 +49,39 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why a job's environment could not be had at submit (or the store holding it opened).
+#[derive(Debug, thiserror::Error)]
+pub enum EnvironmentError {
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("no image {reference:?} in the local store (strata images lists them; strata pull fetches one)")]
+    NoImage { reference: String },
+    #[error("image {digest} left the local store while submitting: try again")]
+    Left { digest: Digest },
+    /// The submit's own lease, which bridges the lookup and the job's lease.
+    #[error(transparent)]
+    Lease(#[from] IndexError),
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    /// Holding the image, or reading the requirements file and base image.
+    #[error(transparent)]
+    Build(#[from] Box<BuildError>),
+    #[error(transparent)]
+    Hold(#[from] HoldError),
+}
+
+/// For `map_err`: an error about the job's environment.
+fn env_err(e: impl Into<EnvironmentError>) -> ClientError {
+    ClientError::Environment(e.into())
+}
+
+/// For `map_err`: a build error about the job's environment.
+fn build_err(e: BuildError) -> ClientError {
+    env_err(Box::new(e))
 }
 
 /// The scheduler's view of `$STRATA_HOME`, with the configuration of `project`.
@@ -65,7 +100,7 @@ impl Client {
             config.pools = pools;
         }
         // The store, index and their migrations exist before the job tables refer to them.
-        Home::open(root).map_err(|e| ClientError::Environment(chain(&e)))?;
+        Home::open(root).map_err(env_err)?;
         let jobs = JobStore::open(&root.join("strata.db"))?;
         Ok(Client {
             root: root.to_path_buf(),
@@ -96,51 +131,44 @@ impl Client {
         }
         // An image job is resolved now: it is Ready at once and holds its image from the
         // start (a queued job keeps what it references from GC).
-        let home = Home::open(&self.root).map_err(|e| ClientError::Environment(chain(&e)))?;
+        let home = Home::open(&self.root).map_err(env_err)?;
         if let Some(Environment::Image { reference }) = &job.environment {
-            let catalog = Catalog::load(&home.store, &home.index)
-                .map_err(|e| ClientError::Environment(chain(&e)))?;
+            let catalog = Catalog::load(&home.store, &home.index).map_err(env_err)?;
             let Some(image) = catalog.find(reference) else {
-                return Err(ClientError::Environment(format!(
-                    "no image {reference:?} in the local store (strata images lists them; strata pull fetches one)"
-                )));
+                return Err(env_err(EnvironmentError::NoImage {
+                    reference: reference.clone(),
+                }));
             };
             job.image_digest = Some(image.digest.clone());
         }
         let digest = job.image_digest.clone();
         // Held from before the job exists until the job's own lease replaces it, so a GC
         // between the lookup and the submit cannot take the image.
-        let env_err = |e: &dyn std::error::Error| ClientError::Environment(chain(e));
         let bridge = home
             .index
             .lease("submit", LeaseOwner::current_process())
-            .map_err(|e| env_err(&e))?;
+            .map_err(env_err)?;
         if let Some(digest) = &digest {
             strata_build::layers::hold(&home, &bridge, std::slice::from_ref(digest))
-                .map_err(|e| env_err(&e))?;
+                .map_err(build_err)?;
             if !home.store.has_blob(digest) {
-                return Err(ClientError::Environment(format!(
-                    "image {digest} left the local store while submitting: try again"
-                )));
+                return Err(env_err(EnvironmentError::Left {
+                    digest: digest.clone(),
+                }));
             }
         }
         let id = self.jobs.submit(&self.config, job, now())?;
         if let Some(digest) = digest {
-            hold_image(&home, &id, &digest).map_err(|e| env_err(&e))?;
+            hold_image(&home, &id, &digest).map_err(env_err)?;
         }
-        bridge.release().map_err(|e| env_err(&e))?;
+        bridge.release().map_err(env_err)?;
         Ok(id)
     }
 
-    fn spec_digest(
-        &self,
-        path: &Path,
-        options: &EnvOptions,
-    ) -> Result<strata_oci::Digest, ClientError> {
-        let env_err = |e: &dyn std::error::Error| ClientError::Environment(chain(e));
-        let home = Home::open(&self.root).map_err(|e| env_err(&e))?;
-        let build_options = build_options(path, options, 1).map_err(ClientError::Environment)?;
-        let (env, _) = build::prepare(&home, &build_options).map_err(|e| env_err(&e))?;
+    fn spec_digest(&self, path: &Path, options: &EnvOptions) -> Result<Digest, ClientError> {
+        let home = Home::open(&self.root).map_err(env_err)?;
+        let build_options = build_options(path, options, 1).map_err(env_err)?;
+        let (env, _) = build::prepare(&home, &build_options).map_err(build_err)?;
         Ok(env.digest().0)
     }
 

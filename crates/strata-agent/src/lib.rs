@@ -1,7 +1,7 @@
 //! The agent: resolves queued jobs to images, admits them, launches them through a
-//! launcher (runc here, or Kubernetes), watches them and records how they end; and the
-//! local client calls the CLI makes (submit, list, cancel, logs).
+//! [`launcher::Launcher`] (runc here, or Kubernetes), watches them and records how they end;
+//! and the local client calls the CLI makes (submit, list, cancel, logs).
 
 pub mod agent;
-pub mod backend;
 pub mod client;
+pub mod launcher;

@@ -49,6 +49,21 @@ pub struct Admission {
     pub from: JobState,
 }
 
+/// What admission rounds decided since the scheduler was made: each time a tier's best job
+/// was looked at, it was either admitted (placed on a node) or refused (it fits nowhere
+/// now, and its tier is done for the round).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Decisions {
+    pub admitted: u64,
+    pub refused: u64,
+}
+
+impl Decisions {
+    pub fn total(&self) -> u64 {
+        self.admitted + self.refused
+    }
+}
+
 /// A node and what runs on it.
 #[derive(Clone, Debug)]
 pub(crate) struct NodeState {
@@ -151,6 +166,7 @@ pub struct Scheduler {
     reservations_saved: bool,
     last_event: i64,
     last_usage: i64,
+    decisions: Decisions,
 }
 
 /// Usage older than this many half-lives is below 0.0001% of its value: not loaded.
@@ -180,6 +196,7 @@ impl Scheduler {
             reservations_saved: true,
             last_event: 0,
             last_usage: 0,
+            decisions: Decisions::default(),
         }
     }
 
@@ -368,6 +385,11 @@ impl Scheduler {
         self.running.len()
     }
 
+    /// What the rounds so far decided.
+    pub fn decisions(&self) -> Decisions {
+        self.decisions
+    }
+
     /// The reservations held: (tier, job, pool, node, since).
     pub fn reservations(&self) -> Vec<StoredReservation> {
         self.reservations
@@ -456,9 +478,11 @@ impl Scheduler {
             };
             // A tier whose best job does not fit is done for the round: not put back.
             let Some((node, gpus)) = self.place(&job) else {
+                self.decisions.refused += 1;
                 continue;
             };
             let limited = self.queue_is_limited(&job.queue);
+            self.decisions.admitted += 1;
             admissions.push(self.start(job, node, gpus, now));
             let mut again: Vec<String> = vec![tier];
             if limited {
@@ -724,7 +748,7 @@ mod tests {
 
     fn job(seq: i64, tier: &str, config: &SchedulerConfig) -> Job {
         Job {
-            id: JobId::generate(),
+            id: JobId::generate().unwrap(),
             seq,
             queue: "default".into(),
             tier: tier.into(),
@@ -782,6 +806,29 @@ mod tests {
             ("n0", &[2u32, 3][..]),
             "best fit fills the node already in use"
         );
+    }
+
+    #[test]
+    fn decisions_count_admitted_and_refused_jobs_only() {
+        let config = config(&[1]);
+        let mut scheduler = Scheduler::new(config.clone());
+        assert!(scheduler.next_admissions(0).is_empty());
+        assert_eq!(
+            scheduler.decisions(),
+            Decisions::default(),
+            "nothing to decide"
+        );
+        scheduler.apply(&job(1, "gpu1", &config));
+        scheduler.apply(&job(2, "gpu1", &config));
+        scheduler.apply(&job(3, "gpu2", &config));
+        assert_eq!(scheduler.next_admissions(1).len(), 1);
+        // gpu1: one admitted, then the second refused; gpu2: refused (never fits).
+        let expected = Decisions {
+            admitted: 1,
+            refused: 2,
+        };
+        assert_eq!(scheduler.decisions(), expected);
+        assert_eq!(scheduler.decisions().total(), 3);
     }
 
     #[test]

@@ -31,40 +31,28 @@ const ID_CHARS: usize = 10;
 #[error("invalid job id {0:?}: expected j- and 10 letters or digits 2-7, e.g. j-abcde23456")]
 pub struct JobIdError(pub String);
 
+/// The operating system's random source failed (no job id can be made without it).
+#[derive(Debug, thiserror::Error)]
+#[error("no random bytes from the operating system for a job id")]
+pub struct RandomIdError(#[source] getrandom::Error);
+
 impl JobId {
-    /// A fresh random id.
-    pub fn generate() -> JobId {
-        let mut bits = random_u64();
+    /// A fresh id: 50 bits from the operating system's random source, so that ids made by
+    /// different processes (submits, agents) at the same moment do not collide.
+    pub fn generate() -> Result<JobId, RandomIdError> {
+        let mut bits = getrandom::u64().map_err(RandomIdError)?;
         let mut text = String::with_capacity(2 + ID_CHARS);
         text.push_str("j-");
         for _ in 0..ID_CHARS {
             text.push(BASE32[(bits & 31) as usize] as char);
             bits >>= 5;
         }
-        JobId(text)
+        Ok(JobId(text))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
-
-/// 64 random bits from the standard library's per-process random hash keys, mixed with the
-/// clock and a counter so that ids made in one process never repeat.
-fn random_u64() -> u64 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    hasher.write_u128(nanos);
-    hasher.write_u32(std::process::id());
-    hasher.finish()
 }
 
 impl FromStr for JobId {
@@ -349,13 +337,29 @@ mod tests {
 
     #[test]
     fn ids_are_short_distinct_and_parse_back() {
-        let a = JobId::generate();
-        let b = JobId::generate();
+        let a = JobId::generate().unwrap();
+        let b = JobId::generate().unwrap();
         assert_ne!(a, b);
         assert_eq!(a.as_str().len(), 12);
         assert_eq!(a.as_str().parse::<JobId>().unwrap(), a);
         for bad in ["", "j-", "x-abcdefghij", "j-ABCDEFGHIJ", "j-abcdefghi1"] {
             assert!(bad.parse::<JobId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_character_of_an_id_is_random() {
+        // A clock or a counter would leave some positions (nearly) constant; uniform random
+        // bits give each position most of the 32 characters over 1,000 ids.
+        let ids: Vec<JobId> = (0..1000).map(|_| JobId::generate().unwrap()).collect();
+        let distinct: std::collections::HashSet<&JobId> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        for position in 2..2 + ID_CHARS {
+            let seen: std::collections::HashSet<u8> = ids
+                .iter()
+                .map(|id| id.as_str().as_bytes()[position])
+                .collect();
+            assert!(seen.len() >= 24, "position {position}: only {seen:?}");
         }
     }
 

@@ -46,6 +46,8 @@ pub enum StoreError {
     },
     #[error("no job {0}")]
     NoSuchJob(JobId),
+    #[error(transparent)]
+    RandomId(#[from] crate::job::RandomIdError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -491,7 +493,7 @@ impl JobStore {
             ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)";
         let mut attempts = 0;
         loop {
-            let id = JobId::generate();
+            let id = JobId::generate()?;
             let mut all = vec![Value::Text(id.to_string())];
             all.extend(values.iter().cloned());
             let tx = self.immediate()?;

@@ -16,7 +16,7 @@ pub mod order;
 pub mod pool;
 pub mod tier;
 
-pub use admit::{Admission, Scheduler};
+pub use admit::{Admission, Decisions, Scheduler};
 pub use config::{QueueConfig, RetryPolicy, SchedulerConfig, SchedulerConfigError};
 pub use explain::JobView;
 pub use job::{EndCause, EnvOptions, Environment, Job, JobId, JobState, NewJob, Outcome};

@@ -233,7 +233,7 @@ mod tests {
 
     fn job(seq: i64, priority: i64, account: AccountId, submitted_at: i64) -> Waiting {
         Waiting {
-            id: JobId::generate(),
+            id: JobId::generate().unwrap(),
             seq,
             tier: "cpu".into(),
             queue: format!("q{account}"),

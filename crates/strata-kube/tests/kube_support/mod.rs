@@ -64,12 +64,12 @@ pub fn job(id: &str, queue: &str, tier: &str, resources: Resources) -> Job {
 
 /// A fresh job id (`j-` + 10 base32 characters).
 pub fn fresh_id() -> String {
-    JobId::generate().to_string()
+    JobId::generate().expect("a random job id").to_string()
 }
 
 /// A short random DNS-label-safe suffix, for unique namespaces and node names.
 pub fn unique(prefix: &str) -> String {
-    let id = JobId::generate().to_string();
+    let id = JobId::generate().expect("a random job id").to_string();
     format!("{prefix}-{}", &id[2..])
 }
 

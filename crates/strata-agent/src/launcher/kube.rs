@@ -1,0 +1,96 @@
+//! A Kubernetes cluster: one batch/v1 Job per attempt ([`BlockingKube`]); the cluster pulls
+//! the job's image from a registry, so it is pushed there first.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use strata_build::home::Home;
+use strata_build::progress::Silent;
+use strata_build::publish::PushTarget;
+use strata_kube::backend::job_digest;
+use strata_kube::{BlockingKube, EndKind, KubeError, KubeOutcome};
+use strata_queue::job::{EndCause, Job};
+use strata_queue::pool::Pool;
+
+use super::{Attempt, Ended, LaunchError, Launcher};
+
+impl Launcher for BlockingKube {
+    fn attempts(&self) -> Result<HashMap<String, Attempt>, LaunchError> {
+        let jobs = self.list()?;
+        Ok(jobs
+            .into_iter()
+            .map(|j| {
+                let state = if j.finished {
+                    Attempt::Ended
+                } else {
+                    Attempt::Running
+                };
+                (j.key, state)
+            })
+            .collect())
+    }
+
+    fn launch(&self, root: &Path, job: &Job, network: bool) -> Result<String, LaunchError> {
+        push_for_cluster(root, self, job)?;
+        let launched = BlockingKube::launch(self, job, network)?;
+        Ok(format!("{}/{}", launched.namespace, launched.name))
+    }
+
+    fn poll(&self, job: &Job) -> Option<Ended> {
+        BlockingKube::poll(self, job).map(|o| ended(o, EndCause::Exited))
+    }
+
+    fn cancel(&self, job: &Job, cause: EndCause, grace: Duration) -> Result<Ended, LaunchError> {
+        let outcome = BlockingKube::cancel(self, job, grace)?;
+        Ok(ended(outcome, cause))
+    }
+
+    fn cleanup(&self, job: &Job) {
+        self.forget(job);
+    }
+
+    fn current_pools(&self) -> Option<Vec<Pool>> {
+        self.watched_pools()
+    }
+
+    /// Nothing to do: the cluster removes finished Jobs itself (their TTL).
+    fn cleanup_key(&self, _key: &str) {}
+}
+
+/// Pushes the job's image to the cluster's registry (`[kubernetes] registry`); nothing is
+/// sent that is there already.
+fn push_for_cluster(root: &Path, kube: &BlockingKube, job: &Job) -> Result<(), LaunchError> {
+    let digest = job_digest(job)?;
+    let registry = kube
+        .backend()
+        .settings()
+        .registry
+        .clone()
+        .ok_or(KubeError::NoRegistry)?;
+    let push_err = |source| LaunchError::Push {
+        registry: registry.clone(),
+        source: Box::new(source),
+    };
+    let home = Home::open(root).map_err(|e| push_err(e.into()))?;
+    let target = PushTarget::new(&registry, false).map_err(push_err)?;
+    let tag = format!("job-{}", digest.short(16));
+    target
+        .push(&home, digest, &tag, &Silent)
+        .map_err(push_err)?;
+    Ok(())
+}
+
+/// How the cluster says an attempt ended, as the agent records it: a Job past its deadline
+/// timed out; a pod the cluster could not place never started (it waits again).
+fn ended(o: KubeOutcome, asked: EndCause) -> Ended {
+    let cause = match (asked, o.kind) {
+        (EndCause::Exited, EndKind::DeadlineExceeded) => EndCause::TimedOut,
+        (asked, _) => asked,
+    };
+    Ended {
+        cause,
+        not_started: o.kind == EndKind::Unschedulable && asked == EndCause::Exited,
+        outcome: o.outcome,
+    }
+}

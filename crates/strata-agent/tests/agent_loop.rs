@@ -1,0 +1,350 @@
+//! The agent loop over a fake [`Launcher`] and the real SQLite job store: what the agent
+//! decides (retry or fail, re-queue or re-adopt) without runc or a cluster.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use strata_agent::agent::{Agent, AgentOptions};
+use strata_agent::launcher::{attempt_key, Attempt, Ended, LaunchError, Launcher};
+use strata_config::Config;
+use strata_oci::Digest;
+use strata_queue::jobstore::{now, Change, JobStore};
+use strata_queue::pool::Pool;
+use strata_queue::{EndCause, Job, JobId, JobState, NewJob, Outcome, SchedulerConfig};
+
+/// One node with room for every job of these tests; a queue that retries OOM kills and one
+/// that has retries too, but not for OOM kills.
+const CONFIG: &str = r#"
+[pools.local.nodes.n1]
+cpus = 64
+memory = "256G"
+gpus = 0
+
+[queues.oom-retried]
+retries = 1
+retry_on_oom = true
+retry_backoff = "1s"
+
+[queues.plain]
+retries = 1
+retry_backoff = "1s"
+"#;
+
+/// Far more than any step takes; a step that never happens fails the test.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// What the fake launcher was asked, and what it reports.
+#[derive(Default)]
+struct FakeState {
+    /// What `attempts` reports (recovery).
+    attempts: HashMap<String, Attempt>,
+    /// Attempt keys launched, in order.
+    launched: Vec<String>,
+    /// Ends reported by `poll`, by attempt key.
+    ends: HashMap<String, Ended>,
+    /// Attempt keys cleaned up after their end was recorded.
+    cleaned: Vec<String>,
+    /// Keys cleaned up as leftovers (recovery).
+    cleaned_keys: Vec<String>,
+}
+
+#[derive(Default)]
+struct FakeLauncher(Mutex<FakeState>);
+
+impl FakeLauncher {
+    fn state(&self) -> MutexGuard<'_, FakeState> {
+        self.0.lock().unwrap()
+    }
+
+    fn launches_of(&self, key: &str) -> usize {
+        self.state().launched.iter().filter(|k| *k == key).count()
+    }
+}
+
+impl Launcher for FakeLauncher {
+    fn attempts(&self) -> Result<HashMap<String, Attempt>, LaunchError> {
+        Ok(self.state().attempts.clone())
+    }
+
+    fn launch(&self, _root: &Path, job: &Job, _network: bool) -> Result<String, LaunchError> {
+        let key = attempt_key(job);
+        self.state().launched.push(key.clone());
+        Ok(format!("fake-{key}"))
+    }
+
+    fn poll(&self, job: &Job) -> Option<Ended> {
+        self.state().ends.get(&attempt_key(job)).cloned()
+    }
+
+    fn cancel(&self, _job: &Job, cause: EndCause, _grace: Duration) -> Result<Ended, LaunchError> {
+        Ok(Ended {
+            cause,
+            outcome: Outcome::default(),
+            not_started: false,
+        })
+    }
+
+    fn cleanup(&self, job: &Job) {
+        self.state().cleaned.push(attempt_key(job));
+    }
+
+    fn current_pools(&self) -> Option<Vec<Pool>> {
+        None
+    }
+
+    fn cleanup_key(&self, key: &str) {
+        self.state().cleaned_keys.push(key.to_string());
+    }
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    config: SchedulerConfig,
+    fake: Arc<FakeLauncher>,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("strata.toml");
+        std::fs::write(&file, CONFIG).unwrap();
+        let config = SchedulerConfig::from_config(&Config::from_file(&file).unwrap()).unwrap();
+        // The store and index exist before the job tables, as with the CLI.
+        strata_build::home::Home::open(dir.path()).unwrap();
+        World {
+            dir,
+            config,
+            fake: Arc::new(FakeLauncher::default()),
+        }
+    }
+
+    fn jobs(&self) -> JobStore {
+        JobStore::open(&self.dir.path().join("strata.db")).unwrap()
+    }
+
+    fn agent(&self) -> Agent {
+        let options = AgentOptions {
+            tick: Duration::from_millis(10),
+            grace: Duration::from_secs(1),
+        };
+        let launcher: Arc<dyn Launcher> = self.fake.clone();
+        Agent::with_launcher(self.dir.path(), self.config.clone(), options, launcher).unwrap()
+    }
+
+    /// A job whose image is known: Ready at once.
+    fn submit(&self, queue: &str) -> JobId {
+        let job = NewJob {
+            queue: queue.into(),
+            tier: "cpu".into(),
+            user: Some("ana".into()),
+            image_digest: Some(Digest::of(b"image")),
+            command: vec!["python".into(), "train.py".into()],
+            ..NewJob::default()
+        };
+        self.jobs().submit(&self.config, job, now()).unwrap()
+    }
+
+    fn job(&self, id: &JobId) -> Job {
+        self.jobs().get(id).unwrap().unwrap()
+    }
+}
+
+/// Ticks the agent until `done` holds (launches and stops run on worker threads).
+fn tick_until(agent: &mut Agent, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        agent.tick().unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How the runc launcher reports a container the kernel killed for its memory.
+fn oom_killed() -> Ended {
+    Ended {
+        cause: EndCause::Exited,
+        outcome: Outcome {
+            exit_code: None,
+            signal: Some(9),
+            oom_killed: true,
+            reason: Some("killed: out of memory".into()),
+        },
+        not_started: false,
+    }
+}
+
+fn key(id: &JobId, attempt: u32) -> String {
+    format!("{id}-a{attempt}")
+}
+
+#[test]
+fn retry_on_oom() {
+    let world = World::new();
+    let mut agent = world.agent();
+    let retried = world.submit("oom-retried");
+    let plain = world.submit("plain");
+    let (retried_a1, plain_a1) = (key(&retried, 1), key(&plain, 1));
+
+    // Both start: the agent records what runs them.
+    tick_until(&mut agent, "both launches to be recorded", WAIT, || {
+        [&retried, &plain]
+            .iter()
+            .all(|id| world.job(id).container_id.is_some())
+    });
+    assert_eq!(
+        world.job(&retried).container_id,
+        Some(format!("fake-{retried_a1}"))
+    );
+
+    // The kernel kills both for their memory.
+    {
+        let mut state = world.fake.state();
+        state.ends.insert(retried_a1.clone(), oom_killed());
+        state.ends.insert(plain_a1.clone(), oom_killed());
+    }
+    tick_until(&mut agent, "both ends to be recorded", WAIT, || {
+        [&retried, &plain]
+            .iter()
+            .all(|id| world.job(id).state != JobState::Running)
+    });
+
+    // Its queue retries OOM kills: a second attempt, after the backoff.
+    let job = world.job(&retried);
+    assert_eq!(job.state, JobState::Retrying, "{job:?}");
+    assert_eq!(job.attempt, 2);
+    assert!(job.outcome.oom_killed);
+    assert_eq!(job.outcome.reason.as_deref(), Some("killed: out of memory"));
+    assert!(job.not_before.is_some_and(|t| t > job.started_at.unwrap()));
+    // The other queue has retries left too, but not for an OOM kill: it fails.
+    let job = world.job(&plain);
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    assert_eq!(job.attempt, 1);
+    assert!(job.outcome.oom_killed);
+    // Each ended attempt is cleaned up once its end is recorded.
+    let cleaned = world.fake.state().cleaned.clone();
+    assert!(
+        cleaned.contains(&retried_a1) && cleaned.contains(&plain_a1),
+        "{cleaned:?}"
+    );
+
+    // The retry runs as a new attempt; killed again, with no retry left, it fails.
+    let retried_a2 = key(&retried, 2);
+    tick_until(&mut agent, "the retry to start", WAIT, || {
+        world.job(&retried).container_id == Some(format!("fake-{retried_a2}"))
+    });
+    world
+        .fake
+        .state()
+        .ends
+        .insert(retried_a2.clone(), oom_killed());
+    tick_until(&mut agent, "the retry's end to be recorded", WAIT, || {
+        world.job(&retried).state != JobState::Running
+    });
+    let job = world.job(&retried);
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    assert_eq!(job.attempt, 2);
+    assert_eq!(world.fake.launches_of(&retried_a1), 1);
+    assert_eq!(world.fake.launches_of(&retried_a2), 1);
+    assert_eq!(world.fake.launches_of(&plain_a1), 1);
+    assert_eq!(world.fake.launches_of(&key(&plain, 2)), 0);
+}
+
+/// The agent was killed after recording admissions (Ready → Running) and before, or while,
+/// launching them. At its next start, those jobs wait again (nothing of them ran) and are
+/// launched once, under the same attempt key; a started job is left running; a started job
+/// whose container vanished is recorded as lost, never run twice.
+#[test]
+fn admitted_never_started_jobs_wait_again_at_agent_start() {
+    let world = World::new();
+    let jobs = world.jobs();
+    let admit = |id: &JobId| {
+        let start = Change::Start {
+            pool: "local".into(),
+            node: "n1".into(),
+            gpus: vec![],
+        };
+        assert!(jobs.transition(id, JobState::Ready, start, now()).unwrap());
+    };
+    // Admitted; the agent died before launching: nothing of it exists.
+    let nothing = world.submit("plain");
+    admit(&nothing);
+    // Admitted; the launch was cut short: a leftover that never ran.
+    let leftover = world.submit("plain");
+    admit(&leftover);
+    // Admitted and started: its container runs.
+    let running = world.submit("plain");
+    admit(&running);
+    assert!(jobs.set_container(&running, "fake-running").unwrap());
+    // Admitted and started, and its container disappeared while no agent ran.
+    let vanished = world.submit("plain");
+    admit(&vanished);
+    assert!(jobs.set_container(&vanished, "fake-vanished").unwrap());
+    // An attempt of a job that is not running any more.
+    let stale = "j-aaaaaaaaaa-a1".to_string();
+    {
+        let mut state = world.fake.state();
+        state
+            .attempts
+            .insert(key(&leftover, 1), Attempt::NeverStarted);
+        state.attempts.insert(key(&running, 1), Attempt::Running);
+        state.attempts.insert(stale.clone(), Attempt::Ended);
+    }
+
+    let mut agent = world.agent();
+    agent.recover().unwrap();
+
+    for id in [&nothing, &leftover] {
+        let job = world.job(id);
+        assert_eq!(job.state, JobState::Ready, "{job:?}");
+        assert_eq!(job.attempt, 1, "not a retry: nothing ran");
+        assert_eq!((job.pool, job.node, job.started_at), (None, None, None));
+        assert!(job.ready_at.is_some());
+    }
+    let job = world.job(&running);
+    assert_eq!(job.state, JobState::Running);
+    assert_eq!(job.container_id.as_deref(), Some("fake-running"));
+    let job = world.job(&vanished);
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    assert!(
+        job.outcome
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("outcome lost")),
+        "{job:?}"
+    );
+    // The leftover is removed before its key is used again; so is the stale attempt; the
+    // running job's container is not touched.
+    let cleaned_keys = world.fake.state().cleaned_keys.clone();
+    assert!(
+        cleaned_keys.contains(&key(&leftover, 1)),
+        "{cleaned_keys:?}"
+    );
+    assert!(cleaned_keys.contains(&stale), "{cleaned_keys:?}");
+    assert!(
+        !cleaned_keys.contains(&key(&running, 1)),
+        "{cleaned_keys:?}"
+    );
+    assert!(
+        !cleaned_keys.contains(&key(&nothing, 1)),
+        "{cleaned_keys:?}"
+    );
+    assert!(
+        world.fake.state().launched.is_empty(),
+        "recovery launches nothing"
+    );
+
+    // The next rounds launch each waiting job once, under the same attempt key.
+    tick_until(&mut agent, "the re-queued jobs to start", WAIT, || {
+        [&nothing, &leftover]
+            .iter()
+            .all(|id| world.job(id).container_id.is_some())
+    });
+    for id in [&nothing, &leftover] {
+        assert_eq!(world.fake.launches_of(&key(id, 1)), 1);
+        assert_eq!(world.job(id).state, JobState::Running);
+    }
+    assert_eq!(world.fake.launches_of(&key(&running, 1)), 0);
+    assert_eq!(world.fake.launches_of(&key(&vanished, 1)), 0);
+}
