@@ -322,7 +322,11 @@ impl Failure {
             | ClientError::Submit(_)
             | ClientError::Environment(_)
             | ClientError::NoSuchJob(_) => output::EXIT_BAD_INPUT,
-            _ => output::EXIT_STORE,
+            // A new variant must be placed here on purpose: no catch-all.
+            ClientError::Jobs(_)
+            | ClientError::Metrics(_)
+            | ClientError::Plot(_)
+            | ClientError::Log { .. } => output::EXIT_STORE,
         };
         let hint = match &error {
             ClientError::Config(_) | ClientError::SchedulerConfig(_) => {
