@@ -6,14 +6,12 @@ mod fixture;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use fixture::{assert_gone, can_run_containers, env, read_log, LONG};
+use fixture::{assert_gone, env, read_log, LONG};
 use strata_runc::{ContainerState, LaunchError, Limits};
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn a_job_prints_and_exits_zero_then_leaves_nothing() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     let mut req = env.request(
@@ -41,10 +39,8 @@ fn a_job_prints_and_exits_zero_then_leaves_nothing() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn exit_code_is_recorded() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     let running = launcher
@@ -64,10 +60,8 @@ fn exit_code_is_recorded() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn two_jobs_on_one_image_unpack_its_layers_once() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     assert_eq!(launcher.extraction_count().unwrap(), 0);
@@ -96,10 +90,8 @@ fn two_jobs_on_one_image_unpack_its_layers_once() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn a_write_in_one_job_is_not_seen_by_the_next() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     launcher
@@ -122,10 +114,8 @@ fn a_write_in_one_job_is_not_seen_by_the_next() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn cancel_of_a_sleeping_job_leaves_no_process_mount_or_container() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     let running = launcher
@@ -142,10 +132,8 @@ fn cancel_of_a_sleeping_job_leaves_no_process_mount_or_container() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn cancel_escalates_to_sigkill_when_sigterm_is_ignored() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     let running = launcher
@@ -161,10 +149,8 @@ fn cancel_escalates_to_sigkill_when_sigterm_is_ignored() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn cancel_lets_a_job_that_handles_sigterm_exit_by_itself() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     let running = launcher
@@ -186,10 +172,8 @@ fn cancel_lets_a_job_that_handles_sigterm_exit_by_itself() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn memory_limit_kills_a_hungry_job_and_records_oom() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     let mut req = env.request(
@@ -218,10 +202,8 @@ fn connect_script(port: u16) -> String {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn without_network_the_host_is_unreachable_and_with_it_reachable() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -248,10 +230,8 @@ fn without_network_the_host_is_unreachable_and_with_it_reachable() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn a_job_survives_its_launcher_and_is_readopted() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     let running = launcher
@@ -279,10 +259,8 @@ fn a_job_survives_its_launcher_and_is_readopted() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn a_command_missing_from_the_image_is_a_clear_error_and_leaves_nothing() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     let err = launcher
@@ -299,10 +277,8 @@ fn a_command_missing_from_the_image_is_a_clear_error_and_leaves_nothing() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn gpus_absent_on_this_machine_are_reported_not_exposed() {
-    if !can_run_containers() {
-        return;
-    }
     if std::path::Path::new("/dev/nvidia0").exists() {
         eprintln!("SKIPPED: this machine has GPUs; the spec for gpus=[0,1] is unit-tested");
         return;
@@ -322,10 +298,8 @@ fn gpus_absent_on_this_machine_are_reported_not_exposed() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn a_second_launch_of_a_live_job_is_refused() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     let running = launcher
@@ -397,10 +371,8 @@ mod layers {
     }
 
     #[test]
+    #[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
     fn whiteouts_and_opaque_directories_hide_lower_files() {
-        if !super::can_run_containers() {
-            return;
-        }
         let env = env();
         let lower = gzip_tar(&[
             (b"opt/", b""),
@@ -429,10 +401,8 @@ mod layers {
     }
 
     #[test]
+    #[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
     fn unsafe_paths_and_corrupt_blobs_are_refused_and_leave_no_layer() {
-        if !super::can_run_containers() {
-            return;
-        }
         let env = env();
         let evil = gzip_tar(&[(b"../escaped", b"x")]);
         let (image, digests) = image_with(&env, &[evil]);
@@ -463,10 +433,8 @@ mod layers {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn concurrent_extractions_of_one_layer_unpack_it_once() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let store = env.store();
     let manifest: serde_json::Value =
@@ -493,35 +461,37 @@ fn concurrent_extractions_of_one_layer_unpack_it_once() {
 /// Set in the environment of a copy of this test binary that plays the agent.
 const CHILD_ROLE: &str = "STRATA_TEST_LAUNCHING_AGENT";
 
-/// The "agent" of the crash tests: this test binary again, running only
-/// [`launching_agent_role`], which launches one job on `env`'s home and returns (its process
-/// exits) or is killed mid-launch. The job's supervisor is then no child of the test.
-fn launching_agent(env: &fixture::Env, job: &str, command: &[&str]) -> std::process::Command {
+/// The "agent" of the crash tests: this test binary again, running only the calling test
+/// `test` (by name), in which [`play_launching_agent`] launches one job on `env`'s home and
+/// returns (its process exits) or is killed mid-launch. The job's supervisor is then no
+/// child of the test.
+fn launching_agent(
+    env: &fixture::Env,
+    test: &str,
+    job: &str,
+    command: &[&str],
+) -> std::process::Command {
     let req = env.request(job, command);
     let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary"));
-    cmd.args([
-        "--exact",
-        "launching_agent_role",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CHILD_ROLE, "1")
-    .env("STRATA_TEST_CHILD_HOME", env.home())
-    .env("STRATA_TEST_CHILD_IMAGE", env.image.to_string())
-    .env("STRATA_TEST_CHILD_JOB", job)
-    .env(
-        "STRATA_TEST_CHILD_COMMAND",
-        serde_json::to_string(&req.command).expect("json"),
-    )
-    .stdout(std::process::Stdio::null());
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ROLE, "1")
+        .env("STRATA_TEST_CHILD_HOME", env.home())
+        .env("STRATA_TEST_CHILD_IMAGE", env.image.to_string())
+        .env("STRATA_TEST_CHILD_JOB", job)
+        .env(
+            "STRATA_TEST_CHILD_COMMAND",
+            serde_json::to_string(&req.command).expect("json"),
+        )
+        .stdout(std::process::Stdio::null());
     cmd
 }
 
-/// Does nothing in a normal test run; see [`launching_agent`].
-#[test]
-fn launching_agent_role() {
+/// In the copy of the test binary started by [`launching_agent`]: launches the job its
+/// environment describes and returns true (the test is then done: it played the agent).
+/// False in a normal test run.
+fn play_launching_agent() -> bool {
     if std::env::var_os(CHILD_ROLE).is_none() {
-        return;
+        return false;
     }
     let var = |name: &str| std::env::var(name).expect(name);
     let home = std::path::PathBuf::from(var("STRATA_TEST_CHILD_HOME"));
@@ -541,6 +511,7 @@ fn launching_agent_role() {
         log_path: home.join("logs").join(format!("{job}.log")),
     };
     launcher.launch(&req).expect("launch");
+    true
 }
 
 /// Waits (bounded) until `done` holds.
@@ -561,17 +532,23 @@ fn proc_state(pid: i32) -> Option<char> {
 /// "stopped") but its supervisor, no child of the asking process, has not written the
 /// status yet. That is not a lost status: the job is Pending until the status is there.
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn a_job_that_ended_before_its_status_was_written_is_pending_not_lost() {
-    if !can_run_containers() {
+    if play_launching_agent() {
         return;
     }
     let env = env();
     let job = "late-status";
     // The job ends when the test says so, by creating /go in its root.
     let script = "while [ ! -e /go ]; do sleep 0.02; done; exit 7";
-    let status = launching_agent(&env, job, &["sh", "-c", script])
-        .status()
-        .expect("run the launching agent");
+    let status = launching_agent(
+        &env,
+        "a_job_that_ended_before_its_status_was_written_is_pending_not_lost",
+        job,
+        &["sh", "-c", script],
+    )
+    .status()
+    .expect("run the launching agent");
     assert!(status.success(), "the launching agent failed: {status}");
     let dir = env.home().join("run/jobs").join(job);
     let record: serde_json::Value =
@@ -610,8 +587,9 @@ fn a_job_that_ended_before_its_status_was_written_is_pending_not_lost() {
 /// The agent is killed while `runc run` creates the container: the supervisor reports into
 /// a pipe nobody reads any more. It must live on (no SIGPIPE death) and record the status.
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn an_agent_killed_mid_launch_loses_no_exit_status() {
-    if !can_run_containers() {
+    if play_launching_agent() {
         return;
     }
     let env = env();
@@ -632,10 +610,15 @@ fn an_agent_killed_mid_launch_loses_no_exit_status() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .expect("chmod the runc wrapper");
-    let mut agent = launching_agent(&env, job, &["sh", "-c", "echo ran; exit 7"])
-        .env("STRATA_RUNC", &wrapper)
-        .spawn()
-        .expect("start the launching agent");
+    let mut agent = launching_agent(
+        &env,
+        "an_agent_killed_mid_launch_loses_no_exit_status",
+        job,
+        &["sh", "-c", "echo ran; exit 7"],
+    )
+    .env("STRATA_RUNC", &wrapper)
+    .spawn()
+    .expect("start the launching agent");
     let waiting = gate.with_extension("waiting");
     eventually("runc run to start", || waiting.exists());
     agent.kill().expect("SIGKILL the launching agent");
@@ -655,10 +638,8 @@ fn an_agent_killed_mid_launch_loses_no_exit_status() {
 /// else: nothing ran, so it is Absent (not a job whose status was lost), and cleanup frees
 /// the id.
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn a_job_directory_without_a_supervisor_is_absent_and_cleaned_up() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     std::fs::create_dir_all(env.home().join("run/jobs/half")).unwrap();
