@@ -206,6 +206,7 @@ pub struct LocalLauncher {
     layers: LayerCache,
     runc: Runc,
     jobs_dir: PathBuf,
+    /// Where GPU device nodes are looked for (`/dev`; see [`LocalLauncher::with_dev_dir`]).
     dev_dir: PathBuf,
 }
 
@@ -236,6 +237,15 @@ impl LocalLauncher {
             jobs_dir,
             dev_dir: PathBuf::from("/dev"),
         })
+    }
+
+    /// Looks for GPU device nodes (`nvidia<i>`, `nvidiactl`, `nvidia-uvm`...) under `dir`
+    /// instead of `/dev`. They still appear under `/dev` in the container, with the
+    /// major/minor numbers of the nodes found; tests make fake nodes in a temporary
+    /// directory.
+    pub fn with_dev_dir(mut self, dir: &Path) -> LocalLauncher {
+        self.dev_dir = dir.to_path_buf();
+        self
     }
 
     pub fn layer_cache(&self) -> &LayerCache {

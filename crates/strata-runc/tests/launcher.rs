@@ -276,25 +276,168 @@ fn a_command_missing_from_the_image_is_a_clear_error_and_leaves_nothing() {
     launcher.cleanup("nocmd").unwrap();
 }
 
+/// A stand-in for `/dev` with fake NVIDIA device nodes, numbered as the driver numbers
+/// them: `nvidia<i>` (for each of `gpus`) and `nvidiactl` on major 195, `nvidia-uvm` and
+/// `nvidia-uvm-tools` on a dynamic major. `regular` names plain files that look like GPUs
+/// but are not device nodes. No driver answers for them, which is fine: the launcher only
+/// reads their numbers.
+fn fake_dev(gpus: &[u32], regular: &[&str]) -> tempfile::TempDir {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut nodes: Vec<(String, u32, u32)> = gpus
+        .iter()
+        .map(|&i| (format!("nvidia{i}"), 195, i))
+        .collect();
+    nodes.push(("nvidiactl".into(), 195, 255));
+    nodes.push(("nvidia-uvm".into(), 511, 0));
+    nodes.push(("nvidia-uvm-tools".into(), 511, 1));
+    for (name, major, minor) in nodes {
+        let path = std::ffi::CString::new(dir.path().join(&name).as_os_str().as_bytes()).unwrap();
+        // SAFETY: mknod on a NUL-terminated path inside our own temporary directory.
+        let made = unsafe {
+            libc::mknod(
+                path.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(major, minor),
+            )
+        };
+        assert_eq!(made, 0, "mknod {name}: {}", std::io::Error::last_os_error());
+    }
+    for name in regular {
+        std::fs::write(dir.path().join(name), b"").unwrap();
+    }
+    dir
+}
+
+/// Lists the `/dev/nvidia*` nodes the job sees (name, type, major, minor) and tries to open
+/// `/dev/nvidia0`: with no driver the kernel says ENXIO (6) once the device cgroup lets the
+/// open through, EPERM (1) when the cgroup denies it, ENOENT (2) when there is no node.
+const SHOW_GPUS: &str = r#"
+import os, stat
+for n in sorted(os.listdir('/dev')):
+    if n.startswith('nvidia'):
+        st = os.stat('/dev/' + n)
+        kind = 'c' if stat.S_ISCHR(st.st_mode) else '?'
+        print('dev', n, kind, os.major(st.st_rdev), os.minor(st.st_rdev))
+try:
+    open('/dev/nvidia0', 'rb').close()
+    print('open ok')
+except OSError as e:
+    print('open errno', e.errno)
+"#;
+
+/// The devices and device cgroup rules of a job's runtime spec: `(path, major, minor)` of
+/// `linux.devices`, and `(major, minor)` of the allowing rules.
+fn spec_devices(launcher: &strata_runc::LocalLauncher, job: &str) -> SpecDevices {
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(launcher.job_dir(job).join("config.json")).expect("config.json"),
+    )
+    .expect("config.json is JSON");
+    let linux = &config["linux"];
+    let nodes = linux["devices"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            (
+                d["path"].as_str().unwrap().to_string(),
+                d["major"].as_i64().unwrap(),
+                d["minor"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let allowed = linux["resources"]["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["allow"] == true)
+        .map(|r| (r["major"].as_i64().unwrap(), r["minor"].as_i64().unwrap()))
+        .collect();
+    (nodes, allowed)
+}
+
+type SpecDevices = (Vec<(String, i64, i64)>, Vec<(i64, i64)>);
+
+/// Runs `SHOW_GPUS` as a job asking for `gpus` and returns what it reported, the spec's
+/// devices and the launch's view of present and missing GPUs.
+fn run_gpu_job(
+    env: &fixture::Env,
+    launcher: &strata_runc::LocalLauncher,
+    job: &str,
+    gpus: &[u32],
+) -> (Vec<String>, SpecDevices, strata_runc::Running) {
+    let mut req = env.request(job, &["python3", "-c", SHOW_GPUS]);
+    req.gpus = gpus.to_vec();
+    let running = launcher.launch(&req).unwrap();
+    let outcome = launcher.wait(job, LONG).unwrap().expect("ended");
+    let log = read_log(&req.log_path);
+    assert_eq!(outcome.exit_code, Some(0), "{log}");
+    let spec = spec_devices(launcher, job);
+    launcher.cleanup(job).unwrap();
+    let lines = log.lines().map(str::to_string).collect();
+    (lines, spec, running)
+}
+
+#[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
+fn a_job_gets_exactly_the_gpus_it_asked_for_and_their_control_devices() {
+    let env = env();
+    // GPU 2 is on the machine but not asked for.
+    let dev = fake_dev(&[0, 1, 2], &[]);
+    let launcher = env.launcher().with_dev_dir(dev.path());
+
+    let (seen, (nodes, allowed), running) = run_gpu_job(&env, &launcher, "gpu01", &[0, 1]);
+    assert_eq!(running.gpus, [0, 1]);
+    assert!(running.missing_gpus.is_empty(), "{running:?}");
+    let expected = [
+        ("/dev/nvidia0", 195, 0),
+        ("/dev/nvidia1", 195, 1),
+        ("/dev/nvidiactl", 195, 255),
+        ("/dev/nvidia-uvm", 511, 0),
+        ("/dev/nvidia-uvm-tools", 511, 1),
+    ];
+    let expected_nodes: Vec<(String, i64, i64)> = expected
+        .iter()
+        .map(|(p, ma, mi)| (p.to_string(), *ma, *mi))
+        .collect();
+    assert_eq!(nodes, expected_nodes);
+    let expected_rules: Vec<(i64, i64)> = expected.iter().map(|(_, ma, mi)| (*ma, *mi)).collect();
+    assert_eq!(allowed, expected_rules);
+    assert_eq!(
+        seen,
+        [
+            "dev nvidia-uvm c 511 0",
+            "dev nvidia-uvm-tools c 511 1",
+            "dev nvidia0 c 195 0",
+            "dev nvidia1 c 195 1",
+            "dev nvidiactl c 195 255",
+            // The device cgroup let the open reach the (absent) driver.
+            "open errno 6",
+        ]
+    );
+
+    let (seen, (nodes, allowed), running) = run_gpu_job(&env, &launcher, "gpu-none", &[]);
+    assert!(running.gpus.is_empty() && running.missing_gpus.is_empty());
+    assert!(nodes.is_empty(), "{nodes:?}");
+    assert!(allowed.is_empty(), "{allowed:?}");
+    assert_eq!(seen, ["open errno 2"]);
+}
+
 #[test]
 #[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn gpus_absent_on_this_machine_are_reported_not_exposed() {
-    if std::path::Path::new("/dev/nvidia0").exists() {
-        eprintln!("SKIPPED: this machine has GPUs; the spec for gpus=[0,1] is unit-tested");
-        return;
-    }
     let env = env();
-    let launcher = env.launcher();
-    let mut req = env.request("gpu", &["sh", "-c", "ls /dev/nvidia* 2>/dev/null; exit 0"]);
-    req.gpus = vec![0, 1];
-    let running = launcher.launch(&req).unwrap();
-    assert!(running.gpus.is_empty());
-    assert_eq!(running.missing_gpus, [0, 1]);
-    assert_eq!(
-        launcher.wait("gpu", LONG).unwrap().unwrap().exit_code,
-        Some(0)
-    );
-    launcher.cleanup("gpu").unwrap();
+    // GPU 0 is there; "nvidia1" is a plain file, not a device node; GPU 2 is not there.
+    let dev = fake_dev(&[0], &["nvidia1"]);
+    let launcher = env.launcher().with_dev_dir(dev.path());
+    let (seen, (nodes, allowed), running) = run_gpu_job(&env, &launcher, "gpu-absent", &[1, 2]);
+    assert!(running.gpus.is_empty(), "{running:?}");
+    assert_eq!(running.missing_gpus, [1, 2]);
+    // Without a GPU, the control devices are not exposed either.
+    assert!(nodes.is_empty(), "{nodes:?}");
+    assert!(allowed.is_empty(), "{allowed:?}");
+    assert_eq!(seen, ["open errno 2"]);
 }
 
 #[test]
