@@ -746,27 +746,28 @@ fn oom_killed(cid: &str) -> bool {
     })
 }
 
-/// Field 22 of /proc/PID/stat (start time in clock ticks since boot).
-fn proc_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces; fields after it follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    // `rest` starts at field 3 (state), so field 22 is index 19.
-    fields.get(19)?.parse().ok()
+/// The process's `/proc/PID/stat`, if it exists.
+fn proc_stat(pid: i32) -> Option<procfs::process::Stat> {
+    procfs::process::Process::new(pid).ok()?.stat().ok()
 }
 
-fn proc_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..].chars().next()
+/// Field 22 of /proc/PID/stat (start time in clock ticks since boot).
+fn proc_start_time(pid: i32) -> Option<u64> {
+    proc_stat(pid).map(|s| s.starttime)
 }
 
 /// Whether `pid` is alive (not a zombie) and is the process started at `start_time`.
 fn pid_is(pid: i32, start_time: u64) -> bool {
-    if pid <= 0 || proc_state(pid).is_none_or(|s| s == 'Z' || s == 'X') {
+    if pid <= 0 {
         return false;
     }
-    start_time == 0 || proc_start_time(pid) == Some(start_time)
+    let Some(stat) = proc_stat(pid) else {
+        return false;
+    };
+    if matches!(stat.state, 'Z' | 'X') {
+        return false;
+    }
+    start_time == 0 || stat.starttime == start_time
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -212,16 +212,13 @@ pub fn supervisor_state(lock: &Path) -> io::Result<SupervisorState> {
         Err(e) => return Err(e),
     };
     // Shared, so that two processes asking at once do not see each other as the supervisor.
-    // SAFETY: flock on a descriptor we own; LOCK_NB never blocks.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
-        // Dropping `file` releases our probe lock.
-        return Ok(SupervisorState::Gone);
+    // std's try_lock_shared is flock(LOCK_SH | LOCK_NB): the same lock the supervisor holds.
+    // Dropping `file` releases our probe lock.
+    match file.try_lock_shared() {
+        Ok(()) => Ok(SupervisorState::Gone),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(SupervisorState::Alive),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        return Ok(SupervisorState::Alive);
-    }
-    Err(err)
 }
 
 /// Creates and locks the supervisor's lock file. The descriptor is inherited by the forked
@@ -232,10 +229,9 @@ fn take_lock(path: &Path) -> io::Result<OwnedFd> {
         .truncate(false)
         .write(true)
         .open(path)?;
-    // SAFETY: flock on a descriptor we own; LOCK_NB never blocks.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // flock(LOCK_EX | LOCK_NB): the lock belongs to the open file description, so the
+    // forked supervisor's copy of the descriptor holds it.
+    file.try_lock().map_err(io::Error::from)?;
     Ok(OwnedFd::from(file))
 }
 
@@ -303,7 +299,9 @@ pub fn spawn_supervised(
         .open("/dev/null")
         .map_err(sup_err)?;
     let lock = take_lock(&files.lock).map_err(sup_err)?;
-    let (read_end, write_end) = pipe().map_err(sup_err)?;
+    // Both ends are close-on-exec (std makes pipes with O_CLOEXEC): runc and the job never
+    // inherit them; the supervisor dups the write end to REPORT_FD, close-on-exec again.
+    let (mut reader, write_end) = std::io::pipe().map_err(sup_err)?;
     let argv: Vec<*const libc::c_char> = plan
         .argv
         .iter()
@@ -339,7 +337,6 @@ pub fn spawn_supervised(
     // The supervisor's copy keeps the lock (flock belongs to the open file description).
     drop(lock);
     let mut report = [0u8; 8];
-    let mut reader = std::fs::File::from(read_end);
     if let Err(source) = reader.read_exact(&mut report) {
         reap(pid);
         return Err(sup_err(source));
@@ -386,16 +383,6 @@ fn plan(runc: &Runc, bundle: &Path, id: &str, files: &SuperviseFiles) -> io::Res
         status: cpath(&files.status)?,
         status_tmp: cpath(&files.status_tmp)?,
     })
-}
-
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 just returned these descriptors; nothing else owns them.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Collects an exited supervisor so it does not linger as a zombie; non-blocking.
@@ -577,4 +564,33 @@ pub fn last_runc_error(runc_log: &Path) -> Option<String> {
         .filter(|l| l.level == "error" || l.level == "fatal")
         .map(|l| l.msg)
         .next_back()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_tells_a_live_supervisor_from_a_gone_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("supervisor.lock");
+        assert_eq!(supervisor_state(&path).unwrap(), SupervisorState::Never);
+        let held = take_lock(&path).unwrap();
+        // A second open is another open file description: it sees the lock as taken.
+        assert_eq!(supervisor_state(&path).unwrap(), SupervisorState::Alive);
+        assert!(take_lock(&path).is_err());
+        drop(held);
+        assert_eq!(supervisor_state(&path).unwrap(), SupervisorState::Gone);
+    }
+
+    #[test]
+    fn the_report_pipe_is_close_on_exec() {
+        // spawn_supervised relies on it: runc and the job must not inherit either end.
+        let (reader, writer) = std::io::pipe().unwrap();
+        for fd in [reader.as_raw_fd(), writer.as_raw_fd()] {
+            // SAFETY: F_GETFD on a descriptor we own.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        }
+    }
 }

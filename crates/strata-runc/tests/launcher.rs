@@ -667,8 +667,7 @@ fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 fn proc_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..].chars().next()
+    Some(procfs::process::Process::new(pid).ok()?.stat().ok()?.state)
 }
 
 /// The race seen after an agent restart: the job's process has ended (a zombie, runc says
