@@ -398,19 +398,16 @@ fn proc_available() -> bool {
 }
 
 /// Field 22 of `/proc/PID/stat` (start time in clock ticks after boot), if the process runs.
-/// Field 2 is the command in parentheses and may itself hold spaces and parentheses, so the
-/// fields are counted from the last `)`.
 pub(crate) fn process_start(pid: u32) -> Option<i64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    // After the command come field 3 (state) onwards: field 22 is the 20th.
-    let start = after_comm.split_whitespace().nth(19)?;
+    let stat = procfs::process::Process::new(i32::try_from(pid).ok()?)
+        .ok()?
+        .stat()
+        .ok()?;
     // A zombie has exited; its lease is dead even though /proc still lists it.
-    let state = after_comm.split_whitespace().next()?;
-    if state == "Z" || state == "X" {
+    if matches!(stat.state, 'Z' | 'X') {
         return None;
     }
-    start.parse().ok()
+    i64::try_from(stat.starttime).ok()
 }
 
 #[cfg(test)]

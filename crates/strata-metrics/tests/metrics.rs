@@ -5,7 +5,7 @@ mod fixture;
 
 use std::io::Read;
 
-use fixture::{can_run_containers, env, read_log, LONG};
+use fixture::{env, read_log, LONG};
 use strata_metrics::plot::{plot_png, PlotSeries};
 use strata_metrics::{sparkline, MetricsStore};
 
@@ -20,10 +20,8 @@ for i in range(1000):
 "#;
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn a_job_printing_1000_metric_lines_has_them_all_in_order_and_a_chart() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     let mut store = MetricsStore::open(&env.home().join("strata.db")).unwrap();

@@ -6,14 +6,12 @@ mod fixture;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use fixture::{assert_gone, can_run_containers, env, read_log, LONG};
+use fixture::{assert_gone, env, read_log, LONG};
 use strata_runc::{ContainerState, LaunchError, Limits};
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn a_job_prints_and_exits_zero_then_leaves_nothing() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     let mut req = env.request(
@@ -41,10 +39,8 @@ fn a_job_prints_and_exits_zero_then_leaves_nothing() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn exit_code_is_recorded() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     let running = launcher
@@ -64,10 +60,8 @@ fn exit_code_is_recorded() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn two_jobs_on_one_image_unpack_its_layers_once() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     assert_eq!(launcher.extraction_count().unwrap(), 0);
@@ -96,10 +90,8 @@ fn two_jobs_on_one_image_unpack_its_layers_once() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn a_write_in_one_job_is_not_seen_by_the_next() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     launcher
@@ -122,10 +114,8 @@ fn a_write_in_one_job_is_not_seen_by_the_next() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn cancel_of_a_sleeping_job_leaves_no_process_mount_or_container() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     let running = launcher
@@ -142,10 +132,8 @@ fn cancel_of_a_sleeping_job_leaves_no_process_mount_or_container() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn cancel_escalates_to_sigkill_when_sigterm_is_ignored() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     let running = launcher
@@ -161,10 +149,8 @@ fn cancel_escalates_to_sigkill_when_sigterm_is_ignored() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn cancel_lets_a_job_that_handles_sigterm_exit_by_itself() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     let running = launcher
@@ -186,10 +172,8 @@ fn cancel_lets_a_job_that_handles_sigterm_exit_by_itself() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn memory_limit_kills_a_hungry_job_and_records_oom() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     let mut req = env.request(
@@ -218,10 +202,8 @@ fn connect_script(port: u16) -> String {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn without_network_the_host_is_unreachable_and_with_it_reachable() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -248,10 +230,8 @@ fn without_network_the_host_is_unreachable_and_with_it_reachable() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn a_job_survives_its_launcher_and_is_readopted() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     let running = launcher
@@ -279,10 +259,8 @@ fn a_job_survives_its_launcher_and_is_readopted() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn a_command_missing_from_the_image_is_a_clear_error_and_leaves_nothing() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     let err = launcher
@@ -298,34 +276,173 @@ fn a_command_missing_from_the_image_is_a_clear_error_and_leaves_nothing() {
     launcher.cleanup("nocmd").unwrap();
 }
 
-#[test]
-fn gpus_absent_on_this_machine_are_reported_not_exposed() {
-    if !can_run_containers() {
-        return;
+/// A stand-in for `/dev` with fake NVIDIA device nodes, numbered as the driver numbers
+/// them: `nvidia<i>` (for each of `gpus`) and `nvidiactl` on major 195, `nvidia-uvm` and
+/// `nvidia-uvm-tools` on a dynamic major. `regular` names plain files that look like GPUs
+/// but are not device nodes. No driver answers for them, which is fine: the launcher only
+/// reads their numbers.
+fn fake_dev(gpus: &[u32], regular: &[&str]) -> tempfile::TempDir {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut nodes: Vec<(String, u32, u32)> = gpus
+        .iter()
+        .map(|&i| (format!("nvidia{i}"), 195, i))
+        .collect();
+    nodes.push(("nvidiactl".into(), 195, 255));
+    nodes.push(("nvidia-uvm".into(), 511, 0));
+    nodes.push(("nvidia-uvm-tools".into(), 511, 1));
+    for (name, major, minor) in nodes {
+        let path = std::ffi::CString::new(dir.path().join(&name).as_os_str().as_bytes()).unwrap();
+        // SAFETY: mknod on a NUL-terminated path inside our own temporary directory.
+        let made = unsafe {
+            libc::mknod(
+                path.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(major, minor),
+            )
+        };
+        assert_eq!(made, 0, "mknod {name}: {}", std::io::Error::last_os_error());
     }
-    if std::path::Path::new("/dev/nvidia0").exists() {
-        eprintln!("SKIPPED: this machine has GPUs; the spec for gpus=[0,1] is unit-tested");
-        return;
+    for name in regular {
+        std::fs::write(dir.path().join(name), b"").unwrap();
     }
-    let env = env();
-    let launcher = env.launcher();
-    let mut req = env.request("gpu", &["sh", "-c", "ls /dev/nvidia* 2>/dev/null; exit 0"]);
-    req.gpus = vec![0, 1];
+    dir
+}
+
+/// Lists the `/dev/nvidia*` nodes the job sees (name, type, major, minor) and tries to open
+/// `/dev/nvidia0`: with no driver the kernel says ENXIO (6) once the device cgroup lets the
+/// open through, EPERM (1) when the cgroup denies it, ENOENT (2) when there is no node.
+const SHOW_GPUS: &str = r#"
+import os, stat
+for n in sorted(os.listdir('/dev')):
+    if n.startswith('nvidia'):
+        st = os.stat('/dev/' + n)
+        kind = 'c' if stat.S_ISCHR(st.st_mode) else '?'
+        print('dev', n, kind, os.major(st.st_rdev), os.minor(st.st_rdev))
+try:
+    open('/dev/nvidia0', 'rb').close()
+    print('open ok')
+except OSError as e:
+    print('open errno', e.errno)
+"#;
+
+/// The devices and device cgroup rules of a job's runtime spec: `(path, major, minor)` of
+/// `linux.devices`, and `(major, minor)` of the allowing rules.
+fn spec_devices(launcher: &strata_runc::LocalLauncher, job: &str) -> SpecDevices {
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(launcher.job_dir(job).join("config.json")).expect("config.json"),
+    )
+    .expect("config.json is JSON");
+    let linux = &config["linux"];
+    let nodes = linux["devices"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            (
+                d["path"].as_str().unwrap().to_string(),
+                d["major"].as_i64().unwrap(),
+                d["minor"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let allowed = linux["resources"]["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["allow"] == true)
+        .map(|r| (r["major"].as_i64().unwrap(), r["minor"].as_i64().unwrap()))
+        .collect();
+    (nodes, allowed)
+}
+
+type SpecDevices = (Vec<(String, i64, i64)>, Vec<(i64, i64)>);
+
+/// Runs `SHOW_GPUS` as a job asking for `gpus` and returns what it reported, the spec's
+/// devices and the launch's view of present and missing GPUs.
+fn run_gpu_job(
+    env: &fixture::Env,
+    launcher: &strata_runc::LocalLauncher,
+    job: &str,
+    gpus: &[u32],
+) -> (Vec<String>, SpecDevices, strata_runc::Running) {
+    let mut req = env.request(job, &["python3", "-c", SHOW_GPUS]);
+    req.gpus = gpus.to_vec();
     let running = launcher.launch(&req).unwrap();
-    assert!(running.gpus.is_empty());
-    assert_eq!(running.missing_gpus, [0, 1]);
-    assert_eq!(
-        launcher.wait("gpu", LONG).unwrap().unwrap().exit_code,
-        Some(0)
-    );
-    launcher.cleanup("gpu").unwrap();
+    let outcome = launcher.wait(job, LONG).unwrap().expect("ended");
+    let log = read_log(&req.log_path);
+    assert_eq!(outcome.exit_code, Some(0), "{log}");
+    let spec = spec_devices(launcher, job);
+    launcher.cleanup(job).unwrap();
+    let lines = log.lines().map(str::to_string).collect();
+    (lines, spec, running)
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
+fn a_job_gets_exactly_the_gpus_it_asked_for_and_their_control_devices() {
+    let env = env();
+    // GPU 2 is on the machine but not asked for.
+    let dev = fake_dev(&[0, 1, 2], &[]);
+    let launcher = env.launcher().with_dev_dir(dev.path());
+
+    let (seen, (nodes, allowed), running) = run_gpu_job(&env, &launcher, "gpu01", &[0, 1]);
+    assert_eq!(running.gpus, [0, 1]);
+    assert!(running.missing_gpus.is_empty(), "{running:?}");
+    let expected = [
+        ("/dev/nvidia0", 195, 0),
+        ("/dev/nvidia1", 195, 1),
+        ("/dev/nvidiactl", 195, 255),
+        ("/dev/nvidia-uvm", 511, 0),
+        ("/dev/nvidia-uvm-tools", 511, 1),
+    ];
+    let expected_nodes: Vec<(String, i64, i64)> = expected
+        .iter()
+        .map(|(p, ma, mi)| (p.to_string(), *ma, *mi))
+        .collect();
+    assert_eq!(nodes, expected_nodes);
+    let expected_rules: Vec<(i64, i64)> = expected.iter().map(|(_, ma, mi)| (*ma, *mi)).collect();
+    assert_eq!(allowed, expected_rules);
+    assert_eq!(
+        seen,
+        [
+            "dev nvidia-uvm c 511 0",
+            "dev nvidia-uvm-tools c 511 1",
+            "dev nvidia0 c 195 0",
+            "dev nvidia1 c 195 1",
+            "dev nvidiactl c 195 255",
+            // The device cgroup let the open reach the (absent) driver.
+            "open errno 6",
+        ]
+    );
+
+    let (seen, (nodes, allowed), running) = run_gpu_job(&env, &launcher, "gpu-none", &[]);
+    assert!(running.gpus.is_empty() && running.missing_gpus.is_empty());
+    assert!(nodes.is_empty(), "{nodes:?}");
+    assert!(allowed.is_empty(), "{allowed:?}");
+    assert_eq!(seen, ["open errno 2"]);
+}
+
+#[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
+fn gpus_absent_on_this_machine_are_reported_not_exposed() {
+    let env = env();
+    // GPU 0 is there; "nvidia1" is a plain file, not a device node; GPU 2 is not there.
+    let dev = fake_dev(&[0], &["nvidia1"]);
+    let launcher = env.launcher().with_dev_dir(dev.path());
+    let (seen, (nodes, allowed), running) = run_gpu_job(&env, &launcher, "gpu-absent", &[1, 2]);
+    assert!(running.gpus.is_empty(), "{running:?}");
+    assert_eq!(running.missing_gpus, [1, 2]);
+    // Without a GPU, the control devices are not exposed either.
+    assert!(nodes.is_empty(), "{nodes:?}");
+    assert!(allowed.is_empty(), "{allowed:?}");
+    assert_eq!(seen, ["open errno 2"]);
+}
+
+#[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn a_second_launch_of_a_live_job_is_refused() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     let running = launcher
@@ -397,10 +514,8 @@ mod layers {
     }
 
     #[test]
+    #[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
     fn whiteouts_and_opaque_directories_hide_lower_files() {
-        if !super::can_run_containers() {
-            return;
-        }
         let env = env();
         let lower = gzip_tar(&[
             (b"opt/", b""),
@@ -429,10 +544,8 @@ mod layers {
     }
 
     #[test]
+    #[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
     fn unsafe_paths_and_corrupt_blobs_are_refused_and_leave_no_layer() {
-        if !super::can_run_containers() {
-            return;
-        }
         let env = env();
         let evil = gzip_tar(&[(b"../escaped", b"x")]);
         let (image, digests) = image_with(&env, &[evil]);
@@ -463,10 +576,8 @@ mod layers {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn concurrent_extractions_of_one_layer_unpack_it_once() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let store = env.store();
     let manifest: serde_json::Value =
@@ -493,35 +604,37 @@ fn concurrent_extractions_of_one_layer_unpack_it_once() {
 /// Set in the environment of a copy of this test binary that plays the agent.
 const CHILD_ROLE: &str = "STRATA_TEST_LAUNCHING_AGENT";
 
-/// The "agent" of the crash tests: this test binary again, running only
-/// [`launching_agent_role`], which launches one job on `env`'s home and returns (its process
-/// exits) or is killed mid-launch. The job's supervisor is then no child of the test.
-fn launching_agent(env: &fixture::Env, job: &str, command: &[&str]) -> std::process::Command {
+/// The "agent" of the crash tests: this test binary again, running only the calling test
+/// `test` (by name), in which [`play_launching_agent`] launches one job on `env`'s home and
+/// returns (its process exits) or is killed mid-launch. The job's supervisor is then no
+/// child of the test.
+fn launching_agent(
+    env: &fixture::Env,
+    test: &str,
+    job: &str,
+    command: &[&str],
+) -> std::process::Command {
     let req = env.request(job, command);
     let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary"));
-    cmd.args([
-        "--exact",
-        "launching_agent_role",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CHILD_ROLE, "1")
-    .env("STRATA_TEST_CHILD_HOME", env.home())
-    .env("STRATA_TEST_CHILD_IMAGE", env.image.to_string())
-    .env("STRATA_TEST_CHILD_JOB", job)
-    .env(
-        "STRATA_TEST_CHILD_COMMAND",
-        serde_json::to_string(&req.command).expect("json"),
-    )
-    .stdout(std::process::Stdio::null());
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ROLE, "1")
+        .env("STRATA_TEST_CHILD_HOME", env.home())
+        .env("STRATA_TEST_CHILD_IMAGE", env.image.to_string())
+        .env("STRATA_TEST_CHILD_JOB", job)
+        .env(
+            "STRATA_TEST_CHILD_COMMAND",
+            serde_json::to_string(&req.command).expect("json"),
+        )
+        .stdout(std::process::Stdio::null());
     cmd
 }
 
-/// Does nothing in a normal test run; see [`launching_agent`].
-#[test]
-fn launching_agent_role() {
+/// In the copy of the test binary started by [`launching_agent`]: launches the job its
+/// environment describes and returns true (the test is then done: it played the agent).
+/// False in a normal test run.
+fn play_launching_agent() -> bool {
     if std::env::var_os(CHILD_ROLE).is_none() {
-        return;
+        return false;
     }
     let var = |name: &str| std::env::var(name).expect(name);
     let home = std::path::PathBuf::from(var("STRATA_TEST_CHILD_HOME"));
@@ -541,6 +654,7 @@ fn launching_agent_role() {
         log_path: home.join("logs").join(format!("{job}.log")),
     };
     launcher.launch(&req).expect("launch");
+    true
 }
 
 /// Waits (bounded) until `done` holds.
@@ -553,25 +667,30 @@ fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 fn proc_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..].chars().next()
+    Some(procfs::process::Process::new(pid).ok()?.stat().ok()?.state)
 }
 
 /// The race seen after an agent restart: the job's process has ended (a zombie, runc says
 /// "stopped") but its supervisor, no child of the asking process, has not written the
 /// status yet. That is not a lost status: the job is Pending until the status is there.
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn a_job_that_ended_before_its_status_was_written_is_pending_not_lost() {
-    if !can_run_containers() {
+    if play_launching_agent() {
         return;
     }
     let env = env();
     let job = "late-status";
     // The job ends when the test says so, by creating /go in its root.
     let script = "while [ ! -e /go ]; do sleep 0.02; done; exit 7";
-    let status = launching_agent(&env, job, &["sh", "-c", script])
-        .status()
-        .expect("run the launching agent");
+    let status = launching_agent(
+        &env,
+        "a_job_that_ended_before_its_status_was_written_is_pending_not_lost",
+        job,
+        &["sh", "-c", script],
+    )
+    .status()
+    .expect("run the launching agent");
     assert!(status.success(), "the launching agent failed: {status}");
     let dir = env.home().join("run/jobs").join(job);
     let record: serde_json::Value =
@@ -610,8 +729,9 @@ fn a_job_that_ended_before_its_status_was_written_is_pending_not_lost() {
 /// The agent is killed while `runc run` creates the container: the supervisor reports into
 /// a pipe nobody reads any more. It must live on (no SIGPIPE death) and record the status.
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn an_agent_killed_mid_launch_loses_no_exit_status() {
-    if !can_run_containers() {
+    if play_launching_agent() {
         return;
     }
     let env = env();
@@ -632,10 +752,15 @@ fn an_agent_killed_mid_launch_loses_no_exit_status() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .expect("chmod the runc wrapper");
-    let mut agent = launching_agent(&env, job, &["sh", "-c", "echo ran; exit 7"])
-        .env("STRATA_RUNC", &wrapper)
-        .spawn()
-        .expect("start the launching agent");
+    let mut agent = launching_agent(
+        &env,
+        "an_agent_killed_mid_launch_loses_no_exit_status",
+        job,
+        &["sh", "-c", "echo ran; exit 7"],
+    )
+    .env("STRATA_RUNC", &wrapper)
+    .spawn()
+    .expect("start the launching agent");
     let waiting = gate.with_extension("waiting");
     eventually("runc run to start", || waiting.exists());
     agent.kill().expect("SIGKILL the launching agent");
@@ -655,10 +780,8 @@ fn an_agent_killed_mid_launch_loses_no_exit_status() {
 /// else: nothing ran, so it is Absent (not a job whose status was lost), and cleanup frees
 /// the id.
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn a_job_directory_without_a_supervisor_is_absent_and_cleaned_up() {
-    if !can_run_containers() {
-        return;
-    }
     let env = env();
     let launcher = env.launcher();
     std::fs::create_dir_all(env.home().join("run/jobs/half")).unwrap();

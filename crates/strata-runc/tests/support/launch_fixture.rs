@@ -38,14 +38,17 @@ pub fn base_layout() -> &'static Path {
     })
 }
 
-/// Containers need root (runc, overlay mounts, cgroups). Say so loudly when not root.
-pub fn can_run_containers() -> bool {
+/// Containers need root (runc, overlay mounts, cgroups). A test that needs them fails
+/// without root: run such tests as root, or set `STRATA_SKIP_ROOT=1` at build time to
+/// have them ignored (they carry `cfg_attr(skip_root, ignore)`).
+pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("SKIPPED: launcher tests need root (runc, overlay, cgroups)");
-    }
-    root
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "this test runs containers and needs root (runc, overlay mounts, cgroups), but runs \
+         as uid {euid}; run it as root, or set STRATA_SKIP_ROOT=1 to have it ignored"
+    );
 }
 
 pub struct Env {
@@ -95,7 +98,9 @@ impl Env {
 }
 
 /// A private home whose store holds the fixture base image, tagged `base`.
+/// Panics unless root (see [`require_root`]).
 pub fn env() -> Env {
+    require_root();
     let layout = base_layout();
     let home = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&home.path().join("oci"), &home.path().join("tmp")).expect("store");

@@ -1,0 +1,110 @@
+//! Ending a job: cancel (SIGTERM, then SIGKILL) and cleanup, checked from outside.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::overlay::{self, OverlayDirs};
+use crate::procfs::pid_is;
+use crate::supervisor;
+use crate::{
+    lost_outcome, validate_job_id, ContainerState, ExitOutcome, JobRecord, LaunchError,
+    LocalLauncher,
+};
+
+/// How long a container may take to die after SIGKILL before we call it stuck.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+impl LocalLauncher {
+    /// SIGTERM to every process of the job, up to `grace` for them to end, then SIGKILL;
+    /// then records the outcome and cleans up (container, mount, directories), confirming
+    /// that nothing is left. Returns the outcome (what a timeout or cancel should record).
+    pub fn cancel(&self, job_id: &str, grace: Duration) -> Result<ExitOutcome, LaunchError> {
+        validate_job_id(job_id)?;
+        let cid = Self::container_id(job_id);
+        let runc_err = |source| LaunchError::Runc {
+            job: job_id.into(),
+            source,
+        };
+        if let ContainerState::Running { .. } | ContainerState::Pending = self.state(job_id)? {
+            self.runc.kill_all(&cid, "TERM").map_err(runc_err)?;
+            if self.wait(job_id, grace)?.is_none() {
+                self.runc.kill_all(&cid, "KILL").map_err(runc_err)?;
+                if self.wait(job_id, KILL_WAIT)?.is_none() {
+                    return Err(LaunchError::NotGone {
+                        job: job_id.into(),
+                        what: format!("container {cid} (alive {KILL_WAIT:?} after SIGKILL)"),
+                    });
+                }
+            }
+        }
+        let outcome = self.poll(job_id)?.unwrap_or(lost_outcome(false));
+        self.cleanup(job_id)?;
+        Ok(outcome)
+    }
+
+    /// Removes everything of an ended (or cancelled) job: `runc delete --force`, the
+    /// overlay mount, the upper/work directories and the job directory, then checks from
+    /// outside that the container, its process and its mount are gone.
+    pub fn cleanup(&self, job_id: &str) -> Result<(), LaunchError> {
+        validate_job_id(job_id)?;
+        let cid = Self::container_id(job_id);
+        let dir = self.job_dir(job_id);
+        let record = self.record(job_id);
+        self.runc
+            .delete_force(&cid)
+            .map_err(|source| LaunchError::Runc {
+                job: job_id.into(),
+                source,
+            })?;
+        let target = OverlayDirs::under(&dir).target;
+        overlay::unmount(&target).map_err(|source| LaunchError::Overlay {
+            job: job_id.into(),
+            source,
+        })?;
+        // Never delete through a still-mounted root: that would be the job's view, not ours.
+        if overlay::is_mounted(&target) {
+            return Err(LaunchError::NotGone {
+                job: job_id.into(),
+                what: format!("mount {}", target.display()),
+            });
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|source| LaunchError::Io {
+                job: job_id.into(),
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        if let Some(r) = &record {
+            supervisor::reap(r.supervisor);
+        }
+        self.confirm_gone(job_id, &cid, record.as_ref(), &target)
+    }
+
+    fn confirm_gone(
+        &self,
+        job_id: &str,
+        cid: &str,
+        record: Option<&JobRecord>,
+        target: &Path,
+    ) -> Result<(), LaunchError> {
+        let not_gone = |what: String| {
+            Err(LaunchError::NotGone {
+                job: job_id.into(),
+                what,
+            })
+        };
+        if self.runc_state(job_id, cid)?.is_some() {
+            return not_gone(format!("runc container {cid}"));
+        }
+        if let Some(r) = record {
+            if pid_is(r.pid, r.start_time) {
+                return not_gone(format!("process {}", r.pid));
+            }
+        }
+        if overlay::is_mounted(target) {
+            return not_gone(format!("mount {}", target.display()));
+        }
+        Ok(())
+    }
+}
