@@ -19,14 +19,16 @@ pub enum SpecError {
         source: io::Error,
     },
 
-    /// A requirement line that is not valid PEP 508.
+    /// A requirement line that is not valid PEP 508. The cause is boxed: it is the largest
+    /// part of any variant, and every `Result` carrying a `SpecError` (or a build error
+    /// holding one) would pay for it.
     #[error("{}:{line}: invalid requirement {text:?}: {source}", file.display())]
     Malformed {
         file: PathBuf,
         line: usize,
         text: String,
         #[source]
-        source: RequirementError,
+        source: Box<RequirementError>,
     },
 
     /// An option strata knows but refuses (editable installs, `--pre`, ...) or does not know.

@@ -216,7 +216,7 @@ fn requirement_line(content: &str, at: &At) -> Result<Requirement, SpecError> {
         file: at.file.to_path_buf(),
         line: at.line,
         text: spec.to_string(),
-        source,
+        source: Box::new(source),
     })?;
     let tokens = shell_split(options).map_err(|reason| at.invalid(options, reason))?;
     let mut tokens = tokens.into_iter();
@@ -466,11 +466,8 @@ mod tests {
         ));
         assert!(matches!(
             parse("ok\nfoo>=\n"),
-            SpecError::Malformed {
-                line: 2,
-                source: RequirementError::Specifier(_),
-                ..
-            }
+            SpecError::Malformed { line: 2, source, .. }
+                if matches!(source.as_ref(), RequirementError::Specifier(_))
         ));
     }
 }
