@@ -13,7 +13,7 @@ use strata_oci::{BlobDescriptor, Digest};
 
 use crate::additions::Additions;
 use crate::base::{BaseImage, BaseRef, Selector};
-use crate::error::BuildError;
+use crate::error::{BuildError, OptionError};
 use crate::explain::Explanation;
 use crate::home::Home;
 use crate::image::{self, AddedLayer, ImageInputs, ANNOTATION_SPEC};
@@ -253,10 +253,7 @@ fn layer_budget(limit: usize, base_layers: usize) -> Result<usize, BuildError> {
         Some(budget) if budget > 0 => Ok(budget),
         _ => Err(BuildError::BadOption {
             option: format!("--max-layers {limit}"),
-            reason: format!(
-                "the base image alone has {base_layers} layers; at least {} are needed",
-                base_layers + 2
-            ),
+            reason: OptionError::TooFewLayers { base_layers },
         }),
     }
 }
@@ -288,9 +285,9 @@ fn add_cli_sources(sources: &mut spec::Sources, options: &BuildOptions) -> Resul
     })?;
     for link in &options.find_links {
         let normalised =
-            spec::normalise_find_links(link, &cwd).map_err(|reason| BuildError::BadOption {
+            spec::normalise_find_links(link, &cwd).map_err(|source| BuildError::BadOption {
                 option: format!("--find-links {link}"),
-                reason,
+                reason: source.into(),
             })?;
         sources.find_links.push(normalised);
     }
@@ -556,4 +553,29 @@ fn report_layers(manifest: &Manifest, reused: &[bool]) -> Vec<LayerReport> {
             reused: *reused,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_limit_without_room_for_packages_is_a_bad_option() {
+        assert_eq!(layer_budget(10, 3).unwrap(), 6);
+        let err = layer_budget(4, 3).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                BuildError::BadOption {
+                    reason: OptionError::TooFewLayers { base_layers: 3 },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "invalid option --max-layers 4: the base image alone has 3 layers; at least 5 are needed"
+        );
+    }
 }

@@ -13,12 +13,26 @@ use strata_python::fetch::FetchError;
 use strata_python::resolve::ResolveError;
 use strata_python::spec::SpecError;
 
+/// Why a command-line option of a build cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionError {
+    /// `--max-layers` leaves no room for package layers next to the base's and the env layer.
+    #[error("the base image alone has {base_layers} layers; at least {} are needed", base_layers + 2)]
+    TooFewLayers { base_layers: usize },
+    #[error(transparent)]
+    FindLinks(#[from] strata_python::spec::SourceError),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error("invalid option {option}: {reason}")]
-    BadOption { option: String, reason: String },
+    BadOption {
+        option: String,
+        #[source]
+        reason: OptionError,
+    },
     #[error(transparent)]
     Base(#[from] BaseError),
     #[error("resolution failed")]

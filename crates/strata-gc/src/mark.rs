@@ -7,7 +7,8 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::Read;
+use std::io::{self, Read};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -84,7 +85,7 @@ impl Marker {
                     self.unreadable.push(Unreadable {
                         digest: digest.clone(),
                         tag: tag.map(str::to_owned),
-                        error,
+                        error: error.to_string(),
                     });
                     continue;
                 }
@@ -116,22 +117,45 @@ enum Found {
     Absent,
 }
 
+/// Why a manifest or index that must be read (a tag's, an index child's) could not be.
+#[derive(Debug, thiserror::Error)]
+enum DocumentError {
+    #[error("{}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{} is not a manifest or index: {source}", path.display())]
+    NotDocument {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// The parsed document, or why a document could not be read. The bytes are not verified against the digest here: a
 /// corrupt manifest that still parses marks what it names, which can only keep more.
-fn read_document(store: &Store, digest: &Digest, kind: RootKind) -> Result<Found, String> {
+fn read_document(store: &Store, digest: &Digest, kind: RootKind) -> Result<Found, DocumentError> {
     let path = store.blob_path(digest);
     let file = match File::open(&path) {
         Ok(file) => file,
         Err(_) if kind == RootKind::Any => return Ok(Found::Absent),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(source) => return Err(DocumentError::Open { path, source }),
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     if kind == RootKind::Any && len > MAX_DOCUMENT {
         return Ok(Found::NotDocument);
     }
     let mut bytes = Vec::new();
-    if let Err(e) = file.take(MAX_DOCUMENT + 1).read_to_end(&mut bytes) {
-        return Err(format!("{}: {e}", path.display()));
+    if let Err(source) = file.take(MAX_DOCUMENT + 1).read_to_end(&mut bytes) {
+        return Err(DocumentError::Read { path, source });
     }
     if kind == RootKind::Any && bytes.first() != Some(&b'{') {
         return Ok(Found::NotDocument);
@@ -139,9 +163,62 @@ fn read_document(store: &Store, digest: &Digest, kind: RootKind) -> Result<Found
     match ManifestDocument::parse(&bytes) {
         Ok(doc) => Ok(Found::Document(Box::new(doc))),
         Err(_) if kind == RootKind::Any => Ok(Found::NotDocument),
-        Err(e) => Err(format!(
-            "{} is not a manifest or index: {e}",
-            path.display()
-        )),
+        Err(source) => Err(DocumentError::NotDocument { path, source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("oci"), &dir.path().join("tmp")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn a_document_that_cannot_be_read_says_why() {
+        let (_dir, store) = store();
+        let missing = Digest::of(b"never stored");
+        let err = read_document(&store, &missing, RootKind::Document).err();
+        assert!(matches!(err, Some(DocumentError::Open { .. })), "{err:?}");
+        let absent = read_document(&store, &missing, RootKind::Any);
+        assert!(matches!(absent, Ok(Found::Absent)));
+
+        let junk = store.put_bytes(b"{ not json").unwrap();
+        let err = read_document(&store, &junk, RootKind::Document).err();
+        assert!(
+            matches!(&err, Some(DocumentError::NotDocument { path, .. }) if *path == store.blob_path(&junk)),
+            "{err:?}"
+        );
+        let not_document = read_document(&store, &junk, RootKind::Any);
+        assert!(matches!(not_document, Ok(Found::NotDocument)));
+
+        // A directory where the blob should be opens, but cannot be read.
+        let dir_digest = Digest::of(b"a directory");
+        std::fs::create_dir_all(store.blob_path(&dir_digest)).unwrap();
+        let err = read_document(&store, &dir_digest, RootKind::Document).err();
+        assert!(matches!(err, Some(DocumentError::Read { .. })), "{err:?}");
+    }
+
+    #[test]
+    fn an_unreadable_root_is_reported_with_its_tag_and_reason() {
+        let (_dir, store) = store();
+        let junk = store.put_bytes(b"[]").unwrap();
+        let mut marker = Marker::new();
+        let added = marker.mark(&store, &junk, RootKind::Document, Some("v1"));
+        assert_eq!(added, vec![junk.clone()]);
+        assert_eq!(marker.unreadable.len(), 1);
+        let report = &marker.unreadable[0];
+        assert_eq!(
+            (report.digest.clone(), report.tag.as_deref()),
+            (junk, Some("v1"))
+        );
+        assert!(
+            report.error.contains("is not a manifest or index: "),
+            "{}",
+            report.error
+        );
     }
 }

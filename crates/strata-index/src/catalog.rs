@@ -18,6 +18,19 @@ pub enum CatalogError {
     Index(#[from] IndexError),
 }
 
+/// Why an image's manifest cannot be listed. Reported in [`CatalogImage::problem`], not
+/// fatal: the rest of the store is still worth listing.
+#[derive(Debug, thiserror::Error)]
+enum ManifestProblem {
+    #[error(transparent)]
+    Read(#[from] StoreError),
+    /// A tag that names an image index: the catalog lists images.
+    #[error("an image index, not an image")]
+    Index,
+    #[error("manifest is not valid JSON: {0}")]
+    Json(#[source] serde_json::Error),
+}
+
 /// One tagged image of the store.
 #[derive(Debug, Clone, Serialize)]
 pub struct CatalogImage {
@@ -89,7 +102,7 @@ impl Catalog {
             };
             match read_manifest(store, &entry.digest) {
                 Ok(manifest) => add_blobs(&mut image, &manifest),
-                Err(problem) => image.problem = Some(problem),
+                Err(problem) => image.problem = Some(problem.to_string()),
             }
             images.push(image);
         }
@@ -121,12 +134,12 @@ impl Catalog {
     }
 }
 
-fn read_manifest(store: &Store, digest: &Digest) -> Result<Manifest, String> {
-    let bytes = store.read_blob(digest).map_err(|e| e.to_string())?;
+fn read_manifest(store: &Store, digest: &Digest) -> Result<Manifest, ManifestProblem> {
+    let bytes = store.read_blob(digest)?;
     match ManifestDocument::parse(&bytes) {
         Ok(ManifestDocument::Image(m)) => Ok(m),
-        Ok(ManifestDocument::Index(_)) => Err("an image index, not an image".into()),
-        Err(e) => Err(format!("manifest is not valid JSON: {e}")),
+        Ok(ManifestDocument::Index(_)) => Err(ManifestProblem::Index),
+        Err(e) => Err(ManifestProblem::Json(e)),
     }
 }
 
@@ -192,5 +205,38 @@ fn share(mut images: Vec<CatalogImage>) -> Catalog {
         images,
         unique_bytes,
         naive_bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_oci::descriptor::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+
+    #[test]
+    fn a_manifest_that_cannot_be_listed_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("oci"), &dir.path().join("tmp")).unwrap();
+        let config = store.put_bytes(b"{}").unwrap();
+        let image = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{MEDIA_TYPE_MANIFEST}","config":{{"mediaType":"{MEDIA_TYPE_CONFIG}","digest":"{config}","size":2}},"layers":[]}}"#
+        );
+        let image = store.put_bytes(image.as_bytes()).unwrap();
+        assert_eq!(read_manifest(&store, &image).unwrap().config.digest, config);
+
+        let index =
+            format!(r#"{{"schemaVersion":2,"mediaType":"{MEDIA_TYPE_INDEX}","manifests":[]}}"#);
+        let index = store.put_bytes(index.as_bytes()).unwrap();
+        let err = read_manifest(&store, &index).unwrap_err();
+        assert!(matches!(err, ManifestProblem::Index), "{err:?}");
+
+        let junk = store.put_bytes(b"not json").unwrap();
+        let err = read_manifest(&store, &junk).unwrap_err();
+        assert!(matches!(err, ManifestProblem::Json(_)), "{err:?}");
+        assert!(err.to_string().starts_with("manifest is not valid JSON: "));
+
+        let missing = Digest::of(b"never stored");
+        let err = read_manifest(&store, &missing).unwrap_err();
+        assert!(matches!(err, ManifestProblem::Read(_)), "{err:?}");
     }
 }

@@ -4,6 +4,8 @@
 use std::io;
 
 use crate::layer::LayerError;
+use crate::record::RecordError;
+use crate::script::EntryPointError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -43,12 +45,23 @@ pub enum InstallError {
         entry: String,
         reason: String,
     },
-    #[error("wheel {wheel}: {file} line {line}: {reason}")]
-    Syntax {
+    /// A row of the wheel's RECORD (`file` names it) that could not be understood.
+    #[error("wheel {wheel}: {file} line {line}: {source}")]
+    Record {
         wheel: String,
         file: String,
         line: usize,
-        reason: String,
+        #[source]
+        source: RecordError,
+    },
+    /// A script line of the wheel's `entry_points.txt` (`file`) that could not be understood.
+    #[error("wheel {wheel}: {file} line {line}: {source}")]
+    EntryPoints {
+        wheel: String,
+        file: String,
+        line: usize,
+        #[source]
+        source: EntryPointError,
     },
     #[error("wheel {wheel}: cannot read entry {entry:?}")]
     Entry {

@@ -66,11 +66,33 @@ pub struct RecordEntry {
     pub size: Option<u64>,
 }
 
-/// A row of the RECORD file that could not be understood.
-#[derive(Debug, PartialEq, Eq)]
+/// What is wrong with a row of RECORD.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("unterminated quote")]
+    UnterminatedQuote,
+    /// A row is `path,hash,size`.
+    #[error("expected 3 fields, found {found}")]
+    FieldCount { found: usize },
+    #[error("hash {field:?} is not <algorithm>=<value>")]
+    HashFormat { field: String },
+    /// md5 and sha1 (forbidden by PEP 427), or anything else unknown.
+    #[error("hash algorithm {name:?} is not sha256, sha384 or sha512")]
+    HashAlgorithm { name: String },
+    #[error("size {field:?} is not a number")]
+    Size { field: String },
+    /// Two rows for one path could disagree.
+    #[error("{path:?} is listed twice")]
+    Duplicate { path: String },
+}
+
+/// A row of the RECORD file that could not be understood: its 1-based line and why.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {error}")]
 pub struct RecordSyntax {
     pub line: usize,
-    pub reason: String,
+    #[source]
+    pub error: RecordError,
 }
 
 /// Parses a wheel's RECORD into path -> expectation. A path listed twice is an error: the two
@@ -79,53 +101,57 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, RecordEntry>, RecordSyntax> 
     let mut out = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         let line_no = i + 1;
-        let err = |reason: String| RecordSyntax {
+        let err = |error: RecordError| RecordSyntax {
             line: line_no,
-            reason,
+            error,
         };
         if line.trim().is_empty() {
             continue;
         }
-        let fields = split_csv(line).map_err(|r| err(r.to_string()))?;
+        let fields = split_csv(line).map_err(err)?;
         let [path, hash, size] = fields.as_slice() else {
-            return Err(err(format!("expected 3 fields, found {}", fields.len())));
+            return Err(err(RecordError::FieldCount {
+                found: fields.len(),
+            }));
         };
         let entry = RecordEntry {
             hash: parse_hash(hash).map_err(err)?,
             size: parse_size(size).map_err(err)?,
         };
         if out.insert(path.clone(), entry).is_some() {
-            return Err(err(format!("{path:?} is listed twice")));
+            return Err(err(RecordError::Duplicate { path: path.clone() }));
         }
     }
     Ok(out)
 }
 
-fn parse_hash(field: &str) -> Result<Option<(HashAlgorithm, String)>, String> {
+fn parse_hash(field: &str) -> Result<Option<(HashAlgorithm, String)>, RecordError> {
     if field.is_empty() {
         return Ok(None);
     }
     let (name, value) = field
         .split_once('=')
-        .ok_or_else(|| format!("hash {field:?} is not <algorithm>=<value>"))?;
-    let algorithm = HashAlgorithm::parse(name)
-        .ok_or_else(|| format!("hash algorithm {name:?} is not sha256, sha384 or sha512"))?;
+        .ok_or_else(|| RecordError::HashFormat {
+            field: field.to_string(),
+        })?;
+    let algorithm = HashAlgorithm::parse(name).ok_or_else(|| RecordError::HashAlgorithm {
+        name: name.to_string(),
+    })?;
     // Some tools pad; the spec does not. Compare without padding.
     Ok(Some((algorithm, value.trim_end_matches('=').to_string())))
 }
 
-fn parse_size(field: &str) -> Result<Option<u64>, String> {
+fn parse_size(field: &str) -> Result<Option<u64>, RecordError> {
     if field.is_empty() {
         return Ok(None);
     }
-    field
-        .parse()
-        .map(Some)
-        .map_err(|_| format!("size {field:?} is not a number"))
+    field.parse().map(Some).map_err(|_| RecordError::Size {
+        field: field.to_string(),
+    })
 }
 
 /// Splits one CSV line (Python's csv dialect: `"` quotes, `""` escapes a quote).
-fn split_csv(line: &str) -> Result<Vec<String>, &'static str> {
+fn split_csv(line: &str) -> Result<Vec<String>, RecordError> {
     let mut fields = Vec::new();
     let mut field = String::new();
     let mut chars = line.chars().peekable();
@@ -143,7 +169,7 @@ fn split_csv(line: &str) -> Result<Vec<String>, &'static str> {
         }
     }
     if quoted {
-        return Err("unterminated quote");
+        return Err(RecordError::UnterminatedQuote);
     }
     fields.push(field);
     Ok(fields)
@@ -250,6 +276,33 @@ mod tests {
         ] {
             assert_eq!(parse(text).unwrap_err().line, line, "{text}");
         }
+    }
+
+    #[test]
+    fn says_what_is_wrong_with_a_row() {
+        let text = |s: &str| s.to_string();
+        let cases = [
+            ("\"a,,\n", RecordError::UnterminatedQuote),
+            ("a,sha256=x\n", RecordError::FieldCount { found: 2 }),
+            ("a,x,1,2\n", RecordError::FieldCount { found: 4 }),
+            (
+                "a,sha256,1\n",
+                RecordError::HashFormat {
+                    field: text("sha256"),
+                },
+            ),
+            (
+                "a,md5=x,1\n",
+                RecordError::HashAlgorithm { name: text("md5") },
+            ),
+            ("a,,-1\n", RecordError::Size { field: text("-1") }),
+            ("a,,\na,,\n", RecordError::Duplicate { path: text("a") }),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse(input).unwrap_err().error, want, "{input:?}");
+        }
+        let err = parse("ok,,\nb,sha256=x,big\n").unwrap_err();
+        assert_eq!(err.to_string(), "line 2: size \"big\" is not a number");
     }
 
     #[test]

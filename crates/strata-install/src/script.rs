@@ -10,10 +10,28 @@ pub struct EntryPoint {
     pub attr: String,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+/// What is wrong with a line of `[console_scripts]` or `[gui_scripts]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryPointError {
+    #[error("{line:?} is not `name = module:attr`")]
+    NoEquals { line: String },
+    /// The name becomes a file in `bin/`: no path separators, no `..`, no whitespace.
+    #[error("script name {name:?} is not a plain file name")]
+    BadName { name: String },
+    #[error("{value:?} is not `module:attr`")]
+    NoColon { value: String },
+    /// Module and attribute go into the launcher's source: dotted identifiers only.
+    #[error("{value:?} is not `module:attr` of dotted identifiers")]
+    NotIdentifiers { value: String },
+}
+
+/// A line of `entry_points.txt` that could not be understood: its 1-based line and why.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {error}")]
 pub struct EntryPointSyntax {
     pub line: usize,
-    pub reason: String,
+    #[source]
+    pub error: EntryPointError,
 }
 
 /// The console and GUI scripts of an `entry_points.txt` (on Linux both get the same launcher).
@@ -32,34 +50,37 @@ pub fn parse_entry_points(text: &str) -> Result<Vec<EntryPoint>, EntryPointSynta
         if !in_scripts {
             continue;
         }
-        let entry = parse_line(line).map_err(|reason| EntryPointSyntax {
-            line: i + 1,
-            reason,
-        })?;
+        let entry = parse_line(line).map_err(|error| EntryPointSyntax { line: i + 1, error })?;
         out.push(entry);
     }
     Ok(out)
 }
 
-fn parse_line(line: &str) -> Result<EntryPoint, String> {
+fn parse_line(line: &str) -> Result<EntryPoint, EntryPointError> {
     let (name, value) = line
         .split_once('=')
-        .ok_or_else(|| format!("{line:?} is not `name = module:attr`"))?;
+        .ok_or_else(|| EntryPointError::NoEquals {
+            line: line.to_string(),
+        })?;
     let name = name.trim();
     if !valid_script_name(name) {
-        return Err(format!("script name {name:?} is not a plain file name"));
+        return Err(EntryPointError::BadName {
+            name: name.to_string(),
+        });
     }
     // Extras (`[extra]`) only matter to the resolver.
     let value = value.split('[').next().unwrap_or_default().trim();
     let (module, attr) = value
         .split_once(':')
-        .ok_or_else(|| format!("{value:?} is not `module:attr`"))?;
+        .ok_or_else(|| EntryPointError::NoColon {
+            value: value.to_string(),
+        })?;
     let (module, attr) = (module.trim(), attr.trim());
     // Both go into Python source: only dotted identifiers, never code.
     if !dotted_identifier(module) || !dotted_identifier(attr) {
-        return Err(format!(
-            "{value:?} is not `module:attr` of dotted identifiers"
-        ));
+        return Err(EntryPointError::NotIdentifiers {
+            value: value.to_string(),
+        });
     }
     Ok(EntryPoint {
         name: name.to_string(),
@@ -163,6 +184,39 @@ mod tests {
         ] {
             let text = format!("[console_scripts]\n{line}\n");
             assert_eq!(parse_entry_points(&text).unwrap_err().line, 2, "{line}");
+        }
+    }
+
+    #[test]
+    fn says_what_is_wrong_with_an_entry_point() {
+        let text = |s: &str| s.to_string();
+        let cases = [
+            (
+                "x a:b",
+                EntryPointError::NoEquals {
+                    line: text("x a:b"),
+                },
+            ),
+            (
+                "../x = a:b",
+                EntryPointError::BadName { name: text("../x") },
+            ),
+            ("= a:b", EntryPointError::BadName { name: text("") }),
+            ("x = a", EntryPointError::NoColon { value: text("a") }),
+            (
+                "x = os:system('rm')",
+                EntryPointError::NotIdentifiers {
+                    value: text("os:system('rm')"),
+                },
+            ),
+        ];
+        for (line, want) in cases {
+            let input = format!("[gui_scripts]\n{line}\n");
+            assert_eq!(
+                parse_entry_points(&input).unwrap_err().error,
+                want,
+                "{line}"
+            );
         }
     }
 

@@ -272,20 +272,20 @@ fn read_metadata(wheel: &mut Wheel, file_version: &str) -> Result<(), InstallErr
     check_name_and_version(wheel, &metadata, file_version)?;
     let record_entry = format!("{}/RECORD", wheel.dist_info);
     let record_text = required_text(wheel, "RECORD")?;
-    wheel.record = record::parse(&record_text).map_err(|e| InstallError::Syntax {
+    wheel.record = record::parse(&record_text).map_err(|e| InstallError::Record {
         wheel: wheel.id.0.clone(),
         file: record_entry,
         line: e.line,
-        reason: e.reason,
+        source: e.error,
     })?;
     let entry_points_file = format!("{}/entry_points.txt", wheel.dist_info);
     if let Some(text) = read_text(wheel, &entry_points_file)? {
         wheel.entry_points =
-            script::parse_entry_points(&text).map_err(|e| InstallError::Syntax {
+            script::parse_entry_points(&text).map_err(|e| InstallError::EntryPoints {
                 wheel: wheel.id.0.clone(),
                 file: entry_points_file,
                 line: e.line,
-                reason: e.reason,
+                source: e.error,
             })?;
     }
     Ok(())

@@ -6,7 +6,8 @@ use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
-use strata_install::record::b64;
+use strata_install::record::{b64, RecordError};
+use strata_install::script::EntryPointError;
 use strata_install::{
     env_layer, wheel_layer, wheels_layer, InstallError, InstallScheme, MergedLayer, WheelLayer,
 };
@@ -480,6 +481,34 @@ fn rejects_escaping_symlinks() {
     assert_rejected(
         base().symlink("bad/x", "a/../../../../../../etc"),
         "\"bad/x\"",
+    );
+}
+
+#[test]
+fn bad_record_and_entry_point_lines_are_named_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = || WheelBuilder::new("bad", "1.0").file("bad/__init__.py", "");
+    let mut bad_row = base();
+    bad_row.record_edit = Some(|r| format!("{r}x,,big\n"));
+    let err = wheel_layer(&bad_row.build(dir.path()), &scheme(), &mut Vec::new()).unwrap_err();
+    assert!(
+        matches!(&err, InstallError::Record { file, line: 5, source: RecordError::Size { field }, .. }
+            if file == "bad-1.0.dist-info/RECORD" && field == "big"),
+        "{err:?}"
+    );
+    let bad_script = base().file(
+        "bad-1.0.dist-info/entry_points.txt",
+        "[console_scripts]\nx = a\n",
+    );
+    let err = wheel_layer(&bad_script.build(dir.path()), &scheme(), &mut Vec::new()).unwrap_err();
+    assert!(
+        matches!(&err, InstallError::EntryPoints { file, line: 2, source: EntryPointError::NoColon { .. }, .. }
+            if file == "bad-1.0.dist-info/entry_points.txt"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "wheel bad-1.0-py3-none-any.whl: bad-1.0.dist-info/entry_points.txt line 2: \"a\" is not `module:attr`"
     );
 }
 

@@ -14,7 +14,7 @@ pub struct Digest {
     hex: String,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("invalid digest {input:?}: expected sha256:<64 lowercase hex digits>")]
 pub struct DigestParseError {
     pub input: String,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 #[serde(try_from = "String", into = "String")]
 pub struct PackageName(String);
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("invalid package name {0:?}: names are letters, digits, '-', '_' and '.', starting and ending with a letter or digit")]
 pub struct InvalidName(pub String);
 

@@ -51,6 +51,23 @@ pub enum ResolveError {
     },
     #[error("uv wrote a pylock.toml strata cannot read: {reason}")]
     Pylock { reason: String },
+    #[error("uv wrote a pylock.toml strata cannot read: {name}: {source}")]
+    PylockWheel {
+        name: PackageName,
+        #[source]
+        source: WheelLocationError,
+    },
+}
+
+/// A pylock.toml wheel entry that does not say where the wheel is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WheelLocationError {
+    #[error("a wheel has neither url nor path")]
+    Missing,
+    /// A `path` that cannot become a `file://` URL: strata runs uv in a temporary directory,
+    /// so a relative path means nothing.
+    #[error("wheel path {path:?} is not absolute")]
+    RelativePath { path: String },
 }
 
 fn describe(name: &PackageName, version: Option<&str>) -> String {
@@ -364,7 +381,10 @@ fn choose_wheel(package: &PylockPackage, target: &Target) -> Result<LockedWheel,
         .ok_or_else(|| pylock_err(format!("package {name} has no version")))?;
     let mut best: Option<(u32, &PylockWheel, String, String)> = None;
     for wheel in &package.wheels {
-        let url = wheel_url(wheel).map_err(|reason| pylock_err(format!("{name}: {reason}")))?;
+        let url = wheel_url(wheel).map_err(|source| ResolveError::PylockWheel {
+            name: name.clone(),
+            source,
+        })?;
         let filename = wheel_filename(wheel, &url)
             .ok_or_else(|| pylock_err(format!("{name}: no file name in wheel URL {url}")))?;
         let Ok(parsed) = WheelFilename::parse(&filename) else {
@@ -403,16 +423,16 @@ fn choose_wheel(package: &PylockPackage, target: &Target) -> Result<LockedWheel,
 }
 
 /// The wheel's absolute URL: `url` as given, or a `file://` URL for an absolute `path`.
-fn wheel_url(wheel: &PylockWheel) -> Result<String, String> {
+fn wheel_url(wheel: &PylockWheel) -> Result<String, WheelLocationError> {
     if let Some(url) = &wheel.url {
         return Ok(url.clone());
     }
     let Some(path) = &wheel.path else {
-        return Err("a wheel has neither url nor path".into());
+        return Err(WheelLocationError::Missing);
     };
     url::Url::from_file_path(path)
         .map(String::from)
-        .map_err(|()| format!("wheel path {path:?} is not absolute"))
+        .map_err(|()| WheelLocationError::RelativePath { path: path.clone() })
 }
 
 /// `name` if given, else the last segment of the URL, percent-decoded.
@@ -528,6 +548,29 @@ wheels = [
         assert_eq!(
             w.url,
             "file:///w%20x/gamma-1.0-cp311-cp311-manylinux_2_17_x86_64.whl"
+        );
+    }
+
+    #[test]
+    fn a_wheel_without_a_location_is_named() {
+        let lock = |wheel: &str| {
+            let pylock =
+                format!("[[packages]]\nname = \"Gamma\"\nversion = \"1.0\"\nwheels = [{wheel}]\n");
+            lock_from_pylock(&pylock, &target()).unwrap_err()
+        };
+        let err = lock("{ name = \"gamma-1.0-py3-none-any.whl\" }");
+        assert!(
+            matches!(&err, ResolveError::PylockWheel { name, source: WheelLocationError::Missing } if name.as_str() == "gamma"),
+            "{err:?}"
+        );
+        let err = lock("{ path = \"w/gamma-1.0-py3-none-any.whl\" }");
+        assert!(
+            matches!(&err, ResolveError::PylockWheel { source: WheelLocationError::RelativePath { path }, .. } if path == "w/gamma-1.0-py3-none-any.whl"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "uv wrote a pylock.toml strata cannot read: gamma: wheel path \"w/gamma-1.0-py3-none-any.whl\" is not absolute"
         );
     }
 

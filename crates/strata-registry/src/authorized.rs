@@ -133,7 +133,11 @@ impl Registry {
         if body.len() > MAX_TOKEN_ANSWER {
             return Err(self.protocol_error(&token_action, "token answer larger than 1 MiB"));
         }
-        parse_token(&body).map_err(|detail| self.protocol_error(&token_action, detail))
+        parse_token(&body).map_err(|source| RegistryError::Token {
+            registry: self.host().to_string(),
+            action: token_action,
+            source,
+        })
     }
 
     /// Hands the credentials to oci-client before a blob call. It keeps them per registry and

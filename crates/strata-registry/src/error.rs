@@ -5,10 +5,11 @@ use std::error::Error as StdError;
 use std::io;
 use std::path::PathBuf;
 
-use strata_oci::Digest;
+use strata_oci::{Digest, DigestParseError};
 
 pub use crate::auth::AuthError;
 pub use crate::reference::ReferenceError;
+pub use crate::token::TokenError;
 
 /// Credentials a registry refused, and what it said.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +115,24 @@ pub enum RegistryError {
         registry: String,
         action: String,
         detail: String,
+    },
+
+    /// A manifest answer whose Docker-Content-Digest header is not a digest.
+    #[error("registry {registry} sent an unexpected answer while {action}: bad Docker-Content-Digest header: {source}")]
+    BadDigestHeader {
+        registry: String,
+        action: String,
+        #[source]
+        source: DigestParseError,
+    },
+
+    /// The token server's answer holds no token.
+    #[error("registry {registry} sent an unexpected answer while {action}: {source}")]
+    Token {
+        registry: String,
+        action: String,
+        #[source]
+        source: TokenError,
     },
 
     #[error("{repo} is not in registry {registry}: use a client for {repo_registry}")]

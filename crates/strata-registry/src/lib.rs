@@ -20,7 +20,7 @@ mod token;
 
 pub use auth::{AuthError, AuthSources, Credentials, Password};
 pub use client::{is_loopback, scheme_for, Registry, RetryPolicy, Scheme};
-pub use error::{Refusal, RegistryError};
+pub use error::{Refusal, RegistryError, TokenError};
 pub use manifests::PulledManifest;
 pub use push::{push_image, ImageUpload, PushOptions, PushReport};
-pub use reference::{ImageRef, ManifestRef, ReferenceError, RegistryRepo, Tag};
+pub use reference::{ImageRef, ManifestRef, NameError, ReferenceError, RegistryRepo, Tag};

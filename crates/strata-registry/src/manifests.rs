@@ -9,7 +9,7 @@ use crate::error::RegistryError;
 use crate::reference::{ManifestRef, RegistryRepo};
 use crate::token::Access;
 use strata_oci::descriptor::{MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
-use strata_oci::Digest;
+use strata_oci::{Digest, DigestParseError};
 
 const MEDIA_TYPE_DOCKER_MANIFEST_LIST: &str =
     "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -55,9 +55,11 @@ impl Registry {
         match head {
             None => Ok(None),
             Some(Some(Ok(digest))) => Ok(Some(digest)),
-            Some(Some(Err(bad))) => {
-                Err(self.protocol_error(&action, format!("bad {DIGEST_HEADER} header {bad:?}")))
-            }
+            Some(Some(Err(source))) => Err(RegistryError::BadDigestHeader {
+                registry: self.host().to_string(),
+                action,
+                source,
+            }),
             // No digest header: a digest reference names itself, a tag needs the bytes.
             Some(None) => match reference {
                 ManifestRef::Digest(d) => Ok(Some(d.clone())),
@@ -293,11 +295,10 @@ fn accept_manifests() -> String {
     .join(", ")
 }
 
-/// `None`: no header; `Some(Err(text))`: a header that is not a sha256 digest.
-fn header_digest(headers: &HeaderMap) -> Option<Result<Digest, String>> {
+/// `None`: no header; `Some(Err(_))`: a header that is not a sha256 digest.
+fn header_digest(headers: &HeaderMap) -> Option<Result<Digest, DigestParseError>> {
     let value = headers.get(DIGEST_HEADER)?;
-    let text = String::from_utf8_lossy(value.as_bytes()).trim().to_string();
-    Some(text.parse().map_err(|_| text))
+    Some(String::from_utf8_lossy(value.as_bytes()).trim().parse())
 }
 
 /// The Content-Type without parameters, else the manifest's own `mediaType` field.
@@ -331,6 +332,25 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn digest_header_is_parsed_or_rejected_with_its_value() {
+        let mut h = HeaderMap::new();
+        assert_eq!(header_digest(&h), None);
+        let d = Digest::of(b"m");
+        h.insert(
+            DIGEST_HEADER,
+            HeaderValue::from_str(&format!(" {d} ")).unwrap(),
+        );
+        assert_eq!(header_digest(&h), Some(Ok(d)));
+        h.insert(DIGEST_HEADER, HeaderValue::from_static("md5:00"));
+        assert_eq!(
+            header_digest(&h),
+            Some(Err(DigestParseError {
+                input: "md5:00".into()
+            }))
+        );
+    }
 
     #[test]
     fn next_link_is_found_among_others() {

@@ -6,19 +6,60 @@
 use std::fmt;
 use std::str::FromStr;
 
-use strata_oci::Digest;
+use strata_oci::{Digest, DigestParseError};
+
+/// What a valid tag looks like, for the errors that reject one.
+const TAG_RULE: &str = "a tag is 1 to 128 of [A-Za-z0-9_.-] and does not start with '.' or '-'";
 
 /// The grammar errors of names; every message quotes the input it rejects.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReferenceError {
     #[error("invalid repository {input:?}: {reason} (expected REGISTRY/REPO, e.g. 127.0.0.1:5000/team/env)")]
-    Repo { input: String, reason: String },
+    Repo {
+        input: String,
+        #[source]
+        reason: NameError,
+    },
     #[error(
         "invalid image reference {input:?}: {reason} (expected REGISTRY/REPO[:TAG|@sha256:DIGEST])"
     )]
-    Image { input: String, reason: String },
-    #[error("invalid tag {input:?}: a tag is 1 to 128 of [A-Za-z0-9_.-] and does not start with '.' or '-'")]
+    Image {
+        input: String,
+        #[source]
+        reason: NameError,
+    },
+    #[error("invalid tag {input:?}: {TAG_RULE}")]
     Tag { input: String },
+}
+
+/// Which part of a `REGISTRY/REPO[:TAG|@DIGEST]` name is wrong, and how.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// A tag or digest where only a repository is wanted.
+    #[error("a repository takes no tag or digest here")]
+    TagOrDigestGiven,
+    #[error("no '/' between the registry and the repository")]
+    NoSlash,
+    #[error("bad port {port:?} in registry {registry:?}")]
+    BadPort { registry: String, port: String },
+    #[error("bad IPv6 address in registry {registry:?}")]
+    BadIpv6 { registry: String },
+    #[error("unclosed '[' in registry {registry:?}")]
+    UnclosedBracket { registry: String },
+    #[error("unexpected {rest:?} after ']' in registry {registry:?}")]
+    AfterBracket { registry: String, rest: String },
+    #[error("bad registry host {host:?}")]
+    BadHost { host: String },
+    #[error("empty repository name")]
+    EmptyRepository,
+    #[error("repository name longer than 255 characters")]
+    LongRepository,
+    #[error("bad path component {component:?}: use lowercase letters, digits and single '.', '_', '__' or '-' separators")]
+    BadComponent { component: String },
+    #[error("invalid tag {tag:?}: {TAG_RULE}")]
+    BadTag { tag: String },
+    #[error(transparent)]
+    BadDigest(#[from] DigestParseError),
 }
 
 /// A repository in a given registry: `registry` is `host[:port]`, `repository` is `team/env`.
@@ -56,23 +97,27 @@ impl FromStr for RegistryRepo {
     type Err = ReferenceError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let fail = |reason: &str| ReferenceError::Repo {
+        parse_repo(input).map_err(|reason| ReferenceError::Repo {
             input: input.to_string(),
-            reason: reason.to_string(),
-        };
-        if input.contains('@') || last_component(input).contains(':') {
-            return Err(fail("a repository takes no tag or digest here"));
-        }
-        let Some((registry, repository)) = input.split_once('/') else {
-            return Err(fail("no '/' between the registry and the repository"));
-        };
-        check_registry(registry).map_err(|r| fail(&r))?;
-        check_repository(repository).map_err(|r| fail(&r))?;
-        Ok(RegistryRepo {
-            registry: registry.to_string(),
-            repository: repository.to_string(),
+            reason,
         })
     }
+}
+
+/// `REGISTRY/REPO`, no tag or digest.
+fn parse_repo(input: &str) -> Result<RegistryRepo, NameError> {
+    if input.contains('@') || last_component(input).contains(':') {
+        return Err(NameError::TagOrDigestGiven);
+    }
+    let Some((registry, repository)) = input.split_once('/') else {
+        return Err(NameError::NoSlash);
+    };
+    check_registry(registry)?;
+    check_repository(repository)?;
+    Ok(RegistryRepo {
+        registry: registry.to_string(),
+        repository: repository.to_string(),
+    })
 }
 
 impl fmt::Display for RegistryRepo {
@@ -105,6 +150,15 @@ impl FromStr for Tag {
     }
 }
 
+impl Tag {
+    /// A tag inside a longer name: its error is that name's.
+    fn parse_part(tag: &str) -> Result<Tag, NameError> {
+        tag.parse().map_err(|_| NameError::BadTag {
+            tag: tag.to_string(),
+        })
+    }
+}
+
 impl fmt::Display for Tag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -133,7 +187,7 @@ impl FromStr for ManifestRef {
         if input.contains(':') {
             let digest = input.parse().map_err(|e| ReferenceError::Image {
                 input: input.to_string(),
-                reason: format!("{e}"),
+                reason: NameError::BadDigest(e),
             })?;
             return Ok(ManifestRef::Digest(digest));
         }
@@ -166,16 +220,15 @@ impl FromStr for ImageRef {
     type Err = ReferenceError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let fail = |reason: String| ReferenceError::Image {
+        let parse = || -> Result<ImageRef, NameError> {
+            let (name, reference) = split_reference(input)?;
+            let repo = parse_repo(name)?;
+            Ok(ImageRef { repo, reference })
+        };
+        parse().map_err(|reason| ReferenceError::Image {
             input: input.to_string(),
             reason,
-        };
-        let (name, reference) = split_reference(input).map_err(fail)?;
-        let repo = name.parse().map_err(|e: ReferenceError| match e {
-            ReferenceError::Repo { reason, .. } => fail(reason),
-            other => fail(other.to_string()),
-        })?;
-        Ok(ImageRef { repo, reference })
+        })
     }
 }
 
@@ -191,9 +244,9 @@ impl fmt::Display for ImageRef {
 
 /// Splits `NAME[:TAG|@DIGEST]`; the tag colon is the one after the last '/', so a port is never
 /// mistaken for a tag.
-fn split_reference(input: &str) -> Result<(&str, Option<ManifestRef>), String> {
+fn split_reference(input: &str) -> Result<(&str, Option<ManifestRef>), NameError> {
     if let Some((name, digest)) = input.split_once('@') {
-        let digest: Digest = digest.parse().map_err(|e| format!("{e}"))?;
+        let digest: Digest = digest.parse()?;
         return Ok((name, Some(ManifestRef::Digest(digest))));
     }
     let last = last_component(input);
@@ -201,7 +254,7 @@ fn split_reference(input: &str) -> Result<(&str, Option<ManifestRef>), String> {
         return Ok((input, None));
     };
     let name = &input[..input.len() - tag.len() - 1];
-    let tag: Tag = tag.parse().map_err(|e: ReferenceError| e.to_string())?;
+    let tag = Tag::parse_part(tag)?;
     Ok((name, Some(ManifestRef::Tag(tag))))
 }
 
@@ -212,11 +265,14 @@ fn last_component(input: &str) -> &str {
 }
 
 /// `host[:port]` where host is a DNS name, an IPv4 address or a bracketed IPv6 address.
-fn check_registry(registry: &str) -> Result<(), String> {
+fn check_registry(registry: &str) -> Result<(), NameError> {
     let (host, port) = split_host_port(registry)?;
     if let Some(port) = port {
         if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("bad port {port:?} in registry {registry:?}"));
+            return Err(NameError::BadPort {
+                registry: registry.to_string(),
+                port: port.to_string(),
+            });
         }
     }
     if host.starts_with('[') {
@@ -224,7 +280,9 @@ fn check_registry(registry: &str) -> Result<(), String> {
         return inner
             .parse::<std::net::Ipv6Addr>()
             .map(|_| ())
-            .map_err(|_| format!("bad IPv6 address in registry {registry:?}"));
+            .map_err(|_| NameError::BadIpv6 {
+                registry: registry.to_string(),
+            });
     }
     let label_ok = |l: &str| {
         !l.is_empty()
@@ -233,25 +291,30 @@ fn check_registry(registry: &str) -> Result<(), String> {
             && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     };
     if host.is_empty() || !host.split('.').all(label_ok) {
-        return Err(format!("bad registry host {host:?}"));
+        return Err(NameError::BadHost {
+            host: host.to_string(),
+        });
     }
     Ok(())
 }
 
 /// Splits `host:port` / `[v6]:port`; the returned host keeps its brackets.
-pub(crate) fn split_host_port(registry: &str) -> Result<(&str, Option<&str>), String> {
+pub(crate) fn split_host_port(registry: &str) -> Result<(&str, Option<&str>), NameError> {
     if registry.starts_with('[') {
         let Some(end) = registry.find(']') else {
-            return Err(format!("unclosed '[' in registry {registry:?}"));
+            return Err(NameError::UnclosedBracket {
+                registry: registry.to_string(),
+            });
         };
         let host = &registry[..=end];
         return match &registry[end + 1..] {
             "" => Ok((host, None)),
             rest => match rest.strip_prefix(':') {
                 Some(port) => Ok((host, Some(port))),
-                None => Err(format!(
-                    "unexpected {rest:?} after ']' in registry {registry:?}"
-                )),
+                None => Err(NameError::AfterBracket {
+                    registry: registry.to_string(),
+                    rest: rest.to_string(),
+                }),
             },
         };
     }
@@ -263,21 +326,19 @@ pub(crate) fn split_host_port(registry: &str) -> Result<(&str, Option<&str>), St
 
 /// Path components of lowercase alphanumerics joined by single separators (`.`, `_`, `__`,
 /// dashes), as the distribution spec allows.
-fn check_repository(repository: &str) -> Result<(), String> {
+fn check_repository(repository: &str) -> Result<(), NameError> {
     if repository.is_empty() {
-        return Err("empty repository name".to_string());
+        return Err(NameError::EmptyRepository);
     }
     if repository.len() > 255 {
-        return Err("repository name longer than 255 characters".to_string());
+        return Err(NameError::LongRepository);
     }
-    for component in repository.split('/') {
-        if !component_ok(component) {
-            return Err(format!(
-                "bad path component {component:?}: use lowercase letters, digits and single '.', '_', '__' or '-' separators"
-            ));
-        }
+    match repository.split('/').find(|c| !component_ok(c)) {
+        Some(component) => Err(NameError::BadComponent {
+            component: component.to_string(),
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn component_ok(component: &str) -> bool {
@@ -372,5 +433,96 @@ mod tests {
         ));
         assert!("md5:00".parse::<ManifestRef>().is_err());
         assert!("x".repeat(129).parse::<Tag>().is_err());
+    }
+
+    #[test]
+    fn repo_errors_say_which_part_is_wrong() {
+        let s = |s: &str| s.to_string();
+        let cases = [
+            ("h/a:tag", NameError::TagOrDigestGiven),
+            ("noslash", NameError::NoSlash),
+            (
+                "h:50000x/a",
+                NameError::BadPort {
+                    registry: s("h:50000x"),
+                    port: s("50000x"),
+                },
+            ),
+            (
+                "[::g]/a",
+                NameError::BadIpv6 {
+                    registry: s("[::g]"),
+                },
+            ),
+            (
+                "[::1/a",
+                NameError::UnclosedBracket {
+                    registry: s("[::1"),
+                },
+            ),
+            (
+                "[::1]x/a",
+                NameError::AfterBracket {
+                    registry: s("[::1]x"),
+                    rest: s("x"),
+                },
+            ),
+            ("ho st/a", NameError::BadHost { host: s("ho st") }),
+            ("h/", NameError::EmptyRepository),
+            (&format!("h/{}", "a".repeat(256)), NameError::LongRepository),
+            (
+                "h/ok/Upper",
+                NameError::BadComponent {
+                    component: s("Upper"),
+                },
+            ),
+        ];
+        for (input, reason) in cases {
+            let want = ReferenceError::Repo {
+                input: input.to_string(),
+                reason,
+            };
+            assert_eq!(input.parse::<RegistryRepo>(), Err(want), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn image_ref_errors_say_which_part_is_wrong() {
+        let image = |input: &str, reason| ReferenceError::Image {
+            input: input.to_string(),
+            reason,
+        };
+        let bad_tag = NameError::BadTag { tag: "-x".into() };
+        assert_eq!(
+            "h:5000/env:-x".parse::<ImageRef>(),
+            Err(image("h:5000/env:-x", bad_tag))
+        );
+        let bad_digest = NameError::BadDigest(DigestParseError {
+            input: "sha256:abc".into(),
+        });
+        assert_eq!(
+            "h/env@sha256:abc".parse::<ImageRef>(),
+            Err(image("h/env@sha256:abc", bad_digest.clone()))
+        );
+        assert_eq!(
+            "sha256:abc".parse::<ManifestRef>(),
+            Err(image("sha256:abc", bad_digest))
+        );
+        assert_eq!(
+            "h_x/env:v1".parse::<ImageRef>(),
+            Err(image(
+                "h_x/env:v1",
+                NameError::BadHost { host: "h_x".into() }
+            ))
+        );
+        assert_eq!(
+            "-x".parse::<Tag>(),
+            Err(ReferenceError::Tag { input: "-x".into() })
+        );
+        let err = "h:5000/env:-x".parse::<ImageRef>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid image reference \"h:5000/env:-x\": invalid tag \"-x\": a tag is 1 to 128 of [A-Za-z0-9_.-] and does not start with '.' or '-' (expected REGISTRY/REPO[:TAG|@sha256:DIGEST])"
+        );
     }
 }

@@ -127,8 +127,17 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// Why a token server's answer holds no token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token answer is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("the token answer has neither \"token\" nor \"access_token\"")]
+    NoToken,
+}
+
 /// Parses `{"token": ..., "expires_in": ...}`; OAuth-style servers say `access_token`.
-pub(crate) fn parse_token(body: &[u8]) -> Result<Token, String> {
+pub(crate) fn parse_token(body: &[u8]) -> Result<Token, TokenError> {
     #[derive(serde::Deserialize)]
     struct Answer {
         #[serde(default)]
@@ -138,13 +147,12 @@ pub(crate) fn parse_token(body: &[u8]) -> Result<Token, String> {
         #[serde(default)]
         expires_in: Option<u64>,
     }
-    let answer: Answer =
-        serde_json::from_slice(body).map_err(|e| format!("the token answer is not JSON: {e}"))?;
+    let answer: Answer = serde_json::from_slice(body).map_err(TokenError::NotJson)?;
     let value = answer
         .token
         .filter(|t| !t.is_empty())
         .or(answer.access_token.filter(|t| !t.is_empty()))
-        .ok_or("the token answer has neither \"token\" nor \"access_token\"")?;
+        .ok_or(TokenError::NoToken)?;
     let lifetime = answer
         .expires_in
         .filter(|s| *s > 0)
@@ -165,10 +173,15 @@ mod tests {
         let t = parse_token(br#"{"access_token":"xyz"}"#).unwrap();
         assert_eq!(t.value, "xyz");
         assert_eq!(t.lifetime, DEFAULT_TOKEN_LIFETIME);
-        assert!(parse_token(br#"{"expires_in":3}"#)
-            .unwrap_err()
-            .contains("access_token"));
-        assert!(parse_token(b"<html>").unwrap_err().contains("not JSON"));
+        assert!(matches!(
+            parse_token(br#"{"expires_in":3,"token":""}"#),
+            Err(TokenError::NoToken)
+        ));
+        let err = parse_token(b"<html>").unwrap_err();
+        assert!(matches!(err, TokenError::NotJson(_)), "{err:?}");
+        assert!(err
+            .to_string()
+            .starts_with("the token answer is not JSON: "));
     }
 
     #[test]

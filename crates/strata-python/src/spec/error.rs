@@ -4,6 +4,11 @@
 use std::io;
 use std::path::PathBuf;
 
+use super::lines::ShellSplitError;
+use super::pep508::RequirementError;
+use super::requirements::HashError;
+use super::sources::SourceError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     /// The top-level requirements file could not be read.
@@ -14,13 +19,16 @@ pub enum SpecError {
         source: io::Error,
     },
 
-    /// A requirement line that is not valid PEP 508.
-    #[error("{}:{line}: invalid requirement {text:?}: {reason}", file.display())]
+    /// A requirement line that is not valid PEP 508. The cause is boxed: it is the largest
+    /// part of any variant, and every `Result` carrying a `SpecError` (or a build error
+    /// holding one) would pay for it.
+    #[error("{}:{line}: invalid requirement {text:?}: {source}", file.display())]
     Malformed {
         file: PathBuf,
         line: usize,
         text: String,
-        reason: String,
+        #[source]
+        source: Box<RequirementError>,
     },
 
     /// An option strata knows but refuses (editable installs, `--pre`, ...) or does not know.
@@ -29,7 +37,8 @@ pub enum SpecError {
         file: PathBuf,
         line: usize,
         option: String,
-        reason: String,
+        #[source]
+        reason: Unsupported,
     },
 
     /// A local path or a bare URL where a named requirement was expected.
@@ -45,12 +54,13 @@ pub enum SpecError {
     },
 
     /// A supported option with a missing or invalid value.
-    #[error("{}:{line}: invalid option {option:?}: {reason}", file.display())]
+    #[error("{}:{line}: invalid option {option:?}: {source}", file.display())]
     InvalidOption {
         file: PathBuf,
         line: usize,
         option: String,
-        reason: String,
+        #[source]
+        source: OptionError,
     },
 
     /// An `-r`/`-c` include that cannot be read.
@@ -84,10 +94,49 @@ pub enum SpecError {
     },
 }
 
+/// Why strata refuses an option it recognises (or does not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unsupported {
+    #[error(
+        "editable installs cannot go into an image layer; build a wheel and name it (`name @ URL`)"
+    )]
+    Editable,
+    #[error("it changes resolution globally; pin the pre-release explicitly (e.g. foo==2.0rc1)")]
+    Pre,
+    /// `--hash` on a line of its own.
+    #[error("--hash must follow a requirement on the same line")]
+    HashWithoutRequirement,
+    /// `-r`, `-i`, ... after a requirement on the same line.
+    #[error("file options must be on their own line, not after a requirement")]
+    FileOptionAfterRequirement,
+    #[error("remote requirement files are not supported; download the file first")]
+    RemoteInclude,
+    #[error("unknown option; strata supports -r, -c, -i/--index-url, --extra-index-url, -f/--find-links, --no-index and --hash")]
+    Unknown,
+}
+
+/// Why the value of a supported option is missing or invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionError {
+    #[error("expected a value after it")]
+    MissingValue,
+    #[error("expected a value like sha256:<hex>")]
+    MissingHash,
+    #[error("takes no value")]
+    TakesNoValue,
+    #[error(transparent)]
+    Quote(#[from] ShellSplitError),
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}
+
 /// A single requirement string that is not valid PEP 508 (no file context).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid requirement {text:?}: {reason}")]
+#[error("invalid requirement {text:?}: {source}")]
 pub struct InvalidRequirement {
     pub text: String,
-    pub reason: String,
+    #[source]
+    pub source: RequirementError,
 }

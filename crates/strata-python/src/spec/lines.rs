@@ -82,9 +82,17 @@ pub fn split_requirement_options(content: &str) -> (&str, &str) {
     (content.trim(), "")
 }
 
+/// Option text that cannot be split into words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShellSplitError {
+    /// A `'` or `"` with no closing match; `text` is the whole option text.
+    #[error("unterminated quote {quote} in {text:?}")]
+    UnterminatedQuote { quote: char, text: String },
+}
+
 /// Splits option text into words like a POSIX shell: whitespace separates, `'...'` and `"..."`
 /// quote (pip uses `shlex.split` here), `\` escapes outside single quotes.
-pub fn shell_split(text: &str) -> Result<Vec<String>, String> {
+pub fn shell_split(text: &str) -> Result<Vec<String>, ShellSplitError> {
     let mut words = Vec::new();
     let mut word: Option<String> = None;
     let mut chars = text.chars();
@@ -98,7 +106,12 @@ pub fn shell_split(text: &str) -> Result<Vec<String>, String> {
                         Some(q) if q == c => break,
                         Some('\\') if c == '"' => current.extend(chars.next()),
                         Some(other) => current.push(other),
-                        None => return Err(format!("unterminated quote {c} in {text:?}")),
+                        None => {
+                            return Err(ShellSplitError::UnterminatedQuote {
+                                quote: c,
+                                text: text.to_string(),
+                            })
+                        }
                     }
                 }
             }
@@ -160,6 +173,19 @@ mod tests {
             shell_split("-r 'my reqs.txt' --x=\"a b\" c\\ d").unwrap(),
             vec!["-r", "my reqs.txt", "--x=a b", "c d"]
         );
-        assert!(shell_split("-r 'open").is_err());
+        assert_eq!(
+            shell_split("-r 'open"),
+            Err(ShellSplitError::UnterminatedQuote {
+                quote: '\'',
+                text: "-r 'open".to_string()
+            })
+        );
+        assert_eq!(
+            shell_split("--x=\"a\\\""),
+            Err(ShellSplitError::UnterminatedQuote {
+                quote: '"',
+                text: "--x=\"a\\\"".to_string()
+            })
+        );
     }
 }

@@ -6,6 +6,8 @@
 //! flattened, sorted and deduplicated (both are commutative, associative and idempotent),
 //! parentheses only where an `or` sits inside an `and`.
 
+use std::fmt;
+
 use super::pep508::normalise_extra;
 
 /// PEP 508 variables, plus newer ones that tools already write.
@@ -41,19 +43,73 @@ const ALIASES: [(&str, &str); 6] = [
 
 const OPERATORS: [&str; 8] = ["===", "==", "!=", "<=", ">=", "~=", "<", ">"];
 
+/// Why a marker expression is invalid. `found` is the token where something else was
+/// expected, `None` at the end of the marker.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MarkerError {
+    /// A quote with no closing quote; `text` is the marker from the opening quote on.
+    #[error("unterminated string {text:?} in marker")]
+    UnterminatedString { text: String },
+    /// A character that starts no token (`=`, `&`, ...).
+    #[error("unexpected {found:?} in marker")]
+    UnexpectedChar { found: char },
+    /// A token after a complete expression.
+    #[error("unexpected {found} in marker")]
+    UnexpectedToken { found: MarkerToken },
+    #[error("expected \")\", found {found}")]
+    ExpectedClose { found: MarkerToken },
+    #[error("unclosed \"(\" in marker")]
+    Unclosed,
+    /// No operand where one must be; `after` is the operator before it, `None` at the start
+    /// of an expression.
+    #[error(
+        "expected a marker variable or a quoted string {}{}",
+        place(after.as_deref()),
+        found_text(found.as_ref())
+    )]
+    ExpectedValue {
+        after: Option<String>,
+        found: Option<MarkerToken>,
+    },
+    #[error("unknown marker variable {name:?}")]
+    UnknownVariable { name: String },
+    #[error("expected \"in\" after \"not\" in marker")]
+    ExpectedIn,
+    /// An operand not followed by a comparison; `lhs` is the operand, as written canonically.
+    #[error("expected a comparison operator after {lhs}{}", found_text(found.as_ref()))]
+    ExpectedOperator {
+        lhs: String,
+        found: Option<MarkerToken>,
+    },
+}
+
+fn place(after: Option<&str>) -> String {
+    match after {
+        Some(op) => format!("after {op:?}"),
+        None => "at the start of a marker expression".to_string(),
+    }
+}
+
+fn found_text(found: Option<&MarkerToken>) -> String {
+    found.map(|t| format!(", found {t}")).unwrap_or_default()
+}
+
 /// Parses a marker expression and returns its canonical text.
-pub fn canonical_marker(text: &str) -> Result<String, String> {
+pub fn canonical_marker(text: &str) -> Result<String, MarkerError> {
     let tokens = tokenize(text)?;
     let mut parser = Parser { tokens, pos: 0 };
     let tree = parser.or_expr()?;
     if let Some(token) = parser.tokens.get(parser.pos) {
-        return Err(format!("unexpected {} in marker", token.describe()));
+        return Err(MarkerError::UnexpectedToken {
+            found: token.clone(),
+        });
     }
     Ok(tree.render())
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Token {
+/// One token of a marker; `Display` describes it for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarkerToken {
     Open,
     Close,
     Str(String),
@@ -61,19 +117,22 @@ enum Token {
     Op(&'static str),
 }
 
-impl Token {
-    fn describe(&self) -> String {
+impl fmt::Display for MarkerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Token::Open => "\"(\"".to_string(),
-            Token::Close => "\")\"".to_string(),
-            Token::Str(s) => format!("string {}", quote(s)),
-            Token::Word(w) => format!("{w:?}"),
-            Token::Op(op) => format!("{op:?}"),
+            MarkerToken::Open => f.write_str("\"(\""),
+            MarkerToken::Close => f.write_str("\")\""),
+            MarkerToken::Str(s) => write!(f, "string {}", quote(s)),
+            MarkerToken::Word(w) => write!(f, "{w:?}"),
+            MarkerToken::Op(op) => write!(f, "{op:?}"),
         }
     }
 }
 
-fn tokenize(text: &str) -> Result<Vec<Token>, String> {
+/// The parser's short name for it.
+use MarkerToken as Token;
+
+fn tokenize(text: &str) -> Result<Vec<Token>, MarkerError> {
     let mut tokens = Vec::new();
     let mut rest = text;
     loop {
@@ -87,7 +146,9 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
             '"' | '\'' => {
                 let end = rest[1..]
                     .find(c)
-                    .ok_or_else(|| format!("unterminated string {rest:?} in marker"))?;
+                    .ok_or_else(|| MarkerError::UnterminatedString {
+                        text: rest.to_string(),
+                    })?;
                 (Token::Str(rest[1..1 + end].to_string()), end + 2)
             }
             c if c.is_ascii_alphanumeric() || c == '_' || c == '.' => {
@@ -101,7 +162,7 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
                     .iter()
                     .copied()
                     .find(|op| rest.starts_with(op))
-                    .ok_or_else(|| format!("unexpected {c:?} in marker"))?;
+                    .ok_or(MarkerError::UnexpectedChar { found: c })?;
                 (Token::Op(op), op.len())
             }
         };
@@ -179,7 +240,7 @@ impl Parser {
         matches!(self.tokens.get(self.pos), Some(Token::Word(w)) if w == word)
     }
 
-    fn or_expr(&mut self) -> Result<Node, String> {
+    fn or_expr(&mut self) -> Result<Node, MarkerError> {
         let mut operands = vec![self.and_expr()?];
         while self.peek_word("or") {
             self.pos += 1;
@@ -188,7 +249,7 @@ impl Parser {
         Ok(Node::combine(false, operands))
     }
 
-    fn and_expr(&mut self) -> Result<Node, String> {
+    fn and_expr(&mut self) -> Result<Node, MarkerError> {
         let mut operands = vec![self.atom()?];
         while self.peek_word("and") {
             self.pos += 1;
@@ -197,53 +258,46 @@ impl Parser {
         Ok(Node::combine(true, operands))
     }
 
-    fn atom(&mut self) -> Result<Node, String> {
+    fn atom(&mut self) -> Result<Node, MarkerError> {
         if self.tokens.get(self.pos) == Some(&Token::Open) {
             self.pos += 1;
             let inner = self.or_expr()?;
             return match self.next() {
                 Some(Token::Close) => Ok(inner),
-                Some(other) => Err(format!("expected \")\", found {}", other.describe())),
-                None => Err("unclosed \"(\" in marker".to_string()),
+                Some(other) => Err(MarkerError::ExpectedClose { found: other }),
+                None => Err(MarkerError::Unclosed),
             };
         }
-        let lhs = self.value("at the start of a marker expression")?;
+        let lhs = self.value(None)?;
         let op = self.operator(&lhs)?;
-        let rhs = self.value(&format!("after {op:?}"))?;
+        let rhs = self.value(Some(&op))?;
         Ok(Node::Leaf(comparison(lhs, op, rhs)))
     }
 
-    fn value(&mut self, context: &str) -> Result<Value, String> {
+    /// An operand; `after` is the operator before it, if any.
+    fn value(&mut self, after: Option<&str>) -> Result<Value, MarkerError> {
         match self.next() {
             Some(Token::Str(s)) => Ok(Value::Str(s)),
             Some(Token::Word(w)) => variable(&w).map(Value::Var),
-            Some(other) => Err(format!(
-                "expected a marker variable or a quoted string {context}, found {}",
-                other.describe()
-            )),
-            None => Err(format!(
-                "expected a marker variable or a quoted string {context}"
-            )),
+            found => Err(MarkerError::ExpectedValue {
+                after: after.map(str::to_string),
+                found,
+            }),
         }
     }
 
-    fn operator(&mut self, lhs: &Value) -> Result<String, String> {
+    fn operator(&mut self, lhs: &Value) -> Result<String, MarkerError> {
         match self.next() {
             Some(Token::Op(op)) => Ok(op.to_string()),
             Some(Token::Word(w)) if w == "in" => Ok("in".to_string()),
             Some(Token::Word(w)) if w == "not" => match self.next() {
                 Some(Token::Word(w)) if w == "in" => Ok("not in".to_string()),
-                _ => Err("expected \"in\" after \"not\" in marker".to_string()),
+                _ => Err(MarkerError::ExpectedIn),
             },
-            Some(other) => Err(format!(
-                "expected a comparison operator after {}, found {}",
-                lhs.render(),
-                other.describe()
-            )),
-            None => Err(format!(
-                "expected a comparison operator after {}",
-                lhs.render()
-            )),
+            found => Err(MarkerError::ExpectedOperator {
+                lhs: lhs.render(),
+                found,
+            }),
         }
     }
 }
@@ -262,7 +316,7 @@ impl Value {
     }
 }
 
-fn variable(word: &str) -> Result<&'static str, String> {
+fn variable(word: &str) -> Result<&'static str, MarkerError> {
     if let Some(known) = VARIABLES.iter().copied().find(|v| *v == word) {
         return Ok(known);
     }
@@ -270,7 +324,9 @@ fn variable(word: &str) -> Result<&'static str, String> {
         .iter()
         .find(|(alias, _)| *alias == word)
         .map(|(_, name)| *name)
-        .ok_or_else(|| format!("unknown marker variable {word:?}"))
+        .ok_or_else(|| MarkerError::UnknownVariable {
+            name: word.to_string(),
+        })
 }
 
 /// Renders one comparison; an `extra` compared to a string gets the string normalised.
@@ -353,8 +409,73 @@ mod tests {
             ("os_name = 'a'", "unexpected '='"),
         ];
         for (input, want) in cases {
-            let err = canonical_marker(input).unwrap_err();
+            let err = canonical_marker(input).unwrap_err().to_string();
             assert!(err.contains(want), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn says_what_is_wrong_with_a_marker() {
+        let word = |w: &str| Some(Token::Word(w.to_string()));
+        let cases = [
+            (
+                "os_name == 'nt",
+                MarkerError::UnterminatedString {
+                    text: "'nt".to_string(),
+                },
+            ),
+            ("os_name = 'a'", MarkerError::UnexpectedChar { found: '=' }),
+            (
+                "os_name == 'a' 'b'",
+                MarkerError::UnexpectedToken {
+                    found: Token::Str("b".to_string()),
+                },
+            ),
+            (
+                "(os_name == 'a' extra",
+                MarkerError::ExpectedClose {
+                    found: Token::Word("extra".to_string()),
+                },
+            ),
+            ("(os_name == 'a'", MarkerError::Unclosed),
+            (
+                ") == 'a'",
+                MarkerError::ExpectedValue {
+                    after: None,
+                    found: Some(Token::Close),
+                },
+            ),
+            (
+                "os_name not in",
+                MarkerError::ExpectedValue {
+                    after: Some("not in".to_string()),
+                    found: None,
+                },
+            ),
+            (
+                "os_nam == 'a'",
+                MarkerError::UnknownVariable {
+                    name: "os_nam".to_string(),
+                },
+            ),
+            ("os_name not == 'a'", MarkerError::ExpectedIn),
+            (
+                "'a' or",
+                MarkerError::ExpectedOperator {
+                    lhs: "\"a\"".to_string(),
+                    found: word("or"),
+                },
+            ),
+            (
+                "extra",
+                MarkerError::ExpectedOperator {
+                    lhs: "extra".to_string(),
+                    found: None,
+                },
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(canonical_marker(input), Err(want), "{input:?}");
         }
     }
 }

@@ -20,12 +20,16 @@ mod version;
 use serde::{Deserialize, Serialize};
 use strata_oci::Digest;
 
-pub use error::{InvalidRequirement, SpecError};
-pub use marker::canonical_marker;
-pub use pep508::normalise_extra;
-pub use requirements::{parse_requirements_file, parse_requirements_str, RequirementsFile};
-pub use sources::{normalise_find_links, normalise_url};
-pub use version::Version;
+pub use error::{InvalidRequirement, OptionError, SpecError, Unsupported};
+pub use lines::ShellSplitError;
+pub use marker::{canonical_marker, MarkerError, MarkerToken};
+pub use pep508::{normalise_extra, RequirementError};
+pub use requirements::{
+    parse_requirements_file, parse_requirements_str, HashError, RequirementsFile,
+};
+pub use sources::{normalise_find_links, normalise_url, SourceError};
+pub use specifier::SpecifierError;
+pub use version::{Version, VersionError};
 
 use crate::name::PackageName;
 use crate::target::Target;

@@ -5,10 +5,47 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::error::InvalidRequirement;
-use super::marker::canonical_marker;
-use super::specifier::{join_clauses, parse_clauses};
+use super::marker::{canonical_marker, MarkerError};
+use super::specifier::{join_clauses, parse_clauses, SpecifierError};
 use super::Requirement;
-use crate::name::PackageName;
+use crate::name::{InvalidName, PackageName};
+
+/// Why a text is not a PEP 508 requirement. The callers add the text (and file and line).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequirementError {
+    #[error("expected a package name at the start")]
+    NoName,
+    #[error(transparent)]
+    Name(#[from] InvalidName),
+    #[error("unclosed extras: expected \"]\"")]
+    UnclosedExtras,
+    #[error("invalid extra name {extra:?}")]
+    BadExtra { extra: String },
+    #[error("expected a URL after \"@\"")]
+    NoUrl,
+    #[error("invalid URL {url:?}: {source}")]
+    BadUrl {
+        url: String,
+        #[source]
+        source: url::ParseError,
+    },
+    /// Text after a direct URL that is not `; marker`.
+    #[error("expected \";\" and a marker after the URL, found {found:?}")]
+    AfterUrl { found: String },
+    /// Text after the name that starts no specifier, URL or marker.
+    #[error(
+        "expected a version specifier (like \">=1.0\"), \"@ URL\" or \";\" after the name, found {found:?}"
+    )]
+    NoSpecifier { found: String },
+    #[error("unclosed \"(\": expected \")\" after the version specifier")]
+    UnclosedParenthesis,
+    #[error(transparent)]
+    Specifier(#[from] SpecifierError),
+    #[error("expected a marker after \";\"")]
+    NoMarker,
+    #[error(transparent)]
+    Marker(#[from] MarkerError),
+}
 
 /// PEP 685 extra names: lowercase, runs of `-`, `_`, `.` become `-`.
 pub fn normalise_extra(raw: &str) -> String {
@@ -32,9 +69,9 @@ impl FromStr for Requirement {
     type Err = InvalidRequirement;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        parse_requirement(text).map_err(|reason| InvalidRequirement {
+        parse_requirement(text).map_err(|source| InvalidRequirement {
             text: text.trim().to_string(),
-            reason,
+            source,
         })
     }
 }
@@ -71,22 +108,22 @@ impl Requirement {
     }
 }
 
-/// Parses a PEP 508 requirement into canonical form; errors are human-readable reasons.
-pub fn parse_requirement(text: &str) -> Result<Requirement, String> {
+/// Parses a PEP 508 requirement into canonical form.
+pub fn parse_requirement(text: &str) -> Result<Requirement, RequirementError> {
     let text = text.trim();
     let name_len = text
         .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
         .unwrap_or(text.len());
     if name_len == 0 {
-        return Err("expected a package name at the start".to_string());
+        return Err(RequirementError::NoName);
     }
-    let name = PackageName::new(&text[..name_len]).map_err(|e| e.to_string())?;
+    let name = PackageName::new(&text[..name_len])?;
     let mut rest = text[name_len..].trim_start();
     let mut extras = Vec::new();
     if let Some(after) = rest.strip_prefix('[') {
         let (inner, tail) = after
             .split_once(']')
-            .ok_or_else(|| "unclosed extras: expected \"]\"".to_string())?;
+            .ok_or(RequirementError::UnclosedExtras)?;
         extras = parse_extras(inner)?;
         rest = tail.trim_start();
     }
@@ -103,9 +140,9 @@ pub fn parse_requirement(text: &str) -> Result<Requirement, String> {
         requirement.url = Some(url);
         rest = tail;
         if !rest.is_empty() && !rest.starts_with(';') {
-            return Err(format!(
-                "expected \";\" and a marker after the URL, found {rest:?}"
-            ));
+            return Err(RequirementError::AfterUrl {
+                found: rest.to_string(),
+            });
         }
     }
     let (spec_text, marker_text) = match rest.split_once(';') {
@@ -117,14 +154,14 @@ pub fn parse_requirement(text: &str) -> Result<Requirement, String> {
     }
     if let Some(marker) = marker_text {
         if marker.trim().is_empty() {
-            return Err("expected a marker after \";\"".to_string());
+            return Err(RequirementError::NoMarker);
         }
         requirement.marker = Some(canonical_marker(marker)?);
     }
     Ok(requirement)
 }
 
-fn parse_extras(inner: &str) -> Result<Vec<String>, String> {
+fn parse_extras(inner: &str) -> Result<Vec<String>, RequirementError> {
     if inner.trim().is_empty() {
         return Ok(Vec::new());
     }
@@ -133,7 +170,9 @@ fn parse_extras(inner: &str) -> Result<Vec<String>, String> {
         let raw = raw.trim();
         let valid = PackageName::new(raw).is_ok();
         if !valid {
-            return Err(format!("invalid extra name {raw:?}"));
+            return Err(RequirementError::BadExtra {
+                extra: raw.to_string(),
+            });
         }
         extras.push(normalise_extra(raw));
     }
@@ -143,34 +182,38 @@ fn parse_extras(inner: &str) -> Result<Vec<String>, String> {
 }
 
 /// The URL after `@`: everything up to whitespace. Returns it normalised and the rest.
-fn parse_url(after_at: &str) -> Result<(String, &str), String> {
+fn parse_url(after_at: &str) -> Result<(String, &str), RequirementError> {
     let after_at = after_at.trim_start();
     let end = after_at.find(char::is_whitespace).unwrap_or(after_at.len());
     let raw = &after_at[..end];
     if raw.is_empty() {
-        return Err("expected a URL after \"@\"".to_string());
+        return Err(RequirementError::NoUrl);
     }
-    let url = url::Url::parse(raw).map_err(|e| format!("invalid URL {raw:?}: {e}"))?;
+    let url = url::Url::parse(raw).map_err(|source| RequirementError::BadUrl {
+        url: raw.to_string(),
+        source,
+    })?;
     Ok((url.to_string(), after_at[end..].trim_start()))
 }
 
 /// The specifier between the name (and extras) and the marker, optionally in parentheses.
-fn parse_specifier(text: &str) -> Result<String, String> {
+fn parse_specifier(text: &str) -> Result<String, RequirementError> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(String::new());
     }
     let inner = match text.strip_prefix('(') {
-        Some(open) => open.trim_end().strip_suffix(')').ok_or_else(|| {
-            "unclosed \"(\": expected \")\" after the version specifier".to_string()
-        })?,
+        Some(open) => open
+            .trim_end()
+            .strip_suffix(')')
+            .ok_or(RequirementError::UnclosedParenthesis)?,
         None => text,
     };
     let starts_like_operator = inner.trim_start().starts_with(['<', '>', '=', '!', '~']);
     if !starts_like_operator {
-        return Err(format!(
-            "expected a version specifier (like \">=1.0\"), \"@ URL\" or \";\" after the name, found {inner:?}"
-        ));
+        return Err(RequirementError::NoSpecifier {
+            found: inner.to_string(),
+        });
     }
     Ok(join_clauses(parse_clauses(inner)?))
 }
@@ -236,8 +279,51 @@ mod tests {
             ("foo.", "invalid package name"),
         ];
         for (input, want) in cases {
-            let err = parse_requirement(input).unwrap_err();
+            let err = parse_requirement(input).unwrap_err().to_string();
             assert!(err.contains(want), "{input}: {err}");
         }
+    }
+
+    #[test]
+    fn says_which_part_is_wrong() {
+        let text = |s: &str| s.to_string();
+        let cases = [
+            ("==1.0", RequirementError::NoName),
+            ("foo.", RequirementError::Name(InvalidName(text("foo.")))),
+            ("foo[bar", RequirementError::UnclosedExtras),
+            (
+                "foo[a, -b]",
+                RequirementError::BadExtra { extra: text("-b") },
+            ),
+            ("foo @ ", RequirementError::NoUrl),
+            (
+                "foo @ https://h/x.whl extra",
+                RequirementError::AfterUrl {
+                    found: text("extra"),
+                },
+            ),
+            (
+                "foo bar",
+                RequirementError::NoSpecifier { found: text("bar") },
+            ),
+            ("foo (>=1", RequirementError::UnclosedParenthesis),
+            (
+                "foo>=1,",
+                RequirementError::Specifier(SpecifierError::EmptyClause),
+            ),
+            ("foo ; ", RequirementError::NoMarker),
+            (
+                "foo; nope == 'x'",
+                RequirementError::Marker(MarkerError::UnknownVariable { name: text("nope") }),
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_requirement(input), Err(want), "{input:?}");
+        }
+        assert!(matches!(
+            parse_requirement("foo @ not-a-url"),
+            Err(RequirementError::BadUrl { url, source: url::ParseError::RelativeUrlWithoutBase })
+                if url == "not-a-url"
+        ));
     }
 }

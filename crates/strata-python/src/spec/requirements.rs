@@ -7,11 +7,28 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::error::SpecError;
+use super::error::{OptionError, SpecError, Unsupported};
 use super::lines::{logical_lines, shell_split, split_requirement_options};
 use super::pep508::parse_requirement;
 use super::sources::{clean_path, normalise_find_links, normalise_url};
 use super::{Requirement, Sources};
+
+/// A `--hash` value that is not a usable hash.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HashError {
+    #[error("{value:?} is not ALGORITHM:HEX, like sha256:<64 hex digits>")]
+    NotAlgorithmHex { value: String },
+    /// Not sha256, sha384 or sha512 (`md5`, `sha1`, ...).
+    #[error("unsupported hash algorithm {algorithm:?}: use sha256")]
+    UnsupportedAlgorithm { algorithm: String },
+    /// The wrong number of digits for the algorithm, or a non-hex digit.
+    #[error("{value:?}: expected {digits} hex digits after \"{algorithm}:\"")]
+    BadDigest {
+        value: String,
+        algorithm: &'static str,
+        digits: usize,
+    },
+}
 
 /// What one requirements file (with its includes) says, before canonicalisation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,21 +79,21 @@ struct At<'a> {
 }
 
 impl At<'_> {
-    fn unsupported(&self, option: &str, reason: &str) -> SpecError {
+    fn unsupported(&self, option: &str, reason: Unsupported) -> SpecError {
         SpecError::UnsupportedOption {
             file: self.file.to_path_buf(),
             line: self.line,
             option: option.to_string(),
-            reason: reason.to_string(),
+            reason,
         }
     }
 
-    fn invalid(&self, option: &str, reason: impl Into<String>) -> SpecError {
+    fn invalid(&self, option: &str, source: impl Into<OptionError>) -> SpecError {
         SpecError::InvalidOption {
             file: self.file.to_path_buf(),
             line: self.line,
             option: option.to_string(),
-            reason: reason.into(),
+            source: source.into(),
         }
     }
 }
@@ -111,7 +128,7 @@ impl FileParser {
                 inline
                     .clone()
                     .or_else(|| tokens.next())
-                    .ok_or_else(|| at.invalid(name, "expected a value after it"))
+                    .ok_or_else(|| at.invalid(name, OptionError::MissingValue))
             };
             match name {
                 "-r" | "--requirement" => self.include(&value()?, at, mode, name)?,
@@ -128,7 +145,7 @@ impl FileParser {
                     self.out.sources.find_links.push(link);
                 }
                 "--no-index" if inline.is_none() => self.out.sources.no_index = true,
-                "--no-index" => return Err(at.invalid(name, "takes no value")),
+                "--no-index" => return Err(at.invalid(name, OptionError::TakesNoValue)),
                 _ => return Err(refuse(name, at)),
             }
         }
@@ -160,10 +177,7 @@ impl FileParser {
         option: &str,
     ) -> Result<(), SpecError> {
         if target.contains("://") {
-            return Err(at.unsupported(
-                option,
-                "remote requirement files are not supported; download the file first",
-            ));
+            return Err(at.unsupported(option, Unsupported::RemoteInclude));
         }
         let path = base_dir(at.file).join(target);
         let missing = |source| SpecError::MissingInclude {
@@ -198,11 +212,11 @@ fn requirement_line(content: &str, at: &At) -> Result<Requirement, SpecError> {
             text: spec.to_string(),
         });
     }
-    let mut requirement = parse_requirement(spec).map_err(|reason| SpecError::Malformed {
+    let mut requirement = parse_requirement(spec).map_err(|source| SpecError::Malformed {
         file: at.file.to_path_buf(),
         line: at.line,
         text: spec.to_string(),
-        reason,
+        source: Box::new(source),
     })?;
     let tokens = shell_split(options).map_err(|reason| at.invalid(options, reason))?;
     let mut tokens = tokens.into_iter();
@@ -213,7 +227,7 @@ fn requirement_line(content: &str, at: &At) -> Result<Requirement, SpecError> {
         }
         let raw = inline
             .or_else(|| tokens.next())
-            .ok_or_else(|| at.invalid(name, "expected a value like sha256:<hex>"))?;
+            .ok_or_else(|| at.invalid(name, OptionError::MissingHash))?;
         let hash = normalise_hash(&raw).map_err(|reason| at.invalid(name, reason))?;
         requirement.hashes.push(hash);
     }
@@ -223,25 +237,28 @@ fn requirement_line(content: &str, at: &At) -> Result<Requirement, SpecError> {
 }
 
 /// `sha256:<64 hex>` (also sha384/sha512, which pip accepts), hex lowercased.
-fn normalise_hash(raw: &str) -> Result<String, String> {
+fn normalise_hash(raw: &str) -> Result<String, HashError> {
     let (algorithm, hex) = raw
         .split_once(':')
-        .ok_or_else(|| format!("{raw:?} is not ALGORITHM:HEX, like sha256:<64 hex digits>"))?;
-    let algorithm = algorithm.to_ascii_lowercase();
-    let want_len = match algorithm.as_str() {
-        "sha256" => 64,
-        "sha384" => 96,
-        "sha512" => 128,
-        _ => {
-            return Err(format!(
-                "unsupported hash algorithm {algorithm:?}: use sha256"
-            ))
+        .ok_or_else(|| HashError::NotAlgorithmHex {
+            value: raw.to_string(),
+        })?;
+    let (algorithm, digits) = match algorithm.to_ascii_lowercase().as_str() {
+        "sha256" => ("sha256", 64),
+        "sha384" => ("sha384", 96),
+        "sha512" => ("sha512", 128),
+        other => {
+            return Err(HashError::UnsupportedAlgorithm {
+                algorithm: other.to_string(),
+            })
         }
     };
-    if hex.len() != want_len || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!(
-            "{raw:?}: expected {want_len} hex digits after \"{algorithm}:\""
-        ));
+    if hex.len() != digits || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(HashError::BadDigest {
+            value: raw.to_string(),
+            algorithm,
+            digits,
+        });
     }
     Ok(format!("{algorithm}:{}", hex.to_ascii_lowercase()))
 }
@@ -249,14 +266,14 @@ fn normalise_hash(raw: &str) -> Result<String, String> {
 /// The error for an option strata does not accept here, with the reason why.
 fn refuse(option: &str, at: &At) -> SpecError {
     let reason = match option {
-        "-e" | "--editable" => "editable installs cannot go into an image layer; build a wheel and name it (`name @ URL`)",
-        "--pre" => "it changes resolution globally; pin the pre-release explicitly (e.g. foo==2.0rc1)",
-        "--hash" => "--hash must follow a requirement on the same line",
+        "-e" | "--editable" => Unsupported::Editable,
+        "--pre" => Unsupported::Pre,
+        "--hash" => Unsupported::HashWithoutRequirement,
         "-r" | "--requirement" | "-c" | "--constraint" | "-i" | "--index-url"
         | "--extra-index-url" | "-f" | "--find-links" | "--no-index" => {
-            "file options must be on their own line, not after a requirement"
+            Unsupported::FileOptionAfterRequirement
         }
-        _ => "unknown option; strata supports -r, -c, -i/--index-url, --extra-index-url, -f/--find-links, --no-index and --hash",
+        _ => Unsupported::Unknown,
     };
     at.unsupported(option, reason)
 }
@@ -306,4 +323,151 @@ fn identity(path: &Path) -> PathBuf {
         Ok(cwd) => clean_path(&cwd.join(path)),
         Err(_) => path.to_path_buf(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{RequirementError, SourceError};
+
+    #[test]
+    fn hashes_are_normalised() {
+        let hex = "AB".repeat(32);
+        assert_eq!(
+            normalise_hash(&format!("SHA256:{hex}")),
+            Ok(format!("sha256:{}", hex.to_ascii_lowercase()))
+        );
+        assert_eq!(
+            normalise_hash(&format!("sha512:{}", "0".repeat(128))),
+            Ok(format!("sha512:{}", "0".repeat(128)))
+        );
+    }
+
+    #[test]
+    fn says_what_is_wrong_with_a_hash() {
+        let value = |s: &str| s.to_string();
+        let cases = [
+            (
+                "sha256=abc",
+                HashError::NotAlgorithmHex {
+                    value: value("sha256=abc"),
+                },
+            ),
+            (
+                "MD5:abc",
+                HashError::UnsupportedAlgorithm {
+                    algorithm: value("md5"),
+                },
+            ),
+            (
+                "sha256:abc",
+                HashError::BadDigest {
+                    value: value("sha256:abc"),
+                    algorithm: "sha256",
+                    digits: 64,
+                },
+            ),
+            (
+                &format!("sha384:{}", "g".repeat(96)),
+                HashError::BadDigest {
+                    value: format!("sha384:{}", "g".repeat(96)),
+                    algorithm: "sha384",
+                    digits: 96,
+                },
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(normalise_hash(input), Err(want), "{input:?}");
+        }
+    }
+
+    /// The outer error keeps file, line and option, and carries the typed cause.
+    #[test]
+    fn option_errors_carry_their_cause() {
+        let parse = |text: &str| parse_requirements_str(text, Path::new("r.txt")).unwrap_err();
+        assert!(matches!(
+            parse("foo --hash=md5:00\n"),
+            SpecError::InvalidOption {
+                line: 1,
+                source: OptionError::Hash(HashError::UnsupportedAlgorithm { .. }),
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse("a\n-r 'x\n"),
+            SpecError::InvalidOption {
+                line: 2,
+                source: OptionError::Quote(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse("-i nope\n"),
+            SpecError::InvalidOption {
+                source: OptionError::Source(SourceError::BadUrl { .. }),
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse("-f\n"),
+            SpecError::InvalidOption {
+                source: OptionError::MissingValue,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse("foo --hash\n"),
+            SpecError::InvalidOption {
+                source: OptionError::MissingHash,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse("--no-index=1\n"),
+            SpecError::InvalidOption {
+                source: OptionError::TakesNoValue,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse("-e .\n"),
+            SpecError::UnsupportedOption {
+                reason: Unsupported::Editable,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse("-r https://h/r.txt\n"),
+            SpecError::UnsupportedOption {
+                reason: Unsupported::RemoteInclude,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse("--hash=sha256:00\n"),
+            SpecError::UnsupportedOption {
+                reason: Unsupported::HashWithoutRequirement,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse("foo -i https://h\n"),
+            SpecError::UnsupportedOption {
+                reason: Unsupported::FileOptionAfterRequirement,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse("--user\n"),
+            SpecError::UnsupportedOption {
+                reason: Unsupported::Unknown,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse("ok\nfoo>=\n"),
+            SpecError::Malformed { line: 2, source, .. }
+                if matches!(source.as_ref(), RequirementError::Specifier(_))
+        ));
+    }
 }

@@ -1,8 +1,30 @@
 //! Package sources: index URLs and find-links, in canonical form.
 
+use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use super::Sources;
+
+/// An index URL or find-links location that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("invalid URL {url:?}: {source}")]
+    BadUrl {
+        url: String,
+        #[source]
+        source: url::ParseError,
+    },
+    /// A relative find-links directory, and no current directory to anchor it.
+    #[error("cannot make {path:?} absolute: current directory: {source}")]
+    NoCurrentDir {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The absolute find-links directory does not fit in the spec's UTF-8 text.
+    #[error("find-links path {path:?} is not valid UTF-8")]
+    NotUtf8 { path: String },
+}
 
 impl Sources {
     /// Sorts and deduplicates the lists: their order carries no meaning for resolution.
@@ -17,15 +39,18 @@ impl Sources {
 
 /// Validates a URL and writes it canonically: scheme and host lowercased (by `url`), no
 /// trailing `/`, so that `https://h/simple/` and `https://H/simple` are the same index.
-pub fn normalise_url(raw: &str) -> Result<String, String> {
-    let url = url::Url::parse(raw).map_err(|e| format!("invalid URL {raw:?}: {e}"))?;
+pub fn normalise_url(raw: &str) -> Result<String, SourceError> {
+    let url = url::Url::parse(raw).map_err(|source| SourceError::BadUrl {
+        url: raw.to_string(),
+        source,
+    })?;
     let text = url.to_string();
     Ok(text.trim_end_matches('/').to_string())
 }
 
 /// A `--find-links` value: a URL (kept, normalised) or a local directory, made absolute
 /// relative to `dir` (the directory of the file that names it) and cleaned lexically.
-pub fn normalise_find_links(raw: &str, dir: &Path) -> Result<String, String> {
+pub fn normalise_find_links(raw: &str, dir: &Path) -> Result<String, SourceError> {
     if raw.contains("://") {
         return normalise_url(raw);
     }
@@ -34,14 +59,19 @@ pub fn normalise_find_links(raw: &str, dir: &Path) -> Result<String, String> {
         joined
     } else {
         std::env::current_dir()
-            .map_err(|e| format!("cannot make {raw:?} absolute: current directory: {e}"))?
+            .map_err(|source| SourceError::NoCurrentDir {
+                path: raw.to_string(),
+                source,
+            })?
             .join(joined)
     };
     let clean = clean_path(&absolute);
     clean
         .to_str()
         .map(|s| s.to_string())
-        .ok_or_else(|| format!("find-links path {raw:?} is not valid UTF-8"))
+        .ok_or_else(|| SourceError::NotUtf8 {
+            path: raw.to_string(),
+        })
 }
 
 /// Removes `.` components and resolves `..` lexically (the directory need not exist yet).
@@ -70,7 +100,15 @@ mod tests {
             "https://pypi.org/simple"
         );
         assert_eq!(normalise_url("https://h").unwrap(), "https://h");
-        assert!(normalise_url("not a url").is_err());
+        assert!(matches!(
+            normalise_url("not a url"),
+            Err(SourceError::BadUrl { url, source: url::ParseError::RelativeUrlWithoutBase })
+                if url == "not a url"
+        ));
+        assert!(matches!(
+            normalise_find_links("https://[bad/", Path::new("/d")),
+            Err(SourceError::BadUrl { .. })
+        ));
     }
 
     #[test]
@@ -87,5 +125,15 @@ mod tests {
         );
         let relative = normalise_find_links("w", Path::new("")).unwrap();
         assert!(Path::new(&relative).is_absolute(), "{relative}");
+    }
+
+    #[test]
+    fn a_find_links_path_that_is_not_utf8_is_named() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = Path::new(std::ffi::OsStr::from_bytes(b"/proj/\xff"));
+        assert!(matches!(
+            normalise_find_links("w", dir),
+            Err(SourceError::NotUtf8 { path }) if path == "w"
+        ));
     }
 }

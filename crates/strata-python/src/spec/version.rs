@@ -9,6 +9,25 @@
 
 use std::fmt;
 
+/// Why a text is not a PEP 440 version. `input` is the text as given (trimmed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VersionError {
+    #[error("empty version")]
+    Empty,
+    /// No release number where one must start (after an optional `v`).
+    #[error("invalid version {input:?}: expected a digit")]
+    NoRelease { input: String },
+    /// `N!` with no release number after the epoch.
+    #[error("invalid version {input:?}: expected a release number after the epoch \"!\"")]
+    NoReleaseAfterEpoch { input: String },
+    /// An empty segment in the local label (`1.0+`, `1.0+a..b`); `rest` is where it is.
+    #[error("invalid version {input:?}: invalid local version label at {rest:?}")]
+    BadLocalLabel { input: String, rest: String },
+    /// A valid version followed by text that belongs to no part of it.
+    #[error("invalid version {input:?}: unexpected {rest:?}")]
+    TrailingText { input: String, rest: String },
+}
+
 /// A parsed PEP 440 version; `Display` prints its normalised form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Version {
@@ -21,20 +40,20 @@ pub struct Version {
 }
 
 impl Version {
-    /// Parses a version, returning a human-readable reason on failure.
-    pub fn parse(input: &str) -> Result<Version, String> {
-        let lower = input.trim().to_ascii_lowercase();
+    /// Parses a version.
+    pub fn parse(input: &str) -> Result<Version, VersionError> {
+        let input = input.trim();
+        let lower = input.to_ascii_lowercase();
         if lower.is_empty() {
-            return Err("empty version".to_string());
+            return Err(VersionError::Empty);
         }
-        let mut c = Cursor::new(&lower);
+        let mut c = Cursor::new(input, &lower);
         let version = parse_public(&mut c)?;
         if !c.done() {
-            return Err(format!(
-                "invalid version {:?}: unexpected {:?}",
-                input.trim(),
-                c.rest()
-            ));
+            return Err(VersionError::TrailingText {
+                input: input.to_string(),
+                rest: c.rest().to_string(),
+            });
         }
         Ok(version)
     }
@@ -77,15 +96,17 @@ impl fmt::Display for Version {
 }
 
 /// Everything but the local part, then the optional local part.
-fn parse_public(c: &mut Cursor) -> Result<Version, String> {
+fn parse_public(c: &mut Cursor) -> Result<Version, VersionError> {
     c.eat("v");
-    let first = c
-        .number()
-        .ok_or_else(|| format!("invalid version {:?}: expected a digit", c.rest()))?;
+    let first = c.number().ok_or_else(|| VersionError::NoRelease {
+        input: c.input.to_string(),
+    })?;
     let (epoch, first) = if c.eat("!") {
         let release = c
             .number()
-            .ok_or_else(|| "expected a release number after the epoch \"!\"".to_string())?;
+            .ok_or_else(|| VersionError::NoReleaseAfterEpoch {
+                input: c.input.to_string(),
+            })?;
         (first, release)
     } else {
         ("0".to_string(), first)
@@ -133,7 +154,7 @@ fn parse_post(c: &mut Cursor) -> Option<String> {
 }
 
 /// Local segments: alphanumerics separated by `-`, `_` or `.`; numeric ones lose leading zeros.
-fn parse_local(c: &mut Cursor) -> Result<Vec<String>, String> {
+fn parse_local(c: &mut Cursor) -> Result<Vec<String>, VersionError> {
     let mut segments = Vec::new();
     loop {
         let start = c.pos;
@@ -142,7 +163,10 @@ fn parse_local(c: &mut Cursor) -> Result<Vec<String>, String> {
         }
         let segment = &c.text[start..c.pos];
         if segment.is_empty() {
-            return Err(format!("invalid local version label at {:?}", c.rest()));
+            return Err(VersionError::BadLocalLabel {
+                input: c.input.to_string(),
+                rest: c.rest().to_string(),
+            });
         }
         segments.push(if segment.bytes().all(|b| b.is_ascii_digit()) {
             strip_zeros(segment)
@@ -166,13 +190,20 @@ fn strip_zeros(digits: &str) -> String {
 
 /// A position in a lowercase ASCII-ish version string.
 struct Cursor<'a> {
+    /// The version as given, for errors.
+    input: &'a str,
+    /// `input` lowercased: what is parsed.
     text: &'a str,
     pos: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn new(text: &'a str) -> Self {
-        Cursor { text, pos: 0 }
+    fn new(input: &'a str, text: &'a str) -> Self {
+        Cursor {
+            input,
+            text,
+            pos: 0,
+        }
     }
 
     fn peek(&self) -> Option<u8> {
@@ -283,5 +314,35 @@ mod tests {
         ] {
             assert!(Version::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn says_which_part_is_wrong() {
+        let owned = |s: &str| s.to_string();
+        assert_eq!(Version::parse("  "), Err(VersionError::Empty));
+        assert_eq!(
+            Version::parse("vX1"),
+            Err(VersionError::NoRelease {
+                input: owned("vX1")
+            })
+        );
+        assert_eq!(
+            Version::parse("2!"),
+            Err(VersionError::NoReleaseAfterEpoch { input: owned("2!") })
+        );
+        assert_eq!(
+            Version::parse("1.0+a..b"),
+            Err(VersionError::BadLocalLabel {
+                input: owned("1.0+a..b"),
+                rest: owned(".b"),
+            })
+        );
+        assert_eq!(
+            Version::parse(" 1.0Junk "),
+            Err(VersionError::TrailingText {
+                input: owned("1.0Junk"),
+                rest: owned("junk"),
+            })
+        );
     }
 }
