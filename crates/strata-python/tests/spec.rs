@@ -111,7 +111,7 @@ fn direct_urls_find_links_and_no_index() {
     assert!(spec.sources.no_index);
     let root = dir.path().to_str().unwrap();
     let mut want = vec![
-        format!("{root}/shared"),
+        format!("{root}/elsewhere"),
         format!("{root}/sub/wheels"),
         "https://h.example/links".to_string(),
     ];
