@@ -59,6 +59,7 @@ fn assert_readable(world: &World, tag: &str, scratch: &Path) {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn dry_run_and_real_run_agree_and_a_second_run_deletes_nothing() {
     let world = World::new();
     let built = three_generations(&world);
@@ -137,6 +138,7 @@ fn litter(world: &World, count: usize) {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn gc_killed_at_random_points_never_breaks_a_kept_image() {
     let world = World::new();
     let built = three_generations(&world);
@@ -242,6 +244,7 @@ fn assert_pullable(image: &str, scratch: &Path, name: &str) {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn registry_gc_keeps_leased_and_in_flight_images_and_the_registry_collector_agrees() {
     let mut reg = TestRegistry::start();
     let world = World::new();

@@ -48,6 +48,7 @@ fn image_blobs(reference: &str) -> BTreeMap<String, u64> {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn pushed_image_is_pulled_unpacked_and_run_without_strata() {
     let reg = TestRegistry::start();
     let world = World::new();
