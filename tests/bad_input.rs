@@ -4,7 +4,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 
 use common::*;
 
@@ -122,24 +122,25 @@ struct SmallDisk {
 }
 
 impl SmallDisk {
-    /// `None` (and says so) when this process cannot mount (not root).
-    fn mount(path: &std::path::Path, size: &str) -> Option<SmallDisk> {
+    /// Mounts a tmpfs of `size` on `path`. Only root may: anyone else fails here, and as
+    /// root a failed mount fails too (it is a broken machine, not a reason to skip).
+    fn mount(path: &std::path::Path, size: &str) -> SmallDisk {
+        require_root("a full disk (a tmpfs mount)");
         fs::create_dir_all(path).unwrap();
         let out = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(path)
             .output()
             .expect("run mount");
-        if !out.status.success() {
-            eprintln!(
-                "SKIPPED: a full disk needs a tmpfs, which only root can mount: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return None;
-        }
-        Some(SmallDisk {
+        assert!(
+            out.status.success(),
+            "mounting a {size} tmpfs on {} failed as root: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk {
             path: path.to_path_buf(),
-        })
+        }
     }
 
     /// Fills the disk but for `spare` bytes.
@@ -181,11 +182,10 @@ impl Drop for SmallDisk {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn a_full_disk_is_named_and_leaves_the_store_as_it_was() {
     let world = World::new();
-    let Some(disk) = SmallDisk::mount(&world.home, "96m") else {
-        return;
-    };
+    let disk = SmallDisk::mount(&world.home, "96m");
     world.build_ok(&requirements("shared-a.txt"), &[]);
     // Ever more room, so the disk fills at different stages (uv's cache, the wheel cache,
     // layers, the database) until the build fits.
@@ -261,16 +261,91 @@ fn assert_store_whole(world: &World) {
     }
 }
 
+/// Path → size of every file under the home but the database: what a build's work changes
+/// (uv's cache, the wheel cache, temporary files, the store). Without uv's cache with
+/// `store_only`: what a build writes once it has resolved.
+fn home_files(world: &World, store_only: bool) -> std::collections::BTreeMap<String, u64> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut dirs = vec![world.home.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(&world.home)
+                .unwrap()
+                .display()
+                .to_string();
+            if rel.starts_with("strata.db") || (store_only && rel == "uv-cache") {
+                continue;
+            }
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue; // Removed while we looked.
+            };
+            if meta.is_dir() {
+                dirs.push(path);
+            } else {
+                files.insert(rel, meta.len());
+            }
+        }
+    }
+    files
+}
+
+fn is_tagged(world: &World, tag: &str) -> bool {
+    let images = world.strata(&["images", "--json"]);
+    assert!(images.status.success(), "{}", stderr(&images));
+    let listed: serde_json::Value = serde_json::from_slice(&images.stdout).unwrap();
+    listed["images"].to_string().contains(tag)
+}
+
+/// When a round's kill is sent.
+#[derive(Debug, Clone, Copy)]
+enum KillAt {
+    /// This long after the start.
+    Start(u64),
+    /// This long after the build first wrote to the wheel cache, its temporary files or the
+    /// store (after resolving, a build is mostly silent: uv, hashing the base), whatever the
+    /// machine's load.
+    FirstWrite(u64),
+}
+
+/// Waits (bounded) until the build wrote past its resolution or exited.
+fn wait_for_first_write(world: &World, child: &mut std::process::Child) {
+    let before = home_files(world, true);
+    let start = std::time::Instant::now();
+    while home_files(world, true) == before && child.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "the build wrote nothing in two minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 #[test]
 fn a_build_killed_at_random_points_leaves_a_whole_store() {
     let world = world_with_a_build();
     let reference = world
         .with_home("reference")
         .build_ok(&requirements("basic.txt"), &[]);
+    let tag = reference["tag"].as_str().unwrap();
     let req = requirements("basic.txt");
-    // Spread over the build: resolution, fetch, layers, commit (a clean build here takes
-    // a second or two).
-    for delay_ms in [30u64, 150, 300, 500, 800, 1200] {
+    let mut mid_build = 0;
+    // Early kills (resolution), then kills spread over the short stretch where a build
+    // writes: wheels, layers, blobs, index, tag (about 100 ms here, after seconds of
+    // resolving and hashing).
+    let rounds = [
+        KillAt::Start(30),
+        KillAt::Start(300),
+        KillAt::FirstWrite(0),
+        KillAt::FirstWrite(20),
+        KillAt::FirstWrite(40),
+        KillAt::FirstWrite(70),
+        KillAt::FirstWrite(110),
+        KillAt::FirstWrite(200),
+    ];
+    for at in rounds {
+        let before = home_files(&world, false);
         // In its own process group, so that the uv it runs is killed with it.
         let mut child = world
             .build_command(&req, &base_ref(), &[])
@@ -279,23 +354,44 @@ fn a_build_killed_at_random_points_leaves_a_whole_store() {
             .process_group(0)
             .spawn()
             .unwrap();
+        let delay_ms = match at {
+            KillAt::Start(ms) => ms,
+            KillAt::FirstWrite(ms) => {
+                wait_for_first_write(&world, &mut child);
+                ms
+            }
+        };
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = std::process::Command::new("kill")
             .args(["-KILL", "--", &format!("-{}", child.id())])
             .status();
         let status = child.wait().unwrap();
-        eprintln!("killed after {delay_ms} ms: {status}");
+        // In the middle of the build, judged from outside: the OS says the kill ended it
+        // (it had not exited), it had written something, and its image is not tagged.
+        let killed = status.signal() == Some(libc::SIGKILL);
+        let after = home_files(&world, false);
+        let wrote: Vec<&str> = after
+            .iter()
+            .filter(|(path, size)| before.get(*path) != Some(size))
+            .map(|(path, _)| path.split('/').next().unwrap_or_default())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let tagged = is_tagged(&world, tag);
+        if killed && !wrote.is_empty() && !tagged {
+            mid_build += 1;
+        }
+        eprintln!("killed at {at:?}: {status}; wrote in {wrote:?}; tagged: {tagged}");
         assert_store_whole(&world);
         // Start afresh for the next round, keeping what the killed builds committed.
-        let images = world.strata(&["images", "--json"]);
-        let listed: serde_json::Value = serde_json::from_slice(&images.stdout).unwrap();
-        if listed["images"]
-            .to_string()
-            .contains(reference["tag"].as_str().unwrap())
-        {
+        if tagged {
             break;
         }
     }
+    assert!(
+        mid_build >= 1,
+        "no kill landed in the middle of a build (running, something written, not tagged)"
+    );
     let built = world.build_ok(&requirements("basic.txt"), &[]);
     assert_eq!(built["digest"], reference["digest"]);
     assert_store_whole(&world);

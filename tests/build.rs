@@ -22,6 +22,7 @@ const PACKAGES: &[(&str, &str)] = &[
 ];
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn build_runs_in_runc_and_agrees_with_its_lock() {
     let world = World::new();
     let built = world.build_ok(&requirements("basic.txt"), &[]);
@@ -146,6 +147,7 @@ fn changing_one_pin_rebuilds_one_package_layer_and_the_env_layer() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn past_the_layer_limit_the_smallest_wheels_share_a_layer_whatever_the_store_built_before() {
     let world = World::new();
     // basic.txt has 9 wheels; 6 layers = base + 4 package layers + env layer.

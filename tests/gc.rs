@@ -5,6 +5,7 @@ mod common;
 #[path = "../crates/strata-registry/tests/support/registry.rs"]
 mod registry;
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -59,6 +60,7 @@ fn assert_readable(world: &World, tag: &str, scratch: &Path) {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn dry_run_and_real_run_agree_and_a_second_run_deletes_nothing() {
     let world = World::new();
     let built = three_generations(&world);
@@ -119,13 +121,15 @@ fn dry_run_and_real_run_agree_and_a_second_run_deletes_nothing() {
 }
 
 /// Old, unreferenced blobs: what a long-lived store accumulates, and what makes a sweep long
-/// enough to be killed in the middle.
-fn litter(world: &World, count: usize) {
+/// enough to be killed in the middle. Adds `count` of them to `names` (their hex digests).
+fn litter(world: &World, count: usize, names: &mut BTreeSet<String>) {
     let blobs = world.oci().join("blobs/sha256");
     let old = SystemTime::now() - Duration::from_secs(30 * 86_400);
-    for i in 0..count {
+    let start = names.len();
+    for i in start..start + count {
         let bytes = format!("orphan blob {i}").into_bytes();
-        let path = blobs.join(sha256_hex(&bytes));
+        let name = sha256_hex(&bytes);
+        let path = blobs.join(&name);
         fs::write(&path, &bytes).unwrap();
         fs::File::options()
             .append(true)
@@ -133,18 +137,55 @@ fn litter(world: &World, count: usize) {
             .unwrap()
             .set_modified(old)
             .unwrap();
+        names.insert(name);
+    }
+}
+
+/// The litter blobs still in the store.
+fn litter_left(world: &World, names: &BTreeSet<String>) -> BTreeSet<String> {
+    let blobs = world.oci().join("blobs/sha256");
+    names
+        .iter()
+        .filter(|n| blobs.join(n).exists())
+        .cloned()
+        .collect()
+}
+
+/// Waits (bounded) until `path` is gone or `child` has exited.
+fn wait_until_gone(path: &Path, child: &mut std::process::Child) {
+    let start = std::time::Instant::now();
+    while path.exists() && child.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "gc never deleted {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn gc_killed_at_random_points_never_breaks_a_kept_image() {
     let world = World::new();
     let built = three_generations(&world);
     let kept = built[2]["tag"].as_str().unwrap();
     let mut seed: u64 = 0x5eed_1234;
-    let mut killed_mid_way = 0;
+    let mut names = BTreeSet::new();
+    // How long a whole run takes here (it also prunes the older generations), to spread the
+    // random kills over one.
+    litter(&world, 3000, &mut names);
+    let started = std::time::Instant::now();
+    let mut args = vec!["gc"];
+    args.extend_from_slice(POLICY);
+    let out = world.strata(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run_ms = started.elapsed().as_millis() as u64;
+    assert!(litter_left(&world, &names).is_empty());
+    let mut mid_sweep = 0;
     for round in 0..8 {
-        litter(&world, 3000);
+        litter(&world, 3000, &mut names);
+        let before = litter_left(&world, &names);
         let mut child = world
             .command(&["gc"])
             .args(POLICY)
@@ -152,26 +193,47 @@ fn gc_killed_at_random_points_never_breaks_a_kept_image() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // xorshift: a different, reproducible kill time each round.
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(seed % 120));
+        if round % 2 == 0 {
+            // xorshift: a different, reproducible kill time each round.
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            std::thread::sleep(Duration::from_millis(seed % (run_ms + run_ms / 10)));
+        } else {
+            // A few ms after the first litter blob (in deletion order: by digest, after the
+            // pruned manifests) is gone, whatever the machine's load.
+            let first = world
+                .oci()
+                .join("blobs/sha256")
+                .join(before.first().unwrap());
+            wait_until_gone(&first, &mut child);
+            std::thread::sleep(Duration::from_millis(round % 3));
+        }
         let _ = child.kill(); // SIGKILL
         let status = child.wait().unwrap();
-        if !status.success() {
-            killed_mid_way += 1;
+        // Judged from the store the dead process left: some, not all, of the litter gone.
+        let left = litter_left(&world, &names).len();
+        if left > 0 && left < before.len() {
+            mid_sweep += 1;
         }
         assert_readable(&world, kept, world.dir.path());
-        eprintln!("round {round}: {status}");
+        eprintln!(
+            "round {round}: {status}; {left} of {} litter blobs left",
+            before.len()
+        );
     }
-    assert!(killed_mid_way > 0, "no run was killed before it finished");
+    assert!(
+        mid_sweep >= 1,
+        "no kill landed in the middle of a sweep (some but not all litter deleted); \
+         a whole run took {run_ms} ms"
+    );
     // A full run afterwards completes the job; the store is clean and still readable.
     let mut args = vec!["gc", "--json"];
     args.extend_from_slice(POLICY);
     json(&world.strata(&args));
     let again = json(&world.strata(&args));
     assert_eq!(again["deleted_blobs"], 0);
+    assert!(litter_left(&world, &names).is_empty());
     assert_readable(&world, kept, world.dir.path());
 }
 
@@ -242,6 +304,7 @@ fn assert_pullable(image: &str, scratch: &Path, name: &str) {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn registry_gc_keeps_leased_and_in_flight_images_and_the_registry_collector_agrees() {
     let mut reg = TestRegistry::start();
     let world = World::new();

@@ -15,7 +15,10 @@ use serde_json::Value;
 struct AgentProcess(Child);
 
 impl AgentProcess {
+    /// Starts the agent; fails the test at once when not root (the agent runs jobs with
+    /// runc and overlay mounts).
     fn start(world: &World) -> AgentProcess {
+        require_root("the agent (runc, overlay mounts)");
         let child = Command::new(env!("CARGO_BIN_EXE_strata"))
             .args(["agent", "--grace", "2", "--tick-ms", "50"])
             .env("STRATA_HOME", &world.home)
@@ -118,6 +121,7 @@ fn extractions(home: &Path) -> usize {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn jobs_run_in_their_environment_and_share_unpacked_layers() {
     let world = World::new();
     let _agent = AgentProcess::start(&world);
@@ -160,6 +164,7 @@ fn jobs_run_in_their_environment_and_share_unpacked_layers() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn cancel_and_timeout_leave_no_process_and_no_mount() {
     let world = World::new();
     let _agent = AgentProcess::start(&world);
@@ -203,6 +208,7 @@ fn cancel_and_timeout_leave_no_process_and_no_mount() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn thousand_metric_lines_arrive_in_order_and_plot() {
     let world = World::new();
     let _agent = AgentProcess::start(&world);
@@ -226,6 +232,7 @@ fn thousand_metric_lines_arrive_in_order_and_plot() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn agent_killed_while_jobs_run_ends_each_job_exactly_once() {
     let world = World::new();
     let agent = AgentProcess::start(&world);
@@ -283,6 +290,7 @@ fn agent_killed_while_jobs_run_ends_each_job_exactly_once() {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn bad_jobs_get_clear_errors() {
     let world = World::new();
     // Unknown queue or tier: refused at submit, naming the valid ones; nothing queued.

@@ -2,6 +2,8 @@
 //! skopeo, unpacked by umoci and run by runc; shared layers are uploaded once; a push cut in
 //! the middle resumes without sending again what landed.
 
+#[path = "../crates/strata-registry/tests/support/answer_proxy.rs"]
+mod answer_proxy;
 #[path = "../crates/strata-registry/tests/support/auth.rs"]
 mod auth;
 mod common;
@@ -13,6 +15,7 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use answer_proxy::AnswerProxy;
 use common::*;
 use registry::{FaultProxy, TestRegistry, TestRegistryOptions};
 use serde_json::Value;
@@ -48,6 +51,7 @@ fn image_blobs(reference: &str) -> BTreeMap<String, u64> {
 }
 
 #[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn pushed_image_is_pulled_unpacked_and_run_without_strata() {
     let reg = TestRegistry::start();
     let world = World::new();
@@ -195,19 +199,30 @@ fn base_image_from_a_registry_gives_the_same_image_as_from_a_layout() {
 fn a_hit_with_push_costs_one_manifest_head() {
     let reg = TestRegistry::start();
     let world = World::new();
-    let direct = format!("{}/team/env", reg.addr());
-    world.build_ok(&requirements("shared-a.txt"), &["--push", &direct]);
-    // The same build through a counting proxy: a hit, already pushed.
-    let proxy = FaultProxy::start(&reg.addr(), None);
-    let via_proxy = format!("{}/team/env", proxy.addr());
-    let again = world.build_ok(&requirements("shared-a.txt"), &["--push", &via_proxy]);
+    // Every request strata sends goes through the proxy, one per connection, and is listed.
+    let proxy = AnswerProxy::forwarding(&reg.addr());
+    let target = format!("{}/team/env", proxy.addr());
+    let first = world.build_ok(&requirements("shared-a.txt"), &["--push", &target]);
+    assert_eq!(first["cache"], "miss");
+    // The proxy sees a push's requests one by one (so a hit's second request would show).
+    let push = proxy.take_requests();
+    let manifest_put = format!(
+        "/v2/team/env/manifests/{}",
+        first["digest"].as_str().unwrap()
+    );
+    assert!(
+        push.len() > 2 && push.contains(&("PUT".into(), manifest_put.clone())),
+        "the proxy missed the push's requests: {push:?}"
+    );
+
+    let again = world.build_ok(&requirements("shared-a.txt"), &["--push", &target]);
     assert_eq!(again["cache"], "hit");
     assert_eq!(again["bytes_uploaded"], 0);
-    let sent = proxy.client_bytes();
-    // One HEAD request is a few hundred bytes; a second request, or any upload, is more.
-    assert!(
-        sent > 0 && sent < 600,
-        "the hit sent {sent} bytes to the registry"
+    let tag = again["tag"].as_str().unwrap();
+    assert_eq!(
+        proxy.take_requests(),
+        vec![("HEAD".to_string(), format!("/v2/team/env/manifests/{tag}"))],
+        "a hit already pushed costs exactly one request, a HEAD of its tag's manifest"
     );
 }
 

@@ -52,6 +52,19 @@ pub fn wheels(dir: &Path) -> PathBuf {
     out
 }
 
+/// Fails the calling test, naming `what` needs root, unless this process is root. Tests that
+/// call it carry `#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]`: the only
+/// way to not run them is to say so, never a silent pass.
+pub fn require_root(what: &str) {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "{what} needs root (running as uid {euid}); run as root, or set STRATA_SKIP_ROOT=1 \
+         to mark the root-only tests as ignored"
+    );
+}
+
 pub fn requirements(name: &str) -> PathBuf {
     repo_root().join("fixtures/requirements").join(name)
 }
@@ -220,6 +233,8 @@ pub fn run(cmd: &mut Command) -> String {
 
 /// Unpacks an image with umoci (independently of strata) into a runtime bundle.
 pub fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) {
+    // Without root umoci cannot restore owners (`--rootless` would hide that difference).
+    require_root("umoci unpack");
     run(Command::new("umoci")
         .arg("unpack")
         .arg("--image")
@@ -229,6 +244,7 @@ pub fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) {
 
 /// Runs `args` in a bundle with runc and returns (exit code, stdout, stderr).
 pub fn runc_run(bundle: &Path, args: &[&str]) -> (i32, String, String) {
+    require_root("runc run");
     let config_path = bundle.join("config.json");
     let mut config: Value = serde_json::from_slice(&fs::read(&config_path).unwrap()).unwrap();
     config["process"]["terminal"] = Value::Bool(false);

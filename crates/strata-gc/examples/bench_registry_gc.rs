@@ -2,10 +2,19 @@
 //!
 //! For each N: a fresh registry, N tiny images (three shared fake layers and an own config)
 //! each under its own tag, pushes recorded in strata.db (half of them 60 days old), then the
-//! plan and the apply are timed. Prints ms per phase and per tag, and the least-squares slope
-//! (ms per 100 tags) over the sizes run.
+//! plan and the apply are timed, each next to a baseline measured in the same run against the
+//! same registry with the same client:
 //!
-//! `cargo run --release -p strata-cache --example bench_registry_gc -- --tags 250,500,1000`
+//! - plan: the tag list and a manifest HEAD of every tag, 8 at a time (what any plan must
+//!   ask at least, to learn what each tag points at);
+//! - apply: a manifest HEAD of as many manifests as the apply deleted, 4 at a time (the
+//!   requests' round trips, without the registry's work of deleting).
+//!
+//! Prints ms per phase and per tag, the ratios to the baselines, the cost per 100 tags
+//! against the smallest size run (1.00 = linear) and the least-squares slope (ms per 100
+//! tags) over the sizes run.
+//!
+//! `cargo run --release -p strata-gc --example bench_registry_gc -- --tags 250,500,1000`
 //! (`--tags` may be repeated; default 250, 500 and 1000). `--old K` makes only K images old
 //! (spread evenly) instead of half: with K fixed, the apply time shows how the cost of one
 //! delete grows with the number of tags in the repository.
@@ -25,31 +34,50 @@ use strata_index::index::{self, Index};
 use strata_index::pushes::PushRecord;
 use strata_oci::descriptor::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
 use strata_oci::{BlobDescriptor, Digest};
-use strata_registry::{push_image, ImageUpload, PushOptions, Registry, RegistryRepo, Tag};
+use strata_registry::{
+    push_image, ImageUpload, ManifestRef, PushOptions, Registry, RegistryRepo, Tag,
+};
 
 type Error = Box<dyn std::error::Error>;
 
 const DAY: i64 = 86_400;
 const NAMES: usize = 20;
 const PUSH_CONCURRENCY: usize = 8;
+/// As many requests in flight as the plan's (tag HEADs) and the apply's (deletes).
+const PLAN_CONCURRENCY: usize = 8;
+const APPLY_CONCURRENCY: usize = 4;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let args = parse_args()?;
     println!("registry GC benchmark (docker-registry on 127.0.0.1, policy keep_days 14, keep_newest 2, {NAMES} names)");
     println!(
-        "{:>6} {:>10} {:>10} {:>9} {:>12} {:>13} {:>8}",
-        "tags", "plan ms", "apply ms", "deleted", "plan ms/tag", "apply ms/del", "push s"
+        "{:>6} {:>8} {:>8} {:>6} | {:>8} {:>8} {:>6} {:>7} | {:>11} {:>12} {:>6}",
+        "tags",
+        "base ms",
+        "plan ms",
+        "×base",
+        "base ms",
+        "apply ms",
+        "×base",
+        "deleted",
+        "plan ms/tag",
+        "apply ms/del",
+        "push s"
     );
     let mut points = Vec::new();
     for &n in &args.sizes {
         let old = args.old.unwrap_or(n / 2).min(n);
         let run = run_one(n, old).await?;
         println!(
-            "{:>6} {:>10.1} {:>10.1} {:>9} {:>12.3} {:>13.3} {:>8.1}",
+            "{:>6} {:>8.1} {:>8.1} {:>6.2} | {:>8.1} {:>8.1} {:>6.2} {:>7} | {:>11.3} {:>12.3} {:>6.1}",
             n,
+            run.plan_base_ms,
             run.plan_ms,
+            run.plan_ms / run.plan_base_ms,
+            run.apply_base_ms,
             run.apply_ms,
+            run.apply_ms / run.apply_base_ms,
             run.deleted,
             run.plan_ms / n as f64,
             run.apply_ms / run.deleted.max(1) as f64,
@@ -57,6 +85,7 @@ async fn main() -> Result<(), Error> {
         );
         points.push((n as f64, run));
     }
+    print_scaling(&points);
     if points.len() >= 2 {
         let plan = slope(points.iter().map(|(n, r)| (*n, r.plan_ms)));
         let apply = slope(points.iter().map(|(n, r)| (*n, r.apply_ms)));
@@ -126,11 +155,79 @@ fn slope(points: impl Iterator<Item = (f64, f64)> + Clone) -> f64 {
     num / den
 }
 
+/// Cost per 100 tags of each size against the smallest size of this run.
+fn print_scaling(points: &[(f64, Run)]) {
+    let Some((n0, first)) = points.iter().min_by(|a, b| a.0.total_cmp(&b.0)) else {
+        return;
+    };
+    let per_100 = |ms: f64, n: f64| ms * 100.0 / n;
+    let (plan0, apply0) = (per_100(first.plan_ms, *n0), per_100(first.apply_ms, *n0));
+    println!("per 100 tags, against the smallest size ({n0} tags; 1.00 = linear):");
+    println!(
+        "{:>6} {:>13} {:>7} {:>14} {:>7}",
+        "tags", "plan ms/100", "×first", "apply ms/100", "×first"
+    );
+    for (n, r) in points {
+        let (plan, apply) = (per_100(r.plan_ms, *n), per_100(r.apply_ms, *n));
+        println!(
+            "{:>6} {:>13.1} {:>7.2} {:>14.1} {:>7.2}",
+            n,
+            plan,
+            plan / plan0,
+            apply,
+            apply / apply0
+        );
+    }
+}
+
 struct Run {
+    plan_base_ms: f64,
     plan_ms: f64,
+    apply_base_ms: f64,
     apply_ms: f64,
     deleted: usize,
     push_s: f64,
+}
+
+/// Baseline of the plan: the tag list and a HEAD of every tag's manifest.
+async fn plan_baseline(registry: &Registry, repo: &RegistryRepo) -> Result<f64, Error> {
+    let started = Instant::now();
+    let tags = registry.list_tags(repo).await?;
+    let refs: Vec<ManifestRef> = tags
+        .iter()
+        .map(|t| Ok::<_, Error>(ManifestRef::Tag(t.parse()?)))
+        .collect::<Result<_, _>>()?;
+    heads(registry, repo, &refs, PLAN_CONCURRENCY).await?;
+    Ok(started.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// Baseline of the apply: a HEAD of each manifest the apply will delete.
+async fn apply_baseline(
+    registry: &Registry,
+    repo: &RegistryRepo,
+    digests: &[Digest],
+) -> Result<f64, Error> {
+    let refs: Vec<ManifestRef> = digests.iter().cloned().map(ManifestRef::Digest).collect();
+    let started = Instant::now();
+    heads(registry, repo, &refs, APPLY_CONCURRENCY).await?;
+    Ok(started.elapsed().as_secs_f64() * 1000.0)
+}
+
+async fn heads(
+    registry: &Registry,
+    repo: &RegistryRepo,
+    refs: &[ManifestRef],
+    concurrency: usize,
+) -> Result<(), Error> {
+    let found: Vec<Option<Digest>> =
+        futures_util::stream::iter(refs.iter().map(|r| registry.manifest_exists(repo, r)))
+            .buffer_unordered(concurrency)
+            .try_collect()
+            .await?;
+    if found.iter().any(Option::is_none) {
+        return Err("a baseline HEAD found no manifest".into());
+    }
+    Ok(())
 }
 
 async fn run_one(n: usize, old: usize) -> Result<Run, Error> {
@@ -169,17 +266,26 @@ async fn run_one(n: usize, old: usize) -> Result<Run, Error> {
         keep_newest: 2,
         ..GcPolicy::default()
     };
+    let plan_base_ms = plan_baseline(&registry, &repo).await?;
     let started = Instant::now();
     let plan = plan_registry(&registry, &repo, &index, &policy, &HashSet::new(), now).await?;
     let plan_ms = started.elapsed().as_secs_f64() * 1000.0;
     if plan.counts.tags != n {
         return Err(format!("planned over {} tags, pushed {n}", plan.counts.tags).into());
     }
+    let doomed: Vec<Digest> = plan
+        .deleted
+        .iter()
+        .map(|d| d.manifest.digest.clone())
+        .collect();
+    let apply_base_ms = apply_baseline(&registry, &repo, &doomed).await?;
     let started = Instant::now();
     let report = apply_registry(&registry, &repo, &index, &plan).await?;
     let apply_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(Run {
+        plan_base_ms,
         plan_ms,
+        apply_base_ms,
         apply_ms,
         deleted: report.counts.deleted,
         push_s,

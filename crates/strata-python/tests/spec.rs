@@ -382,3 +382,61 @@ fn truncated_inputs_never_panic() {
         }
     }
 }
+
+/// The input of the known-answer test, on its own so that edits to the other tests' files
+/// cannot move it.
+const KNOWN_REQUIREMENTS: &str = "\
+-i https://pypi.org/simple
+--extra-index-url https://download.pytorch.org/whl/cpu
+numpy>=1.24,<2
+requests[security,socks]==2.31.0; python_version >= \"3.8\" and sys_platform == \"linux\"
+torch==2.1.0 --hash=sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa --hash=sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
+scikit-learn~=1.3.0
+-c constraints.txt
+";
+const KNOWN_CONSTRAINTS: &str = "urllib3<2\n";
+const KNOWN_BASE: &str = "sha256:ac25ae413a4f5656838e1887e58917fa05d6a1964562bfa24f71b24286cb83d7";
+
+/// The canonical spec of the known-answer input, as computed when this test was written.
+const KNOWN_CANONICAL_JSON: &str = r#"{"requirements":[{"name":"numpy","extras":[],"specifier":"<2,>=1.24","url":null,"marker":null,"hashes":[]},{"name":"requests","extras":["security","socks"],"specifier":"==2.31.0","url":null,"marker":"python_version >= \"3.8\" and sys_platform == \"linux\"","hashes":[]},{"name":"scikit-learn","extras":[],"specifier":"~=1.3.0","url":null,"marker":null,"hashes":[]},{"name":"torch","extras":[],"specifier":"==2.1.0","url":null,"marker":null,"hashes":["sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"]}],"constraints":[{"name":"urllib3","extras":[],"specifier":"<2","url":null,"marker":null,"hashes":[]}],"sources":{"index_url":"https://pypi.org/simple","extra_index_urls":["https://download.pytorch.org/whl/cpu"],"find_links":[],"no_index":false},"base":"sha256:ac25ae413a4f5656838e1887e58917fa05d6a1964562bfa24f71b24286cb83d7","target":{"python":"3.11","platform":"linux/amd64","glibc":[2,28]}}"#;
+
+/// Its digest: the cache key of that environment (and its tag, `env-837b7389a85780f4`).
+const KNOWN_SPEC_DIGEST: &str =
+    "sha256:837b7389a85780f485d07fb884ac912d0b690faa76b3a6fade26f4e2f0771aae";
+
+/// Known answer: one fixed requirements file, base digest, Python version and platform give
+/// one fixed spec digest, computed as `strata build` computes it (`EnvSpec::new` of the parsed
+/// file, the base's digest and the target, then `digest`).
+///
+/// The spec digest is every cache key: the local index, the `env-` tags, the annotations of
+/// pushed images. If this test fails, the change just made gives every existing environment
+/// a new key: every user's cache misses and every environment is rebuilt and pushed again.
+/// Do not update these literals to make the test pass unless that is the intent; then bump a
+/// version with it (the canonical spec has no version field yet: adding one is such a change)
+/// and say so in the release notes.
+#[test]
+fn known_spec_digest_is_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    write_all(
+        dir.path(),
+        &[
+            ("requirements.txt", KNOWN_REQUIREMENTS),
+            ("constraints.txt", KNOWN_CONSTRAINTS),
+        ],
+    );
+    let file = parse_requirements_file(&dir.path().join("requirements.txt")).unwrap();
+    let base: Digest = KNOWN_BASE.parse().unwrap();
+    let target = Target::new(PythonVersion::new(3, 11), "linux/amd64".parse().unwrap());
+    let spec = EnvSpec::new(file, base, target);
+    // The canonical form first: when it differs, the diff says what changed.
+    assert_eq!(
+        String::from_utf8(spec.canonical_bytes()).unwrap(),
+        KNOWN_CANONICAL_JSON,
+        "the canonical spec changed: every cache key changes with it"
+    );
+    assert_eq!(
+        spec.digest().to_string(),
+        KNOWN_SPEC_DIGEST,
+        "the spec digest changed: every cache key changes with it"
+    );
+}

@@ -13,7 +13,7 @@ mod http;
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The request a rule looks at (`method`, `target`: path and query as sent, percent-encoded).
 pub use http::Request;
@@ -39,6 +39,7 @@ type Rule = dyn Fn(&Request) -> Answer + Send + Sync;
 pub struct AnswerProxy {
     server: http::Server,
     refused: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl AnswerProxy {
@@ -48,12 +49,22 @@ impl AnswerProxy {
     ) -> AnswerProxy {
         let upstream = http::upstream_addr("proxy", upstream);
         let refused = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
         let rule: Arc<Rule> = Arc::new(rule);
-        let r = Arc::clone(&refused);
+        let (r, s) = (Arc::clone(&refused), Arc::clone(&seen));
         let server = http::Server::start("proxy listener", move |client| {
-            serve(client, upstream, &*rule, &r)
+            serve(client, upstream, &*rule, &r, &s)
         });
-        AnswerProxy { server, refused }
+        AnswerProxy {
+            server,
+            refused,
+            seen,
+        }
+    }
+
+    /// A proxy that forwards everything: to count and list a client's requests.
+    pub fn forwarding(upstream: &str) -> AnswerProxy {
+        AnswerProxy::start(upstream, |_| Answer::Forward)
     }
 
     /// `127.0.0.1:PORT` of the proxy.
@@ -65,6 +76,13 @@ impl AnswerProxy {
     pub fn refused(&self) -> usize {
         self.refused.load(Ordering::SeqCst)
     }
+
+    /// `(method, target)` of every request received, in arrival order; takes them, so the
+    /// next call lists only later ones. (Each connection carries one request: the proxy
+    /// answers `Connection: close`.)
+    pub fn take_requests(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.seen.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// A registry-style error body: `{"errors":[{"code","message","detail"}]}`.
@@ -72,10 +90,19 @@ pub fn error_body(code: &str, message: &str, detail: &str) -> String {
     format!(r#"{{"errors":[{{"code":"{code}","message":"{message}","detail":"{detail}"}}]}}"#)
 }
 
-fn serve(mut client: TcpStream, upstream: SocketAddr, rule: &Rule, refused: &AtomicUsize) {
+fn serve(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    rule: &Rule,
+    refused: &AtomicUsize,
+    seen: &Mutex<Vec<(String, String)>>,
+) {
     let Some(request) = http::read_request(&mut client) else {
         return;
     };
+    seen.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((request.method.clone(), request.target.clone()));
     let refusal = match rule(&request) {
         Answer::Forward => None,
         Answer::Refuse(r) => Some(r),
