@@ -4,14 +4,14 @@ use std::error::Error;
 
 use serde::Serialize;
 use serde_json::json;
-use strata_agent::client::{JobMetrics, JobStatus};
-use strata_build::build::Built;
-use strata_build::error::BuildError;
-use strata_build::explain::Explanation;
-use strata_build::home::{Home, HomeError};
-use strata_build::publish::Pushed;
+use strata_agent::{JobMetrics, JobStatus};
+use strata_build::BuildError;
+use strata_build::Built;
+use strata_build::Explanation;
+use strata_build::Pushed;
+use strata_build::{Home, HomeError};
 use strata_gc::run::RunError;
-use strata_index::catalog::{Catalog, CatalogImage};
+use strata_index::{Catalog, CatalogImage};
 use strata_queue::JobView;
 
 /// Exit codes (documented in README.md).

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use strata_build::progress::Progress;
+use strata_build::Progress;
 
 pub struct TerminalProgress {
     bar: Option<ProgressBar>,

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use strata_build::base::BaseRef;
-use strata_build::build::{self, BuildOptions};
-use strata_build::publish::PushTarget;
-use strata_python::target::{Platform, PythonVersion};
+use strata_build::BaseRef;
+use strata_build::PushTarget;
+use strata_build::{build_checked, explain, BuildOptions};
+use strata_python::{Platform, PythonVersion};
 
 use crate::output::{self, Failure};
 use crate::progress::TerminalProgress;
@@ -36,7 +36,7 @@ pub struct EnvArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Most layers in the image, base included; past it the least shared wheels share a layer.
-    #[arg(long, default_value_t = strata_build::layers::DEFAULT_LAYER_LIMIT)]
+    #[arg(long, default_value_t = strata_build::DEFAULT_LAYER_LIMIT)]
     pub max_layers: usize,
 }
 
@@ -88,14 +88,14 @@ pub fn run(args: BuildArgs) -> Result<(), Failure> {
         None => None,
     };
     let explanation = match args.explain {
-        true => Some(build::explain(&home, &options).map_err(Failure::build)?),
+        true => Some(explain(&home, &options).map_err(Failure::build)?),
         false => None,
     };
     let progress = TerminalProgress::new(!args.json);
     // On a miss, check the registry before any work: an unreachable one then fails before
     // the store is touched. A hit needs no check (the push itself is one HEAD).
     let check = || target.as_ref().map_or(Ok(()), PushTarget::check);
-    let built = build::build_checked(&home, &options, &progress, check).map_err(Failure::build)?;
+    let built = build_checked(&home, &options, &progress, check).map_err(Failure::build)?;
     let pushed = match &target {
         Some(target) => Some(
             target

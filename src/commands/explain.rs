@@ -1,7 +1,7 @@
 //! `strata explain`.
 
 use clap::Args;
-use strata_build::build;
+use strata_build::explain;
 
 use super::build::EnvArgs;
 use crate::output::{self, Failure};
@@ -18,7 +18,7 @@ pub struct ExplainArgs {
 pub fn run(args: ExplainArgs) -> Result<(), Failure> {
     let home = super::open_home()?;
     let options = args.env.options(None)?;
-    let explanation = build::explain(&home, &options).map_err(Failure::build)?;
+    let explanation = explain(&home, &options).map_err(Failure::build)?;
     output::print_explanation(&explanation, args.json);
     Ok(())
 }

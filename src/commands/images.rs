@@ -1,7 +1,7 @@
 //! `strata images` and `strata inspect`.
 
 use clap::Args;
-use strata_index::catalog::Catalog;
+use strata_index::Catalog;
 
 use crate::output::{self, Failure};
 

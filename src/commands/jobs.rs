@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
-use strata_agent::agent::{parse_env, Agent, AgentError, AgentOptions, BackendChoice};
-use strata_agent::client::{Client, ClientError};
+use strata_agent::{parse_env, Agent, AgentError, AgentOptions, BackendChoice};
+use strata_agent::{Client, ClientError};
 use strata_kube::{Connection, KubeSettings};
-use strata_queue::jobstore::CancelResult;
+use strata_queue::CancelResult;
 use strata_queue::{EnvOptions, Environment, NewJob, SchedulerConfig};
 
 use crate::output::{self, Failure};
@@ -138,7 +138,7 @@ pub struct AgentArgs {
 }
 
 fn client() -> Result<Client, Failure> {
-    let root = strata_build::home::Home::default_root().map_err(Failure::home)?;
+    let root = strata_build::Home::default_root().map_err(Failure::home)?;
     let project = std::env::current_dir().unwrap_or_default();
     Client::open(&root, &project).map_err(Failure::jobs)
 }
@@ -269,7 +269,7 @@ extern "C" fn request_stop(_: libc::c_int) {
 }
 
 pub fn agent(args: AgentArgs) -> Result<(), Failure> {
-    let root = strata_build::home::Home::default_root().map_err(Failure::home)?;
+    let root = strata_build::Home::default_root().map_err(Failure::home)?;
     let project = std::env::current_dir().unwrap_or_default();
     let files =
         strata_config::Config::load(&project, &root).map_err(|e| Failure::jobs(e.into()))?;

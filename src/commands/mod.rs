@@ -7,7 +7,7 @@ pub mod images;
 pub mod jobs;
 pub mod sync;
 
-use strata_build::home::Home;
+use strata_build::Home;
 
 use crate::output::Failure;
 

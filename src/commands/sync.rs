@@ -1,9 +1,9 @@
 //! `strata push` and `strata pull`.
 
 use clap::Args;
-use strata_build::publish::{self, PushTarget};
-use strata_index::catalog::Catalog;
-use strata_python::target::Platform;
+use strata_build::{pull, PushTarget};
+use strata_index::Catalog;
+use strata_python::Platform;
 
 use crate::output::{self, Failure};
 use crate::progress::TerminalProgress;
@@ -64,7 +64,7 @@ pub fn run_push(args: PushArgs) -> Result<(), Failure> {
 pub fn run_pull(args: PullArgs) -> Result<(), Failure> {
     let home = super::open_home()?;
     let progress = TerminalProgress::new(!args.json);
-    let pulled = publish::pull(
+    let pulled = pull(
         &home,
         &args.reference,
         args.insecure,

@@ -20,46 +20,44 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_build::base::{BaseError, BaseRef};
-use strata_build::build::{self, BuildOptions};
-use strata_build::error::BuildError;
-use strata_build::home::Home;
-use strata_build::layers::DEFAULT_LAYER_LIMIT;
-use strata_build::progress::Silent;
+use strata_build::BuildError;
+use strata_build::Home;
+use strata_build::Silent;
+use strata_build::DEFAULT_LAYER_LIMIT;
+use strata_build::{build, BuildOptions};
+use strata_build::{BaseError, BaseRef};
 use strata_errors::chain;
-use strata_index::catalog::Catalog;
-use strata_index::lease::LeaseOwner;
-use strata_oci::manifest::ManifestDocument;
+use strata_index::Catalog;
+use strata_index::LeaseOwner;
 use strata_oci::Digest;
+use strata_oci::ManifestDocument;
 
 use crate::launcher::{attempt_key, Attempt, Ended, LaunchError, Launcher};
 use strata_kube::{BlockingKube, KubeError, KubeSettings, KubeSettingsError};
 use strata_metrics::MetricsStore;
-use strata_python::target::TargetError;
-use strata_queue::admit::Scheduler;
-use strata_queue::config::SchedulerConfig;
-use strata_queue::job::{
-    log_path, EndCause, EnvOptions, Environment, Job, JobId, JobState, Outcome,
-};
-use strata_queue::jobstore::{now, Change, JobFilter, JobStore};
-use strata_queue::pool::describe_pools;
+use strata_python::TargetError;
+use strata_queue::describe_pools;
+use strata_queue::Scheduler;
+use strata_queue::SchedulerConfig;
+use strata_queue::{log_path, EndCause, EnvOptions, Environment, Job, JobId, JobState, Outcome};
+use strata_queue::{now, Change, JobFilter, JobStore};
 use strata_runc::LocalLauncher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(transparent)]
-    Home(#[from] strata_build::home::HomeError),
+    Home(#[from] strata_build::HomeError),
     #[error(transparent)]
-    Jobs(#[from] strata_queue::jobstore::StoreError),
+    Jobs(#[from] strata_queue::StoreError),
     /// This machine's launcher could not be set up.
     #[error(transparent)]
     Launch(Box<strata_runc::LaunchError>),
     #[error(transparent)]
     Metrics(#[from] strata_metrics::MetricsError),
     #[error(transparent)]
-    Index(#[from] strata_index::index::IndexError),
+    Index(#[from] strata_index::IndexError),
     #[error(transparent)]
-    Store(#[from] strata_oci::layout::StoreError),
+    Store(#[from] strata_oci::StoreError),
     #[error(transparent)]
     Hold(#[from] HoldError),
     #[error("kubernetes backend: no pool in `[kubernetes.pools]`: add e.g. `[kubernetes.pools.gpu]` with `node_selector = {{ \"strata.dev/pool\" = \"gpu\" }}` to say which nodes run strata's jobs")]
@@ -102,9 +100,9 @@ impl From<KubeError> for AgentError {
 #[derive(Debug, thiserror::Error)]
 pub enum HoldError {
     #[error(transparent)]
-    Store(#[from] strata_oci::layout::StoreError),
+    Store(#[from] strata_oci::StoreError),
     #[error(transparent)]
-    Index(#[from] strata_index::index::IndexError),
+    Index(#[from] strata_index::IndexError),
 }
 
 /// The build options a requirements job was submitted with are not valid.
@@ -154,8 +152,8 @@ impl Default for AgentOptions {
 const LAUNCH_RETRY: Duration = Duration::from_secs(10);
 
 /// Publishes the pools for `strata jobs`; a failure only costs explanations, so it warns.
-fn publish_pools(root: &Path, pools: &[strata_queue::pool::Pool]) {
-    if let Err(e) = strata_queue::pool::publish_pools(root, pools) {
+fn publish_pools(root: &Path, pools: &[strata_queue::Pool]) {
+    if let Err(e) = strata_queue::publish_pools(root, pools) {
         tracing::warn!(
             "publishing the agent's pools under {}: {}",
             root.display(),
@@ -682,7 +680,7 @@ pub fn hold_image(home: &Home, id: &JobId, digest: &Digest) -> Result<(), HoldEr
         .read_blob(digest)
         .map(|b| ManifestDocument::parse(&b))
     {
-        Ok(Ok(ManifestDocument::Image(m))) => strata_build::publish::image_digests(digest, &m),
+        Ok(Ok(ManifestDocument::Image(m))) => strata_build::image_digests(digest, &m),
         _ => vec![digest.clone()],
     };
     let holder = lease_holder(id);
@@ -744,15 +742,12 @@ fn build_env(root: &Path, path: &Path, options: &EnvOptions) -> Result<BuiltEnv,
     let home = Home::open(root).map_err(|e| Box::new(BuildError::from(e)))?;
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
     let build_options = build_options(path, options, jobs)?;
-    let built = build::build(&home, &build_options, &Silent).map_err(Box::new)?;
+    let built = build(&home, &build_options, &Silent).map_err(Box::new)?;
     Ok(BuiltEnv {
         image: built.digest,
         spec: built.spec_digest.0,
     })
 }
-
-/// For `strata status`: a job's events as (state, time, detail).
-pub type History = Vec<(String, i64, Option<String>)>;
 
 /// Env vars as given on the command line (`K=V`).
 pub fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>, EnvVarError> {

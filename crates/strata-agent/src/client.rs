@@ -4,36 +4,36 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use strata_build::build;
-use strata_build::error::BuildError;
-use strata_build::home::{Home, HomeError};
+use strata_build::prepare;
+use strata_build::BuildError;
+use strata_build::{Home, HomeError};
 use strata_config::Config;
-use strata_index::catalog::{Catalog, CatalogError};
-use strata_index::index::IndexError;
-use strata_index::lease::LeaseOwner;
+use strata_index::IndexError;
+use strata_index::LeaseOwner;
+use strata_index::{Catalog, CatalogError};
 use strata_oci::Digest;
 
-use strata_queue::admit::Scheduler;
-use strata_queue::job::log_path;
+use strata_queue::log_path;
+use strata_queue::Scheduler;
 
 use crate::agent::{build_options, hold_image, HoldError, OptionsError};
 use strata_metrics::plot::{Chart, PlotSeries};
 use strata_metrics::{sparkline, MetricsStore};
-use strata_queue::config::SchedulerConfig;
-use strata_queue::explain::JobView;
-use strata_queue::job::{EnvOptions, Environment, JobId, JobState, NewJob};
-use strata_queue::jobstore::{now, CancelResult, JobFilter, JobStore};
+use strata_queue::JobView;
+use strata_queue::SchedulerConfig;
+use strata_queue::{now, CancelResult, JobFilter, JobStore};
+use strata_queue::{EnvOptions, Environment, JobId, JobState, NewJob};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(transparent)]
     Config(#[from] strata_config::ConfigError),
     #[error(transparent)]
-    SchedulerConfig(#[from] strata_queue::config::SchedulerConfigError),
+    SchedulerConfig(#[from] strata_queue::SchedulerConfigError),
     #[error(transparent)]
-    Submit(#[from] strata_queue::jobstore::SubmitError),
+    Submit(#[from] strata_queue::SubmitError),
     #[error(transparent)]
-    Jobs(#[from] strata_queue::jobstore::StoreError),
+    Jobs(#[from] strata_queue::StoreError),
     #[error(transparent)]
     Metrics(#[from] strata_metrics::MetricsError),
     #[error(transparent)]
@@ -96,7 +96,7 @@ impl Client {
         let mut config = SchedulerConfig::from_config(&Config::load(project, root)?)?;
         // The agent's pools (a cluster's nodes with --backend kubernetes) are where jobs
         // run: waits are explained against them.
-        if let Some(pools) = strata_queue::pool::published_pools(root) {
+        if let Some(pools) = strata_queue::published_pools(root) {
             config.pools = pools;
         }
         // The store, index and their migrations exist before the job tables refer to them.
@@ -149,8 +149,7 @@ impl Client {
             .lease("submit", LeaseOwner::current_process())
             .map_err(env_err)?;
         if let Some(digest) = &digest {
-            strata_build::layers::hold(&home, &bridge, std::slice::from_ref(digest))
-                .map_err(build_err)?;
+            strata_build::hold(&home, &bridge, std::slice::from_ref(digest)).map_err(build_err)?;
             if !home.store.has_blob(digest) {
                 return Err(env_err(EnvironmentError::Left {
                     digest: digest.clone(),
@@ -168,7 +167,7 @@ impl Client {
     fn spec_digest(&self, path: &Path, options: &EnvOptions) -> Result<Digest, ClientError> {
         let home = Home::open(&self.root).map_err(env_err)?;
         let build_options = build_options(path, options, 1).map_err(env_err)?;
-        let (env, _) = build::prepare(&home, &build_options).map_err(build_err)?;
+        let (env, _) = prepare(&home, &build_options).map_err(build_err)?;
         Ok(env.digest().0)
     }
 

@@ -2,6 +2,10 @@
 //! [`launcher::Launcher`] (runc here, or Kubernetes), watches them and records how they end;
 //! and the local client calls the CLI makes (submit, list, cancel, logs).
 
-pub mod agent;
-pub mod client;
-pub mod launcher;
+mod agent;
+mod client;
+mod launcher;
+
+pub use agent::{parse_env, Agent, AgentError, AgentOptions, BackendChoice};
+pub use client::{Client, ClientError, JobMetrics, JobStatus};
+pub use launcher::{attempt_key, Attempt, Ended, LaunchError, Launcher};

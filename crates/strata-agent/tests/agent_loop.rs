@@ -6,12 +6,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use strata_agent::agent::{Agent, AgentOptions};
-use strata_agent::launcher::{attempt_key, Attempt, Ended, LaunchError, Launcher};
+use strata_agent::{attempt_key, Attempt, Ended, LaunchError, Launcher};
+use strata_agent::{Agent, AgentOptions};
 use strata_config::Config;
 use strata_oci::Digest;
-use strata_queue::jobstore::{now, Change, JobStore};
-use strata_queue::pool::Pool;
+use strata_queue::Pool;
+use strata_queue::{now, Change, JobStore};
 use strata_queue::{EndCause, Job, JobId, JobState, NewJob, Outcome, SchedulerConfig};
 
 /// One node with room for every job of these tests; a queue that retries OOM kills and one
@@ -112,7 +112,7 @@ impl World {
         std::fs::write(&file, CONFIG).unwrap();
         let config = SchedulerConfig::from_config(&Config::from_file(&file).unwrap()).unwrap();
         // The store and index exist before the job tables, as with the CLI.
-        strata_build::home::Home::open(dir.path()).unwrap();
+        strata_build::Home::open(dir.path()).unwrap();
         World {
             dir,
             config,

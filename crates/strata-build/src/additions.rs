@@ -8,9 +8,9 @@
 //! removed stays behind, unreferenced, for GC.
 
 use strata_gc::local::reachable_except;
-use strata_index::lease::Lease;
-use strata_oci::layout::StagedBlob;
+use strata_index::Lease;
 use strata_oci::Digest;
+use strata_oci::StagedBlob;
 
 use crate::error::BuildError;
 use crate::home::Home;
@@ -94,7 +94,7 @@ impl Drop for Additions<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_index::lease::LeaseOwner;
+    use strata_index::LeaseOwner;
     use strata_oci::BlobDescriptor;
 
     /// A manifest whose config is `config` (enough for GC's marker to follow it).
@@ -179,7 +179,7 @@ mod tests {
         let spec = Digest::of(b"spec");
         home.index
             .record_build(
-                &strata_index::index::EnvRecord {
+                &strata_index::EnvRecord {
                     spec: spec.clone(),
                     lock: Digest::of(b"lock"),
                     base: Digest::of(b"base"),

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use flate2::read::GzDecoder;
-use strata_oci::layout::{Store, StoreError, REF_NAME};
-use strata_oci::manifest::{Descriptor, Manifest, ManifestDocument};
 use strata_oci::Digest;
+use strata_oci::{Descriptor, Manifest, ManifestDocument};
+use strata_oci::{Store, StoreError, REF_NAME};
 
-use strata_python::target::{Platform, PythonVersion};
+use strata_python::{Platform, PythonVersion};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BaseError {
@@ -95,9 +95,7 @@ pub struct BaseImage {
     pub reference: String,
     pub digest: Digest,
     pub manifest: Manifest,
-    pub manifest_bytes: Vec<u8>,
     pub config: serde_json::Value,
-    pub config_bytes: Vec<u8>,
     /// Directories holding the blobs (`…/blobs/sha256`) of the source, searched in order.
     blobs: Vec<PathBuf>,
 }
@@ -142,9 +140,7 @@ impl BaseImage {
             reference,
             digest,
             manifest,
-            manifest_bytes,
             config,
-            config_bytes,
             blobs: dirs,
         })
     }
@@ -194,9 +190,7 @@ impl BaseImage {
             reference: reference.to_string(),
             digest: digest.clone(),
             manifest,
-            manifest_bytes,
             config,
-            config_bytes,
             blobs,
         })
     }
@@ -204,18 +198,6 @@ impl BaseImage {
     /// The base image's layers, in order.
     pub fn layers(&self) -> &[Descriptor] {
         &self.manifest.layers
-    }
-
-    /// The base's uncompressed layer digests, from its config.
-    pub fn diff_ids(&self) -> Vec<String> {
-        self.config["rootfs"]["diff_ids"]
-            .as_array()
-            .map(|ids| {
-                ids.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     /// A value of the config's `Env`, e.g. `PATH`.

@@ -5,11 +5,11 @@
 
 use std::path::PathBuf;
 
-use strata_index::index::EnvRecord;
-use strata_index::lease::{Lease, LeaseOwner};
-use strata_index::verify::{self, BlobState};
-use strata_oci::manifest::{Manifest, ManifestDocument};
+use strata_index::EnvRecord;
+use strata_index::{check_blob, mark_verified, BlobState};
+use strata_index::{Lease, LeaseOwner};
 use strata_oci::{BlobDescriptor, Digest};
+use strata_oci::{Manifest, ManifestDocument};
 
 use crate::additions::Additions;
 use crate::base::{BaseImage, BaseRef, Selector};
@@ -19,11 +19,11 @@ use crate::home::Home;
 use crate::image::{self, AddedLayer, ImageInputs, ANNOTATION_SPEC};
 use crate::layers::{check_staged, hold, package_layers};
 use crate::progress::Progress;
-use strata_install::layer::LAYER_FORMAT_VERSION;
 use strata_install::InstallScheme;
-use strata_python::lock::Lock;
-use strata_python::spec::{self, EnvSpec, SpecDigest};
-use strata_python::target::{Platform, PythonVersion, Target};
+use strata_install::LAYER_FORMAT_VERSION;
+use strata_python::Lock;
+use strata_python::{normalise_find_links, parse_requirements_file, EnvSpec, Sources, SpecDigest};
+use strata_python::{Platform, PythonVersion, Target};
 
 /// What the user asked to build.
 #[derive(Debug, Clone)]
@@ -228,7 +228,7 @@ pub fn build_checked(
     // The image is recorded and tagged: what follows cannot fail the build. Without the
     // stamps the new blobs are hashed again when first read; a lease left behind dies with
     // this process.
-    if let Err(e) = verify::mark_verified(&home.store, &home.index, &written) {
+    if let Err(e) = mark_verified(&home.store, &home.index, &written) {
         tracing::warn!("recording that the new blobs are verified: {e}");
     }
     if let Err(e) = lease.release() {
@@ -260,7 +260,7 @@ fn layer_budget(limit: usize, base_layers: usize) -> Result<usize, BuildError> {
 
 /// The canonical spec of what `options` ask for, and the base image it names.
 pub fn prepare(home: &Home, options: &BuildOptions) -> Result<(EnvSpec, BaseImage), BuildError> {
-    let mut file = spec::parse_requirements_file(&options.requirements)?;
+    let mut file = parse_requirements_file(&options.requirements)?;
     add_cli_sources(&mut file.sources, options)?;
     let base = open_base(home, &options.base, options.platform)?;
     let python = options.python.or_else(|| base.declared_python());
@@ -278,14 +278,14 @@ pub fn explain(home: &Home, options: &BuildOptions) -> Result<Explanation, Build
     Ok(crate::explain::explain(&env, &home.index.envs()?))
 }
 
-fn add_cli_sources(sources: &mut spec::Sources, options: &BuildOptions) -> Result<(), BuildError> {
+fn add_cli_sources(sources: &mut Sources, options: &BuildOptions) -> Result<(), BuildError> {
     let cwd = std::env::current_dir().map_err(|source| BuildError::Io {
         what: "reading the current directory".into(),
         source,
     })?;
     for link in &options.find_links {
         let normalised =
-            spec::normalise_find_links(link, &cwd).map_err(|source| BuildError::BadOption {
+            normalise_find_links(link, &cwd).map_err(|source| BuildError::BadOption {
                 option: format!("--find-links {link}"),
                 reason: source.into(),
             })?;
@@ -476,7 +476,7 @@ fn stored_manifest(
     // verified): a corrupt blob is quarantined and the image rebuilt, never served.
     let mut complete = true;
     for d in manifest.blobs() {
-        match verify::check_blob(&home.store, &home.index, &d.digest)? {
+        match check_blob(&home.store, &home.index, &d.digest)? {
             BlobState::Ok => {}
             BlobState::Missing => complete = false,
             BlobState::Corrupt { actual, .. } => {

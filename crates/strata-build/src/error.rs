@@ -2,16 +2,16 @@
 
 use std::io;
 
-use strata_index::index::IndexError;
-use strata_oci::layout::StoreError;
+use strata_index::IndexError;
+use strata_oci::StoreError;
 use strata_registry::RegistryError;
 
 use crate::base::BaseError;
 use crate::home::{Home, HomeError};
 use strata_install::InstallError;
-use strata_python::fetch::FetchError;
-use strata_python::resolve::ResolveError;
-use strata_python::spec::SpecError;
+use strata_python::FetchError;
+use strata_python::ResolveError;
+use strata_python::SpecError;
 
 /// Why a command-line option of a build cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +20,7 @@ pub enum OptionError {
     #[error("the base image alone has {base_layers} layers; at least {} are needed", base_layers + 2)]
     TooFewLayers { base_layers: usize },
     #[error(transparent)]
-    FindLinks(#[from] strata_python::spec::SourceError),
+    FindLinks(#[from] strata_python::SourceError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +62,7 @@ pub enum BuildError {
     #[error(transparent)]
     Index(#[from] IndexError),
     #[error(transparent)]
-    Verify(#[from] strata_index::verify::VerifyError),
+    Verify(#[from] strata_index::VerifyError),
     #[error(transparent)]
     Config(#[from] strata_config::ConfigError),
     #[error("local garbage collection failed")]

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use strata_index::index::EnvRow;
+use strata_index::EnvRow;
 
-use strata_python::spec::{EnvSpec, Requirement};
+use strata_python::{EnvSpec, Requirement};
 
 /// One difference between the spec being built and a cached one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -153,7 +153,7 @@ pub fn differences(cached: &EnvSpec, now: &EnvSpec) -> Vec<Difference> {
         });
     }
     if cached.sources != now.sources {
-        let show = |s: &strata_python::spec::Sources| serde_json::to_string(s).unwrap_or_default();
+        let show = |s: &strata_python::Sources| serde_json::to_string(s).unwrap_or_default();
         out.push(Difference::Sources {
             cached: show(&cached.sources),
             now: show(&now.sources),
@@ -206,8 +206,8 @@ mod tests {
     use super::*;
     use std::path::Path;
     use strata_oci::Digest;
-    use strata_python::spec::parse_requirements_str;
-    use strata_python::target::{PythonVersion, Target};
+    use strata_python::parse_requirements_str;
+    use strata_python::{PythonVersion, Target};
 
     fn spec(text: &str, python: u8) -> EnvSpec {
         let file = parse_requirements_str(text, Path::new("r.txt")).unwrap();

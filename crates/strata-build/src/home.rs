@@ -2,11 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use strata_index::index::{Index, IndexError};
-use strata_oci::layout::{Store, StoreError};
+use strata_index::{Index, IndexError};
+use strata_oci::{Store, StoreError};
 
-use strata_python::fetch::WheelCache;
-use strata_python::resolve::Resolver;
+use strata_python::Resolver;
+use strata_python::WheelCache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HomeError {

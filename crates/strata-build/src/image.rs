@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use strata_oci::descriptor::MEDIA_TYPE_CONFIG;
-use strata_oci::manifest::{Descriptor, Manifest};
+use strata_oci::MEDIA_TYPE_CONFIG;
 use strata_oci::{BlobDescriptor, Digest, LayerDescriptor};
+use strata_oci::{Descriptor, Manifest};
 
 use crate::base::BaseImage;
 

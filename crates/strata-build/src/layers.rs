@@ -6,19 +6,19 @@
 
 use std::sync::Mutex;
 
-use strata_index::index::LayerKey;
-use strata_index::lease::Lease;
-use strata_oci::layout::{StagedBlob, Store};
+use strata_index::LayerKey;
+use strata_index::Lease;
 use strata_oci::{Digest, LayerDescriptor};
+use strata_oci::{StagedBlob, Store};
 
 use crate::error::BuildError;
 use crate::home::Home;
 use crate::image::AddedLayer;
 use crate::progress::Progress;
-use strata_install::layer::LAYER_FORMAT_VERSION;
 use strata_install::InstallScheme;
-use strata_python::fetch::WheelCache;
-use strata_python::lock::{Lock, LockedWheel};
+use strata_install::LAYER_FORMAT_VERSION;
+use strata_python::WheelCache;
+use strata_python::{Lock, LockedWheel};
 
 /// Layers in an image, base layers and the env layer included, unless told otherwise.
 pub const DEFAULT_LAYER_LIMIT: usize = 100;

@@ -1,13 +1,22 @@
 //! The build pipeline: a spec in, a layered OCI image in the store out (hit, lock-hit or
 //! miss), and the moves of whole images between the store and registries.
 
-pub mod additions;
-pub mod base;
-pub mod build;
-pub mod error;
-pub mod explain;
-pub mod home;
-pub mod image;
-pub mod layers;
-pub mod progress;
-pub mod publish;
+mod additions;
+mod base;
+mod build;
+mod error;
+mod explain;
+mod home;
+mod image;
+mod layers;
+mod progress;
+mod publish;
+
+pub use base::{BaseError, BaseRef};
+pub use build::{build, build_checked, explain, prepare, BuildOptions, Built};
+pub use error::BuildError;
+pub use explain::Explanation;
+pub use home::{Home, HomeError};
+pub use layers::{hold, DEFAULT_LAYER_LIMIT};
+pub use progress::{Progress, Silent};
+pub use publish::{image_digests, pull, PushTarget, Pushed};

@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use strata_index::index::EnvRecord;
-use strata_index::lease::{Lease, LeaseOwner};
-use strata_oci::manifest::{Manifest, ManifestDocument};
+use strata_index::EnvRecord;
+use strata_index::{Lease, LeaseOwner};
 use strata_oci::{BlobDescriptor, Digest};
+use strata_oci::{Manifest, ManifestDocument};
 use strata_registry::{
     push_image, ImageRef, ImageUpload, ManifestRef, PushOptions, Registry, RegistryError,
     RegistryRepo, Tag,
@@ -18,7 +18,7 @@ use crate::home::Home;
 use crate::image::{ANNOTATION_LOCK, ANNOTATION_SPEC};
 use crate::layers::hold;
 use crate::progress::Progress;
-use strata_python::target::Platform;
+use strata_python::Platform;
 
 /// What a push did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -152,8 +152,8 @@ impl PushTarget {
 /// the image to rebuild or pull named.
 fn refuse_corrupt(home: &Home, digest: &Digest, manifest: &Manifest) -> Result<(), BuildError> {
     for d in manifest.blobs() {
-        let state = strata_index::verify::check_blob(&home.store, &home.index, &d.digest)?;
-        if state != strata_index::verify::BlobState::Ok {
+        let state = strata_index::check_blob(&home.store, &home.index, &d.digest)?;
+        if state != strata_index::BlobState::Ok {
             return Err(BuildError::DamagedImage {
                 image: digest.clone(),
                 blob: d.digest.clone(),
@@ -365,8 +365,8 @@ async fn fetch_image(
     };
     for d in manifest.blobs() {
         // A blob the store has is not downloaded again, unless it no longer verifies.
-        let state = strata_index::verify::check_blob(&home.store, &home.index, &d.digest)?;
-        if state == strata_index::verify::BlobState::Ok {
+        let state = strata_index::check_blob(&home.store, &home.index, &d.digest)?;
+        if state == strata_index::BlobState::Ok {
             fetched.present += 1;
             continue;
         }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-pub mod duration;
+mod duration;
 
 pub use duration::{parse_duration, DurationError};
 

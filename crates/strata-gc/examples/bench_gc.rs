@@ -29,11 +29,11 @@ use std::time::{Duration, Instant};
 
 use strata_gc::local;
 use strata_gc::GcPolicy;
-use strata_index::index::{now, Index};
-use strata_oci::descriptor::{BlobDescriptor, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP};
-use strata_oci::layout::{Store, REF_NAME};
-use strata_oci::manifest::{Descriptor, Manifest};
+use strata_index::{now, Index};
 use strata_oci::Digest;
+use strata_oci::{BlobDescriptor, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP};
+use strata_oci::{Descriptor, Manifest};
+use strata_oci::{Store, REF_NAME};
 
 const DAY: i64 = 86_400;
 const LAYERS_PER_IMAGE: usize = 6;

@@ -30,10 +30,10 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde_json::json;
 use strata_gc::registry::{apply_registry, plan_registry, ANNOTATION_SPEC};
 use strata_gc::GcPolicy;
-use strata_index::index::{self, Index};
-use strata_index::pushes::PushRecord;
-use strata_oci::descriptor::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
+use strata_index::PushRecord;
+use strata_index::{now, Index};
 use strata_oci::{BlobDescriptor, Digest};
+use strata_oci::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
 use strata_registry::{
     push_image, ImageUpload, ManifestRef, PushOptions, Registry, RegistryRepo, Tag,
 };
@@ -242,7 +242,7 @@ async fn run_one(n: usize, old: usize) -> Result<Run, Error> {
     push_all(&registry, &repo, &images).await?;
     let push_s = started.elapsed().as_secs_f64();
 
-    let now = index::now();
+    let now = now();
     let target = repo.to_string();
     for (i, image) in images.iter().enumerate() {
         // `old` images, spread evenly, are 60 days old; the others were pushed within the hour.

@@ -2,11 +2,11 @@
 //! the blobs nothing live references — locally and in registries.
 
 pub mod local;
-pub mod mark;
-pub mod policy;
+mod mark;
+mod policy;
 pub mod registry;
-pub mod retain;
+mod retain;
 pub mod run;
-pub mod scan;
+mod scan;
 
 pub use policy::{GcPolicy, GcSection, PolicyError, TagPattern};

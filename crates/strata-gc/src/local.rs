@@ -28,13 +28,15 @@ use serde::Serialize;
 
 use crate::mark::{Marker, RootKind, Unreadable};
 use crate::policy::GcPolicy;
-use crate::retain::{self, Candidate, KeepReason};
+/// Why the local collector keeps an image (the registry collector has its own reasons).
+pub use crate::retain::KeepReason;
+use crate::retain::{self, Candidate};
 use crate::scan::{self, metadata_if_exists, mtime_secs};
-use strata_index::collect::{ImageRow, PrunedRows};
-use strata_index::index::{Index, IndexError};
-use strata_index::lease::LeaseId;
-use strata_oci::digest::Digest;
-use strata_oci::layout::{IndexEntry, Store, StoreError, REF_NAME};
+use strata_index::LeaseId;
+use strata_index::{ImageRow, PrunedRows};
+use strata_index::{Index, IndexError};
+use strata_oci::Digest;
+use strata_oci::{IndexEntry, Store, StoreError, REF_NAME};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {

@@ -12,9 +12,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use strata_oci::digest::Digest;
-use strata_oci::layout::Store;
-use strata_oci::manifest::ManifestDocument;
+use strata_oci::Digest;
+use strata_oci::ManifestDocument;
+use strata_oci::Store;
 
 /// Manifests and indexes are small (registries cap them at 4 MiB): a bigger leased blob is a
 /// layer and is not read.

@@ -25,10 +25,10 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::policy::GcPolicy;
-use strata_index::index::{Index, IndexError};
-use strata_index::pushes::PushUsage;
-use strata_oci::manifest::ManifestDocument;
+use strata_index::PushUsage;
+use strata_index::{Index, IndexError};
 use strata_oci::Digest;
+use strata_oci::ManifestDocument;
 use strata_registry::{ManifestRef, Registry, RegistryError, RegistryRepo, Tag};
 
 /// The annotations strata writes on the images it builds (see `strata-builder`'s image module).
@@ -710,7 +710,7 @@ fn newest_ranks(entries: &[(ManifestEntry, bool)]) -> HashMap<Digest, usize> {
 mod tests {
     use super::*;
     use crate::policy::TagPattern;
-    use strata_index::pushes::PushRecord;
+    use strata_index::PushRecord;
 
     fn observed(seed: &str, tags: &[&str], strata: bool, blobs: &[(&str, u64)]) -> Observed {
         let mut annotations = BTreeMap::new();

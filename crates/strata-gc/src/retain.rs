@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Serialize;
 
 use crate::policy::GcPolicy;
-use strata_oci::digest::Digest;
+use strata_oci::Digest;
 
 const DAY: i64 = 86_400;
 

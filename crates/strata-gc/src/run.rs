@@ -7,8 +7,8 @@ use std::path::Path;
 
 use serde::Serialize;
 use strata_config::{Config, ConfigError};
-use strata_index::index::{now, Index, IndexError};
-use strata_oci::layout::Store;
+use strata_index::{now, Index, IndexError};
+use strata_oci::Store;
 use strata_registry::{Registry, RegistryError, RegistryRepo};
 
 use crate::local::{self, GcError, GcPlan, GcReport};

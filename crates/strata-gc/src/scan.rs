@@ -6,8 +6,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use strata_oci::digest::Digest;
-use strata_oci::layout::Store;
+use strata_oci::Digest;
+use strata_oci::Store;
 
 /// The prefix `tempfile` gives the files `Store::writer` and `write_atomic` create.
 const TEMP_PREFIX: &str = ".tmp";

@@ -7,15 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use strata_gc::local::{self, GcPlan, KeptImage, PruneReason, SkipReason, SweepStep};
-use strata_gc::retain::KeepReason;
+use strata_gc::local::{self, GcPlan, KeepReason, KeptImage, PruneReason, SkipReason, SweepStep};
 use strata_gc::{GcPolicy, TagPattern};
-use strata_index::index::{now, EnvRecord, Index};
-use strata_index::lease::LeaseOwner;
-use strata_oci::descriptor::{BlobDescriptor, MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST};
-use strata_oci::layout::{Store, REF_NAME};
-use strata_oci::manifest::{Descriptor, Manifest, ManifestDocument};
+use strata_index::LeaseOwner;
+use strata_index::{now, EnvRecord, Index};
 use strata_oci::Digest;
+use strata_oci::{BlobDescriptor, MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST};
+use strata_oci::{Descriptor, Manifest, ManifestDocument};
+use strata_oci::{Store, REF_NAME};
 
 const DAY: i64 = 86_400;
 const MEDIA_TYPE_TAR: &str = "application/vnd.oci.image.layer.v1.tar";

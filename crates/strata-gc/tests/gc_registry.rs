@@ -19,10 +19,10 @@ use strata_gc::registry::{
     ANNOTATION_LOCK, ANNOTATION_NAME, ANNOTATION_SPEC,
 };
 use strata_gc::{GcPolicy, TagPattern};
-use strata_index::index::{self, Index};
-use strata_index::pushes::PushRecord;
-use strata_oci::descriptor::{MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
+use strata_index::PushRecord;
+use strata_index::{now, Index};
 use strata_oci::{BlobDescriptor, Digest};
+use strata_oci::{MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
 use strata_registry::{
     push_image, ImageUpload, ManifestRef, PushOptions, Registry, RegistryError, RegistryRepo,
     RetryPolicy,
@@ -213,7 +213,7 @@ async fn policy_dry_run_real_run_and_registry_blob_collection() {
     let index = Index::open(&dir.path().join("strata.db")).unwrap();
     let registry = client(&reg.addr());
     let r = repo(&reg.addr());
-    let now = index::now();
+    let now = now();
     let old = now - 40 * DAY;
 
     let shared = noise(20_000, 1001);
@@ -425,7 +425,7 @@ async fn a_registry_without_deletes_fails_with_a_clear_error_and_keeps_records()
     let index = Index::open(&dir.path().join("strata.db")).unwrap();
     let registry = client(&reg.addr());
     let r = repo(&reg.addr());
-    let now = index::now();
+    let now = now();
     let a = build_image(dir.path(), "a", &[b"a layer"], Some(""));
     let b = build_image(dir.path(), "b", &[b"b layer"], Some(""));
     push(&registry, &r, &a, &["env-a"]).await;
@@ -504,7 +504,7 @@ async fn an_unreachable_registry_is_named_in_the_error() {
         &index,
         &GcPolicy::default(),
         &HashSet::new(),
-        index::now(),
+        now(),
     )
     .await
     .unwrap_err();
@@ -534,7 +534,7 @@ async fn an_empty_or_unknown_repository_plans_nothing() {
         &index,
         &GcPolicy::default(),
         &HashSet::new(),
-        index::now(),
+        now(),
     )
     .await
     .unwrap();
@@ -554,7 +554,7 @@ async fn a_delete_run_cut_half_way_reports_exactly_what_it_deleted() {
     let index = Index::open(&dir.path().join("strata.db")).unwrap();
     let direct = client(&reg.addr());
     let r = repo(&reg.addr());
-    let now = index::now();
+    let now = now();
     let mut images = Vec::new();
     for i in 0..8u8 {
         let label = format!("old{i}");

@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 
 use crate::index::{EnvRow, Index, IndexError};
-use strata_oci::layout::{Store, StoreError, REF_NAME};
-use strata_oci::manifest::{Manifest, ManifestDocument};
 use strata_oci::Digest;
+use strata_oci::{Manifest, ManifestDocument};
+use strata_oci::{Store, StoreError, REF_NAME};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -211,7 +211,7 @@ fn share(mut images: Vec<CatalogImage>) -> Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_oci::descriptor::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+    use strata_oci::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
 
     #[test]
     fn a_manifest_that_cannot_be_listed_says_why() {

@@ -7,8 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use strata_oci::descriptor::LayerDescriptor;
-use strata_oci::digest::{Digest, DigestParseError};
+use strata_oci::LayerDescriptor;
+use strata_oci::{Digest, DigestParseError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {

@@ -29,8 +29,8 @@ use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use serde::Serialize;
 
 use crate::index::{now, Index, IndexError};
-use strata_oci::digest::Digest;
-use strata_oci::layout::{Store, StoreError};
+use strata_oci::Digest;
+use strata_oci::{Store, StoreError};
 
 /// Start time recorded for a process that was not running when the lease was taken: such a
 /// lease is dead from the start.

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use rusqlite::{params, OptionalExtension};
 
 use crate::index::{Index, IndexError};
-use strata_oci::layout::{Store, StoreError};
 use strata_oci::Digest;
+use strata_oci::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {

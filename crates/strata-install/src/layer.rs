@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
 use flate2::{Compression, GzBuilder};
-use strata_oci::descriptor::MEDIA_TYPE_LAYER_GZIP;
+use strata_oci::MEDIA_TYPE_LAYER_GZIP;
 use strata_oci::{HashingWriter, LayerDescriptor};
 use tar::{EntryType, Header};
 
@@ -105,15 +105,6 @@ pub struct LayerBuilder {
 impl LayerBuilder {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Number of entries, directories included.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     pub fn contains(&self, path: &str) -> bool {

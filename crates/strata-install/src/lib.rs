@@ -5,13 +5,13 @@
 mod assemble;
 mod content;
 mod error;
-pub mod layer;
+mod layer;
 mod plan;
-pub mod record;
+mod record;
 mod scheme;
-pub mod script;
+mod script;
 mod venv;
-pub mod wheel;
+mod wheel;
 mod zipdir;
 
 use std::io::Write;
@@ -20,11 +20,14 @@ use std::path::Path;
 use strata_oci::LayerDescriptor;
 
 pub use error::InstallError;
+pub use layer::LAYER_FORMAT_VERSION;
+pub use record::{b64, RecordError};
 pub use scheme::InstallScheme;
+pub use script::EntryPointError;
 pub use venv::env_layer;
 
 use assemble::{Assembly, Prepared};
-use strata_python::name::PackageName;
+use strata_python::PackageName;
 
 /// What [`INSTALLER`](https://packaging.python.org/en/latest/specifications/recording-installed-packages/) says.
 pub const INSTALLER: &[u8] = b"strata\n";

@@ -2,8 +2,8 @@
 //! prefix. Layer paths are relative (`opt/venv/...`); interpreter paths are absolute.
 
 use crate::layer::{COMPRESSION, LAYER_FORMAT_VERSION};
-use strata_python::name::PackageName;
-use strata_python::target::PythonVersion;
+use strata_python::PackageName;
+use strata_python::PythonVersion;
 
 use crate::InstallError;
 

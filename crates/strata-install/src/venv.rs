@@ -102,7 +102,7 @@ fn check_full_version(scheme: &InstallScheme, full: &str) -> Result<(), InstallE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_python::target::PythonVersion;
+    use strata_python::PythonVersion;
 
     #[test]
     fn home_is_the_interpreter_directory() {

@@ -11,7 +11,7 @@ use zip::ZipArchive;
 use crate::record::{self, RecordEntry};
 use crate::script::{self, EntryPoint};
 use crate::{zipdir, InstallError};
-use strata_python::name::PackageName;
+use strata_python::PackageName;
 
 /// Metadata files are read into memory; a larger one is not a real wheel.
 const MAX_METADATA_FILE: u64 = 64 << 20;

@@ -6,13 +6,13 @@ use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
-use strata_install::record::{b64, RecordError};
-use strata_install::script::EntryPointError;
+use strata_install::EntryPointError;
+use strata_install::{b64, RecordError};
 use strata_install::{
     env_layer, wheel_layer, wheels_layer, InstallError, InstallScheme, MergedLayer, WheelLayer,
 };
 use strata_oci::Digest;
-use strata_python::target::PythonVersion;
+use strata_python::PythonVersion;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipWriter};
 

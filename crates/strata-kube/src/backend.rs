@@ -30,8 +30,8 @@ use crate::objects::{
     job_object, managed_selector, AttemptKey, JobObjectParams, MANAGED_BY, MANAGER,
 };
 use crate::watch::{spawn_watchers, Change, Relist};
-use strata_queue::job::{Job, JobId, Outcome};
-use strata_queue::pool::Pool;
+use strata_queue::Pool;
+use strata_queue::{Job, JobId, Outcome};
 
 /// How long cancel waits for the pods to be gone after forcing their deletion.
 const FORCED_GONE_WAIT: Duration = Duration::from_secs(30);
@@ -591,7 +591,7 @@ async fn stream_logs(
     mut started: tokio::sync::mpsc::UnboundedReceiver<PodStarted>,
 ) {
     while let Some(pod) = started.recv().await {
-        let path = strata_queue::job::log_path(&home, &pod.key.job);
+        let path = strata_queue::log_path(&home, &pod.key.job);
         let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
         tokio::spawn(async move {
             let result =

@@ -13,7 +13,7 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::nodes::{assign, label_selector, pool_node};
 use crate::watch::{spawn_watch, Change, Relist};
-use strata_queue::pool::{Node, Pool};
+use strata_queue::{Node, Pool};
 
 /// What the node watchers have seen, per pool.
 pub struct PoolWatch {
@@ -116,7 +116,7 @@ pub fn spawn_pool_watchers(
 mod tests {
     use super::*;
     use serde_json::json;
-    use strata_queue::tier::Resources;
+    use strata_queue::Resources;
 
     fn node(name: &str, gpus: u32, ready: bool) -> K8sNode {
         serde_json::from_value(json!({

@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use serde::Serialize;
 
 use crate::objects::CONTAINER;
-use strata_queue::job::{EndCause, Outcome};
+use strata_queue::{EndCause, Outcome};
 
 /// How an attempt ended, in Kubernetes' terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -12,29 +12,30 @@
 //! runtime for the agent's synchronous loop: the watchers run on that runtime's threads
 //! and `poll` only reads what they saw.
 
-pub mod attempts;
-pub mod backend;
-pub mod capacity;
-pub mod classify;
-pub mod config;
-pub mod connect;
-pub mod logs;
-pub mod nodes;
+mod attempts;
+mod backend;
+mod capacity;
+mod classify;
+mod config;
+mod connect;
+mod logs;
+mod nodes;
 pub mod objects;
-pub mod watch;
+mod watch;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use backend::{ClusterJob, KubeBackend, KubeError, Launched};
-pub use classify::{AttemptStatus, EndKind, KubeOutcome};
+pub use backend::{job_digest, ClusterJob, KubeBackend, KubeError, Launched};
+pub use classify::{classify, registry_of, AttemptStatus, EndKind, KubeOutcome};
 pub use config::{Connection, KubeSettings, KubeSettingsError, TierPlacement};
-pub use connect::connect;
+pub use connect::{connect, connect_to, files_from, from_kubeconfig};
+pub use logs::{stream_pod_logs, LogError};
 pub use objects::AttemptKey;
 
-use strata_queue::job::Job;
-use strata_queue::pool::Pool;
+use strata_queue::Job;
+use strata_queue::Pool;
 
 /// [`KubeBackend`] for synchronous callers: owns a tokio runtime on which the watchers and
 /// log streams run.

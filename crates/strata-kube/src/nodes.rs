@@ -10,8 +10,8 @@ use k8s_openapi::api::core::v1::Node as K8sNode;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::objects::GPU_RESOURCE;
-use strata_queue::pool::{Node, Pool};
-use strata_queue::tier::Resources;
+use strata_queue::Resources;
+use strata_queue::{Node, Pool};
 
 /// `a=x,b=y` from a pool's labels.
 pub fn label_selector(labels: &BTreeMap<String, String>) -> String {

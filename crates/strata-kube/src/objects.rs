@@ -21,8 +21,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use strata_oci::Digest;
 
 use crate::config::TierPlacement;
-use strata_queue::job::{Job, JobId};
-use strata_queue::tier::Resources;
+use strata_queue::Resources;
+use strata_queue::{Job, JobId};
 
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGER: &str = "strata";

@@ -20,7 +20,7 @@ use strata_config::Config;
 use strata_kube::objects::managed_selector;
 use strata_kube::{connect, AttemptStatus, Connection, KubeBackend, KubeSettings};
 use strata_oci::Digest;
-use strata_queue::pool::Pool;
+use strata_queue::Pool;
 use strata_queue::{
     Admission, Job, JobFilter, JobId, JobState, JobStore, NewJob, Scheduler, SchedulerConfig,
 };

@@ -16,13 +16,13 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use strata_kube::connect::{connect_to, files_from, from_kubeconfig};
-use strata_kube::logs::LogError;
 use strata_kube::objects::{attempt_selector, managed_selector, MANAGED_BY};
+use strata_kube::LogError;
 use strata_kube::{
     connect, AttemptStatus, Connection, EndKind, KubeBackend, KubeError, KubeSettings,
 };
-use strata_queue::pool::Pool;
+use strata_kube::{connect_to, files_from, from_kubeconfig};
+use strata_queue::Pool;
 use strata_queue::{Job, Resources, Scheduler, SchedulerConfig};
 
 use kube_support::{add_node, cluster, fresh_id, job, namespace, split_kubeconfig, unique};
@@ -846,7 +846,7 @@ async fn log_streaming_reports_a_pod_without_a_running_container() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("logs").join(format!("{}.log", j.id));
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let stream = || strata_kube::logs::stream_pod_logs(&pods, &ns, &pod, &log, false);
+    let stream = || strata_kube::stream_pod_logs(&pods, &ns, &pod, &log, false);
 
     // Bound but no container yet: refused without asking for the logs at all.
     let err = stream().await.expect_err("no container was created");

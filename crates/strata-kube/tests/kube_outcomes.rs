@@ -4,7 +4,7 @@
 use k8s_openapi::api::batch::v1::Job as K8sJob;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
-use strata_kube::classify::{classify, registry_of};
+use strata_kube::{classify, registry_of};
 use strata_kube::{AttemptStatus, EndKind, KubeOutcome};
 use strata_queue::EndCause;
 

@@ -433,6 +433,7 @@ pub fn sparkline(values: &[f64], width: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
 
     #[test]

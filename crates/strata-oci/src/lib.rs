@@ -1,10 +1,15 @@
 //! OCI content: digests, descriptors, manifests, and the local OCI image layout store
 //! (ingest, commit, read with verification). It knows nothing about Python or jobs.
 
-pub mod descriptor;
-pub mod digest;
-pub mod layout;
-pub mod manifest;
+mod descriptor;
+mod digest;
+mod layout;
+mod manifest;
 
-pub use descriptor::{BlobDescriptor, LayerDescriptor};
+pub use descriptor::{
+    BlobDescriptor, LayerDescriptor, MEDIA_TYPE_CONFIG, MEDIA_TYPE_DOCKER_MANIFEST,
+    MEDIA_TYPE_INDEX, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST,
+};
 pub use digest::{Digest, DigestParseError, HashingWriter};
+pub use layout::{IndexEntry, StagedBlob, Store, StoreError, REF_NAME};
+pub use manifest::{Descriptor, Manifest, ManifestDocument};

@@ -2,10 +2,22 @@
 //! targets (Python version and platform), locks, resolution with uv, and the verified wheel
 //! cache.
 
-pub mod fetch;
-pub mod lock;
-pub mod name;
-pub mod resolve;
-pub mod spec;
-pub mod target;
-pub mod wheel_name;
+mod fetch;
+mod lock;
+mod name;
+mod resolve;
+mod spec;
+mod target;
+mod wheel_name;
+
+pub use fetch::{FetchError, WheelCache};
+pub use lock::{Lock, LockedWheel};
+pub use name::PackageName;
+pub use resolve::{ResolveError, Resolver};
+pub use spec::{
+    normalise_find_links, parse_requirements_file, parse_requirements_str, EnvSpec, HashError,
+    InvalidRequirement, MarkerError, MarkerToken, OptionError, Requirement, RequirementError,
+    ShellSplitError, SourceError, Sources, SpecDigest, SpecError, SpecifierError, Unsupported,
+    VersionError,
+};
+pub use target::{Platform, PythonVersion, Target, TargetError};

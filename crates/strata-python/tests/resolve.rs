@@ -6,11 +6,11 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 use strata_oci::Digest;
-use strata_python::fetch::{FetchError, WheelCache};
-use strata_python::lock::{Lock, LockedWheel};
-use strata_python::resolve::{ResolveError, Resolver};
-use strata_python::spec::Sources;
-use strata_python::target::{PythonVersion, Target};
+use strata_python::Sources;
+use strata_python::{FetchError, WheelCache};
+use strata_python::{Lock, LockedWheel};
+use strata_python::{PythonVersion, Target};
+use strata_python::{ResolveError, Resolver};
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
@@ -394,7 +394,7 @@ fn size_is_checked_when_known() {
     let path = write_wheel(dir.path(), "solo", "1.0", "py3-none-any", &[]);
     let bytes = std::fs::read(&path).unwrap();
     let wheel = LockedWheel {
-        name: strata_python::name::PackageName::new("solo").unwrap(),
+        name: strata_python::PackageName::new("solo").unwrap(),
         version: "1.0".into(),
         filename: "solo-1.0-py3-none-any.whl".into(),
         sha256: Digest::of(&bytes),
@@ -443,7 +443,7 @@ fn fetch_downloads_over_http() {
     let bytes = std::fs::read(&path).unwrap();
     let base = serve(bytes.clone(), 200, 1);
     let wheel = LockedWheel {
-        name: strata_python::name::PackageName::new("web").unwrap(),
+        name: strata_python::PackageName::new("web").unwrap(),
         version: "1.0".into(),
         filename: "web-1.0-py3-none-any.whl".into(),
         sha256: Digest::of(&bytes),

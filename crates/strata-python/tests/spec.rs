@@ -4,10 +4,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use strata_oci::Digest;
-use strata_python::spec::{
+use strata_python::{
     parse_requirements_file, parse_requirements_str, EnvSpec, Requirement, SpecDigest, SpecError,
 };
-use strata_python::target::{PythonVersion, Target};
+use strata_python::{PythonVersion, Target};
 
 const HASH_A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const HASH_B: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";

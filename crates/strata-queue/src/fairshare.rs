@@ -64,6 +64,7 @@ impl FairShare {
     }
 
     /// (queue, user) of an account.
+    #[cfg(test)]
     pub fn name(&self, id: AccountId) -> Option<(&str, &str)> {
         self.names.get(id).map(|(q, u)| (q.as_str(), u.as_str()))
     }

@@ -6,19 +6,22 @@
 //! ordered ([`order`], [`fairshare`]), and decides which start on which node; [`explain`]
 //! turns its view of a waiting job into words.
 
-pub mod admit;
-pub mod config;
-pub mod explain;
-pub mod fairshare;
-pub mod job;
-pub mod jobstore;
-pub mod order;
-pub mod pool;
-pub mod tier;
+mod admit;
+mod config;
+mod explain;
+mod fairshare;
+mod job;
+mod jobstore;
+mod order;
+mod pool;
+mod tier;
 
 pub use admit::{Admission, Decisions, Scheduler};
 pub use config::{QueueConfig, RetryPolicy, SchedulerConfig, SchedulerConfigError};
-pub use explain::JobView;
-pub use job::{EndCause, EnvOptions, Environment, Job, JobId, JobState, NewJob, Outcome};
-pub use jobstore::{Change, JobFilter, JobStore, StoreError, SubmitError};
+pub use explain::{human_duration, JobView};
+pub use job::{log_path, EndCause, EnvOptions, Environment, Job, JobId, JobState, NewJob, Outcome};
+pub use jobstore::{
+    now, CancelResult, Change, JobFilter, JobStore, StoreError, StoredReservation, SubmitError,
+};
+pub use pool::{describe_pools, publish_pools, published_pools, Node, Pool};
 pub use tier::Resources;

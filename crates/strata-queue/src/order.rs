@@ -110,16 +110,13 @@ impl WaitingJobs {
         self.jobs.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.jobs.is_empty()
     }
 
     pub fn get(&self, id: &JobId) -> Option<&Waiting> {
         self.jobs.get(id)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Waiting> {
-        self.jobs.values()
     }
 
     /// Tiers that have waiting jobs.

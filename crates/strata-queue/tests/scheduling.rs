@@ -7,8 +7,8 @@ use std::sync::{Arc, Barrier};
 
 use strata_config::Config;
 use strata_oci::Digest;
-use strata_queue::explain::human_duration;
-use strata_queue::jobstore::{CancelResult, StoredReservation};
+use strata_queue::human_duration;
+use strata_queue::{CancelResult, StoredReservation};
 use strata_queue::{
     Change, EndCause, Environment, JobFilter, JobId, JobState, JobStore, NewJob, Outcome,
     Resources, Scheduler, SchedulerConfig, SubmitError,

@@ -8,8 +8,8 @@ use crate::client::Registry;
 use crate::error::RegistryError;
 use crate::reference::{ManifestRef, RegistryRepo};
 use crate::token::Access;
-use strata_oci::descriptor::{MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
 use strata_oci::{Digest, DigestParseError};
+use strata_oci::{MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
 
 const MEDIA_TYPE_DOCKER_MANIFEST_LIST: &str =
     "application/vnd.docker.distribution.manifest.list.v2+json";

@@ -15,8 +15,8 @@ use std::time::Duration;
 use answer_proxy::{error_body, Answer, AnswerProxy, Refusal};
 use image_support::{store_blob, store_config};
 use serde_json::json;
-use strata_oci::descriptor::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
 use strata_oci::{BlobDescriptor, Digest};
+use strata_oci::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
 use strata_registry::{
     push_image, ImageUpload, ManifestRef, PushOptions, PushReport, Registry, RegistryError,
     RegistryRepo, RetryPolicy, Scheme, Tag,

@@ -20,8 +20,8 @@ use auth_support::{htpasswd_auth, write_auth_file, write_file};
 use bearer::{TokenGate, TokenPolicy, TokenServer};
 use image_support::{store_blob, store_config};
 use serde_json::json;
-use strata_oci::descriptor::{MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
 use strata_oci::{BlobDescriptor, Digest};
+use strata_oci::{MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
 use strata_registry::{
     push_image, AuthError, AuthSources, Credentials, ImageUpload, ManifestRef, PushOptions,
     Registry, RegistryError, RegistryRepo, RetryPolicy, Tag,

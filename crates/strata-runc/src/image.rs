@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use strata_oci::layout::{Store, StoreError};
-use strata_oci::manifest::ManifestDocument;
 use strata_oci::Digest;
+use strata_oci::ManifestDocument;
+use strata_oci::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {

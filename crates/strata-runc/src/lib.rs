@@ -18,12 +18,12 @@
 //! [`LocalLauncher::poll`] or [`LocalLauncher::cancel`]) before calling
 //! [`LocalLauncher::cleanup`], which deletes the job directory with the status in it.
 
-pub mod bundle;
-pub mod image;
-pub mod overlay;
-pub mod rootfs;
-pub mod runc;
-pub mod supervisor;
+mod bundle;
+mod image;
+mod overlay;
+mod rootfs;
+mod runc;
+mod supervisor;
 
 mod cleanup;
 mod launch;
@@ -33,8 +33,8 @@ mod state;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use strata_oci::layout::Store;
 use strata_oci::Digest;
+use strata_oci::Store;
 
 pub use bundle::{HostDevice, Limits};
 pub use rootfs::LayerCache;

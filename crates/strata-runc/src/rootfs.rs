@@ -13,9 +13,9 @@ use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use strata_oci::layout::Store;
 use strata_oci::Digest;
 use strata_oci::HashingWriter;
+use strata_oci::Store;
 
 /// Where overlay expects a directory to hide everything below it in lower layers.
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
@@ -34,7 +34,7 @@ pub enum RootfsError {
     Blob {
         digest: Digest,
         #[source]
-        source: strata_oci::layout::StoreError,
+        source: strata_oci::StoreError,
     },
     #[error("layer {digest} is corrupt: its bytes hash to {actual}")]
     Corrupt { digest: Digest, actual: Digest },

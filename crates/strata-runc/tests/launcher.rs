@@ -638,8 +638,7 @@ fn play_launching_agent() -> bool {
     }
     let var = |name: &str| std::env::var(name).expect(name);
     let home = std::path::PathBuf::from(var("STRATA_TEST_CHILD_HOME"));
-    let store =
-        strata_oci::layout::Store::open(&home.join("oci"), &home.join("tmp")).expect("open store");
+    let store = strata_oci::Store::open(&home.join("oci"), &home.join("tmp")).expect("open store");
     let launcher = strata_runc::LocalLauncher::new(&home, store).expect("launcher");
     let job = var("STRATA_TEST_CHILD_JOB");
     let req = strata_runc::LaunchRequest {

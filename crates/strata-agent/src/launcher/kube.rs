@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use strata_build::home::Home;
-use strata_build::progress::Silent;
-use strata_build::publish::PushTarget;
-use strata_kube::backend::job_digest;
+use strata_build::Home;
+use strata_build::PushTarget;
+use strata_build::Silent;
+use strata_kube::job_digest;
 use strata_kube::{BlockingKube, EndKind, KubeError, KubeOutcome};
-use strata_queue::job::{EndCause, Job};
-use strata_queue::pool::Pool;
+use strata_queue::Pool;
+use strata_queue::{EndCause, Job};
 
 use super::{Attempt, Ended, LaunchError, Launcher};
 

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use strata_queue::job::{EndCause, Job, JobId, Outcome};
-use strata_queue::pool::Pool;
+use strata_queue::Pool;
+use strata_queue::{EndCause, Job, JobId, Outcome};
 
 /// How an attempt ended, as the agent records it.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,7 +60,7 @@ pub enum LaunchError {
     Push {
         registry: String,
         #[source]
-        source: Box<strata_build::error::BuildError>,
+        source: Box<strata_build::BuildError>,
     },
 }
 

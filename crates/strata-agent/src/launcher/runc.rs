@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use strata_errors::chain;
-use strata_queue::explain::human_duration;
-use strata_queue::job::{log_path, EndCause, Job, Outcome};
+use strata_queue::human_duration;
+use strata_queue::{log_path, EndCause, Job, Outcome};
 use strata_runc::{ContainerState, ExitOutcome, LaunchRequest, Limits, LocalLauncher};
 
 use super::{attempt_key, Attempt, Ended, LaunchError, Launcher};

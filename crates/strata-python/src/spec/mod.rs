@@ -22,14 +22,14 @@ use strata_oci::Digest;
 
 pub use error::{InvalidRequirement, OptionError, SpecError, Unsupported};
 pub use lines::ShellSplitError;
-pub use marker::{canonical_marker, MarkerError, MarkerToken};
-pub use pep508::{normalise_extra, RequirementError};
+pub use marker::{MarkerError, MarkerToken};
+pub use pep508::RequirementError;
 pub use requirements::{
     parse_requirements_file, parse_requirements_str, HashError, RequirementsFile,
 };
-pub use sources::{normalise_find_links, normalise_url, SourceError};
+pub use sources::{normalise_find_links, SourceError};
 pub use specifier::SpecifierError;
-pub use version::{Version, VersionError};
+pub use version::VersionError;
 
 use crate::name::PackageName;
 use crate::target::Target;

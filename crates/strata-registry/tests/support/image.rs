@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use strata_oci::descriptor::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST};
 use strata_oci::{BlobDescriptor, Digest};
+use strata_oci::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST};
 
 /// Writes `bytes` to `dir/blobs/<hex digest>` and describes them.
 pub fn store_blob(dir: &Path, media_type: &str, bytes: &[u8]) -> (BlobDescriptor, PathBuf) {

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use strata_oci::layout::Store;
+use strata_oci::Store;
 use strata_oci::{BlobDescriptor, Digest};
 use strata_runc::{LaunchRequest, Limits, LocalLauncher};
 
