@@ -6,6 +6,7 @@ pub mod mark;
 pub mod policy;
 pub mod registry;
 pub mod retain;
+pub mod rootfs;
 pub mod run;
 pub mod scan;
 
