@@ -70,11 +70,19 @@ fn submit_env(world: &World, requirements_file: &str, script: &str) -> String {
 }
 
 fn wait_done(world: &World, id: &str) -> Value {
+    wait_for(
+        world,
+        id,
+        &["succeeded", "failed", "cancelled", "timed_out"],
+    )
+}
+
+fn wait_for(world: &World, id: &str, states: &[&str]) -> Value {
     let start = Instant::now();
     loop {
         let s = json(&world.strata(&["status", id, "--json"]));
         let state = s["state"].as_str().unwrap_or_default().to_string();
-        if ["succeeded", "failed", "cancelled", "timed_out"].contains(&state.as_str()) {
+        if states.contains(&state.as_str()) {
             return s;
         }
         assert!(start.elapsed() < Duration::from_secs(180), "job {id}: {s}");
@@ -221,4 +229,59 @@ fn gc_removes_the_unpacked_layers_of_dropped_images_but_not_mounted_ones() {
     let s = wait_done(&world, &again);
     assert_eq!(s["state"], "succeeded", "{s}");
     drop(agent);
+}
+
+/// The second safety: a running container's layers stay even when no lease says so (here
+/// every lease is deleted behind strata's back), because its overlay mount uses them — the
+/// launcher's lower dirs are relative links (`<job>/l/0`, …), resolved by the GC.
+#[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
+fn a_running_job_keeps_its_unpacked_layers_even_without_a_lease() {
+    let world = World::new();
+    let agent = AgentProcess::start(&world);
+    let id = submit_env(
+        &world,
+        "shared-a.txt",
+        "import time; print('started', flush=True); time.sleep(600)",
+    );
+    wait_for(&world, &id, &["running"]);
+    let start = Instant::now();
+    while !String::from_utf8_lossy(&world.strata(&["logs", &id]).stdout).contains("started") {
+        assert!(start.elapsed() < Duration::from_secs(120), "never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, layers) = layers_of(&world, "shared-a.txt");
+    assert_eq!(unpacked(&world.home), layers);
+    run(Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('DELETE FROM lease_refs'); c.execute('DELETE FROM leases'); c.commit()",
+        ])
+        .arg(world.home.join("strata.db")));
+    std::thread::sleep(Duration::from_millis(1100));
+
+    let report = gc(&world, "none-*");
+    assert_eq!(
+        report["deleted_images"].as_array().unwrap().len(),
+        1,
+        "{report:#}"
+    );
+    assert_eq!(unpacked(&world.home), layers, "{report:#}");
+    let skipped = report["skipped_rootfs"].as_array().unwrap();
+    assert_eq!(skipped.len(), layers.len(), "{report:#}");
+    assert!(skipped.iter().all(|s| s["why"] == "mounted"), "{report:#}");
+
+    // Once the job is gone, so are its layers.
+    let out = world.strata(&["cancel", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = wait_done(&world, &id);
+    assert_eq!(s["state"], "cancelled", "{s}");
+    drop(agent);
+    let report = gc(&world, "none-*");
+    assert_eq!(
+        report["deleted_rootfs_layers"],
+        layers.len() as u64,
+        "{report:#}"
+    );
+    assert!(unpacked(&world.home).is_empty());
 }
