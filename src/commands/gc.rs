@@ -51,8 +51,15 @@ pub fn run(args: GcArgs) -> Result<(), Failure> {
         output::print_json_or(&report, args.json, || registry_text(&report));
         return Ok(());
     }
-    let outcome = collect::collect_local(&home.store, &home.index, &policy, args.dry_run)
-        .map_err(Failure::gc)?;
+    let rootfs = home.root.join("rootfs");
+    let outcome = collect::collect_local(
+        &home.store,
+        &home.index,
+        Some(&rootfs),
+        &policy,
+        args.dry_run,
+    )
+    .map_err(Failure::gc)?;
     output::print_json_or(&outcome, args.json, || local_text(&outcome));
     Ok(())
 }
@@ -72,10 +79,18 @@ fn local_text(outcome: &LocalOutcome) -> String {
             for image in &report.kept {
                 out.push_str(&format!("kept    {} ({:?})\n", image.tag, image.reasons));
             }
+            for skipped in &report.skipped_rootfs {
+                out.push_str(&format!(
+                    "left    unpacked layer {} ({:?})\n",
+                    skipped.what, skipped.why
+                ));
+            }
             out.push_str(&format!(
-                "{} images deleted, {} blobs deleted, {} bytes freed",
+                "{} images deleted, {} blobs deleted, {} unpacked layers removed ({} bytes), {} bytes freed",
                 report.deleted_images.len(),
                 report.deleted_blobs,
+                report.deleted_rootfs_layers,
+                report.deleted_rootfs_bytes,
                 report.bytes_freed
             ));
             out
@@ -98,10 +113,19 @@ fn plan_text(plan: &GcPlan) -> String {
             image.tag, image.reasons
         ));
     }
+    for unreadable in &plan.unreadable {
+        out.push_str(&format!(
+            "unreadable   {} {}: {} (gc refuses to sweep until it is repaired or removed)\n",
+            unreadable.tag.as_deref().unwrap_or("-"),
+            unreadable.digest,
+            unreadable.error
+        ));
+    }
     out.push_str(&format!(
-        "{} images and {} blobs would go, freeing {} bytes",
+        "{} images, {} blobs and {} unpacked layers would go, freeing {} bytes",
         plan.pruned.len(),
         plan.blobs.len(),
+        plan.rootfs.len(),
         plan.bytes_freed
     ));
     out

@@ -1,6 +1,7 @@
 //! The base image an environment is built on: found by reference, pinned by digest, and
 //! searched for its Python interpreter.
 
+use std::collections::HashMap;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -106,7 +107,9 @@ pub struct Interpreter {
     /// Absolute path inside the image, e.g. `/usr/bin/python3.11`.
     pub path: String,
     pub version: PythonVersion,
-    /// The full version (`3.11.2`) where the image says it, else `X.Y`.
+    /// The full version (`3.11.2`): the one the image declares (`PYTHON_VERSION`), else the
+    /// one its own files show (the interpreter binary's version string, Debian's package
+    /// database), else `X.Y` when nothing in the image tells.
     pub full_version: String,
 }
 
@@ -247,8 +250,9 @@ impl BaseImage {
         wanted: Option<PythonVersion>,
     ) -> Result<Interpreter, BaseError> {
         let mut found: Vec<(String, PythonVersion)> = Vec::new();
+        let mut evidence = VersionEvidence::default();
         for layer in &self.manifest.layers {
-            self.scan_layer(layer, &mut found)?;
+            self.scan_layer(layer, &mut found, &mut evidence)?;
         }
         let wanted = wanted.or_else(|| self.declared_python());
         let chosen = match wanted {
@@ -266,6 +270,7 @@ impl BaseImage {
         let full_version = self
             .env("PYTHON_VERSION")
             .filter(|full| full.starts_with(&format!("{version}.")) || *full == version.to_string())
+            .or_else(|| evidence.full_version(&path, version))
             .unwrap_or_else(|| version.to_string());
         Ok(Interpreter {
             path: format!("/{path}"),
@@ -278,6 +283,7 @@ impl BaseImage {
         &self,
         layer: &Descriptor,
         found: &mut Vec<(String, PythonVersion)>,
+        evidence: &mut VersionEvidence,
     ) -> Result<(), BaseError> {
         let path = self.blob_file(&layer.digest);
         let file = std::fs::File::open(&path).map_err(|source| BaseError::Io {
@@ -295,17 +301,159 @@ impl BaseImage {
             source,
         })?;
         for entry in entries {
-            let entry = entry.map_err(|source| BaseError::Io {
+            let io_err = |source| BaseError::Io {
                 path: path.clone(),
                 source,
-            })?;
+            };
+            let mut entry = entry.map_err(io_err)?;
             let name = entry.path().map(|p| p.to_string_lossy().into_owned());
             let Ok(name) = name else { continue };
             let name = name.trim_start_matches("./").to_string();
             apply_entry(&name, found);
+            evidence.read_entry(&name, &mut entry).map_err(io_err)?;
         }
         Ok(())
     }
+}
+
+/// The biggest interpreter binary read for its version string, and the biggest dpkg
+/// status file: what is bigger is skipped (the version then comes from elsewhere).
+const MAX_INTERPRETER: u64 = 256 << 20;
+const MAX_DPKG_STATUS: u64 = 64 << 20;
+const DPKG_STATUS: &str = "var/lib/dpkg/status";
+
+/// What an image's own files say about its Python's full version, for images that do not
+/// declare `PYTHON_VERSION` (Debian, Ubuntu, CUDA images with an apt-installed Python).
+/// Later layers replace what earlier ones said.
+#[derive(Debug, Default)]
+struct VersionEvidence {
+    /// `X.Y.Z` found in each interpreter binary (CPython's `PY_VERSION` string), by path.
+    binaries: HashMap<String, String>,
+    /// Package → upstream version, from `/var/lib/dpkg/status`.
+    dpkg: HashMap<String, String>,
+}
+
+impl VersionEvidence {
+    fn read_entry(&mut self, name: &str, entry: &mut impl Read) -> io::Result<()> {
+        if name == DPKG_STATUS {
+            let mut text = String::new();
+            entry.take(MAX_DPKG_STATUS).read_to_string(&mut text)?;
+            self.dpkg = dpkg_versions(&text);
+            return Ok(());
+        }
+        let Some(version) = interpreter_version(name) else {
+            return Ok(());
+        };
+        self.binaries.remove(name);
+        let mut bytes = Vec::new();
+        entry.take(MAX_INTERPRETER).read_to_end(&mut bytes)?;
+        if let Some(full) = version_in_binary(&bytes, version) {
+            self.binaries.insert(name.to_string(), full);
+        }
+        Ok(())
+    }
+
+    /// The full version of the interpreter at `path` (relative, `usr/bin/python3.11`).
+    fn full_version(&self, path: &str, version: PythonVersion) -> Option<String> {
+        if let Some(full) = self.binaries.get(path) {
+            return Some(full.clone());
+        }
+        // Debian's packages install /usr/bin/python3.X, not /usr/local.
+        if !path.starts_with("usr/bin/") {
+            return None;
+        }
+        [
+            format!("python{version}-minimal"),
+            format!("libpython{version}-minimal"),
+            format!("python{version}"),
+        ]
+        .iter()
+        .find_map(|package| self.dpkg.get(package))
+        .filter(|full| is_release_of(full, version))
+        .cloned()
+    }
+}
+
+/// `python3.N` in `usr/bin` or `usr/local/bin`: its version.
+fn interpreter_version(name: &str) -> Option<PythonVersion> {
+    let (dir, file) = name.rsplit_once('/')?;
+    if !matches!(dir, "usr/bin" | "usr/local/bin") {
+        return None;
+    }
+    file.strip_prefix("python")?.parse().ok()
+}
+
+/// `3.11.2`, `3.11.0rc1`, `3.11.4+` for 3.11.
+fn is_release_of(full: &str, version: PythonVersion) -> bool {
+    let Some(rest) = full.strip_prefix(&format!("{version}.")) else {
+        return false;
+    };
+    let rest = rest.strip_suffix('+').unwrap_or(rest);
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let pre = &rest[digits..];
+    let pre_ok = pre.is_empty()
+        || ["a", "b", "rc"].iter().any(|tag| {
+            pre.strip_prefix(tag)
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        });
+    digits > 0 && pre_ok
+}
+
+/// The one `X.Y.Z` string (NUL-terminated on both sides, as C string constants are) a
+/// binary holds for `version`; none if it holds none or several different ones.
+fn version_in_binary(bytes: &[u8], version: PythonVersion) -> Option<String> {
+    let prefix = format!("{version}.");
+    let prefix = prefix.as_bytes();
+    let mut found = std::collections::BTreeSet::new();
+    for (start, window) in bytes.windows(prefix.len()).enumerate() {
+        if window != prefix || (start > 0 && bytes[start - 1] != 0) {
+            continue;
+        }
+        let rest = &bytes[start..];
+        let Some(end) = rest.iter().take(24).position(|&b| b == 0) else {
+            continue;
+        };
+        let Ok(text) = std::str::from_utf8(&rest[..end]) else {
+            continue;
+        };
+        if is_release_of(text, version) {
+            found.insert(text.to_string());
+        }
+    }
+    if found.len() != 1 {
+        return None;
+    }
+    found.pop_first()
+}
+
+/// Installed packages of a dpkg status file and their upstream versions
+/// (`3.11.2-6+deb12u6` → `3.11.2`, `1:3.12.0~rc1-1` → `3.12.0rc1`).
+fn dpkg_versions(status: &str) -> HashMap<String, String> {
+    let mut versions = HashMap::new();
+    for stanza in status.split("\n\n") {
+        let (mut package, mut version, mut installed) = (None, None, false);
+        for line in stanza.lines() {
+            if let Some(v) = line.strip_prefix("Package: ") {
+                package = Some(v.trim());
+            } else if let Some(v) = line.strip_prefix("Version: ") {
+                version = Some(v.trim());
+            } else if let Some(v) = line.strip_prefix("Status: ") {
+                installed = v.trim().ends_with(" installed");
+            }
+        }
+        if let (Some(package), Some(version), true) = (package, version, installed) {
+            versions.insert(package.to_string(), upstream_version(version));
+        }
+    }
+    versions
+}
+
+fn upstream_version(debian: &str) -> String {
+    let no_epoch = debian.split_once(':').map_or(debian, |(_, v)| v);
+    let upstream = no_epoch.rsplit_once('-').map_or(no_epoch, |(u, _)| u);
+    let upstream = upstream.split('+').next().unwrap_or(upstream);
+    // `~rc1` sorts before the release in Debian; in Python it is written `rc1`.
+    upstream.replace('~', "")
 }
 
 /// Adds an interpreter path, or removes one that a whiteout deletes.
@@ -456,6 +604,36 @@ mod tests {
             "127.0.0.1:5000/py:3.11".parse::<BaseRef>().unwrap(),
             BaseRef::Registry("127.0.0.1:5000/py:3.11".into())
         );
+    }
+
+    #[test]
+    fn full_version_from_the_binary_or_dpkg() {
+        let v = PythonVersion::new(3, 11);
+        let binary = b"\x7fELF\x003.11\x003.11.2\x00%.80s (%.80s)\x00x3.11.9\x00";
+        assert_eq!(version_in_binary(binary, v).as_deref(), Some("3.11.2"));
+        assert_eq!(version_in_binary(b"\x003.11.2\x003.11.3\x00", v), None);
+        assert_eq!(version_in_binary(b"\x003.12.2\x00", v), None);
+        let status = "Package: python3.11-minimal\nStatus: install ok installed\nVersion: 3.11.2-6+deb12u6\n\n\
+                      Package: python3.12-minimal\nStatus: deinstall ok config-files\nVersion: 3.12.1-1\n";
+        let dpkg = dpkg_versions(status);
+        assert_eq!(
+            dpkg.get("python3.11-minimal").map(String::as_str),
+            Some("3.11.2")
+        );
+        assert!(!dpkg.contains_key("python3.12-minimal"));
+        assert_eq!(upstream_version("1:3.12.0~rc1-1ubuntu2"), "3.12.0rc1");
+        assert_eq!(upstream_version("3.10.12-1~22.04.3"), "3.10.12");
+        let evidence = VersionEvidence {
+            binaries: HashMap::new(),
+            dpkg,
+        };
+        assert_eq!(
+            evidence.full_version("usr/bin/python3.11", v).as_deref(),
+            Some("3.11.2")
+        );
+        assert_eq!(evidence.full_version("usr/local/bin/python3.11", v), None);
+        assert!(is_release_of("3.11.4+", v) && is_release_of("3.11.0rc1", v));
+        assert!(!is_release_of("3.11", v) && !is_release_of("3.11.x", v));
     }
 
     #[test]

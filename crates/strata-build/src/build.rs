@@ -117,7 +117,7 @@ pub fn build_checked(
     let spec_digest = env.digest();
     // Checked first: a hit must not hide a limit that cannot be met.
     let budget = layer_budget(options.layer_limit, base.layers().len())?;
-    if let Some(built) = cache_hit(home, &spec_digest, options.layer_limit)? {
+    if let Some(built) = cache_hit(home, &spec_digest, options.layer_limit, progress)? {
         return Ok(built);
     }
     before_work()?;
@@ -347,11 +347,23 @@ fn check_pinned_hashes(env: &EnvSpec, lock: &Lock) -> Result<(), BuildError> {
 
 /// The spec was built before and its image is still in the store.
 /// An image with more layers than `limit` allows does not answer (it is rebuilt merged).
-fn cache_hit(home: &Home, spec: &SpecDigest, limit: usize) -> Result<Option<Built>, BuildError> {
+///
+/// As a lock hit does, the image is leased before its blobs are checked and until the
+/// answer is recorded (used now): a sweep planned before would otherwise untag and delete
+/// the very image this hit is about to return.
+fn cache_hit(
+    home: &Home,
+    spec: &SpecDigest,
+    limit: usize,
+    progress: &dyn Progress,
+) -> Result<Option<Built>, BuildError> {
     let Some(record) = home.index.env_by_spec(&spec.0)? else {
         return Ok(None);
     };
-    let Some(manifest) = stored_manifest(home, None, &record.manifest)? else {
+    // Released when this returns (the guard), by which time the image counts as used.
+    let lease = home.index.lease("build", LeaseOwner::current_process())?;
+    hold(home, &lease, std::slice::from_ref(&record.manifest))?;
+    let Some(manifest) = stored_manifest(home, Some(&lease), &record.manifest)? else {
         return Ok(None);
     };
     if manifest.layers.len() > limit {
@@ -360,6 +372,7 @@ fn cache_hit(home: &Home, spec: &SpecDigest, limit: usize) -> Result<Option<Buil
     if !ensure_tagged(home, &manifest, &record.manifest, &record.tag, spec)? {
         return Ok(None);
     }
+    progress.stage("cache hit");
     home.index.touch_env(&spec.0)?;
     let reused = vec![true; manifest.layers.len()];
     Ok(Some(Built {

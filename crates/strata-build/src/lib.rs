@@ -13,6 +13,7 @@ mod progress;
 mod publish;
 
 pub use base::{BaseError, BaseRef};
+pub use build::CacheOutcome;
 pub use build::{build, build_checked, explain, prepare, BuildOptions, Built};
 pub use error::BuildError;
 pub use explain::Explanation;

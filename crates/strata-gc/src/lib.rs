@@ -6,6 +6,7 @@ mod mark;
 mod policy;
 pub mod registry;
 mod retain;
+mod rootfs;
 pub mod run;
 mod scan;
 

@@ -17,7 +17,16 @@
 //!    unreachable from every kept tag, so whatever subset was deleted when the process died,
 //!    every kept image is still complete; the next run deletes the rest.
 //!
+//! Unpacked layers of the local launcher (`$STRATA_HOME/rootfs/<hex>/`, given to
+//! [`plan_in`]) go with the blobs, under the same lock and by the same rule: a layer
+//! directory no kept image and no live lease reaches, older than the grace, is removed —
+//! unless a mount uses it (`/proc/self/mountinfo`) or a launch is unpacking it.
+//!
 //! Stale temporary files of the store's work directory older than the grace go last.
+//!
+//! A root that cannot be read (a tag whose manifest is missing or not a manifest, an index
+//! row or lease with an invalid digest) stops the sweep before it deletes anything: what
+//! such a root references is unknown, so nothing may be called garbage.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -31,6 +40,7 @@ use crate::policy::GcPolicy;
 /// Why the local collector keeps an image (the registry collector has its own reasons).
 pub use crate::retain::KeepReason;
 use crate::retain::{self, Candidate};
+use crate::rootfs::{self, Mounts, Removed, UnpackedLayer};
 use crate::scan::{self, metadata_if_exists, mtime_secs};
 use strata_index::LeaseId;
 use strata_index::{ImageRow, PrunedRows};
@@ -56,6 +66,32 @@ pub enum GcError {
         #[source]
         source: io::Error,
     },
+    /// Roots whose manifests could not be read: nothing was deleted.
+    #[error("{}; nothing was deleted (repair or remove the tag, then run gc again)", describe_unreadable(.0))]
+    UnreadableRoots(Vec<Unreadable>),
+    /// The index rows or leases (roots) could not be read: nothing was deleted.
+    #[error("cannot read the GC roots in {what}; nothing was deleted: {source}")]
+    UnreadableIndex {
+        what: &'static str,
+        #[source]
+        source: IndexError,
+    },
+}
+
+fn describe_unreadable(roots: &[Unreadable]) -> String {
+    let each: Vec<String> = roots
+        .iter()
+        .map(|u| match &u.tag {
+            Some(tag) => format!("tag {tag:?} (manifest {}): {}", u.digest, u.error),
+            None => format!("{}: {}", u.digest, u.error),
+        })
+        .collect();
+    format!("cannot read GC roots: {}", each.join("; "))
+}
+
+/// Reading roots from the index: a failure names which roots.
+fn roots_err(what: &'static str) -> impl FnOnce(IndexError) -> GcError {
+    move |source| GcError::UnreadableIndex { what, source }
 }
 
 /// An image the plan keeps.
@@ -124,6 +160,9 @@ pub struct PlanCounts {
     pub blobs_in_grace: usize,
     pub blobs_to_delete: usize,
     pub temp_files_to_delete: usize,
+    /// Unpacked layer directories under `rootfs/`.
+    pub rootfs_layers: usize,
+    pub rootfs_layers_to_delete: usize,
 }
 
 /// What a GC would do: the dry run's answer and the sweep's input.
@@ -137,6 +176,13 @@ pub struct GcPlan {
     /// In deletion order: pruned manifests first.
     pub blobs: Vec<BlobToDelete>,
     pub temp_files: Vec<TempToDelete>,
+    /// Unpacked layer directories nothing kept reaches, older than the cutoff.
+    pub rootfs: Vec<UnpackedLayer>,
+    /// `.gc-*` directories of an interrupted removal.
+    pub rootfs_leftovers: Vec<PathBuf>,
+    /// `$STRATA_HOME/rootfs`, when the plan covers unpacked layers.
+    pub rootfs_dir: Option<PathBuf>,
+    /// Blobs, temporary files and unpacked layers.
     pub bytes_freed: u64,
     pub unreadable: Vec<Unreadable>,
     pub counts: PlanCounts,
@@ -156,6 +202,10 @@ pub enum SkipReason {
     Referenced,
     /// Written again since planning (younger than the cutoff now).
     Modified,
+    /// An unpacked layer a mount uses (a running container's overlay).
+    Mounted,
+    /// An unpacked layer a launch holds the unpack lock of.
+    Unpacking,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -175,9 +225,16 @@ pub struct GcReport {
     pub deleted_blob_digests: Vec<Digest>,
     pub deleted_temp_files: u64,
     pub deleted_temp_bytes: u64,
+    /// Unpacked layer directories removed from `rootfs/`, and their bytes.
+    pub deleted_rootfs_layers: u64,
+    pub deleted_rootfs_bytes: u64,
+    pub deleted_rootfs_digests: Vec<Digest>,
+    /// Blobs, temporary files and unpacked layers.
     pub bytes_freed: u64,
     pub skipped_images: Vec<Skipped>,
     pub skipped_blobs: Vec<Skipped>,
+    /// Unpacked layers the plan would remove that the sweep left (by layer digest).
+    pub skipped_rootfs: Vec<Skipped>,
     /// Candidates already gone (another GC, or a previous interrupted run).
     pub already_gone: u64,
     pub unreadable: Vec<Unreadable>,
@@ -192,16 +249,30 @@ pub enum SweepStep {
     TagsRemoved(Vec<String>),
     RowsDeleted,
     BlobDeleted(Digest),
+    RootfsDeleted(Digest),
     TempFileDeleted(PathBuf),
 }
 
 /// One `env_index` row, as GC needs it.
 /// Decides what a GC at time `now` would delete. Changes nothing except removing dead
-/// leases from the index.
+/// leases from the index. Unpacked layers are left alone (see [`plan_in`]).
 pub fn plan(store: &Store, index: &Index, policy: &GcPolicy, now: i64) -> Result<GcPlan, GcError> {
+    plan_in(store, index, policy, now, None)
+}
+
+/// [`plan`], also covering the unpacked layers under `rootfs` (`$STRATA_HOME/rootfs`).
+pub fn plan_in(
+    store: &Store,
+    index: &Index,
+    policy: &GcPolicy,
+    now: i64,
+    rootfs: Option<&std::path::Path>,
+) -> Result<GcPlan, GcError> {
     let entries = store.entries()?;
-    let rows = index.image_rows()?;
-    let leased = index.live_lease_refs()?;
+    let rows = index
+        .image_rows()
+        .map_err(roots_err("the environment index"))?;
+    let leased = index.live_lease_refs().map_err(roots_err("the leases"))?;
     let cutoff = now.saturating_sub(policy.grace.as_secs() as i64);
 
     let images = Images::group(&entries, &rows);
@@ -258,10 +329,21 @@ pub fn plan(store: &Store, index: &Index, policy: &GcPolicy, now: i64) -> Result
             mtime: t.mtime,
         })
         .collect();
+    let (unpacked, rootfs_leftovers) = match rootfs {
+        Some(dir) => rootfs::list(dir).map_err(list_err(dir.to_path_buf()))?,
+        None => (Vec::new(), Vec::new()),
+    };
+    counts.rootfs_layers = unpacked.len();
+    let unpacked: Vec<UnpackedLayer> = unpacked
+        .into_iter()
+        .filter(|u| !marker.marked.contains(&u.layer) && u.mtime < cutoff)
+        .collect();
     counts.blobs_to_delete = candidates.len();
     counts.temp_files_to_delete = temp_files.len();
+    counts.rootfs_layers_to_delete = unpacked.len();
     let bytes_freed = candidates.iter().map(|b| b.size).sum::<u64>()
-        + temp_files.iter().map(|t| t.size).sum::<u64>();
+        + temp_files.iter().map(|t| t.size).sum::<u64>()
+        + unpacked.iter().map(|u| u.size).sum::<u64>();
     Ok(GcPlan {
         now,
         cutoff,
@@ -269,6 +351,9 @@ pub fn plan(store: &Store, index: &Index, policy: &GcPolicy, now: i64) -> Result
         kept,
         blobs: candidates,
         temp_files,
+        rootfs: unpacked,
+        rootfs_leftovers,
+        rootfs_dir: rootfs.map(std::path::Path::to_path_buf),
         bytes_freed,
         unreadable: marker.unreadable.clone(),
         counts,
@@ -313,9 +398,11 @@ pub fn sweep_observed(
     plan: &GcPlan,
     observer: &mut dyn FnMut(&SweepStep) -> bool,
 ) -> Result<GcReport, GcError> {
+    if !plan.unreadable.is_empty() {
+        return Err(GcError::UnreadableRoots(plan.unreadable.clone()));
+    }
     let mut report = GcReport {
         kept: plan.kept.clone(),
-        unreadable: plan.unreadable.clone(),
         ..GcReport::default()
     };
     let pruned = still_prunable(index, plan, &mut report)?;
@@ -339,7 +426,10 @@ pub fn sweep_observed(
 
     // 3. Delete blobs, holding off new leases.
     let _gc = store.gc_lock_exclusive()?;
-    let protected = recheck(store, index, plan)?;
+    let (protected, marker) = recheck(store, index, plan)?;
+    if !marker.unreadable.is_empty() {
+        return Err(GcError::UnreadableRoots(marker.unreadable));
+    }
     for blob in &plan.blobs {
         if let Some(why) = protected.get(&blob.digest) {
             report.skipped_blobs.push(Skipped {
@@ -371,6 +461,10 @@ pub fn sweep_observed(
         }
     }
 
+    if !sweep_rootfs(plan, &marker, &protected, &mut report, observer)? {
+        return Ok(finish(report, false));
+    }
+
     for temp in &plan.temp_files {
         if delete_if_old(&temp.path, plan.cutoff)? != Deleted::Yes {
             continue;
@@ -385,7 +479,8 @@ pub fn sweep_observed(
 }
 
 fn finish(mut report: GcReport, completed: bool) -> GcReport {
-    report.bytes_freed = report.deleted_blob_bytes + report.deleted_temp_bytes;
+    report.bytes_freed =
+        report.deleted_blob_bytes + report.deleted_temp_bytes + report.deleted_rootfs_bytes;
     report.completed = completed;
     report
 }
@@ -562,9 +657,10 @@ fn still_prunable(
     if plan.pruned.is_empty() {
         return Ok(Vec::new());
     }
-    let leased = index.live_lease_refs()?;
+    let leased = index.live_lease_refs().map_err(roots_err("the leases"))?;
     let last_used: HashMap<Digest, i64> = index
-        .image_rows()?
+        .image_rows()
+        .map_err(roots_err("the environment index"))?
         .into_iter()
         .map(|r| (r.spec, r.last_used_at))
         .collect();
@@ -613,17 +709,23 @@ fn delete_rows(index: &Index, pruned: &[PrunedImage], marker: &Marker) -> Result
     Ok(())
 }
 
-/// Under the exclusive GC lock: the candidates that became live since planning, leased or
-/// reachable from a tag added since (or from a pruned tag the sweep left).
+/// Under the exclusive GC lock: the candidates (blobs and unpacked layers) that became live
+/// since planning, leased or reachable from a tag added since (or from a pruned tag the
+/// sweep left); and everything now marked.
 fn recheck(
     store: &Store,
     index: &Index,
     plan: &GcPlan,
-) -> Result<HashMap<Digest, SkipReason>, GcError> {
-    let candidates: HashSet<&Digest> = plan.blobs.iter().map(|b| &b.digest).collect();
+) -> Result<(HashMap<Digest, SkipReason>, Marker), GcError> {
+    let candidates: HashSet<&Digest> = plan
+        .blobs
+        .iter()
+        .map(|b| &b.digest)
+        .chain(plan.rootfs.iter().map(|u| &u.layer))
+        .collect();
     let mut marker = plan.marker.clone();
     let mut protected = HashMap::new();
-    for digest in index.live_lease_refs()? {
+    for digest in index.live_lease_refs().map_err(roots_err("the leases"))? {
         for added in marker.mark(store, &digest, RootKind::Any, None) {
             if candidates.contains(&added) {
                 protected.insert(added, SkipReason::Leased);
@@ -638,7 +740,74 @@ fn recheck(
             }
         }
     }
-    Ok(protected)
+    Ok((protected, marker))
+}
+
+/// Step 3, unpacked layers: each planned directory goes unless it became live since
+/// planning, a mount uses it, or a launch is unpacking it. False if the observer stopped
+/// the sweep.
+fn sweep_rootfs(
+    plan: &GcPlan,
+    marker: &Marker,
+    protected: &HashMap<Digest, SkipReason>,
+    report: &mut GcReport,
+    observer: &mut dyn FnMut(&SweepStep) -> bool,
+) -> Result<bool, GcError> {
+    let Some(dir) = &plan.rootfs_dir else {
+        return Ok(true);
+    };
+    for leftover in &plan.rootfs_leftovers {
+        rootfs::remove_leftover(leftover).map_err(|source| GcError::Delete {
+            path: leftover.clone(),
+            source,
+        })?;
+    }
+    if plan.rootfs.is_empty() {
+        return Ok(true);
+    }
+    // Read under the lock, after the leases: a container started since planning holds a
+    // lease, and this is the second safety for one that does not.
+    let mounts = Mounts::read().map_err(list_err(PathBuf::from("/proc/self/mountinfo")))?;
+    for layer in &plan.rootfs {
+        let skip = |why| Skipped {
+            what: layer.layer.to_string(),
+            why,
+        };
+        if marker.marked.contains(&layer.layer) {
+            let why = protected
+                .get(&layer.layer)
+                .cloned()
+                .unwrap_or(SkipReason::Referenced);
+            report.skipped_rootfs.push(skip(why));
+            continue;
+        }
+        if mounts.uses(&layer.path) {
+            report.skipped_rootfs.push(skip(SkipReason::Mounted));
+            continue;
+        }
+        let removed = rootfs::remove(dir, &layer.layer).map_err(|source| GcError::Delete {
+            path: layer.path.clone(),
+            source,
+        })?;
+        match removed {
+            Removed::Yes => {}
+            Removed::Gone => {
+                report.already_gone += 1;
+                continue;
+            }
+            Removed::Busy => {
+                report.skipped_rootfs.push(skip(SkipReason::Unpacking));
+                continue;
+            }
+        }
+        report.deleted_rootfs_layers += 1;
+        report.deleted_rootfs_bytes += layer.size;
+        report.deleted_rootfs_digests.push(layer.layer.clone());
+        if !observer(&SweepStep::RootfsDeleted(layer.layer.clone())) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -20,9 +20,9 @@ use strata_oci::Store;
 /// layer and is not read.
 const MAX_DOCUMENT: u64 = 4 << 20;
 
-/// A root or index child whose manifest could not be read or parsed. Reported, not fatal:
-/// the sweep cannot delete what such a manifest references only because nothing else marks
-/// it, and that image is unreadable already.
+/// A root or index child whose manifest could not be read or parsed. The plan reports it
+/// (a dry run lists them all); a sweep refuses to run while there is one, because what such
+/// a manifest references is unknown and must not be taken for garbage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Unreadable {
     pub digest: Digest,
@@ -146,7 +146,10 @@ fn read_document(store: &Store, digest: &Digest, kind: RootKind) -> Result<Found
     let path = store.blob_path(digest);
     let file = match File::open(&path) {
         Ok(file) => file,
-        Err(_) if kind == RootKind::Any => return Ok(Found::Absent),
+        // A leased digest not written yet; any other failure is an unreadable root.
+        Err(e) if kind == RootKind::Any && e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Found::Absent)
+        }
         Err(source) => return Err(DocumentError::Open { path, source }),
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);

@@ -83,13 +83,16 @@ pub enum LocalOutcome {
     Swept(GcReport),
 }
 
+/// GC of the local store, and of the unpacked layers under `rootfs` (`$STRATA_HOME/rootfs`)
+/// when given.
 pub fn collect_local(
     store: &Store,
     index: &Index,
+    rootfs: Option<&Path>,
     policy: &GcPolicy,
     dry_run: bool,
 ) -> Result<LocalOutcome, RunError> {
-    let plan = local::plan(store, index, policy, now())?;
+    let plan = local::plan_in(store, index, policy, now(), rootfs)?;
     if dry_run {
         return Ok(LocalOutcome::Planned(plan));
     }

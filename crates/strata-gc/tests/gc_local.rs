@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use strata_gc::local::{self, GcPlan, KeepReason, KeptImage, PruneReason, SkipReason, SweepStep};
+use strata_gc::local::{
+    self, GcError, GcPlan, KeepReason, KeptImage, PruneReason, SkipReason, SweepStep,
+};
 use strata_gc::{GcPolicy, TagPattern};
 use strata_index::LeaseOwner;
 use strata_index::{now, EnvRecord, Index};
@@ -723,9 +725,10 @@ fn a_sweep_stopped_after_any_step_leaves_kept_images_whole() {
 }
 
 #[test]
-fn an_unreadable_kept_manifest_is_reported_not_fatal() {
+fn an_unreadable_kept_manifest_is_reported_and_stops_the_sweep() {
     let fx = Fixture::new();
-    let m = fx.image("broken", &[fx.layer("b")], None);
+    let layer = fx.layer("b");
+    let m = fx.image("broken", std::slice::from_ref(&layer), None);
     fx.image("fine", &[fx.layer("f")], None);
     fs::remove_file(fx.store.blob_path(&m)).unwrap();
     fx.age_everything(2);
@@ -733,7 +736,13 @@ fn an_unreadable_kept_manifest_is_reported_not_fatal() {
     assert_eq!(plan.unreadable.len(), 1);
     assert_eq!(plan.unreadable[0].tag.as_deref(), Some("broken"));
     assert_eq!(plan.unreadable[0].digest, m);
-    local::sweep(&fx.store, &fx.index, &plan).unwrap();
+    // The broken tag's layers cannot be told apart from garbage: nothing may go.
+    let err = local::sweep(&fx.store, &fx.index, &plan).unwrap_err();
+    assert!(matches!(err, GcError::UnreadableRoots(_)), "{err}");
+    assert!(
+        fx.store.has_blob(&layer.digest),
+        "the unreadable root's layer was swept"
+    );
     fx.assert_readable("fine");
 }
 

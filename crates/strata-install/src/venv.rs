@@ -10,7 +10,8 @@ use crate::scheme::InstallScheme;
 use crate::InstallError;
 
 /// Writes the environment layer. `base_interpreter` is the base image's absolute interpreter
-/// path (`/usr/bin/python3.11`), `python_full_version` its `X.Y.Z`, and `extra_files` are
+/// path (`/usr/bin/python3.11`), `python_full_version` its `X.Y.Z` (or `X.Y` when it is
+/// unknown), and `extra_files` are
 /// paths relative to the venv with their contents.
 pub fn env_layer(
     scheme: &InstallScheme,
@@ -85,8 +86,14 @@ fn interpreter_home(interpreter: &str) -> Result<&str, InstallError> {
     Ok(if home.is_empty() { "/" } else { home })
 }
 
-/// `3.11.9` for a 3.11 scheme; anything else would make a lying pyvenv.cfg.
+/// `3.11.9` for a 3.11 scheme, or just `3.11` when the base image does not tell its patch
+/// version; anything else would make a lying pyvenv.cfg. (`version` is informational: the
+/// interpreter reads only `home` and `include-system-site-packages`; tools such as uv read
+/// `version` as `X.Y[.Z]`.)
 fn check_full_version(scheme: &InstallScheme, full: &str) -> Result<(), InstallError> {
+    if full == scheme.python.to_string() {
+        return Ok(());
+    }
     let prefix = format!("{}.", scheme.python);
     let patch = full.strip_prefix(&prefix).unwrap_or_default();
     let valid = !patch.is_empty() && patch.chars().all(|c| c.is_ascii_alphanumeric() || c == '+');
@@ -116,6 +123,8 @@ mod tests {
         let s = InstallScheme::new(PythonVersion::new(3, 11));
         assert!(check_full_version(&s, "3.11.9").is_ok());
         assert!(check_full_version(&s, "3.11.0rc1").is_ok());
+        assert!(check_full_version(&s, "3.11").is_ok());
+        assert!(check_full_version(&s, "3.1").is_err());
         assert!(check_full_version(&s, "3.12.1").is_err());
         assert!(check_full_version(&s, "3.11.").is_err());
         assert!(check_full_version(&s, "3.11.1\nhome = /x").is_err());
