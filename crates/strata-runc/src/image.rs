@@ -103,8 +103,8 @@ pub struct UserError {
 
 pub fn resolve_user(spec: Option<&str>, rootfs: &Path) -> Result<ResolvedUser, UserError> {
     let spec = spec.unwrap_or("").trim();
-    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
-    let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    let passwd = read_image_file(spec, rootfs, "etc/passwd")?;
+    let group = read_image_file(spec, rootfs, "etc/group")?;
     let (user_part, group_part) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -134,6 +134,22 @@ pub fn resolve_user(spec: Option<&str>, rootfs: &Path) -> Result<ResolvedUser, U
         .map(|e| e.home)
         .unwrap_or_else(|| if uid == 0 { "/root" } else { "/" }.to_string());
     Ok(ResolvedUser { uid, gid, home })
+}
+
+/// The image's own account files are small; a larger one is not an account file.
+const MAX_ACCOUNT_FILE: u64 = 1 << 20;
+
+/// Reads `/{rel}` of the image as a regular file inside `rootfs` (its symlinks resolved
+/// inside the image, never on the host; a FIFO or device refused without blocking), empty
+/// when absent.
+fn read_image_file(user: &str, rootfs: &Path, rel: &str) -> Result<String, UserError> {
+    let err = |reason: String| UserError {
+        user: user.to_string(),
+        reason: format!("/{rel} of the image: {reason}"),
+    };
+    let bytes = crate::rootfs::beneath::read_file_in_root(rootfs, Path::new(rel), MAX_ACCOUNT_FILE)
+        .map_err(|e| err(e.to_string()))?;
+    String::from_utf8(bytes.unwrap_or_default()).map_err(|_| err("not UTF-8".to_string()))
 }
 
 struct PasswdEntry {
