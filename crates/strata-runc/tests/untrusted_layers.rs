@@ -372,6 +372,32 @@ fn a_stale_half_unpacked_directory_is_removed() {
     assert!(!stale.exists());
 }
 
+#[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
+fn a_later_entry_replaces_an_earlier_one_as_tar_does() {
+    let env = env();
+    let store = env.store();
+    let gz = layer(&[
+        E::Dir("d"),
+        E::Symlink("d", "/etc"),
+        E::File("f", b"old"),
+        E::File("f", b"new"),
+        E::Dir("g"),
+        E::Dir("g/h"),
+        E::File("g/h/x", b"x"),
+    ]);
+    let (_, digest) = image_with_layer(&env, &gz, None);
+    let cache = LayerCache::open(&env.home().join("rootfs")).unwrap();
+    let dir = cache.ensure(&store, &digest).unwrap().dir;
+    assert_eq!(
+        std::fs::read_link(dir.join("d")).unwrap(),
+        Path::new("/etc")
+    );
+    assert_eq!(std::fs::read(dir.join("f")).unwrap(), b"new");
+    let mtime = std::fs::metadata(dir.join("g/h")).unwrap().mtime();
+    assert_eq!(mtime, 1_600_000_000, "directory mtimes are the layer's");
+}
+
 /// Runs `f` on a thread and gives up after `limit` (the thread is left behind).
 fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = mpsc::channel();

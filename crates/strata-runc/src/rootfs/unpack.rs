@@ -180,7 +180,8 @@ impl<'a> Unpacker<'a> {
         }
     }
 
-    /// Sets the directories' mtimes, deepest first.
+    /// Sets the directories' mtimes, deepest first. A directory a later entry replaced (by
+    /// a symlink or a file) or removed keeps no mtime: it is not there any more.
     pub fn finish(mut self) -> Result<(), RootfsError> {
         self.parent = None;
         for (rel, times) in self.dir_times.iter().rev() {
@@ -189,7 +190,12 @@ impl<'a> Unpacker<'a> {
                 digest: self.digest,
                 entry: &entry,
             };
-            let dir = beneath::open_dir(self.root.as_fd(), rel).map_err(|e| at.parent(e))?;
+            let dir = match beneath::open_dir(self.root.as_fd(), rel) {
+                Ok(dir) => dir,
+                Err(e) if beneath::is_not_a_directory(&e) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(at.io(e)),
+            };
             rfs::futimens(&dir, times).map_err(|e| at.io(e))?;
         }
         Ok(())
