@@ -15,7 +15,7 @@ use crate::plan::{self, Planned};
 use crate::record::{self, InstalledFile};
 use crate::scheme::{self, InstallScheme};
 use crate::script;
-use crate::wheel::{self, Wheel};
+use crate::wheel::{self, Wheel, WheelLimits};
 use crate::{InstallError, INSTALLER};
 
 /// A wheel opened, planned and hash-checked against its RECORD: nothing left to check
@@ -27,8 +27,12 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub fn open(path: &Path, scheme: &InstallScheme) -> Result<Prepared, InstallError> {
-        let mut wheel = wheel::open(path)?;
+    pub fn open(
+        path: &Path,
+        scheme: &InstallScheme,
+        limits: &WheelLimits,
+    ) -> Result<Prepared, InstallError> {
+        let mut wheel = wheel::open_with(path, limits)?;
         let (planned, skipped) = plan::plan(&mut wheel, scheme)?;
         let hashes = content::verify(&mut wheel, &planned, &skipped)?;
         Ok(Prepared {

@@ -91,10 +91,12 @@ fn verify_entry(
             entry: entry.to_string(),
             reason: e.to_string(),
         })?;
+        let declared = file.size();
         let mut raw = RawReader {
             inner: file,
             hasher: algorithm.hasher(),
             count: 0,
+            declared,
         };
         let hashed = if symlink {
             read_symlink(&mut raw)
@@ -161,11 +163,14 @@ fn installed<'r, R: Read + 'r>(
     Ok(Box::new(Cursor::new(rewrite.prefix.clone()).chain(raw)))
 }
 
-/// Hashes and counts the raw bytes of an entry as they are read.
+/// Hashes and counts the raw bytes of an entry as they are read, and stops an entry that
+/// inflates past the size its zip headers declare: the wheel's caps are checked on the
+/// declared sizes, so a zip bomb that lies about them is stopped here.
 struct RawReader<R> {
     inner: R,
     hasher: Hasher,
     count: u64,
+    declared: u64,
 }
 
 impl<R: Read> Read for RawReader<R> {
@@ -173,6 +178,15 @@ impl<R: Read> Read for RawReader<R> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         self.count += n as u64;
+        if self.count > self.declared {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "inflates past its declared size of {} bytes (a zip bomb?)",
+                    self.declared
+                ),
+            ));
+        }
         Ok(n)
     }
 }

@@ -63,6 +63,12 @@ pub enum InstallError {
         #[source]
         source: EntryPointError,
     },
+    #[error("wheel {wheel} is refused: it holds more than {limit} {what} (a zip bomb?)")]
+    Limit {
+        wheel: String,
+        limit: u64,
+        what: &'static str,
+    },
     #[error("wheel {wheel}: cannot read entry {entry:?}")]
     Entry {
         wheel: String,

@@ -25,6 +25,7 @@ pub use record::{b64, RecordError};
 pub use scheme::InstallScheme;
 pub use script::EntryPointError;
 pub use venv::env_layer;
+pub use wheel::WheelLimits;
 
 use assemble::{Assembly, Prepared};
 use strata_python::PackageName;
@@ -86,6 +87,16 @@ pub fn wheels_layer(
     scheme: &InstallScheme,
     out: impl Write,
 ) -> Result<MergedLayer, InstallError> {
+    wheels_layer_with_limits(wheels, scheme, &WheelLimits::default(), out)
+}
+
+/// [`wheels_layer`] with other caps than the defaults on each wheel (zip bombs).
+pub fn wheels_layer_with_limits(
+    wheels: &[&Path],
+    scheme: &InstallScheme,
+    limits: &WheelLimits,
+    out: impl Write,
+) -> Result<MergedLayer, InstallError> {
     scheme.validate()?;
     if wheels.is_empty() {
         return Err(InstallError::NoWheels);
@@ -96,7 +107,7 @@ pub fn wheels_layer(
     paths.sort_unstable();
     let mut prepared = paths
         .into_iter()
-        .map(|path| Prepared::open(path, scheme))
+        .map(|path| Prepared::open(path, scheme, limits))
         .collect::<Result<Vec<_>, _>>()?;
     prepared.sort_by(|a, b| (&a.wheel.name, &a.wheel.id.0).cmp(&(&b.wheel.name, &b.wheel.id.0)));
     one_version_each(&prepared)?;

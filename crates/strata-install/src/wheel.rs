@@ -75,8 +75,28 @@ fn invalid(wheel: &str, reason: impl Into<String>) -> InstallError {
     }
 }
 
-/// Opens `path` and checks everything but file hashes.
-pub fn open(path: &Path) -> Result<Wheel, InstallError> {
+/// Caps on what one wheel may hold, checked on the zip's central directory before any
+/// entry is inflated, against zip bombs (entries that inflate beyond their declared size
+/// are stopped as they are read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WheelLimits {
+    /// Total uncompressed bytes of all entries.
+    pub max_bytes: u64,
+    /// Entries of the zip (directories included).
+    pub max_entries: usize,
+}
+
+impl Default for WheelLimits {
+    fn default() -> Self {
+        WheelLimits {
+            max_bytes: 8 << 30,
+            max_entries: 200_000,
+        }
+    }
+}
+
+/// Opens `path` and checks everything but file hashes, refusing a wheel over `limits`.
+pub fn open_with(path: &Path, limits: &WheelLimits) -> Result<Wheel, InstallError> {
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -88,10 +108,22 @@ pub fn open(path: &Path) -> Result<Wheel, InstallError> {
     };
     let file = File::open(path).map_err(read_err)?;
     let raw_names = zipdir::entry_names(BufReader::new(&file)).map_err(read_err)?;
-    let archive = ZipArchive::new(BufReader::new(file)).map_err(|source| InstallError::Zip {
+    let over = |limit: u64, what| InstallError::Limit {
         wheel: file_name.clone(),
-        source,
-    })?;
+        limit,
+        what,
+    };
+    if raw_names.len() > limits.max_entries {
+        return Err(over(limits.max_entries as u64, "entries"));
+    }
+    let mut archive =
+        ZipArchive::new(BufReader::new(file)).map_err(|source| InstallError::Zip {
+            wheel: file_name.clone(),
+            source,
+        })?;
+    if declared_size(&file_name, &mut archive)? > u128::from(limits.max_bytes) {
+        return Err(over(limits.max_bytes, "bytes uncompressed"));
+    }
     check_entry_names(&file_name, &raw_names, &archive)?;
     let dist_info = find_dist_info(&file_name, &archive, &name)?;
     let data_dir = format!("{}.data", dist_info.trim_end_matches(".dist-info"));
@@ -107,6 +139,26 @@ pub fn open(path: &Path) -> Result<Wheel, InstallError> {
     };
     read_metadata(&mut wheel, &file_version)?;
     Ok(wheel)
+}
+
+/// The total uncompressed size the central directory declares. Reading an entry checks
+/// that it does not inflate past its own declared size, so this bounds what is inflated.
+fn declared_size(wheel: &str, archive: &mut Archive) -> Result<u128, InstallError> {
+    if let Some(total) = archive.decompressed_size() {
+        return Ok(total);
+    }
+    // Entries with data descriptors: the sizes are in the central directory all the same.
+    let mut total = 0u128;
+    for index in 0..archive.len() {
+        let file = archive
+            .by_index_raw(index)
+            .map_err(|source| InstallError::Zip {
+                wheel: wheel.to_string(),
+                source,
+            })?;
+        total += u128::from(file.size());
+    }
+    Ok(total)
 }
 
 /// `{name}-{version}(-{build})?-{python}-{abi}-{platform}.whl` -> name and version.

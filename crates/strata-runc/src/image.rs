@@ -98,7 +98,7 @@ pub struct ResolvedUser {
 pub enum UserError {
     #[error("image user {user:?}: {reason}")]
     Unknown { user: String, reason: String },
-    #[error("reading the image's {path}: {source}")]
+    #[error("reading the image's /{path}: {source}")]
     Read {
         path: &'static str,
         #[source]

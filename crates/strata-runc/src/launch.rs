@@ -28,13 +28,13 @@ impl LocalLauncher {
         let mut layer_dirs = Vec::with_capacity(image.layers.len());
         let mut extracted = 0;
         for digest in &image.layers {
-            let layer =
-                self.layers
-                    .ensure(&self.store, digest)
-                    .map_err(|source| LaunchError::Rootfs {
-                        job: job.into(),
-                        source,
-                    })?;
+            let layer = self
+                .layers
+                .ensure_for(&self.store, &req.image, digest)
+                .map_err(|source| LaunchError::Rootfs {
+                    job: job.into(),
+                    source,
+                })?;
             extracted += usize::from(layer.extracted);
             layer_dirs.push(layer.dir);
         }

@@ -37,7 +37,7 @@ use strata_oci::Digest;
 use strata_oci::Store;
 
 pub use bundle::{HostDevice, Limits};
-pub use rootfs::LayerCache;
+pub use rootfs::{LayerCache, LayerLimits};
 
 use runc::Runc;
 use supervisor::SuperviseFiles;

@@ -6,21 +6,43 @@
 //! directory named by a digest is always complete. A lock file per digest makes concurrent
 //! launches of the same image extract it once. Every extraction appends the digest to
 //! `rootfs/extractions.log`, which tests read to prove nothing was unpacked twice.
+//!
+//! Layers are untrusted input: [`unpack`] creates every entry inside the layer directory
+//! without following symlinks and caps what a layer may hold ([`LayerLimits`]). A refused
+//! layer leaves nothing: its temporary directory is removed, and one left by a launcher
+//! killed mid-unpack is removed by the next unpack of that layer.
 
-use std::ffi::CString;
+pub(crate) mod beneath;
+mod unpack;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use strata_oci::Digest;
 use strata_oci::HashingWriter;
 use strata_oci::Store;
 
-/// Where overlay expects a directory to hide everything below it in lower layers.
-const OPAQUE_MARKER: &str = ".wh..wh..opq";
-const WHITEOUT_PREFIX: &str = ".wh.";
 const EXTRACTIONS_LOG: &str = "extractions.log";
+
+/// Caps on what one layer may unpack to, against layers made to fill the disk or the inode
+/// table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerLimits {
+    /// Bytes of file content.
+    pub max_bytes: u64,
+    /// Tar entries of any kind (whiteouts included).
+    pub max_entries: u64,
+}
+
+impl Default for LayerLimits {
+    fn default() -> Self {
+        LayerLimits {
+            max_bytes: 32 << 30,
+            max_entries: 1_000_000,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
@@ -50,6 +72,26 @@ pub enum RootfsError {
         entry: String,
         reason: &'static str,
     },
+    #[error("layer {digest}: entry {entry:?}: {source}")]
+    Entry {
+        digest: Digest,
+        entry: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("layer {digest} is refused at entry {entry:?}: it holds more than {limit} {what}")]
+    Limit {
+        digest: Digest,
+        entry: String,
+        limit: u64,
+        what: &'static str,
+    },
+    #[error("image {image}: {source}")]
+    InImage {
+        image: Digest,
+        #[source]
+        source: Box<RootfsError>,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RootfsError + '_ {
@@ -63,6 +105,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RootfsError + '_ {
 #[derive(Debug, Clone)]
 pub struct LayerCache {
     dir: PathBuf,
+    limits: LayerLimits,
 }
 
 /// What [`LayerCache::ensure`] did for one layer.
@@ -80,7 +123,13 @@ impl LayerCache {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         Ok(LayerCache {
             dir: dir.to_path_buf(),
+            limits: LayerLimits::default(),
         })
+    }
+
+    /// The same cache with other caps (tests use small ones).
+    pub fn with_limits(self, limits: LayerLimits) -> LayerCache {
+        LayerCache { limits, ..self }
     }
 
     pub fn dir(&self) -> &Path {
@@ -89,6 +138,20 @@ impl LayerCache {
 
     pub fn layer_dir(&self, digest: &Digest) -> PathBuf {
         self.dir.join(digest.hex())
+    }
+
+    /// [`LayerCache::ensure`] for a layer of `image`, whose errors then name the image.
+    pub fn ensure_for(
+        &self,
+        store: &Store,
+        image: &Digest,
+        digest: &Digest,
+    ) -> Result<PreparedLayer, RootfsError> {
+        self.ensure(store, digest)
+            .map_err(|source| RootfsError::InImage {
+                image: image.clone(),
+                source: Box::new(source),
+            })
     }
 
     /// Makes sure the layer is unpacked, extracting it from `store` at most once however
@@ -110,15 +173,31 @@ impl LayerCache {
         if dir.is_dir() {
             return Ok(ready(false));
         }
+        let prefix = format!(".tmp-{}-", digest.hex());
+        self.remove_stale(&prefix)?;
         let tmp = tempfile::Builder::new()
-            .prefix(&format!(".tmp-{}-", digest.short(12)))
+            .prefix(&prefix)
             .tempdir_in(&self.dir)
             .map_err(io_err(&self.dir))?;
-        extract_verified(store, digest, tmp.path())?;
+        // On error `tmp` is dropped, which removes what was unpacked so far.
+        extract_verified(store, digest, tmp.path(), self.limits)?;
         let tmp_path = tmp.keep();
         fs::rename(&tmp_path, &dir).map_err(io_err(&dir))?;
         self.record_extraction(digest)?;
         Ok(ready(true))
+    }
+
+    /// Removes the temporary directories of this layer that a launcher killed while
+    /// unpacking it left behind. Called under the layer's lock, so none is in use.
+    fn remove_stale(&self, prefix: &str) -> Result<(), RootfsError> {
+        for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let entry = entry.map_err(io_err(&self.dir))?;
+            if entry.file_name().to_string_lossy().starts_with(prefix) {
+                let path = entry.path();
+                fs::remove_dir_all(&path).map_err(io_err(&path))?;
+            }
+        }
+        Ok(())
     }
 
     /// How many layer extractions this cache has ever done (all digests).
@@ -159,7 +238,12 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-fn extract_verified(store: &Store, digest: &Digest, dest: &Path) -> Result<(), RootfsError> {
+fn extract_verified(
+    store: &Store,
+    digest: &Digest,
+    dest: &Path,
+    limits: LayerLimits,
+) -> Result<(), RootfsError> {
     let blob = store
         .open_blob(digest)
         .map_err(|source| RootfsError::Blob {
@@ -177,13 +261,12 @@ fn extract_verified(store: &Store, digest: &Digest, dest: &Path) -> Result<(), R
     {
         let gz = flate2::read::GzDecoder::new(&mut reader);
         let mut archive = tar::Archive::new(gz);
-        archive.set_preserve_permissions(true);
-        archive.set_preserve_ownerships(true);
-        archive.set_preserve_mtime(true);
+        let mut unpacker = unpack::Unpacker::new(dest, digest, limits)?;
         for entry in archive.entries().map_err(bad)? {
             let mut entry = entry.map_err(bad)?;
-            unpack_entry(digest, &mut entry, dest)?;
+            unpacker.entry(&mut entry)?;
         }
+        unpacker.finish()?;
     }
     // The tar end marker may come before the end of the blob: hash the rest too.
     io::copy(&mut reader, &mut io::sink()).map_err(bad)?;
@@ -197,116 +280,10 @@ fn extract_verified(store: &Store, digest: &Digest, dest: &Path) -> Result<(), R
     Ok(())
 }
 
-fn unpack_entry<R: Read>(
-    digest: &Digest,
-    entry: &mut tar::Entry<R>,
-    dest: &Path,
-) -> Result<(), RootfsError> {
-    let raw = entry
-        .path()
-        .map(|p| p.into_owned())
-        .map_err(|source| RootfsError::BadArchive {
-            digest: digest.clone(),
-            source,
-        })?;
-    let unsafe_entry = |reason| RootfsError::UnsafeEntry {
-        digest: digest.clone(),
-        entry: raw.display().to_string(),
-        reason,
-    };
-    let relative = safe_relative(&raw).map_err(unsafe_entry)?;
-    if entry.header().entry_type().is_hard_link() {
-        let target = entry
-            .link_name()
-            .ok()
-            .flatten()
-            .ok_or_else(|| unsafe_entry("hard link without a target"))?;
-        safe_relative(&target).map_err(|_| unsafe_entry("hard link target leaves the layer"))?;
-    }
-    let Some(name) = relative.file_name().and_then(|n| n.to_str()) else {
-        return Ok(()); // the root itself ("./")
-    };
-    let parent = dest.join(relative.parent().unwrap_or(Path::new("")));
-    if name == OPAQUE_MARKER {
-        ensure_dir(&parent)?;
-        return set_opaque(&parent);
-    }
-    if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-        ensure_dir(&parent)?;
-        return make_whiteout(&parent.join(hidden));
-    }
-    let unpacked = entry
-        .unpack_in(dest)
-        .map_err(|source| RootfsError::BadArchive {
-            digest: digest.clone(),
-            source,
-        })?;
-    if !unpacked {
-        return Err(unsafe_entry("the tar crate refused it"));
-    }
-    Ok(())
-}
-
-/// The entry's path relative to the layer root, refusing absolute paths and `..`.
-fn safe_relative(path: &Path) -> Result<PathBuf, &'static str> {
-    let mut out = PathBuf::new();
-    for part in path.components() {
-        match part {
-            Component::CurDir => {}
-            Component::Normal(p) => out.push(p),
-            Component::ParentDir => return Err("'..' in the path"),
-            Component::RootDir | Component::Prefix(_) => return Err("absolute path"),
-        }
-    }
-    Ok(out)
-}
-
-fn ensure_dir(dir: &Path) -> Result<(), RootfsError> {
-    fs::create_dir_all(dir).map_err(io_err(dir))
-}
-
-fn cstring(path: &Path) -> Result<CString, RootfsError> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| RootfsError::Io {
-        path: path.to_path_buf(),
-        source: io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in path"),
-    })
-}
-
-/// An overlay whiteout: a character device 0/0 with the hidden name.
-fn make_whiteout(path: &Path) -> Result<(), RootfsError> {
-    let c = cstring(path)?;
-    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
-    let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, libc::makedev(0, 0)) };
-    if rc != 0 {
-        return Err(io_err(path)(io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
-/// Marks a directory opaque for overlay: lower layers' contents below it are hidden.
-fn set_opaque(dir: &Path) -> Result<(), RootfsError> {
-    let c = cstring(dir)?;
-    let name = c"trusted.overlay.opaque";
-    let value = b"y";
-    // SAFETY: valid NUL-terminated strings and a buffer of the length passed.
-    let rc = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc != 0 {
-        return Err(io_err(dir)(io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::unpack::safe_relative;
+    use std::path::Path;
 
     #[test]
     fn refuses_parent_and_absolute_paths() {
