@@ -9,7 +9,7 @@ use strata_oci::manifest::{Manifest, ManifestDocument};
 use strata_oci::{BlobDescriptor, Digest};
 use strata_registry::{
     push_image, ImageRef, ImageUpload, ManifestRef, PushOptions, Registry, RegistryError,
-    RegistryRepo, Tag,
+    RegistryRepo, Tag, UsageUpdate,
 };
 
 use crate::base::{BaseError, BaseImage};
@@ -109,6 +109,9 @@ impl PushTarget {
         if present.as_ref() == Some(digest) {
             home.index
                 .record_push(&target, digest, Some(tag.as_str()), &name, spec.as_ref())?;
+            // Already there: still a use (a Kubernetes launch, a build hit), which GC runs on
+            // other machines must see.
+            rt.block_on(self.record_usage(digest, &tag, &name))?;
             return Ok(pushed);
         }
         // Hold the blobs against a concurrent GC while they are read.
@@ -139,12 +142,29 @@ impl PushTarget {
         progress.uploaded(report.bytes_uploaded);
         home.index
             .record_push(&target, digest, Some(tag.as_str()), &name, spec.as_ref())?;
+        rt.block_on(self.record_usage(digest, &tag, &name))?;
         lease.release()?;
         pushed.bytes_uploaded = report.bytes_uploaded;
         pushed.blobs_uploaded = report.blobs_uploaded;
         pushed.blobs_present = report.blobs_present;
         pushed.blobs_mounted = report.blobs_mounted;
         Ok(pushed)
+    }
+}
+
+impl PushTarget {
+    /// Records the push or use in the registry itself (`strata-registry::usage`), where a
+    /// registry GC run from any machine reads it; the local `pushes` row only this machine
+    /// sees.
+    async fn record_usage(&self, digest: &Digest, tag: &Tag, name: &str) -> Result<(), BuildError> {
+        let update = UsageUpdate {
+            manifest: digest,
+            tag: Some(tag.as_str()),
+            name,
+            now: strata_index::index::now(),
+        };
+        self.registry.record_usage(&self.repo, &update).await?;
+        Ok(())
     }
 }
 

@@ -59,7 +59,9 @@ impl Launcher for BlockingKube {
 }
 
 /// Pushes the job's image to the cluster's registry (`[kubernetes] registry`); nothing is
-/// sent that is there already.
+/// sent that is there already. A launch is a use: the push updates the image's usage record in
+/// that registry even when the image is there already, so a registry GC run from any machine
+/// keeps an image launched within `keep_days`.
 fn push_for_cluster(root: &Path, kube: &BlockingKube, job: &Job) -> Result<(), LaunchError> {
     let digest = job_digest(job)?;
     let registry = kube
