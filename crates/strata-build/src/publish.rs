@@ -107,11 +107,11 @@ impl PushTarget {
         let (manifest_bytes, manifest) = stored_manifest(home, digest)?;
         let (name, spec) = env_of(home, digest, &manifest)?;
         if present.as_ref() == Some(digest) {
+            // Already there: one HEAD, nothing else sent (a build hit with `--push`). A caller
+            // for whom this is a use of the image in the registry (a Kubernetes launch) says
+            // so with `record_use`.
             home.index
                 .record_push(&target, digest, Some(tag.as_str()), &name, spec.as_ref())?;
-            // Already there: still a use (a Kubernetes launch, a build hit), which GC runs on
-            // other machines must see.
-            rt.block_on(self.record_usage(digest, &tag, &name))?;
             return Ok(pushed);
         }
         // Hold the blobs against a concurrent GC while they are read.
@@ -153,6 +153,21 @@ impl PushTarget {
 }
 
 impl PushTarget {
+    /// Records a use of the image (pushed before under `tag`) in the registry's usage record,
+    /// which registry GC runs on every machine read: a Kubernetes launch is such a use.
+    pub fn record_use(&self, home: &Home, digest: &Digest, tag: &str) -> Result<(), BuildError> {
+        let tag: Tag = tag.parse().map_err(RegistryError::from)?;
+        let name = home
+            .index
+            .envs_by_manifest(digest)?
+            .into_iter()
+            .next()
+            .map(|row| row.record.name)
+            .unwrap_or_default();
+        home.index.touch_push(&self.repo.to_string(), digest)?;
+        runtime()?.block_on(self.record_usage(digest, &tag, &name))
+    }
+
     /// Records the push or use in the registry itself (`strata-registry::usage`), where a
     /// registry GC run from any machine reads it; the local `pushes` row only this machine
     /// sees.

@@ -24,7 +24,8 @@
 //! this machine's `strata.db` (with the local `env_index` use of the same manifest), and the
 //! usage records kept in the registry itself under `strata-usage-<manifest hex>` (see
 //! `strata_registry::usage`), which every push and every Kubernetes launch, from any machine,
-//! updates. So a GC run from one machine keeps what another pushed or launched within
+//! updates (a build hit with `--push` that finds its tag in place sends one HEAD and writes
+//! nothing: local use is the local store's business). So a GC run from one machine keeps what another pushed or launched within
 //! `keep_days`. Usage records are never environments: they are left out of the plan, and one
 //! is deleted only after the image it describes was deleted.
 //!
