@@ -386,3 +386,133 @@ fn registry_gc_keeps_leased_and_in_flight_images_and_the_registry_collector_agre
         .unwrap();
     assert!(!gone.status.success(), "the deleted image still resolves");
 }
+
+/// Tags `image` (`REGISTRY/REPO@DIGEST`) as `dest` (`REGISTRY/REPO:TAG`), as a person does.
+fn skopeo_tag(image: &str, dest: &str) {
+    run(Command::new("skopeo")
+        .args([
+            "copy",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("docker://{image}"))
+        .arg(format!("docker://{dest}")));
+}
+
+/// The digest `reference` resolves to in the registry, if any.
+fn registry_digest(reference: &str) -> Option<String> {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| format!("sha256:{}", sha256_hex(&out.stdout)))
+}
+
+/// Two builds of `exp` pushed to `target`, the older first.
+fn two_generations_pushed(world: &World, target: &str) -> Vec<Value> {
+    ["shared-a.txt", "shared-b.txt"]
+        .iter()
+        .map(|f| {
+            let built = world.build_ok(&requirements(f), &["--name", "exp", "--push", target]);
+            std::thread::sleep(Duration::from_millis(1100));
+            built
+        })
+        .collect()
+}
+
+#[test]
+fn registry_gc_keeps_a_manifest_with_a_tag_strata_did_not_make() {
+    let reg = TestRegistry::start();
+    let world = World::new();
+    let target = format!("{}/team/env", reg.addr());
+    let built = two_generations_pushed(&world, &target);
+    let older = built[0]["image"].as_str().unwrap();
+    let older_digest = built[0]["digest"].as_str().unwrap();
+    skopeo_tag(older, &format!("{target}:prod"));
+
+    let mut args = vec!["gc", "--registry", &target];
+    args.extend_from_slice(POLICY);
+    let mut dry = args.clone();
+    dry.push("--dry-run");
+    let out = world.strata(&dry);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("tag prod was not made by strata"), "{text}");
+
+    args.push("--json");
+    let report = json(&world.strata(&args));
+    assert_eq!(report["deleted"], serde_json::json!([]), "{report}");
+    let kept = report["kept"].to_string();
+    assert!(
+        kept.contains(r#"{"reason":"foreign_tag","tag":"prod"}"#),
+        "{kept}"
+    );
+    assert_eq!(
+        registry_digest(&format!("{target}:prod")).as_deref(),
+        Some(older_digest)
+    );
+}
+
+#[test]
+fn registry_gc_from_another_home_sees_the_usage_recorded_in_the_registry() {
+    let reg = TestRegistry::start();
+    let machine_a = World::new();
+    let machine_b = machine_a.with_home("b");
+    let target = format!("{}/team/env", reg.addr());
+    let built = two_generations_pushed(&machine_a, &target);
+    let digest = |v: &Value| v["digest"].as_str().unwrap().to_string();
+    let record_of = |v: &Value| {
+        let hex = digest(v).trim_start_matches("sha256:").to_string();
+        format!("{target}:strata-usage-{hex}")
+    };
+    assert!(registry_digest(&record_of(&built[0])).is_some());
+
+    // B has no push record of its own: A's records in the registry say both are recent.
+    let report = json(&machine_b.strata(&[
+        "gc",
+        "--registry",
+        &target,
+        "--json",
+        "--keep-days",
+        "14",
+        "--keep-newest",
+        "0",
+    ]));
+    assert_eq!(report["deleted"], serde_json::json!([]), "{report}");
+    let kept = report["kept"].as_array().unwrap();
+    assert_eq!(
+        kept.len(),
+        2,
+        "usage records are not environments: {report}"
+    );
+    for k in kept {
+        assert!(
+            k["reasons"].to_string().contains(r#""reason":"recent""#),
+            "{k}"
+        );
+    }
+
+    // With keep-days 0 and keep-newest 1, B ranks A's pushes: the older one goes, with its
+    // usage record; the newer stays.
+    let mut args = vec!["gc", "--registry", &target, "--json"];
+    args.extend_from_slice(POLICY);
+    let report = json(&machine_b.strata(&args));
+    let deleted: Vec<String> = report["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(deleted, vec![digest(&built[0])], "{report}");
+    assert!(registry_digest(&record_of(&built[0])).is_none());
+    assert!(registry_digest(&record_of(&built[1])).is_some());
+    assert_pullable(
+        built[1]["image"].as_str().unwrap(),
+        machine_b.dir.path(),
+        "newer",
+    );
+}

@@ -426,6 +426,18 @@ fn a_cpu_job_runs_as_one_job_on_the_pool_node_from_the_pushed_image() {
     let (status_line, body) = setup.registry_manifest(&setup.digest);
     assert!(status_line.contains(" 200 "), "{status_line}");
     assert_eq!(format!("sha256:{}", sha256_hex(&body)), setup.digest);
+    // The launch is a use, recorded in the registry where registry GC on any machine reads it.
+    let usage_record = || {
+        let (status_line, body) = setup.registry_manifest(&format!("strata-usage-{hex}"));
+        assert!(status_line.contains(" 200 "), "{status_line}");
+        let record: Value = serde_json::from_slice(&body).unwrap();
+        let usage = record["annotations"]["dev.strata.usage"].as_str().unwrap();
+        serde_json::from_str::<Value>(usage).unwrap()
+    };
+    let usage = usage_record();
+    assert_eq!(usage["manifest"], setup.digest.as_str(), "{usage}");
+    let launch_tag = format!("job-{}", &hex[..16]);
+    assert!(usage["tags"].to_string().contains(&launch_tag), "{usage}");
 
     setup.kubelet(&pod, running());
     setup.kubelet(&pod, exited("Succeeded", 0, "Completed"));
@@ -435,10 +447,21 @@ fn a_cpu_job_runs_as_one_job_on_the_pool_node_from_the_pushed_image() {
     assert_eq!(s["node"], setup.node.as_str(), "{s}");
     assert_eq!(setup.jobs_of(&id).len(), 1, "never a second Job");
 
-    // A pod that fails with exit code 3 fails its job with that code.
+    // A pod that fails with exit code 3 fails its job with that code. Its launch finds the
+    // image in the registry already, and still counts as a use.
+    std::thread::sleep(Duration::from_millis(1100));
+    let second_launch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let failing = setup.submit("cpu", &["sh", "-c", "exit 3"]);
     setup.wait_state(&agent, &failing, &["running"]);
     let pod = setup.bound_pod(&agent, &failing);
+    let usage = usage_record();
+    assert!(
+        usage["last_used_at"].as_u64().unwrap() >= second_launch,
+        "{usage}"
+    );
     setup.kubelet(&pod, running());
     setup.kubelet(&pod, exited("Failed", 3, "Error"));
     let s = setup.wait_state(&agent, &failing, TERMINAL);

@@ -143,10 +143,11 @@ fn registry_text(report: &RegistryGcReport) -> String {
         out.push_str(&format!("{verb} {} {:?}\n", m.digest.short(12), m.tags));
     }
     for m in &report.kept {
-        let reasons = &m.reasons;
+        let reasons: Vec<String> = m.reasons.iter().map(ToString::to_string).collect();
+        let reasons = reasons.join("; ");
         let m = &m.manifest;
         out.push_str(&format!(
-            "kept {} {:?} {reasons:?}\n",
+            "kept {} {:?}: {reasons}\n",
             m.digest.short(12),
             m.tags
         ));

@@ -9,7 +9,7 @@ use strata_oci::{BlobDescriptor, Digest};
 use strata_oci::{Manifest, ManifestDocument};
 use strata_registry::{
     push_image, ImageRef, ImageUpload, ManifestRef, PushOptions, Registry, RegistryError,
-    RegistryRepo, Tag,
+    RegistryRepo, Tag, UsageUpdate,
 };
 
 use crate::base::{BaseError, BaseImage};
@@ -107,6 +107,9 @@ impl PushTarget {
         let (manifest_bytes, manifest) = stored_manifest(home, digest)?;
         let (name, spec) = env_of(home, digest, &manifest)?;
         if present.as_ref() == Some(digest) {
+            // Already there: one HEAD, nothing else sent (a build hit with `--push`). A caller
+            // for whom this is a use of the image in the registry (a Kubernetes launch) says
+            // so with `record_use`.
             home.index
                 .record_push(&target, digest, Some(tag.as_str()), &name, spec.as_ref())?;
             return Ok(pushed);
@@ -139,12 +142,44 @@ impl PushTarget {
         progress.uploaded(report.bytes_uploaded);
         home.index
             .record_push(&target, digest, Some(tag.as_str()), &name, spec.as_ref())?;
+        rt.block_on(self.record_usage(digest, &tag, &name))?;
         lease.release()?;
         pushed.bytes_uploaded = report.bytes_uploaded;
         pushed.blobs_uploaded = report.blobs_uploaded;
         pushed.blobs_present = report.blobs_present;
         pushed.blobs_mounted = report.blobs_mounted;
         Ok(pushed)
+    }
+}
+
+impl PushTarget {
+    /// Records a use of the image (pushed before under `tag`) in the registry's usage record,
+    /// which registry GC runs on every machine read: a Kubernetes launch is such a use.
+    pub fn record_use(&self, home: &Home, digest: &Digest, tag: &str) -> Result<(), BuildError> {
+        let tag: Tag = tag.parse().map_err(RegistryError::from)?;
+        let name = home
+            .index
+            .envs_by_manifest(digest)?
+            .into_iter()
+            .next()
+            .map(|row| row.record.name)
+            .unwrap_or_default();
+        home.index.touch_push(&self.repo.to_string(), digest)?;
+        runtime()?.block_on(self.record_usage(digest, &tag, &name))
+    }
+
+    /// Records the push or use in the registry itself (`strata-registry::usage`), where a
+    /// registry GC run from any machine reads it; the local `pushes` row only this machine
+    /// sees.
+    async fn record_usage(&self, digest: &Digest, tag: &Tag, name: &str) -> Result<(), BuildError> {
+        let update = UsageUpdate {
+            manifest: digest,
+            tag: Some(tag.as_str()),
+            name,
+            now: strata_index::now(),
+        };
+        self.registry.record_usage(&self.repo, &update).await?;
+        Ok(())
     }
 }
 

@@ -4,8 +4,35 @@
 //! The plan lists the repository's tags, resolves each to a manifest digest, reads every
 //! distinct manifest (its strata annotations and its blobs) and decides per digest, because a
 //! CNCF registry deletes a manifest together with every tag that points at it: a digest with one
-//! kept tag is kept whole. Usage (pushed, last used) comes from the `pushes` table of
-//! `strata.db`, plus the local `env_index` use of the same manifest.
+//! kept tag is kept whole.
+//!
+//! What is never deleted:
+//! - a manifest strata did not build (no `dev.strata.spec-digest`), and everything an image
+//!   index (OCI index, Docker manifest list) of the repository references, nested indexes
+//!   included, while the index is kept;
+//! - a manifest carrying any tag strata did not make (`foreign_tag`). strata's own tags are
+//!   `env-<first 16 hex of the spec digest>` (a build's tag, checked against the image's own
+//!   `dev.strata.spec-digest`), `job-<first 16 hex of the manifest digest>` (the Kubernetes
+//!   launcher's push), and any tag a push record of this manifest names (`strata push --tag`),
+//!   locally or in the registry's usage record. Everything else (`prod` added with `skopeo
+//!   copy`, `latest`, a tag that merely looks like strata's but names another spec) is a
+//!   person's, and deleting the digest would delete it;
+//! - a manifest live leases reference, one matching `keep_tags`, one used within `keep_days`,
+//!   the newest `keep_newest` of each environment name.
+//!
+//! Usage (pushed, last used) is read from two places and the latest wins: the `pushes` table of
+//! this machine's `strata.db` (with the local `env_index` use of the same manifest), and the
+//! usage records kept in the registry itself under `strata-usage-<manifest hex>` (see
+//! `strata_registry::usage`), which every push and every Kubernetes launch, from any machine,
+//! updates (a build hit with `--push` that finds its tag in place sends one HEAD and writes
+//! nothing: local use is the local store's business). So a GC run from one machine keeps what another pushed or launched within
+//! `keep_days`. Usage records are never environments: they are left out of the plan, and one
+//! is deleted only after the image it describes was deleted.
+//!
+//! Just before each delete, the tags pointing at the digest are resolved again (the tag list
+//! is read again and every tag that was the image's, is new, or is not strata's is HEADed),
+//! the live leases and both usage records are read again: a new tag, a new lease or a use
+//! since the plan keeps the image.
 //!
 //! Deleting manifests frees no storage by itself; the registry's own blob collection
 //! (`registry garbage-collect`, with the registry read-only or stopped) removes the blobs no
@@ -29,7 +56,9 @@ use strata_index::PushUsage;
 use strata_index::{Index, IndexError};
 use strata_oci::Digest;
 use strata_oci::ManifestDocument;
-use strata_registry::{ManifestRef, Registry, RegistryError, RegistryRepo, Tag};
+use strata_registry::{
+    is_usage_tag, ManifestRef, Registry, RegistryError, RegistryRepo, Tag, UsageRecord,
+};
 
 /// The annotations strata writes on the images it builds (see `strata-builder`'s image module).
 pub const ANNOTATION_SPEC: &str = "dev.strata.spec-digest";
@@ -83,10 +112,19 @@ pub enum KeepReason {
     },
     /// A live lease (queued or running job, build in flight) references it.
     Leased { digest: Digest },
-    /// A strata image this database has no push record of: its age is unknown.
+    /// A strata image with no push record here and no usage record in the registry: its age
+    /// is unknown.
     NoUsageRecord,
     /// Used again between the plan and the delete.
     UsedSincePlan { last_active_at: i64 },
+    /// It carries `tag`, which strata did not make: deleting the digest would delete it.
+    ForeignTag { tag: String },
+    /// A kept image index (or manifest list) references it.
+    InIndex { index: Digest },
+    /// `tag` was put on it between the plan and the delete.
+    TaggedSincePlan { tag: String },
+    /// A lease taken between the plan and the delete references it.
+    LeasedSincePlan { digest: Digest },
 }
 
 impl fmt::Display for KeepReason {
@@ -107,8 +145,14 @@ impl fmt::Display for KeepReason {
                 name.as_deref().unwrap_or("unnamed environments")
             ),
             KeepReason::Leased { digest } => write!(f, "leased ({digest})"),
-            KeepReason::NoUsageRecord => write!(f, "no push record, age unknown"),
+            KeepReason::NoUsageRecord => write!(f, "no usage record, age unknown"),
             KeepReason::UsedSincePlan { .. } => write!(f, "used since the plan was made"),
+            KeepReason::ForeignTag { tag } => write!(f, "tag {tag} was not made by strata"),
+            KeepReason::InIndex { index } => write!(f, "referenced by image index {index}"),
+            KeepReason::TaggedSincePlan { tag } => write!(f, "tagged {tag} since the plan"),
+            KeepReason::LeasedSincePlan { digest } => {
+                write!(f, "leased since the plan ({digest})")
+            }
         }
     }
 }
@@ -258,10 +302,17 @@ pub async fn plan_registry(
     now: i64,
 ) -> Result<RegistryGcPlan, RegistryGcError> {
     let target = repo.to_string();
-    let tags = registry.list_tags(repo).await?;
+    let (usage_tags, tags): (Vec<String>, Vec<String>) = registry
+        .list_tags(repo)
+        .await?
+        .into_iter()
+        .partition(|t| is_usage_tag(t));
     let by_digest = resolve_tags(registry, repo, &tags).await?;
     let observed = inspect_all(registry, repo, by_digest).await?;
-    let usage = index.registry_pushes(&target)?;
+    let usage = Usage {
+        local: index.registry_pushes(&target)?,
+        shared: read_usage_records(registry, repo, &usage_tags).await?,
+    };
     let rules = Rules {
         policy,
         protected,
@@ -290,9 +341,10 @@ pub async fn plan_registry(
 }
 
 /// Deletes what `plan` says, oldest first, a few at a time, and forgets the deleted pushes in
-/// `index`. An image used again since the plan (its push record says so) is kept. The first
-/// failed delete stops the run: no new delete starts, those in flight finish, and the error
-/// carries the report of what was deleted.
+/// `index` and their usage records in the registry. Just before each delete the image's tags,
+/// the live leases and its usage (here and in the registry) are read again: an image tagged,
+/// leased or used since the plan is kept. The first failed delete stops the run: no new delete
+/// starts, those in flight finish, and the error carries the report of what was deleted.
 pub async fn apply_registry(
     registry: &Registry,
     repo: &RegistryRepo,
@@ -306,7 +358,20 @@ pub async fn apply_registry(
             target,
         });
     }
-    let since = plan.recent_since();
+    let check = Recheck {
+        registry,
+        repo,
+        index,
+        target: &target,
+        since: plan.recent_since(),
+        planned_tags: plan
+            .kept
+            .iter()
+            .map(|k| &k.manifest)
+            .chain(plan.deleted.iter().map(|d| &d.manifest))
+            .flat_map(|m| m.tags.iter().cloned())
+            .collect(),
+    };
     let mut kept = plan.kept.clone();
     let mut deleted = Vec::new();
     let mut failure = None;
@@ -315,30 +380,23 @@ pub async fn apply_registry(
     loop {
         while failure.is_none() && in_flight.len() < DELETE_CONCURRENCY {
             let Some(entry) = pending.next() else { break };
-            // Checked just before the delete: a build hit or a push since the plan makes the
-            // image recent again.
-            let fresh = index.registry_push(&target, &entry.manifest.digest)?;
-            if let Some(active) = fresh.map(|u| u.last_active_at()).filter(|t| *t >= since) {
-                kept.push(KeptManifest {
-                    manifest: entry.manifest.clone(),
-                    reasons: vec![KeepReason::UsedSincePlan {
-                        last_active_at: active,
-                    }],
-                });
-                continue;
-            }
-            in_flight.push(async move {
-                let result = delete_one(registry, repo, &entry.manifest.digest).await;
-                (entry, result)
-            });
+            let check = &check;
+            in_flight.push(async move { (entry, check.delete_unless_changed(entry).await) });
         }
         let Some((entry, result)) = in_flight.next().await else {
             break;
         };
         match result {
-            Ok(()) => {
+            Ok(Outcome::Kept(reasons)) => kept.push(KeptManifest {
+                manifest: entry.manifest.clone(),
+                reasons,
+            }),
+            Ok(Outcome::Deleted { record }) => {
                 index.forget_registry_push(&target, &entry.manifest.digest)?;
                 deleted.push(entry.clone());
+                if let Err(e) = record {
+                    failure.get_or_insert(e);
+                }
             }
             Err(e) => {
                 failure.get_or_insert(e);
@@ -350,12 +408,104 @@ pub async fn apply_registry(
     let report = report_of(plan, kept, deleted);
     match failure {
         None => Ok(report),
-        Some(source) => Err(RegistryGcError::Delete {
-            target,
+        Some(RegistryGcError::Registry(source)) => Err(RegistryGcError::Delete {
+            target: plan.target.clone(),
             planned: plan.deleted.len(),
             report: Box::new(report),
             source,
         }),
+        Some(other) => Err(other),
+    }
+}
+
+/// What became of one planned delete.
+enum Outcome {
+    /// Changed since the plan: kept, for these reasons.
+    Kept(Vec<KeepReason>),
+    /// Deleted; `record` is the deletion of its usage record.
+    Deleted { record: Result<(), RegistryGcError> },
+}
+
+/// The re-reads done just before each delete.
+struct Recheck<'a> {
+    registry: &'a Registry,
+    repo: &'a RegistryRepo,
+    index: &'a Index,
+    target: &'a str,
+    since: i64,
+    /// Every tag the plan saw, on any manifest.
+    planned_tags: HashSet<String>,
+}
+
+impl Recheck<'_> {
+    async fn delete_unless_changed(
+        &self,
+        entry: &DeletedManifest,
+    ) -> Result<Outcome, RegistryGcError> {
+        let manifest = &entry.manifest;
+        let mut reasons = self.new_tags(manifest).await?;
+        reasons.extend(self.used_since(manifest).await?);
+        // Read last, right before the delete: a job admitted a moment ago holds a lease.
+        let leases = self.index.live_lease_refs()?;
+        let leased = std::iter::once(&manifest.digest)
+            .chain(manifest.spec_digest.iter())
+            .find(|d| leases.contains(*d));
+        if let Some(d) = leased {
+            reasons.push(KeepReason::LeasedSincePlan { digest: d.clone() });
+        }
+        if !reasons.is_empty() {
+            return Ok(Outcome::Kept(reasons));
+        }
+        delete_one(self.registry, self.repo, &manifest.digest).await?;
+        let record = self
+            .registry
+            .delete_usage(self.repo, &manifest.digest)
+            .await
+            .map_err(RegistryGcError::from);
+        Ok(Outcome::Deleted { record })
+    }
+
+    /// Tags pointing at the manifest now that the plan did not see on it. Every tag that was
+    /// the manifest's, is new, or is not named like strata's is resolved again (a person may
+    /// have moved `prod` onto it); strata's own tags of other images never move.
+    async fn new_tags(&self, manifest: &ManifestEntry) -> Result<Vec<KeepReason>, RegistryError> {
+        let tags: Vec<String> = self
+            .registry
+            .list_tags(self.repo)
+            .await?
+            .into_iter()
+            .filter(|t| !is_usage_tag(t))
+            .filter(|t| {
+                manifest.tags.contains(t) || !self.planned_tags.contains(t) || !named_like_strata(t)
+            })
+            .collect();
+        let now = resolve_tags(self.registry, self.repo, &tags).await?;
+        let Some(current) = now.get(&manifest.digest) else {
+            return Ok(Vec::new());
+        };
+        Ok(current
+            .iter()
+            .filter(|t| !manifest.tags.contains(t))
+            .map(|t| KeepReason::TaggedSincePlan { tag: t.clone() })
+            .collect())
+    }
+
+    /// A push or use since the plan, recorded here or in the registry.
+    async fn used_since(
+        &self,
+        manifest: &ManifestEntry,
+    ) -> Result<Option<KeepReason>, RegistryGcError> {
+        let local = self
+            .index
+            .registry_push(self.target, &manifest.digest)?
+            .map(|u| u.last_active_at());
+        let shared = self
+            .registry
+            .read_usage(self.repo, &manifest.digest)
+            .await?
+            .map(|r| r.last_active_at());
+        let active = local.max(shared).filter(|t| *t >= self.since);
+        Ok(active.map(|last_active_at| KeepReason::UsedSincePlan { last_active_at }))
     }
 }
 
@@ -468,6 +618,8 @@ struct Observed {
     tags: Vec<String>,
     annotations: BTreeMap<String, String>,
     blobs: Vec<(Digest, u64)>,
+    /// For an index: every manifest it references, nested indexes' included.
+    children: Vec<Digest>,
 }
 
 async fn inspect_all(
@@ -497,28 +649,30 @@ async fn inspect(
     let Some(bytes) = pull(registry, repo, &digest).await? else {
         return Ok(None);
     };
-    let (annotations, blobs) = match ManifestDocument::parse(&bytes) {
-        Ok(ManifestDocument::Image(m)) => {
-            let blobs = m.blobs().map(|d| (d.digest.clone(), d.size)).collect();
-            (m.annotations, blobs)
-        }
-        // Never a strata image; its children's blobs count as kept for `bytes_freed`.
-        Ok(ManifestDocument::Index(i)) => {
-            let children: Vec<Digest> = i.manifests.iter().map(|d| d.digest.clone()).collect();
-            (
-                BTreeMap::new(),
-                child_blobs(registry, repo, &children).await?,
-            )
-        }
-        // Something strata cannot read is not something strata made: kept, blobs unknown.
-        Err(_) => (BTreeMap::new(), Vec::new()),
-    };
-    Ok(Some(Observed {
+    let mut observed = Observed {
         digest,
         tags,
-        annotations,
-        blobs,
-    }))
+        annotations: BTreeMap::new(),
+        blobs: Vec::new(),
+        children: Vec::new(),
+    };
+    match ManifestDocument::parse(&bytes) {
+        Ok(ManifestDocument::Image(m)) => {
+            observed.blobs = m.blobs().map(|d| (d.digest.clone(), d.size)).collect();
+            observed.annotations = m.annotations;
+        }
+        // Never a strata image; everything it references is kept with it, and its children's
+        // blobs count as kept for `bytes_freed`.
+        Ok(ManifestDocument::Index(i)) => {
+            let children: Vec<Digest> = i.manifests.iter().map(|d| d.digest.clone()).collect();
+            let walked = walk_index(registry, repo, children).await?;
+            observed.blobs = walked.blobs;
+            observed.children = walked.manifests;
+        }
+        // Something strata cannot read is not something strata made: kept, blobs unknown.
+        Err(_) => {}
+    }
+    Ok(Some(observed))
 }
 
 async fn pull(
@@ -534,27 +688,123 @@ async fn pull(
     }
 }
 
-/// The blobs of an index's image manifests, one level down (indexes of indexes are rare and
-/// only make `bytes_freed` an overestimate).
-async fn child_blobs(
+/// Nested indexes deeper than this are not followed (their manifests would still be kept by
+/// being untagged or not strata's; only `bytes_freed` would overestimate).
+const MAX_INDEX_DEPTH: usize = 8;
+
+/// Everything below an index.
+#[derive(Default)]
+struct Walked {
+    manifests: Vec<Digest>,
+    blobs: Vec<(Digest, u64)>,
+}
+
+/// The manifests an index references, nested indexes followed, and their blobs.
+async fn walk_index(
     registry: &Registry,
     repo: &RegistryRepo,
-    children: &[Digest],
-) -> Result<Vec<(Digest, u64)>, RegistryError> {
-    let mut blobs = Vec::new();
-    for child in children {
-        let Some(bytes) = pull(registry, repo, child).await? else {
-            continue;
-        };
-        blobs.push((child.clone(), bytes.len() as u64));
-        if let Ok(ManifestDocument::Image(m)) = ManifestDocument::parse(&bytes) {
-            blobs.extend(m.blobs().map(|d| (d.digest.clone(), d.size)));
+    children: Vec<Digest>,
+) -> Result<Walked, RegistryError> {
+    let mut walked = Walked::default();
+    let mut seen: HashSet<Digest> = HashSet::new();
+    let mut level = children;
+    for _ in 0..MAX_INDEX_DEPTH {
+        let mut next = Vec::new();
+        for child in level {
+            if !seen.insert(child.clone()) {
+                continue;
+            }
+            walked.manifests.push(child.clone());
+            let Some(bytes) = pull(registry, repo, &child).await? else {
+                continue;
+            };
+            walked.blobs.push((child.clone(), bytes.len() as u64));
+            match ManifestDocument::parse(&bytes) {
+                Ok(ManifestDocument::Image(m)) => {
+                    walked
+                        .blobs
+                        .extend(m.blobs().map(|d| (d.digest.clone(), d.size)));
+                }
+                Ok(ManifestDocument::Index(i)) => {
+                    next.extend(i.manifests.iter().map(|d| d.digest.clone()));
+                }
+                Err(_) => {}
+            }
         }
+        if next.is_empty() {
+            break;
+        }
+        level = next;
     }
-    Ok(blobs)
+    Ok(walked)
+}
+
+/// The usage records in the registry (`strata-usage-*` tags), by the manifest they describe.
+async fn read_usage_records(
+    registry: &Registry,
+    repo: &RegistryRepo,
+    tags: &[String],
+) -> Result<HashMap<Digest, UsageRecord>, RegistryError> {
+    let reads: Vec<_> = tags
+        .iter()
+        .map(|t| registry.read_usage_tag(repo, t))
+        .collect();
+    let records: Vec<Option<UsageRecord>> = futures_util::stream::iter(reads)
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(records
+        .into_iter()
+        .flatten()
+        .map(|r| (r.manifest.clone(), r))
+        .collect())
 }
 
 // ---- The policy ----
+
+/// What is known of the images' usage: this machine's push records and the registry's usage
+/// records (written by every machine).
+struct Usage {
+    local: HashMap<Digest, PushUsage>,
+    shared: HashMap<Digest, UsageRecord>,
+}
+
+impl Usage {
+    /// Tags a push record of `digest` names: strata pushed the image under them.
+    fn recorded_tags(&self, digest: &Digest) -> HashSet<&str> {
+        let local = self.local.get(digest).and_then(|u| u.record.tag.as_deref());
+        let shared = self
+            .shared
+            .get(digest)
+            .into_iter()
+            .flat_map(|r| r.tags.iter().map(String::as_str));
+        local.into_iter().chain(shared).collect()
+    }
+}
+
+/// Whether a tag has the shape of one strata makes (`env-` or `job-` and 16 hex digits).
+fn named_like_strata(tag: &str) -> bool {
+    let hex16 = |rest: &str| rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit());
+    tag.strip_prefix("env-").is_some_and(hex16) || tag.strip_prefix("job-").is_some_and(hex16)
+}
+
+/// Whether strata made `tag` on this image: its build tag (from the image's own spec digest),
+/// its Kubernetes launch tag (from its manifest digest), or a tag a push record names.
+fn made_by_strata(
+    tag: &str,
+    digest: &Digest,
+    spec: Option<&Digest>,
+    recorded: &HashSet<&str>,
+) -> bool {
+    if recorded.contains(tag) {
+        return true;
+    }
+    if let Some(rest) = tag.strip_prefix("env-") {
+        return spec.is_some_and(|s| named_like_strata(tag) && s.short(16) == rest);
+    }
+    tag.strip_prefix("job-")
+        .is_some_and(|rest| named_like_strata(tag) && digest.short(16) == rest)
+}
 
 struct Rules<'a> {
     policy: &'a GcPolicy,
@@ -566,29 +816,33 @@ impl Rules<'_> {
     fn decide(
         &self,
         observed: Vec<Observed>,
-        usage: &HashMap<Digest, PushUsage>,
+        usage: &Usage,
     ) -> (Vec<KeptManifest>, Vec<DeletedManifest>) {
-        let entries: Vec<(ManifestEntry, bool)> =
-            observed.into_iter().map(|o| entry_of(o, usage)).collect();
+        let entries: Vec<Judged> = observed.into_iter().map(|o| entry_of(o, usage)).collect();
         let ranks = newest_ranks(&entries);
         let mut kept = Vec::new();
         let mut deleted = Vec::new();
-        for (entry, is_strata) in entries {
-            let newer = ranks.get(&entry.digest).copied();
-            let reasons = self.keep_reasons(&entry, is_strata, newer);
+        let mut children: Vec<(Digest, Vec<Digest>)> = Vec::new();
+        for judged in entries {
+            let newer = ranks.get(&judged.entry.digest).copied();
+            let reasons = self.keep_reasons(&judged, newer);
             if !reasons.is_empty() {
+                if !judged.children.is_empty() {
+                    children.push((judged.entry.digest.clone(), judged.children));
+                }
                 kept.push(KeptManifest {
-                    manifest: entry,
+                    manifest: judged.entry,
                     reasons,
                 });
                 continue;
             }
-            let why = self.delete_reason(&entry, newer.unwrap_or(0));
+            let why = self.delete_reason(&judged.entry, newer.unwrap_or(0));
             deleted.push(DeletedManifest {
-                manifest: entry,
+                manifest: judged.entry,
                 why,
             });
         }
+        keep_index_children(&children, &mut kept, &mut deleted);
         kept.sort_by(|a, b| a.manifest.tags.cmp(&b.manifest.tags));
         oldest_first(&mut deleted);
         (kept, deleted)
@@ -596,15 +850,14 @@ impl Rules<'_> {
 
     /// `newer`: how many images of the same name were pushed after this one (`None`: it has
     /// no push record).
-    fn keep_reasons(
-        &self,
-        entry: &ManifestEntry,
-        is_strata: bool,
-        newer: Option<usize>,
-    ) -> Vec<KeepReason> {
+    fn keep_reasons(&self, judged: &Judged, newer: Option<usize>) -> Vec<KeepReason> {
+        let (entry, is_strata) = (&judged.entry, judged.is_strata);
         let mut reasons = Vec::new();
         if !is_strata {
             reasons.push(KeepReason::NotStrata);
+        }
+        for tag in &judged.foreign_tags {
+            reasons.push(KeepReason::ForeignTag { tag: tag.clone() });
         }
         for tag in &entry.tags {
             if let Some(p) = self.policy.keep_tags.iter().find(|p| p.matches(tag)) {
@@ -654,46 +907,106 @@ impl Rules<'_> {
     }
 }
 
-/// The entry of an observed manifest, and whether strata built it.
-fn entry_of(o: Observed, usage: &HashMap<Digest, PushUsage>) -> (ManifestEntry, bool) {
+/// Moves every planned delete a kept index references to the kept ones: deleting it would
+/// break the index.
+fn keep_index_children(
+    indexes: &[(Digest, Vec<Digest>)],
+    kept: &mut Vec<KeptManifest>,
+    deleted: &mut Vec<DeletedManifest>,
+) {
+    let parent_of: HashMap<&Digest, &Digest> = indexes
+        .iter()
+        .flat_map(|(index, children)| children.iter().map(move |c| (c, index)))
+        .collect();
+    for d in std::mem::take(deleted) {
+        match parent_of.get(&d.manifest.digest) {
+            Some(index) => kept.push(KeptManifest {
+                manifest: d.manifest,
+                reasons: vec![KeepReason::InIndex {
+                    index: (*index).clone(),
+                }],
+            }),
+            None => deleted.push(d),
+        }
+    }
+}
+
+/// An observed manifest with what the policy needs beside its entry.
+struct Judged {
+    entry: ManifestEntry,
+    /// Built by strata (it carries `dev.strata.spec-digest`).
+    is_strata: bool,
+    /// Its tags strata did not make.
+    foreign_tags: Vec<String>,
+    /// For an index: what it references.
+    children: Vec<Digest>,
+}
+
+/// The entry of an observed manifest, its usage merged from both sources (the latest
+/// activity, the first push).
+fn entry_of(o: Observed, usage: &Usage) -> Judged {
     let is_strata = o.annotations.contains_key(ANNOTATION_SPEC);
     let annotated = |key: &str| o.annotations.get(key).and_then(|v| v.parse().ok());
-    let record = usage.get(&o.digest);
+    let local = usage.local.get(&o.digest);
+    let shared = usage.shared.get(&o.digest);
     let name = o
         .annotations
         .get(ANNOTATION_NAME)
-        .filter(|n| !n.is_empty())
         .cloned()
-        .or_else(|| {
-            record
-                .map(|u| u.record.name.clone())
-                .filter(|n| !n.is_empty())
-        });
+        .into_iter()
+        .chain(local.map(|u| u.record.name.clone()))
+        .chain(shared.map(|r| r.name.clone()))
+        .find(|n| !n.is_empty());
+    let spec_digest: Option<Digest> =
+        annotated(ANNOTATION_SPEC).or_else(|| local.and_then(|u| u.record.spec.clone()));
+    let pushed_at = [
+        local.map(|u| u.record.pushed_at),
+        shared.map(|r| r.pushed_at),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    let last_active_at = local
+        .map(PushUsage::last_active_at)
+        .max(shared.map(UsageRecord::last_active_at));
+    let recorded = usage.recorded_tags(&o.digest);
+    // Only said of strata images: any other is kept whole anyway.
+    let foreign_tags = o
+        .tags
+        .iter()
+        .filter(|_| is_strata)
+        .filter(|t| !made_by_strata(t, &o.digest, spec_digest.as_ref(), &recorded))
+        .cloned()
+        .collect();
     let entry = ManifestEntry {
-        spec_digest: annotated(ANNOTATION_SPEC)
-            .or_else(|| record.and_then(|u| u.record.spec.clone())),
+        spec_digest,
         lock_digest: annotated(ANNOTATION_LOCK),
         digest: o.digest,
         tags: o.tags,
         name,
-        pushed_at: record.map(|u| u.record.pushed_at),
-        last_active_at: record.map(PushUsage::last_active_at),
+        pushed_at,
+        last_active_at,
         size: o.blobs.iter().map(|(_, s)| s).sum(),
         blobs: o.blobs,
     };
-    (entry, is_strata)
+    Judged {
+        entry,
+        is_strata,
+        foreign_tags,
+        children: o.children,
+    }
 }
 
 /// For each strata image with a push record: how many images of its name were pushed after
 /// it (ties broken by digest, so the ranking is the same on every run).
-fn newest_ranks(entries: &[(ManifestEntry, bool)]) -> HashMap<Digest, usize> {
+fn newest_ranks(entries: &[Judged]) -> HashMap<Digest, usize> {
     let mut groups: HashMap<Option<&str>, Vec<(i64, &Digest)>> = HashMap::new();
-    for (entry, is_strata) in entries {
-        if let (true, Some(pushed_at)) = (*is_strata, entry.pushed_at) {
+    for judged in entries {
+        if let (true, Some(pushed_at)) = (judged.is_strata, judged.entry.pushed_at) {
             groups
-                .entry(entry.name.as_deref())
+                .entry(judged.entry.name.as_deref())
                 .or_default()
-                .push((pushed_at, &entry.digest));
+                .push((pushed_at, &judged.entry.digest));
         }
     }
     let mut ranks = HashMap::new();
@@ -728,6 +1041,7 @@ mod tests {
                 .iter()
                 .map(|(b, s)| (Digest::of(b.as_bytes()), *s))
                 .collect(),
+            children: Vec::new(),
         }
     }
 
@@ -735,7 +1049,8 @@ mod tests {
         let u = PushUsage {
             record: PushRecord {
                 manifest: o.digest.clone(),
-                tag: None,
+                // Recorded as pushed by strata under its first tag.
+                tag: o.tags.first().cloned(),
                 pushed_at,
                 last_used_at: 0,
                 name: name.to_string(),
@@ -744,6 +1059,33 @@ mod tests {
             local_used_at: None,
         };
         (o.digest.clone(), u)
+    }
+
+    fn local_usage(records: impl IntoIterator<Item = (Digest, PushUsage)>) -> Usage {
+        Usage {
+            local: records.into_iter().collect(),
+            shared: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn strata_tags_are_told_from_foreign_ones() {
+        let digest = Digest::of(b"manifest");
+        let spec = Digest::of(b"spec");
+        let none = HashSet::new();
+        let env = format!("env-{}", spec.short(16));
+        let job = format!("job-{}", digest.short(16));
+        assert!(made_by_strata(&env, &digest, Some(&spec), &none));
+        assert!(made_by_strata(&job, &digest, Some(&spec), &none));
+        // Shaped like strata's, but not this image's.
+        let other = format!("env-{}", digest.short(16));
+        assert!(named_like_strata(&other));
+        assert!(!made_by_strata(&other, &digest, Some(&spec), &none));
+        assert!(!made_by_strata(&env, &digest, None, &none));
+        assert!(!made_by_strata("prod", &digest, Some(&spec), &none));
+        let recorded: HashSet<&str> = ["custom"].into();
+        assert!(made_by_strata("custom", &digest, None, &recorded));
+        assert!(!named_like_strata("env-xyz"));
     }
 
     fn deleted_tags(deleted: &[DeletedManifest]) -> Vec<String> {
@@ -767,7 +1109,7 @@ mod tests {
             observed("foreign", &["base"], false, &[]),
             observed("unknown", &["unknown"], true, &[]),
         ];
-        let usage: HashMap<_, _> = [
+        let usage = local_usage([
             usage(&all[0], "r", now - DAY),
             usage(&all[1], "a", old - 3),
             usage(&all[2], "a", old - 2),
@@ -775,9 +1117,7 @@ mod tests {
             usage(&all[4], "rel", old - 10),
             usage(&all[5], "l", old - 10),
             usage(&all[6], "f", old - 10),
-        ]
-        .into_iter()
-        .collect();
+        ]);
         let protected: HashSet<Digest> = [all[5].digest.clone()].into_iter().collect();
         let policy = GcPolicy {
             keep_days: 14,
@@ -828,9 +1168,7 @@ mod tests {
         let gone = observed("gone", &["gone"], true, &[("shared", 100), ("own", 7)]);
         let gone2 = observed("gone2", &["gone2"], true, &[("own", 7), ("own2", 5)]);
         let stays = observed("stays", &["stays"], false, &[("shared", 100)]);
-        let usage: HashMap<_, _> = [usage(&gone, "", 1), usage(&gone2, "", 2)]
-            .into_iter()
-            .collect();
+        let usage = local_usage([usage(&gone, "", 1), usage(&gone2, "", 2)]);
         let policy = GcPolicy {
             keep_newest: 0,
             ..GcPolicy::default()

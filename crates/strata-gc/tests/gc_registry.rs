@@ -22,10 +22,10 @@ use strata_gc::{GcPolicy, TagPattern};
 use strata_index::PushRecord;
 use strata_index::{now, Index};
 use strata_oci::{BlobDescriptor, Digest};
-use strata_oci::{MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
+use strata_oci::{MEDIA_TYPE_INDEX, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
 use strata_registry::{
     push_image, ImageUpload, ManifestRef, PushOptions, Registry, RegistryError, RegistryRepo,
-    RetryPolicy,
+    RetryPolicy, UsageUpdate,
 };
 use test_registry::TestRegistry;
 
@@ -107,6 +107,16 @@ struct TestImage {
 }
 
 impl TestImage {
+    /// The tag strata's build gives it: `env-` and the start of its spec digest.
+    fn env_tag(&self) -> String {
+        format!("env-{}", self.spec.short(16))
+    }
+
+    /// The tag strata's Kubernetes launcher gives it.
+    fn job_tag(&self) -> String {
+        format!("job-{}", self.digest.short(16))
+    }
+
     fn blob_set(&self) -> BTreeMap<Digest, u64> {
         self.blobs
             .iter()
@@ -171,7 +181,7 @@ async fn push(registry: &Registry, repo: &RegistryRepo, image: &TestImage, tags:
 fn record(index: &Index, repo: &RegistryRepo, image: &TestImage, pushed: i64, used: i64) {
     let push = PushRecord {
         manifest: image.digest.clone(),
-        tag: Some(image.label.clone()),
+        tag: Some(image.env_tag()),
         pushed_at: pushed,
         last_used_at: used,
         name: String::new(),
@@ -236,14 +246,11 @@ async fn policy_dry_run_real_run_and_registry_blob_collection() {
     // Not built by strata: no annotations, and an old push record.
     let foreign = img("foreign", 19, &[], None);
 
-    push(&registry, &r, &e1, &["env-e1", "e1-alias"]).await;
-    push(&registry, &r, &e2, &["env-e2"]).await;
-    push(&registry, &r, &e3, &["env-e3"]).await;
-    push(&registry, &r, &e4, &["env-e4"]).await;
-    push(&registry, &r, &recent, &["env-recent"]).await;
-    push(&registry, &r, &release, &["env-release", "release-1"]).await;
-    push(&registry, &r, &leased, &["env-leased"]).await;
-    push(&registry, &r, &unrecorded, &["env-unrecorded"]).await;
+    push(&registry, &r, &e1, &[&e1.env_tag(), &e1.job_tag()]).await;
+    for image in [&e2, &e3, &e4, &recent, &leased, &unrecorded] {
+        push(&registry, &r, image, &[&image.env_tag()]).await;
+    }
+    push(&registry, &r, &release, &[&release.env_tag(), "release-1"]).await;
     push(&registry, &r, &foreign, &["base"]).await;
 
     record(&index, &r, &e1, old - 10 * DAY, 0);
@@ -307,7 +314,9 @@ async fn policy_dry_run_real_run_and_registry_blob_collection() {
     );
     let e1_plan = dry.deleted.iter().find(|d| d.manifest.digest == e1.digest);
     let e1_plan = e1_plan.unwrap();
-    assert_eq!(e1_plan.manifest.tags, vec!["e1-alias", "env-e1"]);
+    let mut e1_tags = vec![e1.env_tag(), e1.job_tag()];
+    e1_tags.sort();
+    assert_eq!(e1_plan.manifest.tags, e1_tags);
     assert_eq!(e1_plan.manifest.name.as_deref(), Some("exp"));
     assert_eq!(dry.deleted[0].manifest.digest, e1.digest, "oldest first");
 
@@ -353,19 +362,13 @@ async fn policy_dry_run_real_run_and_registry_blob_collection() {
     }
     let mut tags = registry.list_tags(&r).await.unwrap();
     tags.sort();
-    assert_eq!(
-        tags,
-        vec![
-            "base",
-            "env-e3",
-            "env-e4",
-            "env-leased",
-            "env-recent",
-            "env-release",
-            "env-unrecorded",
-            "release-1"
-        ]
-    );
+    let mut expected_tags: Vec<String> = [&e3, &e4, &leased, &recent, &release, &unrecorded]
+        .iter()
+        .map(|i| i.env_tag())
+        .chain(["base".to_string(), "release-1".to_string()])
+        .collect();
+    expected_tags.sort();
+    assert_eq!(tags, expected_tags);
     assert!(index
         .registry_push(&r.to_string(), &e3.digest)
         .unwrap()
@@ -428,8 +431,8 @@ async fn a_registry_without_deletes_fails_with_a_clear_error_and_keeps_records()
     let now = now();
     let a = build_image(dir.path(), "a", &[b"a layer"], Some(""));
     let b = build_image(dir.path(), "b", &[b"b layer"], Some(""));
-    push(&registry, &r, &a, &["env-a"]).await;
-    push(&registry, &r, &b, &["env-b"]).await;
+    push(&registry, &r, &a, &[&a.env_tag()]).await;
+    push(&registry, &r, &b, &[&b.env_tag()]).await;
     record(&index, &r, &a, now - 100 * DAY, 0);
     record(&index, &r, &b, now - 90 * DAY, 0);
     let policy = GcPolicy {
@@ -559,7 +562,7 @@ async fn a_delete_run_cut_half_way_reports_exactly_what_it_deleted() {
     for i in 0..8u8 {
         let label = format!("old{i}");
         let image = build_image(dir.path(), &label, &[&[i; 64]], Some(""));
-        push(&direct, &r, &image, &[&format!("env-{label}")]).await;
+        push(&direct, &r, &image, &[&image.env_tag()]).await;
         record(&index, &r, &image, now - 100 * DAY + i64::from(i), 0);
         images.push(image);
     }
@@ -615,4 +618,322 @@ async fn a_delete_run_cut_half_way_reports_exactly_what_it_deleted() {
             assert!(record.is_some(), "{} record lost", image.label);
         }
     }
+}
+
+/// Tags `digest` of the test repository as `tag` the way a person does: `skopeo copy`.
+fn skopeo_tag(addr: &str, digest: &Digest, tag: &str) {
+    run(Command::new("skopeo").args([
+        "copy",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{addr}/{REPO}@{digest}"),
+        &format!("docker://{addr}/{REPO}:{tag}"),
+    ]));
+}
+
+async fn resolves_to(registry: &Registry, r: &RegistryRepo, tag: &str) -> Option<Digest> {
+    let reference = ManifestRef::Tag(tag.parse().unwrap());
+    registry.manifest_exists(r, &reference).await.unwrap()
+}
+
+/// Two builds of `exp`, the older one also tagged `prod` by a person: with keep-days 0 and
+/// keep-newest 1 the older one is kept for its foreign tag, and `prod` survives the run.
+#[tokio::test]
+async fn a_manifest_with_a_tag_strata_did_not_make_is_kept() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(&dir.path().join("strata.db")).unwrap();
+    let registry = client(&reg.addr());
+    let r = repo(&reg.addr());
+    let now = now();
+    let older = build_image(dir.path(), "older", &[b"older layer"], Some("exp"));
+    let newer = build_image(dir.path(), "newer", &[b"newer layer"], Some("exp"));
+    // Pushed by strata: the build tag, and the Kubernetes launcher's tag on the older one.
+    push(&registry, &r, &older, &[&older.env_tag(), &older.job_tag()]).await;
+    push(&registry, &r, &newer, &[&newer.env_tag()]).await;
+    record(&index, &r, &older, now - 30 * DAY, 0);
+    record(&index, &r, &newer, now - 20 * DAY, 0);
+    skopeo_tag(&reg.addr(), &older.digest, "prod");
+    // A tag shaped like strata's but naming another spec is not strata's either.
+    let lookalike = format!("env-{}", Digest::of(b"another spec").short(16));
+    let third = build_image(dir.path(), "third", &[b"third layer"], Some("exp"));
+    push(&registry, &r, &third, &[&third.env_tag()]).await;
+    record(&index, &r, &third, now - 40 * DAY, 0);
+    skopeo_tag(&reg.addr(), &third.digest, &lookalike);
+    let policy = GcPolicy {
+        keep_days: 0,
+        keep_newest: 1,
+        ..GcPolicy::default()
+    };
+
+    let plan = plan_registry(&registry, &r, &index, &policy, &HashSet::new(), now)
+        .await
+        .unwrap();
+    assert!(plan.deleted.is_empty(), "{:?}", plan.deleted);
+    assert_eq!(
+        kept_for(&plan.kept, &older).reasons,
+        vec![KeepReason::ForeignTag { tag: "prod".into() }]
+    );
+    assert_eq!(
+        kept_for(&plan.kept, &third).reasons,
+        vec![KeepReason::ForeignTag { tag: lookalike }]
+    );
+    let report = apply_registry(&registry, &r, &index, &plan).await.unwrap();
+    assert!(report.deleted.is_empty());
+    assert_eq!(
+        resolves_to(&registry, &r, "prod").await,
+        Some(older.digest.clone())
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    let reasons = json["kept"].to_string();
+    assert!(
+        reasons.contains(r#"{"reason":"foreign_tag","tag":"prod"}"#),
+        "{reasons}"
+    );
+    let text = KeepReason::ForeignTag { tag: "prod".into() }.to_string();
+    assert_eq!(text, "tag prod was not made by strata");
+}
+
+/// Everything an image index references is kept with the index, nested indexes included.
+#[tokio::test]
+async fn what_a_kept_index_references_is_kept() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(&dir.path().join("strata.db")).unwrap();
+    let registry = client(&reg.addr());
+    let r = repo(&reg.addr());
+    let now = now();
+    let amd = build_image(dir.path(), "amd", &[b"amd layer"], Some("exp"));
+    let arm = build_image(dir.path(), "arm", &[b"arm layer"], Some("exp"));
+    let loose = build_image(dir.path(), "loose", &[b"loose layer"], Some("exp"));
+    for image in [&amd, &arm, &loose] {
+        push(&registry, &r, image, &[&image.env_tag()]).await;
+        record(&index, &r, image, now - 60 * DAY, 0);
+    }
+    let descriptor = |image: &TestImage, arch: &str| {
+        json!({"mediaType": MEDIA_TYPE_MANIFEST, "digest": image.digest.to_string(),
+               "size": image.manifest.len(), "platform": {"os": "linux", "architecture": arch}})
+    };
+    // inner index → arm; outer index (tagged) → amd and the inner index.
+    let inner = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX,
+        "manifests": [descriptor(&arm, "arm64")]}))
+    .unwrap();
+    let inner_digest = Digest::of(&inner);
+    registry
+        .push_manifest(
+            &r,
+            &ManifestRef::Digest(inner_digest.clone()),
+            &inner,
+            MEDIA_TYPE_INDEX,
+        )
+        .await
+        .unwrap();
+    let outer = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX,
+        "manifests": [descriptor(&amd, "amd64"),
+            {"mediaType": MEDIA_TYPE_INDEX, "digest": inner_digest.to_string(),
+             "size": inner.len()}]}))
+    .unwrap();
+    let outer_digest = registry
+        .push_manifest(
+            &r,
+            &ManifestRef::Tag("multi".parse().unwrap()),
+            &outer,
+            MEDIA_TYPE_INDEX,
+        )
+        .await
+        .unwrap();
+    let policy = GcPolicy {
+        keep_days: 0,
+        keep_newest: 0,
+        ..GcPolicy::default()
+    };
+
+    let plan = plan_registry(&registry, &r, &index, &policy, &HashSet::new(), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        digests_deleted(&plan.deleted),
+        [loose.digest.clone()].into()
+    );
+    for child in [&amd, &arm] {
+        assert_eq!(
+            kept_for(&plan.kept, child).reasons,
+            vec![KeepReason::InIndex {
+                index: outer_digest.clone()
+            }],
+            "{}",
+            child.label
+        );
+    }
+    apply_registry(&registry, &r, &index, &plan).await.unwrap();
+    // Everything the index references still pulls whole (skopeo cannot copy nested indexes
+    // in one go, so each image is copied by digest).
+    for digest in [&outer_digest, &inner_digest] {
+        registry
+            .pull_manifest(&r, &ManifestRef::Digest(digest.clone()))
+            .await
+            .unwrap();
+    }
+    for child in [&amd, &arm] {
+        let copy = dir.path().join(format!("copy-{}", child.label));
+        run(Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{}/{REPO}@{}", reg.addr(), child.digest))
+            .arg(format!("oci:{}:x", copy.display())));
+        assert_eq!(verify_layout_blobs(&copy), child.blobs.len() + 1);
+    }
+}
+
+/// Machine A pushed two images and used one yesterday; a GC run from machine B (another
+/// `STRATA_HOME`, no push records) reads the usage records in the registry: it keeps the one
+/// used recently and deletes the one idle for 40 days, with its record.
+#[tokio::test]
+async fn usage_recorded_on_another_machine_is_shared_through_the_registry() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let index_b = Index::open(&dir.path().join("b.db")).unwrap();
+    let registry = client(&reg.addr());
+    let r = repo(&reg.addr());
+    let now = now();
+    let fresh = build_image(dir.path(), "fresh", &[b"fresh layer"], Some("exp"));
+    let stale = build_image(dir.path(), "stale", &[b"stale layer"], Some("exp"));
+    // Machine A: pushes (as `PushTarget::push` records them), then a launch of `fresh`.
+    for (image, pushed) in [(&fresh, now - 50 * DAY), (&stale, now - 45 * DAY)] {
+        push(&registry, &r, image, &[&image.env_tag()]).await;
+        let tag = image.env_tag();
+        let update = UsageUpdate {
+            manifest: &image.digest,
+            tag: Some(&tag),
+            name: "exp",
+            now: pushed,
+        };
+        registry.record_usage(&r, &update).await.unwrap();
+    }
+    let job_tag = fresh.job_tag();
+    let launch = UsageUpdate {
+        manifest: &fresh.digest,
+        tag: Some(&job_tag),
+        name: "",
+        now: now - DAY,
+    };
+    let record = registry.record_usage(&r, &launch).await.unwrap();
+    assert_eq!(record.pushed_at, now - 50 * DAY);
+    assert_eq!(record.last_used_at, now - DAY);
+    let policy = GcPolicy {
+        keep_days: 14,
+        keep_newest: 0,
+        ..GcPolicy::default()
+    };
+
+    let plan = plan_registry(&registry, &r, &index_b, &policy, &HashSet::new(), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        digests_deleted(&plan.deleted),
+        [stale.digest.clone()].into()
+    );
+    assert!(kept_for(&plan.kept, &fresh).reasons.iter().any(
+        |r| matches!(r, KeepReason::Recent { last_active_at, .. } if *last_active_at == now - DAY)
+    ));
+    // Usage records are neither environments nor tags of one.
+    assert_eq!(plan.counts.manifests, 2);
+    assert_eq!(plan.counts.tags, 2);
+    assert_eq!(plan.deleted[0].manifest.name.as_deref(), Some("exp"));
+
+    apply_registry(&registry, &r, &index_b, &plan)
+        .await
+        .unwrap();
+    assert!(registry
+        .read_usage(&r, &stale.digest)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(registry
+        .read_usage(&r, &fresh.digest)
+        .await
+        .unwrap()
+        .is_some());
+    let mut tags = registry.list_tags(&r).await.unwrap();
+    tags.sort();
+    assert_eq!(
+        tags,
+        vec![
+            fresh.env_tag(),
+            format!("strata-usage-{}", fresh.digest.hex())
+        ]
+    );
+}
+
+/// Between the plan and the delete, a person tags one planned image, a job leases another and
+/// a third is used from another machine: all three are kept, the fourth goes.
+#[tokio::test]
+async fn a_change_between_plan_and_delete_keeps_the_image() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(&dir.path().join("strata.db")).unwrap();
+    let registry = client(&reg.addr());
+    let r = repo(&reg.addr());
+    let now = now();
+    let mut images = Vec::new();
+    for label in ["tagged", "leased", "used", "idle"] {
+        let image = build_image(dir.path(), label, &[label.as_bytes()], Some("exp"));
+        push(&registry, &r, &image, &[&image.env_tag()]).await;
+        record(&index, &r, &image, now - 90 * DAY, 0);
+        images.push(image);
+    }
+    let policy = GcPolicy {
+        keep_days: 14,
+        keep_newest: 0,
+        ..GcPolicy::default()
+    };
+    let plan = plan_registry(&registry, &r, &index, &policy, &HashSet::new(), now)
+        .await
+        .unwrap();
+    assert_eq!(plan.deleted.len(), 4);
+
+    skopeo_tag(&reg.addr(), &images[0].digest, "prod");
+    let lease = index.lease("job", Default::default()).unwrap();
+    lease.add(&[images[1].digest.clone()]).unwrap();
+    let tag = images[2].env_tag();
+    let use_elsewhere = UsageUpdate {
+        manifest: &images[2].digest,
+        tag: Some(&tag),
+        name: "exp",
+        now: strata_index::now(),
+    };
+    registry.record_usage(&r, &use_elsewhere).await.unwrap();
+
+    let report = apply_registry(&registry, &r, &index, &plan).await.unwrap();
+    assert_eq!(
+        digests_deleted(&report.deleted),
+        [images[3].digest.clone()].into()
+    );
+    assert_eq!(
+        kept_for(&report.kept, &images[0]).reasons,
+        vec![KeepReason::TaggedSincePlan { tag: "prod".into() }]
+    );
+    assert_eq!(
+        kept_for(&report.kept, &images[1]).reasons,
+        vec![KeepReason::LeasedSincePlan {
+            digest: images[1].digest.clone()
+        }]
+    );
+    assert!(matches!(
+        kept_for(&report.kept, &images[2]).reasons.as_slice(),
+        [KeepReason::UsedSincePlan { .. }]
+    ));
+    assert_eq!(
+        resolves_to(&registry, &r, "prod").await,
+        Some(images[0].digest.clone())
+    );
+    for kept in &images[..3] {
+        let by_digest = ManifestRef::Digest(kept.digest.clone());
+        assert!(registry
+            .manifest_exists(&r, &by_digest)
+            .await
+            .unwrap()
+            .is_some());
+    }
+    drop(lease);
 }

@@ -155,6 +155,29 @@ impl Registry {
         .await
     }
 
+    /// Uploads a small blob held in memory (a few bytes of JSON, such as the config of a usage
+    /// record) in one request; the registry checks the digest.
+    pub async fn push_blob_bytes(
+        &self,
+        repo: &RegistryRepo,
+        bytes: &[u8],
+    ) -> Result<Digest, RegistryError> {
+        self.check_repo(repo)?;
+        let digest = Digest::of(bytes);
+        let action = format!("uploading blob {digest} to {}", repo.repository);
+        self.prepare_oci_auth(repo).await;
+        let (image, digest_text, action) = (&self.oci_ref(repo), &digest.to_string(), &action);
+        self.with_retry(action, move || async move {
+            self.oci
+                .push_blob(image, Bytes::copy_from_slice(bytes), digest_text)
+                .await
+                .map(|_location| ())
+                .map_err(|e| self.oci_error(action, digest_text, e))
+        })
+        .await?;
+        Ok(digest)
+    }
+
     /// Downloads a blob to `dest`, verifying size and digest. The bytes go to a temporary file
     /// next to `dest`, which is fsynced and renamed into place only once it verifies: `dest`
     /// never holds a partial or wrong blob.

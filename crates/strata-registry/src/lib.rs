@@ -17,6 +17,7 @@ mod manifests;
 mod push;
 mod reference;
 mod token;
+mod usage;
 
 pub use auth::{AuthError, AuthSources, Credentials, Password};
 pub use client::{is_loopback, scheme_for, Registry, RetryPolicy, Scheme};
@@ -24,3 +25,4 @@ pub use error::{Refusal, RegistryError, TokenError};
 pub use manifests::PulledManifest;
 pub use push::{push_image, ImageUpload, PushOptions, PushReport};
 pub use reference::{ImageRef, ManifestRef, NameError, ReferenceError, RegistryRepo, Tag};
+pub use usage::{is_usage_tag, usage_tag, UsageRecord, UsageUpdate};

@@ -132,6 +132,14 @@ impl Tag {
     }
 }
 
+impl Tag {
+    /// A tag the caller built from characters a tag allows (a fixed prefix and digest hex).
+    pub(crate) fn from_validated(tag: String) -> Tag {
+        debug_assert!(tag.parse::<Tag>().is_ok(), "{tag}");
+        Tag(tag)
+    }
+}
+
 impl FromStr for Tag {
     type Err = ReferenceError;
 

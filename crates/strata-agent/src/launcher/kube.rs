@@ -59,7 +59,9 @@ impl Launcher for BlockingKube {
 }
 
 /// Pushes the job's image to the cluster's registry (`[kubernetes] registry`); nothing is
-/// sent that is there already.
+/// sent that is there already. A launch is a use: the image's usage record in that registry is
+/// updated even when the image was there already, so a registry GC run from any machine keeps
+/// an image launched within `keep_days`.
 fn push_for_cluster(root: &Path, kube: &BlockingKube, job: &Job) -> Result<(), LaunchError> {
     let digest = job_digest(job)?;
     let registry = kube
@@ -78,6 +80,7 @@ fn push_for_cluster(root: &Path, kube: &BlockingKube, job: &Job) -> Result<(), L
     target
         .push(&home, digest, &tag, &Silent)
         .map_err(push_err)?;
+    target.record_use(&home, digest, &tag).map_err(push_err)?;
     Ok(())
 }
 
