@@ -56,6 +56,7 @@ impl LocalLauncher {
                 job: job_id.into(),
                 source,
             })?;
+        stop_pasta(&dir);
         let target = OverlayDirs::under(&dir).target;
         overlay::unmount(&target).map_err(|source| LaunchError::Overlay {
             job: job_id.into(),
@@ -107,4 +108,25 @@ impl LocalLauncher {
         }
         Ok(())
     }
+}
+
+/// Stops the job's pasta, if it had one: pasta holds the job's network namespace and would
+/// outlive it. Only a process whose command is pasta's is signalled (a reused pid is not).
+fn stop_pasta(job_dir: &Path) {
+    let Ok(text) = std::fs::read_to_string(job_dir.join(crate::launch::PASTA_PID)) else {
+        return;
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return;
+    };
+    if pid <= 1 {
+        return;
+    }
+    // pasta runs as `passt.avx2` where the CPU has AVX2.
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if !(comm.starts_with("pasta") || comm.starts_with("passt")) {
+        return;
+    }
+    // SAFETY: kill on a pid checked above to be pasta's.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
 }

@@ -19,10 +19,12 @@
 //! [`LocalLauncher::cleanup`], which deletes the job directory with the status in it.
 
 pub mod bundle;
+pub mod idmap;
 pub mod image;
 pub mod overlay;
 pub mod rootfs;
 pub mod runc;
+pub mod seccomp;
 pub mod supervisor;
 
 mod cleanup;
@@ -37,6 +39,7 @@ use strata_oci::layout::Store;
 use strata_oci::Digest;
 
 pub use bundle::{HostDevice, Limits};
+pub use idmap::IdRange;
 pub use rootfs::LayerCache;
 
 use runc::Runc;
@@ -89,6 +92,14 @@ pub enum LaunchError {
         #[source]
         source: runc::RuncError,
     },
+    #[error("job {job}: {source}")]
+    IdMap {
+        job: String,
+        #[source]
+        source: idmap::IdMapError,
+    },
+    #[error("job {job} asks for network, which needs pasta (Debian package passt) on PATH")]
+    NoPasta { job: String },
     #[error("job {job} did not start: {message}")]
     StartFailed { job: String, message: String },
     #[error("job {job}: {path}: {source}")]
@@ -118,7 +129,8 @@ pub struct LaunchRequest {
     pub limits: Limits,
     /// GPU indexes to expose; those absent on this machine are skipped (see `Running`).
     pub gpus: Vec<u32>,
-    /// Share the host's network; otherwise the job has only a loopback interface.
+    /// Outbound network through pasta, in the job's own network namespace; otherwise the
+    /// job has only a loopback interface. Never the host's namespace.
     pub network: bool,
     /// Where the job's stdout and stderr go (appended).
     pub log_path: PathBuf,
@@ -209,6 +221,10 @@ pub struct LocalLauncher {
     jobs_dir: PathBuf,
     /// Where GPU device nodes are looked for (`/dev`; see [`LocalLauncher::with_dev_dir`]).
     dev_dir: PathBuf,
+    /// The host ids jobs' user namespaces map to.
+    ids: IdRange,
+    /// `pasta`, found on PATH, for jobs with network.
+    pasta: Option<PathBuf>,
 }
 
 impl LocalLauncher {
@@ -227,17 +243,56 @@ impl LocalLauncher {
                 job: "-".into(),
                 source,
             })?;
-        let run_root = home.join("run").join("runc");
-        let jobs_dir = home.join("run").join("jobs");
-        std::fs::create_dir_all(&run_root).map_err(io(&run_root))?;
-        std::fs::create_dir_all(&jobs_dir).map_err(io(&jobs_dir))?;
+        let run = home.join("run");
+        let run_root = run.join("runc");
+        let jobs_dir = run.join("jobs");
+        let logs = home.join("logs");
+        for dir in [&run_root, &jobs_dir, &logs] {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let ids = IdRange::DEFAULT;
+        // Other host users reach none of it: unpacked layers, runc state and logs are
+        // 0700. The job's own root must still traverse run/ and run/jobs/ to its root
+        // filesystem (runc mounts it from inside the job's user namespace), so those are
+        // 0710 with the group of the job's root: search, not list, and nobody else.
+        for (dir, mode) in [
+            (layers.dir(), 0o700),
+            (run_root.as_path(), 0o700),
+            (logs.as_path(), 0o700),
+        ] {
+            private_dir(dir, mode, None).map_err(io(dir))?;
+        }
+        for dir in [&run, &jobs_dir] {
+            private_dir(dir, 0o710, Some(ids.gid)).map_err(io(dir))?;
+        }
         Ok(LocalLauncher {
             store,
             layers,
             runc: Runc::new(&run_root),
             jobs_dir,
             dev_dir: PathBuf::from("/dev"),
+            ids,
+            pasta: find_on_path("pasta"),
         })
+    }
+
+    /// Maps jobs' ids to `ids` instead of [`IdRange::DEFAULT`].
+    pub fn with_id_range(mut self, ids: IdRange) -> Result<LocalLauncher, LaunchError> {
+        let jobs_dir = self.jobs_dir.clone();
+        let run = jobs_dir.parent().unwrap_or(&jobs_dir).to_path_buf();
+        for dir in [&run, &jobs_dir] {
+            private_dir(dir, 0o710, Some(ids.gid)).map_err(|source| LaunchError::Io {
+                job: "-".into(),
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        self.ids = ids;
+        Ok(self)
+    }
+
+    pub fn id_range(&self) -> IdRange {
+        self.ids
     }
 
     /// Looks for GPU device nodes (`nvidia<i>`, `nvidiactl`, `nvidia-uvm`...) under `dir`
@@ -294,6 +349,22 @@ impl LocalLauncher {
         let bytes = std::fs::read(self.job_dir(job).join("job.json")).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
+}
+
+/// Sets `dir`'s mode, and its group when given (the owner stays root).
+fn private_dir(dir: &Path, mode: u32, group: Option<u32>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(gid) = group {
+        std::os::unix::fs::lchown(dir, None, Some(gid))?;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
 }
 
 fn lost_outcome(oom_killed: bool) -> ExitOutcome {
