@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::overlay::{self, OverlayDirs};
+use crate::overlay;
 use crate::procfs::pid_is;
 use crate::supervisor;
 use crate::{
@@ -57,7 +57,7 @@ impl LocalLauncher {
                 source,
             })?;
         stop_pasta(&dir);
-        let target = OverlayDirs::under(&dir).target;
+        let target = self.mount_target(job_id);
         overlay::unmount(&target).map_err(|source| LaunchError::Overlay {
             job: job_id.into(),
             source,
@@ -68,6 +68,18 @@ impl LocalLauncher {
                 job: job_id.into(),
                 what: format!("mount {}", target.display()),
             });
+        }
+        // The empty mount point (unmounted above).
+        match std::fs::remove_dir(&target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(LaunchError::Io {
+                    job: job_id.into(),
+                    path: target.clone(),
+                    source,
+                })
+            }
         }
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|source| LaunchError::Io {

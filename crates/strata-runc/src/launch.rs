@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::bundle::{self, BundleSpec, PastaHook};
 use crate::idmap;
 use crate::image;
-use crate::overlay::{self, OverlayDirs};
+use crate::overlay;
 use crate::procfs::proc_start_time;
 use crate::supervisor;
 use crate::{validate_job_id, JobRecord, LaunchError, LaunchRequest, LocalLauncher, Running};
@@ -50,7 +50,7 @@ impl LocalLauncher {
             layer_dirs.push(layer.dir);
         }
         std::fs::create_dir(&dir)
-            .and_then(|()| crate::private_dir(&dir, 0o710, Some(self.ids.gid)))
+            .and_then(|()| crate::private_dir(&dir, 0o700, None))
             .map_err(|source| LaunchError::Io {
                 job: job.into(),
                 path: dir.clone(),
@@ -74,11 +74,17 @@ impl LocalLauncher {
         let job = req.job_id.as_str();
         let dir = self.job_dir(job);
         let cid = Self::container_id(job);
-        let dirs = OverlayDirs::under(&dir);
+        let dirs = self.overlay_dirs(job);
         // The job's root owns its writable layer and its mount point, as it owns the
         // shifted lower layers: root in the job is root of its files, nobody on the host.
         for own in [&dirs.upper, &dirs.work, &dirs.target] {
+            // The mount point may be left from a launch cut short (it is outside the job
+            // directory): reuse it, it is empty and not mounted (launch checked).
             std::fs::create_dir(own)
+                .or_else(|e| match e.kind() {
+                    std::io::ErrorKind::AlreadyExists if *own == dirs.target => Ok(()),
+                    _ => Err(e),
+                })
                 .map_err(|source| idmap::IdMapError::Io {
                     path: own.to_path_buf(),
                     source,

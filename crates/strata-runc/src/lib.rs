@@ -225,7 +225,17 @@ pub struct LocalLauncher {
     ids: IdRange,
     /// `pasta`, found on PATH, for jobs with network.
     pasta: Option<PathBuf>,
+    /// Where jobs' root filesystems are mounted (see [`MOUNTS_ROOT`]).
+    mounts_dir: PathBuf,
 }
+
+/// Jobs' root filesystems are mounted under `/run/strata/<home hash>/<job>`, not under
+/// `$STRATA_HOME`: runc 1.1 mounts the root from inside the job's user namespace, as the
+/// job's root (an unprivileged host uid), which must be able to walk every directory above
+/// it, and `$STRATA_HOME` usually sits in a private home directory (`/root` is 0700).
+/// `/run/strata` is 0711 (walk, not list); each home's directory is 0710 to the group of
+/// its jobs' root.
+pub const MOUNTS_ROOT: &str = "/run/strata";
 
 impl LocalLauncher {
     /// `home` is `$STRATA_HOME`; `store` the local OCI layout the images are in.
@@ -251,20 +261,24 @@ impl LocalLauncher {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
         let ids = IdRange::DEFAULT;
-        // Other host users reach none of it: unpacked layers, runc state and logs are
-        // 0700. The job's own root must still traverse run/ and run/jobs/ to its root
-        // filesystem (runc mounts it from inside the job's user namespace), so those are
-        // 0710 with the group of the job's root: search, not list, and nobody else.
-        for (dir, mode) in [
-            (layers.dir(), 0o700),
-            (run_root.as_path(), 0o700),
-            (logs.as_path(), 0o700),
+        // Other host users reach none of it: unpacked layers, runc state, jobs' upper
+        // layers and logs are 0700.
+        for dir in [
+            layers.dir(),
+            run.as_path(),
+            run_root.as_path(),
+            jobs_dir.as_path(),
+            logs.as_path(),
         ] {
-            private_dir(dir, mode, None).map_err(io(dir))?;
+            private_dir(dir, 0o700, None).map_err(io(dir))?;
         }
-        for dir in [&run, &jobs_dir] {
-            private_dir(dir, 0o710, Some(ids.gid)).map_err(io(dir))?;
-        }
+        let mounts_root = Path::new(MOUNTS_ROOT);
+        let absolute = std::path::absolute(home).unwrap_or_else(|_| home.to_path_buf());
+        let mounts_dir =
+            mounts_root.join(Digest::of(absolute.as_os_str().as_encoded_bytes()).short(16));
+        std::fs::create_dir_all(&mounts_dir).map_err(io(&mounts_dir))?;
+        private_dir(mounts_root, 0o711, None).map_err(io(mounts_root))?;
+        private_dir(&mounts_dir, 0o710, Some(ids.gid)).map_err(io(&mounts_dir))?;
         Ok(LocalLauncher {
             store,
             layers,
@@ -273,20 +287,17 @@ impl LocalLauncher {
             dev_dir: PathBuf::from("/dev"),
             ids,
             pasta: find_on_path("pasta"),
+            mounts_dir,
         })
     }
 
     /// Maps jobs' ids to `ids` instead of [`IdRange::DEFAULT`].
     pub fn with_id_range(mut self, ids: IdRange) -> Result<LocalLauncher, LaunchError> {
-        let jobs_dir = self.jobs_dir.clone();
-        let run = jobs_dir.parent().unwrap_or(&jobs_dir).to_path_buf();
-        for dir in [&run, &jobs_dir] {
-            private_dir(dir, 0o710, Some(ids.gid)).map_err(|source| LaunchError::Io {
-                job: "-".into(),
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
+        private_dir(&self.mounts_dir, 0o710, Some(ids.gid)).map_err(|source| LaunchError::Io {
+            job: "-".into(),
+            path: self.mounts_dir.clone(),
+            source,
+        })?;
         self.ids = ids;
         Ok(self)
     }
@@ -324,6 +335,19 @@ impl LocalLauncher {
 
     pub fn job_dir(&self, job_id: &str) -> PathBuf {
         self.jobs_dir.join(job_id)
+    }
+
+    /// Where the job's root filesystem is mounted (see [`MOUNTS_ROOT`]).
+    pub fn mount_target(&self, job_id: &str) -> PathBuf {
+        self.mounts_dir.join(job_id)
+    }
+
+    /// The job's overlay: layers, upper and work in its job directory, mounted at
+    /// [`LocalLauncher::mount_target`].
+    fn overlay_dirs(&self, job_id: &str) -> overlay::OverlayDirs {
+        let mut dirs = overlay::OverlayDirs::under(&self.job_dir(job_id));
+        dirs.target = self.mount_target(job_id);
+        dirs
     }
 
     fn files(&self, job: &str, log: &Path) -> SuperviseFiles {

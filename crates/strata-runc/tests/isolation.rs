@@ -29,6 +29,9 @@ fn run(env: &Env, launcher: &LocalLauncher, job: &str, network: bool, command: &
 #[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn root_in_the_job_is_an_unprivileged_uid_on_the_host() {
     let env = env();
+    // STRATA_HOME is usually in a private home directory (/root is 0700): the job's root,
+    // an unprivileged host uid, cannot walk it.
+    std::fs::set_permissions(env.home(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let launcher = env.launcher();
     let ids = IdRange::DEFAULT;
     let log = run(
@@ -57,15 +60,17 @@ fn root_in_the_job_is_an_unprivileged_uid_on_the_host() {
     launcher.cleanup("userns").unwrap();
 
     // Other host users reach none of the launcher's directories.
-    for dir in ["rootfs", "logs", "run/runc"] {
+    for dir in ["rootfs", "logs", "run", "run/runc", "run/jobs"] {
         let mode = std::fs::metadata(env.home().join(dir)).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o700, "{dir} is {mode:o}");
     }
-    for dir in ["run", "run/jobs"] {
-        let meta = std::fs::metadata(env.home().join(dir)).unwrap();
-        assert_eq!(meta.mode() & 0o777, 0o710, "{dir}");
-        assert_eq!((meta.uid(), meta.gid()), (0, ids.gid), "{dir}");
-    }
+    // The job's root is mounted where its root can walk to (runc mounts it from inside
+    // the user namespace), reachable by that group only.
+    let mounts = launcher.mount_target("userns");
+    let meta = std::fs::metadata(mounts.parent().unwrap()).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o710);
+    assert_eq!((meta.uid(), meta.gid()), (0, ids.gid));
+    assert!(!mounts.exists(), "the mount point is removed at cleanup");
 }
 
 #[test]

@@ -689,7 +689,8 @@ fn a_job_that_ended_before_its_status_was_written_is_pending_not_lost() {
     eventually("the supervisor to stop", || {
         proc_state(supervisor) == Some('T')
     });
-    std::fs::write(dir.join("rootfs/go"), b"").expect("write /go into the job's root");
+    let root = env.launcher().mount_target(job);
+    std::fs::write(root.join("go"), b"").expect("write /go into the job's root");
     eventually("the job's process to end", || {
         matches!(proc_state(pid), Some('Z') | None)
     });
