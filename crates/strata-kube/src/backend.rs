@@ -21,7 +21,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use strata_oci::Digest;
 
-use crate::attempts::{PodStarted, WatchState};
+use crate::attempts::{Expected, PodStarted, WatchState};
 use crate::capacity::{spawn_pool_watchers, PoolWatch};
 use crate::classify::{AttemptStatus, EndKind, KubeOutcome};
 use crate::config::KubeSettings;
@@ -298,8 +298,8 @@ impl KubeBackend {
             namespace: &namespace,
             queue: Some(&job.queue),
         };
-        let adopted = match api.create(&PostParams::default(), &object).await {
-            Ok(_) => false,
+        let (adopted, uid) = match api.create(&PostParams::default(), &object).await {
+            Ok(created) => (false, created.uid()),
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 let existing = api.get(&name).await.map_err(|e| {
                     Call {
@@ -323,10 +323,20 @@ impl KubeBackend {
                 if existing.metadata.deletion_timestamp.is_some() {
                     return Err(KubeError::StillDeleting { namespace, name });
                 }
-                true
+                (true, existing.uid())
             }
             Err(e) => return Err(call.error(e)),
         };
+        // From now on only this Job (and its pods) is the attempt's: a Job carrying the
+        // same labels elsewhere, or under another name, is not.
+        self.state.expect(
+            &key,
+            Expected {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                uid,
+            },
+        );
         Ok(Launched {
             namespace,
             name,
@@ -338,17 +348,34 @@ impl KubeBackend {
     /// How the job's current attempt is doing, as last seen by the watchers (`None`:
     /// nothing seen yet). Never blocks.
     pub fn status(&self, job: &Job) -> Option<AttemptStatus> {
-        self.state.status(&AttemptKey::of(job))
+        self.state.status(&self.followed(job))
+    }
+
+    /// The job's attempt key, making sure the watchers know which Job is its. An agent
+    /// that restarted follows attempts it did not launch: their Job is the one in the
+    /// job's namespace under the name strata gives (its uid was not kept across the
+    /// restart).
+    fn followed(&self, job: &Job) -> AttemptKey {
+        let key = AttemptKey::of(job);
+        self.state.expect_if_unknown(
+            &key,
+            Expected {
+                namespace: self.namespace_of(job),
+                name: key.object_name(),
+                uid: None,
+            },
+        );
+        key
     }
 
     /// The end of the job's current attempt once it ended. Never blocks.
     pub fn poll(&self, job: &Job) -> Option<KubeOutcome> {
-        self.state.outcome(&AttemptKey::of(job))
+        self.state.outcome(&self.followed(job))
     }
 
     /// Waits (on watch events, no polling) until the attempt ended or `timeout` passed.
     pub async fn wait(&self, job: &Job, timeout: Duration) -> Option<KubeOutcome> {
-        let key = AttemptKey::of(job);
+        let key = self.followed(job);
         self.state.wait_for(timeout, |s| s.outcome(&key)).await
     }
 
@@ -359,7 +386,7 @@ impl KubeBackend {
         timeout: Duration,
         mut check: impl FnMut(&AttemptStatus) -> bool,
     ) -> Option<AttemptStatus> {
-        let key = AttemptKey::of(job);
+        let key = self.followed(job);
         self.state
             .wait_for(timeout, |s| s.status(&key).filter(|st| check(st)))
             .await

@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job as K8sJob, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, EnvVar, NodeAffinity, NodeSelector, NodeSelectorRequirement,
-    NodeSelectorTerm, PodSpec, PodTemplateSpec, ResourceRequirements,
+    Affinity, Capabilities, Container, EnvVar, NodeAffinity, NodeSelector, NodeSelectorRequirement,
+    NodeSelectorTerm, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
+    SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -254,7 +255,30 @@ fn container(job: &Job, image: &str) -> Container {
         env: (!env.is_empty()).then_some(env),
         working_dir: job.working_dir.clone(),
         resources: Some(resources(&job.resources)),
+        security_context: Some(security_context()),
         ..Container::default()
+    }
+}
+
+/// The job's container gets no way up: no privilege escalation (setuid binaries, file
+/// capabilities), no capabilities at all, and the runtime's default seccomp profile (the
+/// same confinement as a local job, see `strata-runc`'s `seccomp`). `runAsNonRoot` is not
+/// set: images built on common bases run as root, and the kubelet would refuse them
+/// (`CreateContainerConfigError`); with no capabilities, root in the container cannot
+/// override file permissions or do anything privileged.
+pub fn security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_string()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_string(),
+            localhost_profile: None,
+        }),
+        privileged: Some(false),
+        ..SecurityContext::default()
     }
 }
 

@@ -6,11 +6,15 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::idmap::IdRange;
+use crate::seccomp;
+
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCpuBuilder, LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
-    LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder,
-    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    HookBuilder, Hooks, HooksBuilder, LinuxBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxDeviceType, LinuxIdMapping, LinuxIdMappingBuilder, LinuxMemoryBuilder, LinuxNamespace,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
+    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, UserBuilder,
 };
 
 /// The period of the CFS quota; a job with 2500 millicpus gets 250 ms of CPU per 100 ms.
@@ -35,7 +39,12 @@ pub struct Limits {
 /// A device node on the host to expose in the container under the same path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostDevice {
+    /// Where the job sees it (`/dev/<name>`).
     pub path: PathBuf,
+    /// The node on the host, bind-mounted at `path`: in a user namespace runc cannot make
+    /// device nodes, so it binds them (as rootless engines do); the device cgroup still
+    /// decides what may be opened.
+    pub host_path: PathBuf,
     pub major: i64,
     pub minor: i64,
 }
@@ -56,12 +65,89 @@ pub struct BundleSpec {
     pub limits: Limits,
     /// Device nodes to expose (GPUs and their control devices), already probed.
     pub devices: Vec<HostDevice>,
+    /// Outbound network through `pasta` in the job's own network namespace; otherwise
+    /// the job has only a loopback interface. The host's network namespace is never shared.
     pub network: bool,
+    /// How `pasta` is run for a `network` job (see [`PastaHook`]).
+    pub pasta: Option<PastaHook>,
+    /// The host ids the job's user namespace maps to (see [`crate::idmap`]).
+    pub ids: IdRange,
     /// Whether the kernel accounts swap (cgroup v1 `memory.memsw.*`): then memory+swap is
     /// limited too, so a job cannot dodge its memory limit by swapping.
     pub swap_accounting: bool,
     /// RLIMIT_NOFILE of the process (see [`open_files_limit`]).
     pub open_files: u64,
+}
+
+/// `pasta` (Debian package `passt`) connects a job's network namespace to the outside:
+/// run by runc as a `createRuntime` hook, once the namespaces exist and before the job's
+/// process starts, it configures the job's interface, default route and DNS from the
+/// host's, then forks to the background (its pid in `pid_file`, killed at cleanup).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PastaHook {
+    pub program: PathBuf,
+    pub pid_file: PathBuf,
+    /// pasta's own messages (the hook's output is runc's, and a daemon holding runc's
+    /// pipe would stall it).
+    pub log: PathBuf,
+}
+
+/// Options that keep the host's loopback out of the job's reach: no remapping of the
+/// gateway address to the host's loopback (`--no-map-gw`), no forwarding of the job's
+/// loopback ports to the host's (`-T none -U none`), and none of the job's ports exposed
+/// on the host (`-t none -u none`).
+pub const PASTA_ISOLATION: &[&str] = &[
+    "--no-map-gw",
+    "-t",
+    "none",
+    "-u",
+    "none",
+    "-T",
+    "none",
+    "-U",
+    "none",
+];
+
+/// The hook script: the runtime state (JSON on stdin) gives the container's pid. The
+/// script (root with every capability, as runc runs hooks) opens that process's user and
+/// network namespaces and hands them to pasta as descriptors: pasta drops its
+/// capabilities before it joins, and could not open them itself (the container's init is
+/// not dumpable). `--runas 0` keeps the identity that may enter them (otherwise pasta
+/// becomes `nobody` first); pasta still sandboxes itself.
+const PASTA_SCRIPT: &str = r#"IFS= read -r state || true
+pid=${state#*\"pid\":}; pid=${pid%%[!0-9]*}
+[ -n "$pid" ] || { echo "strata: no pid in the runtime state" >&2; exit 1; }
+p=$1 pidfile=$2 log=$3; shift 3
+exec "$p" --quiet --config-net --runas 0 -P "$pidfile" --userns /proc/self/fd/3 \
+  --netns /proc/self/fd/4 "$@" 3<"/proc/$pid/ns/user" 4<"/proc/$pid/ns/net" \
+  </dev/null >>"$log" 2>&1
+"#;
+
+fn pasta_hooks(p: &PastaHook) -> Result<Hooks, BundleError> {
+    let mut args = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        PASTA_SCRIPT.to_string(),
+        "strata-net".to_string(),
+        p.program.to_string_lossy().into_owned(),
+        p.pid_file.to_string_lossy().into_owned(),
+        p.log.to_string_lossy().into_owned(),
+    ];
+    args.extend(PASTA_ISOLATION.iter().map(|s| s.to_string()));
+    let hook = HookBuilder::default()
+        .path("/bin/sh")
+        .args(args)
+        .timeout(30i64)
+        .build()?;
+    Ok(HooksBuilder::default().create_runtime(vec![hook]).build()?)
+}
+
+fn id_mapping(host: u32, size: u32) -> Result<LinuxIdMapping, BundleError> {
+    Ok(LinuxIdMappingBuilder::default()
+        .container_id(0u32)
+        .host_id(host)
+        .size(size)
+        .build()?)
 }
 
 /// The open-files limit to give a job: [`OPEN_FILES`], or less if this process's hard
@@ -87,6 +173,7 @@ pub fn runtime_spec(b: &BundleSpec) -> Result<Spec, BundleError> {
         .env(b.env.clone())
         .cwd(b.cwd.clone())
         .no_new_privileges(true)
+        .capabilities(seccomp::default_capabilities()?)
         .rlimits(vec![PosixRlimitBuilder::default()
             .typ(PosixRlimitType::RlimitNofile)
             .hard(b.open_files)
@@ -94,29 +181,16 @@ pub fn runtime_spec(b: &BundleSpec) -> Result<Spec, BundleError> {
             .build()?])
         .build()?;
     let linux = LinuxBuilder::default()
-        .namespaces(namespaces(b.network)?)
+        .namespaces(namespaces()?)
+        .uid_mappings(vec![id_mapping(b.ids.uid, b.ids.size)?])
+        .gid_mappings(vec![id_mapping(b.ids.gid, b.ids.size)?])
+        .seccomp(seccomp::default_profile()?)
         .cgroups_path(PathBuf::from(&b.cgroups_path))
         .resources(resources(b)?)
-        .devices(
-            b.devices
-                .iter()
-                .map(|d| {
-                    LinuxDeviceBuilder::default()
-                        .path(d.path.clone())
-                        .typ(LinuxDeviceType::C)
-                        .major(d.major)
-                        .minor(d.minor)
-                        .file_mode(0o666u32)
-                        .uid(0u32)
-                        .gid(0u32)
-                        .build()
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        )
         .masked_paths(oci_spec::runtime::get_default_maskedpaths())
         .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
         .build()?;
-    let spec = SpecBuilder::default()
+    let mut spec = SpecBuilder::default()
         .version("1.0.2")
         .root(
             RootBuilder::default()
@@ -129,26 +203,28 @@ pub fn runtime_spec(b: &BundleSpec) -> Result<Spec, BundleError> {
         .process(process)
         .linux(linux)
         .build()?;
+    if let (true, Some(pasta)) = (b.network, &b.pasta) {
+        spec.set_hooks(Some(pasta_hooks(pasta)?));
+    }
     Ok(spec)
 }
 
-/// A new network namespace has only a loopback interface (runc brings `lo` up); leaving
-/// the namespace out shares the host's network.
-fn namespaces(network: bool) -> Result<Vec<LinuxNamespace>, BundleError> {
-    let mut kinds = vec![
+/// Every job has its own namespaces, a user namespace included (root in the job is not
+/// root on the host) and a network namespace (only a loopback interface, unless pasta
+/// adds one): the host's loopback services are never in reach.
+fn namespaces() -> Result<Vec<LinuxNamespace>, BundleError> {
+    [
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
         LinuxNamespaceType::Cgroup,
-    ];
-    if !network {
-        kinds.push(LinuxNamespaceType::Network);
-    }
-    kinds
-        .into_iter()
-        .map(|typ| Ok(LinuxNamespaceBuilder::default().typ(typ).build()?))
-        .collect()
+        LinuxNamespaceType::User,
+        LinuxNamespaceType::Network,
+    ]
+    .into_iter()
+    .map(|typ| Ok(LinuxNamespaceBuilder::default().typ(typ).build()?))
+    .collect()
 }
 
 fn resources(b: &BundleSpec) -> Result<oci_spec::runtime::LinuxResources, BundleError> {
@@ -258,6 +334,11 @@ fn mounts(b: &BundleSpec) -> Result<Vec<Mount>, BundleError> {
         )?,
         mount("/tmp", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=1777"])?,
     ];
+    for d in &b.devices {
+        let dest = d.path.to_string_lossy();
+        let source = d.host_path.to_string_lossy();
+        list.push(mount(&dest, "bind", &source, &["bind", "nosuid"])?);
+    }
     if b.network {
         for file in ["/etc/resolv.conf", "/etc/hosts"] {
             if Path::new(file).exists() {
@@ -304,6 +385,7 @@ fn char_device(path: &Path) -> Option<HostDevice> {
     let name = path.file_name()?;
     Some(HostDevice {
         path: Path::new("/dev").join(name),
+        host_path: path.to_path_buf(),
         major: i64::from(libc::major(rdev)),
         minor: i64::from(libc::minor(rdev)),
     })
@@ -330,6 +412,12 @@ mod tests {
             },
             devices,
             network,
+            pasta: Some(PastaHook {
+                program: "/usr/bin/pasta".into(),
+                pid_file: "/home/s/run/jobs/j1/pasta.pid".into(),
+                log: "/home/s/run/jobs/j1/pasta.log".into(),
+            }),
+            ids: IdRange::DEFAULT,
             swap_accounting: true,
             open_files: 1024,
         }
@@ -338,6 +426,7 @@ mod tests {
     fn gpu(i: i64) -> HostDevice {
         HostDevice {
             path: format!("/dev/nvidia{i}").into(),
+            host_path: format!("/dev/nvidia{i}").into(),
             major: 195,
             minor: i,
         }
@@ -347,19 +436,36 @@ mod tests {
     fn two_gpu_job_gets_its_devices_limits_and_no_network() {
         let ctl = HostDevice {
             path: "/dev/nvidiactl".into(),
+            host_path: "/dev/nvidiactl".into(),
             major: 195,
             minor: 255,
         };
         let spec = runtime_spec(&sample(false, vec![gpu(0), gpu(1), ctl])).unwrap();
         let json = serde_json::to_value(&spec).unwrap();
         let linux = &json["linux"];
-        let paths: Vec<&str> = linux["devices"]
+        // Bound from the host (a user namespace cannot make device nodes).
+        let binds: Vec<(&str, &str)> = json["mounts"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|d| d["path"].as_str().unwrap())
+            .filter(|m| {
+                m["type"] == "bind" && m["destination"].as_str().unwrap().starts_with("/dev/")
+            })
+            .map(|m| {
+                (
+                    m["destination"].as_str().unwrap(),
+                    m["source"].as_str().unwrap(),
+                )
+            })
             .collect();
-        assert_eq!(paths, ["/dev/nvidia0", "/dev/nvidia1", "/dev/nvidiactl"]);
+        assert_eq!(
+            binds,
+            [
+                ("/dev/nvidia0", "/dev/nvidia0"),
+                ("/dev/nvidia1", "/dev/nvidia1"),
+                ("/dev/nvidiactl", "/dev/nvidiactl")
+            ]
+        );
         let rules = linux["resources"]["devices"].as_array().unwrap();
         assert_eq!(rules[0]["allow"], false);
         assert_eq!(rules[1]["major"], 195);
@@ -390,13 +496,58 @@ mod tests {
         assert!(dests.contains(&"/tmp") && dests.contains(&"/proc"));
     }
 
+    fn namespace_types(json: &serde_json::Value) -> Vec<String> {
+        json["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     #[test]
-    fn network_job_shares_the_host_namespace() {
+    fn network_job_has_its_own_namespace_joined_by_pasta() {
         let spec = runtime_spec(&sample(true, vec![])).unwrap();
         let json = serde_json::to_value(&spec).unwrap();
-        let ns = json["linux"]["namespaces"].as_array().unwrap();
-        assert!(ns.iter().all(|n| n["type"] != "network"));
-        assert!(json["linux"]["devices"].as_array().unwrap().is_empty());
+        let ns = namespace_types(&json);
+        assert!(ns.iter().any(|n| n == "network"), "{ns:?}");
+        assert!(json["linux"]["devices"].is_null());
+        let hook = &json["hooks"]["createRuntime"][0];
+        assert_eq!(hook["path"], "/bin/sh");
+        let args: Vec<&str> = hook["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(args[4], "/usr/bin/pasta");
+        for isolation in PASTA_ISOLATION {
+            assert!(
+                args.contains(isolation),
+                "{isolation} missing from {args:?}"
+            );
+        }
+        // A job without network has no hook.
+        let offline = serde_json::to_value(runtime_spec(&sample(false, vec![])).unwrap()).unwrap();
+        assert!(offline["hooks"].is_null());
+    }
+
+    #[test]
+    fn root_in_the_job_is_an_unprivileged_range_on_the_host() {
+        let json = serde_json::to_value(runtime_spec(&sample(false, vec![])).unwrap()).unwrap();
+        assert!(namespace_types(&json).iter().any(|n| n == "user"));
+        for key in ["uidMappings", "gidMappings"] {
+            let map = &json["linux"][key][0];
+            assert_eq!(map["containerID"], 0);
+            assert_eq!(map["hostID"], 100_000);
+            assert_eq!(map["size"], 65_536);
+        }
+        assert_eq!(json["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        let caps = json["process"]["capabilities"]["bounding"]
+            .as_array()
+            .unwrap();
+        assert!(!caps.iter().any(|c| c == "CAP_SYS_ADMIN"), "{caps:?}");
+        assert!(caps.iter().any(|c| c == "CAP_CHOWN"), "{caps:?}");
     }
 
     #[test]

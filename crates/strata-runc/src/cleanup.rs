@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::overlay::{self, OverlayDirs};
+use crate::overlay;
 use crate::procfs::pid_is;
 use crate::supervisor;
 use crate::{
@@ -56,7 +56,8 @@ impl LocalLauncher {
                 job: job_id.into(),
                 source,
             })?;
-        let target = OverlayDirs::under(&dir).target;
+        stop_pasta(&dir);
+        let target = self.mount_target(job_id);
         overlay::unmount(&target).map_err(|source| LaunchError::Overlay {
             job: job_id.into(),
             source,
@@ -67,6 +68,18 @@ impl LocalLauncher {
                 job: job_id.into(),
                 what: format!("mount {}", target.display()),
             });
+        }
+        // The empty mount point (unmounted above).
+        match std::fs::remove_dir(&target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(LaunchError::Io {
+                    job: job_id.into(),
+                    path: target.clone(),
+                    source,
+                })
+            }
         }
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|source| LaunchError::Io {
@@ -107,4 +120,25 @@ impl LocalLauncher {
         }
         Ok(())
     }
+}
+
+/// Stops the job's pasta, if it had one: pasta holds the job's network namespace and would
+/// outlive it. Only a process whose command is pasta's is signalled (a reused pid is not).
+fn stop_pasta(job_dir: &Path) {
+    let Ok(text) = std::fs::read_to_string(job_dir.join(crate::launch::PASTA_PID)) else {
+        return;
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return;
+    };
+    if pid <= 1 {
+        return;
+    }
+    // pasta runs as `passt.avx2` where the CPU has AVX2.
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if !(comm.starts_with("pasta") || comm.starts_with("passt")) {
+        return;
+    }
+    // SAFETY: kill on a pid checked above to be pasta's.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
 }

@@ -3,12 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::bundle::{self, BundleSpec};
+use crate::bundle::{self, BundleSpec, PastaHook};
+use crate::idmap;
 use crate::image;
-use crate::overlay::{self, OverlayDirs};
+use crate::overlay;
 use crate::procfs::proc_start_time;
 use crate::supervisor;
 use crate::{validate_job_id, JobRecord, LaunchError, LaunchRequest, LocalLauncher, Running};
+
+/// pasta's pid, in the job directory, for cleanup to stop it.
+pub(crate) const PASTA_PID: &str = "pasta.pid";
 
 impl LocalLauncher {
     /// Starts the job detached and returns once its process runs (or failed to start).
@@ -19,6 +23,9 @@ impl LocalLauncher {
         let cid = Self::container_id(job);
         if dir.exists() || self.runc_state(job, &cid)?.is_some() {
             return Err(LaunchError::AlreadyExists(job.to_string()));
+        }
+        if req.network && self.pasta.is_none() {
+            return Err(LaunchError::NoPasta { job: job.into() });
         }
         let image =
             image::load_image(&self.store, &req.image).map_err(|source| LaunchError::Image {
@@ -36,13 +43,19 @@ impl LocalLauncher {
                     source,
                 })?;
             extracted += usize::from(layer.extracted);
+            idmap::shift_layer(&layer.dir, self.ids).map_err(|source| LaunchError::IdMap {
+                job: job.into(),
+                source,
+            })?;
             layer_dirs.push(layer.dir);
         }
-        std::fs::create_dir_all(&dir).map_err(|source| LaunchError::Io {
-            job: job.into(),
-            path: dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir(&dir)
+            .and_then(|()| crate::private_dir(&dir, 0o700, None))
+            .map_err(|source| LaunchError::Io {
+                job: job.into(),
+                path: dir.clone(),
+                source,
+            })?;
         let started = self.prepare_and_start(req, &image, &layer_dirs, extracted);
         if started.is_err() {
             // Leave nothing behind: unmount and remove what this launch created.
@@ -61,7 +74,27 @@ impl LocalLauncher {
         let job = req.job_id.as_str();
         let dir = self.job_dir(job);
         let cid = Self::container_id(job);
-        let dirs = OverlayDirs::under(&dir);
+        let dirs = self.overlay_dirs(job);
+        // The job's root owns its writable layer and its mount point, as it owns the
+        // shifted lower layers: root in the job is root of its files, nobody on the host.
+        for own in [&dirs.upper, &dirs.work, &dirs.target] {
+            // The mount point may be left from a launch cut short (it is outside the job
+            // directory): reuse it, it is empty and not mounted (launch checked).
+            std::fs::create_dir(own)
+                .or_else(|e| match e.kind() {
+                    std::io::ErrorKind::AlreadyExists if *own == dirs.target => Ok(()),
+                    _ => Err(e),
+                })
+                .map_err(|source| idmap::IdMapError::Io {
+                    path: own.to_path_buf(),
+                    source,
+                })
+                .and_then(|()| idmap::own_dir(own, self.ids))
+                .map_err(|source| LaunchError::IdMap {
+                    job: job.into(),
+                    source,
+                })?;
+        }
         overlay::mount_overlay(&dirs, layer_dirs).map_err(|source| LaunchError::Overlay {
             job: job.into(),
             source,
@@ -115,6 +148,12 @@ impl LocalLauncher {
             limits: req.limits,
             devices,
             network: req.network,
+            pasta: self.pasta.as_ref().map(|program| PastaHook {
+                program: program.clone(),
+                pid_file: dir.join(PASTA_PID),
+                log: dir.join("pasta.log"),
+            }),
+            ids: self.ids,
             swap_accounting: Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
                 .exists(),
             open_files: bundle::open_files_limit(),

@@ -19,10 +19,12 @@
 //! [`LocalLauncher::cleanup`], which deletes the job directory with the status in it.
 
 mod bundle;
+mod idmap;
 mod image;
 mod overlay;
 mod rootfs;
 mod runc;
+mod seccomp;
 mod supervisor;
 
 mod cleanup;
@@ -37,6 +39,7 @@ use strata_oci::Digest;
 use strata_oci::Store;
 
 pub use bundle::{HostDevice, Limits};
+pub use idmap::IdRange;
 pub use rootfs::{LayerCache, LayerLimits};
 
 use runc::Runc;
@@ -89,6 +92,14 @@ pub enum LaunchError {
         #[source]
         source: runc::RuncError,
     },
+    #[error("job {job}: {source}")]
+    IdMap {
+        job: String,
+        #[source]
+        source: idmap::IdMapError,
+    },
+    #[error("job {job} asks for network, which needs pasta (Debian package passt) on PATH")]
+    NoPasta { job: String },
     #[error("job {job} did not start: {message}")]
     StartFailed { job: String, message: String },
     #[error("job {job}: {path}: {source}")]
@@ -118,7 +129,8 @@ pub struct LaunchRequest {
     pub limits: Limits,
     /// GPU indexes to expose; those absent on this machine are skipped (see `Running`).
     pub gpus: Vec<u32>,
-    /// Share the host's network; otherwise the job has only a loopback interface.
+    /// Outbound network through pasta, in the job's own network namespace; otherwise the
+    /// job has only a loopback interface. Never the host's namespace.
     pub network: bool,
     /// Where the job's stdout and stderr go (appended).
     pub log_path: PathBuf,
@@ -209,7 +221,21 @@ pub struct LocalLauncher {
     jobs_dir: PathBuf,
     /// Where GPU device nodes are looked for (`/dev`; see [`LocalLauncher::with_dev_dir`]).
     dev_dir: PathBuf,
+    /// The host ids jobs' user namespaces map to.
+    ids: IdRange,
+    /// `pasta`, found on PATH, for jobs with network.
+    pasta: Option<PathBuf>,
+    /// Where jobs' root filesystems are mounted (see [`MOUNTS_ROOT`]).
+    mounts_dir: PathBuf,
 }
+
+/// Jobs' root filesystems are mounted under `/run/strata/<home hash>/<job>`, not under
+/// `$STRATA_HOME`: runc 1.1 mounts the root from inside the job's user namespace, as the
+/// job's root (an unprivileged host uid), which must be able to walk every directory above
+/// it, and `$STRATA_HOME` usually sits in a private home directory (`/root` is 0700).
+/// `/run/strata` is 0711 (walk, not list); each home's directory is 0710 to the group of
+/// its jobs' root.
+pub const MOUNTS_ROOT: &str = "/run/strata";
 
 impl LocalLauncher {
     /// `home` is `$STRATA_HOME`; `store` the local OCI layout the images are in.
@@ -227,17 +253,57 @@ impl LocalLauncher {
                 job: "-".into(),
                 source,
             })?;
-        let run_root = home.join("run").join("runc");
-        let jobs_dir = home.join("run").join("jobs");
-        std::fs::create_dir_all(&run_root).map_err(io(&run_root))?;
-        std::fs::create_dir_all(&jobs_dir).map_err(io(&jobs_dir))?;
+        let run = home.join("run");
+        let run_root = run.join("runc");
+        let jobs_dir = run.join("jobs");
+        let logs = home.join("logs");
+        for dir in [&run_root, &jobs_dir, &logs] {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let ids = IdRange::DEFAULT;
+        // Other host users reach none of it: unpacked layers, runc state, jobs' upper
+        // layers and logs are 0700.
+        for dir in [
+            layers.dir(),
+            run.as_path(),
+            run_root.as_path(),
+            jobs_dir.as_path(),
+            logs.as_path(),
+        ] {
+            private_dir(dir, 0o700, None).map_err(io(dir))?;
+        }
+        let mounts_root = Path::new(MOUNTS_ROOT);
+        let absolute = std::path::absolute(home).unwrap_or_else(|_| home.to_path_buf());
+        let mounts_dir =
+            mounts_root.join(Digest::of(absolute.as_os_str().as_encoded_bytes()).short(16));
+        std::fs::create_dir_all(&mounts_dir).map_err(io(&mounts_dir))?;
+        private_dir(mounts_root, 0o711, None).map_err(io(mounts_root))?;
+        private_dir(&mounts_dir, 0o710, Some(ids.gid)).map_err(io(&mounts_dir))?;
         Ok(LocalLauncher {
             store,
             layers,
             runc: Runc::new(&run_root),
             jobs_dir,
             dev_dir: PathBuf::from("/dev"),
+            ids,
+            pasta: find_on_path("pasta"),
+            mounts_dir,
         })
+    }
+
+    /// Maps jobs' ids to `ids` instead of [`IdRange::DEFAULT`].
+    pub fn with_id_range(mut self, ids: IdRange) -> Result<LocalLauncher, LaunchError> {
+        private_dir(&self.mounts_dir, 0o710, Some(ids.gid)).map_err(|source| LaunchError::Io {
+            job: "-".into(),
+            path: self.mounts_dir.clone(),
+            source,
+        })?;
+        self.ids = ids;
+        Ok(self)
+    }
+
+    pub fn id_range(&self) -> IdRange {
+        self.ids
     }
 
     /// Looks for GPU device nodes (`nvidia<i>`, `nvidiactl`, `nvidia-uvm`...) under `dir`
@@ -271,6 +337,19 @@ impl LocalLauncher {
         self.jobs_dir.join(job_id)
     }
 
+    /// Where the job's root filesystem is mounted (see [`MOUNTS_ROOT`]).
+    pub fn mount_target(&self, job_id: &str) -> PathBuf {
+        self.mounts_dir.join(job_id)
+    }
+
+    /// The job's overlay: layers, upper and work in its job directory, mounted at
+    /// [`LocalLauncher::mount_target`].
+    fn overlay_dirs(&self, job_id: &str) -> overlay::OverlayDirs {
+        let mut dirs = overlay::OverlayDirs::under(&self.job_dir(job_id));
+        dirs.target = self.mount_target(job_id);
+        dirs
+    }
+
     fn files(&self, job: &str, log: &Path) -> SuperviseFiles {
         let dir = self.job_dir(job);
         SuperviseFiles {
@@ -294,6 +373,22 @@ impl LocalLauncher {
         let bytes = std::fs::read(self.job_dir(job).join("job.json")).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
+}
+
+/// Sets `dir`'s mode, and its group when given (the owner stays root).
+fn private_dir(dir: &Path, mode: u32, group: Option<u32>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(gid) = group {
+        std::os::unix::fs::lchown(dir, None, Some(gid))?;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
 }
 
 fn lost_outcome(oom_killed: bool) -> ExitOutcome {

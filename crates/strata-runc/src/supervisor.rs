@@ -74,6 +74,43 @@ fn take_lock(path: &Path) -> io::Result<OwnedFd> {
     Ok(OwnedFd::from(file))
 }
 
+/// Opens a job's log for appending, never through a symlink and never a file someone
+/// else placed: an existing log (an earlier attempt's) must be a regular file of ours
+/// with one link; a new one is created exclusively (mode 0600). A symlink at the path
+/// fails with `ELOOP` (existing) or `EEXIST` (create).
+pub fn open_log(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let existing = std::fs::OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let file = match existing {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return std::fs::OpenOptions::new()
+                .append(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path);
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if !meta.is_file() || meta.nlink() != 1 || meta.uid() != euid {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a log of ours (a regular file owned by uid {euid} with one link)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(file)
+}
+
 /// What the supervisor reported once `runc run --detach` returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Started {
@@ -127,11 +164,7 @@ pub fn spawn_supervised(
         source,
     };
     let plan = plan(runc, bundle, id, files).map_err(sup_err)?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&files.log)
-        .map_err(sup_err)?;
+    let log = open_log(&files.log).map_err(sup_err)?;
     let devnull = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

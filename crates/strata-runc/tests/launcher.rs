@@ -3,7 +3,6 @@
 #[path = "support/launch_fixture.rs"]
 mod fixture;
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 use fixture::{assert_gone, env, read_log, LONG};
@@ -197,37 +196,8 @@ fn memory_limit_kills_a_hungry_job_and_records_oom() {
     assert_gone(&env, "hungry", running.pid);
 }
 
-fn connect_script(port: u16) -> String {
-    format!("import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5); print('connected')")
-}
-
-#[test]
-#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
-fn without_network_the_host_is_unreachable_and_with_it_reachable() {
-    let env = env();
-    let launcher = env.launcher();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let script = connect_script(port);
-
-    launcher
-        .launch(&env.request("offline", &["python3", "-c", &script]))
-        .unwrap();
-    let offline = launcher.wait("offline", LONG).unwrap().unwrap();
-    let log = read_log(&env.log("offline"));
-    assert_ne!(offline.exit_code, Some(0), "{log}");
-    assert!(log.contains("ConnectionRefusedError"), "{log}");
-    launcher.cleanup("offline").unwrap();
-
-    let mut req = env.request("online", &["python3", "-c", &script]);
-    req.network = true;
-    launcher.launch(&req).unwrap();
-    let online = launcher.wait("online", LONG).unwrap().unwrap();
-    let log = read_log(&env.log("online"));
-    assert_eq!(online.exit_code, Some(0), "{log}");
-    assert!(log.contains("connected"));
-    launcher.cleanup("online").unwrap();
-}
+// The network tests (host loopback out of reach with or without network) are in
+// tests/isolation.rs.
 
 #[test]
 #[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
@@ -284,6 +254,13 @@ fn a_command_missing_from_the_image_is_a_clear_error_and_leaves_nothing() {
 fn fake_dev(gpus: &[u32], regular: &[&str]) -> tempfile::TempDir {
     use std::os::unix::ffi::OsStrExt;
     let dir = tempfile::tempdir().expect("tempdir");
+    // Searchable by the job's root, as /dev is: runc binds the nodes from inside the job's
+    // user namespace.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let mut nodes: Vec<(String, u32, u32)> = gpus
         .iter()
         .map(|&i| (format!("nvidia{i}"), 195, i))
@@ -327,23 +304,30 @@ except OSError as e:
 "#;
 
 /// The devices and device cgroup rules of a job's runtime spec: `(path, major, minor)` of
-/// `linux.devices`, and `(major, minor)` of the allowing rules.
+/// the device nodes bound under `/dev`, and `(major, minor)` of the allowing rules.
 fn spec_devices(launcher: &strata_runc::LocalLauncher, job: &str) -> SpecDevices {
     let config: serde_json::Value = serde_json::from_slice(
         &std::fs::read(launcher.job_dir(job).join("config.json")).expect("config.json"),
     )
     .expect("config.json is JSON");
     let linux = &config["linux"];
-    let nodes = linux["devices"]
+    // Device nodes are bind-mounted from the host (the job runs in a user namespace, where
+    // runc cannot make nodes): their numbers are the bound node's.
+    let nodes = config["mounts"]
         .as_array()
         .map(|a| a.as_slice())
         .unwrap_or_default()
         .iter()
-        .map(|d| {
+        .filter(|m| m["type"] == "bind" && m["destination"].as_str().unwrap().starts_with("/dev/"))
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            let rdev = std::fs::metadata(m["source"].as_str().unwrap())
+                .expect("bound device node")
+                .rdev();
             (
-                d["path"].as_str().unwrap().to_string(),
-                d["major"].as_i64().unwrap(),
-                d["minor"].as_i64().unwrap(),
+                m["destination"].as_str().unwrap().to_string(),
+                i64::from(libc::major(rdev)),
+                i64::from(libc::minor(rdev)),
             )
         })
         .collect();
@@ -704,7 +688,8 @@ fn a_job_that_ended_before_its_status_was_written_is_pending_not_lost() {
     eventually("the supervisor to stop", || {
         proc_state(supervisor) == Some('T')
     });
-    std::fs::write(dir.join("rootfs/go"), b"").expect("write /go into the job's root");
+    let root = env.launcher().mount_target(job);
+    std::fs::write(root.join("go"), b"").expect("write /go into the job's root");
     eventually("the job's process to end", || {
         matches!(proc_state(pid), Some('Z') | None)
     });
