@@ -257,6 +257,13 @@ pub fn remove(dir: &Path, layer: &Digest) -> io::Result<Removed> {
         Err(fs::TryLockError::WouldBlock) => return Ok(Removed::Busy),
         Err(fs::TryLockError::Error(e)) => return Err(e),
     }
+    // The launcher's stamp says which id range the layer's files were shifted into; a layer
+    // unpacked again under this name must be shifted again, so the stamp goes first.
+    match fs::remove_file(dir.join(format!(".{}.ids", layer.hex()))) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     let doomed = dir.join(format!("{GC_PREFIX}{}", layer.hex()));
     match fs::rename(&path, &doomed) {
         Ok(()) => {}
@@ -280,6 +287,21 @@ pub fn remove_leftover(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A removed layer takes its id-shift stamp with it: otherwise the layer unpacked again
+    /// under the same name would be taken as shifted and keep host-root ownership.
+    #[test]
+    fn removing_a_layer_removes_its_id_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = Digest::of(b"layer");
+        fs::create_dir(dir.path().join(layer.hex())).unwrap();
+        fs::write(dir.path().join(layer.hex()).join("f"), b"x").unwrap();
+        let stamp = dir.path().join(format!(".{}.ids", layer.hex()));
+        fs::write(&stamp, b"100000:100000:65536").unwrap();
+        assert!(matches!(remove(dir.path(), &layer).unwrap(), Removed::Yes));
+        assert!(!dir.path().join(layer.hex()).exists());
+        assert!(!stamp.exists(), "the id stamp outlived its layer");
+    }
 
     #[test]
     fn overlay_options_and_mount_points_are_in_use() {
