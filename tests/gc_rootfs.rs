@@ -107,6 +107,26 @@ fn layers_of(world: &World, requirements_file: &str) -> (String, BTreeSet<String
 }
 
 /// The unpacked layer directories (named by digest hex).
+/// Waits (bounded) until the agent has cleaned up every job: `run/jobs` is empty.
+fn wait_cleaned_up(home: &Path) {
+    let jobs = home.join("run/jobs");
+    let start = Instant::now();
+    loop {
+        let left: Vec<_> = match fs::read_dir(&jobs) {
+            Ok(entries) => entries.map(|e| e.unwrap().file_name()).collect(),
+            Err(_) => Vec::new(),
+        };
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "jobs never cleaned up: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn unpacked(home: &Path) -> BTreeSet<String> {
     fs::read_dir(home.join("rootfs"))
         .unwrap()
@@ -173,6 +193,9 @@ fn gc_removes_the_unpacked_layers_of_dropped_images_but_not_mounted_ones() {
         let s = wait_done(&world, id);
         assert_eq!(s["state"], "succeeded", "{s}");
     }
+    // A job's end is recorded before the agent unmounts its root: stop the agent only once
+    // both are cleaned up, so that the only mount left is the test's own.
+    wait_cleaned_up(&world.home);
     drop(agent);
     let (tag_a, layers_a) = layers_of(&world, "shared-a.txt");
     let (_, layers_b) = layers_of(&world, "shared-b.txt");
