@@ -111,19 +111,22 @@ fn layers_of(world: &World, requirements_file: &str) -> (String, BTreeSet<String
 fn wait_cleaned_up(home: &Path) {
     let jobs = home.join("run/jobs");
     let start = Instant::now();
-    loop {
-        let left: Vec<_> = match fs::read_dir(&jobs) {
-            Ok(entries) => entries.map(|e| e.unwrap().file_name()).collect(),
-            Err(_) => Vec::new(),
-        };
-        if left.is_empty() {
-            return;
-        }
+    let mut left = job_dirs(&jobs);
+    while !left.is_empty() {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "jobs never cleaned up: {left:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
+        left = job_dirs(&jobs);
+    }
+}
+
+/// The job directories under `jobs` (none when it does not exist).
+fn job_dirs(jobs: &Path) -> Vec<std::ffi::OsString> {
+    match fs::read_dir(jobs) {
+        Ok(entries) => entries.map(|e| e.unwrap().file_name()).collect(),
+        Err(_) => Vec::new(),
     }
 }
 
