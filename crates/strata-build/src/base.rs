@@ -523,13 +523,7 @@ impl BlobSource<'_> {
         let ManifestDocument::Index(index) = doc else {
             return Ok((digest, bytes));
         };
-        let arch = platform.arch.oci_name();
-        let entry = index.manifests.iter().find(|m| {
-            m.platform
-                .as_ref()
-                .is_some_and(|p| p.os == "linux" && p.architecture == arch)
-        });
-        let Some(entry) = entry else {
+        let Some(entry) = index.manifest_for("linux", platform.arch.oci_name()) else {
             return Err(BaseError::NoPlatform {
                 reference: self.reference.to_string(),
                 platform,

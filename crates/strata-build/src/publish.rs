@@ -361,13 +361,7 @@ async fn fetch_image(
         .unwrap_or_else(|| ManifestRef::Tag("latest".parse().expect("valid tag")));
     let mut pulled = registry.pull_manifest(&image.repo, &selector).await?;
     if let Ok(ManifestDocument::Index(index)) = ManifestDocument::parse(&pulled.bytes) {
-        let arch = platform.arch.oci_name();
-        let entry = index.manifests.iter().find(|m| {
-            m.platform
-                .as_ref()
-                .is_some_and(|p| p.os == "linux" && p.architecture == arch)
-        });
-        let Some(entry) = entry else {
+        let Some(entry) = index.manifest_for("linux", platform.arch.oci_name()) else {
             return Err(BuildError::Base(BaseError::NoPlatform {
                 reference: reference.to_string(),
                 platform,

@@ -109,6 +109,17 @@ pub struct ImageIndex {
     pub manifests: Vec<Descriptor>,
 }
 
+impl ImageIndex {
+    /// The manifest listed for `os`/`architecture` (the first, if several are).
+    pub fn manifest_for(&self, os: &str, architecture: &str) -> Option<&Descriptor> {
+        self.manifests.iter().find(|m| {
+            m.platform
+                .as_ref()
+                .is_some_and(|p| p.os == os && p.architecture == architecture)
+        })
+    }
+}
+
 /// Either kind of document a reference can point at.
 #[derive(Debug, Clone)]
 pub enum ManifestDocument {
@@ -152,6 +163,37 @@ mod tests {
             b.annotations.insert(k.into(), v.into());
         }
         assert_eq!(a.to_bytes(), b.to_bytes());
+    }
+
+    #[test]
+    fn an_index_names_the_manifest_of_a_platform() {
+        let entry = |seed: &[u8], arch: &str| Descriptor {
+            platform: Some(Platform {
+                architecture: arch.into(),
+                os: "linux".into(),
+                variant: None,
+            }),
+            ..Descriptor::new(&BlobDescriptor {
+                media_type: MEDIA_TYPE_MANIFEST.into(),
+                digest: Digest::of(seed),
+                size: 1,
+            })
+        };
+        let index = ImageIndex {
+            schema_version: 2,
+            media_type: None,
+            manifests: vec![
+                entry(b"a", "arm64"),
+                entry(b"b", "amd64"),
+                entry(b"c", "amd64"),
+            ],
+        };
+        let found = index
+            .manifest_for("linux", "amd64")
+            .map(|d| d.digest.clone());
+        assert_eq!(found, Some(Digest::of(b"b")));
+        assert!(index.manifest_for("linux", "riscv64").is_none());
+        assert!(index.manifest_for("windows", "amd64").is_none());
     }
 
     #[test]
