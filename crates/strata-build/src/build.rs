@@ -13,14 +13,16 @@ use strata_oci::{Manifest, ManifestDocument};
 
 use crate::additions::Additions;
 use crate::base::{BaseImage, BaseRef, Selector};
+use crate::credentials::{self, CredentialFiles};
 use crate::error::{BuildError, OptionError};
 use crate::explain::Explanation;
 use crate::home::Home;
 use crate::image::{self, AddedLayer, ImageInputs, ANNOTATION_SPEC};
-use crate::layers::{check_staged, hold, package_layers};
+use crate::layers::{check_staged, hold, package_layers, Wheels};
 use crate::progress::Progress;
 use strata_install::InstallScheme;
 use strata_install::LAYER_FORMAT_VERSION;
+use strata_python::IndexCredentials;
 use strata_python::Lock;
 use strata_python::{normalise_find_links, parse_requirements_file, EnvSpec, Sources, SpecDigest};
 use strata_python::{Platform, PythonVersion, Target};
@@ -111,7 +113,7 @@ pub fn build_checked(
     before_work: impl FnOnce() -> Result<(), BuildError>,
 ) -> Result<Built, BuildError> {
     progress.stage("reading requirements");
-    let (env, base) = prepare(home, options)?;
+    let (env, base, from_urls) = prepare_with_credentials(home, options)?;
     let target = env.target;
     let python = target.python;
     let spec_digest = env.digest();
@@ -124,12 +126,15 @@ pub fn build_checked(
     // Everything this build reuses or writes is held against a concurrent GC until the
     // image is tagged (a root of its own); released on any error by the guard.
     let lease = home.index.lease("build", LeaseOwner::current_process())?;
+    let files = CredentialFiles::from_env();
+    let mut credentials = credentials::for_spec(from_urls, &env, &files);
     progress.stage("resolving");
     let lock = home.resolver.resolve(
         &env.requirements_txt(),
         &env.constraints_txt(),
         &env.sources,
         &target,
+        &credentials,
     )?;
     check_pinned_hashes(&env, &lock)?;
     let lock_digest = lock.digest().0;
@@ -146,7 +151,20 @@ pub fn build_checked(
     }
     let interpreter = base.find_interpreter(Some(python))?;
     let scheme = InstallScheme::new(python);
-    let layers = package_layers(home, &lease, &lock, &scheme, options.jobs, budget, progress)?;
+    credentials::for_lock(&mut credentials, &lock, &files);
+    let wheels = Wheels {
+        lock: &lock,
+        credentials: &credentials,
+    };
+    let layers = package_layers(
+        home,
+        &lease,
+        &wheels,
+        &scheme,
+        options.jobs,
+        budget,
+        progress,
+    )?;
     progress.stage("writing the image");
     let env_lock = lock.canonical_bytes();
     let mut env_writer = home.store.writer()?;
@@ -260,8 +278,18 @@ fn layer_budget(limit: usize, base_layers: usize) -> Result<usize, BuildError> {
 
 /// The canonical spec of what `options` ask for, and the base image it names.
 pub fn prepare(home: &Home, options: &BuildOptions) -> Result<(EnvSpec, BaseImage), BuildError> {
+    prepare_with_credentials(home, options).map(|(env, base, _)| (env, base))
+}
+
+/// Like [`prepare`], with the credentials taken out of the URLs of the requirements (and the
+/// command line's `--find-links`): kept beside the spec, never in it.
+fn prepare_with_credentials(
+    home: &Home,
+    options: &BuildOptions,
+) -> Result<(EnvSpec, BaseImage, IndexCredentials), BuildError> {
     let mut file = parse_requirements_file(&options.requirements)?;
-    add_cli_sources(&mut file.sources, options)?;
+    add_cli_sources(&mut file.sources, &mut file.credentials, options)?;
+    let credentials = std::mem::take(&mut file.credentials);
     let base = open_base(home, &options.base, options.platform)?;
     let python = options.python.or_else(|| base.declared_python());
     let python = match python {
@@ -269,7 +297,11 @@ pub fn prepare(home: &Home, options: &BuildOptions) -> Result<(EnvSpec, BaseImag
         None => base.find_interpreter(None)?.version,
     };
     let target = Target::new(python, options.platform);
-    Ok((EnvSpec::new(file, base.digest.clone(), target), base))
+    Ok((
+        EnvSpec::new(file, base.digest.clone(), target),
+        base,
+        credentials,
+    ))
 }
 
 /// Why the spec `options` describe is, or is not, a cache hit.
@@ -278,17 +310,22 @@ pub fn explain(home: &Home, options: &BuildOptions) -> Result<Explanation, Build
     Ok(crate::explain::explain(&env, &home.index.envs()?))
 }
 
-fn add_cli_sources(sources: &mut Sources, options: &BuildOptions) -> Result<(), BuildError> {
+fn add_cli_sources(
+    sources: &mut Sources,
+    credentials: &mut IndexCredentials,
+    options: &BuildOptions,
+) -> Result<(), BuildError> {
     let cwd = std::env::current_dir().map_err(|source| BuildError::Io {
         what: "reading the current directory".into(),
         source,
     })?;
     for link in &options.find_links {
-        let normalised =
-            normalise_find_links(link, &cwd).map_err(|source| BuildError::BadOption {
-                option: format!("--find-links {link}"),
+        let normalised = normalise_find_links(link, &cwd, credentials).map_err(|source| {
+            BuildError::BadOption {
+                option: format!("--find-links {}", strata_python::redact_userinfo(link)),
                 reason: source.into(),
-            })?;
+            }
+        })?;
         sources.find_links.push(normalised);
     }
     sources.no_index |= options.no_index;

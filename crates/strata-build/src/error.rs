@@ -113,6 +113,10 @@ impl BuildError {
             BuildError::Resolve(ResolveError::Conflict { .. }) => {
                 Some("relax one of the conflicting pins")
             }
+            BuildError::Resolve(ResolveError::Unauthorized { .. })
+            | BuildError::Fetch(FetchError::Unauthorized { .. }) => Some(
+                "check the index credentials: the URL's user info (or ${VAR}), $NETRC or ~/.netrc, or the registry auth files",
+            ),
             BuildError::PinnedHash { .. } => Some(
                 "the wheel is not the one the requirements pin: check its source, or update the --hash",
             ),

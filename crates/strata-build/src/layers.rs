@@ -17,7 +17,7 @@ use crate::image::AddedLayer;
 use crate::progress::Progress;
 use strata_install::InstallScheme;
 use strata_install::LAYER_FORMAT_VERSION;
-use strata_python::WheelCache;
+use strata_python::{IndexCredentials, WheelCache};
 use strata_python::{Lock, LockedWheel};
 
 /// Layers in an image, base layers and the env layer included, unless told otherwise.
@@ -59,18 +59,27 @@ pub fn group_wheels(sizes: &[u64], budget: usize) -> Vec<Vec<usize>> {
 /// The size of every wheel of the lock, needed only past the layer limit: from the lock
 /// when the index reported it, else from the wheel cache (its file's size, without hashing
 /// it: a wrong copy fails its check when it is read), else by fetching it.
-fn wheel_sizes(home: &Home, lock: &Lock) -> Result<Vec<u64>, BuildError> {
-    lock.wheels.iter().map(|w| wheel_size(home, w)).collect()
+fn wheel_sizes(home: &Home, wheels: &Wheels) -> Result<Vec<u64>, BuildError> {
+    wheels
+        .lock
+        .wheels
+        .iter()
+        .map(|w| wheel_size(home, w, wheels.credentials))
+        .collect()
 }
 
-fn wheel_size(home: &Home, wheel: &LockedWheel) -> Result<u64, BuildError> {
+fn wheel_size(
+    home: &Home,
+    wheel: &LockedWheel,
+    credentials: &IndexCredentials,
+) -> Result<u64, BuildError> {
     if let Some(size) = wheel.size {
         return Ok(size);
     }
     if let Ok(meta) = std::fs::metadata(home.wheels.path_of(wheel)) {
         return Ok(meta.len());
     }
-    let path = home.wheels.fetch(wheel)?;
+    let path = home.wheels.fetch(wheel, credentials)?;
     let meta = std::fs::metadata(&path).map_err(|source| BuildError::Io {
         what: format!("reading the size of {}", path.display()),
         source,
@@ -133,19 +142,26 @@ fn added_layer(wheels: &[&LockedWheel], layer: LayerDescriptor) -> AddedLayer {
     }
 }
 
+/// The wheels of a lock, and the credentials their downloads may need (never stored).
+pub struct Wheels<'a> {
+    pub lock: &'a Lock,
+    pub credentials: &'a IndexCredentials,
+}
+
 /// One layer per wheel group, in lock order.
 pub fn package_layers(
     home: &Home,
     lease: &Lease,
-    lock: &Lock,
+    wheels: &Wheels,
     scheme: &InstallScheme,
     jobs: usize,
     budget: usize,
     progress: &dyn Progress,
 ) -> Result<Vec<PackageLayer>, BuildError> {
     let scheme_id = scheme.id();
+    let lock = wheels.lock;
     let sizes = match lock.wheels.len() > budget {
-        true => wheel_sizes(home, lock)?,
+        true => wheel_sizes(home, wheels)?,
         false => vec![0; lock.wheels.len()],
     };
     let groups: Vec<Vec<&LockedWheel>> = group_wheels(&sizes, budget)
@@ -176,7 +192,7 @@ pub fn package_layers(
         }
     }
     progress.layers(groups.len(), groups.len() - todo.len());
-    for (i, layer) in build_all(home, todo, scheme, jobs, progress)? {
+    for (i, layer) in build_all(home, todo, scheme, wheels.credentials, jobs, progress)? {
         slots[i] = Some(layer);
     }
     slots
@@ -192,6 +208,7 @@ fn build_all(
     home: &Home,
     todo: Vec<Job<'_>>,
     scheme: &InstallScheme,
+    credentials: &IndexCredentials,
     jobs: usize,
     progress: &dyn Progress,
 ) -> Result<Vec<(usize, PackageLayer)>, BuildError> {
@@ -208,7 +225,7 @@ fn build_all(
                 let Some((i, group, key)) = next.lock().ok().and_then(|mut it| it.next()) else {
                     return;
                 };
-                match build_one(store, wheels, group, scheme) {
+                match build_one(store, wheels, group, scheme, credentials) {
                     Ok((layer, staged)) => {
                         progress.layer_done(&group[0].filename);
                         let built = PackageLayer {
@@ -242,10 +259,11 @@ fn build_one(
     wheels: &WheelCache,
     group: &[&LockedWheel],
     scheme: &InstallScheme,
+    credentials: &IndexCredentials,
 ) -> Result<(LayerDescriptor, StagedBlob), BuildError> {
     let paths = group
         .iter()
-        .map(|w| wheels.fetch(w))
+        .map(|w| wheels.fetch(w, credentials))
         .collect::<Result<Vec<_>, _>>()?;
     let mut writer = store.writer()?;
     let names = || {

@@ -4,6 +4,7 @@
 mod additions;
 mod base;
 mod build;
+mod credentials;
 mod error;
 mod explain;
 mod home;
@@ -15,6 +16,7 @@ mod publish;
 pub use base::{BaseError, BaseRef};
 pub use build::CacheOutcome;
 pub use build::{build, build_checked, explain, prepare, BuildOptions, Built};
+pub use credentials::CredentialFiles;
 pub use error::BuildError;
 pub use explain::Explanation;
 pub use home::{Home, HomeError};

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use strata_oci::{Digest, HashingWriter};
 
+use crate::credentials::IndexCredentials;
 use crate::lock::LockedWheel;
 
 pub struct WheelCache {
@@ -34,6 +35,18 @@ pub enum FetchError {
         filename: String,
         action: &'static str,
         source: io::Error,
+    },
+    /// The server wants (other) credentials: 401 or 403.
+    #[error("could not download {filename} from {url}: the server answered {status} {}", match credentials {
+        Some(source) => format!("to the credentials {source}"),
+        None => "and strata had no credentials for it (give them in the index URL, ~/.netrc or a registry auth file)".to_string(),
+    })]
+    Unauthorized {
+        filename: String,
+        url: String,
+        status: u16,
+        /// Where the refused credentials came from, if any were sent.
+        credentials: Option<String>,
     },
     #[error("could not download {filename} from {url}: {detail}")]
     Http {
@@ -60,7 +73,7 @@ pub enum FetchError {
 /// Where a wheel's bytes come from.
 enum Source {
     Local(PathBuf),
-    Http(String),
+    Http(url::Url),
 }
 
 impl WheelCache {
@@ -88,8 +101,14 @@ impl WheelCache {
             .unwrap_or(false)
     }
 
-    /// The path of the verified wheel in the cache, fetching it on a miss.
-    pub fn fetch(&self, wheel: &LockedWheel) -> Result<PathBuf, FetchError> {
+    /// The path of the verified wheel in the cache, fetching it on a miss. A download sends
+    /// Basic credentials only when `credentials` has some for the wheel URL's own origin
+    /// (scheme, host and port).
+    pub fn fetch(
+        &self,
+        wheel: &LockedWheel,
+        credentials: &IndexCredentials,
+    ) -> Result<PathBuf, FetchError> {
         check_filename(&wheel.filename)?;
         let dest = self.path_of(wheel);
         if dest.is_file() {
@@ -100,7 +119,7 @@ impl WheelCache {
                 "cached wheel does not match its sha256; fetching it again");
             remove_entry(&dest).map_err(io_err(wheel, "remove a corrupt cached wheel"))?;
         }
-        self.fetch_into(wheel, &dest)?;
+        self.fetch_into(wheel, &dest, credentials)?;
         Ok(dest)
     }
 
@@ -110,6 +129,7 @@ impl WheelCache {
         &self,
         wheels: &[LockedWheel],
         jobs: usize,
+        credentials: &IndexCredentials,
     ) -> Result<Vec<PathBuf>, FetchError> {
         let results: Vec<Mutex<Option<Result<PathBuf, FetchError>>>> =
             wheels.iter().map(|_| Mutex::new(None)).collect();
@@ -123,7 +143,7 @@ impl WheelCache {
                     if i >= wheels.len() || failed.load(Ordering::Relaxed) {
                         break;
                     }
-                    let result = self.fetch(&wheels[i]);
+                    let result = self.fetch(&wheels[i], credentials);
                     if result.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -170,14 +190,19 @@ impl WheelCache {
 
     /// Streams the wheel into a temporary file while hashing it, and renames it to `dest` only
     /// when digest and size match the lock.
-    fn fetch_into(&self, wheel: &LockedWheel, dest: &Path) -> Result<(), FetchError> {
+    fn fetch_into(
+        &self,
+        wheel: &LockedWheel,
+        dest: &Path,
+        credentials: &IndexCredentials,
+    ) -> Result<(), FetchError> {
         let source = parse_source(wheel)?;
         let tmp_dir = self.root.join("tmp");
         fs::create_dir_all(&tmp_dir).map_err(io_err(wheel, "create the cache's tmp directory"))?;
         let tmp = tempfile::NamedTempFile::new_in(&tmp_dir)
             .map_err(io_err(wheel, "create a temporary file in the cache"))?;
         let mut writer = HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp.as_file()));
-        self.copy_from(&source, wheel, &mut writer)?;
+        self.copy_from(&source, wheel, &mut writer, credentials)?;
         let (actual, size, buffered) = writer.finish();
         buffered
             .into_inner()
@@ -217,6 +242,7 @@ impl WheelCache {
         source: &Source,
         wheel: &LockedWheel,
         out: &mut impl Write,
+        credentials: &IndexCredentials,
     ) -> Result<(), FetchError> {
         match source {
             Source::Local(path) => {
@@ -226,15 +252,31 @@ impl WheelCache {
             Source::Http(url) => {
                 let http_err = |detail: String| FetchError::Http {
                     filename: wheel.filename.clone(),
-                    url: redact(url),
+                    url: redact(url.as_str()),
                     detail,
                 };
-                let mut response = self
+                let credential = credentials.for_url(url);
+                let mut request = self
                     .client()
                     .map_err(|e| http_err(e.to_string()))?
-                    .get(url)
+                    .get(url.clone());
+                if let Some(c) = credential {
+                    request = request.basic_auth(&c.username, Some(c.password.expose()));
+                }
+                let response = request
                     .send()
-                    .and_then(|r| r.error_for_status())
+                    .map_err(|e| http_err(e.without_url().to_string()))?;
+                let status = response.status().as_u16();
+                if matches!(status, 401 | 403) {
+                    return Err(FetchError::Unauthorized {
+                        filename: wheel.filename.clone(),
+                        url: redact(url.as_str()),
+                        status,
+                        credentials: credential.map(|c| c.source.to_string()),
+                    });
+                }
+                let mut response = response
+                    .error_for_status()
                     .map_err(|e| http_err(e.without_url().to_string()))?;
                 io::copy(&mut response, out).map_err(|e| http_err(e.to_string()))?;
             }
@@ -291,7 +333,7 @@ fn parse_source(wheel: &LockedWheel) -> Result<Source, FetchError> {
             .to_file_path()
             .map(Source::Local)
             .map_err(|()| unsupported()),
-        "http" | "https" => Ok(Source::Http(url.to_string())),
+        "http" | "https" => Ok(Source::Http(parsed)),
         _ => Err(unsupported()),
     }
 }

@@ -2,6 +2,7 @@
 //! targets (Python version and platform), locks, resolution with uv, and the verified wheel
 //! cache.
 
+mod credentials;
 mod fetch;
 mod lock;
 mod name;
@@ -10,14 +11,18 @@ mod spec;
 mod target;
 mod wheel_name;
 
+pub use credentials::{
+    redact_userinfo, take_userinfo, CredentialSource, IndexCredential, IndexCredentials, Origin,
+    Secret,
+};
 pub use fetch::{FetchError, WheelCache};
 pub use lock::{Lock, LockedWheel};
 pub use name::PackageName;
 pub use resolve::{ResolveError, Resolver};
 pub use spec::{
-    normalise_find_links, parse_requirements_file, parse_requirements_str, EnvSpec, HashError,
-    InvalidRequirement, MarkerError, MarkerToken, OptionError, Requirement, RequirementError,
-    ShellSplitError, SourceError, Sources, SpecDigest, SpecError, SpecifierError, Unsupported,
-    VersionError,
+    normalise_find_links, parse_requirements_file, parse_requirements_str,
+    parse_requirements_with_vars, EnvSpec, HashError, InvalidRequirement, MarkerError, MarkerToken,
+    OptionError, Requirement, RequirementError, RequirementsFile, ShellSplitError, SourceError,
+    Sources, SpecDigest, SpecError, SpecifierError, Unsupported, VersionError,
 };
 pub use target::{Platform, PythonVersion, Target, TargetError};

@@ -13,6 +13,7 @@ use std::process::Command;
 use serde::Deserialize;
 use strata_oci::Digest;
 
+use crate::credentials::{redact_userinfo, take_userinfo, IndexCredentials};
 use crate::lock::{Lock, LockedWheel};
 use crate::name::PackageName;
 use crate::spec::Sources;
@@ -42,6 +43,9 @@ pub enum ResolveError {
         version: Option<String>,
         target: String,
     },
+    /// An index refused the credentials it was given, or asked for some and had none.
+    #[error("the package index refused access ({detail}); give credentials in the index URL (`https://user:${{TOKEN}}@host/simple`), in ~/.netrc (or $NETRC), or in a registry auth file")]
+    Unauthorized { detail: String },
     #[error("uv failed: {stderr}")]
     Uv { stderr: String },
     #[error("could not {action}: {source}")]
@@ -111,14 +115,18 @@ impl Resolver {
     }
 
     /// Resolves `requirements_txt` (and `constraints_txt`, if not empty) for `target`.
+    /// `credentials` reach uv only through a netrc file that uv alone reads (see
+    /// [`PrivateNetrc`]), never its command line.
     pub fn resolve(
         &self,
         requirements_txt: &str,
         constraints_txt: &str,
         sources: &Sources,
         target: &Target,
+        credentials: &IndexCredentials,
     ) -> Result<Lock, ResolveError> {
         let work = tempfile::tempdir().map_err(io_err("create a temporary directory"))?;
+        let netrc = PrivateNetrc::write(credentials)?;
         std::fs::write(work.path().join("requirements.txt"), requirements_txt)
             .map_err(io_err("write requirements.txt"))?;
         let has_constraints = !constraints_txt.trim().is_empty();
@@ -128,24 +136,28 @@ impl Resolver {
         }
         let args = self.uv_args(sources, target, has_constraints);
         tracing::debug!(uv = %self.uv.display(), ?args, "resolving");
-        let output = Command::new(&self.uv)
+        let mut command = Command::new(&self.uv);
+        command
             .args(&args)
             // Relative input names keep temporary paths out of uv's messages.
             .current_dir(work.path())
-            .env_remove_all(UV_ENV_OVERRIDES)
-            .output()
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => ResolveError::UvNotFound {
-                    uv: self.uv.clone(),
-                },
-                _ => ResolveError::Io {
-                    action: "run uv",
-                    source: e,
-                },
-            })?;
+            .env_remove_all(UV_ENV_OVERRIDES);
+        if let Some(netrc) = &netrc {
+            command.env("NETRC", netrc.path());
+        }
+        let output = command.output().map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => ResolveError::UvNotFound {
+                uv: self.uv.clone(),
+            },
+            _ => ResolveError::Io {
+                action: "run uv",
+                source: e,
+            },
+        })?;
+        drop(netrc);
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
-            let stderr = hide_path(&stderr, work.path());
+            let stderr = redact_userinfo(&hide_path(&stderr, work.path()));
             return Err(classify_failure(&stderr, target));
         }
         let pylock = std::fs::read_to_string(work.path().join("pylock.toml"))
@@ -196,6 +208,43 @@ impl Resolver {
             args.push("--no-index".into());
         }
         args
+    }
+}
+
+/// The netrc file uv reads credentials from (uv honours `NETRC`): mode 0600 in a directory
+/// of its own with mode 0700, removed when dropped. A file rather than the command line or
+/// a URL, so the secret shows in no process list, no log line and nothing uv writes.
+/// When there are no credentials there is no file, and uv reads the user's own netrc.
+struct PrivateNetrc {
+    dir: tempfile::TempDir,
+}
+
+impl PrivateNetrc {
+    fn write(credentials: &IndexCredentials) -> Result<Option<PrivateNetrc>, ResolveError> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        if credentials.is_empty() {
+            return Ok(None);
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("strata-netrc-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .map_err(io_err("create a private directory for uv's netrc"))?;
+        let netrc = PrivateNetrc { dir };
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(netrc.path())
+            .map_err(io_err("create uv's netrc file"))?;
+        file.write_all(credentials.to_netrc().as_bytes())
+            .map_err(io_err("write uv's netrc file"))?;
+        Ok(Some(netrc))
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("netrc")
     }
 }
 
@@ -256,7 +305,26 @@ const NO_WHEEL: &[&str] = &[
 ];
 const NO_SOLUTION: &str = "No solution found when resolving dependencies";
 
+/// How uv 0.13 words an index that wants (other) credentials, e.g. `An index URL
+/// (http://h/simple) could not be queried due to a lack of valid authentication credentials
+/// (401 Unauthorized).`
+const UNAUTHORIZED: &[&str] = &[
+    "lack of valid authentication credentials",
+    "401 Unauthorized",
+    "403 Forbidden",
+];
+
 fn classify_failure(stderr: &str, target: &Target) -> ResolveError {
+    if let Some(line) = stderr
+        .lines()
+        .find(|line| UNAUTHORIZED.iter().any(|n| line.contains(n)))
+    {
+        let detail = line.trim();
+        let detail = detail.strip_prefix("hint:").unwrap_or(detail).trim();
+        return ResolveError::Unauthorized {
+            detail: detail.trim_end_matches('.').to_string(),
+        };
+    }
     // The earliest clause is the root cause uv reports; later ones follow from it.
     let not_found = earliest(stderr, NOT_FOUND);
     let no_wheel = earliest(stderr, NO_WHEEL);
@@ -422,10 +490,11 @@ fn choose_wheel(package: &PylockPackage, target: &Target) -> Result<LockedWheel,
     })
 }
 
-/// The wheel's absolute URL: `url` as given, or a `file://` URL for an absolute `path`.
+/// The wheel's absolute URL: `url` as given (without user info, which an index page may
+/// carry and which must not enter the lock), or a `file://` URL for an absolute `path`.
 fn wheel_url(wheel: &PylockWheel) -> Result<String, WheelLocationError> {
     if let Some(url) = &wheel.url {
-        return Ok(url.clone());
+        return Ok(without_userinfo(url));
     }
     let Some(path) = &wheel.path else {
         return Err(WheelLocationError::Missing);
@@ -433,6 +502,19 @@ fn wheel_url(wheel: &PylockWheel) -> Result<String, WheelLocationError> {
     url::Url::from_file_path(path)
         .map(String::from)
         .map_err(|()| WheelLocationError::RelativePath { path: path.clone() })
+}
+
+fn without_userinfo(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) if parsed.username().is_empty() && parsed.password().is_none() => {
+            url.to_string()
+        }
+        Ok(mut parsed) => {
+            take_userinfo(&mut parsed);
+            parsed.to_string()
+        }
+        Err(_) => redact_userinfo(url),
+    }
 }
 
 /// `name` if given, else the last segment of the URL, percent-decoded.

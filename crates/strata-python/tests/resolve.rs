@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 use strata_oci::Digest;
+use strata_python::IndexCredentials;
 use strata_python::Sources;
 use strata_python::{FetchError, WheelCache};
 use strata_python::{Lock, LockedWheel};
@@ -138,9 +139,18 @@ impl Env {
     }
 
     fn resolve_for(&self, reqs: &str, cons: &str, t: &Target) -> Result<Lock, ResolveError> {
-        self.resolver()
-            .resolve(reqs, cons, &offline(self.links.path()), t)
+        self.resolver().resolve(
+            reqs,
+            cons,
+            &offline(self.links.path()),
+            t,
+            &no_credentials(),
+        )
     }
+}
+
+fn no_credentials() -> IndexCredentials {
+    IndexCredentials::default()
 }
 
 fn wheel<'a>(lock: &'a Lock, name: &str) -> &'a LockedWheel {
@@ -277,6 +287,7 @@ fn lock_digest_does_not_depend_on_where_the_wheels_are() {
             "",
             &offline(&other),
             &target("linux/amd64"),
+            &no_credentials(),
         )
         .unwrap();
     assert_ne!(first.wheels[0].url, second.wheels[0].url);
@@ -291,7 +302,13 @@ fn missing_uv_is_reported() {
         cache_dir: std::env::temp_dir(),
     };
     let err = resolver
-        .resolve("alpha\n", "", &Sources::default(), &target("linux/amd64"))
+        .resolve(
+            "alpha\n",
+            "",
+            &Sources::default(),
+            &target("linux/amd64"),
+            &no_credentials(),
+        )
         .unwrap_err();
     assert!(matches!(err, ResolveError::UvNotFound { .. }), "{err:?}");
 }
@@ -314,7 +331,7 @@ fn fetch_copies_and_verifies_local_wheels() {
     let lock = env.resolve("alpha\ngamma\n", "").unwrap();
     let root = tempfile::tempdir().unwrap();
     let cache = WheelCache::new(root.path().join("wheels"));
-    let paths = cache.fetch_all(&lock.wheels, 2).unwrap();
+    let paths = cache.fetch_all(&lock.wheels, 2, &no_credentials()).unwrap();
     assert_eq!(paths.len(), lock.wheels.len());
     for (path, wheel) in paths.iter().zip(&lock.wheels) {
         let expected = root
@@ -327,7 +344,10 @@ fn fetch_copies_and_verifies_local_wheels() {
         assert!(cache.contains(&wheel.sha256));
     }
     // A second fetch is a hit and returns the same paths.
-    assert_eq!(cache.fetch_all(&lock.wheels, 1).unwrap(), paths);
+    assert_eq!(
+        cache.fetch_all(&lock.wheels, 1, &no_credentials()).unwrap(),
+        paths
+    );
     assert!(cache_files(&root.path().join("wheels/tmp")).is_empty());
 }
 
@@ -343,7 +363,7 @@ fn tampered_source_is_rejected_and_not_cached() {
 
     let root = tempfile::tempdir().unwrap();
     let cache = WheelCache::new(root.path().to_path_buf());
-    let err = cache.fetch(beta).unwrap_err();
+    let err = cache.fetch(beta, &no_credentials()).unwrap_err();
     let FetchError::HashMismatch {
         filename,
         expected,
@@ -373,17 +393,17 @@ fn corrupt_cache_entry_is_detected_and_fetched_again() {
     let beta = wheel(&lock, "beta");
     let root = tempfile::tempdir().unwrap();
     let cache = WheelCache::new(root.path().to_path_buf());
-    let path = cache.fetch(beta).unwrap();
+    let path = cache.fetch(beta, &no_credentials()).unwrap();
     std::fs::write(&path, b"bit rot").unwrap();
 
-    let again = cache.fetch(beta).unwrap();
+    let again = cache.fetch(beta, &no_credentials()).unwrap();
     assert_eq!(again, path);
     assert_eq!(Digest::of(&std::fs::read(&again).unwrap()), beta.sha256);
 
     // When the source went bad as well, the corrupt entry is still gone afterwards.
     std::fs::write(&path, b"bit rot").unwrap();
     std::fs::write(env.links.path().join(&beta.filename), b"also bad").unwrap();
-    let err = cache.fetch(beta).unwrap_err();
+    let err = cache.fetch(beta, &no_credentials()).unwrap_err();
     assert!(matches!(err, FetchError::HashMismatch { .. }), "{err:?}");
     assert!(!cache.contains(&beta.sha256));
 }
@@ -404,14 +424,14 @@ fn size_is_checked_when_known() {
     };
     let root = tempfile::tempdir().unwrap();
     let cache = WheelCache::new(root.path().to_path_buf());
-    let err = cache.fetch(&wheel).unwrap_err();
+    let err = cache.fetch(&wheel, &no_credentials()).unwrap_err();
     assert!(matches!(err, FetchError::SizeMismatch { .. }), "{err:?}");
     assert!(!cache.contains(&wheel.sha256));
     let right_size = LockedWheel {
         size: Some(bytes.len() as u64),
         ..wheel
     };
-    cache.fetch(&right_size).unwrap();
+    cache.fetch(&right_size, &no_credentials()).unwrap();
     assert!(cache.contains(&right_size.sha256));
 }
 
@@ -452,7 +472,7 @@ fn fetch_downloads_over_http() {
     };
     let root = tempfile::tempdir().unwrap();
     let cache = WheelCache::new(root.path().to_path_buf());
-    let got = cache.fetch(&wheel).unwrap();
+    let got = cache.fetch(&wheel, &no_credentials()).unwrap();
     assert_eq!(std::fs::read(got).unwrap(), bytes);
 
     let missing = LockedWheel {
@@ -461,8 +481,107 @@ fn fetch_downloads_over_http() {
         size: None,
         ..wheel
     };
-    let err = cache.fetch(&missing).unwrap_err();
+    let err = cache.fetch(&missing, &no_credentials()).unwrap_err();
     assert!(matches!(err, FetchError::Http { .. }), "{err:?}");
     assert!(err.to_string().contains("404"), "{err}");
     assert!(!cache.contains(&missing.sha256));
+}
+
+/// Serves `body` `count` times to requests whose `Authorization` is `Basic dTpw` (`u:p`),
+/// answering 401 to the others; sends each request's `Authorization` value (or "") back.
+fn serve_with_basic_auth(
+    body: Vec<u8>,
+    count: usize,
+) -> (String, std::sync::mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(count) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 8192];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let auth = request
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("authorization")
+                        .then(|| value.trim().to_string())
+                })
+                .unwrap_or_default();
+            let ok = auth == "Basic dTpw";
+            let _ = seen.send(auth);
+            let (status, body) = match ok {
+                true => ("200 OK", body.as_slice()),
+                false => ("401 Unauthorized", &b""[..]),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+        }
+    });
+    (format!("http://{addr}"), received)
+}
+
+fn credentials_for(url_with_userinfo: &str) -> IndexCredentials {
+    let mut url = url::Url::parse(url_with_userinfo).unwrap();
+    let (origin, credential) = strata_python::take_userinfo(&mut url).unwrap();
+    let mut credentials = IndexCredentials::default();
+    credentials.insert_if_absent(origin, credential);
+    credentials
+}
+
+#[test]
+fn fetch_sends_credentials_only_to_their_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_wheel(dir.path(), "web", "1.0", "py3-none-any", &[]);
+    let bytes = std::fs::read(&path).unwrap();
+    let (base, seen) = serve_with_basic_auth(bytes.clone(), 3);
+    let wheel = LockedWheel {
+        name: strata_python::PackageName::new("web").unwrap(),
+        version: "1.0".into(),
+        filename: "web-1.0-py3-none-any.whl".into(),
+        sha256: Digest::of(&bytes),
+        size: Some(bytes.len() as u64),
+        url: format!("{base}/files/web-1.0-py3-none-any.whl"),
+    };
+    let host = base.trim_start_matches("http://");
+    let root = tempfile::tempdir().unwrap();
+    let cache = WheelCache::new(root.path().to_path_buf());
+
+    // Credentials for another port of the same host are not sent.
+    let elsewhere = credentials_for("http://u:p@127.0.0.1:1/simple");
+    let err = cache.fetch(&wheel, &elsewhere).unwrap_err();
+    assert_eq!(seen.recv().unwrap(), "");
+    assert!(
+        matches!(
+            &err,
+            FetchError::Unauthorized {
+                status: 401,
+                credentials: None,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let wrong = credentials_for(&format!("http://u:WRONG-s3cr3t@{host}/simple"));
+    let err = cache.fetch(&wheel, &wrong).unwrap_err();
+    assert_ne!(seen.recv().unwrap(), "");
+    let message = err.to_string();
+    assert!(message.contains(&wheel.url), "{message}");
+    assert!(message.contains("401"), "{message}");
+    assert!(message.contains("from the URL's user info"), "{message}");
+    assert!(!message.contains("s3cr3t"), "{message}");
+    assert!(!format!("{err:?}").contains("s3cr3t"));
+    assert!(!cache.contains(&wheel.sha256));
+
+    let right = credentials_for(&format!("http://u:p@{host}/simple"));
+    let got = cache.fetch(&wheel, &right).unwrap();
+    assert_eq!(seen.recv().unwrap(), "Basic dTpw");
+    assert_eq!(std::fs::read(got).unwrap(), bytes);
 }

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use strata_oci::Digest;
 use strata_python::{
-    parse_requirements_file, parse_requirements_str, EnvSpec, Requirement, SpecDigest, SpecError,
+    parse_requirements_file, parse_requirements_str, parse_requirements_with_vars, EnvSpec,
+    Requirement, SpecDigest, SpecError,
 };
 use strata_python::{PythonVersion, Target};
 
@@ -439,4 +440,127 @@ fn known_spec_digest_is_pinned() {
         KNOWN_SPEC_DIGEST,
         "the spec digest changed: every cache key changes with it"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets: user info and `${VAR}` never reach the spec, its digest or an error message.
+
+fn with_vars(
+    text: &str,
+    vars: &[(&str, &str)],
+) -> Result<strata_python::RequirementsFile, SpecError> {
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let lookup = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    parse_requirements_with_vars(text, Path::new("requirements.txt"), &lookup)
+}
+
+#[test]
+fn user_info_is_not_part_of_the_spec() {
+    let text = |token: &str| {
+        format!(
+            "-i https://ci-bot:{token}@pkgs.example/simple\n\
+             --extra-index-url https://x:{token}@extra.example/simple/\n\
+             -f https://bot:{token}@links.example/wheels\n\
+             web @ https://bot:{token}@files.example/web-1.0-py3-none-any.whl\n"
+        )
+    };
+    let parse = |token: &str| {
+        let file = parse_requirements_str(&text(token), Path::new("r.txt")).unwrap();
+        let credentials = file.credentials.clone();
+        (EnvSpec::new(file, base(), target()), credentials)
+    };
+    let (first, credentials) = parse("OLD-s3cr3t");
+    let (rotated, _) = parse("NEW-s3cr3t");
+    assert_eq!(first.digest(), rotated.digest());
+    let json = String::from_utf8(first.canonical_bytes()).unwrap();
+    assert!(
+        !json.contains("s3cr3t") && !json.contains("ci-bot"),
+        "{json}"
+    );
+    assert_eq!(
+        first.sources.index_url.as_deref(),
+        Some("https://pkgs.example/simple")
+    );
+    assert_eq!(
+        first.requirements[0].url.as_deref(),
+        Some("https://files.example/web-1.0-py3-none-any.whl")
+    );
+    let origins: Vec<String> = credentials.iter().map(|(o, _)| o.to_string()).collect();
+    assert_eq!(
+        origins,
+        [
+            "https://extra.example",
+            "https://files.example",
+            "https://links.example",
+            "https://pkgs.example"
+        ]
+    );
+    let index = url::Url::parse("https://pkgs.example/simple/web/").unwrap();
+    assert_eq!(
+        credentials.for_url(&index).unwrap().password.expose(),
+        "OLD-s3cr3t"
+    );
+}
+
+#[test]
+fn variables_are_expanded_as_pip_does() {
+    let file = with_vars(
+        "--index-url https://ci-bot:${INDEX_TOKEN}@pkgs.example/simple\nweb==${WEB_VERSION}\n",
+        &[("INDEX_TOKEN", "s3cr3t"), ("WEB_VERSION", "1.0")],
+    )
+    .unwrap();
+    assert_eq!(file.requirements[0].specifier, "==1.0");
+    let index = url::Url::parse("https://pkgs.example/simple").unwrap();
+    assert_eq!(
+        file.credentials.for_url(&index).unwrap().password.expose(),
+        "s3cr3t"
+    );
+    assert_eq!(
+        file.sources.index_url.as_deref(),
+        Some("https://pkgs.example/simple")
+    );
+}
+
+#[test]
+fn an_unset_variable_names_file_line_and_variable() {
+    let err = with_vars("web\n-i https://u:${INDEX_TOKEN}@h/simple\n", &[]).unwrap_err();
+    assert!(
+        matches!(&err, SpecError::UnsetVariable { line: 2, variable, .. } if variable == "INDEX_TOKEN"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "requirements.txt:2: environment variable INDEX_TOKEN is not set (the line uses ${INDEX_TOKEN})"
+    );
+}
+
+#[test]
+fn errors_show_the_line_as_written_never_the_secret() {
+    let cases = [
+        // A bad marker after an expanded URL.
+        "web @ https://u:${TOKEN}@h/web-1.0-py3-none-any.whl ; os_name ==\n",
+        // A URL that does not parse.
+        "-i https://u:${TOKEN}@[bad/simple\n",
+        // An unknown option on a line holding a secret.
+        "-i https://u:${TOKEN}@h/simple --pre\n",
+    ];
+    for text in cases {
+        let err = with_vars(text, &[("TOKEN", "s3cr3t")]).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("s3cr3t"), "{text:?}: {shown}");
+        assert!(
+            matches!(err, SpecError::Hidden { line: 1, .. }),
+            "{text:?}: {err:?}"
+        );
+    }
+    let err = with_vars("-i https://u:s3cr3t@[bad/simple\n", &[]).unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+    assert!(shown.contains("https://***@[bad/simple"), "{shown}");
+    // A line without secrets keeps its typed error.
+    let err = with_vars("-i https://[bad/simple\n", &[]).unwrap_err();
+    assert!(matches!(err, SpecError::InvalidOption { .. }), "{err:?}");
 }

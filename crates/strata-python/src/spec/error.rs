@@ -81,6 +81,25 @@ pub enum SpecError {
         include: PathBuf,
     },
 
+    /// A `${VAR}` whose variable is not set. Refused rather than left as written (pip leaves
+    /// it): a literal `${TOKEN}` sent as a password would fail far from its cause.
+    #[error("{}:{line}: environment variable {variable} is not set (the line uses ${{{variable}}})", file.display())]
+    UnsetVariable {
+        file: PathBuf,
+        line: usize,
+        variable: String,
+    },
+
+    /// An error about a line that holds a secret (a `${VAR}` value or a URL's user info):
+    /// its whole message, causes included, with the values shown as `${NAME}` and user info
+    /// as `***`. The typed cause is not kept, since its text would show the secret.
+    #[error("{message}")]
+    Hidden {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
+
     /// Two different `--index-url`s: only one primary index can be used.
     #[error(
         "{}:{line}: conflicting --index-url {second:?}: {first:?} was given before",

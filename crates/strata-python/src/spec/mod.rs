@@ -9,6 +9,7 @@
 
 mod canonical;
 mod error;
+mod expand;
 mod lines;
 mod marker;
 mod pep508;
@@ -25,7 +26,8 @@ pub use lines::ShellSplitError;
 pub use marker::{MarkerError, MarkerToken};
 pub use pep508::RequirementError;
 pub use requirements::{
-    parse_requirements_file, parse_requirements_str, HashError, RequirementsFile,
+    parse_requirements_file, parse_requirements_str, parse_requirements_with_vars, HashError,
+    RequirementsFile,
 };
 pub use sources::{normalise_find_links, SourceError};
 pub use specifier::SpecifierError;

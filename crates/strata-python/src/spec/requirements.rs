@@ -8,10 +8,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::error::{OptionError, SpecError, Unsupported};
+use super::expand::{expand, Expanded};
 use super::lines::{logical_lines, shell_split, split_requirement_options};
 use super::pep508::parse_requirement;
 use super::sources::{clean_path, normalise_find_links, normalise_url};
 use super::{Requirement, Sources};
+use crate::credentials::{redact_userinfo, take_userinfo, IndexCredentials};
 
 /// A `--hash` value that is not a usable hash.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,10 +38,15 @@ pub struct RequirementsFile {
     pub requirements: Vec<Requirement>,
     /// From `-c`/`--constraint` files (and everything they include).
     pub constraints: Vec<Requirement>,
+    /// URLs here have no user info: it went into `credentials`.
     pub sources: Sources,
+    /// The user info of the file's URLs (index URLs, find-links, `name @ URL`), by origin.
+    /// Never part of the spec.
+    pub credentials: IndexCredentials,
 }
 
-/// Reads and parses a requirements file and everything it includes.
+/// Reads and parses a requirements file and everything it includes, expanding `${VAR}` from
+/// the process environment.
 pub fn parse_requirements_file(path: &Path) -> Result<RequirementsFile, SpecError> {
     let text = fs::read_to_string(path).map_err(|source| SpecError::Io {
         file: path.to_path_buf(),
@@ -49,11 +56,21 @@ pub fn parse_requirements_file(path: &Path) -> Result<RequirementsFile, SpecErro
 }
 
 /// Parses requirements text; `origin` names it in errors and anchors relative includes and
-/// `--find-links` directories.
+/// `--find-links` directories. `${VAR}` is expanded from the process environment.
 pub fn parse_requirements_str(text: &str, origin: &Path) -> Result<RequirementsFile, SpecError> {
+    parse_requirements_with_vars(text, origin, &|name| std::env::var(name).ok())
+}
+
+/// Like [`parse_requirements_str`], with `${VAR}` looked up by `vars`.
+pub fn parse_requirements_with_vars(
+    text: &str,
+    origin: &Path,
+    vars: &dyn Fn(&str) -> Option<String>,
+) -> Result<RequirementsFile, SpecError> {
     let mut parser = FileParser {
         out: RequirementsFile::default(),
         stack: vec![identity(origin)],
+        vars,
     };
     parser.parse(text, origin, Mode::Requirements)?;
     Ok(parser.out)
@@ -66,10 +83,12 @@ enum Mode {
     Constraints,
 }
 
-struct FileParser {
+struct FileParser<'v> {
     out: RequirementsFile,
     /// Identities of the files being read, outermost first, to detect include cycles.
     stack: Vec<PathBuf>,
+    /// Where `${VAR}` values come from.
+    vars: &'v dyn Fn(&str) -> Option<String>,
 }
 
 /// Where a line is, for error messages.
@@ -98,22 +117,33 @@ impl At<'_> {
     }
 }
 
-impl FileParser {
+impl FileParser<'_> {
     fn parse(&mut self, text: &str, file: &Path, mode: Mode) -> Result<(), SpecError> {
         for line in logical_lines(text) {
             let at = At {
                 file,
                 line: line.number,
             };
-            if line.content.starts_with('-') {
-                self.option_line(&line.content, &at, mode)?;
-            } else {
-                let requirement = requirement_line(&line.content, &at)?;
-                match mode {
-                    Mode::Requirements => self.out.requirements.push(requirement),
-                    Mode::Constraints => self.out.constraints.push(requirement),
-                }
-            }
+            let expanded =
+                expand(&line.content, self.vars).map_err(|variable| SpecError::UnsetVariable {
+                    file: file.to_path_buf(),
+                    line: line.number,
+                    variable,
+                })?;
+            self.logical_line(&expanded.text, &at, mode)
+                .map_err(|e| hide_secrets(e, &expanded, &at))?;
+        }
+        Ok(())
+    }
+
+    fn logical_line(&mut self, content: &str, at: &At, mode: Mode) -> Result<(), SpecError> {
+        if content.starts_with('-') {
+            return self.option_line(content, at, mode);
+        }
+        let requirement = requirement_line(content, at, &mut self.out.credentials)?;
+        match mode {
+            Mode::Requirements => self.out.requirements.push(requirement),
+            Mode::Constraints => self.out.constraints.push(requirement),
         }
         Ok(())
     }
@@ -135,13 +165,14 @@ impl FileParser {
                 "-c" | "--constraint" => self.include(&value()?, at, Mode::Constraints, name)?,
                 "-i" | "--index-url" => self.index_url(&value()?, at, name)?,
                 "--extra-index-url" => {
-                    let url = normalise_url(&value()?).map_err(|r| at.invalid(name, r))?;
+                    let url = normalise_url(&value()?, &mut self.out.credentials)
+                        .map_err(|r| at.invalid(name, r))?;
                     self.out.sources.extra_index_urls.push(url);
                 }
                 "-f" | "--find-links" => {
                     let dir = base_dir(at.file);
-                    let link =
-                        normalise_find_links(&value()?, &dir).map_err(|r| at.invalid(name, r))?;
+                    let link = normalise_find_links(&value()?, &dir, &mut self.out.credentials)
+                        .map_err(|r| at.invalid(name, r))?;
                     self.out.sources.find_links.push(link);
                 }
                 "--no-index" if inline.is_none() => self.out.sources.no_index = true,
@@ -153,7 +184,8 @@ impl FileParser {
     }
 
     fn index_url(&mut self, raw: &str, at: &At, option: &str) -> Result<(), SpecError> {
-        let url = normalise_url(raw).map_err(|r| at.invalid(option, r))?;
+        let url =
+            normalise_url(raw, &mut self.out.credentials).map_err(|r| at.invalid(option, r))?;
         match &self.out.sources.index_url {
             Some(first) if *first != url => Err(SpecError::ConflictingIndexUrl {
                 file: at.file.to_path_buf(),
@@ -202,8 +234,29 @@ impl FileParser {
     }
 }
 
-/// A requirement with its per-line options (only `--hash`).
-fn requirement_line(content: &str, at: &At) -> Result<Requirement, SpecError> {
+/// An error about a line whose expanded text holds a secret (a `${VAR}` value, or a URL's
+/// user info): its message with the values put back as `${NAME}` and user info as `***`,
+/// so that the error shows the line as written and never the secret. Other errors pass
+/// unchanged, with their typed causes.
+fn hide_secrets(error: SpecError, expanded: &Expanded, at: &At) -> SpecError {
+    let has_userinfo = redact_userinfo(&expanded.text) != expanded.text;
+    if expanded.values.is_empty() && !has_userinfo {
+        return error;
+    }
+    SpecError::Hidden {
+        file: at.file.to_path_buf(),
+        line: at.line,
+        message: redact_userinfo(&expanded.hide(&strata_errors::chain(&error))),
+    }
+}
+
+/// A requirement with its per-line options (only `--hash`); a direct URL's user info goes to
+/// `credentials`.
+fn requirement_line(
+    content: &str,
+    at: &At,
+    credentials: &mut IndexCredentials,
+) -> Result<Requirement, SpecError> {
     let (spec, options) = split_requirement_options(content);
     if looks_like_path(spec) {
         return Err(SpecError::UnsupportedPath {
@@ -233,7 +286,21 @@ fn requirement_line(content: &str, at: &At) -> Result<Requirement, SpecError> {
     }
     requirement.hashes.sort();
     requirement.hashes.dedup();
+    requirement.url = requirement
+        .url
+        .map(|url| take_url_userinfo(url, credentials));
     Ok(requirement)
+}
+
+/// A direct URL (already parsed and written canonically) without its user info.
+fn take_url_userinfo(url: String, credentials: &mut IndexCredentials) -> String {
+    let Ok(mut parsed) = url::Url::parse(&url) else {
+        return url;
+    };
+    if let Some((origin, credential)) = take_userinfo(&mut parsed) {
+        credentials.insert_if_absent(origin, credential);
+    }
+    parsed.to_string()
 }
 
 /// `sha256:<64 hex>` (also sha384/sha512, which pip accepts), hex lowercased.

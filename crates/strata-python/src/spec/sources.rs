@@ -4,6 +4,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use super::Sources;
+use crate::credentials::{redact_userinfo, take_userinfo, IndexCredentials};
 
 /// An index URL or find-links location that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -37,22 +38,31 @@ impl Sources {
     }
 }
 
-/// Validates a URL and writes it canonically: scheme and host lowercased (by `url`), no
-/// trailing `/`, so that `https://h/simple/` and `https://H/simple` are the same index.
-pub fn normalise_url(raw: &str) -> Result<String, SourceError> {
-    let url = url::Url::parse(raw).map_err(|source| SourceError::BadUrl {
-        url: raw.to_string(),
+/// Validates a URL and writes it canonically: user info taken out (into `credentials`), scheme
+/// and host lowercased (by `url`), no trailing `/`, so that `https://h/simple/`,
+/// `https://H/simple` and `https://bot:TOKEN@h/simple` are the same index.
+pub fn normalise_url(raw: &str, credentials: &mut IndexCredentials) -> Result<String, SourceError> {
+    let mut url = url::Url::parse(raw).map_err(|source| SourceError::BadUrl {
+        url: redact_userinfo(raw),
         source,
     })?;
+    if let Some((origin, credential)) = take_userinfo(&mut url) {
+        credentials.insert_if_absent(origin, credential);
+    }
     let text = url.to_string();
     Ok(text.trim_end_matches('/').to_string())
 }
 
-/// A `--find-links` value: a URL (kept, normalised) or a local directory, made absolute
-/// relative to `dir` (the directory of the file that names it) and cleaned lexically.
-pub fn normalise_find_links(raw: &str, dir: &Path) -> Result<String, SourceError> {
+/// A `--find-links` value: a URL (kept, normalised, its user info taken into `credentials`)
+/// or a local directory, made absolute relative to `dir` (the directory of the file that names
+/// it) and cleaned lexically.
+pub fn normalise_find_links(
+    raw: &str,
+    dir: &Path,
+    credentials: &mut IndexCredentials,
+) -> Result<String, SourceError> {
     if raw.contains("://") {
-        return normalise_url(raw);
+        return normalise_url(raw, credentials);
     }
     let joined = dir.join(raw);
     let absolute = if joined.is_absolute() {
@@ -93,20 +103,42 @@ pub fn clean_path(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
+    fn none() -> IndexCredentials {
+        IndexCredentials::default()
+    }
+
+    #[test]
+    fn user_info_leaves_the_url_for_the_credentials() {
+        let mut credentials = IndexCredentials::default();
+        let url = normalise_url("https://ci-bot:TOKEN@H/simple/", &mut credentials).unwrap();
+        assert_eq!(url, "https://h/simple");
+        let parsed = url::Url::parse(&url).unwrap();
+        let kept = credentials.for_url(&parsed).unwrap();
+        assert_eq!(
+            (kept.username.as_str(), kept.password.expose()),
+            ("ci-bot", "TOKEN")
+        );
+        let err = normalise_url("https://bot:TOKEN@[bad/", &mut credentials).unwrap_err();
+        assert!(!err.to_string().contains("TOKEN"), "{err}");
+    }
+
     #[test]
     fn urls_lose_trailing_slash_and_case_of_host() {
         assert_eq!(
-            normalise_url("HTTPS://Pypi.ORG/simple/").unwrap(),
+            normalise_url("HTTPS://Pypi.ORG/simple/", &mut none()).unwrap(),
             "https://pypi.org/simple"
         );
-        assert_eq!(normalise_url("https://h").unwrap(), "https://h");
+        assert_eq!(
+            normalise_url("https://h", &mut none()).unwrap(),
+            "https://h"
+        );
         assert!(matches!(
-            normalise_url("not a url"),
+            normalise_url("not a url", &mut none()),
             Err(SourceError::BadUrl { url, source: url::ParseError::RelativeUrlWithoutBase })
                 if url == "not a url"
         ));
         assert!(matches!(
-            normalise_find_links("https://[bad/", Path::new("/d")),
+            normalise_find_links("https://[bad/", Path::new("/d"), &mut none()),
             Err(SourceError::BadUrl { .. })
         ));
     }
@@ -115,15 +147,18 @@ mod tests {
     fn find_links_dirs_become_absolute() {
         let dir = Path::new("/proj/reqs");
         assert_eq!(
-            normalise_find_links("../wheels/", dir).unwrap(),
+            normalise_find_links("../wheels/", dir, &mut none()).unwrap(),
             "/proj/wheels"
         );
-        assert_eq!(normalise_find_links("/abs/./w", dir).unwrap(), "/abs/w");
         assert_eq!(
-            normalise_find_links("https://h/links/", dir).unwrap(),
+            normalise_find_links("/abs/./w", dir, &mut none()).unwrap(),
+            "/abs/w"
+        );
+        assert_eq!(
+            normalise_find_links("https://h/links/", dir, &mut none()).unwrap(),
             "https://h/links"
         );
-        let relative = normalise_find_links("w", Path::new("")).unwrap();
+        let relative = normalise_find_links("w", Path::new(""), &mut none()).unwrap();
         assert!(Path::new(&relative).is_absolute(), "{relative}");
     }
 
@@ -132,7 +167,7 @@ mod tests {
         use std::os::unix::ffi::OsStrExt;
         let dir = Path::new(std::ffi::OsStr::from_bytes(b"/proj/\xff"));
         assert!(matches!(
-            normalise_find_links("w", dir),
+            normalise_find_links("w", dir, &mut none()),
             Err(SourceError::NotUtf8 { path }) if path == "w"
         ));
     }
