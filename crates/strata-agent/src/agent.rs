@@ -41,7 +41,7 @@ use strata_queue::Scheduler;
 use strata_queue::SchedulerConfig;
 use strata_queue::{log_path, EndCause, EnvOptions, Environment, Job, JobId, JobState, Outcome};
 use strata_queue::{now, Change, JobFilter, JobStore};
-use strata_runc::LocalLauncher;
+use strata_runc::{LauncherSettings, LocalLauncher};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -186,7 +186,8 @@ enum Event {
 
 /// Which launcher runs the containers.
 pub enum BackendChoice {
-    Local,
+    /// This machine, through runc, as `[launcher]` says.
+    Local(LauncherSettings),
     Kubernetes(KubeSettings),
 }
 
@@ -217,9 +218,13 @@ impl Agent {
         choice: BackendChoice,
     ) -> Result<Agent, AgentError> {
         let launcher: Arc<dyn Launcher> = match choice {
-            BackendChoice::Local => {
+            BackendChoice::Local(settings) => {
                 let home = Home::open(root)?;
-                Arc::new(LocalLauncher::new(root, home.store.clone())?)
+                Arc::new(LocalLauncher::with_settings(
+                    root,
+                    home.store.clone(),
+                    &settings,
+                )?)
             }
             BackendChoice::Kubernetes(settings) => {
                 // Without a pool no node is capacity: every job would wait, unexplained.
