@@ -344,3 +344,66 @@ fn bad_jobs_get_clear_errors() {
     assert_eq!(s["state"], "failed", "{s}");
     assert!(s["reason"].as_str().unwrap().contains("nosuchpkg"), "{s}");
 }
+
+/// `[launcher]` keys that cannot give jobs an id range stop the agent before it runs
+/// anything: bad input (exit 3), naming the key and the file.
+#[test]
+fn the_agent_refuses_an_invalid_id_range() {
+    let world = World::new();
+    for (toml, key, says) in [
+        (
+            "[launcher]\nid_range = \"0:65536\"\n",
+            "launcher.id_range",
+            "0:65536",
+        ),
+        (
+            "[launcher]\nid_range = \"100000\"\n",
+            "launcher.id_range",
+            "100000",
+        ),
+        (
+            "[launcher]\nsubid_user = \"strata-no-such-user\"\n",
+            "launcher.subid_user",
+            "strata-no-such-user",
+        ),
+    ] {
+        fs::write(world.dir.path().join("strata.toml"), toml).unwrap();
+        let (code, err) = agent_exit(&world);
+        assert_eq!(code, Some(3), "{toml}: {err}");
+        assert!(err.contains(key), "{toml}: {err}");
+        assert!(err.contains(says), "{toml}: {err}");
+        assert!(err.contains("strata.toml"), "{toml}: {err}");
+    }
+}
+
+/// Runs `strata agent` expecting it to stop by itself: its exit code and stderr. An agent
+/// that says it runs (it took the configuration), or still runs after a minute, is killed
+/// and fails the test.
+fn agent_exit(world: &World) -> (Option<i32>, String) {
+    let log = world.dir.path().join("agent.stderr");
+    let mut child = world
+        .command(&["agent", "--tick-ms", "50"])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start the agent");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        let started = fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("strata agent: running");
+        if started || start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the agent started instead of refusing: {}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status.code(), fs::read_to_string(&log).unwrap_or_default())
+}

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use common::{requirements, sha256_hex, stderr, World};
 use k8s_openapi::api::batch::v1::Job as K8sJob;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use registry::TestRegistry;
 use serde_json::{json, Value};
@@ -567,6 +567,104 @@ fn a_restarted_agent_adopts_the_running_job_and_finishes_it_once() {
     assert_eq!(after.len(), 1, "adopted, not created twice");
     assert_eq!(after[0].uid(), uid, "the same Job object");
     assert_eq!(setup.pods_of(&id).len(), 1, "no second pod");
+}
+
+/// Someone deletes the Job strata created while no agent runs and creates another under
+/// the same name, with strata's labels: the restarted agent must not take it for the
+/// attempt (its end and log would become the job's). The job fails, saying so, and the
+/// other Job is left alone.
+#[test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
+fn a_restarted_agent_does_not_adopt_a_job_replaced_under_its_name() {
+    let mut setup = Setup::new("e2e-replaced");
+    let mut first = setup.agent(&[]);
+    let id = setup.submit("cpu", &["sh", "-c", "sleep 600"]);
+    setup.wait_state(&first, &id, &["running"]);
+    let pod = setup.bound_pod(&first, &id);
+    let original = setup.jobs_of(&id).remove(0);
+    let original_uid = original.uid().expect("the Job's uid");
+    // The uid the API server gave is recorded with the attempt.
+    let jobs = strata_queue::JobStore::open(&setup.world.home.join("strata.db")).unwrap();
+    let job_id: JobId = id.parse().unwrap();
+    let start = Instant::now();
+    while jobs.get(&job_id).unwrap().unwrap().kube_uid.is_none() {
+        assert!(start.elapsed() < WAIT, "no uid recorded: {}", first.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        jobs.get(&job_id).unwrap().unwrap().kube_uid,
+        Some(original_uid.clone())
+    );
+    first.kill();
+
+    let api: Api<K8sJob> = Api::namespaced(setup.client.clone(), &setup.namespace);
+    let name = original.name_any();
+    let pods: Api<Pod> = Api::namespaced(setup.client.clone(), &setup.namespace);
+    setup.runtime.block_on(async {
+        api.delete(&name, &DeleteParams::background())
+            .await
+            .expect("delete the Job");
+        // No kubelet here to confirm a graceful delete.
+        pods.delete(&pod, &DeleteParams::default().grace_period(0))
+            .await
+            .expect("delete its pod");
+    });
+    let start = Instant::now();
+    while !setup.jobs_of(&id).is_empty() {
+        assert!(start.elapsed() < WAIT, "the deleted Job is still there");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let replacement = setup
+        .runtime
+        .block_on(api.create(&PostParams::default(), &copy_of(&original)))
+        .expect("create the replacement Job");
+    let replacement_uid = replacement.uid().expect("uid");
+    assert_ne!(replacement_uid, original_uid);
+
+    let second = setup.agent(&[]);
+    let s = setup.wait_state(&second, &id, TERMINAL);
+    assert_eq!(s["state"], "failed", "{s}\n{}", second.log());
+    let reason = s["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("outcome lost: Job replaced")
+            && reason.contains(&replacement_uid)
+            && reason.contains(&original_uid),
+        "{s}"
+    );
+    assert_eq!(events_in(&s, "failed"), 1, "finished once: {s}");
+    // Not strata's: neither deleted nor followed.
+    let after = setup.jobs_of(&id);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].uid(), Some(replacement_uid));
+    assert!(after[0].metadata.deletion_timestamp.is_none());
+}
+
+/// A new Job object with the name, labels and pod template of `job` (without what the API
+/// server and the Job controller filled in).
+fn copy_of(job: &K8sJob) -> K8sJob {
+    let mut spec = job.spec.clone().expect("spec");
+    spec.selector = None;
+    spec.manual_selector = None;
+    if let Some(labels) = spec
+        .template
+        .metadata
+        .as_mut()
+        .and_then(|m| m.labels.as_mut())
+    {
+        labels.retain(|k, _| k != "controller-uid" && k != "job-name");
+        labels.retain(|k, _| !k.starts_with("batch.kubernetes.io/"));
+    }
+    K8sJob {
+        metadata: kube::api::ObjectMeta {
+            name: job.metadata.name.clone(),
+            namespace: job.metadata.namespace.clone(),
+            labels: job.metadata.labels.clone(),
+            annotations: job.metadata.annotations.clone(),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
 }
 
 /// Runs `strata agent --backend kubernetes` in a project with this `strata.toml`, expecting

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
-use strata_agent::{parse_env, Agent, AgentError, AgentOptions, BackendChoice};
+use strata_agent::{parse_env, Agent, AgentError, AgentOptions, BackendChoice, LauncherSettings};
 use strata_agent::{Client, ClientError};
 use strata_kube::{Connection, KubeSettings};
 use strata_queue::CancelResult;
@@ -289,7 +289,9 @@ pub fn agent(args: AgentArgs) -> Result<(), Failure> {
         libc::signal(libc::SIGINT, handler);
     }
     let choice = match args.backend {
-        BackendName::Local => BackendChoice::Local,
+        BackendName::Local => BackendChoice::Local(
+            LauncherSettings::from_config(&files).map_err(|e| Failure::jobs(e.into()))?,
+        ),
         BackendName::Kubernetes => {
             let mut settings = KubeSettings::from_config(&files)
                 .map_err(|e| Failure::agent(AgentError::from(e)))?;

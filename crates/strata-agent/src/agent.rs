@@ -32,7 +32,7 @@ use strata_index::LeaseOwner;
 use strata_oci::Digest;
 use strata_oci::ManifestDocument;
 
-use crate::launcher::{attempt_key, Attempt, Ended, LaunchError, Launcher};
+use crate::launcher::{attempt_key, Attempt, Ended, Found, LaunchError, Launcher, Started};
 use strata_kube::{BlockingKube, KubeError, KubeSettings, KubeSettingsError};
 use strata_metrics::MetricsStore;
 use strata_python::TargetError;
@@ -41,7 +41,7 @@ use strata_queue::Scheduler;
 use strata_queue::SchedulerConfig;
 use strata_queue::{log_path, EndCause, EnvOptions, Environment, Job, JobId, JobState, Outcome};
 use strata_queue::{now, Change, JobFilter, JobStore};
-use strata_runc::LocalLauncher;
+use strata_runc::{LauncherSettings, LocalLauncher};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -162,6 +162,22 @@ fn publish_pools(root: &Path, pools: &[strata_queue::Pool]) {
     }
 }
 
+/// Why the Kubernetes Job found under the attempt's name is not the one strata created for
+/// it (deleted and created again by someone else), if it is not: its uid differs from the one
+/// recorded at creation. An attempt recorded without a uid (created by an older strata, or
+/// cut short before the uid was recorded) is taken by its name.
+fn replaced(job: &Job, found: &Found) -> Option<String> {
+    let (Some(recorded), Some(seen)) = (&job.kube_uid, &found.kube_uid) else {
+        return None;
+    };
+    (recorded != seen).then(|| {
+        format!(
+            "outcome lost: Job replaced: {} now has uid {seen}, not {recorded} as strata created it; it is left alone",
+            job.container_id.as_deref().unwrap_or("the attempt's Job"),
+        )
+    })
+}
+
 /// The lease holder name of a job: its image is kept from GC while it is unfinished.
 pub fn lease_holder(id: &JobId) -> String {
     format!("job:{id}")
@@ -174,7 +190,7 @@ enum Event {
     },
     Launched {
         id: JobId,
-        result: Result<String, LaunchError>,
+        result: Result<Started, LaunchError>,
     },
     Stopped {
         id: JobId,
@@ -186,7 +202,8 @@ enum Event {
 
 /// Which launcher runs the containers.
 pub enum BackendChoice {
-    Local,
+    /// This machine, through runc, as `[launcher]` says.
+    Local(LauncherSettings),
     Kubernetes(KubeSettings),
 }
 
@@ -217,9 +234,13 @@ impl Agent {
         choice: BackendChoice,
     ) -> Result<Agent, AgentError> {
         let launcher: Arc<dyn Launcher> = match choice {
-            BackendChoice::Local => {
+            BackendChoice::Local(settings) => {
                 let home = Home::open(root)?;
-                Arc::new(LocalLauncher::new(root, home.store.clone())?)
+                Arc::new(LocalLauncher::with_settings(
+                    root,
+                    home.store.clone(),
+                    &settings,
+                )?)
             }
             BackendChoice::Kubernetes(settings) => {
                 // Without a pool no node is capacity: every job would wait, unexplained.
@@ -277,7 +298,7 @@ impl Agent {
                     .transition(&job.id, JobState::Resolving, Change::Requeue, t)?;
             }
         }
-        let attempts: HashMap<String, Attempt> =
+        let attempts: HashMap<String, Found> =
             self.launcher.attempts().map_err(AgentError::Attempts)?;
         let mut known = HashSet::new();
         for job in self.jobs.list(&JobFilter::unfinished())? {
@@ -286,20 +307,20 @@ impl Agent {
             }
             let key = attempt_key(&job);
             known.insert(key.clone());
-            match attempts.get(&key) {
+            let found = attempts.get(&key);
+            if let Some(reason) = found.and_then(|f| replaced(&job, f)) {
+                // Not ours: it is left alone, and what it does is not this job's outcome.
+                self.lose(&job, reason, t)?;
+                continue;
+            }
+            match found.map(|f| f.state) {
                 // It was started (its container or Job was recorded) and is gone without a
                 // recorded end (e.g. removed by the cluster's TTL while no agent ran):
                 // running it again could run it twice, so its end is recorded as lost.
                 None if job.container_id.is_some() => {
-                    let outcome = Outcome {
-                        reason: Some(
-                            "outcome lost: its container or Job disappeared while no agent was running"
-                                .into(),
-                        ),
-                        ..Outcome::default()
-                    };
-                    self.jobs.finish(&job.id, EndCause::Exited, outcome, t)?;
-                    self.home.index.release_leases_of(&lease_holder(&job.id))?;
+                    let reason =
+                        "outcome lost: its container or Job disappeared while no agent was running";
+                    self.lose(&job, reason.into(), t)?;
                 }
                 None | Some(Attempt::NeverStarted) => {
                     // Admitted, never started (at most the leftovers of a launch cut short
@@ -319,6 +340,18 @@ impl Agent {
             self.launcher.cleanup_key(key);
         }
         self.scheduler.sync(&self.jobs)?;
+        Ok(())
+    }
+
+    /// Records the end of a started attempt whose outcome cannot be known, and releases
+    /// the job's image.
+    fn lose(&mut self, job: &Job, reason: String, t: i64) -> Result<(), AgentError> {
+        let outcome = Outcome {
+            reason: Some(reason),
+            ..Outcome::default()
+        };
+        self.jobs.finish(&job.id, EndCause::Exited, outcome, t)?;
+        self.home.index.release_leases_of(&lease_holder(&job.id))?;
         Ok(())
     }
 
@@ -537,12 +570,13 @@ impl Agent {
     fn on_launched(
         &mut self,
         id: &JobId,
-        result: Result<String, LaunchError>,
+        result: Result<Started, LaunchError>,
     ) -> Result<(), AgentError> {
         self.busy.remove(id);
         match result {
-            Ok(container) => {
-                self.jobs.set_container(id, &container)?;
+            Ok(started) => {
+                self.jobs
+                    .set_container(id, &started.container, started.kube_uid.as_deref())?;
             }
             // The cluster refused (RBAC, a missing namespace, a dead connection): nothing was
             // created, so the job stays queued and is tried again later, never lost.

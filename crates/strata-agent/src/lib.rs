@@ -8,4 +8,5 @@ mod launcher;
 
 pub use agent::{parse_env, Agent, AgentError, AgentOptions, BackendChoice};
 pub use client::{Client, ClientError, JobMetrics, JobStatus};
-pub use launcher::{attempt_key, Attempt, Ended, LaunchError, Launcher};
+pub use launcher::{attempt_key, Attempt, Ended, Found, LaunchError, Launcher, Started};
+pub use strata_runc::LauncherSettings;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use strata_agent::{attempt_key, Attempt, Ended, LaunchError, Launcher};
+use strata_agent::{attempt_key, Attempt, Ended, Found, LaunchError, Launcher, Started};
 use strata_agent::{Agent, AgentOptions};
 use strata_config::Config;
 use strata_oci::Digest;
@@ -39,7 +39,7 @@ const WAIT: Duration = Duration::from_secs(20);
 #[derive(Default)]
 struct FakeState {
     /// What `attempts` reports (recovery).
-    attempts: HashMap<String, Attempt>,
+    attempts: HashMap<String, Found>,
     /// Attempt keys launched, in order.
     launched: Vec<String>,
     /// Ends reported by `poll`, by attempt key.
@@ -64,14 +64,17 @@ impl FakeLauncher {
 }
 
 impl Launcher for FakeLauncher {
-    fn attempts(&self) -> Result<HashMap<String, Attempt>, LaunchError> {
+    fn attempts(&self) -> Result<HashMap<String, Found>, LaunchError> {
         Ok(self.state().attempts.clone())
     }
 
-    fn launch(&self, _root: &Path, job: &Job, _network: bool) -> Result<String, LaunchError> {
+    fn launch(&self, _root: &Path, job: &Job, _network: bool) -> Result<Started, LaunchError> {
         let key = attempt_key(job);
         self.state().launched.push(key.clone());
-        Ok(format!("fake-{key}"))
+        Ok(Started {
+            container: format!("fake-{key}"),
+            kube_uid: Some(format!("uid-{key}")),
+        })
     }
 
     fn poll(&self, job: &Job) -> Option<Ended> {
@@ -276,20 +279,40 @@ fn admitted_never_started_jobs_wait_again_at_agent_start() {
     // Admitted and started: its container runs.
     let running = world.submit("plain");
     admit(&running);
-    assert!(jobs.set_container(&running, "fake-running").unwrap());
+    assert!(jobs
+        .set_container(&running, "fake-running", Some("uid-running"))
+        .unwrap());
     // Admitted and started, and its container disappeared while no agent ran.
     let vanished = world.submit("plain");
     admit(&vanished);
-    assert!(jobs.set_container(&vanished, "fake-vanished").unwrap());
+    assert!(jobs
+        .set_container(&vanished, "fake-vanished", None)
+        .unwrap());
+    // Admitted and started; its Job was deleted and created again under its name by
+    // someone else while no agent ran (another uid).
+    let replaced = world.submit("plain");
+    admit(&replaced);
+    assert!(jobs
+        .set_container(&replaced, "team/strata-replaced", Some("uid-ours"))
+        .unwrap());
     // An attempt of a job that is not running any more.
     let stale = "j-aaaaaaaaaa-a1".to_string();
     {
         let mut state = world.fake.state();
         state
             .attempts
-            .insert(key(&leftover, 1), Attempt::NeverStarted);
-        state.attempts.insert(key(&running, 1), Attempt::Running);
-        state.attempts.insert(stale.clone(), Attempt::Ended);
+            .insert(key(&leftover, 1), Attempt::NeverStarted.into());
+        let running_found = Found {
+            state: Attempt::Running,
+            kube_uid: Some("uid-running".into()),
+        };
+        state.attempts.insert(key(&running, 1), running_found);
+        state.attempts.insert(stale.clone(), Attempt::Ended.into());
+        let impostor = Found {
+            state: Attempt::Ended,
+            kube_uid: Some("uid-theirs".into()),
+        };
+        state.attempts.insert(key(&replaced, 1), impostor);
     }
 
     let mut agent = world.agent();
@@ -314,6 +337,15 @@ fn admitted_never_started_jobs_wait_again_at_agent_start() {
             .is_some_and(|r| r.contains("outcome lost")),
         "{job:?}"
     );
+    let job = world.job(&replaced);
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    let reason = job.outcome.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("outcome lost: Job replaced")
+            && reason.contains("uid-theirs")
+            && reason.contains("uid-ours"),
+        "{job:?}"
+    );
     // The leftover is removed before its key is used again; so is the stale attempt; the
     // running job's container is not touched.
     let cleaned_keys = world.fake.state().cleaned_keys.clone();
@@ -325,6 +357,10 @@ fn admitted_never_started_jobs_wait_again_at_agent_start() {
     assert!(
         !cleaned_keys.contains(&key(&running, 1)),
         "{cleaned_keys:?}"
+    );
+    assert!(
+        !cleaned_keys.contains(&key(&replaced, 1)),
+        "someone else's Job is left alone: {cleaned_keys:?}"
     );
     assert!(
         !cleaned_keys.contains(&key(&nothing, 1)),

@@ -68,6 +68,20 @@ impl Config {
         self.files.iter().map(|(p, _)| p.as_path())
     }
 
+    /// The file that sets `section.key` (the highest-priority one), for an error about a
+    /// value that parsed but is not valid.
+    pub fn origin(&self, section: &str, key: &str) -> Option<&Path> {
+        self.files
+            .iter()
+            .find(|(_, table)| {
+                table
+                    .get(section)
+                    .and_then(|s| s.as_table())
+                    .is_some_and(|s| s.contains_key(key))
+            })
+            .map(|(file, _)| file.as_path())
+    }
+
     /// Section `name` as `T`: keys of the higher-priority file replace those of the lower,
     /// then the merged table is checked against `T`. An error names the file that set the
     /// offending key and the key's full path (`gc.keep_days`).
@@ -174,6 +188,15 @@ mod tests {
         );
         let missing: Gc = config.section("other").unwrap();
         assert_eq!(missing, Gc::default());
+        assert_eq!(
+            config.origin("gc", "keep_days"),
+            Some(project.path().join(PROJECT_FILE).as_path())
+        );
+        assert_eq!(
+            config.origin("gc", "keep_newest"),
+            Some(home.path().join(HOME_FILE).as_path())
+        );
+        assert_eq!(config.origin("gc", "other"), None);
     }
 
     #[test]

@@ -168,6 +168,8 @@ pub struct ClusterJob {
     pub key: String,
     /// Its Job has a Complete or Failed condition.
     pub finished: bool,
+    /// The Job's uid: a Job deleted and created again under the same name has another.
+    pub uid: Option<String>,
 }
 
 /// The result of a launch.
@@ -178,6 +180,9 @@ pub struct Launched {
     pub key: AttemptKey,
     /// The Job already existed (created before an agent restart) and was adopted.
     pub adopted: bool,
+    /// The uid the API server gave the Job: recorded, so that a restarted agent follows
+    /// this object only.
+    pub uid: Option<String>,
 }
 
 /// The Kubernetes backend.
@@ -334,7 +339,7 @@ impl KubeBackend {
             Expected {
                 namespace: namespace.clone(),
                 name: name.clone(),
-                uid,
+                uid: uid.clone(),
             },
         );
         Ok(Launched {
@@ -342,6 +347,7 @@ impl KubeBackend {
             name,
             key,
             adopted,
+            uid,
         })
     }
 
@@ -353,8 +359,8 @@ impl KubeBackend {
 
     /// The job's attempt key, making sure the watchers know which Job is its. An agent
     /// that restarted follows attempts it did not launch: their Job is the one in the
-    /// job's namespace under the name strata gives (its uid was not kept across the
-    /// restart).
+    /// job's namespace under the name strata gives, with the uid recorded at its creation
+    /// ([`Job::kube_uid`]; by name only when none was recorded).
     fn followed(&self, job: &Job) -> AttemptKey {
         let key = AttemptKey::of(job);
         self.state.expect_if_unknown(
@@ -362,7 +368,7 @@ impl KubeBackend {
             Expected {
                 namespace: self.namespace_of(job),
                 name: key.object_name(),
-                uid: None,
+                uid: job.kube_uid.clone(),
             },
         );
         key
@@ -608,6 +614,7 @@ fn cluster_job(namespace: &str, job: &K8sJob) -> Option<ClusterJob> {
         job_id: key.job,
         attempt: key.attempt,
         finished,
+        uid: job.uid(),
     })
 }
 

@@ -6,8 +6,15 @@
 //! is stripped before writing, and the last one written is kept beside the log
 //! (`<job>.log.kube-cursor`) so that a restarted agent, streaming the same pod again, skips
 //! the lines it already has instead of writing them twice.
+//!
+//! Both files are opened without following symbolic links, and must be regular files of
+//! this user with one link (a new one is created exclusively, mode 0600, in a 0700
+//! directory): the agent may run as root, and a link planted at a log's path must not make
+//! it write, or read, anywhere else.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use futures_util::io::AsyncBufReadExt;
@@ -82,14 +89,103 @@ pub enum LogError {
         #[source]
         source: std::io::Error,
     },
+    /// Something other than a log of ours is at the log's path (or its directory): a
+    /// symbolic link, a device or fifo, a hard link, another user's file. Nothing is
+    /// written through it.
+    #[error("refusing to write job log {path}: it is {what}, not a log strata created; remove it")]
+    NotALog { path: PathBuf, what: String },
 }
+
+/// Opens `path` for appending (`append`) or for reading and rewriting in place (the
+/// cursor), never through a symbolic link: a new file is created exclusively with mode
+/// 0600; an existing one must be a regular file of this user with one link.
+fn open_private(path: &Path, append: bool) -> Result<File, LogError> {
+    let werr = |source| LogError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let refuse = |what: String| LogError::NotALog {
+        path: path.to_path_buf(),
+        what,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    if append {
+        options.append(true);
+    } else {
+        options.read(true).write(true);
+    }
+    // O_CREAT|O_EXCL fails on any existing entry, a dangling symbolic link included.
+    match options
+        .clone()
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(file) => return Ok(file),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(werr(e)),
+    }
+    // O_NONBLOCK: opening a fifo planted there must not hang the agent.
+    let file = match options
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(refuse("a symbolic link".into()))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Err(refuse("a fifo".into())),
+        Err(e) => return Err(werr(e)),
+    };
+    let meta = file.metadata().map_err(werr)?;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if !meta.is_file() {
+        return Err(refuse("not a regular file".into()));
+    }
+    if meta.nlink() != 1 {
+        return Err(refuse(format!("a file with {} hard links", meta.nlink())));
+    }
+    if meta.uid() != euid {
+        return Err(refuse(format!("owned by uid {}", meta.uid())));
+    }
+    Ok(file)
+}
+
+/// Creates the logs directory (mode 0700) where missing, and makes it private; a symbolic
+/// link there is refused.
+fn private_dir(dir: &Path) -> Result<(), LogError> {
+    let werr = |source| LogError::Write {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(werr)?;
+    let meta = std::fs::symlink_metadata(dir).map_err(werr)?;
+    if !meta.is_dir() {
+        return Err(LogError::NotALog {
+            path: dir.to_path_buf(),
+            what: "not a directory (a symbolic link?)".into(),
+        });
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(werr)
+}
+
+/// The longest cursor read (an RFC 3339 timestamp is about 30 bytes).
+const CURSOR_MAX: u64 = 64;
 
 /// Appends lines to a job's log, skipping those at or before the cursor.
 pub struct LogWriter {
     path: PathBuf,
     cursor_path: PathBuf,
     cursor: Option<Timestamp>,
-    file: std::fs::File,
+    file: File,
+    /// The cursor file, rewritten in place after each line.
+    cursor_file: File,
     pub lines_written: u64,
 }
 
@@ -100,22 +196,23 @@ impl LogWriter {
             source,
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(werr)?;
+            private_dir(dir)?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(werr)?;
+        let file = open_private(path, true)?;
         let cursor_path = cursor_path(path);
-        let cursor = std::fs::read_to_string(&cursor_path)
-            .ok()
-            .and_then(|t| t.trim().parse::<Timestamp>().ok());
+        let mut cursor_file = open_private(&cursor_path, false)?;
+        let mut text = String::new();
+        (&mut cursor_file)
+            .take(CURSOR_MAX)
+            .read_to_string(&mut text)
+            .map_err(werr)?;
+        let cursor = text.trim().parse::<Timestamp>().ok();
         Ok(LogWriter {
             path: path.to_path_buf(),
             cursor_path,
             cursor,
             file,
+            cursor_file,
             lines_written: 0,
         })
     }
@@ -136,7 +233,15 @@ impl LogWriter {
         self.lines_written += 1;
         if let Some(at) = line.at {
             self.cursor = Some(at);
-            std::fs::write(&self.cursor_path, at.to_string()).map_err(werr)?;
+            let cerr = |source| LogError::Write {
+                path: self.cursor_path.clone(),
+                source,
+            };
+            let text = at.to_string();
+            self.cursor_file
+                .write_all_at(text.as_bytes(), 0)
+                .and_then(|()| self.cursor_file.set_len(text.len() as u64))
+                .map_err(cerr)?;
         }
         Ok(())
     }
@@ -351,5 +456,86 @@ mod tests {
         }
         assert_eq!(w.lines_written, 1);
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "one\ntwo\nthree\n");
+    }
+
+    #[test]
+    fn a_new_log_is_private_in_a_private_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("logs/j-abcdefghij.log");
+        let mut w = LogWriter::open(&log).unwrap();
+        w.write_raw("2024-05-01T10:00:00Z one").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+        assert_eq!(mode(&log), 0o600);
+        assert_eq!(mode(&cursor_path(&log)), 0o600);
+        assert_eq!(mode(log.parent().unwrap()), 0o700);
+    }
+
+    #[test]
+    fn a_symlink_at_the_log_path_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let log = logs.join("j-abcdefghij.log");
+        std::os::unix::fs::symlink(&victim, &log).unwrap();
+        let err = LogWriter::open(&log).err().expect("refused");
+        assert!(matches!(&err, LogError::NotALog { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("j-abcdefghij.log"), "{text}");
+        assert!(text.contains("symbolic link"), "{text}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+
+        // A dangling link is not followed to create its target either.
+        std::fs::remove_file(&log).unwrap();
+        let target = dir.path().join("created-through-link");
+        std::os::unix::fs::symlink(&target, &log).unwrap();
+        assert!(matches!(
+            LogWriter::open(&log),
+            Err(LogError::NotALog { .. })
+        ));
+        assert!(!target.exists());
+    }
+
+    #[test]
+    fn a_symlink_at_the_cursor_path_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("logs/j-abcdefghij.log");
+        std::fs::create_dir(log.parent().unwrap()).unwrap();
+        // Read through, /dev/zero would never end; written through, the victim is lost.
+        for target in [Path::new("/dev/zero"), &dir.path().join("victim")] {
+            let _ = std::fs::remove_file(cursor_path(&log));
+            std::fs::write(dir.path().join("victim"), "precious\n").unwrap();
+            std::os::unix::fs::symlink(target, cursor_path(&log)).unwrap();
+            let err = LogWriter::open(&log).err().expect("refused");
+            assert!(matches!(&err, LogError::NotALog { .. }), "{err}");
+            assert!(err.to_string().contains("kube-cursor"), "{err}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("victim")).unwrap(),
+            "precious\n"
+        );
+    }
+
+    #[test]
+    fn a_hard_link_or_fifo_at_the_log_path_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("logs/j-abcdefghij.log");
+        std::fs::create_dir(log.parent().unwrap()).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        std::fs::hard_link(&victim, &log).unwrap();
+        let err = LogWriter::open(&log).err().expect("refused");
+        assert!(err.to_string().contains("2 hard links"), "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+
+        std::fs::remove_file(&log).unwrap();
+        let path = std::ffi::CString::new(log.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let err = LogWriter::open(&log)
+            .err()
+            .expect("refused, without hanging");
+        assert!(matches!(&err, LogError::NotALog { .. }), "{err}");
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job as K8sJob;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use strata_kube::objects::attempt_selector;
@@ -229,4 +229,53 @@ async fn an_impostor_job_with_our_labels_is_not_our_outcome() {
         .await
         .expect("our outcome after a restart");
     assert_eq!(end.outcome.exit_code, Some(0), "{end:?}");
+}
+
+/// The uid the API server gave the Job is what the launch reports (the agent records it),
+/// and what the listing of a restarted agent shows: a Job deleted and created again under
+/// the same name by someone else is told apart by it.
+#[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
+async fn the_job_s_uid_is_reported_at_launch_and_listed() {
+    let client = admin().await;
+    let ns = namespace(&client, "t-uid").await;
+    let label = unique("p");
+    let node = unique("n");
+    add_node(&client, &node, 0, &[("pool", &label)]).await;
+    let b = backend(&client, settings(&label, &[("team", &ns)]), &[&ns]);
+    let j = placed("team", &node);
+    let image = b.image_ref(j.image_digest.as_ref().unwrap()).unwrap();
+    let launched = b.launch(&j, &image, false).await.expect("launch");
+    let api = Api::<K8sJob>::namespaced(client.clone(), &ns);
+    let stored = api.get(&launched.name).await.unwrap();
+    assert!(launched.uid.is_some());
+    assert_eq!(launched.uid, stored.uid());
+    let listed_uid = |jobs: Vec<strata_kube::ClusterJob>| {
+        jobs.into_iter()
+            .find(|c| c.name == launched.name)
+            .and_then(|c| c.uid)
+    };
+    let namespaces = [ns.clone()].into_iter().collect();
+    assert_eq!(listed_uid(b.list(&namespaces).await.unwrap()), launched.uid);
+
+    // Deleted, and created again under its name with strata's labels.
+    api.delete(&launched.name, &DeleteParams::background())
+        .await
+        .expect("delete");
+    tokio::time::timeout(WAIT, async {
+        while api.get_opt(&launched.name).await.unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the Job is deleted");
+    let again = api
+        .create(
+            &PostParams::default(),
+            &b.job_object(&j, &image, false).unwrap(),
+        )
+        .await
+        .expect("create the replacement");
+    assert_ne!(again.uid(), launched.uid);
+    assert_eq!(listed_uid(b.list(&namespaces).await.unwrap()), again.uid());
 }

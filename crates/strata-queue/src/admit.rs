@@ -777,6 +777,7 @@ mod tests {
             node: None,
             gpus: vec![],
             container_id: None,
+            kube_uid: None,
             submitted_at: seq,
             ready_at: Some(seq),
             started_at: None,

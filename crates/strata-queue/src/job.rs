@@ -287,6 +287,10 @@ pub struct Job {
     pub node: Option<String>,
     pub gpus: Vec<u32>,
     pub container_id: Option<String>,
+    /// The uid the API server gave the Kubernetes Job of the current attempt, recorded at
+    /// its creation: a restarted agent adopts only that object, not one recreated under
+    /// the same name by someone else. `None` for local jobs.
+    pub kube_uid: Option<String>,
     pub submitted_at: i64,
     /// When it last became ready to run (waiting for capacity since).
     pub ready_at: Option<i64>,

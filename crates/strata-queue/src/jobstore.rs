@@ -160,6 +160,7 @@ impl Change {
                     ("gpu_indices", text(&json(gpus))),
                     ("started_at", Value::Integer(now)),
                     ("container_id", Value::Null),
+                    ("kube_uid", Value::Null),
                     ("exit_code", Value::Null),
                     ("signal", Value::Null),
                     ("oom_killed", Value::Integer(0)),
@@ -195,6 +196,7 @@ impl Change {
                     ("gpu_indices", text("[]")),
                     ("started_at", Value::Null),
                     ("container_id", Value::Null),
+                    ("kube_uid", Value::Null),
                     ("ready_at", Value::Integer(now)),
                 ],
                 "",
@@ -280,7 +282,8 @@ pub struct StoredReservation {
     pub since: i64,
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE jobs (
     seq                INTEGER PRIMARY KEY AUTOINCREMENT,
     id                 TEXT NOT NULL UNIQUE,
@@ -345,13 +348,16 @@ CREATE TABLE reservations (
     node   TEXT NOT NULL,
     since  INTEGER NOT NULL
 );
-"#];
+"#,
+    // 2: the uid of an attempt's Kubernetes Job, recorded at its creation.
+    "ALTER TABLE jobs ADD COLUMN kube_uid TEXT;",
+];
 
 const JOB_COLUMNS: &str = "seq, id, queue, tier, user, priority, name, environment, image_digest, \
     command, env, working_dir, timeout_secs, millicpus, memory, gpus, network, retries, \
     retry_exit_codes, retry_on_oom, retry_backoff_secs, attempt, state, not_before, exit_code, \
     signal, oom_killed, reason, pool, node, gpu_indices, container_id, submitted_at, ready_at, \
-    started_at, finished_at, cancel_requested";
+    started_at, finished_at, cancel_requested, kube_uid";
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
@@ -709,13 +715,19 @@ impl JobStore {
         Ok(true)
     }
 
-    /// Remembers the container of a running job (for re-adoption after a restart).
-    pub fn set_container(&self, id: &JobId, container_id: &str) -> Result<bool, StoreError> {
+    /// Remembers the container of a running job, and the uid of its Kubernetes Job (for
+    /// re-adoption after a restart).
+    pub fn set_container(
+        &self,
+        id: &JobId,
+        container_id: &str,
+        kube_uid: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let changed = self
             .conn
             .execute(
-                "UPDATE jobs SET container_id = ?1 WHERE id = ?2 AND state = 'running'",
-                params![container_id, id.as_str()],
+                "UPDATE jobs SET container_id = ?1, kube_uid = ?2 WHERE id = ?3 AND state = 'running'",
+                params![container_id, kube_uid, id.as_str()],
             )
             .map_err(self.err())?;
         Ok(changed == 1)
@@ -964,6 +976,7 @@ struct RawJob {
     started_at: Option<i64>,
     finished_at: Option<i64>,
     cancel_requested: bool,
+    kube_uid: Option<String>,
 }
 
 impl RawJob {
@@ -1006,6 +1019,7 @@ impl RawJob {
             started_at: r.get(34)?,
             finished_at: r.get(35)?,
             cancel_requested: r.get(36)?,
+            kube_uid: r.get(37)?,
         })
     }
 
@@ -1074,6 +1088,7 @@ impl RawJob {
             node: self.node,
             gpus,
             container_id: self.container_id,
+            kube_uid: self.kube_uid,
             submitted_at: self.submitted_at,
             ready_at: self.ready_at,
             started_at: self.started_at,
@@ -1249,5 +1264,40 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(user_version, 0, "the cache's counter is not ours");
+    }
+
+    /// A database made before the Kubernetes Job's uid was recorded: migrated in place,
+    /// its jobs kept; the uid is then recorded with the container and reset by a new start.
+    #[test]
+    fn the_kube_uid_column_is_added_and_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.db");
+        let first_only = strata_db::Schema {
+            counter: strata_db::Counter::Table("scheduler_schema"),
+            migrations: &MIGRATIONS[..1],
+        };
+        let old = strata_db::open_migrated(&path, &first_only).unwrap();
+        drop(old);
+        let store = JobStore::open(&path).unwrap();
+        let config = SchedulerConfig::default();
+        let mut job = new_job();
+        job.image_digest = Some(strata_oci::Digest::of(b"image"));
+        let id = store.submit(&config, job, 0).unwrap();
+        let start = || Change::Start {
+            pool: "local".into(),
+            node: "localhost".into(),
+            gpus: vec![],
+        };
+        assert!(store.transition(&id, JobState::Ready, start(), 1).unwrap());
+        assert!(store
+            .set_container(&id, "team-a/strata-j-a1", Some("uid-1"))
+            .unwrap());
+        let job = store.get(&id).unwrap().unwrap();
+        assert_eq!(job.kube_uid.as_deref(), Some("uid-1"));
+        assert_eq!(job.container_id.as_deref(), Some("team-a/strata-j-a1"));
+        assert!(store
+            .transition(&id, JobState::Running, Change::NotStarted, 2)
+            .unwrap());
+        assert_eq!(store.get(&id).unwrap().unwrap().kube_uid, None);
     }
 }

@@ -25,6 +25,7 @@ mod overlay;
 mod rootfs;
 mod runc;
 mod seccomp;
+mod settings;
 mod supervisor;
 
 mod cleanup;
@@ -41,6 +42,7 @@ use strata_oci::Store;
 pub use bundle::{HostDevice, Limits};
 pub use idmap::IdRange;
 pub use rootfs::{LayerCache, LayerLimits};
+pub use settings::{LauncherSettings, SubidFiles};
 
 use runc::Runc;
 use supervisor::SuperviseFiles;
@@ -289,6 +291,15 @@ impl LocalLauncher {
             pasta: find_on_path("pasta"),
             mounts_dir,
         })
+    }
+
+    /// A launcher as `[launcher]` says (see [`LauncherSettings`]).
+    pub fn with_settings(
+        home: &Path,
+        store: Store,
+        settings: &LauncherSettings,
+    ) -> Result<LocalLauncher, LaunchError> {
+        LocalLauncher::new(home, store)?.with_id_range(settings.ids)
     }
 
     /// Maps jobs' ids to `ids` instead of [`IdRange::DEFAULT`].

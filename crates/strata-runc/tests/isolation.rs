@@ -11,7 +11,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use fixture::{assert_gone, env, read_log, Env, LONG};
-use strata_runc::{IdRange, LaunchError, LocalLauncher};
+use strata_config::Config;
+use strata_runc::{IdRange, LaunchError, LauncherSettings, LocalLauncher};
 
 /// Runs `command` to its end and returns its log; the job is left for the caller to
 /// inspect and clean up.
@@ -71,6 +72,98 @@ fn root_in_the_job_is_an_unprivileged_uid_on_the_host() {
     assert_eq!(meta.mode() & 0o777, 0o710);
     assert_eq!((meta.uid(), meta.gid()), (0, ids.gid));
     assert!(!mounts.exists(), "the mount point is removed at cleanup");
+}
+
+/// The `Uid:` and `Gid:` lines of a host process (real, effective, saved, fs ids).
+fn host_ids(pid: i32) -> (Vec<u32>, Vec<u32>) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let ids = |key: &str| -> Vec<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect()
+    };
+    (ids("Uid:"), ids("Gid:"))
+}
+
+#[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
+fn a_configured_id_range_is_what_the_job_runs_as() {
+    let env = env();
+    std::fs::set_permissions(env.home(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    // A first job in the default range: the image's layers are unpacked and shifted into
+    // it, and stay cached.
+    let default = env.launcher();
+    run(&env, &default, "default-range", false, &["true"]);
+    default.cleanup("default-range").unwrap();
+    let unpacked = default.extraction_count().unwrap();
+
+    // strata.toml gives jobs another range, with gids apart from uids.
+    let project = tempfile::tempdir().unwrap();
+    let toml = project.path().join("strata.toml");
+    std::fs::write(&toml, "[launcher]\nid_range = \"300000:400000:65536\"\n").unwrap();
+    let settings = LauncherSettings::from_config(&Config::from_file(&toml).unwrap()).unwrap();
+    let want = IdRange {
+        uid: 300_000,
+        gid: 400_000,
+        size: 65_536,
+    };
+    assert_eq!(settings.ids, want);
+    let launcher = LocalLauncher::with_settings(env.home(), env.store(), &settings).unwrap();
+    assert_eq!(launcher.id_range(), want);
+
+    // Seen from the host, the job's processes are the range's root.
+    let req = env.request("ranged-live", &["sleep", "600"]);
+    let running = launcher.launch(&req).unwrap();
+    let (uids, gids) = host_ids(running.pid);
+    launcher
+        .cancel("ranged-live", Duration::from_secs(1))
+        .unwrap();
+    launcher.cleanup("ranged-live").unwrap();
+    assert_eq!(uids, [want.uid; 4], "host uids of the job's init");
+    assert_eq!(gids, [want.gid; 4], "host gids of the job's init");
+
+    // The layers shifted for the default range were shifted again: the image's files
+    // belong to the job's root, not to the overflow id of unmapped owners.
+    let script = "import os\n\
+        print('uid', os.getuid())\n\
+        print('map', open('/proc/self/uid_map').read().split())\n\
+        s = os.stat('/usr/bin')\n\
+        print('owner', s.st_uid, s.st_gid)\n\
+        open('/made-by-job', 'w').write('hi')\n";
+    let log = run(&env, &launcher, "ranged", false, &["python3", "-c", script]);
+    assert!(log.contains("uid 0\n"), "{log}");
+    assert!(log.contains("map ['0', '300000', '65536']"), "{log}");
+    assert!(log.contains("owner 0 0\n"), "{log}");
+    let made = env.home().join("run/jobs/ranged/upper/made-by-job");
+    let meta = std::fs::symlink_metadata(&made).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (want.uid, want.gid));
+    launcher.cleanup("ranged").unwrap();
+
+    // On disk, every cached layer is in the new range, and its stamp says so.
+    let rootfs = env.home().join("rootfs");
+    let mut layers = 0;
+    for entry in std::fs::read_dir(&rootfs).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') || !entry.file_type().unwrap().is_dir() {
+            continue;
+        }
+        let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (want.uid, want.gid), "{name}");
+        let stamp = std::fs::read_to_string(rootfs.join(format!(".{name}.ids"))).unwrap();
+        assert_eq!(stamp.trim(), want.stamp(), "{name}");
+        layers += 1;
+    }
+    assert!(layers > 0, "no layer under {}", rootfs.display());
+    assert_eq!(
+        launcher.extraction_count().unwrap(),
+        unpacked,
+        "shifted in place, not unpacked again"
+    );
 }
 
 #[test]

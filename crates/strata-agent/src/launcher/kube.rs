@@ -13,10 +13,10 @@ use strata_kube::{BlockingKube, EndKind, KubeError, KubeOutcome};
 use strata_queue::Pool;
 use strata_queue::{EndCause, Job};
 
-use super::{Attempt, Ended, LaunchError, Launcher};
+use super::{Attempt, Ended, Found, LaunchError, Launcher, Started};
 
 impl Launcher for BlockingKube {
-    fn attempts(&self) -> Result<HashMap<String, Attempt>, LaunchError> {
+    fn attempts(&self) -> Result<HashMap<String, Found>, LaunchError> {
         let jobs = self.list()?;
         Ok(jobs
             .into_iter()
@@ -26,15 +26,22 @@ impl Launcher for BlockingKube {
                 } else {
                     Attempt::Running
                 };
-                (j.key, state)
+                let found = Found {
+                    state,
+                    kube_uid: j.uid,
+                };
+                (j.key, found)
             })
             .collect())
     }
 
-    fn launch(&self, root: &Path, job: &Job, network: bool) -> Result<String, LaunchError> {
+    fn launch(&self, root: &Path, job: &Job, network: bool) -> Result<Started, LaunchError> {
         push_for_cluster(root, self, job)?;
         let launched = BlockingKube::launch(self, job, network)?;
-        Ok(format!("{}/{}", launched.namespace, launched.name))
+        Ok(Started {
+            container: format!("{}/{}", launched.namespace, launched.name),
+            kube_uid: launched.uid,
+        })
     }
 
     fn poll(&self, job: &Job) -> Option<Ended> {

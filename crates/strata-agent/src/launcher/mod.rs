@@ -32,6 +32,32 @@ pub enum Attempt {
     NeverStarted,
 }
 
+/// An attempt found at recovery: what it is doing and, for a Kubernetes Job, its uid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub state: Attempt,
+    /// The uid of the Kubernetes Job found under the attempt's name; `None` locally.
+    pub kube_uid: Option<String>,
+}
+
+impl From<Attempt> for Found {
+    fn from(state: Attempt) -> Found {
+        Found {
+            state,
+            kube_uid: None,
+        }
+    }
+}
+
+/// What a launch started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// The id of what runs the attempt: a container, a `namespace/name` Job.
+    pub container: String,
+    /// The uid the API server gave the Kubernetes Job; `None` locally.
+    pub kube_uid: Option<String>,
+}
+
 /// The name of one attempt of a job (a retry is a new container or Job).
 pub fn attempt_key(job: &Job) -> String {
     format!("{}-a{}", job.id, job.attempt)
@@ -97,11 +123,11 @@ impl From<strata_kube::KubeError> for LaunchError {
 /// worker threads; `poll` is made from the loop and must not block.
 pub trait Launcher: Send + Sync {
     /// The attempts that exist, by [`attempt_key`], and what each is doing (recovery).
-    fn attempts(&self) -> Result<HashMap<String, Attempt>, LaunchError>;
+    fn attempts(&self) -> Result<HashMap<String, Found>, LaunchError>;
 
-    /// Starts the job's current attempt; returns the id of what runs it (a container, a
-    /// `namespace/name` Job). `root` is `$STRATA_HOME`; `network`: the queue gives one.
-    fn launch(&self, root: &Path, job: &Job, network: bool) -> Result<String, LaunchError>;
+    /// Starts the job's current attempt; returns what runs it (see [`Started`]). `root` is
+    /// `$STRATA_HOME`; `network`: the queue gives one.
+    fn launch(&self, root: &Path, job: &Job, network: bool) -> Result<Started, LaunchError>;
 
     /// The end of the job's current attempt, if it has ended (never blocks).
     fn poll(&self, job: &Job) -> Option<Ended>;

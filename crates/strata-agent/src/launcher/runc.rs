@@ -10,24 +10,27 @@ use strata_queue::human_duration;
 use strata_queue::{log_path, EndCause, Job, Outcome};
 use strata_runc::{ContainerState, ExitOutcome, LaunchRequest, Limits, LocalLauncher};
 
-use super::{attempt_key, Attempt, Ended, LaunchError, Launcher};
+use super::{attempt_key, Attempt, Ended, Found, LaunchError, Launcher, Started};
 
 /// Every container of a job may have this many processes.
 const PIDS_LIMIT: i64 = 4096;
 
 impl Launcher for LocalLauncher {
-    fn attempts(&self) -> Result<HashMap<String, Attempt>, LaunchError> {
+    fn attempts(&self) -> Result<HashMap<String, Found>, LaunchError> {
         let containers = self.list()?;
         Ok(containers
             .into_iter()
-            .map(|c| (c.job_id, attempt_of(&c.state)))
+            .map(|c| (c.job_id, attempt_of(&c.state).into()))
             .collect())
     }
 
-    fn launch(&self, root: &Path, job: &Job, network: bool) -> Result<String, LaunchError> {
+    fn launch(&self, root: &Path, job: &Job, network: bool) -> Result<Started, LaunchError> {
         let request = request(root, job, network)?;
         let running = LocalLauncher::launch(self, &request)?;
-        Ok(running.container_id)
+        Ok(Started {
+            container: running.container_id,
+            kube_uid: None,
+        })
     }
 
     fn poll(&self, job: &Job) -> Option<Ended> {

@@ -54,6 +54,7 @@ pub fn job(id: &str, queue: &str, tier: &str, resources: Resources) -> Job {
         node: None,
         gpus: vec![],
         container_id: None,
+        kube_uid: None,
         submitted_at: 1_700_000_000,
         ready_at: Some(1_700_000_000),
         started_at: Some(1_700_000_010),
