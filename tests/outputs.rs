@@ -159,11 +159,26 @@ fn outputs_of_failed_and_successful_jobs_are_collected_and_copied_out() {
     assert_eq!(copies[0], copies[1], "a failed job's outputs differ");
     assert!(copies[0].contains(&("outputs/model.txt".into(), b"model-v1\n".to_vec())));
 
-    // The job's container state is gone; its outputs stay, through a GC as well.
-    assert!(fs::read_dir(world.home.join("run/jobs"))
+    // The job's container state goes (its cleanup follows the recorded end); its outputs
+    // stay, through a GC as well.
+    let start = Instant::now();
+    while fs::read_dir(world.home.join("run/jobs"))
         .unwrap()
         .next()
-        .is_none());
+        .is_some()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "job directories left"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(world
+        .home
+        .join("outputs")
+        .join(&ok)
+        .join("files/outputs/model.txt")
+        .is_file());
     let out = world.strata(&[
         "gc",
         "--keep-days",
