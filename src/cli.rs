@@ -36,7 +36,7 @@ pub enum Command {
     /// Delete what the retention policy does not keep, locally or in a registry.
     Gc(commands::gc::GcArgs),
     /// Queue a job; prints its id at once.
-    Submit(commands::jobs::SubmitArgs),
+    Submit(Box<commands::jobs::SubmitArgs>),
     /// List jobs, with why each waiting job waits.
     Jobs(commands::jobs::JobsArgs),
     /// Show one job: state, position, reason, outcome, history.
@@ -45,6 +45,8 @@ pub enum Command {
     Cancel(commands::jobs::JobArgs),
     /// Print a job's output.
     Logs(commands::jobs::LogsArgs),
+    /// List a job's collected outputs, or copy them out (--to DIR).
+    Outputs(commands::jobs::OutputsArgs),
     /// Show the metrics jobs reported (`strata:metric {...}` lines).
     Metrics(commands::jobs::MetricsArgs),
     /// Run the local agent: admit jobs and run them with runc.
@@ -60,11 +62,12 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Push(args) => commands::sync::run_push(args),
         Command::Pull(args) => commands::sync::run_pull(args),
         Command::Gc(args) => commands::gc::run(args),
-        Command::Submit(args) => commands::jobs::submit(args),
+        Command::Submit(args) => commands::jobs::submit(*args),
         Command::Jobs(args) => commands::jobs::jobs(args),
         Command::Status(args) => commands::jobs::status(args),
         Command::Cancel(args) => commands::jobs::cancel(args),
         Command::Logs(args) => commands::jobs::logs(args),
+        Command::Outputs(args) => commands::jobs::outputs(args),
         Command::Metrics(args) => commands::jobs::metrics(args),
         Command::Agent(args) => commands::jobs::agent(args),
     }

@@ -365,3 +365,40 @@ pub fn print_metrics(metrics: &[JobMetrics], as_json: bool) {
         }
     }
 }
+
+/// `strata outputs JOB`: the collected files with their sizes, and what was left out.
+pub fn print_outputs(outputs: &strata_agent::JobOutputs, as_json: bool) {
+    use strata_agent::OutputsState;
+    if as_json {
+        println!("{}", serde_json::to_string(outputs).unwrap_or_default());
+        return;
+    }
+    match outputs.state {
+        OutputsState::Collected => {}
+        _ => {
+            println!("{}", outputs.unavailable());
+            return;
+        }
+    }
+    if outputs.files.is_empty() {
+        println!(
+            "no files collected (the job wrote none under {})",
+            outputs.asked.join(", ")
+        );
+    }
+    for file in &outputs.files {
+        println!("{:>10}  {}", human(file.size), file.path);
+    }
+    if let Some(c) = &outputs.collected {
+        for missing in &c.missing {
+            println!("not written by the job: {missing}");
+        }
+        for note in &c.notes {
+            println!("note: {note}");
+        }
+        if c.truncated {
+            println!("PARTIAL: a limit ([outputs] max_size / max_files) cut the copy short");
+        }
+    }
+    println!("in {}", outputs.dir.display());
+}

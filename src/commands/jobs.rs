@@ -10,7 +10,7 @@ use strata_agent::{parse_env, Agent, AgentError, AgentOptions, BackendChoice, La
 use strata_agent::{Client, ClientError};
 use strata_kube::{Connection, KubeSettings};
 use strata_queue::CancelResult;
-use strata_queue::{EnvOptions, Environment, NewJob, SchedulerConfig};
+use strata_queue::{EnvOptions, Environment, NewJob, OutputPath, SchedulerConfig};
 
 use crate::output::{self, Failure};
 
@@ -62,6 +62,10 @@ pub struct SubmitArgs {
     /// Working directory inside the container.
     #[arg(long, short = 'w')]
     pub workdir: Option<String>,
+    /// A directory (relative to the working directory, or absolute in the container)
+    /// collected when the job ends, whatever its outcome (repeatable); `strata outputs JOB`.
+    #[arg(long = "output", short = 'o', value_name = "DIR")]
+    pub outputs: Vec<String>,
     #[arg(long)]
     pub json: bool,
     /// The command and its arguments, after `--`.
@@ -93,6 +97,19 @@ pub struct LogsArgs {
     /// Keep printing until the job ends.
     #[arg(long, short = 'f')]
     pub follow: bool,
+}
+
+#[derive(Args)]
+pub struct OutputsArgs {
+    pub job: String,
+    /// Copy the collected files into DIR (created if missing) instead of listing them.
+    #[arg(long, value_name = "DIR", conflicts_with = "delete")]
+    pub to: Option<PathBuf>,
+    /// Remove the job's collected outputs (nothing else removes them).
+    #[arg(long)]
+    pub delete: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -175,6 +192,12 @@ pub fn submit(args: SubmitArgs) -> Result<(), Failure> {
         None => None,
     };
     let env = parse_env(&args.env).map_err(|e| Failure::usage(&e.to_string()))?;
+    let outputs = args
+        .outputs
+        .iter()
+        .map(|o| o.parse::<OutputPath>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::usage(&e.to_string()))?;
     let job = NewJob {
         queue: args.queue.clone(),
         tier: args.tier.clone(),
@@ -186,6 +209,7 @@ pub fn submit(args: SubmitArgs) -> Result<(), Failure> {
         command: args.command.clone(),
         env,
         working_dir: args.workdir.clone(),
+        outputs,
         timeout,
         retries: args.retries,
         retry_exit_codes: (!args.retry_on_exit.is_empty()).then(|| args.retry_on_exit.clone()),
@@ -250,6 +274,36 @@ pub fn logs(args: LogsArgs) -> Result<(), Failure> {
     }
 }
 
+pub fn outputs(args: OutputsArgs) -> Result<(), Failure> {
+    let client = client()?;
+    if args.delete {
+        let deleted = client.delete_outputs(&args.job).map_err(Failure::jobs)?;
+        let text = if deleted {
+            format!("deleted the outputs of {}", args.job)
+        } else {
+            format!("{} has no collected outputs", args.job)
+        };
+        output::print_json_or(
+            &serde_json::json!({ "job": args.job, "deleted": deleted }),
+            args.json,
+            || text.clone(),
+        );
+        return Ok(());
+    }
+    let outputs = client.outputs(&args.job).map_err(Failure::jobs)?;
+    if let Some(to) = &args.to {
+        let copied = outputs.copy_to(to).map_err(|e| Failure::jobs(e.into()))?;
+        output::print_json_or(
+            &serde_json::json!({ "job": args.job, "to": to, "files": copied }),
+            args.json,
+            || format!("copied {copied} files to {}", to.display()),
+        );
+        return Ok(());
+    }
+    output::print_outputs(&outputs, args.json);
+    Ok(())
+}
+
 pub fn metrics(args: MetricsArgs) -> Result<(), Failure> {
     let client = client()?;
     let metrics = client
@@ -276,9 +330,11 @@ pub fn agent(args: AgentArgs) -> Result<(), Failure> {
     // From the files, not from `client()`: that one carries the pools the last agent
     // published, and this agent publishes its own.
     let config = SchedulerConfig::from_config(&files).map_err(|e| Failure::jobs(e.into()))?;
+    let output_limits = strata_agent::output_limits(&files).map_err(|e| Failure::jobs(e.into()))?;
     let options = AgentOptions {
         tick: Duration::from_millis(args.tick_ms),
         grace: Duration::from_secs(args.grace),
+        output_limits,
     };
     // SIGTERM/SIGINT end the loop between rounds; running jobs keep running (detached)
     // and are re-adopted by the next agent.
@@ -325,6 +381,8 @@ impl Failure {
             | ClientError::Environment(_)
             | ClientError::NoSuchJob(_) => output::EXIT_BAD_INPUT,
             // A new variant must be placed here on purpose: no catch-all.
+            ClientError::Outputs(strata_agent::OutputsError::Io { .. }) => output::EXIT_STORE,
+            ClientError::Outputs(_) => output::EXIT_BAD_INPUT,
             ClientError::Jobs(_)
             | ClientError::Metrics(_)
             | ClientError::Plot(_)

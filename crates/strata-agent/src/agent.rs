@@ -39,9 +39,10 @@ use strata_python::TargetError;
 use strata_queue::describe_pools;
 use strata_queue::Scheduler;
 use strata_queue::SchedulerConfig;
-use strata_queue::{log_path, EndCause, EnvOptions, Environment, Job, JobId, JobState, Outcome};
+use strata_queue::{log_path, outputs_dir};
 use strata_queue::{now, Change, JobFilter, JobStore};
-use strata_runc::{LauncherSettings, LocalLauncher};
+use strata_queue::{EndCause, EnvOptions, Environment, Job, JobId, JobState, Outcome};
+use strata_runc::{LauncherSettings, LocalLauncher, OutputLimits};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -137,6 +138,8 @@ pub struct AgentOptions {
     pub tick: Duration,
     /// Between SIGTERM and SIGKILL when a job is cancelled or times out.
     pub grace: Duration,
+    /// How much each job's collected outputs may hold (local jobs).
+    pub output_limits: OutputLimits,
 }
 
 impl Default for AgentOptions {
@@ -144,6 +147,7 @@ impl Default for AgentOptions {
         AgentOptions {
             tick: Duration::from_millis(50),
             grace: Duration::from_secs(10),
+            output_limits: OutputLimits::default(),
         }
     }
 }
@@ -236,11 +240,8 @@ impl Agent {
         let launcher: Arc<dyn Launcher> = match choice {
             BackendChoice::Local(settings) => {
                 let home = Home::open(root)?;
-                Arc::new(LocalLauncher::with_settings(
-                    root,
-                    home.store.clone(),
-                    &settings,
-                )?)
+                let launcher = LocalLauncher::with_settings(root, home.store.clone(), &settings)?;
+                Arc::new(launcher.with_output_limits(options.output_limits))
             }
             BackendChoice::Kubernetes(settings) => {
                 // Without a pool no node is capacity: every job would wait, unexplained.
@@ -634,25 +635,46 @@ impl Agent {
             match self.launcher.poll(&job) {
                 // The cluster could not place it: take it back; it waits again.
                 Some(ended) if ended.not_started => self.stop(&job, EndCause::Cancelled, true),
-                Some(ended) => self.on_stopped(&job.id, Ok(ended), false)?,
+                Some(ended) => self.ended(&job, ended),
                 None => {}
             }
         }
         Ok(())
     }
 
-    /// Stops a job on a worker thread (SIGTERM, grace, SIGKILL, confirmed gone).
+    /// Stops a job on a worker thread (SIGTERM, grace, SIGKILL, confirmed gone), then
+    /// collects its outputs (unless it never ran and waits again).
     fn stop(&mut self, job: &Job, cause: EndCause, requeue: bool) {
         self.busy.insert(job.id.clone());
         let launcher = Arc::clone(&self.launcher);
         let tx = self.events_tx.clone();
-        let (job, grace) = (job.clone(), self.options.grace);
+        let (job, grace, root) = (job.clone(), self.options.grace, self.root.clone());
         std::thread::spawn(move || {
             let result = launcher.cancel(&job, cause, grace);
+            if result.is_ok() && !requeue {
+                collect_outputs(launcher.as_ref(), &root, &job);
+            }
             let _ = tx.send(Event::Stopped {
                 id: job.id.clone(),
                 result,
                 requeue,
+            });
+        });
+    }
+
+    /// A job whose process ended by itself: its outputs are collected on a worker thread
+    /// (a large copy does not hold up the loop), then its end is recorded.
+    fn ended(&mut self, job: &Job, ended: Ended) {
+        self.busy.insert(job.id.clone());
+        let launcher = Arc::clone(&self.launcher);
+        let tx = self.events_tx.clone();
+        let (job, root) = (job.clone(), self.root.clone());
+        std::thread::spawn(move || {
+            collect_outputs(launcher.as_ref(), &root, &job);
+            let _ = tx.send(Event::Stopped {
+                id: job.id.clone(),
+                result: Ok(ended),
+                requeue: false,
             });
         });
     }
@@ -703,6 +725,28 @@ impl Agent {
         }
         self.scheduler.sync(&self.jobs)?;
         Ok(())
+    }
+}
+
+/// Collects the outputs of the job's ended attempt into `$STRATA_HOME/outputs/<job>/`,
+/// before its end is recorded: an agent killed in between collects them again (the copy
+/// replaces the first) rather than recording an end whose outputs were never taken. A
+/// failure costs the outputs, not the job's outcome: it is logged.
+fn collect_outputs(launcher: &dyn Launcher, root: &Path, job: &Job) {
+    if job.outputs.is_empty() {
+        return;
+    }
+    let dest = outputs_dir(root, &job.id);
+    match launcher.collect_outputs(job, &dest) {
+        Ok(Some(c)) if c.truncated => tracing::warn!(
+            "job {}: outputs collected only in part ({} files, {} bytes; strata outputs {} says what was left)",
+            job.id,
+            c.files,
+            c.bytes,
+            job.id
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("job {}: collecting its outputs: {}", job.id, chain(&e)),
     }
 }
 

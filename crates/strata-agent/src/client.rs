@@ -42,6 +42,8 @@ pub enum ClientError {
     Environment(#[source] EnvironmentError),
     #[error("no job {0}")]
     NoSuchJob(String),
+    #[error(transparent)]
+    Outputs(#[from] crate::outputs::OutputsError),
     #[error("reading the log of job {id} at {path}: {source}")]
     Log {
         id: String,
@@ -222,6 +224,25 @@ impl Client {
     pub fn job_id(&self, id: &str) -> Result<JobId, ClientError> {
         id.parse()
             .map_err(|_| ClientError::NoSuchJob(id.to_string()))
+    }
+
+    /// What the job's `--output` directories held when it ended, as collected.
+    pub fn outputs(&self, id: &str) -> Result<crate::outputs::JobOutputs, ClientError> {
+        let job = self.job(id)?;
+        Ok(crate::outputs::JobOutputs::of(&self.root, &job)?)
+    }
+
+    /// Removes a finished job's collected outputs; whether there were any.
+    pub fn delete_outputs(&self, id: &str) -> Result<bool, ClientError> {
+        let job = self.job(id)?;
+        Ok(crate::outputs::delete(&self.root, &job)?)
+    }
+
+    fn job(&self, id: &str) -> Result<strata_queue::Job, ClientError> {
+        let id = self.job_id(id)?;
+        self.jobs
+            .get(&id)?
+            .ok_or_else(|| ClientError::NoSuchJob(id.to_string()))
     }
 
     /// The job's log, from byte `offset`; and whether the job has finished.

@@ -1,12 +1,14 @@
 //! The agent: resolves queued jobs to images, admits them, launches them through a
 //! [`launcher::Launcher`] (runc here, or Kubernetes), watches them and records how they end;
-//! and the local client calls the CLI makes (submit, list, cancel, logs).
+//! and the local client calls the CLI makes (submit, list, cancel, logs, outputs).
 
 mod agent;
 mod client;
 mod launcher;
+mod outputs;
 
 pub use agent::{parse_env, Agent, AgentError, AgentOptions, BackendChoice};
 pub use client::{Client, ClientError, JobMetrics, JobStatus};
 pub use launcher::{attempt_key, Attempt, Ended, Found, LaunchError, Launcher, Started};
-pub use strata_runc::LauncherSettings;
+pub use outputs::{output_limits, JobOutputs, OutputFile, OutputsError, OutputsState};
+pub use strata_runc::{Collected, LauncherSettings, OutputLimits};

@@ -48,6 +48,11 @@ struct FakeState {
     cleaned: Vec<String>,
     /// Keys cleaned up as leftovers (recovery).
     cleaned_keys: Vec<String>,
+    /// Outputs collected: attempt key, destination, and the job's state in the store at
+    /// that moment (its end must not be recorded yet).
+    collected: Vec<(String, std::path::PathBuf, JobState)>,
+    /// The job store, to read a job's state when its outputs are collected.
+    db: Option<std::path::PathBuf>,
 }
 
 #[derive(Default)]
@@ -87,6 +92,24 @@ impl Launcher for FakeLauncher {
             outcome: Outcome::default(),
             not_started: false,
         })
+    }
+
+    fn collect_outputs(
+        &self,
+        job: &Job,
+        dest: &Path,
+    ) -> Result<Option<strata_runc::Collected>, LaunchError> {
+        let db = self.state().db.clone().expect("the test sets the store");
+        let state = JobStore::open(&db)
+            .unwrap()
+            .get(&job.id)
+            .unwrap()
+            .unwrap()
+            .state;
+        self.state()
+            .collected
+            .push((attempt_key(job), dest.to_path_buf(), state));
+        Ok(Some(strata_runc::Collected::default()))
     }
 
     fn cleanup(&self, job: &Job) {
@@ -131,14 +154,21 @@ impl World {
         let options = AgentOptions {
             tick: Duration::from_millis(10),
             grace: Duration::from_secs(1),
+            ..AgentOptions::default()
         };
+        self.fake.state().db = Some(self.dir.path().join("strata.db"));
         let launcher: Arc<dyn Launcher> = self.fake.clone();
         Agent::with_launcher(self.dir.path(), self.config.clone(), options, launcher).unwrap()
     }
 
     /// A job whose image is known: Ready at once.
     fn submit(&self, queue: &str) -> JobId {
+        self.submit_with_outputs(queue, &[])
+    }
+
+    fn submit_with_outputs(&self, queue: &str, outputs: &[&str]) -> JobId {
         let job = NewJob {
+            outputs: outputs.iter().map(|o| o.parse().unwrap()).collect(),
             queue: queue.into(),
             tier: "cpu".into(),
             user: Some("ana".into()),
@@ -252,6 +282,59 @@ fn retry_on_oom() {
     assert_eq!(world.fake.launches_of(&retried_a2), 1);
     assert_eq!(world.fake.launches_of(&plain_a1), 1);
     assert_eq!(world.fake.launches_of(&key(&plain, 2)), 0);
+}
+
+/// Outputs are collected for every attempt that ran, whatever its end (a failure, a cancel
+/// alike), before that end is recorded and before cleanup; a job without outputs is not asked.
+#[test]
+fn outputs_are_collected_whatever_the_end_before_it_is_recorded() {
+    let world = World::new();
+    let mut agent = world.agent();
+    let failed = world.submit_with_outputs("plain", &["outputs"]);
+    let cancelled = world.submit_with_outputs("plain", &["outputs"]);
+    let without = world.submit("plain");
+    let ids = [&failed, &cancelled, &without];
+    tick_until(&mut agent, "the launches", WAIT, || {
+        ids.iter().all(|id| world.job(id).container_id.is_some())
+    });
+    let failure = Ended {
+        cause: EndCause::Exited,
+        outcome: Outcome {
+            exit_code: Some(1),
+            ..Outcome::default()
+        },
+        not_started: false,
+    };
+    {
+        let mut state = world.fake.state();
+        state.ends.insert(key(&failed, 1), failure.clone());
+        state.ends.insert(key(&without, 1), failure);
+    }
+    world.jobs().request_cancel(&cancelled, now()).unwrap();
+    tick_until(&mut agent, "the ends", WAIT, || {
+        ids.iter().all(|id| world.job(id).state.is_terminal())
+    });
+    assert_eq!(world.job(&failed).state, JobState::Failed);
+    assert_eq!(world.job(&cancelled).state, JobState::Cancelled);
+    let state = world.fake.state();
+    let mut collected: Vec<&str> = state.collected.iter().map(|(k, _, _)| k.as_str()).collect();
+    collected.sort();
+    let mut expected = [key(&failed, 1), key(&cancelled, 1)];
+    expected.sort();
+    assert_eq!(collected, expected);
+    for (k, dest, job_state) in &state.collected {
+        assert_eq!(
+            *job_state,
+            JobState::Running,
+            "{k}: collected after its end was recorded"
+        );
+        assert!(
+            dest.starts_with(world.dir.path().join("outputs")),
+            "{}",
+            dest.display()
+        );
+        assert!(state.cleaned.contains(k), "{k} not cleaned up");
+    }
 }
 
 /// The agent was killed after recording admissions (Ready → Running) and before, or while,

@@ -280,7 +280,15 @@ impl KubeBackend {
             node: job.node.as_deref(),
             ttl_seconds_after_finished: self.settings.ttl_seconds_after_finished,
             network,
+            outputs_claim: self.settings.outputs_claim(&job.queue),
         };
+        if !job.outputs.is_empty() && params.outputs_claim.is_none() {
+            tracing::warn!(
+                "job {}: queue {} names no outputs_pvc: its --output directories are not kept",
+                job.id,
+                job.queue
+            );
+        }
         Ok(job_object(job, &params))
     }
 

@@ -18,6 +18,9 @@
 //!
 //! [kubernetes.queues.team-a]
 //! namespace = "ml-team-a"                 # default: the queue's name
+//! outputs_pvc = "team-a-outputs"          # a PersistentVolumeClaim in that namespace: each
+//!                                         # --output DIR is mounted from it at DIR, one
+//!                                         # sub-directory per job (see deploy/README.md)
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -63,6 +66,9 @@ pub struct KubeSettings {
     pub tiers: BTreeMap<String, TierPlacement>,
     /// Queue name → namespace, for queues not living in the namespace of their name.
     pub namespaces: BTreeMap<String, String>,
+    /// Queue name → the PersistentVolumeClaim (in the queue's namespace) that holds its
+    /// jobs' outputs.
+    pub outputs_claims: BTreeMap<String, String>,
 }
 
 impl Default for KubeSettings {
@@ -77,6 +83,7 @@ impl Default for KubeSettings {
             pools: BTreeMap::new(),
             tiers: BTreeMap::new(),
             namespaces: BTreeMap::new(),
+            outputs_claims: BTreeMap::new(),
         }
     }
 }
@@ -138,6 +145,7 @@ struct TolerationSection {
 #[serde(deny_unknown_fields)]
 struct QueueSection {
     namespace: Option<String>,
+    outputs_pvc: Option<String>,
 }
 
 fn invalid(key: impl Into<String>, detail: impl Into<String>) -> KubeSettingsError {
@@ -170,6 +178,11 @@ impl KubeSettings {
             .into_iter()
             .map(|q| self.namespace(q).to_string())
             .collect()
+    }
+
+    /// The claim holding the outputs of a queue's jobs, if the queue names one.
+    pub fn outputs_claim(&self, queue: &str) -> Option<&str> {
+        self.outputs_claims.get(queue).map(String::as_str)
     }
 
     /// The placement of a tier's pods (empty when the tier has no section).
@@ -222,7 +235,17 @@ fn resolve(section: Section) -> Result<KubeSettings, KubeSettingsError> {
         tiers.insert(name.clone(), resolve_tier(&name, tier)?);
     }
     let mut namespaces = BTreeMap::new();
+    let mut outputs_claims = BTreeMap::new();
     for (queue, q) in section.queues {
+        if let Some(claim) = q.outputs_pvc {
+            if !is_dns_subdomain(&claim) {
+                return Err(invalid(
+                    format!("kubernetes.queues.{queue}.outputs_pvc"),
+                    format!("{claim:?} is not a PersistentVolumeClaim name (lowercase letters, digits, '-' and '.', at most 253)"),
+                ));
+            }
+            outputs_claims.insert(queue.clone(), claim);
+        }
         if let Some(ns) = q.namespace {
             if !is_dns_label(&ns) {
                 return Err(invalid(
@@ -240,6 +263,7 @@ fn resolve(section: Section) -> Result<KubeSettings, KubeSettingsError> {
         pools,
         tiers,
         namespaces,
+        outputs_claims,
     })
 }
 
@@ -283,6 +307,11 @@ fn check_registry(registry: &str) -> Result<(), KubeSettingsError> {
     ))
 }
 
+/// An RFC 1123 subdomain: what most object names (a claim's) must be.
+pub fn is_dns_subdomain(text: &str) -> bool {
+    text.len() <= 253 && text.split('.').all(is_dns_label)
+}
+
 /// An RFC 1123 label: what a namespace name must be.
 pub fn is_dns_label(text: &str) -> bool {
     !text.is_empty()
@@ -324,9 +353,12 @@ tolerations = [{ key = "nvidia.com/gpu", operator = "Exists", effect = "NoSchedu
 priority_class_name = "batch"
 [queues.team-a]
 namespace = "ml-a"
+outputs_pvc = "team-a-outputs"
 "#,
         )
         .unwrap();
+        assert_eq!(settings.outputs_claim("team-a"), Some("team-a-outputs"));
+        assert_eq!(settings.outputs_claim("team-b"), None);
         assert_eq!(settings.ttl_seconds_after_finished, 600);
         assert_eq!(settings.namespace("team-a"), "ml-a");
         assert_eq!(settings.namespace("team-b"), "team-b");
@@ -352,6 +384,10 @@ namespace = "ml-a"
             (
                 "[queues.q]\nnamespace = \"Team_A\"",
                 "kubernetes.queues.q.namespace",
+            ),
+            (
+                "[queues.q]\noutputs_pvc = \"Out/Claim\"",
+                "kubernetes.queues.q.outputs_pvc",
             ),
             (
                 "[pools.p]\nnode_selector = {}",

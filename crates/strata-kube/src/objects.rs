@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::batch::v1::{Job as K8sJob, JobSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, EnvVar, NodeAffinity, NodeSelector, NodeSelectorRequirement,
-    NodeSelectorTerm, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
-    SecurityContext,
+    NodeSelectorTerm, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -45,6 +45,8 @@ pub const ANNOTATION_USER: &str = "strata.dev/user";
 pub const ANNOTATION_NAME: &str = "strata.dev/name";
 /// The job's container.
 pub const CONTAINER: &str = "job";
+/// The pod volume of the queue's outputs claim.
+pub const OUTPUTS_VOLUME: &str = "strata-outputs";
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 /// Hex characters of the image digest in the `strata.dev/env` label.
 const ENV_LABEL_HEX: usize = 32;
@@ -172,6 +174,8 @@ pub struct JobObjectParams<'a> {
     pub ttl_seconds_after_finished: i32,
     /// Whether the job's queue gives it a network.
     pub network: bool,
+    /// The PersistentVolumeClaim of the job's queue that holds outputs (`outputs_pvc`).
+    pub outputs_claim: Option<&'a str>,
 }
 
 /// The Job for the job's current attempt.
@@ -223,9 +227,15 @@ pub fn job_object(job: &Job, params: &JobObjectParams<'_>) -> K8sJob {
 fn pod_spec(job: &Job, params: &JobObjectParams<'_>) -> PodSpec {
     let mut node_selector = params.pool_selector.cloned().unwrap_or_default();
     node_selector.extend(params.tier.node_selector.clone());
+    let outputs = params.outputs_claim.filter(|_| !job.outputs.is_empty());
+    let mut container = container(job, params.image);
+    if outputs.is_some() {
+        container.volume_mounts = Some(output_mounts(job));
+    }
     PodSpec {
         restart_policy: Some("Never".into()),
-        containers: vec![container(job, params.image)],
+        containers: vec![container],
+        volumes: outputs.map(|claim| vec![outputs_volume(claim)]),
         node_selector: (!node_selector.is_empty()).then_some(node_selector),
         tolerations: (!params.tier.tolerations.is_empty()).then(|| params.tier.tolerations.clone()),
         priority_class_name: params.tier.priority_class_name.clone(),
@@ -235,6 +245,35 @@ fn pod_spec(job: &Job, params: &JobObjectParams<'_>) -> PodSpec {
         enable_service_links: Some(false),
         ..PodSpec::default()
     }
+}
+
+/// The queue's outputs claim as a pod volume.
+fn outputs_volume(claim: &str) -> Volume {
+    Volume {
+        name: OUTPUTS_VOLUME.into(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: claim.to_string(),
+            read_only: None,
+        }),
+        ..Volume::default()
+    }
+}
+
+/// Each `--output DIR` is the claim's `<job id>/<DIR>` (without a leading `/`), mounted at
+/// DIR in the container (relative to the job's working directory, `/` without one): the
+/// claim holds one sub-directory per job, laid out as `$STRATA_HOME/outputs/<job>/files/`
+/// is locally. Every attempt of a retried job writes into the same directory.
+pub fn output_mounts(job: &Job) -> Vec<VolumeMount> {
+    let cwd = job.working_dir.as_deref().unwrap_or("/");
+    job.outputs
+        .iter()
+        .map(|o| VolumeMount {
+            name: OUTPUTS_VOLUME.into(),
+            mount_path: o.in_container(cwd).display().to_string(),
+            sub_path: Some(format!("{}/{}", job.id, o.stored_as().display())),
+            ..VolumeMount::default()
+        })
+        .collect()
 }
 
 fn container(job: &Job, image: &str) -> Container {

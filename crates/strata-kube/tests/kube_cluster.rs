@@ -204,6 +204,84 @@ async fn create_bind_adopt_and_succeed() {
     assert_eq!(object.spec.as_ref().unwrap().backoff_limit, Some(0));
 }
 
+/// A queue naming an outputs claim: the API server takes the Job with the claim as a volume
+/// and each `--output` mounted from the job's own sub-directory of it, and the Job
+/// controller's pod carries them. The test cluster has no kubelet and no storage
+/// provisioner, so nothing is written: the objects are what is checked.
+#[tokio::test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
+async fn a_queues_outputs_claim_is_mounted_at_each_output_one_directory_per_job() {
+    let kc = cluster();
+    let client = admin(&kc).await;
+    let ns = namespace(&client, "t-outputs").await;
+    let label = unique("p");
+    let node = unique("n");
+    add_node(&client, &node, 4, &[("pool", &label)]).await;
+    let mut settings = settings(&label, &[("team", &ns)]);
+    settings
+        .outputs_claims
+        .insert("team".into(), "team-outputs".into());
+    let b = backend(&client, settings, &[&ns]);
+    let cpu = SchedulerConfig::default().tiers["cpu"];
+    let mut j = placed("team", "cpu", cpu, Some(&node));
+    j.outputs = vec!["outputs".parse().unwrap(), "/data/run".parse().unwrap()];
+    let launched = launch(&b, &j).await;
+
+    let object = Api::<K8sJob>::namespaced(client.clone(), &ns)
+        .get(&launched.name)
+        .await
+        .unwrap();
+    let template = object.spec.unwrap().template.spec.unwrap();
+    let expected_mounts = json!([
+        { "name": "strata-outputs", "mountPath": "/work/outputs",
+          "subPath": format!("{}/outputs", j.id) },
+        { "name": "strata-outputs", "mountPath": "/data/run",
+          "subPath": format!("{}/data/run", j.id) },
+    ]);
+    let expected_volumes = json!([
+        { "name": "strata-outputs",
+          "persistentVolumeClaim": { "claimName": "team-outputs" } },
+    ]);
+    let check = |what: &str, spec: &k8s_openapi::api::core::v1::PodSpec| {
+        let spec = serde_json::to_value(spec).unwrap();
+        assert_eq!(spec["volumes"], expected_volumes, "{what}");
+        assert_eq!(
+            spec["containers"][0]["volumeMounts"], expected_mounts,
+            "{what}"
+        );
+    };
+    check("the Job's pod template", &template);
+    let pod = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(pod) = pods_of(&client, &ns, &j).await.into_iter().next() {
+                return pod;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the Job controller made no pod");
+    check("the pod", pod.spec.as_ref().unwrap());
+
+    // A queue without a claim: no volume, no mount (the outputs are not kept there).
+    let plain = placed("other", "cpu", cpu, Some(&node));
+    let mut with_outputs = plain.clone();
+    with_outputs.outputs = j.outputs.clone();
+    let object = b
+        .job_object(
+            &with_outputs,
+            &b.image_ref(j.image_digest.as_ref().unwrap()).unwrap(),
+            false,
+        )
+        .unwrap();
+    let spec = serde_json::to_value(object.spec.unwrap().template.spec.unwrap()).unwrap();
+    assert!(spec.get("volumes").is_none(), "{spec}");
+    assert!(
+        spec["containers"][0].get("volumeMounts").is_none(),
+        "{spec}"
+    );
+}
+
 #[tokio::test]
 #[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 async fn failures_are_classified() {

@@ -54,6 +54,7 @@ fn job_objects_match_the_golden_files() {
             node: job.node.as_deref(),
             ttl_seconds_after_finished: 3600,
             network: false,
+            outputs_claim: None,
         };
         let object = job_object(&job, &params);
         let text = serde_json::to_string_pretty(&object).unwrap() + "\n";
@@ -96,6 +97,7 @@ fn the_object_has_what_v1_20_needs_and_nothing_newer() {
         node: None,
         ttl_seconds_after_finished: 60,
         network: true,
+        outputs_claim: None,
     };
     let value = serde_json::to_value(job_object(&job, &params)).unwrap();
     let spec = &value["spec"];
@@ -142,6 +144,7 @@ fn the_attempt_is_read_back_from_the_objects_labels() {
         node: None,
         ttl_seconds_after_finished: 60,
         network: false,
+        outputs_claim: None,
     };
     let object = job_object(&job, &params);
     let key = AttemptKey::of(&job);

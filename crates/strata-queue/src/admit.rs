@@ -762,6 +762,7 @@ mod tests {
             command: vec!["true".into()],
             env: Map::new(),
             working_dir: None,
+            outputs: vec![],
             timeout_secs: None,
             resources: config.tiers[tier],
             network: false,

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use strata_oci::Digest;
 
+use crate::outputs::OutputPath;
 use crate::tier::Resources;
 
 /// `j-` and 10 base32 characters (50 random bits).
@@ -247,6 +248,8 @@ pub struct NewJob {
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub working_dir: Option<String>,
+    /// Directories collected when the job ends, whatever its outcome.
+    pub outputs: Vec<OutputPath>,
     pub timeout: Option<Duration>,
     pub retries: Option<u32>,
     pub retry_exit_codes: Option<Vec<i32>>,
@@ -269,6 +272,9 @@ pub struct Job {
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub working_dir: Option<String>,
+    /// Directories collected when the job ends, whatever its outcome (see
+    /// [`crate::outputs`]).
+    pub outputs: Vec<OutputPath>,
     pub timeout_secs: Option<u64>,
     /// What the job was admitted with: the tier's resources when it was submitted.
     pub resources: Resources,

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::config::{SchedulerConfig, UnknownName};
 use crate::job::{EndCause, Environment, Job, JobId, JobState, NewJob, Outcome};
+use crate::outputs::OutputPath;
 use crate::tier::Resources;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +67,8 @@ pub enum SubmitError {
     EmptyCommand,
     #[error("no environment given: pass a requirements file or an image")]
     NoEnvironment,
+    #[error("--output {outer} and --output {inner} overlap: give only {outer}")]
+    OverlappingOutputs { outer: String, inner: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -351,13 +354,15 @@ CREATE TABLE reservations (
 "#,
     // 2: the uid of an attempt's Kubernetes Job, recorded at its creation.
     "ALTER TABLE jobs ADD COLUMN kube_uid TEXT;",
+    // 3: the directories collected when a job ends (a JSON list of output paths).
+    "ALTER TABLE jobs ADD COLUMN outputs TEXT NOT NULL DEFAULT '[]';",
 ];
 
 const JOB_COLUMNS: &str = "seq, id, queue, tier, user, priority, name, environment, image_digest, \
     command, env, working_dir, timeout_secs, millicpus, memory, gpus, network, retries, \
     retry_exit_codes, retry_on_oom, retry_backoff_secs, attempt, state, not_before, exit_code, \
     signal, oom_killed, reason, pool, node, gpu_indices, container_id, submitted_at, ready_at, \
-    started_at, finished_at, cancel_requested, kube_uid";
+    started_at, finished_at, cancel_requested, kube_uid, outputs";
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
@@ -442,6 +447,7 @@ impl JobStore {
             },
             (None, None) => return Err(SubmitError::NoEnvironment),
         };
+        check_outputs(&job.outputs)?;
         let user = job
             .user
             .clone()
@@ -486,6 +492,7 @@ impl JobStore {
             } else {
                 Value::Null
             },
+            Value::Text(json(&dedup(&job.outputs))),
         ];
         Ok(self.insert(values, state, now)?)
     }
@@ -495,8 +502,8 @@ impl JobStore {
         const SQL: &str = "INSERT INTO jobs (id, queue, tier, user, priority, name, environment, \
             image_digest, command, env, working_dir, timeout_secs, millicpus, memory, gpus, \
             network, retries, retry_exit_codes, retry_on_oom, retry_backoff_secs, state, \
-            submitted_at, ready_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
-            ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)";
+            submitted_at, ready_at, outputs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+            ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)";
         let mut attempts = 0;
         loop {
             let id = JobId::generate()?;
@@ -937,6 +944,37 @@ fn record_usage(conn: &Connection, id: &JobId, now: i64) -> rusqlite::Result<()>
     Ok(())
 }
 
+/// The output paths once each, in the order given.
+fn dedup(outputs: &[OutputPath]) -> Vec<OutputPath> {
+    let mut seen = Vec::new();
+    for path in outputs {
+        if !seen.contains(path) {
+            seen.push(path.clone());
+        }
+    }
+    seen
+}
+
+/// Two outputs where one is inside the other would be collected twice (and on Kubernetes
+/// mounted over each other): refused. Relative and absolute paths are compared among
+/// themselves (the working directory may come from the image).
+fn check_outputs(outputs: &[OutputPath]) -> Result<(), SubmitError> {
+    for outer in outputs {
+        for inner in outputs {
+            let nested = outer.is_absolute() == inner.is_absolute()
+                && outer != inner
+                && Path::new(inner.as_str()).starts_with(outer.as_str());
+            if nested {
+                return Err(SubmitError::OverlappingOutputs {
+                    outer: outer.to_string(),
+                    inner: inner.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A row as SQLite gives it; [`RawJob::parse`] checks the parts that can be malformed.
 struct RawJob {
     seq: i64,
@@ -977,6 +1015,7 @@ struct RawJob {
     finished_at: Option<i64>,
     cancel_requested: bool,
     kube_uid: Option<String>,
+    outputs: String,
 }
 
 impl RawJob {
@@ -1020,6 +1059,7 @@ impl RawJob {
             finished_at: r.get(35)?,
             cancel_requested: r.get(36)?,
             kube_uid: r.get(37)?,
+            outputs: r.get(38)?,
         })
     }
 
@@ -1051,6 +1091,8 @@ impl RawJob {
             .map_err(|e| corrupt("retry_exit_codes", e.to_string()))?;
         let gpus: Vec<u32> = serde_json::from_str(&self.gpu_indices)
             .map_err(|e| corrupt("gpu_indices", e.to_string()))?;
+        let outputs: Vec<OutputPath> =
+            serde_json::from_str(&self.outputs).map_err(|e| corrupt("outputs", e.to_string()))?;
         Ok(Job {
             id,
             seq: self.seq,
@@ -1064,6 +1106,7 @@ impl RawJob {
             command,
             env,
             working_dir: self.working_dir,
+            outputs,
             timeout_secs: self.timeout_secs.map(|t| t.max(0) as u64),
             resources: Resources {
                 millicpus: self.millicpus.max(0) as u64,
@@ -1119,6 +1162,36 @@ mod tests {
             command: vec!["python".into(), "train.py".into()],
             ..NewJob::default()
         }
+    }
+
+    #[test]
+    fn outputs_are_stored_once_each_and_may_not_overlap() {
+        let (_dir, store) = store();
+        let config = SchedulerConfig::default();
+        let path = |t: &str| t.parse::<OutputPath>().unwrap();
+        let mut job = new_job();
+        job.outputs = vec![path("outputs/"), path("./outputs"), path("/data/out")];
+        let id = store.submit(&config, job, 100).unwrap();
+        let stored = store.get(&id).unwrap().unwrap().outputs;
+        assert_eq!(stored, [path("outputs"), path("/data/out")]);
+        assert!(store
+            .get(&store.submit(&config, new_job(), 100).unwrap())
+            .unwrap()
+            .unwrap()
+            .outputs
+            .is_empty());
+
+        let mut job = new_job();
+        job.outputs = vec![path("out/a"), path("out")];
+        let err = store.submit(&config, job, 100).unwrap_err();
+        assert!(
+            matches!(&err, SubmitError::OverlappingOutputs { outer, inner } if outer == "out" && inner == "out/a"),
+            "{err}"
+        );
+        // `outputs` and `outputs2` are apart (whole components are compared).
+        let mut job = new_job();
+        job.outputs = vec![path("outputs"), path("outputs2")];
+        store.submit(&config, job, 100).unwrap();
     }
 
     #[test]

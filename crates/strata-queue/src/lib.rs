@@ -13,6 +13,7 @@ mod fairshare;
 mod job;
 mod jobstore;
 mod order;
+mod outputs;
 mod pool;
 mod tier;
 
@@ -23,5 +24,6 @@ pub use job::{log_path, EndCause, EnvOptions, Environment, Job, JobId, JobState,
 pub use jobstore::{
     now, CancelResult, Change, JobFilter, JobStore, StoreError, StoredReservation, SubmitError,
 };
+pub use outputs::{outputs_dir, OutputPath, OutputPathError};
 pub use pool::{describe_pools, publish_pools, published_pools, Node, Pool};
-pub use tier::Resources;
+pub use tier::{parse_memory, Memory, MemoryError, Resources};

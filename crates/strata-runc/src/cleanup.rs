@@ -19,6 +19,14 @@ impl LocalLauncher {
     /// then records the outcome and cleans up (container, mount, directories), confirming
     /// that nothing is left. Returns the outcome (what a timeout or cancel should record).
     pub fn cancel(&self, job_id: &str, grace: Duration) -> Result<ExitOutcome, LaunchError> {
+        let outcome = self.stop(job_id, grace)?;
+        self.cleanup(job_id)?;
+        Ok(outcome)
+    }
+
+    /// As [`LocalLauncher::cancel`], but leaves the ended job's files in place (its outputs
+    /// are collected next); [`LocalLauncher::cleanup`] removes them.
+    pub fn stop(&self, job_id: &str, grace: Duration) -> Result<ExitOutcome, LaunchError> {
         validate_job_id(job_id)?;
         let cid = Self::container_id(job_id);
         let runc_err = |source| LaunchError::Runc {
@@ -37,9 +45,52 @@ impl LocalLauncher {
                 }
             }
         }
-        let outcome = self.poll(job_id)?.unwrap_or(lost_outcome(false));
-        self.cleanup(job_id)?;
-        Ok(outcome)
+        Ok(self.poll(job_id)?.unwrap_or(lost_outcome(false)))
+    }
+
+    /// Copies the outputs of an ended job out of its upper layer into `dest` (see
+    /// [`crate::outputs`]), before [`LocalLauncher::cleanup`] removes that layer. `None`:
+    /// the job asked for no outputs, or its files are gone (cleaned up already).
+    pub fn collect_outputs(
+        &self,
+        job_id: &str,
+        dest: &Path,
+    ) -> Result<Option<crate::Collected>, LaunchError> {
+        validate_job_id(job_id)?;
+        if let ContainerState::Running { .. } = self.state(job_id)? {
+            // Copying while the job writes would give a torn result.
+            return Err(LaunchError::NotGone {
+                job: job_id.into(),
+                what: "its process (outputs are collected once it has ended)".into(),
+            });
+        }
+        let dir = self.job_dir(job_id);
+        let record = dir.join(crate::outputs::OUTPUTS_FILE);
+        let outputs: Vec<crate::outputs::ResolvedOutput> = match std::fs::read(&record) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LaunchError::Io {
+                job: job_id.into(),
+                path: record.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(LaunchError::Io {
+                    job: job_id.into(),
+                    path: record,
+                    source,
+                })
+            }
+        };
+        if outputs.is_empty() {
+            return Ok(None);
+        }
+        let upper = self.overlay_dirs(job_id).upper;
+        crate::outputs::collect(&upper, &outputs, dest, self.output_limits)
+            .map(Some)
+            .map_err(|source| LaunchError::Outputs {
+                job: job_id.into(),
+                source,
+            })
     }
 
     /// Removes everything of an ended (or cancelled) job: `runc delete --force`, the

@@ -122,6 +122,7 @@ impl LocalLauncher {
             .or_else(|| image.config.working_dir.clone())
             .filter(|c| !c.is_empty())
             .unwrap_or_else(|| "/".to_string());
+        self.record_outputs(req, &cwd)?;
         let (devices, missing_gpus) = bundle::probe_gpu_devices(&self.dev_dir, &req.gpus);
         if !missing_gpus.is_empty() {
             tracing::warn!(job, ?missing_gpus, "GPUs asked for are not on this machine");
@@ -207,6 +208,27 @@ impl LocalLauncher {
             gpus,
             missing_gpus,
             layers_extracted,
+        })
+    }
+}
+
+impl LocalLauncher {
+    /// Writes the job's outputs, made absolute against its working directory, into the job
+    /// directory before the job starts: whoever collects them after its end (this agent or
+    /// a restarted one) finds them there.
+    fn record_outputs(&self, req: &LaunchRequest, cwd: &str) -> Result<(), LaunchError> {
+        let job = req.job_id.as_str();
+        let resolved =
+            crate::outputs::resolve(&req.outputs, cwd).map_err(|source| LaunchError::Outputs {
+                job: job.into(),
+                source,
+            })?;
+        let path = self.job_dir(job).join(crate::outputs::OUTPUTS_FILE);
+        let bytes = serde_json::to_vec(&resolved).unwrap_or_default();
+        std::fs::write(&path, bytes).map_err(|source| LaunchError::Io {
+            job: job.into(),
+            path,
+            source,
         })
     }
 }

@@ -21,6 +21,7 @@
 mod bundle;
 mod idmap;
 mod image;
+mod outputs;
 mod overlay;
 mod rootfs;
 mod runc;
@@ -41,6 +42,8 @@ use strata_oci::Store;
 
 pub use bundle::{HostDevice, Limits};
 pub use idmap::IdRange;
+pub use outputs::{collect_from_upper, Collected, OutputDir, OutputLimits, OutputsError};
+pub use outputs::{FILES_DIR, REPORT_FILE};
 pub use rootfs::{LayerCache, LayerLimits};
 pub use settings::{LauncherSettings, SubidFiles};
 
@@ -100,6 +103,12 @@ pub enum LaunchError {
         #[source]
         source: idmap::IdMapError,
     },
+    #[error("job {job}: {source}")]
+    Outputs {
+        job: String,
+        #[source]
+        source: outputs::OutputsError,
+    },
     #[error("job {job} asks for network, which needs pasta (Debian package passt) on PATH")]
     NoPasta { job: String },
     #[error("job {job} did not start: {message}")]
@@ -136,6 +145,8 @@ pub struct LaunchRequest {
     pub network: bool,
     /// Where the job's stdout and stderr go (appended).
     pub log_path: PathBuf,
+    /// Directories collected when the job ends ([`LocalLauncher::collect_outputs`]).
+    pub outputs: Vec<OutputDir>,
 }
 
 /// A started job.
@@ -229,6 +240,8 @@ pub struct LocalLauncher {
     pasta: Option<PathBuf>,
     /// Where jobs' root filesystems are mounted (see [`MOUNTS_ROOT`]).
     mounts_dir: PathBuf,
+    /// How much a job's outputs may hold.
+    output_limits: OutputLimits,
 }
 
 /// Jobs' root filesystems are mounted under `/run/strata/<home hash>/<job>`, not under
@@ -290,6 +303,7 @@ impl LocalLauncher {
             ids,
             pasta: find_on_path("pasta"),
             mounts_dir,
+            output_limits: OutputLimits::default(),
         })
     }
 
@@ -311,6 +325,12 @@ impl LocalLauncher {
         })?;
         self.ids = ids;
         Ok(self)
+    }
+
+    /// Caps the outputs collected of each job at `limits` instead of the defaults.
+    pub fn with_output_limits(mut self, limits: OutputLimits) -> LocalLauncher {
+        self.output_limits = limits;
+        self
     }
 
     pub fn id_range(&self) -> IdRange {
@@ -384,6 +404,16 @@ impl LocalLauncher {
         let bytes = std::fs::read(self.job_dir(job).join("job.json")).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
+}
+
+/// The working directory an image gives its processes (its config's `WorkingDir`), where a
+/// job that names none runs: what its relative `--output` paths are relative to.
+pub fn image_working_dir(store: &Store, image: &Digest) -> Result<Option<String>, LaunchError> {
+    let info = image::load_image(store, image).map_err(|source| LaunchError::Image {
+        job: "-".into(),
+        source,
+    })?;
+    Ok(info.config.working_dir.filter(|d| !d.is_empty()))
 }
 
 /// Sets `dir`'s mode, and its group when given (the owner stays root).

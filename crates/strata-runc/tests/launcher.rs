@@ -635,6 +635,7 @@ fn play_launching_agent() -> bool {
         gpus: vec![],
         network: false,
         log_path: home.join("logs").join(format!("{job}.log")),
+        outputs: vec![],
     };
     launcher.launch(&req).expect("launch");
     true

@@ -36,8 +36,9 @@ impl Launcher for BlockingKube {
     }
 
     fn launch(&self, root: &Path, job: &Job, network: bool) -> Result<Started, LaunchError> {
-        push_for_cluster(root, self, job)?;
-        let launched = BlockingKube::launch(self, job, network)?;
+        let home = push_for_cluster(root, self, job)?;
+        let job = with_outputs_cwd(&home, job)?;
+        let launched = BlockingKube::launch(self, &job, network)?;
         Ok(Started {
             container: format!("{}/{}", launched.namespace, launched.name),
             kube_uid: launched.uid,
@@ -69,7 +70,7 @@ impl Launcher for BlockingKube {
 /// sent that is there already. A launch is a use: the image's usage record in that registry is
 /// updated even when the image was there already, so a registry GC run from any machine keeps
 /// an image launched within `keep_days`.
-fn push_for_cluster(root: &Path, kube: &BlockingKube, job: &Job) -> Result<(), LaunchError> {
+fn push_for_cluster(root: &Path, kube: &BlockingKube, job: &Job) -> Result<Home, LaunchError> {
     let digest = job_digest(job)?;
     let registry = kube
         .backend()
@@ -88,7 +89,20 @@ fn push_for_cluster(root: &Path, kube: &BlockingKube, job: &Job) -> Result<(), L
         .push(&home, digest, &tag, &Silent)
         .map_err(push_err)?;
     target.record_use(&home, digest, &tag).map_err(push_err)?;
-    Ok(())
+    Ok(home)
+}
+
+/// A job with outputs and no working directory runs in its image's `WorkingDir`: that is
+/// set on the container explicitly (the same directory), so the outputs' mount paths,
+/// relative to it, are known.
+fn with_outputs_cwd(home: &Home, job: &Job) -> Result<Job, LaunchError> {
+    let mut job = job.clone();
+    if job.outputs.is_empty() || job.working_dir.is_some() {
+        return Ok(job);
+    }
+    let digest = job_digest(&job)?.clone();
+    job.working_dir = strata_runc::image_working_dir(&home.store, &digest)?;
+    Ok(job)
 }
 
 /// How the cluster says an attempt ended, as the agent records it: a Job past its deadline

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use strata_queue::Pool;
 use strata_queue::{EndCause, Job, JobId, Outcome};
+use strata_runc::Collected;
 
 /// How an attempt ended, as the agent records it.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,6 +136,15 @@ pub trait Launcher: Send + Sync {
     /// Stops the attempt (SIGTERM or a Job delete, `grace`, SIGKILL) and confirms that
     /// nothing of it is left; the end is recorded with `cause`.
     fn cancel(&self, job: &Job, cause: EndCause, grace: Duration) -> Result<Ended, LaunchError>;
+
+    /// Copies the outputs of the job's ended attempt (its `--output` directories) into
+    /// `dest`, replacing what an earlier attempt left there; called once the attempt has
+    /// ended, whatever its outcome (failed, timed out and cancelled attempts too), and
+    /// before [`Launcher::cleanup`]. `None`: nothing to collect here, e.g. on a cluster,
+    /// where a queue's volume holds the outputs instead.
+    fn collect_outputs(&self, _job: &Job, _dest: &Path) -> Result<Option<Collected>, LaunchError> {
+        Ok(None)
+    }
 
     /// Removes what is left of an ended attempt (after its outcome is recorded).
     fn cleanup(&self, job: &Job);

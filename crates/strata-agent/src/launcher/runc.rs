@@ -8,6 +8,7 @@ use std::time::Duration;
 use strata_errors::chain;
 use strata_queue::human_duration;
 use strata_queue::{log_path, EndCause, Job, Outcome};
+use strata_runc::{Collected, OutputDir};
 use strata_runc::{ContainerState, ExitOutcome, LaunchRequest, Limits, LocalLauncher};
 
 use super::{attempt_key, Attempt, Ended, Found, LaunchError, Launcher, Started};
@@ -44,9 +45,18 @@ impl Launcher for LocalLauncher {
         }
     }
 
+    /// Stops the container but leaves its files: the outputs are collected before cleanup.
     fn cancel(&self, job: &Job, cause: EndCause, grace: Duration) -> Result<Ended, LaunchError> {
-        let exit = LocalLauncher::cancel(self, &attempt_key(job), grace)?;
+        let exit = LocalLauncher::stop(self, &attempt_key(job), grace)?;
         Ok(ended(&exit, cause, job))
+    }
+
+    fn collect_outputs(&self, job: &Job, dest: &Path) -> Result<Option<Collected>, LaunchError> {
+        Ok(LocalLauncher::collect_outputs(
+            self,
+            &attempt_key(job),
+            dest,
+        )?)
     }
 
     fn cleanup(&self, job: &Job) {
@@ -101,6 +111,14 @@ fn request(root: &Path, job: &Job, network: bool) -> Result<LaunchRequest, Launc
         gpus: job.gpus.clone(),
         network,
         log_path: log,
+        outputs: job
+            .outputs
+            .iter()
+            .map(|o| OutputDir {
+                path: o.as_str().into(),
+                stored_as: o.stored_as().to_path_buf(),
+            })
+            .collect(),
     })
 }
 

@@ -39,6 +39,7 @@ pub fn job(id: &str, queue: &str, tier: &str, resources: Resources) -> Job {
             ("WANDB_MODE".to_string(), "offline".to_string()),
         ]),
         working_dir: Some("/work".into()),
+        outputs: vec![],
         timeout_secs: Some(7200),
         resources,
         network: false,

@@ -89,6 +89,7 @@ impl Env {
             gpus: vec![],
             network: false,
             log_path: self.log(job),
+            outputs: vec![],
         }
     }
 
