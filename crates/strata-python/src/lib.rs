@@ -15,9 +15,9 @@ pub use lock::{Lock, LockedWheel};
 pub use name::PackageName;
 pub use resolve::{ResolveError, Resolver};
 pub use spec::{
-    normalise_find_links, parse_requirements_file, parse_requirements_str, EnvSpec, HashError,
-    InvalidRequirement, MarkerError, MarkerToken, OptionError, Requirement, RequirementError,
-    ShellSplitError, SourceError, Sources, SpecDigest, SpecError, SpecifierError, Unsupported,
-    VersionError,
+    evaluate_marker, normalise_find_links, parse_requirements_file, parse_requirements_str,
+    EnvSpec, HashError, InvalidRequirement, MarkerEnvironment, MarkerError, MarkerToken,
+    OptionError, Requirement, RequirementError, RequirementsFile, ShellSplitError, SourceError,
+    Sources, SpecDigest, SpecError, SpecifierError, Unsupported, Version, VersionError,
 };
 pub use target::{Platform, PythonVersion, Target, TargetError};

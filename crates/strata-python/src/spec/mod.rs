@@ -22,14 +22,14 @@ use strata_oci::Digest;
 
 pub use error::{InvalidRequirement, OptionError, SpecError, Unsupported};
 pub use lines::ShellSplitError;
-pub use marker::{MarkerError, MarkerToken};
+pub use marker::{evaluate_marker, MarkerEnvironment, MarkerError, MarkerToken};
 pub use pep508::RequirementError;
 pub use requirements::{
     parse_requirements_file, parse_requirements_str, HashError, RequirementsFile,
 };
 pub use sources::{normalise_find_links, SourceError};
 pub use specifier::SpecifierError;
-pub use version::VersionError;
+pub use version::{Version, VersionError};
 
 use crate::name::PackageName;
 use crate::target::Target;
