@@ -23,6 +23,9 @@ pub struct Cli {
 pub enum Command {
     /// Build a requirement set into an image in the local store (and push it).
     Build(commands::build::BuildArgs),
+    /// The requirement set of a script or project: its declared file, or its imports pinned
+    /// to the active environment's versions.
+    Detect(commands::detect::DetectArgs),
     /// Say why a requirement set is or is not a cache hit.
     Explain(commands::explain::ExplainArgs),
     /// List the images of the local store with their sizes.
@@ -56,6 +59,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Build(args) => commands::build::run(args),
+        Command::Detect(args) => commands::detect::run(args),
         Command::Explain(args) => commands::explain::run(args),
         Command::Images(args) => commands::images::run_images(args),
         Command::Inspect(args) => commands::images::run_inspect(args),

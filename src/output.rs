@@ -10,6 +10,7 @@ use strata_build::Built;
 use strata_build::Explanation;
 use strata_build::Pushed;
 use strata_build::{Home, HomeError};
+use strata_detect::{DetectError, Detection, Source};
 use strata_gc::run::RunError;
 use strata_index::{Catalog, CatalogImage};
 use strata_queue::JobView;
@@ -90,6 +91,29 @@ impl Failure {
             error: message.into(),
             hint: Some("`strata images` lists the local images"),
             exit_code: EXIT_BAD_INPUT,
+        }
+    }
+
+    pub fn detect(error: DetectError) -> Failure {
+        let (exit_code, hint) = match &error {
+            DetectError::Syntax { .. } => (
+                EXIT_BAD_INPUT,
+                Some("fix the file, or exclude it with .gitignore"),
+            ),
+            DetectError::Env(_) => (
+                EXIT_BAD_INPUT,
+                Some("activate the project's environment (VIRTUAL_ENV or CONDA_PREFIX), or put its python first on PATH"),
+            ),
+            DetectError::NoSuchPath { .. }
+            | DetectError::Requirements(_)
+            | DetectError::Pyproject { .. }
+            | DetectError::UnsupportedPython { .. } => (EXIT_BAD_INPUT, None),
+            DetectError::Io { .. } | DetectError::Walk { .. } => (EXIT_FAILURE, None),
+        };
+        Failure {
+            error: Box::new(error),
+            hint,
+            exit_code,
         }
     }
 
@@ -401,4 +425,75 @@ pub fn print_outputs(outputs: &strata_agent::JobOutputs, as_json: bool) {
         }
     }
     println!("in {}", outputs.dir.display());
+}
+
+/// Sources shown per requirement in text output; JSON has them all.
+const SHOWN_SOURCES: usize = 3;
+
+pub fn print_detection(detection: &Detection, as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_string(detection).unwrap_or_default());
+        return;
+    }
+    let from = match &detection.from {
+        strata_detect::Origin::File { file } => file.display().to_string(),
+        strata_detect::Origin::Imports => "imports".to_string(),
+    };
+    let mut context = Vec::new();
+    if let Some(env) = &detection.environment {
+        context.push(format!("environment {}", env.display()));
+    }
+    if let Some(python) = detection.python {
+        context.push(format!("Python {python}"));
+    }
+    let context = if context.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", context.join(", "))
+    };
+    println!("{}: from {from}{context}", detection.root.display());
+    let width = detection
+        .requirements
+        .iter()
+        .map(|r| r.requirement.len())
+        .max()
+        .unwrap_or(0);
+    for requirement in &detection.requirements {
+        println!(
+            "  {:width$}  {}",
+            requirement.requirement,
+            sources_text(&requirement.sources)
+        );
+    }
+    if !detection.local_packages.is_empty() {
+        println!("local packages (shipped as code, not looked up on an index):");
+        for package in &detection.local_packages {
+            let editable = if package.editable { ", editable" } else { "" };
+            println!(
+                "  {} {} ({}{editable})  {}",
+                package.name,
+                package.version,
+                package.path.display(),
+                sources_text(&package.sources)
+            );
+        }
+    }
+    for warning in &detection.warnings {
+        eprintln!("warning: {warning}");
+    }
+    for note in &detection.notes {
+        eprintln!("note: {note}");
+    }
+}
+
+fn sources_text(sources: &[Source]) -> String {
+    let mut text: Vec<String> = sources
+        .iter()
+        .take(SHOWN_SOURCES)
+        .map(Source::to_string)
+        .collect();
+    if sources.len() > SHOWN_SOURCES {
+        text.push(format!("and {} more", sources.len() - SHOWN_SOURCES));
+    }
+    text.join("; ")
 }

@@ -20,9 +20,10 @@ pub use lock::{Lock, LockedWheel};
 pub use name::PackageName;
 pub use resolve::{ResolveError, Resolver};
 pub use spec::{
-    normalise_find_links, parse_requirements_file, parse_requirements_str,
-    parse_requirements_with_vars, EnvSpec, HashError, InvalidRequirement, MarkerError, MarkerToken,
-    OptionError, Requirement, RequirementError, RequirementsFile, ShellSplitError, SourceError,
-    Sources, SpecDigest, SpecError, SpecifierError, Unsupported, VersionError,
+    evaluate_marker, normalise_find_links, parse_requirements_file, parse_requirements_str,
+    parse_requirements_with_vars, EnvSpec, HashError, InvalidRequirement, MarkerEnvironment,
+    MarkerError, MarkerToken, OptionError, Requirement, RequirementError, RequirementsFile,
+    ShellSplitError, SourceError, Sources, SpecDigest, SpecError, SpecifierError, Unsupported,
+    Version, VersionError,
 };
 pub use target::{Platform, PythonVersion, Target, TargetError};

@@ -8,7 +8,11 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 use super::pep508::normalise_extra;
+use super::specifier::clause_matches;
+use super::version::Version;
 
 /// PEP 508 variables, plus newer ones that tools already write.
 const VARIABLES: [&str; 14] = [
@@ -96,6 +100,59 @@ fn found_text(found: Option<&MarkerToken>) -> String {
 
 /// Parses a marker expression and returns its canonical text.
 pub fn canonical_marker(text: &str) -> Result<String, MarkerError> {
+    Ok(parse(text)?.render())
+}
+
+/// The values of the PEP 508 marker variables in one Python environment (what
+/// `packaging.markers.default_environment()` gives).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkerEnvironment {
+    pub implementation_name: String,
+    pub implementation_version: String,
+    pub os_name: String,
+    pub platform_machine: String,
+    pub platform_python_implementation: String,
+    pub platform_release: String,
+    pub platform_system: String,
+    pub platform_version: String,
+    pub python_full_version: String,
+    pub python_version: String,
+    pub sys_platform: String,
+}
+
+impl MarkerEnvironment {
+    fn value(&self, variable: &str) -> &str {
+        match variable {
+            "implementation_name" => &self.implementation_name,
+            "implementation_version" => &self.implementation_version,
+            "os_name" => &self.os_name,
+            "platform_machine" => &self.platform_machine,
+            "platform_python_implementation" => &self.platform_python_implementation,
+            "platform_release" => &self.platform_release,
+            "platform_system" => &self.platform_system,
+            "platform_version" => &self.platform_version,
+            "python_full_version" => &self.python_full_version,
+            "python_version" => &self.python_version,
+            "sys_platform" => &self.sys_platform,
+            // `extra`, `extras` and `dependency_groups` outside the comparisons that
+            // `Comparison::evaluate` answers: no value.
+            _ => "",
+        }
+    }
+}
+
+/// Whether a marker holds in `env` with the `extras` of the requirement asked for (PEP 508:
+/// `extra == "x"` holds when `x` is one of them).
+pub fn evaluate_marker(
+    text: &str,
+    env: &MarkerEnvironment,
+    extras: &[String],
+) -> Result<bool, MarkerError> {
+    let extras: Vec<String> = extras.iter().map(|e| normalise_extra(e)).collect();
+    Ok(parse(text)?.evaluate(env, &extras))
+}
+
+fn parse(text: &str) -> Result<Node, MarkerError> {
     let tokens = tokenize(text)?;
     let mut parser = Parser { tokens, pos: 0 };
     let tree = parser.or_expr()?;
@@ -104,7 +161,7 @@ pub fn canonical_marker(text: &str) -> Result<String, MarkerError> {
             found: token.clone(),
         });
     }
-    Ok(tree.render())
+    Ok(tree)
 }
 
 /// One token of a marker; `Display` describes it for error messages.
@@ -174,7 +231,7 @@ fn tokenize(text: &str) -> Result<Vec<Token>, MarkerError> {
 /// A marker tree. `And`/`Or` hold at least two operands, already flattened and sorted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Node {
-    Leaf(String),
+    Leaf(Comparison),
     And(Vec<Node>),
     Or(Vec<Node>),
 }
@@ -182,7 +239,7 @@ enum Node {
 impl Node {
     fn render(&self) -> String {
         match self {
-            Node::Leaf(text) => text.clone(),
+            Node::Leaf(comparison) => comparison.render(),
             Node::And(operands) => operands
                 .iter()
                 .map(|n| match n {
@@ -196,6 +253,14 @@ impl Node {
                 .map(Node::render)
                 .collect::<Vec<_>>()
                 .join(" or "),
+        }
+    }
+
+    fn evaluate(&self, env: &MarkerEnvironment, extras: &[String]) -> bool {
+        match self {
+            Node::Leaf(comparison) => comparison.evaluate(env, extras),
+            Node::And(operands) => operands.iter().all(|n| n.evaluate(env, extras)),
+            Node::Or(operands) => operands.iter().any(|n| n.evaluate(env, extras)),
         }
     }
 
@@ -302,6 +367,7 @@ impl Parser {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Value {
     Var(&'static str),
     Str(String),
@@ -313,6 +379,63 @@ impl Value {
             Value::Var(name) => name.to_string(),
             Value::Str(s) => quote(s),
         }
+    }
+
+    fn resolve<'a>(&'a self, env: &'a MarkerEnvironment) -> &'a str {
+        match self {
+            Value::Var(name) => env.value(name),
+            Value::Str(s) => s,
+        }
+    }
+}
+
+/// One comparison of a marker, its strings already canonical (`extra` values normalised).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Comparison {
+    lhs: Value,
+    op: String,
+    rhs: Value,
+}
+
+impl Comparison {
+    fn render(&self) -> String {
+        format!("{} {} {}", self.lhs.render(), self.op, self.rhs.render())
+    }
+
+    fn evaluate(&self, env: &MarkerEnvironment, extras: &[String]) -> bool {
+        let op = self.op.as_str();
+        match (&self.lhs, &self.rhs) {
+            (Value::Var("extra"), Value::Str(s)) | (Value::Str(s), Value::Var("extra"))
+                if matches!(op, "==" | "!=") =>
+            {
+                extras.contains(s) == (op == "==")
+            }
+            (Value::Str(s), Value::Var("extras")) if matches!(op, "in" | "not in") => {
+                extras.contains(&normalise_extra(s)) == (op == "in")
+            }
+            (lhs, rhs) => compare(lhs.resolve(env), op, rhs.resolve(env)),
+        }
+    }
+}
+
+/// PEP 508: versions compare as PEP 440 versions when both sides are versions, other
+/// values as strings; an ordering of strings that are not versions is false.
+fn compare(lhs: &str, op: &str, rhs: &str) -> bool {
+    match op {
+        "in" => return rhs.contains(lhs),
+        "not in" => return !rhs.contains(lhs),
+        _ => {}
+    }
+    if let Ok(version) = Version::parse(lhs) {
+        let clause = format!("{op}{rhs}");
+        if super::specifier::parse_clause(&clause).is_ok() {
+            return clause_matches(&clause, &version);
+        }
+    }
+    match op {
+        "==" | "===" => lhs == rhs,
+        "!=" => lhs != rhs,
+        _ => false,
     }
 }
 
@@ -329,8 +452,8 @@ fn variable(word: &str) -> Result<&'static str, MarkerError> {
         })
 }
 
-/// Renders one comparison; an `extra` compared to a string gets the string normalised.
-fn comparison(lhs: Value, op: String, rhs: Value) -> String {
+/// One comparison; an `extra` compared to a string gets the string normalised.
+fn comparison(lhs: Value, op: String, rhs: Value) -> Comparison {
     let normalise = |this: Value, other: &Value| match (this, other) {
         (Value::Str(s), Value::Var("extra")) => Value::Str(normalise_extra(&s)),
         (this, _) => this,
@@ -342,7 +465,7 @@ fn comparison(lhs: Value, op: String, rhs: Value) -> String {
     } else {
         normalise(lhs, &rhs)
     };
-    format!("{} {op} {}", lhs.render(), rhs.render())
+    Comparison { lhs, op, rhs }
 }
 
 fn quote(s: &str) -> String {
@@ -356,6 +479,68 @@ fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn linux_311() -> MarkerEnvironment {
+        MarkerEnvironment {
+            implementation_name: "cpython".into(),
+            implementation_version: "3.11.7".into(),
+            os_name: "posix".into(),
+            platform_machine: "x86_64".into(),
+            platform_python_implementation: "CPython".into(),
+            platform_release: "6.1.0-18-amd64".into(),
+            platform_system: "Linux".into(),
+            platform_version: "#1 SMP PREEMPT_DYNAMIC Debian".into(),
+            python_full_version: "3.11.7".into(),
+            python_version: "3.11".into(),
+            sys_platform: "linux".into(),
+        }
+    }
+
+    #[test]
+    fn evaluates_markers() {
+        let env = linux_311();
+        let cases: [(&str, &[&str], bool); 17] = [
+            ("python_version >= '3.8'", &[], true),
+            ("python_version < '3.10'", &[], false),
+            ("python_version > '3.9'", &[], true),
+            ("python_full_version == '3.11.*'", &[], true),
+            (
+                "sys_platform == 'linux' and platform_machine == 'x86_64'",
+                &[],
+                true,
+            ),
+            ("sys_platform == 'win32' or os_name == 'nt'", &[], false),
+            (
+                "(sys_platform == 'win32' or os_name == 'posix') and python_version >= '3'",
+                &[],
+                true,
+            ),
+            ("'linux' in sys_platform", &[], true),
+            ("'arm' not in platform_machine", &[], true),
+            ("extra == 'plot'", &[], false),
+            ("extra == 'plot'", &["plot"], true),
+            ("extra == 'Plot_Extra'", &["plot-extra"], true),
+            ("extra != 'plot'", &["other"], true),
+            (
+                "python_version >= '3.8' and extra == 'test'",
+                &["test"],
+                true,
+            ),
+            ("platform_release == '6.1.0-18-amd64'", &[], true),
+            // Not versions: strings, and an ordering of strings is false.
+            ("platform_version > 'a'", &[], false),
+            ("implementation_name == 'pypy'", &[], false),
+        ];
+        for (marker, extras, want) in cases {
+            let extras: Vec<String> = extras.iter().map(|e| e.to_string()).collect();
+            assert_eq!(
+                evaluate_marker(marker, &env, &extras),
+                Ok(want),
+                "{marker} {extras:?}"
+            );
+        }
+        assert!(evaluate_marker("nope == '1'", &env, &[]).is_err());
+    }
 
     #[test]
     fn canonical_forms() {

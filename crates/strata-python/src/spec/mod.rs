@@ -23,7 +23,7 @@ use strata_oci::Digest;
 
 pub use error::{InvalidRequirement, OptionError, SpecError, Unsupported};
 pub use lines::ShellSplitError;
-pub use marker::{MarkerError, MarkerToken};
+pub use marker::{evaluate_marker, MarkerEnvironment, MarkerError, MarkerToken};
 pub use pep508::RequirementError;
 pub use requirements::{
     parse_requirements_file, parse_requirements_str, parse_requirements_with_vars, HashError,
@@ -31,7 +31,7 @@ pub use requirements::{
 };
 pub use sources::{normalise_find_links, SourceError};
 pub use specifier::SpecifierError;
-pub use version::VersionError;
+pub use version::{Version, VersionError};
 
 use crate::name::PackageName;
 use crate::target::Target;

@@ -122,6 +122,59 @@ fn ordered_version(op: &'static str, raw: &str) -> Result<String, SpecifierError
     Ok(version.to_string())
 }
 
+/// Whether `version` satisfies one clause (`>=3.8`, `==1.2.*`, `~=1.4`), as PEP 440 says;
+/// pre-releases are allowed (markers compare with them allowed). A clause that does not
+/// parse matches nothing.
+pub fn clause_matches(clause: &str, version: &Version) -> bool {
+    let Ok(clause) = parse_clause(clause) else {
+        return false;
+    };
+    let Some(op) = OPERATORS.iter().copied().find(|op| clause.starts_with(op)) else {
+        return false;
+    };
+    let text = &clause[op.len()..];
+    if op == "===" {
+        return version.to_string().eq_ignore_ascii_case(text);
+    }
+    if let Some(prefix) = text.strip_suffix(".*") {
+        let Ok(prefix) = Version::parse(prefix) else {
+            return false;
+        };
+        return version.starts_with_release(&prefix) == (op == "==");
+    }
+    let Ok(spec) = Version::parse(text) else {
+        return false;
+    };
+    // A specifier without a local label ignores the candidate's.
+    let candidate = if spec.has_local() {
+        version.clone()
+    } else {
+        version.public()
+    };
+    let order = candidate.cmp_pep440(&spec);
+    match op {
+        "==" => order.is_eq(),
+        "!=" => order.is_ne(),
+        "<=" => order.is_le(),
+        ">=" => order.is_ge(),
+        // `<V` keeps out V's own pre-releases unless V is one; `>V` its post-releases.
+        "<" => {
+            order.is_lt()
+                && !(candidate.is_prerelease()
+                    && !spec.is_prerelease()
+                    && candidate.same_release(&spec))
+        }
+        ">" => {
+            order.is_gt()
+                && !(candidate.is_postrelease()
+                    && !spec.is_postrelease()
+                    && candidate.same_release(&spec))
+        }
+        "~=" => order.is_ge() && candidate.starts_with_release(&spec.release_without_last()),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +192,38 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(parse_clause(input).as_deref(), Ok(want), "{input}");
+        }
+    }
+
+    #[test]
+    fn matches_versions() {
+        let cases = [
+            (">=3.8", "3.11", true),
+            (">=3.8", "3.7", false),
+            ("<3.10", "3.9", true),
+            ("<3.10", "3.10", false),
+            ("<3.10", "3.10rc1", false),
+            ("<3.10rc2", "3.10rc1", true),
+            (">3.10", "3.10.post1", false),
+            (">3.10", "3.10.1", true),
+            ("==3.11", "3.11.0", true),
+            ("==3.11", "3.11+local", true),
+            ("==3.11+other", "3.11+local", false),
+            ("!=3.11", "3.12", true),
+            ("==3.*", "3.12.1", true),
+            ("==3.1.*", "3.12", false),
+            ("!=3.1.*", "3.12", true),
+            ("~=1.4.2", "1.4.9", true),
+            ("~=1.4.2", "1.5", false),
+            ("~=1.4", "1.9", true),
+            ("===1.0", "1.0", true),
+            ("===1.0", "1.0.0", false),
+            ("<=2", "2.0.0", true),
+            ("nonsense", "1.0", false),
+        ];
+        for (clause, version, want) in cases {
+            let v = Version::parse(version).unwrap();
+            assert_eq!(clause_matches(clause, &v), want, "{version} {clause}");
         }
     }
 

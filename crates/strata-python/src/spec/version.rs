@@ -7,6 +7,7 @@
 //! `1` compare equal but are written differently by users, and the resolver treats them alike.
 //! Numbers are kept as digit strings so no input can overflow.
 
+use std::cmp::Ordering;
 use std::fmt;
 
 /// Why a text is not a PEP 440 version. `input` is the text as given (trimmed).
@@ -71,6 +72,168 @@ impl Version {
     pub fn is_release_only(&self) -> bool {
         self.pre.is_none() && self.post.is_none() && self.dev.is_none() && self.local.is_none()
     }
+}
+
+impl Version {
+    /// PEP 440 ordering ("Summary of permitted suffixes and relative ordering"): `1.0` and
+    /// `1.0.0` are equal here though not `==` as values (they print differently), which is
+    /// why this is a method and not `Ord`.
+    pub fn cmp_pep440(&self, other: &Version) -> Ordering {
+        self.key().cmp(&other.key())
+    }
+
+    /// A pre-release or development release (what `<V` keeps out unless V is one).
+    pub fn is_prerelease(&self) -> bool {
+        self.pre.is_some() || self.dev.is_some()
+    }
+
+    pub fn is_postrelease(&self) -> bool {
+        self.post.is_some()
+    }
+
+    /// The same version without its local label.
+    pub fn public(&self) -> Version {
+        Version {
+            local: None,
+            ..self.clone()
+        }
+    }
+
+    /// Same epoch and release numbers (trailing zeros ignored).
+    pub fn same_release(&self, other: &Version) -> bool {
+        Num::of(&self.epoch) == Num::of(&other.epoch)
+            && cmp_release(&self.release, &other.release) == Ordering::Equal
+    }
+
+    /// Whether this version's epoch and first release numbers are `prefix`'s (the
+    /// `==1.2.*` match; missing numbers count as 0).
+    pub fn starts_with_release(&self, prefix: &Version) -> bool {
+        Num::of(&self.epoch) == Num::of(&prefix.epoch)
+            && prefix.release.iter().enumerate().all(|(i, n)| {
+                Num::of(self.release.get(i).map_or("0", String::as_str)) == Num::of(n)
+            })
+    }
+
+    /// The release numbers but the last (`~=1.4.2` means `>=1.4.2, ==1.4.*`).
+    pub fn release_without_last(&self) -> Version {
+        let mut release = self.release.clone();
+        release.pop();
+        Version {
+            epoch: self.epoch.clone(),
+            release,
+            pre: None,
+            post: None,
+            dev: None,
+            local: None,
+        }
+    }
+
+    fn key(&self) -> Key<'_> {
+        let pre = match (&self.pre, &self.post, &self.dev) {
+            // `1.0.dev0` sorts before `1.0a0`.
+            (None, None, Some(_)) => Bound::Low,
+            (None, _, _) => Bound::High,
+            (Some((label, n)), _, _) => Bound::Value((pre_rank(label), Num::of(n))),
+        };
+        Key {
+            epoch: Num::of(&self.epoch),
+            release: ReleaseKey(&self.release),
+            pre,
+            post: self
+                .post
+                .as_deref()
+                .map_or(Bound::Low, |n| Bound::Value(Num::of(n))),
+            dev: self
+                .dev
+                .as_deref()
+                .map_or(Bound::High, |n| Bound::Value(Num::of(n))),
+            local: self.local.as_ref().map_or(Bound::Low, |segments| {
+                Bound::Value(segments.iter().map(|s| LocalSegment::of(s)).collect())
+            }),
+        }
+    }
+}
+
+/// A number kept as digits without leading zeros: more digits is larger, then the digits
+/// compare as text, so no size of number can overflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Num<'a>(usize, &'a str);
+
+impl<'a> Num<'a> {
+    fn of(digits: &'a str) -> Num<'a> {
+        let digits = digits.trim_start_matches('0');
+        Num(digits.len(), digits)
+    }
+}
+
+/// Below or above every value (declaration order is the order).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Bound<T> {
+    Low,
+    Value(T),
+    High,
+}
+
+/// A local label segment: numeric segments sort after alphanumeric ones.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum LocalSegment<'a> {
+    Text(&'a str),
+    Number(Num<'a>),
+}
+
+impl<'a> LocalSegment<'a> {
+    fn of(segment: &'a str) -> LocalSegment<'a> {
+        if segment.bytes().all(|b| b.is_ascii_digit()) {
+            LocalSegment::Number(Num::of(segment))
+        } else {
+            LocalSegment::Text(segment)
+        }
+    }
+}
+
+/// Release numbers compared with the shorter padded by zeros.
+#[derive(Debug, PartialEq, Eq)]
+struct ReleaseKey<'a>(&'a [String]);
+
+impl PartialOrd for ReleaseKey<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ReleaseKey<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        cmp_release(self.0, other.0)
+    }
+}
+
+fn cmp_release(a: &[String], b: &[String]) -> Ordering {
+    fn at(r: &[String], i: usize) -> Num<'_> {
+        Num::of(r.get(i).map_or("0", String::as_str))
+    }
+    (0..a.len().max(b.len()))
+        .map(|i| at(a, i).cmp(&at(b, i)))
+        .find(|o| o.is_ne())
+        .unwrap_or(Ordering::Equal)
+}
+
+fn pre_rank(label: &str) -> u8 {
+    match label {
+        "a" => 0,
+        "b" => 1,
+        _ => 2,
+    }
+}
+
+/// Field order is comparison order.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Key<'a> {
+    epoch: Num<'a>,
+    release: ReleaseKey<'a>,
+    pre: Bound<(u8, Num<'a>)>,
+    post: Bound<Num<'a>>,
+    dev: Bound<Num<'a>>,
+    local: Bound<Vec<LocalSegment<'a>>>,
 }
 
 impl fmt::Display for Version {
@@ -305,6 +468,56 @@ mod tests {
             let got = Version::parse(input).map(|v| v.to_string());
             assert_eq!(got.as_deref(), Ok(want), "{input}");
         }
+    }
+
+    #[test]
+    fn orders_as_pep440_says() {
+        let ascending = [
+            "1.0.dev0",
+            "1.0a0.dev0",
+            "1.0a0",
+            "1.0a1",
+            "1.0b1",
+            "1.0rc1",
+            "1.0",
+            "1.0+a",
+            "1.0+1",
+            "1.0+1.a",
+            "1.0.post0.dev0",
+            "1.0.post0",
+            "1.0.1",
+            "1.1",
+            "1.10",
+            "99999999999999999999",
+            "1!0.1",
+        ];
+        for pair in ascending.windows(2) {
+            let (a, b) = (
+                Version::parse(pair[0]).unwrap(),
+                Version::parse(pair[1]).unwrap(),
+            );
+            assert_eq!(
+                a.cmp_pep440(&b),
+                Ordering::Less,
+                "{} < {}",
+                pair[0],
+                pair[1]
+            );
+            assert_eq!(
+                b.cmp_pep440(&a),
+                Ordering::Greater,
+                "{} > {}",
+                pair[1],
+                pair[0]
+            );
+        }
+        let eq = |a: &str, b: &str| {
+            Version::parse(a)
+                .unwrap()
+                .cmp_pep440(&Version::parse(b).unwrap())
+        };
+        assert_eq!(eq("1.0", "1.0.0"), Ordering::Equal);
+        assert_eq!(eq("0!1.0", "1"), Ordering::Equal);
     }
 
     #[test]
