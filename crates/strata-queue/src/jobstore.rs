@@ -280,7 +280,8 @@ pub struct StoredReservation {
     pub since: i64,
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE jobs (
     seq                INTEGER PRIMARY KEY AUTOINCREMENT,
     id                 TEXT NOT NULL UNIQUE,
@@ -345,13 +346,19 @@ CREATE TABLE reservations (
     node   TEXT NOT NULL,
     since  INTEGER NOT NULL
 );
-"#];
+"#,
+    // The code shipped with a job (`ShippedCode` as JSON): its layer, where it is, the git
+    // commit and whether the tree was dirty.
+    r#"
+ALTER TABLE jobs ADD COLUMN code TEXT;
+"#,
+];
 
 const JOB_COLUMNS: &str = "seq, id, queue, tier, user, priority, name, environment, image_digest, \
     command, env, working_dir, timeout_secs, millicpus, memory, gpus, network, retries, \
     retry_exit_codes, retry_on_oom, retry_backoff_secs, attempt, state, not_before, exit_code, \
     signal, oom_killed, reason, pool, node, gpu_indices, container_id, submitted_at, ready_at, \
-    started_at, finished_at, cancel_requested";
+    started_at, finished_at, cancel_requested, code";
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
@@ -480,6 +487,9 @@ impl JobStore {
             } else {
                 Value::Null
             },
+            job.code
+                .as_ref()
+                .map_or(Value::Null, |c| Value::Text(json(c))),
         ];
         Ok(self.insert(values, state, now)?)
     }
@@ -964,6 +974,7 @@ struct RawJob {
     started_at: Option<i64>,
     finished_at: Option<i64>,
     cancel_requested: bool,
+    code: Option<String>,
 }
 
 impl RawJob {
@@ -1006,6 +1017,7 @@ impl RawJob {
             started_at: r.get(34)?,
             finished_at: r.get(35)?,
             cancel_requested: r.get(36)?,
+            code: r.get(37)?,
         })
     }
 
@@ -1037,6 +1049,12 @@ impl RawJob {
             .map_err(|e| corrupt("retry_exit_codes", e.to_string()))?;
         let gpus: Vec<u32> = serde_json::from_str(&self.gpu_indices)
             .map_err(|e| corrupt("gpu_indices", e.to_string()))?;
+        let code: Option<ShippedCode> = self
+            .code
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| corrupt("code", e.to_string()))?;
         Ok(Job {
             id,
             seq: self.seq,
@@ -1079,6 +1097,7 @@ impl RawJob {
             started_at: self.started_at,
             finished_at: self.finished_at,
             cancel_requested: self.cancel_requested,
+            code,
         })
     }
 }
