@@ -20,7 +20,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, Tra
 use serde::Serialize;
 
 use crate::config::{SchedulerConfig, UnknownName};
-use crate::job::{EndCause, Environment, Job, JobId, JobState, NewJob, Outcome};
+use crate::job::{EndCause, Environment, Job, JobId, JobState, NewJob, Outcome, ShippedCode};
 use crate::tier::Resources;
 
 #[derive(Debug, thiserror::Error)]
@@ -499,8 +499,8 @@ impl JobStore {
         const SQL: &str = "INSERT INTO jobs (id, queue, tier, user, priority, name, environment, \
             image_digest, command, env, working_dir, timeout_secs, millicpus, memory, gpus, \
             network, retries, retry_exit_codes, retry_on_oom, retry_backoff_secs, state, \
-            submitted_at, ready_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
-            ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)";
+            submitted_at, ready_at, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
+            ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)";
         let mut attempts = 0;
         loop {
             let id = JobId::generate()?;
@@ -1251,6 +1251,38 @@ mod tests {
             CancelResult::Requested
         );
         assert!(store.get(&running).unwrap().unwrap().cancel_requested);
+    }
+
+    #[test]
+    fn the_shipped_code_is_kept_with_the_job() {
+        let (_dir, store) = store();
+        let config = SchedulerConfig::default();
+        let code = ShippedCode {
+            layer: strata_oci::LayerDescriptor {
+                digest: strata_oci::Digest::of(b"layer"),
+                diff_id: strata_oci::Digest::of(b"tar"),
+                size: 5,
+                media_type: strata_oci::MEDIA_TYPE_LAYER_GZIP.into(),
+            },
+            dest: "/work".into(),
+            files: 3,
+            bytes: 120,
+            git_commit: Some("0123abcd".into()),
+            git_dirty: Some(true),
+        };
+        let with = store
+            .submit(
+                &config,
+                NewJob {
+                    code: Some(code.clone()),
+                    ..new_job()
+                },
+                1,
+            )
+            .unwrap();
+        let without = store.submit(&config, new_job(), 1).unwrap();
+        assert_eq!(store.get(&with).unwrap().unwrap().code, Some(code));
+        assert_eq!(store.get(&without).unwrap().unwrap().code, None);
     }
 
     #[test]
