@@ -36,7 +36,7 @@ pub enum Command {
     /// Delete what the retention policy does not keep, locally or in a registry.
     Gc(commands::gc::GcArgs),
     /// Queue a job; prints its id at once.
-    Submit(commands::jobs::SubmitArgs),
+    Submit(Box<commands::jobs::SubmitArgs>),
     /// List jobs, with why each waiting job waits.
     Jobs(commands::jobs::JobsArgs),
     /// Show one job: state, position, reason, outcome, history.
@@ -60,7 +60,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Push(args) => commands::sync::run_push(args),
         Command::Pull(args) => commands::sync::run_pull(args),
         Command::Gc(args) => commands::gc::run(args),
-        Command::Submit(args) => commands::jobs::submit(args),
+        Command::Submit(args) => commands::jobs::submit(*args),
         Command::Jobs(args) => commands::jobs::jobs(args),
         Command::Status(args) => commands::jobs::status(args),
         Command::Cancel(args) => commands::jobs::cancel(args),

@@ -6,6 +6,6 @@ mod agent;
 mod client;
 mod launcher;
 
-pub use agent::{parse_env, Agent, AgentError, AgentOptions, BackendChoice};
-pub use client::{Client, ClientError, JobMetrics, JobStatus};
+pub use agent::{job_image, parse_env, Agent, AgentError, AgentOptions, BackendChoice};
+pub use client::{Client, ClientError, JobMetrics, JobStatus, Submitted};
 pub use launcher::{attempt_key, Attempt, Ended, LaunchError, Launcher};
