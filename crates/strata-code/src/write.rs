@@ -13,10 +13,10 @@ use strata_oci::{Digest, HashingWriter, LayerDescriptor};
 use crate::error::CodeError;
 use crate::walk::{FileKind, TreeFile};
 
-/// gzip level of code layers. Level 1 compresses source text to about the same size as 6
-/// (a few percent larger) at three to four times the speed, and a code layer is packed on
-/// every submit while a package layer is written once per wheel: the person waits for
-/// this one.
+/// gzip level of code layers. A code layer is packed on every submit that changed the tree
+/// (a package layer once per wheel), and the person waits for it: on the bench_pack tree
+/// (20 MB of Python-like text) level 1 takes 104 ms of CPU for 4.7 MB, level 6 705 ms for
+/// 3.7 MB. A megabyte more to store or push costs less than half a second per submit.
 pub const CODE_GZIP_LEVEL: u32 = 1;
 
 /// Reads the tree's regular files by their index in the layer; keeps the content digest of
