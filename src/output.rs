@@ -4,7 +4,7 @@ use std::error::Error;
 
 use serde::Serialize;
 use serde_json::json;
-use strata_agent::{JobMetrics, JobStatus};
+use strata_agent::{JobMetrics, JobStatus, Submitted};
 use strata_build::BuildError;
 use strata_build::Built;
 use strata_build::Explanation;
@@ -326,6 +326,41 @@ pub fn print_job_views(views: &[JobView], as_json: bool) {
     }
 }
 
+/// `strata submit`: the job id (and, to stderr, what code was shipped).
+pub fn print_submitted(submitted: &Submitted, as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_string(submitted).unwrap_or_default());
+        return;
+    }
+    if let Some(code) = &submitted.code {
+        let git = match &code.git {
+            Some(g) => format!(
+                ", commit {}{}",
+                g.commit
+                    .as_deref()
+                    .map_or("(none)", |c| &c[..c.len().min(12)]),
+                if g.dirty { " (dirty)" } else { "" }
+            ),
+            None => String::new(),
+        };
+        eprintln!(
+            "code: {} files, {} at {} (layer {}{}){git}",
+            code.files,
+            strata_code::human_bytes(code.bytes),
+            code.dest,
+            code.layer.digest.short(12),
+            if code.reused { ", unchanged" } else { "" },
+        );
+        if !code.included.is_empty() {
+            eprintln!(
+                "code: shipped on purpose (--include): {}",
+                code.included.join(", ")
+            );
+        }
+    }
+    println!("{}", submitted.id);
+}
+
 pub fn print_job_status(status: &JobStatus, as_json: bool) {
     if as_json {
         println!("{}", serde_json::to_string(status).unwrap_or_default());
@@ -356,6 +391,23 @@ pub fn print_job_status(status: &JobStatus, as_json: bool) {
         println!("  killed: out of memory");
     }
     println!("  command   {}", status.command.join(" "));
+    if let Some(code) = &status.code {
+        println!(
+            "  code      {} at {} ({} files, {})",
+            code.layer.digest,
+            code.dest,
+            code.files,
+            strata_code::human_bytes(code.bytes)
+        );
+        match (&code.git_commit, code.git_dirty) {
+            (Some(commit), dirty) => println!(
+                "  git       {commit}{}",
+                if dirty == Some(true) { " (dirty)" } else { "" }
+            ),
+            (None, Some(_)) => println!("  git       no commit yet"),
+            (None, None) => {}
+        }
+    }
     println!("  log       {}", status.log.display());
     for event in &status.history {
         println!(

@@ -58,6 +58,8 @@ fn submit_env(world: &World, requirements_file: &str, script: &str) -> String {
         "-f",
         &wheels,
         "--no-index",
+        // The environment's layers are what this test counts: no code layer on top.
+        "--no-code",
         "--",
         "python",
         "-c",

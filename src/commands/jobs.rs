@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use strata_agent::{parse_env, Agent, AgentError, AgentOptions, BackendChoice, LauncherSettings};
 use strata_agent::{Client, ClientError};
+use strata_code::PackOptions;
 use strata_kube::{Connection, KubeSettings};
 use strata_queue::CancelResult;
 use strata_queue::{EnvOptions, Environment, NewJob, OutputPath, SchedulerConfig};
@@ -59,13 +60,29 @@ pub struct SubmitArgs {
     /// Environment variable for the job (repeatable).
     #[arg(long = "env", short = 'e', value_name = "K=V")]
     pub env: Vec<String>,
-    /// Working directory inside the container.
+    /// Working directory inside the container (default: the code's directory when code is
+    /// shipped, else the image's).
     #[arg(long, short = 'w')]
     pub workdir: Option<String>,
     /// A directory (relative to the working directory, or absolute in the container)
     /// collected when the job ends, whatever its outcome (repeatable); `strata outputs JOB`.
     #[arg(long = "output", short = 'o', value_name = "DIR")]
     pub outputs: Vec<String>,
+    /// Ship this directory's code with the job, at /work (default with -r: the current
+    /// directory; with --image only when given). What `git ls-files --cached --others
+    /// --exclude-standard` lists, or the .gitignore rules without git, minus .strataignore.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_code")]
+    pub code: Option<PathBuf>,
+    /// Ship no code: the job runs only what its image holds.
+    #[arg(long)]
+    pub no_code: bool,
+    /// Ship files that look like secrets (.env, *.pem, ...) matching this glob (repeatable;
+    /// without a '/' it matches a file name at any depth).
+    #[arg(long, value_name = "PATTERN")]
+    pub include: Vec<String>,
+    /// Refuse to ship more code than this (e.g. 100MB, 1GB).
+    #[arg(long, value_name = "SIZE", default_value = "100MB")]
+    pub max_code_size: String,
     #[arg(long)]
     pub json: bool,
     /// The command and its arguments, after `--`.
@@ -160,8 +177,36 @@ fn client() -> Result<Client, Failure> {
     Client::open(&root, &project).map_err(Failure::jobs)
 }
 
+/// The directory whose code ships with the job, if any: `--code DIR`; else, for an
+/// environment built from requirements, the current directory; never with `--no-code`.
+fn code_root(args: &SubmitArgs) -> Option<PathBuf> {
+    if args.no_code {
+        return None;
+    }
+    match (&args.code, &args.image) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, Some(_)) => None,
+        (None, None) => Some(PathBuf::from(".")),
+    }
+}
+
+fn pack_options(args: &SubmitArgs) -> Result<PackOptions, Failure> {
+    let root = strata_build::Home::default_root().map_err(Failure::home)?;
+    let max_size =
+        strata_code::parse_size(&args.max_code_size).map_err(|e| Failure::usage(&e.to_string()))?;
+    Ok(PackOptions {
+        include: args.include.clone(),
+        max_size,
+        dest: strata_code::DEFAULT_DEST.to_string(),
+        cache_dir: Some(root.join("tmp").join("code-cache")),
+        exclude: vec![root],
+    })
+}
+
 pub fn submit(args: SubmitArgs) -> Result<(), Failure> {
     let client = client()?;
+    let code_root = code_root(&args);
+    let pack = pack_options(&args)?;
     let environment = match (&args.requirements, &args.image) {
         (Some(path), _) => {
             let Some(base) = args.base.clone() else {
@@ -214,11 +259,11 @@ pub fn submit(args: SubmitArgs) -> Result<(), Failure> {
         retries: args.retries,
         retry_exit_codes: (!args.retry_on_exit.is_empty()).then(|| args.retry_on_exit.clone()),
         retry_on_oom: args.retry_on_oom.then_some(true),
+        code: None,
     };
-    let id = client.submit(job).map_err(Failure::jobs)?;
-    output::print_json_or(&serde_json::json!({ "id": id }), args.json, || {
-        id.to_string()
-    });
+    let code = code_root.as_deref().map(|root| (root, &pack));
+    let submitted = client.submit_with_code(job, code).map_err(Failure::jobs)?;
+    output::print_submitted(&submitted, args.json);
     Ok(())
 }
 
@@ -379,6 +424,7 @@ impl Failure {
             | ClientError::SchedulerConfig(_)
             | ClientError::Submit(_)
             | ClientError::Environment(_)
+            | ClientError::Code(_)
             | ClientError::NoSuchJob(_) => output::EXIT_BAD_INPUT,
             // A new variant must be placed here on purpose: no catch-all.
             ClientError::Outputs(strata_agent::OutputsError::Io { .. }) => output::EXIT_STORE,
@@ -393,6 +439,9 @@ impl Failure {
                 Some("fix the key shown in strata.toml or $STRATA_HOME/config.toml")
             }
             ClientError::NoSuchJob(_) => Some("`strata jobs --all` lists the jobs"),
+            ClientError::Code(_) => Some(
+                "--no-code ships nothing; --code DIR ships another directory; .strataignore keeps files out",
+            ),
             _ => None,
         };
         Failure {

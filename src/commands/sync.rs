@@ -39,17 +39,28 @@ pub struct PullArgs {
 pub fn run_push(args: PushArgs) -> Result<(), Failure> {
     let home = super::open_home()?;
     let catalog = Catalog::load(&home.store, &home.index).map_err(Failure::store)?;
-    let Some(image) = catalog.find(&args.reference) else {
-        return Err(Failure::not_found(format!(
-            "no image {:?} in the local store",
-            args.reference
-        )));
+    let (digest, local_tag) = match catalog.find(&args.reference) {
+        Some(image) => (image.digest.clone(), image.tag.clone()),
+        // An untagged image of the store by its full digest (a job's image with its code):
+        // tagged in the registry as the Kubernetes launcher tags it.
+        None => match args.reference.parse::<strata_oci::Digest>() {
+            Ok(digest) if home.store.has_blob(&digest) => {
+                let tag = format!("job-{}", digest.short(16));
+                (digest, tag)
+            }
+            _ => {
+                return Err(Failure::not_found(format!(
+                    "no image {:?} in the local store",
+                    args.reference
+                )))
+            }
+        },
     };
-    let tag = args.tag.clone().unwrap_or_else(|| image.tag.clone());
+    let tag = args.tag.clone().unwrap_or(local_tag);
     let target = PushTarget::new(&args.target, args.insecure).map_err(Failure::build)?;
     let progress = TerminalProgress::new(!args.json);
     let pushed = target
-        .push(&home, &image.digest, &tag, &progress)
+        .push(&home, &digest, &tag, &progress)
         .map_err(Failure::build)?;
     progress.finish();
     output::print_json_or(&pushed, args.json, || {

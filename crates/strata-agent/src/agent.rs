@@ -26,8 +26,10 @@ use strata_build::Silent;
 use strata_build::DEFAULT_LAYER_LIMIT;
 use strata_build::{build, BuildOptions};
 use strata_build::{BaseError, BaseRef};
+use strata_code::{compose, CodeError, CodeRef};
 use strata_errors::chain;
 use strata_index::Catalog;
+use strata_index::Lease;
 use strata_index::LeaseOwner;
 use strata_oci::Digest;
 use strata_oci::ManifestDocument;
@@ -39,6 +41,7 @@ use strata_python::TargetError;
 use strata_queue::describe_pools;
 use strata_queue::Scheduler;
 use strata_queue::SchedulerConfig;
+use strata_queue::ShippedCode;
 use strata_queue::{log_path, outputs_dir};
 use strata_queue::{now, Change, JobFilter, JobStore};
 use strata_queue::{EndCause, EnvOptions, Environment, Job, JobId, JobState, Outcome};
@@ -413,10 +416,19 @@ impl Agent {
         Ok(())
     }
 
-    /// A job whose environment could not be had fails with `reason`.
+    /// A job whose environment could not be had fails with `reason`, and lets go of what
+    /// it held (its code layer).
     fn fail_resolving(&self, id: &JobId, reason: String) -> Result<(), AgentError> {
-        self.jobs
-            .transition(id, JobState::Resolving, Change::Fail { reason }, now())?;
+        self.fail(id, JobState::Resolving, reason)
+    }
+
+    fn fail(&self, id: &JobId, from: JobState, reason: String) -> Result<(), AgentError> {
+        if self
+            .jobs
+            .transition(id, from, Change::Fail { reason }, now())?
+        {
+            self.home.index.release_leases_of(&lease_holder(id))?;
+        }
         Ok(())
     }
 
@@ -456,13 +468,11 @@ impl Agent {
             .ok()
             .and_then(|c| c.find(reference).map(|i| i.digest.clone()));
         match digest {
-            Some(digest) => self.resolved(&job.id, JobState::Queued, &digest),
+            Some(digest) => self.resolved(job, JobState::Queued, &digest),
             None => {
                 let reason =
                     format!("no image {reference:?} in the local store (strata pull it first)");
-                self.jobs
-                    .transition(&job.id, JobState::Queued, Change::Fail { reason }, now())?;
-                Ok(())
+                self.fail(&job.id, JobState::Queued, reason)
             }
         }
     }
@@ -508,7 +518,7 @@ impl Agent {
                     );
                     self.fail_resolving(&job.id, reason)?;
                 }
-                Ok(built) => self.resolved(&job.id, JobState::Resolving, &built.image)?,
+                Ok(built) => self.resolved(&job, JobState::Resolving, &built.image)?,
                 Err(e) => {
                     let reason = format!("environment build failed: {}", chain(e));
                     self.fail_resolving(&job.id, reason)?;
@@ -518,9 +528,28 @@ impl Agent {
         Ok(())
     }
 
-    /// The job holds its image (manifest, config, layers) until it ends, then is Ready.
-    fn resolved(&mut self, id: &JobId, from: JobState, digest: &Digest) -> Result<(), AgentError> {
+    /// The job holds its image (manifest, config, layers) until it ends, then is Ready. A
+    /// job with code runs on its environment with the code layer on top.
+    fn resolved(&mut self, job: &Job, from: JobState, env: &Digest) -> Result<(), AgentError> {
+        let id = &job.id;
+        // Holds the new image until the job's own lease does.
+        let compose_lease = self
+            .home
+            .index
+            .lease("compose", LeaseOwner::current_process())?;
+        let digest = match &job.code {
+            None => env.clone(),
+            Some(code) => match job_image(&self.home, &compose_lease, env, code) {
+                Ok(digest) => digest,
+                Err(e) => {
+                    let reason = format!("adding the code to the environment: {}", chain(&e));
+                    return self.fail(id, from, reason);
+                }
+            },
+        };
+        let digest = &digest;
         hold_image(&self.home, id, digest)?;
+        compose_lease.release()?;
         let change = Change::Resolved {
             image: digest.clone(),
         };
@@ -761,12 +790,33 @@ pub fn hold_image(home: &Home, id: &JobId, digest: &Digest) -> Result<(), HoldEr
         Ok(Ok(ManifestDocument::Image(m))) => strata_build::image_digests(digest, &m),
         _ => vec![digest.clone()],
     };
+    hold_for_job(home, id, &digests)
+}
+
+/// Leases `digests` for job `id` until it ends, replacing an earlier lease of the job (a
+/// queued job holds its code layer before its image exists).
+pub fn hold_for_job(home: &Home, id: &JobId, digests: &[Digest]) -> Result<(), HoldError> {
     let holder = lease_holder(id);
     let _gc = home.store.gc_lock_shared()?;
     home.index.release_leases_of(&holder)?;
     let lease = home.index.create_lease(&holder, LeaseOwner::Manual)?;
-    home.index.add_lease_refs(&lease, &digests)?;
+    home.index.add_lease_refs(&lease, digests)?;
     Ok(())
+}
+
+/// The image a job with code runs on: `env` with the code layer on top, written to the
+/// store and held by `lease` until the job's own lease holds it ([`hold_image`]).
+pub fn job_image(
+    home: &Home,
+    lease: &Lease,
+    env: &Digest,
+    code: &ShippedCode,
+) -> Result<Digest, CodeError> {
+    let code = CodeRef {
+        layer: &code.layer,
+        dest: &code.dest,
+    };
+    compose(&home.store, lease, env, &code)
 }
 
 /// Jobs of one spec share one build (the spec digest computed at submit, else the file and

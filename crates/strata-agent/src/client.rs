@@ -16,13 +16,14 @@ use strata_oci::Digest;
 use strata_queue::log_path;
 use strata_queue::Scheduler;
 
-use crate::agent::{build_options, hold_image, HoldError, OptionsError};
+use crate::agent::{build_options, hold_for_job, hold_image, job_image, HoldError, OptionsError};
+use strata_code::{CodeError, CodeLayer, PackOptions};
 use strata_metrics::plot::{Chart, PlotSeries};
 use strata_metrics::{sparkline, MetricsStore};
 use strata_queue::JobView;
 use strata_queue::SchedulerConfig;
 use strata_queue::{now, CancelResult, JobFilter, JobStore};
-use strata_queue::{EnvOptions, Environment, JobId, JobState, NewJob};
+use strata_queue::{EnvOptions, Environment, JobId, JobState, NewJob, ShippedCode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -44,6 +45,9 @@ pub enum ClientError {
     NoSuchJob(String),
     #[error(transparent)]
     Outputs(#[from] crate::outputs::OutputsError),
+    /// The working tree could not be shipped (refused secrets, too large, unreadable).
+    #[error("shipping the code")]
+    Code(#[source] CodeError),
     #[error("reading the log of job {id} at {path}: {source}")]
     Log {
         id: String,
@@ -117,7 +121,19 @@ impl Client {
 
     /// Queues a job. A requirements file is parsed (and its spec digest computed) now, so a
     /// malformed one is refused at once; it is built later by the agent, once per spec.
-    pub fn submit(&self, mut job: NewJob) -> Result<JobId, ClientError> {
+    pub fn submit(&self, job: NewJob) -> Result<JobId, ClientError> {
+        Ok(self.submit_with_code(job, None)?.id)
+    }
+
+    /// [`Client::submit`], shipping the code under `code.0` packed as `code.1` says: the
+    /// tree is packed now (what is submitted is the tree as it is now), the job holds the
+    /// layer from the start and runs on its environment with the code on top, in the code's
+    /// directory unless the job names another.
+    pub fn submit_with_code(
+        &self,
+        mut job: NewJob,
+        code: Option<(&Path, &PackOptions)>,
+    ) -> Result<Submitted, ClientError> {
         if job.user.is_none() {
             job.user = current_user();
         }
@@ -131,9 +147,25 @@ impl Client {
             *path = absolute;
             *spec_digest = Some(self.spec_digest(path, options)?);
         }
+        let home = Home::open(&self.root).map_err(env_err)?;
+        // Held from before the job exists until the job's own lease replaces it, so a GC
+        // between the lookup (or the pack) and the submit cannot take the image or the code.
+        let bridge = home
+            .index
+            .lease("submit", LeaseOwner::current_process())
+            .map_err(env_err)?;
+        let packed = match code {
+            Some((root, options)) => {
+                let packed = strata_code::pack(root, options, &home.store, &bridge)
+                    .map_err(ClientError::Code)?;
+                job.code = Some(shipped(&packed));
+                job.working_dir.get_or_insert_with(|| packed.dest.clone());
+                Some(packed)
+            }
+            None => None,
+        };
         // An image job is resolved now: it is Ready at once and holds its image from the
         // start (a queued job keeps what it references from GC).
-        let home = Home::open(&self.root).map_err(env_err)?;
         if let Some(Environment::Image { reference }) = &job.environment {
             let catalog = Catalog::load(&home.store, &home.index).map_err(env_err)?;
             let Some(image) = catalog.find(reference) else {
@@ -144,12 +176,6 @@ impl Client {
             job.image_digest = Some(image.digest.clone());
         }
         let digest = job.image_digest.clone();
-        // Held from before the job exists until the job's own lease replaces it, so a GC
-        // between the lookup and the submit cannot take the image.
-        let bridge = home
-            .index
-            .lease("submit", LeaseOwner::current_process())
-            .map_err(env_err)?;
         if let Some(digest) = &digest {
             strata_build::hold(&home, &bridge, std::slice::from_ref(digest)).map_err(build_err)?;
             if !home.store.has_blob(digest) {
@@ -158,12 +184,26 @@ impl Client {
                 }));
             }
         }
-        let id = self.jobs.submit(&self.config, job, now())?;
-        if let Some(digest) = digest {
-            hold_image(&home, &id, &digest).map_err(env_err)?;
+        let digest = match (&digest, &job.code) {
+            (Some(env), Some(code)) => {
+                let composed = job_image(&home, &bridge, env, code).map_err(ClientError::Code)?;
+                job.image_digest = Some(composed.clone());
+                Some(composed)
+            }
+            _ => digest,
+        };
+        let id = self.jobs.submit(&self.config, job.clone(), now())?;
+        match (&digest, &job.code) {
+            (Some(digest), _) => hold_image(&home, &id, digest).map_err(env_err)?,
+            // Built later: until then the job holds its code.
+            (None, Some(code)) => {
+                hold_for_job(&home, &id, std::slice::from_ref(&code.layer.digest))
+                    .map_err(env_err)?
+            }
+            (None, None) => {}
         }
         bridge.release().map_err(env_err)?;
-        Ok(id)
+        Ok(Submitted { id, code: packed })
     }
 
     fn spec_digest(&self, path: &Path, options: &EnvOptions) -> Result<Digest, ClientError> {
@@ -211,6 +251,7 @@ impl Client {
         Ok(JobStatus {
             view,
             command: job.command,
+            code: job.code,
             log: log_path(&self.root, &id),
             history,
         })
@@ -218,7 +259,16 @@ impl Client {
 
     pub fn cancel(&self, id: &str) -> Result<CancelResult, ClientError> {
         let id = self.job_id(id)?;
-        Ok(self.jobs.request_cancel(&id, now())?)
+        let result = self.jobs.request_cancel(&id, now())?;
+        // Cancelled before it ran: nothing else ends it, so its image and code go now (a
+        // running one lets go when the agent records its end).
+        if result == CancelResult::Cancelled {
+            let home = Home::open(&self.root).map_err(env_err)?;
+            home.index
+                .release_leases_of(&crate::agent::lease_holder(&id))
+                .map_err(env_err)?;
+        }
+        Ok(result)
     }
 
     pub fn job_id(&self, id: &str) -> Result<JobId, ClientError> {
@@ -350,11 +400,32 @@ impl Client {
     }
 }
 
+/// A queued job, and the code shipped with it.
+#[derive(Debug, Serialize)]
+pub struct Submitted {
+    pub id: JobId,
+    pub code: Option<CodeLayer>,
+}
+
+/// What the job record keeps of a packed tree.
+fn shipped(packed: &CodeLayer) -> ShippedCode {
+    ShippedCode {
+        layer: packed.layer.clone(),
+        dest: packed.dest.clone(),
+        files: packed.files,
+        bytes: packed.bytes,
+        git_commit: packed.git.as_ref().and_then(|g| g.commit.clone()),
+        git_dirty: packed.git.as_ref().map(|g| g.dirty),
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct JobStatus {
     #[serde(flatten)]
     pub view: JobView,
     pub command: Vec<String>,
+    /// The code shipped with the job.
+    pub code: Option<ShippedCode>,
     pub log: PathBuf,
     pub history: Vec<Event>,
 }

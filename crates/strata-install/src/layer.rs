@@ -18,7 +18,8 @@ pub const LAYER_FORMAT_VERSION: u32 = 1;
 /// all three, so caches of compressed digests are keyed on this too.
 pub const COMPRESSION: &str = "gzip-6-miniz_oxide-0.9";
 
-const GZIP_LEVEL: u32 = 6;
+/// The gzip level of package layers (see [`LayerBuilder::write_with_level`] for others).
+pub const GZIP_LEVEL: u32 = 6;
 /// gzip OS byte "unknown", whatever machine writes the layer.
 const GZIP_OS_UNKNOWN: u8 = 255;
 const MODE_DIR: u32 = 0o755;
@@ -111,6 +112,15 @@ impl LayerBuilder {
         self.entries.contains_key(path)
     }
 
+    /// Number of entries (directories included).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Adds a directory (and its parents); adding an existing directory again is fine.
     pub fn dir(&mut self, path: &str) -> Result<(), LayerError> {
         validate_path(path)?;
@@ -194,11 +204,22 @@ impl LayerBuilder {
         source: &mut dyn ContentSource,
         out: impl Write,
     ) -> Result<LayerDescriptor, LayerError> {
+        self.write_with_level(source, out, GZIP_LEVEL)
+    }
+
+    /// [`LayerBuilder::write`] at another gzip level (0-9). The compressed digest depends on
+    /// the level: a cache of compressed digests must be keyed on it (the `diff_id` is not).
+    pub fn write_with_level(
+        self,
+        source: &mut dyn ContentSource,
+        out: impl Write,
+        level: u32,
+    ) -> Result<LayerDescriptor, LayerError> {
         let compressed = HashingWriter::new(out);
         let gzip = GzBuilder::new()
             .mtime(0)
             .operating_system(GZIP_OS_UNKNOWN)
-            .write(compressed, Compression::new(GZIP_LEVEL));
+            .write(compressed, Compression::new(level.min(9)));
         let mut tar = tar::Builder::new(HashingWriter::new(gzip));
         for (path, entry) in self.entries {
             append(&mut tar, &path, entry, source)?;

@@ -21,6 +21,7 @@ use strata_oci::LayerDescriptor;
 
 pub use error::InstallError;
 pub use layer::LAYER_FORMAT_VERSION;
+pub use layer::{ContentSource, FileContent, LayerBuilder, LayerError, NoSource, GZIP_LEVEL};
 pub use record::{b64, RecordError};
 pub use scheme::InstallScheme;
 pub use script::EntryPointError;

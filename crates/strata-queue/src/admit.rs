@@ -784,6 +784,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             cancel_requested: false,
+            code: None,
         }
     }
 

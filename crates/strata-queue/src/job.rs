@@ -15,7 +15,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use strata_oci::Digest;
+use strata_oci::{Digest, LayerDescriptor};
 
 use crate::outputs::OutputPath;
 use crate::tier::Resources;
@@ -254,6 +254,23 @@ pub struct NewJob {
     pub retries: Option<u32>,
     pub retry_exit_codes: Option<Vec<i32>>,
     pub retry_on_oom: Option<bool>,
+    /// The working tree shipped with the job (its layer is in the local store).
+    pub code: Option<ShippedCode>,
+}
+
+/// The code shipped with a job: one layer unpacked at `dest` on top of its environment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippedCode {
+    pub layer: LayerDescriptor,
+    /// Absolute path of the code in the job's image (its working directory by default).
+    pub dest: String,
+    /// Files and symlinks, and bytes of the files.
+    pub files: usize,
+    pub bytes: u64,
+    /// The commit the tree was at; `None` outside a git work tree or before the first commit.
+    pub git_commit: Option<String>,
+    /// Whether the tree differed from that commit; `None` outside a git work tree.
+    pub git_dirty: Option<bool>,
 }
 
 /// A job as stored.
@@ -303,6 +320,7 @@ pub struct Job {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub cancel_requested: bool,
+    pub code: Option<ShippedCode>,
 }
 
 impl Job {

@@ -20,7 +20,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, Tra
 use serde::Serialize;
 
 use crate::config::{SchedulerConfig, UnknownName};
-use crate::job::{EndCause, Environment, Job, JobId, JobState, NewJob, Outcome};
+use crate::job::{EndCause, Environment, Job, JobId, JobState, NewJob, Outcome, ShippedCode};
 use crate::outputs::OutputPath;
 use crate::tier::Resources;
 
@@ -356,13 +356,16 @@ CREATE TABLE reservations (
     "ALTER TABLE jobs ADD COLUMN kube_uid TEXT;",
     // 3: the directories collected when a job ends (a JSON list of output paths).
     "ALTER TABLE jobs ADD COLUMN outputs TEXT NOT NULL DEFAULT '[]';",
+    // 4: the code shipped with a job (`ShippedCode` as JSON): its layer, where it is, the git
+    // commit and whether the tree was dirty.
+    "ALTER TABLE jobs ADD COLUMN code TEXT;",
 ];
 
 const JOB_COLUMNS: &str = "seq, id, queue, tier, user, priority, name, environment, image_digest, \
     command, env, working_dir, timeout_secs, millicpus, memory, gpus, network, retries, \
     retry_exit_codes, retry_on_oom, retry_backoff_secs, attempt, state, not_before, exit_code, \
     signal, oom_killed, reason, pool, node, gpu_indices, container_id, submitted_at, ready_at, \
-    started_at, finished_at, cancel_requested, kube_uid, outputs";
+    started_at, finished_at, cancel_requested, kube_uid, outputs, code";
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
@@ -493,6 +496,9 @@ impl JobStore {
                 Value::Null
             },
             Value::Text(json(&dedup(&job.outputs))),
+            job.code
+                .as_ref()
+                .map_or(Value::Null, |c| Value::Text(json(c))),
         ];
         Ok(self.insert(values, state, now)?)
     }
@@ -502,8 +508,8 @@ impl JobStore {
         const SQL: &str = "INSERT INTO jobs (id, queue, tier, user, priority, name, environment, \
             image_digest, command, env, working_dir, timeout_secs, millicpus, memory, gpus, \
             network, retries, retry_exit_codes, retry_on_oom, retry_backoff_secs, state, \
-            submitted_at, ready_at, outputs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
-            ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)";
+            submitted_at, ready_at, outputs, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+            ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)";
         let mut attempts = 0;
         loop {
             let id = JobId::generate()?;
@@ -1016,6 +1022,7 @@ struct RawJob {
     cancel_requested: bool,
     kube_uid: Option<String>,
     outputs: String,
+    code: Option<String>,
 }
 
 impl RawJob {
@@ -1060,6 +1067,7 @@ impl RawJob {
             cancel_requested: r.get(36)?,
             kube_uid: r.get(37)?,
             outputs: r.get(38)?,
+            code: r.get(39)?,
         })
     }
 
@@ -1093,6 +1101,12 @@ impl RawJob {
             .map_err(|e| corrupt("gpu_indices", e.to_string()))?;
         let outputs: Vec<OutputPath> =
             serde_json::from_str(&self.outputs).map_err(|e| corrupt("outputs", e.to_string()))?;
+        let code: Option<ShippedCode> = self
+            .code
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| corrupt("code", e.to_string()))?;
         Ok(Job {
             id,
             seq: self.seq,
@@ -1137,6 +1151,7 @@ impl RawJob {
             started_at: self.started_at,
             finished_at: self.finished_at,
             cancel_requested: self.cancel_requested,
+            code,
         })
     }
 }
@@ -1320,6 +1335,38 @@ mod tests {
             CancelResult::Requested
         );
         assert!(store.get(&running).unwrap().unwrap().cancel_requested);
+    }
+
+    #[test]
+    fn the_shipped_code_is_kept_with_the_job() {
+        let (_dir, store) = store();
+        let config = SchedulerConfig::default();
+        let code = ShippedCode {
+            layer: strata_oci::LayerDescriptor {
+                digest: strata_oci::Digest::of(b"layer"),
+                diff_id: strata_oci::Digest::of(b"tar"),
+                size: 5,
+                media_type: strata_oci::MEDIA_TYPE_LAYER_GZIP.into(),
+            },
+            dest: "/work".into(),
+            files: 3,
+            bytes: 120,
+            git_commit: Some("0123abcd".into()),
+            git_dirty: Some(true),
+        };
+        let with = store
+            .submit(
+                &config,
+                NewJob {
+                    code: Some(code.clone()),
+                    ..new_job()
+                },
+                1,
+            )
+            .unwrap();
+        let without = store.submit(&config, new_job(), 1).unwrap();
+        assert_eq!(store.get(&with).unwrap().unwrap().code, Some(code));
+        assert_eq!(store.get(&without).unwrap().unwrap().code, None);
     }
 
     #[test]

@@ -20,7 +20,9 @@ mod tier;
 pub use admit::{Admission, Decisions, Scheduler};
 pub use config::{QueueConfig, RetryPolicy, SchedulerConfig, SchedulerConfigError};
 pub use explain::{human_duration, JobView};
-pub use job::{log_path, EndCause, EnvOptions, Environment, Job, JobId, JobState, NewJob, Outcome};
+pub use job::{
+    log_path, EndCause, EnvOptions, Environment, Job, JobId, JobState, NewJob, Outcome, ShippedCode,
+};
 pub use jobstore::{
     now, CancelResult, Change, JobFilter, JobStore, StoreError, StoredReservation, SubmitError,
 };

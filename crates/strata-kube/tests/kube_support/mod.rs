@@ -61,6 +61,7 @@ pub fn job(id: &str, queue: &str, tier: &str, resources: Resources) -> Job {
         started_at: Some(1_700_000_010),
         finished_at: None,
         cancel_requested: false,
+        code: None,
     }
 }
 
