@@ -479,6 +479,31 @@ pub fn print_outputs(outputs: &strata_agent::JobOutputs, as_json: bool) {
     println!("in {}", outputs.dir.display());
 }
 
+/// What `strata submit` detected, on stderr (stdout is the job id).
+pub fn print_detected(detected: &strata_agent::DetectedEnvironment) {
+    let detection = &detected.detection;
+    let from = match &detection.from {
+        strata_detect::Origin::File { file } => file.display().to_string(),
+        strata_detect::Origin::Imports => format!(
+            "imports ({} requirements, pinned to the active environment)",
+            detection.requirements.len()
+        ),
+    };
+    eprintln!(
+        "environment: from {from}; requirements in {}",
+        detected.requirements.display()
+    );
+    for package in &detection.local_packages {
+        eprintln!("local package {} shipped as code", package.name);
+    }
+    for warning in &detection.warnings {
+        eprintln!("warning: {warning}");
+    }
+    for note in &detection.notes {
+        eprintln!("note: {note}");
+    }
+}
+
 /// Sources shown per requirement in text output; JSON has them all.
 const SHOWN_SOURCES: usize = 3;
 

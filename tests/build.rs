@@ -211,3 +211,36 @@ fn past_the_layer_limit_the_smallest_wheels_share_a_layer_whatever_the_store_bui
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("--max-layers 2"), "{}", stderr(&out));
 }
+
+/// `[build]` in the project's strata.toml gives the base and the wheel sources when no flag
+/// does (relative paths from the file), and the result is the flags' build; a flag wins.
+#[test]
+fn build_defaults_come_from_strata_toml() {
+    let world = World::new();
+    let flags = world.build_ok(&requirements("basic.txt"), &[]);
+    let wheels = world.dir.path().join("wheel-dir");
+    std::os::unix::fs::symlink(&world.wheels, &wheels).unwrap();
+    std::fs::write(
+        world.dir.path().join("strata.toml"),
+        format!(
+            "[build]\nbase = \"{}\"\nfind_links = [\"wheel-dir\"]\nno_index = true\n",
+            base_ref()
+        ),
+    )
+    .unwrap();
+    let req = requirements("basic.txt").display().to_string();
+    let out = world.strata(&["build", "-r", &req, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let defaults: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(defaults["lock_digest"], flags["lock_digest"]);
+    assert_eq!(defaults["cache"], "lock-hit", "{defaults}");
+
+    std::fs::write(
+        world.dir.path().join("strata.toml"),
+        "[build]\nfind_links = [\"wheel-dir\"]\n",
+    )
+    .unwrap();
+    let out = world.strata(&["build", "-r", &req, "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("[build]"), "{}", stderr(&out));
+}

@@ -8,36 +8,11 @@ mod registry;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-
-/// A running `strata agent`, killed on drop.
-struct AgentProcess(Child);
-
-impl AgentProcess {
-    fn start(world: &World) -> AgentProcess {
-        require_root("the agent (runc, overlay mounts)");
-        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(["agent", "--grace", "2", "--tick-ms", "50"])
-            .env("STRATA_HOME", &world.home)
-            .current_dir(world.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the agent");
-        AgentProcess(child)
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// git with no user or system configuration.
 fn git(dir: &Path, args: &[&str]) -> String {

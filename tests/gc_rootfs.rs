@@ -7,35 +7,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-
-/// A running `strata agent`, killed on drop.
-struct AgentProcess(Child);
-
-impl AgentProcess {
-    fn start(world: &World) -> AgentProcess {
-        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(["agent", "--grace", "2", "--tick-ms", "50"])
-            .env("STRATA_HOME", &world.home)
-            .current_dir(world.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the agent");
-        AgentProcess(child)
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn json(out: &std::process::Output) -> Value {
     assert!(out.status.success(), "strata failed: {}", stderr(out));

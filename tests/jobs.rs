@@ -5,43 +5,11 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-
-/// A running `strata agent`, killed (SIGKILL) on drop.
-struct AgentProcess(Child);
-
-impl AgentProcess {
-    /// Starts the agent; fails the test at once when not root (the agent runs jobs with
-    /// runc and overlay mounts).
-    fn start(world: &World) -> AgentProcess {
-        require_root("the agent (runc, overlay mounts)");
-        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(["agent", "--grace", "2", "--tick-ms", "50"])
-            .env("STRATA_HOME", &world.home)
-            .current_dir(world.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the agent");
-        AgentProcess(child)
-    }
-
-    fn kill(mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn submit(world: &World, args: &[&str]) -> String {
     let out = world.strata(&[&["submit", "--json"], args].concat());

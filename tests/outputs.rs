@@ -6,36 +6,10 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-
-/// A running `strata agent`, killed (SIGKILL) on drop.
-struct AgentProcess(Child);
-
-impl AgentProcess {
-    fn start(world: &World) -> AgentProcess {
-        require_root("the agent (runc, overlay mounts)");
-        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(["agent", "--grace", "1", "--tick-ms", "50"])
-            .env("STRATA_HOME", &world.home)
-            .current_dir(world.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the agent");
-        AgentProcess(child)
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Submits `script` (sh -c) in /work with `outputs/` as its output, in the environment of
 /// a fixture requirement set.
@@ -123,7 +97,7 @@ fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
 #[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn outputs_of_failed_and_successful_jobs_are_collected_and_copied_out() {
     let world = World::new();
-    let _agent = AgentProcess::start(&world);
+    let _agent = AgentProcess::start_with_grace(&world, 1);
     let ok = submit(&world, &writer(0), &[]);
     let failed = submit(&world, &writer(1), &[]);
     assert_eq!(wait_for(&world, &ok, TERMINAL)["state"], "succeeded");
@@ -211,7 +185,7 @@ fn a_planted_symlink_is_not_followed_and_the_limits_cut_with_a_note() {
         "[outputs]\nmax_size = \"1M\"\n",
     )
     .unwrap();
-    let _agent = AgentProcess::start(&world);
+    let _agent = AgentProcess::start_with_grace(&world, 1);
     let script = "mkdir -p outputs && echo kept > outputs/small.txt && ln -s /etc outputs/evil && \
                   head -c 2097152 /dev/zero > outputs/big.bin && truncate -s 20G outputs/huge && exit 3";
     let id = submit(&world, script, &[]);
@@ -238,7 +212,7 @@ fn a_planted_symlink_is_not_followed_and_the_limits_cut_with_a_note() {
 #[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn a_running_job_has_no_outputs_yet_and_a_cancelled_one_has_its_own() {
     let world = World::new();
-    let _agent = AgentProcess::start(&world);
+    let _agent = AgentProcess::start_with_grace(&world, 1);
     let id = submit(
         &world,
         "mkdir -p outputs && echo step-1 > outputs/checkpoint && echo ready && sleep 600",

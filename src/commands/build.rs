@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use strata_build::BaseRef;
+use strata_build::BuildDefaults;
 use strata_build::PushTarget;
 use strata_build::{build_checked, explain, BuildOptions};
 use strata_python::{Platform, PythonVersion};
@@ -17,16 +18,17 @@ pub struct EnvArgs {
     /// The requirements file.
     #[arg(short = 'r', long = "requirements", value_name = "FILE")]
     pub requirements: PathBuf,
-    /// Base image: oci:PATH[:TAG|@DIGEST] or REGISTRY/REPO[:TAG|@DIGEST].
+    /// Base image: oci:PATH[:TAG|@DIGEST] or REGISTRY/REPO[:TAG|@DIGEST]; default: `base`
+    /// under `[build]` in strata.toml.
     #[arg(long, env = "STRATA_BASE", value_name = "REF")]
-    pub base: String,
+    pub base: Option<String>,
     /// Target Python version (X.Y); default: the base image's.
     #[arg(long, value_name = "X.Y")]
     pub python: Option<PythonVersion>,
     /// Target platform.
     #[arg(long, default_value = "linux/amd64")]
     pub platform: Platform,
-    /// Extra directory or URL of wheels (repeatable).
+    /// Extra directory or URL of wheels (repeatable); default: `[build] find_links`.
     #[arg(long = "find-links", short = 'f', value_name = "DIR")]
     pub find_links: Vec<String>,
     /// Do not use any package index (only --find-links).
@@ -42,21 +44,44 @@ pub struct EnvArgs {
 
 impl EnvArgs {
     pub fn options(&self, jobs: Option<usize>) -> Result<BuildOptions, Failure> {
-        let base: BaseRef = self.base.parse().map_err(Failure::build)?;
+        let defaults = build_defaults()?;
+        let Some(base) = defaults.base_or(self.base.as_deref()) else {
+            return Err(Failure::usage(NO_BASE));
+        };
+        let base: BaseRef = base.parse().map_err(Failure::build)?;
+        let python = match (self.python, &defaults.python) {
+            (Some(python), _) => Some(python),
+            (None, Some(text)) => Some(text.parse().map_err(|e: strata_python::TargetError| {
+                Failure::usage(&format!("[build] python in strata.toml: {e}"))
+            })?),
+            (None, None) => None,
+        };
         let jobs =
             jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         Ok(BuildOptions {
             requirements: self.requirements.clone(),
             base,
-            python: self.python,
+            python,
             platform: self.platform,
-            find_links: self.find_links.clone(),
-            no_index: self.no_index,
+            find_links: defaults.find_links_or(&self.find_links),
+            no_index: self.no_index || defaults.no_index,
             jobs,
             name: self.name.clone(),
             layer_limit: self.max_layers,
         })
     }
+}
+
+/// The error when no base image is named anywhere.
+pub const NO_BASE: &str =
+    "no base image: give --base REF, set STRATA_BASE, or set `base` under [build] in strata.toml";
+
+/// `[build]` of `strata.toml` (the current directory's) and `$STRATA_HOME/config.toml`.
+pub fn build_defaults() -> Result<BuildDefaults, Failure> {
+    let root = strata_build::Home::default_root().map_err(Failure::home)?;
+    let project = std::env::current_dir().unwrap_or_default();
+    let config = strata_config::Config::load(&project, &root).map_err(Failure::build)?;
+    BuildDefaults::from_config(&config).map_err(Failure::build)
 }
 
 #[derive(Args)]

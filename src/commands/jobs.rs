@@ -1,18 +1,20 @@
 //! The job commands: `submit`, `jobs`, `status`, `cancel`, `logs`, `metrics`, `agent`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
 use strata_agent::{parse_env, Agent, AgentError, AgentOptions, BackendChoice, LauncherSettings};
-use strata_agent::{Client, ClientError};
+use strata_agent::{Client, ClientError, DetectedError};
+use strata_build::BuildDefaults;
 use strata_code::PackOptions;
 use strata_kube::{Connection, KubeSettings};
 use strata_queue::CancelResult;
 use strata_queue::{EnvOptions, Environment, NewJob, OutputPath, SchedulerConfig};
 
+use super::build::{build_defaults, NO_BASE};
 use crate::output::{self, Failure};
 
 #[derive(Args)]
@@ -34,7 +36,8 @@ pub struct SubmitArgs {
     /// …or an image of the local store (tag, digest or environment name).
     #[arg(long, value_name = "REF")]
     pub image: Option<String>,
-    /// Base image for -r.
+    /// Base image of the environment (with -r, or detected); default: `base` under [build]
+    /// in strata.toml.
     #[arg(long, env = "STRATA_BASE", value_name = "REF")]
     pub base: Option<String>,
     #[arg(long, value_name = "X.Y")]
@@ -207,28 +210,27 @@ pub fn submit(args: SubmitArgs) -> Result<(), Failure> {
     let client = client()?;
     let code_root = code_root(&args);
     let pack = pack_options(&args)?;
+    let defaults = build_defaults()?;
+    let mut env = parse_env(&args.env).map_err(|e| Failure::usage(&e.to_string()))?;
     let environment = match (&args.requirements, &args.image) {
-        (Some(path), _) => {
-            let Some(base) = args.base.clone() else {
-                return Err(Failure::usage("-r needs --base (or STRATA_BASE)"));
-            };
-            Some(Environment::Requirements {
-                path: path.clone(),
-                spec_digest: None,
-                options: EnvOptions {
-                    base,
-                    python: args.python.clone(),
-                    platform: None,
-                    find_links: args.find_links.clone(),
-                    no_index: args.no_index,
-                    name: args.name.clone(),
-                },
-            })
-        }
+        (Some(path), _) => Some(requirements_environment(&args, &defaults, path.clone())?),
         (None, Some(reference)) => Some(Environment::Image {
             reference: reference.clone(),
         }),
-        (None, None) => None,
+        (None, None) => {
+            let Some(root) = &code_root else {
+                return Err(Failure::usage(
+                    "with --no-code there is nothing to detect the environment from: give -r FILE or --image REF",
+                ));
+            };
+            let detected = detect(&args, root, &pack.dest)?;
+            detected.add_python_path(&mut env);
+            Some(requirements_environment(
+                &args,
+                &defaults,
+                detected.requirements,
+            )?)
+        }
     };
     let timeout = match &args.timeout {
         Some(t) => {
@@ -236,7 +238,6 @@ pub fn submit(args: SubmitArgs) -> Result<(), Failure> {
         }
         None => None,
     };
-    let env = parse_env(&args.env).map_err(|e| Failure::usage(&e.to_string()))?;
     let outputs = args
         .outputs
         .iter()
@@ -265,6 +266,66 @@ pub fn submit(args: SubmitArgs) -> Result<(), Failure> {
     let submitted = client.submit_with_code(job, code).map_err(Failure::jobs)?;
     output::print_submitted(&submitted, args.json);
     Ok(())
+}
+
+/// An environment built from `path`, with the flags, else `[build]` of strata.toml.
+fn requirements_environment(
+    args: &SubmitArgs,
+    defaults: &BuildDefaults,
+    path: PathBuf,
+) -> Result<Environment, Failure> {
+    let Some(base) = defaults.base_or(args.base.as_deref()) else {
+        return Err(Failure::usage(NO_BASE));
+    };
+    Ok(Environment::Requirements {
+        path,
+        spec_digest: None,
+        options: EnvOptions {
+            base,
+            python: args.python.clone().or_else(|| defaults.python.clone()),
+            platform: None,
+            find_links: defaults.find_links_or(&args.find_links),
+            no_index: args.no_index || defaults.no_index,
+            name: args.name.clone().or_else(|| project_name(&args.code)),
+        },
+    })
+}
+
+/// The environment's name when none is given: the project directory's.
+fn project_name(code: &Option<PathBuf>) -> Option<String> {
+    let dir = code.clone().unwrap_or_else(|| PathBuf::from("."));
+    let dir = dir.canonicalize().ok()?;
+    Some(dir.file_name()?.to_string_lossy().into_owned())
+}
+
+/// The requirements of the code shipped from `root`, from its declared file or its imports
+/// in the active environment; warnings and notes go to stderr.
+fn detect(
+    args: &SubmitArgs,
+    root: &Path,
+    dest: &str,
+) -> Result<strata_agent::DetectedEnvironment, Failure> {
+    let home = strata_build::Home::default_root().map_err(Failure::home)?;
+    let python = match &args.python {
+        Some(text) => Some(
+            text.parse()
+                .map_err(|e: strata_python::TargetError| Failure::usage(&e.to_string()))?,
+        ),
+        None => None,
+    };
+    let options = strata_detect::DetectOptions { python };
+    let detected = strata_agent::detect_environment(
+        &home,
+        root,
+        dest,
+        &args.command,
+        strata_detect::PythonEnv::discover,
+        &options,
+    )
+    .map_err(Failure::detected)?;
+    // On stderr, with --json too: stdout is the job.
+    output::print_detected(&detected);
+    Ok(detected)
 }
 
 pub fn jobs(args: JobsArgs) -> Result<(), Failure> {
@@ -448,6 +509,20 @@ impl Failure {
             error: Box::new(error),
             hint,
             exit_code,
+        }
+    }
+
+    pub fn detected(error: DetectedError) -> Failure {
+        match error {
+            DetectedError::Detect { source, .. } => Failure::detect(*source),
+            DetectedError::LocalOutside { .. } => Failure {
+                error: Box::new(error),
+                hint: Some(
+                    "ship a directory that holds it (--code DIR), or install it from an index",
+                ),
+                exit_code: output::EXIT_BAD_INPUT,
+            },
+            DetectedError::Write { .. } => Failure::store(error),
         }
     }
 

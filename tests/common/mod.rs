@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use serde_json::Value;
@@ -283,4 +283,38 @@ pub fn rebuilt_layers(built: &Value) -> Vec<Value> {
         .filter(|l| l["reused"] == Value::Bool(false))
         .cloned()
         .collect()
+}
+
+/// A running `strata agent` of a world, killed on drop.
+pub struct AgentProcess(Child);
+
+impl AgentProcess {
+    /// Starts the agent; fails the test at once when not root (the agent runs jobs with
+    /// runc and overlay mounts).
+    pub fn start(world: &World) -> AgentProcess {
+        AgentProcess::start_with_grace(world, 2)
+    }
+
+    /// [`AgentProcess::start`] with the grace period of a cancel, in seconds.
+    pub fn start_with_grace(world: &World, grace: u32) -> AgentProcess {
+        require_root("the agent (runc, overlay mounts)");
+        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["agent", "--grace", &grace.to_string(), "--tick-ms", "50"])
+            .env("STRATA_HOME", &world.home)
+            .current_dir(world.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the agent");
+        AgentProcess(child)
+    }
+
+    pub fn kill(self) {}
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
