@@ -470,6 +470,66 @@ fn a_cpu_job_runs_as_one_job_on_the_pool_node_from_the_pushed_image() {
     assert_eq!(setup.jobs_of(&failing).len(), 1, "no retry, no second Job");
 }
 
+/// A job with shipped code runs, by digest, the one manifest of its environment's layers
+/// plus the code layer, pushed to the cluster's registry.
+#[test]
+#[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
+fn a_job_with_code_runs_one_pushed_manifest_of_env_and_code_layers() {
+    let mut setup = Setup::new("e2e-code");
+    let agent = setup.agent(&[]);
+    let project = setup.world.dir.path().join("project");
+    fs::create_dir_all(&project).unwrap();
+    fs::write(
+        project.join("main.py"),
+        "print('hello from the code layer')\n",
+    )
+    .unwrap();
+    let code = project.display().to_string();
+    let out = setup.world.strata(&[
+        "submit", "--json", "--queue", QUEUE, "--tier", "cpu", "--image", &setup.tag, "--code",
+        &code, "--", "python", "main.py",
+    ]);
+    assert!(out.status.success(), "submit failed: {}", stderr(&out));
+    let submitted: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = submitted["id"].as_str().unwrap().to_string();
+    let code_layer = submitted["code"]["layer"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    setup.wait_state(&agent, &id, &["running"]);
+    setup.bound_pod(&agent, &id);
+    let status = setup.status(&id);
+    let digest = status["image_digest"].as_str().unwrap().to_string();
+    assert_ne!(digest, setup.digest, "the job runs the composed image");
+    let jobs = setup.jobs_of(&id);
+    assert_eq!(image_of(&jobs[0]), format!("{}@{}", setup.repo, digest));
+
+    let layers = |digest: &str| -> Vec<String> {
+        let (status_line, body) = setup.registry_manifest(digest);
+        assert!(status_line.contains(" 200 "), "{status_line}");
+        let manifest: Value = serde_json::from_slice(&body).unwrap();
+        manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let job_layers = layers(&digest);
+    let (last, env_part) = job_layers.split_last().unwrap();
+    assert_eq!(last, &code_layer);
+    let hex = setup.digest.trim_start_matches("sha256:");
+    let bytes = fs::read(setup.world.oci().join("blobs/sha256").join(hex)).unwrap();
+    let manifest: Value = serde_json::from_slice(&bytes).unwrap();
+    let env_layers: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(env_part, env_layers, "the environment's layers are shared");
+}
+
 #[test]
 #[cfg_attr(skip_k8s, ignore = "needs the test cluster; STRATA_SKIP_K8S=1")]
 fn a_job_too_big_for_any_node_creates_nothing_says_why_and_runs_when_a_node_joins() {
