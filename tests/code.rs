@@ -9,7 +9,7 @@ mod registry;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -87,40 +87,6 @@ fn submitted(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn status(world: &World, id: &str) -> Value {
-    let out = world.strata(&["status", id, "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn wait_for_end(world: &World, id: &str) -> Value {
-    let start = Instant::now();
-    loop {
-        let s = status(world, id);
-        if ["succeeded", "failed", "cancelled", "timed_out"].contains(&s["state"].as_str().unwrap())
-        {
-            return s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "never ended: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn manifest_layers(world: &World, digest: &str) -> Vec<String> {
-    let hex = digest.strip_prefix("sha256:").unwrap();
-    let bytes = fs::read(world.oci().join("blobs/sha256").join(hex)).unwrap();
-    let manifest: Value = serde_json::from_slice(&bytes).unwrap();
-    manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect()
-}
-
 fn blob_exists(world: &World, digest: &str) -> bool {
     let hex = digest.strip_prefix("sha256:").unwrap();
     world.oci().join("blobs/sha256").join(hex).is_file()
@@ -150,7 +116,7 @@ fn a_job_runs_the_shipped_tree_as_it_runs_locally() {
         "the data was shipped: {code}"
     );
     let id = first["id"].as_str().unwrap();
-    let s = wait_for_end(&world, id);
+    let s = world.wait_for(id, TERMINAL, Duration::from_secs(180));
     assert_eq!(s["state"], "succeeded", "{s}");
     let log = String::from_utf8(world.strata(&["logs", id]).stdout).unwrap();
     assert_eq!(log, local, "the job's output differs from the local run's");
@@ -170,8 +136,8 @@ fn a_job_runs_the_shipped_tree_as_it_runs_locally() {
 
     // The job's image is the environment's layers, shared, plus the code layer.
     let built = world.build_ok(&requirements("shared-a.txt"), &[]);
-    let env_layers = manifest_layers(&world, built["digest"].as_str().unwrap());
-    let job_layers = manifest_layers(&world, s["image_digest"].as_str().unwrap());
+    let env_layers = world.manifest_layers(built["digest"].as_str().unwrap());
+    let job_layers = world.manifest_layers(s["image_digest"].as_str().unwrap());
     assert_eq!(job_layers[..job_layers.len() - 1], env_layers[..]);
     assert_eq!(
         job_layers.last().unwrap(),
@@ -187,7 +153,7 @@ fn a_job_runs_the_shipped_tree_as_it_runs_locally() {
     assert_ne!(changed["code"]["layer"]["digest"], code["layer"]["digest"]);
     assert_eq!(changed["code"]["git"]["dirty"], true);
     let id = changed["id"].as_str().unwrap();
-    let s = wait_for_end(&world, id);
+    let s = world.wait_for(id, TERMINAL, Duration::from_secs(180));
     assert_eq!(s["state"], "succeeded", "{s}");
     let log = String::from_utf8(world.strata(&["logs", id]).stdout).unwrap();
     assert!(log.contains("setting=lr-schedule=linear"), "{log}");
@@ -306,15 +272,15 @@ fn a_job_image_pushes_only_its_code_layer_and_config() {
         .output()
         .unwrap();
     let job = submitted(&out);
-    let s = status(&world, job["id"].as_str().unwrap());
+    let s = world.status(job["id"].as_str().unwrap());
     assert_eq!(
         s["state"], "ready",
         "an image job is resolved at submit: {s}"
     );
     let image = s["image_digest"].as_str().unwrap();
     assert_ne!(image, built["digest"].as_str().unwrap());
-    let env_layers = manifest_layers(&world, built["digest"].as_str().unwrap());
-    let job_layers = manifest_layers(&world, image);
+    let env_layers = world.manifest_layers(built["digest"].as_str().unwrap());
+    let job_layers = world.manifest_layers(image);
     assert_eq!(job_layers.len(), env_layers.len() + 1);
     let pushed = world.strata(&["push", image, &target, "--tag", "job-test", "--json"]);
     assert!(pushed.status.success(), "{}", stderr(&pushed));

@@ -30,30 +30,6 @@ fn submit_env(world: &World, requirements_file: &str, extra: &[&str], command: &
     submit(world, &args)
 }
 
-fn status(world: &World, id: &str) -> Value {
-    let out = world.strata(&["status", id, "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Polls until the job is in one of `states` (bounded).
-fn wait_for(world: &World, id: &str, states: &[&str], limit: Duration) -> Value {
-    let start = Instant::now();
-    loop {
-        let s = status(world, id);
-        if states.contains(&s["state"].as_str().unwrap()) {
-            return s;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "job {id} never reached {states:?}: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-const TERMINAL: &[&str] = &["succeeded", "failed", "cancelled", "timed_out"];
-
 fn logs(world: &World, id: &str) -> String {
     String::from_utf8_lossy(&world.strata(&["logs", id]).stdout).into_owned()
 }
@@ -97,7 +73,7 @@ fn jobs_run_in_their_environment_and_share_unpacked_layers() {
     let first = submit_env(&world, "shared-a.txt", &[], &["python", "-c", script]);
     let second = submit_env(&world, "shared-a.txt", &[], &["python", "-c", script]);
     for id in [&first, &second] {
-        let s = wait_for(&world, id, TERMINAL, Duration::from_secs(120));
+        let s = world.wait_for(id, TERMINAL, Duration::from_secs(120));
         assert_eq!(s["state"], "succeeded", "{s}");
         assert!(
             logs(&world, id).contains("imports ok 42"),
@@ -107,8 +83,8 @@ fn jobs_run_in_their_environment_and_share_unpacked_layers() {
     }
     // One build for both (once per spec), and every layer unpacked once: the
     // environment's, and the one code layer of the tree both shipped (the test's directory).
-    let image = status(&world, &first)["image_digest"].clone();
-    assert_eq!(status(&world, &second)["image_digest"], image);
+    let image = world.status(&first)["image_digest"].clone();
+    assert_eq!(world.status(&second)["image_digest"], image);
     let built = world.build_ok(&requirements("shared-a.txt"), &[]);
     assert_eq!(built["cache"], "hit");
     let layers = built["layers"].as_array().unwrap().len() + 1;
@@ -126,7 +102,7 @@ fn jobs_run_in_their_environment_and_share_unpacked_layers() {
             "tools-hello",
         ],
     );
-    let s = wait_for(&world, &third, TERMINAL, Duration::from_secs(60));
+    let s = world.wait_for(&third, TERMINAL, Duration::from_secs(60));
     assert_eq!(s["state"], "succeeded", "{s}");
     assert_eq!(logs(&world, &third).trim(), "hello from tools");
     assert_eq!(extractions(&world.home), layers);
@@ -149,7 +125,7 @@ fn cancel_and_timeout_leave_no_process_and_no_mount() {
             cancel_marker,
         ],
     );
-    wait_for(&world, &cancelled, &["running"], Duration::from_secs(120));
+    world.wait_for(&cancelled, &["running"], Duration::from_secs(120));
     let start = Instant::now();
     while !logs(&world, &cancelled).contains("started") {
         assert!(start.elapsed() < Duration::from_secs(120), "never started");
@@ -157,7 +133,7 @@ fn cancel_and_timeout_leave_no_process_and_no_mount() {
     }
     let out = world.strata(&["cancel", &cancelled]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let s = wait_for(&world, &cancelled, TERMINAL, Duration::from_secs(30));
+    let s = world.wait_for(&cancelled, TERMINAL, Duration::from_secs(30));
     assert_eq!(s["state"], "cancelled", "{s}");
 
     let timed = submit_env(
@@ -166,7 +142,7 @@ fn cancel_and_timeout_leave_no_process_and_no_mount() {
         &["--timeout", "2s"],
         &["sh", "-c", "trap '' TERM; sleep 600"],
     );
-    let s = wait_for(&world, &timed, TERMINAL, Duration::from_secs(60));
+    let s = world.wait_for(&timed, TERMINAL, Duration::from_secs(60));
     assert_eq!(s["state"], "timed_out", "{s}");
     assert!(
         s["reason"].as_str().unwrap_or("").contains("timed out"),
@@ -183,7 +159,7 @@ fn thousand_metric_lines_arrive_in_order_and_plot() {
     let _agent = AgentProcess::start(&world);
     let script = "import json\nfor i in range(1000): print('strata:metric', json.dumps({'name': 'loss', 'value': 1000 - i, 'step': i}))";
     let id = submit_env(&world, "shared-a.txt", &[], &["python", "-c", script]);
-    let s = wait_for(&world, &id, TERMINAL, Duration::from_secs(120));
+    let s = world.wait_for(&id, TERMINAL, Duration::from_secs(120));
     assert_eq!(s["state"], "succeeded", "{s}");
     let png = world.dir.path().join("loss.png");
     let out = world.strata(&["metrics", &id, "--json", "--plot", png.to_str().unwrap()]);
@@ -237,18 +213,18 @@ fn agent_killed_while_jobs_run_ends_each_job_exactly_once() {
     std::thread::sleep(Duration::from_secs(5));
     let later = submit_env(&world, "shared-a.txt", &[], &["echo", "after restart"]);
     let _agent = AgentProcess::start(&world);
-    let s = wait_for(&world, &ok, TERMINAL, Duration::from_secs(60));
+    let s = world.wait_for(&ok, TERMINAL, Duration::from_secs(60));
     assert_eq!(s["state"], "succeeded", "{s}");
-    let s = wait_for(&world, &bad, TERMINAL, Duration::from_secs(60));
+    let s = world.wait_for(&bad, TERMINAL, Duration::from_secs(60));
     assert_eq!(
         (s["state"].as_str(), s["exit_code"].as_i64()),
         (Some("failed"), Some(7)),
         "{s}"
     );
-    let s = wait_for(&world, &later, TERMINAL, Duration::from_secs(60));
+    let s = world.wait_for(&later, TERMINAL, Duration::from_secs(60));
     assert_eq!(s["state"], "succeeded", "{s}");
     for id in [&ok, &bad, &later] {
-        let history = status(&world, id)["history"].as_array().unwrap().clone();
+        let history = world.status(id)["history"].as_array().unwrap().clone();
         let count = |state: &str| history.iter().filter(|e| e["state"] == state).count();
         assert_eq!(count("running"), 1, "{id} ran more than once: {history:?}");
         let ends: usize = TERMINAL.iter().map(|t| count(t)).sum();
@@ -301,7 +277,7 @@ fn bad_jobs_get_clear_errors() {
     let _agent = AgentProcess::start(&world);
     // A command the image does not have.
     let missing = submit_env(&world, "shared-a.txt", &[], &["no-such-command", "x"]);
-    let s = wait_for(&world, &missing, TERMINAL, Duration::from_secs(120));
+    let s = world.wait_for(&missing, TERMINAL, Duration::from_secs(120));
     assert_eq!(s["state"], "failed", "{s}");
     assert!(
         s["reason"].as_str().unwrap().contains("no-such-command"),
@@ -309,7 +285,7 @@ fn bad_jobs_get_clear_errors() {
     );
     // An environment that fails to build fails its job with the build's error.
     let broken = submit_env(&world, "bad-unknown.txt", &[], &["true"]);
-    let s = wait_for(&world, &broken, TERMINAL, Duration::from_secs(60));
+    let s = world.wait_for(&broken, TERMINAL, Duration::from_secs(60));
     assert_eq!(s["state"], "failed", "{s}");
     assert!(s["reason"].as_str().unwrap().contains("nosuchpkg"), "{s}");
 }

@@ -518,16 +518,12 @@ fn a_job_with_code_runs_one_pushed_manifest_of_env_and_code_layers() {
     let job_layers = layers(&digest);
     let (last, env_part) = job_layers.split_last().unwrap();
     assert_eq!(last, &code_layer);
-    let hex = setup.digest.trim_start_matches("sha256:");
-    let bytes = fs::read(setup.world.oci().join("blobs/sha256").join(hex)).unwrap();
-    let manifest: Value = serde_json::from_slice(&bytes).unwrap();
-    let env_layers: Vec<&str> = manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap())
-        .collect();
-    assert_eq!(env_part, env_layers, "the environment's layers are shared");
+    let env_layers = setup.world.manifest_layers(&setup.digest);
+    assert_eq!(
+        env_part,
+        &env_layers[..],
+        "the environment's layers are shared"
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -109,24 +109,6 @@ fn submit(world: &World, dir: &Path, venv: &Path, args: &[&str], command: &[&str
         .unwrap()
 }
 
-fn wait_for_end(world: &World, id: &str) -> Value {
-    let start = Instant::now();
-    loop {
-        let out = world.strata(&["status", id, "--json"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let s: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let state = s["state"].as_str().unwrap().to_string();
-        if ["succeeded", "failed", "cancelled", "timed_out"].contains(&state.as_str()) {
-            return s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(240),
-            "never ended: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 #[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn a_detected_environment_runs_the_script_as_it_runs_locally() {
@@ -153,7 +135,7 @@ fn a_detected_environment_runs_the_script_as_it_runs_locally() {
     );
     let submitted: Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = submitted["id"].as_str().unwrap();
-    let s = wait_for_end(&world, id);
+    let s = world.wait_for(id, TERMINAL, Duration::from_secs(240));
     assert_eq!(s["state"], "succeeded", "{s}");
     let log = String::from_utf8(world.strata(&["logs", id]).stdout).unwrap();
     assert_eq!(log, local, "the job's output differs from the local run's");
@@ -164,7 +146,11 @@ fn a_detected_environment_runs_the_script_as_it_runs_locally() {
     assert!(again.status.success(), "{}", stderr(&again));
     let again: Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(again["code"]["layer"], submitted["code"]["layer"]);
-    let s2 = wait_for_end(&world, again["id"].as_str().unwrap());
+    let s2 = world.wait_for(
+        again["id"].as_str().unwrap(),
+        TERMINAL,
+        Duration::from_secs(240),
+    );
     assert_eq!(s2["state"], "succeeded", "{s2}");
     assert_eq!(s2["image_digest"], s["image_digest"]);
 }

@@ -143,6 +143,42 @@ impl World {
             .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
     }
 
+    /// `strata status JOB --json`, asserting success.
+    pub fn status(&self, id: &str) -> Value {
+        let out = self.strata(&["status", id, "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Polls `strata status` until the job is in one of `states`; fails after `limit`.
+    pub fn wait_for(&self, id: &str, states: &[&str], limit: std::time::Duration) -> Value {
+        let start = std::time::Instant::now();
+        loop {
+            let s = self.status(id);
+            if states.contains(&s["state"].as_str().unwrap()) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "job {id} never reached {states:?}: {s}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// The layer digests of a manifest in this world's store.
+    pub fn manifest_layers(&self, digest: &str) -> Vec<String> {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        let bytes = fs::read(self.oci().join("blobs/sha256").join(hex)).unwrap();
+        let manifest: Value = serde_json::from_slice(&bytes).unwrap();
+        manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     pub fn oci(&self) -> PathBuf {
         self.home.join("oci")
     }
@@ -218,6 +254,9 @@ pub fn stderr(out: &Output) -> String {
 }
 
 /// Runs a command, asserting success, returning stdout.
+/// The states a job ends in.
+pub const TERMINAL: &[&str] = &["succeeded", "failed", "cancelled", "timed_out"];
+
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd
         .output()
