@@ -326,7 +326,7 @@ fn add_cli_sources(
                 reason: source.into(),
             }
         })?;
-        sources.find_links.push(normalised);
+        sources.add_find_links(normalised);
     }
     sources.no_index |= options.no_index;
     Ok(())
