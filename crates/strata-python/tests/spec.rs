@@ -100,6 +100,24 @@ fn parses_every_construct() {
     assert_eq!(spec.constraints_txt(), "urllib3<2\n");
 }
 
+/// Where the wheels lie on this machine is not part of a spec (issue 11): directories and
+/// `file://` URLs are for the resolver only; an `http(s)` find-links URL is a shared source
+/// and changes the spec.
+#[test]
+fn local_find_links_are_not_part_of_the_spec() {
+    let plain = spec_of(&[("r.txt", "--no-index\nalpha==1.0\n")]);
+    let dir = spec_of(&[("r.txt", "--no-index\n-f /srv/wheels\nalpha==1.0\n")]);
+    let other = spec_of(&[("r.txt", "--no-index\n--find-links=w\nalpha==1.0\n")]);
+    let file_url = spec_of(&[("r.txt", "--no-index\n-f file:///srv/w\nalpha==1.0\n")]);
+    assert_eq!(dir.digest(), plain.digest());
+    assert_eq!(other.digest(), plain.digest());
+    assert_eq!(file_url.digest(), plain.digest());
+    assert_eq!(file_url.sources.local_find_links, ["file:///srv/w"]);
+    let remote = spec_of(&[("r.txt", "--no-index\n-f https://h/w/\nalpha==1.0\n")]);
+    assert_ne!(remote.digest(), plain.digest());
+    assert_eq!(remote.sources.find_links, ["https://h/w"]);
+}
+
 #[test]
 fn direct_urls_find_links_and_no_index() {
     let dir = tempfile::tempdir().unwrap();
