@@ -159,11 +159,17 @@ fn push_and_pull_between_stores_through_a_registry() {
         "{pushed_b}"
     );
 
-    // A fresh store pulls it and then answers the same build as a hit.
+    // A fresh store pulls it and then answers the same build from it: the image names its
+    // lock, not a spec (issue 11), so the build resolves and finds the pulled image of that
+    // lock (a lock hit: re-tagged, nothing built); the next build is a hit.
     let other = world.with_home("other");
     let pulled = json(&other.strata(&["pull", &format!("{repo_a}:{tag}"), "--json"]));
     assert_eq!(pulled["digest"], built["digest"]);
     assert_eq!(pulled["environment"], true);
+    let hit = other.build_ok(&requirements("shared-a.txt"), &[]);
+    assert_eq!(hit["cache"], "lock-hit", "{hit}");
+    assert_eq!(hit["digest"], built["digest"]);
+    assert!(rebuilt_layers(&hit).is_empty(), "{hit}");
     let hit = other.build_ok(&requirements("shared-a.txt"), &[]);
     assert_eq!(hit["cache"], "hit");
     // Pulling again downloads nothing.

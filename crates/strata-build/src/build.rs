@@ -17,7 +17,7 @@ use crate::credentials::{self, CredentialFiles};
 use crate::error::{BuildError, OptionError};
 use crate::explain::Explanation;
 use crate::home::Home;
-use crate::image::{self, AddedLayer, ImageInputs, ANNOTATION_SPEC};
+use crate::image::{self, AddedLayer, ImageInputs};
 use crate::layers::{check_staged, hold, package_layers, Wheels};
 use crate::progress::Progress;
 use strata_install::InstallScheme;
@@ -190,7 +190,6 @@ pub fn build_checked(
         base: &base,
         layers: &added,
         venv: &scheme.venv,
-        spec_digest: &spec_digest.0,
         lock_digest: &lock_digest,
         packages: &packages,
         layer_format: LAYER_FORMAT_VERSION,
@@ -326,7 +325,7 @@ fn add_cli_sources(
                 reason: source.into(),
             }
         })?;
-        sources.find_links.push(normalised);
+        sources.add_find_links(normalised);
     }
     sources.no_index |= options.no_index;
     Ok(())
@@ -424,8 +423,6 @@ fn cache_hit(
     }))
 }
 
-/// The lock was built on this base before: the new image differs only in its annotations,
-/// every layer is reused and no wheel is read.
 /// What a lock hit records for the new spec.
 struct LockHitKey<'a> {
     spec: &'a SpecDigest,
@@ -434,6 +431,8 @@ struct LockHitKey<'a> {
     limit: usize,
 }
 
+/// The lock was built on this base before: the image is the same image (a function of its
+/// content), so the spec gets its own tag on it and nothing is written but the index row.
 fn lock_hit(
     home: &Home,
     lease: &Lease,
@@ -452,25 +451,14 @@ fn lock_hit(
         return Ok(None);
     };
     hold(home, lease, std::slice::from_ref(&record.manifest))?;
-    let Some(mut manifest) = stored_manifest(home, Some(lease), &record.manifest)? else {
+    let Some(manifest) = stored_manifest(home, Some(lease), &record.manifest)? else {
         return Ok(None);
     };
-    if manifest.layers.len() > limit {
+    if manifest.layers.len() > limit || !is_current_format(&manifest) {
         return Ok(None);
     }
-    manifest
-        .annotations
-        .insert(ANNOTATION_SPEC.to_string(), spec.0.to_string());
-    manifest.annotations.insert(
-        "org.opencontainers.image.title".to_string(),
-        format!("strata environment {}", spec.0.short(12)),
-    );
     let tag = tag_for(spec);
-    let bytes = manifest.to_bytes();
-    // Leased before it is written: another process making the same manifest finds it held.
-    hold(home, lease, &[Digest::of(&bytes)])?;
-    let mut additions = Additions::new(home, lease);
-    let digest = additions.put(&bytes)?;
+    let digest = record.manifest;
     let size = manifest.blob_bytes();
     home.index.record_build(
         &EnvRecord {
@@ -486,7 +474,6 @@ fn lock_hit(
         &record.lock_json,
         &[],
     )?;
-    additions.keep();
     tag_image(home, &manifest, &digest, &tag, spec)?;
     let reused = vec![true; manifest.layers.len()];
     Ok(Some(Built {
@@ -499,6 +486,17 @@ fn lock_hit(
         media_type: manifest.media_type().to_string(),
         size,
     }))
+}
+
+/// Whether this strata would make `manifest` from its lock: the current layer format, and
+/// none of the spec annotations older versions wrote. An older image of the lock is not
+/// shared with a new spec; the build makes the current one (reusing its layers).
+fn is_current_format(manifest: &Manifest) -> bool {
+    let format = LAYER_FORMAT_VERSION.to_string();
+    !manifest
+        .annotations
+        .contains_key(image::LEGACY_ANNOTATION_SPEC)
+        && manifest.annotations.get(image::ANNOTATION_LAYER_FORMAT) == Some(&format)
 }
 
 /// A manifest in the store whose blobs are all present; `None` if anything is missing, so
@@ -565,6 +563,9 @@ fn ensure_tagged(
     Ok(whole)
 }
 
+/// The spec a tag of the local store names (an annotation of the tag, not of the image).
+const TAG_ANNOTATION_SPEC: &str = "dev.strata.spec-digest";
+
 /// Points the spec's tag at the image (whose blobs are in the store).
 fn tag_image(
     home: &Home,
@@ -573,8 +574,10 @@ fn tag_image(
     tag: &str,
     spec: &SpecDigest,
 ) -> Result<(), BuildError> {
+    // On the tag in the layout's index.json, not in the image: the image is shared by every
+    // spec of its lock, each tag names one spec.
     let mut annotations = std::collections::BTreeMap::new();
-    annotations.insert(ANNOTATION_SPEC.to_string(), spec.0.to_string());
+    annotations.insert(TAG_ANNOTATION_SPEC.to_string(), spec.0.to_string());
     home.store.tag(
         tag,
         &BlobDescriptor {

@@ -55,7 +55,7 @@ pub fn for_spec(
         .index_url
         .iter()
         .chain(&sources.extra_index_urls)
-        .chain(&sources.find_links)
+        .chain(sources.all_find_links())
         .chain(env.requirements.iter().filter_map(|r| r.url.as_ref()))
         .chain(env.constraints.iter().filter_map(|r| r.url.as_ref()));
     let mut credentials = explicit;

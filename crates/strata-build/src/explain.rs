@@ -152,11 +152,13 @@ pub fn differences(cached: &EnvSpec, now: &EnvSpec) -> Vec<Difference> {
             now: now.target.uv_python_platform(),
         });
     }
-    if cached.sources != now.sources {
-        let show = |s: &strata_python::Sources| serde_json::to_string(s).unwrap_or_default();
+    // Compared as serialised: machine-local find-links are not part of a spec.
+    let show = |s: &strata_python::Sources| serde_json::to_string(s).unwrap_or_default();
+    let (cached_sources, now_sources) = (show(&cached.sources), show(&now.sources));
+    if cached_sources != now_sources {
         out.push(Difference::Sources {
-            cached: show(&cached.sources),
-            now: show(&now.sources),
+            cached: cached_sources,
+            now: now_sources,
         });
     }
     out

@@ -1,6 +1,12 @@
 //! Image assembly: the base image's config and layers, plus one layer per wheel and the env
 //! layer, as an OCI config and manifest. Everything here is a pure function of its inputs so
 //! that the same inputs give the byte-identical manifest.
+//!
+//! The inputs are content only: the base, the lock (exact wheels by sha256), the layers made
+//! of them and the layer format. Nothing of the spec that asked for the image (its digest,
+//! its sources, how it was written) is in the manifest or the config: specs that resolve to
+//! one lock share one image, and two machines fed the same wheels from different places push
+//! one manifest. Which specs name an image is the index's knowledge (`env-<spec>` tags).
 
 use std::collections::BTreeMap;
 
@@ -14,7 +20,9 @@ use crate::base::BaseImage;
 /// A fixed timestamp: images carry no build time, or no two builds would agree.
 pub const EPOCH: &str = "1970-01-01T00:00:00Z";
 
-pub const ANNOTATION_SPEC: &str = "dev.strata.spec-digest";
+/// The spec digest, on images made by strata before spec version 2. Read only to recognise
+/// such images (a lock hit does not answer with one; registry GC knows them as strata's).
+pub const LEGACY_ANNOTATION_SPEC: &str = "dev.strata.spec-digest";
 pub const ANNOTATION_LOCK: &str = "dev.strata.lock-digest";
 pub const ANNOTATION_PACKAGES: &str = "dev.strata.packages";
 pub const ANNOTATION_LAYER_FORMAT: &str = "dev.strata.layer-format";
@@ -32,7 +40,6 @@ pub struct ImageInputs<'a> {
     pub base: &'a BaseImage,
     pub layers: &'a [AddedLayer],
     pub venv: &'a str,
-    pub spec_digest: &'a Digest,
     pub lock_digest: &'a Digest,
     pub packages: &'a [String],
     pub layer_format: u32,
@@ -78,13 +85,12 @@ fn manifest_annotations(inputs: &ImageInputs) -> BTreeMap<String, String> {
     );
     a.insert(
         "org.opencontainers.image.title".into(),
-        format!("strata environment {}", inputs.spec_digest.short(12)),
+        format!("strata environment {}", inputs.lock_digest.short(12)),
     );
     a.insert(
         "org.opencontainers.image.description".into(),
         format!("Python virtual environment at {}", inputs.venv),
     );
-    a.insert(ANNOTATION_SPEC.into(), inputs.spec_digest.to_string());
     a.insert(ANNOTATION_LOCK.into(), inputs.lock_digest.to_string());
     a.insert(ANNOTATION_PACKAGES.into(), inputs.packages.join(","));
     a.insert(

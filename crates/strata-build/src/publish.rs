@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use strata_index::EnvRecord;
 use strata_index::{Lease, LeaseOwner};
 use strata_oci::{BlobDescriptor, Digest};
 use strata_oci::{Manifest, ManifestDocument};
@@ -15,7 +14,7 @@ use strata_registry::{
 use crate::base::{BaseError, BaseImage};
 use crate::error::BuildError;
 use crate::home::Home;
-use crate::image::{ANNOTATION_LOCK, ANNOTATION_SPEC};
+use crate::image::{ANNOTATION_LAYER_FORMAT, ANNOTATION_LOCK};
 use crate::layers::hold;
 use crate::progress::Progress;
 use strata_python::Platform;
@@ -43,7 +42,7 @@ pub struct Pulled {
     pub bytes_downloaded: u64,
     pub blobs_downloaded: usize,
     pub blobs_present: usize,
-    /// The image is a strata environment and now answers builds of its spec.
+    /// The image is a strata environment and now answers builds of any spec of its lock.
     pub environment: bool,
 }
 
@@ -105,7 +104,7 @@ impl PushTarget {
         let by_tag = ManifestRef::Tag(tag.clone());
         let present = rt.block_on(self.registry.manifest_exists(&self.repo, &by_tag))?;
         let (manifest_bytes, manifest) = stored_manifest(home, digest)?;
-        let (name, spec) = env_of(home, digest, &manifest)?;
+        let (name, spec) = env_of(home, digest, tag.as_str())?;
         if present.as_ref() == Some(digest) {
             // Already there: one HEAD, nothing else sent (a build hit with `--push`). A caller
             // for whom this is a use of the image in the registry (a Kubernetes launch) says
@@ -216,20 +215,19 @@ fn stored_manifest(home: &Home, digest: &Digest) -> Result<(Vec<u8>, Manifest), 
     }
 }
 
-/// The environment name and spec digest of an image, from the index or its annotations.
-fn env_of(
-    home: &Home,
-    digest: &Digest,
-    manifest: &Manifest,
-) -> Result<(String, Option<Digest>), BuildError> {
-    if let Some(row) = home.index.envs_by_manifest(digest)?.into_iter().next() {
-        return Ok((row.record.name, Some(row.record.spec)));
-    }
-    let spec = manifest
-        .annotations
-        .get(ANNOTATION_SPEC)
-        .and_then(|s| s.parse().ok());
-    Ok((String::new(), spec))
+/// The environment name and spec digest of an image pushed under `tag`, from the index: the
+/// spec whose tag it is, else any spec of the image (specs of one lock share it). The image
+/// carries no spec, so one this store did not build has neither.
+fn env_of(home: &Home, digest: &Digest, tag: &str) -> Result<(String, Option<Digest>), BuildError> {
+    let mut rows = home.index.envs_by_manifest(digest)?;
+    let chosen = match rows.iter().position(|row| row.record.tag == tag) {
+        Some(i) => Some(rows.swap_remove(i)),
+        None => rows.into_iter().next(),
+    };
+    Ok(match chosen {
+        Some(row) => (row.record.name, Some(row.record.spec)),
+        None => (String::new(), None),
+    })
 }
 
 /// Pulls `REGISTRY/REPO[:TAG|@DIGEST]` into the store and tags it locally (the remote tag,
@@ -274,7 +272,7 @@ pub fn pull(
         },
         Default::default(),
     )?;
-    let environment = record_pulled_env(home, &fetched, &tag)?;
+    let environment = record_pulled_env(home, &fetched)?;
     home.index
         .touch_push(&image.repo.to_string(), &fetched.digest)?;
     lease.release()?;
@@ -289,42 +287,21 @@ pub fn pull(
     })
 }
 
-/// A pulled strata environment answers later builds of the same spec on this machine.
-fn record_pulled_env(home: &Home, fetched: &Fetched, tag: &str) -> Result<bool, BuildError> {
-    let annotation = |key: &str| {
-        fetched
-            .manifest
-            .annotations
-            .get(key)
-            .and_then(|v| v.parse::<Digest>().ok())
-    };
-    let base = annotation("org.opencontainers.image.base.digest");
-    let (Some(spec), Some(lock), Some(base)) = (
-        annotation(ANNOTATION_SPEC),
-        annotation(ANNOTATION_LOCK),
-        base,
+/// A pulled strata environment answers later builds of any spec that resolves to its lock on
+/// its base (a lock hit: re-tagged, nothing built). The image names its lock, base and layer
+/// format, never a spec.
+fn record_pulled_env(home: &Home, fetched: &Fetched) -> Result<bool, BuildError> {
+    let annotations = &fetched.manifest.annotations;
+    let digest = |key: &str| annotations.get(key).and_then(|v| v.parse::<Digest>().ok());
+    let (Some(lock), Some(base), Some(_format)) = (
+        digest(ANNOTATION_LOCK),
+        digest("org.opencontainers.image.base.digest"),
+        annotations.get(ANNOTATION_LAYER_FORMAT),
     ) else {
         return Ok(false);
     };
-    if home.index.env_by_spec(&spec)?.is_some() {
-        home.index.touch_env(&spec)?;
-        return Ok(true);
-    }
-    let size = fetched.manifest.blob_bytes();
-    home.index.record_build(
-        &EnvRecord {
-            spec,
-            lock,
-            base,
-            manifest: fetched.digest.clone(),
-            tag: tag.to_string(),
-            size,
-            spec_json: String::new(),
-            name: String::new(),
-        },
-        "",
-        &[],
-    )?;
+    home.index
+        .record_lock_if_absent(&lock, &base, &fetched.digest)?;
     Ok(true)
 }
 

@@ -7,12 +7,14 @@
 //! kept tag is kept whole.
 //!
 //! What is never deleted:
-//! - a manifest strata did not build (no `dev.strata.spec-digest`), and everything an image
+//! - a manifest strata did not build (no `dev.strata.lock-digest`, nor the older
+//!   `dev.strata.spec-digest`), and everything an image
 //!   index (OCI index, Docker manifest list) of the repository references, nested indexes
 //!   included, while the index is kept;
 //! - a manifest carrying any tag strata did not make (`foreign_tag`). strata's own tags are
-//!   `env-<first 16 hex of the spec digest>` (a build's tag, checked against the image's own
-//!   `dev.strata.spec-digest`), `job-<first 16 hex of the manifest digest>` (the Kubernetes
+//!   `env-<first 16 hex of the spec digest>` (a build's tag, checked against the spec of the
+//!   push record, or an older image's own `dev.strata.spec-digest`: images of one lock are
+//!   shared by specs and name none), `job-<first 16 hex of the manifest digest>` (the Kubernetes
 //!   launcher's push), and any tag a push record of this manifest names (`strata push --tag`),
 //!   locally or in the registry's usage record. Everything else (`prod` added with `skopeo
 //!   copy`, `latest`, a tag that merely looks like strata's but names another spec) is a
@@ -60,7 +62,9 @@ use strata_registry::{
     is_usage_tag, ManifestRef, Registry, RegistryError, RegistryRepo, Tag, UsageRecord,
 };
 
-/// The annotations strata writes on the images it builds (see `strata-builder`'s image module).
+/// The annotations strata writes on the images it builds (see `strata-build`'s image module).
+/// An image carries no spec (specs of one lock share it): the spec digest is only on images
+/// built before spec version 2, and read here to know those as strata's.
 pub const ANNOTATION_SPEC: &str = "dev.strata.spec-digest";
 pub const ANNOTATION_LOCK: &str = "dev.strata.lock-digest";
 pub const ANNOTATION_NAME: &str = "dev.strata.name";
@@ -98,7 +102,8 @@ pub enum RegistryGcError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum KeepReason {
-    /// Not built by strata (no `dev.strata.spec-digest`): strata never deletes it.
+    /// Not built by strata (no `dev.strata.lock-digest` or `dev.strata.spec-digest`): strata
+    /// never deletes it.
     NotStrata,
     /// One of its tags matches a `keep_tags` pattern.
     TagPattern { tag: String, pattern: String },
@@ -934,7 +939,7 @@ fn keep_index_children(
 /// An observed manifest with what the policy needs beside its entry.
 struct Judged {
     entry: ManifestEntry,
-    /// Built by strata (it carries `dev.strata.spec-digest`).
+    /// Built by strata (it carries `dev.strata.lock-digest`, or the older spec digest).
     is_strata: bool,
     /// Its tags strata did not make.
     foreign_tags: Vec<String>,
@@ -945,7 +950,9 @@ struct Judged {
 /// The entry of an observed manifest, its usage merged from both sources (the latest
 /// activity, the first push).
 fn entry_of(o: Observed, usage: &Usage) -> Judged {
-    let is_strata = o.annotations.contains_key(ANNOTATION_SPEC);
+    // The lock digest marks strata's images; the spec digest its images of before version 2.
+    let is_strata =
+        o.annotations.contains_key(ANNOTATION_LOCK) || o.annotations.contains_key(ANNOTATION_SPEC);
     let annotated = |key: &str| o.annotations.get(key).and_then(|v| v.parse().ok());
     let local = usage.local.get(&o.digest);
     let shared = usage.shared.get(&o.digest);

@@ -77,15 +77,22 @@ const PACKAGES: &str = "dev.strata.packages";
 
 impl Catalog {
     pub fn load(store: &Store, index: &Index) -> Result<Catalog, CatalogError> {
-        let envs: HashMap<Digest, EnvRow> = index
-            .envs()?
-            .into_iter()
-            .map(|e| (e.record.manifest.clone(), e))
+        let rows = index.envs()?;
+        // Specs of one lock share one image, each under its own tag: a tag finds its spec's
+        // row; a tag no spec made (a pull, `strata push --tag`) finds any row of its image.
+        let by_tag: HashMap<(&str, &Digest), &EnvRow> = rows
+            .iter()
+            .map(|e| ((e.record.tag.as_str(), &e.record.manifest), e))
             .collect();
+        let by_manifest: HashMap<&Digest, &EnvRow> =
+            rows.iter().map(|e| (&e.record.manifest, e)).collect();
         let mut images = Vec::new();
         for entry in store.entries()? {
             let tag = entry.annotations.get(REF_NAME).cloned().unwrap_or_default();
-            let env = envs.get(&entry.digest);
+            let env = by_tag
+                .get(&(tag.as_str(), &entry.digest))
+                .or_else(|| by_manifest.get(&entry.digest))
+                .copied();
             let mut image = CatalogImage {
                 tag,
                 digest: entry.digest.clone(),

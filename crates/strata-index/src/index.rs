@@ -365,6 +365,30 @@ impl Index {
         }))
     }
 
+    /// Records that `manifest` is the image of `lock` on `base` (a pulled image), unless an
+    /// image of that lock is known already. Its lock file is in its env layer, not here.
+    pub fn record_lock_if_absent(
+        &self,
+        lock: &Digest,
+        base: &Digest,
+        manifest: &Digest,
+    ) -> Result<(), IndexError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO lock_index
+                 (lock_digest, base_digest, manifest_digest, lock_json, created_at)
+                 VALUES (?1, ?2, ?3, '', ?4)",
+                params![
+                    lock.to_string(),
+                    base.to_string(),
+                    manifest.to_string(),
+                    now()
+                ],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
     /// Records a finished build in one transaction: its layers, its lock and its spec.
     pub fn record_build(
         &self,

@@ -24,6 +24,6 @@ pub use spec::{
     parse_requirements_with_vars, EnvSpec, HashError, InvalidRequirement, MarkerEnvironment,
     MarkerError, MarkerToken, OptionError, Requirement, RequirementError, RequirementsFile,
     ShellSplitError, SourceError, Sources, SpecDigest, SpecError, SpecifierError, Unsupported,
-    Version, VersionError,
+    Version, VersionError, SPEC_VERSION,
 };
 pub use target::{Platform, PythonVersion, Target, TargetError};

@@ -196,7 +196,7 @@ impl Resolver {
         for extra in &sources.extra_index_urls {
             args.extend(["--extra-index-url".into(), extra.clone()]);
         }
-        for links in &sources.find_links {
+        for links in sources.all_find_links() {
             let links = if links.contains("://") {
                 links.clone()
             } else {

@@ -100,6 +100,24 @@ fn parses_every_construct() {
     assert_eq!(spec.constraints_txt(), "urllib3<2\n");
 }
 
+/// Where the wheels lie on this machine is not part of a spec (issue 11): directories and
+/// `file://` URLs are for the resolver only; an `http(s)` find-links URL is a shared source
+/// and changes the spec.
+#[test]
+fn local_find_links_are_not_part_of_the_spec() {
+    let plain = spec_of(&[("r.txt", "--no-index\nalpha==1.0\n")]);
+    let dir = spec_of(&[("r.txt", "--no-index\n-f /srv/wheels\nalpha==1.0\n")]);
+    let other = spec_of(&[("r.txt", "--no-index\n--find-links=w\nalpha==1.0\n")]);
+    let file_url = spec_of(&[("r.txt", "--no-index\n-f file:///srv/w\nalpha==1.0\n")]);
+    assert_eq!(dir.digest(), plain.digest());
+    assert_eq!(other.digest(), plain.digest());
+    assert_eq!(file_url.digest(), plain.digest());
+    assert_eq!(file_url.sources.local_find_links, ["file:///srv/w"]);
+    let remote = spec_of(&[("r.txt", "--no-index\n-f https://h/w/\nalpha==1.0\n")]);
+    assert_ne!(remote.digest(), plain.digest());
+    assert_eq!(remote.sources.find_links, ["https://h/w"]);
+}
+
 #[test]
 fn direct_urls_find_links_and_no_index() {
     let dir = tempfile::tempdir().unwrap();
@@ -111,13 +129,16 @@ fn direct_urls_find_links_and_no_index() {
     let spec = EnvSpec::new(file, base(), target());
     assert!(spec.sources.no_index);
     let root = dir.path().to_str().unwrap();
-    let mut want = vec![
-        format!("{root}/elsewhere"),
-        format!("{root}/sub/wheels"),
-        "https://h.example/links".to_string(),
-    ];
-    want.sort();
-    assert_eq!(spec.sources.find_links, want);
+    // Directories are for the resolver only; the URL is part of the spec.
+    assert_eq!(
+        spec.sources.local_find_links,
+        [format!("{root}/elsewhere"), format!("{root}/sub/wheels")]
+    );
+    assert_eq!(spec.sources.find_links, ["https://h.example/links"]);
+    let json = String::from_utf8(spec.canonical_bytes()).unwrap();
+    assert!(!json.contains(root), "{json}");
+    let all: Vec<&String> = spec.sources.all_find_links().collect();
+    assert_eq!(all.len(), 3);
     assert_eq!(
         spec.requirements[0].to_string(),
         "pkg @ https://h.example/pkg-1.0-py3-none-any.whl#sha256=abc ; os_name == \"posix\""
@@ -399,11 +420,11 @@ const KNOWN_CONSTRAINTS: &str = "urllib3<2\n";
 const KNOWN_BASE: &str = "sha256:ac25ae413a4f5656838e1887e58917fa05d6a1964562bfa24f71b24286cb83d7";
 
 /// The canonical spec of the known-answer input, as computed when this test was written.
-const KNOWN_CANONICAL_JSON: &str = r#"{"requirements":[{"name":"numpy","extras":[],"specifier":"<2,>=1.24","url":null,"marker":null,"hashes":[]},{"name":"requests","extras":["security","socks"],"specifier":"==2.31.0","url":null,"marker":"python_version >= \"3.8\" and sys_platform == \"linux\"","hashes":[]},{"name":"scikit-learn","extras":[],"specifier":"~=1.3.0","url":null,"marker":null,"hashes":[]},{"name":"torch","extras":[],"specifier":"==2.1.0","url":null,"marker":null,"hashes":["sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"]}],"constraints":[{"name":"urllib3","extras":[],"specifier":"<2","url":null,"marker":null,"hashes":[]}],"sources":{"index_url":"https://pypi.org/simple","extra_index_urls":["https://download.pytorch.org/whl/cpu"],"find_links":[],"no_index":false},"base":"sha256:ac25ae413a4f5656838e1887e58917fa05d6a1964562bfa24f71b24286cb83d7","target":{"python":"3.11","platform":"linux/amd64","glibc":[2,28]}}"#;
+const KNOWN_CANONICAL_JSON: &str = r#"{"version":2,"requirements":[{"name":"numpy","extras":[],"specifier":"<2,>=1.24","url":null,"marker":null,"hashes":[]},{"name":"requests","extras":["security","socks"],"specifier":"==2.31.0","url":null,"marker":"python_version >= \"3.8\" and sys_platform == \"linux\"","hashes":[]},{"name":"scikit-learn","extras":[],"specifier":"~=1.3.0","url":null,"marker":null,"hashes":[]},{"name":"torch","extras":[],"specifier":"==2.1.0","url":null,"marker":null,"hashes":["sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"]}],"constraints":[{"name":"urllib3","extras":[],"specifier":"<2","url":null,"marker":null,"hashes":[]}],"sources":{"index_url":"https://pypi.org/simple","extra_index_urls":["https://download.pytorch.org/whl/cpu"],"find_links":[],"no_index":false},"base":"sha256:ac25ae413a4f5656838e1887e58917fa05d6a1964562bfa24f71b24286cb83d7","target":{"python":"3.11","platform":"linux/amd64","glibc":[2,28]}}"#;
 
-/// Its digest: the cache key of that environment (and its tag, `env-837b7389a85780f4`).
+/// Its digest: the cache key of that environment (and its tag, `env-e86361e0a032704f`).
 const KNOWN_SPEC_DIGEST: &str =
-    "sha256:837b7389a85780f485d07fb884ac912d0b690faa76b3a6fade26f4e2f0771aae";
+    "sha256:e86361e0a032704ff662d8b46e22b2a89ef8398d216fb15a485ead6c5f6c5cbd";
 
 /// Known answer: one fixed requirements file, base digest, Python version and platform give
 /// one fixed spec digest, computed as `strata build` computes it (`EnvSpec::new` of the parsed
@@ -412,9 +433,12 @@ const KNOWN_SPEC_DIGEST: &str =
 /// The spec digest is every cache key: the local index, the `env-` tags, the annotations of
 /// pushed images. If this test fails, the change just made gives every existing environment
 /// a new key: every user's cache misses and every environment is rebuilt and pushed again.
-/// Do not update these literals to make the test pass unless that is the intent; then bump a
-/// version with it (the canonical spec has no version field yet: adding one is such a change)
-/// and say so in the release notes.
+/// Do not update these literals to make the test pass unless that is the intent; then bump
+/// `SPEC_VERSION` with it and say so in the release notes.
+///
+/// Updated once, deliberately, for spec version 2 (issue 11): local find-links left the spec
+/// and the image a spec names lost its spec annotations, so no version-1 key may answer with
+/// a version-1 image; the `version` field was added for that.
 #[test]
 fn known_spec_digest_is_pinned() {
     let dir = tempfile::tempdir().unwrap();

@@ -14,6 +14,7 @@ impl EnvSpec {
     /// everything sorted, so that files meaning the same give equal specs.
     pub fn new(file: RequirementsFile, base: Digest, target: Target) -> EnvSpec {
         EnvSpec {
+            version: super::SPEC_VERSION,
             requirements: merge(file.requirements),
             constraints: merge(file.constraints),
             sources: file.sources.canonical(),

@@ -59,14 +59,29 @@ pub struct Sources {
     pub index_url: Option<String>,
     /// Sorted and deduplicated.
     pub extra_index_urls: Vec<String>,
-    /// Sorted and deduplicated; local directories as absolute paths.
+    /// Find-links URLs (`http(s)://`): a named, shared source like an index URL. Sorted and
+    /// deduplicated.
     pub find_links: Vec<String>,
     pub no_index: bool,
+    /// Find-links on this machine (directories as absolute paths, `file://` URLs): given to
+    /// the resolver but not part of the spec's identity. Where the wheels lie on one machine
+    /// says nothing about the environment (the lock pins every wheel by sha256), so the same
+    /// requirements fed from two wheel directories are one spec, one tag and one image.
+    #[serde(skip)]
+    pub local_find_links: Vec<String>,
 }
+
+/// The version of the canonical spec's form, the first field of its serialisation. Bumped
+/// when what a spec means changes, so that no old key answers for a new meaning.
+/// 2: local find-links are no longer part of a spec, and the image a spec names carries no
+/// spec-specific annotations (an image is a function of its content).
+pub const SPEC_VERSION: u32 = 2;
 
 /// A canonical environment spec: requirements, constraints, sources, base image and target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvSpec {
+    /// [`SPEC_VERSION`] when made by this strata.
+    pub version: u32,
     /// Sorted by (name, marker, url); requirements with the same key merged.
     pub requirements: Vec<Requirement>,
     /// From `-c` files; same canonical form.

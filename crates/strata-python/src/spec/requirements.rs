@@ -173,7 +173,7 @@ impl FileParser<'_> {
                     let dir = base_dir(at.file);
                     let link = normalise_find_links(&value()?, &dir, &mut self.out.credentials)
                         .map_err(|r| at.invalid(name, r))?;
-                    self.out.sources.find_links.push(link);
+                    self.out.sources.add_find_links(link);
                 }
                 "--no-index" if inline.is_none() => self.out.sources.no_index = true,
                 "--no-index" => return Err(at.invalid(name, OptionError::TakesNoValue)),

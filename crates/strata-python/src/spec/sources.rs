@@ -34,8 +34,30 @@ impl Sources {
         self.extra_index_urls.dedup();
         self.find_links.sort();
         self.find_links.dedup();
+        self.local_find_links.sort();
+        self.local_find_links.dedup();
         self
     }
+
+    /// Adds a find-links location made by [`normalise_find_links`]: a machine-local one to
+    /// `local_find_links` (outside the spec's identity), an `http(s)` URL to `find_links`.
+    pub fn add_find_links(&mut self, normalised: String) {
+        if is_machine_local(&normalised) {
+            self.local_find_links.push(normalised);
+        } else {
+            self.find_links.push(normalised);
+        }
+    }
+
+    /// Every find-links location, shared ones first, for the resolver.
+    pub fn all_find_links(&self) -> impl Iterator<Item = &String> {
+        self.find_links.iter().chain(&self.local_find_links)
+    }
+}
+
+/// A find-links location only this machine can read: a directory, or a `file:` URL.
+fn is_machine_local(normalised: &str) -> bool {
+    !normalised.contains("://") || normalised.starts_with("file://")
 }
 
 /// Validates a URL and writes it canonically: user info taken out (into `credentials`), scheme
