@@ -60,7 +60,7 @@ pub enum RootfsError {
     },
     #[error("layer {digest} is corrupt: its bytes hash to {actual}")]
     Corrupt { digest: Digest, actual: Digest },
-    #[error("layer {digest} is not a valid gzip tar: {source}")]
+    #[error("layer {digest} is not a valid gzip or zstd tar: {source}")]
     BadArchive {
         digest: Digest,
         #[source]
