@@ -7,6 +7,7 @@ use strata_build::BaseRef;
 use strata_build::BuildDefaults;
 use strata_build::PushTarget;
 use strata_build::{build_checked, explain, BuildOptions};
+use strata_install::LayerCompression;
 use strata_python::{Platform, PythonVersion};
 
 use crate::output::{self, Failure};
@@ -40,6 +41,10 @@ pub struct EnvArgs {
     /// Most layers in the image, base included; past it the least shared wheels share a layer.
     #[arg(long, default_value_t = strata_build::DEFAULT_LAYER_LIMIT)]
     pub max_layers: usize,
+    /// Layer compression, gzip or zstd (zstd is another image; umoci 0.4.7 cannot unpack
+    /// it); default: `compression` under [build] in strata.toml, else gzip.
+    #[arg(long, value_name = "gzip|zstd")]
+    pub compression: Option<LayerCompression>,
 }
 
 impl EnvArgs {
@@ -56,6 +61,16 @@ impl EnvArgs {
             })?),
             (None, None) => None,
         };
+        let compression = match (self.compression, &defaults.compression) {
+            (Some(flag), _) => flag,
+            (None, Some(text)) => {
+                text.parse()
+                    .map_err(|e: strata_install::UnknownCompression| {
+                        Failure::usage(&format!("[build] compression in strata.toml: {e}"))
+                    })?
+            }
+            (None, None) => LayerCompression::Gzip,
+        };
         let jobs =
             jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         Ok(BuildOptions {
@@ -68,6 +83,7 @@ impl EnvArgs {
             jobs,
             name: self.name.clone(),
             layer_limit: self.max_layers,
+            compression,
         })
     }
 }

@@ -862,6 +862,8 @@ pub fn build_options(
         jobs,
         name: options.name.clone(),
         layer_limit: DEFAULT_LAYER_LIMIT,
+        // Jobs' environments stay gzip: every runtime reads them.
+        compression: Default::default(),
     })
 }
 

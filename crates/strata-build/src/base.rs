@@ -292,6 +292,13 @@ impl BaseImage {
         })?;
         let reader: Box<dyn Read> = if layer.media_type.ends_with("gzip") {
             Box::new(GzDecoder::new(BufReader::new(file)))
+        } else if layer.media_type.ends_with("zstd") {
+            let decoder =
+                zstd::stream::read::Decoder::new(file).map_err(|source| BaseError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            Box::new(decoder)
         } else {
             Box::new(BufReader::new(file))
         };

@@ -20,8 +20,8 @@ use crate::home::Home;
 use crate::image::{self, AddedLayer, ImageInputs};
 use crate::layers::{check_staged, hold, package_layers, Wheels};
 use crate::progress::Progress;
-use strata_install::InstallScheme;
 use strata_install::LAYER_FORMAT_VERSION;
+use strata_install::{InstallScheme, LayerCompression};
 use strata_python::IndexCredentials;
 use strata_python::Lock;
 use strata_python::{normalise_find_links, parse_requirements_file, EnvSpec, Sources, SpecDigest};
@@ -43,6 +43,8 @@ pub struct BuildOptions {
     pub name: Option<String>,
     /// Most layers the image may have, base and env layer included.
     pub layer_limit: usize,
+    /// How the layers strata writes are compressed (base layers stay as they are).
+    pub compression: LayerCompression,
 }
 
 impl BuildOptions {
@@ -90,6 +92,19 @@ pub struct Built {
     pub size: u64,
 }
 
+/// The identity of what is built from `env`: the spec's digest for gzip layers (the images
+/// of earlier versions keep their identity), a digest of it and the compression otherwise,
+/// since a zstd image is another image than the gzip one of the same spec.
+pub fn spec_identity(env: &EnvSpec, compression: LayerCompression) -> SpecDigest {
+    let spec = env.digest();
+    match compression {
+        LayerCompression::Gzip => spec,
+        other => SpecDigest(Digest::of(
+            format!("{}\ncompression={}", spec.0, other.as_str()).as_bytes(),
+        )),
+    }
+}
+
 /// `env-` and the first 16 hex digits of the spec digest.
 pub fn tag_for(spec: &SpecDigest) -> String {
     format!("env-{}", spec.0.short(16))
@@ -116,7 +131,7 @@ pub fn build_checked(
     let (env, base, from_urls) = prepare_with_credentials(home, options)?;
     let target = env.target;
     let python = target.python;
-    let spec_digest = env.digest();
+    let spec_digest = spec_identity(&env, options.compression);
     // Checked first: a hit must not hide a limit that cannot be met.
     let budget = layer_budget(options.layer_limit, base.layers().len())?;
     if let Some(built) = cache_hit(home, &spec_digest, options.layer_limit, progress)? {
@@ -145,12 +160,13 @@ pub fn build_checked(
         spec_json: &spec_json,
         name: &name,
         limit: options.layer_limit,
+        compression: options.compression,
     };
     if let Some(built) = lock_hit(home, &lease, &base, &lock, &hit)? {
         return Ok(built);
     }
     let interpreter = base.find_interpreter(Some(python))?;
-    let scheme = InstallScheme::new(python);
+    let scheme = InstallScheme::new(python).with_compression(options.compression);
     credentials::for_lock(&mut credentials, &lock, &files);
     let wheels = Wheels {
         lock: &lock,
@@ -306,7 +322,12 @@ fn prepare_with_credentials(
 /// Why the spec `options` describe is, or is not, a cache hit.
 pub fn explain(home: &Home, options: &BuildOptions) -> Result<Explanation, BuildError> {
     let (env, _) = prepare(home, options)?;
-    Ok(crate::explain::explain(&env, &home.index.envs()?))
+    let identity = spec_identity(&env, options.compression);
+    Ok(crate::explain::explain(
+        &env,
+        &identity,
+        &home.index.envs()?,
+    ))
 }
 
 fn add_cli_sources(
@@ -429,6 +450,7 @@ struct LockHitKey<'a> {
     spec_json: &'a str,
     name: &'a str,
     limit: usize,
+    compression: LayerCompression,
 }
 
 /// The lock was built on this base before: the image is the same image (a function of its
@@ -445,6 +467,7 @@ fn lock_hit(
         spec_json,
         name,
         limit,
+        compression,
     } = *key;
     let lock_digest = lock.digest().0;
     let Some(record) = home.index.lock_on_base(&lock_digest, &base.digest)? else {
@@ -455,6 +478,15 @@ fn lock_hit(
         return Ok(None);
     };
     if manifest.layers.len() > limit || !is_current_format(&manifest) {
+        return Ok(None);
+    }
+    // The lock's image in another compression is another image (its env layer, strata's
+    // own, is the last one).
+    let same_compression = manifest
+        .layers
+        .last()
+        .is_some_and(|l| l.media_type == compression.media_type());
+    if !same_compression {
         return Ok(None);
     }
     let tag = tag_for(spec);

@@ -22,6 +22,8 @@ pub struct BuildDefaults {
     /// Use no package index (only `find_links`).
     #[serde(default)]
     pub no_index: bool,
+    /// Layer compression: `gzip` (the default) or `zstd`.
+    pub compression: Option<String>,
 }
 
 impl BuildDefaults {

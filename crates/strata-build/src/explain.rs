@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use strata_index::EnvRow;
 
-use strata_python::{EnvSpec, Requirement};
+use strata_python::{EnvSpec, Requirement, SpecDigest};
 
 /// One difference between the spec being built and a cached one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -99,8 +99,10 @@ impl Candidate {
     }
 }
 
-pub fn explain(env: &EnvSpec, cached: &[EnvRow]) -> Explanation {
-    let spec_digest = env.digest().0;
+/// `identity` is what the build is keyed on (the spec's digest, or that and the layer
+/// compression).
+pub fn explain(env: &EnvSpec, identity: &SpecDigest, cached: &[EnvRow]) -> Explanation {
+    let spec_digest = identity.0.clone();
     let mut explanation = Explanation {
         spec_digest: spec_digest.to_string(),
         hit: None,

@@ -16,7 +16,7 @@ mod publish;
 
 pub use base::{BaseError, BaseRef};
 pub use build::CacheOutcome;
-pub use build::{build, build_checked, explain, prepare, BuildOptions, Built};
+pub use build::{build, build_checked, explain, prepare, spec_identity, BuildOptions, Built};
 pub use credentials::CredentialFiles;
 pub use defaults::BuildDefaults;
 pub use error::BuildError;

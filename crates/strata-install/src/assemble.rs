@@ -213,9 +213,11 @@ impl<'s> Assembly<'s> {
                 hashes: &p.hashes,
             })
             .collect();
-        let result = self
-            .layer
-            .write(&mut KeyRanges::new(self.key_starts, sources), out);
+        let result = self.layer.write_compressed(
+            &mut KeyRanges::new(self.key_starts, sources),
+            out,
+            self.scheme.compression,
+        );
         result.map_err(|e| write_error(what, wheels, e))
     }
 }

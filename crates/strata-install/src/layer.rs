@@ -1,22 +1,181 @@
 //! Deterministic OCI layers: a set of entries keyed by relative path, written as a sorted tar
-//! (fixed mtime, uid/gid 0, no names, normalised modes) through gzip with pinned settings.
-//! The same entries always give the same `diff_id` and the same compressed digest.
+//! (fixed mtime, uid/gid 0, no names, normalised modes) through gzip or zstd with pinned
+//! settings. The same entries always give the same `diff_id` and, for one compressor version,
+//! the same compressed digest.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::io::{self, Read, Write};
+use std::str::FromStr;
 
+use flate2::write::GzEncoder;
 use flate2::{Compression, GzBuilder};
-use strata_oci::MEDIA_TYPE_LAYER_GZIP;
 use strata_oci::{HashingWriter, LayerDescriptor};
+use strata_oci::{MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_ZSTD};
 use tar::{EntryType, Header};
 
 /// Bumped whenever the bytes a layer is made of change for the same input (tar layout,
-/// gzip settings, installer output).
-pub const LAYER_FORMAT_VERSION: u32 = 1;
+/// compressor, its settings or version, installer output). 2: deflate by zlib-rs instead of
+/// miniz_oxide.
+pub const LAYER_FORMAT_VERSION: u32 = 2;
 
-/// Compressor, level and flate2 backend (pinned by Cargo.lock): compressed bytes depend on
-/// all three, so caches of compressed digests are keyed on this too.
-pub const COMPRESSION: &str = "gzip-6-miniz_oxide-0.9";
+/// The gzip compressor of layers: level, flate2 backend and its version (pinned exactly in
+/// the workspace). Compressed bytes depend on all three, so caches of compressed digests are
+/// keyed on this too.
+pub const COMPRESSION: &str = "gzip-6-zlib-rs-0.6.8";
+
+/// The zstd compressor of layers: level, content checksum, libzstd version (pinned through
+/// the `zstd` crate; checked by a test).
+pub const COMPRESSION_ZSTD: &str = "zstd-3-checksum-libzstd-1.6.0";
+
+/// The zstd level of package layers: zstd's own default, faster than gzip-6 and smaller.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// How a layer's tar is compressed. Gzip is what every runtime reads; zstd is faster and
+/// smaller but not read by older tools (umoci 0.4.7 among them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum LayerCompression {
+    #[default]
+    Gzip,
+    Zstd,
+}
+
+impl LayerCompression {
+    /// The layer media type it gives.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            LayerCompression::Gzip => MEDIA_TYPE_LAYER_GZIP,
+            LayerCompression::Zstd => MEDIA_TYPE_LAYER_ZSTD,
+        }
+    }
+
+    /// The compressor with its settings and version, for cache keys.
+    pub fn id(self) -> &'static str {
+        match self {
+            LayerCompression::Gzip => COMPRESSION,
+            LayerCompression::Zstd => COMPRESSION_ZSTD,
+        }
+    }
+
+    /// The compression of a layer media type, if strata reads it.
+    pub fn of_media_type(media_type: &str) -> Option<LayerCompression> {
+        match media_type {
+            MEDIA_TYPE_LAYER_GZIP => Some(LayerCompression::Gzip),
+            MEDIA_TYPE_LAYER_ZSTD => Some(LayerCompression::Zstd),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayerCompression::Gzip => "gzip",
+            LayerCompression::Zstd => "zstd",
+        }
+    }
+
+    fn codec(self) -> Codec {
+        match self {
+            LayerCompression::Gzip => Codec::Gzip(GZIP_LEVEL),
+            LayerCompression::Zstd => Codec::Zstd(ZSTD_LEVEL),
+        }
+    }
+}
+
+impl fmt::Display for LayerCompression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown layer compression {0:?} (expected gzip or zstd)")]
+pub struct UnknownCompression(pub String);
+
+impl FromStr for LayerCompression {
+    type Err = UnknownCompression;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "gzip" => Ok(LayerCompression::Gzip),
+            "zstd" => Ok(LayerCompression::Zstd),
+            other => Err(UnknownCompression(other.to_string())),
+        }
+    }
+}
+
+/// A compressor and its level.
+#[derive(Debug, Clone, Copy)]
+enum Codec {
+    Gzip(u32),
+    Zstd(i32),
+}
+
+/// The compressing stage of the layer pipeline.
+enum Encoder<W: Write> {
+    Gzip(GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Encoder<W> {
+    /// Single-threaded and with fixed headers (no name, mtime 0, OS unknown for gzip; a
+    /// content checksum for zstd), so the bytes depend only on the input and the compressor.
+    fn new(codec: Codec, out: W) -> io::Result<Self> {
+        Ok(match codec {
+            Codec::Gzip(level) => Encoder::Gzip(
+                GzBuilder::new()
+                    .mtime(0)
+                    .operating_system(GZIP_OS_UNKNOWN)
+                    .write(out, Compression::new(level.min(9))),
+            ),
+            Codec::Zstd(level) => {
+                let mut encoder = zstd::stream::write::Encoder::new(out, level)?;
+                encoder.include_checksum(true)?;
+                Encoder::Zstd(encoder)
+            }
+        })
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Gzip(e) => e.write(buf),
+            Encoder::Zstd(e) => e.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Gzip(e) => e.flush(),
+            Encoder::Zstd(e) => e.flush(),
+        }
+    }
+}
+
+/// A reader of a layer blob of `media_type`: the uncompressed tar. An unknown media type is
+/// an `InvalidData` error (the caller names the layer).
+pub fn decompress<'a, R: io::BufRead + 'a>(
+    media_type: &str,
+    compressed: R,
+) -> io::Result<Box<dyn Read + 'a>> {
+    match LayerCompression::of_media_type(media_type) {
+        Some(LayerCompression::Gzip) => Ok(Box::new(flate2::bufread::GzDecoder::new(compressed))),
+        Some(LayerCompression::Zstd) => Ok(Box::new(zstd::stream::read::Decoder::with_buffer(
+            compressed,
+        )?)),
+        None => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("layer media type {media_type:?} is not a gzip or zstd tar"),
+        )),
+    }
+}
 
 /// The gzip level of package layers (see [`LayerBuilder::write_with_level`] for others).
 pub const GZIP_LEVEL: u32 = 6;
@@ -204,7 +363,17 @@ impl LayerBuilder {
         source: &mut dyn ContentSource,
         out: impl Write,
     ) -> Result<LayerDescriptor, LayerError> {
-        self.write_with_level(source, out, GZIP_LEVEL)
+        self.write_compressed(source, out, LayerCompression::Gzip)
+    }
+
+    /// [`LayerBuilder::write`] with `compression` at its package-layer level.
+    pub fn write_compressed(
+        self,
+        source: &mut dyn ContentSource,
+        out: impl Write,
+        compression: LayerCompression,
+    ) -> Result<LayerDescriptor, LayerError> {
+        self.write_codec(source, out, compression.codec())
     }
 
     /// [`LayerBuilder::write`] at another gzip level (0-9). The compressed digest depends on
@@ -215,25 +384,35 @@ impl LayerBuilder {
         out: impl Write,
         level: u32,
     ) -> Result<LayerDescriptor, LayerError> {
+        self.write_codec(source, out, Codec::Gzip(level))
+    }
+
+    fn write_codec(
+        self,
+        source: &mut dyn ContentSource,
+        out: impl Write,
+        codec: Codec,
+    ) -> Result<LayerDescriptor, LayerError> {
+        let media_type = match codec {
+            Codec::Gzip(_) => MEDIA_TYPE_LAYER_GZIP,
+            Codec::Zstd(_) => MEDIA_TYPE_LAYER_ZSTD,
+        };
         let compressed = HashingWriter::new(out);
-        let gzip = GzBuilder::new()
-            .mtime(0)
-            .operating_system(GZIP_OS_UNKNOWN)
-            .write(compressed, Compression::new(level.min(9)));
-        let mut tar = tar::Builder::new(HashingWriter::new(gzip));
+        let encoder = Encoder::new(codec, compressed).map_err(LayerError::Finish)?;
+        let mut tar = tar::Builder::new(HashingWriter::new(encoder));
         for (path, entry) in self.entries {
             append(&mut tar, &path, entry, source)?;
         }
         let uncompressed = tar.into_inner().map_err(LayerError::Finish)?;
-        let (diff_id, _, gzip) = uncompressed.finish();
-        let compressed = gzip.finish().map_err(LayerError::Finish)?;
+        let (diff_id, _, encoder) = uncompressed.finish();
+        let compressed = encoder.finish().map_err(LayerError::Finish)?;
         let (digest, size, mut out) = compressed.finish();
         out.flush().map_err(LayerError::Finish)?;
         Ok(LayerDescriptor {
             digest,
             diff_id,
             size,
-            media_type: MEDIA_TYPE_LAYER_GZIP.to_string(),
+            media_type: media_type.to_string(),
         })
     }
 }
@@ -460,15 +639,76 @@ mod tests {
         if let Ok(dump) = std::env::var("STRATA_DUMP_LAYER") {
             std::fs::write(dump, &out).unwrap();
         }
-        assert_eq!(LAYER_FORMAT_VERSION, 1);
+        assert_eq!(LAYER_FORMAT_VERSION, 2);
         assert_eq!(
             desc.diff_id.to_string(),
             "sha256:7f186decabd3e6d7eb9903bd1ca9908906f37419656f5bc104ef6f3c451d28f2"
         );
         assert_eq!(
             desc.digest.to_string(),
-            "sha256:aeccca1ce9187e68062aa6d4e75191e7938902b8b24712675b0689638d5086f8"
+            "sha256:b8f7787a29514962ac198960e2d59e67bceece99ef1d66057d466db167f6bd1b"
         );
+    }
+
+    /// The zstd layer of the same entries: its own media type, the same diff_id as the gzip
+    /// layer (the tar is one), a content checksum, and bytes pinned like the gzip ones.
+    #[test]
+    fn zstd_layer_has_the_same_tar_and_pinned_bytes() {
+        let mut gz = Vec::new();
+        let gzip = sample().write(&mut NoSource, &mut gz).unwrap();
+        let mut zst = Vec::new();
+        let zstd = sample()
+            .write_compressed(&mut NoSource, &mut zst, LayerCompression::Zstd)
+            .unwrap();
+        assert_eq!(zstd.media_type, MEDIA_TYPE_LAYER_ZSTD);
+        assert_eq!(zstd.diff_id, gzip.diff_id);
+        assert_eq!(zstd.digest, strata_oci::Digest::of(&zst));
+        let mut tar = Vec::new();
+        decompress(MEDIA_TYPE_LAYER_ZSTD, &zst[..])
+            .unwrap()
+            .read_to_end(&mut tar)
+            .unwrap();
+        assert_eq!(strata_oci::Digest::of(&tar), gzip.diff_id);
+        // Frame header descriptor: bit 2 is Content_Checksum_flag.
+        assert_eq!(&zst[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
+        assert_ne!(zst[4] & 0b100, 0, "zstd frame without a content checksum");
+        assert_eq!(
+            COMPRESSION_ZSTD,
+            format!(
+                "zstd-{ZSTD_LEVEL}-checksum-libzstd-{}",
+                zstd::zstd_safe::version_string()
+            ),
+            "libzstd changed: bump LAYER_FORMAT_VERSION and COMPRESSION_ZSTD"
+        );
+        assert_eq!(
+            zstd.digest.to_string(),
+            "sha256:58c03d40b0d42b0bf58d922715de2b166074e67d376e964103b0dfc66eb322ed"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_zstd_layer_fails_to_read() {
+        let mut zst = Vec::new();
+        sample()
+            .write_compressed(&mut NoSource, &mut zst, LayerCompression::Zstd)
+            .unwrap();
+        let last = zst.len() - 1;
+        zst[last] ^= 1; // in the checksum
+        let mut tar = Vec::new();
+        let read = decompress(MEDIA_TYPE_LAYER_ZSTD, &zst[..])
+            .unwrap()
+            .read_to_end(&mut tar);
+        assert!(read.is_err(), "a wrong zstd checksum went unnoticed");
+        assert!(decompress("application/vnd.oci.image.layer.v1.tar", &zst[..]).is_err());
+    }
+
+    #[test]
+    fn compression_names_round_trip() {
+        for c in [LayerCompression::Gzip, LayerCompression::Zstd] {
+            assert_eq!(c.as_str().parse::<LayerCompression>().unwrap(), c);
+            assert_eq!(LayerCompression::of_media_type(c.media_type()), Some(c));
+        }
+        assert!("xz".parse::<LayerCompression>().is_err());
     }
 
     #[test]

@@ -20,8 +20,9 @@ use std::path::Path;
 use strata_oci::LayerDescriptor;
 
 pub use error::InstallError;
-pub use layer::LAYER_FORMAT_VERSION;
+pub use layer::{decompress, LayerCompression, UnknownCompression};
 pub use layer::{ContentSource, FileContent, LayerBuilder, LayerError, NoSource, GZIP_LEVEL};
+pub use layer::{COMPRESSION, COMPRESSION_ZSTD, LAYER_FORMAT_VERSION, ZSTD_LEVEL};
 pub use record::{b64, RecordError};
 pub use scheme::InstallScheme;
 pub use script::EntryPointError;

@@ -1,7 +1,7 @@
 //! Where an installed wheel's files go inside the image: a virtual environment at a fixed
 //! prefix. Layer paths are relative (`opt/venv/...`); interpreter paths are absolute.
 
-use crate::layer::{COMPRESSION, LAYER_FORMAT_VERSION};
+use crate::layer::{LayerCompression, LAYER_FORMAT_VERSION};
 use strata_python::PackageName;
 use strata_python::PythonVersion;
 
@@ -12,6 +12,8 @@ pub struct InstallScheme {
     /// Absolute venv prefix, e.g. `/opt/venv`.
     pub venv: String,
     pub python: PythonVersion,
+    /// How the layers are compressed.
+    pub compression: LayerCompression,
 }
 
 impl InstallScheme {
@@ -22,7 +24,14 @@ impl InstallScheme {
         InstallScheme {
             venv: Self::DEFAULT_VENV.to_string(),
             python,
+            compression: LayerCompression::Gzip,
         }
+    }
+
+    /// This scheme with its layers compressed by `compression`.
+    pub fn with_compression(mut self, compression: LayerCompression) -> Self {
+        self.compression = compression;
+        self
     }
 
     /// The venv must be a plain absolute path: it becomes layer paths and shebangs.
@@ -93,7 +102,10 @@ impl InstallScheme {
     pub fn id(&self) -> String {
         format!(
             "venv={};python={};layer-format={};compression={}",
-            self.venv, self.python, LAYER_FORMAT_VERSION, COMPRESSION
+            self.venv,
+            self.python,
+            LAYER_FORMAT_VERSION,
+            self.compression.id()
         )
     }
 }
@@ -123,7 +135,13 @@ mod tests {
         let name = PackageName::new("Foo_Bar").unwrap();
         assert_eq!(s.headers(&name), "opt/venv/include/site/python3.11/foo-bar");
         assert_eq!(s.interpreter(), "/opt/venv/bin/python");
-        assert!(s.id().contains("venv=/opt/venv;python=3.11;layer-format=1"));
+        assert!(s.id().contains("venv=/opt/venv;python=3.11;layer-format=2"));
+        let zstd = s.clone().with_compression(LayerCompression::Zstd);
+        assert_ne!(
+            s.id(),
+            zstd.id(),
+            "the layer index must tell compressions apart"
+        );
     }
 
     #[test]
@@ -139,6 +157,7 @@ mod tests {
             let s = InstallScheme {
                 venv: venv.to_string(),
                 python: PythonVersion::new(3, 11),
+                compression: LayerCompression::Gzip,
             };
             assert!(s.validate().is_err(), "{venv}");
         }

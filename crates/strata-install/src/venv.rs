@@ -64,7 +64,7 @@ pub fn env_layer(
         result.map_err(wrap(rel))?;
     }
     layer
-        .write(&mut NoSource, out)
+        .write_compressed(&mut NoSource, out, scheme.compression)
         .map_err(|source| InstallError::Write {
             what: "the environment layer".to_string(),
             source,

@@ -8,7 +8,7 @@ mod manifest;
 
 pub use descriptor::{
     BlobDescriptor, LayerDescriptor, MEDIA_TYPE_CONFIG, MEDIA_TYPE_DOCKER_MANIFEST,
-    MEDIA_TYPE_INDEX, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST,
+    MEDIA_TYPE_INDEX, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_ZSTD, MEDIA_TYPE_MANIFEST,
 };
 pub use digest::{Digest, DigestParseError, HashingWriter};
 pub use layout::{IndexEntry, StagedBlob, Store, StoreError, REF_NAME};

@@ -16,7 +16,7 @@ pub(crate) mod beneath;
 mod unpack;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
 use strata_oci::Digest;
@@ -60,7 +60,7 @@ pub enum RootfsError {
     },
     #[error("layer {digest} is corrupt: its bytes hash to {actual}")]
     Corrupt { digest: Digest, actual: Digest },
-    #[error("layer {digest} is not a valid gzip tar: {source}")]
+    #[error("layer {digest} is not a valid gzip or zstd tar: {source}")]
     BadArchive {
         digest: Digest,
         #[source]
@@ -250,17 +250,25 @@ fn extract_verified(
             digest: digest.clone(),
             source,
         })?;
-    let mut reader = HashingReader {
-        inner: io::BufReader::with_capacity(1 << 20, blob),
-        hasher: HashingWriter::new(io::sink()),
-    };
     let bad = |source| RootfsError::BadArchive {
         digest: digest.clone(),
         source,
     };
+    let mut buffered = io::BufReader::with_capacity(1 << 20, blob);
+    let compression = LayerCompression::sniff(buffered.fill_buf().map_err(bad)?);
+    let mut reader = HashingReader {
+        inner: buffered,
+        hasher: HashingWriter::new(io::sink()),
+    };
     {
-        let gz = flate2::read::GzDecoder::new(&mut reader);
-        let mut archive = tar::Archive::new(gz);
+        let tar: Box<dyn Read + '_> = match compression {
+            LayerCompression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut reader)),
+            LayerCompression::Zstd => Box::new(
+                zstd::stream::read::Decoder::with_buffer(io::BufReader::new(&mut reader))
+                    .map_err(bad)?,
+            ),
+        };
+        let mut archive = tar::Archive::new(tar);
         let mut unpacker = unpack::Unpacker::new(dest, digest, limits)?;
         for entry in archive.entries().map_err(bad)? {
             let mut entry = entry.map_err(bad)?;
@@ -278,6 +286,27 @@ fn extract_verified(
         });
     }
     Ok(())
+}
+
+/// How a layer blob is compressed, told by its first bytes: the runner gets digests, not
+/// descriptors, and the bytes are checked against the digest anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LayerCompression {
+    Gzip,
+    Zstd,
+}
+
+impl LayerCompression {
+    const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+    /// zstd when the blob starts with zstd's frame magic, else gzip (whose decoder names
+    /// anything else as a bad archive).
+    fn sniff(head: &[u8]) -> LayerCompression {
+        match head.starts_with(&Self::ZSTD_MAGIC) {
+            true => LayerCompression::Zstd,
+            false => LayerCompression::Gzip,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,345 @@
+//! strata's wheel layers against the compression floor, in one run.
+//!
+//! Generates synthetic data-science-like wheels (a few large `.so`-like files that mix random
+//! and repetitive bytes, many small `.py` files; ~300 MB as tar) deterministically in a
+//! temporary directory, then times, with 2 threads over all wheels:
+//! - strata: `wheel_layer` per wheel (unzip, RECORD checks, sorted tar, diff_id, compress,
+//!   digest), gzip and zstd;
+//! - the floor: the same files, already in memory, as one sorted tar per wheel through the
+//!   same compressor at the same level, with the same two sha256 (tar and compressed).
+//!
+//! `cargo run --release -p strata-install --example bench_compress [-- --scale 0.2]`
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use flate2::{Compression, GzBuilder};
+use sha2::{Digest as _, Sha256};
+use strata_install::{b64, wheel_layer, InstallScheme, LayerCompression, GZIP_LEVEL, ZSTD_LEVEL};
+use strata_oci::HashingWriter;
+use strata_python::PythonVersion;
+use zip::write::SimpleFileOptions;
+use zip::{CompressionMethod, DateTime, ZipWriter};
+
+const THREADS: usize = 2;
+
+/// xorshift64*: the data only has to be the same on every run, not good randomness.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn fill(&mut self, out: &mut Vec<u8>, n: usize) {
+        for _ in 0..n.div_ceil(8) {
+            out.extend_from_slice(&self.next().to_le_bytes());
+        }
+        out.truncate(out.len() - (n.div_ceil(8) * 8 - n));
+    }
+}
+
+/// A shared-library-like blob: 64 KiB blocks, about a third random (code, packed tables),
+/// the rest tokens from a small vocabulary (symbol tables, strings, padding), which deflate
+/// compresses about 3:1 - overall close to what gzip does to numpy's or scipy's `.so` files.
+fn binary(rng: &mut Rng, size: usize) -> Vec<u8> {
+    let vocab: Vec<Vec<u8>> = (0..256)
+        .map(|_| {
+            let mut t = Vec::new();
+            let len = 3 + rng.below(10) as usize;
+            rng.fill(&mut t, len);
+            t
+        })
+        .collect();
+    let mut out = Vec::with_capacity(size);
+    while out.len() < size {
+        let block = (size - out.len()).min(64 * 1024);
+        if rng.below(3) == 0 {
+            rng.fill(&mut out, block);
+        } else {
+            let end = out.len() + block;
+            while out.len() < end {
+                out.extend_from_slice(&vocab[rng.below(vocab.len() as u64) as usize]);
+            }
+            out.truncate(end);
+        }
+    }
+    out
+}
+
+const WORDS: &[&str] = &[
+    "def",
+    "return",
+    "self",
+    "import",
+    "numpy",
+    "as",
+    "np",
+    "if",
+    "else",
+    "for",
+    "in",
+    "None",
+    "array",
+    "axis",
+    "dtype",
+    "shape",
+    "raise",
+    "ValueError",
+    "(",
+    ")",
+    ":",
+    "=",
+    "+",
+    ",",
+    "kwargs",
+    "index",
+    "data",
+    "result",
+    "class",
+    "\n    ",
+    "\n        ",
+    "\n",
+    "0",
+    "1",
+];
+
+fn python(rng: &mut Rng, size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size + 16);
+    while out.len() < size {
+        out.extend_from_slice(WORDS[rng.below(WORDS.len() as u64) as usize].as_bytes());
+        out.push(b' ');
+    }
+    out
+}
+
+/// One wheel's files: relative paths inside site-packages and contents.
+type Files = Vec<(String, Vec<u8>)>;
+
+fn wheel_files(rng: &mut Rng, name: &str, scale: f64, big: &[usize], small: usize) -> Files {
+    let mut files = Vec::new();
+    for (i, mb) in big.iter().enumerate() {
+        let size = ((*mb as f64) * scale * 1024.0 * 1024.0) as usize;
+        files.push((
+            format!("{name}/_core{i}.cpython-311-x86_64-linux-gnu.so"),
+            binary(rng, size),
+        ));
+    }
+    for i in 0..small {
+        let size = 200 + rng.below(12_000) as usize;
+        files.push((format!("{name}/sub{}/mod{i}.py", i % 7), python(rng, size)));
+    }
+    files
+}
+
+fn write_wheel(dir: &Path, name: &str, files: &Files) -> io::Result<PathBuf> {
+    let path = dir.join(format!("{name}-1.0-cp311-cp311-linux_x86_64.whl"));
+    let mut zip = ZipWriter::new(std::fs::File::create(&path)?);
+    let opts = SimpleFileOptions::default()
+        .compression_method(CompressionMethod::Deflated)
+        .last_modified_time(DateTime::default());
+    let dist = format!("{name}-1.0.dist-info");
+    let mut all: Files = files.clone();
+    all.push((
+        format!("{dist}/METADATA"),
+        format!("Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n").into_bytes(),
+    ));
+    all.push((
+        format!("{dist}/WHEEL"),
+        b"Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: false\nTag: cp311-cp311-linux_x86_64\n".to_vec(),
+    ));
+    let mut record = String::new();
+    for (path, data) in &all {
+        let hash = b64(&Sha256::digest(data));
+        record.push_str(&format!("{path},sha256={hash},{}\n", data.len()));
+        zip.start_file(path.as_str(), opts)?;
+        zip.write_all(data)?;
+    }
+    record.push_str(&format!("{dist}/RECORD,,\n"));
+    zip.start_file(format!("{dist}/RECORD"), opts)?;
+    zip.write_all(record.as_bytes())?;
+    zip.finish()?;
+    Ok(path)
+}
+
+/// Every file of a wheel, read into memory.
+fn unzip(path: &Path) -> io::Result<Files> {
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(path)?)?;
+    let mut files = Vec::with_capacity(archive.len());
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i)?;
+        let mut data = Vec::with_capacity(entry.size() as usize);
+        io::Read::read_to_end(&mut entry, &mut data)?;
+        files.push((entry.name().to_string(), data));
+    }
+    Ok(files)
+}
+
+/// Runs `work(i)` for i in 0..n on THREADS threads, largest first as a build schedules them
+/// (the caller orders them).
+fn parallel(n: usize, work: impl Fn(usize) + Sync) -> f64 {
+    let next = AtomicUsize::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..THREADS {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                work(i);
+            });
+        }
+    });
+    start.elapsed().as_secs_f64()
+}
+
+/// The floor for one wheel: its files as one sorted tar, compressed, both streams hashed.
+fn floor_layer(files: &Files, compression: LayerCompression) -> (u64, u64) {
+    let mut sorted: Vec<&(String, Vec<u8>)> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let compressed = HashingWriter::new(io::sink());
+    let tar_bytes = |w: &mut dyn Write| -> io::Result<u64> {
+        let mut hashed = HashingWriter::new(w);
+        {
+            let mut tar = tar::Builder::new(&mut hashed);
+            for (path, data) in &sorted {
+                let mut h = tar::Header::new_gnu();
+                h.set_mode(0o644);
+                h.set_size(data.len() as u64);
+                h.set_mtime(0);
+                tar.append_data(&mut h, format!("opt/venv/{path}"), data.as_slice())?;
+            }
+            tar.finish()?;
+        }
+        let (_, size, _) = hashed.finish();
+        Ok(size)
+    };
+    let (tar_size, out) = match compression {
+        LayerCompression::Gzip => {
+            let mut gz = GzBuilder::new()
+                .mtime(0)
+                .write(compressed, Compression::new(GZIP_LEVEL));
+            let size = tar_bytes(&mut gz).expect("tar to memory");
+            (size, gz.finish().expect("gzip"))
+        }
+        LayerCompression::Zstd => {
+            let mut z = zstd::stream::write::Encoder::new(compressed, ZSTD_LEVEL).expect("zstd");
+            z.include_checksum(true).expect("zstd");
+            let size = tar_bytes(&mut z).expect("tar to memory");
+            (size, z.finish().expect("zstd"))
+        }
+    };
+    let (_, compressed_size, _) = out.finish();
+    (tar_size, compressed_size)
+}
+
+fn main() -> io::Result<()> {
+    let scale: f64 = std::env::args()
+        .skip_while(|a| a != "--scale")
+        .nth(1)
+        .map(|s| s.parse().expect("--scale takes a number"))
+        .unwrap_or(1.0);
+    let dir = tempfile::tempdir()?;
+    // MB of the large files per wheel: a scipy, a numpy, a pandas, ... and small ones.
+    let shapes: &[(&str, &[usize], usize)] = &[
+        ("scipylike", &[30, 20, 12, 8], 900),
+        ("torchlike", &[60, 15], 400),
+        ("numpylike", &[18, 6], 500),
+        ("pandaslike", &[14, 8, 4], 1200),
+        ("sklearnlike", &[10, 6, 3], 700),
+        ("matplotlike", &[8, 4], 600),
+        ("pyarrowlike", &[40, 8], 300),
+        ("smallpkg", &[1], 150),
+        ("purepy", &[], 400),
+        ("tinypkg", &[], 60),
+    ];
+    let generated = Instant::now();
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut wheels = Vec::new();
+    for (name, big, small) in shapes {
+        let small = ((*small as f64) * scale.max(0.05)) as usize;
+        let files = wheel_files(&mut rng, name, scale, big, small);
+        let path = write_wheel(dir.path(), name, &files)?;
+        wheels.push((path, files));
+    }
+    // Largest first, as a build would want them.
+    wheels.sort_by_key(|(_, files)| {
+        std::cmp::Reverse(files.iter().map(|f| f.1.len()).sum::<usize>())
+    });
+    println!(
+        "generated {} wheels in {:.1} s",
+        wheels.len(),
+        generated.elapsed().as_secs_f64()
+    );
+    let scheme = InstallScheme::new(PythonVersion::new(3, 11));
+    for compression in [LayerCompression::Gzip, LayerCompression::Zstd] {
+        let scheme = scheme.clone().with_compression(compression);
+        let strata_bytes = Mutex::new(0u64);
+        let strata = parallel(wheels.len(), |i| {
+            let mut out = HashingWriter::new(io::sink());
+            wheel_layer(&wheels[i].0, &scheme, &mut out).expect("wheel layer");
+            *strata_bytes.lock().unwrap() += out.count();
+        });
+        let sizes = Mutex::new((0u64, 0u64));
+        let floor = parallel(wheels.len(), |i| {
+            let (tar, compressed) = floor_layer(&wheels[i].1, compression);
+            let mut s = sizes.lock().unwrap();
+            s.0 += tar;
+            s.1 += compressed;
+        });
+        // The floor again, the files first read out of the wheel (what installing adds to it
+        // that cannot be skipped: inflating the zip).
+        let unzip_floor = parallel(wheels.len(), |i| {
+            let files = unzip(&wheels[i].0).expect("reading a generated wheel");
+            floor_layer(&files, compression);
+        });
+        let (tar, floor_bytes) = *sizes.lock().unwrap();
+        let strata_bytes = *strata_bytes.lock().unwrap();
+        println!(
+            "{} ({}): tar {:.0} MB; strata {strata:.2} s -> {:.0} MB; floor {floor:.2} s -> {:.0} MB; strata/floor {:.2}x; floor with unzip {unzip_floor:.2} s, strata/that {:.2}x",
+            compression,
+            compression.id(),
+            tar as f64 / 1e6,
+            strata_bytes as f64 / 1e6,
+            floor_bytes as f64 / 1e6,
+            strata / floor,
+            strata / unzip_floor,
+        );
+    }
+    // The previous backend: flate2 cannot have both in one build (zlib-rs wins when its
+    // feature is on), so miniz_oxide, which flate2's default backend wraps, is called directly:
+    // deflate at level 6 of the same tars, with the same two sha256.
+    let miniz = parallel(wheels.len(), |i| miniz_floor(&wheels[i].1));
+    println!("floor with miniz_oxide (the previous backend), gzip-6: {miniz:.2} s");
+    Ok(())
+}
+
+fn miniz_floor(files: &Files) {
+    let mut sorted: Vec<&(String, Vec<u8>)> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, data) in &sorted {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_mtime(0);
+        tar.append_data(&mut h, format!("opt/venv/{path}"), data.as_slice())
+            .expect("tar to memory");
+    }
+    let tar = tar.into_inner().expect("tar to memory");
+    let diff_id = Sha256::digest(&tar);
+    let deflated = miniz_oxide::deflate::compress_to_vec(&tar, GZIP_LEVEL as u8);
+    let digest = Sha256::digest(&deflated);
+    std::hint::black_box((diff_id, digest));
+}
