@@ -62,6 +62,7 @@ fn a_sweep_racing_a_cache_hit_cannot_delete_the_image_it_returns() {
         jobs: 2,
         name: None,
         layer_limit: DEFAULT_LAYER_LIMIT,
+        registry_cache: Default::default(),
     };
     let progress = GcDuringHit {
         world: &world,

@@ -862,6 +862,8 @@ pub fn build_options(
         jobs,
         name: options.name.clone(),
         layer_limit: DEFAULT_LAYER_LIMIT,
+        // The agent builds from its own store only: a job needs every blob here anyway.
+        registry_cache: Default::default(),
     })
 }
 

@@ -17,9 +17,10 @@ use crate::credentials::{self, CredentialFiles};
 use crate::error::{BuildError, OptionError};
 use crate::explain::Explanation;
 use crate::home::Home;
-use crate::image::{self, AddedLayer, ImageInputs, ANNOTATION_SPEC};
+use crate::image::{self, AddedLayer, ImageInputs, ANNOTATION_LOCK, ANNOTATION_SPEC};
 use crate::layers::{check_staged, hold, package_layers, Wheels};
 use crate::progress::Progress;
+use crate::remote_cache::{self, LocalRecord, RegistryCache, RegistryImage, Wanted};
 use strata_install::InstallScheme;
 use strata_install::LAYER_FORMAT_VERSION;
 use strata_python::IndexCredentials;
@@ -43,6 +44,8 @@ pub struct BuildOptions {
     pub name: Option<String>,
     /// Most layers the image may have, base and env layer included.
     pub layer_limit: usize,
+    /// Registries to take the image from before building it (`--push`, `--cache-from`).
+    pub registry_cache: RegistryCache,
 }
 
 impl BuildOptions {
@@ -64,6 +67,11 @@ pub enum CacheOutcome {
     Hit,
     /// The spec resolved to a lock built before: no wheel read.
     LockHit,
+    /// The spec's tag was in a registry of the cache: no resolution, no wheel read.
+    RegistryHit,
+    /// The spec resolved to a lock whose image was in a registry of the cache: tagged there
+    /// for this spec, nothing built or uploaded.
+    RegistryLockHit,
     Miss,
 }
 
@@ -88,6 +96,10 @@ pub struct Built {
     pub layers: Vec<LayerReport>,
     pub media_type: String,
     pub size: u64,
+    /// Where the image is when a registry answered (registry hit or lock hit).
+    pub registry: Option<RegistryImage>,
+    /// What went wrong without failing the build (a cache registry that did not answer).
+    pub warnings: Vec<String>,
 }
 
 /// `env-` and the first 16 hex digits of the spec digest.
@@ -112,6 +124,19 @@ pub fn build_checked(
     progress: &dyn Progress,
     before_work: impl FnOnce() -> Result<(), BuildError>,
 ) -> Result<Built, BuildError> {
+    let mut warnings = Vec::new();
+    let mut built = build_with(home, options, progress, before_work, &mut warnings)?;
+    built.warnings = warnings;
+    Ok(built)
+}
+
+fn build_with(
+    home: &Home,
+    options: &BuildOptions,
+    progress: &dyn Progress,
+    before_work: impl FnOnce() -> Result<(), BuildError>,
+    warnings: &mut Vec<String>,
+) -> Result<Built, BuildError> {
     progress.stage("reading requirements");
     let (env, base, from_urls) = prepare_with_credentials(home, options)?;
     let target = env.target;
@@ -120,6 +145,18 @@ pub fn build_checked(
     // Checked first: a hit must not hide a limit that cannot be met.
     let budget = layer_budget(options.layer_limit, base.layers().len())?;
     if let Some(built) = cache_hit(home, &spec_digest, options.layer_limit, progress)? {
+        return Ok(built);
+    }
+    let spec_json = String::from_utf8_lossy(&env.canonical_bytes()).into_owned();
+    let name = options.env_name();
+    let remote = RemoteKey {
+        options,
+        base: &base,
+        spec: &spec_digest,
+        spec_json: &spec_json,
+        name: &name,
+    };
+    if let Some(built) = registry_spec_hit(home, &remote, progress, warnings)? {
         return Ok(built);
     }
     before_work()?;
@@ -138,8 +175,6 @@ pub fn build_checked(
     )?;
     check_pinned_hashes(&env, &lock)?;
     let lock_digest = lock.digest().0;
-    let spec_json = String::from_utf8_lossy(&env.canonical_bytes()).into_owned();
-    let name = options.env_name();
     let hit = LockHitKey {
         spec: &spec_digest,
         spec_json: &spec_json,
@@ -147,6 +182,9 @@ pub fn build_checked(
         limit: options.layer_limit,
     };
     if let Some(built) = lock_hit(home, &lease, &base, &lock, &hit)? {
+        return Ok(built);
+    }
+    if let Some(built) = registry_lock_hit(home, &remote, &lock, progress, warnings)? {
         return Ok(built);
     }
     let interpreter = base.find_interpreter(Some(python))?;
@@ -262,6 +300,8 @@ pub fn build_checked(
         layers: report,
         media_type: assembled.manifest.media_type().to_string(),
         size,
+        registry: None,
+        warnings: Vec::new(),
     })
 }
 
@@ -421,6 +461,8 @@ fn cache_hit(
         layers: report_layers(&manifest, &reused),
         media_type: manifest.media_type().to_string(),
         size: record.size,
+        registry: None,
+        warnings: Vec::new(),
     }))
 }
 
@@ -498,7 +540,136 @@ fn lock_hit(
         layers: report_layers(&manifest, &reused),
         media_type: manifest.media_type().to_string(),
         size,
+        registry: None,
+        warnings: Vec::new(),
     }))
+}
+
+/// What a registry lookup needs to know of the build.
+struct RemoteKey<'a> {
+    options: &'a BuildOptions,
+    base: &'a BaseImage,
+    spec: &'a SpecDigest,
+    spec_json: &'a str,
+    name: &'a str,
+}
+
+/// Step 1 of the registry cache: the spec's tag in a registry of the cache.
+fn registry_spec_hit(
+    home: &Home,
+    key: &RemoteKey,
+    progress: &dyn Progress,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Built>, BuildError> {
+    let cache = &key.options.registry_cache;
+    if cache.is_empty() {
+        return Ok(None);
+    }
+    progress.stage("looking in the registry");
+    let tag = tag_for(key.spec);
+    let wanted = Wanted {
+        base: &key.base.digest,
+        lock: None,
+        layer_limit: key.options.layer_limit,
+    };
+    let Some(found) = remote_cache::find(cache, &registry_tag(&tag)?, &wanted, warnings)? else {
+        return Ok(None);
+    };
+    let Some(lock) = found
+        .manifest
+        .annotations
+        .get(ANNOTATION_LOCK)
+        .and_then(|v| v.parse::<Digest>().ok())
+    else {
+        return Ok(None);
+    };
+    progress.stage("registry hit");
+    registry_answer(
+        home,
+        key,
+        &found,
+        (tag, lock, ""),
+        CacheOutcome::RegistryHit,
+    )
+    .map(Some)
+}
+
+/// Step 2 of the registry cache: an image of the lock in a registry of the cache, tagged for
+/// this spec where the build pushes to.
+fn registry_lock_hit(
+    home: &Home,
+    key: &RemoteKey,
+    lock: &Lock,
+    progress: &dyn Progress,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Built>, BuildError> {
+    let cache = &key.options.registry_cache;
+    if cache.is_empty() {
+        return Ok(None);
+    }
+    let lock_digest = lock.digest().0;
+    let wanted = Wanted {
+        base: &key.base.digest,
+        lock: Some(&lock_digest),
+        layer_limit: key.options.layer_limit,
+    };
+    let lock_tag = remote_cache::lock_tag(&lock_digest, &key.base.digest);
+    let Some(found) = remote_cache::find(cache, &lock_tag, &wanted, warnings)? else {
+        return Ok(None);
+    };
+    progress.stage("registry lock hit");
+    let tag = tag_for(key.spec);
+    if found.is_push_target() {
+        remote_cache::retag(&found, &registry_tag(&tag)?)?;
+    }
+    let lock_json = lock.to_json();
+    let answer = (tag, lock_digest, lock_json.as_str());
+    registry_answer(home, key, &found, answer, CacheOutcome::RegistryLockHit).map(Some)
+}
+
+/// The build's result when a registry answered with `found` (tag, lock digest, lock JSON
+/// if known), pulled into the store if the cache says so.
+fn registry_answer(
+    home: &Home,
+    key: &RemoteKey,
+    found: &remote_cache::Found,
+    (tag, lock, lock_json): (String, Digest, &str),
+    cache: CacheOutcome,
+) -> Result<Built, BuildError> {
+    let record = LocalRecord {
+        spec: &key.spec.0,
+        spec_json: key.spec_json,
+        lock_json,
+        name: key.name,
+        tag: &tag,
+    };
+    let registry = remote_cache::answer(
+        home,
+        &key.options.registry_cache,
+        found,
+        key.options.platform,
+        &record,
+    )?;
+    let manifest = &found.manifest;
+    // Every layer is reused (nothing built), from the store when pulled or the registry.
+    let reused = vec![true; manifest.layers.len()];
+    Ok(Built {
+        digest: found.digest.clone(),
+        tag,
+        spec_digest: key.spec.clone(),
+        lock_digest: lock,
+        cache,
+        layers: report_layers(manifest, &reused),
+        media_type: manifest.media_type().to_string(),
+        size: manifest.blob_bytes(),
+        registry: Some(registry),
+        warnings: Vec::new(),
+    })
+}
+
+/// A strata tag as a registry tag.
+fn registry_tag(tag: &str) -> Result<strata_registry::Tag, BuildError> {
+    Ok(tag.parse().map_err(strata_registry::RegistryError::from)?)
 }
 
 /// A manifest in the store whose blobs are all present; `None` if anything is missing, so

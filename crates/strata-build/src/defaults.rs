@@ -62,6 +62,30 @@ impl BuildDefaults {
     }
 }
 
+/// `[cache]`: registries whose images answer builds (see `strata build --cache-from`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheDefaults {
+    /// `REGISTRY/REPO` looked up after the push target (if any) when no `--cache-from` is
+    /// given.
+    pub registry: Option<String>,
+}
+
+impl CacheDefaults {
+    pub fn from_config(config: &Config) -> Result<CacheDefaults, ConfigError> {
+        config.section("cache")
+    }
+
+    /// The flags' repositories when any is given, else this section's.
+    pub fn registries_or(&self, flags: &[String]) -> Vec<String> {
+        if flags.is_empty() {
+            self.registry.iter().cloned().collect()
+        } else {
+            flags.to_vec()
+        }
+    }
+}
+
 /// A URL stays as it is; a relative directory is taken from `dir`.
 fn absolute_links(dir: &Path, links: String) -> String {
     if links.contains("://") || Path::new(&links).is_absolute() {
