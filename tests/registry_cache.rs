@@ -104,6 +104,34 @@ fn an_empty_store_without_wheels_gets_the_image_from_the_registry() {
         proxy.take_requests().is_empty(),
         "a local hit asks no registry"
     );
+
+    // Found in a --cache-from repository, pushed to another: the push target is asked first,
+    // the image is pulled from the cache and pushed whole to the target.
+    let e = a.with_home("e");
+    let other = format!("{}/team/other", proxy.addr());
+    let moved = e.build_ok(&req, &["--push", &other, "--cache-from", &target]);
+    assert_eq!(moved["cache"], "registry-hit", "{moved}");
+    assert_eq!(
+        moved["image"],
+        format!("{other}@{}", built["digest"].as_str().unwrap())
+    );
+    assert!(moved["local"].is_string(), "pulled to be pushed: {moved}");
+    let requests = proxy.take_requests();
+    let tag = built["tag"].as_str().unwrap();
+    assert_eq!(
+        requests[..2],
+        [
+            ("GET".to_string(), format!("/v2/team/other/manifests/{tag}")),
+            ("GET".to_string(), manifest_path(&built["tag"])),
+        ],
+        "the push target first, then the cache"
+    );
+    assert!(
+        writes(&requests)
+            .iter()
+            .all(|(_, path)| path.starts_with("/v2/team/other/")),
+        "nothing is written to the cache repository: {requests:?}"
+    );
 }
 
 #[test]
