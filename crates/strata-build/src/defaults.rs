@@ -132,6 +132,19 @@ mod tests {
     }
 
     #[test]
+    fn cache_from_flags_replace_the_cache_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("strata.toml");
+        std::fs::write(&file, "[cache]\nregistry = \"r:5000/team/envs\"\n").unwrap();
+        let cache = CacheDefaults::from_config(&Config::from_file(&file).unwrap()).unwrap();
+        assert_eq!(cache.registries_or(&[]), ["r:5000/team/envs"]);
+        assert_eq!(cache.registries_or(&["other/x".into()]), ["other/x"]);
+        std::fs::write(&file, "[cache]\nregistries = \"r/x\"\n").unwrap();
+        let err = CacheDefaults::from_config(&Config::from_file(&file).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("registries"), "{err}");
+    }
+
+    #[test]
     fn an_unknown_key_names_the_file_and_key() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("strata.toml");
