@@ -20,7 +20,7 @@ use crate::home::Home;
 use crate::image::{self, AddedLayer, ImageInputs, ANNOTATION_LOCK, ANNOTATION_SPEC};
 use crate::layers::{check_staged, hold, package_layers, Wheels};
 use crate::progress::Progress;
-use crate::remote_cache::{self, LocalRecord, RegistryCache, RegistryImage, Wanted};
+use crate::remote_cache::{self, LocalRecord, Lookups, RegistryCache, RegistryImage, Wanted};
 use strata_install::InstallScheme;
 use strata_install::LAYER_FORMAT_VERSION;
 use strata_python::IndexCredentials;
@@ -124,9 +124,9 @@ pub fn build_checked(
     progress: &dyn Progress,
     before_work: impl FnOnce() -> Result<(), BuildError>,
 ) -> Result<Built, BuildError> {
-    let mut warnings = Vec::new();
-    let mut built = build_with(home, options, progress, before_work, &mut warnings)?;
-    built.warnings = warnings;
+    let mut lookups = Lookups::default();
+    let mut built = build_with(home, options, progress, before_work, &mut lookups)?;
+    built.warnings = lookups.warnings;
     Ok(built)
 }
 
@@ -135,7 +135,7 @@ fn build_with(
     options: &BuildOptions,
     progress: &dyn Progress,
     before_work: impl FnOnce() -> Result<(), BuildError>,
-    warnings: &mut Vec<String>,
+    lookups: &mut Lookups,
 ) -> Result<Built, BuildError> {
     progress.stage("reading requirements");
     let (env, base, from_urls) = prepare_with_credentials(home, options)?;
@@ -156,7 +156,7 @@ fn build_with(
         spec_json: &spec_json,
         name: &name,
     };
-    if let Some(built) = registry_spec_hit(home, &remote, progress, warnings)? {
+    if let Some(built) = registry_spec_hit(home, &remote, progress, lookups)? {
         return Ok(built);
     }
     before_work()?;
@@ -184,7 +184,7 @@ fn build_with(
     if let Some(built) = lock_hit(home, &lease, &base, &lock, &hit)? {
         return Ok(built);
     }
-    if let Some(built) = registry_lock_hit(home, &remote, &lock, progress, warnings)? {
+    if let Some(built) = registry_lock_hit(home, &remote, &lock, progress, lookups)? {
         return Ok(built);
     }
     let interpreter = base.find_interpreter(Some(python))?;
@@ -559,7 +559,7 @@ fn registry_spec_hit(
     home: &Home,
     key: &RemoteKey,
     progress: &dyn Progress,
-    warnings: &mut Vec<String>,
+    lookups: &mut Lookups,
 ) -> Result<Option<Built>, BuildError> {
     let cache = &key.options.registry_cache;
     if cache.is_empty() {
@@ -572,7 +572,7 @@ fn registry_spec_hit(
         lock: None,
         layer_limit: key.options.layer_limit,
     };
-    let Some(found) = remote_cache::find(cache, &registry_tag(&tag)?, &wanted, warnings)? else {
+    let Some(found) = remote_cache::find(cache, &registry_tag(&tag)?, &wanted, lookups)? else {
         return Ok(None);
     };
     let Some(lock) = found
@@ -601,7 +601,7 @@ fn registry_lock_hit(
     key: &RemoteKey,
     lock: &Lock,
     progress: &dyn Progress,
-    warnings: &mut Vec<String>,
+    lookups: &mut Lookups,
 ) -> Result<Option<Built>, BuildError> {
     let cache = &key.options.registry_cache;
     if cache.is_empty() {
@@ -614,7 +614,7 @@ fn registry_lock_hit(
         layer_limit: key.options.layer_limit,
     };
     let lock_tag = remote_cache::lock_tag(&lock_digest, &key.base.digest);
-    let Some(found) = remote_cache::find(cache, &lock_tag, &wanted, warnings)? else {
+    let Some(found) = remote_cache::find(cache, &lock_tag, &wanted, lookups)? else {
         return Ok(None);
     };
     progress.stage("registry lock hit");

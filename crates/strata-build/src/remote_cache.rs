@@ -152,23 +152,36 @@ pub(crate) fn lock_tag_of(manifest: &Manifest) -> Option<Tag> {
     ))
 }
 
+/// What the registry lookups of one build learnt: the warnings to show, and the repositories
+/// that failed (not asked again by the lookup after resolution: one warning, one wait for
+/// retries).
+#[derive(Debug, Default)]
+pub(crate) struct Lookups {
+    pub warnings: Vec<String>,
+    failed: Vec<String>,
+}
+
 /// The first image under `tag` in the cache's repositories that `wanted` accepts. A
-/// repository that fails is a warning (in `warnings`), unless it is the push target.
+/// repository that fails is a warning (in `lookups`), unless it is the push target.
 pub(crate) fn find<'a>(
     cache: &'a RegistryCache,
     tag: &Tag,
     wanted: &Wanted,
-    warnings: &mut Vec<String>,
+    lookups: &mut Lookups,
 ) -> Result<Option<Found<'a>>, BuildError> {
     let rt = runtime()?;
     for source in &cache.sources {
+        if lookups.failed.contains(&source.repository()) {
+            continue;
+        }
         let reference = ManifestRef::Tag(tag.clone());
         let pulled = match rt.block_on(source.registry.pull_manifest(&source.repo, &reference)) {
             Ok(pulled) => pulled,
             Err(e) if e.status() == Some(404) => continue,
             Err(e) if source.push_target => return Err(e.into()),
             Err(e) => {
-                warnings.push(format!(
+                lookups.failed.push(source.repository());
+                lookups.warnings.push(format!(
                     "registry cache {} was not read ({}); building without it",
                     source.repo,
                     strata_errors::chain(&e)
