@@ -150,8 +150,18 @@ pub fn print_build(
     for repair in home.repairs() {
         eprintln!("warning: {repair}");
     }
+    for warning in &built.warnings {
+        eprintln!("warning: {warning}");
+    }
+    // A registry's answer is in the store only when pulled.
+    let in_store = built.registry.as_ref().is_none_or(|r| r.pulled);
     let local = format!("oci:{}:{}", home.store.root().display(), built.tag);
-    let image = pushed.map_or_else(|| local.clone(), |p| p.image.clone());
+    let image = match (pushed, &built.registry) {
+        (Some(p), _) => p.image.clone(),
+        (None, Some(r)) => r.image.clone(),
+        (None, None) => local.clone(),
+    };
+    let local = in_store.then_some(local);
     if as_json {
         let value = json!({
             "image": image,
@@ -167,6 +177,8 @@ pub fn print_build(
             "pushed": pushed,
             "explain": explanation,
             "repairs": home.repairs(),
+            "registry": built.registry,
+            "warnings": built.warnings,
         });
         println!("{value}");
         return;

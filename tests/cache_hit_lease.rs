@@ -63,6 +63,7 @@ fn a_sweep_racing_a_cache_hit_cannot_delete_the_image_it_returns() {
         name: None,
         layer_limit: DEFAULT_LAYER_LIMIT,
         compression: Default::default(),
+        registry_cache: Default::default(),
     };
     let progress = GcDuringHit {
         world: &world,

@@ -7,6 +7,7 @@ use strata_build::BaseRef;
 use strata_build::BuildDefaults;
 use strata_build::PushTarget;
 use strata_build::{build_checked, explain, BuildOptions};
+use strata_build::{CacheDefaults, CacheSource, RegistryCache};
 use strata_install::LayerCompression;
 use strata_python::{Platform, PythonVersion};
 
@@ -84,6 +85,7 @@ impl EnvArgs {
             name: self.name.clone(),
             layer_limit: self.max_layers,
             compression,
+            registry_cache: Default::default(),
         })
     }
 }
@@ -107,6 +109,15 @@ pub struct BuildArgs {
     /// Push the image to REGISTRY/REPO.
     #[arg(long, value_name = "REGISTRY/REPO")]
     pub push: Option<String>,
+    /// Take the image from REGISTRY/REPO when it holds this spec's tag, or (after resolution)
+    /// an image of the same lock; read only (repeatable; default: `registry` under [cache] in
+    /// strata.toml). The --push target is looked up first in any case.
+    #[arg(long = "cache-from", value_name = "REGISTRY/REPO")]
+    pub cache_from: Vec<String>,
+    /// Bring an image a registry answered with into the local store (every blob it lacks), so
+    /// that later builds hit locally and jobs can run it; default: the store is left alone.
+    #[arg(long)]
+    pub pull: bool,
     /// Allow plain HTTP to a non-loopback registry.
     #[arg(long)]
     pub insecure: bool,
@@ -123,11 +134,12 @@ pub struct BuildArgs {
 
 pub fn run(args: BuildArgs) -> Result<(), Failure> {
     let home = super::open_home()?;
-    let options = args.env.options(args.jobs)?;
+    let mut options = args.env.options(args.jobs)?;
     let target = match &args.push {
         Some(target) => Some(PushTarget::new(target, args.insecure).map_err(Failure::build)?),
         None => None,
     };
+    options.registry_cache = registry_cache(&args, target.as_ref())?;
     let explanation = match args.explain {
         true => Some(explain(&home, &options).map_err(Failure::build)?),
         false => None,
@@ -140,7 +152,7 @@ pub fn run(args: BuildArgs) -> Result<(), Failure> {
     let pushed = match &target {
         Some(target) => Some(
             target
-                .push(&home, &built.digest, &built.tag, &progress)
+                .push_built(&home, &built, &progress)
                 .map_err(Failure::build)?,
         ),
         None => None,
@@ -154,4 +166,27 @@ pub fn run(args: BuildArgs) -> Result<(), Failure> {
         args.json,
     );
     Ok(())
+}
+
+/// The registries a build looks in, in order: the push target, then `--cache-from` (else
+/// `[cache] registry`), each once.
+fn registry_cache(args: &BuildArgs, target: Option<&PushTarget>) -> Result<RegistryCache, Failure> {
+    let root = strata_build::Home::default_root().map_err(Failure::home)?;
+    let project = std::env::current_dir().unwrap_or_default();
+    let config = strata_config::Config::load(&project, &root).map_err(Failure::build)?;
+    let defaults = CacheDefaults::from_config(&config).map_err(Failure::build)?;
+    let mut sources: Vec<CacheSource> = target.map(PushTarget::cache_source).into_iter().collect();
+    for repo in defaults.registries_or(&args.cache_from) {
+        let source = CacheSource::new(&repo, args.insecure).map_err(Failure::build)?;
+        if !sources
+            .iter()
+            .any(|s| s.repository() == source.repository())
+        {
+            sources.push(source);
+        }
+    }
+    Ok(RegistryCache {
+        sources,
+        pull: args.pull,
+    })
 }

@@ -17,10 +17,10 @@ use crate::credentials::{self, CredentialFiles};
 use crate::error::{BuildError, OptionError};
 use crate::explain::Explanation;
 use crate::home::Home;
-use crate::image::{self, AddedLayer, ImageInputs};
+use crate::image::{self, AddedLayer, ImageInputs, ANNOTATION_LOCK};
 use crate::layers::{check_staged, hold, package_layers, Wheels};
 use crate::progress::Progress;
-use strata_install::LAYER_FORMAT_VERSION;
+use crate::remote_cache::{self, LocalRecord, Lookups, RegistryCache, RegistryImage, Wanted};
 use strata_install::{InstallScheme, LayerCompression};
 use strata_python::IndexCredentials;
 use strata_python::Lock;
@@ -45,6 +45,8 @@ pub struct BuildOptions {
     pub layer_limit: usize,
     /// How the layers strata writes are compressed (base layers stay as they are).
     pub compression: LayerCompression,
+    /// Registries to take the image from before building it (`--push`, `--cache-from`).
+    pub registry_cache: RegistryCache,
 }
 
 impl BuildOptions {
@@ -66,6 +68,11 @@ pub enum CacheOutcome {
     Hit,
     /// The spec resolved to a lock built before: no wheel read.
     LockHit,
+    /// The spec's tag was in a registry of the cache: no resolution, no wheel read.
+    RegistryHit,
+    /// The spec resolved to a lock whose image was in a registry of the cache: tagged there
+    /// for this spec, nothing built or uploaded.
+    RegistryLockHit,
     Miss,
 }
 
@@ -90,6 +97,10 @@ pub struct Built {
     pub layers: Vec<LayerReport>,
     pub media_type: String,
     pub size: u64,
+    /// Where the image is when a registry answered (registry hit or lock hit).
+    pub registry: Option<RegistryImage>,
+    /// What went wrong without failing the build (a cache registry that did not answer).
+    pub warnings: Vec<String>,
 }
 
 /// The identity of what is built from `env`: the spec's digest for gzip layers (the images
@@ -127,6 +138,19 @@ pub fn build_checked(
     progress: &dyn Progress,
     before_work: impl FnOnce() -> Result<(), BuildError>,
 ) -> Result<Built, BuildError> {
+    let mut lookups = Lookups::default();
+    let mut built = build_with(home, options, progress, before_work, &mut lookups)?;
+    built.warnings = lookups.warnings;
+    Ok(built)
+}
+
+fn build_with(
+    home: &Home,
+    options: &BuildOptions,
+    progress: &dyn Progress,
+    before_work: impl FnOnce() -> Result<(), BuildError>,
+    lookups: &mut Lookups,
+) -> Result<Built, BuildError> {
     progress.stage("reading requirements");
     let (env, base, from_urls) = prepare_with_credentials(home, options)?;
     let target = env.target;
@@ -135,6 +159,18 @@ pub fn build_checked(
     // Checked first: a hit must not hide a limit that cannot be met.
     let budget = layer_budget(options.layer_limit, base.layers().len())?;
     if let Some(built) = cache_hit(home, &spec_digest, options.layer_limit, progress)? {
+        return Ok(built);
+    }
+    let spec_json = String::from_utf8_lossy(&env.canonical_bytes()).into_owned();
+    let name = options.env_name();
+    let remote = RemoteKey {
+        options,
+        base: &base,
+        spec: &spec_digest,
+        spec_json: &spec_json,
+        name: &name,
+    };
+    if let Some(built) = registry_spec_hit(home, &remote, progress, lookups)? {
         return Ok(built);
     }
     before_work()?;
@@ -153,8 +189,6 @@ pub fn build_checked(
     )?;
     check_pinned_hashes(&env, &lock)?;
     let lock_digest = lock.digest().0;
-    let spec_json = String::from_utf8_lossy(&env.canonical_bytes()).into_owned();
-    let name = options.env_name();
     let hit = LockHitKey {
         spec: &spec_digest,
         spec_json: &spec_json,
@@ -163,6 +197,9 @@ pub fn build_checked(
         compression: options.compression,
     };
     if let Some(built) = lock_hit(home, &lease, &base, &lock, &hit)? {
+        return Ok(built);
+    }
+    if let Some(built) = registry_lock_hit(home, &remote, &lock, progress, lookups)? {
         return Ok(built);
     }
     let interpreter = base.find_interpreter(Some(python))?;
@@ -208,7 +245,7 @@ pub fn build_checked(
         venv: &scheme.venv,
         lock_digest: &lock_digest,
         packages: &packages,
-        layer_format: LAYER_FORMAT_VERSION,
+        layer_format: image::layer_format(options.compression),
     });
 
     // Commit: base blobs, layers, config, manifest, then the index, then the tag. Until the
@@ -277,6 +314,8 @@ pub fn build_checked(
         layers: report,
         media_type: assembled.manifest.media_type().to_string(),
         size,
+        registry: None,
+        warnings: Vec::new(),
     })
 }
 
@@ -441,6 +480,8 @@ fn cache_hit(
         layers: report_layers(&manifest, &reused),
         media_type: manifest.media_type().to_string(),
         size: record.size,
+        registry: None,
+        warnings: Vec::new(),
     }))
 }
 
@@ -477,16 +518,7 @@ fn lock_hit(
     let Some(manifest) = stored_manifest(home, Some(lease), &record.manifest)? else {
         return Ok(None);
     };
-    if manifest.layers.len() > limit || !is_current_format(&manifest) {
-        return Ok(None);
-    }
-    // The lock's image in another compression is another image (its env layer, strata's
-    // own, is the last one).
-    let same_compression = manifest
-        .layers
-        .last()
-        .is_some_and(|l| l.media_type == compression.media_type());
-    if !same_compression {
+    if manifest.layers.len() > limit || !is_current_format(&manifest, compression) {
         return Ok(None);
     }
     let tag = tag_for(spec);
@@ -517,18 +549,150 @@ fn lock_hit(
         layers: report_layers(&manifest, &reused),
         media_type: manifest.media_type().to_string(),
         size,
+        registry: None,
+        warnings: Vec::new(),
     }))
 }
 
-/// Whether this strata would make `manifest` from its lock: the current layer format, and
+/// Whether this strata would make `manifest` from its lock: the current layer format (in
+/// `compression`: the lock's image in another compression is another image), and
 /// none of the spec annotations older versions wrote. An older image of the lock is not
 /// shared with a new spec; the build makes the current one (reusing its layers).
-fn is_current_format(manifest: &Manifest) -> bool {
-    let format = LAYER_FORMAT_VERSION.to_string();
+fn is_current_format(manifest: &Manifest, compression: LayerCompression) -> bool {
+    let format = image::layer_format(compression);
     !manifest
         .annotations
         .contains_key(image::LEGACY_ANNOTATION_SPEC)
         && manifest.annotations.get(image::ANNOTATION_LAYER_FORMAT) == Some(&format)
+}
+
+/// What a registry lookup needs to know of the build.
+struct RemoteKey<'a> {
+    options: &'a BuildOptions,
+    base: &'a BaseImage,
+    spec: &'a SpecDigest,
+    spec_json: &'a str,
+    name: &'a str,
+}
+
+/// Step 1 of the registry cache: the spec's tag in a registry of the cache.
+fn registry_spec_hit(
+    home: &Home,
+    key: &RemoteKey,
+    progress: &dyn Progress,
+    lookups: &mut Lookups,
+) -> Result<Option<Built>, BuildError> {
+    let cache = &key.options.registry_cache;
+    if cache.is_empty() {
+        return Ok(None);
+    }
+    progress.stage("looking in the registry");
+    let tag = tag_for(key.spec);
+    let wanted = Wanted {
+        base: &key.base.digest,
+        lock: None,
+        layer_limit: key.options.layer_limit,
+        compression: key.options.compression,
+    };
+    let Some(found) = remote_cache::find(cache, &registry_tag(&tag)?, &wanted, lookups)? else {
+        return Ok(None);
+    };
+    let Some(lock) = found
+        .manifest
+        .annotations
+        .get(ANNOTATION_LOCK)
+        .and_then(|v| v.parse::<Digest>().ok())
+    else {
+        return Ok(None);
+    };
+    progress.stage("registry hit");
+    registry_answer(
+        home,
+        key,
+        &found,
+        (tag, lock, ""),
+        CacheOutcome::RegistryHit,
+    )
+    .map(Some)
+}
+
+/// Step 2 of the registry cache: an image of the lock in a registry of the cache, tagged for
+/// this spec where the build pushes to.
+fn registry_lock_hit(
+    home: &Home,
+    key: &RemoteKey,
+    lock: &Lock,
+    progress: &dyn Progress,
+    lookups: &mut Lookups,
+) -> Result<Option<Built>, BuildError> {
+    let cache = &key.options.registry_cache;
+    if cache.is_empty() {
+        return Ok(None);
+    }
+    let lock_digest = lock.digest().0;
+    let wanted = Wanted {
+        base: &key.base.digest,
+        lock: Some(&lock_digest),
+        layer_limit: key.options.layer_limit,
+        compression: key.options.compression,
+    };
+    let lock_tag = remote_cache::lock_tag(&lock_digest, &key.base.digest, key.options.compression);
+    let Some(found) = remote_cache::find(cache, &lock_tag, &wanted, lookups)? else {
+        return Ok(None);
+    };
+    progress.stage("registry lock hit");
+    let tag = tag_for(key.spec);
+    if found.is_push_target() {
+        remote_cache::retag(&found, &registry_tag(&tag)?)?;
+    }
+    let lock_json = lock.to_json();
+    let answer = (tag, lock_digest, lock_json.as_str());
+    registry_answer(home, key, &found, answer, CacheOutcome::RegistryLockHit).map(Some)
+}
+
+/// The build's result when a registry answered with `found` (tag, lock digest, lock JSON
+/// if known), pulled into the store if the cache says so.
+fn registry_answer(
+    home: &Home,
+    key: &RemoteKey,
+    found: &remote_cache::Found,
+    (tag, lock, lock_json): (String, Digest, &str),
+    cache: CacheOutcome,
+) -> Result<Built, BuildError> {
+    let record = LocalRecord {
+        spec: &key.spec.0,
+        spec_json: key.spec_json,
+        lock_json,
+        name: key.name,
+        tag: &tag,
+    };
+    let registry = remote_cache::answer(
+        home,
+        &key.options.registry_cache,
+        found,
+        key.options.platform,
+        &record,
+    )?;
+    let manifest = &found.manifest;
+    // Every layer is reused (nothing built), from the store when pulled or the registry.
+    let reused = vec![true; manifest.layers.len()];
+    Ok(Built {
+        digest: found.digest.clone(),
+        tag,
+        spec_digest: key.spec.clone(),
+        lock_digest: lock,
+        cache,
+        layers: report_layers(manifest, &reused),
+        media_type: manifest.media_type().to_string(),
+        size: manifest.blob_bytes(),
+        registry: Some(registry),
+        warnings: Vec::new(),
+    })
+}
+
+/// A strata tag as a registry tag.
+fn registry_tag(tag: &str) -> Result<strata_registry::Tag, BuildError> {
+    Ok(tag.parse().map_err(strata_registry::RegistryError::from)?)
 }
 
 /// A manifest in the store whose blobs are all present; `None` if anything is missing, so
@@ -596,7 +760,7 @@ fn ensure_tagged(
 }
 
 /// The spec a tag of the local store names (an annotation of the tag, not of the image).
-const TAG_ANNOTATION_SPEC: &str = "dev.strata.spec-digest";
+pub(crate) const TAG_ANNOTATION_SPEC: &str = "dev.strata.spec-digest";
 
 /// Points the spec's tag at the image (whose blobs are in the store).
 fn tag_image(

@@ -64,6 +64,30 @@ impl BuildDefaults {
     }
 }
 
+/// `[cache]`: registries whose images answer builds (see `strata build --cache-from`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheDefaults {
+    /// `REGISTRY/REPO` looked up after the push target (if any) when no `--cache-from` is
+    /// given.
+    pub registry: Option<String>,
+}
+
+impl CacheDefaults {
+    pub fn from_config(config: &Config) -> Result<CacheDefaults, ConfigError> {
+        config.section("cache")
+    }
+
+    /// The flags' repositories when any is given, else this section's.
+    pub fn registries_or(&self, flags: &[String]) -> Vec<String> {
+        if flags.is_empty() {
+            self.registry.iter().cloned().collect()
+        } else {
+            flags.to_vec()
+        }
+    }
+}
+
 /// A URL stays as it is; a relative directory is taken from `dir`.
 fn absolute_links(dir: &Path, links: String) -> String {
     if links.contains("://") || Path::new(&links).is_absolute() {
@@ -107,6 +131,19 @@ mod tests {
         assert!(defaults.no_index);
         assert_eq!(defaults.base_or(Some("r/x:1")).as_deref(), Some("r/x:1"));
         assert_eq!(defaults.find_links_or(&["f".into()]), ["f"]);
+    }
+
+    #[test]
+    fn cache_from_flags_replace_the_cache_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("strata.toml");
+        std::fs::write(&file, "[cache]\nregistry = \"r:5000/team/envs\"\n").unwrap();
+        let cache = CacheDefaults::from_config(&Config::from_file(&file).unwrap()).unwrap();
+        assert_eq!(cache.registries_or(&[]), ["r:5000/team/envs"]);
+        assert_eq!(cache.registries_or(&["other/x".into()]), ["other/x"]);
+        std::fs::write(&file, "[cache]\nregistries = \"r/x\"\n").unwrap();
+        let err = CacheDefaults::from_config(&Config::from_file(&file).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("registries"), "{err}");
     }
 
     #[test]

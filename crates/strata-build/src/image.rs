@@ -16,6 +16,7 @@ use strata_oci::{BlobDescriptor, Digest, LayerDescriptor};
 use strata_oci::{Descriptor, Manifest};
 
 use crate::base::BaseImage;
+use strata_install::{LayerCompression, LAYER_FORMAT_VERSION};
 
 /// A fixed timestamp: images carry no build time, or no two builds would agree.
 pub const EPOCH: &str = "1970-01-01T00:00:00Z";
@@ -26,6 +27,16 @@ pub const LEGACY_ANNOTATION_SPEC: &str = "dev.strata.spec-digest";
 pub const ANNOTATION_LOCK: &str = "dev.strata.lock-digest";
 pub const ANNOTATION_PACKAGES: &str = "dev.strata.packages";
 pub const ANNOTATION_LAYER_FORMAT: &str = "dev.strata.layer-format";
+
+/// The layer format an image names (`dev.strata.layer-format`): strata's layer format
+/// version, and `+zstd` for zstd layers, so that the lock tags, lock hits and registry
+/// lookups of the two compressions never answer for each other.
+pub fn layer_format(compression: LayerCompression) -> String {
+    match compression {
+        LayerCompression::Gzip => LAYER_FORMAT_VERSION.to_string(),
+        other => format!("{LAYER_FORMAT_VERSION}+{}", other.as_str()),
+    }
+}
 
 /// One layer strata adds, and the packages (`name==version`) it installs.
 #[derive(Debug, Clone)]
@@ -42,7 +53,8 @@ pub struct ImageInputs<'a> {
     pub venv: &'a str,
     pub lock_digest: &'a Digest,
     pub packages: &'a [String],
-    pub layer_format: u32,
+    /// [`layer_format`] of the build: the layer format version and the compression.
+    pub layer_format: String,
 }
 
 /// The config bytes and manifest of an assembled image.
@@ -93,10 +105,7 @@ fn manifest_annotations(inputs: &ImageInputs) -> BTreeMap<String, String> {
     );
     a.insert(ANNOTATION_LOCK.into(), inputs.lock_digest.to_string());
     a.insert(ANNOTATION_PACKAGES.into(), inputs.packages.join(","));
-    a.insert(
-        ANNOTATION_LAYER_FORMAT.into(),
-        inputs.layer_format.to_string(),
-    );
+    a.insert(ANNOTATION_LAYER_FORMAT.into(), inputs.layer_format.clone());
     a
 }
 

@@ -13,15 +13,17 @@ mod image;
 mod layers;
 mod progress;
 mod publish;
+mod remote_cache;
 
 pub use base::{BaseError, BaseRef};
 pub use build::CacheOutcome;
 pub use build::{build, build_checked, explain, prepare, spec_identity, BuildOptions, Built};
 pub use credentials::CredentialFiles;
-pub use defaults::BuildDefaults;
+pub use defaults::{BuildDefaults, CacheDefaults};
 pub use error::BuildError;
 pub use explain::Explanation;
 pub use home::{Home, HomeError};
 pub use layers::{hold, DEFAULT_LAYER_LIMIT};
 pub use progress::{Progress, Silent};
 pub use publish::{image_digests, pull, PushTarget, Pushed};
+pub use remote_cache::{CacheSource, RegistryCache, RegistryImage};

@@ -12,11 +12,13 @@ use strata_registry::{
 };
 
 use crate::base::{BaseError, BaseImage};
+use crate::build::Built;
 use crate::error::BuildError;
 use crate::home::Home;
 use crate::image::{ANNOTATION_LAYER_FORMAT, ANNOTATION_LOCK};
 use crate::layers::hold;
 use crate::progress::Progress;
+use crate::remote_cache::{lock_tag_of, CacheSource};
 use strata_python::Platform;
 
 /// What a push did.
@@ -69,6 +71,34 @@ impl PushTarget {
         let repo: RegistryRepo = target.parse().map_err(RegistryError::from)?;
         let registry = Registry::new(&repo.registry, insecure)?;
         Ok(PushTarget { registry, repo })
+    }
+
+    /// This target as the first place a build looks for its image.
+    pub fn cache_source(&self) -> CacheSource {
+        CacheSource::push_target(self.registry.clone(), self.repo.clone())
+    }
+
+    /// Pushes what `build` built, unless the build's answer came from this repository (a
+    /// registry hit or lock hit), where it already is under its tag: then nothing is sent.
+    pub fn push_built(
+        &self,
+        home: &Home,
+        built: &Built,
+        progress: &dyn Progress,
+    ) -> Result<Pushed, BuildError> {
+        let target = self.repo.to_string();
+        match &built.registry {
+            Some(found) if found.repository == target => Ok(Pushed {
+                image: found.image.clone(),
+                repository: target,
+                tag: built.tag.clone(),
+                bytes_uploaded: 0,
+                blobs_uploaded: 0,
+                blobs_present: 0,
+                blobs_mounted: 0,
+            }),
+            _ => self.push(home, &built.digest, &built.tag, progress),
+        }
     }
 
     /// Checks that the registry answers (one blob HEAD).
@@ -138,6 +168,15 @@ impl PushTarget {
             ..PushOptions::default()
         };
         let report = rt.block_on(push_image(&self.registry, &self.repo, &upload, &options))?;
+        // The lock's tag too, so that a build of another spec with the same lock finds it.
+        if let Some(lock_tag) = lock_tag_of(&manifest) {
+            rt.block_on(self.registry.push_manifest(
+                &self.repo,
+                &ManifestRef::Tag(lock_tag),
+                &manifest_bytes,
+                manifest.media_type(),
+            ))?;
+        }
         progress.uploaded(report.bytes_uploaded);
         home.index
             .record_push(&target, digest, Some(tag.as_str()), &name, spec.as_ref())?;
@@ -306,19 +345,19 @@ fn record_pulled_env(home: &Home, fetched: &Fetched) -> Result<bool, BuildError>
 }
 
 /// An image fetched from a registry: its manifest, and the blobs downloaded for it.
-struct Fetched {
-    digest: Digest,
-    manifest: Manifest,
-    manifest_bytes: Vec<u8>,
+pub(crate) struct Fetched {
+    pub digest: Digest,
+    pub manifest: Manifest,
+    pub manifest_bytes: Vec<u8>,
     /// Downloaded (verified) blobs waiting in the staging area.
-    staged: Vec<(Digest, PathBuf)>,
-    present: usize,
-    bytes_downloaded: u64,
+    pub staged: Vec<(Digest, PathBuf)>,
+    pub present: usize,
+    pub bytes_downloaded: u64,
 }
 
 /// Fetches the manifest for `platform` and every blob the store lacks into `staging`
 /// (`blobs/sha256/<hex>`, each verified before it is renamed into place).
-async fn fetch_image(
+pub(crate) async fn fetch_image(
     registry: &Registry,
     image: &ImageRef,
     reference: &str,

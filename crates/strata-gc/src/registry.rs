@@ -14,7 +14,9 @@
 //! - a manifest carrying any tag strata did not make (`foreign_tag`). strata's own tags are
 //!   `env-<first 16 hex of the spec digest>` (a build's tag, checked against the spec of the
 //!   push record, or an older image's own `dev.strata.spec-digest`: images of one lock are
-//!   shared by specs and name none), `job-<first 16 hex of the manifest digest>` (the Kubernetes
+//!   shared by specs and name none), `lock-<16 hex>` (the lock's tag a push sets, recomputed
+//!   from the image's lock, base and layer format annotations: `strata_registry::lock_tag`),
+//!   `job-<first 16 hex of the manifest digest>` (the Kubernetes
 //!   launcher's push), and any tag a push record of this manifest names (`strata push --tag`),
 //!   locally or in the registry's usage record. Everything else (`prod` added with `skopeo
 //!   copy`, `latest`, a tag that merely looks like strata's but names another spec) is a
@@ -811,6 +813,21 @@ fn made_by_strata(
         .is_some_and(|rest| named_like_strata(tag) && digest.short(16) == rest)
 }
 
+/// The `lock-` tag a build pushes next to an image's `env-` tag, recomputed from the image's
+/// own annotations (lock, base, layer format): a tag that merely looks like one stays a
+/// person's.
+fn lock_tag_of(annotations: &BTreeMap<String, String>) -> Option<String> {
+    let digest = |key: &str| annotations.get(key)?.parse::<Digest>().ok();
+    let lock = digest(ANNOTATION_LOCK)?;
+    let base = digest("org.opencontainers.image.base.digest")?;
+    let format = annotations.get("dev.strata.layer-format")?;
+    Some(
+        strata_registry::lock_tag(&lock, &base, format)
+            .as_str()
+            .to_string(),
+    )
+}
+
 struct Rules<'a> {
     policy: &'a GcPolicy,
     protected: &'a HashSet<Digest>,
@@ -983,6 +1000,7 @@ fn entry_of(o: Observed, usage: &Usage) -> Judged {
         .iter()
         .filter(|_| is_strata)
         .filter(|t| !made_by_strata(t, &o.digest, spec_digest.as_ref(), &recorded))
+        .filter(|t| lock_tag_of(&o.annotations).as_deref() != Some(t.as_str()))
         .cloned()
         .collect();
     let entry = ManifestEntry {

@@ -1,0 +1,235 @@
+//! The registry as a shared cache (`--push`, `--cache-from`, `[cache] registry`), against a
+//! real `docker-registry` on 127.0.0.1 behind a proxy that lists every request strata sends:
+//! an empty store with no wheel source gets the spec's image from the registry; another spec
+//! of the same lock is only tagged there; a cache registry that is down is a warning.
+
+#[path = "../crates/strata-registry/tests/support/answer_proxy.rs"]
+mod answer_proxy;
+mod common;
+#[path = "../crates/strata-registry/tests/support/registry.rs"]
+mod registry;
+
+use std::fs;
+use std::path::Path;
+
+use answer_proxy::AnswerProxy;
+use common::*;
+use registry::TestRegistry;
+use serde_json::Value;
+
+/// Makes `world`'s wheel directory empty: a build that needs a wheel then fails. The path
+/// stays, so a spec that names it keeps its digest.
+fn empty_wheels(world: &World) {
+    fs::remove_dir_all(&world.wheels).unwrap();
+    fs::create_dir_all(&world.wheels).unwrap();
+}
+
+/// The requests that write to the registry (anything but GET and HEAD).
+fn writes(requests: &[(String, String)]) -> Vec<(String, String)> {
+    requests
+        .iter()
+        .filter(|(method, _)| method != "GET" && method != "HEAD")
+        .cloned()
+        .collect()
+}
+
+fn manifest_path(tag_or_digest: &Value) -> String {
+    format!("/v2/team/env/manifests/{}", tag_or_digest.as_str().unwrap())
+}
+
+fn local_images(world: &World) -> Value {
+    let out = world.strata(&["images", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()["images"].clone()
+}
+
+#[test]
+fn an_empty_store_without_wheels_gets_the_image_from_the_registry() {
+    let reg = TestRegistry::start();
+    let proxy = AnswerProxy::forwarding(&reg.addr());
+    let target = format!("{}/team/env", proxy.addr());
+    let req = requirements("shared-a.txt");
+    let a = World::new();
+    let built = a.build_ok(&req, &["--push", &target]);
+    assert_eq!(built["cache"], "miss");
+    let push = proxy.take_requests();
+    assert!(
+        push.iter()
+            .any(|(m, p)| m == "PUT" && p.contains("/manifests/lock-")),
+        "a push sets the lock's tag too: {push:?}"
+    );
+
+    // Store B is empty and has no wheel to read (--no-index, an empty --find-links).
+    empty_wheels(&a);
+    let b = a.with_home("b");
+    let hit = b.build_ok(&req, &["--push", &target]);
+    assert_eq!(hit["cache"], "registry-hit", "{hit}");
+    assert_eq!(hit["digest"], built["digest"]);
+    assert_eq!(
+        hit["image"],
+        format!("{target}@{}", built["digest"].as_str().unwrap())
+    );
+    assert_eq!(hit["bytes_uploaded"], 0);
+    assert_eq!(
+        proxy.take_requests(),
+        vec![("GET".to_string(), manifest_path(&built["tag"]))],
+        "a registry hit costs one manifest GET and uploads nothing"
+    );
+    assert!(hit["local"].is_null(), "not pulled: {hit}");
+    assert_eq!(
+        local_images(&b),
+        serde_json::json!([]),
+        "the store is left alone"
+    );
+
+    // `[cache] registry` in strata.toml, no push, and --pull: the image lands in the store,
+    // and the next build of the spec is a local hit.
+    fs::write(
+        b.dir.path().join("strata.toml"),
+        format!("[cache]\nregistry = \"{target}\"\n"),
+    )
+    .unwrap();
+    let pulled = b.build_ok(&req, &["--pull"]);
+    assert_eq!(pulled["cache"], "registry-hit", "{pulled}");
+    assert_eq!(pulled["digest"], built["digest"]);
+    assert!(pulled["local"].is_string(), "{pulled}");
+    assert_eq!(
+        writes(&proxy.take_requests()),
+        Vec::<(String, String)>::new()
+    );
+    let again = b.build_ok(&req, &[]);
+    assert_eq!(again["cache"], "hit", "{again}");
+    assert_eq!(again["digest"], built["digest"]);
+    assert!(
+        proxy.take_requests().is_empty(),
+        "a local hit asks no registry"
+    );
+
+    // Found in a --cache-from repository, pushed to another: the push target is asked first,
+    // the image is pulled from the cache and pushed whole to the target.
+    let e = a.with_home("e");
+    let other = format!("{}/team/other", proxy.addr());
+    let moved = e.build_ok(&req, &["--push", &other, "--cache-from", &target]);
+    assert_eq!(moved["cache"], "registry-hit", "{moved}");
+    assert_eq!(
+        moved["image"],
+        format!("{other}@{}", built["digest"].as_str().unwrap())
+    );
+    assert!(moved["local"].is_string(), "pulled to be pushed: {moved}");
+    let requests = proxy.take_requests();
+    let tag = built["tag"].as_str().unwrap();
+    assert_eq!(
+        requests[..2],
+        [
+            ("GET".to_string(), format!("/v2/team/other/manifests/{tag}")),
+            ("GET".to_string(), manifest_path(&built["tag"])),
+        ],
+        "the push target first, then the cache"
+    );
+    assert!(
+        writes(&requests)
+            .iter()
+            .all(|(_, path)| path.starts_with("/v2/team/other/")),
+        "nothing is written to the cache repository: {requests:?}"
+    );
+}
+
+#[test]
+fn another_spec_of_the_same_lock_is_only_tagged_in_the_registry() {
+    let reg = TestRegistry::start();
+    let proxy = AnswerProxy::forwarding(&reg.addr());
+    let target = format!("{}/team/env", proxy.addr());
+    let a = World::new();
+    let built = a.build_ok(&requirements("shared-a.txt"), &["--push", &target]);
+    assert_eq!(built["cache"], "miss");
+    proxy.take_requests();
+
+    // The same wheels, spelt without pins where only one version exists.
+    let c = a.with_home("c");
+    let loose = c.dir.path().join("loose.txt");
+    fs::write(
+        &loose,
+        "alpha==1.0.0\nbeta\ngamma==0.3.0\ncext\ntools\nnsa\n",
+    )
+    .unwrap();
+    let tagged = c.build_ok(&loose, &["--push", &target]);
+    assert_eq!(tagged["cache"], "registry-lock-hit", "{tagged}");
+    assert_ne!(tagged["spec_digest"], built["spec_digest"]);
+    assert_eq!(tagged["lock_digest"], built["lock_digest"]);
+    assert_eq!(
+        tagged["digest"], built["digest"],
+        "one image for both specs"
+    );
+    assert_eq!(tagged["bytes_uploaded"], 0);
+    assert_eq!(
+        writes(&proxy.take_requests()),
+        vec![("PUT".to_string(), manifest_path(&tagged["tag"]))],
+        "nothing is uploaded but the new spec's tag"
+    );
+
+    // The new spec's tag answers an empty store with no wheels.
+    empty_wheels(&a);
+    let d = a.with_home("d");
+    let hit = d.build_ok(&loose, &["--cache-from", &target]);
+    assert_eq!(hit["cache"], "registry-hit", "{hit}");
+    assert_eq!(hit["digest"], built["digest"]);
+}
+
+#[test]
+fn a_cache_registry_that_is_down_is_a_warning_and_the_build_goes_on() {
+    let down = {
+        let reg = TestRegistry::start();
+        format!("{}/team/env", reg.addr())
+    };
+    let world = World::new();
+    let out = world.build(&requirements("shared-a.txt"), &["--cache-from", &down]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let built: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(built["cache"], "miss");
+    assert!(
+        err.contains(&format!("warning: registry cache {down} was not read")),
+        "{err}"
+    );
+    let warnings = built["warnings"].as_array().unwrap();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "asked once, not again after resolution: {built}"
+    );
+    assert!(warnings[0].as_str().unwrap().contains(&down), "{built}");
+    assert!(Path::new(&world.oci()).join("index.json").is_file());
+}
+
+/// The lock's image in one compression never answers a build in another: the lock tags
+/// differ (the layer format an image names carries its compression), and each keeps its own.
+#[test]
+fn a_lock_image_in_another_compression_is_not_a_registry_hit() {
+    let reg = TestRegistry::start();
+    let target = format!("{}/team/env", reg.addr());
+    let a = World::new();
+    let gzip = a.build_ok(&requirements("shared-a.txt"), &["--push", &target]);
+    let b = a.with_home("b");
+    let zstd = b.build_ok(
+        &requirements("shared-a.txt"),
+        &["--push", &target, "--compression", "zstd"],
+    );
+    assert_eq!(zstd["cache"], "miss", "{zstd}");
+    assert_eq!(zstd["lock_digest"], gzip["lock_digest"]);
+    assert_ne!(zstd["digest"], gzip["digest"]);
+    // Both images keep answering their own compression from an empty store.
+    let c = a.with_home("c");
+    let again = c.build_ok(&requirements("shared-a.txt"), &["--cache-from", &target]);
+    assert_eq!(again["cache"], "registry-hit", "{again}");
+    assert_eq!(again["digest"], gzip["digest"]);
+    let d = a.with_home("d");
+    let loose = d.dir.path().join("loose-zstd.txt");
+    fs::write(
+        &loose,
+        "alpha==1.0.0\nbeta\ngamma==0.3.0\ncext\ntools\nnsa\n",
+    )
+    .unwrap();
+    let other = d.build_ok(&loose, &["--push", &target, "--compression", "zstd"]);
+    assert_eq!(other["cache"], "registry-lock-hit", "{other}");
+    assert_eq!(other["digest"], zstd["digest"]);
+}
