@@ -62,20 +62,9 @@ fn project(world: &World) -> PathBuf {
 
 /// `strata submit --json` in `dir` with the fixture environment `shared-a.txt`.
 fn submit_in(world: &World, dir: &Path, extra: &[&str], command: &[&str]) -> Output {
-    let req = requirements("shared-a.txt").display().to_string();
-    let wheels = world.wheels.display().to_string();
-    let base = base_ref();
-    let mut args = vec![
-        "submit",
-        "--json",
-        "-r",
-        &req,
-        "--base",
-        &base,
-        "-f",
-        &wheels,
-        "--no-index",
-    ];
+    let env = world.env_args("shared-a.txt");
+    let mut args = vec!["submit", "--json"];
+    args.extend(env.iter().map(String::as_str));
     args.extend_from_slice(extra);
     args.push("--");
     args.extend_from_slice(command);

@@ -19,53 +19,20 @@ fn json(out: &std::process::Output) -> Value {
         .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// How long a job may take to reach a state.
+const LIMIT: Duration = Duration::from_secs(180);
+
 /// Submits `python -c SCRIPT` in the environment of a fixture requirement file.
 fn submit_env(world: &World, requirements_file: &str, script: &str) -> String {
-    let req = requirements(requirements_file).display().to_string();
-    let wheels = world.wheels.display().to_string();
-    let base = base_ref();
-    let args = [
-        "submit",
-        "--json",
-        "-r",
-        &req,
-        "--base",
-        &base,
-        "-f",
-        &wheels,
-        "--no-index",
-        // The environment's layers are what this test counts: no code layer on top.
-        "--no-code",
-        "--",
-        "python",
-        "-c",
-        script,
-    ];
+    let env = world.env_args(requirements_file);
+    let mut args = vec!["submit", "--json"];
+    args.extend(env.iter().map(String::as_str));
+    // The environment's layers are what this test counts: no code layer on top.
+    args.extend_from_slice(&["--no-code", "--", "python", "-c", script]);
     json(&world.strata(&args))["id"]
         .as_str()
         .unwrap()
         .to_string()
-}
-
-fn wait_done(world: &World, id: &str) -> Value {
-    wait_for(
-        world,
-        id,
-        &["succeeded", "failed", "cancelled", "timed_out"],
-    )
-}
-
-fn wait_for(world: &World, id: &str, states: &[&str]) -> Value {
-    let start = Instant::now();
-    loop {
-        let s = json(&world.strata(&["status", id, "--json"]));
-        let state = s["state"].as_str().unwrap_or_default().to_string();
-        if states.contains(&state.as_str()) {
-            return s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(180), "job {id}: {s}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The layer digests (hex) of an environment, from a cache-hit build.
@@ -171,7 +138,7 @@ fn gc_removes_the_unpacked_layers_of_dropped_images_but_not_mounted_ones() {
     let a = submit_env(&world, "shared-a.txt", "import alpha, nsp.a");
     let b = submit_env(&world, "shared-b.txt", "import alpha, datapkg");
     for id in [&a, &b] {
-        let s = wait_done(&world, id);
+        let s = world.wait_for(id, TERMINAL, LIMIT);
         assert_eq!(s["state"], "succeeded", "{s}");
     }
     // A job's end is recorded before the agent unmounts its root: stop the agent only once
@@ -230,7 +197,7 @@ fn gc_removes_the_unpacked_layers_of_dropped_images_but_not_mounted_ones() {
         "shared-a.txt",
         "import alpha, nsp.a; print('still ok')",
     );
-    let s = wait_done(&world, &again);
+    let s = world.wait_for(&again, TERMINAL, LIMIT);
     assert_eq!(s["state"], "succeeded", "{s}");
     drop(agent);
 }
@@ -248,7 +215,7 @@ fn a_running_job_keeps_its_unpacked_layers_even_without_a_lease() {
         "shared-a.txt",
         "import time; print('started', flush=True); time.sleep(600)",
     );
-    wait_for(&world, &id, &["running"]);
+    world.wait_for(&id, &["running"], LIMIT);
     let start = Instant::now();
     while !String::from_utf8_lossy(&world.strata(&["logs", &id]).stdout).contains("started") {
         assert!(start.elapsed() < Duration::from_secs(120), "never started");
@@ -278,7 +245,7 @@ fn a_running_job_keeps_its_unpacked_layers_even_without_a_lease() {
     // Once the job is gone, so are its layers.
     let out = world.strata(&["cancel", &id]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let s = wait_done(&world, &id);
+    let s = world.wait_for(&id, TERMINAL, LIMIT);
     assert_eq!(s["state"], "cancelled", "{s}");
     drop(agent);
     let report = gc(&world, "none-*");

@@ -11,27 +11,16 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
+/// How long a job may take to reach a state.
+const LIMIT: Duration = Duration::from_secs(180);
+
 /// Submits `script` (sh -c) in /work with `outputs/` as its output, in the environment of
 /// a fixture requirement set.
 fn submit(world: &World, script: &str, extra: &[&str]) -> String {
-    let req = requirements("shared-a.txt").display().to_string();
-    let wheels = world.wheels.display().to_string();
-    let base = base_ref();
-    let mut args = vec![
-        "submit",
-        "--json",
-        "-r",
-        &req,
-        "--base",
-        &base,
-        "-f",
-        &wheels,
-        "--no-index",
-        "--workdir",
-        "/work",
-        "--output",
-        "outputs/",
-    ];
+    let env = world.env_args("shared-a.txt");
+    let mut args = vec!["submit", "--json"];
+    args.extend(env.iter().map(String::as_str));
+    args.extend_from_slice(&["--workdir", "/work", "--output", "outputs/"]);
     args.extend_from_slice(extra);
     args.extend_from_slice(&["--", "sh", "-c", script]);
     let out = world.strata(&args);
@@ -45,23 +34,6 @@ fn json(world: &World, args: &[&str]) -> Value {
     assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
-
-fn wait_for(world: &World, id: &str, states: &[&str]) -> Value {
-    let start = Instant::now();
-    loop {
-        let s = json(world, &["status", id, "--json"]);
-        if states.contains(&s["state"].as_str().unwrap()) {
-            return s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "job {id} never reached {states:?}: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-const TERMINAL: &[&str] = &["succeeded", "failed", "cancelled", "timed_out"];
 
 /// Writes a model, a 1,000-line CSV in a sub-directory and one file per index, then exits.
 fn writer(code: i32) -> String {
@@ -100,8 +72,8 @@ fn outputs_of_failed_and_successful_jobs_are_collected_and_copied_out() {
     let _agent = AgentProcess::start_with_grace(&world, 1);
     let ok = submit(&world, &writer(0), &[]);
     let failed = submit(&world, &writer(1), &[]);
-    assert_eq!(wait_for(&world, &ok, TERMINAL)["state"], "succeeded");
-    assert_eq!(wait_for(&world, &failed, TERMINAL)["state"], "failed");
+    assert_eq!(world.wait_for(&ok, TERMINAL, LIMIT)["state"], "succeeded");
+    assert_eq!(world.wait_for(&failed, TERMINAL, LIMIT)["state"], "failed");
 
     let mut copies = Vec::new();
     for id in [&ok, &failed] {
@@ -189,7 +161,7 @@ fn a_planted_symlink_is_not_followed_and_the_limits_cut_with_a_note() {
     let script = "mkdir -p outputs && echo kept > outputs/small.txt && ln -s /etc outputs/evil && \
                   head -c 2097152 /dev/zero > outputs/big.bin && truncate -s 20G outputs/huge && exit 3";
     let id = submit(&world, script, &[]);
-    assert_eq!(wait_for(&world, &id, TERMINAL)["state"], "failed");
+    assert_eq!(world.wait_for(&id, TERMINAL, LIMIT)["state"], "failed");
     let listed = json(&world, &["outputs", &id, "--json"]);
     let paths: Vec<&str> = listed["files"]
         .as_array()
@@ -218,7 +190,7 @@ fn a_running_job_has_no_outputs_yet_and_a_cancelled_one_has_its_own() {
         "mkdir -p outputs && echo step-1 > outputs/checkpoint && echo ready && sleep 600",
         &[],
     );
-    wait_for(&world, &id, &["running"]);
+    world.wait_for(&id, &["running"], LIMIT);
     let start = Instant::now();
     while !String::from_utf8_lossy(&world.strata(&["logs", &id]).stdout).contains("ready") {
         assert!(
@@ -241,7 +213,7 @@ fn a_running_job_has_no_outputs_yet_and_a_cancelled_one_has_its_own() {
     );
 
     assert!(world.strata(&["cancel", &id]).status.success());
-    assert_eq!(wait_for(&world, &id, TERMINAL)["state"], "cancelled");
+    assert_eq!(world.wait_for(&id, TERMINAL, LIMIT)["state"], "cancelled");
     let out = world.strata(&["outputs", &id, "--to", to.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
@@ -270,7 +242,7 @@ fn a_running_job_has_no_outputs_yet_and_a_cancelled_one_has_its_own() {
         ],
     );
     let plain = plain["id"].as_str().unwrap();
-    wait_for(&world, plain, TERMINAL);
+    world.wait_for(plain, TERMINAL, LIMIT);
     let text = String::from_utf8_lossy(&world.strata(&["outputs", plain]).stdout).into_owned();
     assert!(text.contains("without --output"), "{text}");
     // And `..` is refused at submit.

@@ -214,3 +214,20 @@ fn a_script_that_does_not_parse_is_named_and_nothing_is_queued() {
     let jobs: Value = serde_json::from_slice(&jobs.stdout).unwrap();
     assert_eq!(jobs.as_array().map(Vec::len), Some(0), "{jobs}");
 }
+
+#[test]
+fn an_environment_that_is_not_there_is_named_and_nothing_is_queued() {
+    let world = World::new();
+    let (root, _venv) = project(&world);
+    let missing = world.dir.path().join("no-such-venv");
+    let out = submit(&world, &root, &missing, &[], &["python", "train.py"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&missing.display().to_string()),
+        "{}",
+        stderr(&out)
+    );
+    let jobs = world.strata(&["jobs", "--all", "--json"]);
+    let jobs: Value = serde_json::from_slice(&jobs.stdout).unwrap();
+    assert_eq!(jobs.as_array().map(Vec::len), Some(0), "{jobs}");
+}

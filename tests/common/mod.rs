@@ -143,6 +143,24 @@ impl World {
             .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
     }
 
+    /// The flags naming fixture environment `file` offline:
+    /// `-r FILE --base BASE -f WHEELS --no-index`.
+    pub fn env_args(&self, file: &str) -> Vec<String> {
+        let req = requirements(file).display().to_string();
+        let wheels = self.wheels.display().to_string();
+        [
+            "-r",
+            &req,
+            "--base",
+            &base_ref(),
+            "-f",
+            &wheels,
+            "--no-index",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
     /// `strata status JOB --json`, asserting success.
     pub fn status(&self, id: &str) -> Value {
         let out = self.strata(&["status", id, "--json"]);

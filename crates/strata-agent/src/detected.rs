@@ -197,4 +197,17 @@ mod tests {
         assert_ne!(a, c);
         assert_eq!(std::fs::read_to_string(&c).unwrap(), "alpha==2.0\n");
     }
+
+    #[test]
+    fn an_unwritable_home_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        std::fs::write(&home, "a file, not a directory").unwrap();
+        let err = write_requirements(&home, "alpha==1.0\n").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&home.join("detected").display().to_string()),
+            "{text}"
+        );
+    }
 }

@@ -17,7 +17,7 @@ use crate::credentials::{self, CredentialFiles};
 use crate::error::{BuildError, OptionError};
 use crate::explain::Explanation;
 use crate::home::Home;
-use crate::image::{self, AddedLayer, ImageInputs, ANNOTATION_LOCK};
+use crate::image::{self, AddedLayer, ImageInputs};
 use crate::layers::{check_staged, hold, package_layers, Wheels};
 use crate::progress::Progress;
 use crate::remote_cache::{self, LocalRecord, Lookups, RegistryCache, RegistryImage, Wanted};
@@ -575,6 +575,18 @@ struct RemoteKey<'a> {
     name: &'a str,
 }
 
+impl RemoteKey<'_> {
+    /// What an image must be to answer this build (of `lock`, when it is known).
+    fn wanted<'a>(&'a self, lock: Option<&'a Digest>) -> Wanted<'a> {
+        Wanted {
+            base: &self.base.digest,
+            lock,
+            layer_limit: self.options.layer_limit,
+            compression: self.options.compression,
+        }
+    }
+}
+
 /// Step 1 of the registry cache: the spec's tag in a registry of the cache.
 fn registry_spec_hit(
     home: &Home,
@@ -588,24 +600,12 @@ fn registry_spec_hit(
     }
     progress.stage("looking in the registry");
     let tag = tag_for(key.spec);
-    let wanted = Wanted {
-        base: &key.base.digest,
-        lock: None,
-        layer_limit: key.options.layer_limit,
-        compression: key.options.compression,
-    };
+    let wanted = key.wanted(None);
     let Some(found) = remote_cache::find(cache, &registry_tag(&tag)?, &wanted, lookups)? else {
         return Ok(None);
     };
-    let Some(lock) = found
-        .manifest
-        .annotations
-        .get(ANNOTATION_LOCK)
-        .and_then(|v| v.parse::<Digest>().ok())
-    else {
-        return Ok(None);
-    };
     progress.stage("registry hit");
+    let lock = found.lock.clone();
     registry_answer(
         home,
         key,
@@ -630,12 +630,7 @@ fn registry_lock_hit(
         return Ok(None);
     }
     let lock_digest = lock.digest().0;
-    let wanted = Wanted {
-        base: &key.base.digest,
-        lock: Some(&lock_digest),
-        layer_limit: key.options.layer_limit,
-        compression: key.options.compression,
-    };
+    let wanted = key.wanted(Some(&lock_digest));
     let lock_tag = remote_cache::lock_tag(&lock_digest, &key.base.digest, key.options.compression);
     let Some(found) = remote_cache::find(cache, &lock_tag, &wanted, lookups)? else {
         return Ok(None);

@@ -59,6 +59,16 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, BuildError> {
         })
 }
 
+/// The client of `REGISTRY/REPO` (a push target or a cache repository); no request yet.
+pub(crate) fn connect(
+    target: &str,
+    insecure: bool,
+) -> Result<(Registry, RegistryRepo), BuildError> {
+    let repo: RegistryRepo = target.parse().map_err(RegistryError::from)?;
+    let registry = Registry::new(&repo.registry, insecure)?;
+    Ok((registry, repo))
+}
+
 /// A push target: `REGISTRY/REPO`.
 pub struct PushTarget {
     registry: Registry,
@@ -68,8 +78,7 @@ pub struct PushTarget {
 impl PushTarget {
     /// Parses `REGISTRY/REPO`; no request yet.
     pub fn new(target: &str, insecure: bool) -> Result<PushTarget, BuildError> {
-        let repo: RegistryRepo = target.parse().map_err(RegistryError::from)?;
-        let registry = Registry::new(&repo.registry, insecure)?;
+        let (registry, repo) = connect(target, insecure)?;
         Ok(PushTarget { registry, repo })
     }
 

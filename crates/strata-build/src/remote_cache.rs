@@ -26,7 +26,7 @@ use crate::build::TAG_ANNOTATION_SPEC;
 use crate::error::BuildError;
 use crate::home::Home;
 use crate::image::{layer_format, ANNOTATION_LAYER_FORMAT, ANNOTATION_LOCK};
-use crate::publish::{fetch_image, runtime};
+use crate::publish::{connect, fetch_image, runtime};
 use strata_install::LayerCompression;
 use strata_python::Platform;
 
@@ -44,8 +44,7 @@ pub struct CacheSource {
 impl CacheSource {
     /// `REGISTRY/REPO`; no request yet.
     pub fn new(target: &str, insecure: bool) -> Result<CacheSource, BuildError> {
-        let repo: RegistryRepo = target.parse().map_err(RegistryError::from)?;
-        let registry = Registry::new(&repo.registry, insecure)?;
+        let (registry, repo) = connect(target, insecure)?;
         Ok(CacheSource {
             registry,
             repo,
@@ -105,6 +104,8 @@ pub(crate) struct Found<'a> {
     pub bytes: Vec<u8>,
     pub media_type: String,
     pub manifest: Manifest,
+    /// The lock the image names (every accepted image names one).
+    pub lock: Digest,
 }
 
 impl Found<'_> {
@@ -125,17 +126,17 @@ pub(crate) struct Wanted<'a> {
 }
 
 impl Wanted<'_> {
-    fn accepts(&self, manifest: &Manifest) -> bool {
+    /// The lock `manifest` names, if it answers this build.
+    fn accepts(&self, manifest: &Manifest) -> Option<Digest> {
         let annotation = |key: &str| manifest.annotations.get(key).map(String::as_str);
         let digest = |key: &str| annotation(key).and_then(|v| v.parse::<Digest>().ok());
-        let Some(lock) = digest(ANNOTATION_LOCK) else {
-            return false;
-        };
+        let lock = digest(ANNOTATION_LOCK)?;
         let format = layer_format(self.compression);
-        digest(ANNOTATION_BASE).as_ref() == Some(self.base)
+        let accepted = digest(ANNOTATION_BASE).as_ref() == Some(self.base)
             && self.lock.is_none_or(|l| *l == lock)
             && annotation(ANNOTATION_LAYER_FORMAT) == Some(format.as_str())
-            && manifest.layers.len() <= self.layer_limit
+            && manifest.layers.len() <= self.layer_limit;
+        accepted.then_some(lock)
     }
 }
 
@@ -196,13 +197,14 @@ pub(crate) fn find<'a>(
         let Ok(ManifestDocument::Image(manifest)) = ManifestDocument::parse(&pulled.bytes) else {
             continue;
         };
-        if wanted.accepts(&manifest) {
+        if let Some(lock) = wanted.accepts(&manifest) {
             return Ok(Some(Found {
                 source,
                 digest: pulled.digest,
                 bytes: pulled.bytes,
                 media_type: pulled.media_type,
                 manifest,
+                lock,
             }));
         }
     }
