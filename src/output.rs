@@ -187,11 +187,16 @@ pub fn print_build(
         print_explanation(explanation, false);
     }
     let reused = built.layers.iter().filter(|l| l.reused).count();
+    let downloaded = built.layers.iter().filter(|l| l.registry.is_some()).count();
+    let from_registry = match downloaded {
+        0 => String::new(),
+        n => format!(" ({n} from the registry's layer index)"),
+    };
     println!("{image}");
     println!("  digest   {}", built.digest);
     println!("  tag      {}", built.tag);
     println!(
-        "  cache    {:?}, {reused}/{} layers reused",
+        "  cache    {:?}, {reused}/{} layers reused{from_registry}",
         built.cache,
         built.layers.len()
     );

@@ -233,3 +233,226 @@ fn a_lock_image_in_another_compression_is_not_a_registry_hit() {
     assert_eq!(other["cache"], "registry-lock-hit", "{other}");
     assert_eq!(other["digest"], zstd["digest"]);
 }
+
+/// `skopeo` against the test registry (plain HTTP on loopback).
+fn skopeo(args: &[&str]) -> String {
+    let mut command = std::process::Command::new("skopeo");
+    command.args(args);
+    run(&mut command)
+}
+
+/// The layer index entries in `REGISTRY/REPO`, read with skopeo: tag → manifest.
+fn layer_entries(repository: &str) -> Vec<(String, Value)> {
+    let listed: Value = serde_json::from_str(&skopeo(&[
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{repository}"),
+    ]))
+    .unwrap();
+    let mut entries = Vec::new();
+    for tag in listed["Tags"].as_array().unwrap() {
+        let tag = tag.as_str().unwrap();
+        if !tag.starts_with("strata-layer-") {
+            continue;
+        }
+        let raw = skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{repository}:{tag}"),
+        ]);
+        entries.push((tag.to_string(), serde_json::from_str(&raw).unwrap()));
+    }
+    entries
+}
+
+/// The entry's own JSON (the annotation).
+fn entry_json(manifest: &Value) -> Value {
+    let json = manifest["annotations"]["dev.strata.layer-entry"]
+        .as_str()
+        .expect("an entry annotation");
+    serde_json::from_str(json).unwrap()
+}
+
+/// Blob uploads (`POST .../blobs/uploads/`, one per blob sent) in `requests`.
+fn uploads(requests: &[(String, String)]) -> usize {
+    requests
+        .iter()
+        .filter(|(m, p)| m == "POST" && p.contains("/blobs/uploads/"))
+        .count()
+}
+
+/// The package layers of a build's report (base and env layers left out).
+fn package_layers(built: &Value) -> Vec<Value> {
+    built["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| !l["packages"].as_array().unwrap().is_empty())
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_one_package_change_on_an_empty_store_takes_the_other_layers_from_the_registry() {
+    let reg = TestRegistry::start();
+    let proxy = AnswerProxy::forwarding(&reg.addr());
+    let target = format!("{}/team/env", proxy.addr());
+    let a = World::new();
+    let built = a.build_ok(&requirements("basic.txt"), &["--push", &target]);
+    assert_eq!(built["cache"], "miss");
+    let packages = package_layers(&built).len();
+    assert_eq!(packages, 9, "{built}");
+    assert_eq!(built["pushed"]["layer_entries"], packages);
+    let entries = layer_entries(&format!("{}/team/env", reg.addr()));
+    assert_eq!(entries.len(), packages, "one entry per package layer");
+    proxy.take_requests();
+
+    // An empty store, the same wheels: one package changed (alpha 1.0.0 -> 1.1.0).
+    let b = a.with_home("b");
+    let changed = b.build_ok(&requirements("changed-one.txt"), &["--push", &target]);
+    assert_eq!(changed["cache"], "miss", "{changed}");
+    let layers = package_layers(&changed);
+    for layer in &layers {
+        let is_alpha = layer["packages"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("alpha==");
+        assert_eq!(layer["reused"], !is_alpha, "{layer}");
+        match is_alpha {
+            true => assert!(layer["registry"].is_null(), "{layer}"),
+            false => assert_eq!(layer["registry"], target, "{layer}"),
+        }
+    }
+    let requests = proxy.take_requests();
+    assert_eq!(
+        uploads(&requests),
+        3,
+        "only the new layer, the env layer and the config are uploaded: {requests:?}"
+    );
+    assert_eq!(changed["pushed"]["blobs_uploaded"], 3, "{changed}");
+
+    // The image is the one a store that builds every layer itself makes.
+    let c = a.with_home("c");
+    let local = c.build_ok(&requirements("changed-one.txt"), &[]);
+    assert_eq!(local["digest"], changed["digest"]);
+    assert!(package_layers(&local).iter().all(|l| l["reused"] == false));
+}
+
+#[test]
+fn concurrent_pushes_of_two_environments_leave_a_sound_layer_index() {
+    let reg = TestRegistry::start();
+    let repository = format!("{}/team/env", reg.addr());
+    let a = World::new();
+    let b = a.with_home("b");
+    // Two CI runners, empty stores, overlapping environments, one repository, at once.
+    let (built_a, built_b) = std::thread::scope(|s| {
+        let one = s.spawn(|| a.build_ok(&requirements("shared-a.txt"), &["--push", &repository]));
+        let two = s.spawn(|| b.build_ok(&requirements("shared-b.txt"), &["--push", &repository]));
+        (one.join().unwrap(), two.join().unwrap())
+    });
+    assert_eq!(built_a["cache"], "miss");
+    assert_eq!(built_b["cache"], "miss");
+
+    // Every entry is well formed and names a layer one of the images has, with the same
+    // descriptor; one entry per distinct wheel (5 shared + nsa + datapkg).
+    let mut pushed_layers = package_layers(&built_a);
+    pushed_layers.extend(package_layers(&built_b));
+    let entries = layer_entries(&repository);
+    assert_eq!(entries.len(), 7, "{entries:?}");
+    for (tag, manifest) in &entries {
+        assert_eq!(
+            manifest["config"]["mediaType"],
+            "application/vnd.dev.strata.layer-entry.v1+json"
+        );
+        let entry = entry_json(manifest);
+        let layer = &manifest["layers"][0];
+        assert_eq!(layer["digest"], entry["layer"]["digest"], "{tag}");
+        assert_eq!(layer["size"], entry["layer"]["size"], "{tag}");
+        assert!(
+            pushed_layers
+                .iter()
+                .any(|l| l["digest"] == layer["digest"] && l["size"] == layer["size"]),
+            "{tag} names a layer no image has: {manifest}"
+        );
+    }
+
+    // A third runner combines wheels of both: every package layer comes from the index.
+    let c = a.with_home("c");
+    let mix = c.dir.path().join("mix.txt");
+    fs::write(
+        &mix,
+        "alpha==1.0.0\nbeta==2.0.0\nnsa==1.0.0\ndatapkg==1.0.0\n",
+    )
+    .unwrap();
+    let mixed = c.build_ok(&mix, &["--push", &repository]);
+    let layers = package_layers(&mixed);
+    assert_eq!(layers.len(), 4);
+    assert!(
+        layers.iter().all(|l| l["registry"] == repository),
+        "{mixed}"
+    );
+    assert_eq!(mixed["pushed"]["blobs_uploaded"], 2, "env layer and config");
+}
+
+#[test]
+fn an_entry_that_names_another_key_or_a_missing_blob_is_a_miss() {
+    let reg = TestRegistry::start();
+    let repository = format!("{}/team/env", reg.addr());
+    let a = World::new();
+    let built = a.build_ok(&requirements("shared-a.txt"), &["--push", &repository]);
+    let entries = layer_entries(&repository);
+    let by_package = |name: &str| {
+        let layer = package_layers(&built)
+            .into_iter()
+            .find(|l| l["packages"][0].as_str().unwrap().starts_with(name))
+            .unwrap();
+        entries
+            .iter()
+            .find(|(_, m)| m["layers"][0]["digest"] == layer["digest"])
+            .map(|(tag, m)| (tag.clone(), m.clone()))
+            .unwrap()
+    };
+    // alpha's tag now holds beta's entry (another key): read as a miss, alpha is built.
+    let (alpha_tag, _) = by_package("alpha==");
+    let (beta_tag, _) = by_package("beta==");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{repository}:{beta_tag}"),
+        &format!("docker://{repository}:{alpha_tag}"),
+    ]);
+    // gamma's entry loses its blob (deleted in the registry's storage).
+    let (_, gamma) = by_package("gamma==");
+    let gamma_digest = gamma["layers"][0]["digest"].as_str().unwrap().to_string();
+    let hex = gamma_digest.trim_start_matches("sha256:");
+    let data = reg
+        .storage_root()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex);
+    fs::remove_dir_all(&data).unwrap();
+
+    // shared-b shares alpha, beta, gamma, cext and tools with shared-a; datapkg is new.
+    let b = a.with_home("b");
+    let other = b.build_ok(
+        &requirements("shared-b.txt"),
+        &["--cache-from", &repository],
+    );
+    assert_eq!(other["cache"], "miss");
+    for layer in package_layers(&other) {
+        let name = layer["packages"][0].as_str().unwrap();
+        let built_here = ["alpha==", "gamma==", "datapkg=="]
+            .iter()
+            .any(|p| name.starts_with(p));
+        assert_eq!(layer["registry"].is_null(), built_here, "{layer}");
+        assert_eq!(layer["reused"], !built_here, "{layer}");
+    }
+    let c = a.with_home("c");
+    let local = c.build_ok(&requirements("shared-b.txt"), &[]);
+    assert_eq!(
+        local["digest"], other["digest"],
+        "the same image either way"
+    );
+}

@@ -18,7 +18,7 @@ use crate::error::{BuildError, OptionError};
 use crate::explain::Explanation;
 use crate::home::Home;
 use crate::image::{self, AddedLayer, ImageInputs};
-use crate::layers::{check_staged, hold, package_layers, Wheels};
+use crate::layers::{check_staged, hold, package_layers, LayerSettings, RemoteLayers, Wheels};
 use crate::progress::Progress;
 use crate::remote_cache::{self, LocalRecord, Lookups, RegistryCache, RegistryImage, Wanted};
 use strata_install::{InstallScheme, LayerCompression};
@@ -82,8 +82,11 @@ pub struct LayerReport {
     pub digest: Digest,
     pub size: u64,
     pub packages: Vec<String>,
-    /// Already in the store before this build.
+    /// Not made by this build: in the store before it, or downloaded from a registry.
     pub reused: bool,
+    /// `REGISTRY/REPO` the layer was downloaded from (a registry's layer index).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
 }
 
 /// The result of a build.
@@ -209,15 +212,16 @@ fn build_with(
         lock: &lock,
         credentials: &credentials,
     };
-    let layers = package_layers(
-        home,
-        &lease,
-        &wheels,
-        &scheme,
-        options.jobs,
+    let settings = LayerSettings {
+        scheme: &scheme,
+        jobs: options.jobs,
         budget,
-        progress,
-    )?;
+    };
+    let remote = RemoteLayers {
+        cache: &options.registry_cache,
+        lookups,
+    };
+    let layers = package_layers(home, &lease, &wheels, &settings, remote, progress)?;
     progress.stage("writing the image");
     let env_lock = lock.canonical_bytes();
     let mut env_writer = home.store.writer()?;
@@ -264,8 +268,10 @@ fn build_with(
     additions.expect(base.blob_digests());
     base.import_into(&home.store)?;
     let mut records = Vec::new();
+    let mut from_registries = Vec::new();
     for built in layers {
-        reused.push(built.staged.is_none());
+        reused.push(built.reused());
+        from_registries.push(built.from_registry.clone());
         if let Some(staged) = built.staged {
             additions.commit(staged)?;
         }
@@ -304,7 +310,11 @@ fn build_with(
     if let Err(e) = lease.release() {
         tracing::warn!("releasing the build's lease: {e}");
     }
-    let report = report_layers(&assembled.manifest, &reused);
+    let mut report = report_layers(&assembled.manifest, &reused);
+    let base_layers = base.layers().len();
+    for (layer, from) in report[base_layers..].iter_mut().zip(from_registries) {
+        layer.registry = from;
+    }
     Ok(Built {
         digest,
         tag,
@@ -795,6 +805,7 @@ fn report_layers(manifest: &Manifest, reused: &[bool]) -> Vec<LayerReport> {
                 .map(|p| p.split(',').map(String::from).collect())
                 .unwrap_or_default(),
             reused: *reused,
+            registry: None,
         })
         .collect()
 }

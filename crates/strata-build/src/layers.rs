@@ -15,6 +15,8 @@ use crate::error::BuildError;
 use crate::home::Home;
 use crate::image::AddedLayer;
 use crate::progress::Progress;
+use crate::registry_layers;
+use crate::remote_cache::{Lookups, RegistryCache};
 use strata_install::InstallScheme;
 use strata_install::LAYER_FORMAT_VERSION;
 use strata_python::{IndexCredentials, WheelCache};
@@ -27,7 +29,17 @@ pub const DEFAULT_LAYER_LIMIT: usize = 100;
 pub struct PackageLayer {
     pub key: LayerKey,
     pub added: AddedLayer,
+    /// The blob to commit: built, or downloaded from a registry.
     pub staged: Option<StagedBlob>,
+    /// `REGISTRY/REPO` the layer was downloaded from (step 3 of the registry cache).
+    pub from_registry: Option<String>,
+}
+
+impl PackageLayer {
+    /// Whether the build reused the layer (from the store or a registry) rather than made it.
+    pub fn reused(&self) -> bool {
+        self.staged.is_none() || self.from_registry.is_some()
+    }
 }
 
 /// Which wheels share a layer: `budget` layers for `sizes.len()` wheels (in lock order).
@@ -148,23 +160,39 @@ pub struct Wheels<'a> {
     pub credentials: &'a IndexCredentials,
 }
 
-/// One layer per wheel group, in lock order.
+/// How the package layers are made.
+pub struct LayerSettings<'a> {
+    pub scheme: &'a InstallScheme,
+    /// Threads for fetching wheels and building layers.
+    pub jobs: usize,
+    /// Package layers the image has room for (past it, the smallest wheels share one).
+    pub budget: usize,
+}
+
+/// Where layers the store lacks may be found before they are built: the registries of the
+/// build's cache (their layer index), and the lookups of this build so far.
+pub struct RemoteLayers<'a> {
+    pub cache: &'a RegistryCache,
+    pub lookups: &'a mut Lookups,
+}
+
+/// One layer per wheel group, in lock order: from the store's layer index, else from a
+/// registry's, else built.
 pub fn package_layers(
     home: &Home,
     lease: &Lease,
     wheels: &Wheels,
-    scheme: &InstallScheme,
-    jobs: usize,
-    budget: usize,
+    settings: &LayerSettings,
+    remote: RemoteLayers,
     progress: &dyn Progress,
 ) -> Result<Vec<PackageLayer>, BuildError> {
-    let scheme_id = scheme.id();
+    let scheme_id = settings.scheme.id();
     let lock = wheels.lock;
-    let sizes = match lock.wheels.len() > budget {
+    let sizes = match lock.wheels.len() > settings.budget {
         true => wheel_sizes(home, wheels)?,
         false => vec![0; lock.wheels.len()],
     };
-    let groups: Vec<Vec<&LockedWheel>> = group_wheels(&sizes, budget)
+    let groups: Vec<Vec<&LockedWheel>> = group_wheels(&sizes, settings.budget)
         .into_iter()
         .map(|g| g.into_iter().map(|i| &lock.wheels[i]).collect())
         .collect();
@@ -184,6 +212,7 @@ pub fn package_layers(
                 added: added_layer(group, layer),
                 key,
                 staged: None,
+                from_registry: None,
             })),
             None => {
                 slots.push(None);
@@ -191,8 +220,9 @@ pub fn package_layers(
             }
         }
     }
+    let todo = take_from_registries(home, todo, &mut slots, remote)?;
     progress.layers(groups.len(), groups.len() - todo.len());
-    for (i, layer) in build_all(home, todo, scheme, wheels.credentials, jobs, progress)? {
+    for (i, layer) in build_all(home, todo, settings, wheels.credentials, progress)? {
         slots[i] = Some(layer);
     }
     slots
@@ -201,15 +231,43 @@ pub fn package_layers(
         .collect()
 }
 
+/// Fills the slots of the layers a registry of the cache has (downloaded and staged); the
+/// rest of `todo` is left to build.
+fn take_from_registries<'a>(
+    home: &Home,
+    todo: Vec<Job<'a>>,
+    slots: &mut [Option<PackageLayer>],
+    remote: RemoteLayers,
+) -> Result<Vec<Job<'a>>, BuildError> {
+    if remote.cache.is_empty() || todo.is_empty() {
+        return Ok(todo);
+    }
+    let keys: Vec<&LayerKey> = todo.iter().map(|(_, _, key)| key).collect();
+    let fetched = registry_layers::fetch(home, remote.cache, &keys, remote.lookups)?;
+    let mut left = Vec::new();
+    for ((i, group, key), found) in todo.into_iter().zip(fetched) {
+        let Some(found) = found else {
+            left.push((i, group, key));
+            continue;
+        };
+        slots[i] = Some(PackageLayer {
+            added: added_layer(group, found.layer),
+            key,
+            staged: Some(found.staged),
+            from_registry: Some(found.repository),
+        });
+    }
+    Ok(left)
+}
+
 type Job<'a> = (usize, &'a [&'a LockedWheel], LayerKey);
 
 /// Builds the missing layers on `jobs` threads; the first error stops the others.
 fn build_all(
     home: &Home,
     todo: Vec<Job<'_>>,
-    scheme: &InstallScheme,
+    settings: &LayerSettings,
     credentials: &IndexCredentials,
-    jobs: usize,
     progress: &dyn Progress,
 ) -> Result<Vec<(usize, PackageLayer)>, BuildError> {
     let (store, wheels) = (&home.store, &home.wheels);
@@ -217,7 +275,7 @@ fn build_all(
     let next = Mutex::new(todo.into_iter());
     let first_error: Mutex<Option<BuildError>> = Mutex::new(None);
     std::thread::scope(|s| {
-        for _ in 0..jobs.max(1) {
+        for _ in 0..settings.jobs.max(1) {
             s.spawn(|| loop {
                 if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
                     return;
@@ -225,13 +283,14 @@ fn build_all(
                 let Some((i, group, key)) = next.lock().ok().and_then(|mut it| it.next()) else {
                     return;
                 };
-                match build_one(store, wheels, group, scheme, credentials) {
+                match build_one(store, wheels, group, settings.scheme, credentials) {
                     Ok((layer, staged)) => {
                         progress.layer_done(&group[0].filename);
                         let built = PackageLayer {
                             added: added_layer(group, layer),
                             key,
                             staged: Some(staged),
+                            from_registry: None,
                         };
                         if let Ok(mut r) = results.lock() {
                             r.push((i, built));

@@ -13,6 +13,7 @@ mod image;
 mod layers;
 mod progress;
 mod publish;
+mod registry_layers;
 mod remote_cache;
 
 pub use base::{BaseError, BaseRef};

@@ -18,6 +18,7 @@ use crate::home::Home;
 use crate::image::{ANNOTATION_LAYER_FORMAT, ANNOTATION_LOCK};
 use crate::layers::hold;
 use crate::progress::Progress;
+use crate::registry_layers::publish_entries;
 use crate::remote_cache::{lock_tag_of, CacheSource};
 use strata_python::Platform;
 
@@ -32,6 +33,8 @@ pub struct Pushed {
     pub blobs_uploaded: usize,
     pub blobs_present: usize,
     pub blobs_mounted: usize,
+    /// Layer index entries written (one per package layer whose key this store knows).
+    pub layer_entries: usize,
 }
 
 /// What a pull did.
@@ -105,6 +108,7 @@ impl PushTarget {
                 blobs_uploaded: 0,
                 blobs_present: 0,
                 blobs_mounted: 0,
+                layer_entries: 0,
             }),
             _ => self.push(home, &built.digest, &built.tag, progress),
         }
@@ -139,6 +143,7 @@ impl PushTarget {
             blobs_uploaded: 0,
             blobs_present: 0,
             blobs_mounted: 0,
+            layer_entries: 0,
         };
         let by_tag = ManifestRef::Tag(tag.clone());
         let present = rt.block_on(self.registry.manifest_exists(&self.repo, &by_tag))?;
@@ -185,6 +190,16 @@ impl PushTarget {
                 &manifest_bytes,
                 manifest.media_type(),
             ))?;
+        }
+        // The layer index: later builds of other environments, on any machine pushing here,
+        // take these layers instead of building them. A failure costs only that reuse.
+        match rt.block_on(publish_entries(home, &self.registry, &self.repo, &manifest)) {
+            Ok(written) => pushed.layer_entries = written,
+            Err(e) => tracing::warn!(
+                "the layer index entries of {} were not written to {target}: {}",
+                digest,
+                strata_errors::chain(&e)
+            ),
         }
         progress.uploaded(report.bytes_uploaded);
         home.index

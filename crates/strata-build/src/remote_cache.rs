@@ -64,6 +64,10 @@ impl CacheSource {
     pub fn repository(&self) -> String {
         self.repo.to_string()
     }
+
+    pub(crate) fn client(&self) -> (&Registry, &RegistryRepo) {
+        (&self.registry, &self.repo)
+    }
 }
 
 /// Where a build looks for its image in registries.
@@ -164,6 +168,17 @@ pub(crate) fn lock_tag_of(manifest: &Manifest) -> Option<Tag> {
 pub(crate) struct Lookups {
     pub warnings: Vec<String>,
     failed: Vec<String>,
+}
+
+impl Lookups {
+    /// Whether a lookup of this build found `repository` failing (not asked again).
+    pub fn has_failed(&self, repository: &str) -> bool {
+        self.failed.iter().any(|r| r == repository)
+    }
+
+    pub fn warn(&mut self, warning: String) {
+        self.warnings.push(warning);
+    }
 }
 
 /// The first image under `tag` in the cache's repositories that `wanted` accepts. A

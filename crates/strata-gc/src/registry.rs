@@ -61,7 +61,8 @@ use strata_index::{Index, IndexError};
 use strata_oci::Digest;
 use strata_oci::ManifestDocument;
 use strata_registry::{
-    is_usage_tag, ManifestRef, Registry, RegistryError, RegistryRepo, Tag, UsageRecord,
+    is_layer_entry_tag, is_usage_tag, ManifestRef, Registry, RegistryError, RegistryRepo, Tag,
+    UsageRecord,
 };
 
 /// The annotations strata writes on the images it builds (see `strata-build`'s image module).
@@ -309,10 +310,13 @@ pub async fn plan_registry(
     now: i64,
 ) -> Result<RegistryGcPlan, RegistryGcError> {
     let target = repo.to_string();
+    // Layer index entries are not environments: left out of the plan, and left alone (each
+    // holds its layer blob for the builds that reuse it).
     let (usage_tags, tags): (Vec<String>, Vec<String>) = registry
         .list_tags(repo)
         .await?
         .into_iter()
+        .filter(|t| !is_layer_entry_tag(t))
         .partition(|t| is_usage_tag(t));
     let by_digest = resolve_tags(registry, repo, &tags).await?;
     let observed = inspect_all(registry, repo, by_digest).await?;
@@ -481,7 +485,7 @@ impl Recheck<'_> {
             .list_tags(self.repo)
             .await?
             .into_iter()
-            .filter(|t| !is_usage_tag(t))
+            .filter(|t| !is_usage_tag(t) && !is_layer_entry_tag(t))
             .filter(|t| {
                 manifest.tags.contains(t) || !self.planned_tags.contains(t) || !named_like_strata(t)
             })

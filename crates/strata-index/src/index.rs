@@ -365,6 +365,53 @@ impl Index {
         }))
     }
 
+    /// The layer index rows whose layer is one of `digests` (a key per row: one layer can be
+    /// known under several keys): what a push publishes to the registry's layer index.
+    pub fn layers_by_digest(
+        &self,
+        digests: &[Digest],
+    ) -> Result<Vec<(LayerKey, LayerDescriptor)>, IndexError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT source_digest, scheme, format, diff_id, size, media_type
+                 FROM layer_index WHERE digest = ?1 ORDER BY source_digest, scheme, format",
+            )
+            .map_err(self.err())?;
+        let mut found = Vec::new();
+        for digest in digests {
+            let rows = statement
+                .query_map(params![digest.to_string()], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, u32>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, String>(5)?,
+                    ))
+                })
+                .map_err(self.err())?;
+            for row in rows {
+                let (source, scheme, format, diff_id, size, media_type) =
+                    row.map_err(self.err())?;
+                let key = LayerKey {
+                    source: self.digest(source)?,
+                    scheme,
+                    format,
+                };
+                let layer = LayerDescriptor {
+                    digest: digest.clone(),
+                    diff_id: self.digest(diff_id)?,
+                    size: size as u64,
+                    media_type,
+                };
+                found.push((key, layer));
+            }
+        }
+        Ok(found)
+    }
+
     /// Records that `manifest` is the image of `lock` on `base` (a pulled image), unless an
     /// image of that lock is known already. Its lock file is in its env layer, not here.
     pub fn record_lock_if_absent(

@@ -115,6 +115,31 @@ impl BlobWriter {
     }
 }
 
+/// A temporary file beside the store for a blob someone else writes and verifies (a
+/// registry download): [`DownloadSlot::into_staged`] turns it into a [`StagedBlob`].
+/// Dropping it removes the file.
+pub struct DownloadSlot {
+    tmp: tempfile::TempPath,
+}
+
+impl DownloadSlot {
+    /// Where the blob is to be written (the file may be replaced by a rename).
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// The written blob, staged for [`Store::commit`]. The caller vouches that the file's
+    /// bytes hash to `digest` and are `size` long (the registry client checks both while it
+    /// downloads): they are not read again here.
+    pub fn into_staged(self, digest: Digest, size: u64) -> StagedBlob {
+        StagedBlob {
+            digest,
+            size,
+            tmp: self.tmp,
+        }
+    }
+}
+
 /// The local OCI image layout.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -172,6 +197,14 @@ impl Store {
         Ok(BlobWriter {
             inner: HashingWriter::new(BufWriter::with_capacity(1 << 20, file)),
             tmp,
+        })
+    }
+
+    /// A slot for a blob downloaded into the store's work directory.
+    pub fn download_slot(&self) -> Result<DownloadSlot, StoreError> {
+        let tmp = tempfile::NamedTempFile::new_in(&self.work).map_err(io_err(&self.work))?;
+        Ok(DownloadSlot {
+            tmp: tmp.into_temp_path(),
         })
     }
 

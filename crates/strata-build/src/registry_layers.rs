@@ -1,0 +1,165 @@
+//! Step 3 of the registry cache: layers from the layer index kept in the cache's registries
+//! (see [`strata_registry::LayerEntry`]). A build that found neither its spec nor its lock
+//! there looks up each layer it lacks by its key (wheel sha256, install scheme, layer format)
+//! and takes the blob from the registry instead of fetching the wheel and compressing it: a
+//! one-package change on an empty CI runner builds one layer, not all of them.
+//!
+//! Found blobs are downloaded (verified against their digest) into staged files of the store,
+//! like the layers the build makes itself, and committed with them; the image is whole in
+//! the local store, so a push sends only what the registry lacks (the new layers, the env
+//! layer, config and manifest) and a job can run it. The diff_id an entry names is taken as
+//! it is (trust is the repository's, as for the images steps 1 and 2 find);
+//! `strata verify` rebuilds an image and compares.
+//!
+//! Pushes write the entries ([`publish_entries`]): one per package layer of the image, in
+//! the repository pushed to. Entries are only read from the repositories of the build's
+//! cache: the push target and the ones the user named (`--cache-from`, `[cache] registry`).
+//!
+//! A registry that fails here costs only the reuse: a warning, and the layer is built.
+
+use futures_util::stream::{self, StreamExt};
+use strata_index::LayerKey;
+use strata_oci::{Digest, LayerDescriptor, Manifest, StagedBlob};
+use strata_registry::{LayerEntry, LayerEntryKey, Registry, RegistryError, RegistryRepo};
+
+use crate::error::BuildError;
+use crate::home::Home;
+use crate::publish::runtime;
+use crate::remote_cache::{Lookups, RegistryCache};
+
+/// Lookups and downloads in flight at once: enough to hide the latency of a registry on
+/// the network, few enough not to flood it.
+const CONCURRENCY: usize = 8;
+
+/// A layer found in a registry and downloaded into a staged blob.
+pub(crate) struct FetchedLayer {
+    pub layer: LayerDescriptor,
+    pub staged: StagedBlob,
+    /// `REGISTRY/REPO` it came from.
+    pub repository: String,
+}
+
+fn entry_key(key: &LayerKey) -> LayerEntryKey {
+    LayerEntryKey {
+        source: key.source.clone(),
+        scheme: key.scheme.clone(),
+        format: key.format,
+    }
+}
+
+/// The layers of `keys` some repository of `cache` has, downloaded; `None` for the others.
+/// Failures are warnings in `lookups`.
+pub(crate) fn fetch(
+    home: &Home,
+    cache: &RegistryCache,
+    keys: &[&LayerKey],
+    lookups: &mut Lookups,
+) -> Result<Vec<Option<FetchedLayer>>, BuildError> {
+    let mut found: Vec<Option<FetchedLayer>> = keys.iter().map(|_| None).collect();
+    if keys.is_empty() {
+        return Ok(found);
+    }
+    let rt = runtime()?;
+    for source in &cache.sources {
+        let (registry, repo) = source.client();
+        if lookups.has_failed(&source.repository()) {
+            continue;
+        }
+        let missing: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();
+        if missing.is_empty() {
+            break;
+        }
+        let results = rt.block_on(fetch_from(home, registry, repo, keys, &missing));
+        for (i, result) in results {
+            match result {
+                Ok(Some((layer, staged))) => {
+                    found[i] = Some(FetchedLayer {
+                        layer,
+                        staged,
+                        repository: source.repository(),
+                    })
+                }
+                Ok(None) => {}
+                Err(e) => lookups.warn(format!(
+                    "layer {} from {} was not reused ({}); building it",
+                    keys[i].source.short(12),
+                    source.repository(),
+                    strata_errors::chain(&e)
+                )),
+            }
+        }
+    }
+    Ok(found)
+}
+
+type Outcome = Result<Option<(LayerDescriptor, StagedBlob)>, BuildError>;
+
+async fn fetch_from(
+    home: &Home,
+    registry: &Registry,
+    repo: &RegistryRepo,
+    keys: &[&LayerKey],
+    indices: &[usize],
+) -> Vec<(usize, Outcome)> {
+    stream::iter(indices.iter().copied())
+        .map(|i| async move { (i, fetch_one(home, registry, repo, keys[i]).await) })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await
+}
+
+async fn fetch_one(
+    home: &Home,
+    registry: &Registry,
+    repo: &RegistryRepo,
+    key: &LayerKey,
+) -> Outcome {
+    let Some(layer) = registry.read_layer_entry(repo, &entry_key(key)).await? else {
+        return Ok(None);
+    };
+    let slot = home.store.download_slot()?;
+    match registry
+        .pull_blob_to_file(repo, &layer.blob(), slot.path())
+        .await
+    {
+        Ok(()) => {}
+        // The entry outlived its blob (deleted by hand or by a registry GC): a miss.
+        Err(e) if e.status() == Some(404) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    // pull_blob_to_file checked the bytes against the digest and size.
+    let staged = slot.into_staged(layer.digest.clone(), layer.size);
+    Ok(Some((layer, staged)))
+}
+
+/// Writes the layer index entries of the package layers of `manifest` (every layer this
+/// store knows the key of) into `repo`, after the image was pushed there. A failure is
+/// returned for the caller to show as a warning: the image is pushed either way.
+pub(crate) async fn publish_entries(
+    home: &Home,
+    registry: &Registry,
+    repo: &RegistryRepo,
+    manifest: &Manifest,
+) -> Result<usize, BuildError> {
+    let digests: Vec<Digest> = manifest.layers.iter().map(|l| l.digest.clone()).collect();
+    let known = home.index.layers_by_digest(&digests)?;
+    if known.is_empty() {
+        return Ok(0);
+    }
+    registry.prepare_layer_entries(repo).await?;
+    let writes = known.iter().map(|(key, layer)| {
+        let entry = LayerEntry {
+            key: entry_key(key),
+            layer: layer.clone(),
+        };
+        async move { registry.write_layer_entry(repo, &entry).await }
+    });
+    let results: Vec<Result<(), RegistryError>> = stream::iter(writes)
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    for result in results {
+        result?;
+    }
+    Ok(known.len())
+}

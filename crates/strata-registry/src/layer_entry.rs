@@ -1,0 +1,227 @@
+//! The layer index kept in a registry: for each layer strata built and pushed, a small entry
+//! that says which blob holds the installed wheel (by the wheel's sha256, the install scheme
+//! and the layer format), so that a build on another machine, with an empty store, takes the
+//! layer from the registry instead of fetching and compressing the wheel again.
+//!
+//! One entry per layer key, under the tag `strata-layer-<32 hex of the key>` of the repository
+//! the layer was pushed to. The entry is a tiny OCI image manifest, shaped like a usage record
+//! (see `usage`): its config is the two-byte blob `{}` with the media type
+//! [`MEDIA_TYPE_LAYER_ENTRY`], the annotation [`ANNOTATION_LAYER_ENTRY`] carries the entry as
+//! JSON, and its one layer is the layer itself. Why this shape:
+//! - one GET of a small manifest answers a lookup, with no blob download;
+//! - the entry references the layer, so the registry keeps the blob (its own
+//!   `garbage-collect` marks what tagged manifests reference) as long as the entry is there,
+//!   and the blob is in the repository where a push of the next image finds it;
+//! - concurrent writers never corrupt it: an entry's bytes are a function of its key (layers
+//!   are reproducible), so two CI runners that push the same layer PUT the same manifest, and
+//!   runners that push different layers write different tags. A reader checks that the entry
+//!   names the key it asked for and the layer its tag promises, and treats anything else as a
+//!   miss.
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::Registry;
+use crate::error::RegistryError;
+use crate::reference::{ManifestRef, RegistryRepo, Tag};
+use strata_oci::{Digest, LayerDescriptor, MEDIA_TYPE_MANIFEST};
+
+/// Prefix of the tags of layer index entries; never an environment's tag.
+pub const LAYER_ENTRY_TAG_PREFIX: &str = "strata-layer-";
+/// Media type of a layer index entry's config (the blob `{}`): marks the manifest as an entry.
+pub const MEDIA_TYPE_LAYER_ENTRY: &str = "application/vnd.dev.strata.layer-entry.v1+json";
+/// The annotation holding the entry's JSON.
+pub const ANNOTATION_LAYER_ENTRY: &str = "dev.strata.layer-entry";
+const EMPTY_CONFIG: &[u8] = b"{}";
+
+/// What a layer was made from: the same key as the local layer index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerEntryKey {
+    /// The wheel's sha256 (or a digest of a merged group's wheel digests).
+    pub source: Digest,
+    /// The install scheme: venv path, Python, layer format, compression.
+    pub scheme: String,
+    pub format: u32,
+}
+
+/// One entry: the key and the layer built from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerEntry {
+    pub key: LayerEntryKey,
+    pub layer: LayerDescriptor,
+}
+
+/// The tag of the entry of `key`: 128 bits of a digest of the key, so two keys never share
+/// a tag in practice (and a reader checks the key anyway).
+pub fn layer_entry_tag(key: &LayerEntryKey) -> Tag {
+    let digest = Digest::of(
+        format!(
+            "strata layer\n{}\n{}\n{}",
+            key.source, key.scheme, key.format
+        )
+        .as_bytes(),
+    );
+    Tag::from_validated(format!("{LAYER_ENTRY_TAG_PREFIX}{}", digest.short(32)))
+}
+
+/// Whether `tag` names a layer index entry (never an environment).
+pub fn is_layer_entry_tag(tag: &str) -> bool {
+    tag.starts_with(LAYER_ENTRY_TAG_PREFIX)
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EntryManifest {
+    schema_version: u32,
+    media_type: String,
+    config: EntryBlob,
+    layers: Vec<EntryBlob>,
+    annotations: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EntryBlob {
+    media_type: String,
+    digest: Digest,
+    size: u64,
+}
+
+impl EntryManifest {
+    fn new(entry: &LayerEntry, json: String) -> EntryManifest {
+        EntryManifest {
+            schema_version: 2,
+            media_type: MEDIA_TYPE_MANIFEST.to_string(),
+            config: EntryBlob {
+                media_type: MEDIA_TYPE_LAYER_ENTRY.to_string(),
+                digest: Digest::of(EMPTY_CONFIG),
+                size: EMPTY_CONFIG.len() as u64,
+            },
+            layers: vec![EntryBlob {
+                media_type: entry.layer.media_type.clone(),
+                digest: entry.layer.digest.clone(),
+                size: entry.layer.size,
+            }],
+            annotations: [(ANNOTATION_LAYER_ENTRY.to_string(), json)].into(),
+        }
+    }
+
+    /// The entry this manifest holds, if it is a well-formed one whose one layer is the
+    /// layer its annotation names.
+    fn entry(&self) -> Option<LayerEntry> {
+        if self.config.media_type != MEDIA_TYPE_LAYER_ENTRY {
+            return None;
+        }
+        let json = self.annotations.get(ANNOTATION_LAYER_ENTRY)?;
+        let entry: LayerEntry = serde_json::from_str(json).ok()?;
+        let [layer] = self.layers.as_slice() else {
+            return None;
+        };
+        let same = layer.digest == entry.layer.digest
+            && layer.size == entry.layer.size
+            && layer.media_type == entry.layer.media_type;
+        same.then_some(entry)
+    }
+}
+
+impl Registry {
+    /// The layer the entry of `key` in `repo` names; `None` when there is no entry, or the
+    /// entry is not a well-formed one for `key` (a miss: the caller builds the layer).
+    pub async fn read_layer_entry(
+        &self,
+        repo: &RegistryRepo,
+        key: &LayerEntryKey,
+    ) -> Result<Option<LayerDescriptor>, RegistryError> {
+        let reference = ManifestRef::Tag(layer_entry_tag(key));
+        let pulled = match self.pull_manifest(repo, &reference).await {
+            Ok(pulled) => pulled,
+            Err(e) if e.status() == Some(404) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Ok(manifest) = serde_json::from_slice::<EntryManifest>(&pulled.bytes) else {
+            tracing::warn!(%repo, tag = %layer_entry_tag(key), "ignoring a malformed layer index entry");
+            return Ok(None);
+        };
+        Ok(manifest
+            .entry()
+            .filter(|entry| &entry.key == key)
+            .map(|entry| entry.layer))
+    }
+
+    /// Writes the entry of `entry.key` in `repo`, whose layer blob must already be there (the
+    /// registry refuses a manifest naming a blob it lacks). Idempotent: the same entry gives
+    /// the same bytes.
+    pub async fn write_layer_entry(
+        &self,
+        repo: &RegistryRepo,
+        entry: &LayerEntry,
+    ) -> Result<(), RegistryError> {
+        let json = serde_json::to_string(entry).map_err(|e| {
+            self.protocol_error("writing a layer index entry", format!("serialising: {e}"))
+        })?;
+        let bytes = serde_json::to_vec(&EntryManifest::new(entry, json)).map_err(|e| {
+            self.protocol_error("writing a layer index entry", format!("serialising: {e}"))
+        })?;
+        let reference = ManifestRef::Tag(layer_entry_tag(&entry.key));
+        self.push_manifest(repo, &reference, &bytes, MEDIA_TYPE_MANIFEST)
+            .await?;
+        Ok(())
+    }
+
+    /// Uploads the config blob every entry shares, unless `repo` has it: once before a batch
+    /// of [`Registry::write_layer_entry`].
+    pub async fn prepare_layer_entries(&self, repo: &RegistryRepo) -> Result<(), RegistryError> {
+        let config = Digest::of(EMPTY_CONFIG);
+        if !self.blob_exists(repo, &config).await? {
+            self.push_blob_bytes(repo, EMPTY_CONFIG).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> LayerEntry {
+        LayerEntry {
+            key: LayerEntryKey {
+                source: Digest::of(b"wheel"),
+                scheme: "venv=/opt/venv;python=3.11".into(),
+                format: 2,
+            },
+            layer: LayerDescriptor {
+                digest: Digest::of(b"layer"),
+                diff_id: Digest::of(b"tar"),
+                size: 5,
+                media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn the_tag_changes_with_each_part_of_the_key() {
+        let e = entry();
+        let tag = layer_entry_tag(&e.key);
+        assert!(is_layer_entry_tag(tag.as_str()));
+        assert_eq!(tag.as_str().len(), LAYER_ENTRY_TAG_PREFIX.len() + 32);
+        let mut other = e.key.clone();
+        other.format = 3;
+        assert_ne!(layer_entry_tag(&other), tag);
+        let mut other = e.key.clone();
+        other.scheme.push('x');
+        assert_ne!(layer_entry_tag(&other), tag);
+    }
+
+    #[test]
+    fn an_entry_round_trips_and_a_mismatched_layer_is_refused() {
+        let e = entry();
+        let json = serde_json::to_string(&e).unwrap();
+        let manifest = EntryManifest::new(&e, json.clone());
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        let parsed: EntryManifest = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(parsed.entry(), Some(e.clone()));
+        let mut forged = EntryManifest::new(&e, json);
+        forged.layers[0].digest = Digest::of(b"other");
+        assert_eq!(forged.entry(), None);
+    }
+}
