@@ -8,7 +8,8 @@
 //! - the floor: the same files, already in memory, as one sorted tar per wheel through the
 //!   same compressor at the same level, with the same two sha256 (tar and compressed).
 //!
-//! `cargo run --release -p strata-install --example bench_compress [-- --scale 0.2]`
+//! `cargo run --release -p strata-install --example bench_compress [-- --scale 0.2 | --wheels DIR]`
+//! (`--wheels DIR`: the `.whl` files of DIR instead of generated ones).
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -244,6 +245,40 @@ fn floor_layer(files: &Files, compression: LayerCompression) -> (u64, u64) {
     (tar_size, compressed_size)
 }
 
+/// `--wheels DIR`: real wheels (every `.whl` in DIR) instead of generated ones.
+fn wheel_dir() -> Option<PathBuf> {
+    std::env::args()
+        .skip_while(|a| a != "--wheels")
+        .nth(1)
+        .map(PathBuf::from)
+}
+
+fn real_wheels(dir: &Path) -> io::Result<Vec<(PathBuf, Files)>> {
+    let mut wheels = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "whl") {
+            let files = unzip(&path)?;
+            wheels.push((path, files));
+        }
+    }
+    Ok(wheels)
+}
+
+type Shape<'a> = (&'a str, &'a [usize], usize);
+
+fn generated_wheels(dir: &Path, shapes: &[Shape], scale: f64) -> io::Result<Vec<(PathBuf, Files)>> {
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut wheels = Vec::new();
+    for (name, big, small) in shapes {
+        let small = ((*small as f64) * scale.max(0.05)) as usize;
+        let files = wheel_files(&mut rng, name, scale, big, small);
+        let path = write_wheel(dir, name, &files)?;
+        wheels.push((path, files));
+    }
+    Ok(wheels)
+}
+
 fn main() -> io::Result<()> {
     let scale: f64 = std::env::args()
         .skip_while(|a| a != "--scale")
@@ -252,7 +287,7 @@ fn main() -> io::Result<()> {
         .unwrap_or(1.0);
     let dir = tempfile::tempdir()?;
     // MB of the large files per wheel: a scipy, a numpy, a pandas, ... and small ones.
-    let shapes: &[(&str, &[usize], usize)] = &[
+    let shapes: &[Shape] = &[
         ("scipylike", &[30, 20, 12, 8], 900),
         ("torchlike", &[60, 15], 400),
         ("numpylike", &[18, 6], 500),
@@ -265,20 +300,16 @@ fn main() -> io::Result<()> {
         ("tinypkg", &[], 60),
     ];
     let generated = Instant::now();
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
-    let mut wheels = Vec::new();
-    for (name, big, small) in shapes {
-        let small = ((*small as f64) * scale.max(0.05)) as usize;
-        let files = wheel_files(&mut rng, name, scale, big, small);
-        let path = write_wheel(dir.path(), name, &files)?;
-        wheels.push((path, files));
-    }
+    let mut wheels = match wheel_dir() {
+        Some(dir) => real_wheels(&dir)?,
+        None => generated_wheels(dir.path(), shapes, scale)?,
+    };
     // Largest first, as a build would want them.
     wheels.sort_by_key(|(_, files)| {
         std::cmp::Reverse(files.iter().map(|f| f.1.len()).sum::<usize>())
     });
     println!(
-        "generated {} wheels in {:.1} s",
+        "{} wheels ready in {:.1} s",
         wheels.len(),
         generated.elapsed().as_secs_f64()
     );

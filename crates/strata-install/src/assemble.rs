@@ -9,7 +9,7 @@ use std::path::Path;
 
 use strata_oci::LayerDescriptor;
 
-use crate::content::{self, Hashed, KeyRanges, WheelSource};
+use crate::content::{self, Hashed, KeyRanges, Verified, WheelSource};
 use crate::layer::{FileContent, LayerBuilder, LayerError};
 use crate::plan::{self, Planned};
 use crate::record::{self, InstalledFile};
@@ -23,7 +23,7 @@ use crate::{InstallError, INSTALLER};
 pub struct Prepared {
     pub wheel: Wheel,
     planned: Vec<Planned>,
-    hashes: Vec<Hashed>,
+    verified: Verified,
 }
 
 impl Prepared {
@@ -34,11 +34,11 @@ impl Prepared {
     ) -> Result<Prepared, InstallError> {
         let mut wheel = wheel::open_with(path, limits)?;
         let (planned, skipped) = plan::plan(&mut wheel, scheme)?;
-        let hashes = content::verify(&mut wheel, &planned, &skipped)?;
+        let verified = content::verify(&mut wheel, &planned, &skipped)?;
         Ok(Prepared {
             wheel,
             planned,
-            hashes,
+            verified,
         })
     }
 }
@@ -77,7 +77,7 @@ impl<'s> Assembly<'s> {
         self.key_starts.push(self.next_key);
         let site = self.scheme.site_packages();
         let mut installed = Vec::with_capacity(p.planned.len() + 2);
-        for (i, (planned, h)) in p.planned.iter().zip(&p.hashes).enumerate() {
+        for (i, (planned, h)) in p.planned.iter().zip(&p.verified.hashes).enumerate() {
             self.add_entry(owner, &p.wheel, self.next_key + i, planned, h)?;
             installed.push(InstalledFile {
                 path: scheme::relative_to(&site, &planned.dest),
@@ -210,7 +210,7 @@ impl<'s> Assembly<'s> {
             .map(|p| WheelSource {
                 archive: &mut p.wheel.archive,
                 planned: &p.planned,
-                hashes: &p.hashes,
+                hashes: &p.verified.hashes,
             })
             .collect();
         let result = self.layer.write_compressed(

@@ -1,14 +1,20 @@
 //! The bytes of installed entries: one verifying pass over the wheel before anything is
-//! written (every file against RECORD), and the streaming source the layer writer reads
-//! from, which re-checks each file against the hash of the first pass.
+//! written (every file against RECORD), and the source the layer writer reads from.
+//!
+//! The verifying pass keeps what it inflated in memory, within a budget shared by every
+//! wheel being installed at once ([`MAX_KEPT_BYTES`]): the layer is then written from those
+//! bytes, and each file is inflated and hashed once instead of twice (the difference between
+//! writing a layer at the compression floor or 30% above it). A wheel that does not fit is
+//! streamed from the zip again, and each file re-checked against the hash of the first pass.
 
 use std::io::{self, Cursor, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest as _, Sha256};
 
 use crate::layer::ContentSource;
 use crate::plan::Planned;
-use crate::record::{b64, Hasher};
+use crate::record::{b64, HashAlgorithm, Hasher};
 use crate::script::ShebangRewrite;
 use crate::wheel::{Archive, Wheel};
 use crate::InstallError;
@@ -16,11 +22,46 @@ use crate::InstallError;
 /// Symlink targets are read into memory; longer ones are not paths.
 const MAX_SYMLINK_TARGET: u64 = 4096;
 
-/// What an entry installs as: sha256 (RECORD form) and size of the installed bytes.
+/// Installed bytes kept in memory between the verifying pass and the write, for all wheels
+/// being installed at once (worker threads share it).
+pub const MAX_KEPT_BYTES: u64 = 1 << 30;
+
+static KEPT_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// A share of [`MAX_KEPT_BYTES`], given back when dropped (when the wheel is written).
+pub struct Reservation(u64);
+
+impl Reservation {
+    fn take(bytes: u64) -> Option<Reservation> {
+        KEPT_BYTES
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |kept| {
+                kept.checked_add(bytes)
+                    .filter(|&total| total <= MAX_KEPT_BYTES)
+            })
+            .ok()
+            .map(|_| Reservation(bytes))
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        KEPT_BYTES.fetch_sub(self.0, Ordering::AcqRel);
+    }
+}
+
+/// What an entry installs as: sha256 (RECORD form) and size of the installed bytes, and the
+/// bytes themselves when the wheel fits in the memory budget.
 pub struct Hashed {
     pub sha256: String,
     pub size: u64,
     pub symlink_target: Option<String>,
+    content: Option<Vec<u8>>,
+}
+
+/// The verified entries of a wheel, and the memory their kept bytes hold.
+pub struct Verified {
+    pub hashes: Vec<Hashed>,
+    _kept: Option<Reservation>,
 }
 
 /// Checks every entry of the wheel against RECORD (planned ones and replaced dist-info
@@ -30,23 +71,33 @@ pub fn verify(
     wheel: &mut Wheel,
     planned: &[Planned],
     skipped: &[usize],
-) -> Result<Vec<Hashed>, InstallError> {
+) -> Result<Verified, InstallError> {
+    let kept = Reservation::take(declared_bytes(wheel, planned));
+    let keep = kept.is_some();
     let mut hashes = Vec::with_capacity(planned.len());
     for p in planned {
-        hashes.push(verify_entry(
-            wheel,
-            p.index,
-            &p.entry,
-            p.symlink,
-            p.rewrite.as_ref(),
-        )?);
+        let entry = EntryToVerify {
+            index: p.index,
+            entry: &p.entry,
+            symlink: p.symlink,
+            rewrite: p.rewrite.as_ref(),
+            keep,
+        };
+        hashes.push(verify_entry(wheel, &entry)?);
     }
     let record = format!("{}/RECORD", wheel.dist_info);
     for &index in skipped {
         let name = entry_name(wheel, index)?;
         // RECORD cannot list its own hash; its signatures are not in it either.
         if !name.starts_with(&record) {
-            verify_entry(wheel, index, &name, false, None)?;
+            let entry = EntryToVerify {
+                index,
+                entry: &name,
+                symlink: false,
+                rewrite: None,
+                keep: false,
+            };
+            verify_entry(wheel, &entry)?;
         }
     }
     let missing = wheel
@@ -58,7 +109,28 @@ pub fn verify(
             .id
             .corrupt(path, "listed in RECORD but missing from the wheel"));
     }
-    Ok(hashes)
+    Ok(Verified {
+        hashes,
+        _kept: kept,
+    })
+}
+
+/// The uncompressed bytes the zip declares for the planned entries (the caps were checked
+/// on the same sizes, and an entry that inflates past its size is stopped).
+fn declared_bytes(wheel: &mut Wheel, planned: &[Planned]) -> u64 {
+    planned
+        .iter()
+        .filter_map(|p| wheel.archive.by_index_raw(p.index).ok().map(|f| f.size()))
+        .fold(0u64, u64::saturating_add)
+}
+
+struct EntryToVerify<'a> {
+    index: usize,
+    entry: &'a str,
+    symlink: bool,
+    rewrite: Option<&'a ShebangRewrite>,
+    /// Keep the installed bytes in memory for the write.
+    keep: bool,
 }
 
 fn entry_name(wheel: &mut Wheel, index: usize) -> Result<String, InstallError> {
@@ -69,13 +141,8 @@ fn entry_name(wheel: &mut Wheel, index: usize) -> Result<String, InstallError> {
     }
 }
 
-fn verify_entry(
-    wheel: &mut Wheel,
-    index: usize,
-    entry: &str,
-    symlink: bool,
-    rewrite: Option<&ShebangRewrite>,
-) -> Result<Hashed, InstallError> {
+fn verify_entry(wheel: &mut Wheel, e: &EntryToVerify) -> Result<Hashed, InstallError> {
+    let entry = e.entry;
     let row = wheel
         .record
         .get(entry)
@@ -84,12 +151,14 @@ fn verify_entry(
     let (algorithm, expected) = row
         .hash
         .ok_or_else(|| wheel.id.corrupt(entry, "RECORD lists it without a hash"))?;
-    let (raw_hash, raw_size, hashed) = {
-        let file = wheel.archive.by_index(index);
-        let file = file.map_err(|e| InstallError::Corrupt {
+    // Unchanged bytes hashed with sha256: the installed hash is the raw one, computed once.
+    let same_hash = e.rewrite.is_none() && algorithm == HashAlgorithm::Sha256;
+    let (raw_hash, raw_size, mut hashed) = {
+        let file = wheel.archive.by_index(e.index);
+        let file = file.map_err(|err| InstallError::Corrupt {
             wheel: wheel.id.0.clone(),
             entry: entry.to_string(),
-            reason: e.to_string(),
+            reason: err.to_string(),
         })?;
         let declared = file.size();
         let mut raw = RawReader {
@@ -98,12 +167,12 @@ fn verify_entry(
             count: 0,
             declared,
         };
-        let hashed = if symlink {
+        let hashed = if e.symlink {
             read_symlink(&mut raw)
         } else {
-            hash_installed(&mut raw, rewrite)
+            hash_installed(&mut raw, e.rewrite, !same_hash, e.keep)
         };
-        let hashed = hashed.map_err(|e| wheel.id.entry_error(entry, e))?;
+        let hashed = hashed.map_err(|err| wheel.id.entry_error(entry, err))?;
         (raw.hasher.finish_b64(), raw.count, hashed)
     };
     if raw_hash != expected {
@@ -117,6 +186,9 @@ fn verify_entry(
             entry,
             format!("size mismatch: RECORD has {size}, the content {raw_size}"),
         ));
+    }
+    if same_hash && !e.symlink {
+        hashed.sha256 = raw_hash;
     }
     Ok(hashed)
 }
@@ -138,17 +210,49 @@ fn read_symlink(raw: &mut impl Read) -> io::Result<Hashed> {
         sha256,
         size,
         symlink_target: Some(target),
+        content: None,
     })
 }
 
-fn hash_installed(raw: &mut impl Read, rewrite: Option<&ShebangRewrite>) -> io::Result<Hashed> {
-    let mut sink = Sha256Writer::default();
+/// Reads the installed bytes of an entry: hashed with sha256 unless `hash` is false (the
+/// caller has the hash of the raw bytes, which are the same), kept if `keep`.
+fn hash_installed(
+    raw: &mut impl Read,
+    rewrite: Option<&ShebangRewrite>,
+    hash: bool,
+    keep: bool,
+) -> io::Result<Hashed> {
+    let mut sink = InstalledSink {
+        hasher: hash.then(Sha256::new),
+        kept: keep.then(Vec::new),
+    };
     let size = io::copy(&mut installed(raw, rewrite)?, &mut sink)?;
     Ok(Hashed {
-        sha256: b64(&sink.0.finalize()),
+        sha256: sink.hasher.map(|h| b64(&h.finalize())).unwrap_or_default(),
         size,
         symlink_target: None,
+        content: sink.kept,
     })
+}
+
+struct InstalledSink {
+    hasher: Option<Sha256>,
+    kept: Option<Vec<u8>>,
+}
+
+impl Write for InstalledSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(h) = &mut self.hasher {
+            h.update(buf);
+        }
+        if let Some(kept) = &mut self.kept {
+            kept.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The installed bytes of an entry: its content, with the first line replaced if rewritten.
@@ -191,19 +295,6 @@ impl<R: Read> Read for RawReader<R> {
     }
 }
 
-#[derive(Default)]
-struct Sha256Writer(Sha256);
-
-impl Write for Sha256Writer {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Streams planned entries into the layer; key = index into `planned`.
 pub struct WheelSource<'a> {
     pub archive: &'a mut Archive,
@@ -216,6 +307,10 @@ impl ContentSource for WheelSource<'_> {
         let (Some(p), Some(h)) = (self.planned.get(key), self.hashes.get(key)) else {
             return Err(io::Error::other(format!("no planned entry {key}")));
         };
+        if let Some(kept) = &h.content {
+            // Verified in memory: nothing can change it.
+            return Ok(Box::new(Cursor::new(kept.as_slice())));
+        }
         let file = self.archive.by_index(p.index).map_err(io::Error::other)?;
         let reader = installed(file, p.rewrite.as_ref())?;
         Ok(Box::new(Verifying {
@@ -276,5 +371,76 @@ impl ContentSource for KeyRanges<'_> {
             return Err(io::Error::other(format!("no wheel for entry key {key}")));
         };
         source.open(key - start)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{wheel_layer, InstallScheme};
+    use std::path::Path;
+    use strata_python::PythonVersion;
+
+    /// A small valid wheel with one script whose shebang is rewritten.
+    fn write_wheel(dir: &Path) -> std::path::PathBuf {
+        let files: Vec<(&str, Vec<u8>)> = vec![
+            ("pkg/__init__.py", b"print('hello')\n".to_vec()),
+            (
+                "pkg/data.bin",
+                (0..100_000u32).map(|i| (i % 251) as u8).collect(),
+            ),
+            (
+                "pkg-1.0.data/scripts/tool",
+                b"#!python\nprint(1)\n".to_vec(),
+            ),
+            (
+                "pkg-1.0.dist-info/METADATA",
+                b"Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\n".to_vec(),
+            ),
+            (
+                "pkg-1.0.dist-info/WHEEL",
+                b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n".to_vec(),
+            ),
+        ];
+        let mut record = String::new();
+        for (name, data) in &files {
+            record.push_str(&format!(
+                "{name},sha256={},{}\n",
+                b64(&Sha256::digest(data)),
+                data.len()
+            ));
+        }
+        record.push_str("pkg-1.0.dist-info/RECORD,,\n");
+        let path = dir.join("pkg-1.0-py3-none-any.whl");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        let options = zip::write::SimpleFileOptions::default();
+        for (name, data) in &files {
+            zip.start_file(*name, options).unwrap();
+            zip.write_all(data).unwrap();
+        }
+        zip.start_file("pkg-1.0.dist-info/RECORD", options).unwrap();
+        zip.write_all(record.as_bytes()).unwrap();
+        zip.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn a_wheel_streamed_twice_gives_the_layer_of_one_kept_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheel = write_wheel(dir.path());
+        let scheme = InstallScheme::new(PythonVersion::new(3, 11));
+        let kept = wheel_layer(&wheel, &scheme, &mut Vec::new()).unwrap();
+        // With the whole budget taken (waiting for other tests to give theirs back), the
+        // wheel does not fit and is streamed from the zip again.
+        let hold = loop {
+            if let Some(all) = Reservation::take(MAX_KEPT_BYTES) {
+                break all;
+            }
+            std::thread::yield_now();
+        };
+        let streamed = wheel_layer(&wheel, &scheme, &mut Vec::new()).unwrap();
+        drop(hold);
+        assert_eq!(kept.descriptor, streamed.descriptor);
+        assert!(Reservation::take(MAX_KEPT_BYTES / 2).is_some());
     }
 }
