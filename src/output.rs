@@ -93,17 +93,13 @@ impl Failure {
     pub fn not_verified(verification: &Verification) -> Failure {
         let failed = verification.failed_layers().count();
         let message = format!(
-            "{} does not verify: {failed} of {} layers differ or are damaged{}",
+            "{} does not verify: {failed} of {} layers differ or are damaged",
             verification.reference,
             verification.layers.len(),
-            match verification.manifest.matches() {
-                true => "",
-                false => ", and so does the manifest",
-            }
         );
         Failure {
             error: message.into(),
-            hint: Some("the image is not what its lock builds on this machine: see the layers listed above"),
+            hint: Some("a layer that differs is not what the image's lock builds on this machine; bytes that do not hash to their digest were changed where the registry keeps them"),
             exit_code: EXIT_NOT_VERIFIED,
         }
     }

@@ -180,7 +180,25 @@ fn an_image_built_elsewhere_verifies_from_an_empty_store() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // The store that built it verifies by digest with nothing but its own store: the base
-    // from the store, the wheels from its wheel cache. Text output says so.
+    // from the store, the wheels from its wheel cache. Its layer index is not used: here it
+    // lies (nsa's wheel → datapkg's layer, as a damaged database might), and the verify still
+    // rebuilds nsa's layer. Text output says so.
+    let other = a.build_ok(&requirements("shared-b.txt"), &[]);
+    let manifest = store_json(&a, built["digest"].as_str().unwrap());
+    let donor = store_json(&a, other["digest"].as_str().unwrap());
+    let nsa = &manifest["layers"][layer_of(&manifest, "nsa==1.0.0")];
+    let datapkg = &donor["layers"][layer_of(&donor, "datapkg==1.0.0")];
+    run(Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); \
+             n=c.execute('UPDATE layer_index SET digest=?, size=? WHERE digest=?', sys.argv[2:5]).rowcount; \
+             c.commit(); assert n==1, n",
+        ])
+        .arg(a.home.join("strata.db"))
+        .arg(datapkg["digest"].as_str().unwrap())
+        .arg(datapkg["size"].to_string())
+        .arg(nsa["digest"].as_str().unwrap()));
     let by_digest = format!("{target}@{}", built["digest"].as_str().unwrap());
     let out = verify(&a, &by_digest, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
