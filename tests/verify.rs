@@ -312,6 +312,51 @@ fn a_blob_changed_in_the_registry_storage_fails_naming_the_layer() {
         )),
         "{text}"
     );
+
+    // The env layer changed too: its lock cannot be trusted, nothing is rebuilt, and both
+    // layers are named.
+    let layers = manifest["layers"].as_array().unwrap();
+    let env = layers.len() - 1;
+    let env_path = registry_blob(&reg, layers[env]["digest"].as_str().unwrap());
+    let mut bytes = fs::read(&env_path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&env_path, &bytes).unwrap();
+    let (out, result) = verify_json(&b, &reference, &sources(&b));
+    assert_eq!(out.status.code(), Some(6), "{}\n{result}", stderr(&out));
+    assert!(result["not_rebuilt"].is_string(), "{result}");
+    let damaged: Vec<&Value> = result["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["bytes"] != "ok")
+        .collect();
+    assert_eq!(damaged.len(), 2, "{result}");
+    assert_eq!(damaged[0]["index"], i);
+    assert_eq!(damaged[1]["index"], env);
+    assert_eq!(damaged[1]["kind"], "env");
+}
+
+#[test]
+fn a_zstd_image_with_merged_layers_verifies() {
+    let reg = TestRegistry::start();
+    let target = format!("{}/team/env", reg.addr());
+    let a = World::new();
+    // One base layer, the env layer and 3 package layers for 6 wheels: the smallest share one.
+    let built = a.build_ok(
+        &requirements("shared-a.txt"),
+        &["--push", &target, "--compression", "zstd", "--max-layers", "5"],
+    );
+    let layers = built["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 5, "{built}");
+    assert!(layers.iter().any(|l| l["packages"].as_array().unwrap().len() > 1));
+
+    let b = a.with_home("b");
+    let reference = format!("{target}:{}", built["tag"].as_str().unwrap());
+    let (out, result) = verify_json(&b, &reference, &sources(&b));
+    assert!(out.status.success(), "{}\n{result}", stderr(&out));
+    assert_eq!(result["verified"], true);
+    assert_eq!(result["manifest"]["rebuilt"], built["digest"]);
 }
 
 #[test]
@@ -357,6 +402,16 @@ fn an_image_strata_did_not_build_and_a_missing_wheel_are_clear_errors() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("is not in the local store: give it with --base"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A --base that is another image than the one the image names is refused.
+    let wrong = format!("oci:{}:{}", a.oci().display(), built["tag"].as_str().unwrap());
+    let out = verify(&b, &reference, &["-f", &wheels, "--base", &wrong]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("--base {wrong} is {}, but", built["digest"].as_str().unwrap())),
         "{}",
         stderr(&out)
     );
