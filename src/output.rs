@@ -9,8 +9,8 @@ use strata_build::BuildError;
 use strata_build::Built;
 use strata_build::Explanation;
 use strata_build::Pushed;
-use strata_build::{LayerCheck, LayerKind, ServedBytes, Verification, VerifyError};
 use strata_build::{Home, HomeError};
+use strata_build::{LayerCheck, LayerKind, ServedBytes, Verification, VerifyError};
 use strata_detect::{DetectError, Detection, Source};
 use strata_gc::run::RunError;
 use strata_index::{Catalog, CatalogImage};
@@ -255,7 +255,10 @@ pub fn print_json_or<T: Serialize>(value: &T, as_json: bool, text: impl FnOnce()
 
 pub fn print_verification(verification: &Verification, as_json: bool) {
     if as_json {
-        println!("{}", serde_json::to_string(verification).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string(verification).unwrap_or_default()
+        );
         return;
     }
     if verification.verified {
@@ -290,7 +293,10 @@ pub fn print_verification(verification: &Verification, as_json: bool) {
         ("manifest", &verification.manifest),
     ] {
         if let (false, Some(rebuilt)) = (compared.matches(), &compared.rebuilt) {
-            println!("  {what}: registry {}, rebuilt {rebuilt}", compared.registry);
+            println!(
+                "  {what}: registry {}, rebuilt {rebuilt}",
+                compared.registry
+            );
         }
     }
 }

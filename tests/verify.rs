@@ -253,7 +253,11 @@ fn a_layer_swapped_in_the_registry_fails_naming_its_package() {
     assert_eq!(failed[0]["bytes"], "ok", "the blob itself is sound");
     assert_eq!(result["manifest"]["rebuilt"], built["digest"]);
 
-    let out = verify(&b, &reference, &sources(&b).iter().map(String::as_str).collect::<Vec<_>>());
+    let out = verify(
+        &b,
+        &reference,
+        &sources(&b).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     assert_eq!(out.status.code(), Some(6));
     let text = String::from_utf8_lossy(&out.stdout);
     let line = format!(
@@ -277,7 +281,10 @@ fn a_blob_changed_in_the_registry_storage_fails_naming_the_layer() {
     let built = a.build_ok(&requirements("shared-a.txt"), &["--push", &target]);
     let manifest = store_json(&a, built["digest"].as_str().unwrap());
     let i = layer_of(&manifest, "nsa==1.0.0");
-    let digest = manifest["layers"][i]["digest"].as_str().unwrap().to_string();
+    let digest = manifest["layers"][i]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // One byte changed where the registry keeps the blob; its size stays.
     let path = registry_blob(&reg, &digest);
@@ -303,7 +310,11 @@ fn a_blob_changed_in_the_registry_storage_fails_naming_the_layer() {
     assert_eq!(failed[0]["rebuilt"], failed[0]["registry"]);
     assert_eq!(result["manifest"]["rebuilt"], built["digest"]);
 
-    let out = verify(&b, &reference, &sources(&b).iter().map(String::as_str).collect::<Vec<_>>());
+    let out = verify(
+        &b,
+        &reference,
+        &sources(&b).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     assert_eq!(out.status.code(), Some(6));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -345,11 +356,20 @@ fn a_zstd_image_with_merged_layers_verifies() {
     // One base layer, the env layer and 3 package layers for 6 wheels: the smallest share one.
     let built = a.build_ok(
         &requirements("shared-a.txt"),
-        &["--push", &target, "--compression", "zstd", "--max-layers", "5"],
+        &[
+            "--push",
+            &target,
+            "--compression",
+            "zstd",
+            "--max-layers",
+            "5",
+        ],
     );
     let layers = built["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 5, "{built}");
-    assert!(layers.iter().any(|l| l["packages"].as_array().unwrap().len() > 1));
+    assert!(layers
+        .iter()
+        .any(|l| l["packages"].as_array().unwrap().len() > 1));
 
     let b = a.with_home("b");
     let reference = format!("{target}:{}", built["tag"].as_str().unwrap());
@@ -392,7 +412,10 @@ fn an_image_strata_did_not_build_and_a_missing_wheel_are_clear_errors() {
     let out = verify(&b, &reference, &["--base", &base_ref(), "-f", &empty]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("6 wheel(s) of the lock found in none of"), "{err}");
+    assert!(
+        err.contains("6 wheel(s) of the lock found in none of"),
+        "{err}"
+    );
     assert!(err.contains("nsa-1.0.0-py3-none-any.whl (sha256:"), "{err}");
     assert!(err.contains("--find-links DIR"), "{err}");
 
@@ -407,14 +430,25 @@ fn an_image_strata_did_not_build_and_a_missing_wheel_are_clear_errors() {
     );
 
     // A --base that is another image than the one the image names is refused.
-    let wrong = format!("oci:{}:{}", a.oci().display(), built["tag"].as_str().unwrap());
+    let wrong = format!(
+        "oci:{}:{}",
+        a.oci().display(),
+        built["tag"].as_str().unwrap()
+    );
     let out = verify(&b, &reference, &["-f", &wheels, "--base", &wrong]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains(&format!("--base {wrong} is {}, but", built["digest"].as_str().unwrap())),
+        stderr(&out).contains(&format!(
+            "--base {wrong} is {}, but",
+            built["digest"].as_str().unwrap()
+        )),
         "{}",
         stderr(&out)
     );
 
-    assert_eq!(b.snapshot(), before, "a failed verify leaves the store as it was");
+    assert_eq!(
+        b.snapshot(),
+        before,
+        "a failed verify leaves the store as it was"
+    );
 }

@@ -365,7 +365,11 @@ fn add_cli_sources(
 }
 
 /// Opens the base image by reference: a layout on disk, or (by digest) one imported before.
-pub(crate) fn open_base(home: &Home, base: &BaseRef, platform: Platform) -> Result<BaseImage, BuildError> {
+pub(crate) fn open_base(
+    home: &Home,
+    base: &BaseRef,
+    platform: Platform,
+) -> Result<BaseImage, BuildError> {
     match base {
         BaseRef::Layout { path, reference } => {
             if let Selector::Digest(d) = reference {

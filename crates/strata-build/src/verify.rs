@@ -25,8 +25,8 @@ use crate::credentials::{self, CredentialFiles};
 use crate::error::BuildError;
 use crate::home::Home;
 use crate::image::{
-    compression_of_format, layer_format, ANNOTATION_BASE, ANNOTATION_LAYER_FORMAT,
-    ANNOTATION_LOCK, ANNOTATION_PACKAGES,
+    compression_of_format, layer_format, ANNOTATION_BASE, ANNOTATION_LAYER_FORMAT, ANNOTATION_LOCK,
+    ANNOTATION_PACKAGES,
 };
 use crate::layers::hold;
 use crate::lock_image::{image_from_lock, LockInputs, LOCK_FILE};
@@ -57,7 +57,9 @@ pub struct VerifyOptions {
 pub enum VerifyError {
     #[error("{image} is not a strata environment image: {reason}")]
     NotStrata { image: String, reason: String },
-    #[error("{image} has layer format {format}; this strata writes {supported} and cannot rebuild it")]
+    #[error(
+        "{image} has layer format {format}; this strata writes {supported} and cannot rebuild it"
+    )]
     LayerFormat {
         image: String,
         format: String,
@@ -243,7 +245,9 @@ pub fn verify(
     let rebuilt = match &blobs.env_layer {
         Some(path) => {
             let lock = read_lock(path, &remote.manifest.layers[env], &remote.name, &claims)?;
-            Some(rebuild(home, options, &remote, &claims, &lock, &scratch, progress)?)
+            Some(rebuild(
+                home, options, &remote, &claims, &lock, &scratch, progress,
+            )?)
         }
         None => None,
     };
@@ -325,7 +329,9 @@ impl Claims {
         let lock = digest(ANNOTATION_LOCK)?;
         let base = digest(ANNOTATION_BASE)?;
         let Some(format) = manifest.annotations.get(ANNOTATION_LAYER_FORMAT) else {
-            return Err(not_strata(format!("no annotation {ANNOTATION_LAYER_FORMAT}")));
+            return Err(not_strata(format!(
+                "no annotation {ANNOTATION_LAYER_FORMAT}"
+            )));
         };
         let Some(compression) = compression_of_format(format) else {
             return Err(VerifyError::LayerFormat {
@@ -337,7 +343,9 @@ impl Claims {
             });
         };
         if manifest.layers.is_empty() {
-            return Err(not_strata("no layers (a strata image ends in its env layer)".into()));
+            return Err(not_strata(
+                "no layers (a strata image ends in its env layer)".into(),
+            ));
         }
         Ok(Claims {
             lock,
@@ -382,10 +390,12 @@ async fn download(
     let config_path = dir.join("config");
     let config_bytes = served(registry, repo, &manifest.config, &config_path).await?;
     let config = match config_bytes.is_ok() {
-        true => Some(std::fs::read(&config_path).map_err(|source| VerifyError::Io {
-            what: format!("reading {}", config_path.display()),
-            source,
-        })?),
+        true => Some(
+            std::fs::read(&config_path).map_err(|source| VerifyError::Io {
+                what: format!("reading {}", config_path.display()),
+                source,
+            })?,
+        ),
         false => None,
     };
     let mut layers = Vec::with_capacity(manifest.layers.len());
@@ -589,8 +599,8 @@ fn find_base(
     hold(home, lease, std::slice::from_ref(&claims.base))?;
     if home.store.has_blob(&claims.base) {
         let label = format!("oci:{}@{}", home.store.root().display(), claims.base);
-        let base = BaseImage::from_store(&home.store, &claims.base, &label)
-            .map_err(BuildError::from)?;
+        let base =
+            BaseImage::from_store(&home.store, &claims.base, &label).map_err(BuildError::from)?;
         hold(home, lease, &base.blob_digests())?;
         if base.blob_digests().iter().all(|d| home.store.has_blob(d)) {
             return Ok(base);
@@ -761,7 +771,15 @@ mod tests {
     #[test]
     fn wheel_file_names_from_a_lock_must_be_plain() {
         assert!(is_plain_file_name("a-1.0-py3-none-any.whl"));
-        for bad in ["", ".", "..", "../a.whl", "/etc/passwd", "a/b.whl", "a\\b.whl"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../a.whl",
+            "/etc/passwd",
+            "a/b.whl",
+            "a\\b.whl",
+        ] {
             assert!(!is_plain_file_name(bad), "{bad:?}");
         }
     }

@@ -256,7 +256,10 @@ mod tests {
         let back = Lock::from_canonical_bytes(&lock.canonical_bytes()).unwrap();
         assert_eq!(back.digest(), lock.digest());
         assert_eq!(back.canonical_bytes(), lock.canonical_bytes());
-        assert!(back.wheels.iter().all(|w| w.url.is_empty() && w.size.is_none()));
+        assert!(back
+            .wheels
+            .iter()
+            .all(|w| w.url.is_empty() && w.size.is_none()));
         let newer = String::from_utf8(lock.canonical_bytes())
             .unwrap()
             .replace("\"format\":1", "\"format\":9");
