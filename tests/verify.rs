@@ -126,7 +126,7 @@ fn put_manifest(registry: &str, repo: &str, tag: &str, manifest: &Value, dir: &P
 }
 
 /// The layers of a verify's JSON that did not match.
-fn failed(result: &Value) -> Vec<Value> {
+fn failed_layers(result: &Value) -> Vec<Value> {
     result["layers"]
         .as_array()
         .unwrap()
@@ -153,7 +153,7 @@ fn an_image_built_elsewhere_verifies_from_an_empty_store() {
     assert_eq!(result["manifest"]["registry"], built["digest"]);
     assert_eq!(result["manifest"]["rebuilt"], built["digest"]);
     assert_eq!(result["layers"].as_array().unwrap().len(), layers);
-    assert!(failed(&result).is_empty(), "{result}");
+    assert!(failed_layers(&result).is_empty(), "{result}");
     let kinds: Vec<&str> = result["layers"]
         .as_array()
         .unwrap()
@@ -244,7 +244,7 @@ fn a_layer_swapped_in_the_registry_fails_naming_its_package() {
     let (out, result) = verify_json(&b, &reference, &sources(&b));
     assert_eq!(out.status.code(), Some(6), "{}\n{result}", stderr(&out));
     assert_eq!(result["verified"], false);
-    let failed = failed(&result);
+    let failed = failed_layers(&result);
     assert_eq!(failed.len(), 1, "only the swapped layer differs: {result}");
     assert_eq!(failed[0]["index"], i);
     assert_eq!(failed[0]["packages"], serde_json::json!(["nsa==1.0.0"]));
@@ -298,7 +298,7 @@ fn a_blob_changed_in_the_registry_storage_fails_naming_the_layer() {
     let reference = format!("{target}:{}", built["tag"].as_str().unwrap());
     let (out, result) = verify_json(&b, &reference, &sources(&b));
     assert_eq!(out.status.code(), Some(6), "{}\n{result}", stderr(&out));
-    let failed = failed(&result);
+    let failed = failed_layers(&result);
     assert_eq!(failed.len(), 1, "{result}");
     assert_eq!(failed[0]["index"], i);
     assert_eq!(failed[0]["packages"], serde_json::json!(["nsa==1.0.0"]));
@@ -321,6 +321,30 @@ fn a_blob_changed_in_the_registry_storage_fails_naming_the_layer() {
         text.contains(&format!(
             "layer {i} (nsa==1.0.0): the registry's bytes hash to {served}, not to its digest {digest}"
         )),
+        "{text}"
+    );
+
+    // The config changed too: it is named, and its diff_ids, which say nothing now, do not
+    // make every layer fail.
+    let config_path = registry_blob(&reg, manifest["config"]["digest"].as_str().unwrap());
+    let mut bytes = fs::read(&config_path).unwrap();
+    bytes[0] = b' ';
+    fs::write(&config_path, &bytes).unwrap();
+    let (out, result) = verify_json(&b, &reference, &sources(&b));
+    assert_eq!(out.status.code(), Some(6), "{}\n{result}", stderr(&out));
+    assert_eq!(
+        result["config_bytes"],
+        serde_json::json!({"hash-mismatch": {"actual": format!("sha256:{}", sha256_hex(&bytes))}})
+    );
+    assert_eq!(failed_layers(&result).len(), 1, "{result}");
+    let out = verify(
+        &b,
+        &reference,
+        &sources(&b).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("  config: the registry's bytes hash to sha256:"),
         "{text}"
     );
 

@@ -174,6 +174,7 @@ pub struct LayerCheck {
     /// `None` past the end of the registry's (or the rebuilt) list of layers.
     pub registry: Option<Digest>,
     pub rebuilt: Option<Digest>,
+    /// From the registry's config; `None` when its bytes are damaged (then not compared).
     pub registry_diff_id: Option<Digest>,
     pub rebuilt_diff_id: Option<Digest>,
     /// The registry's bytes of the layer (`None` past the end of its layers).
@@ -240,7 +241,8 @@ pub fn verify(
         &remote.manifest,
         scratch.path(),
     ))?;
-    let registry_diff_ids = blobs.config.as_deref().map(diff_ids).unwrap_or_default();
+    // `None` when the config's bytes are damaged (reported as such): its diff_ids say nothing.
+    let registry_diff_ids = blobs.config.as_deref().map(diff_ids);
     let env = remote.manifest.layers.len() - 1;
     let rebuilt = match &blobs.env_layer {
         Some(path) => {
@@ -256,7 +258,7 @@ pub fn verify(
         &remote,
         &claims,
         &blobs,
-        &registry_diff_ids,
+        registry_diff_ids.as_deref(),
         rebuilt.as_ref(),
     ))
 }
@@ -695,7 +697,7 @@ fn compare(
     remote: &Remote,
     claims: &Claims,
     blobs: &Downloaded,
-    registry_diff_ids: &[Digest],
+    registry_diff_ids: Option<&[Digest]>,
     rebuilt: Option<&Rebuilt>,
 ) -> Verification {
     let theirs = &remote.manifest.layers;
@@ -706,12 +708,15 @@ fn compare(
             let registry = theirs.get(i);
             let mine = ours.get(i);
             let bytes = blobs.layers.get(i).cloned();
-            let registry_diff_id = registry_diff_ids.get(i).cloned();
+            let registry_diff_id = registry_diff_ids.and_then(|ids| ids.get(i).cloned());
             let rebuilt_diff_id = rebuilt.and_then(|r| r.diff_ids.get(i).cloned());
+            let diff_id_matches = match registry_diff_ids {
+                Some(_) => registry_diff_id.is_some() && registry_diff_id == rebuilt_diff_id,
+                None => true,
+            };
             let matches = registry.is_some()
                 && registry.map(|d| &d.digest) == mine.map(|d| &d.digest)
-                && registry_diff_id.is_some()
-                && registry_diff_id == rebuilt_diff_id
+                && diff_id_matches
                 && bytes.as_ref().is_some_and(ServedBytes::is_ok);
             let described = registry.or(mine);
             LayerCheck {
