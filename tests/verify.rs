@@ -207,6 +207,11 @@ fn an_image_built_elsewhere_verifies_from_an_empty_store() {
         text.starts_with(&format!("verified {by_digest}: {layers} layers match")),
         "{text}"
     );
+
+    // Without the wheel cache, the wheels are where the lock this store recorded says.
+    fs::remove_dir_all(a.home.join("wheels")).unwrap();
+    let out = verify(&a, &by_digest, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 #[test]
