@@ -3,6 +3,8 @@
 //! blob whose bytes changed in the registry's storage, fails naming the layer; an image strata
 //! did not build and a wheel that cannot be found are clear errors.
 
+#[path = "../crates/strata-registry/tests/support/answer_proxy.rs"]
+mod answer_proxy;
 mod common;
 #[path = "../crates/strata-registry/tests/support/registry.rs"]
 mod registry;
@@ -11,6 +13,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use answer_proxy::AnswerProxy;
 use common::*;
 use registry::TestRegistry;
 use serde_json::Value;
@@ -431,15 +434,34 @@ fn an_image_strata_did_not_build_and_a_missing_wheel_are_clear_errors() {
         "{err}"
     );
 
-    // A strata image whose wheels this machine does not have.
-    let target = format!("{}/team/env", reg.addr());
+    // A strata image whose wheels this machine does not have (through a proxy that lists
+    // the requests).
+    let proxy = AnswerProxy::forwarding(&reg.addr());
+    let target = format!("{}/team/env", proxy.addr());
     let built = a.build_ok(&requirements("shared-a.txt"), &["--push", &target]);
     let reference = format!("{target}:{}", built["tag"].as_str().unwrap());
     let empty = b.dir.path().join("no-wheels");
     fs::create_dir_all(&empty).unwrap();
     let empty = empty.display().to_string();
+    proxy.take_requests();
     let out = verify(&b, &reference, &["--base", &base_ref(), "-f", &empty]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let manifest = store_json(&a, built["digest"].as_str().unwrap());
+    let env_layer = manifest["layers"].as_array().unwrap().last().unwrap()["digest"].clone();
+    let blobs: Vec<String> = proxy
+        .take_requests()
+        .into_iter()
+        .filter(|(method, path)| method == "GET" && path.contains("/blobs/"))
+        .map(|(_, path)| path)
+        .collect();
+    assert_eq!(
+        blobs,
+        vec![format!(
+            "/v2/team/env/blobs/{}",
+            env_layer.as_str().unwrap()
+        )],
+        "only the env layer is read before a missing wheel fails the verify"
+    );
     let err = stderr(&out);
     assert!(
         err.contains("6 wheel(s) of the lock found in none of"),

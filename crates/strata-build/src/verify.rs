@@ -234,23 +234,32 @@ pub fn verify(
     let remote = rt.block_on(remote_manifest(&registry, &image, options.platform))?;
     let claims = Claims::of(&remote)?;
     let scratch = scratch_dir(home)?;
+    // The env layer first: its lock says what the rebuild needs, and a base or wheel that
+    // cannot be found fails before the other layers are downloaded.
+    progress.stage("reading the lock");
+    let env = remote.manifest.layers.len() - 1;
+    let env_path = scratch.path().join("env-layer");
+    let env_layer = &remote.manifest.layers[env];
+    let env_bytes = rt.block_on(served(&registry, &image.repo, env_layer, &env_path))?;
+    let plan = match env_bytes.is_ok() {
+        true => {
+            let lock = read_lock(&env_path, env_layer, &remote.name, &claims)?;
+            Some(plan(home, options, &remote, &claims, lock, &scratch)?)
+        }
+        false => None,
+    };
     progress.stage("downloading the image's blobs");
     let blobs = rt.block_on(download(
         &registry,
         &image.repo,
         &remote.manifest,
+        (env, env_bytes),
         scratch.path(),
     ))?;
     // `None` when the config's bytes are damaged (reported as such): its diff_ids say nothing.
     let registry_diff_ids = blobs.config.as_deref().map(diff_ids);
-    let env = remote.manifest.layers.len() - 1;
-    let rebuilt = match &blobs.env_layer {
-        Some(path) => {
-            let lock = read_lock(path, &remote.manifest.layers[env], &remote.name, &claims)?;
-            Some(rebuild(
-                home, options, &remote, &claims, &lock, &scratch, progress,
-            )?)
-        }
+    let rebuilt = match &plan {
+        Some(plan) => Some(rebuild(plan, options, &claims, progress)?),
         None => None,
     };
     Ok(compare(
@@ -377,16 +386,15 @@ struct Downloaded {
     config_bytes: ServedBytes,
     /// Per layer.
     layers: Vec<ServedBytes>,
-    /// The env layer's file, if its bytes are the env layer's.
-    env_layer: Option<PathBuf>,
 }
 
-/// Downloads the config and every layer into `dir` (a layer's file is removed once hashed,
-/// except the env layer's, which holds the lock).
+/// Downloads the config and every layer but the one `done` says about into `dir` (a layer's
+/// file is removed once hashed).
 async fn download(
     registry: &Registry,
     repo: &RegistryRepo,
     manifest: &Manifest,
+    done: (usize, ServedBytes),
     dir: &Path,
 ) -> Result<Downloaded, VerifyError> {
     let config_path = dir.join("config");
@@ -401,24 +409,20 @@ async fn download(
         false => None,
     };
     let mut layers = Vec::with_capacity(manifest.layers.len());
-    let mut env_layer = None;
-    let last = manifest.layers.len().saturating_sub(1);
     for (i, layer) in manifest.layers.iter().enumerate() {
-        let path = dir.join(format!("layer-{i}"));
-        let bytes = served(registry, repo, layer, &path).await?;
-        if i == last && bytes.is_ok() {
-            env_layer = Some(path);
-        } else {
-            // Only disk space is at stake if this fails.
-            let _ = std::fs::remove_file(&path);
+        if i == done.0 {
+            layers.push(done.1.clone());
+            continue;
         }
-        layers.push(bytes);
+        let path = dir.join(format!("layer-{i}"));
+        layers.push(served(registry, repo, layer, &path).await?);
+        // Only disk space is at stake if this fails.
+        let _ = std::fs::remove_file(&path);
     }
     Ok(Downloaded {
         config,
         config_bytes,
         layers,
-        env_layer,
     })
 }
 
@@ -530,24 +534,35 @@ struct Rebuilt {
     diff_ids: Vec<Digest>,
 }
 
-/// Rebuilds the image of `lock` in a store of its own under `scratch`.
-fn rebuild(
-    home: &Home,
+/// What a rebuild needs, found before the image's layers are downloaded.
+struct Plan<'a> {
+    /// The temporary home the rebuild writes to (its own store and index).
+    work: Home,
+    base: BaseImage,
+    /// With every wheel's URL.
+    lock: Lock,
+    /// Most package layers.
+    budget: usize,
+    /// Holds a base read from the user's store against a concurrent GC.
+    _held: Lease<'a>,
+}
+
+/// Opens a temporary home under `scratch`, finds the base and the wheels of `lock`.
+fn plan<'a>(
+    home: &'a Home,
     options: &VerifyOptions,
     remote: &Remote,
     claims: &Claims,
-    lock: &Lock,
+    lock: Lock,
     scratch: &tempfile::TempDir,
-    progress: &dyn Progress,
-) -> Result<Rebuilt, VerifyError> {
+) -> Result<Plan<'a>, VerifyError> {
     let mut work = Home::open(&scratch.path().join("home")).map_err(BuildError::from)?;
     work.wheels = WheelCache::new(home.wheels.root().to_path_buf());
-    // A base read from the user's store is held there against a concurrent GC.
-    let user_lease = home
+    let held = home
         .index
         .lease("verify", LeaseOwner::current_process())
         .map_err(BuildError::from)?;
-    let base = find_base(home, &work, &user_lease, options, remote, claims, lock)?;
+    let base = find_base(home, &work, &held, options, remote, claims, &lock)?;
     let base_layers = base.layers().len();
     let layers = remote.manifest.layers.len();
     // The image's package layers say how many it was allowed (`group_wheels`).
@@ -558,24 +573,41 @@ fn rebuild(
             base_layers,
         });
     };
-    let lock = locate_wheels(home, &options.find_links, remote, claims, lock)?;
+    let lock = locate_wheels(home, &options.find_links, remote, claims, &lock)?;
+    Ok(Plan {
+        work,
+        base,
+        lock,
+        budget: budget.max(1),
+        _held: held,
+    })
+}
+
+/// Rebuilds the image of the plan's lock in the plan's temporary home.
+fn rebuild(
+    plan: &Plan,
+    options: &VerifyOptions,
+    claims: &Claims,
+    progress: &dyn Progress,
+) -> Result<Rebuilt, VerifyError> {
     let mut credentials = IndexCredentials::default();
-    credentials::for_lock(&mut credentials, &lock, &CredentialFiles::from_env());
-    let lease = work
+    credentials::for_lock(&mut credentials, &plan.lock, &CredentialFiles::from_env());
+    let lease = plan
+        .work
         .index
         .lease("verify", LeaseOwner::current_process())
         .map_err(BuildError::from)?;
     progress.stage("rebuilding");
     let image = image_from_lock(
-        &work,
+        &plan.work,
         &lease,
         &LockInputs {
-            base: &base,
-            lock: &lock,
+            base: &plan.base,
+            lock: &plan.lock,
             credentials: &credentials,
             compression: claims.compression,
             jobs: options.jobs,
-            budget: budget.max(1),
+            budget: plan.budget,
         },
         progress,
     )?;
