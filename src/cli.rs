@@ -36,6 +36,8 @@ pub enum Command {
     Push(commands::sync::PushArgs),
     /// Pull an image from a registry into the local store.
     Pull(commands::sync::PullArgs),
+    /// Rebuild a registry image from its lock on this machine and compare it layer by layer.
+    Verify(commands::verify::VerifyArgs),
     /// Delete what the retention policy does not keep, locally or in a registry.
     Gc(commands::gc::GcArgs),
     /// Queue a job; prints its id at once.
@@ -65,6 +67,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Inspect(args) => commands::images::run_inspect(args),
         Command::Push(args) => commands::sync::run_push(args),
         Command::Pull(args) => commands::sync::run_pull(args),
+        Command::Verify(args) => commands::verify::run(args),
         Command::Gc(args) => commands::gc::run(args),
         Command::Submit(args) => commands::jobs::submit(*args),
         Command::Jobs(args) => commands::jobs::jobs(args),

@@ -10,6 +10,7 @@ use strata_build::Built;
 use strata_build::Explanation;
 use strata_build::Pushed;
 use strata_build::{Home, HomeError};
+use strata_build::{LayerCheck, LayerKind, ServedBytes, Verification, VerifyError};
 use strata_detect::{DetectError, Detection, Source};
 use strata_gc::run::RunError;
 use strata_index::{Catalog, CatalogImage};
@@ -20,6 +21,8 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 3;
 pub const EXIT_REGISTRY: u8 = 4;
 pub const EXIT_STORE: u8 = 5;
+/// `strata verify`: the rebuilt image differs from the registry's, or a blob is damaged.
+pub const EXIT_NOT_VERIFIED: u8 = 6;
 
 /// A failed command: the error, a hint, and the exit code.
 pub struct Failure {
@@ -57,6 +60,47 @@ impl Failure {
             hint: error.hint(),
             error: Box::new(error),
             exit_code,
+        }
+    }
+
+    pub fn verify(error: VerifyError) -> Failure {
+        let error = match error {
+            VerifyError::Build(e) => return Failure::build(e),
+            other => other,
+        };
+        let exit_code = match &error {
+            VerifyError::Build(_) => EXIT_FAILURE,
+            VerifyError::NotStrata { .. }
+            | VerifyError::LayerFormat { .. }
+            | VerifyError::LockMismatch { .. }
+            | VerifyError::BadLock { .. }
+            | VerifyError::NotCanonical { .. }
+            | VerifyError::BadWheelName { .. }
+            | VerifyError::NoBase { .. }
+            | VerifyError::BaseMismatch { .. }
+            | VerifyError::TooFewLayers { .. }
+            | VerifyError::MissingWheels { .. } => EXIT_BAD_INPUT,
+            VerifyError::Io { .. } => EXIT_FAILURE,
+        };
+        Failure {
+            hint: error.hint(),
+            error: Box::new(error),
+            exit_code,
+        }
+    }
+
+    /// A verify that ran and found differences (printed before).
+    pub fn not_verified(verification: &Verification) -> Failure {
+        let failed = verification.failed_layers().count();
+        let message = format!(
+            "{} does not verify: {failed} of {} layers differ or are damaged",
+            verification.reference,
+            verification.layers.len(),
+        );
+        Failure {
+            error: message.into(),
+            hint: Some("a layer that differs is not what the image's lock builds on this machine; bytes that do not hash to their digest were changed where the registry keeps them"),
+            exit_code: EXIT_NOT_VERIFIED,
         }
     }
 
@@ -211,6 +255,100 @@ pub fn print_json_or<T: Serialize>(value: &T, as_json: bool, text: impl FnOnce()
         println!("{}", serde_json::to_string(value).unwrap_or_default());
     } else {
         println!("{}", text());
+    }
+}
+
+pub fn print_verification(verification: &Verification, as_json: bool) {
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string(verification).unwrap_or_default()
+        );
+        return;
+    }
+    if verification.verified {
+        println!(
+            "verified {}: {} layers match\n  image {}",
+            verification.reference,
+            verification.layers.len(),
+            verification.image
+        );
+        return;
+    }
+    println!(
+        "{} does not verify ({})",
+        verification.reference, verification.image
+    );
+    if let Some(why) = &verification.not_rebuilt {
+        println!("  not rebuilt: {why}");
+    }
+    for layer in verification.failed_layers() {
+        for line in layer_failures(layer) {
+            println!("  {line}");
+        }
+    }
+    if !verification.config_bytes.is_ok() {
+        println!(
+            "  config: {}",
+            served_text(&verification.config_bytes, &verification.config.registry)
+        );
+    }
+    for (what, compared) in [
+        ("config", &verification.config),
+        ("manifest", &verification.manifest),
+    ] {
+        if let (false, Some(rebuilt)) = (compared.matches(), &compared.rebuilt) {
+            println!(
+                "  {what}: registry {}, rebuilt {rebuilt}",
+                compared.registry
+            );
+        }
+    }
+}
+
+/// What is wrong with one layer, one line each.
+fn layer_failures(layer: &LayerCheck) -> Vec<String> {
+    let what = match (layer.kind, layer.packages.is_empty()) {
+        (LayerKind::Env, _) => "env layer".to_string(),
+        (LayerKind::Base, true) => "base layer".to_string(),
+        (_, _) => layer.packages.join(", "),
+    };
+    let name = format!("layer {} ({what})", layer.index);
+    let show = |d: &Option<strata_oci::Digest>| {
+        d.as_ref()
+            .map_or_else(|| "none".to_string(), ToString::to_string)
+    };
+    let mut lines = Vec::new();
+    if let (Some(bytes), Some(digest)) = (&layer.bytes, &layer.registry) {
+        if !bytes.is_ok() {
+            lines.push(format!("{name}: {}", served_text(bytes, digest)));
+        }
+    }
+    if layer.registry != layer.rebuilt && layer.rebuilt.is_some() || layer.registry.is_none() {
+        lines.push(format!(
+            "{name}: registry {}, rebuilt {}",
+            show(&layer.registry),
+            show(&layer.rebuilt)
+        ));
+    } else if layer.registry_diff_id != layer.rebuilt_diff_id && layer.rebuilt_diff_id.is_some() {
+        lines.push(format!(
+            "{name}: diff_id in the registry's config {}, rebuilt {}",
+            show(&layer.registry_diff_id),
+            show(&layer.rebuilt_diff_id)
+        ));
+    }
+    lines
+}
+
+fn served_text(bytes: &ServedBytes, digest: &strata_oci::Digest) -> String {
+    match bytes {
+        ServedBytes::Ok => format!("the registry's bytes are {digest}"),
+        ServedBytes::HashMismatch { actual } => format!(
+            "the registry's bytes hash to {actual}, not to its digest {digest} (changed in the registry's storage)"
+        ),
+        ServedBytes::SizeMismatch { expected, actual } => format!(
+            "the registry sent {actual} bytes for {digest}, whose descriptor says {expected}"
+        ),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod gc;
 pub mod images;
 pub mod jobs;
 pub mod sync;
+pub mod verify;
 
 use strata_build::Home;
 

@@ -17,11 +17,13 @@ use crate::credentials::{self, CredentialFiles};
 use crate::error::{BuildError, OptionError};
 use crate::explain::Explanation;
 use crate::home::Home;
-use crate::image::{self, AddedLayer, ImageInputs};
-use crate::layers::{check_staged, hold, package_layers, LayerSettings, RemoteLayers, Wheels};
+use crate::image;
+use crate::layers::hold;
+use crate::lock_image::{image_from_lock, LockImage, LockInputs};
+use crate::layers::RemoteLayers;
 use crate::progress::Progress;
 use crate::remote_cache::{self, LocalRecord, Lookups, RegistryCache, RegistryImage, Wanted};
-use strata_install::{InstallScheme, LayerCompression};
+use strata_install::LayerCompression;
 use strata_python::IndexCredentials;
 use strata_python::Lock;
 use strata_python::{normalise_find_links, parse_requirements_file, EnvSpec, Sources, SpecDigest};
@@ -157,7 +159,6 @@ fn build_with(
     progress.stage("reading requirements");
     let (env, base, from_urls) = prepare_with_credentials(home, options)?;
     let target = env.target;
-    let python = target.python;
     let spec_digest = spec_identity(&env, options.compression);
     // Checked first: a hit must not hide a limit that cannot be met.
     let budget = layer_budget(options.layer_limit, base.layers().len())?;
@@ -205,52 +206,28 @@ fn build_with(
     if let Some(built) = registry_lock_hit(home, &remote, &lock, progress, lookups)? {
         return Ok(built);
     }
-    let interpreter = base.find_interpreter(Some(python))?;
-    let scheme = InstallScheme::new(python).with_compression(options.compression);
     credentials::for_lock(&mut credentials, &lock, &files);
-    let wheels = Wheels {
-        lock: &lock,
-        credentials: &credentials,
-    };
-    let settings = LayerSettings {
-        scheme: &scheme,
-        jobs: options.jobs,
-        budget,
-    };
-    let remote = RemoteLayers {
-        cache: &options.registry_cache,
-        lookups,
-    };
-    let layers = package_layers(home, &lease, &wheels, &settings, remote, progress)?;
-    progress.stage("writing the image");
-    let env_lock = lock.canonical_bytes();
-    let mut env_writer = home.store.writer()?;
-    let env_layer = strata_install::env_layer(
-        &scheme,
-        &interpreter.path,
-        &interpreter.full_version,
-        &[("strata-lock.json".to_string(), env_lock)],
-        &mut env_writer,
-    )
-    .map_err(|source| BuildError::EnvLayer { source })?;
-    let env_staged = env_writer.finish().map_err(BuildError::tmp_io(home))?;
-    check_staged(&env_staged, &env_layer)?;
-
-    let mut added: Vec<AddedLayer> = layers.iter().map(|l| l.added.clone()).collect();
-    added.push(AddedLayer {
-        layer: env_layer,
-        packages: Vec::new(),
-        created_by: format!("strata: venv {} on {}", scheme.venv, interpreter.path),
-    });
-    let packages = lock.packages();
-    let assembled = image::assemble(&ImageInputs {
-        base: &base,
-        layers: &added,
-        venv: &scheme.venv,
-        lock_digest: &lock_digest,
-        packages: &packages,
-        layer_format: image::layer_format(options.compression),
-    });
+    let LockImage {
+        layers,
+        env_staged,
+        assembled,
+    } = image_from_lock(
+        home,
+        &lease,
+        &LockInputs {
+            base: &base,
+            lock: &lock,
+            credentials: &credentials,
+            compression: options.compression,
+            jobs: options.jobs,
+            budget,
+        },
+        RemoteLayers {
+            cache: &options.registry_cache,
+            lookups,
+        },
+        progress,
+    )?;
 
     // Commit: base blobs, layers, config, manifest, then the index, then the tag. Until the
     // index has the build, a failure takes back out what this build added.
@@ -402,7 +379,11 @@ fn add_cli_sources(
 }
 
 /// Opens the base image by reference: a layout on disk, or (by digest) one imported before.
-fn open_base(home: &Home, base: &BaseRef, platform: Platform) -> Result<BaseImage, BuildError> {
+pub(crate) fn open_base(
+    home: &Home,
+    base: &BaseRef,
+    platform: Platform,
+) -> Result<BaseImage, BuildError> {
     match base {
         BaseRef::Layout { path, reference } => {
             if let Selector::Digest(d) = reference {

@@ -27,6 +27,8 @@ pub const LEGACY_ANNOTATION_SPEC: &str = "dev.strata.spec-digest";
 pub const ANNOTATION_LOCK: &str = "dev.strata.lock-digest";
 pub const ANNOTATION_PACKAGES: &str = "dev.strata.packages";
 pub const ANNOTATION_LAYER_FORMAT: &str = "dev.strata.layer-format";
+/// The base image's manifest digest (the OCI annotation).
+pub const ANNOTATION_BASE: &str = "org.opencontainers.image.base.digest";
 
 /// The layer format an image names (`dev.strata.layer-format`): strata's layer format
 /// version, and `+zstd` for zstd layers, so that the lock tags, lock hits and registry
@@ -36,6 +38,14 @@ pub fn layer_format(compression: LayerCompression) -> String {
         LayerCompression::Gzip => LAYER_FORMAT_VERSION.to_string(),
         other => format!("{LAYER_FORMAT_VERSION}+{}", other.as_str()),
     }
+}
+
+/// The compression of the layers of an image that names `format`, if this strata writes that
+/// layer format (the inverse of [`layer_format`]).
+pub fn compression_of_format(format: &str) -> Option<LayerCompression> {
+    [LayerCompression::Gzip, LayerCompression::Zstd]
+        .into_iter()
+        .find(|c| layer_format(*c) == format)
 }
 
 /// One layer strata adds, and the packages (`name==version`) it installs.
@@ -91,10 +101,7 @@ pub fn assemble(inputs: &ImageInputs) -> Assembled {
 fn manifest_annotations(inputs: &ImageInputs) -> BTreeMap<String, String> {
     let mut a = BTreeMap::new();
     a.insert("org.opencontainers.image.created".into(), EPOCH.into());
-    a.insert(
-        "org.opencontainers.image.base.digest".into(),
-        inputs.base.digest.to_string(),
-    );
+    a.insert(ANNOTATION_BASE.into(), inputs.base.digest.to_string());
     a.insert(
         "org.opencontainers.image.title".into(),
         format!("strata environment {}", inputs.lock_digest.short(12)),
@@ -173,6 +180,15 @@ fn env_with(base: &Value, updates: &[(&str, String)]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layer_format_names_its_compression() {
+        for c in [LayerCompression::Gzip, LayerCompression::Zstd] {
+            assert_eq!(compression_of_format(&layer_format(c)), Some(c));
+        }
+        assert_eq!(compression_of_format("1"), None);
+        assert_eq!(compression_of_format("2+brotli"), None);
+    }
 
     #[test]
     fn env_replaces_path_and_keeps_order() {

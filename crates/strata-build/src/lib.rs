@@ -11,10 +11,12 @@ mod explain;
 mod home;
 mod image;
 mod layers;
+mod lock_image;
 mod progress;
 mod publish;
 mod registry_layers;
 mod remote_cache;
+mod verify;
 
 pub use base::{BaseError, BaseRef};
 pub use build::CacheOutcome;
@@ -28,3 +30,5 @@ pub use layers::{hold, DEFAULT_LAYER_LIMIT};
 pub use progress::{Progress, Silent};
 pub use publish::{image_digests, pull, PushTarget, Pushed};
 pub use remote_cache::{CacheSource, RegistryCache, RegistryImage};
+pub use verify::{verify, VerifyError, VerifyOptions};
+pub use verify::{Compared, LayerCheck, LayerKind, ServedBytes, Verification};

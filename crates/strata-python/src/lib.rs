@@ -16,7 +16,7 @@ pub use credentials::{
     Secret,
 };
 pub use fetch::{FetchError, WheelCache};
-pub use lock::{Lock, LockedWheel};
+pub use lock::{Lock, LockError, LockedWheel};
 pub use name::PackageName;
 pub use resolve::{ResolveError, Resolver};
 pub use spec::{

@@ -53,6 +53,8 @@ impl fmt::Display for LockDigest {
 pub enum LockError {
     #[error("stored lock is not valid JSON for a lock: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("the lock is in canonical format {found}; this strata reads format {supported}")]
+    Format { found: u32, supported: u32 },
 }
 
 /// The machine-independent view of a wheel: no URL, no size (an index may or may not report
@@ -70,6 +72,24 @@ struct CanonicalLock<'a> {
     format: u32,
     target: &'a Target,
     wheels: Vec<CanonicalWheel<'a>>,
+}
+
+/// [`CanonicalLock`] read back (from an image's env layer): nothing more is accepted.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadCanonicalLock {
+    format: u32,
+    target: Target,
+    wheels: Vec<ReadCanonicalWheel>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadCanonicalWheel {
+    name: PackageName,
+    version: String,
+    filename: String,
+    sha256: Digest,
 }
 
 impl Lock {
@@ -107,6 +127,32 @@ impl Lock {
     /// The full lock, URLs included, for the local database.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// A lock from its canonical bytes (the `strata-lock.json` of an image). Those carry no
+    /// URLs or sizes: every wheel's `url` is empty, for the caller to say where it lies.
+    /// The caller compares [`Lock::digest`] with the digest it expects.
+    pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Lock, LockError> {
+        let read: ReadCanonicalLock = serde_json::from_slice(bytes)?;
+        if read.format != CANONICAL_FORMAT {
+            return Err(LockError::Format {
+                found: read.format,
+                supported: CANONICAL_FORMAT,
+            });
+        }
+        let wheels = read
+            .wheels
+            .into_iter()
+            .map(|w| LockedWheel {
+                name: w.name,
+                version: w.version,
+                filename: w.filename,
+                sha256: w.sha256,
+                size: None,
+                url: String::new(),
+            })
+            .collect();
+        Ok(Lock::new(read.target, wheels))
     }
 
     pub fn from_json(json: &str) -> Result<Lock, LockError> {
@@ -200,6 +246,28 @@ mod tests {
         assert_eq!(back, lock);
         assert_eq!(back.digest(), lock.digest());
         assert!(Lock::from_json("{").is_err());
+    }
+
+    #[test]
+    fn canonical_bytes_read_back_to_the_same_lock_without_urls() {
+        let mut w = wheel("a", "1", "file:///x/a-1-py3-none-any.whl");
+        w.size = Some(42);
+        let lock = Lock::new(target(), vec![w, wheel("b", "2", "https://h/b.whl")]);
+        let back = Lock::from_canonical_bytes(&lock.canonical_bytes()).unwrap();
+        assert_eq!(back.digest(), lock.digest());
+        assert_eq!(back.canonical_bytes(), lock.canonical_bytes());
+        assert!(back
+            .wheels
+            .iter()
+            .all(|w| w.url.is_empty() && w.size.is_none()));
+        let newer = String::from_utf8(lock.canonical_bytes())
+            .unwrap()
+            .replace("\"format\":1", "\"format\":9");
+        assert!(matches!(
+            Lock::from_canonical_bytes(newer.as_bytes()),
+            Err(LockError::Format { found: 9, .. })
+        ));
+        assert!(Lock::from_canonical_bytes(lock.to_json().as_bytes()).is_err());
     }
 
     #[test]
