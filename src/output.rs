@@ -39,6 +39,7 @@ impl Failure {
             | BuildError::Fetch(_)
             | BuildError::PinnedHash { .. }
             | BuildError::Install { .. }
+            | BuildError::Overlap { .. }
             | BuildError::Config(_)
             | BuildError::NotAnImage { .. } => EXIT_BAD_INPUT,
             BuildError::Registry(_) => EXIT_REGISTRY,

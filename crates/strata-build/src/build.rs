@@ -226,6 +226,7 @@ fn build_with(
         budget,
         progress,
     )?;
+    crate::overlap::check_layers(home, &layers)?;
     progress.stage("writing the image");
     let env_lock = lock.canonical_bytes();
     let mut env_writer = home.store.writer()?;

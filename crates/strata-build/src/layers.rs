@@ -15,8 +15,8 @@ use crate::error::BuildError;
 use crate::home::Home;
 use crate::image::AddedLayer;
 use crate::progress::Progress;
-use strata_install::InstallScheme;
 use strata_install::LAYER_FORMAT_VERSION;
+use strata_install::{InstallScheme, InstalledPath};
 use strata_python::{IndexCredentials, WheelCache};
 use strata_python::{Lock, LockedWheel};
 
@@ -28,6 +28,10 @@ pub struct PackageLayer {
     pub key: LayerKey,
     pub added: AddedLayer,
     pub staged: Option<StagedBlob>,
+    /// The file names of its wheels, in lock order.
+    pub wheels: Vec<String>,
+    /// Its files and symlinks when it was built now (a reused layer's are in the index).
+    pub paths: Option<Vec<InstalledPath>>,
 }
 
 /// Which wheels share a layer: `budget` layers for `sizes.len()` wheels (in lock order).
@@ -184,6 +188,8 @@ pub fn package_layers(
                 added: added_layer(group, layer),
                 key,
                 staged: None,
+                wheels: filenames(group),
+                paths: None,
             })),
             None => {
                 slots.push(None);
@@ -226,12 +232,14 @@ fn build_all(
                     return;
                 };
                 match build_one(store, wheels, group, scheme, credentials) {
-                    Ok((layer, staged)) => {
+                    Ok((layer, paths, staged)) => {
                         progress.layer_done(&group[0].filename);
                         let built = PackageLayer {
                             added: added_layer(group, layer),
                             key,
                             staged: Some(staged),
+                            wheels: filenames(group),
+                            paths: Some(paths),
                         };
                         if let Ok(mut r) = results.lock() {
                             r.push((i, built));
@@ -252,6 +260,10 @@ fn build_all(
     Ok(results.into_inner().unwrap_or_default())
 }
 
+fn filenames(group: &[&LockedWheel]) -> Vec<String> {
+    group.iter().map(|w| w.filename.clone()).collect()
+}
+
 /// Fetches a group's wheels and installs them into one staged layer blob. Takes the store
 /// and the wheel cache (not the whole home) because it runs on worker threads.
 fn build_one(
@@ -260,7 +272,7 @@ fn build_one(
     group: &[&LockedWheel],
     scheme: &InstallScheme,
     credentials: &IndexCredentials,
-) -> Result<(LayerDescriptor, StagedBlob), BuildError> {
+) -> Result<(LayerDescriptor, Vec<InstalledPath>, StagedBlob), BuildError> {
     let paths = group
         .iter()
         .map(|w| wheels.fetch(w, credentials))
@@ -273,11 +285,14 @@ fn build_one(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let descriptor = match paths.as_slice() {
-        [one] => strata_install::wheel_layer(one, scheme, &mut writer).map(|l| l.descriptor),
+    let (descriptor, installed) = match paths.as_slice() {
+        [one] => {
+            strata_install::wheel_layer(one, scheme, &mut writer).map(|l| (l.descriptor, l.paths))
+        }
         many => {
             let refs: Vec<&std::path::Path> = many.iter().map(|p| p.as_path()).collect();
-            strata_install::wheels_layer(&refs, scheme, &mut writer).map(|l| l.descriptor)
+            strata_install::wheels_layer(&refs, scheme, &mut writer)
+                .map(|l| (l.descriptor, l.paths))
         }
     }
     .map_err(|source| BuildError::Install {
@@ -289,7 +304,7 @@ fn build_one(
         source,
     })?;
     check_staged(&staged, &descriptor)?;
-    Ok((descriptor, staged))
+    Ok((descriptor, installed, staged))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod explain;
 mod home;
 mod image;
 mod layers;
+mod overlap;
 mod progress;
 mod publish;
 mod remote_cache;

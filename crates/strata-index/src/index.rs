@@ -99,6 +99,15 @@ CREATE TABLE verified_blobs (
 ALTER TABLE env_index ADD COLUMN resolved_at INTEGER NOT NULL DEFAULT 0;
 UPDATE env_index SET resolved_at = created_at;
 "#,
+    // The files and symlinks of each package layer (JSON, as strata-build writes it), so that
+    // the layers of an image are checked for clashing paths without reading them. A layer
+    // without a row is read once from its blob.
+    r#"
+CREATE TABLE layer_paths (
+    layer_digest TEXT PRIMARY KEY,
+    paths_json   TEXT NOT NULL
+);
+"#,
 ];
 
 const ENV_COLUMNS: &str = "spec_digest, lock_digest, base_digest, manifest_digest, tag, size, \
@@ -375,6 +384,29 @@ impl Index {
             size: size as u64,
             media_type,
         }))
+    }
+
+    /// The paths of a layer, as recorded by [`Index::record_layer_paths`].
+    pub fn layer_paths(&self, layer: &Digest) -> Result<Option<String>, IndexError> {
+        self.conn
+            .query_row(
+                "SELECT paths_json FROM layer_paths WHERE layer_digest = ?1",
+                params![layer.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Records the paths of a layer (a layer is named by its digest: they never change).
+    pub fn record_layer_paths(&self, layer: &Digest, paths_json: &str) -> Result<(), IndexError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO layer_paths (layer_digest, paths_json) VALUES (?1, ?2)",
+                params![layer.to_string(), paths_json],
+            )
+            .map_err(self.err())?;
+        Ok(())
     }
 
     /// Records that `manifest` is the image of `lock` on `base` (a pulled image), unless an

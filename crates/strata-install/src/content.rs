@@ -192,7 +192,7 @@ impl<R: Read> Read for RawReader<R> {
 }
 
 #[derive(Default)]
-struct Sha256Writer(Sha256);
+pub struct Sha256Writer(pub Sha256);
 
 impl Write for Sha256Writer {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
