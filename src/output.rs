@@ -42,6 +42,7 @@ impl Failure {
             | BuildError::Fetch(_)
             | BuildError::PinnedHash { .. }
             | BuildError::Install { .. }
+            | BuildError::Overlap { .. }
             | BuildError::Config(_)
             | BuildError::NotAnImage { .. } => EXIT_BAD_INPUT,
             BuildError::Registry(_) => EXIT_REGISTRY,
@@ -358,7 +359,12 @@ pub fn print_explanation(explanation: &Explanation, as_json: bool) {
         return;
     }
     if let Some(hit) = &explanation.hit {
-        println!("cache hit: {} ({})", hit.tag, hit.manifest);
+        println!(
+            "cache hit: {} ({}), resolved {}; `strata build --refresh` resolves again",
+            hit.tag,
+            hit.manifest,
+            utc(hit.resolved_at)
+        );
         return;
     }
     let Some(nearest) = &explanation.nearest else {
@@ -385,16 +391,17 @@ pub fn print_images(catalog: &Catalog, as_json: bool) {
         return;
     }
     println!(
-        "{:<24} {:<16} {:>10} {:>10}  DIGEST",
-        "TAG", "NAME", "SIZE", "FREES"
+        "{:<24} {:<16} {:>10} {:>10}  {:<20}  DIGEST",
+        "TAG", "NAME", "SIZE", "FREES", "RESOLVED"
     );
     for image in &catalog.images {
         println!(
-            "{:<24} {:<16} {:>10} {:>10}  {}",
+            "{:<24} {:<16} {:>10} {:>10}  {:<20}  {}",
             image.tag,
             image.name.as_deref().unwrap_or("-"),
             human(image.size),
             human(image.exclusive_size),
+            image.resolved_at.map_or_else(|| "-".to_string(), utc),
             image.digest.short(12)
         );
     }
@@ -404,6 +411,11 @@ pub fn print_images(catalog: &Catalog, as_json: bool) {
         human(catalog.unique_bytes),
         human(catalog.naive_bytes)
     );
+}
+
+/// Unix seconds as an RFC 3339 UTC time (`2026-12-06T21:30:00Z`).
+fn utc(seconds: i64) -> String {
+    jiff::Timestamp::from_second(seconds).map_or_else(|_| seconds.to_string(), |t| t.to_string())
 }
 
 pub fn print_inspect(image: &CatalogImage, as_json: bool) {
@@ -417,6 +429,9 @@ pub fn print_inspect(image: &CatalogImage, as_json: bool) {
     }
     if let Some(lock) = &image.lock_digest {
         println!("  lock     {lock}");
+    }
+    if let Some(resolved) = image.resolved_at {
+        println!("  resolved {}", utc(resolved));
     }
     println!(
         "  size     {} ({} only in this image)",

@@ -93,6 +93,24 @@ fn malformed_line_is_named_with_its_number() {
     assert_rejected(&world, &req, &[], &["requirements.txt:3", "beta>="]);
 }
 
+/// Lines uv would refuse with a message about its own temporary file and a byte position are
+/// refused by strata first, naming the user's file and line, and nothing reaches uv.
+#[test]
+fn lines_uv_would_refuse_are_named_by_strata_first() {
+    let world = world_with_a_build();
+    let req = world.dir.path().join("requirements.txt");
+    for bad in [
+        "beta===<<1",
+        "beta ; python_version >= '3.x'",
+        "beta @ https://h/alpha-1.0-py3-none-any.whl",
+    ] {
+        fs::write(&req, format!("alpha==1.0.0\n{bad}\n")).unwrap();
+        assert_rejected(&world, &req, &[], &["requirements.txt:2", bad]);
+        let err = stderr(&world.build(&req, &[]));
+        assert!(!err.contains("position"), "uv's message leaked: {err}");
+    }
+}
+
 #[test]
 fn wheel_bytes_that_differ_from_the_pinned_hash_are_refused() {
     let world = world_with_a_build();

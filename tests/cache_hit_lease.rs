@@ -64,6 +64,7 @@ fn a_sweep_racing_a_cache_hit_cannot_delete_the_image_it_returns() {
         layer_limit: DEFAULT_LAYER_LIMIT,
         compression: Default::default(),
         registry_cache: Default::default(),
+        refresh: false,
     };
     let progress = GcDuringHit {
         world: &world,

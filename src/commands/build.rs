@@ -86,6 +86,7 @@ impl EnvArgs {
             layer_limit: self.max_layers,
             compression,
             registry_cache: Default::default(),
+            refresh: false,
         })
     }
 }
@@ -127,6 +128,11 @@ pub struct BuildArgs {
     /// Also say why the build is or is not a cache hit.
     #[arg(long)]
     pub explain: bool,
+    /// Resolve again even if this spec was built before: ranges (`numpy>=1.26`) are otherwise
+    /// answered by the lock of the first build. A newer lock builds a new image under the
+    /// spec's tag; the old image stays in the store, untagged, until `strata gc`.
+    #[arg(long)]
+    pub refresh: bool,
     /// Print one JSON object with the result.
     #[arg(long)]
     pub json: bool,
@@ -140,6 +146,7 @@ pub fn run(args: BuildArgs) -> Result<(), Failure> {
         None => None,
     };
     options.registry_cache = registry_cache(&args, target.as_ref())?;
+    options.refresh = args.refresh;
     let explanation = match args.explain {
         true => Some(explain(&home, &options).map_err(Failure::build)?),
         false => None,

@@ -866,6 +866,7 @@ pub fn build_options(
         compression: Default::default(),
         // The agent builds from its own store only: a job needs every blob here anyway.
         registry_cache: Default::default(),
+        refresh: false,
     })
 }
 

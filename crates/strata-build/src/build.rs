@@ -19,8 +19,8 @@ use crate::explain::Explanation;
 use crate::home::Home;
 use crate::image;
 use crate::layers::hold;
-use crate::lock_image::{image_from_lock, LockImage, LockInputs};
 use crate::layers::RemoteLayers;
+use crate::lock_image::{image_from_lock, LockImage, LockInputs};
 use crate::progress::Progress;
 use crate::remote_cache::{self, LocalRecord, Lookups, RegistryCache, RegistryImage, Wanted};
 use strata_install::LayerCompression;
@@ -49,6 +49,10 @@ pub struct BuildOptions {
     pub compression: LayerCompression,
     /// Registries to take the image from before building it (`--push`, `--cache-from`).
     pub registry_cache: RegistryCache,
+    /// Resolve again even when the spec was built before (`--refresh`): a spec with ranges
+    /// is otherwise answered by the lock it got the first time. A new lock builds a new image
+    /// under the spec's tag; the old image loses the tag and is left to GC.
+    pub refresh: bool,
 }
 
 impl BuildOptions {
@@ -162,8 +166,10 @@ fn build_with(
     let spec_digest = spec_identity(&env, options.compression);
     // Checked first: a hit must not hide a limit that cannot be met.
     let budget = layer_budget(options.layer_limit, base.layers().len())?;
-    if let Some(built) = cache_hit(home, &spec_digest, options.layer_limit, progress)? {
-        return Ok(built);
+    if !options.refresh {
+        if let Some(built) = cache_hit(home, &spec_digest, options.layer_limit, progress)? {
+            return Ok(built);
+        }
     }
     let spec_json = String::from_utf8_lossy(&env.canonical_bytes()).into_owned();
     let name = options.env_name();
@@ -174,8 +180,10 @@ fn build_with(
         spec_json: &spec_json,
         name: &name,
     };
-    if let Some(built) = registry_spec_hit(home, &remote, progress, lookups)? {
-        return Ok(built);
+    if !options.refresh {
+        if let Some(built) = registry_spec_hit(home, &remote, progress, lookups)? {
+            return Ok(built);
+        }
     }
     before_work()?;
     // Everything this build reuses or writes is held against a concurrent GC until the

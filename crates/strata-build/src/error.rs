@@ -52,6 +52,14 @@ pub enum BuildError {
         #[source]
         source: InstallError,
     },
+    /// Two wheels of one image install one path with other content (or a file where the
+    /// other has a directory), in one layer or in two.
+    #[error("wheels {first} and {second} both install {path:?}, with other content")]
+    Overlap {
+        path: String,
+        first: String,
+        second: String,
+    },
     #[error("writing the environment layer failed")]
     EnvLayer {
         #[source]
@@ -122,6 +130,10 @@ impl BuildError {
             ),
             BuildError::Fetch(_) => Some(
                 "the wheel's bytes differ from what was resolved; re-run to resolve again, or check the source",
+            ),
+            BuildError::Overlap { .. } => Some(
+                "the later wheel would silently replace the other's file: drop one of the two \
+                 packages, or pin versions that agree; nothing was written to the store",
             ),
             BuildError::Install { .. } => {
                 Some("the wheel is corrupt or unsafe to install; nothing was written to the store")

@@ -86,6 +86,9 @@ pub struct Candidate {
     pub name: String,
     pub spec_digest: String,
     pub manifest: String,
+    /// When the spec was last resolved (unix seconds): a hit answers with that resolution
+    /// until `strata build --refresh`.
+    pub resolved_at: i64,
 }
 
 impl Candidate {
@@ -95,6 +98,7 @@ impl Candidate {
             name: row.record.name.clone(),
             spec_digest: row.record.spec.to_string(),
             manifest: row.record.manifest.to_string(),
+            resolved_at: row.resolved_at,
         }
     }
 }

@@ -17,8 +17,8 @@ use crate::image::AddedLayer;
 use crate::progress::Progress;
 use crate::registry_layers;
 use crate::remote_cache::{Lookups, RegistryCache};
-use strata_install::InstallScheme;
 use strata_install::LAYER_FORMAT_VERSION;
+use strata_install::{InstallScheme, InstalledPath};
 use strata_python::{IndexCredentials, WheelCache};
 use strata_python::{Lock, LockedWheel};
 
@@ -31,6 +31,10 @@ pub struct PackageLayer {
     pub added: AddedLayer,
     /// The blob to commit: built, or downloaded from a registry.
     pub staged: Option<StagedBlob>,
+    /// The file names of its wheels, in lock order.
+    pub wheels: Vec<String>,
+    /// Its files and symlinks when it was built now (a reused layer's are in the index).
+    pub paths: Option<Vec<InstalledPath>>,
     /// `REGISTRY/REPO` the layer was downloaded from (step 3 of the registry cache).
     pub from_registry: Option<String>,
 }
@@ -213,6 +217,8 @@ pub fn package_layers(
                 key,
                 staged: None,
                 from_registry: None,
+                wheels: filenames(group),
+                paths: None,
             })),
             None => {
                 slots.push(None);
@@ -255,6 +261,8 @@ fn take_from_registries<'a>(
             key,
             staged: Some(found.staged),
             from_registry: Some(found.repository),
+            wheels: filenames(group),
+            paths: None,
         });
     }
     Ok(left)
@@ -284,13 +292,15 @@ fn build_all(
                     return;
                 };
                 match build_one(store, wheels, group, settings.scheme, credentials) {
-                    Ok((layer, staged)) => {
+                    Ok((layer, paths, staged)) => {
                         progress.layer_done(&group[0].filename);
                         let built = PackageLayer {
                             added: added_layer(group, layer),
                             key,
                             staged: Some(staged),
                             from_registry: None,
+                            wheels: filenames(group),
+                            paths: Some(paths),
                         };
                         if let Ok(mut r) = results.lock() {
                             r.push((i, built));
@@ -311,6 +321,10 @@ fn build_all(
     Ok(results.into_inner().unwrap_or_default())
 }
 
+fn filenames(group: &[&LockedWheel]) -> Vec<String> {
+    group.iter().map(|w| w.filename.clone()).collect()
+}
+
 /// Fetches a group's wheels and installs them into one staged layer blob. Takes the store
 /// and the wheel cache (not the whole home) because it runs on worker threads.
 fn build_one(
@@ -319,7 +333,7 @@ fn build_one(
     group: &[&LockedWheel],
     scheme: &InstallScheme,
     credentials: &IndexCredentials,
-) -> Result<(LayerDescriptor, StagedBlob), BuildError> {
+) -> Result<(LayerDescriptor, Vec<InstalledPath>, StagedBlob), BuildError> {
     let paths = group
         .iter()
         .map(|w| wheels.fetch(w, credentials))
@@ -332,11 +346,14 @@ fn build_one(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let descriptor = match paths.as_slice() {
-        [one] => strata_install::wheel_layer(one, scheme, &mut writer).map(|l| l.descriptor),
+    let (descriptor, installed) = match paths.as_slice() {
+        [one] => {
+            strata_install::wheel_layer(one, scheme, &mut writer).map(|l| (l.descriptor, l.paths))
+        }
         many => {
             let refs: Vec<&std::path::Path> = many.iter().map(|p| p.as_path()).collect();
-            strata_install::wheels_layer(&refs, scheme, &mut writer).map(|l| l.descriptor)
+            strata_install::wheels_layer(&refs, scheme, &mut writer)
+                .map(|l| (l.descriptor, l.paths))
         }
     }
     .map_err(|source| BuildError::Install {
@@ -348,7 +365,7 @@ fn build_one(
         source,
     })?;
     check_staged(&staged, &descriptor)?;
-    Ok((descriptor, staged))
+    Ok((descriptor, installed, staged))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod home;
 mod image;
 mod layers;
 mod lock_image;
+mod overlap;
 mod progress;
 mod publish;
 mod registry_layers;

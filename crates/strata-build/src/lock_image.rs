@@ -9,7 +9,9 @@ use crate::base::BaseImage;
 use crate::error::BuildError;
 use crate::home::Home;
 use crate::image::{self, AddedLayer, Assembled, ImageInputs};
-use crate::layers::{check_staged, package_layers, LayerSettings, PackageLayer, RemoteLayers, Wheels};
+use crate::layers::{
+    check_staged, package_layers, LayerSettings, PackageLayer, RemoteLayers, Wheels,
+};
 use crate::progress::Progress;
 use strata_install::{InstallScheme, LayerCompression};
 use strata_python::{IndexCredentials, Lock};
@@ -66,6 +68,7 @@ pub fn image_from_lock(
         budget,
     };
     let layers = package_layers(home, lease, &wheels, &settings, remote, progress)?;
+    crate::overlap::check_layers(home, &layers)?;
     progress.stage("writing the image");
     let mut env_writer = home.store.writer()?;
     let env_layer = strata_install::env_layer(

@@ -42,6 +42,8 @@ pub struct CatalogImage {
     pub lock_digest: Option<Digest>,
     pub created_at: Option<i64>,
     pub last_used_at: Option<i64>,
+    /// When the spec that tagged it was last resolved (unix seconds).
+    pub resolved_at: Option<i64>,
     /// Bytes of all blobs the image references (manifest, config, layers).
     pub size: u64,
     /// Bytes that only this image references: what deleting it would free.
@@ -101,6 +103,7 @@ impl Catalog {
                 lock_digest: env.map(|e| e.record.lock.clone()),
                 created_at: env.map(|e| e.created_at),
                 last_used_at: env.map(|e| e.last_used_at),
+                resolved_at: env.map(|e| e.resolved_at),
                 size: entry.size,
                 exclusive_size: 0,
                 layers: Vec::new(),

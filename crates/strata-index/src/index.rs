@@ -93,10 +93,25 @@ CREATE TABLE verified_blobs (
     inode    INTEGER NOT NULL
 );
 "#,
+    // When each spec was last resolved to its lock: a spec with ranges is answered from the
+    // cache until `--refresh` resolves it again. Rows from before were resolved when built.
+    r#"
+ALTER TABLE env_index ADD COLUMN resolved_at INTEGER NOT NULL DEFAULT 0;
+UPDATE env_index SET resolved_at = created_at;
+"#,
+    // The files and symlinks of each package layer (JSON, as strata-build writes it), so that
+    // the layers of an image are checked for clashing paths without reading them. A layer
+    // without a row is read once from its blob.
+    r#"
+CREATE TABLE layer_paths (
+    layer_digest TEXT PRIMARY KEY,
+    paths_json   TEXT NOT NULL
+);
+"#,
 ];
 
 const ENV_COLUMNS: &str = "spec_digest, lock_digest, base_digest, manifest_digest, tag, size, \
-     spec_json, name, created_at, last_used_at";
+     spec_json, name, created_at, last_used_at, resolved_at";
 
 struct RawEnvRow {
     spec: String,
@@ -109,6 +124,7 @@ struct RawEnvRow {
     name: String,
     created_at: i64,
     last_used_at: i64,
+    resolved_at: i64,
 }
 
 fn raw_env_row(r: &rusqlite::Row) -> rusqlite::Result<RawEnvRow> {
@@ -123,6 +139,7 @@ fn raw_env_row(r: &rusqlite::Row) -> rusqlite::Result<RawEnvRow> {
         name: r.get(7)?,
         created_at: r.get(8)?,
         last_used_at: r.get(9)?,
+        resolved_at: r.get(10)?,
     })
 }
 
@@ -148,6 +165,9 @@ pub struct EnvRow {
     pub record: EnvRecord,
     pub created_at: i64,
     pub last_used_at: i64,
+    /// When the spec was last resolved to its lock (a build that resolved, or took the
+    /// answer from a registry); a cache hit does not change it.
+    pub resolved_at: i64,
 }
 
 /// A lock that was built on a base: enough to rebuild (the lock keeps its sources).
@@ -277,6 +297,7 @@ impl Index {
             },
             created_at: raw.created_at,
             last_used_at: raw.last_used_at,
+            resolved_at: raw.resolved_at,
         })
     }
 
@@ -412,6 +433,29 @@ impl Index {
         Ok(found)
     }
 
+    /// The paths of a layer, as recorded by [`Index::record_layer_paths`].
+    pub fn layer_paths(&self, layer: &Digest) -> Result<Option<String>, IndexError> {
+        self.conn
+            .query_row(
+                "SELECT paths_json FROM layer_paths WHERE layer_digest = ?1",
+                params![layer.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Records the paths of a layer (a layer is named by its digest: they never change).
+    pub fn record_layer_paths(&self, layer: &Digest, paths_json: &str) -> Result<(), IndexError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO layer_paths (layer_digest, paths_json) VALUES (?1, ?2)",
+                params![layer.to_string(), paths_json],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
     /// Records that `manifest` is the image of `lock` on `base` (a pulled image), unless an
     /// image of that lock is known already. Its lock file is in its env layer, not here.
     pub fn record_lock_if_absent(
@@ -478,13 +522,14 @@ impl Index {
         tx.execute(
             "INSERT INTO env_index
              (spec_digest, lock_digest, base_digest, manifest_digest, tag, size, spec_json,
-              created_at, last_used_at, name)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)
+              created_at, last_used_at, name, resolved_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?8)
              ON CONFLICT(spec_digest) DO UPDATE SET
                lock_digest = excluded.lock_digest, base_digest = excluded.base_digest,
                manifest_digest = excluded.manifest_digest, tag = excluded.tag,
                size = excluded.size, spec_json = excluded.spec_json,
-               last_used_at = excluded.last_used_at, name = excluded.name",
+               last_used_at = excluded.last_used_at, name = excluded.name,
+               resolved_at = excluded.resolved_at",
             params![
                 env.spec.to_string(),
                 env.lock.to_string(),
@@ -625,6 +670,36 @@ mod tests {
         let lock = index.lock_on_base(&env.lock, &env.base).unwrap().unwrap();
         assert_eq!(lock.manifest, env.manifest);
         assert!(index.lock_on_base(&env.lock, &env.spec).unwrap().is_none());
+    }
+
+    /// An index written before `resolved_at` existed: its rows were resolved when built.
+    #[test]
+    fn rows_of_an_older_index_were_resolved_when_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.db");
+        let old = strata_db::Schema {
+            counter: strata_db::Counter::UserVersion,
+            migrations: &MIGRATIONS[..2],
+        };
+        let conn = strata_db::open_migrated(&path, &old).unwrap();
+        let d = |s: &[u8]| Digest::of(s).to_string();
+        conn.execute(
+            "INSERT INTO env_index (spec_digest, lock_digest, base_digest, manifest_digest, tag,
+             size, spec_json, created_at, last_used_at) VALUES (?1, ?2, ?3, ?4, 't', 1, '{}', 100, 200)",
+            params![d(b"s"), d(b"l"), d(b"b"), d(b"m")],
+        )
+        .unwrap();
+        drop(conn);
+        let index = Index::open(&path).unwrap();
+        let rows = index.envs().unwrap();
+        assert_eq!((rows[0].created_at, rows[0].resolved_at), (100, 100));
+        // A new build of the spec (a refresh) resolves it now; its creation stays.
+        let mut env = rows[0].record.clone();
+        env.manifest = Digest::of(b"m2");
+        index.record_build(&env, "{}", &[]).unwrap();
+        let row = &index.envs().unwrap()[0];
+        assert_eq!(row.created_at, 100);
+        assert!(row.resolved_at >= now() - 5, "{}", row.resolved_at);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Putting verified wheels into one layer: each wheel's files, launchers, INSTALLER and a new
 //! RECORD of its own, with a record of which wheel owns each path so that two wheels writing
-//! the same file is an error naming both. One wheel is the case of [`crate::wheel_layer`];
-//! several are a merged layer.
+//! the same file with other content is an error naming both (the rule across layers too:
+//! `strata-build` checks the layers of an image with [`crate::InstalledPath`]s). The same
+//! bytes at the same path from two wheels are written once. One wheel is the case of
+//! [`crate::wheel_layer`]; several are a merged layer.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -16,7 +18,7 @@ use crate::record::{self, InstalledFile};
 use crate::scheme::{self, InstallScheme};
 use crate::script;
 use crate::wheel::{self, Wheel, WheelLimits};
-use crate::{InstallError, INSTALLER};
+use crate::{InstallError, InstalledPath, INSTALLER};
 
 /// A wheel opened, planned and hash-checked against its RECORD: nothing left to check
 /// before its entries go into a layer.
@@ -47,8 +49,9 @@ impl Prepared {
 pub struct Assembly<'s> {
     scheme: &'s InstallScheme,
     layer: LayerBuilder,
-    /// Layer path of every file and symlink -> index of its wheel in the assembly.
-    owners: BTreeMap<String, usize>,
+    /// Layer path of every file and symlink -> index of its wheel in the assembly and what
+    /// it holds ([`content_id`]).
+    owners: BTreeMap<String, (usize, String)>,
     /// File names of the wheels added so far, for errors.
     ids: Vec<String>,
     /// First streamed key of each wheel added so far.
@@ -91,7 +94,8 @@ impl<'s> Assembly<'s> {
         let record_entry = format!("{}/RECORD", p.wheel.dist_info);
         let record = record::write(installed, &record_entry);
         let dest = format!("{site}/{record_entry}");
-        self.add_leaf(owner, &p.wheel, &record_entry, &dest, |layer| {
+        let id = content_id(false, &record::sha256_b64(&record));
+        self.add_leaf(owner, &p.wheel, &record_entry, &dest, id, |layer| {
             layer.file(&dest, false, FileContent::Bytes(record))
         })?;
         Ok(files)
@@ -110,13 +114,15 @@ impl<'s> Assembly<'s> {
             Some(target) => {
                 plan::symlink_target_safe(&p.dest, target, root)
                     .map_err(|reason| wheel.id.unsafe_entry(&p.entry, reason))?;
-                self.add_leaf(owner, wheel, &p.entry, &p.dest, |layer| {
+                let id = symlink_id(target);
+                self.add_leaf(owner, wheel, &p.entry, &p.dest, id, |layer| {
                     layer.symlink(&p.dest, target)
                 })
             }
             None => {
                 let content = FileContent::Streamed { key, size: h.size };
-                self.add_leaf(owner, wheel, &p.entry, &p.dest, |layer| {
+                let id = content_id(p.executable, &h.sha256);
+                self.add_leaf(owner, wheel, &p.entry, &p.dest, id, |layer| {
                     layer.file(&p.dest, p.executable, content)
                 })
             }
@@ -147,14 +153,16 @@ impl<'s> Assembly<'s> {
                 hash: Some(record::sha256_b64(&bytes)),
                 size: bytes.len() as u64,
             });
-            self.add_leaf(owner, wheel, &entry, &dest, |layer| {
+            let id = content_id(executable, &record::sha256_b64(&bytes));
+            self.add_leaf(owner, wheel, &entry, &dest, id, |layer| {
                 layer.file(&dest, executable, FileContent::Bytes(bytes))
             })?;
         }
         Ok(())
     }
 
-    /// Adds a file or symlink at `dest`. A clash with another wheel's path is a
+    /// Adds a file or symlink at `dest` holding `id`. The same content at a path another
+    /// wheel installed is written once; other content there (or below it) is an
     /// [`InstallError::Conflict`]; a clash inside one wheel stays the layer error of its entry.
     fn add_leaf(
         &mut self,
@@ -162,8 +170,14 @@ impl<'s> Assembly<'s> {
         wheel: &Wheel,
         entry: &str,
         dest: &str,
+        id: String,
         add: impl FnOnce(&mut LayerBuilder) -> Result<(), LayerError>,
     ) -> Result<(), InstallError> {
+        if let Some((other, other_id)) = self.owners.get(dest) {
+            if *other != owner && *other_id == id {
+                return Ok(());
+            }
+        }
         if let Some(err) = self.conflict(owner, dest) {
             return Err(err);
         }
@@ -176,19 +190,32 @@ impl<'s> Assembly<'s> {
             };
             return Err(clash.unwrap_or_else(|| layer_error(wheel, entry, source)));
         }
-        self.owners.insert(dest.to_string(), owner);
+        self.owners.insert(dest.to_string(), (owner, id));
         Ok(())
+    }
+
+    /// Every file and symlink of the layer, with the wheel that installed it (the first, for
+    /// a path two wheels installed alike).
+    pub fn paths(&self) -> Vec<InstalledPath> {
+        self.owners
+            .iter()
+            .map(|(path, (owner, content))| InstalledPath {
+                path: path.clone(),
+                content: content.clone(),
+                wheel: self.ids[*owner].clone(),
+            })
+            .collect()
     }
 
     /// The conflict error if another wheel installs `path` or something below it.
     fn conflict(&self, owner: usize, path: &str) -> Option<InstallError> {
         let below = format!("{path}/");
-        let other = self.owners.get(path).copied().or_else(|| {
+        let other = self.owners.get(path).map(|(o, _)| *o).or_else(|| {
             self.owners
                 .range(below.clone()..)
                 .next()
                 .filter(|(p, _)| p.starts_with(&below))
-                .map(|(_, o)| *o)
+                .map(|(_, (o, _))| *o)
         })?;
         (other != owner).then(|| InstallError::Conflict {
             path: path.to_string(),
@@ -220,6 +247,17 @@ impl<'s> Assembly<'s> {
         );
         result.map_err(|e| write_error(what, wheels, e))
     }
+}
+
+/// What a file holds, for telling a same copy from a clash: its mode and sha256 (urlsafe
+/// base64, as in RECORD). The same form as [`crate::layer_paths`] reads from a layer.
+pub fn content_id(executable: bool, sha256_b64: &str) -> String {
+    let mode = if executable { "x" } else { "-" };
+    format!("{mode} {sha256_b64}")
+}
+
+pub fn symlink_id(target: &str) -> String {
+    format!("-> {target}")
 }
 
 fn layer_error(wheel: &Wheel, entry: &str, source: LayerError) -> InstallError {

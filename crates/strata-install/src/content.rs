@@ -295,6 +295,19 @@ impl<R: Read> Read for RawReader<R> {
     }
 }
 
+#[derive(Default)]
+pub struct Sha256Writer(pub Sha256);
+
+impl Write for Sha256Writer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Streams planned entries into the layer; key = index into `planned`.
 pub struct WheelSource<'a> {
     pub archive: &'a mut Archive,

@@ -6,6 +6,7 @@ mod assemble;
 mod content;
 mod error;
 mod layer;
+mod paths;
 mod plan;
 mod record;
 mod scheme;
@@ -23,6 +24,7 @@ pub use error::InstallError;
 pub use layer::{decompress, LayerCompression, UnknownCompression};
 pub use layer::{ContentSource, FileContent, LayerBuilder, LayerError, NoSource, GZIP_LEVEL};
 pub use layer::{COMPRESSION, COMPRESSION_ZSTD, LAYER_FORMAT_VERSION, ZSTD_LEVEL};
+pub use paths::layer_paths;
 pub use record::{b64, RecordError};
 pub use scheme::InstallScheme;
 pub use script::EntryPointError;
@@ -35,6 +37,20 @@ use strata_python::PackageName;
 /// What [`INSTALLER`](https://packaging.python.org/en/latest/specifications/recording-installed-packages/) says.
 pub const INSTALLER: &[u8] = b"strata\n";
 
+/// One file or symlink a layer installs: what the layers of one image are checked with, since
+/// a path two wheels install with other content is refused whether they share a layer or
+/// not (in separate layers the upper one would hide the other's file without a word).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct InstalledPath {
+    /// The path in the layer (`opt/venv/lib/python3.11/site-packages/x/__init__.py`).
+    pub path: String,
+    /// `- <sha256>` or `x <sha256>` (not executable, executable; urlsafe base64 as in
+    /// RECORD) for a file, `-> TARGET` for a symlink.
+    pub content: String,
+    /// The file name of the wheel that installed it.
+    pub wheel: String,
+}
+
 /// A written wheel layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WheelLayer {
@@ -43,6 +59,8 @@ pub struct WheelLayer {
     pub version: String,
     /// Installed files (symlinks, INSTALLER and RECORD included; directories not).
     pub files: usize,
+    /// Every file and symlink, sorted by path.
+    pub paths: Vec<InstalledPath>,
 }
 
 /// A written layer of several wheels (see [`wheels_layer`]).
@@ -54,6 +72,8 @@ pub struct MergedLayer {
     /// Installed files of all wheels (symlinks, INSTALLER and RECORD included; directories
     /// not).
     pub files: usize,
+    /// Every file and symlink, sorted by path.
+    pub paths: Vec<InstalledPath>,
 }
 
 /// Installs the wheel at `wheel` into `scheme` as one layer written to `out`. Everything is
@@ -75,13 +95,15 @@ pub fn wheel_layer(
         name,
         version,
         files: merged.files,
+        paths: merged.paths,
     })
 }
 
 /// Installs several wheels into `scheme` as ONE layer written to `out`, for images past the
 /// layer limit. Each wheel is validated and hash-checked as by [`wheel_layer`] and gets its
-/// own INSTALLER and RECORD; two wheels installing the same file (directories such as
-/// namespace packages may be shared) or the same project are errors naming both. The bytes
+/// own INSTALLER and RECORD; two wheels installing the same path with other content
+/// (directories such as namespace packages may be shared, and the same bytes are written
+/// once) or the same project are errors naming both. The bytes
 /// depend only on the set of wheels, not on their order in `wheels`. Everything is checked
 /// before the first byte is written.
 pub fn wheels_layer(
@@ -119,6 +141,7 @@ pub fn wheels_layer_with_limits(
         files += assembly.add(p)?;
     }
     let what = layer_name(&prepared);
+    let paths = assembly.paths();
     let descriptor = assembly.write(&mut prepared, &what, out)?;
     let packages = prepared
         .into_iter()
@@ -128,6 +151,7 @@ pub fn wheels_layer_with_limits(
         descriptor,
         packages,
         files,
+        paths,
     })
 }
 

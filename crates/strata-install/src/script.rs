@@ -1,5 +1,8 @@
 //! Scripts: console and GUI entry points become launcher scripts, and `.data/scripts` files
-//! whose first line is `#!python` get the venv interpreter instead.
+//! whose first line names a Python (`#!python`, the wheel spec's placeholder, or a system
+//! one: `#!/usr/bin/python3`, `#!/usr/bin/env python`) get the venv interpreter instead. pip
+//! and uv rewrite only the placeholder; a system Python's path means nothing in an image,
+//! whose `/usr/bin/python` (if any) lacks the venv's packages.
 
 /// One `name = module:attr` line of `[console_scripts]` or `[gui_scripts]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,25 +139,59 @@ pub struct ShebangRewrite {
 pub const SHEBANG_PEEK: usize = 4096;
 
 /// Decides from the first bytes of a script (`head`, at most [`SHEBANG_PEEK`]; `size` is the
-/// whole script) whether its `#!python`/`#!pythonw` line is rewritten. `Err` if the first
-/// line is a `#!python` line longer than the peek.
+/// whole script) whether its first line is rewritten: a `#!` line naming a Python
+/// ([`names_python`]). `Err` if such a line is longer than the peek.
 pub fn shebang_rewrite(
     head: &[u8],
     size: u64,
     interpreter: &str,
 ) -> Result<Option<ShebangRewrite>, &'static str> {
-    if !head.starts_with(b"#!python") {
+    if !head.starts_with(b"#!") {
         return Ok(None);
     }
-    let skip = match head.iter().position(|&b| b == b'\n') {
-        Some(i) => i as u64 + 1,
-        None if head.len() as u64 == size => size,
-        None => return Err("#!python line is longer than 4096 bytes"),
+    let (line, skip) = match head.iter().position(|&b| b == b'\n') {
+        Some(i) => (&head[..i], i as u64 + 1),
+        None if head.len() as u64 == size => (head, size),
+        // Too long to judge whole: refused only if what is seen names a Python.
+        None if names_python(head) => return Err("#!python line is longer than 4096 bytes"),
+        None => return Ok(None),
     };
+    if !names_python(line) {
+        return Ok(None);
+    }
     Ok(Some(ShebangRewrite {
         skip,
         prefix: format!("#!{interpreter}\n").into_bytes(),
     }))
+}
+
+/// Whether a `#!` line runs Python: its program (or the one `/usr/bin/env` runs) is `python`,
+/// `pythonw`, `python3`, `python3.11`... by itself or at the end of an absolute path.
+pub fn names_python(line: &[u8]) -> bool {
+    let Some(rest) = line.strip_prefix(b"#!") else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(rest);
+    let mut words = text.split_ascii_whitespace();
+    let Some(mut program) = words.next() else {
+        return false;
+    };
+    if program.starts_with('/') && program.rsplit('/').next() == Some("env") {
+        match words.find(|w| !w.starts_with('-')) {
+            Some(next) => program = next,
+            None => return false,
+        }
+    }
+    let placeholder = !program.contains('/');
+    let base = program.rsplit('/').next().unwrap_or_default();
+    if !placeholder && !program.starts_with('/') {
+        return false;
+    }
+    let Some(version) = base.strip_prefix("python") else {
+        return false;
+    };
+    let version = version.strip_suffix('w').unwrap_or(version);
+    version.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
 
 #[cfg(test)]
@@ -231,6 +268,36 @@ mod tests {
         assert!(text.starts_with("#!/opt/venv/bin/python\n"));
         assert!(text.contains("\nfrom foo import app\n"));
         assert!(text.contains("    sys.exit(app.run())\n"));
+    }
+
+    #[test]
+    fn rewrites_lines_that_run_python() {
+        let interp = "/opt/venv/bin/python";
+        for line in [
+            "#!python",
+            "#!pythonw",
+            "#!/usr/bin/python",
+            "#!/usr/bin/python3",
+            "#!/usr/local/bin/python3.11 -u",
+            "#!/usr/bin/env python",
+            "#!/usr/bin/env -S python3 -u",
+        ] {
+            let script = format!("{line}\nprint(1)\n");
+            let rw = shebang_rewrite(script.as_bytes(), script.len() as u64, interp).unwrap();
+            assert_eq!(rw.map(|r| r.skip), Some(line.len() as u64 + 1), "{line}");
+        }
+        for line in [
+            "#!/bin/sh",
+            "#!/usr/bin/env bash",
+            "#!/usr/bin/pythonista",
+            "#!pythonx",
+            "#!bin/python",
+            "# python",
+        ] {
+            let script = format!("{line}\n");
+            let rw = shebang_rewrite(script.as_bytes(), script.len() as u64, interp).unwrap();
+            assert_eq!(rw, None, "{line}");
+        }
     }
 
     #[test]

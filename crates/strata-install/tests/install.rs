@@ -916,6 +916,39 @@ fn wheels_writing_the_same_file_conflict() {
     }
 }
 
+/// pkgutil-style namespace packages ship the same `__init__.py` in every portion: the same
+/// bytes at one path are written once, and the layer's paths say who installed it.
+#[test]
+fn the_same_bytes_at_one_path_are_written_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = "__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n";
+    let a = WheelBuilder::new("ns_one", "1.0")
+        .file("ns/__init__.py", init)
+        .file("ns/one.py", "ONE = 1\n")
+        .build(dir.path());
+    let b = WheelBuilder::new("ns_two", "1.0")
+        .file("ns/__init__.py", init)
+        .file("ns/two.py", "TWO = 2\n")
+        .build(dir.path());
+    let (merged, out) = merge(&[&a, &b]);
+    let entries = read_layer(&out);
+    let init_path = format!("{SP}/ns/__init__.py");
+    assert_eq!(entries.iter().filter(|e| e.path == init_path).count(), 1);
+    let owner = merged.paths.iter().find(|p| p.path == init_path).unwrap();
+    assert_eq!(owner.wheel, "ns_one-1.0-py3-none-any.whl");
+    // The paths are what the layer holds, as read back from it.
+    let listed = strata_install::layer_paths(&out[..]).map(|_| ());
+    assert!(listed.is_err(), "a compressed layer is not a tar");
+    let tar = strata_install::decompress(&merged.descriptor.media_type, &out[..]).unwrap();
+    let listed = strata_install::layer_paths(tar).unwrap();
+    let from_install: Vec<(String, String)> = merged
+        .paths
+        .iter()
+        .map(|p| (p.path.clone(), p.content.clone()))
+        .collect();
+    assert_eq!(listed, from_install);
+}
+
 #[test]
 fn generated_scripts_and_file_versus_directory_conflict_too() {
     let dir = tempfile::tempdir().unwrap();

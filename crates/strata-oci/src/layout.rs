@@ -101,6 +101,13 @@ pub struct StagedBlob {
     tmp: tempfile::TempPath,
 }
 
+impl StagedBlob {
+    /// The temporary file holding the blob, to read before it is committed.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+}
+
 impl BlobWriter {
     /// Flushes and fsyncs the blob; it is not in the store until [`Store::commit`].
     pub fn finish(self) -> io::Result<StagedBlob> {

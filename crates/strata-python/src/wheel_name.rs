@@ -18,7 +18,7 @@ pub struct WheelFilename {
     pub platform_tags: Vec<String>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("invalid wheel file name {filename:?}: {reason}")]
 pub struct WheelNameError {
     pub filename: String,

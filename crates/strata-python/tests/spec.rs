@@ -11,6 +11,7 @@ use strata_python::{
 use strata_python::{PythonVersion, Target};
 
 const HASH_A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const HASH_HEX: &str = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
 const HASH_B: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
 fn base() -> Digest {
@@ -121,10 +122,12 @@ fn local_find_links_are_not_part_of_the_spec() {
 #[test]
 fn direct_urls_find_links_and_no_index() {
     let dir = tempfile::tempdir().unwrap();
-    let text = "--no-index\n--find-links ./wheels/\n-f https://h.example/links/\n\
-                pkg @ https://h.example/pkg-1.0-py3-none-any.whl#sha256=abc ; os_name == 'posix'\n\
-                --find-links=../elsewhere\n";
-    write_all(dir.path(), &[("sub/requirements.txt", text)]);
+    let text = format!(
+        "--no-index\n--find-links ./wheels/\n-f https://h.example/links/\n\
+         pkg @ https://h.example/pkg-1.0-py3-none-any.whl#sha256={HASH_HEX} ; os_name == 'posix'\n\
+         --find-links=../elsewhere\n"
+    );
+    write_all(dir.path(), &[("sub/requirements.txt", &text)]);
     let file = parse_requirements_file(&dir.path().join("sub/requirements.txt")).unwrap();
     let spec = EnvSpec::new(file, base(), target());
     assert!(spec.sources.no_index);
@@ -141,7 +144,9 @@ fn direct_urls_find_links_and_no_index() {
     assert_eq!(all.len(), 3);
     assert_eq!(
         spec.requirements[0].to_string(),
-        "pkg @ https://h.example/pkg-1.0-py3-none-any.whl#sha256=abc ; os_name == \"posix\""
+        format!(
+            "pkg @ https://h.example/pkg-1.0-py3-none-any.whl#sha256={HASH_HEX} ; os_name == \"posix\""
+        )
     );
     // What we hand to uv parses back to the same requirements.
     let again = parse_requirements_str(&spec.requirements_txt(), Path::new("x.txt")).unwrap();
@@ -225,7 +230,10 @@ fn changes_of_meaning_change_the_digest() {
         ),
         (
             "url instead of version",
-            edit("scikit-learn~=1.3.0", "scikit-learn @ https://h/s.whl"),
+            edit(
+                "scikit-learn~=1.3.0",
+                "scikit-learn @ https://h/scikit_learn-1.3.0-py3-none-any.whl",
+            ),
         ),
     ];
     let mut seen = vec![reference.digest()];
@@ -277,6 +285,128 @@ fn malformed_lines_name_file_and_line() {
     ];
     for (text, want) in cases {
         assert_eq!(parse_err(text), want, "{text:?}");
+    }
+}
+
+/// Lines uv refuses (or would misread) that strata must refuse itself, before uv runs, naming
+/// the file (an included one here) and the line, and the token at fault.
+#[test]
+fn bad_lines_are_refused_with_file_line_and_token() {
+    let sha = "0".repeat(64);
+    let cases: Vec<(String, &str)> = vec![
+        // Version specifiers.
+        (
+            "beta===<<1".into(),
+            "===<<1: '<' cannot be part of a version",
+        ),
+        ("beta===1.0;0".into(), "unknown marker variable \"0\""),
+        (
+            "foo==1.0.0.".into(),
+            "invalid version \"1.0.0.\": unexpected \".\"",
+        ),
+        ("foo>=1.0<2.0".into(), "unexpected \"<2.0\""),
+        ("foo=1".into(), "expected a comparison operator"),
+        ("foo==1.*.1".into(), "unexpected \".*.1\""),
+        ("foo==*".into(), "invalid version \"*\""),
+        ("foo!=1.0+abc.*".into(), "takes only release numbers"),
+        ("foo==1.0+".into(), "invalid local version label"),
+        ("foo~=1".into(), "~= needs at least two release numbers"),
+        ("foo>=1.0.*".into(), "only allowed with == and !="),
+        ("foo==1.0.post1.dev2a1".into(), "unexpected \"a1\""),
+        ("foo == 1.0 . 1".into(), "unexpected text \". 1\""),
+        // Names and extras.
+        ("_foo".into(), "invalid package name \"_foo\""),
+        ("==1.0".into(), "expected a package name at the start"),
+        ("foo.".into(), "invalid package name \"foo.\""),
+        ("foo[a,]".into(), "invalid extra name \"\""),
+        ("foo[a b]".into(), "invalid extra name \"a b\""),
+        // Markers.
+        (
+            "foo ; python_version > 3.8".into(),
+            "unknown marker variable \"3.8\"",
+        ),
+        (
+            "foo ; python_version ~= '3'".into(),
+            "python_version ~= \"3\": ~=3: ~= needs at least two",
+        ),
+        (
+            "foo ; python_version >= \"3.x\"".into(),
+            "python_version >= \"3.x\": invalid version",
+        ),
+        (
+            "foo ; extra == 'a b'".into(),
+            "invalid extra name \"a b\" in marker",
+        ),
+        (
+            "foo ; os_name == 'nt' or".into(),
+            "expected a marker variable or a quoted string after \"or\"",
+        ),
+        (
+            "foo==1.0 ; python_version<'3' extra".into(),
+            "unexpected \"extra\" in marker",
+        ),
+        // Direct URLs.
+        (
+            "foo @ ftp://h/foo-1.0-py3-none-any.whl".into(),
+            "unsupported scheme \"ftp\"",
+        ),
+        (
+            "foo @ hg+https://h/repo".into(),
+            "unsupported scheme \"hg+https\"",
+        ),
+        (
+            "foo @ file:rel/foo-1.0-py3-none-any.whl".into(),
+            "a file URL must be absolute",
+        ),
+        (
+            "foo @ https://h/x.txt".into(),
+            "does not end in a wheel or source archive",
+        ),
+        (
+            "foo @ http://h/foo-1.0-py3-none-any.whl;python_version>'3'".into(),
+            "needs a space before \";\"",
+        ),
+        (
+            "foo @ https://h/foo.whl".into(),
+            "invalid wheel file name \"foo.whl\"",
+        ),
+        (
+            "bar @ https://h/foo-1.0-py3-none-any.whl".into(),
+            "is package \"foo\", not \"bar\"",
+        ),
+        (
+            "foo @ https://h/foo-1.0.zip#egg=bar".into(),
+            "is package \"bar\", not \"foo\"",
+        ),
+        (
+            "foo @ https://h/foo-1.0-py3-none-any.whl#sha256=zz".into(),
+            "expected 64 hex digits",
+        ),
+        (
+            format!("foo @ https://h/foo-1.0-py3-none-any.whl#md5={sha}"),
+            "unsupported hash algorithm \"md5\"",
+        ),
+        ("foo @ not-a-url".into(), "invalid URL \"not-a-url\""),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let included = dir.path().join("extra/more.txt");
+    for (line, want) in &cases {
+        write_all(
+            dir.path(),
+            &[
+                ("requirements.txt", "flask\n-r extra/more.txt\n"),
+                (
+                    "extra/more.txt",
+                    &format!("# pinned below\nclick==8.1.7\n{line}\n"),
+                ),
+            ],
+        );
+        let err = parse_requirements_file(&dir.path().join("requirements.txt"))
+            .unwrap_err()
+            .to_string();
+        let at = format!("{}:3: invalid requirement {:?}: ", included.display(), line);
+        assert!(err.starts_with(&at), "{line}: {err}");
+        assert!(err.contains(want), "{line}: {err}");
     }
 }
 
@@ -372,7 +502,7 @@ fn requirement_parses_from_str() {
 fn duplicates_merge_by_name_marker_and_url() {
     let text = format!(
         "foo[a]>=1 --hash={HASH_B}\nFOO[b]<2 --hash={HASH_A}\nfoo ; os_name == 'nt'\n\
-         foo @ https://h/foo.whl\nfoo>=1\n"
+         foo @ https://h/foo-1.0-py3-none-any.whl\nfoo>=1\n"
     );
     let spec = spec_of(&[("requirements.txt", &text)]);
     let lines: Vec<String> = spec
@@ -384,7 +514,7 @@ fn duplicates_merge_by_name_marker_and_url() {
         lines,
         [
             format!("foo[a,b]<2,>=1 --hash={HASH_A} --hash={HASH_B}"),
-            "foo @ https://h/foo.whl".to_string(),
+            "foo @ https://h/foo-1.0-py3-none-any.whl".to_string(),
             "foo; os_name == \"nt\"".to_string(),
         ]
     );

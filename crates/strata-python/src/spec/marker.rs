@@ -11,7 +11,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::pep508::normalise_extra;
-use super::specifier::clause_matches;
+use super::specifier::{clause_matches, parse_clause, SpecifierError};
 use super::version::Version;
 
 /// PEP 508 variables, plus newer ones that tools already write.
@@ -75,6 +75,19 @@ pub enum MarkerError {
         after: Option<String>,
         found: Option<MarkerToken>,
     },
+    /// `python_version >= "3.x"`, `python_version ~= "3"`: a version variable compared with
+    /// something that is no PEP 440 version (for that operator). pip and uv would compare it
+    /// as a string or call it false; either way it is almost surely a typo.
+    #[error("{variable} {op} {value:?}: {reason}")]
+    BadVersion {
+        variable: &'static str,
+        op: String,
+        value: String,
+        reason: SpecifierError,
+    },
+    /// `extra == "a b"`: no extra can have that name.
+    #[error("invalid extra name {value:?} in marker")]
+    BadExtra { value: String },
     #[error("unknown marker variable {name:?}")]
     UnknownVariable { name: String },
     #[error("expected \"in\" after \"not\" in marker")]
@@ -98,9 +111,20 @@ fn found_text(found: Option<&MarkerToken>) -> String {
     found.map(|t| format!(", found {t}")).unwrap_or_default()
 }
 
-/// Parses a marker expression and returns its canonical text.
+/// Marker variables whose values are PEP 440 versions.
+const VERSION_VARIABLES: [&str; 3] = [
+    "python_version",
+    "python_full_version",
+    "implementation_version",
+];
+
+/// Parses a marker expression a user wrote and returns its canonical text. Stricter than
+/// [`evaluate_marker`], which reads metadata of installed packages: a version variable must be
+/// compared with a version, and `extra` with an extra name.
 pub fn canonical_marker(text: &str) -> Result<String, MarkerError> {
-    Ok(parse(text)?.render())
+    let tree = parse(text)?;
+    tree.check()?;
+    Ok(tree.render())
 }
 
 /// The values of the PEP 508 marker variables in one Python environment (what
@@ -256,6 +280,14 @@ impl Node {
         }
     }
 
+    /// The checks of [`canonical_marker`] on every comparison.
+    fn check(&self) -> Result<(), MarkerError> {
+        match self {
+            Node::Leaf(comparison) => comparison.check(),
+            Node::And(operands) | Node::Or(operands) => operands.iter().try_for_each(Node::check),
+        }
+    }
+
     fn evaluate(&self, env: &MarkerEnvironment, extras: &[String]) -> bool {
         match self {
             Node::Leaf(comparison) => comparison.evaluate(env, extras),
@@ -306,24 +338,25 @@ impl Parser {
     }
 
     fn or_expr(&mut self) -> Result<Node, MarkerError> {
-        let mut operands = vec![self.and_expr()?];
+        let mut operands = vec![self.and_expr(None)?];
         while self.peek_word("or") {
             self.pos += 1;
-            operands.push(self.and_expr()?);
+            operands.push(self.and_expr(Some("or"))?);
         }
         Ok(Node::combine(false, operands))
     }
 
-    fn and_expr(&mut self) -> Result<Node, MarkerError> {
-        let mut operands = vec![self.atom()?];
+    /// `after` is the `or` before it, if any, for the message when nothing follows.
+    fn and_expr(&mut self, after: Option<&str>) -> Result<Node, MarkerError> {
+        let mut operands = vec![self.atom(after)?];
         while self.peek_word("and") {
             self.pos += 1;
-            operands.push(self.atom()?);
+            operands.push(self.atom(Some("and"))?);
         }
         Ok(Node::combine(true, operands))
     }
 
-    fn atom(&mut self) -> Result<Node, MarkerError> {
+    fn atom(&mut self, after: Option<&str>) -> Result<Node, MarkerError> {
         if self.tokens.get(self.pos) == Some(&Token::Open) {
             self.pos += 1;
             let inner = self.or_expr()?;
@@ -333,7 +366,7 @@ impl Parser {
                 None => Err(MarkerError::Unclosed),
             };
         }
-        let lhs = self.value(None)?;
+        let lhs = self.value(after)?;
         let op = self.operator(&lhs)?;
         let rhs = self.value(Some(&op))?;
         Ok(Node::Leaf(comparison(lhs, op, rhs)))
@@ -402,6 +435,33 @@ impl Comparison {
         format!("{} {} {}", self.lhs.render(), self.op, self.rhs.render())
     }
 
+    /// A version variable compared (not `in`) with a string takes a valid specifier clause;
+    /// `extra` compared with a string takes an extra name.
+    fn check(&self) -> Result<(), MarkerError> {
+        let op = self.op.as_str();
+        let (variable, value) = match (&self.lhs, &self.rhs) {
+            (Value::Var(variable), Value::Str(value)) => (*variable, value),
+            (Value::Str(value), Value::Var(variable)) => (*variable, value),
+            _ => return Ok(()),
+        };
+        if variable == "extra" && crate::name::PackageName::new(value).is_err() {
+            return Err(MarkerError::BadExtra {
+                value: value.clone(),
+            });
+        }
+        if !VERSION_VARIABLES.contains(&variable) || matches!(op, "in" | "not in" | "===") {
+            return Ok(());
+        }
+        parse_clause(&format!("{op}{value}"))
+            .map(|_| ())
+            .map_err(|reason| MarkerError::BadVersion {
+                variable,
+                op: op.to_string(),
+                value: value.clone(),
+                reason,
+            })
+    }
+
     fn evaluate(&self, env: &MarkerEnvironment, extras: &[String]) -> bool {
         let op = self.op.as_str();
         match (&self.lhs, &self.rhs) {
@@ -428,7 +488,7 @@ fn compare(lhs: &str, op: &str, rhs: &str) -> bool {
     }
     if let Ok(version) = Version::parse(lhs) {
         let clause = format!("{op}{rhs}");
-        if super::specifier::parse_clause(&clause).is_ok() {
+        if parse_clause(&clause).is_ok() {
             return clause_matches(&clause, &version);
         }
     }

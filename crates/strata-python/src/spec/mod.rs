@@ -4,10 +4,11 @@
 //! [`SpecDigest`]; any change of meaning changes it.
 //!
 //! Layout: `lines` (physical -> logical lines, comments), `requirements` (options, includes),
-//! `pep508` (one requirement), `specifier` + `version` (PEP 440), `marker` (PEP 508 markers),
+//! `pep508` (one requirement), `direct_url` (what `name @ URL` may be), `specifier` + `version` (PEP 440), `marker` (PEP 508 markers),
 //! `sources` (index URLs, find-links), `canonical` (merging, digest, uv input files).
 
 mod canonical;
+mod direct_url;
 mod error;
 mod expand;
 mod lines;
@@ -21,6 +22,7 @@ mod version;
 use serde::{Deserialize, Serialize};
 use strata_oci::Digest;
 
+pub use direct_url::DirectUrlError;
 pub use error::{InvalidRequirement, OptionError, SpecError, Unsupported};
 pub use lines::ShellSplitError;
 pub use marker::{evaluate_marker, MarkerEnvironment, MarkerError, MarkerToken};

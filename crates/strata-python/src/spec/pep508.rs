@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use super::direct_url::{check_direct_url, DirectUrlError};
 use super::error::InvalidRequirement;
 use super::marker::{canonical_marker, MarkerError};
 use super::specifier::{join_clauses, parse_clauses, SpecifierError};
@@ -29,6 +30,8 @@ pub enum RequirementError {
         #[source]
         source: url::ParseError,
     },
+    #[error(transparent)]
+    DirectUrl(#[from] DirectUrlError),
     /// Text after a direct URL that is not `; marker`.
     #[error("expected \";\" and a marker after the URL, found {found:?}")]
     AfterUrl { found: String },
@@ -136,7 +139,7 @@ pub fn parse_requirement(text: &str) -> Result<Requirement, RequirementError> {
         hashes: Vec::new(),
     };
     if let Some(after_at) = rest.strip_prefix('@') {
-        let (url, tail) = parse_url(after_at)?;
+        let (url, tail) = parse_url(&requirement.name, after_at)?;
         requirement.url = Some(url);
         rest = tail;
         if !rest.is_empty() && !rest.starts_with(';') {
@@ -182,7 +185,10 @@ fn parse_extras(inner: &str) -> Result<Vec<String>, RequirementError> {
 }
 
 /// The URL after `@`: everything up to whitespace. Returns it normalised and the rest.
-fn parse_url(after_at: &str) -> Result<(String, &str), RequirementError> {
+fn parse_url<'t>(
+    name: &PackageName,
+    after_at: &'t str,
+) -> Result<(String, &'t str), RequirementError> {
     let after_at = after_at.trim_start();
     let end = after_at.find(char::is_whitespace).unwrap_or(after_at.len());
     let raw = &after_at[..end];
@@ -193,6 +199,7 @@ fn parse_url(after_at: &str) -> Result<(String, &str), RequirementError> {
         url: raw.to_string(),
         source,
     })?;
+    check_direct_url(name, &url, raw)?;
     Ok((url.to_string(), after_at[end..].trim_start()))
 }
 
@@ -238,10 +245,13 @@ mod tests {
                 "foo>=1.0; python_version < \"3.12\"",
             ),
             (
-                "foo@https://EXAMPLE.com/foo-1.0.whl ; os_name=='posix'",
-                "foo @ https://example.com/foo-1.0.whl ; os_name == \"posix\"",
+                "foo@https://EXAMPLE.com/foo-1.0-py3-none-any.whl ; os_name=='posix'",
+                "foo @ https://example.com/foo-1.0-py3-none-any.whl ; os_name == \"posix\"",
             ),
-            ("foo[x] @ https://h/f.whl", "foo[x] @ https://h/f.whl"),
+            (
+                "foo[x] @ https://h/foo-1.0-py3-none-any.whl",
+                "foo[x] @ https://h/foo-1.0-py3-none-any.whl",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(canon(input), want, "{input}");
@@ -252,7 +262,7 @@ mod tests {
     fn round_trips_through_display() {
         for line in [
             "foo[a,b]<2,>=1.0; python_version >= \"3.8\"",
-            "x @ https://h/x.whl ; os_name == \"nt\"",
+            "x @ https://h/x-1.0-py3-none-any.whl ; os_name == \"nt\"",
         ] {
             let once = parse_requirement(line).unwrap();
             let twice = parse_requirement(&once.to_string()).unwrap();
@@ -271,7 +281,10 @@ mod tests {
             ("foo bar", "expected a version specifier"),
             ("foo @", "expected a URL"),
             ("foo @ not-a-url", "invalid URL"),
-            ("foo @ https://h/x.whl extra", "expected \";\" and a marker"),
+            (
+                "foo @ https://h/foo-1.0-py3-none-any.whl extra",
+                "expected \";\" and a marker",
+            ),
             ("foo;", "expected a marker"),
             ("foo; python_version >= ", "expected a marker variable"),
             ("foo (>=1", "unclosed \"(\""),
@@ -297,7 +310,7 @@ mod tests {
             ),
             ("foo @ ", RequirementError::NoUrl),
             (
-                "foo @ https://h/x.whl extra",
+                "foo @ https://h/foo-1.0-py3-none-any.whl extra",
                 RequirementError::AfterUrl {
                     found: text("extra"),
                 },

@@ -304,7 +304,7 @@ fn take_url_userinfo(url: String, credentials: &mut IndexCredentials) -> String 
 }
 
 /// `sha256:<64 hex>` (also sha384/sha512, which pip accepts), hex lowercased.
-fn normalise_hash(raw: &str) -> Result<String, HashError> {
+pub(super) fn normalise_hash(raw: &str) -> Result<String, HashError> {
     let (algorithm, hex) = raw
         .split_once(':')
         .ok_or_else(|| HashError::NotAlgorithmHex {

@@ -32,6 +32,12 @@ pub enum SpecifierError {
     /// `<=1.0+local`: ordered comparisons take no local label.
     #[error("{op}{version}: a local version label (+...) is only allowed with == and !=")]
     LocalWithOrdering { op: &'static str, version: String },
+    /// `===<<1`: an arbitrary-equality version is still made of version characters (PEP 508:
+    /// letters, digits and `-_.*+!`).
+    #[error(
+        "==={version}: {found:?} cannot be part of a version (letters, digits and -_.*+! only)"
+    )]
+    ArbitraryChar { version: String, found: char },
     /// `~=1`: a compatible release needs something to keep compatible with.
     #[error("~={version}: ~= needs at least two release numbers, like ~=1.4")]
     CompatibleNeedsTwo { version: String },
@@ -77,11 +83,24 @@ pub fn parse_clause(text: &str) -> Result<String, SpecifierError> {
         });
     }
     let version = match op {
-        "===" => raw.to_ascii_lowercase(),
+        "===" => arbitrary_version(raw)?,
         "==" | "!=" => matching_version(op, raw)?,
         _ => ordered_version(op, raw)?,
     };
     Ok(format!("{op}{version}"))
+}
+
+/// `===` compares strings, but PEP 508's grammar still limits them to version characters.
+fn arbitrary_version(raw: &str) -> Result<String, SpecifierError> {
+    let allowed =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '*' | '+' | '!');
+    if let Some(found) = raw.chars().find(|c| !allowed(*c)) {
+        return Err(SpecifierError::ArbitraryChar {
+            version: raw.to_string(),
+            found,
+        });
+    }
+    Ok(raw.to_ascii_lowercase())
 }
 
 /// `==`/`!=` take a full version (local labels allowed) or a release prefix with `.*`.
@@ -244,6 +263,8 @@ mod tests {
             ("<=1.0+local", "local version label"),
             ("~=1", "two release numbers"),
             ("==1.0a1.*", "only release numbers"),
+            ("===<<1", "'<' cannot be part of a version"),
+            ("===1;0", "';' cannot be part of a version"),
             ("=>1.0", "expected a comparison operator"),
             ("", "empty version clause"),
         ];
