@@ -854,6 +854,7 @@ pub fn build_options(
         .map_err(OptionsError::Platform)?;
     Ok(BuildOptions {
         requirements: path.to_path_buf(),
+        selection: Default::default(),
         base,
         python,
         platform,

@@ -24,13 +24,19 @@ use crate::remote_cache::{self, LocalRecord, Lookups, RegistryCache, RegistryIma
 use strata_install::{InstallScheme, LayerCompression};
 use strata_python::IndexCredentials;
 use strata_python::Lock;
-use strata_python::{normalise_find_links, parse_requirements_file, EnvSpec, Sources, SpecDigest};
+use strata_python::{
+    normalise_find_links, read_env, EnvFile, EnvSpec, Selection, Sources, SpecDigest,
+};
 use strata_python::{Platform, PythonVersion, Target};
 
 /// What the user asked to build.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
+    /// The environment file (requirements*.txt, pyproject.toml, pylock.toml, uv.lock,
+    /// environment.yml) or a project directory holding one.
     pub requirements: PathBuf,
+    /// The extras and dependency groups of a pyproject.toml or uv.lock to install.
+    pub selection: Selection,
     pub base: BaseRef,
     pub python: Option<PythonVersion>,
     pub platform: Platform,
@@ -152,7 +158,12 @@ fn build_with(
     lookups: &mut Lookups,
 ) -> Result<Built, BuildError> {
     progress.stage("reading requirements");
-    let (env, base, from_urls) = prepare_with_credentials(home, options)?;
+    let Prepared {
+        env,
+        base,
+        credentials: from_urls,
+        lock: pinned,
+    } = prepare_with_credentials(home, options)?;
     let target = env.target;
     let python = target.python;
     let spec_digest = spec_identity(&env, options.compression);
@@ -179,15 +190,13 @@ fn build_with(
     let lease = home.index.lease("build", LeaseOwner::current_process())?;
     let files = CredentialFiles::from_env();
     let mut credentials = credentials::for_spec(from_urls, &env, &files);
-    progress.stage("resolving");
-    let lock = home.resolver.resolve(
-        &env.requirements_txt(),
-        &env.constraints_txt(),
-        &env.sources,
-        &target,
-        &credentials,
-    )?;
-    check_pinned_hashes(&env, &lock)?;
+    let lock = match pinned {
+        Some(lock) => lock,
+        None => {
+            progress.stage("resolving");
+            resolve(home, &env, &credentials)?
+        }
+    };
     let lock_digest = lock.digest().0;
     let hit = LockHitKey {
         spec: &spec_digest,
@@ -330,32 +339,96 @@ fn layer_budget(limit: usize, base_layers: usize) -> Result<usize, BuildError> {
     }
 }
 
-/// The canonical spec of what `options` ask for, and the base image it names.
-pub fn prepare(home: &Home, options: &BuildOptions) -> Result<(EnvSpec, BaseImage), BuildError> {
-    prepare_with_credentials(home, options).map(|(env, base, _)| (env, base))
+/// The lock of a spec that is not a lock file: resolved by uv, or, for requirements that
+/// pin every package with hashes, only located (no resolution).
+fn resolve(home: &Home, env: &EnvSpec, credentials: &IndexCredentials) -> Result<Lock, BuildError> {
+    let requirements = env.requirements_txt();
+    let lock = if env.pins_every_package() {
+        home.resolver
+            .locate_pins(&requirements, &env.sources, &env.target, credentials)?
+    } else {
+        home.resolver.resolve(
+            &requirements,
+            &env.constraints_txt(),
+            &env.sources,
+            &env.target,
+            credentials,
+        )?
+    };
+    check_pinned_hashes(env, &lock)?;
+    Ok(lock)
 }
 
-/// Like [`prepare`], with the credentials taken out of the URLs of the requirements (and the
-/// command line's `--find-links`): kept beside the spec, never in it.
-fn prepare_with_credentials(
-    home: &Home,
-    options: &BuildOptions,
-) -> Result<(EnvSpec, BaseImage, IndexCredentials), BuildError> {
-    let mut file = parse_requirements_file(&options.requirements)?;
-    add_cli_sources(&mut file.sources, &mut file.credentials, options)?;
-    let credentials = std::mem::take(&mut file.credentials);
+/// The lock `options` name: the lock file's own, or the requirements resolved (for
+/// `strata lock`). Nothing is written to the store.
+pub fn lock_env(home: &Home, options: &BuildOptions) -> Result<Lock, BuildError> {
+    let prepared = prepare_with_credentials(home, options)?;
+    if let Some(lock) = prepared.lock {
+        return Ok(lock);
+    }
+    let files = CredentialFiles::from_env();
+    let credentials = credentials::for_spec(prepared.credentials, &prepared.env, &files);
+    resolve(home, &prepared.env, &credentials)
+}
+
+/// The canonical spec of what `options` ask for, and the base image it names.
+pub fn prepare(home: &Home, options: &BuildOptions) -> Result<(EnvSpec, BaseImage), BuildError> {
+    prepare_with_credentials(home, options).map(|p| (p.env, p.base))
+}
+
+/// What a build starts from.
+struct Prepared {
+    env: EnvSpec,
+    base: BaseImage,
+    /// Taken out of the URLs of the requirements (and the command line's `--find-links`):
+    /// kept beside the spec, never in it.
+    credentials: IndexCredentials,
+    /// A lock file's lock for the target: installed as it is.
+    lock: Option<Lock>,
+}
+
+/// Like [`prepare`], with the credentials and a lock file's lock.
+fn prepare_with_credentials(home: &Home, options: &BuildOptions) -> Result<Prepared, BuildError> {
+    let input = read_env(&options.requirements, &options.selection)?;
     let base = open_base(home, &options.base, options.platform)?;
-    let python = options.python.or_else(|| base.declared_python());
+    let asked = match &input {
+        EnvFile::Requirements { python, .. } => *python,
+        EnvFile::Pinned(_) => None,
+    };
+    let python = options.python.or(asked).or_else(|| base.declared_python());
     let python = match python {
         Some(v) => v,
         None => base.find_interpreter(None)?.version,
     };
     let target = Target::new(python, options.platform);
-    Ok((
-        EnvSpec::new(file, base.digest.clone(), target),
-        base,
-        credentials,
-    ))
+    match input {
+        EnvFile::Requirements {
+            mut file,
+            requires_python,
+            ..
+        } => {
+            if let Some(requires) = &requires_python {
+                requires.check(python)?;
+            }
+            add_cli_sources(&mut file.sources, &mut file.credentials, options)?;
+            let credentials = std::mem::take(&mut file.credentials);
+            Ok(Prepared {
+                env: EnvSpec::new(file, base.digest.clone(), target),
+                base,
+                credentials,
+                lock: None,
+            })
+        }
+        EnvFile::Pinned(set) => {
+            let lock = set.lock_for(&target)?;
+            Ok(Prepared {
+                env: EnvSpec::locked(&lock, base.digest.clone()),
+                base,
+                credentials: IndexCredentials::default(),
+                lock: Some(lock),
+            })
+        }
+    }
 }
 
 /// Why the spec `options` describe is, or is not, a cache hit.

@@ -27,6 +27,8 @@ pub enum OptionError {
 pub enum BuildError {
     #[error(transparent)]
     Spec(#[from] SpecError),
+    #[error(transparent)]
+    Format(#[from] strata_python::FormatError),
     #[error("invalid option {option}: {reason}")]
     BadOption {
         option: String,

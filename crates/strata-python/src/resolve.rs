@@ -125,6 +125,44 @@ impl Resolver {
         target: &Target,
         credentials: &IndexCredentials,
     ) -> Result<Lock, ResolveError> {
+        let input = UvInput {
+            requirements_txt,
+            constraints_txt,
+            no_deps: false,
+        };
+        self.run(&input, sources, target, credentials)
+    }
+
+    /// Locates the wheels of requirements that pin every package (`name==version` with
+    /// `--hash`, as pip's hash-checking mode demands) without resolving: uv only finds each
+    /// pinned version's wheels (`--no-deps`), the dependencies are the file's own lines.
+    pub fn locate_pins(
+        &self,
+        requirements_txt: &str,
+        sources: &Sources,
+        target: &Target,
+        credentials: &IndexCredentials,
+    ) -> Result<Lock, ResolveError> {
+        let input = UvInput {
+            requirements_txt,
+            constraints_txt: "",
+            no_deps: true,
+        };
+        self.run(&input, sources, target, credentials)
+    }
+
+    fn run(
+        &self,
+        input: &UvInput,
+        sources: &Sources,
+        target: &Target,
+        credentials: &IndexCredentials,
+    ) -> Result<Lock, ResolveError> {
+        let UvInput {
+            requirements_txt,
+            constraints_txt,
+            no_deps,
+        } = *input;
         let work = tempfile::tempdir().map_err(io_err("create a temporary directory"))?;
         let netrc = PrivateNetrc::write(credentials)?;
         std::fs::write(work.path().join("requirements.txt"), requirements_txt)
@@ -134,7 +172,10 @@ impl Resolver {
             std::fs::write(work.path().join("constraints.txt"), constraints_txt)
                 .map_err(io_err("write constraints.txt"))?;
         }
-        let args = self.uv_args(sources, target, has_constraints);
+        let mut args = self.uv_args(sources, target, has_constraints);
+        if no_deps {
+            args.push("--no-deps".into());
+        }
         tracing::debug!(uv = %self.uv.display(), ?args, "resolving");
         let mut command = Command::new(&self.uv);
         command
@@ -209,6 +250,13 @@ impl Resolver {
         }
         args
     }
+}
+
+/// What uv is asked to lock.
+struct UvInput<'a> {
+    requirements_txt: &'a str,
+    constraints_txt: &'a str,
+    no_deps: bool,
 }
 
 /// The netrc file uv reads credentials from (uv honours `NETRC`): mode 0600 in a directory
@@ -504,7 +552,7 @@ fn wheel_url(wheel: &PylockWheel) -> Result<String, WheelLocationError> {
         .map_err(|()| WheelLocationError::RelativePath { path: path.clone() })
 }
 
-fn without_userinfo(url: &str) -> String {
+pub(crate) fn without_userinfo(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(parsed) if parsed.username().is_empty() && parsed.password().is_none() => {
             url.to_string()
