@@ -84,6 +84,11 @@ pub(super) fn read(file: &Path, text: &str, selection: &Selection) -> Result<Env
             }
         }
     }
+    // Every group is checked (names, requirements, cycles), not only those asked for: a
+    // broken group is an error in the file whoever uses it.
+    for group in groups.keys() {
+        collect_group(file, &groups, group, &mut Vec::new(), &mut Vec::new())?;
+    }
     for group in &selection.groups {
         let mut path = Vec::new();
         collect_group(
