@@ -312,3 +312,83 @@ fn bad_project_files_are_refused_by_name_and_leave_the_store_alone() {
         "a refused build changed the store"
     );
 }
+
+fn environment_yml(world: &World, body: &str) -> PathBuf {
+    let path = world.dir.path().join("environment.yml");
+    fs::write(
+        &path,
+        format!("name: demo\nchannels:\n  - conda-forge\ndependencies:\n{body}"),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
+fn environment_yml_builds_its_pip_section_for_its_python() {
+    let world = World::new();
+    let path = environment_yml(
+        &world,
+        "  - python=3.11\n  - pip\n  - pip:\n    - beta==2.0.0\n    - cext\n",
+    );
+    let built = world.build_ok(&path, &[]);
+    let explained = world.strata(&[
+        "explain",
+        "--json",
+        "-r",
+        &path.display().to_string(),
+        "--base",
+        &base_ref(),
+    ]);
+    assert!(explained.status.success(), "{}", stderr(&explained));
+    let bundle = world.dir.path().join("bundle");
+    umoci_unpack(&world.oci(), built["tag"].as_str().unwrap(), &bundle);
+    let (code, stdout, stderr) = runc_run(
+        &bundle,
+        &[
+            "python",
+            "-c",
+            "import alpha, beta, cext, sys; print(sys.version_info[:2])",
+        ],
+    );
+    assert_eq!(code, 0, "python in the image failed: {stderr}");
+    assert_eq!(stdout.trim(), "(3, 11)");
+}
+
+#[test]
+fn environment_yml_refusals_name_the_file_and_what_to_do() {
+    let world = World::new();
+    // The store as any command leaves it (opened, empty).
+    assert!(world.strata(&["images"]).status.success());
+    let before = world.snapshot();
+    let conda = environment_yml(
+        &world,
+        "  - python=3.11\n  - numpy=1.26\n  - conda-forge::cudatoolkit\n  - pip:\n    - beta\n",
+    );
+    let out = world.build(&conda, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(
+        message.contains("environment.yml: conda packages strata cannot install: numpy=1.26, conda-forge::cudatoolkit; strata builds from PyPI wheels only: move those that exist on PyPI to the `pip:` section"),
+        "{message}"
+    );
+    // Python 3.10 is not in the base (3.11): the file's pin is checked against the target.
+    let other_python = environment_yml(&world, "  - python=3.10\n  - pip:\n    - beta\n");
+    let out = world.build(&other_python, &[]);
+    assert!(
+        stderr(&out).contains(
+            "environment.yml: requires-python \"==3.10.*\" excludes the target's Python 3.11"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // A bad pip line is named at its line of the YAML file.
+    let bad_line = environment_yml(&world, "  - pip:\n    - beta\n    - gamma[\n");
+    let out = world.build(&bad_line, &[]);
+    assert!(
+        stderr(&out).contains("environment.yml:7: invalid requirement \"gamma[\""),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(world.snapshot(), before);
+}
