@@ -392,3 +392,142 @@ fn environment_yml_refusals_name_the_file_and_what_to_do() {
     );
     assert_eq!(world.snapshot(), before);
 }
+
+/// The pins of a pylock.toml written by `strata lock`: (name, version, sha256).
+fn pins(pylock: &str) -> Vec<(String, String, String)> {
+    let doc: toml::Table = pylock.parse().unwrap();
+    doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["version"].as_str().unwrap().to_string(),
+                p["wheels"][0]["hashes"]["sha256"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A poetry.lock as Poetry 2 writes it (files by name and hash; beta depends on alpha).
+fn poetry_lock(pins: &[(String, String, String)]) -> String {
+    let mut out = String::new();
+    for (name, version, sha) in pins {
+        out += &format!(
+            "[[package]]\nname = \"{name}\"\nversion = \"{version}\"\ndescription = \"\"\noptional = false\npython-versions = \">=3.8\"\nfiles = [\n    {{file = \"{}-{version}-py3-none-any.whl\", hash = \"sha256:{sha}\"}},\n    {{file = \"{name}-{version}.tar.gz\", hash = \"sha256:{}\"}},\n]\n",
+            name.replace('-', "_"),
+            "0".repeat(64)
+        );
+        if name == "beta" {
+            out += "\n[package.dependencies]\nalpha = \">=1.0\"\n";
+        }
+        out += "\n";
+    }
+    out + "[metadata]\nlock-version = \"2.1\"\npython-versions = \"^3.11\"\ncontent-hash = \"0\"\n"
+}
+
+const POETRY_PYPROJECT: &str = r#"[tool.poetry]
+name = "demo"
+version = "0.1.0"
+
+[tool.poetry.dependencies]
+python = "^3.11"
+beta = "*"
+cext = ">=1.0"
+tools = "*"
+datapkg = { version = "*", optional = true }
+
+[tool.poetry.extras]
+plot = ["datapkg"]
+
+[tool.poetry.group.dev.dependencies]
+zeta-util = "*"
+gamma = "0.3.0"
+"#;
+
+/// A Pipfile.lock: zeta-util and gamma in `develop`, the rest in `default`.
+fn pipfile_lock(pins: &[(String, String, String)]) -> String {
+    let entry = |(name, version, sha): &(String, String, String)| {
+        (
+            name.clone(),
+            serde_json::json!({"hashes": [format!("sha256:{sha}")], "version": format!("=={version}"), "index": "pypi"}),
+        )
+    };
+    let dev = ["zeta-util", "gamma"];
+    let default: serde_json::Map<String, Value> = pins
+        .iter()
+        .filter(|p| !dev.contains(&p.0.as_str()))
+        .map(entry)
+        .collect();
+    let develop: serde_json::Map<String, Value> = pins
+        .iter()
+        .filter(|p| dev.contains(&p.0.as_str()))
+        .map(entry)
+        .collect();
+    serde_json::to_string_pretty(&serde_json::json!({
+        "_meta": {"hash": {"sha256": "0"}, "pipfile-spec": 6, "requires": {}, "sources": []},
+        "default": default,
+        "develop": develop,
+    }))
+    .unwrap()
+}
+
+#[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
+fn poetry_lock_and_pipfile_lock_give_the_same_lock_and_image() {
+    let world = World::new();
+    let dir = project(&world);
+    let from_pyproject = build(&world, &dir.join("pyproject.toml"), &[]);
+    let pylock = dir.join("pylock.toml");
+    let mut lock_cmd = world.command(&["lock", "-r"]);
+    lock_cmd
+        .arg(&dir)
+        .args([
+            "--extra",
+            "plot",
+            "--group",
+            "dev",
+            "--base",
+            &base_ref(),
+            "-f",
+        ])
+        .arg(&world.wheels)
+        .args(["--no-index", "-o"])
+        .arg(&pylock);
+    run(&mut lock_cmd);
+    let pins = pins(&fs::read_to_string(&pylock).unwrap());
+    assert_eq!(pins.len(), MODULES.len(), "{pins:?}");
+
+    let poetry = world.dir.path().join("poetry");
+    fs::create_dir_all(&poetry).unwrap();
+    fs::write(poetry.join("pyproject.toml"), POETRY_PYPROJECT).unwrap();
+    fs::write(poetry.join("poetry.lock"), poetry_lock(&pins)).unwrap();
+    // `-r DIR` takes poetry.lock before pyproject.toml.
+    let from_poetry = build(&world, &poetry, &[]);
+    assert_eq!(from_poetry["lock_digest"], from_pyproject["lock_digest"]);
+    assert_eq!(from_poetry["digest"], from_pyproject["digest"]);
+
+    let pipenv = world.dir.path().join("pipenv");
+    fs::create_dir_all(&pipenv).unwrap();
+    fs::write(pipenv.join("Pipfile.lock"), pipfile_lock(&pins)).unwrap();
+    let from_pipfile = world.build_ok(&pipenv.join("Pipfile.lock"), &["--group", "dev"]);
+    assert_eq!(from_pipfile["lock_digest"], from_pyproject["lock_digest"]);
+    assert_eq!(from_pipfile["digest"], from_pyproject["digest"]);
+
+    // Without the group and the extra: fewer packages, another lock.
+    let smaller = world.build_ok(&poetry.join("poetry.lock"), &[]);
+    assert_ne!(smaller["lock_digest"], from_pyproject["lock_digest"]);
+
+    let bundle = world.dir.path().join("bundle");
+    umoci_unpack(&world.oci(), from_poetry["tag"].as_str().unwrap(), &bundle);
+    let script = format!(
+        "import importlib\nfor name in {MODULES:?}: importlib.import_module(name)\nprint('ok')"
+    );
+    let (code, stdout, stderr) = runc_run(&bundle, &["python", "-c", &script]);
+    assert_eq!(code, 0, "python in the image failed: {stderr}");
+    assert_eq!(stdout.trim(), "ok");
+}

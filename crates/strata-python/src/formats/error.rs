@@ -94,6 +94,8 @@ fn list_or_none(known: &[String]) -> String {
 pub const PROJECT_FILES: &[&str] = &[
     "pylock.toml",
     "uv.lock",
+    "poetry.lock",
+    "Pipfile.lock",
     "pyproject.toml",
     "requirements.txt",
     "environment.yml",

@@ -1,7 +1,9 @@
 //! Every file a project writes its environment down in, read into one of two things:
 //! requirements to resolve (a [`RequirementsFile`], from `requirements*.txt`,
-//! `pyproject.toml` or `environment.yml`) or wheels pinned already (a [`PinnedSet`], from
-//! `pylock.toml` or `uv.lock`), installed as they are without resolving again.
+//! `pyproject.toml` or `environment.yml`; poetry.lock and Pipfile.lock as requirements that
+//! pin every package by hash, located without resolving) or wheels pinned already (a
+//! [`PinnedSet`], from `pylock.toml` or `uv.lock`), installed as they are without resolving
+//! again.
 //!
 //! A file is recognised by its name, else by its content; `-r DIR` takes the first of
 //! [`PROJECT_FILES`] the directory has.
@@ -9,6 +11,9 @@
 mod condayml;
 mod error;
 mod pinned;
+mod pins;
+mod pipfile;
+mod poetry;
 mod pylock;
 mod pyproject;
 mod uvlock;
@@ -45,6 +50,8 @@ pub enum Format {
     Pyproject,
     Pylock,
     UvLock,
+    PoetryLock,
+    PipfileLock,
     CondaEnvironment,
 }
 
@@ -118,6 +125,8 @@ pub fn format_of(path: &Path, text: &str) -> Format {
         "pyproject.toml" => return Format::Pyproject,
         "uv.lock" => return Format::UvLock,
         "pylock.toml" => return Format::Pylock,
+        "poetry.lock" => return Format::PoetryLock,
+        "pipfile.lock" => return Format::PipfileLock,
         _ => {}
     }
     // PEP 751 names: `pylock.<name>.toml`.
@@ -134,12 +143,20 @@ pub fn format_of(path: &Path, text: &str) -> Format {
 }
 
 fn format_of_content(text: &str) -> Format {
+    if let Ok(serde_json::Value::Object(doc)) = serde_json::from_str(text) {
+        if doc.contains_key("_meta") {
+            return Format::PipfileLock;
+        }
+    }
     if let Ok(doc) = text.parse::<toml::Table>() {
         if doc.contains_key("lock-version") {
             return Format::Pylock;
         }
         if doc.contains_key("package") && doc.contains_key("version") {
             return Format::UvLock;
+        }
+        if doc.contains_key("package") && doc.contains_key("metadata") {
+            return Format::PoetryLock;
         }
         if doc.contains_key("project") || doc.contains_key("dependency-groups") {
             return Format::Pyproject;
@@ -188,6 +205,8 @@ pub fn read_env(path: &Path, selection: &Selection) -> Result<EnvFile, FormatErr
         }
         Format::Pyproject => pyproject::read(&path, &text, selection),
         Format::UvLock => uvlock::read(&path, &text, selection).map(EnvFile::Pinned),
+        Format::PoetryLock => poetry::read(&path, &text, selection),
+        Format::PipfileLock => pipfile::read(&path, &text, selection),
         Format::Pylock => {
             if !selection.is_empty() {
                 return not_applicable(
