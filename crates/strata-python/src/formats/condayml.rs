@@ -98,7 +98,7 @@ fn scalar(value: &Yaml) -> Option<String> {
 fn conda_spec(spec: &str) -> (String, Option<String>) {
     let spec = spec.rsplit("::").next().unwrap_or(spec).trim();
     let end = spec
-        .find(|c: char| matches!(c, '=' | '<' | '>' | '!' | '~' | ' '))
+        .find(['=', '<', '>', '!', '~', ' '])
         .unwrap_or(spec.len());
     let name = spec[..end].trim().to_ascii_lowercase();
     let version = spec[end..].trim();

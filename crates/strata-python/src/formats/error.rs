@@ -31,8 +31,9 @@ pub enum FormatError {
     Requirement {
         file: PathBuf,
         key: String,
+        /// Boxed: the largest cause, and every `Result` of this module would pay for it.
         #[source]
-        source: InvalidRequirement,
+        source: Box<InvalidRequirement>,
     },
     #[error("{}: no {kind} {name:?} (the file has: {})", file.display(), list_or_none(known))]
     UnknownSelection {

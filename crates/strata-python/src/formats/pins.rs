@@ -44,7 +44,7 @@ pub(super) fn requirements(
             text.parse().map_err(|source| FormatError::Requirement {
                 file: file.to_path_buf(),
                 key: pin.key.clone(),
-                source,
+                source: Box::new(source),
             })?;
         for hash in pin
             .hashes

@@ -326,7 +326,7 @@ fn pep508_edge(file: &Path, key: &str, text: &str) -> Result<Edge, FormatError> 
     let requirement: Requirement = text.parse().map_err(|source| FormatError::Requirement {
         file: file.to_path_buf(),
         key: key.to_string(),
-        source,
+        source: Box::new(source),
     })?;
     Ok(Edge {
         name: requirement.name,

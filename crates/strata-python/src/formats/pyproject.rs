@@ -113,7 +113,7 @@ fn requirement(file: &Path, key: &str, text: &str) -> Result<Requirement, Format
     text.parse().map_err(|source| FormatError::Requirement {
         file: file.to_path_buf(),
         key: key.to_string(),
-        source,
+        source: Box::new(source),
     })
 }
 
