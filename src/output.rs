@@ -39,6 +39,7 @@ impl Failure {
             | BuildError::Resolve(_)
             | BuildError::Fetch(_)
             | BuildError::PinnedHash { .. }
+            | BuildError::UnpinnedDependency { .. }
             | BuildError::Install { .. }
             | BuildError::Config(_)
             | BuildError::NotAnImage { .. } => EXIT_BAD_INPUT,

@@ -295,6 +295,20 @@ fn bad_project_files_are_refused_by_name_and_leave_the_store_alone() {
         stderr(&out)
     );
 
+    // A hash-pinned file that forgets a dependency (beta needs alpha): refused, as pip's
+    // hash-checking mode refuses it, instead of an environment without alpha.
+    let beta = fs::read(world.wheels.join("beta-2.0.0-py3-none-any.whl")).unwrap();
+    let forgetful = bad.join("requirements.txt");
+    fs::write(&forgetful, format!("beta==2.0.0 --hash=sha256:{}\n", sha256_hex(&beta))).unwrap();
+    let out = world.build(&forgetful, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("requirements.txt: every package is pinned with --hash, but the pins need alpha==1.1.0, which the file does not pin"),
+        "{}",
+        stderr(&out)
+    );
+    fs::remove_file(&forgetful).unwrap();
+
     // A lock whose wheel is not the one it pins: refused at fetch, nothing stored.
     let wheel = world.wheels.join("alpha-1.1.0-py3-none-any.whl");
     let tampered = format!(

@@ -194,7 +194,7 @@ fn build_with(
         Some(lock) => lock,
         None => {
             progress.stage("resolving");
-            resolve(home, &env, &credentials)?
+            resolve(home, &env, &credentials, &options.requirements)?
         }
     };
     let lock_digest = lock.digest().0;
@@ -339,24 +339,49 @@ fn layer_budget(limit: usize, base_layers: usize) -> Result<usize, BuildError> {
     }
 }
 
-/// The lock of a spec that is not a lock file: resolved by uv, or, for requirements that
-/// pin every package with hashes, only located (no resolution).
-fn resolve(home: &Home, env: &EnvSpec, credentials: &IndexCredentials) -> Result<Lock, BuildError> {
-    let requirements = env.requirements_txt();
-    let lock = if env.pins_every_package() {
-        home.resolver
-            .locate_pins(&requirements, &env.sources, &env.target, credentials)?
-    } else {
-        home.resolver.resolve(
-            &requirements,
-            &env.constraints_txt(),
-            &env.sources,
-            &env.target,
-            credentials,
-        )?
-    };
+/// The lock of a spec that is not a lock file, resolved by uv. Requirements that pin every
+/// package with `==` and `--hash` (pip's hash-checking mode; what poetry.lock and
+/// Pipfile.lock become) leave uv no choice; the lock must then hold nothing they do not pin.
+fn resolve(
+    home: &Home,
+    env: &EnvSpec,
+    credentials: &IndexCredentials,
+    file: &std::path::Path,
+) -> Result<Lock, BuildError> {
+    let lock = home.resolver.resolve(
+        &env.requirements_txt(),
+        &env.constraints_txt(),
+        &env.sources,
+        &env.target,
+        credentials,
+    )?;
+    if env.pins_every_package() {
+        check_every_package_pinned(env, &lock, file)?;
+    }
     check_pinned_hashes(env, &lock)?;
     Ok(lock)
+}
+
+/// A package of the lock that a hash-pinned file does not pin is a dependency the file
+/// forgot: refused as pip's hash-checking mode refuses it, rather than installed unpinned.
+fn check_every_package_pinned(
+    env: &EnvSpec,
+    lock: &Lock,
+    file: &std::path::Path,
+) -> Result<(), BuildError> {
+    let missing: Vec<String> = lock
+        .wheels
+        .iter()
+        .filter(|w| !env.requirements.iter().any(|r| r.name == w.name))
+        .map(|w| format!("{}=={}", w.name, w.version))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(BuildError::UnpinnedDependency {
+        file: file.to_path_buf(),
+        packages: missing.join(", "),
+    })
 }
 
 /// The lock `options` name: the lock file's own, or the requirements resolved (for
@@ -368,7 +393,7 @@ pub fn lock_env(home: &Home, options: &BuildOptions) -> Result<Lock, BuildError>
     }
     let files = CredentialFiles::from_env();
     let credentials = credentials::for_spec(prepared.credentials, &prepared.env, &files);
-    resolve(home, &prepared.env, &credentials)
+    resolve(home, &prepared.env, &credentials, &options.requirements)
 }
 
 /// The canonical spec of what `options` ask for, and the base image it names.

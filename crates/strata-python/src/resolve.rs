@@ -125,44 +125,6 @@ impl Resolver {
         target: &Target,
         credentials: &IndexCredentials,
     ) -> Result<Lock, ResolveError> {
-        let input = UvInput {
-            requirements_txt,
-            constraints_txt,
-            no_deps: false,
-        };
-        self.run(&input, sources, target, credentials)
-    }
-
-    /// Locates the wheels of requirements that pin every package (`name==version` with
-    /// `--hash`, as pip's hash-checking mode demands) without resolving: uv only finds each
-    /// pinned version's wheels (`--no-deps`), the dependencies are the file's own lines.
-    pub fn locate_pins(
-        &self,
-        requirements_txt: &str,
-        sources: &Sources,
-        target: &Target,
-        credentials: &IndexCredentials,
-    ) -> Result<Lock, ResolveError> {
-        let input = UvInput {
-            requirements_txt,
-            constraints_txt: "",
-            no_deps: true,
-        };
-        self.run(&input, sources, target, credentials)
-    }
-
-    fn run(
-        &self,
-        input: &UvInput,
-        sources: &Sources,
-        target: &Target,
-        credentials: &IndexCredentials,
-    ) -> Result<Lock, ResolveError> {
-        let UvInput {
-            requirements_txt,
-            constraints_txt,
-            no_deps,
-        } = *input;
         let work = tempfile::tempdir().map_err(io_err("create a temporary directory"))?;
         let netrc = PrivateNetrc::write(credentials)?;
         std::fs::write(work.path().join("requirements.txt"), requirements_txt)
@@ -172,10 +134,7 @@ impl Resolver {
             std::fs::write(work.path().join("constraints.txt"), constraints_txt)
                 .map_err(io_err("write constraints.txt"))?;
         }
-        let mut args = self.uv_args(sources, target, has_constraints);
-        if no_deps {
-            args.push("--no-deps".into());
-        }
+        let args = self.uv_args(sources, target, has_constraints);
         tracing::debug!(uv = %self.uv.display(), ?args, "resolving");
         let mut command = Command::new(&self.uv);
         command
@@ -250,13 +209,6 @@ impl Resolver {
         }
         args
     }
-}
-
-/// What uv is asked to lock.
-struct UvInput<'a> {
-    requirements_txt: &'a str,
-    constraints_txt: &'a str,
-    no_deps: bool,
 }
 
 /// The netrc file uv reads credentials from (uv honours `NETRC`): mode 0600 in a directory
