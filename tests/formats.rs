@@ -198,6 +198,17 @@ fn a_lock_file_is_installed_without_uv() {
         "{packages:?}"
     );
 
+    // Another selection of the same uv.lock is another lock, so another spec: never a hit
+    // on the first.
+    let mut cmd = world.build_command(&dir.join("uv.lock"), &base_ref(), &[]);
+    cmd.env("STRATA_UV", world.dir.path().join("no-uv-here"));
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let without_dev: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(without_dev["cache"], "miss");
+    assert_ne!(without_dev["spec_digest"], built["spec_digest"]);
+    assert_ne!(without_dev["lock_digest"], built["lock_digest"]);
+
     // And a requirements file does need uv: the same setting fails it.
     let plain = world.dir.path().join("plain.txt");
     fs::write(&plain, "alpha\n").unwrap();
@@ -299,7 +310,11 @@ fn bad_project_files_are_refused_by_name_and_leave_the_store_alone() {
     // hash-checking mode refuses it, instead of an environment without alpha.
     let beta = fs::read(world.wheels.join("beta-2.0.0-py3-none-any.whl")).unwrap();
     let forgetful = bad.join("requirements.txt");
-    fs::write(&forgetful, format!("beta==2.0.0 --hash=sha256:{}\n", sha256_hex(&beta))).unwrap();
+    fs::write(
+        &forgetful,
+        format!("beta==2.0.0 --hash=sha256:{}\n", sha256_hex(&beta)),
+    )
+    .unwrap();
     let out = world.build(&forgetful, &[]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
