@@ -45,7 +45,7 @@ pub struct EnvArgs {
     /// Do not use any package index (only --find-links).
     #[arg(long)]
     pub no_index: bool,
-    /// The environment's name (retention keeps the newest per name); default: the file stem.
+    /// The environment's name (retention keeps the newest per name); default: the file stem, or the project directory's name.
     #[arg(long)]
     pub name: Option<String>,
     /// Most layers in the image, base included; past it the least shared wheels share a layer.

@@ -56,13 +56,31 @@ pub struct BuildOptions {
 }
 
 impl BuildOptions {
+    /// The `--name`, else the file's stem; for a project directory, or a file whose name only
+    /// says its format (`pyproject.toml`, `uv.lock`, ...), the project directory's name.
     pub fn env_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| {
-            self.requirements
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        let path = std::path::absolute(&self.requirements).unwrap_or_default();
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        let generic = [
+            "pyproject",
+            "uv",
+            "pylock",
+            "poetry",
+            "Pipfile",
+            "environment",
+        ];
+        let project = match stem.as_deref() {
+            Some(s) if !self.requirements.is_dir() && !generic.contains(&s) => return s.into(),
+            _ if self.requirements.is_dir() => Some(path.as_path()),
+            _ => path.parent(),
+        };
+        project
+            .and_then(|p| p.file_name())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -904,6 +922,37 @@ fn report_layers(manifest: &Manifest, reused: &[bool]) -> Vec<LayerReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_environment_is_named_for_its_file_or_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = dir.path().join("forecast");
+        std::fs::create_dir_all(&project).unwrap();
+        let name = |requirements: PathBuf| {
+            BuildOptions {
+                requirements,
+                selection: Selection::default(),
+                base: BaseRef::Registry("r/base:1".into()),
+                python: None,
+                platform: "linux/amd64".parse().unwrap(),
+                find_links: Vec::new(),
+                no_index: false,
+                jobs: 1,
+                name: None,
+                layer_limit: 10,
+                compression: LayerCompression::Gzip,
+                registry_cache: RegistryCache::default(),
+            }
+            .env_name()
+        };
+        assert_eq!(
+            name(project.join("requirements-gpu.txt")),
+            "requirements-gpu"
+        );
+        assert_eq!(name(project.join("uv.lock")), "forecast");
+        assert_eq!(name(project.join("pyproject.toml")), "forecast");
+        assert_eq!(name(project.clone()), "forecast");
+    }
 
     #[test]
     fn a_layer_limit_without_room_for_packages_is_a_bad_option() {
