@@ -243,3 +243,26 @@ fn pyproject_selections_and_groups() {
         "{err}"
     );
 }
+
+#[test]
+fn uv_lock_wheel_paths_are_relative_to_a_local_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("wheels")).unwrap();
+    fs::write(
+        dir.path().join("wheels/alpha-1.0-py3-none-any.whl"),
+        b"alpha",
+    )
+    .unwrap();
+    fs::create_dir_all(dir.path().join("proj")).unwrap();
+    let text = "version = 1\n[[package]]\nname = \"d\"\nversion = \"0\"\nsource = { virtual = \".\" }\ndependencies = [{ name = \"alpha\" }]\n\n[[package]]\nname = \"alpha\"\nversion = \"1.0\"\nsource = { registry = \"../wheels\" }\nwheels = [{ path = \"alpha-1.0-py3-none-any.whl\" }]\n";
+    let set = pinned(
+        &dir.path().join("proj/uv.lock"),
+        text,
+        &Selection::default(),
+    );
+    let lock = set.lock_for(&target("linux/amd64")).unwrap();
+    let expected =
+        url::Url::from_file_path(dir.path().join("wheels/alpha-1.0-py3-none-any.whl")).unwrap();
+    assert_eq!(lock.wheels[0].url, expected.as_str());
+    assert_eq!(lock.wheels[0].sha256, strata_oci::Digest::of(b"alpha"));
+}

@@ -237,10 +237,23 @@ fn pinned(
         .version
         .clone()
         .ok_or_else(|| bad("no version".into()))?;
+    // A wheel's `path` is relative to its registry when that is a local directory (a
+    // find-links directory: `source = { registry = "../wheels" }`), itself relative to the lock.
+    let local_registry = package
+        .source
+        .get("registry")
+        .and_then(|r| r.as_str())
+        .filter(|r| !r.contains("://"));
+    let wheel_dir = match local_registry {
+        Some(registry) => dir.join(registry),
+        None => dir.to_path_buf(),
+    };
     let mut wheels = Vec::new();
     for wheel in &package.wheels {
-        let (location, from_url) = location(wheel.url.as_deref(), wheel.path.as_deref(), dir)
-            .ok_or_else(|| bad("a wheel has neither a url nor a path with a file name".into()))?;
+        let (location, from_url) =
+            location(wheel.url.as_deref(), wheel.path.as_deref(), &wheel_dir).ok_or_else(|| {
+                bad("a wheel has neither a url nor a path with a file name".into())
+            })?;
         let sha256 = match &wheel.hash {
             Some(hash) if hash.starts_with("sha256:") => Some(parse_sha256(hash).map_err(bad)?),
             Some(hash) => return Err(bad(format!("hash {hash:?} is not sha256"))),
