@@ -1,7 +1,7 @@
 //! Every file a project writes its environment down in, read into one of two things:
 //! requirements to resolve (a [`RequirementsFile`], from `requirements*.txt`,
 //! `pyproject.toml` or `environment.yml`; poetry.lock and Pipfile.lock as requirements that
-//! pin every package by hash, located without resolving) or wheels pinned already (a
+//! pin every package by hash, leaving uv nothing to choose) or wheels pinned already (a
 //! [`PinnedSet`], from `pylock.toml` or `uv.lock`), installed as they are without resolving
 //! again.
 //!

@@ -1,7 +1,7 @@
 //! Locks that name wheels by file name and hash only (poetry.lock, Pipfile.lock): turned
-//! into requirements that pin every package with `==` and `--hash`, which the build locates
-//! without resolving ([`crate::EnvSpec::pins_every_package`]), from the file's indexes and
-//! the command line's find-links.
+//! into requirements that pin every package with `==` and `--hash`, for which uv has
+//! nothing to choose ([`crate::EnvSpec::pins_every_package`]); the wheels are found in the
+//! file's indexes and the command line's find-links.
 
 use std::path::Path;
 

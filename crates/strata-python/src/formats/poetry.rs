@@ -2,8 +2,8 @@
 //! (`[project] dependencies` or `[tool.poetry.dependencies]`), the groups named by `--group`
 //! (`[tool.poetry.group.NAME.dependencies]`), the extras named by `--extra`, followed through
 //! the lock's `[package.dependencies]`. The lock names files and hashes only, so the result is
-//! requirements pinning every package by hash, located without resolving from the project's
-//! `[[tool.poetry.source]]` indexes (or the command line's find-links).
+//! requirements pinning every package by hash (uv has nothing to choose), found in the
+//! project's `[[tool.poetry.source]]` indexes (or the command line's find-links).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -422,7 +422,7 @@ fn poetry_python(text: &str) -> Option<String> {
 }
 
 /// The project's indexes: a `primary`/`default` source first, then `supplemental` ones
-/// (explicit sources serve only packages that name them; strata locates by hash, so they are
+/// (explicit sources serve only packages that name them; strata pins by hash, so they are
 /// extra indexes too). None: PyPI (or the command line's).
 fn indexes(sources: &[PoetrySource]) -> Vec<String> {
     let rank = |s: &PoetrySource| match s.priority.as_deref() {
