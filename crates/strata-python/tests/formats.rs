@@ -266,3 +266,23 @@ fn uv_lock_wheel_paths_are_relative_to_a_local_registry() {
     assert_eq!(lock.wheels[0].url, expected.as_str());
     assert_eq!(lock.wheels[0].sha256, strata_oci::Digest::of(b"alpha"));
 }
+
+#[test]
+fn a_pylock_for_other_environments_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("lock-version = \"1.0\"\nenvironments = [\"python_version == '3.11' and platform_machine == 'aarch64'\"]\n[[packages]]\nname = \"alpha\"\nversion = \"1.0\"\nwheels = [{{ url = \"https://files.example/alpha-1.0-py3-none-any.whl\", hashes = {{ sha256 = \"{SHA_A}\" }} }}]\n");
+    let set = pinned(
+        &dir.path().join("pylock.toml"),
+        &text,
+        &Selection::default(),
+    );
+    assert_eq!(
+        set.lock_for(&target("linux/arm64")).unwrap().packages(),
+        ["alpha==1.0"]
+    );
+    let err = set
+        .lock_for(&target("linux/amd64"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pylock.toml: environments: the lock is for python_version == '3.11' and platform_machine == 'aarch64', not the target (cp311 manylinux_2_28 x86_64)"), "{err}");
+}

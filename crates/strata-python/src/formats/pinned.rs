@@ -20,6 +20,8 @@ pub struct PinnedSet {
     /// The lock file, for errors and relative paths.
     pub origin: PathBuf,
     pub requires_python: Option<RequiresPython>,
+    /// PEP 751 `environments`: markers of which one must hold for the target (none: any).
+    pub environments: Vec<String>,
     pub packages: Vec<PinnedPackage>,
 }
 
@@ -57,6 +59,7 @@ impl PinnedSet {
             requires.check(target.python)?;
         }
         let env = target.marker_environment();
+        self.check_environments(&env, target)?;
         let mut wheels = Vec::new();
         for package in &self.packages {
             if let Some(marker) = &package.marker {
@@ -151,6 +154,36 @@ impl PinnedSet {
             )
         })?;
         Ok((url, sha256, Some(size)))
+    }
+
+    /// A lock made for other environments is refused rather than half installed.
+    fn check_environments(
+        &self,
+        env: &crate::MarkerEnvironment,
+        target: &Target,
+    ) -> Result<(), FormatError> {
+        if self.environments.is_empty() {
+            return Ok(());
+        }
+        for marker in &self.environments {
+            let holds = evaluate_marker(marker, env, &[]).map_err(|e| FormatError::Invalid {
+                file: self.origin.clone(),
+                key: "environments".into(),
+                message: format!("{marker:?}: {e}"),
+            })?;
+            if holds {
+                return Ok(());
+            }
+        }
+        Err(FormatError::Invalid {
+            file: self.origin.clone(),
+            key: "environments".into(),
+            message: format!(
+                "the lock is for {}, not the target ({}); lock again for it (`strata lock`)",
+                self.environments.join(" | "),
+                target.wheel_tags_summary()
+            ),
+        })
     }
 
     fn package_error(&self, package: &PackageName, message: String) -> FormatError {

@@ -17,6 +17,8 @@ struct Pylock {
     #[serde(rename = "requires-python")]
     requires_python: Option<String>,
     #[serde(default)]
+    environments: Vec<String>,
+    #[serde(default)]
     packages: Vec<Package>,
 }
 
@@ -73,6 +75,7 @@ pub(super) fn read(file: &Path, text: &str) -> Result<PinnedSet, FormatError> {
             file: file.to_path_buf(),
             specifier,
         }),
+        environments: doc.environments,
         packages,
     })
 }

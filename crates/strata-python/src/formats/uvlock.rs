@@ -104,6 +104,8 @@ pub(super) fn read(
             file: file.to_path_buf(),
             specifier,
         }),
+        // uv.lock's `resolution-markers` describe forks, not a restriction: none checked.
+        environments: Vec::new(),
         packages,
     })
 }
