@@ -26,6 +26,8 @@ pub enum Command {
     /// The requirement set of a script or project: its declared file, or its imports pinned
     /// to the active environment's versions.
     Detect(commands::detect::DetectArgs),
+    /// Resolve an environment file and write its PEP 751 lock (pylock.toml) to commit.
+    Lock(commands::lock::LockArgs),
     /// Say why a requirement set is or is not a cache hit.
     Explain(commands::explain::ExplainArgs),
     /// List the images of the local store with their sizes.
@@ -63,6 +65,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Build(args) => commands::build::run(args),
         Command::Detect(args) => commands::detect::run(args),
         Command::Explain(args) => commands::explain::run(args),
+        Command::Lock(args) => commands::lock::run(args),
         Command::Images(args) => commands::images::run_images(args),
         Command::Inspect(args) => commands::images::run_inspect(args),
         Command::Push(args) => commands::sync::run_push(args),

@@ -36,11 +36,13 @@ impl Failure {
         let error = error.into();
         let exit_code = match &error {
             BuildError::Spec(_)
+            | BuildError::Format(_)
             | BuildError::BadOption { .. }
             | BuildError::Base(_)
             | BuildError::Resolve(_)
             | BuildError::Fetch(_)
             | BuildError::PinnedHash { .. }
+            | BuildError::UnpinnedDependency { .. }
             | BuildError::Install { .. }
             | BuildError::Overlap { .. }
             | BuildError::Config(_)
@@ -159,6 +161,15 @@ impl Failure {
             error: Box::new(error),
             hint,
             exit_code,
+        }
+    }
+
+    /// A file the command writes (not the store) could not be written.
+    pub fn io(path: &std::path::Path, error: std::io::Error) -> Failure {
+        Failure {
+            error: format!("cannot write {}: {error}", path.display()).into(),
+            hint: None,
+            exit_code: EXIT_FAILURE,
         }
     }
 

@@ -54,6 +54,7 @@ fn a_sweep_racing_a_cache_hit_cannot_delete_the_image_it_returns() {
     let home = Home::open(&world.home).unwrap();
     let options = BuildOptions {
         requirements: requirements.clone(),
+        selection: Default::default(),
         base: base_ref().parse::<BaseRef>().unwrap(),
         python: None,
         platform: "linux/amd64".parse().unwrap(),

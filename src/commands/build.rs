@@ -17,9 +17,18 @@ use crate::progress::TerminalProgress;
 /// What names an environment: the same flags for `build` and `explain`.
 #[derive(Args)]
 pub struct EnvArgs {
-    /// The requirements file.
-    #[arg(short = 'r', long = "requirements", value_name = "FILE")]
+    /// The environment file: requirements*.txt, pyproject.toml, pylock.toml, uv.lock or
+    /// environment.yml (by name, else by content), or a project directory (its first of
+    /// pylock.toml, uv.lock, pyproject.toml, requirements.txt, environment.yml).
+    #[arg(short = 'r', long = "requirements", value_name = "FILE|DIR")]
     pub requirements: PathBuf,
+    /// An extra of pyproject.toml's [project.optional-dependencies] or uv.lock to install
+    /// (repeatable).
+    #[arg(long = "extra", value_name = "NAME")]
+    pub extras: Vec<String>,
+    /// A [dependency-groups] group of pyproject.toml or uv.lock to install (repeatable).
+    #[arg(long = "group", value_name = "NAME")]
+    pub groups: Vec<String>,
     /// Base image: oci:PATH[:TAG|@DIGEST] or REGISTRY/REPO[:TAG|@DIGEST]; default: `base`
     /// under `[build]` in strata.toml.
     #[arg(long, env = "STRATA_BASE", value_name = "REF")]
@@ -36,7 +45,7 @@ pub struct EnvArgs {
     /// Do not use any package index (only --find-links).
     #[arg(long)]
     pub no_index: bool,
-    /// The environment's name (retention keeps the newest per name); default: the file stem.
+    /// The environment's name (retention keeps the newest per name); default: the file stem, or the project directory's name.
     #[arg(long)]
     pub name: Option<String>,
     /// Most layers in the image, base included; past it the least shared wheels share a layer.
@@ -76,6 +85,10 @@ impl EnvArgs {
             jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         Ok(BuildOptions {
             requirements: self.requirements.clone(),
+            selection: strata_python::Selection {
+                extras: self.extras.clone(),
+                groups: self.groups.clone(),
+            },
             base,
             python,
             platform: self.platform,

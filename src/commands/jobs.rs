@@ -25,14 +25,21 @@ pub struct SubmitArgs {
     pub tier: String,
     #[arg(long)]
     pub priority: Option<i64>,
-    /// The job's environment: a requirements file (built once per spec)…
+    /// The job's environment: an environment file or project directory, as for `strata
+    /// build -r` (built once per spec)…
     #[arg(
         short = 'r',
         long = "requirements",
-        value_name = "FILE",
+        value_name = "FILE|DIR",
         conflicts_with = "image"
     )]
     pub requirements: Option<PathBuf>,
+    /// An extra of the -r file to install (repeatable).
+    #[arg(long = "extra", value_name = "NAME", requires = "requirements")]
+    pub extras: Vec<String>,
+    /// A dependency group of the -r file to install (repeatable).
+    #[arg(long = "group", value_name = "NAME", requires = "requirements")]
+    pub groups: Vec<String>,
     /// …or an image of the local store (tag, digest or environment name).
     #[arg(long, value_name = "REF")]
     pub image: Option<String>,
@@ -287,6 +294,8 @@ fn requirements_environment(
             find_links: defaults.find_links_or(&args.find_links),
             no_index: args.no_index || defaults.no_index,
             name: args.name.clone().or_else(|| project_name(&args.code)),
+            extras: args.extras.clone(),
+            groups: args.groups.clone(),
         },
     })
 }

@@ -6,6 +6,7 @@ pub mod explain;
 pub mod gc;
 pub mod images;
 pub mod jobs;
+pub mod lock;
 pub mod sync;
 pub mod verify;
 

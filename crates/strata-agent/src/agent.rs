@@ -854,6 +854,10 @@ pub fn build_options(
         .map_err(OptionsError::Platform)?;
     Ok(BuildOptions {
         requirements: path.to_path_buf(),
+        selection: strata_python::Selection {
+            extras: options.extras.clone(),
+            groups: options.groups.clone(),
+        },
         base,
         python,
         platform,

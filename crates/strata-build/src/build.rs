@@ -26,13 +26,19 @@ use crate::remote_cache::{self, LocalRecord, Lookups, RegistryCache, RegistryIma
 use strata_install::LayerCompression;
 use strata_python::IndexCredentials;
 use strata_python::Lock;
-use strata_python::{normalise_find_links, parse_requirements_file, EnvSpec, Sources, SpecDigest};
+use strata_python::{
+    normalise_find_links, read_env, EnvFile, EnvSpec, Selection, Sources, SpecDigest,
+};
 use strata_python::{Platform, PythonVersion, Target};
 
 /// What the user asked to build.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
+    /// The environment file (requirements*.txt, pyproject.toml, pylock.toml, uv.lock,
+    /// environment.yml) or a project directory holding one.
     pub requirements: PathBuf,
+    /// The extras and dependency groups of a pyproject.toml or uv.lock to install.
+    pub selection: Selection,
     pub base: BaseRef,
     pub python: Option<PythonVersion>,
     pub platform: Platform,
@@ -56,13 +62,31 @@ pub struct BuildOptions {
 }
 
 impl BuildOptions {
+    /// The `--name`, else the file's stem; for a project directory, or a file whose name only
+    /// says its format (`pyproject.toml`, `uv.lock`, ...), the project directory's name.
     pub fn env_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| {
-            self.requirements
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        let path = std::path::absolute(&self.requirements).unwrap_or_default();
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        let generic = [
+            "pyproject",
+            "uv",
+            "pylock",
+            "poetry",
+            "Pipfile",
+            "environment",
+        ];
+        let project = match stem.as_deref() {
+            Some(s) if !self.requirements.is_dir() && !generic.contains(&s) => return s.into(),
+            _ if self.requirements.is_dir() => Some(path.as_path()),
+            _ => path.parent(),
+        };
+        project
+            .and_then(|p| p.file_name())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -161,8 +185,12 @@ fn build_with(
     lookups: &mut Lookups,
 ) -> Result<Built, BuildError> {
     progress.stage("reading requirements");
-    let (env, base, from_urls) = prepare_with_credentials(home, options)?;
-    let target = env.target;
+    let Prepared {
+        env,
+        base,
+        credentials: from_urls,
+        lock: pinned,
+    } = prepare_with_credentials(home, options)?;
     let spec_digest = spec_identity(&env, options.compression);
     // Checked first: a hit must not hide a limit that cannot be met.
     let budget = layer_budget(options.layer_limit, base.layers().len())?;
@@ -191,15 +219,13 @@ fn build_with(
     let lease = home.index.lease("build", LeaseOwner::current_process())?;
     let files = CredentialFiles::from_env();
     let mut credentials = credentials::for_spec(from_urls, &env, &files);
-    progress.stage("resolving");
-    let lock = home.resolver.resolve(
-        &env.requirements_txt(),
-        &env.constraints_txt(),
-        &env.sources,
-        &target,
-        &credentials,
-    )?;
-    check_pinned_hashes(&env, &lock)?;
+    let lock = match pinned {
+        Some(lock) => lock,
+        None => {
+            progress.stage("resolving");
+            resolve(home, &env, &credentials, &options.requirements)?
+        }
+    };
     let lock_digest = lock.digest().0;
     let hit = LockHitKey {
         spec: &spec_digest,
@@ -325,32 +351,125 @@ fn layer_budget(limit: usize, base_layers: usize) -> Result<usize, BuildError> {
     }
 }
 
-/// The canonical spec of what `options` ask for, and the base image it names.
-pub fn prepare(home: &Home, options: &BuildOptions) -> Result<(EnvSpec, BaseImage), BuildError> {
-    prepare_with_credentials(home, options).map(|(env, base, _)| (env, base))
+/// The lock of a spec that is not a lock file, resolved by uv. Requirements that pin every
+/// package with `==` and `--hash` (pip's hash-checking mode; what poetry.lock and
+/// Pipfile.lock become) leave uv no choice; the lock must then hold nothing they do not pin.
+fn resolve(
+    home: &Home,
+    env: &EnvSpec,
+    credentials: &IndexCredentials,
+    file: &std::path::Path,
+) -> Result<Lock, BuildError> {
+    let lock = home.resolver.resolve(
+        &env.requirements_txt(),
+        &env.constraints_txt(),
+        &env.sources,
+        &env.target,
+        credentials,
+    )?;
+    if env.pins_every_package() {
+        check_every_package_pinned(env, &lock, file)?;
+    }
+    check_pinned_hashes(env, &lock)?;
+    Ok(lock)
 }
 
-/// Like [`prepare`], with the credentials taken out of the URLs of the requirements (and the
-/// command line's `--find-links`): kept beside the spec, never in it.
-fn prepare_with_credentials(
-    home: &Home,
-    options: &BuildOptions,
-) -> Result<(EnvSpec, BaseImage, IndexCredentials), BuildError> {
-    let mut file = parse_requirements_file(&options.requirements)?;
-    add_cli_sources(&mut file.sources, &mut file.credentials, options)?;
-    let credentials = std::mem::take(&mut file.credentials);
+/// A package of the lock that a hash-pinned file does not pin is a dependency the file
+/// forgot: refused as pip's hash-checking mode refuses it, rather than installed unpinned.
+fn check_every_package_pinned(
+    env: &EnvSpec,
+    lock: &Lock,
+    file: &std::path::Path,
+) -> Result<(), BuildError> {
+    let missing: Vec<String> = lock
+        .wheels
+        .iter()
+        .filter(|w| !env.requirements.iter().any(|r| r.name == w.name))
+        .map(|w| format!("{}=={}", w.name, w.version))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(BuildError::UnpinnedDependency {
+        file: file.to_path_buf(),
+        packages: missing.join(", "),
+    })
+}
+
+/// The lock `options` name: the lock file's own, or the requirements resolved (for
+/// `strata lock`). Nothing is written to the store.
+pub fn lock_env(home: &Home, options: &BuildOptions) -> Result<Lock, BuildError> {
+    let prepared = prepare_with_credentials(home, options)?;
+    if let Some(lock) = prepared.lock {
+        return Ok(lock);
+    }
+    let files = CredentialFiles::from_env();
+    let credentials = credentials::for_spec(prepared.credentials, &prepared.env, &files);
+    resolve(home, &prepared.env, &credentials, &options.requirements)
+}
+
+/// The canonical spec of what `options` ask for, and the base image it names.
+pub fn prepare(home: &Home, options: &BuildOptions) -> Result<(EnvSpec, BaseImage), BuildError> {
+    prepare_with_credentials(home, options).map(|p| (p.env, p.base))
+}
+
+/// What a build starts from.
+struct Prepared {
+    env: EnvSpec,
+    base: BaseImage,
+    /// Taken out of the URLs of the requirements (and the command line's `--find-links`):
+    /// kept beside the spec, never in it.
+    credentials: IndexCredentials,
+    /// A lock file's lock for the target: installed as it is.
+    lock: Option<Lock>,
+}
+
+/// Like [`prepare`], with the credentials and a lock file's lock.
+fn prepare_with_credentials(home: &Home, options: &BuildOptions) -> Result<Prepared, BuildError> {
+    let input = read_env(&options.requirements, &options.selection)?;
     let base = open_base(home, &options.base, options.platform)?;
-    let python = options.python.or_else(|| base.declared_python());
+    let asked = match &input {
+        EnvFile::Requirements { python, .. } => *python,
+        EnvFile::Pinned(_) => None,
+    };
+    // The command line's Python, else the one the file asks for if the base has it (a base
+    // without it fails the file's own check below, naming the file), else the base's.
+    let asked = asked
+        .filter(|v| base.declared_python() == Some(*v) || base.find_interpreter(Some(*v)).is_ok());
+    let python = options.python.or(asked).or_else(|| base.declared_python());
     let python = match python {
         Some(v) => v,
         None => base.find_interpreter(None)?.version,
     };
     let target = Target::new(python, options.platform);
-    Ok((
-        EnvSpec::new(file, base.digest.clone(), target),
-        base,
-        credentials,
-    ))
+    match input {
+        EnvFile::Requirements {
+            mut file,
+            requires_python,
+            ..
+        } => {
+            if let Some(requires) = &requires_python {
+                requires.check(python)?;
+            }
+            add_cli_sources(&mut file.sources, &mut file.credentials, options)?;
+            let credentials = std::mem::take(&mut file.credentials);
+            Ok(Prepared {
+                env: EnvSpec::new(file, base.digest.clone(), target),
+                base,
+                credentials,
+                lock: None,
+            })
+        }
+        EnvFile::Pinned(set) => {
+            let lock = set.lock_for(&target)?;
+            Ok(Prepared {
+                env: EnvSpec::locked(&lock, base.digest.clone()),
+                base,
+                credentials: IndexCredentials::default(),
+                lock: Some(lock),
+            })
+        }
+    }
 }
 
 /// Why the spec `options` describe is, or is not, a cache hit.
@@ -802,6 +921,38 @@ fn report_layers(manifest: &Manifest, reused: &[bool]) -> Vec<LayerReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_environment_is_named_for_its_file_or_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = dir.path().join("forecast");
+        std::fs::create_dir_all(&project).unwrap();
+        let name = |requirements: PathBuf| {
+            BuildOptions {
+                requirements,
+                selection: Selection::default(),
+                base: BaseRef::Registry("r/base:1".into()),
+                python: None,
+                platform: "linux/amd64".parse().unwrap(),
+                find_links: Vec::new(),
+                no_index: false,
+                jobs: 1,
+                name: None,
+                layer_limit: 10,
+                compression: LayerCompression::Gzip,
+                registry_cache: RegistryCache::default(),
+                refresh: false,
+            }
+            .env_name()
+        };
+        assert_eq!(
+            name(project.join("requirements-gpu.txt")),
+            "requirements-gpu"
+        );
+        assert_eq!(name(project.join("uv.lock")), "forecast");
+        assert_eq!(name(project.join("pyproject.toml")), "forecast");
+        assert_eq!(name(project.clone()), "forecast");
+    }
 
     #[test]
     fn a_layer_limit_without_room_for_packages_is_a_bad_option() {

@@ -27,6 +27,8 @@ pub enum OptionError {
 pub enum BuildError {
     #[error(transparent)]
     Spec(#[from] SpecError),
+    #[error(transparent)]
+    Format(#[from] strata_python::FormatError),
     #[error("invalid option {option}: {reason}")]
     BadOption {
         option: String,
@@ -45,6 +47,11 @@ pub enum BuildError {
         wheel: String,
         expected: String,
         actual: String,
+    },
+    #[error("{}: every package is pinned with --hash, but the pins need {packages}, which the file does not pin; add them with their --hash (or lock again)", file.display())]
+    UnpinnedDependency {
+        file: std::path::PathBuf,
+        packages: String,
     },
     #[error("installing wheel {wheel} failed")]
     Install {
@@ -125,6 +132,9 @@ impl BuildError {
             | BuildError::Fetch(FetchError::Unauthorized { .. }) => Some(
                 "check the index credentials: the URL's user info (or ${VAR}), $NETRC or ~/.netrc, or the registry auth files",
             ),
+            BuildError::UnpinnedDependency { .. } => {
+                Some("a hash-pinned file must pin every package the environment needs")
+            }
             BuildError::PinnedHash { .. } => Some(
                 "the wheel is not the one the requirements pin: check its source, or update the --hash",
             ),

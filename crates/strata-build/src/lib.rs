@@ -21,7 +21,9 @@ mod verify;
 
 pub use base::{BaseError, BaseRef};
 pub use build::CacheOutcome;
-pub use build::{build, build_checked, explain, prepare, spec_identity, BuildOptions, Built};
+pub use build::{
+    build, build_checked, explain, lock_env, prepare, spec_identity, BuildOptions, Built,
+};
 pub use credentials::CredentialFiles;
 pub use defaults::{BuildDefaults, CacheDefaults};
 pub use error::BuildError;

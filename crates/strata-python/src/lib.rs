@@ -4,6 +4,7 @@
 
 mod credentials;
 mod fetch;
+mod formats;
 mod lock;
 mod name;
 mod resolve;
@@ -16,7 +17,11 @@ pub use credentials::{
     Secret,
 };
 pub use fetch::{FetchError, WheelCache};
-pub use lock::{Lock, LockError, LockedWheel};
+pub use formats::{
+    format_of, project_file, pylock_text, read_env, EnvFile, Format, FormatError, PinnedPackage,
+    PinnedSet, PinnedWheel, RequiresPython, Selection, WheelLocation, PROJECT_FILES,
+};
+pub use lock::{Lock, LockDigest, LockError, LockedWheel};
 pub use name::PackageName;
 pub use resolve::{ResolveError, Resolver};
 pub use spec::{

@@ -504,7 +504,7 @@ fn wheel_url(wheel: &PylockWheel) -> Result<String, WheelLocationError> {
         .map_err(|()| WheelLocationError::RelativePath { path: path.clone() })
 }
 
-fn without_userinfo(url: &str) -> String {
+pub(crate) fn without_userinfo(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(parsed) if parsed.username().is_empty() && parsed.password().is_none() => {
             url.to_string()

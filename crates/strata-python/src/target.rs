@@ -157,6 +157,28 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The PEP 508 marker values of CPython `X.Y` on Linux for this platform: what the
+    /// markers of a lock file are evaluated against. The patch level is unknown from the
+    /// target alone, so `python_full_version` is `X.Y.0`.
+    pub fn marker_environment(&self) -> crate::MarkerEnvironment {
+        let version = format!("{}.{}", self.python.major, self.python.minor);
+        crate::MarkerEnvironment {
+            implementation_name: "cpython".into(),
+            implementation_version: format!("{version}.0"),
+            os_name: "posix".into(),
+            platform_machine: self.platform.arch.wheel_name().into(),
+            platform_python_implementation: "CPython".into(),
+            platform_release: String::new(),
+            platform_system: "Linux".into(),
+            platform_version: String::new(),
+            python_full_version: format!("{version}.0"),
+            python_version: version,
+            sys_platform: "linux".into(),
+        }
+    }
+}
+
 /// One `(python, abi, platform)` wheel tag.
 pub type WheelTag = (String, String, String);
 

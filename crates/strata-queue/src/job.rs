@@ -210,6 +210,12 @@ pub struct EnvOptions {
     pub find_links: Vec<String>,
     pub no_index: bool,
     pub name: Option<String>,
+    /// `--extra` and `--group` of a pyproject.toml, uv.lock or poetry.lock (absent in jobs
+    /// stored before they existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extras: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// How a run ended, as the launcher saw it.

@@ -20,7 +20,36 @@ impl EnvSpec {
             sources: file.sources.canonical(),
             base,
             target,
+            lock: None,
         }
+    }
+
+    /// The spec of a lock file: its canonical lock (not the file's bytes, so any file
+    /// pinning the same wheels names the same environment).
+    pub fn locked(lock: &crate::lock::Lock, base: Digest) -> EnvSpec {
+        EnvSpec {
+            version: super::SPEC_VERSION,
+            requirements: Vec::new(),
+            constraints: Vec::new(),
+            sources: super::Sources::default(),
+            base,
+            target: lock.target,
+            lock: Some(lock.digest().0),
+        }
+    }
+
+    /// Whether every requirement pins one version with `==` and carries `--hash`es: a lock
+    /// written as a requirements file (pip's hash-checking mode needs every package so).
+    pub fn pins_every_package(&self) -> bool {
+        !self.requirements.is_empty()
+            && self.constraints.is_empty()
+            && self.requirements.iter().all(|r| {
+                r.url.is_none()
+                    && !r.hashes.is_empty()
+                    && r.specifier.starts_with("==")
+                    && !r.specifier.contains([',', '*'])
+                    && !r.specifier.starts_with("===")
+            })
     }
 
     /// Compact JSON of the spec: field order fixed by the struct, every list already sorted.

@@ -33,6 +33,7 @@ pub use requirements::{
 };
 pub use sources::{normalise_find_links, SourceError};
 pub use specifier::SpecifierError;
+pub(crate) use specifier::{clause_matches, parse_clauses};
 pub use version::{Version, VersionError};
 
 use crate::name::PackageName;
@@ -92,6 +93,11 @@ pub struct EnvSpec {
     /// The base image, always by digest (never a moving tag).
     pub base: Digest,
     pub target: Target,
+    /// For a lock file (pylock.toml, uv.lock): the digest of the canonical lock it gives
+    /// for the target, which is its whole meaning (requirements and sources are then empty).
+    /// Absent otherwise, so the specs of requirement files keep their digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<Digest>,
 }
 
 /// sha256 of an [`EnvSpec`]'s canonical serialisation.

@@ -1,0 +1,71 @@
+//! Locks that name wheels by file name and hash only (poetry.lock, Pipfile.lock): turned
+//! into requirements that pin every package with `==` and `--hash`, for which uv has
+//! nothing to choose ([`crate::EnvSpec::pins_every_package`]); the wheels are found in the
+//! file's indexes and the command line's find-links.
+
+use std::path::Path;
+
+use super::error::FormatError;
+use super::pinned::parse_sha256;
+use crate::spec::{parse_requirements_str, Requirement, RequirementsFile};
+
+/// One pinned package of such a lock.
+pub(super) struct Pin {
+    /// Where in the file, for errors (`default.alpha`, `package alpha`).
+    pub key: String,
+    pub name: String,
+    pub version: String,
+    pub marker: Option<String>,
+    /// `sha256:<hex>` or bare hex; other algorithms are skipped (sha256 is what strata checks).
+    pub hashes: Vec<String>,
+}
+
+/// The pins as requirements, with `indexes` (first the primary one) as the file's sources.
+pub(super) fn requirements(
+    file: &Path,
+    pins: Vec<Pin>,
+    indexes: &[String],
+) -> Result<RequirementsFile, FormatError> {
+    let options: String = indexes
+        .iter()
+        .enumerate()
+        .map(|(i, url)| match i {
+            0 => format!("--index-url {url}\n"),
+            _ => format!("--extra-index-url {url}\n"),
+        })
+        .collect();
+    let mut out = parse_requirements_str(&options, file)?;
+    for pin in pins {
+        let mut text = format!("{}=={}", pin.name, pin.version.trim_start_matches("=="));
+        if let Some(marker) = pin.marker.as_deref().filter(|m| !m.trim().is_empty()) {
+            text += &format!("; {marker}");
+        }
+        let mut requirement: Requirement =
+            text.parse().map_err(|source| FormatError::Requirement {
+                file: file.to_path_buf(),
+                key: pin.key.clone(),
+                source: Box::new(source),
+            })?;
+        for hash in pin
+            .hashes
+            .iter()
+            .filter(|h| !h.contains(':') || h.starts_with("sha256:"))
+        {
+            let digest = parse_sha256(hash).map_err(|message| FormatError::Package {
+                file: file.to_path_buf(),
+                package: pin.name.clone(),
+                message,
+            })?;
+            requirement.hashes.push(format!("sha256:{}", digest.hex()));
+        }
+        if requirement.hashes.is_empty() {
+            return Err(FormatError::Package {
+                file: file.to_path_buf(),
+                package: pin.name,
+                message: "the lock gives no sha256 hash for it; strata installs a lock's packages by hash: lock again with hashes".into(),
+            });
+        }
+        out.requirements.push(requirement);
+    }
+    Ok(out)
+}

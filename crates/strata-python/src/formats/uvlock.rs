@@ -1,0 +1,277 @@
+//! `uv.lock`: the project's dependencies (with the extras and groups asked for) followed
+//! through the lock's dependency graph, markers evaluated for the target at build time by
+//! [`PinnedSet::lock_for`]. The project itself (`source = { virtual | editable = "." }`) is
+//! not installed.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::error::FormatError;
+use super::pinned::{location, parse_sha256, PinnedPackage, PinnedSet, PinnedWheel};
+use super::{package_name, syntax, RequiresPython, Selection};
+use crate::name::PackageName;
+
+#[derive(Deserialize)]
+struct UvLock {
+    #[serde(rename = "requires-python")]
+    requires_python: Option<String>,
+    #[serde(default)]
+    package: Vec<Package>,
+}
+
+#[derive(Deserialize)]
+struct Package {
+    name: String,
+    version: Option<String>,
+    #[serde(default)]
+    source: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    dependencies: Vec<Dependency>,
+    #[serde(rename = "optional-dependencies", default)]
+    optional_dependencies: BTreeMap<String, Vec<Dependency>>,
+    #[serde(rename = "dev-dependencies", default)]
+    dev_dependencies: BTreeMap<String, Vec<Dependency>>,
+    #[serde(default)]
+    wheels: Vec<Wheel>,
+}
+
+#[derive(Deserialize, Clone)]
+struct Dependency {
+    name: String,
+    version: Option<String>,
+    #[serde(default)]
+    extra: Vec<String>,
+    marker: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Wheel {
+    url: Option<String>,
+    path: Option<String>,
+    filename: Option<String>,
+    hash: Option<String>,
+    size: Option<u64>,
+}
+
+impl Package {
+    /// The project the lock is for: a virtual or editable package at the lock's directory.
+    fn is_root(&self) -> bool {
+        ["virtual", "editable"].iter().any(|kind| {
+            self.source
+                .get(*kind)
+                .and_then(|v| v.as_str())
+                .is_some_and(|p| p == "." || p.is_empty())
+        })
+    }
+
+    /// A package strata cannot install from a wheel: built from local or VCS sources.
+    fn local_source(&self) -> Option<&str> {
+        ["virtual", "editable", "directory", "path", "git"]
+            .into_iter()
+            .find(|kind| self.source.contains_key(*kind) && self.wheels.is_empty())
+    }
+}
+
+pub(super) fn read(
+    file: &Path,
+    text: &str,
+    selection: &Selection,
+) -> Result<PinnedSet, FormatError> {
+    let doc: UvLock = toml::from_str(text).map_err(|e| syntax(file, e))?;
+    let roots: Vec<&Package> = doc.package.iter().filter(|p| p.is_root()).collect();
+    let [root] = roots.as_slice() else {
+        return Err(FormatError::Invalid {
+            file: file.to_path_buf(),
+            key: "[[package]]".into(),
+            message: format!(
+                "expected exactly one project (source = {{ virtual = \".\" }} or {{ editable = \".\" }}), found {}",
+                roots.len()
+            ),
+        });
+    };
+    let start = root_dependencies(file, root, selection)?;
+    let chosen = closure(file, &doc, start)?;
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let mut packages = Vec::new();
+    for (index, marker) in chosen {
+        packages.push(pinned(file, dir, &doc.package[index], marker)?);
+    }
+    Ok(PinnedSet {
+        origin: file.to_path_buf(),
+        requires_python: doc.requires_python.map(|specifier| RequiresPython {
+            file: file.to_path_buf(),
+            specifier,
+        }),
+        // uv.lock's `resolution-markers` describe forks, not a restriction: none checked.
+        environments: Vec::new(),
+        packages,
+    })
+}
+
+/// The root's dependencies, extras and groups asked for.
+fn root_dependencies(
+    file: &Path,
+    root: &Package,
+    selection: &Selection,
+) -> Result<Vec<Dependency>, FormatError> {
+    let mut out = root.dependencies.clone();
+    let pick = |kind: &'static str,
+                table: &BTreeMap<String, Vec<Dependency>>,
+                wanted: &[String],
+                out: &mut Vec<Dependency>| {
+        for name in wanted {
+            let key = package_name(
+                file,
+                &format!("--{}", kind.split(' ').next_back().unwrap_or(kind)),
+                name,
+            )?;
+            let found = table
+                .iter()
+                .find(|(k, _)| PackageName::new(k).is_ok_and(|k| k == key));
+            let Some((_, deps)) = found else {
+                return Err(FormatError::UnknownSelection {
+                    file: file.to_path_buf(),
+                    kind,
+                    name: name.clone(),
+                    known: table.keys().cloned().collect(),
+                });
+            };
+            out.extend(deps.iter().cloned());
+        }
+        Ok(())
+    };
+    pick(
+        "extra",
+        &root.optional_dependencies,
+        &selection.extras,
+        &mut out,
+    )?;
+    pick(
+        "dependency group",
+        &root.dev_dependencies,
+        &selection.groups,
+        &mut out,
+    )?;
+    Ok(out)
+}
+
+/// Every package reachable from `start`, by index into the lock, with the marker under which
+/// it is needed: `None` when some path needs it everywhere. Markers of a path are not
+/// combined: a package reached through a conditional dependency carries that dependency's
+/// marker (uv writes the full condition on each edge).
+fn closure(
+    file: &Path,
+    doc: &UvLock,
+    start: Vec<Dependency>,
+) -> Result<BTreeMap<usize, Option<String>>, FormatError> {
+    let mut chosen: BTreeMap<usize, Option<String>> = BTreeMap::new();
+    let mut seen_extras: BTreeSet<(usize, String)> = BTreeSet::new();
+    let mut queue: VecDeque<Dependency> = start.into();
+    while let Some(dep) = queue.pop_front() {
+        let index = find(file, doc, &dep)?;
+        let package = &doc.package[index];
+        let first = !chosen.contains_key(&index);
+        match chosen.get_mut(&index) {
+            Some(existing) => {
+                // Needed everywhere once any edge is unconditional.
+                if dep.marker.is_none() {
+                    *existing = None;
+                }
+            }
+            None => {
+                chosen.insert(index, dep.marker.clone());
+            }
+        }
+        if first {
+            queue.extend(package.dependencies.iter().cloned());
+        }
+        for extra in &dep.extra {
+            if seen_extras.insert((index, extra.clone())) {
+                if let Some(deps) = package.optional_dependencies.get(extra) {
+                    queue.extend(deps.iter().cloned());
+                }
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+/// The package a dependency names (by version too when the lock has several).
+fn find(file: &Path, doc: &UvLock, dep: &Dependency) -> Result<usize, FormatError> {
+    let name = package_name(file, "dependencies", &dep.name)?;
+    doc.package
+        .iter()
+        .position(|p| {
+            PackageName::new(&p.name).is_ok_and(|n| n == name)
+                && dep
+                    .version
+                    .as_ref()
+                    .is_none_or(|v| p.version.as_ref() == Some(v))
+        })
+        .ok_or_else(|| FormatError::Package {
+            file: file.to_path_buf(),
+            package: dep.name.clone(),
+            message: "is a dependency but has no [[package]] entry".into(),
+        })
+}
+
+fn pinned(
+    file: &Path,
+    dir: &Path,
+    package: &Package,
+    marker: Option<String>,
+) -> Result<PinnedPackage, FormatError> {
+    let name = package_name(file, "[[package]] name", &package.name)?;
+    let bad = |message: String| FormatError::Package {
+        file: file.to_path_buf(),
+        package: name.to_string(),
+        message,
+    };
+    if let Some(kind) = package.local_source() {
+        return Err(bad(format!("comes from a {kind} source and has no wheel; strata installs wheels only: build a wheel, publish it to an index or a find-links directory, and lock again")));
+    }
+    if package.wheels.is_empty() {
+        return Err(bad("the lock lists no wheel (only an sdist?); strata installs wheels only: build a wheel for it and lock again".into()));
+    }
+    let version = package
+        .version
+        .clone()
+        .ok_or_else(|| bad("no version".into()))?;
+    // A wheel's `path` is relative to its registry when that is a local directory (a
+    // find-links directory: `source = { registry = "../wheels" }`), itself relative to the lock.
+    let local_registry = package
+        .source
+        .get("registry")
+        .and_then(|r| r.as_str())
+        .filter(|r| !r.contains("://"));
+    let wheel_dir = match local_registry {
+        Some(registry) => dir.join(registry),
+        None => dir.to_path_buf(),
+    };
+    let mut wheels = Vec::new();
+    for wheel in &package.wheels {
+        let (location, from_url) =
+            location(wheel.url.as_deref(), wheel.path.as_deref(), &wheel_dir).ok_or_else(|| {
+                bad("a wheel has neither a url nor a path with a file name".into())
+            })?;
+        let sha256 = match &wheel.hash {
+            Some(hash) if hash.starts_with("sha256:") => Some(parse_sha256(hash).map_err(bad)?),
+            Some(hash) => return Err(bad(format!("hash {hash:?} is not sha256"))),
+            None => None,
+        };
+        wheels.push(PinnedWheel {
+            filename: wheel.filename.clone().unwrap_or(from_url),
+            location,
+            sha256,
+            size: wheel.size,
+        });
+    }
+    Ok(PinnedPackage {
+        name,
+        version,
+        marker,
+        wheels,
+    })
+}
