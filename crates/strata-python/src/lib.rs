@@ -7,6 +7,7 @@ mod fetch;
 mod lock;
 mod name;
 mod resolve;
+mod sdist;
 mod spec;
 mod target;
 mod wheel_name;
@@ -19,6 +20,7 @@ pub use fetch::{FetchError, WheelCache};
 pub use lock::{Lock, LockedWheel};
 pub use name::PackageName;
 pub use resolve::{ResolveError, Resolver};
+pub use sdist::{BuildError as SourceBuildError, BuiltFrom, SourcePackage};
 pub use spec::{
     evaluate_marker, normalise_find_links, parse_requirements_file, parse_requirements_str,
     parse_requirements_with_vars, DirectUrlError, EnvSpec, HashError, InvalidRequirement,

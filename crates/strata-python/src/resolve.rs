@@ -14,6 +14,8 @@ use serde::Deserialize;
 use strata_oci::Digest;
 
 use crate::credentials::{redact_userinfo, take_userinfo, IndexCredentials};
+use crate::fetch::WheelCache;
+use crate::sdist::{BuildError, Builder, SourcePackage};
 use crate::lock::{Lock, LockedWheel};
 use crate::name::PackageName;
 use crate::spec::Sources;
@@ -27,6 +29,9 @@ pub struct Resolver {
     pub uv: PathBuf,
     /// uv's own cache (`--cache-dir`).
     pub cache_dir: PathBuf,
+    /// The wheel cache's root, where wheels built from sdists and project directories go.
+    /// Without it strata installs wheels only and a package without one is an error.
+    pub build_cache: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +53,9 @@ pub enum ResolveError {
     Unauthorized { detail: String },
     #[error("uv failed: {stderr}")]
     Uv { stderr: String },
+    /// A package without a wheel whose source could not become one for the target.
+    #[error(transparent)]
+    Build(#[from] BuildError),
     #[error("could not {action}: {source}")]
     Io {
         action: &'static str,
@@ -111,7 +119,18 @@ impl Resolver {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("uv"));
-        Resolver { uv, cache_dir }
+        Resolver {
+            uv,
+            cache_dir,
+            build_cache: None,
+        }
+    }
+
+    /// Builds wheels from source when a package has none, keeping them in the wheel cache at
+    /// `root` (see [`crate::sdist`]).
+    pub fn building_into(mut self, root: PathBuf) -> Resolver {
+        self.build_cache = Some(root);
+        self
     }
 
     /// Resolves `requirements_txt` (and `constraints_txt`, if not empty) for `target`.
@@ -134,15 +153,65 @@ impl Resolver {
             std::fs::write(work.path().join("constraints.txt"), constraints_txt)
                 .map_err(io_err("write constraints.txt"))?;
         }
-        let args = self.uv_args(sources, target, has_constraints);
+        let compile = |binary_only| {
+            let args = self.uv_args(sources, target, has_constraints, binary_only);
+            self.compile(work.path(), &args, netrc.as_ref(), target)
+        };
+        // Wheels only first, as always: a set that resolves to wheels resolves as it did. Only
+        // when a package has none is it resolved again with sdists allowed, to build those.
+        let pylock = match compile(true) {
+            Err(first @ ResolveError::NoWheel { .. }) if self.build_cache.is_some() => {
+                compile(false).map_err(|second| match second {
+                    ResolveError::NoWheel { .. } => first,
+                    other => other,
+                })?
+            }
+            other => other?,
+        };
+        let (mut wheels, sources_to_build) = plan_from_pylock(&pylock, target)?;
+        if sources_to_build.is_empty() {
+            return Ok(Lock::new(*target, wheels));
+        }
+        let Some(build_cache) = &self.build_cache else {
+            return Err(no_wheel(&sources_to_build[0], target));
+        };
+        let cache = WheelCache::new(build_cache.clone());
+        let source_args = source_args(sources);
+        let uv_cache = PathBuf::from(absolute(&self.cache_dir.to_string_lossy()));
+        let netrc_path = netrc.as_ref().map(|n| n.path());
+        let builder = Builder {
+            uv: &self.uv,
+            uv_cache: &uv_cache,
+            source_args: &source_args,
+            netrc: netrc_path.as_deref(),
+            env_removed: UV_ENV_OVERRIDES,
+            wheels: &cache,
+            credentials,
+            target,
+        };
+        for package in &sources_to_build {
+            wheels.push(builder.wheel_for(package)?);
+        }
+        drop(netrc);
+        Ok(Lock::new(*target, wheels))
+    }
+
+    /// Runs `uv pip compile` in `work` and returns the pylock.toml it wrote.
+    fn compile(
+        &self,
+        work: &Path,
+        args: &[String],
+        netrc: Option<&PrivateNetrc>,
+        target: &Target,
+    ) -> Result<String, ResolveError> {
         tracing::debug!(uv = %self.uv.display(), ?args, "resolving");
         let mut command = Command::new(&self.uv);
         command
-            .args(&args)
+            .args(args)
             // Relative input names keep temporary paths out of uv's messages.
-            .current_dir(work.path())
+            .current_dir(work)
             .env_remove_all(UV_ENV_OVERRIDES);
-        if let Some(netrc) = &netrc {
+        if let Some(netrc) = netrc {
             command.env("NETRC", netrc.path());
         }
         let output = command.output().map_err(|e| match e.kind() {
@@ -154,18 +223,21 @@ impl Resolver {
                 source: e,
             },
         })?;
-        drop(netrc);
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
-            let stderr = redact_userinfo(&hide_path(&stderr, work.path()));
+            let stderr = redact_userinfo(&hide_path(&stderr, work));
             return Err(classify_failure(&stderr, target));
         }
-        let pylock = std::fs::read_to_string(work.path().join("pylock.toml"))
-            .map_err(io_err("read uv's pylock.toml"))?;
-        lock_from_pylock(&pylock, target)
+        std::fs::read_to_string(work.join("pylock.toml")).map_err(io_err("read uv's pylock.toml"))
     }
 
-    fn uv_args(&self, sources: &Sources, target: &Target, has_constraints: bool) -> Vec<String> {
+    fn uv_args(
+        &self,
+        sources: &Sources,
+        target: &Target,
+        has_constraints: bool,
+        binary_only: bool,
+    ) -> Vec<String> {
         let mut args: Vec<String> = [
             "pip",
             "compile",
@@ -178,11 +250,12 @@ impl Resolver {
             "--quiet",
             // Neither a project's nor the user's uv.toml may change the result.
             "--no-config",
-            "--only-binary",
-            ":all:",
         ]
         .map(String::from)
         .to_vec();
+        if binary_only {
+            args.extend(["--only-binary".into(), ":all:".into()]);
+        }
         args.extend(["--python-version".into(), target.python.to_string()]);
         args.extend(["--python-platform".into(), target.uv_python_platform()]);
         args.push("--cache-dir".into());
@@ -190,6 +263,14 @@ impl Resolver {
         if has_constraints {
             args.extend(["-c".into(), "constraints.txt".into()]);
         }
+        args.extend(source_args(sources));
+        args
+    }
+}
+
+/// uv's arguments for where packages come from; the same for resolving and building.
+fn source_args(sources: &Sources) -> Vec<String> {
+    let mut args = Vec::new();
         if let Some(index) = &sources.index_url {
             args.extend(["--index-url".into(), index.clone()]);
         }
@@ -207,8 +288,7 @@ impl Resolver {
         if sources.no_index {
             args.push("--no-index".into());
         }
-        args
-    }
+    args
 }
 
 /// The netrc file uv reads credentials from (uv honours `NETRC`): mode 0600 in a directory
@@ -413,6 +493,14 @@ struct PylockPackage {
     version: Option<String>,
     #[serde(default)]
     wheels: Vec<PylockWheel>,
+    /// The same fields as a wheel's.
+    sdist: Option<PylockWheel>,
+    directory: Option<PylockDirectory>,
+}
+
+#[derive(Deserialize)]
+struct PylockDirectory {
+    path: String,
 }
 
 #[derive(Deserialize)]
@@ -429,24 +517,109 @@ fn pylock_err(reason: String) -> ResolveError {
     ResolveError::Pylock { reason }
 }
 
-/// Turns uv's pylock.toml into a [`Lock`], choosing one wheel per package.
+/// Turns uv's pylock.toml into a [`Lock`], choosing one wheel per package; a package without
+/// one (only an sdist, or a project directory) is an error here.
+#[cfg(test)]
 pub fn lock_from_pylock(pylock: &str, target: &Target) -> Result<Lock, ResolveError> {
-    let parsed: Pylock = toml::from_str(pylock).map_err(|e| pylock_err(e.to_string()))?;
-    let wheels = parsed
-        .packages
-        .iter()
-        .map(|p| choose_wheel(p, target))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (wheels, sources) = plan_from_pylock(pylock, target)?;
+    if let Some(source) = sources.first() {
+        return Err(no_wheel(source, target));
+    }
     Ok(Lock::new(*target, wheels))
 }
 
-fn choose_wheel(package: &PylockPackage, target: &Target) -> Result<LockedWheel, ResolveError> {
-    let name =
-        PackageName::new(&package.name).map_err(|e| pylock_err(format!("package name: {e}")))?;
-    let version = package
-        .version
-        .clone()
-        .ok_or_else(|| pylock_err(format!("package {name} has no version")))?;
+fn no_wheel(source: &SourcePackage, target: &Target) -> ResolveError {
+    let version = match source {
+        SourcePackage::Sdist { version, .. } => Some(version.clone()),
+        SourcePackage::Directory { .. } => None,
+    };
+    ResolveError::NoWheel {
+        name: source.name().clone(),
+        version,
+        target: target.wheel_tags_summary(),
+    }
+}
+
+/// The best wheel of each package, and the packages that have to be built: those with only
+/// an sdist for the target, and project directories.
+fn plan_from_pylock(
+    pylock: &str,
+    target: &Target,
+) -> Result<(Vec<LockedWheel>, Vec<SourcePackage>), ResolveError> {
+    let parsed: Pylock = toml::from_str(pylock).map_err(|e| pylock_err(e.to_string()))?;
+    let mut wheels = Vec::new();
+    let mut sources = Vec::new();
+    for package in &parsed.packages {
+        let name = PackageName::new(&package.name)
+            .map_err(|e| pylock_err(format!("package name: {e}")))?;
+        if let Some(directory) = &package.directory {
+            let path = PathBuf::from(&directory.path);
+            if !path.is_absolute() {
+                return Err(ResolveError::PylockWheel {
+                    name,
+                    source: WheelLocationError::RelativePath {
+                        path: directory.path.clone(),
+                    },
+                });
+            }
+            sources.push(SourcePackage::Directory { name, path });
+            continue;
+        }
+        let version = package
+            .version
+            .clone()
+            .ok_or_else(|| pylock_err(format!("package {name} has no version")))?;
+        match choose_wheel(package, &name, &version, target)? {
+            Some(wheel) => wheels.push(wheel),
+            None => match &package.sdist {
+                Some(sdist) => sources.push(sdist_of(sdist, name, version)?),
+                None => {
+                    return Err(ResolveError::NoWheel {
+                        name,
+                        version: Some(version),
+                        target: target.wheel_tags_summary(),
+                    })
+                }
+            },
+        }
+    }
+    Ok((wheels, sources))
+}
+
+fn sdist_of(
+    sdist: &PylockWheel,
+    name: PackageName,
+    version: String,
+) -> Result<SourcePackage, ResolveError> {
+    let url = wheel_url(sdist).map_err(|source| ResolveError::PylockWheel {
+        name: name.clone(),
+        source,
+    })?;
+    let filename = wheel_filename(sdist, &url)
+        .ok_or_else(|| pylock_err(format!("{name}: no file name in sdist URL {url}")))?;
+    let sha256 = sdist
+        .hashes
+        .get("sha256")
+        .ok_or_else(|| pylock_err(format!("sdist {filename} has no sha256")))?;
+    let sha256 = Digest::from_hex(&sha256.to_ascii_lowercase())
+        .map_err(|e| pylock_err(format!("sdist {filename}: {e}")))?;
+    Ok(SourcePackage::Sdist {
+        name,
+        version,
+        filename,
+        url,
+        sha256,
+    })
+}
+
+fn choose_wheel(
+    package: &PylockPackage,
+    name: &PackageName,
+    version: &str,
+    target: &Target,
+) -> Result<Option<LockedWheel>, ResolveError> {
+    let name = name.clone();
+    let version = version.to_string();
     let mut best: Option<(u32, &PylockWheel, String, String)> = None;
     for wheel in &package.wheels {
         let url = wheel_url(wheel).map_err(|source| ResolveError::PylockWheel {
@@ -468,11 +641,7 @@ fn choose_wheel(package: &PylockPackage, target: &Target) -> Result<LockedWheel,
         }
     }
     let Some((_, wheel, filename, url)) = best else {
-        return Err(ResolveError::NoWheel {
-            name,
-            version: Some(version),
-            target: target.wheel_tags_summary(),
-        });
+        return Ok(None);
     };
     let sha256 = wheel
         .hashes
@@ -480,14 +649,15 @@ fn choose_wheel(package: &PylockPackage, target: &Target) -> Result<LockedWheel,
         .ok_or_else(|| pylock_err(format!("wheel {filename} has no sha256")))?;
     let sha256 = Digest::from_hex(&sha256.to_ascii_lowercase())
         .map_err(|e| pylock_err(format!("wheel {filename}: {e}")))?;
-    Ok(LockedWheel {
+    Ok(Some(LockedWheel {
         name,
         version,
         filename,
         sha256,
         size: wheel.size,
         url,
-    })
+        built_from: None,
+    }))
 }
 
 /// The wheel's absolute URL: `url` as given (without user info, which an index page may
