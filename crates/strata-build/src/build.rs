@@ -156,7 +156,8 @@ fn build_with(
     lookups: &mut Lookups,
 ) -> Result<Built, BuildError> {
     progress.stage("reading requirements");
-    let (env, base, from_urls) = prepare_with_credentials(home, options)?;
+    let (env, base, from_urls, warnings) = prepare_with_credentials(home, options)?;
+    lookups.warnings.extend(warnings);
     let target = env.target;
     let python = target.python;
     let spec_digest = spec_identity(&env, options.compression);
@@ -341,7 +342,7 @@ fn layer_budget(limit: usize, base_layers: usize) -> Result<usize, BuildError> {
 
 /// The canonical spec of what `options` ask for, and the base image it names.
 pub fn prepare(home: &Home, options: &BuildOptions) -> Result<(EnvSpec, BaseImage), BuildError> {
-    prepare_with_credentials(home, options).map(|(env, base, _)| (env, base))
+    prepare_with_credentials(home, options).map(|(env, base, _, _)| (env, base))
 }
 
 /// Like [`prepare`], with the credentials taken out of the URLs of the requirements (and the
@@ -349,10 +350,11 @@ pub fn prepare(home: &Home, options: &BuildOptions) -> Result<(EnvSpec, BaseImag
 fn prepare_with_credentials(
     home: &Home,
     options: &BuildOptions,
-) -> Result<(EnvSpec, BaseImage, IndexCredentials), BuildError> {
+) -> Result<(EnvSpec, BaseImage, IndexCredentials, Vec<String>), BuildError> {
     let mut file = parse_requirements_file(&options.requirements)?;
     add_cli_sources(&mut file.sources, &mut file.credentials, options)?;
     let credentials = std::mem::take(&mut file.credentials);
+    let warnings = std::mem::take(&mut file.warnings);
     let base = open_base(home, &options.base, options.platform)?;
     let python = options.python.or_else(|| base.declared_python());
     let python = match python {
@@ -364,6 +366,7 @@ fn prepare_with_credentials(
         EnvSpec::new(file, base.digest.clone(), target),
         base,
         credentials,
+        warnings,
     ))
 }
 

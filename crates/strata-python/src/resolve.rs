@@ -495,6 +495,8 @@ struct PylockPackage {
     wheels: Vec<PylockWheel>,
     /// The same fields as a wheel's.
     sdist: Option<PylockWheel>,
+    /// A direct reference (`name @ URL`): a wheel or an sdist, by its file name.
+    archive: Option<PylockWheel>,
     directory: Option<PylockDirectory>,
 }
 
@@ -569,7 +571,11 @@ fn plan_from_pylock(
             .version
             .clone()
             .ok_or_else(|| pylock_err(format!("package {name} has no version")))?;
-        match choose_wheel(package, &name, &version, target)? {
+        if let Some(archive) = &package.archive {
+            sources.extend(archive_of(archive, &name, &version, target, &mut wheels)?);
+            continue;
+        }
+        match choose_wheel(&package.wheels, &name, &version, target)? {
             Some(wheel) => wheels.push(wheel),
             None => match &package.sdist {
                 Some(sdist) => sources.push(sdist_of(sdist, name, version)?),
@@ -584,6 +590,35 @@ fn plan_from_pylock(
         }
     }
     Ok((wheels, sources))
+}
+
+/// A direct reference's wheel (added to `wheels`, if the target accepts it) or its sdist.
+fn archive_of(
+    archive: &PylockWheel,
+    name: &PackageName,
+    version: &str,
+    target: &Target,
+    wheels: &mut Vec<LockedWheel>,
+) -> Result<Option<SourcePackage>, ResolveError> {
+    let url = wheel_url(archive).map_err(|source| ResolveError::PylockWheel {
+        name: name.clone(),
+        source,
+    })?;
+    let is_wheel = wheel_filename(archive, &url).is_some_and(|f| f.ends_with(".whl"));
+    if !is_wheel {
+        return sdist_of(archive, name.clone(), version.to_string()).map(Some);
+    }
+    match choose_wheel(std::slice::from_ref(archive), name, version, target)? {
+        Some(wheel) => {
+            wheels.push(wheel);
+            Ok(None)
+        }
+        None => Err(ResolveError::NoWheel {
+            name: name.clone(),
+            version: Some(version.to_string()),
+            target: target.wheel_tags_summary(),
+        }),
+    }
 }
 
 fn sdist_of(
@@ -613,7 +648,7 @@ fn sdist_of(
 }
 
 fn choose_wheel(
-    package: &PylockPackage,
+    candidates: &[PylockWheel],
     name: &PackageName,
     version: &str,
     target: &Target,
@@ -621,7 +656,7 @@ fn choose_wheel(
     let name = name.clone();
     let version = version.to_string();
     let mut best: Option<(u32, &PylockWheel, String, String)> = None;
-    for wheel in &package.wheels {
+    for wheel in candidates {
         let url = wheel_url(wheel).map_err(|source| ResolveError::PylockWheel {
             name: name.clone(),
             source,

@@ -4,6 +4,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use super::local::LocalPathError;
+
 use super::lines::ShellSplitError;
 use super::pep508::RequirementError;
 use super::requirements::HashError;
@@ -39,6 +41,16 @@ pub enum SpecError {
         option: String,
         #[source]
         reason: Unsupported,
+    },
+
+    /// A local path that names no installable project or wheel.
+    #[error("{}:{line}: local path {text:?} cannot be installed: {reason}", file.display())]
+    LocalPath {
+        file: PathBuf,
+        line: usize,
+        text: String,
+        #[source]
+        reason: LocalPathError,
     },
 
     /// A local path or a bare URL where a named requirement was expected.
