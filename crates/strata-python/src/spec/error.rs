@@ -53,10 +53,10 @@ pub enum SpecError {
         reason: LocalPathError,
     },
 
-    /// A local path or a bare URL where a named requirement was expected.
+    /// A bare URL where a named requirement was expected.
     #[error(
         "{}:{line}: {text:?} is not supported: strata needs named requirements \
-         (`name`, `name>=1.0`, or `name @ URL`), not local paths, archives or bare URLs",
+         (`name`, `name>=1.0`, or `name @ URL`) or local paths, not bare URLs",
         file.display()
     )]
     UnsupportedPath {
