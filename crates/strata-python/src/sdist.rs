@@ -225,7 +225,15 @@ impl Builder<'_> {
         tracing::info!(name = %name, "building a wheel from source");
         let output = command.output().map_err(io_err("run uv build"))?;
         if !output.status.success() {
-            return Err(self.failed(package, &String::from_utf8_lossy(&output.stderr)));
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            // The sdist's place in the cache means nothing to the user; its name does.
+            let stderr = match package {
+                SourcePackage::Sdist { filename, .. } => {
+                    stderr.replace(&*input.to_string_lossy(), filename)
+                }
+                SourcePackage::Directory { .. } => stderr.into_owned(),
+            };
+            return Err(self.failed(package, &stderr));
         }
         let built = single_wheel(out.path()).map_err(io_err("find the built wheel"))?;
         let filename = built
