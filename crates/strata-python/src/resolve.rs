@@ -862,6 +862,74 @@ wheels = [
     }
 
     #[test]
+    fn sdists_directories_and_archives_are_planned() {
+        let pylock = r#"
+[[packages]]
+name = "sdonly"
+version = "1.0"
+wheels = [{ url = "file:///w/sdonly-1.0-cp311-cp311-manylinux_2_17_aarch64.whl", hashes = { sha256 = "bb00000000000000000000000000000000000000000000000000000000000000" } }]
+sdist = { url = "file:///w/sdonly-1.0.tar.gz", hashes = { sha256 = "cc00000000000000000000000000000000000000000000000000000000000000" } }
+
+[[packages]]
+name = "proj"
+directory = { path = "/src/proj" }
+
+[[packages]]
+name = "direct"
+version = "2.0"
+archive = { path = "/d/direct-2.0-py3-none-any.whl", hashes = { sha256 = "dd00000000000000000000000000000000000000000000000000000000000000" } }
+
+[[packages]]
+name = "remote-src"
+version = "3.0"
+archive = { url = "https://h/remote_src-3.0.tar.gz", hashes = { sha256 = "ee00000000000000000000000000000000000000000000000000000000000000" } }
+"#;
+        let (wheels, sources) = plan_from_pylock(pylock, &target()).unwrap();
+        assert_eq!(wheels.len(), 1);
+        assert_eq!(wheels[0].filename, "direct-2.0-py3-none-any.whl");
+        assert_eq!(wheels[0].url, "file:///d/direct-2.0-py3-none-any.whl");
+        assert!(wheels[0].sha256.hex().starts_with("dd"));
+        let names: Vec<(&str, String)> = sources
+            .iter()
+            .map(|s| match s {
+                SourcePackage::Sdist { name, filename, .. } => (name.as_str(), filename.clone()),
+                SourcePackage::Directory { name, path } => {
+                    (name.as_str(), path.display().to_string())
+                }
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("sdonly", "sdonly-1.0.tar.gz".to_string()),
+                ("proj", "/src/proj".to_string()),
+                ("remote-src", "remote_src-3.0.tar.gz".to_string()),
+            ]
+        );
+        // Without building, each is a package without a wheel.
+        let err = lock_from_pylock(pylock, &target()).unwrap_err();
+        assert!(
+            matches!(&err, ResolveError::NoWheel { name, .. } if name.as_str() == "sdonly"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_direct_wheel_for_another_platform_is_named() {
+        let pylock = r#"
+[[packages]]
+name = "armonly"
+version = "1.0"
+archive = { path = "/d/armonly-1.0-cp311-cp311-manylinux_2_17_aarch64.whl", hashes = { sha256 = "dd00000000000000000000000000000000000000000000000000000000000000" } }
+"#;
+        let err = plan_from_pylock(pylock, &target()).unwrap_err();
+        assert!(
+            matches!(&err, ResolveError::NoWheel { name, .. } if name.as_str() == "armonly"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn a_package_without_a_compatible_wheel_is_named() {
         let pylock = r#"
 [[packages]]

@@ -80,3 +80,50 @@ fn project_name(dir: &Path) -> Result<PackageName, LocalPathError> {
     PackageName::new(&name)
         .map_err(|e| LocalPathError::NoProjectName(format!("{}: {e}", pyproject.display())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projects_and_wheels_are_named_by_their_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let proj = dir.path().join("proj");
+        fs::create_dir_all(&proj).unwrap();
+        fs::write(
+            proj.join("pyproject.toml"),
+            "[project]\nname = \"My_Proj\"\nversion = \"1\"\n",
+        )
+        .unwrap();
+        let req = local_requirement("./proj", dir.path()).unwrap();
+        assert_eq!(req.name.as_str(), "my-proj");
+        let canonical = fs::canonicalize(&proj).unwrap();
+        assert_eq!(
+            req.url.as_deref(),
+            Some(url::Url::from_file_path(&canonical).unwrap().as_str())
+        );
+
+        fs::write(dir.path().join("w-1.0-py3-none-any.whl"), b"").unwrap();
+        let req = local_requirement("w-1.0-py3-none-any.whl", dir.path()).unwrap();
+        assert_eq!(req.name.as_str(), "w");
+    }
+
+    #[test]
+    fn paths_naming_no_project_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("empty")).unwrap();
+        fs::write(dir.path().join("x.tar.gz"), b"").unwrap();
+        let nameless = dir.path().join("nameless");
+        fs::create_dir_all(&nameless).unwrap();
+        fs::write(nameless.join("pyproject.toml"), "[project]\nversion = \"1\"\n").unwrap();
+        for (path, want) in [
+            ("missing", "does not exist"),
+            ("empty", "pyproject.toml"),
+            ("nameless", "has none"),
+            ("x.tar.gz", "name an sdist as"),
+        ] {
+            let err = local_requirement(path, dir.path()).unwrap_err();
+            assert!(err.to_string().contains(want), "{path}: {err}");
+        }
+    }
+}
