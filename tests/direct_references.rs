@@ -97,7 +97,10 @@ fn wheel_files_project_paths_and_editables_run_in_runc() {
         "edgebyurl from its directory",
     ]) {
         assert!(line.starts_with(want), "{line}");
-        assert!(line.contains(" /opt/venv/lib/"), "not installed in the venv: {line}");
+        assert!(
+            line.contains(" /opt/venv/lib/"),
+            "not installed in the venv: {line}"
+        );
     }
     // The editable project is installed, not linked: no .pth file points at the host.
     let site = bundle.join("rootfs/opt/venv/lib/python3.11/site-packages");
@@ -217,11 +220,18 @@ fn a_wheel_url_is_recorded_by_hash_and_a_wrong_pin_is_refused() {
     let out = world.build(&pinned, &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(EXIT_BAD_INPUT), "{err}");
-    assert!(err.contains("edge-remote") || err.contains("edge_remote"), "{err}");
+    assert!(
+        err.contains("edge-remote") || err.contains("edge_remote"),
+        "{err}"
+    );
     assert_eq!(before, world.snapshot(), "the store changed: {err}");
 
     // The right pin builds the same image.
-    fs::write(&pinned, format!("edge-remote @ {url} --hash=sha256:{sha}\n")).unwrap();
+    fs::write(
+        &pinned,
+        format!("edge-remote @ {url} --hash=sha256:{sha}\n"),
+    )
+    .unwrap();
     let again = world.build_ok(&pinned, &[]);
     assert_eq!(again["digest"], built["digest"]);
 }

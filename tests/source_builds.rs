@@ -15,16 +15,9 @@ const EXIT_BAD_INPUT: i32 = 3;
 
 /// Writes `NAME-VERSION.tar.gz` into `dir`: a pyproject.toml naming `backend` (with its
 /// `backend-path`, if any) and a module `NAME` setting `VALUE`, plus `extra` files.
-fn write_sdist(
-    dir: &Path,
-    name: &str,
-    build_system: &str,
-    extra: &[(&str, &str)],
-) -> PathBuf {
+fn write_sdist(dir: &Path, name: &str, build_system: &str, extra: &[(&str, &str)]) -> PathBuf {
     let base = format!("{name}-1.0");
-    let pyproject = format!(
-        "{build_system}\n[project]\nname = \"{name}\"\nversion = \"1.0\"\n"
-    );
+    let pyproject = format!("{build_system}\n[project]\nname = \"{name}\"\nversion = \"1.0\"\n");
     let pkg_info = format!("Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n");
     let module = format!("VALUE = \"{name} built from its sdist\"\n");
     let mut files = vec![
@@ -84,15 +77,30 @@ fn an_sdist_only_package_is_built_runs_and_is_reused() {
     let built = world.build_ok(&req, &[]);
     assert_eq!(built["cache"], "miss", "{built}");
     let records = built_records(&world, &sha256_of(&sdist));
-    assert_eq!(records.len(), 1, "no record of the built wheel: {records:?}");
+    assert_eq!(
+        records.len(),
+        1,
+        "no record of the built wheel: {records:?}"
+    );
     let record: serde_json::Value =
         serde_json::from_slice(&fs::read(&records[0]).unwrap()).unwrap();
-    assert_eq!(record["filename"], "edgesdist-1.0-py3-none-any.whl", "{record}");
-    assert_eq!(record["built_from"]["source"], "edgesdist-1.0.tar.gz", "{record}");
+    assert_eq!(
+        record["filename"], "edgesdist-1.0-py3-none-any.whl",
+        "{record}"
+    );
+    assert_eq!(
+        record["built_from"]["source"], "edgesdist-1.0.tar.gz",
+        "{record}"
+    );
     let wheel = world
         .home
         .join("wheels/sha256")
-        .join(record["sha256"].as_str().unwrap().trim_start_matches("sha256:"))
+        .join(
+            record["sha256"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:"),
+        )
         .join("edgesdist-1.0-py3-none-any.whl");
     let inode = fs::metadata(&wheel).unwrap().ino();
 
@@ -100,7 +108,11 @@ fn an_sdist_only_package_is_built_runs_and_is_reused() {
     umoci_unpack(&world.oci(), built["tag"].as_str().unwrap(), &bundle);
     let (code, stdout, stderr) = runc_run(
         &bundle,
-        &["python", "-c", "import edgesdist, alpha; print(edgesdist.VALUE)"],
+        &[
+            "python",
+            "-c",
+            "import edgesdist, alpha; print(edgesdist.VALUE)",
+        ],
     );
     assert_eq!(code, 0, "import failed: {stderr}");
     assert_eq!(stdout.trim(), "edgesdist built from its sdist");
@@ -130,7 +142,8 @@ fn an_sdist_whose_build_fails_is_named_and_the_store_is_unchanged() {
     fs::write(&first, "alpha\n").unwrap();
     world.build_ok(&first, &[]);
     // Its backend is not available offline (like a C extension's compiler missing).
-    let missing = "[build-system]\nrequires = [\"no-such-backend\"]\nbuild-backend = \"no_such_backend\"\n";
+    let missing =
+        "[build-system]\nrequires = [\"no-such-backend\"]\nbuild-backend = \"no_such_backend\"\n";
     write_sdist(&world.wheels, "edgebroken", missing, &[]);
     let req = world.dir.path().join("broken.txt");
     fs::write(&req, "edgebroken==1.0\n").unwrap();
@@ -138,7 +151,11 @@ fn an_sdist_whose_build_fails_is_named_and_the_store_is_unchanged() {
     let out = world.build(&req, &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(EXIT_BAD_INPUT), "{err}");
-    for want in ["package edgebroken==1.0", "sdist edgebroken-1.0.tar.gz", "no-such-backend"] {
+    for want in [
+        "package edgebroken==1.0",
+        "sdist edgebroken-1.0.tar.gz",
+        "no-such-backend",
+    ] {
         assert!(err.contains(want), "no {want:?} in {err}");
     }
     assert_eq!(before, world.snapshot(), "the store changed: {err}");

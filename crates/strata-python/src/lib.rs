@@ -23,9 +23,9 @@ pub use resolve::{ResolveError, Resolver};
 pub use sdist::{BuildError as SourceBuildError, BuiltFrom, SourcePackage};
 pub use spec::{
     evaluate_marker, normalise_find_links, parse_requirements_file, parse_requirements_str,
-    parse_requirements_with_vars, DirectUrlError, EnvSpec, HashError, InvalidRequirement, LocalPathError,
-    MarkerEnvironment, MarkerError, MarkerToken, OptionError, Requirement, RequirementError,
-    RequirementsFile, ShellSplitError, SourceError, Sources, SpecDigest, SpecError, SpecifierError,
-    Unsupported, Version, VersionError, SPEC_VERSION,
+    parse_requirements_with_vars, DirectUrlError, EnvSpec, HashError, InvalidRequirement,
+    LocalPathError, MarkerEnvironment, MarkerError, MarkerToken, OptionError, Requirement,
+    RequirementError, RequirementsFile, ShellSplitError, SourceError, Sources, SpecDigest,
+    SpecError, SpecifierError, Unsupported, Version, VersionError, SPEC_VERSION,
 };
 pub use target::{Platform, PythonVersion, Target, TargetError};

@@ -15,9 +15,9 @@ use strata_oci::Digest;
 
 use crate::credentials::{redact_userinfo, take_userinfo, IndexCredentials};
 use crate::fetch::WheelCache;
-use crate::sdist::{BuildError, Builder, SourcePackage};
 use crate::lock::{Lock, LockedWheel};
 use crate::name::PackageName;
+use crate::sdist::{BuildError, Builder, SourcePackage};
 use crate::spec::Sources;
 use crate::target::Target;
 use crate::wheel_name::WheelFilename;
@@ -42,7 +42,7 @@ pub enum ResolveError {
     UnknownPackage { name: PackageName },
     #[error("the requirements conflict: {detail}")]
     Conflict { detail: String },
-    #[error("{} has no wheel for the target ({target}); strata installs wheels only, never builds from source", describe(name, version.as_deref()))]
+    #[error("{} has no wheel for the target ({target}) and no sdist to build one from", describe(name, version.as_deref()))]
     NoWheel {
         name: PackageName,
         version: Option<String>,
@@ -54,8 +54,9 @@ pub enum ResolveError {
     #[error("uv failed: {stderr}")]
     Uv { stderr: String },
     /// A package without a wheel whose source could not become one for the target.
+    /// Boxed: its messages are long, and every `Result` of a build carries this enum.
     #[error(transparent)]
-    Build(#[from] BuildError),
+    Build(Box<BuildError>),
     #[error("could not {action}: {source}")]
     Io {
         action: &'static str,
@@ -69,6 +70,12 @@ pub enum ResolveError {
         #[source]
         source: WheelLocationError,
     },
+}
+
+impl From<BuildError> for ResolveError {
+    fn from(error: BuildError) -> ResolveError {
+        ResolveError::Build(Box::new(error))
+    }
 }
 
 /// A pylock.toml wheel entry that does not say where the wheel is.
@@ -271,23 +278,23 @@ impl Resolver {
 /// uv's arguments for where packages come from; the same for resolving and building.
 fn source_args(sources: &Sources) -> Vec<String> {
     let mut args = Vec::new();
-        if let Some(index) = &sources.index_url {
-            args.extend(["--index-url".into(), index.clone()]);
-        }
-        for extra in &sources.extra_index_urls {
-            args.extend(["--extra-index-url".into(), extra.clone()]);
-        }
-        for links in sources.all_find_links() {
-            let links = if links.contains("://") {
-                links.clone()
-            } else {
-                absolute(links)
-            };
-            args.extend(["--find-links".into(), links]);
-        }
-        if sources.no_index {
-            args.push("--no-index".into());
-        }
+    if let Some(index) = &sources.index_url {
+        args.extend(["--index-url".into(), index.clone()]);
+    }
+    for extra in &sources.extra_index_urls {
+        args.extend(["--extra-index-url".into(), extra.clone()]);
+    }
+    for links in sources.all_find_links() {
+        let links = if links.contains("://") {
+            links.clone()
+        } else {
+            absolute(links)
+        };
+        args.extend(["--find-links".into(), links]);
+    }
+    if sources.no_index {
+        args.push("--no-index".into());
+    }
     args
 }
 

@@ -178,17 +178,22 @@ impl Builder<'_> {
         record: &Path,
         wheel: &LockedWheel,
     ) -> Result<(), BuildError> {
-        let io_err = |action| move |source| BuildError::Io {
-            name: name.clone(),
-            action,
-            source,
+        let io_err = |action| {
+            move |source| BuildError::Io {
+                name: name.clone(),
+                action,
+                source,
+            }
         };
         let dir = record.parent().unwrap_or(self.wheels.root());
         fs::create_dir_all(dir).map_err(io_err("create the built-wheel record directory"))?;
         let tmp = tempfile::NamedTempFile::new_in(dir)
             .map_err(io_err("create the built-wheel record"))?;
-        fs::write(tmp.path(), serde_json::to_vec_pretty(wheel).unwrap_or_default())
-            .map_err(io_err("write the built-wheel record"))?;
+        fs::write(
+            tmp.path(),
+            serde_json::to_vec_pretty(wheel).unwrap_or_default(),
+        )
+        .map_err(io_err("write the built-wheel record"))?;
         tmp.persist(record)
             .map_err(|e| io_err("store the built-wheel record")(e.error))?;
         Ok(())
@@ -196,10 +201,12 @@ impl Builder<'_> {
 
     fn build(&self, package: &SourcePackage) -> Result<LockedWheel, BuildError> {
         let name = package.name();
-        let io_err = |action| move |source| BuildError::Io {
-            name: name.clone(),
-            action,
-            source,
+        let io_err = |action| {
+            move |source| BuildError::Io {
+                name: name.clone(),
+                action,
+                source,
+            }
         };
         let input = self.input_path(package)?;
         let tmp_root = self.wheels.root().join("tmp");
@@ -207,7 +214,13 @@ impl Builder<'_> {
         let out = tempfile::tempdir_in(&tmp_root).map_err(io_err("create a build directory"))?;
         let mut command = Command::new(self.uv);
         command
-            .args(["build", "--wheel", "--quiet", "--no-config", "--no-python-downloads"])
+            .args([
+                "build",
+                "--wheel",
+                "--quiet",
+                "--no-config",
+                "--no-python-downloads",
+            ])
             .arg(&input)
             .arg("--out-dir")
             .arg(out.path())
@@ -319,14 +332,16 @@ impl Builder<'_> {
         filename: String,
     ) -> Result<LockedWheel, BuildError> {
         let name = package.name();
-        let io_err = |action| move |source| BuildError::Io {
-            name: name.clone(),
-            action,
-            source,
+        let io_err = |action| {
+            move |source| BuildError::Io {
+                name: name.clone(),
+                action,
+                source,
+            }
         };
         let file = fs::File::open(built).map_err(io_err("open the built wheel"))?;
-        let (sha256, size) = Digest::of_reader(io::BufReader::new(file))
-            .map_err(io_err("hash the built wheel"))?;
+        let (sha256, size) =
+            Digest::of_reader(io::BufReader::new(file)).map_err(io_err("hash the built wheel"))?;
         let version = WheelFilename::parse(&filename)
             .map(|w| w.version.clone())
             .unwrap_or_default();

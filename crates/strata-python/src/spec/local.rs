@@ -39,7 +39,10 @@ struct Project {
 }
 
 /// The requirement for the project directory or wheel at `path` (relative to `base_dir`).
-pub(super) fn local_requirement(path: &str, base_dir: &Path) -> Result<Requirement, LocalPathError> {
+pub(super) fn local_requirement(
+    path: &str,
+    base_dir: &Path,
+) -> Result<Requirement, LocalPathError> {
     let joined = base_dir.join(path);
     let absolute = fs::canonicalize(&joined).map_err(|e| LocalPathError::Missing(e.to_string()))?;
     let name = if absolute.is_dir() {
@@ -73,10 +76,9 @@ fn project_name(dir: &Path) -> Result<PackageName, LocalPathError> {
         .map_err(|e| LocalPathError::NoProjectName(format!("{}: {e}", pyproject.display())))?;
     let parsed: Pyproject = toml::from_str(&text)
         .map_err(|e| LocalPathError::NoProjectName(format!("{}: {e}", pyproject.display())))?;
-    let name = parsed
-        .project
-        .and_then(|p| p.name)
-        .ok_or_else(|| LocalPathError::NoProjectName(format!("{} has none", pyproject.display())))?;
+    let name = parsed.project.and_then(|p| p.name).ok_or_else(|| {
+        LocalPathError::NoProjectName(format!("{} has none", pyproject.display()))
+    })?;
     PackageName::new(&name)
         .map_err(|e| LocalPathError::NoProjectName(format!("{}: {e}", pyproject.display())))
 }
@@ -115,7 +117,11 @@ mod tests {
         fs::write(dir.path().join("x.tar.gz"), b"").unwrap();
         let nameless = dir.path().join("nameless");
         fs::create_dir_all(&nameless).unwrap();
-        fs::write(nameless.join("pyproject.toml"), "[project]\nversion = \"1\"\n").unwrap();
+        fs::write(
+            nameless.join("pyproject.toml"),
+            "[project]\nversion = \"1\"\n",
+        )
+        .unwrap();
         for (path, want) in [
             ("missing", "does not exist"),
             ("empty", "pyproject.toml"),

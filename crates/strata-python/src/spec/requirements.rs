@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use super::error::{OptionError, SpecError, Unsupported};
 use super::expand::{expand, Expanded};
-use super::local::local_requirement;
 use super::lines::{logical_lines, shell_split, split_requirement_options};
+use super::local::local_requirement;
 use super::pep508::parse_requirement;
 use super::sources::{clean_path, normalise_find_links, normalise_url};
 use super::{Requirement, Sources};
@@ -194,14 +194,13 @@ impl FileParser<'_> {
         if path.contains("://") || path.contains('@') {
             return Err(at.unsupported(option, Unsupported::Editable));
         }
-        let requirement = local_requirement(path, &base_dir(at.file)).map_err(|reason| {
-            SpecError::LocalPath {
+        let requirement =
+            local_requirement(path, &base_dir(at.file)).map_err(|reason| SpecError::LocalPath {
                 file: at.file.to_path_buf(),
                 line: at.line,
                 text: path.to_string(),
                 reason,
-            }
-        })?;
+            })?;
         self.out.warnings.push(format!(
             "{}:{}: {option} {path}: {} is installed as a regular package (built into a wheel), \
              not linked to its source on this machine; build again with --refresh after changing it",
