@@ -63,13 +63,17 @@ fn wheel_files_project_paths_and_editables_run_in_runc() {
     project(world.dir.path(), "edgeproj");
     project(world.dir.path(), "edgeedit");
     let byurl = project(world.dir.path(), "edgebyurl");
+    let backend = "[build-system]\nrequires = [\"strata-fixture-backend\"]\nbuild-backend = \"strata_fixture_backend\"\n";
+    let sdist = write_sdist(&dist, "edgesdisturl", backend, &[]);
     let req = world.dir.path().join("direct.txt");
     fs::write(
         &req,
         format!(
-            "edge-direct @ file://{}\n./edgeproj\n-e ./edgeedit\nedgebyurl @ file://{}\n",
+            "edge-direct @ file://{}\n./edgeproj\n-e ./edgeedit\nedgebyurl @ file://{}\n\
+             edgesdisturl @ file://{}\n",
             dist.join("edge_direct-1.0-py3-none-any.whl").display(),
-            byurl.display()
+            byurl.display(),
+            sdist.display()
         ),
     )
     .unwrap();
@@ -84,17 +88,19 @@ fn wheel_files_project_paths_and_editables_run_in_runc() {
     let built: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let bundle = world.dir.path().join("bundle");
     umoci_unpack(&world.oci(), built["tag"].as_str().unwrap(), &bundle);
-    let check = "import edgedirect, edgeproj, edgeedit, edgebyurl\n\
-                 for m in (edgedirect, edgeproj, edgeedit, edgebyurl): print(m.WHERE, m.__file__)";
+    let check = "import edgedirect, edgeproj, edgeedit, edgebyurl, edgesdisturl\n\
+                 for m in (edgedirect, edgeproj, edgeedit, edgebyurl): print(m.WHERE, m.__file__)\n\
+                 print(edgesdisturl.VALUE, edgesdisturl.__file__)";
     let (code, stdout, stderr) = runc_run(&bundle, &["python", "-c", check]);
     assert_eq!(code, 0, "imports failed: {stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(lines.len(), 5, "{stdout}");
     for (line, want) in lines.iter().zip([
         "from a wheel file",
         "edgeproj from its directory",
         "edgeedit from its directory",
         "edgebyurl from its directory",
+        "edgesdisturl built from its sdist",
     ]) {
         assert!(line.starts_with(want), "{line}");
         assert!(

@@ -3,7 +3,9 @@
 //! uv resolves for the target (`--python-version`, `--python-platform`), never for the machine
 //! it runs on, so no matching local interpreter is needed. It writes a `pylock.toml` (PEP 751)
 //! listing each package's wheels with URL and sha256; strata picks the best wheel per package
-//! for the target with [`Target::wheel_priority`].
+//! for the target with [`Target::wheel_priority`]. Only when some package has no wheel is the
+//! resolution run again with sdists allowed; those packages, and project directories, are then
+//! built into wheels (with a matching local interpreter: see [`crate::sdist`]).
 
 use std::collections::BTreeMap;
 use std::io;
