@@ -72,7 +72,7 @@ fn an_sdist_only_package_is_built_runs_and_is_reused() {
 
     let bundle = world.dir.path().join("bundle");
     umoci_unpack(&world.oci(), built["tag"].as_str().unwrap(), &bundle);
-    let (code, stdout, stderr) = runc_run(
+    let (code, stdout, run_err) = runc_run(
         &bundle,
         &[
             "python",
@@ -80,7 +80,7 @@ fn an_sdist_only_package_is_built_runs_and_is_reused() {
             "import edgesdist, alpha; print(edgesdist.VALUE)",
         ],
     );
-    assert_eq!(code, 0, "import failed: {stderr}");
+    assert_eq!(code, 0, "import failed: {run_err}");
     assert_eq!(stdout.trim(), "edgesdist built from its sdist");
 
     // The same spec: answered by the cache.
@@ -99,6 +99,29 @@ fn an_sdist_only_package_is_built_runs_and_is_reused() {
         inode,
         "the wheel was built again"
     );
+
+    // Pinned by the sdist's hash (what a hashed requirements file holds): another spec, the
+    // same lock and image; a hash of other bytes is refused.
+    let pinned = world.dir.path().join("pinned.txt");
+    let sdist_sha = sha256_of(&sdist);
+    fs::write(
+        &pinned,
+        format!("edgesdist==1.0 --hash=sha256:{sdist_sha}\nalpha\n"),
+    )
+    .unwrap();
+    let by_hash = world.build_ok(&pinned, &[]);
+    assert_eq!(by_hash["cache"], "lock-hit", "{by_hash}");
+    assert_eq!(by_hash["digest"], built["digest"]);
+    let wrong = "0".repeat(64);
+    fs::write(
+        &pinned,
+        format!("edgesdist==1.0 --hash=sha256:{wrong}\nalpha\n"),
+    )
+    .unwrap();
+    let out = world.build(&pinned, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("edgesdist"), "{err}");
 }
 
 #[test]

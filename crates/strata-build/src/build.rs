@@ -440,7 +440,13 @@ fn check_pinned_hashes(env: &EnvSpec, lock: &Lock) -> Result<(), BuildError> {
         let Some(wheel) = lock.wheels.iter().find(|w| w.name == requirement.name) else {
             continue;
         };
-        let actual = format!("sha256:{}", wheel.sha256.hex());
+        // A wheel strata built is pinned by its sdist's hash, the file the user can know.
+        let pinned = wheel
+            .built_from
+            .as_ref()
+            .and_then(|b| b.sha256.as_ref())
+            .unwrap_or(&wheel.sha256);
+        let actual = format!("sha256:{}", pinned.hex());
         if !requirement.hashes.contains(&actual) {
             return Err(BuildError::PinnedHash {
                 package: requirement.name.to_string(),
