@@ -375,3 +375,37 @@ impl Drop for AgentProcess {
         let _ = self.0.wait();
     }
 }
+
+/// Writes `NAME-VERSION.tar.gz` into `dir`: a pyproject.toml naming `backend` (with its
+/// `backend-path`, if any) and a module `NAME` setting `VALUE`, plus `extra` files.
+pub fn write_sdist(dir: &Path, name: &str, build_system: &str, extra: &[(&str, &str)]) -> PathBuf {
+    let base = format!("{name}-1.0");
+    let pyproject = format!("{build_system}\n[project]\nname = \"{name}\"\nversion = \"1.0\"\n");
+    let pkg_info = format!("Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n");
+    let module = format!("VALUE = \"{name} built from its sdist\"\n");
+    let mut files = vec![
+        (format!("{base}/PKG-INFO"), pkg_info),
+        (format!("{base}/pyproject.toml"), pyproject),
+        (format!("{base}/{name}/__init__.py"), module),
+    ];
+    for (path, content) in extra {
+        files.push((format!("{base}/{path}"), content.to_string()));
+    }
+    let path = dir.join(format!("{base}.tar.gz"));
+    let gz = flate2::write::GzEncoder::new(
+        fs::File::create(&path).unwrap(),
+        flate2::Compression::default(),
+    );
+    let mut tar = tar::Builder::new(gz);
+    for (entry, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, entry, content.as_bytes())
+            .unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap();
+    path
+}

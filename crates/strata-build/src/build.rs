@@ -190,7 +190,9 @@ fn build_with(
         base,
         credentials: from_urls,
         lock: pinned,
+        warnings,
     } = prepare_with_credentials(home, options)?;
+    lookups.warnings.extend(warnings);
     let spec_digest = spec_identity(&env, options.compression);
     // Checked first: a hit must not hide a limit that cannot be met.
     let budget = layer_budget(options.layer_limit, base.layers().len())?;
@@ -422,6 +424,8 @@ struct Prepared {
     credentials: IndexCredentials,
     /// A lock file's lock for the target: installed as it is.
     lock: Option<Lock>,
+    /// What the user should know about the file (`-e` installed as a regular package).
+    warnings: Vec<String>,
 }
 
 /// Like [`prepare`], with the credentials and a lock file's lock.
@@ -453,11 +457,13 @@ fn prepare_with_credentials(home: &Home, options: &BuildOptions) -> Result<Prepa
             }
             add_cli_sources(&mut file.sources, &mut file.credentials, options)?;
             let credentials = std::mem::take(&mut file.credentials);
+            let warnings = std::mem::take(&mut file.warnings);
             Ok(Prepared {
                 env: EnvSpec::new(file, base.digest.clone(), target),
                 base,
                 credentials,
                 lock: None,
+                warnings,
             })
         }
         EnvFile::Pinned(set) => {
@@ -467,6 +473,7 @@ fn prepare_with_credentials(home: &Home, options: &BuildOptions) -> Result<Prepa
                 base,
                 credentials: IndexCredentials::default(),
                 lock: Some(lock),
+                warnings: Vec::new(),
             })
         }
     }
@@ -546,7 +553,13 @@ fn check_pinned_hashes(env: &EnvSpec, lock: &Lock) -> Result<(), BuildError> {
         let Some(wheel) = lock.wheels.iter().find(|w| w.name == requirement.name) else {
             continue;
         };
-        let actual = format!("sha256:{}", wheel.sha256.hex());
+        // A wheel strata built is pinned by its sdist's hash, the file the user can know.
+        let pinned = wheel
+            .built_from
+            .as_ref()
+            .and_then(|b| b.sha256.as_ref())
+            .unwrap_or(&wheel.sha256);
+        let actual = format!("sha256:{}", pinned.hex());
         if !requirement.hashes.contains(&actual) {
             return Err(BuildError::PinnedHash {
                 package: requirement.name.to_string(),

@@ -123,7 +123,7 @@ impl BuildError {
                 Some("check the package name, or add --find-links / --index-url where it lives")
             }
             BuildError::Resolve(ResolveError::NoWheel { .. }) => Some(
-                "strata installs wheels only: pin a version that has a wheel for the target, or build one",
+                "the package has neither a wheel for the target nor an sdist to build one from: pin a version that has one",
             ),
             BuildError::Resolve(ResolveError::Conflict { .. }) => {
                 Some("relax one of the conflicting pins")

@@ -51,7 +51,7 @@ impl Home {
             store,
             index,
             wheels: WheelCache::new(root.join("wheels")),
-            resolver: Resolver::new(root.join("uv-cache")),
+            resolver: Resolver::new(root.join("uv-cache")).building_into(root.join("wheels")),
         })
     }
 

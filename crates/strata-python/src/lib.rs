@@ -8,6 +8,7 @@ mod formats;
 mod lock;
 mod name;
 mod resolve;
+mod sdist;
 mod spec;
 mod target;
 mod wheel_name;
@@ -24,11 +25,12 @@ pub use formats::{
 pub use lock::{Lock, LockDigest, LockError, LockedWheel};
 pub use name::PackageName;
 pub use resolve::{ResolveError, Resolver};
+pub use sdist::{BuildError as SourceBuildError, BuiltFrom, SourcePackage};
 pub use spec::{
     evaluate_marker, normalise_find_links, parse_requirements_file, parse_requirements_str,
     parse_requirements_with_vars, DirectUrlError, EnvSpec, HashError, InvalidRequirement,
-    MarkerEnvironment, MarkerError, MarkerToken, OptionError, Requirement, RequirementError,
-    RequirementsFile, ShellSplitError, SourceError, Sources, SpecDigest, SpecError, SpecifierError,
-    Unsupported, Version, VersionError, SPEC_VERSION,
+    LocalPathError, MarkerEnvironment, MarkerError, MarkerToken, OptionError, Requirement,
+    RequirementError, RequirementsFile, ShellSplitError, SourceError, Sources, SpecDigest,
+    SpecError, SpecifierError, Unsupported, Version, VersionError, SPEC_VERSION,
 };
 pub use target::{Platform, PythonVersion, Target, TargetError};

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use strata_oci::Digest;
 
 use crate::name::PackageName;
+use crate::sdist::BuiltFrom;
 use crate::target::Target;
 
 /// Bumped whenever the canonical form changes meaning, so old and new digests never collide.
@@ -27,8 +28,12 @@ pub struct LockedWheel {
     /// Size in bytes, when the index told us.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
-    /// Where to fetch it: `https://…` or `file:///…`.
+    /// Where to fetch it: `https://…` or `file:///…` (for a wheel strata built, its place in
+    /// the wheel cache).
     pub url: String,
+    /// The sdist or project directory strata built this wheel from, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built_from: Option<BuiltFrom>,
 }
 
 /// The resolved wheels for a target, sorted by package name.
@@ -65,6 +70,9 @@ struct CanonicalWheel<'a> {
     version: &'a str,
     filename: &'a str,
     sha256: &'a Digest,
+    /// Only for built wheels, so the digests of locks without them are what they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    built_from: Option<&'a BuiltFrom>,
 }
 
 #[derive(Serialize)]
@@ -90,6 +98,8 @@ struct ReadCanonicalWheel {
     version: String,
     filename: String,
     sha256: Digest,
+    #[serde(default)]
+    built_from: Option<BuiltFrom>,
 }
 
 impl Lock {
@@ -113,6 +123,7 @@ impl Lock {
                     version: &w.version,
                     filename: &w.filename,
                     sha256: &w.sha256,
+                    built_from: w.built_from.as_ref(),
                 })
                 .collect(),
         };
@@ -150,6 +161,7 @@ impl Lock {
                 sha256: w.sha256,
                 size: None,
                 url: String::new(),
+                built_from: w.built_from,
             })
             .collect();
         Ok(Lock::new(read.target, wheels))
@@ -183,6 +195,7 @@ mod tests {
             filename,
             size: None,
             url: url.to_string(),
+            built_from: None,
         }
     }
 

@@ -3,7 +3,9 @@
 //! uv resolves for the target (`--python-version`, `--python-platform`), never for the machine
 //! it runs on, so no matching local interpreter is needed. It writes a `pylock.toml` (PEP 751)
 //! listing each package's wheels with URL and sha256; strata picks the best wheel per package
-//! for the target with [`Target::wheel_priority`].
+//! for the target with [`Target::wheel_priority`]. Only when some package has no wheel is the
+//! resolution run again with sdists allowed; those packages, and project directories, are then
+//! built into wheels (with a matching local interpreter: see [`crate::sdist`]).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -14,8 +16,10 @@ use serde::Deserialize;
 use strata_oci::Digest;
 
 use crate::credentials::{redact_userinfo, take_userinfo, IndexCredentials};
+use crate::fetch::WheelCache;
 use crate::lock::{Lock, LockedWheel};
 use crate::name::PackageName;
+use crate::sdist::{BuildError, Builder, SourcePackage};
 use crate::spec::Sources;
 use crate::target::Target;
 use crate::wheel_name::WheelFilename;
@@ -27,6 +31,9 @@ pub struct Resolver {
     pub uv: PathBuf,
     /// uv's own cache (`--cache-dir`).
     pub cache_dir: PathBuf,
+    /// The wheel cache's root, where wheels built from sdists and project directories go.
+    /// Without it strata installs wheels only and a package without one is an error.
+    pub build_cache: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +44,7 @@ pub enum ResolveError {
     UnknownPackage { name: PackageName },
     #[error("the requirements conflict: {detail}")]
     Conflict { detail: String },
-    #[error("{} has no wheel for the target ({target}); strata installs wheels only, never builds from source", describe(name, version.as_deref()))]
+    #[error("{} has no wheel for the target ({target}) and no sdist to build one from", describe(name, version.as_deref()))]
     NoWheel {
         name: PackageName,
         version: Option<String>,
@@ -48,6 +55,10 @@ pub enum ResolveError {
     Unauthorized { detail: String },
     #[error("uv failed: {stderr}")]
     Uv { stderr: String },
+    /// A package without a wheel whose source could not become one for the target.
+    /// Boxed: its messages are long, and every `Result` of a build carries this enum.
+    #[error(transparent)]
+    Build(Box<BuildError>),
     #[error("could not {action}: {source}")]
     Io {
         action: &'static str,
@@ -61,6 +72,12 @@ pub enum ResolveError {
         #[source]
         source: WheelLocationError,
     },
+}
+
+impl From<BuildError> for ResolveError {
+    fn from(error: BuildError) -> ResolveError {
+        ResolveError::Build(Box::new(error))
+    }
 }
 
 /// A pylock.toml wheel entry that does not say where the wheel is.
@@ -111,7 +128,18 @@ impl Resolver {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("uv"));
-        Resolver { uv, cache_dir }
+        Resolver {
+            uv,
+            cache_dir,
+            build_cache: None,
+        }
+    }
+
+    /// Builds wheels from source when a package has none, keeping them in the wheel cache at
+    /// `root` (see [`crate::sdist`]).
+    pub fn building_into(mut self, root: PathBuf) -> Resolver {
+        self.build_cache = Some(root);
+        self
     }
 
     /// Resolves `requirements_txt` (and `constraints_txt`, if not empty) for `target`.
@@ -134,15 +162,65 @@ impl Resolver {
             std::fs::write(work.path().join("constraints.txt"), constraints_txt)
                 .map_err(io_err("write constraints.txt"))?;
         }
-        let args = self.uv_args(sources, target, has_constraints);
+        let compile = |binary_only| {
+            let args = self.uv_args(sources, target, has_constraints, binary_only);
+            self.compile(work.path(), &args, netrc.as_ref(), target)
+        };
+        // Wheels only first, as always: a set that resolves to wheels resolves as it did. Only
+        // when a package has none is it resolved again with sdists allowed, to build those.
+        let pylock = match compile(true) {
+            Err(first @ ResolveError::NoWheel { .. }) if self.build_cache.is_some() => {
+                compile(false).map_err(|second| match second {
+                    ResolveError::NoWheel { .. } => first,
+                    other => other,
+                })?
+            }
+            other => other?,
+        };
+        let (mut wheels, sources_to_build) = plan_from_pylock(&pylock, target)?;
+        if sources_to_build.is_empty() {
+            return Ok(Lock::new(*target, wheels));
+        }
+        let Some(build_cache) = &self.build_cache else {
+            return Err(no_wheel(&sources_to_build[0], target));
+        };
+        let cache = WheelCache::new(build_cache.clone());
+        let source_args = source_args(sources);
+        let uv_cache = PathBuf::from(absolute(&self.cache_dir.to_string_lossy()));
+        let netrc_path = netrc.as_ref().map(|n| n.path());
+        let builder = Builder {
+            uv: &self.uv,
+            uv_cache: &uv_cache,
+            source_args: &source_args,
+            netrc: netrc_path.as_deref(),
+            env_removed: UV_ENV_OVERRIDES,
+            wheels: &cache,
+            credentials,
+            target,
+        };
+        for package in &sources_to_build {
+            wheels.push(builder.wheel_for(package)?);
+        }
+        drop(netrc);
+        Ok(Lock::new(*target, wheels))
+    }
+
+    /// Runs `uv pip compile` in `work` and returns the pylock.toml it wrote.
+    fn compile(
+        &self,
+        work: &Path,
+        args: &[String],
+        netrc: Option<&PrivateNetrc>,
+        target: &Target,
+    ) -> Result<String, ResolveError> {
         tracing::debug!(uv = %self.uv.display(), ?args, "resolving");
         let mut command = Command::new(&self.uv);
         command
-            .args(&args)
+            .args(args)
             // Relative input names keep temporary paths out of uv's messages.
-            .current_dir(work.path())
+            .current_dir(work)
             .env_remove_all(UV_ENV_OVERRIDES);
-        if let Some(netrc) = &netrc {
+        if let Some(netrc) = netrc {
             command.env("NETRC", netrc.path());
         }
         let output = command.output().map_err(|e| match e.kind() {
@@ -154,18 +232,21 @@ impl Resolver {
                 source: e,
             },
         })?;
-        drop(netrc);
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
-            let stderr = redact_userinfo(&hide_path(&stderr, work.path()));
+            let stderr = redact_userinfo(&hide_path(&stderr, work));
             return Err(classify_failure(&stderr, target));
         }
-        let pylock = std::fs::read_to_string(work.path().join("pylock.toml"))
-            .map_err(io_err("read uv's pylock.toml"))?;
-        lock_from_pylock(&pylock, target)
+        std::fs::read_to_string(work.join("pylock.toml")).map_err(io_err("read uv's pylock.toml"))
     }
 
-    fn uv_args(&self, sources: &Sources, target: &Target, has_constraints: bool) -> Vec<String> {
+    fn uv_args(
+        &self,
+        sources: &Sources,
+        target: &Target,
+        has_constraints: bool,
+        binary_only: bool,
+    ) -> Vec<String> {
         let mut args: Vec<String> = [
             "pip",
             "compile",
@@ -178,11 +259,12 @@ impl Resolver {
             "--quiet",
             // Neither a project's nor the user's uv.toml may change the result.
             "--no-config",
-            "--only-binary",
-            ":all:",
         ]
         .map(String::from)
         .to_vec();
+        if binary_only {
+            args.extend(["--only-binary".into(), ":all:".into()]);
+        }
         args.extend(["--python-version".into(), target.python.to_string()]);
         args.extend(["--python-platform".into(), target.uv_python_platform()]);
         args.push("--cache-dir".into());
@@ -190,25 +272,32 @@ impl Resolver {
         if has_constraints {
             args.extend(["-c".into(), "constraints.txt".into()]);
         }
-        if let Some(index) = &sources.index_url {
-            args.extend(["--index-url".into(), index.clone()]);
-        }
-        for extra in &sources.extra_index_urls {
-            args.extend(["--extra-index-url".into(), extra.clone()]);
-        }
-        for links in sources.all_find_links() {
-            let links = if links.contains("://") {
-                links.clone()
-            } else {
-                absolute(links)
-            };
-            args.extend(["--find-links".into(), links]);
-        }
-        if sources.no_index {
-            args.push("--no-index".into());
-        }
+        args.extend(source_args(sources));
         args
     }
+}
+
+/// uv's arguments for where packages come from; the same for resolving and building.
+fn source_args(sources: &Sources) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(index) = &sources.index_url {
+        args.extend(["--index-url".into(), index.clone()]);
+    }
+    for extra in &sources.extra_index_urls {
+        args.extend(["--extra-index-url".into(), extra.clone()]);
+    }
+    for links in sources.all_find_links() {
+        let links = if links.contains("://") {
+            links.clone()
+        } else {
+            absolute(links)
+        };
+        args.extend(["--find-links".into(), links]);
+    }
+    if sources.no_index {
+        args.push("--no-index".into());
+    }
+    args
 }
 
 /// The netrc file uv reads credentials from (uv honours `NETRC`): mode 0600 in a directory
@@ -413,6 +502,16 @@ struct PylockPackage {
     version: Option<String>,
     #[serde(default)]
     wheels: Vec<PylockWheel>,
+    /// The same fields as a wheel's.
+    sdist: Option<PylockWheel>,
+    /// A direct reference (`name @ URL`): a wheel or an sdist, by its file name.
+    archive: Option<PylockWheel>,
+    directory: Option<PylockDirectory>,
+}
+
+#[derive(Deserialize)]
+struct PylockDirectory {
+    path: String,
 }
 
 #[derive(Deserialize)]
@@ -429,26 +528,144 @@ fn pylock_err(reason: String) -> ResolveError {
     ResolveError::Pylock { reason }
 }
 
-/// Turns uv's pylock.toml into a [`Lock`], choosing one wheel per package.
+/// Turns uv's pylock.toml into a [`Lock`], choosing one wheel per package; a package without
+/// one (only an sdist, or a project directory) is an error here.
+#[cfg(test)]
 pub fn lock_from_pylock(pylock: &str, target: &Target) -> Result<Lock, ResolveError> {
-    let parsed: Pylock = toml::from_str(pylock).map_err(|e| pylock_err(e.to_string()))?;
-    let wheels = parsed
-        .packages
-        .iter()
-        .map(|p| choose_wheel(p, target))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (wheels, sources) = plan_from_pylock(pylock, target)?;
+    if let Some(source) = sources.first() {
+        return Err(no_wheel(source, target));
+    }
     Ok(Lock::new(*target, wheels))
 }
 
-fn choose_wheel(package: &PylockPackage, target: &Target) -> Result<LockedWheel, ResolveError> {
-    let name =
-        PackageName::new(&package.name).map_err(|e| pylock_err(format!("package name: {e}")))?;
-    let version = package
-        .version
-        .clone()
-        .ok_or_else(|| pylock_err(format!("package {name} has no version")))?;
+fn no_wheel(source: &SourcePackage, target: &Target) -> ResolveError {
+    let version = match source {
+        SourcePackage::Sdist { version, .. } => Some(version.clone()),
+        SourcePackage::Directory { .. } => None,
+    };
+    ResolveError::NoWheel {
+        name: source.name().clone(),
+        version,
+        target: target.wheel_tags_summary(),
+    }
+}
+
+/// The best wheel of each package, and the packages that have to be built: those with only
+/// an sdist for the target, and project directories.
+fn plan_from_pylock(
+    pylock: &str,
+    target: &Target,
+) -> Result<(Vec<LockedWheel>, Vec<SourcePackage>), ResolveError> {
+    let parsed: Pylock = toml::from_str(pylock).map_err(|e| pylock_err(e.to_string()))?;
+    let mut wheels = Vec::new();
+    let mut sources = Vec::new();
+    for package in &parsed.packages {
+        let name = PackageName::new(&package.name)
+            .map_err(|e| pylock_err(format!("package name: {e}")))?;
+        if let Some(directory) = &package.directory {
+            let path = PathBuf::from(&directory.path);
+            if !path.is_absolute() {
+                return Err(ResolveError::PylockWheel {
+                    name,
+                    source: WheelLocationError::RelativePath {
+                        path: directory.path.clone(),
+                    },
+                });
+            }
+            sources.push(SourcePackage::Directory { name, path });
+            continue;
+        }
+        let version = package
+            .version
+            .clone()
+            .ok_or_else(|| pylock_err(format!("package {name} has no version")))?;
+        if let Some(archive) = &package.archive {
+            sources.extend(archive_of(archive, &name, &version, target, &mut wheels)?);
+            continue;
+        }
+        match choose_wheel(&package.wheels, &name, &version, target)? {
+            Some(wheel) => wheels.push(wheel),
+            None => match &package.sdist {
+                Some(sdist) => sources.push(sdist_of(sdist, name, version)?),
+                None => {
+                    return Err(ResolveError::NoWheel {
+                        name,
+                        version: Some(version),
+                        target: target.wheel_tags_summary(),
+                    })
+                }
+            },
+        }
+    }
+    Ok((wheels, sources))
+}
+
+/// A direct reference's wheel (added to `wheels`, if the target accepts it) or its sdist.
+fn archive_of(
+    archive: &PylockWheel,
+    name: &PackageName,
+    version: &str,
+    target: &Target,
+    wheels: &mut Vec<LockedWheel>,
+) -> Result<Option<SourcePackage>, ResolveError> {
+    let url = wheel_url(archive).map_err(|source| ResolveError::PylockWheel {
+        name: name.clone(),
+        source,
+    })?;
+    let is_wheel = wheel_filename(archive, &url).is_some_and(|f| f.ends_with(".whl"));
+    if !is_wheel {
+        return sdist_of(archive, name.clone(), version.to_string()).map(Some);
+    }
+    match choose_wheel(std::slice::from_ref(archive), name, version, target)? {
+        Some(wheel) => {
+            wheels.push(wheel);
+            Ok(None)
+        }
+        None => Err(ResolveError::NoWheel {
+            name: name.clone(),
+            version: Some(version.to_string()),
+            target: target.wheel_tags_summary(),
+        }),
+    }
+}
+
+fn sdist_of(
+    sdist: &PylockWheel,
+    name: PackageName,
+    version: String,
+) -> Result<SourcePackage, ResolveError> {
+    let url = wheel_url(sdist).map_err(|source| ResolveError::PylockWheel {
+        name: name.clone(),
+        source,
+    })?;
+    let filename = wheel_filename(sdist, &url)
+        .ok_or_else(|| pylock_err(format!("{name}: no file name in sdist URL {url}")))?;
+    let sha256 = sdist
+        .hashes
+        .get("sha256")
+        .ok_or_else(|| pylock_err(format!("sdist {filename} has no sha256")))?;
+    let sha256 = Digest::from_hex(&sha256.to_ascii_lowercase())
+        .map_err(|e| pylock_err(format!("sdist {filename}: {e}")))?;
+    Ok(SourcePackage::Sdist {
+        name,
+        version,
+        filename,
+        url,
+        sha256,
+    })
+}
+
+fn choose_wheel(
+    candidates: &[PylockWheel],
+    name: &PackageName,
+    version: &str,
+    target: &Target,
+) -> Result<Option<LockedWheel>, ResolveError> {
+    let name = name.clone();
+    let version = version.to_string();
     let mut best: Option<(u32, &PylockWheel, String, String)> = None;
-    for wheel in &package.wheels {
+    for wheel in candidates {
         let url = wheel_url(wheel).map_err(|source| ResolveError::PylockWheel {
             name: name.clone(),
             source,
@@ -468,11 +685,7 @@ fn choose_wheel(package: &PylockPackage, target: &Target) -> Result<LockedWheel,
         }
     }
     let Some((_, wheel, filename, url)) = best else {
-        return Err(ResolveError::NoWheel {
-            name,
-            version: Some(version),
-            target: target.wheel_tags_summary(),
-        });
+        return Ok(None);
     };
     let sha256 = wheel
         .hashes
@@ -480,14 +693,15 @@ fn choose_wheel(package: &PylockPackage, target: &Target) -> Result<LockedWheel,
         .ok_or_else(|| pylock_err(format!("wheel {filename} has no sha256")))?;
     let sha256 = Digest::from_hex(&sha256.to_ascii_lowercase())
         .map_err(|e| pylock_err(format!("wheel {filename}: {e}")))?;
-    Ok(LockedWheel {
+    Ok(Some(LockedWheel {
         name,
         version,
         filename,
         sha256,
         size: wheel.size,
         url,
-    })
+        built_from: None,
+    }))
 }
 
 /// The wheel's absolute URL: `url` as given (without user info, which an index page may
@@ -653,6 +867,74 @@ wheels = [
         assert_eq!(
             err.to_string(),
             "uv wrote a pylock.toml strata cannot read: gamma: wheel path \"w/gamma-1.0-py3-none-any.whl\" is not absolute"
+        );
+    }
+
+    #[test]
+    fn sdists_directories_and_archives_are_planned() {
+        let pylock = r#"
+[[packages]]
+name = "sdonly"
+version = "1.0"
+wheels = [{ url = "file:///w/sdonly-1.0-cp311-cp311-manylinux_2_17_aarch64.whl", hashes = { sha256 = "bb00000000000000000000000000000000000000000000000000000000000000" } }]
+sdist = { url = "file:///w/sdonly-1.0.tar.gz", hashes = { sha256 = "cc00000000000000000000000000000000000000000000000000000000000000" } }
+
+[[packages]]
+name = "proj"
+directory = { path = "/src/proj" }
+
+[[packages]]
+name = "direct"
+version = "2.0"
+archive = { path = "/d/direct-2.0-py3-none-any.whl", hashes = { sha256 = "dd00000000000000000000000000000000000000000000000000000000000000" } }
+
+[[packages]]
+name = "remote-src"
+version = "3.0"
+archive = { url = "https://h/remote_src-3.0.tar.gz", hashes = { sha256 = "ee00000000000000000000000000000000000000000000000000000000000000" } }
+"#;
+        let (wheels, sources) = plan_from_pylock(pylock, &target()).unwrap();
+        assert_eq!(wheels.len(), 1);
+        assert_eq!(wheels[0].filename, "direct-2.0-py3-none-any.whl");
+        assert_eq!(wheels[0].url, "file:///d/direct-2.0-py3-none-any.whl");
+        assert!(wheels[0].sha256.hex().starts_with("dd"));
+        let names: Vec<(&str, String)> = sources
+            .iter()
+            .map(|s| match s {
+                SourcePackage::Sdist { name, filename, .. } => (name.as_str(), filename.clone()),
+                SourcePackage::Directory { name, path } => {
+                    (name.as_str(), path.display().to_string())
+                }
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("sdonly", "sdonly-1.0.tar.gz".to_string()),
+                ("proj", "/src/proj".to_string()),
+                ("remote-src", "remote_src-3.0.tar.gz".to_string()),
+            ]
+        );
+        // Without building, each is a package without a wheel.
+        let err = lock_from_pylock(pylock, &target()).unwrap_err();
+        assert!(
+            matches!(&err, ResolveError::NoWheel { name, .. } if name.as_str() == "sdonly"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_direct_wheel_for_another_platform_is_named() {
+        let pylock = r#"
+[[packages]]
+name = "armonly"
+version = "1.0"
+archive = { path = "/d/armonly-1.0-cp311-cp311-manylinux_2_17_aarch64.whl", hashes = { sha256 = "dd00000000000000000000000000000000000000000000000000000000000000" } }
+"#;
+        let err = plan_from_pylock(pylock, &target()).unwrap_err();
+        assert!(
+            matches!(&err, ResolveError::NoWheel { name, .. } if name.as_str() == "armonly"),
+            "{err:?}"
         );
     }
 

@@ -300,6 +300,7 @@ fn missing_uv_is_reported() {
     let resolver = Resolver {
         uv: PathBuf::from("/nonexistent/strata-test/uv"),
         cache_dir: std::env::temp_dir(),
+        build_cache: None,
     };
     let err = resolver
         .resolve(
@@ -421,6 +422,7 @@ fn size_is_checked_when_known() {
         size: Some(bytes.len() as u64 + 1),
         // A plain absolute path works as well as a file:// URL.
         url: path.to_string_lossy().into_owned(),
+        built_from: None,
     };
     let root = tempfile::tempdir().unwrap();
     let cache = WheelCache::new(root.path().to_path_buf());
@@ -469,6 +471,7 @@ fn fetch_downloads_over_http() {
         sha256: Digest::of(&bytes),
         size: Some(bytes.len() as u64),
         url: format!("{base}/files/web-1.0-py3-none-any.whl"),
+        built_from: None,
     };
     let root = tempfile::tempdir().unwrap();
     let cache = WheelCache::new(root.path().to_path_buf());
@@ -548,6 +551,7 @@ fn fetch_sends_credentials_only_to_their_origin() {
         sha256: Digest::of(&bytes),
         size: Some(bytes.len() as u64),
         url: format!("{base}/files/web-1.0-py3-none-any.whl"),
+        built_from: None,
     };
     let host = base.trim_start_matches("http://");
     let root = tempfile::tempdir().unwrap();

@@ -413,16 +413,17 @@ fn bad_lines_are_refused_with_file_line_and_token() {
 #[test]
 fn unsupported_and_invalid_options_name_file_line_and_option() {
     let cases = [
-        ("a\n-e ./pkg\n", "requirements.txt:2: option \"-e\" is not supported: editable"),
+        ("a\n-e ./pkg\n", "requirements.txt:2: local path \"./pkg\" cannot be installed: it does not exist"),
+        ("a\n-e git+https://h/r\n", "requirements.txt:2: option \"-e\" is not supported: editable"),
         ("--editable=git+https://h/r\n", "requirements.txt:1: option \"--editable\" is not supported"),
         ("--pre\n", "requirements.txt:1: option \"--pre\" is not supported"),
         ("--trusted-host h\n", "requirements.txt:1: option \"--trusted-host\" is not supported: unknown option"),
         ("foo --install-option=x\n", "requirements.txt:1: option \"--install-option\" is not supported"),
         ("foo -r x.txt\n", "requirements.txt:1: option \"-r\" is not supported: file options must be on their own line"),
-        ("./pkg[x]\n", "requirements.txt:1: \"./pkg[x]\" is not supported"),
-        ("\n./pkg\n", "requirements.txt:2: \"./pkg\" is not supported: strata needs named requirements"),
-        ("pkg-1.0-py3-none-any.whl\n", "requirements.txt:1: \"pkg-1.0-py3-none-any.whl\" is not supported"),
-        ("https://h/pkg.whl\n", "requirements.txt:1: \"https://h/pkg.whl\" is not supported"),
+        ("./pkg[x]\n", "requirements.txt:1: local path \"./pkg[x]\" cannot be installed"),
+        ("\n./pkg\n", "requirements.txt:2: local path \"./pkg\" cannot be installed: it does not exist"),
+        ("pkg-1.0-py3-none-any.whl\n", "requirements.txt:1: local path \"pkg-1.0-py3-none-any.whl\" cannot be installed"),
+        ("https://h/pkg.whl\n", "requirements.txt:1: \"https://h/pkg.whl\" is not supported: strata needs named requirements"),
         ("-r\n", "requirements.txt:1: invalid option \"-r\": expected a value after it"),
         ("foo --hash=md5:abc\n", "requirements.txt:1: invalid option \"--hash\": unsupported hash algorithm \"md5\""),
         ("foo --hash=sha256:abc\n", "requirements.txt:1: invalid option \"--hash\": \"sha256:abc\": expected 64 hex digits"),

@@ -119,6 +119,7 @@ impl PinnedSet {
             sha256,
             size,
             url,
+            built_from: None,
         })
     }
 

@@ -4,6 +4,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use super::local::LocalPathError;
+
 use super::lines::ShellSplitError;
 use super::pep508::RequirementError;
 use super::requirements::HashError;
@@ -41,10 +43,20 @@ pub enum SpecError {
         reason: Unsupported,
     },
 
-    /// A local path or a bare URL where a named requirement was expected.
+    /// A local path that names no installable project or wheel.
+    #[error("{}:{line}: local path {text:?} cannot be installed: {reason}", file.display())]
+    LocalPath {
+        file: PathBuf,
+        line: usize,
+        text: String,
+        #[source]
+        reason: LocalPathError,
+    },
+
+    /// A bare URL where a named requirement was expected.
     #[error(
         "{}:{line}: {text:?} is not supported: strata needs named requirements \
-         (`name`, `name>=1.0`, or `name @ URL`), not local paths, archives or bare URLs",
+         (`name`, `name>=1.0`, or `name @ URL`) or local paths, not bare URLs",
         file.display()
     )]
     UnsupportedPath {

@@ -12,6 +12,7 @@ mod direct_url;
 mod error;
 mod expand;
 mod lines;
+mod local;
 mod marker;
 mod pep508;
 mod requirements;
@@ -25,6 +26,7 @@ use strata_oci::Digest;
 pub use direct_url::DirectUrlError;
 pub use error::{InvalidRequirement, OptionError, SpecError, Unsupported};
 pub use lines::ShellSplitError;
+pub use local::LocalPathError;
 pub use marker::{evaluate_marker, MarkerEnvironment, MarkerError, MarkerToken};
 pub use pep508::RequirementError;
 pub use requirements::{

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use super::error::{OptionError, SpecError, Unsupported};
 use super::expand::{expand, Expanded};
 use super::lines::{logical_lines, shell_split, split_requirement_options};
+use super::local::local_requirement;
 use super::pep508::parse_requirement;
 use super::sources::{clean_path, normalise_find_links, normalise_url};
 use super::{Requirement, Sources};
@@ -43,6 +44,9 @@ pub struct RequirementsFile {
     /// The user info of the file's URLs (index URLs, find-links, `name @ URL`), by origin.
     /// Never part of the spec.
     pub credentials: IndexCredentials,
+    /// What the user should know but that does not stop the build (an `-e` installed as a
+    /// regular package). Never part of the spec.
+    pub warnings: Vec<String>,
 }
 
 /// Reads and parses a requirements file and everything it includes, expanding `${VAR}` from
@@ -175,10 +179,38 @@ impl FileParser<'_> {
                         .map_err(|r| at.invalid(name, r))?;
                     self.out.sources.add_find_links(link);
                 }
+                "-e" | "--editable" => self.editable(&value()?, at, mode, name)?,
                 "--no-index" if inline.is_none() => self.out.sources.no_index = true,
                 "--no-index" => return Err(at.invalid(name, OptionError::TakesNoValue)),
                 _ => return Err(refuse(name, at)),
             }
+        }
+        Ok(())
+    }
+
+    /// `-e PATH`: the project at PATH, installed as a regular package (an image cannot link
+    /// to the host's source tree), with a warning saying so. `-e URL` stays refused.
+    fn editable(&mut self, path: &str, at: &At, mode: Mode, option: &str) -> Result<(), SpecError> {
+        if path.contains("://") || path.contains('@') {
+            return Err(at.unsupported(option, Unsupported::Editable));
+        }
+        let requirement =
+            local_requirement(path, &base_dir(at.file)).map_err(|reason| SpecError::LocalPath {
+                file: at.file.to_path_buf(),
+                line: at.line,
+                text: path.to_string(),
+                reason,
+            })?;
+        self.out.warnings.push(format!(
+            "{}:{}: {option} {path}: {} is installed as a regular package (built into a wheel), \
+             not linked to its source on this machine; build again with --refresh after changing it",
+            at.file.display(),
+            at.line,
+            requirement.name,
+        ));
+        match mode {
+            Mode::Requirements => self.out.requirements.push(requirement),
+            Mode::Constraints => self.out.constraints.push(requirement),
         }
         Ok(())
     }
@@ -258,19 +290,30 @@ fn requirement_line(
     credentials: &mut IndexCredentials,
 ) -> Result<Requirement, SpecError> {
     let (spec, options) = split_requirement_options(content);
-    if looks_like_path(spec) {
-        return Err(SpecError::UnsupportedPath {
+    let mut requirement = if looks_like_path(spec) {
+        if spec.contains("://") {
+            return Err(SpecError::UnsupportedPath {
+                file: at.file.to_path_buf(),
+                line: at.line,
+                text: spec.to_string(),
+            });
+        }
+        local_requirement(spec.trim(), &base_dir(at.file)).map_err(|reason| {
+            SpecError::LocalPath {
+                file: at.file.to_path_buf(),
+                line: at.line,
+                text: spec.trim().to_string(),
+                reason,
+            }
+        })?
+    } else {
+        parse_requirement(spec).map_err(|source| SpecError::Malformed {
             file: at.file.to_path_buf(),
             line: at.line,
             text: spec.to_string(),
-        });
-    }
-    let mut requirement = parse_requirement(spec).map_err(|source| SpecError::Malformed {
-        file: at.file.to_path_buf(),
-        line: at.line,
-        text: spec.to_string(),
-        source: Box::new(source),
-    })?;
+            source: Box::new(source),
+        })?
+    };
     let tokens = shell_split(options).map_err(|reason| at.invalid(options, reason))?;
     let mut tokens = tokens.into_iter();
     while let Some(token) = tokens.next() {
@@ -497,7 +540,7 @@ mod tests {
             }
         ));
         assert!(matches!(
-            parse("-e .\n"),
+            parse("-e git+https://h/r\n"),
             SpecError::UnsupportedOption {
                 reason: Unsupported::Editable,
                 ..

@@ -1,0 +1,195 @@
+//! Packages installed from source: an sdist with no wheel is built into a wheel for the target
+//! (in an isolated build environment, its backend from the find-links directory), kept in the
+//! wheel cache and reused; a build that fails or gives a wheel the target cannot install is
+//! refused naming the package, leaving the store as it was.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+const EXIT_BAD_INPUT: i32 = 3;
+
+/// The fixture backend, a wheel in the find-links directory: the build is offline.
+const FIXTURE_BACKEND: &str =
+    "[build-system]\nrequires = [\"strata-fixture-backend\"]\nbuild-backend = \"strata_fixture_backend\"\n";
+
+fn sha256_of(path: &Path) -> String {
+    sha256_hex(&fs::read(path).unwrap())
+}
+
+/// The built-wheel records of the wheel cache: `built/<sdist sha256>/<target>.json`.
+fn built_records(world: &World, sdist_sha: &str) -> Vec<PathBuf> {
+    let dir = world.home.join("wheels/built").join(sdist_sha);
+    let mut records: Vec<PathBuf> = fs::read_dir(&dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    records.sort();
+    records
+}
+
+#[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
+fn an_sdist_only_package_is_built_runs_and_is_reused() {
+    require_root("runc");
+    let world = World::new();
+    let sdist = write_sdist(&world.wheels, "edgesdist", FIXTURE_BACKEND, &[]);
+    let req = world.dir.path().join("sdist.txt");
+    fs::write(&req, "edgesdist==1.0\nalpha\n").unwrap();
+
+    let built = world.build_ok(&req, &[]);
+    assert_eq!(built["cache"], "miss", "{built}");
+    let records = built_records(&world, &sha256_of(&sdist));
+    assert_eq!(
+        records.len(),
+        1,
+        "no record of the built wheel: {records:?}"
+    );
+    let record: serde_json::Value =
+        serde_json::from_slice(&fs::read(&records[0]).unwrap()).unwrap();
+    assert_eq!(
+        record["filename"], "edgesdist-1.0-py3-none-any.whl",
+        "{record}"
+    );
+    assert_eq!(
+        record["built_from"]["source"], "edgesdist-1.0.tar.gz",
+        "{record}"
+    );
+    let wheel = world
+        .home
+        .join("wheels/sha256")
+        .join(
+            record["sha256"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:"),
+        )
+        .join("edgesdist-1.0-py3-none-any.whl");
+    let inode = fs::metadata(&wheel).unwrap().ino();
+
+    let bundle = world.dir.path().join("bundle");
+    umoci_unpack(&world.oci(), built["tag"].as_str().unwrap(), &bundle);
+    let (code, stdout, run_err) = runc_run(
+        &bundle,
+        &[
+            "python",
+            "-c",
+            "import edgesdist, alpha; print(edgesdist.VALUE)",
+        ],
+    );
+    assert_eq!(code, 0, "import failed: {run_err}");
+    assert_eq!(stdout.trim(), "edgesdist built from its sdist");
+
+    // The same spec: answered by the cache.
+    let again = world.build_ok(&req, &[]);
+    assert_eq!(again["cache"], "hit", "{again}");
+    assert_eq!(again["digest"], built["digest"]);
+
+    // Resolved again: the sdist is the same, so its wheel is the one built before (not
+    // rebuilt: same file), the lock is the same and so is the image.
+    let refreshed = world.build_ok(&req, &["--refresh"]);
+    assert_eq!(refreshed["cache"], "lock-hit", "{refreshed}");
+    assert_eq!(refreshed["digest"], built["digest"]);
+    assert_eq!(refreshed["lock_digest"], built["lock_digest"]);
+    assert_eq!(
+        fs::metadata(&wheel).unwrap().ino(),
+        inode,
+        "the wheel was built again"
+    );
+
+    // Pinned by the sdist's hash (what a hashed requirements file holds): another spec, the
+    // same lock and image; a hash of other bytes is refused.
+    let pinned = world.dir.path().join("pinned.txt");
+    let sdist_sha = sha256_of(&sdist);
+    fs::write(
+        &pinned,
+        format!("edgesdist==1.0 --hash=sha256:{sdist_sha}\nalpha\n"),
+    )
+    .unwrap();
+    let by_hash = world.build_ok(&pinned, &[]);
+    assert_eq!(by_hash["cache"], "lock-hit", "{by_hash}");
+    assert_eq!(by_hash["digest"], built["digest"]);
+    let wrong = "0".repeat(64);
+    fs::write(
+        &pinned,
+        format!("edgesdist==1.0 --hash=sha256:{wrong}\nalpha\n"),
+    )
+    .unwrap();
+    let out = world.build(&pinned, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("edgesdist"), "{err}");
+}
+
+#[test]
+fn an_sdist_whose_build_fails_is_named_and_the_store_is_unchanged() {
+    let world = World::new();
+    let first = world.dir.path().join("first.txt");
+    fs::write(&first, "alpha\n").unwrap();
+    world.build_ok(&first, &[]);
+    // Its backend is not available offline (like a C extension's compiler missing).
+    let missing =
+        "[build-system]\nrequires = [\"no-such-backend\"]\nbuild-backend = \"no_such_backend\"\n";
+    write_sdist(&world.wheels, "edgebroken", missing, &[]);
+    let req = world.dir.path().join("broken.txt");
+    fs::write(&req, "edgebroken==1.0\n").unwrap();
+    let before = world.snapshot();
+    let out = world.build(&req, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(EXIT_BAD_INPUT), "{err}");
+    for want in [
+        "package edgebroken==1.0",
+        "sdist edgebroken-1.0.tar.gz",
+        "no-such-backend",
+    ] {
+        assert!(err.contains(want), "no {want:?} in {err}");
+    }
+    assert_eq!(before, world.snapshot(), "the store changed: {err}");
+}
+
+/// An in-tree backend (`backend-path`) that builds a wheel for another platform, as a native
+/// extension built on a host that is not the target would.
+const NATIVE_BACKEND: &str = r#"
+import os, zipfile
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    name = "edgenative-1.0-cp311-cp311-linux_aarch64.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as zf:
+        zf.writestr("edgenative/__init__.py", "")
+        zf.writestr("edgenative-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: edgenative\nVersion: 1.0\n")
+        zf.writestr("edgenative-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: cp311-cp311-linux_aarch64\n")
+        zf.writestr("edgenative-1.0.dist-info/RECORD", "")
+    return name
+"#;
+
+#[test]
+fn a_wheel_built_for_another_platform_is_refused() {
+    let world = World::new();
+    let first = world.dir.path().join("first.txt");
+    fs::write(&first, "alpha\n").unwrap();
+    world.build_ok(&first, &[]);
+    let build_system = "[build-system]\nrequires = []\nbuild-backend = \"native_backend\"\nbackend-path = [\".\"]\n";
+    write_sdist(
+        &world.wheels,
+        "edgenative",
+        build_system,
+        &[("native_backend.py", NATIVE_BACKEND)],
+    );
+    let req = world.dir.path().join("native.txt");
+    fs::write(&req, "edgenative==1.0\n").unwrap();
+    let before = world.snapshot();
+    let out = world.build(&req, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(EXIT_BAD_INPUT), "{err}");
+    for want in [
+        "package edgenative==1.0",
+        "edgenative-1.0-cp311-cp311-linux_aarch64.whl",
+        "x86_64",
+    ] {
+        assert!(err.contains(want), "no {want:?} in {err}");
+    }
+    assert_eq!(before, world.snapshot(), "the store changed: {err}");
+}
