@@ -456,3 +456,159 @@ fn an_entry_that_names_another_key_or_a_missing_blob_is_a_miss() {
         "the same image either way"
     );
 }
+
+/// The temporary files left in `world`'s work directory (locks left out): a build that
+/// ends, whatever happened, leaves none.
+fn temporary_files(world: &World) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(world.home.join("tmp")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect()
+}
+
+/// A store of `world` builds `basic.txt` and pushes it to `repository`: the layer index
+/// then has an entry for each package layer. Returns the build.
+fn publish_basic(world: &World, repository: &str) -> Value {
+    let built = world.build_ok(&requirements("basic.txt"), &["--push", repository]);
+    assert_eq!(built["pushed"]["layer_entries"], 9, "{built}");
+    built
+}
+
+/// The same change built where no registry helps: the image step 3 must give.
+fn changed_one_built_locally(world: &World) -> Value {
+    let local = world.with_home("local");
+    local.build_ok(&requirements("changed-one.txt"), &[])
+}
+
+/// The entry of `package`'s layer of `built` in `repository`: tag and manifest.
+fn entry_of(repository: &str, built: &Value, package: &str) -> (String, Value) {
+    let layer = package_layers(built)
+        .into_iter()
+        .find(|l| l["packages"][0].as_str().unwrap().starts_with(package))
+        .unwrap();
+    layer_entries(repository)
+        .into_iter()
+        .find(|(_, m)| m["layers"][0]["digest"] == layer["digest"])
+        .unwrap()
+}
+
+/// Replaces the entry under `tag` in `REGISTRY/team/env` with `manifest` (a manifest PUT).
+fn put_entry(registry: &str, tag: &str, manifest: &Value) {
+    let mut command = std::process::Command::new("curl");
+    command.args([
+        "-sSf",
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.manifest.v1+json",
+        "--data-binary",
+        &manifest.to_string(),
+        &format!("http://{registry}/v2/team/env/manifests/{tag}"),
+    ]);
+    run(&mut command);
+}
+
+/// `manifest` (an entry) with its layer's `field` set to `value`, in the descriptor and in
+/// the entry's JSON alike: a well-formed entry that lies.
+fn forged(manifest: &Value, field: &str, value: Value) -> Value {
+    let mut forged = manifest.clone();
+    forged["layers"][0][field] = value.clone();
+    let mut entry = entry_json(manifest);
+    let name = match field {
+        "mediaType" => "media_type",
+        other => other,
+    };
+    entry["layer"][name] = value;
+    forged["annotations"]["dev.strata.layer-entry"] = Value::String(entry.to_string());
+    forged
+}
+
+/// Each package layer of `built`: whether it came from `repository` (else built here).
+fn from_registry(built: &Value, repository: &str) -> Vec<(String, bool)> {
+    package_layers(built)
+        .iter()
+        .map(|l| {
+            let came = l["registry"] == repository;
+            assert_eq!(l["reused"], came, "{l}");
+            (l["packages"][0].as_str().unwrap().to_string(), came)
+        })
+        .collect()
+}
+
+#[test]
+fn a_registry_failing_mid_download_is_a_warning_and_the_layers_are_built() {
+    let reg = TestRegistry::start();
+    // Every blob download is cut halfway (the connection is lost); lookups answer.
+    let proxy = AnswerProxy::start(&reg.addr(), |r| {
+        match r.method == "GET" && r.target.contains("/blobs/sha256:") {
+            true => answer_proxy::Answer::ForwardTruncated,
+            false => answer_proxy::Answer::Forward,
+        }
+    });
+    let repository = format!("{}/team/env", reg.addr());
+    let cache = format!("{}/team/env", proxy.addr());
+    let a = World::new();
+    publish_basic(&a, &repository);
+
+    let b = a.with_home("b");
+    let out = b.build(&requirements("changed-one.txt"), &["--cache-from", &cache]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let built: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(built["cache"], "miss");
+    assert!(proxy.refused() > 0, "the downloads were cut");
+    assert!(
+        from_registry(&built, &cache).iter().all(|(_, came)| !came),
+        "{built}"
+    );
+    let warnings = built["warnings"].as_array().unwrap();
+    assert!(!warnings.is_empty(), "{built}");
+    assert!(
+        warnings
+            .iter()
+            .all(|w| w.as_str().unwrap().contains(&cache)),
+        "{built}"
+    );
+    assert_eq!(built["digest"], changed_one_built_locally(&a)["digest"]);
+    assert_eq!(temporary_files(&b), Vec::<String>::new());
+}
+
+#[test]
+fn an_entry_whose_blob_has_another_size_is_a_miss() {
+    let reg = TestRegistry::start();
+    let repository = format!("{}/team/env", reg.addr());
+    let a = World::new();
+    let basic = publish_basic(&a, &repository);
+    // beta's entry says its layer is one byte longer, gamma's one byte shorter.
+    for (package, delta) in [("beta==", 1i64), ("gamma==", -1)] {
+        let (tag, manifest) = entry_of(&repository, &basic, package);
+        let size = manifest["layers"][0]["size"].as_i64().unwrap() + delta;
+        put_entry(&reg.addr(), &tag, &forged(&manifest, "size", size.into()));
+    }
+
+    let b = a.with_home("b");
+    let built = b.build_ok(
+        &requirements("changed-one.txt"),
+        &["--cache-from", &repository],
+    );
+    for (package, came) in from_registry(&built, &repository) {
+        let built_here = ["alpha==", "beta==", "gamma=="]
+            .iter()
+            .any(|p| package.starts_with(p));
+        assert_eq!(came, !built_here, "{package}: {built}");
+    }
+    let warnings = built["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 2, "one per refused layer: {built}");
+    assert!(
+        warnings
+            .iter()
+            .all(|w| w.as_str().unwrap().contains("size")),
+        "{built}"
+    );
+    assert_eq!(built["digest"], changed_one_built_locally(&a)["digest"]);
+    assert_eq!(temporary_files(&b), Vec::<String>::new());
+}

@@ -9,7 +9,9 @@ use crate::base::BaseImage;
 use crate::error::BuildError;
 use crate::home::Home;
 use crate::image::{self, AddedLayer, Assembled, ImageInputs};
-use crate::layers::{check_staged, package_layers, LayerSettings, PackageLayer, RemoteLayers, Wheels};
+use crate::layers::{
+    check_staged, package_layers, LayerSettings, PackageLayer, RemoteLayers, Wheels,
+};
 use crate::progress::Progress;
 use strata_install::{InstallScheme, LayerCompression};
 use strata_python::{IndexCredentials, Lock};

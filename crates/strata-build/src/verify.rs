@@ -31,9 +31,9 @@ use crate::image::{
 use crate::layers::hold;
 use crate::layers::RemoteLayers;
 use crate::lock_image::{image_from_lock, LockInputs, LOCK_FILE};
-use crate::remote_cache::{Lookups, RegistryCache};
 use crate::progress::Progress;
 use crate::publish::runtime;
+use crate::remote_cache::{Lookups, RegistryCache};
 use strata_install::{InstallScheme, LayerCompression};
 
 /// The biggest lock file read from an env layer.
