@@ -612,3 +612,25 @@ fn an_entry_whose_blob_has_another_size_is_a_miss() {
     assert_eq!(built["digest"], changed_one_built_locally(&a)["digest"]);
     assert_eq!(temporary_files(&b), Vec::<String>::new());
 }
+#[test]
+fn an_entry_in_another_media_type_than_the_build_makes_is_a_miss() {
+    let reg = TestRegistry::start();
+    let repository = format!("{}/team/env", reg.addr());
+    let a = World::new();
+    let basic = publish_basic(&a, &repository);
+    // beta's gzip layer, announced as zstd: an image naming it could not be unpacked.
+    let (tag, manifest) = entry_of(&repository, &basic, "beta==");
+    let zstd = Value::String("application/vnd.oci.image.layer.v1.tar+zstd".into());
+    put_entry(&reg.addr(), &tag, &forged(&manifest, "mediaType", zstd));
+
+    let b = a.with_home("b");
+    let built = b.build_ok(
+        &requirements("changed-one.txt"),
+        &["--cache-from", &repository],
+    );
+    for (package, came) in from_registry(&built, &repository) {
+        let built_here = package.starts_with("alpha==") || package.starts_with("beta==");
+        assert_eq!(came, !built_here, "{package}: {built}");
+    }
+    assert_eq!(built["digest"], changed_one_built_locally(&a)["digest"]);
+}

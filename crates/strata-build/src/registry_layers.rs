@@ -47,14 +47,23 @@ fn entry_key(key: &LayerKey) -> LayerEntryKey {
     }
 }
 
-/// The layers of `keys` some repository of `cache` has, downloaded; `None` for the others.
-/// Failures are warnings in `lookups`.
+/// What a build asks the layer index for.
+pub(crate) struct Wanted<'a> {
+    pub keys: &'a [&'a LayerKey],
+    /// The media type of the layers the build makes (its compression): an entry naming
+    /// another one is refused, as an image naming it could not be unpacked.
+    pub media_type: &'a str,
+}
+
+/// The layers of `wanted` some repository of `cache` has, downloaded; `None` for the
+/// others. Failures are warnings in `lookups`.
 pub(crate) fn fetch(
     home: &Home,
     cache: &RegistryCache,
-    keys: &[&LayerKey],
+    wanted: &Wanted,
     lookups: &mut Lookups,
 ) -> Result<Vec<Option<FetchedLayer>>, BuildError> {
+    let keys = wanted.keys;
     let mut found: Vec<Option<FetchedLayer>> = keys.iter().map(|_| None).collect();
     if keys.is_empty() {
         return Ok(found);
@@ -69,7 +78,7 @@ pub(crate) fn fetch(
         if missing.is_empty() {
             break;
         }
-        let results = rt.block_on(fetch_from(home, registry, repo, keys, &missing));
+        let results = rt.block_on(fetch_from(home, registry, repo, wanted, &missing));
         for (i, result) in results {
             match result {
                 Ok(Some((layer, staged))) => {
@@ -98,11 +107,17 @@ async fn fetch_from(
     home: &Home,
     registry: &Registry,
     repo: &RegistryRepo,
-    keys: &[&LayerKey],
+    wanted: &Wanted<'_>,
     indices: &[usize],
 ) -> Vec<(usize, Outcome)> {
     stream::iter(indices.iter().copied())
-        .map(|i| async move { (i, fetch_one(home, registry, repo, keys[i]).await) })
+        .map(|i| async move {
+            let key = wanted.keys[i];
+            (
+                i,
+                fetch_one(home, registry, repo, key, wanted.media_type).await,
+            )
+        })
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await
@@ -113,10 +128,18 @@ async fn fetch_one(
     registry: &Registry,
     repo: &RegistryRepo,
     key: &LayerKey,
+    media_type: &str,
 ) -> Outcome {
     let Some(layer) = registry.read_layer_entry(repo, &entry_key(key)).await? else {
         return Ok(None);
     };
+    // The key names the compression, so a sound entry has its media type: another one is
+    // a malformed entry (the blob would be announced as what it is not).
+    if layer.media_type != media_type {
+        tracing::warn!(%repo, layer = %layer.digest, media_type = %layer.media_type,
+            "ignoring a layer index entry in another media type than {media_type}");
+        return Ok(None);
+    }
     let slot = home.store.download_slot()?;
     match registry
         .pull_blob_to_file(repo, &layer.blob(), slot.path())
