@@ -634,3 +634,36 @@ fn an_entry_in_another_media_type_than_the_build_makes_is_a_miss() {
     }
     assert_eq!(built["digest"], changed_one_built_locally(&a)["digest"]);
 }
+#[test]
+fn a_cache_registry_that_goes_down_during_the_layer_lookups_is_one_warning() {
+    let reg = TestRegistry::start();
+    // The image lookups (steps 1 and 2) are answered; the layer index lookups fail.
+    let proxy = AnswerProxy::start(&reg.addr(), |r| {
+        match r.target.contains("/manifests/strata-layer-") {
+            true => answer_proxy::Answer::Refuse(answer_proxy::Refusal {
+                status: 503,
+                body: answer_proxy::error_body("UNAVAILABLE", "down", "going away"),
+            }),
+            false => answer_proxy::Answer::Forward,
+        }
+    });
+    let repository = format!("{}/team/env", reg.addr());
+    let cache = format!("{}/team/env", proxy.addr());
+    let a = World::new();
+    publish_basic(&a, &repository);
+
+    let b = a.with_home("b");
+    let out = b.build(&requirements("changed-one.txt"), &["--cache-from", &cache]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let built: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(built["cache"], "miss");
+    assert!(
+        from_registry(&built, &cache).iter().all(|(_, came)| !came),
+        "{built}"
+    );
+    let warnings = built["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "one warning, not one per layer: {built}");
+    assert!(warnings[0].as_str().unwrap().contains(&cache), "{built}");
+    assert_eq!(built["digest"], changed_one_built_locally(&a)["digest"]);
+}

@@ -17,6 +17,8 @@
 //!
 //! A registry that fails here costs only the reuse: a warning, and the layer is built.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use futures_util::stream::{self, StreamExt};
 use strata_index::LayerKey;
 use strata_oci::{Digest, LayerDescriptor, Manifest, StagedBlob};
@@ -79,6 +81,7 @@ pub(crate) fn fetch(
             break;
         }
         let results = rt.block_on(fetch_from(home, registry, repo, wanted, &missing));
+        let mut down = None;
         for (i, result) in results {
             match result {
                 Ok(Some((layer, staged))) => {
@@ -89,19 +92,43 @@ pub(crate) fn fetch(
                     })
                 }
                 Ok(None) => {}
-                Err(e) => lookups.warn(format!(
+                Err(Failure::Layer(e)) => lookups.warn(format!(
                     "layer {} from {} was not reused ({}); building it",
                     keys[i].source.short(12),
                     source.repository(),
                     strata_errors::chain(&e)
                 )),
+                Err(Failure::Repository(e)) => {
+                    down.get_or_insert(e);
+                }
             }
+        }
+        if let Some(e) = down {
+            lookups.fail(
+                source.repository(),
+                format!(
+                    "registry cache {} failed while its layer index was read ({}); the layers \
+                     not found yet are built without it",
+                    source.repository(),
+                    strata_errors::chain(&e)
+                ),
+            );
         }
     }
     Ok(found)
 }
 
-type Outcome = Result<Option<(LayerDescriptor, StagedBlob)>, BuildError>;
+/// Why a layer of a repository was not taken.
+enum Failure {
+    /// The layer's own (its blob is not what the entry says): the other layers are asked.
+    Layer(BuildError),
+    /// The repository's (its layer index cannot be read, or it stopped answering): it is
+    /// not asked again by this build, so an outage costs one wait for retries, not one per
+    /// layer.
+    Repository(BuildError),
+}
+
+type Outcome = Result<Option<(LayerDescriptor, StagedBlob)>, Failure>;
 
 async fn fetch_from(
     home: &Home,
@@ -110,13 +137,19 @@ async fn fetch_from(
     wanted: &Wanted<'_>,
     indices: &[usize],
 ) -> Vec<(usize, Outcome)> {
+    let down = &AtomicBool::new(false);
     stream::iter(indices.iter().copied())
         .map(|i| async move {
+            // Lookups not started when the repository failed are not sent.
+            if down.load(Ordering::Relaxed) {
+                return (i, Ok(None));
+            }
             let key = wanted.keys[i];
-            (
-                i,
-                fetch_one(home, registry, repo, key, wanted.media_type).await,
-            )
+            let outcome = fetch_one(home, registry, repo, key, wanted.media_type).await;
+            if let Err(Failure::Repository(_)) = outcome {
+                down.store(true, Ordering::Relaxed);
+            }
+            (i, outcome)
         })
         .buffer_unordered(CONCURRENCY)
         .collect()
@@ -130,7 +163,8 @@ async fn fetch_one(
     key: &LayerKey,
     media_type: &str,
 ) -> Outcome {
-    let Some(layer) = registry.read_layer_entry(repo, &entry_key(key)).await? else {
+    let entry = registry.read_layer_entry(repo, &entry_key(key)).await;
+    let Some(layer) = entry.map_err(|e| Failure::Repository(e.into()))? else {
         return Ok(None);
     };
     // The key names the compression, so a sound entry has its media type: another one is
@@ -140,7 +174,10 @@ async fn fetch_one(
             "ignoring a layer index entry in another media type than {media_type}");
         return Ok(None);
     }
-    let slot = home.store.download_slot()?;
+    let slot = home
+        .store
+        .download_slot()
+        .map_err(|e| Failure::Layer(e.into()))?;
     match registry
         .pull_blob_to_file(repo, &layer.blob(), slot.path())
         .await
@@ -148,7 +185,9 @@ async fn fetch_one(
         Ok(()) => {}
         // The entry outlived its blob (deleted by hand or by a registry GC): a miss.
         Err(e) if e.status() == Some(404) => return Ok(None),
-        Err(e) => return Err(e.into()),
+        // Retried and still failing: the registry, not this blob.
+        Err(e) if e.is_transient() => return Err(Failure::Repository(e.into())),
+        Err(e) => return Err(Failure::Layer(e.into())),
     }
     // pull_blob_to_file checked the bytes against the digest and size.
     let staged = slot.into_staged(layer.digest.clone(), layer.size);
