@@ -245,8 +245,10 @@ fn take_from_registries<'a>(
         return Ok(todo);
     }
     let keys: Vec<&LayerKey> = todo.iter().map(|(_, _, key)| key).collect();
+    let names: Vec<String> = todo.iter().map(|(_, group, _)| layer_name(group)).collect();
     let wanted = registry_layers::Wanted {
         keys: &keys,
+        names: &names,
         media_type,
     };
     let fetched = registry_layers::fetch(home, remote.cache, &wanted, remote.lookups)?;
@@ -267,6 +269,19 @@ fn take_from_registries<'a>(
 }
 
 type Job<'a> = (usize, &'a [&'a LockedWheel], LayerKey);
+
+/// What a message calls the layer of `group`: its first wheel, and how many share it.
+fn layer_name(group: &[&LockedWheel]) -> String {
+    match group {
+        [] => "an empty layer".to_string(),
+        [one] => format!("the layer of {}", one.filename),
+        [first, rest @ ..] => format!(
+            "the layer of {} (and {} more wheels)",
+            first.filename,
+            rest.len()
+        ),
+    }
+}
 
 /// Builds the missing layers on `jobs` threads; the first error stops the others.
 fn build_all(

@@ -52,6 +52,8 @@ fn entry_key(key: &LayerKey) -> LayerEntryKey {
 /// What a build asks the layer index for.
 pub(crate) struct Wanted<'a> {
     pub keys: &'a [&'a LayerKey],
+    /// What messages call each layer of `keys` (its wheels).
+    pub names: &'a [String],
     /// The media type of the layers the build makes (its compression): an entry naming
     /// another one is refused, as an image naming it could not be unpacked.
     pub media_type: &'a str,
@@ -93,8 +95,8 @@ pub(crate) fn fetch(
                 }
                 Ok(None) => {}
                 Err(Failure::Layer(e)) => lookups.warn(format!(
-                    "layer {} from {} was not reused ({}); building it",
-                    keys[i].source.short(12),
+                    "{} from {} was not reused ({}); building it",
+                    wanted.names[i],
                     source.repository(),
                     strata_errors::chain(&e)
                 )),
