@@ -671,3 +671,76 @@ fn a_cache_registry_that_goes_down_during_the_layer_lookups_is_one_warning() {
     assert!(warnings[0].as_str().unwrap().contains(&cache), "{built}");
     assert_eq!(built["digest"], changed_one_built_locally(&a)["digest"]);
 }
+
+/// The tags of `REGISTRY/REPO`, read with skopeo.
+fn tags(repository: &str) -> Vec<String> {
+    let listed: Value = serde_json::from_str(&skopeo(&[
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{repository}"),
+    ]))
+    .unwrap();
+    listed["Tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn registry_gc_leaves_the_layer_index_and_its_blobs_for_later_builds() {
+    let mut reg = TestRegistry::start();
+    let repository = format!("{}/team/env", reg.addr());
+    let a = World::new();
+    let basic = a.build_ok(
+        &requirements("basic.txt"),
+        &["--push", &repository, "--name", "env"],
+    );
+    let tag = basic["tag"].as_str().unwrap().to_string();
+    // A newer image of the environment, so that GC keeping the newest deletes basic's.
+    let newer = a.dir.path().join("newer.txt");
+    fs::write(&newer, "alpha==1.0.0\n").unwrap();
+    a.build_ok(&newer, &["--push", &repository, "--name", "env"]);
+
+    // Registry GC deletes the older image, then the registry's own collector runs.
+    let out = a.strata(&[
+        "gc",
+        "--registry",
+        &repository,
+        "--keep-days",
+        "0",
+        "--keep-newest",
+        "1",
+        "--grace",
+        "0s",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !tags(&repository).contains(&tag),
+        "the image is gone: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    assert_eq!(layer_entries(&repository).len(), 9, "the entries are not");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("strata-layer-"),
+        "entries are not environments, not in the plan: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    reg.stop();
+    reg.garbage_collect();
+    reg.restart();
+
+    // An empty store still takes every layer the entries name.
+    let b = a.with_home("b");
+    let built = b.build_ok(
+        &requirements("changed-one.txt"),
+        &["--cache-from", &repository],
+    );
+    for (package, came) in from_registry(&built, &repository) {
+        assert_eq!(came, !package.starts_with("alpha=="), "{package}: {built}");
+    }
+    assert_eq!(built["warnings"], serde_json::json!([]), "{built}");
+    assert_eq!(built["digest"], changed_one_built_locally(&a)["digest"]);
+}
