@@ -714,6 +714,7 @@ fn registry_gc_leaves_the_layer_index_and_its_blobs_for_later_builds() {
         "1",
         "--grace",
         "0s",
+        "--json",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -723,6 +724,24 @@ fn registry_gc_leaves_the_layer_index_and_its_blobs_for_later_builds() {
         stderr(&out)
     );
     assert_eq!(layer_entries(&repository).len(), 9, "the entries are not");
+    // What the collector frees: basic's env layer and config, not the layers entries keep.
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let digest = basic["digest"].as_str().unwrap();
+    let manifest: Value = serde_json::from_slice(
+        &fs::read(
+            a.oci()
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let env_layer = &basic["layers"].as_array().unwrap().last().unwrap()["size"];
+    assert_eq!(
+        report["bytes_freed"].as_u64().unwrap(),
+        env_layer.as_u64().unwrap() + manifest["config"]["size"].as_u64().unwrap(),
+        "{report}"
+    );
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains("strata-layer-"),
         "entries are not environments, not in the plan: {}",
