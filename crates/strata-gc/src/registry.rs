@@ -1241,6 +1241,9 @@ mod tests {
         };
         let (kept, deleted) = rules.decide(vec![gone, gone2, stays], &usage);
         assert_eq!(deleted.len(), 2);
-        assert_eq!(bytes_freed(&kept, &deleted), 12);
+        assert_eq!(bytes_freed(&kept, &deleted, &BTreeSet::new()), 12);
+        // A blob a layer index entry names stays with the entry.
+        let entries = BTreeSet::from([Digest::of(b"own2")]);
+        assert_eq!(bytes_freed(&kept, &deleted, &entries), 7);
     }
 }
