@@ -456,3 +456,310 @@ fn an_entry_that_names_another_key_or_a_missing_blob_is_a_miss() {
         "the same image either way"
     );
 }
+
+/// The temporary files left in `world`'s work directory (locks left out): a build that
+/// ends, whatever happened, leaves none.
+fn temporary_files(world: &World) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(world.home.join("tmp")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect()
+}
+
+/// A store of `world` builds `basic.txt` and pushes it to `repository`: the layer index
+/// then has an entry for each package layer. Returns the build.
+fn publish_basic(world: &World, repository: &str) -> Value {
+    let built = world.build_ok(&requirements("basic.txt"), &["--push", repository]);
+    assert_eq!(built["pushed"]["layer_entries"], 9, "{built}");
+    built
+}
+
+/// The same change built where no registry helps: the image step 3 must give.
+fn changed_one_built_locally(world: &World) -> Value {
+    let local = world.with_home("local");
+    local.build_ok(&requirements("changed-one.txt"), &[])
+}
+
+/// The entry of `package`'s layer of `built` in `repository`: tag and manifest.
+fn entry_of(repository: &str, built: &Value, package: &str) -> (String, Value) {
+    let layer = package_layers(built)
+        .into_iter()
+        .find(|l| l["packages"][0].as_str().unwrap().starts_with(package))
+        .unwrap();
+    layer_entries(repository)
+        .into_iter()
+        .find(|(_, m)| m["layers"][0]["digest"] == layer["digest"])
+        .unwrap()
+}
+
+/// Replaces the entry under `tag` in `REGISTRY/team/env` with `manifest` (a manifest PUT).
+fn put_entry(registry: &str, tag: &str, manifest: &Value) {
+    let mut command = std::process::Command::new("curl");
+    command.args([
+        "-sSf",
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.manifest.v1+json",
+        "--data-binary",
+        &manifest.to_string(),
+        &format!("http://{registry}/v2/team/env/manifests/{tag}"),
+    ]);
+    run(&mut command);
+}
+
+/// `manifest` (an entry) with its layer's `field` set to `value`, in the descriptor and in
+/// the entry's JSON alike: a well-formed entry that lies.
+fn forged(manifest: &Value, field: &str, value: Value) -> Value {
+    let mut forged = manifest.clone();
+    forged["layers"][0][field] = value.clone();
+    let mut entry = entry_json(manifest);
+    let name = match field {
+        "mediaType" => "media_type",
+        other => other,
+    };
+    entry["layer"][name] = value;
+    forged["annotations"]["dev.strata.layer-entry"] = Value::String(entry.to_string());
+    forged
+}
+
+/// Each package layer of `built`: whether it came from `repository` (else built here).
+fn from_registry(built: &Value, repository: &str) -> Vec<(String, bool)> {
+    package_layers(built)
+        .iter()
+        .map(|l| {
+            let came = l["registry"] == repository;
+            assert_eq!(l["reused"], came, "{l}");
+            (l["packages"][0].as_str().unwrap().to_string(), came)
+        })
+        .collect()
+}
+
+#[test]
+fn a_registry_failing_mid_download_is_a_warning_and_the_layers_are_built() {
+    let reg = TestRegistry::start();
+    // Every blob download is cut halfway (the connection is lost); lookups answer.
+    let proxy = AnswerProxy::start(&reg.addr(), |r| {
+        match r.method == "GET" && r.target.contains("/blobs/sha256:") {
+            true => answer_proxy::Answer::ForwardTruncated,
+            false => answer_proxy::Answer::Forward,
+        }
+    });
+    let repository = format!("{}/team/env", reg.addr());
+    let cache = format!("{}/team/env", proxy.addr());
+    let a = World::new();
+    publish_basic(&a, &repository);
+
+    let b = a.with_home("b");
+    let out = b.build(&requirements("changed-one.txt"), &["--cache-from", &cache]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let built: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(built["cache"], "miss");
+    assert!(proxy.refused() > 0, "the downloads were cut");
+    assert!(
+        from_registry(&built, &cache).iter().all(|(_, came)| !came),
+        "{built}"
+    );
+    let warnings = built["warnings"].as_array().unwrap();
+    assert!(!warnings.is_empty(), "{built}");
+    assert!(
+        warnings
+            .iter()
+            .all(|w| w.as_str().unwrap().contains(&cache)),
+        "{built}"
+    );
+    assert_eq!(built["digest"], changed_one_built_locally(&a)["digest"]);
+    assert_eq!(temporary_files(&b), Vec::<String>::new());
+}
+
+#[test]
+fn an_entry_whose_blob_has_another_size_is_a_miss() {
+    let reg = TestRegistry::start();
+    let repository = format!("{}/team/env", reg.addr());
+    let a = World::new();
+    let basic = publish_basic(&a, &repository);
+    // beta's entry says its layer is one byte longer, gamma's one byte shorter.
+    for (package, delta) in [("beta==", 1i64), ("gamma==", -1)] {
+        let (tag, manifest) = entry_of(&repository, &basic, package);
+        let size = manifest["layers"][0]["size"].as_i64().unwrap() + delta;
+        put_entry(&reg.addr(), &tag, &forged(&manifest, "size", size.into()));
+    }
+
+    let b = a.with_home("b");
+    let built = b.build_ok(
+        &requirements("changed-one.txt"),
+        &["--cache-from", &repository],
+    );
+    for (package, came) in from_registry(&built, &repository) {
+        let built_here = ["alpha==", "beta==", "gamma=="]
+            .iter()
+            .any(|p| package.starts_with(p));
+        assert_eq!(came, !built_here, "{package}: {built}");
+    }
+    let warnings = built["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 2, "one per refused layer: {built}");
+    for wheel in ["beta-2.0.0", "gamma-0.3.0"] {
+        let named = format!("the layer of {wheel}");
+        assert!(
+            warnings.iter().any(|w| {
+                let w = w.as_str().unwrap();
+                w.contains("size") && w.contains(&named)
+            }),
+            "a warning names {wheel} and the cause: {built}"
+        );
+    }
+    assert_eq!(built["digest"], changed_one_built_locally(&a)["digest"]);
+    assert_eq!(temporary_files(&b), Vec::<String>::new());
+}
+#[test]
+fn an_entry_in_another_media_type_than_the_build_makes_is_a_miss() {
+    let reg = TestRegistry::start();
+    let repository = format!("{}/team/env", reg.addr());
+    let a = World::new();
+    let basic = publish_basic(&a, &repository);
+    // beta's gzip layer, announced as zstd: an image naming it could not be unpacked.
+    let (tag, manifest) = entry_of(&repository, &basic, "beta==");
+    let zstd = Value::String("application/vnd.oci.image.layer.v1.tar+zstd".into());
+    put_entry(&reg.addr(), &tag, &forged(&manifest, "mediaType", zstd));
+
+    let b = a.with_home("b");
+    let built = b.build_ok(
+        &requirements("changed-one.txt"),
+        &["--cache-from", &repository],
+    );
+    for (package, came) in from_registry(&built, &repository) {
+        let built_here = package.starts_with("alpha==") || package.starts_with("beta==");
+        assert_eq!(came, !built_here, "{package}: {built}");
+    }
+    assert_eq!(built["digest"], changed_one_built_locally(&a)["digest"]);
+}
+#[test]
+fn a_cache_registry_that_goes_down_during_the_layer_lookups_is_one_warning() {
+    let reg = TestRegistry::start();
+    // The image lookups (steps 1 and 2) are answered; the layer index lookups fail.
+    let proxy = AnswerProxy::start(&reg.addr(), |r| {
+        match r.target.contains("/manifests/strata-layer-") {
+            true => answer_proxy::Answer::Refuse(answer_proxy::Refusal {
+                status: 503,
+                body: answer_proxy::error_body("UNAVAILABLE", "down", "going away"),
+            }),
+            false => answer_proxy::Answer::Forward,
+        }
+    });
+    let repository = format!("{}/team/env", reg.addr());
+    let cache = format!("{}/team/env", proxy.addr());
+    let a = World::new();
+    publish_basic(&a, &repository);
+
+    let b = a.with_home("b");
+    let out = b.build(&requirements("changed-one.txt"), &["--cache-from", &cache]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let built: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(built["cache"], "miss");
+    assert!(
+        from_registry(&built, &cache).iter().all(|(_, came)| !came),
+        "{built}"
+    );
+    let warnings = built["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "one warning, not one per layer: {built}");
+    assert!(warnings[0].as_str().unwrap().contains(&cache), "{built}");
+    assert_eq!(built["digest"], changed_one_built_locally(&a)["digest"]);
+}
+
+/// The tags of `REGISTRY/REPO`, read with skopeo.
+fn tags(repository: &str) -> Vec<String> {
+    let listed: Value = serde_json::from_str(&skopeo(&[
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{repository}"),
+    ]))
+    .unwrap();
+    listed["Tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn registry_gc_leaves_the_layer_index_and_its_blobs_for_later_builds() {
+    let mut reg = TestRegistry::start();
+    let repository = format!("{}/team/env", reg.addr());
+    let a = World::new();
+    let basic = a.build_ok(
+        &requirements("basic.txt"),
+        &["--push", &repository, "--name", "env"],
+    );
+    let tag = basic["tag"].as_str().unwrap().to_string();
+    // A newer image of the environment, so that GC keeping the newest deletes basic's.
+    let newer = a.dir.path().join("newer.txt");
+    fs::write(&newer, "alpha==1.0.0\n").unwrap();
+    a.build_ok(&newer, &["--push", &repository, "--name", "env"]);
+
+    // Registry GC deletes the older image, then the registry's own collector runs.
+    let out = a.strata(&[
+        "gc",
+        "--registry",
+        &repository,
+        "--keep-days",
+        "0",
+        "--keep-newest",
+        "1",
+        "--grace",
+        "0s",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !tags(&repository).contains(&tag),
+        "the image is gone: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    assert_eq!(layer_entries(&repository).len(), 9, "the entries are not");
+    // What the collector frees: basic's env layer and config, not the layers entries keep.
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let digest = basic["digest"].as_str().unwrap();
+    let manifest: Value = serde_json::from_slice(
+        &fs::read(
+            a.oci()
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let env_layer = &basic["layers"].as_array().unwrap().last().unwrap()["size"];
+    assert_eq!(
+        report["bytes_freed"].as_u64().unwrap(),
+        env_layer.as_u64().unwrap() + manifest["config"]["size"].as_u64().unwrap(),
+        "{report}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("strata-layer-"),
+        "entries are not environments, not in the plan: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    reg.stop();
+    reg.garbage_collect();
+    reg.restart();
+
+    // An empty store still takes every layer the entries name.
+    let b = a.with_home("b");
+    let built = b.build_ok(
+        &requirements("changed-one.txt"),
+        &["--cache-from", &repository],
+    );
+    for (package, came) in from_registry(&built, &repository) {
+        assert_eq!(came, !package.starts_with("alpha=="), "{package}: {built}");
+    }
+    assert_eq!(built["warnings"], serde_json::json!([]), "{built}");
+    assert_eq!(built["digest"], changed_one_built_locally(&a)["digest"]);
+}

@@ -226,7 +226,8 @@ pub fn package_layers(
             }
         }
     }
-    let todo = take_from_registries(home, todo, &mut slots, remote)?;
+    let media_type = settings.scheme.compression.media_type();
+    let todo = take_from_registries(home, todo, &mut slots, media_type, remote)?;
     progress.layers(groups.len(), groups.len() - todo.len());
     for (i, layer) in build_all(home, todo, settings, wheels.credentials, progress)? {
         slots[i] = Some(layer);
@@ -243,13 +244,20 @@ fn take_from_registries<'a>(
     home: &Home,
     todo: Vec<Job<'a>>,
     slots: &mut [Option<PackageLayer>],
+    media_type: &str,
     remote: RemoteLayers,
 ) -> Result<Vec<Job<'a>>, BuildError> {
     if remote.cache.is_empty() || todo.is_empty() {
         return Ok(todo);
     }
     let keys: Vec<&LayerKey> = todo.iter().map(|(_, _, key)| key).collect();
-    let fetched = registry_layers::fetch(home, remote.cache, &keys, remote.lookups)?;
+    let names: Vec<String> = todo.iter().map(|(_, group, _)| layer_name(group)).collect();
+    let wanted = registry_layers::Wanted {
+        keys: &keys,
+        names: &names,
+        media_type,
+    };
+    let fetched = registry_layers::fetch(home, remote.cache, &wanted, remote.lookups)?;
     let mut left = Vec::new();
     for ((i, group, key), found) in todo.into_iter().zip(fetched) {
         let Some(found) = found else {
@@ -269,6 +277,19 @@ fn take_from_registries<'a>(
 }
 
 type Job<'a> = (usize, &'a [&'a LockedWheel], LayerKey);
+
+/// What a message calls the layer of `group`: its first wheel, and how many share it.
+fn layer_name(group: &[&LockedWheel]) -> String {
+    match group {
+        [] => "an empty layer".to_string(),
+        [one] => format!("the layer of {}", one.filename),
+        [first, rest @ ..] => format!(
+            "the layer of {} (and {} more wheels)",
+            first.filename,
+            rest.len()
+        ),
+    }
+}
 
 /// Builds the missing layers on `jobs` threads; the first error stops the others.
 fn build_all(

@@ -17,6 +17,8 @@
 //!
 //! A registry that fails here costs only the reuse: a warning, and the layer is built.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use futures_util::stream::{self, StreamExt};
 use strata_index::LayerKey;
 use strata_oci::{Digest, LayerDescriptor, Manifest, StagedBlob};
@@ -47,14 +49,25 @@ fn entry_key(key: &LayerKey) -> LayerEntryKey {
     }
 }
 
-/// The layers of `keys` some repository of `cache` has, downloaded; `None` for the others.
-/// Failures are warnings in `lookups`.
+/// What a build asks the layer index for.
+pub(crate) struct Wanted<'a> {
+    pub keys: &'a [&'a LayerKey],
+    /// What messages call each layer of `keys` (its wheels).
+    pub names: &'a [String],
+    /// The media type of the layers the build makes (its compression): an entry naming
+    /// another one is refused, as an image naming it could not be unpacked.
+    pub media_type: &'a str,
+}
+
+/// The layers of `wanted` some repository of `cache` has, downloaded; `None` for the
+/// others. Failures are warnings in `lookups`.
 pub(crate) fn fetch(
     home: &Home,
     cache: &RegistryCache,
-    keys: &[&LayerKey],
+    wanted: &Wanted,
     lookups: &mut Lookups,
 ) -> Result<Vec<Option<FetchedLayer>>, BuildError> {
+    let keys = wanted.keys;
     let mut found: Vec<Option<FetchedLayer>> = keys.iter().map(|_| None).collect();
     if keys.is_empty() {
         return Ok(found);
@@ -69,7 +82,8 @@ pub(crate) fn fetch(
         if missing.is_empty() {
             break;
         }
-        let results = rt.block_on(fetch_from(home, registry, repo, keys, &missing));
+        let results = rt.block_on(fetch_from(home, registry, repo, wanted, &missing));
+        let mut down = None;
         for (i, result) in results {
             match result {
                 Ok(Some((layer, staged))) => {
@@ -80,29 +94,65 @@ pub(crate) fn fetch(
                     })
                 }
                 Ok(None) => {}
-                Err(e) => lookups.warn(format!(
-                    "layer {} from {} was not reused ({}); building it",
-                    keys[i].source.short(12),
+                Err(Failure::Layer(e)) => lookups.warn(format!(
+                    "{} from {} was not reused ({}); building it",
+                    wanted.names[i],
                     source.repository(),
                     strata_errors::chain(&e)
                 )),
+                Err(Failure::Repository(e)) => {
+                    down.get_or_insert(e);
+                }
             }
+        }
+        if let Some(e) = down {
+            lookups.fail(
+                source.repository(),
+                format!(
+                    "registry cache {} failed while its layer index was read ({}); the layers \
+                     not found yet are built without it",
+                    source.repository(),
+                    strata_errors::chain(&e)
+                ),
+            );
         }
     }
     Ok(found)
 }
 
-type Outcome = Result<Option<(LayerDescriptor, StagedBlob)>, BuildError>;
+/// Why a layer of a repository was not taken.
+enum Failure {
+    /// The layer's own (its blob is not what the entry says): the other layers are asked.
+    Layer(BuildError),
+    /// The repository's (its layer index cannot be read, or it stopped answering): it is
+    /// not asked again by this build, so an outage costs one wait for retries, not one per
+    /// layer.
+    Repository(BuildError),
+}
+
+type Outcome = Result<Option<(LayerDescriptor, StagedBlob)>, Failure>;
 
 async fn fetch_from(
     home: &Home,
     registry: &Registry,
     repo: &RegistryRepo,
-    keys: &[&LayerKey],
+    wanted: &Wanted<'_>,
     indices: &[usize],
 ) -> Vec<(usize, Outcome)> {
+    let down = &AtomicBool::new(false);
     stream::iter(indices.iter().copied())
-        .map(|i| async move { (i, fetch_one(home, registry, repo, keys[i]).await) })
+        .map(|i| async move {
+            // Lookups not started when the repository failed are not sent.
+            if down.load(Ordering::Relaxed) {
+                return (i, Ok(None));
+            }
+            let key = wanted.keys[i];
+            let outcome = fetch_one(home, registry, repo, key, wanted.media_type).await;
+            if let Err(Failure::Repository(_)) = outcome {
+                down.store(true, Ordering::Relaxed);
+            }
+            (i, outcome)
+        })
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await
@@ -113,11 +163,23 @@ async fn fetch_one(
     registry: &Registry,
     repo: &RegistryRepo,
     key: &LayerKey,
+    media_type: &str,
 ) -> Outcome {
-    let Some(layer) = registry.read_layer_entry(repo, &entry_key(key)).await? else {
+    let entry = registry.read_layer_entry(repo, &entry_key(key)).await;
+    let Some(layer) = entry.map_err(|e| Failure::Repository(e.into()))? else {
         return Ok(None);
     };
-    let slot = home.store.download_slot()?;
+    // The key names the compression, so a sound entry has its media type: another one is
+    // a malformed entry (the blob would be announced as what it is not).
+    if layer.media_type != media_type {
+        tracing::warn!(%repo, layer = %layer.digest, media_type = %layer.media_type,
+            "ignoring a layer index entry in another media type than {media_type}");
+        return Ok(None);
+    }
+    let slot = home
+        .store
+        .download_slot()
+        .map_err(|e| Failure::Layer(e.into()))?;
     match registry
         .pull_blob_to_file(repo, &layer.blob(), slot.path())
         .await
@@ -125,7 +187,9 @@ async fn fetch_one(
         Ok(()) => {}
         // The entry outlived its blob (deleted by hand or by a registry GC): a miss.
         Err(e) if e.status() == Some(404) => return Ok(None),
-        Err(e) => return Err(e.into()),
+        // Retried and still failing: the registry, not this blob.
+        Err(e) if e.is_transient() => return Err(Failure::Repository(e.into())),
+        Err(e) => return Err(Failure::Layer(e.into())),
     }
     // pull_blob_to_file checked the bytes against the digest and size.
     let staged = slot.into_staged(layer.digest.clone(), layer.size);

@@ -179,6 +179,12 @@ impl Lookups {
     pub fn warn(&mut self, warning: String) {
         self.warnings.push(warning);
     }
+
+    /// Records that `repository` failed (with the warning that says so): not asked again.
+    pub fn fail(&mut self, repository: String, warning: String) {
+        self.failed.push(repository);
+        self.warnings.push(warning);
+    }
 }
 
 /// The first image under `tag` in the cache's repositories that `wanted` accepts. A

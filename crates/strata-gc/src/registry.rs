@@ -41,14 +41,16 @@
 //! Deleting manifests frees no storage by itself; the registry's own blob collection
 //! (`registry garbage-collect`, with the registry read-only or stopped) removes the blobs no
 //! manifest references any more. `bytes_freed` is what that run will free, counting only
-//! blobs of this repository that no kept manifest shares (manifest bytes are not counted).
+//! blobs of this repository that no kept manifest shares and no layer index entry names
+//! (entries are manifests too: the collector keeps their blobs; manifest bytes are not
+//! counted).
 //!
 //! Images are grouped by environment name for `keep_newest`: the `dev.strata.name`
 //! annotation, else the name recorded with the push, else no name — all unnamed images form
 //! one group. A tag prefix is not used: strata's own tags are `env-<spec digest>`, so every
 //! prefix would be `env` anyway, and a user's tag says nothing reliable about the environment.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use futures_util::stream::FuturesUnordered;
@@ -59,6 +61,7 @@ use crate::policy::GcPolicy;
 use strata_index::PushUsage;
 use strata_index::{Index, IndexError};
 use strata_oci::Digest;
+use strata_oci::LayerDescriptor;
 use strata_oci::ManifestDocument;
 use strata_registry::{
     is_layer_entry_tag, is_usage_tag, ManifestRef, Registry, RegistryError, RegistryRepo, Tag,
@@ -259,6 +262,9 @@ pub struct RegistryGcPlan {
     /// Bytes of blobs referenced only by deleted manifests.
     pub bytes_freed: u64,
     pub counts: GcCounts,
+    /// The layer blobs the repository's layer index entries name: kept by the entries.
+    #[serde(skip)]
+    pub entry_blobs: BTreeSet<Digest>,
 }
 
 /// What a run did (or, with `dry_run`, would do).
@@ -311,13 +317,15 @@ pub async fn plan_registry(
 ) -> Result<RegistryGcPlan, RegistryGcError> {
     let target = repo.to_string();
     // Layer index entries are not environments: left out of the plan, and left alone (each
-    // holds its layer blob for the builds that reuse it).
-    let (usage_tags, tags): (Vec<String>, Vec<String>) = registry
+    // holds its layer blob for the builds that reuse it, so those blobs are not freed).
+    let (entry_tags, tags): (Vec<String>, Vec<String>) = registry
         .list_tags(repo)
         .await?
         .into_iter()
-        .filter(|t| !is_layer_entry_tag(t))
-        .partition(|t| is_usage_tag(t));
+        .partition(|t| is_layer_entry_tag(t));
+    let (usage_tags, tags): (Vec<String>, Vec<String>) =
+        tags.into_iter().partition(|t| is_usage_tag(t));
+    let entry_blobs = read_entry_blobs(registry, repo, &entry_tags).await?;
     let by_digest = resolve_tags(registry, repo, &tags).await?;
     let observed = inspect_all(registry, repo, by_digest).await?;
     let usage = Usage {
@@ -330,7 +338,7 @@ pub async fn plan_registry(
         now,
     };
     let (kept, deleted) = rules.decide(observed, &usage);
-    let bytes_freed = bytes_freed(&kept, &deleted);
+    let bytes_freed = bytes_freed(&kept, &deleted, &entry_blobs);
     let counts = counts(tags.len(), &kept, &deleted);
     Ok(RegistryGcPlan {
         target,
@@ -348,6 +356,7 @@ pub async fn plan_registry(
         deleted,
         bytes_freed,
         counts,
+        entry_blobs,
     })
 }
 
@@ -549,7 +558,7 @@ fn report_of(
         target: plan.target.clone(),
         now: plan.now,
         policy: plan.policy.clone(),
-        bytes_freed: bytes_freed(&kept, &deleted),
+        bytes_freed: bytes_freed(&kept, &deleted, &plan.entry_blobs),
         counts: counts(plan.counts.tags, &kept, &deleted),
         kept,
         deleted,
@@ -567,10 +576,15 @@ fn counts(tags: usize, kept: &[KeptManifest], deleted: &[DeletedManifest]) -> Gc
 }
 
 /// Sizes of the blobs that only deleted manifests reference, each counted once.
-fn bytes_freed(kept: &[KeptManifest], deleted: &[DeletedManifest]) -> u64 {
+fn bytes_freed(
+    kept: &[KeptManifest],
+    deleted: &[DeletedManifest],
+    entry_blobs: &BTreeSet<Digest>,
+) -> u64 {
     let kept_blobs: HashSet<&Digest> = kept
         .iter()
         .flat_map(|k| k.manifest.blobs.iter().map(|(d, _)| d))
+        .chain(entry_blobs)
         .collect();
     let freed: HashMap<&Digest, u64> = deleted
         .iter()
@@ -751,6 +765,23 @@ async fn walk_index(
 }
 
 /// The usage records in the registry (`strata-usage-*` tags), by the manifest they describe.
+/// The layer blobs the entries under `tags` name (a malformed or vanished entry names none).
+async fn read_entry_blobs(
+    registry: &Registry,
+    repo: &RegistryRepo,
+    tags: &[String],
+) -> Result<BTreeSet<Digest>, RegistryError> {
+    let reads: Vec<_> = tags
+        .iter()
+        .map(|t| registry.read_layer_entry_tag(repo, t))
+        .collect();
+    let layers: Vec<Option<LayerDescriptor>> = futures_util::stream::iter(reads)
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(layers.into_iter().flatten().map(|l| l.digest).collect())
+}
+
 async fn read_usage_records(
     registry: &Registry,
     repo: &RegistryRepo,
@@ -1210,6 +1241,9 @@ mod tests {
         };
         let (kept, deleted) = rules.decide(vec![gone, gone2, stays], &usage);
         assert_eq!(deleted.len(), 2);
-        assert_eq!(bytes_freed(&kept, &deleted), 12);
+        assert_eq!(bytes_freed(&kept, &deleted, &BTreeSet::new()), 12);
+        // A blob a layer index entry names stays with the entry.
+        let entries = BTreeSet::from([Digest::of(b"own2")]);
+        assert_eq!(bytes_freed(&kept, &deleted, &entries), 7);
     }
 }

@@ -11,6 +11,10 @@ use strata_oci::Store;
 
 /// The prefix `tempfile` gives the files `Store::writer` and `write_atomic` create.
 const TEMP_PREFIX: &str = ".tmp";
+/// The prefix of a registry download into a `Store::download_slot` file: the registry
+/// client writes `.<name>.<pid>-<n>.partial` beside it and renames it into place, so a
+/// download killed midway leaves `..tmp….partial` behind.
+const PARTIAL_PREFIX: &str = "..tmp";
 
 /// A blob file under `blobs/sha256/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +72,7 @@ pub fn list_temp_files(store: &Store) -> io::Result<Vec<TempFile>> {
         let is_temp = entry
             .file_name()
             .to_str()
-            .is_some_and(|n| n.starts_with(TEMP_PREFIX));
+            .is_some_and(|n| n.starts_with(TEMP_PREFIX) || n.starts_with(PARTIAL_PREFIX));
         if !is_temp {
             continue;
         }

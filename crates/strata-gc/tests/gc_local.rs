@@ -444,6 +444,36 @@ fn policy_keeps_each_reason_and_prunes_the_rest() {
     assert_eq!(report.deleted_blobs, 0);
 }
 
+/// A layer download into a slot of the store (a build taking a layer from a registry) that
+/// was killed midway leaves the registry client's partial file beside the slot: swept after
+/// the grace like the store's own temporary files.
+#[test]
+fn a_partial_download_left_by_a_killed_build_is_swept_after_the_grace() {
+    let fx = Fixture::new();
+    let slot = fx.store.download_slot().unwrap();
+    let name = slot
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let partial = fx.store.work_dir().join(format!(".{name}.4242-0.partial"));
+    fs::write(&partial, b"half a layer").unwrap();
+    std::mem::forget(slot); // killed: nothing removes the slot either
+    fx.age_everything(2);
+
+    let plan = fx.plan(&policy());
+    let swept: BTreeSet<_> = plan.temp_files.iter().map(|t| t.path.clone()).collect();
+    assert!(swept.contains(&partial), "{swept:?}");
+    assert_eq!(
+        swept.len(),
+        2,
+        "the slot and its partial download: {swept:?}"
+    );
+    local::sweep(&fx.store, &fx.index, &plan).unwrap();
+    assert!(!partial.exists());
+}
+
 #[test]
 fn grace_protects_young_blobs_and_temp_files() {
     let fx = Fixture::new();

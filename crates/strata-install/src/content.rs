@@ -170,7 +170,7 @@ fn verify_entry(wheel: &mut Wheel, e: &EntryToVerify) -> Result<Hashed, InstallE
         let hashed = if e.symlink {
             read_symlink(&mut raw)
         } else {
-            hash_installed(&mut raw, e.rewrite, !same_hash, e.keep)
+            hash_installed(&mut raw, e.rewrite, !same_hash, e.keep.then_some(declared))
         };
         let hashed = hashed.map_err(|err| wheel.id.entry_error(entry, err))?;
         (raw.hasher.finish_b64(), raw.count, hashed)
@@ -215,16 +215,20 @@ fn read_symlink(raw: &mut impl Read) -> io::Result<Hashed> {
 }
 
 /// Reads the installed bytes of an entry: hashed with sha256 unless `hash` is false (the
-/// caller has the hash of the raw bytes, which are the same), kept if `keep`.
+/// caller has the hash of the raw bytes, which are the same), kept if `keep` gives the
+/// entry's declared size.
 fn hash_installed(
     raw: &mut impl Read,
     rewrite: Option<&ShebangRewrite>,
     hash: bool,
-    keep: bool,
+    keep: Option<u64>,
 ) -> io::Result<Hashed> {
+    // Sized up front: the budget reserved the declared sizes, and a vector grown by doubling
+    // would hold up to twice that while it grows (a rewritten shebang may still add a few
+    // bytes). The reader stops an entry that inflates past its declared size.
     let mut sink = InstalledSink {
         hasher: hash.then(Sha256::new),
-        kept: keep.then(Vec::new),
+        kept: keep.map(|declared| Vec::with_capacity(usize::try_from(declared).unwrap_or(0))),
     };
     let size = io::copy(&mut installed(raw, rewrite)?, &mut sink)?;
     Ok(Hashed {

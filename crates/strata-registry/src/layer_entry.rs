@@ -147,6 +147,29 @@ impl Registry {
             .map(|entry| entry.layer))
     }
 
+    /// The layer the entry under `tag` names (a tag [`is_layer_entry_tag`] says is one);
+    /// `None` when the tag is gone or holds no well-formed entry for the key its tag is made
+    /// from. What registry GC reads to know which blobs the layer index keeps.
+    pub async fn read_layer_entry_tag(
+        &self,
+        repo: &RegistryRepo,
+        tag: &str,
+    ) -> Result<Option<LayerDescriptor>, RegistryError> {
+        let reference = ManifestRef::Tag(Tag::from_validated(tag.to_string()));
+        let pulled = match self.pull_manifest(repo, &reference).await {
+            Ok(pulled) => pulled,
+            Err(e) if e.status() == Some(404) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Ok(manifest) = serde_json::from_slice::<EntryManifest>(&pulled.bytes) else {
+            return Ok(None);
+        };
+        Ok(manifest
+            .entry()
+            .filter(|entry| layer_entry_tag(&entry.key).as_str() == tag)
+            .map(|entry| entry.layer))
+    }
+
     /// Writes the entry of `entry.key` in `repo`, whose layer blob must already be there (the
     /// registry refuses a manifest naming a blob it lacks). Idempotent: the same entry gives
     /// the same bytes.

@@ -32,6 +32,9 @@ pub enum Answer {
     Refuse(Refusal),
     /// Forward, drop the registry's answer, answer this instead.
     ForwardThenRefuse(Refusal),
+    /// Forward, and pass on the registry's answer cut in the middle of its body (its
+    /// `Content-Length` kept): a connection lost mid-download.
+    ForwardTruncated,
 }
 
 type Rule = dyn Fn(&Request) -> Answer + Send + Sync;
@@ -105,6 +108,12 @@ fn serve(
         .push((request.method.clone(), request.target.clone()));
     let refusal = match rule(&request) {
         Answer::Forward => None,
+        Answer::ForwardTruncated => {
+            let response = http::forward(upstream, &request, &[]);
+            refused.fetch_add(1, Ordering::SeqCst);
+            http::answer(client, truncated(&response));
+            return;
+        }
         Answer::Refuse(r) => Some(r),
         Answer::ForwardThenRefuse(r) => {
             // The registry's answer is read in full, so its work is done, then dropped.
@@ -120,6 +129,15 @@ fn serve(
         }
     };
     http::answer(client, &response);
+}
+
+/// `response` with half its body: the head, then the first half of what follows it.
+fn truncated(response: &[u8]) -> &[u8] {
+    let head = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(response.len(), |i| i + 4);
+    &response[..head + (response.len() - head) / 2]
 }
 
 fn render(refusal: &Refusal) -> Vec<u8> {
