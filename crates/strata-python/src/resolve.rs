@@ -736,27 +736,7 @@ fn wheel_filename(wheel: &PylockWheel, url: &str) -> Option<String> {
     if let Some(name) = &wheel.name {
         return Some(name.clone());
     }
-    let parsed = url::Url::parse(url).ok()?;
-    let last = parsed.path_segments()?.next_back()?;
-    let decoded = percent_decode(last)?;
-    (!decoded.is_empty()).then_some(decoded)
-}
-
-fn percent_decode(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = segment.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    crate::formats::url_filename(url)
 }
 
 #[cfg(test)]

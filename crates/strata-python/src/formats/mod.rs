@@ -21,6 +21,7 @@ mod uvlock;
 use std::path::{Path, PathBuf};
 
 pub use error::{FormatError, PROJECT_FILES};
+pub(crate) use pinned::url_filename;
 pub use pinned::{PinnedPackage, PinnedSet, PinnedWheel, WheelLocation};
 pub use pylock::pylock_text;
 

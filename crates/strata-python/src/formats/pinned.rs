@@ -203,28 +203,13 @@ pub(super) fn parse_sha256(text: &str) -> Result<Digest, String> {
 }
 
 /// The last segment of a URL, percent-decoded: a wheel's file name.
-pub(super) fn url_filename(url: &str) -> Option<String> {
+pub(crate) fn url_filename(url: &str) -> Option<String> {
     let parsed = url::Url::parse(url).ok()?;
     let last = parsed.path_segments()?.next_back()?;
-    let decoded = percent_decode(last)?;
-    (!decoded.is_empty()).then_some(decoded)
-}
-
-fn percent_decode(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = segment.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    let decoded = percent_encoding::percent_decode_str(last)
+        .decode_utf8()
+        .ok()?;
+    (!decoded.is_empty()).then(|| decoded.into_owned())
 }
 
 /// A wheel location from a lock file's `url` or `path` (relative to `dir`).
