@@ -484,6 +484,19 @@ fn changed_one_built_locally(world: &World) -> Value {
     local.build_ok(&requirements("changed-one.txt"), &[])
 }
 
+/// `changed-one.txt` built in an empty store of `world` with `--cache-from cache`: it must
+/// succeed as a miss (the layers the cache does not give are built). Returns the store and
+/// the build.
+fn changed_one_from_cache(world: &World, cache: &str) -> (World, Value) {
+    let b = world.with_home("b");
+    let out = b.build(&requirements("changed-one.txt"), &["--cache-from", cache]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let built: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(built["cache"], "miss");
+    (b, built)
+}
+
 /// The entry of `package`'s layer of `built` in `repository`: tag and manifest.
 fn entry_of(repository: &str, built: &Value, package: &str) -> (String, Value) {
     let layer = package_layers(built)
@@ -554,12 +567,7 @@ fn a_registry_failing_mid_download_is_a_warning_and_the_layers_are_built() {
     let a = World::new();
     publish_basic(&a, &repository);
 
-    let b = a.with_home("b");
-    let out = b.build(&requirements("changed-one.txt"), &["--cache-from", &cache]);
-    let err = stderr(&out);
-    assert!(out.status.success(), "{err}");
-    let built: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(built["cache"], "miss");
+    let (b, built) = changed_one_from_cache(&a, &cache);
     assert!(proxy.refused() > 0, "the downloads were cut");
     assert!(
         from_registry(&built, &cache).iter().all(|(_, came)| !came),
@@ -656,12 +664,7 @@ fn a_cache_registry_that_goes_down_during_the_layer_lookups_is_one_warning() {
     let a = World::new();
     publish_basic(&a, &repository);
 
-    let b = a.with_home("b");
-    let out = b.build(&requirements("changed-one.txt"), &["--cache-from", &cache]);
-    let err = stderr(&out);
-    assert!(out.status.success(), "{err}");
-    let built: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(built["cache"], "miss");
+    let (_, built) = changed_one_from_cache(&a, &cache);
     assert!(
         from_registry(&built, &cache).iter().all(|(_, came)| !came),
         "{built}"

@@ -318,10 +318,7 @@ pub fn pull(
         &staging,
         Some(&lease),
     ))?;
-    for (digest, path) in &fetched.staged {
-        home.store.adopt_file(path, digest)?;
-    }
-    home.store.put_bytes(&fetched.manifest_bytes)?;
+    fetched.adopt_into(home)?;
     let tag = match &image.reference {
         Some(ManifestRef::Tag(t)) => t.as_str().to_string(),
         _ => format!("pulled-{}", fetched.digest.short(12)),
@@ -377,6 +374,23 @@ pub(crate) struct Fetched {
     pub staged: Vec<(Digest, PathBuf)>,
     pub present: usize,
     pub bytes_downloaded: u64,
+}
+
+impl Fetched {
+    /// Moves the downloaded blobs and the manifest into the store, and stamps the blobs as
+    /// verified (each was hashed on its way in): the next hit does not hash the image again.
+    /// A failed stamp only costs that hashing.
+    pub(crate) fn adopt_into(&self, home: &Home) -> Result<(), BuildError> {
+        for (digest, path) in &self.staged {
+            home.store.adopt_file(path, digest)?;
+        }
+        home.store.put_bytes(&self.manifest_bytes)?;
+        let downloaded: Vec<Digest> = self.staged.iter().map(|(d, _)| d.clone()).collect();
+        if let Err(e) = strata_index::mark_verified(&home.store, &home.index, &downloaded) {
+            tracing::warn!("recording that the pulled blobs are verified: {e}");
+        }
+        Ok(())
+    }
 }
 
 /// Fetches the manifest for `platform` and every blob the store lacks into `staging`

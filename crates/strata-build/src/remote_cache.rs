@@ -295,16 +295,7 @@ fn pull_into_store(
         &staging,
         Some(&lease),
     ))?;
-    for (digest, path) in &fetched.staged {
-        home.store.adopt_file(path, digest)?;
-    }
-    home.store.put_bytes(&fetched.manifest_bytes)?;
-    // Every downloaded blob was hashed on its way in: stamped, the next hit does not hash
-    // the image again. A failed stamp only costs that hashing.
-    let downloaded: Vec<Digest> = fetched.staged.iter().map(|(d, _)| d.clone()).collect();
-    if let Err(e) = strata_index::mark_verified(&home.store, &home.index, &downloaded) {
-        tracing::warn!("recording that the pulled blobs are verified: {e}");
-    }
+    fetched.adopt_into(home)?;
     let manifest = &fetched.manifest;
     let lock = manifest
         .annotations
