@@ -58,6 +58,8 @@ pub enum Command {
     Metrics(commands::jobs::MetricsArgs),
     /// Run the local agent: admit jobs and run them with runc.
     Agent(commands::jobs::AgentArgs),
+    /// Print the Kubernetes objects that run strata for a set of teams (YAML, to apply).
+    Deploy(commands::deploy::DeployArgs),
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
@@ -80,5 +82,6 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Outputs(args) => commands::jobs::outputs(args),
         Command::Metrics(args) => commands::jobs::metrics(args),
         Command::Agent(args) => commands::jobs::agent(args),
+        Command::Deploy(args) => commands::deploy::run(args),
     }
 }

@@ -133,6 +133,14 @@ impl Failure {
         }
     }
 
+    pub fn deploy(error: strata_deploy::DeployError) -> Failure {
+        Failure {
+            error: Box::new(error),
+            hint: Some("`strata deploy --help` lists the options"),
+            exit_code: EXIT_BAD_INPUT,
+        }
+    }
+
     pub fn not_found(message: String) -> Failure {
         Failure {
             error: message.into(),

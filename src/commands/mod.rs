@@ -1,6 +1,7 @@
 //! One module per command (or family of commands).
 
 pub mod build;
+pub mod deploy;
 pub mod detect;
 pub mod explain;
 pub mod gc;

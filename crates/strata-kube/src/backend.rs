@@ -48,7 +48,7 @@ pub enum KubeError {
         context: String,
         known: String,
     },
-    #[error("in-cluster configuration: {0}; run the agent in a pod with a ServiceAccount (deploy/agent.yaml) or set `kubernetes.kubeconfig`")]
+    #[error("in-cluster configuration: {0}; run the agent in a pod with a ServiceAccount (`strata deploy`) or set `kubernetes.kubeconfig`")]
     InCluster(String),
     #[error("the Kubernetes API server {server} (from {source_desc}) did not answer: {detail}; check that the cluster is up and that `server:` is right")]
     Unreachable {
@@ -62,9 +62,9 @@ pub enum KubeError {
         source_desc: String,
         detail: String,
     },
-    #[error("namespace `{namespace}` (of queue `{queue}`) does not exist: create it (kubectl create namespace {namespace}, then apply deploy/rbac-team.yaml there) or map the queue to an existing namespace with [kubernetes.queues.{queue}] namespace = \"...\"")]
+    #[error("namespace `{namespace}` (of queue `{queue}`) does not exist: create it (`strata deploy --teams` creates it with its Role) or map the queue to an existing namespace with [kubernetes.queues.{queue}] namespace = \"...\"")]
     NamespaceMissing { namespace: String, queue: String },
-    #[error("forbidden: {user} may not {verb} {resource} in namespace {namespace}; grant it with the Role in deploy/rbac-team.yaml (applied in {namespace}) bound to that ServiceAccount. The API said: {message}")]
+    #[error("forbidden: {user} may not {verb} {resource} in namespace {namespace}; grant it with the Role `strata deploy` renders for {namespace}, bound to that ServiceAccount. The API said: {message}")]
     Forbidden {
         user: String,
         verb: String,

@@ -33,7 +33,7 @@ pub const LABEL_QUEUE: &str = "strata.dev/queue";
 pub const LABEL_TIER: &str = "strata.dev/tier";
 pub const LABEL_ENV: &str = "strata.dev/env";
 /// On the pods of jobs whose queue gives no network (`network = false`), with the value
-/// [`NO_NETWORK`]: `deploy/networkpolicy.yaml` selects them and denies all traffic. strata
+/// [`NO_NETWORK`]: the NetworkPolicy of `strata deploy` selects them and denies all traffic. strata
 /// cannot create the policy itself: the team Role grants jobs and pods only.
 pub const LABEL_NETWORK: &str = "strata.dev/network";
 pub const NO_NETWORK: &str = "none";

@@ -524,15 +524,14 @@ async fn a_job_still_being_deleted_is_not_adopted() {
     b.cancel(&j, Duration::from_secs(1)).await.unwrap();
 }
 
-/// Applies deploy/networkpolicy.yaml in `ns`; the policy as the server stored it.
+/// Creates the NetworkPolicy `strata deploy` renders for a team namespace in `ns`; the policy
+/// as the server stored it.
 async fn apply_network_policy(client: &Client, ns: &str) -> NetworkPolicy {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/networkpolicy.yaml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let policy: NetworkPolicy = serde_saphyr::from_str(&text).unwrap();
+    let policy = strata_deploy::objects::no_network_policy(&ns.parse().unwrap());
     Api::<NetworkPolicy>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &policy)
         .await
-        .unwrap_or_else(|e| panic!("creating {} in {ns}: {e}", path.display()))
+        .unwrap_or_else(|e| panic!("creating the no-network policy in {ns}: {e}"))
 }
 
 #[tokio::test]
@@ -594,32 +593,20 @@ async fn the_deploy_network_policy_selects_exactly_the_pods_without_network() {
     }
 }
 
-/// Applies deploy/rbac-team.yaml in `ns` for the ServiceAccount of `agent_ns`.
+/// Creates the Role and RoleBinding `strata deploy` renders for team namespace `ns`, bound to
+/// the agent's ServiceAccount in `agent_ns`.
 async fn apply_team_rbac(client: &Client, ns: &str, agent_ns: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/rbac-team.yaml");
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("AGENT-NAMESPACE", agent_ns);
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
-    for doc in docs {
-        match doc["kind"].as_str() {
-            Some("Role") => {
-                let role: Role = serde_json::from_value(doc).unwrap();
-                Api::<Role>::namespaced(client.clone(), ns)
-                    .create(&PostParams::default(), &role)
-                    .await
-                    .unwrap();
-            }
-            Some("RoleBinding") => {
-                let rb: RoleBinding = serde_json::from_value(doc).unwrap();
-                Api::<RoleBinding>::namespaced(client.clone(), ns)
-                    .create(&PostParams::default(), &rb)
-                    .await
-                    .unwrap();
-            }
-            other => panic!("unexpected kind {other:?} in {}", path.display()),
-        }
-    }
+    let team = ns.parse().unwrap();
+    let role = strata_deploy::objects::team_role(&team);
+    let binding = strata_deploy::objects::team_role_binding(&team, &agent_ns.parse().unwrap());
+    Api::<Role>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
 }
 
 /// The token of the ServiceAccount's token Secret (v1.20 creates one per SA).
@@ -711,7 +698,7 @@ async fn rbac_role_allows_only_the_team_namespace() {
         "create",
         "jobs",
         team_b.as_str(),
-        "deploy/rbac-team.yaml",
+        "strata deploy",
     ] {
         assert!(text.contains(part), "{part:?} missing in: {text}");
     }
