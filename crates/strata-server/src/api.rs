@@ -62,11 +62,7 @@ async fn not_found() -> ApiError {
 }
 
 async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        crate::OPENAPI,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], crate::OPENAPI).into_response()
 }
 
 /// The bearer token of the request, never logged.
@@ -118,7 +114,10 @@ fn query_error(rejection: QueryRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, rejection.body_text())
 }
 
-async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<WhoAmI>, ApiError> {
+async fn whoami(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<WhoAmI>, ApiError> {
     as_caller(&state, &headers, |caller| {
         Ok(Json(WhoAmI {
             user: caller.who.user,
@@ -182,7 +181,10 @@ async fn status(
         caller.job(&id)?;
         let mut status = caller.client.status(&id)?;
         let view = scrubbed(vec![status.view], &caller)?;
-        status.view = view.into_iter().next().ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+        status.view = view
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
         Ok(Json(status))
     })
     .await
@@ -323,7 +325,9 @@ fn follow(
             loop {
                 let reader = client.clone();
                 let read = tokio::task::spawn_blocking(move || {
-                    let guard = reader.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+                    let guard = reader
+                        .lock()
+                        .map_err(|_| std::io::Error::other("poisoned"))?;
                     guard
                         .0
                         .log(&guard.1, offset)

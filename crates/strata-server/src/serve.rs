@@ -47,7 +47,10 @@ pub struct ServeOptions {
 }
 
 /// Serves until the process ends; `ready` is told the bound address (port 0 picks one).
-pub fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr, bool)) -> Result<(), ServeError> {
+pub fn serve(
+    options: ServeOptions,
+    ready: impl FnOnce(SocketAddr, bool),
+) -> Result<(), ServeError> {
     let addr: SocketAddr = options
         .listen
         .parse()
