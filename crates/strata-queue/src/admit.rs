@@ -884,6 +884,40 @@ mod tests {
     }
 
     #[test]
+    fn capacity_counts_what_fits_now_on_each_node() {
+        let config = config(&[4, 4]);
+        let mut scheduler = Scheduler::new(config.clone());
+        let free = |s: &Scheduler| -> Vec<(String, usize, u64)> {
+            s.capacity()
+                .into_iter()
+                .map(|t| (t.tier, t.nodes, t.free))
+                .collect()
+        };
+        let row = |t: &str, n: usize, f: u64| (t.to_string(), n, f);
+        // 64 CPUs and 4 GPUs a node: CPUs bound cpu jobs, GPUs the others; 8 GPUs fit on none.
+        assert_eq!(
+            free(&scheduler),
+            [
+                row("cpu", 2, 64),
+                row("gpu1", 2, 8),
+                row("gpu2", 2, 4),
+                row("gpu8", 0, 0)
+            ]
+        );
+        scheduler.apply(&job(1, "gpu2", &config));
+        assert_eq!(scheduler.next_admissions(1).len(), 1);
+        assert_eq!(
+            free(&scheduler),
+            [
+                row("cpu", 2, 24 + 32),
+                row("gpu1", 2, 2 + 4),
+                row("gpu2", 2, 1 + 2),
+                row("gpu8", 0, 0)
+            ]
+        );
+    }
+
+    #[test]
     fn releasing_frees_capacity_at_once() {
         let config = config(&[1]);
         let mut scheduler = Scheduler::new(config.clone());

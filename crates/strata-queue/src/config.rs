@@ -396,6 +396,8 @@ timeout = "2h"
 retries = 2
 retry_exit_codes = [75]
 retry_on_oom = true
+team = "vision"
+[queues.solo]
 [scheduler]
 reserve_after = "5m"
 "#,
@@ -409,6 +411,8 @@ reserve_after = "5m"
         assert!(q.network);
         assert_eq!(q.retry.exit_codes, [75]);
         assert_eq!(q.timeout, Some(Duration::from_secs(7200)));
+        assert_eq!(q.team.as_deref(), Some("vision"));
+        assert_eq!(config.queues["solo"].team, None);
         assert_eq!(config.params.reserve_after, Duration::from_secs(300));
     }
 }
