@@ -760,6 +760,16 @@ fn the_cli_prints_the_same_through_the_server() {
     assert!(local(&["logs", &id]).contains("hello from the job"));
     assert!(local(&["status", &id]).contains("user alice"));
 
+    // `logs -f` through the server follows a running job to its end.
+    let slow = "import time\nprint('first', flush=True)\ntime.sleep(2)\nprint('last', flush=True)";
+    let slow_id = remote(&[
+        "submit", "-q", "vision", "--image", &image, "--", "python", "-c", slow,
+    ]);
+    let followed = remote(&["logs", "-f", slow_id.trim()]);
+    assert_eq!(followed, "first\nlast\n");
+    let state = world.status(slow_id.trim())["state"].clone();
+    assert_eq!(state, "succeeded", "logs -f ended before the job");
+
     // `strata login`: the token in a 0600 file, used without STRATA_SERVER.
     let out = world
         .command(&["login", &server.url, "--from-env"])
