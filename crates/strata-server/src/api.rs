@@ -16,10 +16,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use strata_agent::{Client, JobMetrics, JobStatus};
-use strata_db::tokens::Tokens;
+use strata_db::tokens::Identity;
 use strata_queue::{JobView, NewJob, OutputPath};
 
 use crate::access::{scrub_reason, Caller};
+use crate::connections::Connections;
 use crate::error::ApiError;
 use crate::types::{CapacityResponse, SubmitRequest, SubmitResponse, WhoAmI};
 
@@ -30,12 +31,19 @@ const MAX_METRIC_JOBS: usize = 100;
 /// How often a followed log is read again.
 const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 
-/// Where the server's `strata.db` and store are, and the project whose `strata.toml`
-/// configures the queues.
-#[derive(Clone, Debug)]
+/// Where the server's `strata.db` and store are (`root`), and the project whose
+/// `strata.toml` configures the queues; the connections kept between requests.
+#[derive(Clone)]
 pub struct AppState {
-    pub root: PathBuf,
-    pub project: PathBuf,
+    connections: Arc<Connections>,
+}
+
+impl AppState {
+    pub fn new(root: PathBuf, project: PathBuf) -> AppState {
+        AppState {
+            connections: Arc::new(Connections::new(root, project)),
+        }
+    }
 }
 
 /// The API: `/api/v1/...` and `/openapi.json`.
@@ -81,27 +89,28 @@ fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
 async fn as_caller<T, F>(state: &AppState, headers: &HeaderMap, work: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
-    F: FnOnce(Caller) -> Result<T, ApiError> + Send + 'static,
+    F: FnOnce(&Caller) -> Result<T, ApiError> + Send + 'static,
 {
     let token = bearer(headers)?;
-    let state = state.clone();
+    let connections = state.connections.clone();
     tokio::task::spawn_blocking(move || {
-        let caller = authenticate(&state, &token)?;
-        work(caller)
+        let who = authenticate(&connections, &token)?;
+        let (opened, client) = connections.client()?;
+        let caller = Caller { who, client };
+        let result = work(&caller);
+        connections.give_client((opened, caller.client));
+        result
     })
     .await
     .map_err(|e| ApiError::internal(format!("request task failed: {e}")))?
 }
 
-fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiError> {
-    let db = state.root.join("strata.db");
-    let tokens = Tokens::open(&db).map_err(|e| ApiError::internal(e.to_string()))?;
-    let who = tokens
-        .verify(token)
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .ok_or_else(ApiError::unauthorized)?;
-    let client = Client::open(&state.root, &state.project)?;
-    Ok(Caller { who, client })
+fn authenticate(connections: &Connections, token: &str) -> Result<Identity, ApiError> {
+    let tokens = connections.tokens()?;
+    let who = tokens.verify(token);
+    connections.give_tokens(tokens);
+    who.map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(ApiError::unauthorized)
 }
 
 /// A rejected body as a JSON error with the rejection's own status (400 malformed, 413 too
@@ -120,8 +129,8 @@ async fn whoami(
 ) -> Result<Json<WhoAmI>, ApiError> {
     as_caller(&state, &headers, |caller| {
         Ok(Json(WhoAmI {
-            user: caller.who.user,
-            team: caller.who.team,
+            user: caller.who.user.clone(),
+            team: caller.who.team.clone(),
             admin: caller.who.admin,
         }))
     })
@@ -149,7 +158,7 @@ async fn list_jobs(
         let queues = caller.queues();
         let mut views = caller.client.views(query.queue.as_deref(), query.all)?;
         views.retain(|v| queues.contains(&v.queue));
-        Ok(Json(scrubbed(views, &caller)?))
+        Ok(Json(scrubbed(views, caller)?))
     })
     .await
 }
@@ -180,7 +189,7 @@ async fn status(
     as_caller(&state, &headers, move |caller| {
         caller.job(&id)?;
         let mut status = caller.client.status(&id)?;
-        let view = scrubbed(vec![status.view], &caller)?;
+        let view = scrubbed(vec![status.view], caller)?;
         status.view = view
             .into_iter()
             .next()
@@ -285,16 +294,12 @@ async fn log(
     Path(id): Path<String>,
     query: Result<Query<LogQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let (client, query, bytes, finished) = as_caller(&state, &headers, move |caller| {
+    let connections = state.connections.clone();
+    let (query, bytes, finished, id) = as_caller(&state, &headers, move |caller| {
         let Query(query) = query.map_err(query_error)?;
         caller.job(&id)?;
         let (bytes, finished) = caller.client.log(&id, query.offset)?;
-        Ok((
-            Arc::new(Mutex::new((caller.client, id))),
-            query,
-            bytes,
-            finished,
-        ))
+        Ok((query, bytes, finished, id))
     })
     .await?;
     let content = [(header::CONTENT_TYPE, "application/octet-stream")];
@@ -302,6 +307,10 @@ async fn log(
         let flag = HeaderValue::from_static(if finished { "true" } else { "false" });
         return Ok((content, [(FINISHED_HEADER, flag)], bytes).into_response());
     }
+    let client = tokio::task::spawn_blocking(move || connections.open_client())
+        .await
+        .map_err(|e| ApiError::internal(format!("request task failed: {e}")))??;
+    let client = Arc::new(Mutex::new((client, id)));
     let offset = query.offset + bytes.len() as u64;
     Ok((content, Body::from_stream(follow(client, bytes, offset))).into_response())
 }
@@ -391,7 +400,7 @@ async fn capacity(
         Ok(Json(CapacityResponse {
             queues: caller.queues(),
             tiers: caller.client.capacity()?,
-            team: caller.who.team,
+            team: caller.who.team.clone(),
         }))
     })
     .await

@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod api;
+mod connections;
 mod error;
 pub mod remote;
 pub mod serve;
