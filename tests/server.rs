@@ -539,6 +539,12 @@ fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
             "owner",
         ),
         (
+            "wrong method",
+            http().put(server.url("/api/v1/jobs")).bearer_auth(&alice),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+        ),
+        (
             "no such route",
             http().get(server.url("/api/v2/jobs")).bearer_auth(&alice),
             StatusCode::NOT_FOUND,

@@ -61,12 +61,20 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
 async fn not_found() -> ApiError {
     ApiError::not_found("no such route (GET /openapi.json describes the API)")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route (GET /openapi.json describes the API)",
+    )
 }
 
 async fn openapi() -> Response {
