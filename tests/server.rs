@@ -605,13 +605,34 @@ fn tokens_are_stored_hashed_and_shown_once() {
 fn plain_http_is_refused_off_loopback_and_tls_serves() {
     let world = World::new();
     std::fs::write(world.dir.path().join("strata.toml"), CONFIG).unwrap();
-    let out = world.strata(&["server", "--listen", "0.0.0.0:0"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("refusing plain HTTP on 0.0.0.0:0"),
-        "{}",
-        stderr(&out)
-    );
+    // A server that would listen runs until killed: give it 10 s to refuse.
+    let mut child = world
+        .command(&["server", "--listen", "0.0.0.0:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("strata server listened on 0.0.0.0 over plain HTTP");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("refusing plain HTTP on 0.0.0.0:0"), "{err}");
 
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert_file = world.dir.path().join("cert.pem");
