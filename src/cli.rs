@@ -60,6 +60,14 @@ pub enum Command {
     Agent(commands::jobs::AgentArgs),
     /// Print the Kubernetes objects that run strata for a set of teams (YAML, to apply).
     Deploy(commands::deploy::DeployArgs),
+    /// Serve the queue of this machine's strata.db to the teams holding tokens (HTTP API).
+    Server(commands::server::ServerArgs),
+    /// Create, list and revoke the tokens of `strata server` (run where its database is).
+    Token(commands::server::TokenArgs),
+    /// Keep a server and its token (read from stdin) for the job commands.
+    Login(commands::server::LoginArgs),
+    /// Forget the server `strata login` kept.
+    Logout,
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
@@ -83,5 +91,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Metrics(args) => commands::jobs::metrics(args),
         Command::Agent(args) => commands::jobs::agent(args),
         Command::Deploy(args) => commands::deploy::run(args),
+        Command::Server(args) => commands::server::server(args),
+        Command::Token(args) => commands::server::token(args),
+        Command::Login(args) => commands::server::login(args),
+        Command::Logout => commands::server::logout(),
     }
 }

@@ -631,6 +631,29 @@ pub fn print_metrics(metrics: &[JobMetrics], as_json: bool) {
     }
 }
 
+/// `strata token list`: id, user, team, admin, created and revoked times.
+pub fn print_tokens(tokens: &[strata_db::tokens::TokenInfo], as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_string(tokens).unwrap_or_default());
+        return;
+    }
+    println!(
+        "{:<16} {:<12} {:<12} {:<5} {:<20} REVOKED",
+        "ID", "USER", "TEAM", "ADMIN", "CREATED"
+    );
+    for t in tokens {
+        println!(
+            "{:<16} {:<12} {:<12} {:<5} {:<20} {}",
+            t.id,
+            t.user,
+            t.team,
+            if t.admin { "yes" } else { "" },
+            utc(t.created_at),
+            t.revoked_at.map(utc).unwrap_or_default()
+        );
+    }
+}
+
 /// `strata outputs JOB`: the collected files with their sizes, and what was left out.
 pub fn print_outputs(outputs: &strata_agent::JobOutputs, as_json: bool) {
     use strata_agent::OutputsState;

@@ -16,6 +16,8 @@ use strata_queue::{EnvOptions, Environment, NewJob, OutputPath, SchedulerConfig}
 
 use super::build::{build_defaults, NO_BASE};
 use crate::output::{self, Failure};
+use strata_server::types::SubmitRequest;
+use strata_server::Remote;
 
 #[derive(Args)]
 pub struct SubmitArgs {
@@ -181,6 +183,11 @@ pub struct AgentArgs {
     pub tick_ms: u64,
 }
 
+/// The server the job commands talk to, when one is set (STRATA_SERVER, `strata login`).
+fn remote() -> Result<Option<Remote>, Failure> {
+    Remote::from_env().map_err(Failure::remote)
+}
+
 fn client() -> Result<Client, Failure> {
     let root = strata_build::Home::default_root().map_err(Failure::home)?;
     let project = std::env::current_dir().unwrap_or_default();
@@ -214,6 +221,9 @@ fn pack_options(args: &SubmitArgs) -> Result<PackOptions, Failure> {
 }
 
 pub fn submit(args: SubmitArgs) -> Result<(), Failure> {
+    if let Some(remote) = remote()? {
+        return submit_remote(&remote, args);
+    }
     let client = client()?;
     let code_root = code_root(&args);
     let pack = pack_options(&args)?;
@@ -272,6 +282,43 @@ pub fn submit(args: SubmitArgs) -> Result<(), Failure> {
     let code = code_root.as_deref().map(|root| (root, &pack));
     let submitted = client.submit_with_code(job, code).map_err(Failure::jobs)?;
     output::print_submitted(&submitted, args.json);
+    Ok(())
+}
+
+/// A submit through a server: by an image of the server's store only (the server never
+/// reads a path of this machine).
+fn submit_remote(remote: &Remote, args: SubmitArgs) -> Result<(), Failure> {
+    let Some(image) = args.image.clone() else {
+        return Err(Failure::usage(
+            "through a server, submit takes --image REF (an image of the server's store); -r and shipped code are not sent yet",
+        ));
+    };
+    if args.code.is_some() {
+        return Err(Failure::usage(
+            "through a server, --code is not sent yet: bake the code into the image",
+        ));
+    }
+    let env = parse_env(&args.env).map_err(|e| Failure::usage(&e.to_string()))?;
+    let request = SubmitRequest {
+        queue: args.queue,
+        tier: args.tier,
+        image,
+        command: args.command,
+        name: args.name,
+        priority: args.priority,
+        env,
+        workdir: args.workdir,
+        outputs: args.outputs,
+        timeout: args.timeout,
+        retries: args.retries,
+        retry_on_exit: args.retry_on_exit,
+        retry_on_oom: args.retry_on_oom,
+    };
+    let id = remote.submit(&request).map_err(Failure::remote)?;
+    let id = id
+        .parse()
+        .map_err(|e: strata_queue::JobIdError| Failure::usage(&e.to_string()))?;
+    output::print_submitted(&strata_agent::Submitted { id, code: None }, args.json);
     Ok(())
 }
 
@@ -338,21 +385,32 @@ fn detect(
 }
 
 pub fn jobs(args: JobsArgs) -> Result<(), Failure> {
-    let views = client()?
-        .views(args.queue.as_deref(), args.all)
-        .map_err(Failure::jobs)?;
+    let views = match remote()? {
+        Some(remote) => remote
+            .views(args.queue.as_deref(), args.all)
+            .map_err(Failure::remote)?,
+        None => client()?
+            .views(args.queue.as_deref(), args.all)
+            .map_err(Failure::jobs)?,
+    };
     output::print_job_views(&views, args.json);
     Ok(())
 }
 
 pub fn status(args: JobArgs) -> Result<(), Failure> {
-    let status = client()?.status(&args.job).map_err(Failure::jobs)?;
+    let status = match remote()? {
+        Some(remote) => remote.status(&args.job).map_err(Failure::remote)?,
+        None => client()?.status(&args.job).map_err(Failure::jobs)?,
+    };
     output::print_job_status(&status, args.json);
     Ok(())
 }
 
 pub fn cancel(args: JobArgs) -> Result<(), Failure> {
-    let result = client()?.cancel(&args.job).map_err(Failure::jobs)?;
+    let result = match remote()? {
+        Some(remote) => remote.cancel(&args.job).map_err(Failure::remote)?,
+        None => client()?.cancel(&args.job).map_err(Failure::jobs)?,
+    };
     let text = match result {
         CancelResult::Cancelled => "cancelled".to_string(),
         CancelResult::Requested => {
@@ -369,6 +427,17 @@ pub fn cancel(args: JobArgs) -> Result<(), Failure> {
 }
 
 pub fn logs(args: LogsArgs) -> Result<(), Failure> {
+    if let Some(remote) = remote()? {
+        let mut stdout = std::io::stdout();
+        if args.follow {
+            return remote
+                .follow_log(&args.job, &mut stdout)
+                .map_err(Failure::remote);
+        }
+        let (bytes, _) = remote.log(&args.job, 0).map_err(Failure::remote)?;
+        let _ = stdout.write_all(&bytes);
+        return Ok(());
+    }
     let client = client()?;
     let mut offset = 0u64;
     let mut stdout = std::io::stdout();
@@ -390,6 +459,11 @@ pub fn logs(args: LogsArgs) -> Result<(), Failure> {
 }
 
 pub fn outputs(args: OutputsArgs) -> Result<(), Failure> {
+    if remote()?.is_some() {
+        return Err(Failure::usage(
+            "outputs are not served by strata server yet: run this where the server's store is",
+        ));
+    }
     let client = client()?;
     if args.delete {
         let deleted = client.delete_outputs(&args.job).map_err(Failure::jobs)?;
@@ -420,6 +494,16 @@ pub fn outputs(args: OutputsArgs) -> Result<(), Failure> {
 }
 
 pub fn metrics(args: MetricsArgs) -> Result<(), Failure> {
+    if let Some(remote) = remote()? {
+        if args.plot.is_some() {
+            return Err(Failure::usage("--plot through a server is not supported yet"));
+        }
+        let metrics = remote
+            .metrics(&args.jobs, args.name.as_deref())
+            .map_err(Failure::remote)?;
+        output::print_metrics(&metrics, args.json);
+        return Ok(());
+    }
     let client = client()?;
     let metrics = client
         .metrics(&args.jobs, args.name.as_deref())

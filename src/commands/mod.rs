@@ -8,6 +8,7 @@ pub mod gc;
 pub mod images;
 pub mod jobs;
 pub mod lock;
+pub mod server;
 pub mod sync;
 pub mod verify;
 

@@ -103,7 +103,12 @@ impl World {
             .current_dir(self.dir.path())
             .env("STRATA_HOME", &self.home)
             .env_remove("STRATA_BASE")
-            .env_remove("STRATA_JOBS");
+            .env_remove("STRATA_JOBS")
+            // The job commands go to a server when one is set or logged in to: never here
+            // unless a test says so (it sets STRATA_SERVER or logs in under this directory).
+            .env_remove("STRATA_SERVER")
+            .env_remove("STRATA_TOKEN")
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"));
         command
     }
 

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use strata_build::prepare;
 use strata_build::BuildError;
 use strata_build::{Home, HomeError};
@@ -288,7 +288,8 @@ impl Client {
         Ok(crate::outputs::delete(&self.root, &job)?)
     }
 
-    fn job(&self, id: &str) -> Result<strata_queue::Job, ClientError> {
+    /// The stored job (the server checks its queue and user before anything else).
+    pub fn job(&self, id: &str) -> Result<strata_queue::Job, ClientError> {
         let id = self.job_id(id)?;
         self.jobs
             .get(&id)?
@@ -391,6 +392,18 @@ impl Client {
         Ok(Chart::new(&series).job_names(names).write_png(path)?)
     }
 
+    /// Every tier, the nodes that could run it and how many more of it fit now.
+    pub fn capacity(&self) -> Result<Vec<strata_queue::TierCapacity>, ClientError> {
+        let scheduler = Scheduler::load(&self.jobs, self.config.clone(), now())?;
+        Ok(scheduler.capacity())
+    }
+
+    /// The images of the local store.
+    pub fn images(&self) -> Result<Catalog, ClientError> {
+        let home = Home::open(&self.root).map_err(env_err)?;
+        Catalog::load(&home.store, &home.index).map_err(env_err)
+    }
+
     /// Whether a job has finished (for `logs -f`).
     pub fn finished(&self, id: &JobId) -> Result<bool, ClientError> {
         Ok(self
@@ -419,7 +432,7 @@ fn shipped(packed: &CodeLayer) -> ShippedCode {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct JobStatus {
     #[serde(flatten)]
     pub view: JobView,
@@ -430,20 +443,20 @@ pub struct JobStatus {
     pub history: Vec<Event>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Event {
     pub state: String,
     pub at: i64,
     pub detail: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct JobMetrics {
     pub job: String,
     pub series: Vec<Series>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Series {
     pub name: String,
     pub last: Option<f64>,
@@ -452,7 +465,7 @@ pub struct Series {
     pub points: Vec<Point>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Point {
     pub step: Option<i64>,
     pub value: f64,

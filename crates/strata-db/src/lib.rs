@@ -12,6 +12,8 @@
 //! the component's missing migrations in one immediate transaction, so two processes opening
 //! a new database together do not both migrate it.
 
+pub mod tokens;
+
 use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};

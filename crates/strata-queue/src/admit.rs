@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::SchedulerConfig;
 use crate::fairshare::{AccountId, FairShare};
@@ -135,6 +135,37 @@ pub(crate) struct RunningJob {
     pub(crate) gpus: Vec<u32>,
     pub(crate) started_at: i64,
     pub(crate) deadline: Option<i64>,
+}
+
+/// One tier as a team sees the cluster: how big its jobs are, how many nodes could ever run
+/// one, and how many more could start now on the free capacity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierCapacity {
+    pub tier: String,
+    pub resources: Resources,
+    pub nodes: usize,
+    pub free: u64,
+}
+
+impl NodeState {
+    /// How many more jobs of this size fit here now (each dimension, and the tier's limit).
+    fn room_for(&self, tier: &str, need: &Resources) -> u64 {
+        if !self.could_hold(tier, need) {
+            return 0;
+        }
+        let free = self.free();
+        let per = |have: u64, want: u64| (want > 0).then(|| have / want);
+        [
+            per(free.millicpus, need.millicpus),
+            per(free.memory, need.memory),
+            per(u64::from(free.gpus), u64::from(need.gpus)),
+        ]
+        .into_iter()
+        .flatten()
+        .chain([u64::from(self.tier_slots_left(tier))])
+        .min()
+        .unwrap_or(0)
+    }
 }
 
 /// A node held for the first job of a tier.
@@ -377,6 +408,24 @@ impl Scheduler {
     }
 
     /// How many jobs wait for capacity (retrying ones included).
+    /// Every tier with the nodes that could run it and how many more of it fit now.
+    pub fn capacity(&self) -> Vec<TierCapacity> {
+        self.config
+            .tiers
+            .iter()
+            .map(|(tier, need)| TierCapacity {
+                tier: tier.clone(),
+                resources: *need,
+                nodes: self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.could_hold(tier, need))
+                    .count(),
+                free: self.nodes.iter().map(|n| n.room_for(tier, need)).sum(),
+            })
+            .collect()
+    }
+
     pub fn waiting_len(&self) -> usize {
         self.waiting.len() + self.delayed.len()
     }

@@ -12,6 +12,7 @@
 //! retry_exit_codes = [75]     # ... for these exit codes ...
 //! retry_on_oom = true         # ... and after an OOM kill (default false)
 //! retry_backoff = "30s"       # first retry delay, doubled per attempt (default 30s, at most 1h)
+//! team = "vision"            # the team whose tokens reach it through `strata server` (default: none)
 //!
 //! [scheduler]
 //! reserve_after = "60s"        # a tier's first job waiting this long gets a reservation
@@ -83,6 +84,9 @@ pub struct QueueConfig {
     pub max_running: Option<u32>,
     pub timeout: Option<Duration>,
     pub retry: RetryPolicy,
+    /// The team it belongs to: through `strata server`, only that team's tokens see it; a
+    /// queue without a team is reachable on this machine only.
+    pub team: Option<String>,
 }
 
 /// Scheduling parameters (`[scheduler]`).
@@ -159,6 +163,7 @@ struct QueueSection {
     retry_exit_codes: Option<Vec<i32>>,
     retry_on_oom: Option<bool>,
     retry_backoff: Option<DurationValue>,
+    team: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -251,6 +256,7 @@ fn default_queues(tiers: &BTreeMap<String, Resources>) -> BTreeMap<String, Queue
         max_running: None,
         timeout: None,
         retry: RetryPolicy::default(),
+        team: None,
     };
     BTreeMap::from([("default".to_string(), queue)])
 }
@@ -321,6 +327,7 @@ fn resolve_queue(
                 .map(|d| d.0)
                 .unwrap_or(defaults.backoff),
         },
+        team: section.team,
     })
 }
 

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::admit::Scheduler;
 use crate::job::{Job, JobId, JobState, Outcome};
@@ -25,7 +25,7 @@ use crate::tier::{cpus_phrase, format_cpus, format_memory, gpus_phrase, Resource
 const ESTIMATE_DEPTH: usize = 100;
 
 /// A job as people see it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobView {
     pub id: JobId,
     pub name: Option<String>,

@@ -230,7 +230,7 @@ impl Change {
 }
 
 /// What `request_cancel` did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CancelResult {
     /// It had not started: it is Cancelled now.

@@ -1,0 +1,420 @@
+//! The routes. Each handler authenticates first (401 before anything about the request is
+//! said), then works on a fresh [`Client`] on a blocking thread: SQLite and the store are
+//! synchronous, and the agent shares the same database.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use strata_agent::{Client, JobMetrics, JobStatus};
+use strata_db::tokens::Tokens;
+use strata_queue::{JobView, NewJob, OutputPath};
+
+use crate::access::{scrub_reason, Caller};
+use crate::error::ApiError;
+use crate::types::{CapacityResponse, SubmitRequest, SubmitResponse, WhoAmI};
+
+/// The largest request body (a submit is a few hundred bytes).
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// The most jobs one metrics request may name.
+const MAX_METRIC_JOBS: usize = 100;
+/// How often a followed log is read again.
+const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+
+/// Where the server's `strata.db` and store are, and the project whose `strata.toml`
+/// configures the queues.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub root: PathBuf,
+    pub project: PathBuf,
+}
+
+/// The API: `/api/v1/...` and `/openapi.json`.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/whoami", get(whoami))
+        .route("/jobs", get(list_jobs).post(submit))
+        .route("/jobs/{id}", get(status))
+        .route("/jobs/{id}/log", get(log))
+        .route("/jobs/{id}/cancel", post(cancel))
+        .route("/metrics", get(metrics))
+        .route("/capacity", get(capacity))
+        .route("/images", get(images));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route (GET /openapi.json describes the API)")
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::OPENAPI,
+    )
+        .into_response()
+}
+
+/// The bearer token of the request, never logged.
+fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(ApiError::unauthorized)?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .ok_or_else(ApiError::unauthorized)?;
+    Ok(token.trim().to_string())
+}
+
+/// Authenticates, then runs `work` for the caller on a blocking thread.
+async fn as_caller<T, F>(state: &AppState, headers: &HeaderMap, work: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(Caller) -> Result<T, ApiError> + Send + 'static,
+{
+    let token = bearer(headers)?;
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let caller = authenticate(&state, &token)?;
+        work(caller)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("request task failed: {e}")))?
+}
+
+fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    let db = state.root.join("strata.db");
+    let tokens = Tokens::open(&db).map_err(|e| ApiError::internal(e.to_string()))?;
+    let who = tokens
+        .verify(token)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(ApiError::unauthorized)?;
+    let client = Client::open(&state.root, &state.project)?;
+    Ok(Caller { who, client })
+}
+
+/// A rejected body as a JSON error with the rejection's own status (400 malformed, 413 too
+/// large, 415 not JSON, 422 unknown or missing fields).
+fn body_error(rejection: JsonRejection) -> ApiError {
+    ApiError::new(rejection.status(), rejection.body_text())
+}
+
+fn query_error(rejection: QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, rejection.body_text())
+}
+
+async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<WhoAmI>, ApiError> {
+    as_caller(&state, &headers, |caller| {
+        Ok(Json(WhoAmI {
+            user: caller.who.user,
+            team: caller.who.team,
+            admin: caller.who.admin,
+        }))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    queue: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list_jobs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<JobView>>, ApiError> {
+    as_caller(&state, &headers, move |caller| {
+        let Query(query) = query.map_err(query_error)?;
+        if let Some(queue) = &query.queue {
+            caller.queue(queue)?;
+        }
+        let queues = caller.queues();
+        let mut views = caller.client.views(query.queue.as_deref(), query.all)?;
+        views.retain(|v| queues.contains(&v.queue));
+        Ok(Json(scrubbed(views, &caller)?))
+    })
+    .await
+}
+
+/// Views whose reasons name no job outside the caller's team.
+fn scrubbed(mut views: Vec<JobView>, caller: &Caller) -> Result<Vec<JobView>, ApiError> {
+    let queues = caller.queues();
+    let visible: HashSet<String> = caller
+        .client
+        .views(None, true)?
+        .into_iter()
+        .filter(|v| queues.contains(&v.queue))
+        .map(|v| v.id.to_string())
+        .collect();
+    for view in &mut views {
+        if let Some(reason) = &view.reason {
+            view.reason = Some(scrub_reason(reason, &visible));
+        }
+    }
+    Ok(views)
+}
+
+async fn status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<JobStatus>, ApiError> {
+    as_caller(&state, &headers, move |caller| {
+        caller.job(&id)?;
+        let mut status = caller.client.status(&id)?;
+        let view = scrubbed(vec![status.view], &caller)?;
+        status.view = view.into_iter().next().ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+        Ok(Json(status))
+    })
+    .await
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<SubmitRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
+    as_caller(&state, &headers, move |caller| {
+        let Json(request) = body.map_err(body_error)?;
+        caller.queue(&request.queue)?;
+        let job = new_job(request, &caller.who.user)?;
+        let submitted = caller.client.submit_with_code(job, None)?;
+        tracing::info!(job = %submitted.id, user = %caller.who.user, "submitted");
+        Ok((
+            StatusCode::CREATED,
+            Json(SubmitResponse {
+                id: submitted.id.to_string(),
+            }),
+        ))
+    })
+    .await
+}
+
+/// The job a submit asks for, as the caller's; its image is looked up in the server's store.
+fn new_job(request: SubmitRequest, user: &str) -> Result<NewJob, ApiError> {
+    if request.command.is_empty() {
+        return Err(ApiError::bad_request("command: give the command to run"));
+    }
+    let timeout = match &request.timeout {
+        Some(t) => Some(
+            strata_config::parse_duration(t)
+                .map_err(|e| ApiError::bad_request(format!("timeout: {e}")))?,
+        ),
+        None => None,
+    };
+    let outputs = request
+        .outputs
+        .iter()
+        .map(|o| o.parse::<OutputPath>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::bad_request(format!("outputs: {e}")))?;
+    Ok(NewJob {
+        queue: request.queue,
+        tier: request.tier,
+        user: Some(user.to_string()),
+        priority: request.priority,
+        name: request.name,
+        environment: Some(strata_queue::Environment::Image {
+            reference: request.image,
+        }),
+        image_digest: None,
+        command: request.command,
+        env: request.env,
+        working_dir: request.workdir,
+        outputs,
+        timeout,
+        retries: request.retries,
+        retry_exit_codes: (!request.retry_on_exit.is_empty()).then_some(request.retry_on_exit),
+        retry_on_oom: request.retry_on_oom.then_some(true),
+        code: None,
+    })
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    as_caller(&state, &headers, move |caller| {
+        let job = caller.job(&id)?;
+        caller.may_cancel(&job)?;
+        let result = caller.client.cancel(&id)?;
+        tracing::info!(job = %id, user = %caller.who.user, "cancel");
+        Ok(Json(serde_json::json!({ "job": id, "result": result })))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    #[serde(default)]
+    offset: u64,
+    /// Stream until the job ends.
+    #[serde(default)]
+    follow: bool,
+}
+
+/// The header saying whether the job had ended when its log was read.
+pub const FINISHED_HEADER: &str = "strata-job-finished";
+
+async fn log(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<LogQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let (client, query, bytes, finished) = as_caller(&state, &headers, move |caller| {
+        let Query(query) = query.map_err(query_error)?;
+        caller.job(&id)?;
+        let (bytes, finished) = caller.client.log(&id, query.offset)?;
+        Ok((
+            Arc::new(Mutex::new((caller.client, id))),
+            query,
+            bytes,
+            finished,
+        ))
+    })
+    .await?;
+    let content = [(header::CONTENT_TYPE, "application/octet-stream")];
+    if !query.follow || finished {
+        let flag = HeaderValue::from_static(if finished { "true" } else { "false" });
+        return Ok((content, [(FINISHED_HEADER, flag)], bytes).into_response());
+    }
+    let offset = query.offset + bytes.len() as u64;
+    Ok((content, Body::from_stream(follow(client, bytes, offset))).into_response())
+}
+
+/// The log from `offset` on, as it grows, until the job ends.
+fn follow(
+    client: Arc<Mutex<(Client, String)>>,
+    first: Vec<u8>,
+    offset: u64,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    let start = (Some(first), offset, false);
+    futures_util::stream::unfold(start, move |(pending, offset, done)| {
+        let client = client.clone();
+        async move {
+            if let Some(bytes) = pending {
+                return Some((Ok(bytes), (None, offset, done)));
+            }
+            if done {
+                return None;
+            }
+            loop {
+                let reader = client.clone();
+                let read = tokio::task::spawn_blocking(move || {
+                    let guard = reader.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+                    guard
+                        .0
+                        .log(&guard.1, offset)
+                        .map_err(|e| std::io::Error::other(strata_errors::chain(&e)))
+                })
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r);
+                match read {
+                    Err(e) => return Some((Err(e), (None, offset, true))),
+                    Ok((bytes, finished)) if !bytes.is_empty() || finished => {
+                        let next = offset + bytes.len() as u64;
+                        return Some((Ok(bytes), (None, next, finished)));
+                    }
+                    Ok(_) => tokio::time::sleep(FOLLOW_EVERY).await,
+                }
+            }
+        }
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsQuery {
+    /// Job ids, comma-separated.
+    jobs: String,
+    name: Option<String>,
+}
+
+async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<MetricsQuery>, QueryRejection>,
+) -> Result<Json<Vec<JobMetrics>>, ApiError> {
+    as_caller(&state, &headers, move |caller| {
+        let Query(query) = query.map_err(query_error)?;
+        let ids: Vec<String> = query
+            .jobs
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        if ids.is_empty() || ids.len() > MAX_METRIC_JOBS {
+            return Err(ApiError::bad_request(format!(
+                "jobs: give 1 to {MAX_METRIC_JOBS} job ids, comma-separated"
+            )));
+        }
+        for id in &ids {
+            caller.job(id)?;
+        }
+        Ok(Json(caller.client.metrics(&ids, query.name.as_deref())?))
+    })
+    .await
+}
+
+async fn capacity(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<CapacityResponse>, ApiError> {
+    as_caller(&state, &headers, |caller| {
+        Ok(Json(CapacityResponse {
+            queues: caller.queues(),
+            tiers: caller.client.capacity()?,
+            team: caller.who.team,
+        }))
+    })
+    .await
+}
+
+async fn images(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    as_caller(&state, &headers, |caller| {
+        let catalog = caller.client.images()?;
+        serde_json::to_value(&catalog)
+            .map(Json)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await
+}
+
+/// The routes, for the test that holds `/openapi.json` to them: (method, path).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/api/v1/whoami"),
+    ("get", "/api/v1/jobs"),
+    ("post", "/api/v1/jobs"),
+    ("get", "/api/v1/jobs/{id}"),
+    ("get", "/api/v1/jobs/{id}/log"),
+    ("post", "/api/v1/jobs/{id}/cancel"),
+    ("get", "/api/v1/metrics"),
+    ("get", "/api/v1/capacity"),
+    ("get", "/api/v1/images"),
+];

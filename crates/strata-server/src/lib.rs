@@ -1,0 +1,29 @@
+//! strata as a service a team shares: `strata server`'s HTTP API over the queue and the
+//! agent's database, the identity of its callers, and the client the CLI uses to talk to it.
+//!
+//! - [`api`]: the routes under `/api/v1` and `/openapi.json`; every request carries a token
+//!   (`Authorization: Bearer strata_...`) checked against `strata_db::tokens`, and sees only the
+//!   queues of its team ([`access`]). The server never reads a path the client names: jobs are
+//!   submitted by image reference or digest of the server's store.
+//! - [`serve`]: listening (plain HTTP only on a loopback address; TLS otherwise).
+//! - [`remote`]: the blocking client of the CLI (`STRATA_SERVER`, `STRATA_TOKEN`, `strata
+//!   login`), answering with the types the local commands print.
+//! - [`types`]: the request and answer bodies both sides share.
+//!
+//! Hooks for later work: the web page goes at `/` (the router's fallback answers 404 now).
+
+pub mod access;
+pub mod api;
+mod error;
+pub mod remote;
+pub mod serve;
+pub mod types;
+
+pub use api::{router, AppState};
+pub use error::ApiError;
+pub use remote::{Remote, RemoteError};
+pub use serve::{serve, ServeError, ServeOptions};
+
+/// The API description served at `/openapi.json` (hand-written; a test checks it against the
+/// routes).
+pub const OPENAPI: &str = include_str!("openapi.json");
