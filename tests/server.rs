@@ -3,107 +3,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::server::{team_world, token, Server, CONFIG};
 use common::*;
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-const CONFIG: &str = r#"
-[queues.vision]
-team = "vision"
-
-[queues.nlp]
-team = "nlp"
-
-# No team: not reachable through the server.
-[queues.local]
-"#;
-
-/// A running `strata server`, killed on drop; its stderr is kept to look for tokens in.
-struct Server {
-    child: Child,
-    url: String,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Server {
-    fn start(world: &World, extra: &[&str]) -> Server {
-        let mut child = world
-            .command(&[&["-vv", "server", "--listen", "127.0.0.1:0"], extra].concat())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start strata server");
-        let mut reader = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        let mut seen = String::new();
-        let url = loop {
-            line.clear();
-            if reader.read_line(&mut line).unwrap() == 0 {
-                panic!("strata server ended before listening: {seen}");
-            }
-            seen.push_str(&line);
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_string();
-            }
-        };
-        let stderr = Arc::new(Mutex::new(seen));
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut rest = String::new();
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                rest.push_str(&String::from_utf8_lossy(&buf[..n]));
-                sink.lock().unwrap().push_str(&rest);
-                rest.clear();
-            }
-        });
-        Server { child, url, stderr }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A world whose project configures the team queues, with one image built in its store;
-/// the image's digest.
-fn team_world() -> (World, String) {
-    let world = World::new();
-    std::fs::write(world.dir.path().join("strata.toml"), CONFIG).unwrap();
-    let built = world.build_ok(&requirements("basic.txt"), &[]);
-    (world, built["digest"].as_str().unwrap().to_string())
-}
-
-/// `strata token create`: (id, secret).
-fn token(world: &World, user: &str, team: &str, admin: bool) -> (String, String) {
-    let mut args = vec!["token", "create", "--user", user, "--team", team, "--json"];
-    if admin {
-        args.push("--admin");
-    }
-    let out = world.strata(&args);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    (
-        v["id"].as_str().unwrap().to_string(),
-        v["token"].as_str().unwrap().to_string(),
-    )
-}
 
 fn http() -> Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -196,7 +102,12 @@ fn every_endpoint_answers_only_to_its_team() {
 
     // No token, an unknown one, a revoked one: 401 on every route, before anything else.
     let unknown = "strata_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_string();
-    for token in [None, Some(unknown.as_str()), Some(revoked.as_str()), Some("")] {
+    for token in [
+        None,
+        Some(unknown.as_str()),
+        Some(revoked.as_str()),
+        Some(""),
+    ] {
         let c = http();
         let mut requests = job_requests(&server, &a);
         requests.extend([
@@ -215,29 +126,60 @@ fn every_endpoint_answers_only_to_its_team() {
                     .header("content-type", "application/json")
                     .body("{"),
             ),
-            ("status of nothing", c.get(server.url("/api/v1/jobs/j-aaaaaaaaaa"))),
+            (
+                "status of nothing",
+                c.get(server.url("/api/v1/jobs/j-aaaaaaaaaa")),
+            ),
         ]);
         for (name, request) in requests {
             let (status, body) = call(with(request, token));
-            assert_eq!(status, StatusCode::UNAUTHORIZED, "{name} with {token:?}: {body}");
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{name} with {token:?}: {body}"
+            );
             assert!(body["error"].as_str().unwrap().contains("token"), "{body}");
         }
     }
 
     // Another team: the job does not exist, exactly as a job that does not exist.
-    let (_, nothing) = call(http().get(server.url("/api/v1/jobs/j-aaaaaaaaaa")).bearer_auth(&carol));
+    let (_, nothing) = call(
+        http()
+            .get(server.url("/api/v1/jobs/j-aaaaaaaaaa"))
+            .bearer_auth(&carol),
+    );
     assert_eq!(nothing["error"], "no job j-aaaaaaaaaa");
     for (name, request) in job_requests(&server, &a) {
         let (status, body) = call(request.bearer_auth(&carol));
-        assert_eq!(status, StatusCode::NOT_FOUND, "carol {name} of alice's job: {body}");
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "carol {name} of alice's job: {body}"
+        );
         assert_eq!(body["error"], format!("no job {a}"), "{name}");
     }
-    let (status, listed) = call(http().get(server.url("/api/v1/jobs?all=true")).bearer_auth(&carol));
+    let (status, listed) = call(
+        http()
+            .get(server.url("/api/v1/jobs?all=true"))
+            .bearer_auth(&carol),
+    );
     assert_eq!(status, StatusCode::OK);
-    let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec![c.as_str()], "carol lists only nlp's jobs");
-    let (status, body) = call(http().get(server.url("/api/v1/jobs?queue=vision")).bearer_auth(&carol));
-    assert_eq!((status, body["error"].clone()), (StatusCode::NOT_FOUND, json!("no queue \"vision\"")));
+    let (status, body) = call(
+        http()
+            .get(server.url("/api/v1/jobs?queue=vision"))
+            .bearer_auth(&carol),
+    );
+    assert_eq!(
+        (status, body["error"].clone()),
+        (StatusCode::NOT_FOUND, json!("no queue \"vision\""))
+    );
     let before = all_jobs(&world).len();
     for queue in ["vision", "local", "nope"] {
         let (status, body) = call(
@@ -246,44 +188,100 @@ fn every_endpoint_answers_only_to_its_team() {
                 .bearer_auth(&carol)
                 .json(&submit_body(queue, &image)),
         );
-        assert_eq!(status, StatusCode::NOT_FOUND, "carol submits to {queue}: {body}");
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "carol submits to {queue}: {body}"
+        );
         assert_eq!(body["error"], format!("no queue \"{queue}\""));
     }
     assert_eq!(all_jobs(&world).len(), before, "nothing stored");
-    let (_, capacity) = call(http().get(server.url("/api/v1/capacity")).bearer_auth(&carol));
+    let (_, capacity) = call(
+        http()
+            .get(server.url("/api/v1/capacity"))
+            .bearer_auth(&carol),
+    );
     assert_eq!(capacity["queues"], json!(["nlp"]));
     assert_eq!(capacity["team"], "nlp");
-    assert!(capacity["tiers"].as_array().unwrap().iter().any(|t| t["tier"] == "cpu"));
+    assert!(capacity["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["tier"] == "cpu"));
     let (status, images) = call(http().get(server.url("/api/v1/images")).bearer_auth(&carol));
     assert_eq!(status, StatusCode::OK);
-    assert!(images["images"].as_array().unwrap().iter().any(|i| i["digest"] == image.as_str()));
+    assert!(images["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["digest"] == image.as_str()));
 
     // A teammate reads the job but may not cancel it.
     let (_, listed) = call(http().get(server.url("/api/v1/jobs")).bearer_auth(&bob));
-    let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec![a.as_str(), b.as_str()]);
     assert!(listed[0]["position"].is_number(), "{listed}");
     for (name, request) in job_requests(&server, &a) {
         // Only the status: a followed log of a job that never runs (no agent) never ends.
         let response = request.bearer_auth(&bob).send().unwrap();
-        let expected = if name == "cancel" { StatusCode::FORBIDDEN } else { StatusCode::OK };
+        let expected = if name == "cancel" {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::OK
+        };
         assert_eq!(response.status(), expected, "bob {name} of alice's job");
     }
-    let (_, status) = call(http().get(server.url(&format!("/api/v1/jobs/{a}"))).bearer_auth(&bob));
+    let (_, status) = call(
+        http()
+            .get(server.url(&format!("/api/v1/jobs/{a}")))
+            .bearer_auth(&bob),
+    );
     assert_eq!(status["user"], "alice");
     assert!(status["history"].as_array().unwrap().len() >= 1, "{status}");
-    assert_eq!(all_jobs(&world).iter().filter(|j| j["state"] == "cancelled").count(), 0);
+    assert_eq!(
+        all_jobs(&world)
+            .iter()
+            .filter(|j| j["state"] == "cancelled")
+            .count(),
+        0
+    );
 
     // Her own job, and any of the team's for an admin.
-    let (status, body) = call(http().post(server.url(&format!("/api/v1/jobs/{a}/cancel"))).bearer_auth(&alice));
-    assert_eq!((status, body["result"].clone()), (StatusCode::OK, json!("cancelled")));
-    let (status, body) = call(http().post(server.url(&format!("/api/v1/jobs/{b}/cancel"))).bearer_auth(&admin));
-    assert_eq!((status, body["result"].clone()), (StatusCode::OK, json!("cancelled")));
+    let (status, body) = call(
+        http()
+            .post(server.url(&format!("/api/v1/jobs/{a}/cancel")))
+            .bearer_auth(&alice),
+    );
+    assert_eq!(
+        (status, body["result"].clone()),
+        (StatusCode::OK, json!("cancelled"))
+    );
+    let (status, body) = call(
+        http()
+            .post(server.url(&format!("/api/v1/jobs/{b}/cancel")))
+            .bearer_auth(&admin),
+    );
+    assert_eq!(
+        (status, body["result"].clone()),
+        (StatusCode::OK, json!("cancelled"))
+    );
     // An admin of vision is nobody in nlp.
-    let (status, _) = call(http().post(server.url(&format!("/api/v1/jobs/{c}/cancel"))).bearer_auth(&admin));
+    let (status, _) = call(
+        http()
+            .post(server.url(&format!("/api/v1/jobs/{c}/cancel")))
+            .bearer_auth(&admin),
+    );
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, who) = call(http().get(server.url("/api/v1/whoami")).bearer_auth(&admin));
-    assert_eq!(who, json!({"user": "vera", "team": "vision", "admin": true}));
+    assert_eq!(
+        who,
+        json!({"user": "vera", "team": "vision", "admin": true})
+    );
 
     // Revoking a live token takes effect at its next request.
     let out = world.strata(&["token", "revoke", "--user", "bob"]);
@@ -294,7 +292,10 @@ fn every_endpoint_answers_only_to_its_team() {
     // No token reached the server's log (-vv).
     let log = server.stderr.lock().unwrap().clone();
     for secret in [&alice, &bob, &admin, &carol, &revoked] {
-        assert!(!log.contains(secret.as_str()), "a token is in the server's log");
+        assert!(
+            !log.contains(secret.as_str()),
+            "a token is in the server's log"
+        );
     }
 }
 
@@ -321,60 +322,122 @@ fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
     let mut bad_timeout = submit_body("vision", &image);
     bad_timeout["timeout"] = json!("soon");
     let cases: Vec<(&str, RequestBuilder, StatusCode, &str)> = vec![
-        ("malformed JSON", post("{\"queue\": ".into(), "application/json"), StatusCode::BAD_REQUEST, "JSON"),
-        ("not JSON", post("queue=vision".into(), "text/plain"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type"),
+        (
+            "malformed JSON",
+            post("{\"queue\": ".into(), "application/json"),
+            StatusCode::BAD_REQUEST,
+            "JSON",
+        ),
+        (
+            "not JSON",
+            post("queue=vision".into(), "text/plain"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type",
+        ),
         (
             "oversized",
-            post(format!("{{\"queue\": \"{}\"}}", "x".repeat(128 * 1024)), "application/json"),
+            post(
+                format!("{{\"queue\": \"{}\"}}", "x".repeat(128 * 1024)),
+                "application/json",
+            ),
             StatusCode::PAYLOAD_TOO_LARGE,
             "",
         ),
-        ("unknown field", json_post(unknown_field), StatusCode::UNPROCESSABLE_ENTITY, "unknown field `user`"),
-        ("missing field", json_post(json!({"queue": "vision"})), StatusCode::UNPROCESSABLE_ENTITY, "missing field"),
-        ("no such image", json_post(submit_body("vision", "nope:latest")), StatusCode::BAD_REQUEST, "no image \"nope:latest\""),
-        ("image as a path", json_post(submit_body("vision", "oci:/etc:passwd")), StatusCode::BAD_REQUEST, "no image"),
-        ("empty command", json_post(empty_command), StatusCode::BAD_REQUEST, "command"),
-        ("unknown tier", json_post(bad_tier), StatusCode::BAD_REQUEST, "gpu99"),
-        ("bad timeout", json_post(bad_timeout), StatusCode::BAD_REQUEST, "timeout"),
+        (
+            "unknown field",
+            json_post(unknown_field),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown field `user`",
+        ),
+        (
+            "missing field",
+            json_post(json!({"queue": "vision"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing field",
+        ),
+        (
+            "no such image",
+            json_post(submit_body("vision", "nope:latest")),
+            StatusCode::BAD_REQUEST,
+            "no image \"nope:latest\"",
+        ),
+        (
+            "image as a path",
+            json_post(submit_body("vision", "oci:/etc:passwd")),
+            StatusCode::BAD_REQUEST,
+            "no image",
+        ),
+        (
+            "empty command",
+            json_post(empty_command),
+            StatusCode::BAD_REQUEST,
+            "command",
+        ),
+        (
+            "unknown tier",
+            json_post(bad_tier),
+            StatusCode::BAD_REQUEST,
+            "gpu99",
+        ),
+        (
+            "bad timeout",
+            json_post(bad_timeout),
+            StatusCode::BAD_REQUEST,
+            "timeout",
+        ),
         (
             "path traversal id",
-            http().get(server.url("/api/v1/jobs/..%2F..%2Fetc%2Fpasswd")).bearer_auth(&alice),
+            http()
+                .get(server.url("/api/v1/jobs/..%2F..%2Fetc%2Fpasswd"))
+                .bearer_auth(&alice),
             StatusCode::BAD_REQUEST,
             "invalid job id",
         ),
         (
             "path traversal log",
-            http().get(server.url("/api/v1/jobs/..%2Fstrata.db/log")).bearer_auth(&alice),
+            http()
+                .get(server.url("/api/v1/jobs/..%2Fstrata.db/log"))
+                .bearer_auth(&alice),
             StatusCode::BAD_REQUEST,
             "invalid job id",
         ),
         (
             "SQL-looking id",
-            http().get(server.url("/api/v1/jobs/j-aaaaaaaaaa'%20OR%20'1'='1")).bearer_auth(&alice),
+            http()
+                .get(server.url("/api/v1/jobs/j-aaaaaaaaaa'%20OR%20'1'='1"))
+                .bearer_auth(&alice),
             StatusCode::BAD_REQUEST,
             "invalid job id",
         ),
         (
             "SQL-looking cancel",
-            http().post(server.url("/api/v1/jobs/1;DROP%20TABLE%20jobs/cancel")).bearer_auth(&alice),
+            http()
+                .post(server.url("/api/v1/jobs/1;DROP%20TABLE%20jobs/cancel"))
+                .bearer_auth(&alice),
             StatusCode::BAD_REQUEST,
             "invalid job id",
         ),
         (
             "SQL-looking metrics",
-            http().get(server.url("/api/v1/metrics?jobs=x'%20OR%201=1--")).bearer_auth(&alice),
+            http()
+                .get(server.url("/api/v1/metrics?jobs=x'%20OR%201=1--"))
+                .bearer_auth(&alice),
             StatusCode::BAD_REQUEST,
             "invalid job id",
         ),
         (
             "bad offset",
-            http().get(server.url("/api/v1/jobs/j-aaaaaaaaaa/log?offset=-1")).bearer_auth(&alice),
+            http()
+                .get(server.url("/api/v1/jobs/j-aaaaaaaaaa/log?offset=-1"))
+                .bearer_auth(&alice),
             StatusCode::BAD_REQUEST,
             "offset",
         ),
         (
             "unknown query key",
-            http().get(server.url("/api/v1/jobs?owner=alice")).bearer_auth(&alice),
+            http()
+                .get(server.url("/api/v1/jobs?owner=alice"))
+                .bearer_auth(&alice),
             StatusCode::BAD_REQUEST,
             "owner",
         ),
@@ -388,18 +451,30 @@ fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
     for (name, request, expected, says) in cases {
         let (status, body) = call(request);
         assert_eq!(status, expected, "{name}: {body}");
-        let message = body["error"].as_str().unwrap_or_else(|| panic!("{name}: no JSON error: {body}"));
-        assert!(message.contains(says), "{name}: {message:?} does not say {says:?}");
+        let message = body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no JSON error: {body}"));
+        assert!(
+            message.contains(says),
+            "{name}: {message:?} does not say {says:?}"
+        );
     }
     assert!(all_jobs(&world).is_empty(), "a refused submit stored a job");
-    assert_eq!(before, world.snapshot(), "a refused request changed the store");
+    assert_eq!(
+        before,
+        world.snapshot(),
+        "a refused request changed the store"
+    );
 }
 
 #[test]
 fn tokens_are_stored_hashed_and_shown_once() {
     let world = World::new();
     let (id, secret) = token(&world, "alice", "vision", true);
-    assert!(secret.starts_with("strata_") && secret.len() >= 7 + 43, "{secret}");
+    assert!(
+        secret.starts_with("strata_") && secret.len() >= 7 + 43,
+        "{secret}"
+    );
     let mut stored = Vec::new();
     for name in ["strata.db", "strata.db-wal"] {
         if let Ok(bytes) = std::fs::read(world.home.join(name)) {
@@ -408,7 +483,10 @@ fn tokens_are_stored_hashed_and_shown_once() {
     }
     let stored = String::from_utf8_lossy(&stored);
     assert!(!stored.contains(&secret), "the token is in strata.db");
-    assert!(stored.contains(&sha256_hex(secret.as_bytes())), "its sha256 is not");
+    assert!(
+        stored.contains(&sha256_hex(secret.as_bytes())),
+        "its sha256 is not"
+    );
     let out = world.strata(&["token", "list"]);
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(listed.contains(&id) && listed.contains("alice") && !listed.contains(&secret));
@@ -426,7 +504,11 @@ fn plain_http_is_refused_off_loopback_and_tls_serves() {
     std::fs::write(world.dir.path().join("strata.toml"), CONFIG).unwrap();
     let out = world.strata(&["server", "--listen", "0.0.0.0:0"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("refusing plain HTTP on 0.0.0.0:0"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refusing plain HTTP on 0.0.0.0:0"),
+        "{}",
+        stderr(&out)
+    );
 
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert_file = world.dir.path().join("cert.pem");
@@ -436,9 +518,18 @@ fn plain_http_is_refused_off_loopback_and_tls_serves() {
     let (_, alice) = token(&world, "alice", "vision", false);
     let server = Server::start(
         &world,
-        &["--tls-cert", cert_file.to_str().unwrap(), "--tls-key", key_file.to_str().unwrap()],
+        &[
+            "--tls-cert",
+            cert_file.to_str().unwrap(),
+            "--tls-key",
+            key_file.to_str().unwrap(),
+        ],
     );
-    assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
     let url = server.url.replace("127.0.0.1", "localhost");
     let out = world
         .command(&["jobs"])
@@ -471,7 +562,10 @@ fn openapi_describes_the_routes() {
         .unwrap()
         .iter()
         .flat_map(|(path, item)| {
-            item.as_object().unwrap().keys().map(move |m| (m.clone(), path.clone()))
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.clone(), path.clone()))
         })
         .collect();
     described.sort();
@@ -489,7 +583,11 @@ fn openapi_describes_the_routes() {
             other => panic!("method {other}"),
         };
         let (status, _) = call(request);
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} is not routed");
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} is not routed"
+        );
     }
 }
 
@@ -516,7 +614,9 @@ fn the_cli_prints_the_same_through_the_server() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let script = "import json\nprint('hello from the job')\nfor i in range(3): print('strata:metric', json.dumps({'name': 'loss', 'value': 3 - i, 'step': i}))";
-    let id = remote(&["submit", "-q", "vision", "--image", &image, "--", "python", "-c", script]);
+    let id = remote(&[
+        "submit", "-q", "vision", "--image", &image, "--", "python", "-c", script,
+    ]);
     let id = id.trim().to_string();
     world.wait_for(&id, &["succeeded", "failed"], Duration::from_secs(120));
     // Metrics are ingested when the job's end is recorded; wait for them.
@@ -526,7 +626,11 @@ fn the_cli_prints_the_same_through_the_server() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let local = |args: &[&str]| {
-        let out = world.command(args).env("XDG_CONFIG_HOME", &config_home).output().unwrap();
+        let out = world
+            .command(args)
+            .env("XDG_CONFIG_HOME", &config_home)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "local {args:?}: {}", stderr(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -548,7 +652,11 @@ fn the_cli_prints_the_same_through_the_server() {
             .env("STRATA_TOKEN", "strata_unknown")
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(3), "strata {args:?} with an unknown token");
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "strata {args:?} with an unknown token"
+        );
         assert!(stderr(&out).contains("401"), "{}", stderr(&out));
     }
     assert!(local(&["status", &id]).contains("succeeded"));
@@ -564,15 +672,28 @@ fn the_cli_prints_the_same_through_the_server() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let file = config_home.join("strata/login.json");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
-    let through_login = world.command(&["jobs", "--all"]).env("XDG_CONFIG_HOME", &config_home).output().unwrap();
+    let through_login = world
+        .command(&["jobs", "--all"])
+        .env("XDG_CONFIG_HOME", &config_home)
+        .output()
+        .unwrap();
     assert!(through_login.status.success(), "{}", stderr(&through_login));
     // The server listed the team's jobs: stopping it makes the same command fail.
     drop(server);
-    let out = world.command(&["jobs", "--all"]).env("XDG_CONFIG_HOME", &config_home).output().unwrap();
+    let out = world
+        .command(&["jobs", "--all"])
+        .env("XDG_CONFIG_HOME", &config_home)
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "jobs did not go through the server");
-    let out = world.command(&["logout"]).env("XDG_CONFIG_HOME", &config_home).output().unwrap();
+    let out = world
+        .command(&["logout"])
+        .env("XDG_CONFIG_HOME", &config_home)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(!file.exists());
 }

@@ -496,7 +496,9 @@ pub fn outputs(args: OutputsArgs) -> Result<(), Failure> {
 pub fn metrics(args: MetricsArgs) -> Result<(), Failure> {
     if let Some(remote) = remote()? {
         if args.plot.is_some() {
-            return Err(Failure::usage("--plot through a server is not supported yet"));
+            return Err(Failure::usage(
+                "--plot through a server is not supported yet",
+            ));
         }
         let metrics = remote
             .metrics(&args.jobs, args.name.as_deref())

@@ -163,7 +163,14 @@ pub fn login(args: LoginArgs) -> Result<(), Failure> {
 
 pub fn logout() -> Result<(), Failure> {
     let removed = Remote::logout().map_err(Failure::remote)?;
-    println!("{}", if removed { "logged out" } else { "not logged in" });
+    println!(
+        "{}",
+        if removed {
+            "logged out"
+        } else {
+            "not logged in"
+        }
+    );
     Ok(())
 }
 

@@ -168,7 +168,9 @@ impl Tokens {
     pub fn revoke(&self, id: &str) -> Result<(), TokenError> {
         let exists: Option<String> = self
             .conn
-            .query_row("SELECT id FROM api_tokens WHERE id = ?1", [id], |r| r.get(0))
+            .query_row("SELECT id FROM api_tokens WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(|e| self.sql(e))?;
         if exists.is_none() {

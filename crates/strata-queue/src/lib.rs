@@ -21,7 +21,8 @@ pub use admit::{Admission, Decisions, Scheduler, TierCapacity};
 pub use config::{QueueConfig, RetryPolicy, SchedulerConfig, SchedulerConfigError};
 pub use explain::{human_duration, JobView};
 pub use job::{
-    log_path, EndCause, EnvOptions, Environment, Job, JobId, JobIdError, JobState, NewJob, Outcome, ShippedCode,
+    log_path, EndCause, EnvOptions, Environment, Job, JobId, JobIdError, JobState, NewJob, Outcome,
+    ShippedCode,
 };
 pub use jobstore::{
     now, CancelResult, Change, JobFilter, JobStore, StoreError, StoredReservation, SubmitError,

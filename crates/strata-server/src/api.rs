@@ -36,9 +36,11 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 pub struct AppState {
     pub root: PathBuf,
     pub project: PathBuf,
+    /// Served over TLS: the web session cookie is `Secure`.
+    pub tls: bool,
 }
 
-/// The API: `/api/v1/...` and `/openapi.json`.
+/// The API (`/api/v1/...`, `/openapi.json`) and the web pages (`/`, see [`crate::web`]).
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/whoami", get(whoami))
@@ -51,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/images", get(images));
     Router::new()
         .nest("/api/v1", api)
+        .merge(crate::web::routes())
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -62,11 +65,7 @@ async fn not_found() -> ApiError {
 }
 
 async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        crate::OPENAPI,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], crate::OPENAPI).into_response()
 }
 
 /// The bearer token of the request, never logged.
@@ -97,7 +96,7 @@ where
     .map_err(|e| ApiError::internal(format!("request task failed: {e}")))?
 }
 
-fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+pub(crate) fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     let db = state.root.join("strata.db");
     let tokens = Tokens::open(&db).map_err(|e| ApiError::internal(e.to_string()))?;
     let who = tokens
@@ -118,7 +117,10 @@ fn query_error(rejection: QueryRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, rejection.body_text())
 }
 
-async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<WhoAmI>, ApiError> {
+async fn whoami(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<WhoAmI>, ApiError> {
     as_caller(&state, &headers, |caller| {
         Ok(Json(WhoAmI {
             user: caller.who.user,
@@ -156,7 +158,7 @@ async fn list_jobs(
 }
 
 /// Views whose reasons name no job outside the caller's team.
-fn scrubbed(mut views: Vec<JobView>, caller: &Caller) -> Result<Vec<JobView>, ApiError> {
+pub(crate) fn scrubbed(mut views: Vec<JobView>, caller: &Caller) -> Result<Vec<JobView>, ApiError> {
     let queues = caller.queues();
     let visible: HashSet<String> = caller
         .client
@@ -182,7 +184,10 @@ async fn status(
         caller.job(&id)?;
         let mut status = caller.client.status(&id)?;
         let view = scrubbed(vec![status.view], &caller)?;
-        status.view = view.into_iter().next().ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+        status.view = view
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
         Ok(Json(status))
     })
     .await
@@ -323,7 +328,9 @@ fn follow(
             loop {
                 let reader = client.clone();
                 let read = tokio::task::spawn_blocking(move || {
-                    let guard = reader.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+                    let guard = reader
+                        .lock()
+                        .map_err(|_| std::io::Error::other("poisoned"))?;
                     guard
                         .0
                         .log(&guard.1, offset)

@@ -18,9 +18,13 @@ use crate::types::{CapacityResponse, ErrorBody, SubmitRequest, SubmitResponse, W
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    #[error("invalid server address {0:?}: expected https://HOST[:PORT] (http:// only for localhost)")]
+    #[error(
+        "invalid server address {0:?}: expected https://HOST[:PORT] (http:// only for localhost)"
+    )]
     Address(String),
-    #[error("STRATA_SERVER is {0} but there is no token: set STRATA_TOKEN, or run `strata login {0}`")]
+    #[error(
+        "STRATA_SERVER is {0} but there is no token: set STRATA_TOKEN, or run `strata login {0}`"
+    )]
     NoToken(String),
     #[error("login file {}: {detail}", path.display())]
     LoginFile { path: PathBuf, detail: String },
@@ -72,7 +76,9 @@ pub struct Remote {
 impl std::fmt::Debug for Remote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the token.
-        f.debug_struct("Remote").field("base", &self.base.as_str()).finish()
+        f.debug_struct("Remote")
+            .field("base", &self.base.as_str())
+            .finish()
     }
 }
 
@@ -88,8 +94,7 @@ impl Remote {
                 detail,
             };
             let pem = std::fs::read(&path).map_err(|e| ca_err(e.to_string()))?;
-            let cert =
-                reqwest::Certificate::from_pem(&pem).map_err(|e| ca_err(e.to_string()))?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| ca_err(e.to_string()))?;
             builder = builder.add_root_certificate(cert);
         }
         let http = builder.build().map_err(|source| RemoteError::Http {
@@ -204,10 +209,7 @@ impl Remote {
         &self,
         request: reqwest::blocking::RequestBuilder,
     ) -> Result<T, RemoteError> {
-        let bytes = self
-            .send(request)?
-            .bytes()
-            .map_err(|e| self.http_err(e))?;
+        let bytes = self.send(request)?.bytes().map_err(|e| self.http_err(e))?;
         serde_json::from_slice(&bytes).map_err(|e| RemoteError::Answer {
             server: self.server().to_string(),
             detail: e.to_string(),
@@ -227,7 +229,10 @@ impl Remote {
     }
 
     pub fn status(&self, id: &str) -> Result<JobStatus, RemoteError> {
-        self.json(self.http.get(self.url(&format!("jobs/{}", segment(id)), &[])))
+        self.json(
+            self.http
+                .get(self.url(&format!("jobs/{}", segment(id)), &[])),
+        )
     }
 
     pub fn cancel(&self, id: &str) -> Result<CancelResult, RemoteError> {
@@ -235,8 +240,10 @@ impl Remote {
         struct Answer {
             result: CancelResult,
         }
-        let answer: Answer =
-            self.json(self.http.post(self.url(&format!("jobs/{}/cancel", segment(id)), &[])))?;
+        let answer: Answer = self.json(
+            self.http
+                .post(self.url(&format!("jobs/{}/cancel", segment(id)), &[])),
+        )?;
         Ok(answer.result)
     }
 
@@ -285,7 +292,8 @@ impl Remote {
     }
 
     pub fn submit(&self, request: &SubmitRequest) -> Result<String, RemoteError> {
-        let answer: SubmitResponse = self.json(self.http.post(self.url("jobs", &[])).json(request))?;
+        let answer: SubmitResponse =
+            self.json(self.http.post(self.url("jobs", &[])).json(request))?;
         Ok(answer.id)
     }
 

@@ -47,7 +47,10 @@ pub struct ServeOptions {
 }
 
 /// Serves until the process ends; `ready` is told the bound address (port 0 picks one).
-pub fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr, bool)) -> Result<(), ServeError> {
+pub fn serve(
+    options: ServeOptions,
+    ready: impl FnOnce(SocketAddr, bool),
+) -> Result<(), ServeError> {
     let addr: SocketAddr = options
         .listen
         .parse()
@@ -64,6 +67,7 @@ pub fn serve(options: ServeOptions, ready: impl FnOnce(SocketAddr, bool)) -> Res
     let state = AppState {
         root: options.root,
         project: options.project,
+        tls: tls.is_some(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

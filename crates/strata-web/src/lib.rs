@@ -17,7 +17,7 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use strata_agent::JobStatus;
 #[cfg(test)]
 use strata_queue::JobState;
-use strata_queue::{human_duration, JobView};
+use strata_queue::{human_duration, JobView, TierCapacity};
 
 pub use params::parameters;
 
@@ -29,14 +29,7 @@ pub const LIVE_SCRIPT: &str = include_str!("assets/live.js");
 /// Who is looking: shown in the header.
 pub struct Viewer<'a> {
     pub user: &'a str,
-    pub teams: &'a [String],
-}
-
-/// One tier of "your cluster": how many jobs of it could start now, of how many in all.
-pub struct TierCapacity {
-    pub tier: String,
-    pub free: u32,
-    pub total: u32,
+    pub team: &'a str,
 }
 
 /// A job of a comparison: its view and its command (for the parameters).
@@ -60,7 +53,7 @@ fn page(title: &str, viewer: Option<&Viewer>, body: Markup) -> String {
                     strong { a href="/" { "strata" } }
                     @if let Some(viewer) = viewer {
                         span.who {
-                            (viewer.user) " · teams " (viewer.teams.join(", "))
+                            (viewer.user) " · team " (viewer.team)
                             " "
                             form method="post" action="/logout" style="display:inline" {
                                 button type="submit" { "log out" }
@@ -105,22 +98,25 @@ fn state(view: &JobView) -> Markup {
     html! { span class={ "state-" (state) } { (state) } }
 }
 
-/// The viewer's teams' jobs (newest first as given) with position and reason, selectable
+/// The viewer's team's jobs (newest first as given) with position and reason, selectable
 /// for comparison, and the capacity per tier.
 pub fn queues_page(viewer: &Viewer, jobs: &[JobView], capacity: &[TierCapacity]) -> String {
     let body = html! {
         h1 { "Your cluster" }
         table #capacity {
-            thead { tr { th { "tier" } th.num { "free now" } th.num { "of" } } }
+            thead { tr { th { "tier" } th { "one job" } th.num { "could start now" } th.num { "nodes" } } }
             tbody {
                 @for tier in capacity {
-                    tr { td { (tier.tier) } td.num { (tier.free) } td.num { (tier.total) } }
+                    tr {
+                        td { (tier.tier) } td { (tier.resources) }
+                        td.num { (tier.free) } td.num { (tier.nodes) }
+                    }
                 }
             }
         }
         h2 { "Jobs" }
         @if jobs.is_empty() {
-            p.muted { "No jobs in your teams' queues." }
+            p.muted { "No jobs in your team's queues." }
         } @else {
             form method="get" action="/compare" {
                 table #jobs {
@@ -204,11 +200,19 @@ pub fn job_page(
         h2 { "History" }
         table #history {
             @for event in &status.history {
-                tr { td.num { (event.at) } td { (event.state) } td { (event.detail.as_deref().unwrap_or("")) } }
+                tr { td { (utc(event.at)) } td { (event.state) } td { (event.detail.as_deref().unwrap_or("")) } }
             }
         }
     };
     page(id, Some(viewer), body)
+}
+
+/// A Unix time as `2026-12-06 23:59:01 UTC` (the time as stored when it is out of range).
+fn utc(seconds: i64) -> String {
+    match jiff::Timestamp::from_second(seconds) {
+        Ok(t) => t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        Err(_) => seconds.to_string(),
+    }
 }
 
 /// Selected runs side by side: their parameters (from their command lines) and one chart per
@@ -282,16 +286,11 @@ mod tests {
         }
     }
 
-    fn viewer() -> (String, Vec<String>) {
-        ("ana".to_string(), vec!["vision".to_string()])
-    }
-
     #[test]
     fn what_jobs_wrote_is_escaped() {
-        let (user, teams) = viewer();
         let viewer = Viewer {
-            user: &user,
-            teams: &teams,
+            user: "ana",
+            team: "vision",
         };
         let jobs = [view(JobState::Queued)];
         let html = queues_page(&viewer, &jobs, &[]);
@@ -312,10 +311,9 @@ mod tests {
 
     #[test]
     fn a_job_page_follows_a_running_job_only() {
-        let (user, teams) = viewer();
         let viewer = Viewer {
-            user: &user,
-            teams: &teams,
+            user: "ana",
+            team: "vision",
         };
         let page = |state| {
             let status = JobStatus {
@@ -336,6 +334,11 @@ mod tests {
     }
 
     #[test]
+    fn times_are_shown_in_utc() {
+        assert_eq!(utc(1_796_602_933), "2026-12-07 00:22:13 UTC");
+    }
+
+    #[test]
     fn metric_names_are_encoded_in_chart_urls() {
         assert_eq!(
             chart_src("/compare/chart.png", "val loss&x=1", Some("j-a,j-b")),
@@ -345,10 +348,9 @@ mod tests {
 
     #[test]
     fn a_comparison_shows_each_runs_parameters() {
-        let (user, teams) = viewer();
         let viewer = Viewer {
-            user: &user,
-            teams: &teams,
+            user: "ana",
+            team: "vision",
         };
         let (a, b) = (view(JobState::Succeeded), view(JobState::Failed));
         let cmd_a: Vec<String> = ["python", "train.py", "--lr", "0.1"]
