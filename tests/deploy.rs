@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -182,14 +182,22 @@ fn rendered_objects_apply_and_grant_the_agent_least_privilege() {
             .get("strata")
             .await
             .expect("the Deployment");
-        let image = deployment.spec.unwrap().template.spec.unwrap().containers[0]
-            .image
-            .clone()
-            .unwrap();
-        assert_eq!(
-            image,
-            format!("127.0.0.1:5000/strata:{}", env!("CARGO_PKG_VERSION"))
-        );
+        let pod = deployment.spec.unwrap().template.spec.unwrap();
+        let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["agent", "server"], "the agent and the team service");
+        for container in &pod.containers {
+            let image = container.image.clone().unwrap();
+            assert_eq!(
+                image,
+                format!("127.0.0.1:5000/strata:{}", env!("CARGO_PKG_VERSION"))
+            );
+        }
+        let service = Api::<Service>::namespaced(client.clone(), &ns)
+            .get("strata")
+            .await
+            .expect("the team service's Service");
+        let port = &service.spec.unwrap().ports.unwrap()[0];
+        assert_eq!(port.port, 443);
         Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
             .get("strata-home")
             .await

@@ -3,107 +3,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
+use std::io::Read;
+use std::process::Stdio;
 use std::time::Duration;
 
+use common::server::{team_world, token, Server, CONFIG};
 use common::*;
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-const CONFIG: &str = r#"
-[queues.vision]
-team = "vision"
-
-[queues.nlp]
-team = "nlp"
-
-# No team: not reachable through the server.
-[queues.local]
-"#;
-
-/// A running `strata server`, killed on drop; its stderr is kept to look for tokens in.
-struct Server {
-    child: Child,
-    url: String,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Server {
-    fn start(world: &World, extra: &[&str]) -> Server {
-        let mut child = world
-            .command(&[&["-vv", "server", "--listen", "127.0.0.1:0"], extra].concat())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start strata server");
-        let mut reader = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        let mut seen = String::new();
-        let url = loop {
-            line.clear();
-            if reader.read_line(&mut line).unwrap() == 0 {
-                panic!("strata server ended before listening: {seen}");
-            }
-            seen.push_str(&line);
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_string();
-            }
-        };
-        let stderr = Arc::new(Mutex::new(seen));
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut rest = String::new();
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                rest.push_str(&String::from_utf8_lossy(&buf[..n]));
-                sink.lock().unwrap().push_str(&rest);
-                rest.clear();
-            }
-        });
-        Server { child, url, stderr }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A world whose project configures the team queues, with one image built in its store;
-/// the image's digest.
-fn team_world() -> (World, String) {
-    let world = World::new();
-    std::fs::write(world.dir.path().join("strata.toml"), CONFIG).unwrap();
-    let built = world.build_ok(&requirements("basic.txt"), &[]);
-    (world, built["digest"].as_str().unwrap().to_string())
-}
-
-/// `strata token create`: (id, secret).
-fn token(world: &World, user: &str, team: &str, admin: bool) -> (String, String) {
-    let mut args = vec!["token", "create", "--user", user, "--team", team, "--json"];
-    if admin {
-        args.push("--admin");
-    }
-    let out = world.strata(&args);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    (
-        v["id"].as_str().unwrap().to_string(),
-        v["token"].as_str().unwrap().to_string(),
-    )
-}
 
 fn http() -> Client {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -365,8 +365,23 @@ impl Client {
         Ok(out)
     }
 
-    /// A PNG chart comparing the jobs' series.
+    /// A PNG chart comparing the jobs' series, written to `path`.
     pub fn plot(&self, metrics: &[JobMetrics], path: &Path) -> Result<(), ClientError> {
+        let (series, names) = self.chart_series(metrics)?;
+        Ok(Chart::new(&series).job_names(names).write_png(path)?)
+    }
+
+    /// The same chart as PNG bytes (the team service's pages).
+    pub fn chart_png(&self, metrics: &[JobMetrics]) -> Result<Vec<u8>, ClientError> {
+        let (series, names) = self.chart_series(metrics)?;
+        Ok(Chart::new(&series).job_names(names).png()?)
+    }
+
+    /// The series to draw, and the legend's job names (where jobs have one).
+    fn chart_series(
+        &self,
+        metrics: &[JobMetrics],
+    ) -> Result<(Vec<PlotSeries>, JobNames), ClientError> {
         let series: Vec<PlotSeries> = metrics
             .iter()
             .flat_map(|m| {
@@ -382,14 +397,13 @@ impl Client {
                 })
             })
             .collect();
-        // The legend names jobs by their names, where they have one.
         let mut names = Vec::new();
         for m in metrics {
             if let Some(name) = self.jobs.get(&self.job_id(&m.job)?)?.and_then(|j| j.name) {
                 names.push((m.job.clone(), name));
             }
         }
-        Ok(Chart::new(&series).job_names(names).write_png(path)?)
+        Ok((series, names))
     }
 
     /// Every tier, the nodes that could run it and how many more of it fit now.
@@ -412,6 +426,9 @@ impl Client {
             .is_some_and(|j| j.state.is_terminal() || j.state == JobState::Retrying))
     }
 }
+
+/// Job names by job id, for a chart's legend.
+type JobNames = Vec<(String, String)>;
 
 /// A queued job, and the code shipped with it.
 #[derive(Debug, Serialize)]

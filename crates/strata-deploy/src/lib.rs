@@ -1,6 +1,6 @@
 //! The Kubernetes objects that run strata for a set of teams (`strata deploy`): strata's
-//! namespace with its agent (a Deployment, its ServiceAccount, its configuration and the volume
-//! holding the queue), the read-only access to nodes the agent needs cluster-wide, and for each
+//! namespace with its agent and team service (one Deployment, its ServiceAccount, its
+//! configuration, the volume holding the queue, the Service in front of `strata server`), the read-only access to nodes the agent needs cluster-wide, and for each
 //! team a namespace with the Role the agent uses there and the NetworkPolicy isolating jobs
 //! without a network. Rendered as typed objects ([`Manifests`]) and printed as YAML
 //! ([`Manifests::to_yaml`]) that `kubectl apply -f -` (or server-side apply) takes as it is.
@@ -9,7 +9,9 @@ mod names;
 pub mod objects;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolumeClaim, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::Serialize;
@@ -71,6 +73,7 @@ pub struct Manifests {
     pub cluster_role_binding: ClusterRoleBinding,
     pub teams: Vec<TeamObjects>,
     pub deployment: Deployment,
+    pub service: Service,
 }
 
 /// Renders the objects of `options`.
@@ -96,6 +99,7 @@ pub fn render(options: &Options) -> Result<Manifests, DeployError> {
         cluster_role_binding: objects::cluster_role_binding(ns),
         teams,
         deployment: objects::deployment(ns, &options.image),
+        service: objects::service(ns),
     })
 }
 
@@ -126,8 +130,9 @@ fn check(options: &Options) -> Result<(), DeployError> {
     Ok(())
 }
 
-/// The agent's `config.toml`: in the cluster, pulling from the registry, one queue per team
-/// running its jobs in the team's namespace.
+/// The agent's and the server's `config.toml`: in the cluster, pulling from the registry, one
+/// queue per team, belonging to the team (its tokens reach it) and running its jobs in the
+/// team's namespace.
 fn agent_config(options: &Options) -> String {
     let mut kubernetes = toml::Table::new();
     kubernetes.insert("in_cluster".into(), true.into());
@@ -138,7 +143,9 @@ fn agent_config(options: &Options) -> String {
         let mut queue = toml::Table::new();
         queue.insert("namespace".into(), team.to_string().into());
         kube_queues.insert(team.to_string(), queue.into());
-        queues.insert(team.to_string(), toml::Table::new().into());
+        let mut queue = toml::Table::new();
+        queue.insert("team".into(), team.to_string().into());
+        queues.insert(team.to_string(), queue.into());
     }
     kubernetes.insert("queues".into(), kube_queues.into());
     let mut config = toml::Table::new();
@@ -166,6 +173,7 @@ impl Manifests {
             values.push(value(&team.no_network));
         }
         values.push(value(&self.deployment));
+        values.push(value(&self.service));
         values
     }
 
@@ -224,6 +232,13 @@ mod tests {
         let scheduler = strata_queue::SchedulerConfig::from_config(&config).unwrap();
         let queues: Vec<&String> = scheduler.queues.keys().collect();
         assert_eq!(queues, ["nlp", "vision"]);
+        for (name, queue) in &scheduler.queues {
+            assert_eq!(
+                queue.team.as_deref(),
+                Some(name.as_str()),
+                "queue {name}'s team"
+            );
+        }
     }
 
     #[test]
@@ -277,7 +292,8 @@ mod tests {
                 "Role",
                 "RoleBinding",
                 "NetworkPolicy",
-                "Deployment"
+                "Deployment",
+                "Service"
             ]
         );
         assert!(!yaml.contains("REGISTRY/") && !yaml.contains("VERSION"));
@@ -290,14 +306,23 @@ mod tests {
         let security = pod.security_context.unwrap();
         assert_eq!(security.run_as_non_root, Some(true));
         assert_ne!(security.run_as_user, Some(0));
-        let container = &pod.containers[0];
-        assert_eq!(
-            container.image.as_deref(),
-            Some("registry.example.com/strata:0.1.0")
+        let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["agent", "server"]);
+        for container in &pod.containers {
+            assert_eq!(
+                container.image.as_deref(),
+                Some("registry.example.com/strata:0.1.0")
+            );
+            let context = container.security_context.as_ref().unwrap();
+            assert_eq!(context.allow_privilege_escalation, Some(false));
+            assert_eq!(context.read_only_root_filesystem, Some(true));
+        }
+        // The server serves TLS only: its certificate comes from the strata-tls Secret.
+        let args = pod.containers[1].args.clone().unwrap().join(" ");
+        assert!(
+            args.contains("--tls-cert") && args.contains("--tls-key"),
+            "{args}"
         );
-        let context = container.security_context.as_ref().unwrap();
-        assert_eq!(context.allow_privilege_escalation, Some(false));
-        assert_eq!(context.read_only_root_filesystem, Some(true));
     }
 
     #[test]

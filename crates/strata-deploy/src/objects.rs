@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
-    Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
-    SecurityContext, ServiceAccount, Volume, VolumeMount, VolumeResourceRequirements,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
+    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::api::rbac::v1::{
@@ -18,6 +19,7 @@ use k8s_openapi::api::rbac::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::names::Label;
 
@@ -98,18 +100,19 @@ pub fn home_claim(namespace: &Label, storage: &str) -> PersistentVolumeClaim {
     }
 }
 
-/// The agent: one replica, recreated (never two at once, not even during a rollout), as a
-/// non-root user with a read-only root filesystem and no capabilities.
-pub fn deployment(namespace: &Label, image: &str) -> Deployment {
-    let selector = BTreeMap::from([(APP.0.to_string(), APP.1.to_string())]);
-    let container = Container {
-        name: "agent".to_string(),
+/// The port `strata server` listens on in its container (TLS).
+pub const SERVER_PORT: i32 = 8443;
+/// The Secret (type kubernetes.io/tls) holding the server's certificate and key.
+pub const TLS_SECRET: &str = "strata-tls";
+const TLS_DIR: &str = "/etc/strata/tls";
+
+/// One of strata's containers: the image, as the unprivileged user, read-only root
+/// filesystem, no capabilities, sharing the home volume (the queue database) and the config.
+fn strata_container(name: &str, image: &str, args: &[&str]) -> Container {
+    Container {
+        name: name.to_string(),
         image: Some(image.to_string()),
-        args: Some(
-            ["agent", "--backend", "kubernetes", "--in-cluster"]
-                .map(String::from)
-                .to_vec(),
-        ),
+        args: Some(args.iter().map(|a| a.to_string()).collect()),
         env: Some(vec![
             env("STRATA_HOME", HOME),
             env("TMPDIR", "/tmp"),
@@ -140,10 +143,51 @@ pub fn deployment(namespace: &Label, image: &str) -> Deployment {
             ..SecurityContext::default()
         }),
         ..Container::default()
-    };
+    }
+}
+
+/// The agent and the team service in one pod (they share `strata.db` on the home volume;
+/// nothing else opens it): one replica, recreated (never two at once, not even during a
+/// rollout), as a non-root user with a read-only root filesystem and no capabilities.
+pub fn deployment(namespace: &Label, image: &str) -> Deployment {
+    let selector = BTreeMap::from([(APP.0.to_string(), APP.1.to_string())]);
+    let agent = strata_container(
+        "agent",
+        image,
+        &["agent", "--backend", "kubernetes", "--in-cluster"],
+    );
+    let listen = format!("0.0.0.0:{SERVER_PORT}");
+    let cert = format!("{TLS_DIR}/tls.crt");
+    let key = format!("{TLS_DIR}/tls.key");
+    let mut server = strata_container(
+        "server",
+        image,
+        &[
+            "server",
+            "--listen",
+            &listen,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
+    );
+    server.ports = Some(vec![ContainerPort {
+        name: Some("https".to_string()),
+        container_port: SERVER_PORT,
+        // Server-side apply keys ports by port and protocol: say it.
+        protocol: Some("TCP".to_string()),
+        ..ContainerPort::default()
+    }]);
+    if let Some(mounts) = server.volume_mounts.as_mut() {
+        mounts.push(VolumeMount {
+            read_only: Some(true),
+            ..mount("tls", TLS_DIR, None)
+        });
+    }
     let pod = PodSpec {
         service_account_name: Some(AGENT_ACCOUNT.to_string()),
-        containers: vec![container],
+        containers: vec![agent, server],
         security_context: Some(PodSecurityContext {
             run_as_user: Some(RUN_AS_USER),
             run_as_group: Some(RUN_AS_USER),
@@ -169,6 +213,14 @@ pub fn deployment(namespace: &Label, image: &str) -> Deployment {
                 config_map: Some(ConfigMapVolumeSource {
                     name: "strata-config".to_string(),
                     ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: "tls".to_string(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(TLS_SECRET.to_string()),
+                    ..SecretVolumeSource::default()
                 }),
                 ..Volume::default()
             },
@@ -202,6 +254,27 @@ pub fn deployment(namespace: &Label, image: &str) -> Deployment {
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
+    }
+}
+
+/// The team service inside the cluster: `https://strata.NAMESPACE.svc` on port 443. Teams
+/// reach it through an Ingress or LoadBalancer of the platform's choosing, or
+/// `kubectl port-forward` (see deploy/README.md).
+pub fn service(namespace: &Label) -> Service {
+    Service {
+        metadata: meta("strata", Some(namespace), &[APP]),
+        spec: Some(ServiceSpec {
+            selector: Some(BTreeMap::from([(APP.0.to_string(), APP.1.to_string())])),
+            ports: Some(vec![ServicePort {
+                name: Some("https".to_string()),
+                port: 443,
+                protocol: Some("TCP".to_string()),
+                target_port: Some(IntOrString::String("https".to_string())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
     }
 }
 

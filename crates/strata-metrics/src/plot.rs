@@ -117,7 +117,7 @@ impl<'a> Chart<'a> {
     /// Writes the chart, `WIDTH`x`HEIGHT`, to `path` as a PNG (atomically: a reader sees the
     /// old file or the whole new one).
     pub fn write_png(&self, path: &Path) -> Result<(), PlotError> {
-        let bytes = self.render(WIDTH, HEIGHT)?.png()?;
+        let bytes = self.png()?;
         let io_err = |source| PlotError::Io {
             path: path.to_path_buf(),
             source,
@@ -132,6 +132,11 @@ impl<'a> Chart<'a> {
             .map_err(io_err)?;
         tmp.persist(path).map_err(|e| io_err(e.error))?;
         Ok(())
+    }
+
+    /// The chart, `WIDTH`x`HEIGHT`, as PNG bytes.
+    pub fn png(&self) -> Result<Vec<u8>, PlotError> {
+        self.render(WIDTH, HEIGHT)?.png()
     }
 
     /// Draws the chart on an RGB image of the given size.

@@ -36,17 +36,20 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 #[derive(Clone)]
 pub struct AppState {
     connections: Arc<Connections>,
+    /// Served over TLS: the web session cookie is `Secure`.
+    pub(crate) tls: bool,
 }
 
 impl AppState {
-    pub fn new(root: PathBuf, project: PathBuf) -> AppState {
+    pub fn new(root: PathBuf, project: PathBuf, tls: bool) -> AppState {
         AppState {
             connections: Arc::new(Connections::new(root, project)),
+            tls,
         }
     }
 }
 
-/// The API: `/api/v1/...` and `/openapi.json`.
+/// The API (`/api/v1/...`, `/openapi.json`) and the web pages (`/`, see [`crate::web`]).
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/whoami", get(whoami))
@@ -59,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/images", get(images));
     Router::new()
         .nest("/api/v1", api)
+        .merge(crate::web::routes())
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -93,13 +97,22 @@ fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(token.trim().to_string())
 }
 
-/// Authenticates, then runs `work` for the caller on a blocking thread.
+/// Authenticates the bearer token, then runs `work` for the caller on a blocking thread.
 async fn as_caller<T, F>(state: &AppState, headers: &HeaderMap, work: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&Caller) -> Result<T, ApiError> + Send + 'static,
 {
-    let token = bearer(headers)?;
+    as_token(state, bearer(headers)?, work).await
+}
+
+/// Authenticates `token` (from a header or the web session), then runs `work` for the caller
+/// on a blocking thread.
+pub(crate) async fn as_token<T, F>(state: &AppState, token: String, work: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Caller) -> Result<T, ApiError> + Send + 'static,
+{
     let connections = state.connections.clone();
     tokio::task::spawn_blocking(move || {
         let who = authenticate(&connections, &token)?;
@@ -172,7 +185,7 @@ async fn list_jobs(
 }
 
 /// Views whose reasons name no job outside the caller's team.
-fn scrubbed(mut views: Vec<JobView>, caller: &Caller) -> Result<Vec<JobView>, ApiError> {
+pub(crate) fn scrubbed(mut views: Vec<JobView>, caller: &Caller) -> Result<Vec<JobView>, ApiError> {
     // Most reasons name no job: the set of visible ids is only worth a read for those that do.
     let names_a_job = |v: &JobView| v.reason.as_deref().is_some_and(|r| r.contains("j-"));
     if !views.iter().any(names_a_job) {

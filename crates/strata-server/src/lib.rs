@@ -10,7 +10,8 @@
 //!   login`), answering with the types the local commands print.
 //! - [`types`]: the request and answer bodies both sides share.
 //!
-//! Hooks for later work: the web page goes at `/` (the router's fallback answers 404 now).
+//! - [`web`]: the web pages at `/` (rendered by `strata-web`), a login form exchanging a token
+//!   for an HttpOnly session cookie.
 
 pub mod access;
 pub mod api;
@@ -19,6 +20,7 @@ mod error;
 pub mod remote;
 pub mod serve;
 pub mod types;
+mod web;
 
 pub use api::{router, AppState};
 pub use error::ApiError;
