@@ -376,6 +376,9 @@ pub fn print_explanation(explanation: &Explanation, as_json: bool) {
             hit.manifest,
             utc(hit.resolved_at)
         );
+        for pin in &hit.git {
+            println!("  {} built from git commit {}", pin.name, pin.commit);
+        }
         return;
     }
     let Some(nearest) = &explanation.nearest else {
@@ -393,6 +396,12 @@ pub fn print_explanation(explanation: &Explanation, as_json: bool) {
     );
     for difference in &explanation.differences {
         println!("  - {difference}");
+    }
+    for pin in &nearest.git {
+        println!(
+            "  (its {} was built from git commit {})",
+            pin.name, pin.commit
+        );
     }
 }
 

@@ -483,11 +483,23 @@ fn prepare_with_credentials(home: &Home, options: &BuildOptions) -> Result<Prepa
 pub fn explain(home: &Home, options: &BuildOptions) -> Result<Explanation, BuildError> {
     let (env, _) = prepare(home, options)?;
     let identity = spec_identity(&env, options.compression);
-    Ok(crate::explain::explain(
-        &env,
-        &identity,
-        &home.index.envs()?,
-    ))
+    let envs = home.index.envs()?;
+    let mut explanation = crate::explain::explain(&env, &identity, &envs);
+    for candidate in [&mut explanation.hit, &mut explanation.nearest]
+        .into_iter()
+        .flatten()
+    {
+        let Some(row) = envs.iter().find(|r| r.record.tag == candidate.tag) else {
+            continue;
+        };
+        let stored = home
+            .index
+            .lock_on_base(&row.record.lock, &row.record.base)?;
+        if let Some(lock) = stored.and_then(|s| Lock::from_json(&s.lock_json).ok()) {
+            *candidate = candidate.clone().with_lock(&lock);
+        }
+    }
+    Ok(explanation)
 }
 
 fn add_cli_sources(
