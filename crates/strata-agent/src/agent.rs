@@ -868,6 +868,7 @@ pub fn build_options(
         layer_limit: DEFAULT_LAYER_LIMIT,
         // Jobs' environments stay gzip: every runtime reads them.
         compression: Default::default(),
+        compile: false,
         // The agent builds from its own store only: a job needs every blob here anyway.
         registry_cache: Default::default(),
         refresh: false,

@@ -9,6 +9,12 @@ use crate::script::EntryPointError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
+    #[error("could not compile the modules of wheel {wheel}: {source}")]
+    Bytecode {
+        wheel: String,
+        #[source]
+        source: crate::bytecode::BytecodeError,
+    },
     #[error("cannot read wheel {wheel}")]
     Read {
         wheel: String,

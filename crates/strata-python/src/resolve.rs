@@ -62,6 +62,9 @@ pub enum ResolveError {
     },
     #[error("uv failed: {stderr}")]
     Uv { stderr: String },
+    /// `--compile` needs a CPython of the target's version on this machine.
+    #[error("no Python {version} was found on this machine ({detail}); --compile writes .pyc files with a CPython of the target's version: install one (`uv python install {version}`) or build without --compile")]
+    NoHostPython { version: String, detail: String },
     /// A package without a wheel whose source could not become one for the target.
     /// Boxed: its messages are long, and every `Result` of a build carries this enum.
     #[error(transparent)]
@@ -147,6 +150,34 @@ impl Resolver {
     pub fn building_into(mut self, root: PathBuf) -> Resolver {
         self.build_cache = Some(root);
         self
+    }
+
+    /// A CPython `version` of this machine, as uv finds one (`uv python find`), never
+    /// downloaded.
+    pub fn host_python(&self, version: crate::PythonVersion) -> Result<PathBuf, ResolveError> {
+        let output = Command::new(&self.uv)
+            .args(["python", "find", "--no-config", "--no-python-downloads"])
+            .arg(format!("cpython@{version}"))
+            .env_remove_all(UV_ENV_OVERRIDES)
+            .output()
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => ResolveError::UvNotFound {
+                    uv: self.uv.clone(),
+                },
+                _ => ResolveError::Io {
+                    action: "run uv python find",
+                    source: e,
+                },
+            })?;
+        let found = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        if !output.status.success() || found.is_empty() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(ResolveError::NoHostPython {
+                version: version.to_string(),
+                detail: stderr.trim().trim_start_matches("error:").trim().to_string(),
+            });
+        }
+        Ok(PathBuf::from(found))
     }
 
     /// Resolves `requirements_txt` (and `constraints_txt`, if not empty) for `target`.
