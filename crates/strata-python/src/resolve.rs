@@ -174,7 +174,11 @@ impl Resolver {
             let stderr = String::from_utf8_lossy(&output.stderr);
             return Err(ResolveError::NoHostPython {
                 version: version.to_string(),
-                detail: stderr.trim().trim_start_matches("error:").trim().to_string(),
+                detail: stderr
+                    .trim()
+                    .trim_start_matches("error:")
+                    .trim()
+                    .to_string(),
             });
         }
         Ok(PathBuf::from(found))
