@@ -153,6 +153,7 @@ impl Failure {
             ),
             DetectError::NoSuchPath { .. }
             | DetectError::Requirements(_)
+            | DetectError::Format(_)
             | DetectError::Pyproject { .. }
             | DetectError::UnsupportedPython { .. } => (EXIT_BAD_INPUT, None),
             DetectError::Io { .. } | DetectError::Walk { .. } => (EXIT_FAILURE, None),
