@@ -536,7 +536,18 @@ fn add_cli_sources(
 }
 
 /// Opens the base image by reference: a layout on disk, or (by digest) one imported before.
+/// Its config must name the target's platform.
 pub(crate) fn open_base(
+    home: &Home,
+    base: &BaseRef,
+    platform: Platform,
+) -> Result<BaseImage, BuildError> {
+    let image = open_base_any_platform(home, base, platform)?;
+    image.check_platform(platform)?;
+    Ok(image)
+}
+
+fn open_base_any_platform(
     home: &Home,
     base: &BaseRef,
     platform: Platform,
