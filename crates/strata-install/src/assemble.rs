@@ -78,7 +78,7 @@ impl Prepared {
             .compile(scheme.python, &self.wheel.id.0, &modules)
             .map_err(|source| InstallError::Bytecode {
                 wheel: self.wheel.id.0.clone(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(())
     }
