@@ -122,3 +122,41 @@ fn compiled_layers_are_deterministic_and_their_pycs_are_used_in_runc() {
         "python rewrote the pyc"
     );
 }
+
+/// A wheel that ships a pyc of its own (numpy 2.2 ships some) keeps it: --compile writes no
+/// second file at that path (which was refused as a path added twice).
+#[test]
+fn a_pyc_the_wheel_ships_is_kept() {
+    let world = World::new();
+    let script = r#"
+import sys
+sys.path.insert(0, sys.argv[1])
+from make_wheels import build_wheel
+build_wheel(sys.argv[2], "shipspyc", "1.0", {
+    "shipspyc/__init__.py": "from . import mod\n",
+    "shipspyc/mod.py": "VALUE = 1\n",
+    "shipspyc/__pycache__/mod.cpython-311.pyc": b"shipped by the wheel",
+})
+"#;
+    run(std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(repo_root().join("fixtures/wheels"))
+        .arg(&world.wheels));
+    let req = world.dir.path().join("ships.txt");
+    fs::write(&req, "shipspyc\n").unwrap();
+    let built = world.build_ok(&req, &["--compile"]);
+    let files = layer_files(&world, &built, "shipspyc==1.0");
+    let pyc = |name: &str| {
+        let path = format!("{SITE}/shipspyc/__pycache__/{name}.cpython-311.pyc");
+        let found: Vec<&Vec<u8>> = files
+            .iter()
+            .filter(|(p, _)| *p == path)
+            .map(|(_, b)| b)
+            .collect();
+        assert_eq!(found.len(), 1, "{path}: {found:?}");
+        found[0].clone()
+    };
+    assert_eq!(pyc("mod"), b"shipped by the wheel");
+    assert_eq!(&pyc("__init__")[4..8], &[1, 0, 0, 0]);
+}

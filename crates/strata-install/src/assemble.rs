@@ -74,12 +74,17 @@ impl Prepared {
             drop(file);
             modules.push((p.dest.clone(), source));
         }
-        self.pycs = bytecode
+        let mut pycs = bytecode
             .compile(scheme.python, &self.wheel.id.0, &modules)
             .map_err(|source| InstallError::Bytecode {
                 wheel: self.wheel.id.0.clone(),
                 source: Box::new(source),
             })?;
+        // Some wheels ship pycs of their own (numpy 2.2 does): theirs stay, as RECORD says.
+        let shipped: std::collections::HashSet<&str> =
+            self.planned.iter().map(|p| p.dest.as_str()).collect();
+        pycs.retain(|(dest, _)| !shipped.contains(dest.as_str()));
+        self.pycs = pycs;
         Ok(())
     }
 }
