@@ -161,6 +161,7 @@ impl Failure {
             ),
             DetectError::NoSuchPath { .. }
             | DetectError::Requirements(_)
+            | DetectError::Format(_)
             | DetectError::Pyproject { .. }
             | DetectError::UnsupportedPython { .. } => (EXIT_BAD_INPUT, None),
             DetectError::Io { .. } | DetectError::Walk { .. } => (EXIT_FAILURE, None),
@@ -384,6 +385,9 @@ pub fn print_explanation(explanation: &Explanation, as_json: bool) {
             hit.manifest,
             utc(hit.resolved_at)
         );
+        for pin in &hit.git {
+            println!("  {} built from git commit {}", pin.name, pin.commit);
+        }
         return;
     }
     let Some(nearest) = &explanation.nearest else {
@@ -401,6 +405,12 @@ pub fn print_explanation(explanation: &Explanation, as_json: bool) {
     );
     for difference in &explanation.differences {
         println!("  - {difference}");
+    }
+    for pin in &nearest.git {
+        println!(
+            "  (its {} was built from git commit {})",
+            pin.name, pin.commit
+        );
     }
 }
 

@@ -64,6 +64,7 @@ fn a_sweep_racing_a_cache_hit_cannot_delete_the_image_it_returns() {
         name: None,
         layer_limit: DEFAULT_LAYER_LIMIT,
         compression: Default::default(),
+        compile: false,
         registry_cache: Default::default(),
         refresh: false,
     };

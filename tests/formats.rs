@@ -559,4 +559,36 @@ fn poetry_lock_and_pipfile_lock_give_the_same_lock_and_image() {
     let (code, stdout, stderr) = runc_run(&bundle, &["python", "-c", &script]);
     assert_eq!(code, 0, "python in the image failed: {stderr}");
     assert_eq!(stdout.trim(), "ok");
+
+    // A dependency that Poetry restricts to other Pythons (`python = "<3.10"`) or another
+    // platform (`platform = "win32"`) is not installed for CPython 3.11 on Linux.
+    let restricted = POETRY_PYPROJECT
+        .replace(
+            "tools = \"*\"",
+            "tools = { version = \"*\", python = \"<3.10\" }",
+        )
+        .replace(
+            "cext = \">=1.0\"",
+            "cext = { version = \">=1.0\", platform = \"win32\" }",
+        );
+    assert_ne!(restricted, POETRY_PYPROJECT);
+    fs::write(poetry.join("pyproject.toml"), restricted).unwrap();
+    let without = world.build_ok(&poetry.join("poetry.lock"), &[]);
+    let installed: Vec<&str> = without["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["packages"].as_array().unwrap())
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(
+        installed.iter().any(|p| p.starts_with("beta==")),
+        "{installed:?}"
+    );
+    assert!(
+        !installed
+            .iter()
+            .any(|p| p.starts_with("tools==") || p.starts_with("cext==")),
+        "{installed:?}"
+    );
 }

@@ -55,6 +55,10 @@ pub struct EnvArgs {
     /// it); default: `compression` under [build] in strata.toml, else gzip.
     #[arg(long, value_name = "gzip|zstd")]
     pub compression: Option<LayerCompression>,
+    /// Write .pyc files (PEP 552 unchecked-hash, deterministic) into each package's layer,
+    /// compiled by this machine's CPython of the target's version; another image than without.
+    #[arg(long)]
+    pub compile: bool,
 }
 
 impl EnvArgs {
@@ -98,6 +102,7 @@ impl EnvArgs {
             name: self.name.clone(),
             layer_limit: self.max_layers,
             compression,
+            compile: self.compile,
             registry_cache: Default::default(),
             refresh: false,
         })

@@ -57,6 +57,10 @@ pub struct SubmitArgs {
     pub no_index: bool,
     #[arg(long)]
     pub name: Option<String>,
+    /// Resolve the environment again when the job's build starts, even if its spec was built
+    /// before (as `strata build --refresh`).
+    #[arg(long, conflicts_with = "image")]
+    pub refresh: bool,
     /// Time limit, e.g. 30m or 2h.
     #[arg(long)]
     pub timeout: Option<String>,
@@ -343,6 +347,7 @@ fn requirements_environment(
             name: args.name.clone().or_else(|| project_name(&args.code)),
             extras: args.extras.clone(),
             groups: args.groups.clone(),
+            refresh: args.refresh,
         },
     })
 }

@@ -823,7 +823,11 @@ pub fn job_image(
 /// its options).
 fn env_key(path: &Path, options: &EnvOptions, spec: Option<&Digest>) -> String {
     if let Some(spec) = spec {
-        return spec.to_string();
+        // A --refresh build must not be answered by a plain build of the spec in flight.
+        return match options.refresh {
+            true => format!("{spec}\nrefresh"),
+            false => spec.to_string(),
+        };
     }
     let options = serde_json::to_string(options).unwrap_or_default();
     format!("{}\n{options}", path.display())
@@ -868,9 +872,10 @@ pub fn build_options(
         layer_limit: DEFAULT_LAYER_LIMIT,
         // Jobs' environments stay gzip: every runtime reads them.
         compression: Default::default(),
+        compile: false,
         // The agent builds from its own store only: a job needs every blob here anyway.
         registry_cache: Default::default(),
-        refresh: false,
+        refresh: options.refresh,
     })
 }
 

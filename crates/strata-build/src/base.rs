@@ -36,6 +36,14 @@ pub enum BaseError {
         reference: String,
         platform: Platform,
     },
+    /// A single-platform base of another architecture than the target: the image would say
+    /// one platform and hold wheels of the other.
+    #[error("base image {reference} is {found}, the target is {platform}: give a base image for {platform} (or an index with one), or build with --platform {found}")]
+    OtherPlatform {
+        reference: String,
+        found: String,
+        platform: Platform,
+    },
     #[error("base image {reference}: no Python interpreter found (looked for usr/bin/python3.N and usr/local/bin/python3.N{wanted}); pass --python X.Y for an image that has one")]
     NoInterpreter { reference: String, wanted: String },
     #[error(transparent)]
@@ -114,6 +122,23 @@ pub struct Interpreter {
 }
 
 impl BaseImage {
+    /// Refuses a base whose config names another OS/architecture than `platform` (a config
+    /// that names none is taken as it is).
+    pub fn check_platform(&self, platform: Platform) -> Result<(), BaseError> {
+        let field = |key: &str| self.config.get(key).and_then(|v| v.as_str());
+        let (os, arch) = (field("os"), field("architecture"));
+        let matches = os.is_none_or(|os| os == "linux")
+            && arch.is_none_or(|arch| arch == platform.arch.oci_name());
+        if matches {
+            return Ok(());
+        }
+        Err(BaseError::OtherPlatform {
+            reference: self.reference.clone(),
+            found: format!("{}/{}", os.unwrap_or("linux"), arch.unwrap_or("?")),
+            platform,
+        })
+    }
+
     /// Opens a base image from an OCI layout on disk.
     pub fn from_layout(
         path: &Path,

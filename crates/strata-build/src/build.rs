@@ -53,6 +53,9 @@ pub struct BuildOptions {
     pub layer_limit: usize,
     /// How the layers strata writes are compressed (base layers stay as they are).
     pub compression: LayerCompression,
+    /// Write unchecked-hash `.pyc` files into each package's layer (`--compile`): another
+    /// image than without, with its own layers.
+    pub compile: bool,
     /// Registries to take the image from before building it (`--push`, `--cache-from`).
     pub registry_cache: RegistryCache,
     /// Resolve again even when the spec was built before (`--refresh`): a spec with ranges
@@ -139,14 +142,20 @@ pub struct Built {
 /// The identity of what is built from `env`: the spec's digest for gzip layers (the images
 /// of earlier versions keep their identity), a digest of it and the compression otherwise,
 /// since a zstd image is another image than the gzip one of the same spec.
-pub fn spec_identity(env: &EnvSpec, compression: LayerCompression) -> SpecDigest {
+pub fn spec_identity(env: &EnvSpec, compression: LayerCompression, compile: bool) -> SpecDigest {
     let spec = env.digest();
-    match compression {
+    let mut identity = match compression {
         LayerCompression::Gzip => spec,
         other => SpecDigest(Digest::of(
             format!("{}\ncompression={}", spec.0, other.as_str()).as_bytes(),
         )),
+    };
+    if compile {
+        identity = SpecDigest(Digest::of(
+            format!("{}\npyc=unchecked-hash", identity.0).as_bytes(),
+        ));
     }
+    identity
 }
 
 /// `env-` and the first 16 hex digits of the spec digest.
@@ -193,7 +202,7 @@ fn build_with(
         warnings,
     } = prepare_with_credentials(home, options)?;
     lookups.warnings.extend(warnings);
-    let spec_digest = spec_identity(&env, options.compression);
+    let spec_digest = spec_identity(&env, options.compression, options.compile);
     // Checked first: a hit must not hide a limit that cannot be met.
     let budget = layer_budget(options.layer_limit, base.layers().len())?;
     if !options.refresh {
@@ -235,6 +244,7 @@ fn build_with(
         name: &name,
         limit: options.layer_limit,
         compression: options.compression,
+        compile: options.compile,
     };
     if let Some(built) = lock_hit(home, &lease, &base, &lock, &hit)? {
         return Ok(built);
@@ -255,6 +265,7 @@ fn build_with(
             lock: &lock,
             credentials: &credentials,
             compression: options.compression,
+            compile: options.compile,
             jobs: options.jobs,
             budget,
         },
@@ -482,12 +493,24 @@ fn prepare_with_credentials(home: &Home, options: &BuildOptions) -> Result<Prepa
 /// Why the spec `options` describe is, or is not, a cache hit.
 pub fn explain(home: &Home, options: &BuildOptions) -> Result<Explanation, BuildError> {
     let (env, _) = prepare(home, options)?;
-    let identity = spec_identity(&env, options.compression);
-    Ok(crate::explain::explain(
-        &env,
-        &identity,
-        &home.index.envs()?,
-    ))
+    let identity = spec_identity(&env, options.compression, options.compile);
+    let envs = home.index.envs()?;
+    let mut explanation = crate::explain::explain(&env, &identity, &envs);
+    for candidate in [&mut explanation.hit, &mut explanation.nearest]
+        .into_iter()
+        .flatten()
+    {
+        let Some(row) = envs.iter().find(|r| r.record.tag == candidate.tag) else {
+            continue;
+        };
+        let stored = home
+            .index
+            .lock_on_base(&row.record.lock, &row.record.base)?;
+        if let Some(lock) = stored.and_then(|s| Lock::from_json(&s.lock_json).ok()) {
+            *candidate = candidate.clone().with_lock(&lock);
+        }
+    }
+    Ok(explanation)
 }
 
 fn add_cli_sources(
@@ -513,7 +536,18 @@ fn add_cli_sources(
 }
 
 /// Opens the base image by reference: a layout on disk, or (by digest) one imported before.
+/// Its config must name the target's platform.
 pub(crate) fn open_base(
+    home: &Home,
+    base: &BaseRef,
+    platform: Platform,
+) -> Result<BaseImage, BuildError> {
+    let image = open_base_any_platform(home, base, platform)?;
+    image.check_platform(platform)?;
+    Ok(image)
+}
+
+fn open_base_any_platform(
     home: &Home,
     base: &BaseRef,
     platform: Platform,
@@ -623,6 +657,7 @@ struct LockHitKey<'a> {
     name: &'a str,
     limit: usize,
     compression: LayerCompression,
+    compile: bool,
 }
 
 /// The lock was built on this base before: the image is the same image (a function of its
@@ -640,6 +675,7 @@ fn lock_hit(
         name,
         limit,
         compression,
+        compile,
     } = *key;
     let lock_digest = lock.digest().0;
     let Some(record) = home.index.lock_on_base(&lock_digest, &base.digest)? else {
@@ -649,7 +685,7 @@ fn lock_hit(
     let Some(manifest) = stored_manifest(home, Some(lease), &record.manifest)? else {
         return Ok(None);
     };
-    if manifest.layers.len() > limit || !is_current_format(&manifest, compression) {
+    if manifest.layers.len() > limit || !is_current_format(&manifest, compression, compile) {
         return Ok(None);
     }
     let tag = tag_for(spec);
@@ -689,8 +725,8 @@ fn lock_hit(
 /// `compression`: the lock's image in another compression is another image), and
 /// none of the spec annotations older versions wrote. An older image of the lock is not
 /// shared with a new spec; the build makes the current one (reusing its layers).
-fn is_current_format(manifest: &Manifest, compression: LayerCompression) -> bool {
-    let format = image::layer_format(compression);
+fn is_current_format(manifest: &Manifest, compression: LayerCompression, compile: bool) -> bool {
+    let format = image::layer_format(compression, compile);
     !manifest
         .annotations
         .contains_key(image::LEGACY_ANNOTATION_SPEC)
@@ -714,6 +750,7 @@ impl RemoteKey<'_> {
             lock,
             layer_limit: self.options.layer_limit,
             compression: self.options.compression,
+            compile: self.options.compile,
         }
     }
 }
@@ -762,7 +799,12 @@ fn registry_lock_hit(
     }
     let lock_digest = lock.digest().0;
     let wanted = key.wanted(Some(&lock_digest));
-    let lock_tag = remote_cache::lock_tag(&lock_digest, &key.base.digest, key.options.compression);
+    let lock_tag = remote_cache::lock_tag(
+        &lock_digest,
+        &key.base.digest,
+        key.options.compression,
+        key.options.compile,
+    );
     let Some(found) = remote_cache::find(cache, &lock_tag, &wanted, lookups)? else {
         return Ok(None);
     };
@@ -953,6 +995,7 @@ mod tests {
                 name: None,
                 layer_limit: 10,
                 compression: LayerCompression::Gzip,
+                compile: false,
                 registry_cache: RegistryCache::default(),
                 refresh: false,
             }

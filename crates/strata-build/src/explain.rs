@@ -89,6 +89,17 @@ pub struct Candidate {
     /// When the spec was last resolved (unix seconds): a hit answers with that resolution
     /// until `strata build --refresh`.
     pub resolved_at: i64,
+    /// The commits its lock built git packages from (`name @ git+URL@branch`): what the
+    /// branch or tag meant when the spec was resolved.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub git: Vec<GitPin>,
+}
+
+/// A package of the lock built from a git commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GitPin {
+    pub name: String,
+    pub commit: String,
 }
 
 impl Candidate {
@@ -99,7 +110,24 @@ impl Candidate {
             spec_digest: row.record.spec.to_string(),
             manifest: row.record.manifest.to_string(),
             resolved_at: row.resolved_at,
+            git: Vec::new(),
         }
+    }
+
+    /// Fills [`Candidate::git`] from the candidate's lock.
+    pub fn with_lock(mut self, lock: &strata_python::Lock) -> Candidate {
+        self.git = lock
+            .wheels
+            .iter()
+            .filter_map(|w| {
+                let commit = w.built_from.as_ref()?.commit.clone()?;
+                Some(GitPin {
+                    name: w.name.to_string(),
+                    commit,
+                })
+            })
+            .collect();
+        self
     }
 }
 

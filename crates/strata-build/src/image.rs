@@ -33,19 +33,27 @@ pub const ANNOTATION_BASE: &str = "org.opencontainers.image.base.digest";
 /// The layer format an image names (`dev.strata.layer-format`): strata's layer format
 /// version, and `+zstd` for zstd layers, so that the lock tags, lock hits and registry
 /// lookups of the two compressions never answer for each other.
-pub fn layer_format(compression: LayerCompression) -> String {
-    match compression {
-        LayerCompression::Gzip => LAYER_FORMAT_VERSION.to_string(),
-        other => format!("{LAYER_FORMAT_VERSION}+{}", other.as_str()),
+pub fn layer_format(compression: LayerCompression, compile: bool) -> String {
+    let mut format = LAYER_FORMAT_VERSION.to_string();
+    if compression != LayerCompression::Gzip {
+        format = format!("{format}+{}", compression.as_str());
     }
+    if compile {
+        format.push_str(PYC_SUFFIX);
+    }
+    format
 }
 
-/// The compression of the layers of an image that names `format`, if this strata writes that
-/// layer format (the inverse of [`layer_format`]).
-pub fn compression_of_format(format: &str) -> Option<LayerCompression> {
+/// What `--compile` adds to the layer format: its layers hold unchecked-hash pycs.
+const PYC_SUFFIX: &str = "+pyc";
+
+/// The compression of the layers of an image that names `format`, and whether they hold
+/// pycs, if this strata writes that layer format (the inverse of [`layer_format`]).
+pub fn compression_of_format(format: &str) -> Option<(LayerCompression, bool)> {
     [LayerCompression::Gzip, LayerCompression::Zstd]
         .into_iter()
-        .find(|c| layer_format(*c) == format)
+        .flat_map(|c| [(c, false), (c, true)])
+        .find(|(c, compile)| layer_format(*c, *compile) == format)
 }
 
 /// One layer strata adds, and the packages (`name==version`) it installs.
@@ -184,7 +192,12 @@ mod tests {
     #[test]
     fn a_layer_format_names_its_compression() {
         for c in [LayerCompression::Gzip, LayerCompression::Zstd] {
-            assert_eq!(compression_of_format(&layer_format(c)), Some(c));
+            for compile in [false, true] {
+                assert_eq!(
+                    compression_of_format(&layer_format(c, compile)),
+                    Some((c, compile))
+                );
+            }
         }
         assert_eq!(compression_of_format("1"), None);
         assert_eq!(compression_of_format("2+brotli"), None);

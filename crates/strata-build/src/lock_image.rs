@@ -13,7 +13,7 @@ use crate::layers::{
     check_staged, package_layers, LayerSettings, PackageLayer, RemoteLayers, Wheels,
 };
 use crate::progress::Progress;
-use strata_install::{InstallScheme, LayerCompression};
+use strata_install::{Bytecode, InstallScheme, LayerCompression};
 use strata_python::{IndexCredentials, Lock};
 
 /// The name of the lock file in the env layer (relative to the venv).
@@ -26,6 +26,8 @@ pub struct LockInputs<'a> {
     /// For the wheels' downloads (never stored).
     pub credentials: &'a IndexCredentials,
     pub compression: LayerCompression,
+    /// Write pycs into the package layers (`--compile`).
+    pub compile: bool,
     /// Threads for fetching wheels and building layers.
     pub jobs: usize,
     /// Most package layers (see [`crate::layers::group_wheels`]).
@@ -55,12 +57,17 @@ pub fn image_from_lock(
         lock,
         credentials,
         compression,
+        compile,
         jobs,
         budget,
     } = *inputs;
     let python = lock.target.python;
     let interpreter = base.find_interpreter(Some(python))?;
-    let scheme = InstallScheme::new(python).with_compression(compression);
+    let mut scheme = InstallScheme::new(python).with_compression(compression);
+    if compile {
+        let host = home.resolver.host_python(python)?;
+        scheme = scheme.with_bytecode(Bytecode { python: host });
+    }
     let wheels = Wheels { lock, credentials };
     let settings = LayerSettings {
         scheme: &scheme,
@@ -94,7 +101,7 @@ pub fn image_from_lock(
         venv: &scheme.venv,
         lock_digest: &lock.digest().0,
         packages: &lock.packages(),
-        layer_format: image::layer_format(compression),
+        layer_format: image::layer_format(compression, compile),
     });
     Ok(LockImage {
         layers,

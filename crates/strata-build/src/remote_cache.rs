@@ -127,6 +127,8 @@ pub(crate) struct Wanted<'a> {
     pub layer_limit: usize,
     /// Its layers' compression (part of the layer format it names).
     pub compression: LayerCompression,
+    /// Whether its layers hold pycs (`--compile`, part of the layer format too).
+    pub compile: bool,
 }
 
 impl Wanted<'_> {
@@ -135,7 +137,7 @@ impl Wanted<'_> {
         let annotation = |key: &str| manifest.annotations.get(key).map(String::as_str);
         let digest = |key: &str| annotation(key).and_then(|v| v.parse::<Digest>().ok());
         let lock = digest(ANNOTATION_LOCK)?;
-        let format = layer_format(self.compression);
+        let format = layer_format(self.compression, self.compile);
         let accepted = digest(ANNOTATION_BASE).as_ref() == Some(self.base)
             && self.lock.is_none_or(|l| *l == lock)
             && annotation(ANNOTATION_LAYER_FORMAT) == Some(format.as_str())
@@ -146,8 +148,13 @@ impl Wanted<'_> {
 
 /// The lock tag of an image of `lock` on `base` in this strata's layer format, in
 /// `compression`.
-pub(crate) fn lock_tag(lock: &Digest, base: &Digest, compression: LayerCompression) -> Tag {
-    strata_registry::lock_tag(lock, base, &layer_format(compression))
+pub(crate) fn lock_tag(
+    lock: &Digest,
+    base: &Digest,
+    compression: LayerCompression,
+    compile: bool,
+) -> Tag {
+    strata_registry::lock_tag(lock, base, &layer_format(compression, compile))
 }
 
 /// The lock tag of a strata image, from its annotations (`None` for another image).

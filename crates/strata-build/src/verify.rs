@@ -321,6 +321,7 @@ struct Claims {
     lock: Digest,
     base: Digest,
     compression: LayerCompression,
+    compile: bool,
 }
 
 impl Claims {
@@ -346,12 +347,12 @@ impl Claims {
                 "no annotation {ANNOTATION_LAYER_FORMAT}"
             )));
         };
-        let Some(compression) = compression_of_format(format) else {
+        let Some((compression, compile)) = compression_of_format(format) else {
             return Err(VerifyError::LayerFormat {
                 image: remote.name.clone(),
                 format: format.clone(),
                 supported: [LayerCompression::Gzip, LayerCompression::Zstd]
-                    .map(layer_format)
+                    .map(|c| layer_format(c, false))
                     .join(" or "),
             });
         };
@@ -364,6 +365,7 @@ impl Claims {
             lock,
             base,
             compression,
+            compile,
         })
     }
 }
@@ -608,6 +610,7 @@ fn rebuild(
             lock: &plan.lock,
             credentials: &credentials,
             compression: claims.compression,
+            compile: claims.compile,
             jobs: options.jobs,
             budget: plan.budget,
         },

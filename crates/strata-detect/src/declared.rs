@@ -1,10 +1,20 @@
-//! Requirements a project declares: `requirements.txt`, else `pyproject.toml`'s
-//! `[project] dependencies`, else the first other `requirements*.txt` by name.
+//! Requirements a project declares: the first of the files `strata build -r DIR` reads, in
+//! the same order ([`strata_python::PROJECT_FILES`]: pylock.toml, uv.lock, poetry.lock,
+//! Pipfile.lock, pyproject.toml, requirements.txt, environment.yml), else the first other
+//! `requirements*.txt` by name. A pyproject.toml counts only when it has `[project]
+//! dependencies` (many hold only tool settings).
+//!
+//! A lock's packages are listed as `name==version` pins; a build reads the declared file
+//! itself ([`Detection::declared_file`]), so what it installs is exactly what `-r FILE`
+//! installs.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use strata_python::{parse_requirements_file, PythonVersion, Requirement, RequirementsFile};
+use strata_python::{
+    parse_requirements_file, read_env, EnvFile, PythonVersion, Requirement, RequirementsFile,
+    Selection, PROJECT_FILES,
+};
 
 use crate::detection::{DetectedRequirement, Detection, Origin, Source};
 use crate::DetectError;
@@ -12,15 +22,23 @@ use crate::DetectError;
 /// The detection from the project's declared file, if it has one.
 pub fn find(root: &Path, python: Option<PythonVersion>) -> Result<Option<Detection>, DetectError> {
     let others = other_requirement_files(root)?;
-    let plain = root.join("requirements.txt");
-    let (file, declared) = if plain.is_file() {
-        (plain.clone(), parse_requirements_file(&plain)?)
-    } else if let Some(from_pyproject) = pyproject(root)? {
-        (root.join("pyproject.toml"), from_pyproject)
-    } else if let Some(first) = others.first() {
-        (first.clone(), parse_requirements_file(first)?)
-    } else {
-        return Ok(None);
+    let present: Vec<PathBuf> = PROJECT_FILES
+        .iter()
+        .map(|name| root.join(name))
+        .filter(|file| file.is_file())
+        .collect();
+    let mut chosen = None;
+    for file in &present {
+        if file.ends_with("pyproject.toml") && !declares_dependencies(file)? {
+            continue;
+        }
+        chosen = Some((file.clone(), read_declared(file)?));
+        break;
+    }
+    let (file, declared) = match (chosen, others.first()) {
+        (Some(found), _) => found,
+        (None, Some(first)) => (first.clone(), parse_requirements_file(first)?),
+        (None, None) => return Ok(None),
     };
     let shown = file.strip_prefix(root).unwrap_or(&file).to_path_buf();
     let mut detection = Detection::new(
@@ -40,7 +58,8 @@ pub fn find(root: &Path, python: Option<PythonVersion>) -> Result<Option<Detecti
             vec![source],
         ));
     }
-    for other in others.iter().filter(|o| **o != file) {
+    let unused = present.iter().chain(&others).filter(|o| **o != file);
+    for other in unused {
         let other = other.strip_prefix(root).unwrap_or(other);
         detection.note(
             Some(other.to_path_buf()),
@@ -48,12 +67,37 @@ pub fn find(root: &Path, python: Option<PythonVersion>) -> Result<Option<Detecti
             format!("not used: {} comes first", shown.display()),
         );
     }
-    if file.extension().is_some_and(|e| e == "txt") {
-        detection.declared_file = Some(file);
-    }
+    detection.declared_file = Some(file);
     detection.declared = Some(declared);
     detection.finish();
     Ok(Some(detection))
+}
+
+/// The requirements of a declared file as `strata build -r FILE` reads it; a lock's packages
+/// as `name==version` pins.
+fn read_declared(file: &Path) -> Result<RequirementsFile, DetectError> {
+    match read_env(file, &Selection::default())? {
+        EnvFile::Requirements { file, .. } => Ok(file),
+        EnvFile::Pinned(set) => {
+            let mut requirements = Vec::new();
+            for package in &set.packages {
+                let line = match &package.marker {
+                    Some(marker) => format!("{}=={} ; {marker}", package.name, package.version),
+                    None => format!("{}=={}", package.name, package.version),
+                };
+                let requirement: Requirement =
+                    line.parse().map_err(|e| DetectError::Pyproject {
+                        file: file.to_path_buf(),
+                        message: format!("package {}: {e}", package.name),
+                    })?;
+                requirements.push(requirement);
+            }
+            Ok(RequirementsFile {
+                requirements,
+                ..RequirementsFile::default()
+            })
+        }
+    }
 }
 
 /// `requirements*.txt` at the root other than `requirements.txt`, sorted by name.
@@ -77,41 +121,19 @@ fn other_requirement_files(root: &Path) -> Result<Vec<PathBuf>, DetectError> {
     Ok(found)
 }
 
-/// `[project] dependencies` of `pyproject.toml`, when the file has that key.
-fn pyproject(root: &Path) -> Result<Option<RequirementsFile>, DetectError> {
-    let file = root.join("pyproject.toml");
-    let Ok(text) = fs::read_to_string(&file) else {
-        return Ok(None);
-    };
-    let bad = |message: String| DetectError::Pyproject {
-        file: file.clone(),
-        message,
+/// Whether `pyproject.toml` has a `[project] dependencies` key.
+fn declares_dependencies(file: &Path) -> Result<bool, DetectError> {
+    let Ok(text) = fs::read_to_string(file) else {
+        return Ok(false);
     };
     let doc: toml::Table = text
         .parse()
-        .map_err(|e: toml::de::Error| bad(e.to_string()))?;
-    let Some(dependencies) = doc
+        .map_err(|e: toml::de::Error| DetectError::Pyproject {
+            file: file.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    Ok(doc
         .get("project")
         .and_then(|p| p.as_table())
-        .and_then(|p| p.get("dependencies"))
-    else {
-        return Ok(None);
-    };
-    let list = dependencies
-        .as_array()
-        .ok_or_else(|| bad("[project] dependencies is not a list".to_string()))?;
-    let mut requirements = Vec::new();
-    for item in list {
-        let text = item
-            .as_str()
-            .ok_or_else(|| bad(format!("[project] dependencies: {item} is not a string")))?;
-        let requirement: Requirement = text
-            .parse()
-            .map_err(|e| bad(format!("[project] dependencies: {e}")))?;
-        requirements.push(requirement);
-    }
-    Ok(Some(RequirementsFile {
-        requirements,
-        ..RequirementsFile::default()
-    }))
+        .is_some_and(|p| p.contains_key("dependencies")))
 }

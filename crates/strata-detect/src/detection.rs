@@ -185,9 +185,9 @@ impl Detection {
         }
     }
 
-    /// The declared requirements file the set came from, when it is one (not for
-    /// `pyproject.toml`): a build should read it itself, with its includes, constraints and
-    /// options relative to its own directory.
+    /// The declared file the set came from (a requirements file, pyproject.toml, a lock,
+    /// environment.yml): a build should read it itself (`-r FILE`), with its includes,
+    /// constraints, pins and options relative to its own directory.
     pub fn declared_file(&self) -> Option<&Path> {
         self.declared_file.as_deref()
     }

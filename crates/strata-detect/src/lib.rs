@@ -1,9 +1,10 @@
 //! The requirement set of a Python script, package or project directory, each requirement
 //! with where it came from.
 //!
-//! 1. A requirements file the project declares wins, in this order: `requirements.txt`,
-//!    `pyproject.toml` with a `[project] dependencies` key, then the first other
-//!    `requirements*.txt` by name (all at the project root).
+//! 1. A file the project declares wins, in the order `strata build -r DIR` takes them:
+//!    `pylock.toml`, `uv.lock`, `poetry.lock`, `Pipfile.lock`, `pyproject.toml` (with a
+//!    `[project] dependencies` key), `requirements.txt`, `environment.yml`, then the first
+//!    other `requirements*.txt` by name (all at the project root).
 //! 2. Otherwise the imports of the code ([`imports`]), minus the standard library of the
 //!    target Python ([`stdlib`]) and the project's own modules ([`project`]), are mapped to the
 //!    distributions installed in the environment ([`installed`], [`PythonEnv`]), pinned to
@@ -71,6 +72,9 @@ pub enum DetectError {
     Env(#[from] EnvError),
     #[error(transparent)]
     Requirements(#[from] SpecError),
+    /// A declared project file (a lock, pyproject.toml, environment.yml) strata cannot read.
+    #[error(transparent)]
+    Format(#[from] strata_python::FormatError),
     #[error("{}: {message}", file.display())]
     Pyproject { file: PathBuf, message: String },
     #[error(

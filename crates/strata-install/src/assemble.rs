@@ -6,11 +6,12 @@
 //! [`crate::wheel_layer`]; several are a merged layer.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use strata_oci::LayerDescriptor;
 
+use crate::bytecode::Bytecode;
 use crate::content::{self, Hashed, KeyRanges, Verified, WheelSource};
 use crate::layer::{FileContent, LayerBuilder, LayerError};
 use crate::plan::{self, Planned};
@@ -26,6 +27,8 @@ pub struct Prepared {
     pub wheel: Wheel,
     planned: Vec<Planned>,
     verified: Verified,
+    /// The pycs of its modules (layer path, bytes), when the scheme asks for them.
+    pycs: Vec<(String, Vec<u8>)>,
 }
 
 impl Prepared {
@@ -41,7 +44,48 @@ impl Prepared {
             wheel,
             planned,
             verified,
+            pycs: Vec::new(),
         })
+    }
+
+    /// Compiles the wheel's modules in site-packages (regular `.py` files) with `bytecode`.
+    pub fn compile(
+        &mut self,
+        bytecode: &Bytecode,
+        scheme: &InstallScheme,
+    ) -> Result<(), InstallError> {
+        let site = format!("{}/", scheme.site_packages());
+        let mut modules = Vec::new();
+        for (p, h) in self.planned.iter().zip(&self.verified.hashes) {
+            if p.symlink || h.symlink_target.is_some() {
+                continue;
+            }
+            if !(p.dest.starts_with(&site) && p.dest.ends_with(".py")) {
+                continue;
+            }
+            let mut file = self
+                .wheel
+                .archive
+                .by_index(p.index)
+                .map_err(|e| self.wheel.id.corrupt(&p.entry, e.to_string()))?;
+            let mut source = Vec::with_capacity(h.size as usize);
+            file.read_to_end(&mut source)
+                .map_err(|e| self.wheel.id.entry_error(&p.entry, e))?;
+            drop(file);
+            modules.push((p.dest.clone(), source));
+        }
+        let mut pycs = bytecode
+            .compile(scheme.python, &self.wheel.id.0, &modules)
+            .map_err(|source| InstallError::Bytecode {
+                wheel: self.wheel.id.0.clone(),
+                source: Box::new(source),
+            })?;
+        // Some wheels ship pycs of their own (numpy 2.2 does): theirs stay, as RECORD says.
+        let shipped: std::collections::HashSet<&str> =
+            self.planned.iter().map(|p| p.dest.as_str()).collect();
+        pycs.retain(|(dest, _)| !shipped.contains(dest.as_str()));
+        self.pycs = pycs;
+        Ok(())
     }
 }
 
@@ -89,6 +133,7 @@ impl<'s> Assembly<'s> {
             });
         }
         self.next_key += p.planned.len();
+        self.add_pycs(owner, p, &mut installed)?;
         self.add_generated(owner, &p.wheel, &mut installed)?;
         let files = installed.len() + 1;
         let record_entry = format!("{}/RECORD", p.wheel.dist_info);
@@ -127,6 +172,29 @@ impl<'s> Assembly<'s> {
                 })
             }
         }
+    }
+
+    /// The pycs compiled for `p`, recorded like its own files (pip records them too).
+    fn add_pycs(
+        &mut self,
+        owner: usize,
+        p: &Prepared,
+        installed: &mut Vec<InstalledFile>,
+    ) -> Result<(), InstallError> {
+        let site = self.scheme.site_packages();
+        for (dest, bytes) in &p.pycs {
+            let sha = record::sha256_b64(bytes);
+            installed.push(InstalledFile {
+                path: scheme::relative_to(&site, dest),
+                hash: Some(sha.clone()),
+                size: bytes.len() as u64,
+            });
+            let id = content_id(false, &sha);
+            self.add_leaf(owner, &p.wheel, dest, dest, id, |layer| {
+                layer.file(dest, false, FileContent::Bytes(bytes.clone()))
+            })?;
+        }
+        Ok(())
     }
 
     /// Console/GUI launchers and INSTALLER, recorded like the wheel's own files.

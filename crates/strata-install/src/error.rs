@@ -9,6 +9,13 @@ use crate::script::EntryPointError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
+    /// Boxed: rare, and every `Result` of an install carries this enum.
+    #[error("could not compile the modules of wheel {wheel}: {source}")]
+    Bytecode {
+        wheel: String,
+        #[source]
+        source: Box<crate::bytecode::BytecodeError>,
+    },
     #[error("cannot read wheel {wheel}")]
     Read {
         wheel: String,

@@ -1,8 +1,10 @@
 //! Installing a wheel straight from its zip into a deterministic layer, as pip and uv
 //! install into a virtual environment: validated, hash-checked against RECORD, scripts
-//! generated, INSTALLER and a new RECORD written. No `.pyc` (they embed mtimes).
+//! generated, INSTALLER and a new RECORD written. `.pyc` files only when asked for
+//! ([`Bytecode`]), as unchecked-hash pycs so the layer stays deterministic.
 
 mod assemble;
+mod bytecode;
 mod content;
 mod error;
 mod layer;
@@ -20,6 +22,7 @@ use std::path::Path;
 
 use strata_oci::LayerDescriptor;
 
+pub use bytecode::{Bytecode, BytecodeError};
 pub use error::InstallError;
 pub use layer::{decompress, LayerCompression, UnknownCompression};
 pub use layer::{ContentSource, FileContent, LayerBuilder, LayerError, NoSource, GZIP_LEVEL};
@@ -135,6 +138,11 @@ pub fn wheels_layer_with_limits(
         .collect::<Result<Vec<_>, _>>()?;
     prepared.sort_by(|a, b| (&a.wheel.name, &a.wheel.id.0).cmp(&(&b.wheel.name, &b.wheel.id.0)));
     one_version_each(&prepared)?;
+    if let Some(bytecode) = &scheme.bytecode {
+        for p in &mut prepared {
+            p.compile(bytecode, scheme)?;
+        }
+    }
     let mut assembly = Assembly::new(scheme);
     let mut files = 0;
     for p in &prepared {

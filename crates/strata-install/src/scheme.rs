@@ -1,6 +1,7 @@
 //! Where an installed wheel's files go inside the image: a virtual environment at a fixed
 //! prefix. Layer paths are relative (`opt/venv/...`); interpreter paths are absolute.
 
+use crate::bytecode::Bytecode;
 use crate::layer::{LayerCompression, LAYER_FORMAT_VERSION};
 use strata_python::PackageName;
 use strata_python::PythonVersion;
@@ -14,6 +15,8 @@ pub struct InstallScheme {
     pub python: PythonVersion,
     /// How the layers are compressed.
     pub compression: LayerCompression,
+    /// Write `.pyc` files beside the modules (`--compile`), with this interpreter.
+    pub bytecode: Option<Bytecode>,
 }
 
 impl InstallScheme {
@@ -25,7 +28,14 @@ impl InstallScheme {
             venv: Self::DEFAULT_VENV.to_string(),
             python,
             compression: LayerCompression::Gzip,
+            bytecode: None,
         }
+    }
+
+    /// This scheme with `.pyc` files written by `bytecode` (see [`crate::bytecode`]).
+    pub fn with_bytecode(mut self, bytecode: Bytecode) -> Self {
+        self.bytecode = Some(bytecode);
+        self
     }
 
     /// This scheme with its layers compressed by `compression`.
@@ -98,10 +108,15 @@ impl InstallScheme {
     }
 
     /// Identifies everything that decides a wheel layer's bytes besides the wheel itself:
-    /// the prefix, the Python version, the layer format and the compressor.
+    /// the prefix, the Python version, the layer format, the compressor and whether pycs are
+    /// written (not by which interpreter: any CPython X.Y writes the same bytes).
     pub fn id(&self) -> String {
+        let pyc = match self.bytecode {
+            Some(_) => ";pyc=unchecked-hash",
+            None => "",
+        };
         format!(
-            "venv={};python={};layer-format={};compression={}",
+            "venv={};python={};layer-format={};compression={}{pyc}",
             self.venv,
             self.python,
             LAYER_FORMAT_VERSION,
@@ -142,6 +157,10 @@ mod tests {
             zstd.id(),
             "the layer index must tell compressions apart"
         );
+        let pyc = s.clone().with_bytecode(Bytecode {
+            python: "python3.11".into(),
+        });
+        assert!(pyc.id().ends_with(";pyc=unchecked-hash"), "{}", pyc.id());
     }
 
     #[test]
@@ -158,6 +177,7 @@ mod tests {
                 venv: venv.to_string(),
                 python: PythonVersion::new(3, 11),
                 compression: LayerCompression::Gzip,
+                bytecode: None,
             };
             assert!(s.validate().is_err(), "{venv}");
         }

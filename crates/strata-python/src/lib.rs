@@ -5,6 +5,7 @@
 mod credentials;
 mod fetch;
 mod formats;
+mod git;
 mod lock;
 mod name;
 mod resolve;

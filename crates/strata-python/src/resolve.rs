@@ -53,8 +53,18 @@ pub enum ResolveError {
     /// An index refused the credentials it was given, or asked for some and had none.
     #[error("the package index refused access ({detail}); give credentials in the index URL (`https://user:${{TOKEN}}@host/simple`), in ~/.netrc (or $NETRC), or in a registry auth file")]
     Unauthorized { detail: String },
+    /// A `git+URL@ref` whose branch, tag or commit (or repository) could not be fetched.
+    #[error("could not fetch {reference} of `{requirement}`: {detail}; check that the repository is reachable and has that branch, tag or commit")]
+    GitFetch {
+        requirement: String,
+        reference: String,
+        detail: String,
+    },
     #[error("uv failed: {stderr}")]
     Uv { stderr: String },
+    /// `--compile` needs a CPython of the target's version on this machine.
+    #[error("no Python {version} was found on this machine ({detail}); --compile writes .pyc files with a CPython of the target's version: install one (`uv python install {version}`) or build without --compile")]
+    NoHostPython { version: String, detail: String },
     /// A package without a wheel whose source could not become one for the target.
     /// Boxed: its messages are long, and every `Result` of a build carries this enum.
     #[error(transparent)]
@@ -140,6 +150,38 @@ impl Resolver {
     pub fn building_into(mut self, root: PathBuf) -> Resolver {
         self.build_cache = Some(root);
         self
+    }
+
+    /// A CPython `version` of this machine, as uv finds one (`uv python find`), never
+    /// downloaded.
+    pub fn host_python(&self, version: crate::PythonVersion) -> Result<PathBuf, ResolveError> {
+        let output = Command::new(&self.uv)
+            .args(["python", "find", "--no-config", "--no-python-downloads"])
+            .arg(format!("cpython@{version}"))
+            .env_remove_all(UV_ENV_OVERRIDES)
+            .output()
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => ResolveError::UvNotFound {
+                    uv: self.uv.clone(),
+                },
+                _ => ResolveError::Io {
+                    action: "run uv python find",
+                    source: e,
+                },
+            })?;
+        let found = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        if !output.status.success() || found.is_empty() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(ResolveError::NoHostPython {
+                version: version.to_string(),
+                detail: stderr
+                    .trim()
+                    .trim_start_matches("error:")
+                    .trim()
+                    .to_string(),
+            });
+        }
+        Ok(PathBuf::from(found))
     }
 
     /// Resolves `requirements_txt` (and `constraints_txt`, if not empty) for `target`.
@@ -414,6 +456,9 @@ fn classify_failure(stderr: &str, target: &Target) -> ResolveError {
             detail: detail.trim_end_matches('.').to_string(),
         };
     }
+    if let Some(git) = git_failure(stderr) {
+        return git;
+    }
     // The earliest clause is the root cause uv reports; later ones follow from it.
     let not_found = earliest(stderr, NOT_FOUND);
     let no_wheel = earliest(stderr, NO_WHEEL);
@@ -439,6 +484,56 @@ fn classify_failure(stderr: &str, target: &Target) -> ResolveError {
     ResolveError::Uv {
         stderr: stderr.trim().to_string(),
     }
+}
+
+/// uv 0.13 on a git reference it cannot fetch:
+///   error: Failed to download and build `edgegit @ git+file:///r.git@nosuch`
+///     cause: Git operation failed
+///     cause: failed to fetch into: …
+///     cause: failed to fetch branch or tag `nosuch`
+///     cause: process didn't exit successfully: `git fetch …` (exit status: 128)
+///            --- stderr
+///            fatal: couldn't find remote ref refs/tags/nosuch
+fn git_failure(stderr: &str) -> Option<ResolveError> {
+    if !stderr.contains("Git operation failed") {
+        return None;
+    }
+    let quoted = |after: &str| {
+        let start = stderr.find(after)? + after.len();
+        let rest = stderr[start..].strip_prefix('`')?;
+        rest.find('`').map(|end| rest[..end].to_string())
+    };
+    let requirement = quoted("Failed to download and build ")
+        .or_else(|| quoted("Failed to build "))
+        .unwrap_or_default();
+    let reference = [
+        "failed to fetch branch or tag ",
+        "failed to fetch commit ",
+        "failed to fetch tag ",
+        "failed to fetch branch ",
+    ]
+    .iter()
+    .find_map(|prefix| {
+        quoted(prefix).map(|r| format!("{}`{r}`", prefix.trim_start_matches("failed to fetch ")))
+    })
+    .unwrap_or_else(|| "the git reference".to_string());
+    let detail = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("fatal:"))
+        .map(|l| l.trim_start_matches("fatal:").trim().trim_end_matches('.'))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let detail = if detail.is_empty() {
+        "git failed".to_string()
+    } else {
+        detail
+    };
+    Some(ResolveError::GitFetch {
+        requirement,
+        reference,
+        detail,
+    })
 }
 
 fn earliest(text: &str, needles: &[&str]) -> Option<usize> {
@@ -507,6 +602,18 @@ struct PylockPackage {
     /// A direct reference (`name @ URL`): a wheel or an sdist, by its file name.
     archive: Option<PylockWheel>,
     directory: Option<PylockDirectory>,
+    /// A git reference (`name @ git+URL@ref`), at the commit uv resolved it to.
+    vcs: Option<PylockVcs>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct PylockVcs {
+    #[serde(rename = "type")]
+    kind: String,
+    url: Option<String>,
+    commit_id: Option<String>,
+    subdirectory: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -541,7 +648,9 @@ pub fn lock_from_pylock(pylock: &str, target: &Target) -> Result<Lock, ResolveEr
 
 fn no_wheel(source: &SourcePackage, target: &Target) -> ResolveError {
     let version = match source {
-        SourcePackage::Sdist { version, .. } => Some(version.clone()),
+        SourcePackage::Sdist { version, .. } | SourcePackage::Git { version, .. } => {
+            Some(version.clone())
+        }
         SourcePackage::Directory { .. } => None,
     };
     ResolveError::NoWheel {
@@ -580,6 +689,10 @@ fn plan_from_pylock(
             .version
             .clone()
             .ok_or_else(|| pylock_err(format!("package {name} has no version")))?;
+        if let Some(vcs) = &package.vcs {
+            sources.push(git_of(vcs, name, version)?);
+            continue;
+        }
         if let Some(archive) = &package.archive {
             sources.extend(archive_of(archive, &name, &version, target, &mut wheels)?);
             continue;
@@ -628,6 +741,36 @@ fn archive_of(
             target: target.wheel_tags_summary(),
         }),
     }
+}
+
+/// A git package at the commit uv resolved its branch or tag to.
+fn git_of(
+    vcs: &PylockVcs,
+    name: PackageName,
+    version: String,
+) -> Result<SourcePackage, ResolveError> {
+    if vcs.kind != "git" {
+        return Err(pylock_err(format!(
+            "{name}: version control {:?} is not git",
+            vcs.kind
+        )));
+    }
+    let url = vcs
+        .url
+        .as_deref()
+        .ok_or_else(|| pylock_err(format!("{name}: a git source without url")))?;
+    let commit = vcs
+        .commit_id
+        .clone()
+        .filter(|c| crate::git::is_commit_id(c))
+        .ok_or_else(|| pylock_err(format!("{name}: a git source without a full commit-id")))?;
+    Ok(SourcePackage::Git {
+        name,
+        version,
+        url: without_userinfo(url),
+        commit,
+        subdirectory: vcs.subdirectory.clone().filter(|s| !s.is_empty()),
+    })
 }
 
 fn sdist_of(
@@ -800,6 +943,46 @@ mod tests {
     }
 
     #[test]
+    fn classifies_git_references_that_cannot_be_fetched() {
+        let stderr = "error: Failed to download and build `edgegit @ git+file:///r.git@nosuch`\n  cause: Git operation failed\n  cause: failed to fetch into: uvc/git-v2/db/3e4abcc3b2cac992\n  cause: failed to fetch branch or tag `nosuch`\n  cause: process didn't exit successfully: `/usr/bin/git fetch` (exit status: 128)\n         --- stderr\n         fatal: couldn't find remote ref refs/tags/nosuch\n";
+        let err = classify_failure(stderr, &target());
+        assert_eq!(
+            err.to_string(),
+            "could not fetch branch or tag `nosuch` of `edgegit @ git+file:///r.git@nosuch`: couldn't find remote ref refs/tags/nosuch; check that the repository is reachable and has that branch, tag or commit"
+        );
+    }
+
+    #[test]
+    fn git_sources_are_planned_at_their_commit() {
+        let pylock = r#"
+[[packages]]
+name = "edgegit"
+version = "1.0"
+vcs = { type = "git", url = "https://u:secret@h/r.git", requested-revision = "main", commit-id = "2d783652074b3c9516b7af40e4ef6a5f63fe7cc1", subdirectory = "py" }
+"#;
+        let (wheels, sources) = plan_from_pylock(pylock, &target()).unwrap();
+        assert!(wheels.is_empty());
+        match &sources[..] {
+            [SourcePackage::Git {
+                name,
+                version,
+                url,
+                commit,
+                subdirectory,
+            }] => {
+                assert_eq!(name.as_str(), "edgegit");
+                assert_eq!(version, "1.0");
+                assert!(!url.contains("secret"), "{url}");
+                assert_eq!(commit, "2d783652074b3c9516b7af40e4ef6a5f63fe7cc1");
+                assert_eq!(subdirectory.as_deref(), Some("py"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let short = pylock.replace("2d783652074b3c9516b7af40e4ef6a5f63fe7cc1", "main");
+        assert!(plan_from_pylock(&short, &target()).is_err());
+    }
+
+    #[test]
     fn picks_the_best_compatible_wheel() {
         let pylock = r#"
 lock-version = "1.0"
@@ -885,6 +1068,7 @@ archive = { url = "https://h/remote_src-3.0.tar.gz", hashes = { sha256 = "ee0000
                 SourcePackage::Directory { name, path } => {
                     (name.as_str(), path.display().to_string())
                 }
+                SourcePackage::Git { name, url, .. } => (name.as_str(), url.clone()),
             })
             .collect();
         assert_eq!(

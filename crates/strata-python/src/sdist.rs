@@ -1,5 +1,6 @@
-//! Wheels built from source: a package the resolver found only as an sdist, or a local project
-//! directory (`name @ file:///path/to/project`, `-e ./project`).
+//! Wheels built from source: a package the resolver found only as an sdist, a local project
+//! directory (`name @ file:///path/to/project`, `-e ./project`), or a git repository at the
+//! commit the resolution chose (`name @ git+https://host/repo@branch`).
 //!
 //! uv builds each in an isolated build environment (`uv build --wheel`), with the same sources
 //! as the resolution (so offline builds take their backend from `--find-links`) and the host's
@@ -9,8 +10,10 @@
 //! Built wheels go into the wheel cache by their sha256, like downloaded ones. For an sdist the
 //! cache also records which wheel it became for a target (`built/<sdist sha256>/<target>.json`),
 //! so building the same sdist again reuses that wheel and the lock (and the image) stays the
-//! same even though wheel builds are rarely reproducible. A directory is built every time: its
-//! content has no digest to key a cache with.
+//! same even though wheel builds are rarely reproducible. A git commit names its content as an
+//! sdist's sha256 does, so it is kept the same way (`built/<sha256 of commit and
+//! subdirectory>/<target>.json`): a second build from the same commit is not built again.
+//! A directory is built every time: its content has no digest to key a cache with.
 
 use std::fs;
 use std::io;
@@ -30,11 +33,18 @@ use crate::wheel_name::WheelFilename;
 /// What a locked wheel was built from; recorded in the lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuiltFrom {
-    /// The sdist's file name, or `directory` for a local project.
+    /// The sdist's file name, `directory` for a local project, or `git` for a repository.
     pub source: String,
-    /// The sdist's sha256; none for a directory.
+    /// The sdist's sha256; none for a directory or a repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<Digest>,
+    /// The git commit built (the one a branch or tag resolved to). The repository's URL is
+    /// not recorded: like a wheel's URL it says where, not what, and stays out of the digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The project's directory inside the repository, if not its root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdirectory: Option<String>,
 }
 
 /// A package the resolution can only install by building it.
@@ -51,12 +61,23 @@ pub enum SourcePackage {
         name: PackageName,
         path: PathBuf,
     },
+    /// A git repository at a full commit id (uv resolved the branch or tag to it).
+    Git {
+        name: PackageName,
+        version: String,
+        /// The repository, without `git+`, user info or revision.
+        url: String,
+        commit: String,
+        subdirectory: Option<String>,
+    },
 }
 
 impl SourcePackage {
     pub fn name(&self) -> &PackageName {
         match self {
-            SourcePackage::Sdist { name, .. } | SourcePackage::Directory { name, .. } => name,
+            SourcePackage::Sdist { name, .. }
+            | SourcePackage::Directory { name, .. }
+            | SourcePackage::Git { name, .. } => name,
         }
     }
 
@@ -66,6 +87,9 @@ impl SourcePackage {
             SourcePackage::Directory { name, path } => {
                 format!("package {name} (directory {})", path.display())
             }
+            SourcePackage::Git {
+                name, url, commit, ..
+            } => format!("package {name} (git {url} at {commit})"),
         }
     }
 
@@ -73,6 +97,7 @@ impl SourcePackage {
         match self {
             SourcePackage::Sdist { filename, .. } => format!("sdist {filename}"),
             SourcePackage::Directory { path, .. } => format!("project {}", path.display()),
+            SourcePackage::Git { commit, .. } => format!("git commit {commit}"),
         }
     }
 }
@@ -98,6 +123,13 @@ pub enum BuildError {
         package: String,
         source_name: String,
         built: String,
+    },
+    #[error("could not check out commit {commit} of {url} for package {name}: {detail}")]
+    Checkout {
+        name: PackageName,
+        url: String,
+        commit: String,
+        detail: String,
     },
     #[error("could not fetch the sdist of package {name}: {source}")]
     Fetch {
@@ -142,10 +174,19 @@ impl Builder<'_> {
         Ok(wheel)
     }
 
-    /// `built/<sdist sha256>/<target>.json` for an sdist; none for a directory.
+    /// `built/<sdist sha256>/<target>.json` for an sdist, `built/<sha256 of "git commit
+    /// subdirectory">/<target>.json` for a git commit; none for a directory.
     fn record_path(&self, package: &SourcePackage) -> Option<PathBuf> {
-        let SourcePackage::Sdist { sha256, .. } = package else {
-            return None;
+        let key = match package {
+            SourcePackage::Sdist { sha256, .. } => sha256.clone(),
+            SourcePackage::Git {
+                commit,
+                subdirectory,
+                ..
+            } => Digest::of(
+                format!("git {commit} {}", subdirectory.as_deref().unwrap_or("")).as_bytes(),
+            ),
+            SourcePackage::Directory { .. } => return None,
         };
         let target = format!(
             "cp{}{}-{}",
@@ -157,7 +198,7 @@ impl Builder<'_> {
             self.wheels
                 .root()
                 .join("built")
-                .join(sha256.hex())
+                .join(key.hex())
                 .join(format!("{target}.json")),
         )
     }
@@ -208,9 +249,12 @@ impl Builder<'_> {
                 source,
             }
         };
-        let input = self.input_path(package)?;
         let tmp_root = self.wheels.root().join("tmp");
         fs::create_dir_all(&tmp_root).map_err(io_err("create the wheel cache's tmp directory"))?;
+        // A git checkout lives here until the build is over.
+        let checkout =
+            tempfile::tempdir_in(&tmp_root).map_err(io_err("create a build directory"))?;
+        let input = self.input_path(package, checkout.path())?;
         let out = tempfile::tempdir_in(&tmp_root).map_err(io_err("create a build directory"))?;
         let mut command = Command::new(self.uv);
         command
@@ -244,7 +288,7 @@ impl Builder<'_> {
                 SourcePackage::Sdist { filename, .. } => {
                     stderr.replace(&*input.to_string_lossy(), filename)
                 }
-                SourcePackage::Directory { .. } => stderr.into_owned(),
+                SourcePackage::Directory { .. } | SourcePackage::Git { .. } => stderr.into_owned(),
             };
             return Err(self.failed(package, &stderr));
         }
@@ -257,10 +301,31 @@ impl Builder<'_> {
         self.keep(package, &built, filename)
     }
 
-    /// The sdist, fetched into the wheel cache and verified, or the project directory.
-    fn input_path(&self, package: &SourcePackage) -> Result<PathBuf, BuildError> {
+    /// The sdist, fetched into the wheel cache and verified, the project directory, or the
+    /// git commit checked out in `checkout`.
+    fn input_path(&self, package: &SourcePackage, checkout: &Path) -> Result<PathBuf, BuildError> {
         match package {
             SourcePackage::Directory { path, .. } => Ok(path.clone()),
+            SourcePackage::Git {
+                name,
+                url,
+                commit,
+                subdirectory,
+                ..
+            } => {
+                crate::git::checkout(url, commit, checkout).map_err(|detail| {
+                    BuildError::Checkout {
+                        name: name.clone(),
+                        url: url.clone(),
+                        commit: commit.clone(),
+                        detail,
+                    }
+                })?;
+                Ok(match subdirectory {
+                    Some(sub) => checkout.join(sub),
+                    None => checkout.to_path_buf(),
+                })
+            }
             SourcePackage::Sdist {
                 name,
                 version,
@@ -356,6 +421,8 @@ impl Builder<'_> {
                 BuiltFrom {
                     source: filename.clone(),
                     sha256: Some(sha256.clone()),
+                    commit: None,
+                    subdirectory: None,
                 },
             ),
             SourcePackage::Directory { .. } => (
@@ -363,6 +430,22 @@ impl Builder<'_> {
                 BuiltFrom {
                     source: "directory".to_string(),
                     sha256: None,
+                    commit: None,
+                    subdirectory: None,
+                },
+            ),
+            SourcePackage::Git {
+                version,
+                commit,
+                subdirectory,
+                ..
+            } => (
+                version.clone(),
+                BuiltFrom {
+                    source: "git".to_string(),
+                    sha256: None,
+                    commit: Some(commit.clone()),
+                    subdirectory: subdirectory.clone(),
                 },
             ),
         };

@@ -216,6 +216,10 @@ pub struct EnvOptions {
     pub extras: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// `strata submit --refresh`: resolve the environment again when the job's build starts,
+    /// even if its spec was built before (absent, false, in older jobs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refresh: bool,
 }
 
 /// How a run ended, as the launcher saw it.

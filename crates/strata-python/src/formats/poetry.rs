@@ -368,7 +368,7 @@ fn constraints(value: &toml::Value) -> Vec<Constraint> {
     match value {
         toml::Value::Array(items) => items.iter().flat_map(constraints).collect(),
         toml::Value::Table(t) => vec![Constraint {
-            marker: t.get("markers").and_then(|m| m.as_str()).map(String::from),
+            marker: table_marker(t),
             optional: t.get("optional").and_then(|o| o.as_bool()).unwrap_or(false),
             extras: t
                 .get("extras")
@@ -386,6 +386,87 @@ fn constraints(value: &toml::Value) -> Vec<Constraint> {
             extras: Vec::new(),
         }],
     }
+}
+
+/// The marker of a Poetry dependency table: its `markers`, its `python` constraint
+/// (`python = "<3.10"`: the dependency only for those Pythons) and its `platform`
+/// (`sys_platform`), all of which must hold. A `python` constraint strata cannot read
+/// becomes a marker that holds nowhere (`python_version < "0"`): dropping it would install
+/// the dependency where Poetry would not.
+fn table_marker(table: &toml::map::Map<String, toml::Value>) -> Option<String> {
+    let text = |key: &str| table.get(key).and_then(|v| v.as_str()).map(str::trim);
+    let mut parts = Vec::new();
+    if let Some(markers) = text("markers").filter(|m| !m.is_empty()) {
+        parts.push(markers.to_string());
+    }
+    if let Some(python) = text("python").filter(|p| !p.is_empty() && *p != "*") {
+        parts.push(python_marker(python).unwrap_or_else(|| "python_version < \"0\"".into()));
+    }
+    if let Some(platform) = text("platform").filter(|p| !p.is_empty()) {
+        parts.push(format!("sys_platform == \"{platform}\""));
+    }
+    match parts.len() {
+        0 => None,
+        1 => parts.pop(),
+        _ => Some(
+            parts
+                .iter()
+                .map(|p| format!("({p})"))
+                .collect::<Vec<_>>()
+                .join(" and "),
+        ),
+    }
+}
+
+/// A Poetry python constraint (`^3.8`, `>=3.9,<3.12`, `~3.10`, `3.11.*`, `^2.7 || ^3.8`) as a
+/// PEP 508 marker on `python_full_version` (`python_version` for `X.Y`); `None` for what it
+/// cannot read.
+fn python_marker(text: &str) -> Option<String> {
+    let alternatives: Vec<String> = text
+        .split("||")
+        .map(|alternative| {
+            let specifier = poetry_python(alternative.trim())?;
+            let clauses: Vec<String> = specifier
+                .split(',')
+                .map(|clause| clause_marker(clause.trim()))
+                .collect::<Option<_>>()?;
+            Some(clauses.join(" and "))
+        })
+        .collect::<Option<_>>()?;
+    match alternatives.len() {
+        1 => alternatives.into_iter().next(),
+        _ => Some(
+            alternatives
+                .iter()
+                .map(|a| format!("({a})"))
+                .collect::<Vec<_>>()
+                .join(" or "),
+        ),
+    }
+}
+
+/// `>=3.9` -> `python_version >= "3.9"`; `==3.11.*` -> `python_version == "3.11"`;
+/// `<3.10.2` -> `python_full_version < "3.10.2"`; a bare version is `==`.
+fn clause_marker(clause: &str) -> Option<String> {
+    let ops = ["===", "==", "!=", "~=", ">=", "<=", ">", "<"];
+    let (op, version) = ops
+        .iter()
+        .find_map(|op| clause.strip_prefix(op).map(|v| (*op, v.trim())))
+        .unwrap_or(("==", clause));
+    let (version, wildcard) = match version.strip_suffix(".*") {
+        Some(v) => (v, true),
+        None => (version, false),
+    };
+    let parts: Vec<&str> = version.split('.').collect();
+    if parts.is_empty() || parts.iter().any(|p| p.parse::<u32>().is_err()) {
+        return None;
+    }
+    let variable = match (wildcard, parts.len()) {
+        (true, 2) | (false, 1..=2) => "python_version",
+        (true, _) => return None,
+        (false, _) => "python_full_version",
+    };
+    Some(format!("{variable} {op} \"{version}\""))
 }
 
 /// Poetry's `python = "^3.11"` / `">=3.10,<3.13"` as a PEP 440 specifier (caret and tilde
@@ -445,5 +526,59 @@ mod tests {
         assert_eq!(poetry_python(">=3.9,<3.13").as_deref(), Some(">=3.9,<3.13"));
         assert_eq!(poetry_python("*"), None);
         assert_eq!(poetry_python("^2.7 || ^3.8"), None);
+    }
+
+    fn marker_of(table: &str) -> Option<String> {
+        let value: toml::Value = toml::from_str(&format!("x = {table}")).unwrap();
+        table_marker(value["x"].as_table().unwrap())
+    }
+
+    #[test]
+    fn python_and_platform_constraints_become_markers() {
+        assert_eq!(
+            marker_of(r#"{ version = "^1", python = "<3.10" }"#).as_deref(),
+            Some(r#"python_version < "3.10""#)
+        );
+        assert_eq!(
+            marker_of(r#"{ version = "^1", python = "^3.8" }"#).as_deref(),
+            Some(r#"python_version >= "3.8" and python_version < "4""#)
+        );
+        assert_eq!(
+            marker_of(r#"{ version = "*", python = "^2.7 || >=3.12.1" }"#).as_deref(),
+            Some(
+                r#"(python_version >= "2.7" and python_version < "3") or (python_full_version >= "3.12.1")"#
+            )
+        );
+        assert_eq!(
+            marker_of(r#"{ version = "*", python = "3.11.*", platform = "linux", markers = "implementation_name == 'cpython'" }"#).as_deref(),
+            Some(r#"(implementation_name == 'cpython') and (python_version == "3.11") and (sys_platform == "linux")"#)
+        );
+        assert_eq!(marker_of(r#"{ version = "*", python = "*" }"#), None);
+        assert_eq!(
+            marker_of(r#"{ version = "*", python = "nonsense" }"#).as_deref(),
+            Some(r#"python_version < "0""#)
+        );
+    }
+
+    #[test]
+    fn markers_are_evaluated_for_the_target() {
+        let target = crate::target::Target::new(
+            crate::target::PythonVersion::new(3, 11),
+            "linux/amd64".parse().unwrap(),
+        );
+        let env = target.marker_environment();
+        for (table, wanted) in [
+            (r#"{ version = "*", python = "<3.10" }"#, false),
+            (r#"{ version = "*", python = "^3.8" }"#, true),
+            (r#"{ version = "*", platform = "win32" }"#, false),
+            (
+                r#"{ version = "*", platform = "linux", python = "~3.11" }"#,
+                true,
+            ),
+        ] {
+            let marker = marker_of(table).unwrap();
+            let holds = crate::spec::evaluate_marker(&marker, &env, &[]).unwrap();
+            assert_eq!(holds, wanted, "{table}: {marker}");
+        }
     }
 }
