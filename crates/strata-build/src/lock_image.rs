@@ -59,7 +59,7 @@ pub fn image_from_lock(
         budget,
     } = *inputs;
     let python = lock.target.python;
-    let interpreter = base.find_interpreter(Some(python))?;
+    let interpreter = base.find_interpreter_in(&home.index, Some(python))?;
     let scheme = InstallScheme::new(python).with_compression(compression);
     let wheels = Wheels { lock, credentials };
     let settings = LayerSettings {

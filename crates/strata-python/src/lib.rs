@@ -5,6 +5,7 @@
 mod credentials;
 mod fetch;
 mod formats;
+mod local_wheels;
 mod lock;
 mod name;
 mod resolve;
