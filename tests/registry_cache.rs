@@ -327,8 +327,9 @@ fn a_one_package_change_on_an_empty_store_takes_the_other_layers_from_the_regist
     let requests = proxy.take_requests();
     assert_eq!(
         uploads(&requests),
-        3,
-        "only the new layer, the env layer and the config are uploaded: {requests:?}"
+        4,
+        "only the new layer, the env layer, the config and the new layer's path list (its \
+         layer index entry's config) are uploaded: {requests:?}"
     );
     assert_eq!(changed["pushed"]["blobs_uploaded"], 3, "{changed}");
 
@@ -780,23 +781,44 @@ fn blob_bytes(registry: &str, digest: &str) -> Vec<u8> {
     out.stdout
 }
 
-/// Uploads `bytes` as a blob of `REGISTRY/team/env` (one monolithic POST); its digest.
+/// Uploads `bytes` as a blob of `REGISTRY/team/env` (POST, then PUT to where it says); its
+/// digest.
 fn upload_blob(registry: &str, bytes: &[u8]) -> String {
     let digest = format!("sha256:{}", sha256_hex(bytes));
-    let file = tempfile::NamedTempFile::new().unwrap();
-    fs::write(file.path(), bytes).unwrap();
-    let mut command = std::process::Command::new("curl");
-    command.args([
+    let headers = run(std::process::Command::new("curl").args([
         "-sSf",
         "-X",
         "POST",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        &format!("http://{registry}/v2/team/env/blobs/uploads/"),
+    ]));
+    let location = headers
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("location").then(|| value.trim().to_string())
+        })
+        .expect("a Location header");
+    let location = match location.starts_with('/') {
+        true => format!("http://{registry}{location}"),
+        false => location,
+    };
+    let separator = if location.contains('?') { '&' } else { '?' };
+    let file = tempfile::NamedTempFile::new().unwrap();
+    fs::write(file.path(), bytes).unwrap();
+    run(std::process::Command::new("curl").args([
+        "-sSf",
+        "-X",
+        "PUT",
         "-H",
         "Content-Type: application/octet-stream",
         "--data-binary",
         &format!("@{}", file.path().display()),
-        &format!("http://{registry}/v2/team/env/blobs/uploads/?digest={digest}"),
-    ]);
-    run(&mut command);
+        &format!("{location}{separator}digest={digest}"),
+    ]));
     digest
 }
 
