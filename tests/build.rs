@@ -301,7 +301,13 @@ fn wheels_of_local_directories_are_hashed_by_strata_not_by_uv() {
     let pylock: Value = serde_json::from_slice(&out.stdout).unwrap();
     let runs = fs::read_to_string(&log).unwrap();
     assert_eq!(runs.lines().count(), 2, "{runs}");
-    assert!(runs.lines().nth(1).unwrap().contains("--format pylock.toml"), "{runs}");
+    assert!(
+        runs.lines()
+            .nth(1)
+            .unwrap()
+            .contains("--format pylock.toml"),
+        "{runs}"
+    );
     assert_eq!(pins["lock_digest"], pylock["lock_digest"]);
     assert_eq!(pins["digest"], pylock["digest"]);
 }
@@ -329,7 +335,11 @@ fn a_base_image_is_scanned_for_its_interpreter_once() {
         }
     }
     let out = build("changed-one.txt");
-    assert!(out.status.success(), "the base was scanned again: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "the base was scanned again: {}",
+        stderr(&out)
+    );
     let second: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(second["cache"], "miss");
 }

@@ -799,7 +799,8 @@ fn upload_blob(registry: &str, bytes: &[u8]) -> String {
         .lines()
         .find_map(|l| {
             let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("location").then(|| value.trim().to_string())
+            name.eq_ignore_ascii_case("location")
+                .then(|| value.trim().to_string())
         })
         .expect("a Location header");
     let location = match location.starts_with('/') {
