@@ -182,10 +182,12 @@ fn candidates(directories: &[PathBuf]) -> io::Result<BTreeMap<PackageName, Vec<C
     Ok(by_name)
 }
 
+/// A file's sha256 and size, or why it could not be read.
+type Hashed = io::Result<(Digest, u64)>;
+
 /// sha256 and size of each file, in input order, on up to `jobs` threads.
 fn hash_all(paths: &[&Path], jobs: usize) -> io::Result<Vec<(Digest, u64)>> {
-    let results: Vec<Mutex<Option<io::Result<(Digest, u64)>>>> =
-        paths.iter().map(|_| Mutex::new(None)).collect();
+    let results: Vec<Mutex<Option<Hashed>>> = paths.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..jobs.clamp(1, paths.len().max(1)) {
