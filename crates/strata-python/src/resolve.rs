@@ -3,7 +3,9 @@
 //! uv resolves for the target (`--python-version`, `--python-platform`), never for the machine
 //! it runs on, so no matching local interpreter is needed. It writes a `pylock.toml` (PEP 751)
 //! listing each package's wheels with URL and sha256; strata picks the best wheel per package
-//! for the target with [`Target::wheel_priority`]. Only when some package has no wheel is the
+//! for the target with [`Target::wheel_priority`]. When the only sources are local find-links
+//! directories, uv writes plain pins instead and strata picks and hashes the wheels itself
+//! (see [`crate::local_wheels`]). Only when some package has no wheel is the
 //! resolution run again with sdists allowed; those packages, and project directories, are then
 //! built into wheels (with a matching local interpreter: see [`crate::sdist`]).
 
