@@ -349,18 +349,19 @@ fn a_build_killed_at_random_points_leaves_a_whole_store() {
     let tag = reference["tag"].as_str().unwrap();
     let req = requirements("basic.txt");
     let mut mid_build = 0;
-    // Early kills (resolution), then kills spread over the short stretch where a build
-    // writes: wheels, layers, blobs, index, tag (about 100 ms here, after seconds of
-    // resolving and hashing).
+    // An early kill (resolution), then kills spread over the short stretch where a build
+    // writes: wheels, layers, blobs, index, tag (about 100 ms here, after resolving and
+    // hashing), then one later from the start. A build a kill missed is tagged and ends the
+    // rounds, so the late kill, which a fast build outruns, comes last.
     let rounds = [
         KillAt::Start(30),
-        KillAt::Start(300),
         KillAt::FirstWrite(0),
         KillAt::FirstWrite(20),
         KillAt::FirstWrite(40),
         KillAt::FirstWrite(70),
         KillAt::FirstWrite(110),
         KillAt::FirstWrite(200),
+        KillAt::Start(300),
     ];
     for at in rounds {
         let before = home_files(&world, false);

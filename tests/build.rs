@@ -248,3 +248,98 @@ fn build_defaults_come_from_strata_toml() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("[build]"), "{}", stderr(&out));
 }
+
+/// A wrapper of uv that appends its arguments to `$UV_LOG`, and with `$SPOIL_PINS` set adds
+/// a direct reference to the plain pins it writes (which strata then cannot take).
+fn logging_uv(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("uv-logging");
+    fs::write(
+        &script,
+        "#!/bin/sh\necho \"$*\" >> \"$UV_LOG\"\nuv \"$@\" || exit $?\n\
+         case \"$*\" in *'--format requirements.txt'*)\n\
+           [ -n \"$SPOIL_PINS\" ] && echo 'spoiled @ file:///nowhere/spoiled-1.0-py3-none-any.whl' >> pins.txt ;;\n\
+         esac\nexit 0\n",
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[test]
+fn wheels_of_local_directories_are_hashed_by_strata_not_by_uv() {
+    let world = World::new();
+    let uv = logging_uv(world.dir.path());
+    let log = world.dir.path().join("uv.log");
+    let out = world
+        .build_command(&requirements("basic.txt"), &base_ref(), &[])
+        .env("STRATA_UV", &uv)
+        .env("UV_LOG", &log)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pins: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = fs::read_to_string(&log).unwrap();
+    assert_eq!(runs.lines().count(), 1, "{runs}");
+    assert!(
+        runs.contains("--format requirements.txt") && !runs.contains("pylock"),
+        "uv was asked for a pylock.toml, which hashes every wheel of the directory: {runs}"
+    );
+
+    // Pins strata cannot take (a direct reference) go through uv's pylock.toml, as before:
+    // the same lock and the same image either way.
+    let other = world.with_home("pylock");
+    fs::remove_file(&log).unwrap();
+    let out = other
+        .build_command(&requirements("basic.txt"), &base_ref(), &[])
+        .env("STRATA_UV", &uv)
+        .env("UV_LOG", &log)
+        .env("SPOIL_PINS", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pylock: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = fs::read_to_string(&log).unwrap();
+    assert_eq!(runs.lines().count(), 2, "{runs}");
+    assert!(
+        runs.lines()
+            .nth(1)
+            .unwrap()
+            .contains("--format pylock.toml"),
+        "{runs}"
+    );
+    assert_eq!(pins["lock_digest"], pylock["lock_digest"]);
+    assert_eq!(pins["digest"], pylock["digest"]);
+}
+
+#[test]
+fn a_base_image_is_scanned_for_its_interpreter_once() {
+    let world = World::new();
+    let layout = world.dir.path().join("base");
+    run(Command::new("cp").arg("-r").arg(base_layout()).arg(&layout));
+    let base = format!("oci:{}:3.11", layout.display());
+    let build = |file: &str| {
+        world
+            .build_command(&requirements(file), &base, &[])
+            .output()
+            .unwrap()
+    };
+    let out = build("basic.txt");
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Every large blob of the layout (its layers) becomes garbage: a scan for the interpreter
+    // would fail to read it. The store has its own verified copy of the base from the first
+    // build, so a build that does not scan again goes on.
+    for entry in fs::read_dir(layout.join("blobs/sha256")).unwrap().flatten() {
+        if entry.metadata().unwrap().len() > 4096 {
+            fs::write(entry.path(), b"not a layer").unwrap();
+        }
+    }
+    let out = build("changed-one.txt");
+    assert!(
+        out.status.success(),
+        "the base was scanned again: {}",
+        stderr(&out)
+    );
+    let second: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(second["cache"], "miss");
+}

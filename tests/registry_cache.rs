@@ -327,8 +327,9 @@ fn a_one_package_change_on_an_empty_store_takes_the_other_layers_from_the_regist
     let requests = proxy.take_requests();
     assert_eq!(
         uploads(&requests),
-        3,
-        "only the new layer, the env layer and the config are uploaded: {requests:?}"
+        4,
+        "only the new layer, the env layer, the config and the new layer's path list (its \
+         layer index entry's config) are uploaded: {requests:?}"
     );
     assert_eq!(changed["pushed"]["blobs_uploaded"], 3, "{changed}");
 
@@ -764,5 +765,132 @@ fn registry_gc_leaves_the_layer_index_and_its_blobs_for_later_builds() {
         assert_eq!(came, !package.starts_with("alpha=="), "{package}: {built}");
     }
     assert_eq!(built["warnings"], serde_json::json!([]), "{built}");
+    assert_eq!(built["digest"], changed_one_built_locally(&a)["digest"]);
+}
+
+/// The bytes of blob `digest` of `REGISTRY/team/env`.
+fn blob_bytes(registry: &str, digest: &str) -> Vec<u8> {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sSfL",
+            &format!("http://{registry}/v2/team/env/blobs/{digest}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    out.stdout
+}
+
+/// Uploads `bytes` as a blob of `REGISTRY/team/env` (POST, then PUT to where it says); its
+/// digest.
+fn upload_blob(registry: &str, bytes: &[u8]) -> String {
+    let digest = format!("sha256:{}", sha256_hex(bytes));
+    let headers = run(std::process::Command::new("curl").args([
+        "-sSf",
+        "-X",
+        "POST",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        &format!("http://{registry}/v2/team/env/blobs/uploads/"),
+    ]));
+    let location = headers
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("location")
+                .then(|| value.trim().to_string())
+        })
+        .expect("a Location header");
+    let location = match location.starts_with('/') {
+        true => format!("http://{registry}{location}"),
+        false => location,
+    };
+    let separator = if location.contains('?') { '&' } else { '?' };
+    let file = tempfile::NamedTempFile::new().unwrap();
+    fs::write(file.path(), bytes).unwrap();
+    run(std::process::Command::new("curl").args([
+        "-sSf",
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &format!("@{}", file.path().display()),
+        &format!("{location}{separator}digest={digest}"),
+    ]));
+    digest
+}
+
+/// `manifest` (an entry) with `config` as its config blob (uploaded first).
+fn with_config(registry: &str, manifest: &Value, config: &[u8]) -> Value {
+    let mut forged = manifest.clone();
+    forged["config"]["digest"] = Value::String(upload_blob(registry, config));
+    forged["config"]["size"] = config.len().into();
+    forged
+}
+
+#[test]
+fn a_layer_from_the_registry_is_checked_by_the_path_list_of_its_entry() {
+    let reg = TestRegistry::start();
+    let repository = format!("{}/team/env", reg.addr());
+    let a = World::new();
+    let basic = publish_basic(&a, &repository);
+    // Each entry's config is its layer's path list (files and symlinks with their content).
+    let list = |package: &str| {
+        let (tag, manifest) = entry_of(&repository, &basic, package);
+        let digest = manifest["config"]["digest"].as_str().unwrap().to_string();
+        let paths: Value = serde_json::from_slice(&blob_bytes(&reg.addr(), &digest)).unwrap();
+        assert!(!paths.as_array().unwrap().is_empty(), "{package}: {paths}");
+        (tag, manifest, paths)
+    };
+    let (_, _, cext) = list("cext==");
+    let (beta_tag, beta, beta_paths) = list("beta==");
+
+    // beta's list says it also installs a file of cext with other content: the build taking
+    // both layers from the registry trusts the lists (as it trusts the entries' diff_ids)
+    // and refuses the image, as it would two wheels that clash. Reading the layers instead
+    // would find no clash.
+    let mut clashing = beta_paths.as_array().unwrap().clone();
+    let mut stolen = cext[0].clone();
+    stolen["content"] = Value::String("forged".into());
+    clashing.push(stolen.clone());
+    let clashing = Value::Array(clashing).to_string();
+    put_entry(
+        &reg.addr(),
+        &beta_tag,
+        &with_config(&reg.addr(), &beta, clashing.as_bytes()),
+    );
+    let b = a.with_home("b");
+    let out = b.build(
+        &requirements("changed-one.txt"),
+        &["--cache-from", &repository],
+    );
+    let err = stderr(&out);
+    assert!(!out.status.success(), "the list was not used: {err}");
+    let path = stolen["path"].as_str().unwrap();
+    assert!(err.contains("both install") && err.contains(path), "{err}");
+    assert_eq!(temporary_files(&b), Vec::<String>::new());
+
+    // An entry of strata before path lists (config `{}`): the layer is read instead.
+    put_entry(
+        &reg.addr(),
+        &beta_tag,
+        &with_config(&reg.addr(), &beta, b"{}"),
+    );
+    let c = a.with_home("c");
+    let out = c.build(
+        &requirements("changed-one.txt"),
+        &["--cache-from", &repository],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let built: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        from_registry(&built, &repository)
+            .iter()
+            .all(|(name, came)| *came != name.starts_with("alpha==")),
+        "{built}"
+    );
     assert_eq!(built["digest"], changed_one_built_locally(&a)["digest"]);
 }

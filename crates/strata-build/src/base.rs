@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use flate2::read::GzDecoder;
+use strata_index::Index;
 use strata_oci::Digest;
 use strata_oci::{Descriptor, Manifest, ManifestDocument};
 use strata_oci::{Store, StoreError, REF_NAME};
@@ -110,7 +111,7 @@ pub struct BaseImage {
 }
 
 /// The interpreter found in a base image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Interpreter {
     /// Absolute path inside the image, e.g. `/usr/bin/python3.11`.
     pub path: String,
@@ -266,6 +267,43 @@ impl BaseImage {
             store.import_file(&self.blob_file(&digest), &digest)?;
         }
         Ok(())
+    }
+
+    /// [`Self::find_interpreter`], remembered in `index`: listing the layers inflates them
+    /// all (a fifth of a second for a slim Python image), and what it finds is a function of
+    /// the config and layer digests, so a build on a base scanned before reads the answer.
+    /// The index failing only costs the scan.
+    pub fn find_interpreter_in(
+        &self,
+        index: &Index,
+        wanted: Option<PythonVersion>,
+    ) -> Result<Interpreter, BaseError> {
+        let key = self.scan_key(wanted);
+        let known = index.base_scan(&key).ok().flatten();
+        if let Some(found) = known.and_then(|json| serde_json::from_str(&json).ok()) {
+            return Ok(found);
+        }
+        let found = self.find_interpreter(wanted)?;
+        if let Ok(json) = serde_json::to_string(&found) {
+            if let Err(e) = index.record_base_scan(&key, &json) {
+                tracing::debug!(error = %e, "could not remember a base image's interpreter");
+            }
+        }
+        Ok(found)
+    }
+
+    /// What names a scan for the interpreter: the blobs it reads (config and layers) and the
+    /// version asked for.
+    fn scan_key(&self, wanted: Option<PythonVersion>) -> Digest {
+        let mut text = format!(
+            "strata base interpreter scan 1\nwanted {}\nconfig {}\n",
+            wanted.map(|v| v.to_string()).unwrap_or_default(),
+            self.manifest.config.digest
+        );
+        for layer in &self.manifest.layers {
+            text.push_str(&format!("layer {}\n", layer.digest));
+        }
+        Digest::of(text.as_bytes())
     }
 
     /// Finds the interpreter by listing the image's layers: `python3.N` in `/usr/bin` or

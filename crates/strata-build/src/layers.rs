@@ -33,7 +33,8 @@ pub struct PackageLayer {
     pub staged: Option<StagedBlob>,
     /// The file names of its wheels, in lock order.
     pub wheels: Vec<String>,
-    /// Its files and symlinks when it was built now (a reused layer's are in the index).
+    /// Its files and symlinks when it was built now, or listed by the registry entry it was
+    /// downloaded by (a reused layer's are in the index).
     pub paths: Option<Vec<InstalledPath>>,
     /// `REGISTRY/REPO` the layer was downloaded from (step 3 of the registry cache).
     pub from_registry: Option<String>,
@@ -270,7 +271,7 @@ fn take_from_registries<'a>(
             staged: Some(found.staged),
             from_registry: Some(found.repository),
             wheels: filenames(group),
-            paths: None,
+            paths: found.paths,
         });
     }
     Ok(left)
@@ -291,15 +292,20 @@ fn layer_name(group: &[&LockedWheel]) -> String {
     }
 }
 
-/// Builds the missing layers on `jobs` threads; the first error stops the others.
+/// Builds the missing layers on `jobs` threads, the largest wheels first (a large wheel
+/// started last would leave the other threads idle while it compresses); the first error
+/// stops the others. Sizes the lock does not know count as 0, in lock order.
 fn build_all(
     home: &Home,
-    todo: Vec<Job<'_>>,
+    mut todo: Vec<Job<'_>>,
     settings: &LayerSettings,
     credentials: &IndexCredentials,
     progress: &dyn Progress,
 ) -> Result<Vec<(usize, PackageLayer)>, BuildError> {
     let (store, wheels) = (&home.store, &home.wheels);
+    todo.sort_by_key(|(_, group, _)| {
+        std::cmp::Reverse(group.iter().map(|w| w.size.unwrap_or(0)).sum::<u64>())
+    });
     let results = Mutex::new(Vec::new());
     let next = Mutex::new(todo.into_iter());
     let first_error: Mutex<Option<BuildError>> = Mutex::new(None);

@@ -62,7 +62,7 @@ pub fn image_from_lock(
         budget,
     } = *inputs;
     let python = lock.target.python;
-    let interpreter = base.find_interpreter(Some(python))?;
+    let interpreter = base.find_interpreter_in(&home.index, Some(python))?;
     let mut scheme = InstallScheme::new(python).with_compression(compression);
     if compile {
         let host = home.resolver.host_python(python)?;

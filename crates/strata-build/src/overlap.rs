@@ -76,8 +76,8 @@ fn layer_paths(home: &Home, layer: &PackageLayer) -> Result<Vec<InstalledPath>, 
         return Ok(paths.clone());
     }
     if let Some(json) = home.index.layer_paths(digest)? {
-        if let Ok(stored) = serde_json::from_str::<Vec<Stored>>(&json) {
-            return Ok(stored.into_iter().map(from_stored).collect());
+        if let Some(paths) = paths_from_json(&json) {
+            return Ok(paths);
         }
     }
     let paths = read_layer(home, layer)?;
@@ -113,6 +113,13 @@ fn read_layer(home: &Home, layer: &PackageLayer) -> Result<Vec<InstalledPath>, B
             wheel: wheel.clone(),
         })
         .collect())
+}
+
+/// A path list as the index (and a registry's layer index entry) keeps it; `None` when
+/// `json` is not one.
+pub(crate) fn paths_from_json(json: &str) -> Option<Vec<InstalledPath>> {
+    let stored: Vec<Stored> = serde_json::from_str(json).ok()?;
+    Some(stored.into_iter().map(from_stored).collect())
 }
 
 fn to_json(paths: &[InstalledPath]) -> String {

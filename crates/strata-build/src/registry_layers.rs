@@ -21,11 +21,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::stream::{self, StreamExt};
 use strata_index::LayerKey;
-use strata_oci::{Digest, LayerDescriptor, Manifest, StagedBlob};
+use strata_install::InstalledPath;
+use strata_oci::{BlobDescriptor, Digest, LayerDescriptor, Manifest, StagedBlob};
 use strata_registry::{LayerEntry, LayerEntryKey, Registry, RegistryError, RegistryRepo};
 
 use crate::error::BuildError;
 use crate::home::Home;
+use crate::overlap;
 use crate::publish::runtime;
 use crate::remote_cache::{Lookups, RegistryCache};
 
@@ -33,10 +35,16 @@ use crate::remote_cache::{Lookups, RegistryCache};
 /// the network, few enough not to flood it.
 const CONCURRENCY: usize = 8;
 
+/// The largest path list taken from an entry (scipy's is about 1 MB): past it, or when the
+/// list cannot be read, the overlap check reads the layer itself.
+const MAX_PATHS_BYTES: u64 = 64 << 20;
+
 /// A layer found in a registry and downloaded into a staged blob.
 pub(crate) struct FetchedLayer {
     pub layer: LayerDescriptor,
     pub staged: StagedBlob,
+    /// Its files and symlinks, when the entry listed them.
+    pub paths: Option<Vec<InstalledPath>>,
     /// `REGISTRY/REPO` it came from.
     pub repository: String,
 }
@@ -86,10 +94,11 @@ pub(crate) fn fetch(
         let mut down = None;
         for (i, result) in results {
             match result {
-                Ok(Some((layer, staged))) => {
+                Ok(Some((layer, staged, paths))) => {
                     found[i] = Some(FetchedLayer {
                         layer,
                         staged,
+                        paths,
                         repository: source.repository(),
                     })
                 }
@@ -130,7 +139,7 @@ enum Failure {
     Repository(BuildError),
 }
 
-type Outcome = Result<Option<(LayerDescriptor, StagedBlob)>, Failure>;
+type Outcome = Result<Option<(LayerDescriptor, StagedBlob, Option<Vec<InstalledPath>>)>, Failure>;
 
 async fn fetch_from(
     home: &Home,
@@ -166,9 +175,10 @@ async fn fetch_one(
     media_type: &str,
 ) -> Outcome {
     let entry = registry.read_layer_entry(repo, &entry_key(key)).await;
-    let Some(layer) = entry.map_err(|e| Failure::Repository(e.into()))? else {
+    let Some(found) = entry.map_err(|e| Failure::Repository(e.into()))? else {
         return Ok(None);
     };
+    let layer = found.layer;
     // The key names the compression, so a sound entry has its media type: another one is
     // a malformed entry (the blob would be announced as what it is not).
     if layer.media_type != media_type {
@@ -193,7 +203,41 @@ async fn fetch_one(
     }
     // pull_blob_to_file checked the bytes against the digest and size.
     let staged = slot.into_staged(layer.digest.clone(), layer.size);
-    Ok(Some((layer, staged)))
+    let paths = match &found.paths {
+        Some(list) => entry_paths(registry, repo, list).await,
+        None => None,
+    };
+    Ok(Some((layer, staged, paths)))
+}
+
+/// The path list an entry carries; `None` (the layer is read instead) when it is too large,
+/// cannot be downloaded or is not a list.
+async fn entry_paths(
+    registry: &Registry,
+    repo: &RegistryRepo,
+    list: &BlobDescriptor,
+) -> Option<Vec<InstalledPath>> {
+    if list.size > MAX_PATHS_BYTES {
+        tracing::debug!(%repo, blob = %list.digest, size = list.size,
+            "a layer index entry's path list is too large; reading the layer instead");
+        return None;
+    }
+    let bytes = match registry.pull_blob_bytes(repo, list).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::debug!(%repo, blob = %list.digest, error = %strata_errors::chain(&e),
+                "could not read a layer index entry's path list; reading the layer instead");
+            return None;
+        }
+    };
+    let paths = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(overlap::paths_from_json);
+    if paths.is_none() {
+        tracing::debug!(%repo, blob = %list.digest,
+            "a layer index entry's path list is not one; reading the layer instead");
+    }
+    paths
 }
 
 /// Writes the layer index entries of the package layers of `manifest` (every layer this
@@ -211,12 +255,18 @@ pub(crate) async fn publish_entries(
         return Ok(0);
     }
     registry.prepare_layer_entries(repo).await?;
-    let writes = known.iter().map(|(key, layer)| {
+    let mut entries = Vec::with_capacity(known.len());
+    for (key, layer) in &known {
         let entry = LayerEntry {
             key: entry_key(key),
             layer: layer.clone(),
         };
-        async move { registry.write_layer_entry(repo, &entry).await }
+        entries.push((entry, home.index.layer_paths(&layer.digest)?));
+    }
+    let writes = entries.iter().map(|(entry, paths)| async move {
+        registry
+            .write_layer_entry(repo, entry, paths.as_deref().map(str::as_bytes))
+            .await
     });
     let results: Vec<Result<(), RegistryError>> = stream::iter(writes)
         .buffer_unordered(CONCURRENCY)

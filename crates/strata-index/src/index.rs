@@ -108,6 +108,14 @@ CREATE TABLE layer_paths (
     paths_json   TEXT NOT NULL
 );
 "#,
+    // What a scan of a base image's layers found (its Python interpreter, as JSON), keyed by
+    // a digest of the blobs scanned and what was asked: a function of content, so never stale.
+    r#"
+CREATE TABLE base_scans (
+    scan_key  TEXT PRIMARY KEY,
+    result    TEXT NOT NULL
+);
+"#,
 ];
 
 const ENV_COLUMNS: &str = "spec_digest, lock_digest, base_digest, manifest_digest, tag, size, \
@@ -443,6 +451,29 @@ impl Index {
             )
             .optional()
             .map_err(self.err())
+    }
+
+    /// What the base scan named by `key` found, as recorded by [`Index::record_base_scan`].
+    pub fn base_scan(&self, key: &Digest) -> Result<Option<String>, IndexError> {
+        self.conn
+            .query_row(
+                "SELECT result FROM base_scans WHERE scan_key = ?1",
+                params![key.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Records what a scan of base image blobs found; `key` names the blobs and the question.
+    pub fn record_base_scan(&self, key: &Digest, result: &str) -> Result<(), IndexError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO base_scans (scan_key, result) VALUES (?1, ?2)",
+                params![key.to_string(), result],
+            )
+            .map_err(self.err())?;
+        Ok(())
     }
 
     /// Records the paths of a layer (a layer is named by its digest: they never change).

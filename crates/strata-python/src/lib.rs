@@ -6,6 +6,7 @@ mod credentials;
 mod fetch;
 mod formats;
 mod git;
+mod local_wheels;
 mod lock;
 mod name;
 mod resolve;

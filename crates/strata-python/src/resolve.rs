@@ -3,7 +3,9 @@
 //! uv resolves for the target (`--python-version`, `--python-platform`), never for the machine
 //! it runs on, so no matching local interpreter is needed. It writes a `pylock.toml` (PEP 751)
 //! listing each package's wheels with URL and sha256; strata picks the best wheel per package
-//! for the target with [`Target::wheel_priority`]. Only when some package has no wheel is the
+//! for the target with [`Target::wheel_priority`]. When the only sources are local find-links
+//! directories, uv writes plain pins instead and strata picks and hashes the wheels itself
+//! (see [`crate::local_wheels`]). Only when some package has no wheel is the
 //! resolution run again with sdists allowed; those packages, and project directories, are then
 //! built into wheels (with a matching local interpreter: see [`crate::sdist`]).
 
@@ -17,6 +19,7 @@ use strata_oci::Digest;
 
 use crate::credentials::{redact_userinfo, take_userinfo, IndexCredentials};
 use crate::fetch::WheelCache;
+use crate::local_wheels;
 use crate::lock::{Lock, LockedWheel};
 use crate::name::PackageName;
 use crate::sdist::{BuildError, Builder, SourcePackage};
@@ -205,12 +208,31 @@ impl Resolver {
                 .map_err(io_err("write constraints.txt"))?;
         }
         let compile = |binary_only| {
-            let args = self.uv_args(sources, target, has_constraints, binary_only);
-            self.compile(work.path(), &args, netrc.as_ref(), target)
+            let args = self.uv_args(
+                sources,
+                target,
+                has_constraints,
+                binary_only,
+                Output::Pylock,
+            );
+            self.compile(work.path(), &args, Output::Pylock, netrc.as_ref(), target)
         };
         // Wheels only first, as always: a set that resolves to wheels resolves as it did. Only
         // when a package has none is it resolved again with sdists allowed, to build those.
-        let pylock = match compile(true) {
+        let first = match local_wheels::local_directories(sources) {
+            Some(directories) => {
+                let args = self.uv_args(sources, target, has_constraints, true, Output::Pins);
+                match self.compile(work.path(), &args, Output::Pins, netrc.as_ref(), target) {
+                    Ok(pins) => match self.lock_from_pins(&pins, &directories, target)? {
+                        Some(lock) => return Ok(lock),
+                        None => compile(true),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
+            None => compile(true),
+        };
+        let pylock = match first {
             Err(first @ ResolveError::NoWheel { .. }) if self.build_cache.is_some() => {
                 compile(false).map_err(|second| match second {
                     ResolveError::NoWheel { .. } => first,
@@ -247,11 +269,30 @@ impl Resolver {
         Ok(Lock::new(*target, wheels))
     }
 
-    /// Runs `uv pip compile` in `work` and returns the pylock.toml it wrote.
+    /// The lock of uv's plain pins, each wheel found in the local `directories` and hashed
+    /// here; `None` when the pins need what only a pylock.toml says (see [`local_wheels`]).
+    fn lock_from_pins(
+        &self,
+        pins: &str,
+        directories: &[PathBuf],
+        target: &Target,
+    ) -> Result<Option<Lock>, ResolveError> {
+        let Some(pins) = local_wheels::parse_pins(pins) else {
+            tracing::debug!("uv's pins are not all name==version; resolving to a pylock.toml");
+            return Ok(None);
+        };
+        let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let wheels = local_wheels::locked_wheels(&pins, directories, target, jobs)
+            .map_err(io_err("hash the wheels of the find-links directories"))?;
+        Ok(wheels.map(|wheels| Lock::new(*target, wheels)))
+    }
+
+    /// Runs `uv pip compile` in `work` and returns the file it wrote (see [`Output`]).
     fn compile(
         &self,
         work: &Path,
         args: &[String],
+        written: Output,
         netrc: Option<&PrivateNetrc>,
         target: &Target,
     ) -> Result<String, ResolveError> {
@@ -279,7 +320,7 @@ impl Resolver {
             let stderr = redact_userinfo(&hide_path(&stderr, work));
             return Err(classify_failure(&stderr, target));
         }
-        std::fs::read_to_string(work.join("pylock.toml")).map_err(io_err("read uv's pylock.toml"))
+        std::fs::read_to_string(work.join(written.file_name())).map_err(io_err("read uv's output"))
     }
 
     fn uv_args(
@@ -288,22 +329,24 @@ impl Resolver {
         target: &Target,
         has_constraints: bool,
         binary_only: bool,
+        output: Output,
     ) -> Vec<String> {
-        let mut args: Vec<String> = [
-            "pip",
-            "compile",
-            "requirements.txt",
-            "--format",
-            "pylock.toml",
-            "-o",
-            "pylock.toml",
-            "--no-header",
-            "--quiet",
-            // Neither a project's nor the user's uv.toml may change the result.
-            "--no-config",
-        ]
-        .map(String::from)
-        .to_vec();
+        let format = match output {
+            Output::Pylock => "pylock.toml",
+            Output::Pins => "requirements.txt",
+        };
+        let mut args: Vec<String> = ["pip", "compile", "requirements.txt"]
+            .into_iter()
+            .chain(["--format", format, "-o", output.file_name()])
+            .chain([
+                "--no-header",
+                "--no-annotate",
+                "--quiet",
+                // Neither a project's nor the user's uv.toml may change the result.
+                "--no-config",
+            ])
+            .map(String::from)
+            .collect();
         if binary_only {
             args.extend(["--only-binary".into(), ":all:".into()]);
         }
@@ -316,6 +359,25 @@ impl Resolver {
         }
         args.extend(source_args(sources));
         args
+    }
+}
+
+/// What `uv pip compile` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// pylock.toml: every wheel and sdist of each package, with URL and sha256 (uv hashes
+    /// every local find-links wheel for it).
+    Pylock,
+    /// requirements.txt: `name==version` pins only, no hashes (see [`local_wheels`]).
+    Pins,
+}
+
+impl Output {
+    fn file_name(self) -> &'static str {
+        match self {
+            Output::Pylock => "pylock.toml",
+            Output::Pins => "pins.txt",
+        }
     }
 }
 

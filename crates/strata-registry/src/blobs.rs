@@ -210,6 +210,60 @@ impl Registry {
         result
     }
 
+    /// Downloads a small blob into memory (at most its descriptor's size, which the caller
+    /// bounds), verifying size and digest.
+    pub async fn pull_blob_bytes(
+        &self,
+        repo: &RegistryRepo,
+        blob: &BlobDescriptor,
+    ) -> Result<Vec<u8>, RegistryError> {
+        self.check_repo(repo)?;
+        let action = format!("downloading blob {} from {}", blob.digest, repo.repository);
+        let what = format!("blob {} in {}", blob.digest, repo);
+        self.prepare_oci_auth(repo).await;
+        let (action, what) = (&action, &what);
+        self.with_retry(action, || async move {
+            let mut bytes = Vec::new();
+            let mut writer = LimitedWriter {
+                inner: &mut bytes,
+                written: 0,
+                limit: blob.size,
+            };
+            let digest_text = blob.digest.to_string();
+            let pulled = self
+                .oci
+                .pull_blob(&self.oci_ref(repo), digest_text.as_str(), &mut writer)
+                .await;
+            let written = writer.written;
+            if written > blob.size {
+                return Err(RegistryError::SizeMismatch {
+                    what: what.clone(),
+                    expected: blob.size,
+                    actual: written,
+                });
+            }
+            pulled.map_err(|e| self.oci_error(action, what, e))?;
+            if bytes.len() as u64 != blob.size {
+                return Err(RegistryError::SizeMismatch {
+                    what: what.clone(),
+                    expected: blob.size,
+                    actual: bytes.len() as u64,
+                });
+            }
+            let actual = Digest::of(&bytes);
+            if actual != blob.digest {
+                return Err(RegistryError::DigestMismatch {
+                    registry: self.host().to_string(),
+                    what: what.clone(),
+                    expected: blob.digest.clone(),
+                    actual,
+                });
+            }
+            Ok(bytes)
+        })
+        .await
+    }
+
     async fn pull_blob_once(
         &self,
         repo: &RegistryRepo,
@@ -319,13 +373,13 @@ fn file_chunks(
 
 /// Counts what is written and refuses more than `limit` bytes, so a registry that sends more
 /// than the descriptor says cannot fill the disk.
-struct LimitedWriter<'a> {
-    inner: &'a mut tokio::fs::File,
+struct LimitedWriter<'a, W> {
+    inner: &'a mut W,
     written: u64,
     limit: u64,
 }
 
-impl AsyncWrite for LimitedWriter<'_> {
+impl<W: AsyncWrite + Unpin> AsyncWrite for LimitedWriter<'_, W> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -12,18 +12,25 @@
 //! - the entry references the layer, so the registry keeps the blob (its own
 //!   `garbage-collect` marks what tagged manifests reference) as long as the entry is there,
 //!   and the blob is in the repository where a push of the next image finds it;
-//! - concurrent writers never corrupt it: an entry's bytes are a function of its key (layers
-//!   are reproducible), so two CI runners that push the same layer PUT the same manifest, and
-//!   runners that push different layers write different tags. A reader checks that the entry
-//!   names the key it asked for and the layer its tag promises, and treats anything else as a
-//!   miss.
+//! - concurrent writers never corrupt it: an entry names one reproducible layer, so two CI
+//!   runners that push the same layer PUT the same entry (or, at worst, one whose path list
+//!   credits a merged layer's files differently), and runners that push different layers write
+//!   different tags. A reader checks that the entry names the key it asked for and the layer
+//!   its tag promises, and treats anything else as a miss.
+//!
+//! The config blob may carry the layer's path list (its files and symlinks with their
+//! content, as JSON: [`LayerEntry`] leaves its form to the caller), so that a build taking the
+//! layer checks it for overlaps with the image's other layers without inflating it. Entries
+//! of strata before that have the config `{}` and no list ([`FoundLayer::paths`] is `None`);
+//! they read as before, and older strata reads the new ones (it checks the config's media
+//! type only).
 
 use serde::{Deserialize, Serialize};
 
 use crate::client::Registry;
 use crate::error::RegistryError;
 use crate::reference::{ManifestRef, RegistryRepo, Tag};
-use strata_oci::{Digest, LayerDescriptor, MEDIA_TYPE_MANIFEST};
+use strata_oci::{BlobDescriptor, Digest, LayerDescriptor, MEDIA_TYPE_MANIFEST};
 
 /// Prefix of the tags of layer index entries; never an environment's tag.
 pub const LAYER_ENTRY_TAG_PREFIX: &str = "strata-layer-";
@@ -48,6 +55,15 @@ pub struct LayerEntryKey {
 pub struct LayerEntry {
     pub key: LayerEntryKey,
     pub layer: LayerDescriptor,
+}
+
+/// What a lookup found: the layer, and the blob of its path list when the entry has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundLayer {
+    pub layer: LayerDescriptor,
+    /// The entry's config when it is not `{}`: the path list, to fetch with
+    /// [`Registry::pull_blob_bytes`] (bound its size first: it comes from the registry).
+    pub paths: Option<BlobDescriptor>,
 }
 
 /// The tag of the entry of `key`: 128 bits of a digest of the key, so two keys never share
@@ -87,14 +103,15 @@ struct EntryBlob {
 }
 
 impl EntryManifest {
-    fn new(entry: &LayerEntry, json: String) -> EntryManifest {
+    /// The manifest of `entry`, whose config blob is `config` (`{}`, or the path list).
+    fn new(entry: &LayerEntry, json: String, config: &[u8]) -> EntryManifest {
         EntryManifest {
             schema_version: 2,
             media_type: MEDIA_TYPE_MANIFEST.to_string(),
             config: EntryBlob {
                 media_type: MEDIA_TYPE_LAYER_ENTRY.to_string(),
-                digest: Digest::of(EMPTY_CONFIG),
-                size: EMPTY_CONFIG.len() as u64,
+                digest: Digest::of(config),
+                size: config.len() as u64,
             },
             layers: vec![EntryBlob {
                 media_type: entry.layer.media_type.clone(),
@@ -121,6 +138,16 @@ impl EntryManifest {
             && layer.media_type == entry.layer.media_type;
         same.then_some(entry)
     }
+
+    /// The config blob, when it is a path list rather than `{}`.
+    fn paths(&self) -> Option<BlobDescriptor> {
+        let empty = self.config.digest == Digest::of(EMPTY_CONFIG);
+        (!empty).then(|| BlobDescriptor {
+            media_type: self.config.media_type.clone(),
+            digest: self.config.digest.clone(),
+            size: self.config.size,
+        })
+    }
 }
 
 impl Registry {
@@ -130,7 +157,7 @@ impl Registry {
         &self,
         repo: &RegistryRepo,
         key: &LayerEntryKey,
-    ) -> Result<Option<LayerDescriptor>, RegistryError> {
+    ) -> Result<Option<FoundLayer>, RegistryError> {
         let reference = ManifestRef::Tag(layer_entry_tag(key));
         let pulled = match self.pull_manifest(repo, &reference).await {
             Ok(pulled) => pulled,
@@ -144,7 +171,10 @@ impl Registry {
         Ok(manifest
             .entry()
             .filter(|entry| &entry.key == key)
-            .map(|entry| entry.layer))
+            .map(|entry| FoundLayer {
+                layer: entry.layer,
+                paths: manifest.paths(),
+            }))
     }
 
     /// The layer the entry under `tag` names (a tag [`is_layer_entry_tag`] says is one);
@@ -171,17 +201,23 @@ impl Registry {
     }
 
     /// Writes the entry of `entry.key` in `repo`, whose layer blob must already be there (the
-    /// registry refuses a manifest naming a blob it lacks). Idempotent: the same entry gives
-    /// the same bytes.
+    /// registry refuses a manifest naming a blob it lacks), with the layer's path list as its
+    /// config when `paths` is given (uploaded unless `repo` has it). Idempotent: the same
+    /// entry gives the same bytes.
     pub async fn write_layer_entry(
         &self,
         repo: &RegistryRepo,
         entry: &LayerEntry,
+        paths: Option<&[u8]>,
     ) -> Result<(), RegistryError> {
+        let config = paths.unwrap_or(EMPTY_CONFIG);
+        if paths.is_some() && !self.blob_exists(repo, &Digest::of(config)).await? {
+            self.push_blob_bytes(repo, config).await?;
+        }
         let json = serde_json::to_string(entry).map_err(|e| {
             self.protocol_error("writing a layer index entry", format!("serialising: {e}"))
         })?;
-        let bytes = serde_json::to_vec(&EntryManifest::new(entry, json)).map_err(|e| {
+        let bytes = serde_json::to_vec(&EntryManifest::new(entry, json, config)).map_err(|e| {
             self.protocol_error("writing a layer index entry", format!("serialising: {e}"))
         })?;
         let reference = ManifestRef::Tag(layer_entry_tag(&entry.key));
@@ -239,11 +275,16 @@ mod tests {
     fn an_entry_round_trips_and_a_mismatched_layer_is_refused() {
         let e = entry();
         let json = serde_json::to_string(&e).unwrap();
-        let manifest = EntryManifest::new(&e, json.clone());
+        let manifest = EntryManifest::new(&e, json.clone(), EMPTY_CONFIG);
         let bytes = serde_json::to_vec(&manifest).unwrap();
         let parsed: EntryManifest = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(parsed.entry(), Some(e.clone()));
-        let mut forged = EntryManifest::new(&e, json);
+        assert_eq!(parsed.paths(), None);
+        let with_paths = EntryManifest::new(&e, json.clone(), b"[]");
+        assert_eq!(with_paths.entry(), Some(e.clone()));
+        let paths = with_paths.paths().unwrap();
+        assert_eq!((paths.digest, paths.size), (Digest::of(b"[]"), 2));
+        let mut forged = EntryManifest::new(&e, json, EMPTY_CONFIG);
         forged.layers[0].digest = Digest::of(b"other");
         assert_eq!(forged.entry(), None);
     }
