@@ -1,12 +1,14 @@
 //! One module per command (or family of commands).
 
 pub mod build;
+pub mod config;
 pub mod detect;
 pub mod explain;
 pub mod gc;
 pub mod images;
 pub mod jobs;
 pub mod lock;
+pub mod shell;
 pub mod sync;
 pub mod verify;
 

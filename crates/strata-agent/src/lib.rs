@@ -4,11 +4,13 @@
 
 mod agent;
 mod client;
+mod config_check;
 mod detected;
 mod launcher;
 mod outputs;
 
 pub use agent::{job_image, parse_env, Agent, AgentError, AgentOptions, BackendChoice};
+pub use config_check::{check_config, SECTIONS};
 pub use client::{Client, ClientError, JobMetrics, JobStatus, Submitted};
 pub use detected::{detect_environment, DetectedEnvironment, DetectedError};
 pub use launcher::{attempt_key, Attempt, Ended, Found, LaunchError, Launcher, Started};

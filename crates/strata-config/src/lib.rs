@@ -19,6 +19,8 @@ pub const HOME_FILE: &str = "config.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("{} does not exist", file.display())]
+    Missing { file: PathBuf },
     #[error("cannot read {}: {source}", file.display())]
     Io {
         file: PathBuf,
@@ -108,9 +110,8 @@ impl Config {
 
     /// A configuration from one file only (tests, `--config`).
     pub fn from_file(file: &Path) -> Result<Config, ConfigError> {
-        let file = read_file(file)?.ok_or_else(|| ConfigError::Io {
+        let file = read_file(file)?.ok_or_else(|| ConfigError::Missing {
             file: file.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         })?;
         Ok(Config { files: vec![file] })
     }
@@ -178,15 +179,18 @@ impl Config {
             } else {
                 format!("{name}.{path}")
             };
-            let detail = e.into_inner().to_string();
             match self.locate::<T>(&file, name) {
-                Some(at) => ConfigError::At {
+                Some((at, detail)) => ConfigError::At {
                     file,
                     at,
                     key,
                     detail,
                 },
-                None => ConfigError::Invalid { file, key, detail },
+                None => ConfigError::Invalid {
+                    file,
+                    key,
+                    detail: e.into_inner().to_string(),
+                },
             }
         })
     }
@@ -194,7 +198,7 @@ impl Config {
     /// Where in `file` its section `name` fails to be a `T`: the file's own text read again
     /// with toml's spans (the merged table has none). None when that file alone is fine, as
     /// when the error comes from combining files.
-    fn locate<T: DeserializeOwned>(&self, file: &Path, name: &str) -> Option<Location> {
+    fn locate<T: DeserializeOwned>(&self, file: &Path, name: &str) -> Option<(Location, String)> {
         let text = &self.files.iter().find(|f| f.path == file)?.text;
         let seed = OneSection::<T> {
             name,
@@ -202,7 +206,44 @@ impl Config {
         };
         let error = serde::Deserializer::deserialize_map(toml::Deserializer::new(text), seed)
             .err()?;
-        Some(Location::of(text, error.span()?.start))
+        let at = Location::of(text, error.span()?.start);
+        Some((at, error.message().replace('\n', "; ")))
+    }
+
+    /// The sections (top-level tables) the files set, each once.
+    pub fn sections(&self) -> impl Iterator<Item = &str> {
+        let mut seen = std::collections::BTreeSet::new();
+        self.files
+            .iter()
+            .flat_map(|f| f.table.keys())
+            .map(String::as_str)
+            .filter(move |k| seen.insert(*k))
+    }
+
+    /// An error about the value of dotted `key` (`kubernetes.queues.a.namespace`) that parsed
+    /// but is not valid: at the key's line in the highest-priority file that sets it.
+    pub fn invalid(&self, key: &str, detail: impl Into<String>) -> ConfigError {
+        let detail = detail.into();
+        let path: Vec<&str> = key.split('.').collect();
+        for file in &self.files {
+            let found =
+                serde::Deserializer::deserialize_map(toml::Deserializer::new(&file.text), FindKey { path: &path })
+                    .err()
+                    .and_then(|e| e.span());
+            if let Some(span) = found {
+                return ConfigError::At {
+                    file: file.path.clone(),
+                    at: Location::of(&file.text, span.start),
+                    key: key.to_string(),
+                    detail,
+                };
+            }
+        }
+        ConfigError::Invalid {
+            file: self.files.first().map(|f| f.path.clone()).unwrap_or_default(),
+            key: key.to_string(),
+            detail,
+        }
     }
 
     /// Refuses a top-level table or key that is none of `known`: serde ignores what no
@@ -227,6 +268,65 @@ impl Config {
             });
         }
         Ok(())
+    }
+}
+
+/// Walks a dotted key path; fails on the last key so that toml gives its span.
+struct FindKey<'a> {
+    path: &'a [&'a str],
+}
+
+/// The error message that marks "found" (the span is what counts).
+const FOUND: &str = "strata: key found";
+
+impl<'de> serde::de::DeserializeSeed<'de> for FindKey<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FindKey<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a table")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Some((first, rest)) = self.path.split_first() else {
+            return Ok(());
+        };
+        while let Some(matched) = map.next_key_seed(MatchKey {
+            name: first,
+            last: rest.is_empty(),
+        })? {
+            if matched {
+                map.next_value_seed(FindKey { path: rest })?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True when the key is `name`; an error (carrying the key's span) when it is the last one.
+struct MatchKey<'a> {
+    name: &'a str,
+    last: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for MatchKey<'_> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        let key = String::deserialize(deserializer)?;
+        match (key == self.name, self.last) {
+            (true, true) => Err(serde::de::Error::custom(FOUND)),
+            (matched, _) => Ok(matched),
+        }
     }
 }
 
@@ -435,6 +535,20 @@ mod tests {
         let (_dir, config) = load("top = 1\n");
         let err = config.check_sections(&["gc"]).unwrap_err().to_string();
         assert!(err.contains(":1:1: unknown section `top`; strata reads gc"), "{err}");
+    }
+
+    #[test]
+    fn a_value_error_names_the_line_of_its_key() {
+        let (_dir, config) = load(
+            "[kubernetes]\nregistry = \"r\"\n[kubernetes.queues.a]\nnamespace = \"Bad_NS\"\n",
+        );
+        let err = config.invalid("kubernetes.queues.a.namespace", "not a DNS label");
+        assert!(
+            err.to_string().contains("strata.toml:4:1: invalid `kubernetes.queues.a.namespace`: not a DNS label"),
+            "{err}"
+        );
+        let err = config.invalid("kubernetes.queues.b.namespace", "x");
+        assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
     }
 
     #[test]
