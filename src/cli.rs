@@ -61,6 +61,8 @@ pub enum Command {
     Metrics(commands::jobs::MetricsArgs),
     /// Run the local agent: admit jobs and run them with runc.
     Agent(commands::jobs::AgentArgs),
+    /// Print the Kubernetes manifests (deploy/) for an agent and its teams' namespaces.
+    Deploy(commands::deploy::DeployArgs),
     /// Check strata.toml (or another configuration file).
     Config(commands::config::ConfigArgs),
     /// Print a shell's completion script (bash, zsh, fish).
@@ -89,6 +91,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Outputs(args) => commands::jobs::outputs(args),
         Command::Metrics(args) => commands::jobs::metrics(args),
         Command::Agent(args) => commands::jobs::agent(args),
+        Command::Deploy(args) => commands::deploy::run(args),
         Command::Config(args) => commands::config::run(args),
         Command::Completions(args) => commands::shell::completions(args),
         Command::Man(args) => commands::shell::man(args),

@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod config;
+pub mod deploy;
 pub mod detect;
 pub mod explain;
 pub mod gc;
