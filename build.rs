@@ -34,9 +34,12 @@ fn commit() -> String {
         return "unknown commit".to_string();
     };
     // Built again when HEAD moves: HEAD itself (a checkout) and the branch it names (a commit).
-    for path in [Some("HEAD".to_string()), git(&["symbolic-ref", "-q", "HEAD"])]
-        .into_iter()
-        .flatten()
+    for path in [
+        Some("HEAD".to_string()),
+        git(&["symbolic-ref", "-q", "HEAD"]),
+    ]
+    .into_iter()
+    .flatten()
     {
         if let Some(file) = git(&["rev-parse", "--git-path", &path]) {
             if Path::new(&file).exists() {

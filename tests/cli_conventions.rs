@@ -54,7 +54,10 @@ fn man_page_renders_with_every_command() {
     let out = strata(&["man"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let roff = stdout(&out);
-    assert!(roff.starts_with(".ie") || roff.contains(".TH strata"), "{roff}");
+    assert!(
+        roff.starts_with(".ie") || roff.contains(".TH strata"),
+        "{roff}"
+    );
     for command in ["build", "submit", "agent", "config", "completions", "man"] {
         assert!(roff.contains(command), "the page lacks {command}");
     }
@@ -112,9 +115,8 @@ fn check(text: &str) -> (Option<i32>, String, String) {
 
 #[test]
 fn config_check_names_line_and_column() {
-    let (code, out, err) = check(
-        "[build]\ncompression = \"zstd\"\n[gc]\ngrace = \"1h\"\n[tiers.cpu]\ncpus = 1\n",
-    );
+    let (code, out, err) =
+        check("[build]\ncompression = \"zstd\"\n[gc]\ngrace = \"1h\"\n[tiers.cpu]\ncpus = 1\n");
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out.trim(), "strata.toml: ok ([build], [gc], [tiers])");
 
@@ -193,11 +195,20 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     let dir = tempfile::tempdir().unwrap();
     const ESC: char = '\u{1b}';
     let piped = traced(dir.path(), None, false);
-    assert!(!piped.contains(ESC), "colour written into a pipe: {piped:?}");
+    assert!(
+        !piped.contains(ESC),
+        "colour written into a pipe: {piped:?}"
+    );
     let terminal = traced(dir.path(), None, true);
-    assert!(terminal.contains(ESC), "no colour on a terminal: {terminal:?}");
+    assert!(
+        terminal.contains(ESC),
+        "no colour on a terminal: {terminal:?}"
+    );
     let no_colour = traced(dir.path(), Some("1"), true);
-    assert!(!no_colour.contains(ESC), "NO_COLOR=1 ignored: {no_colour:?}");
+    assert!(
+        !no_colour.contains(ESC),
+        "NO_COLOR=1 ignored: {no_colour:?}"
+    );
 }
 
 #[test]
@@ -206,7 +217,13 @@ fn a_missing_requirements_file_is_said_to_be_missing() {
     let home = dir.path().join("home");
     for command in ["build", "explain"] {
         let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args([command, "-r", "requirement.txt", "--base", "oci:/nonexistent"])
+            .args([
+                command,
+                "-r",
+                "requirement.txt",
+                "--base",
+                "oci:/nonexistent",
+            ])
             .current_dir(dir.path())
             .env("STRATA_HOME", &home)
             .output()

@@ -204,8 +204,8 @@ impl Config {
             name,
             section: std::marker::PhantomData,
         };
-        let error = serde::Deserializer::deserialize_map(toml::Deserializer::new(text), seed)
-            .err()?;
+        let error =
+            serde::Deserializer::deserialize_map(toml::Deserializer::new(text), seed).err()?;
         let at = Location::of(text, error.span()?.start);
         Some((at, error.message().replace('\n', "; ")))
     }
@@ -226,10 +226,12 @@ impl Config {
         let detail = detail.into();
         let path: Vec<&str> = key.split('.').collect();
         for file in &self.files {
-            let found =
-                serde::Deserializer::deserialize_map(toml::Deserializer::new(&file.text), FindKey { path: &path })
-                    .err()
-                    .and_then(|e| e.span());
+            let found = serde::Deserializer::deserialize_map(
+                toml::Deserializer::new(&file.text),
+                FindKey { path: &path },
+            )
+            .err()
+            .and_then(|e| e.span());
             if let Some(span) = found {
                 return ConfigError::At {
                     file: file.path.clone(),
@@ -240,7 +242,11 @@ impl Config {
             }
         }
         ConfigError::Invalid {
-            file: self.files.first().map(|f| f.path.clone()).unwrap_or_default(),
+            file: self
+                .files
+                .first()
+                .map(|f| f.path.clone())
+                .unwrap_or_default(),
             key: key.to_string(),
             detail,
         }
@@ -254,12 +260,13 @@ impl Config {
                 continue;
             };
             let seed = KnownKeys { known };
-            let at = serde::Deserializer::deserialize_map(toml::Deserializer::new(&file.text), seed)
-                .err()
-                .and_then(|e| e.span())
-                .map_or(Location { line: 1, column: 1 }, |span| {
-                    Location::of(&file.text, span.start)
-                });
+            let at =
+                serde::Deserializer::deserialize_map(toml::Deserializer::new(&file.text), seed)
+                    .err()
+                    .and_then(|e| e.span())
+                    .map_or(Location { line: 1, column: 1 }, |span| {
+                        Location::of(&file.text, span.start)
+                    });
             return Err(ConfigError::UnknownSection {
                 file: file.path.clone(),
                 at,
@@ -403,11 +410,13 @@ fn read_file(path: &Path) -> Result<Option<File>, ConfigError> {
     let Some(text) = read_text(path)? else {
         return Ok(None);
     };
-    let table = text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax {
-        file: path.to_path_buf(),
-        at: Location::of(&text, e.span().map_or(0, |span| span.start)),
-        detail: e.message().replace('\n', "; "),
-    })?;
+    let table = text
+        .parse::<toml::Table>()
+        .map_err(|e| ConfigError::Syntax {
+            file: path.to_path_buf(),
+            at: Location::of(&text, e.span().map_or(0, |span| span.start)),
+            detail: e.message().replace('\n', "; "),
+        })?;
     Ok(Some(File {
         path: path.to_path_buf(),
         text,
@@ -510,16 +519,26 @@ mod tests {
         };
         assert_eq!((at.line, at.column), (6, 3), "{err}");
         assert_eq!(key, "gc.keep_dayz");
-        assert!(err.to_string().contains(":6:3: invalid `gc.keep_dayz`: unknown field `keep_dayz`"), "{err}");
+        assert!(
+            err.to_string()
+                .contains(":6:3: invalid `gc.keep_dayz`: unknown field `keep_dayz`"),
+            "{err}"
+        );
 
         let (_dir, config) = load("[gc]\nkeep_newest = 1\nkeep_days = \"soon\"\n");
         let err = config.section::<Gc>("gc").unwrap_err();
-        assert!(err.to_string().contains(":3:13: invalid `gc.keep_days`"), "{err}");
+        assert!(
+            err.to_string().contains(":3:13: invalid `gc.keep_days`"),
+            "{err}"
+        );
 
         let project = tempfile::tempdir().unwrap();
         write(project.path(), PROJECT_FILE, "[gc]\nkeep_days = 1\n[gc\n");
         let err = Config::from_file(&project.path().join(PROJECT_FILE)).unwrap_err();
-        assert!(err.to_string().contains("strata.toml:3:4: not valid TOML"), "{err}");
+        assert!(
+            err.to_string().contains("strata.toml:3:4: not valid TOML"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -527,24 +546,31 @@ mod tests {
         let (_dir, config) = load("[gc]\nkeep_days = 1\n\n[gcc]\nkeep_days = 2\n");
         assert!(config.check_sections(&["gc", "gcc"]).is_ok());
         let err = config.check_sections(&["gc", "build"]).unwrap_err();
-        let ConfigError::UnknownSection { at, ref section, .. } = err else {
+        let ConfigError::UnknownSection {
+            at, ref section, ..
+        } = err
+        else {
             panic!("{err}")
         };
         assert_eq!(section, "gcc");
         assert_eq!((at.line, at.column), (4, 2), "{err}");
         let (_dir, config) = load("top = 1\n");
         let err = config.check_sections(&["gc"]).unwrap_err().to_string();
-        assert!(err.contains(":1:1: unknown section `top`; strata reads gc"), "{err}");
+        assert!(
+            err.contains(":1:1: unknown section `top`; strata reads gc"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_value_error_names_the_line_of_its_key() {
-        let (_dir, config) = load(
-            "[kubernetes]\nregistry = \"r\"\n[kubernetes.queues.a]\nnamespace = \"Bad_NS\"\n",
-        );
+        let (_dir, config) =
+            load("[kubernetes]\nregistry = \"r\"\n[kubernetes.queues.a]\nnamespace = \"Bad_NS\"\n");
         let err = config.invalid("kubernetes.queues.a.namespace", "not a DNS label");
         assert!(
-            err.to_string().contains("strata.toml:4:1: invalid `kubernetes.queues.a.namespace`: not a DNS label"),
+            err.to_string().contains(
+                "strata.toml:4:1: invalid `kubernetes.queues.a.namespace`: not a DNS label"
+            ),
             "{err}"
         );
         let err = config.invalid("kubernetes.queues.b.namespace", "x");

@@ -46,7 +46,9 @@ pub enum ImageVersion {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
-    #[error("{what} {name:?} is not a namespace name (lowercase letters, digits and '-', at most 63)")]
+    #[error(
+        "{what} {name:?} is not a namespace name (lowercase letters, digits and '-', at most 63)"
+    )]
     Namespace { what: &'static str, name: String },
     #[error("team {0:?} is given twice")]
     DuplicateTeam(String),
@@ -167,7 +169,10 @@ fn namespace(name: &str) -> Value {
 }
 
 /// A file's documents, with the agent's namespace filled in.
-fn documents((file, text): (&'static str, &str), agent_ns: &str) -> Result<Vec<Value>, DeployError> {
+fn documents(
+    (file, text): (&'static str, &str),
+    agent_ns: &str,
+) -> Result<Vec<Value>, DeployError> {
     let text = text.replace(AGENT_NAMESPACE, agent_ns);
     let docs: Vec<Value> =
         serde_saphyr::from_multiple(&text).map_err(|e| DeployError::Manifest {
@@ -237,7 +242,14 @@ mod tests {
         assert_eq!(deployments.len(), 1);
         let (ns, deployment) = &deployments[0];
         assert_eq!(ns.as_deref(), Some("strata"));
-        let pod = deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let pod = deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
         assert_eq!(pod.service_account_name.as_deref(), Some("strata-agent"));
         assert_eq!(
             pod.containers[0].image.as_deref(),
@@ -246,7 +258,10 @@ mod tests {
         let security = pod.security_context.as_ref().unwrap();
         assert_eq!(security.run_as_non_root, Some(true));
         assert_eq!(security.run_as_user, Some(65532));
-        assert_eq!(of_kind::<Value>(&yaml, "ServiceAccount")[0].0.as_deref(), Some("strata"));
+        assert_eq!(
+            of_kind::<Value>(&yaml, "ServiceAccount")[0].0.as_deref(),
+            Some("strata")
+        );
 
         for team in ["vision", "nlp"] {
             let roles: Vec<(_, Role)> = of_kind(&yaml, "Role");
@@ -257,7 +272,9 @@ mod tests {
             for rule in role.rules.iter().flatten() {
                 let resources = rule.resources.clone().unwrap_or_default();
                 assert!(
-                    resources.iter().all(|r| ["jobs", "pods", "pods/log"].contains(&r.as_str())),
+                    resources
+                        .iter()
+                        .all(|r| ["jobs", "pods", "pods/log"].contains(&r.as_str())),
                     "{team}: {resources:?}"
                 );
                 assert!(!rule.verbs.contains(&"*".to_string()), "{team}: {rule:?}");
@@ -269,12 +286,19 @@ mod tests {
                 .unwrap_or_else(|| panic!("no RoleBinding in {team}"));
             let subject = &binding.subjects.as_ref().unwrap()[0];
             assert_eq!(
-                (subject.kind.as_str(), subject.name.as_str(), subject.namespace.as_deref()),
+                (
+                    subject.kind.as_str(),
+                    subject.name.as_str(),
+                    subject.namespace.as_deref()
+                ),
                 ("ServiceAccount", "strata-agent", Some("strata"))
             );
             assert_eq!(binding.role_ref.name, role.metadata.name.clone().unwrap());
             let policies: Vec<(_, NetworkPolicy)> = of_kind(&yaml, "NetworkPolicy");
-            assert!(policies.iter().any(|(ns, _)| ns.as_deref() == Some(team)), "{team}");
+            assert!(
+                policies.iter().any(|(ns, _)| ns.as_deref() == Some(team)),
+                "{team}"
+            );
         }
         assert_eq!(of_kind::<Role>(&yaml, "Role").len(), 2);
 
@@ -282,7 +306,10 @@ mod tests {
         assert_eq!(cluster_roles.len(), 1);
         let rules = cluster_roles[0].1.rules.clone().unwrap();
         assert_eq!(rules.len(), 1);
-        assert_eq!(rules[0].resources.as_deref(), Some(&["nodes".to_string()][..]));
+        assert_eq!(
+            rules[0].resources.as_deref(),
+            Some(&["nodes".to_string()][..])
+        );
         assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
         let (ns, binding) = &of_kind::<ClusterRoleBinding>(&yaml, "ClusterRoleBinding")[0];
         assert_eq!(*ns, None);
@@ -301,7 +328,14 @@ mod tests {
         o.version = ImageVersion::Digest(digest.clone());
         let yaml = to_yaml(&render(&o).unwrap()).unwrap();
         let (_, deployment) = &of_kind::<Deployment>(&yaml, "Deployment")[0];
-        let pod = deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let pod = deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
         assert_eq!(
             pod.containers[0].image.as_deref(),
             Some(format!("registry.example.com/ml/strata@{digest}").as_str())
@@ -311,7 +345,10 @@ mod tests {
     #[test]
     fn bad_names_are_refused() {
         let cases: Vec<(fn(&mut DeployOptions), &str)> = vec![
-            (|o| o.teams = vec!["Vision".into()], "\"Vision\" is not a namespace name"),
+            (
+                |o| o.teams = vec!["Vision".into()],
+                "\"Vision\" is not a namespace name",
+            ),
             (|o| o.teams = vec!["a".into(), "a".into()], "given twice"),
             (|o| o.teams = vec![], "no team"),
             (|o| o.teams = vec!["strata".into()], "the agent's namespace"),
@@ -319,7 +356,10 @@ mod tests {
             (|o| o.registry = "https://r.example".into(), "registry"),
             (|o| o.registry = "r.example/ml/strata:1".into(), "registry"),
             (|o| o.registry = "r.example/".into(), "registry"),
-            (|o| o.version = ImageVersion::Digest("sha256:12".into()), "digest"),
+            (
+                |o| o.version = ImageVersion::Digest("sha256:12".into()),
+                "digest",
+            ),
         ];
         for (change, expected) in cases {
             let mut o = options();
@@ -330,6 +370,9 @@ mod tests {
         let mut o = options();
         o.registry = "localhost:5000".into();
         let yaml = to_yaml(&render(&o).unwrap()).unwrap();
-        assert!(yaml.contains("image: localhost:5000/strata:0.1.0"), "{yaml}");
+        assert!(
+            yaml.contains("image: localhost:5000/strata:0.1.0"),
+            "{yaml}"
+        );
     }
 }

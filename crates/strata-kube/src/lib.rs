@@ -31,8 +31,10 @@ use std::time::Duration;
 pub use backend::{job_digest, ClusterJob, KubeBackend, KubeError, Launched};
 pub use classify::{classify, registry_of, AttemptStatus, EndKind, KubeOutcome};
 pub use config::{Connection, KubeSettings, KubeSettingsError, TierPlacement};
-pub use deploy::{render as render_deploy, to_yaml as deploy_yaml, DeployError, DeployOptions, ImageVersion};
 pub use connect::{connect, connect_to, files_from, from_kubeconfig};
+pub use deploy::{
+    render as render_deploy, to_yaml as deploy_yaml, DeployError, DeployOptions, ImageVersion,
+};
 pub use logs::{stream_pod_logs, LogError};
 pub use objects::AttemptKey;
 
