@@ -344,7 +344,8 @@ mod tests {
 
     #[test]
     fn bad_names_are_refused() {
-        let cases: Vec<(fn(&mut DeployOptions), &str)> = vec![
+        type Change = fn(&mut DeployOptions);
+        let cases: Vec<(Change, &str)> = vec![
             (
                 |o| o.teams = vec!["Vision".into()],
                 "\"Vision\" is not a namespace name",
