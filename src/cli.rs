@@ -5,10 +5,13 @@ use clap::{Parser, Subcommand};
 use crate::commands;
 use crate::output::Failure;
 
+/// `strata --version`: the package version and the commit it was built from (build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("STRATA_COMMIT"), ")");
+
 #[derive(Parser)]
 #[command(
     name = "strata",
-    version,
+    version = VERSION,
     about = "Reproducible, layered OCI images for Python environments"
 )]
 pub struct Cli {
@@ -68,6 +71,12 @@ pub enum Command {
     Login(commands::server::LoginArgs),
     /// Forget the server `strata login` kept.
     Logout,
+    /// Check strata.toml (or another configuration file).
+    Config(commands::config::ConfigArgs),
+    /// Print a shell's completion script (bash, zsh, fish).
+    Completions(commands::shell::CompletionsArgs),
+    /// Print the man page, or write one per command into a directory.
+    Man(commands::shell::ManArgs),
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
@@ -95,5 +104,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Token(args) => commands::server::token(args),
         Command::Login(args) => commands::server::login(args),
         Command::Logout => commands::server::logout(),
+        Command::Config(args) => commands::config::run(args),
+        Command::Completions(args) => commands::shell::completions(args),
+        Command::Man(args) => commands::shell::man(args),
     }
 }

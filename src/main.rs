@@ -33,6 +33,7 @@ fn init_logging(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(output::colour())
         .with_writer(std::io::stderr)
         .without_time()
         .init();

@@ -191,6 +191,13 @@ impl Failure {
     }
 }
 
+/// Whether stderr gets colour: only a terminal does, and not when `NO_COLOR` is set
+/// (https://no-color.org). The log writer would otherwise colour a file or a pipe too.
+pub fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+}
+
 pub fn print_error(failure: &Failure) {
     let causes = strata_errors::causes(failure.error.as_ref());
     let mut lines = causes.iter();

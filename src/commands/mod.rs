@@ -1,6 +1,7 @@
 //! One module per command (or family of commands).
 
 pub mod build;
+pub mod config;
 pub mod deploy;
 pub mod detect;
 pub mod explain;
@@ -9,6 +10,7 @@ pub mod images;
 pub mod jobs;
 pub mod lock;
 pub mod server;
+pub mod shell;
 pub mod sync;
 pub mod verify;
 

@@ -115,7 +115,11 @@ impl BuildError {
     /// A short hint for the user: what to do about this error.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
+            BuildError::Spec(SpecError::Io { .. }) => None,
             BuildError::Spec(_) => Some("fix the requirements file at the line shown"),
+            BuildError::Format(strata_python::FormatError::Missing { .. }) => Some(
+                "-r takes an environment file (requirements.txt, pyproject.toml, pylock.toml, uv.lock, environment.yml) or a project directory",
+            ),
             BuildError::Config(_) => {
                 Some("fix the configuration key shown (strata.toml or $STRATA_HOME/config.toml)")
             }

@@ -61,7 +61,10 @@ fn client_loop(url: &str, token: &str, body: &Value, until: Instant) -> Tally {
         match sent {
             Ok(r) if r.status().as_u16() == 201 => {
                 tally.submit.push(start.elapsed());
-                let id = r.json::<Value>().ok().and_then(|v| v["id"].as_str().map(String::from));
+                let id = r
+                    .json::<Value>()
+                    .ok()
+                    .and_then(|v| v["id"].as_str().map(String::from));
                 match id {
                     Some(id) => {
                         tally.ids.push(id.clone());
@@ -112,7 +115,8 @@ fn main() {
     let started = Instant::now();
     let threads: Vec<_> = (0..clients)
         .map(|_| {
-            let (url, token, body, total) = (url.clone(), token.clone(), body.clone(), total.clone());
+            let (url, token, body, total) =
+                (url.clone(), token.clone(), body.clone(), total.clone());
             std::thread::spawn(move || {
                 let tally = client_loop(&url, &token, &body, until);
                 let mut total = total.lock().unwrap();
@@ -142,9 +146,15 @@ fn main() {
         .expect("the job list");
     let mut counts: HashMap<String, usize> = HashMap::new();
     for job in &listed {
-        *counts.entry(job["id"].as_str().unwrap_or("").to_string()).or_default() += 1;
+        *counts
+            .entry(job["id"].as_str().unwrap_or("").to_string())
+            .or_default() += 1;
     }
-    let lost = total.ids.iter().filter(|id| !counts.contains_key(*id)).count();
+    let lost = total
+        .ids
+        .iter()
+        .filter(|id| !counts.contains_key(*id))
+        .count();
     let duplicated = counts.values().filter(|n| **n > 1).count();
     let unexpected = counts.len().saturating_sub(total.ids.len());
     println!(

@@ -8,6 +8,10 @@ use crate::spec::{InvalidRequirement, SpecError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
+    /// The file named does not exist (a typo, or another directory): said plainly, not as an
+    /// OS error.
+    #[error("{} does not exist", file.display())]
+    Missing { file: PathBuf },
     #[error("cannot read {}: {source}", file.display())]
     Io {
         file: PathBuf,

@@ -176,9 +176,12 @@ fn format_of_content(text: &str) -> Format {
 /// `selection` names.
 pub fn read_env(path: &Path, selection: &Selection) -> Result<EnvFile, FormatError> {
     let path = project_file(path)?;
-    let text = std::fs::read_to_string(&path).map_err(|source| FormatError::Io {
-        file: path.clone(),
-        source,
+    let text = std::fs::read_to_string(&path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => FormatError::Missing { file: path.clone() },
+        _ => FormatError::Io {
+            file: path.clone(),
+            source,
+        },
     })?;
     let format = format_of(&path, &text);
     let not_applicable = |reason| {
