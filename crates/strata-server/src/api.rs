@@ -230,11 +230,15 @@ async fn submit(
     headers: HeaderMap,
     body: Result<Json<SubmitRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
+    let connections = state.connections.clone();
     as_caller(&state, &headers, move |caller| {
         let Json(request) = body.map_err(body_error)?;
         caller.queue(&request.queue)?;
         let job = new_job(request, &caller.who.user)?;
-        let submitted = caller.client.submit_with_code(job, None)?;
+        let submitted = {
+            let _turn = connections.write_turn();
+            caller.client.submit_with_code(job, None)?
+        };
         tracing::info!(job = %submitted.id, user = %caller.who.user, "submitted");
         Ok((
             StatusCode::CREATED,

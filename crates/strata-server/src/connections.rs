@@ -23,6 +23,10 @@ pub struct Connections {
     project: PathBuf,
     clients: Mutex<Vec<(Instant, Client)>>,
     tokens: Mutex<Vec<Tokens>>,
+    /// Held by each submit: the server's writers queue here, in order, rather than in
+    /// SQLite's busy handler, whose sleeps grow while others hold the write lock (a submit
+    /// under load waited seconds there).
+    writes: Mutex<()>,
 }
 
 impl Connections {
@@ -32,6 +36,7 @@ impl Connections {
             project,
             clients: Mutex::new(Vec::new()),
             tokens: Mutex::new(Vec::new()),
+            writes: Mutex::new(()),
         }
     }
 
@@ -60,6 +65,13 @@ impl Connections {
                 idle.push(client);
             }
         }
+    }
+
+    /// The server's turn to write to `strata.db` (the agent still takes SQLite's lock).
+    pub fn write_turn(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn tokens(&self) -> Result<Tokens, ApiError> {
