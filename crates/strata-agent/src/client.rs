@@ -230,18 +230,30 @@ impl Client {
     }
 
     pub fn status(&self, id: &str) -> Result<JobStatus, ClientError> {
+        self.status_seen(id, None)
+    }
+
+    /// [`Client::status`], taking the job's position and reason from `known` (a recent view
+    /// of the queue, as a server keeps for its many callers) when it shows the job in the
+    /// state its row has now, instead of ranking the whole queue again.
+    pub fn status_seen(&self, id: &str, known: Option<&JobView>) -> Result<JobStatus, ClientError> {
         let id = self.job_id(id)?;
         let job = self
             .jobs
             .get(&id)?
             .ok_or_else(|| ClientError::NoSuchJob(id.to_string()))?;
-        let t = now();
-        let scheduler = Scheduler::load(&self.jobs, self.config.clone(), t)?;
-        let view = scheduler
-            .views_of(std::slice::from_ref(&job), t)
-            .into_iter()
-            .next()
-            .ok_or_else(|| ClientError::NoSuchJob(id.to_string()))?;
+        let view = match known.filter(|v| v.id == id && v.state == job.state) {
+            Some(view) => view.clone(),
+            None => {
+                let t = now();
+                let scheduler = Scheduler::load(&self.jobs, self.config.clone(), t)?;
+                scheduler
+                    .views_of(std::slice::from_ref(&job), t)
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| ClientError::NoSuchJob(id.to_string()))?
+            }
+        };
         let history = self
             .jobs
             .events(&id)?

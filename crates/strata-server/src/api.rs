@@ -212,9 +212,11 @@ async fn status(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<JobStatus>, ApiError> {
+    let connections = state.connections.clone();
     as_caller(&state, &headers, move |caller| {
         caller.job(&id)?;
-        let mut status = caller.client.status(&id)?;
+        let known = connections.recent_view(&caller.client, &id)?;
+        let mut status = caller.client.status_seen(&id, known.as_ref())?;
         let view = scrubbed(vec![status.view], caller)?;
         status.view = view
             .into_iter()
