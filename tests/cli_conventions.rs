@@ -239,3 +239,22 @@ fn a_missing_requirements_file_is_said_to_be_missing() {
         assert!(err.contains("hint: -r takes an environment file"), "{err}");
     }
 }
+
+/// `strata man | head -1`, `strata completions bash | grep -q ...`: a reader that closed the
+/// pipe is not an error (exit 0, nothing on stderr), as for any Unix filter.
+#[test]
+fn printing_into_a_closed_pipe_is_not_an_error() {
+    for args in [&["man"][..], &["completions", "bash"][..]] {
+        // The reading end is closed before strata writes: every write fails with EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "strata {args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "strata {args:?}");
+    }
+}

@@ -28,18 +28,26 @@ pub fn completions(args: CompletionsArgs) -> Result<(), Failure> {
     // Into a buffer first: clap_complete panics when its writer fails (a closed pipe).
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut command, "strata", &mut script);
-    std::io::stdout()
-        .write_all(&script)
-        .map_err(|e| Failure::io(Path::new("stdout"), e))
+    print_all(&script)
+}
+
+/// Writes `bytes` to stdout. A reader that closed the pipe early (`| head`, `| grep -q`) has
+/// all it wanted: that is not an error, as for any Unix filter.
+fn print_all(bytes: &[u8]) -> Result<(), Failure> {
+    match std::io::stdout().write_all(bytes) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.map_err(|e| Failure::io(Path::new("stdout"), e)),
+    }
 }
 
 pub fn man(args: ManArgs) -> Result<(), Failure> {
     let command = Cli::command();
     let Some(dir) = args.dir else {
-        let page = clap_mangen::Man::new(command);
-        return page
-            .render(&mut std::io::stdout())
-            .map_err(|e| Failure::io(Path::new("stdout"), e));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(command)
+            .render(&mut page)
+            .map_err(|e| Failure::io(Path::new("stdout"), e))?;
+        return print_all(&page);
     };
     std::fs::create_dir_all(&dir).map_err(|e| Failure::io(&dir, e))?;
     clap_mangen::generate_to(command, &dir).map_err(|e| Failure::io(&dir, e))
