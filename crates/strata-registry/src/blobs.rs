@@ -224,32 +224,10 @@ impl Registry {
         let (action, what) = (&action, &what);
         self.with_retry(action, || async move {
             let mut bytes = Vec::new();
-            let mut writer = LimitedWriter {
-                inner: &mut bytes,
-                written: 0,
-                limit: blob.size,
-            };
-            let digest_text = blob.digest.to_string();
-            let pulled = self
-                .oci
-                .pull_blob(&self.oci_ref(repo), digest_text.as_str(), &mut writer)
-                .await;
-            let written = writer.written;
-            if written > blob.size {
-                return Err(RegistryError::SizeMismatch {
-                    what: what.clone(),
-                    expected: blob.size,
-                    actual: written,
-                });
-            }
-            pulled.map_err(|e| self.oci_error(action, what, e))?;
-            if bytes.len() as u64 != blob.size {
-                return Err(RegistryError::SizeMismatch {
-                    what: what.clone(),
-                    expected: blob.size,
-                    actual: bytes.len() as u64,
-                });
-            }
+            self.pull_limited(repo, blob, &mut bytes, action, what, |e| {
+                self.oci_error(action, what, OciDistributionError::IoError(e))
+            })
+            .await?;
             let actual = Digest::of(&bytes);
             if actual != blob.digest {
                 return Err(RegistryError::DigestMismatch {
@@ -275,8 +253,28 @@ impl Registry {
         let mut file = tokio::fs::File::create(temp)
             .await
             .map_err(|source| io_error("creating a temporary file for a blob", temp, source))?;
+        self.pull_limited(repo, blob, &mut file, action, &what, |source| {
+            io_error("writing a downloaded blob", temp, source)
+        })
+        .await?;
+        file.sync_all()
+            .await
+            .map_err(|source| io_error("syncing a downloaded blob", temp, source))
+    }
+
+    /// Pulls `blob` into `sink`, refusing more bytes than its descriptor says and fewer
+    /// (oci-client checks the digest of what arrived). `write_error` names a failed write.
+    async fn pull_limited<W: AsyncWrite + Unpin>(
+        &self,
+        repo: &RegistryRepo,
+        blob: &BlobDescriptor,
+        sink: &mut W,
+        action: &str,
+        what: &str,
+        write_error: impl FnOnce(io::Error) -> RegistryError,
+    ) -> Result<(), RegistryError> {
         let mut writer = LimitedWriter {
-            inner: &mut file,
+            inner: sink,
             written: 0,
             limit: blob.size,
         };
@@ -286,31 +284,24 @@ impl Registry {
             .pull_blob(&self.oci_ref(repo), digest_text.as_str(), &mut writer)
             .await;
         let written = writer.written;
+        let size_mismatch = || RegistryError::SizeMismatch {
+            what: what.to_string(),
+            expected: blob.size,
+            actual: written,
+        };
         // Past the limit, the write error is ours: the registry sent too much.
         if written > blob.size {
-            return Err(RegistryError::SizeMismatch {
-                what,
-                expected: blob.size,
-                actual: written,
-            });
+            return Err(size_mismatch());
         }
         pulled.map_err(|e| match e {
-            OciDistributionError::IoError(source) => {
-                io_error("writing a downloaded blob", temp, source)
-            }
-            other => self.oci_error(action, &what, other),
+            OciDistributionError::IoError(source) => write_error(source),
+            other => self.oci_error(action, what, other),
         })?;
         // The digest matched, so a short blob means the descriptor's size is wrong.
         if written != blob.size {
-            return Err(RegistryError::SizeMismatch {
-                what,
-                expected: blob.size,
-                actual: written,
-            });
+            return Err(size_mismatch());
         }
-        file.sync_all()
-            .await
-            .map_err(|source| io_error("syncing a downloaded blob", temp, source))
+        Ok(())
     }
 }
 
