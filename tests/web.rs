@@ -362,6 +362,16 @@ fn pages_answer_only_to_a_valid_session_of_the_team() {
     assert!(body.contains(&id), "alice sees her team's job");
     let (status, _) = get(&format!("/jobs/{id}"), Some(&alice_cookie));
     assert_eq!(status, StatusCode::OK);
+    // Bad queries of the page's own requests are 400s naming what is wrong.
+    let (status, body) = get(&format!("/jobs/{id}/log?offset=abc"), Some(&alice_cookie));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("offset"), "{body}");
+    let (status, body) = get(&format!("/jobs/{id}/chart.png"), Some(&alice_cookie));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("metric"), "{body}");
+    let (status, body) = get("/compare", Some(&alice_cookie));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("jobs"), "{body}");
 
     // Another team's session: the job does not exist for it, on every page about it.
     let carol_cookie = session_cookie(&server, &carol);

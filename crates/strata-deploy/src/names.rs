@@ -4,15 +4,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// The longest DNS-1123 label (a namespace name).
-const MAX_LABEL: usize = 63;
-
 /// Why a name cannot be a namespace.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("`{name}` cannot be a Kubernetes namespace: {reason} (use lower-case letters, digits and '-', at most 63 characters, starting and ending with a letter or digit)")]
+#[error("`{name}` cannot be a Kubernetes namespace: use lower-case letters, digits and '-', at most 63 characters, starting and ending with a letter or digit")]
 pub struct NameError {
     pub name: String,
-    pub reason: &'static str,
 }
 
 /// A DNS-1123 label: a namespace, and the name of a team and of its queue.
@@ -29,26 +25,10 @@ impl FromStr for Label {
     type Err = NameError;
 
     fn from_str(name: &str) -> Result<Label, NameError> {
-        let fail = |reason| {
-            Err(NameError {
+        if !strata_kube::is_dns_label(name) {
+            return Err(NameError {
                 name: name.to_string(),
-                reason,
-            })
-        };
-        if name.is_empty() {
-            return fail("it is empty");
-        }
-        if name.len() > MAX_LABEL {
-            return fail("it is longer than 63 characters");
-        }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return fail("it has a character other than a-z, 0-9 and '-'");
-        }
-        if name.starts_with('-') || name.ends_with('-') {
-            return fail("it starts or ends with '-'");
+            });
         }
         Ok(Label(name.to_string()))
     }

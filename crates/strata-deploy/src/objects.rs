@@ -23,8 +23,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::names::Label;
 
-/// The label every object strata creates or installs carries.
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "strata");
+/// The label every object strata creates or installs carries (as strata's Jobs do).
+const MANAGED_BY: (&str, &str) = (
+    strata_kube::objects::MANAGED_BY,
+    strata_kube::objects::MANAGER,
+);
 /// The label naming strata's own pod.
 const APP: (&str, &str) = ("app.kubernetes.io/name", "strata");
 /// The ServiceAccount the agent runs as.
@@ -385,9 +388,10 @@ pub fn no_network_policy(team: &Label) -> NetworkPolicy {
         metadata: meta(NO_NETWORK_POLICY, Some(team), &[]),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
+                // The label strata-kube puts on the pods of queues without a network.
                 match_labels: Some(BTreeMap::from([(
-                    "strata.dev/network".to_string(),
-                    "none".to_string(),
+                    strata_kube::objects::LABEL_NETWORK.to_string(),
+                    strata_kube::objects::NO_NETWORK.to_string(),
                 )])),
                 ..LabelSelector::default()
             }),

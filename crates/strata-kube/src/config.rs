@@ -293,12 +293,16 @@ fn resolve_tier(name: &str, tier: TierSection) -> Result<TierPlacement, KubeSett
     })
 }
 
-fn check_registry(registry: &str) -> Result<(), KubeSettingsError> {
-    let ok = registry.contains('/')
+/// `REGISTRY/REPOSITORY` without a digest: where job images go (`[kubernetes] registry`).
+pub fn is_registry_repository(registry: &str) -> bool {
+    registry.contains('/')
         && !registry.contains('@')
         && !registry.ends_with('/')
-        && !registry.chars().any(char::is_whitespace);
-    if ok {
+        && !registry.chars().any(char::is_whitespace)
+}
+
+fn check_registry(registry: &str) -> Result<(), KubeSettingsError> {
+    if is_registry_repository(registry) {
         return Ok(());
     }
     Err(invalid(

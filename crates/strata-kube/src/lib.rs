@@ -29,7 +29,10 @@ use std::time::Duration;
 
 pub use backend::{job_digest, ClusterJob, KubeBackend, KubeError, Launched};
 pub use classify::{classify, registry_of, AttemptStatus, EndKind, KubeOutcome};
-pub use config::{Connection, KubeSettings, KubeSettingsError, TierPlacement};
+pub use config::{
+    is_dns_label, is_registry_repository, Connection, KubeSettings, KubeSettingsError,
+    TierPlacement,
+};
 pub use connect::{connect, connect_to, files_from, from_kubeconfig};
 pub use logs::{stream_pod_logs, LogError};
 pub use objects::AttemptKey;

@@ -120,12 +120,11 @@ async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Re
     }
     let secure = if state.tls { "; Secure" } else { "" };
     let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}");
-    let Ok(cookie) = HeaderValue::from_str(&cookie) else {
-        let page = strata_web::login_page(Some("That is not a token."));
-        return (StatusCode::BAD_REQUEST, Html(page)).into_response();
-    };
     let mut response = Redirect::to("/").into_response();
-    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    // A token that authenticated is `strata_` and base64url: always a valid header value.
+    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
     response
 }
 
@@ -176,15 +175,17 @@ async fn job(
         status.view = scrubbed(vec![status.view], caller)?
             .pop()
             .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-        let (whole, _) = caller.client.log(&id, 0)?;
-        let start = whole.len().saturating_sub(LOG_WINDOW as usize);
-        let log = String::from_utf8_lossy(&whole[start..]).into_owned();
+        // Only the end of a long log is read: the page follows it from there.
+        let length = std::fs::metadata(&status.log).map_or(0, |m| m.len());
+        let (tail, _) = caller.client.log(&id, length.saturating_sub(LOG_WINDOW))?;
+        let shown = length.saturating_sub(LOG_WINDOW) + tail.len() as u64;
+        let log = String::from_utf8_lossy(&tail).into_owned();
         let metrics = caller.client.metrics(std::slice::from_ref(&id), None)?;
         Ok(strata_web::job_page(
             &viewer(caller),
             &status,
             &log,
-            whole.len() as u64,
+            shown,
             &metric_names(&metrics),
         ))
     })
