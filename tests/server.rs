@@ -739,3 +739,48 @@ fn the_cli_prints_the_same_through_the_server() {
     assert!(out.status.success());
     assert!(!file.exists());
 }
+
+/// A status through the server answers from views of the queue kept between requests: a
+/// job just submitted still has its place (its view is made at once, from the kept
+/// scheduler), and what changes after (a job ahead cancelled, locally) shows within the
+/// views' lifetime. The status of each job equals the local one.
+#[test]
+fn statuses_follow_the_queue_as_it_changes() {
+    let (world, image) = team_world();
+    let server = Server::start(&world, &[]);
+    let (_, alice) = token(&world, "alice", "vision", false);
+    let position = |id: &str| {
+        let (status, body) = call(
+            http()
+                .get(server.url(&format!("/api/v1/jobs/{id}")))
+                .bearer_auth(&alice),
+        );
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["position"].clone()
+    };
+    let local = |id: &str| {
+        let out = world.strata(&["status", id, "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["position"].clone()
+    };
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        let id = submit(&server, &alice, "vision", &image);
+        assert_eq!(position(&id), json!(n), "job {n} just submitted");
+        ids.push(id);
+    }
+    let out = world.strata(&["cancel", &ids[0]]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while position(&ids[2]) != json!(2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cancel never showed through the server: {}",
+            position(&ids[2])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(position(&ids[1]), json!(1));
+    assert_eq!(position(&ids[1]), local(&ids[1]));
+    assert_eq!(position(&ids[2]), local(&ids[2]));
+}

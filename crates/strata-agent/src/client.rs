@@ -23,7 +23,7 @@ use strata_metrics::{sparkline, MetricsStore};
 use strata_queue::JobView;
 use strata_queue::SchedulerConfig;
 use strata_queue::{now, CancelResult, JobFilter, JobStore};
-use strata_queue::{EnvOptions, Environment, JobId, JobState, NewJob, ShippedCode};
+use strata_queue::{EnvOptions, Environment, Job, JobId, JobState, NewJob, ShippedCode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -95,6 +95,11 @@ pub struct Client {
     root: PathBuf,
     config: SchedulerConfig,
     jobs: JobStore,
+}
+
+/// A scheduler kept between views of the queue; see [`Client::kept_scheduler`].
+pub struct KeptScheduler {
+    scheduler: Scheduler,
 }
 
 impl Client {
@@ -231,6 +236,30 @@ impl Client {
 
     pub fn status(&self, id: &str) -> Result<JobStatus, ClientError> {
         self.status_seen(id, None)
+    }
+
+    /// A scheduler to keep views with ([`Client::synced_views`]): loaded once, then only
+    /// what changed is read (loading reads every unfinished job; a sync reads the changes).
+    pub fn kept_scheduler(&self) -> Result<KeptScheduler, ClientError> {
+        let scheduler = Scheduler::load(&self.jobs, self.config.clone(), now())?;
+        Ok(KeptScheduler { scheduler })
+    }
+
+    /// The views of `jobs`, or of every unfinished job if `None`, after syncing `kept`
+    /// with what changed since its last sync: the same as [`Client::views`] gives.
+    pub fn synced_views(
+        &self,
+        kept: &mut KeptScheduler,
+        jobs: Option<&[Job]>,
+    ) -> Result<Vec<JobView>, ClientError> {
+        kept.scheduler.sync(&self.jobs)?;
+        let t = now();
+        Ok(match jobs {
+            Some(jobs) => kept.scheduler.views_of(jobs, t),
+            None => kept
+                .scheduler
+                .views(&self.jobs, &JobFilter::unfinished(), t)?,
+        })
     }
 
     /// [`Client::status`], taking the job's position and reason from `known` (a recent view

@@ -56,8 +56,13 @@ pub fn open_migrated(path: &Path, schema: &Schema) -> rusqlite::Result<Connectio
 }
 
 /// Applies the missing migrations. The count is read inside a write transaction taken at
-/// once, so that of two processes only the first migrates.
+/// once, so that of two processes only the first migrates. A database that has them all
+/// (every open but the first) is only read: opening a connection must not wait for the
+/// write lock that a busy writer holds (the server opens connections under load).
 fn migrate(conn: &mut Connection, schema: &Schema) -> rusqlite::Result<()> {
+    if applied_if_counted(conn, schema.counter)? == Some(schema.migrations.len()) {
+        return Ok(());
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let applied = applied(&tx, schema.counter)?;
     for (n, sql) in schema.migrations.iter().enumerate().skip(applied) {
@@ -67,6 +72,22 @@ fn migrate(conn: &mut Connection, schema: &Schema) -> rusqlite::Result<()> {
     tx.commit()
 }
 
+/// The migrations applied, read without writing; `None` when nothing counts them yet.
+fn applied_if_counted(conn: &Connection, counter: Counter) -> rusqlite::Result<Option<usize>> {
+    let Counter::Table(table) = counter else {
+        return applied(conn, counter).map(Some);
+    };
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+        [table],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(None);
+    }
+    largest_version(conn, table).map(Some)
+}
+
 fn applied(conn: &Connection, counter: Counter) -> rusqlite::Result<usize> {
     let version: i64 = match counter {
         Counter::UserVersion => conn.pragma_query_value(None, "user_version", |r| r.get(0))?,
@@ -74,13 +95,18 @@ fn applied(conn: &Connection, counter: Counter) -> rusqlite::Result<usize> {
             conn.execute_batch(&format!(
                 "CREATE TABLE IF NOT EXISTS {table} (version INTEGER NOT NULL)"
             ))?;
-            conn.query_row(
-                &format!("SELECT COALESCE(MAX(version), 0) FROM {table}"),
-                [],
-                |r| r.get(0),
-            )?
+            return largest_version(conn, table);
         }
     };
+    Ok(usize::try_from(version).unwrap_or(0))
+}
+
+fn largest_version(conn: &Connection, table: &str) -> rusqlite::Result<usize> {
+    let version: i64 = conn.query_row(
+        &format!("SELECT COALESCE(MAX(version), 0) FROM {table}"),
+        [],
+        |r| r.get(0),
+    )?;
     Ok(usize::try_from(version).unwrap_or(0))
 }
 
@@ -215,6 +241,42 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(user_version, 2);
+    }
+
+    /// Opening a database whose migrations are all applied takes no write lock: it does not
+    /// wait for a writer that holds one (before, every open waited out the writer).
+    #[test]
+    fn opening_a_migrated_database_does_not_wait_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.db");
+        let schemas = [
+            Schema {
+                counter: Counter::UserVersion,
+                migrations: FIRST,
+            },
+            Schema {
+                counter: Counter::Table("other_schema"),
+                migrations: &["CREATE TABLE c (z)"],
+            },
+        ];
+        for schema in &schemas {
+            open_migrated(&path, schema).unwrap();
+        }
+        let writer = open(&path).unwrap();
+        writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (done, opened) = std::sync::mpsc::channel();
+        let opener_path = path.clone();
+        std::thread::spawn(move || {
+            let result = schemas
+                .iter()
+                .try_for_each(|schema| open_migrated(&opener_path, schema).map(drop));
+            let _ = done.send(result);
+        });
+        let result = opened.recv_timeout(Duration::from_secs(5));
+        writer.execute_batch("COMMIT").unwrap();
+        result
+            .expect("open_migrated waited for the writer's lock")
+            .unwrap();
     }
 
     /// A counter table written by an older strata with one row per migration is read as the

@@ -23,11 +23,14 @@ use crate::access::{scrub_reason, Caller};
 use crate::connections::Connections;
 use crate::error::ApiError;
 use crate::types::{CapacityResponse, SubmitRequest, SubmitResponse, WhoAmI};
+use crate::writers::Writers;
 
 /// The largest request body (a submit is a few hundred bytes).
 pub const BODY_LIMIT: usize = 64 * 1024;
 /// The most jobs one metrics request may name.
 const MAX_METRIC_JOBS: usize = 100;
+/// The threads that run submits and cancels (they take turns on the database anyway).
+const WRITERS: usize = 2;
 /// How often a followed log is read again.
 const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 
@@ -36,16 +39,20 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 #[derive(Clone)]
 pub struct AppState {
     connections: Arc<Connections>,
+    /// Where submits and cancels run, after the reads ([`crate::writers`]).
+    writers: Arc<Writers>,
     /// Served over TLS: the web session cookie is `Secure`.
     pub(crate) tls: bool,
 }
 
 impl AppState {
-    pub fn new(root: PathBuf, project: PathBuf, tls: bool) -> AppState {
-        AppState {
+    /// The state of a server; starts its writing threads.
+    pub fn new(root: PathBuf, project: PathBuf, tls: bool) -> std::io::Result<AppState> {
+        Ok(AppState {
             connections: Arc::new(Connections::new(root, project)),
+            writers: Arc::new(Writers::start(WRITERS)?),
             tls,
-        }
+        })
     }
 }
 
@@ -114,16 +121,39 @@ where
     F: FnOnce(&Caller) -> Result<T, ApiError> + Send + 'static,
 {
     let connections = state.connections.clone();
-    tokio::task::spawn_blocking(move || {
-        let who = authenticate(&connections, &token)?;
-        let (opened, client) = connections.client()?;
-        let caller = Caller { who, client };
-        let result = work(&caller);
-        connections.give_client((opened, caller.client));
-        result
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("request task failed: {e}")))?
+    tokio::task::spawn_blocking(move || for_caller(&connections, &token, work))
+        .await
+        .map_err(|e| ApiError::internal(format!("request task failed: {e}")))?
+}
+
+/// [`as_caller`] for a request that writes: on the writing threads, after the reads.
+async fn as_writing_caller<T, F>(
+    state: &AppState,
+    headers: &HeaderMap,
+    work: F,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Caller) -> Result<T, ApiError> + Send + 'static,
+{
+    let token = bearer(headers)?;
+    let connections = state.connections.clone();
+    state
+        .writers
+        .run(move || for_caller(&connections, &token, work))
+        .await
+}
+
+fn for_caller<T, F>(connections: &Connections, token: &str, work: F) -> Result<T, ApiError>
+where
+    F: FnOnce(&Caller) -> Result<T, ApiError>,
+{
+    let who = authenticate(connections, token)?;
+    let (opened, client) = connections.client()?;
+    let caller = Caller { who, client };
+    let result = work(&caller);
+    connections.give_client((opened, caller.client));
+    result
 }
 
 fn authenticate(connections: &Connections, token: &str) -> Result<Identity, ApiError> {
@@ -214,8 +244,8 @@ async fn status(
 ) -> Result<Json<JobStatus>, ApiError> {
     let connections = state.connections.clone();
     as_caller(&state, &headers, move |caller| {
-        caller.job(&id)?;
-        let known = connections.recent_view(&caller.client, &id)?;
+        let job = caller.job(&id)?;
+        let known = connections.recent_view(&job);
         let mut status = caller.client.status_seen(&id, known.as_ref())?;
         let view = scrubbed(vec![status.view], caller)?;
         status.view = view
@@ -233,7 +263,7 @@ async fn submit(
     body: Result<Json<SubmitRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
     let connections = state.connections.clone();
-    as_caller(&state, &headers, move |caller| {
+    as_writing_caller(&state, &headers, move |caller| {
         let Json(request) = body.map_err(body_error)?;
         caller.queue(&request.queue)?;
         let job = new_job(request, &caller.who.user)?;
@@ -297,7 +327,7 @@ async fn cancel(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    as_caller(&state, &headers, move |caller| {
+    as_writing_caller(&state, &headers, move |caller| {
         let job = caller.job(&id)?;
         caller.may_cancel(&job)?;
         let result = caller.client.cancel(&id)?;

@@ -5,13 +5,13 @@
 //! the pools the agent publishes is seen soon after.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use strata_agent::Client;
 use strata_db::tokens::Tokens;
-use strata_queue::JobView;
+use strata_queue::{Job, JobView};
 
 use crate::error::ApiError;
 
@@ -19,12 +19,15 @@ use crate::error::ApiError;
 const FRESH_FOR: Duration = Duration::from_secs(5);
 /// Idle connections kept, of each kind.
 const KEEP: usize = 32;
-/// How old the kept views of the queue may be when a status answers from them.
-const VIEWS_FRESH: Duration = Duration::from_millis(250);
-/// A job missing from the kept views makes them be computed again, at most this often.
-const VIEWS_MIN_AGE: Duration = Duration::from_millis(25);
+/// How often the kept views of the queue are computed again while statuses are asked for.
+const VIEWS_EVERY: Duration = Duration::from_millis(250);
+/// With no status asked for this long, the thread that keeps the views stops.
+const VIEWS_IDLE: Duration = Duration::from_secs(5);
+/// The longest a status waits for views that include its job before it computes its own.
+const VIEWS_WAIT: Duration = Duration::from_secs(2);
 
-/// The views (position, reason) of every unfinished job, by job id, and when they were made.
+/// The views (position, reason) of every unfinished job, by job id, and when their
+/// computation started (a job submitted before that is in them, if it is unfinished).
 type Views = (Instant, Arc<HashMap<String, JobView>>);
 
 pub struct Connections {
@@ -36,16 +39,37 @@ pub struct Connections {
     /// SQLite's busy handler, whose sleeps grow while others hold the write lock (a submit
     /// under load waited seconds there).
     writes: Mutex<()>,
-    /// Ranking a tier's queue is the cost of a status; under many callers it is done once
-    /// per [`VIEWS_FRESH`] for all of them.
-    views: Mutex<KeptViews>,
+    /// Ranking a tier's queue is the cost of a status (tens of milliseconds for thousands
+    /// of queued jobs): one thread of its own does it every [`VIEWS_EVERY`] for all
+    /// callers, so that no status request waits for a ranking.
+    views: Arc<ViewKeeper>,
+}
+
+#[derive(Default)]
+struct ViewKeeper {
+    kept: Mutex<KeptViews>,
+    /// New views were kept, or a status wants them now.
+    changed: Condvar,
 }
 
 #[derive(Default)]
 struct KeptViews {
     views: Option<Views>,
-    /// A request is computing them again.
-    refreshing: bool,
+    /// Views of jobs newer than `views`, computed for the statuses that asked for them.
+    newer: HashMap<String, JobView>,
+    /// Jobs newer than `views` whose statuses wait for their views.
+    pending: Vec<Job>,
+    /// The thread that computes them runs.
+    running: bool,
+    /// When a status last asked for them.
+    last_asked: Option<Instant>,
+}
+
+impl KeptViews {
+    fn get(&self, id: &str) -> Option<&JobView> {
+        let kept = self.views.as_ref().and_then(|(_, views)| views.get(id));
+        kept.or_else(|| self.newer.get(id))
+    }
 }
 
 impl Connections {
@@ -56,7 +80,7 @@ impl Connections {
             clients: Mutex::new(Vec::new()),
             tokens: Mutex::new(Vec::new()),
             writes: Mutex::new(()),
-            views: Mutex::new(KeptViews::default()),
+            views: Arc::default(),
         }
     }
 
@@ -87,39 +111,51 @@ impl Connections {
         }
     }
 
-    /// A recent view of job `id` (at most [`VIEWS_FRESH`] old). The views of the queue are
-    /// computed again by the one request that finds them stale (or, at most every
-    /// [`VIEWS_MIN_AGE`], without the job), while the others answer from the ones kept.
-    /// `None`: the job is finished or newer than the views; the caller computes its own.
-    pub fn recent_view(&self, client: &Client, id: &str) -> Result<Option<JobView>, ApiError> {
-        let (kept, refresh) = {
-            let mut slot = self.views.lock().unwrap_or_else(|p| p.into_inner());
-            let kept = slot.views.clone();
-            let stale = match &kept {
-                None => true,
-                Some((at, views)) => {
-                    at.elapsed() >= VIEWS_FRESH
-                        || (!views.contains_key(id) && at.elapsed() >= VIEWS_MIN_AGE)
-                }
-            };
-            let refresh = stale && !slot.refreshing;
-            slot.refreshing |= refresh;
-            (kept, refresh)
-        };
-        if !refresh {
-            return Ok(kept.and_then(|(_, views)| views.get(id).cloned()));
+    /// A recent view of `job` (its position and reason at most [`VIEWS_EVERY`] and one
+    /// ranking old), from the views kept by the keeper thread. An unfinished job newer
+    /// than the views waits for its own, which the keeper computes at once from its synced
+    /// scheduler. `None`: the job is finished, or its view could not be had in time; the
+    /// caller computes its own.
+    pub fn recent_view(&self, job: &Job) -> Option<JobView> {
+        let keeper = &self.views;
+        let mut kept = keeper.kept.lock().unwrap_or_else(|p| p.into_inner());
+        kept.last_asked = Some(Instant::now());
+        if !kept.running {
+            kept.running = true;
+            self.start_keeper();
         }
-        let computed = client.views(None, false).map(|views| {
-            let by_id: HashMap<String, JobView> =
-                views.into_iter().map(|v| (v.id.to_string(), v)).collect();
-            (Instant::now(), Arc::new(by_id))
-        });
-        let mut slot = self.views.lock().unwrap_or_else(|p| p.into_inner());
-        slot.refreshing = false;
-        let (at, views) = computed?;
-        let view = views.get(id).cloned();
-        slot.views = Some((at, views));
-        Ok(view)
+        let id = job.id.as_str();
+        if let Some(view) = kept.get(id) {
+            return Some(view.clone());
+        }
+        if job.state.is_terminal() {
+            return None;
+        }
+        kept.pending.push(job.clone());
+        keeper.changed.notify_all();
+        let (kept, _) = keeper
+            .changed
+            .wait_timeout_while(kept, VIEWS_WAIT, |k| k.running && k.get(id).is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        kept.get(id).cloned()
+    }
+
+    /// The thread that keeps the views: computes them every [`VIEWS_EVERY`], or at once
+    /// when a status waits, until no status has asked for [`VIEWS_IDLE`].
+    fn start_keeper(&self) {
+        let keeper = self.views.clone();
+        let (root, project) = (self.root.clone(), self.project.clone());
+        let spawned = std::thread::Builder::new()
+            .name("strata-views".into())
+            .spawn(move || keep_views(&keeper, &root, &project));
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the thread that keeps the queue's views: {e}");
+            self.views
+                .kept
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .running = false;
+        }
     }
 
     /// The server's turn to write to `strata.db` (the agent still takes SQLite's lock).
@@ -142,5 +178,97 @@ impl Connections {
                 idle.push(tokens);
             }
         }
+    }
+}
+
+fn keep_views(keeper: &ViewKeeper, root: &Path, project: &Path) {
+    let mut source: Option<ViewSource> = None;
+    let mut next_full = Instant::now();
+    loop {
+        let pending = {
+            let mut kept = keeper.kept.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                let idle = kept.last_asked.is_none_or(|t| t.elapsed() >= VIEWS_IDLE);
+                if idle {
+                    *kept = KeptViews::default();
+                    keeper.changed.notify_all();
+                    return;
+                }
+                let now = Instant::now();
+                if !kept.pending.is_empty() || now >= next_full {
+                    break;
+                }
+                kept = keeper
+                    .changed
+                    .wait_timeout(kept, next_full - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            std::mem::take(&mut kept.pending)
+        };
+        let started = Instant::now();
+        if source
+            .as_ref()
+            .is_none_or(|s| s.opened.elapsed() >= FRESH_FOR)
+        {
+            source = ViewSource::open(root, project);
+        }
+        let full = started >= next_full;
+        let jobs = (!full).then_some(pending.as_slice());
+        let computed = source.as_mut().and_then(|s| s.views(jobs));
+        let mut kept = keeper.kept.lock().unwrap_or_else(|p| p.into_inner());
+        match computed {
+            Some(views) if full => {
+                let by_id = views.into_iter().map(|v| (v.id.to_string(), v)).collect();
+                kept.views = Some((started, Arc::new(by_id)));
+                // Each was submitted before this started: in the views unless finished.
+                kept.newer.clear();
+                next_full = started + VIEWS_EVERY;
+            }
+            Some(views) => {
+                let views = views.into_iter().map(|v| (v.id.to_string(), v));
+                kept.newer.extend(views);
+            }
+            // The statuses waiting compute their own.
+            None => kept.running = false,
+        }
+        keeper.changed.notify_all();
+        if !kept.running {
+            return;
+        }
+    }
+}
+
+/// A client and the scheduler kept in sync with it; opened again every [`FRESH_FOR`], so a
+/// change of `strata.toml` or of the agent's pools is seen.
+struct ViewSource {
+    opened: Instant,
+    client: Client,
+    scheduler: strata_agent::KeptScheduler,
+}
+
+impl ViewSource {
+    fn open(root: &Path, project: &Path) -> Option<ViewSource> {
+        let opened = Instant::now();
+        let open = || -> Result<ViewSource, strata_agent::ClientError> {
+            let client = Client::open(root, project)?;
+            let scheduler = client.kept_scheduler()?;
+            Ok(ViewSource {
+                opened,
+                client,
+                scheduler,
+            })
+        };
+        open()
+            .map_err(|e| tracing::warn!("views of the queue: {e}"))
+            .ok()
+    }
+
+    /// The views of `jobs`, or of every unfinished job.
+    fn views(&mut self, jobs: Option<&[Job]>) -> Option<Vec<JobView>> {
+        self.client
+            .synced_views(&mut self.scheduler, jobs)
+            .map_err(|e| tracing::warn!("views of the queue: {e}"))
+            .ok()
     }
 }

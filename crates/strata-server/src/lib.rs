@@ -9,6 +9,9 @@
 //! - [`remote`]: the blocking client of the CLI (`STRATA_SERVER`, `STRATA_TOKEN`, `strata
 //!   login`), answering with the types the local commands print.
 //! - [`types`]: the request and answer bodies both sides share.
+//! - `connections`: what is kept between requests (clients, token stores, the queue's views,
+//!   kept by a thread of their own so that no status waits for a ranking); `writers`: the
+//!   lower-priority threads that submits and cancels run on, so that reads go first.
 //!
 //! - [`web`]: the web pages at `/` (rendered by `strata-web`), a login form exchanging a token
 //!   for an HttpOnly session cookie.
@@ -21,6 +24,7 @@ pub mod remote;
 pub mod serve;
 pub mod types;
 mod web;
+mod writers;
 
 pub use api::{router, AppState};
 pub use error::ApiError;

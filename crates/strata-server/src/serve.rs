@@ -64,7 +64,7 @@ pub fn serve(
     };
     // Fail now, not at the first request, on a broken store or configuration.
     strata_agent::Client::open(&options.root, &options.project).map_err(ServeError::Open)?;
-    let state = AppState::new(options.root, options.project, tls.is_some());
+    let state = AppState::new(options.root, options.project, tls.is_some())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
