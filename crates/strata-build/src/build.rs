@@ -449,10 +449,10 @@ fn prepare_with_credentials(home: &Home, options: &BuildOptions) -> Result<Prepa
     };
     // The command line's Python, else the one the file asks for if the base has it (a base
     // without it fails the file's own check below, naming the file), else the base's.
-    let asked = asked.filter(|v| {
-        base.declared_python() == Some(*v)
-            || base.find_interpreter_in(&home.index, Some(*v)).is_ok()
-    });
+    let asked = asked.filter(|v| base.has_python(&home.index, *v));
+    if let Some(python) = options.python {
+        base.check_python(&home.index, python)?;
+    }
     let python = options.python.or(asked).or_else(|| base.declared_python());
     let python = match python {
         Some(v) => v,
