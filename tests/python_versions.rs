@@ -100,7 +100,7 @@ fn builds_and_runs(version: &str) {
 #[test]
 #[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 #[cfg_attr(
-    skip_bases,
+    all(skip_bases, not(skip_root)),
     ignore = "needs the Python 3.10/3.12/3.13 bases; STRATA_SKIP_BASES=1"
 )]
 fn python_3_10_builds_with_its_cp310_wheel_and_runs() {
@@ -110,7 +110,7 @@ fn python_3_10_builds_with_its_cp310_wheel_and_runs() {
 #[test]
 #[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 #[cfg_attr(
-    skip_bases,
+    all(skip_bases, not(skip_root)),
     ignore = "needs the Python 3.10/3.12/3.13 bases; STRATA_SKIP_BASES=1"
 )]
 fn python_3_12_builds_with_its_cp312_wheel_and_runs() {
@@ -120,7 +120,7 @@ fn python_3_12_builds_with_its_cp312_wheel_and_runs() {
 #[test]
 #[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 #[cfg_attr(
-    skip_bases,
+    all(skip_bases, not(skip_root)),
     ignore = "needs the Python 3.10/3.12/3.13 bases; STRATA_SKIP_BASES=1"
 )]
 fn python_3_13_builds_with_its_cp313_wheel_and_runs() {
@@ -158,7 +158,11 @@ fn a_python_the_base_does_not_have_is_refused_naming_both() {
                     && err.contains(&format!("--python {has}")),
                 "{err}"
             );
-            assert_eq!(world.snapshot(), before, "a refused build changed the store");
+            assert_eq!(
+                world.snapshot(),
+                before,
+                "a refused build changed the store"
+            );
         }
     }
 }
