@@ -68,6 +68,13 @@ fn builds_and_runs(version: &str) {
     let built: Value = serde_json::from_slice(&out.stdout).unwrap();
     let tag = built["tag"].as_str().unwrap();
 
+    // Without --python the target is the base's own Python: the same spec, so a hit.
+    let again = world.build_command(&req, &base, &[]).output().unwrap();
+    assert!(again.status.success(), "{}", stderr(&again));
+    let again: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["cache"], "hit", "{again}");
+    assert_eq!(again["digest"], built["digest"]);
+
     let bundle = world.dir.path().join("bundle");
     umoci_unpack(&world.oci(), tag, &bundle);
     let cp = cp(version);
