@@ -1,6 +1,8 @@
 //! Test skips, decided for the whole project: `STRATA_SKIP_ROOT=1` marks the tests that need
 //! root as ignored (`cfg(skip_root)`), `STRATA_SKIP_K8S=1` those that need the test cluster
-//! (`cfg(skip_k8s)`). Without them such a test runs and fails if its precondition is missing.
+//! (`cfg(skip_k8s)`), `STRATA_SKIP_BASES=1` those that need the Python 3.10, 3.12 and 3.13
+//! fixture bases (`cfg(skip_bases)`, `STRATA_TEST_BASES_DIR`). Without them such a test runs
+//! and fails if its precondition is missing.
 //!
 //! Also the commit `strata --version` shows (`STRATA_COMMIT`): `STRATA_BUILD_COMMIT` when set
 //! (a packager building from a tarball), else git's HEAD, else "unknown commit".
@@ -11,13 +13,18 @@ use std::process::Command;
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(skip_root)");
     println!("cargo::rustc-check-cfg=cfg(skip_k8s)");
+    println!("cargo::rustc-check-cfg=cfg(skip_bases)");
     println!("cargo::rerun-if-env-changed=STRATA_SKIP_ROOT");
     println!("cargo::rerun-if-env-changed=STRATA_SKIP_K8S");
+    println!("cargo::rerun-if-env-changed=STRATA_SKIP_BASES");
     if std::env::var_os("STRATA_SKIP_ROOT").is_some_and(|v| v == "1") {
         println!("cargo::rustc-cfg=skip_root");
     }
     if std::env::var_os("STRATA_SKIP_K8S").is_some_and(|v| v == "1") {
         println!("cargo::rustc-cfg=skip_k8s");
+    }
+    if std::env::var_os("STRATA_SKIP_BASES").is_some_and(|v| v == "1") {
+        println!("cargo::rustc-cfg=skip_bases");
     }
     println!("cargo::rustc-env=STRATA_COMMIT={}", commit());
 }

@@ -40,6 +40,30 @@ pub fn base_ref() -> String {
     format!("oci:{}:3.11", base_layout().display())
 }
 
+/// `oci:DIR/X.Y/oci:X.Y`, the fixture base of Python `version` (3.10 Ubuntu jammy, 3.12
+/// Ubuntu noble, 3.13 Debian trixie) under `STRATA_TEST_BASES_DIR`, as
+/// `fixtures/base-image/build.sh --python X.Y` writes it. Fails the calling test when the
+/// variable or the base is missing: tests that call it carry
+/// `#[cfg_attr(skip_bases, ignore = "...")]`, the only way to not run them.
+pub fn base_ref_for(version: &str) -> String {
+    let dir = std::env::var_os("STRATA_TEST_BASES_DIR").unwrap_or_else(|| {
+        panic!(
+            "STRATA_TEST_BASES_DIR is not set: run scripts/setup (it builds the Python 3.10, \
+             3.12 and 3.13 bases into fixtures/base-image/out/bases) and set it to that \
+             directory, or set STRATA_SKIP_BASES=1 to mark the tests that need them as ignored"
+        )
+    });
+    let layout = PathBuf::from(dir).join(version).join("oci");
+    assert!(
+        layout.join("index.json").is_file(),
+        "no base image for Python {version} at {}: run fixtures/base-image/build.sh --python \
+         {version} {}",
+        layout.display(),
+        layout.parent().unwrap().display()
+    );
+    format!("oci:{}:{version}", layout.display())
+}
+
 /// A fresh directory of the fixture wheels (a `--find-links` dir), one per call so that
 /// tests may tamper with theirs.
 pub fn wheels(dir: &Path) -> PathBuf {

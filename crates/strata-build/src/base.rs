@@ -47,6 +47,15 @@ pub enum BaseError {
     },
     #[error("base image {reference}: no Python interpreter found (looked for usr/bin/python3.N and usr/local/bin/python3.N{wanted}); pass --python X.Y for an image that has one")]
     NoInterpreter { reference: String, wanted: String },
+    /// The target's Python is not the base image's: the environment's venv runs the base's
+    /// interpreter, so wheels and `lib/pythonX.Y` for another version would not be imported.
+    #[error("the target is Python {asked} (--python or [build] python), but base image {reference} has Python {found} ({path}): give a base image with Python {asked} (--base), or build for {found} (--python {found}, or leave --python out)")]
+    OtherPython {
+        reference: String,
+        asked: PythonVersion,
+        found: PythonVersion,
+        path: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -267,6 +276,29 @@ impl BaseImage {
             store.import_file(&self.blob_file(&digest), &digest)?;
         }
         Ok(())
+    }
+
+    /// Whether the image has Python `version`: declared in its config, else found by a scan
+    /// of its layers ([`Self::find_interpreter_in`]).
+    pub fn has_python(&self, index: &Index, version: PythonVersion) -> bool {
+        self.declared_python() == Some(version)
+            || self.find_interpreter_in(index, Some(version)).is_ok()
+    }
+
+    /// Refuses a target Python the image does not have, naming the one it has. Checked before
+    /// anything is resolved or written, so the refusal leaves the store as it was.
+    pub fn check_python(&self, index: &Index, asked: PythonVersion) -> Result<(), BaseError> {
+        if self.has_python(index, asked) {
+            return Ok(());
+        }
+        // No interpreter at all is the scan's own error, which says so.
+        let found = self.find_interpreter_in(index, None)?;
+        Err(BaseError::OtherPython {
+            reference: self.reference.clone(),
+            asked,
+            found: found.version,
+            path: found.path,
+        })
     }
 
     /// [`Self::find_interpreter`], remembered in `index`: listing the layers inflates them

@@ -449,25 +449,26 @@ fn prepare_with_credentials(home: &Home, options: &BuildOptions) -> Result<Prepa
     };
     // The command line's Python, else the one the file asks for if the base has it (a base
     // without it fails the file's own check below, naming the file), else the base's.
-    let asked = asked.filter(|v| {
-        base.declared_python() == Some(*v)
-            || base.find_interpreter_in(&home.index, Some(*v)).is_ok()
-    });
+    let asked = asked.filter(|v| base.has_python(&home.index, *v));
     let python = options.python.or(asked).or_else(|| base.declared_python());
     let python = match python {
         Some(v) => v,
         None => base.find_interpreter_in(&home.index, None)?.version,
     };
+    // The file's own bound first (its error names the file), then the base.
+    if let EnvFile::Requirements {
+        requires_python: Some(requires),
+        ..
+    } = &input
+    {
+        requires.check(python)?;
+    }
+    if let Some(python) = options.python {
+        base.check_python(&home.index, python)?;
+    }
     let target = Target::new(python, options.platform);
     match input {
-        EnvFile::Requirements {
-            mut file,
-            requires_python,
-            ..
-        } => {
-            if let Some(requires) = &requires_python {
-                requires.check(python)?;
-            }
+        EnvFile::Requirements { mut file, .. } => {
             add_cli_sources(&mut file.sources, &mut file.credentials, options)?;
             let credentials = std::mem::take(&mut file.credentials);
             let warnings = std::mem::take(&mut file.warnings);

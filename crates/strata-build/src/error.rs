@@ -152,6 +152,9 @@ impl BuildError {
             BuildError::Install { .. } => {
                 Some("the wheel is corrupt or unsafe to install; nothing was written to the store")
             }
+            BuildError::Base(BaseError::OtherPython { .. }) => Some(
+                "an environment is built for its base image's Python; nothing was written to the store",
+            ),
             BuildError::Base(_) => Some("check --base: oci:PATH:TAG or REGISTRY/REPO:TAG"),
             BuildError::DamagedImage { .. } => {
                 Some("run the same `strata build` (or `strata pull`) again to repair it")
