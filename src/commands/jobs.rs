@@ -282,6 +282,7 @@ pub fn submit(args: SubmitArgs) -> Result<(), Failure> {
         retry_exit_codes: (!args.retry_on_exit.is_empty()).then(|| args.retry_on_exit.clone()),
         retry_on_oom: args.retry_on_oom.then_some(true),
         code: None,
+        idempotency_key: None,
     };
     let code = code_root.as_deref().map(|root| (root, &pack));
     let submitted = client.submit_with_code(job, code).map_err(Failure::jobs)?;

@@ -289,6 +289,7 @@ fn new_job(request: SubmitRequest, user: &str) -> Result<NewJob, ApiError> {
         retry_exit_codes: (!request.retry_on_exit.is_empty()).then_some(request.retry_on_exit),
         retry_on_oom: request.retry_on_oom.then_some(true),
         code: None,
+        idempotency_key: None,
     })
 }
 
