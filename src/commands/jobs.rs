@@ -591,6 +591,7 @@ impl Failure {
             // A new variant must be placed here on purpose: no catch-all.
             ClientError::Outputs(strata_agent::OutputsError::Io { .. }) => output::EXIT_STORE,
             ClientError::Outputs(_) => output::EXIT_BAD_INPUT,
+            ClientError::Push { .. } => output::EXIT_REGISTRY,
             ClientError::Jobs(_)
             | ClientError::Metrics(_)
             | ClientError::Plot(_)
