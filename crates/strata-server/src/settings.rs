@@ -64,7 +64,11 @@ impl ServerSettings {
             return Ok(None);
         }
         let bad = |detail: String| ApiError::bad_request(format!("image {image:?}: {detail}"));
-        let parsed: ImageRef = image.parse().map_err(|e| bad(format!("{e}")))?;
+        let parsed: ImageRef = image.parse().map_err(|e| {
+            bad(format!(
+                "neither an image of the server's store nor REGISTRY/REPO@sha256:... ({e})"
+            ))
+        })?;
         if parsed.reference.as_ref().and_then(|r| r.digest()).is_none() {
             return Err(bad(
                 "a registry image is submitted by digest (REGISTRY/REPO@sha256:...), never by a tag that can move".into(),
