@@ -43,7 +43,8 @@ pub struct SubmitArgs {
     /// A dependency group of the -r file to install (repeatable).
     #[arg(long = "group", value_name = "NAME", requires = "requirements")]
     pub groups: Vec<String>,
-    /// …or an image of the local store (tag, digest or environment name).
+    /// …or an image of the local store (tag, digest or environment name); through a server,
+    /// of the server's store, or `REGISTRY/REPO@sha256:...` in the team's repository.
     #[arg(long, value_name = "REF")]
     pub image: Option<String>,
     /// Base image of the environment (with -r, or detected); default: `base` under [build]
