@@ -55,7 +55,10 @@ fn post(server: &Server, token: &str, body: &Value, key: Option<&str>) -> (Statu
     let response = request.send().unwrap();
     let status = response.status();
     let text = response.text().unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 fn get(server: &Server, token: &str, path: &str) -> (StatusCode, Value) {
@@ -114,11 +117,22 @@ fn remote_submit(
     let wheels = laptop.wheels.display().to_string();
     let base = base_ref();
     laptop
-        .command(&[
-            &["submit", "-q", "vision", "--base", &base, "-f", &wheels, "--no-index"],
-            args,
-        ]
-        .concat())
+        .command(
+            &[
+                &[
+                    "submit",
+                    "-q",
+                    "vision",
+                    "--base",
+                    &base,
+                    "-f",
+                    &wheels,
+                    "--no-index",
+                ],
+                args,
+            ]
+            .concat(),
+        )
         .current_dir(project)
         .env("STRATA_SERVER", &server.url)
         .env("STRATA_TOKEN", token)
@@ -171,7 +185,10 @@ fn a_laptop_submits_with_requirements_and_its_working_tree() {
         "42\nshipped from the laptop\n"
     );
     // The CLI named its submit with an idempotency key, kept with the job.
-    assert!(jobs[0].2.as_ref().is_some_and(|k| k.len() == 32), "{jobs:?}");
+    assert!(
+        jobs[0].2.as_ref().is_some_and(|k| k.len() == 32),
+        "{jobs:?}"
+    );
 }
 
 /// Without `[server] registry` a laptop cannot send `-r`: it is told so, and nothing is built
@@ -190,7 +207,11 @@ fn requirements_need_a_team_registry() {
         &["-r", "reqs.txt", "--", "true"],
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("[server] registry"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("[server] registry"),
+        "{}",
+        stderr(&out)
+    );
     assert!(all_jobs(&world).is_empty());
     let (status, body) = get(&server, &alice, "/api/v1/registry");
     assert_eq!(status, StatusCode::OK);
@@ -240,7 +261,10 @@ fn registry_images_only_from_the_team_repository_and_only_when_there() {
     with_path["requirements"] = json!("/home/alice/reqs.txt");
     let (status, body) = post(&server, &alice, &with_path, None);
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("requirements"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("requirements"),
+        "{body}"
+    );
     assert!(all_jobs(&world).is_empty(), "a refused submit stored a job");
 
     // The pushed one is taken: queued until the agent pulls it.

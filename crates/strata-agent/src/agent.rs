@@ -531,7 +531,9 @@ impl Agent {
             .list(&JobFilter::unfinished())?
             .into_iter()
             .filter(|j| j.state == JobState::Resolving)
-            .filter(|j| matches!(&j.environment, Environment::Image { reference: r } if r == reference))
+            .filter(
+                |j| matches!(&j.environment, Environment::Image { reference: r } if r == reference),
+            )
             .collect();
         for job in waiting {
             match &result {
@@ -975,7 +977,8 @@ fn pull_image(root: &Path, reference: &str) -> Result<Digest, Box<BuildError>> {
     let platform = "linux/amd64"
         .parse()
         .expect("linux/amd64 is a platform strata knows");
-    let pulled = strata_build::pull(&home, reference, false, platform, &Silent).map_err(Box::new)?;
+    let pulled =
+        strata_build::pull(&home, reference, false, platform, &Silent).map_err(Box::new)?;
     Ok(pulled.digest)
 }
 

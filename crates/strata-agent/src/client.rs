@@ -17,8 +17,8 @@ use strata_oci::Digest;
 use strata_queue::log_path;
 use strata_queue::Scheduler;
 
-use crate::agent::{build_options, hold_for_job, hold_image, job_image, HoldError, OptionsError};
 use crate::agent::registry_digest;
+use crate::agent::{build_options, hold_for_job, hold_image, job_image, HoldError, OptionsError};
 use strata_code::{CodeError, CodeLayer, PackOptions};
 use strata_metrics::plot::{Chart, PlotSeries};
 use strata_metrics::{sparkline, MetricsStore};
@@ -261,7 +261,8 @@ impl Client {
         let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
         let build_options = build_options(path, options, jobs).map_err(env_err)?;
         let built = strata_build::build(&home, &build_options, progress).map_err(build_err)?;
-        strata_build::hold(&home, &lease, std::slice::from_ref(&built.digest)).map_err(build_err)?;
+        strata_build::hold(&home, &lease, std::slice::from_ref(&built.digest))
+            .map_err(build_err)?;
         let (image, packed) = match code {
             Some((root, pack)) => {
                 let packed = strata_code::pack(root, pack, &home.store, &lease)

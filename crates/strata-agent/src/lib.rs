@@ -9,8 +9,12 @@ mod detected;
 mod launcher;
 mod outputs;
 
-pub use agent::{job_image, parse_env, registry_digest, Agent, AgentError, AgentOptions, BackendChoice};
-pub use client::{Client, ClientError, EnvironmentError, JobMetrics, JobStatus, Published, Submitted};
+pub use agent::{
+    job_image, parse_env, registry_digest, Agent, AgentError, AgentOptions, BackendChoice,
+};
+pub use client::{
+    Client, ClientError, EnvironmentError, JobMetrics, JobStatus, Published, Submitted,
+};
 pub use config_check::{check_config, SECTIONS};
 pub use detected::{detect_environment, DetectedEnvironment, DetectedError};
 pub use launcher::{attempt_key, Attempt, Ended, Found, LaunchError, Launcher, Started};

@@ -233,7 +233,10 @@ mod tests {
         );
         assert_eq!(kube.namespace("vision"), "vision");
         let server: toml::Table = config.section("server").unwrap();
-        assert_eq!(server["registry"].as_str(), Some("registry.example.com/ml/envs"));
+        assert_eq!(
+            server["registry"].as_str(),
+            Some("registry.example.com/ml/envs")
+        );
         assert_eq!(kube.namespace("nlp"), "nlp");
         let scheduler = strata_queue::SchedulerConfig::from_config(&config).unwrap();
         let queues: Vec<&String> = scheduler.queues.keys().collect();

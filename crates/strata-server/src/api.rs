@@ -318,7 +318,8 @@ fn check_manifest(image: &strata_registry::ImageRef) -> Result<(), ApiError> {
             ),
         )
     };
-    let registry = strata_registry::Registry::new(&image.repo.registry, false).map_err(unreachable)?;
+    let registry =
+        strata_registry::Registry::new(&image.repo.registry, false).map_err(unreachable)?;
     let found = tokio::runtime::Handle::current()
         .block_on(registry.manifest_exists(&image.repo, &reference))
         .map_err(unreachable)?;
