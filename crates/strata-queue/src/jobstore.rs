@@ -69,6 +69,9 @@ pub enum SubmitError {
     NoEnvironment,
     #[error("--output {outer} and --output {inner} overlap: give only {outer}")]
     OverlappingOutputs { outer: String, inner: String },
+    /// The user's idempotency key names an earlier job: this submit is a retry of it.
+    #[error("idempotency key {key:?} already names job {job}")]
+    Repeated { key: String, job: JobId },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -466,6 +469,14 @@ impl JobStore {
         } else {
             JobState::Queued
         };
+        if let Some(key) = &job.idempotency_key {
+            if let Some(earlier) = self.by_idempotency_key(&user, key)? {
+                return Err(SubmitError::Repeated {
+                    key: key.clone(),
+                    job: earlier,
+                });
+            }
+        }
         let timeout = job.timeout.or(queue.timeout).map(|d| d.as_secs() as i64);
         let values: Vec<Value> = vec![
             Value::Text(job.queue.clone()),
@@ -1400,14 +1411,15 @@ mod tests {
             ..new_job()
         };
         let id = store.submit(&config, keyed("ana"), 100).unwrap();
-        assert_eq!(store.by_idempotency_key("ana", "k-1").unwrap(), Some(id));
+        assert_eq!(store.by_idempotency_key("ana", "k-1").unwrap(), Some(id.clone()));
         assert_eq!(store.by_idempotency_key("ana", "k-2").unwrap(), None);
         // Another user's key is theirs.
         assert_eq!(store.by_idempotency_key("bo", "k-1").unwrap(), None);
         let other = store.submit(&config, keyed("bo"), 100).unwrap();
         assert_eq!(store.by_idempotency_key("bo", "k-1").unwrap(), Some(other));
-        // The same user's key twice is refused by the store itself.
-        assert!(store.submit(&config, keyed("ana"), 100).is_err());
+        // The same user's key twice is refused by the store itself, naming the first job.
+        let err = store.submit(&config, keyed("ana"), 100).unwrap_err();
+        assert!(matches!(&err, SubmitError::Repeated { job, .. } if *job == id), "{err}");
         assert_eq!(store.list(&JobFilter::default()).unwrap().len(), 2);
     }
 

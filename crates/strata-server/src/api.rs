@@ -15,9 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use strata_agent::{Client, JobMetrics, JobStatus};
+use strata_agent::{Client, ClientError, JobMetrics, JobStatus};
 use strata_db::tokens::Identity;
-use strata_queue::{JobView, NewJob, OutputPath};
+use strata_queue::{JobView, NewJob, OutputPath, SubmitError};
 
 use crate::access::{scrub_reason, Caller};
 use crate::connections::Connections;
@@ -271,7 +271,15 @@ async fn submit(
             if let Some(id) = replay(&key)? {
                 return Ok((StatusCode::OK, Json(SubmitResponse { id })));
             }
-            caller.client.submit_with_code(job, None)?
+            match caller.client.submit_with_code(job, None) {
+                Ok(submitted) => submitted,
+                // Another process (a second server) stored it in between.
+                Err(ClientError::Submit(SubmitError::Repeated { job, .. })) => {
+                    let id = job.to_string();
+                    return Ok((StatusCode::OK, Json(SubmitResponse { id })));
+                }
+                Err(e) => return Err(e.into()),
+            }
         };
         tracing::info!(job = %submitted.id, user = %caller.who.user, "submitted");
         Ok((
