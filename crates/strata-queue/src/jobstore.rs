@@ -1411,7 +1411,10 @@ mod tests {
             ..new_job()
         };
         let id = store.submit(&config, keyed("ana"), 100).unwrap();
-        assert_eq!(store.by_idempotency_key("ana", "k-1").unwrap(), Some(id.clone()));
+        assert_eq!(
+            store.by_idempotency_key("ana", "k-1").unwrap(),
+            Some(id.clone())
+        );
         assert_eq!(store.by_idempotency_key("ana", "k-2").unwrap(), None);
         // Another user's key is theirs.
         assert_eq!(store.by_idempotency_key("bo", "k-1").unwrap(), None);
@@ -1419,7 +1422,10 @@ mod tests {
         assert_eq!(store.by_idempotency_key("bo", "k-1").unwrap(), Some(other));
         // The same user's key twice is refused by the store itself, naming the first job.
         let err = store.submit(&config, keyed("ana"), 100).unwrap_err();
-        assert!(matches!(&err, SubmitError::Repeated { job, .. } if *job == id), "{err}");
+        assert!(
+            matches!(&err, SubmitError::Repeated { job, .. } if *job == id),
+            "{err}"
+        );
         assert_eq!(store.list(&JobFilter::default()).unwrap().len(), 2);
     }
 

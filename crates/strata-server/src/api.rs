@@ -248,35 +248,24 @@ async fn submit(
         let Json(request) = body.map_err(body_error)?;
         let key = key?;
         caller.queue(&request.queue)?;
-        let user = &caller.who.user;
-        let replay = |key: &Option<String>| -> Result<Option<String>, ApiError> {
-            match key {
-                Some(key) => Ok(caller
-                    .client
-                    .job_by_idempotency_key(user, key)?
-                    .map(|id| id.to_string())),
-                None => Ok(None),
-            }
-        };
-        if let Some(id) = replay(&key)? {
-            return Ok((StatusCode::OK, Json(SubmitResponse { id })));
+        if let Some(id) = earlier_job(caller, key.as_deref())? {
+            return Ok(replayed(id));
         }
         if let Some(image) = settings.submitted_image(&request.image, &caller.who.team)? {
             check_manifest(&image)?;
         }
-        let job = new_job(request, user, key.clone())?;
+        let job = new_job(request, &caller.who.user, key.clone())?;
         let submitted = {
             let _turn = connections.write_turn();
             // A retry that raced the first attempt past the check above.
-            if let Some(id) = replay(&key)? {
-                return Ok((StatusCode::OK, Json(SubmitResponse { id })));
+            if let Some(id) = earlier_job(caller, key.as_deref())? {
+                return Ok(replayed(id));
             }
             match caller.client.submit_with_code(job, None) {
                 Ok(submitted) => submitted,
                 // Another process (a second server) stored it in between.
                 Err(ClientError::Submit(SubmitError::Repeated { job, .. })) => {
-                    let id = job.to_string();
-                    return Ok((StatusCode::OK, Json(SubmitResponse { id })));
+                    return Ok(replayed(job.to_string()))
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -290,6 +279,22 @@ async fn submit(
         ))
     })
     .await
+}
+
+/// The job the caller submitted earlier with idempotency key `key`.
+fn earlier_job(caller: &Caller, key: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let id = caller
+        .client
+        .job_by_idempotency_key(&caller.who.user, key)?;
+    Ok(id.map(|id| id.to_string()))
+}
+
+/// The answer to a retried submit: the first attempt's job.
+fn replayed(id: String) -> (StatusCode, Json<SubmitResponse>) {
+    (StatusCode::OK, Json(SubmitResponse { id }))
 }
 
 /// The request's `Idempotency-Key`, if any: 1 to 128 visible ASCII characters.
@@ -340,7 +345,8 @@ fn check_manifest(image: &strata_registry::ImageRef) -> Result<(), ApiError> {
     }
 }
 
-/// The job a submit asks for, as the caller's; its image is looked up in the server's store.
+/// The job a submit asks for, as the caller's; its image is looked up in the server's store,
+/// or (a registry image) pulled by the agent.
 fn new_job(request: SubmitRequest, user: &str, key: Option<String>) -> Result<NewJob, ApiError> {
     if request.command.is_empty() {
         return Err(ApiError::bad_request("command: give the command to run"));
