@@ -218,6 +218,48 @@ fn requirements_need_a_team_registry() {
     assert_eq!(body, json!({ "team": "vision", "repository": null }));
 }
 
+/// A team registry that does not answer fails the laptop's submit, naming it, before
+/// anything reaches the server: no job is stored.
+#[test]
+fn an_unreachable_team_registry_fails_the_submit() {
+    let world = World::new();
+    // A port nothing listens on (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!("{CONFIG}\n[server]\nregistry = \"127.0.0.1:{port}/strata\"\n");
+    std::fs::write(world.dir.path().join("strata.toml"), config).unwrap();
+    let (_, alice) = token(&world, "alice", "vision", false);
+    let server = Server::start(&world, &[]);
+    let (laptop, project) = laptop(&world);
+    let started = std::time::Instant::now();
+    let out = remote_submit(
+        &laptop,
+        &project,
+        &server,
+        &alice,
+        &["-r", "reqs.txt", "--", "true"],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(
+        message.contains(&format!("127.0.0.1:{port}/strata/vision")),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(all_jobs(&world).is_empty());
+    // The registry was asked before the build: nothing was built on the laptop either.
+    let images = laptop.strata(&["images", "--json"]);
+    let images: Value = serde_json::from_slice(&images.stdout).unwrap();
+    assert_eq!(images["images"], json!([]), "{images}");
+}
+
 /// The server takes a registry image by digest from the team's repository only, and only
 /// when the registry has it; a body naming a path is refused; nothing is stored for any.
 #[test]

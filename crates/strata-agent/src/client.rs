@@ -258,9 +258,24 @@ impl Client {
             .index
             .lease("publish", LeaseOwner::current_process())
             .map_err(env_err)?;
+        let push_err = |source: BuildError| ClientError::Push {
+            repository: repository.to_string(),
+            source: Box::new(source),
+        };
+        let target = strata_build::PushTarget::new(repository, false).map_err(push_err)?;
         let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
         let build_options = build_options(path, options, jobs).map_err(env_err)?;
-        let built = strata_build::build(&home, &build_options, progress).map_err(build_err)?;
+        // On a miss the registry is asked first: one that does not answer fails the submit
+        // before the build.
+        let unreachable = std::cell::Cell::new(false);
+        let check = || target.check().inspect_err(|_| unreachable.set(true));
+        let built =
+            strata_build::build_checked(&home, &build_options, progress, check).map_err(|e| {
+                match unreachable.get() {
+                    true => push_err(e),
+                    false => build_err(e),
+                }
+            })?;
         strata_build::hold(&home, &lease, std::slice::from_ref(&built.digest))
             .map_err(build_err)?;
         let (image, packed) = match code {
@@ -273,11 +288,6 @@ impl Client {
             }
             None => (built.digest.clone(), None),
         };
-        let push_err = |source: BuildError| ClientError::Push {
-            repository: repository.to_string(),
-            source: Box::new(source),
-        };
-        let target = strata_build::PushTarget::new(repository, false).map_err(push_err)?;
         let tag = format!("job-{}", image.short(12));
         let pushed = target
             .push(&home, &image, &tag, progress)
