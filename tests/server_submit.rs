@@ -191,6 +191,41 @@ fn a_laptop_submits_with_requirements_and_its_working_tree() {
     );
 }
 
+/// From a working tree, with neither -r nor --image: the environment is detected on the
+/// laptop (the project's requirements.txt), built there and sent with the tree.
+#[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
+fn a_laptop_submits_its_working_tree() {
+    let registry = TestRegistry::start();
+    let world = server_world(Some(&registry));
+    let (_, alice) = token(&world, "alice", "vision", false);
+    let _agent = AgentProcess::start(&world);
+    let server = Server::start(&world, &[]);
+    let (laptop, project) = laptop(&world);
+    std::fs::rename(project.join("reqs.txt"), project.join("requirements.txt")).unwrap();
+    std::fs::write(
+        project.join("main.py"),
+        "import alpha\nprint(42, open('hello.txt').read().strip())\n",
+    )
+    .unwrap();
+    let out = remote_submit(
+        &laptop,
+        &project,
+        &server,
+        &alice,
+        &["--", "python", "main.py"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let status = world.wait_for(&id, TERMINAL, Duration::from_secs(180));
+    assert_eq!(status["state"], "succeeded", "{status}");
+    let logs = world.strata(&["logs", &id]);
+    assert_eq!(
+        String::from_utf8_lossy(&logs.stdout),
+        "42 shipped from the laptop\n"
+    );
+}
+
 /// Without `[server] registry` a laptop cannot send `-r`: it is told so, and nothing is built
 /// or stored.
 #[test]
