@@ -370,7 +370,7 @@ fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
             "image as a path",
             json_post(submit_body("vision", "oci:/etc:passwd")),
             StatusCode::BAD_REQUEST,
-            "no image",
+            "neither an image of the server's store nor",
         ),
         (
             "empty command",

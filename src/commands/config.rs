@@ -31,14 +31,19 @@ pub fn run(args: ConfigArgs) -> Result<(), Failure> {
     let file = args
         .file
         .unwrap_or_else(|| PathBuf::from(strata_config::PROJECT_FILE));
-    let sections = strata_agent::check_config(&file).map_err(|e| Failure {
+    let failure = |e: ConfigError| Failure {
         hint: match e {
             ConfigError::Io { .. } | ConfigError::Missing { .. } => None,
             _ => Some("fix the file at the place shown"),
         },
         error: Box::new(e),
         exit_code: output::EXIT_BAD_INPUT,
-    })?;
+    };
+    let sections = strata_agent::check_config(&file).map_err(failure)?;
+    // `[server]` is the server's, above the agent.
+    strata_config::Config::from_file(&file)
+        .and_then(|config| strata_server::ServerSettings::from_config(&config))
+        .map_err(failure)?;
     let sections = match sections.is_empty() {
         true => "no sections".to_string(),
         false => format!("[{}]", sections.join("], [")),

@@ -16,6 +16,7 @@ use strata_queue::{EnvOptions, Environment, NewJob, OutputPath, SchedulerConfig}
 
 use super::build::{build_defaults, NO_BASE};
 use crate::output::{self, Failure};
+use crate::progress::TerminalProgress;
 use strata_server::types::SubmitRequest;
 use strata_server::Remote;
 
@@ -42,7 +43,8 @@ pub struct SubmitArgs {
     /// A dependency group of the -r file to install (repeatable).
     #[arg(long = "group", value_name = "NAME", requires = "requirements")]
     pub groups: Vec<String>,
-    /// …or an image of the local store (tag, digest or environment name).
+    /// …or an image of the local store (tag, digest or environment name); through a server,
+    /// of the server's store, or `REGISTRY/REPO@sha256:...` in the team's repository.
     #[arg(long, value_name = "REF")]
     pub image: Option<String>,
     /// Base image of the environment (with -r, or detected); default: `base` under [build]
@@ -282,6 +284,7 @@ pub fn submit(args: SubmitArgs) -> Result<(), Failure> {
         retry_exit_codes: (!args.retry_on_exit.is_empty()).then(|| args.retry_on_exit.clone()),
         retry_on_oom: args.retry_on_oom.then_some(true),
         code: None,
+        idempotency_key: None,
     };
     let code = code_root.as_deref().map(|root| (root, &pack));
     let submitted = client.submit_with_code(job, code).map_err(Failure::jobs)?;
@@ -289,20 +292,28 @@ pub fn submit(args: SubmitArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A submit through a server: by an image of the server's store only (the server never
-/// reads a path of this machine).
+/// A submit through a server, which never reads a path of this machine: `--image REF` goes
+/// as it is (an image of the server's store, or of the team's registry by digest); an
+/// environment from requirements (`-r`, or detected from the working tree) is built here,
+/// the code added on top, and the image pushed to the team's registry repository first.
 fn submit_remote(remote: &Remote, args: SubmitArgs) -> Result<(), Failure> {
-    let Some(image) = args.image.clone() else {
-        return Err(Failure::usage(
-            "through a server, submit takes --image REF (an image of the server's store); -r and shipped code are not sent yet",
-        ));
+    let mut env = parse_env(&args.env).map_err(|e| Failure::usage(&e.to_string()))?;
+    let (image, code) = match &args.image {
+        Some(_) if args.code.is_some() => {
+            return Err(Failure::usage(
+                "through a server, --image takes no --code: give -r FILE (the code is added and pushed), or bake the code into the image",
+            ))
+        }
+        Some(image) => (image.clone(), None),
+        None => {
+            let published = publish(remote, &args, &mut env)?;
+            (published.image, published.code)
+        }
     };
-    if args.code.is_some() {
-        return Err(Failure::usage(
-            "through a server, --code is not sent yet: bake the code into the image",
-        ));
-    }
-    let env = parse_env(&args.env).map_err(|e| Failure::usage(&e.to_string()))?;
+    let workdir = args
+        .workdir
+        .clone()
+        .or_else(|| code.as_ref().map(|c| c.dest.clone()));
     let request = SubmitRequest {
         queue: args.queue,
         tier: args.tier,
@@ -311,7 +322,7 @@ fn submit_remote(remote: &Remote, args: SubmitArgs) -> Result<(), Failure> {
         name: args.name,
         priority: args.priority,
         env,
-        workdir: args.workdir,
+        workdir,
         outputs: args.outputs,
         timeout: args.timeout,
         retries: args.retries,
@@ -322,8 +333,51 @@ fn submit_remote(remote: &Remote, args: SubmitArgs) -> Result<(), Failure> {
     let id = id
         .parse()
         .map_err(|e: strata_queue::JobIdError| Failure::usage(&e.to_string()))?;
-    output::print_submitted(&strata_agent::Submitted { id, code: None }, args.json);
+    output::print_submitted(&strata_agent::Submitted { id, code }, args.json);
     Ok(())
+}
+
+/// The job's image built here from `-r` (or the requirements detected from the working
+/// tree, whose import path goes into `env`), with the code on top, pushed to the team's
+/// registry repository that the server names.
+fn publish(
+    remote: &Remote,
+    args: &SubmitArgs,
+    env: &mut std::collections::BTreeMap<String, String>,
+) -> Result<strata_agent::Published, Failure> {
+    let registry = remote.registry().map_err(Failure::remote)?;
+    let Some(repository) = registry.repository else {
+        return Err(Failure::usage(&format!(
+            "{} names no registry for team {}, so -r and working trees cannot be sent: ask its admin to set [server] registry, or submit --image REF of the server's store",
+            remote.server(),
+            registry.team
+        )));
+    };
+    let client = client()?;
+    let code_root = code_root(args);
+    let pack = pack_options(args)?;
+    let defaults = build_defaults()?;
+    let requirements = match (&args.requirements, &code_root) {
+        (Some(path), _) => path.clone(),
+        (None, Some(root)) => {
+            let detected = detect(args, root, &pack.dest)?;
+            detected.add_python_path(env);
+            detected.requirements
+        }
+        (None, None) => {
+            return Err(Failure::usage(
+                "with --no-code there is nothing to detect the environment from: give -r FILE or --image REF",
+            ))
+        }
+    };
+    let options = env_options(args, &defaults)?;
+    let progress = TerminalProgress::new(!args.json);
+    let code = code_root.as_deref().map(|root| (root, &pack));
+    let published = client
+        .publish(&requirements, &options, code, &repository, &progress)
+        .map_err(Failure::jobs)?;
+    progress.finish();
+    Ok(published)
 }
 
 /// An environment built from `path`, with the flags, else `[build]` of strata.toml.
@@ -332,23 +386,28 @@ fn requirements_environment(
     defaults: &BuildDefaults,
     path: PathBuf,
 ) -> Result<Environment, Failure> {
-    let Some(base) = defaults.base_or(args.base.as_deref()) else {
-        return Err(Failure::usage(NO_BASE));
-    };
     Ok(Environment::Requirements {
         path,
         spec_digest: None,
-        options: EnvOptions {
-            base,
-            python: args.python.clone().or_else(|| defaults.python.clone()),
-            platform: None,
-            find_links: defaults.find_links_or(&args.find_links),
-            no_index: args.no_index || defaults.no_index,
-            name: args.name.clone().or_else(|| project_name(&args.code)),
-            extras: args.extras.clone(),
-            groups: args.groups.clone(),
-            refresh: args.refresh,
-        },
+        options: env_options(args, defaults)?,
+    })
+}
+
+/// How an environment from requirements is built: the flags, else `[build]` of strata.toml.
+fn env_options(args: &SubmitArgs, defaults: &BuildDefaults) -> Result<EnvOptions, Failure> {
+    let Some(base) = defaults.base_or(args.base.as_deref()) else {
+        return Err(Failure::usage(NO_BASE));
+    };
+    Ok(EnvOptions {
+        base,
+        python: args.python.clone().or_else(|| defaults.python.clone()),
+        platform: None,
+        find_links: defaults.find_links_or(&args.find_links),
+        no_index: args.no_index || defaults.no_index,
+        name: args.name.clone().or_else(|| project_name(&args.code)),
+        extras: args.extras.clone(),
+        groups: args.groups.clone(),
+        refresh: args.refresh,
     })
 }
 
@@ -590,6 +649,7 @@ impl Failure {
             // A new variant must be placed here on purpose: no catch-all.
             ClientError::Outputs(strata_agent::OutputsError::Io { .. }) => output::EXIT_STORE,
             ClientError::Outputs(_) => output::EXIT_BAD_INPUT,
+            ClientError::Push { .. } => output::EXIT_REGISTRY,
             ClientError::Jobs(_)
             | ClientError::Metrics(_)
             | ClientError::Plot(_)

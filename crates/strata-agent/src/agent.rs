@@ -195,6 +195,11 @@ enum Event {
         key: String,
         result: Result<BuiltEnv, EnvBuildError>,
     },
+    /// An image pulled from a registry (`REGISTRY/REPO@DIGEST`) into the store.
+    Pulled {
+        reference: String,
+        result: Result<Digest, Box<BuildError>>,
+    },
     Launched {
         id: JobId,
         result: Result<Started, LaunchError>,
@@ -227,6 +232,8 @@ pub struct Agent {
     events_rx: Receiver<Event>,
     /// Environment keys being built.
     building: HashSet<String>,
+    /// Registry references being pulled.
+    pulling: HashSet<String>,
     /// Jobs whose container is being started or stopped by a worker thread.
     busy: HashSet<JobId>,
 }
@@ -288,6 +295,7 @@ impl Agent {
             events_tx,
             events_rx,
             building: HashSet::new(),
+            pulling: HashSet::new(),
             busy: HashSet::new(),
         })
     }
@@ -383,6 +391,7 @@ impl Agent {
         while let Ok(event) = self.events_rx.try_recv() {
             match event {
                 Event::Built { key, result } => self.on_built(&key, result)?,
+                Event::Pulled { reference, result } => self.on_pulled(&reference, result)?,
                 Event::Launched { id, result } => self.on_launched(&id, result)?,
                 Event::Stopped {
                     id,
@@ -443,7 +452,10 @@ impl Agent {
             .collect();
         for job in queued {
             match &job.environment {
-                Environment::Image { reference } => self.resolve_image(&job, reference)?,
+                Environment::Image { reference } => match registry_digest(reference) {
+                    Some(digest) => self.resolve_registry_image(&job, reference, &digest)?,
+                    None => self.resolve_image(&job, reference)?,
+                },
                 Environment::Requirements {
                     path,
                     options,
@@ -475,6 +487,64 @@ impl Agent {
                 self.fail(&job.id, JobState::Queued, reason)
             }
         }
+    }
+
+    /// An image of a registry (`REGISTRY/REPO@DIGEST`, as a submit through `strata server`
+    /// names it): run from the store when it is there, else pulled first on a worker thread
+    /// (the job is Resolving meanwhile; a restarted agent queues it again).
+    fn resolve_registry_image(
+        &mut self,
+        job: &Job,
+        reference: &str,
+        digest: &Digest,
+    ) -> Result<(), AgentError> {
+        if self.home.store.has_blob(digest) {
+            return self.resolved(job, JobState::Queued, digest);
+        }
+        if !self
+            .jobs
+            .transition(&job.id, JobState::Queued, Change::Resolving, now())?
+        {
+            return Ok(());
+        }
+        if !self.pulling.insert(reference.to_string()) {
+            return Ok(());
+        }
+        let root = self.root.clone();
+        let tx = self.events_tx.clone();
+        let reference = reference.to_string();
+        std::thread::spawn(move || {
+            let result = pull_image(&root, &reference);
+            let _ = tx.send(Event::Pulled { reference, result });
+        });
+        Ok(())
+    }
+
+    fn on_pulled(
+        &mut self,
+        reference: &str,
+        result: Result<Digest, Box<BuildError>>,
+    ) -> Result<(), AgentError> {
+        self.pulling.remove(reference);
+        let waiting: Vec<Job> = self
+            .jobs
+            .list(&JobFilter::unfinished())?
+            .into_iter()
+            .filter(|j| j.state == JobState::Resolving)
+            .filter(
+                |j| matches!(&j.environment, Environment::Image { reference: r } if r == reference),
+            )
+            .collect();
+        for job in waiting {
+            match &result {
+                Ok(digest) => self.resolved(&job, JobState::Resolving, digest)?,
+                Err(e) => {
+                    let reason = format!("pulling {reference}: {}", chain(e));
+                    self.fail_resolving(&job.id, reason)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Builds one environment on a worker thread, unless a build of it is in flight.
@@ -889,6 +959,27 @@ fn build_env(root: &Path, path: &Path, options: &EnvOptions) -> Result<BuiltEnv,
         image: built.digest,
         spec: built.spec_digest.0,
     })
+}
+
+/// The digest of a registry reference by digest (`REGISTRY/REPO@sha256:...`); `None` for
+/// a name of the local store (a tag, a digest, an environment name: none has a '/').
+pub fn registry_digest(reference: &str) -> Option<Digest> {
+    if !reference.contains('/') {
+        return None;
+    }
+    let image: strata_registry::ImageRef = reference.parse().ok()?;
+    image.reference?.digest().cloned()
+}
+
+/// Pulls a registry image into the store (the blobs it lacks); its manifest digest.
+fn pull_image(root: &Path, reference: &str) -> Result<Digest, Box<BuildError>> {
+    let home = Home::open(root).map_err(|e| Box::new(BuildError::from(e)))?;
+    let platform = "linux/amd64"
+        .parse()
+        .expect("linux/amd64 is a platform strata knows");
+    let pulled =
+        strata_build::pull(&home, reference, false, platform, &Silent).map_err(Box::new)?;
+    Ok(pulled.digest)
 }
 
 /// Env vars as given on the command line (`K=V`).

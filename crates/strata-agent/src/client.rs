@@ -1,6 +1,7 @@
 //! What the job commands (`submit`, `jobs`, `status`, `cancel`, `logs`, `metrics`) ask of
 //! the scheduler, for a process that is not the agent: they share `strata.db` with it.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,7 @@ use strata_oci::Digest;
 use strata_queue::log_path;
 use strata_queue::Scheduler;
 
+use crate::agent::registry_digest;
 use crate::agent::{build_options, hold_for_job, hold_image, job_image, HoldError, OptionsError};
 use strata_code::{CodeError, CodeLayer, PackOptions};
 use strata_metrics::plot::{Chart, PlotSeries};
@@ -48,6 +50,13 @@ pub enum ClientError {
     /// The working tree could not be shipped (refused secrets, too large, unreadable).
     #[error("shipping the code")]
     Code(#[source] CodeError),
+    /// A job's image could not be sent to the team's registry (submit through a server).
+    #[error("pushing the job's image to {repository}")]
+    Push {
+        repository: String,
+        #[source]
+        source: Box<BuildError>,
+    },
     #[error("reading the log of job {id} at {path}: {source}")]
     Log {
         id: String,
@@ -171,7 +180,16 @@ impl Client {
         };
         // An image job is resolved now: it is Ready at once and holds its image from the
         // start (a queued job keeps what it references from GC).
-        if let Some(Environment::Image { reference }) = &job.environment {
+        let registry = match &job.environment {
+            Some(Environment::Image { reference }) => registry_digest(reference),
+            _ => None,
+        };
+        if let Some(digest) = registry {
+            // A registry image the store has runs at once; else the agent pulls it first.
+            if home.store.has_blob(&digest) {
+                job.image_digest = Some(digest);
+            }
+        } else if let Some(Environment::Image { reference }) = &job.environment {
             let catalog = Catalog::load(&home.store, &home.index).map_err(env_err)?;
             let Some(image) = catalog.find(reference) else {
                 return Err(env_err(EnvironmentError::NoImage {
@@ -216,6 +234,74 @@ impl Client {
         let build_options = build_options(path, options, 1).map_err(env_err)?;
         let (env, _) = prepare(&home, &build_options).map_err(build_err)?;
         Ok(env.digest().0)
+    }
+
+    /// The job `user` submitted with idempotency key `key`, if any.
+    pub fn job_by_idempotency_key(
+        &self,
+        user: &str,
+        key: &str,
+    ) -> Result<Option<JobId>, ClientError> {
+        Ok(self.jobs.by_idempotency_key(user, key)?)
+    }
+
+    /// A job's image for a server that cannot read this machine's files: the environment of
+    /// requirements file `path` built here, the code under `code.0` (packed as `code.1` says)
+    /// on top, pushed to `repository` (`REGISTRY/REPO`, the team's) with only the blobs it
+    /// lacks. The server runs it by the digest it answers with.
+    pub fn publish(
+        &self,
+        path: &Path,
+        options: &EnvOptions,
+        code: Option<(&Path, &PackOptions)>,
+        repository: &str,
+        progress: &dyn strata_build::Progress,
+    ) -> Result<Published, ClientError> {
+        let home = Home::open(&self.root).map_err(env_err)?;
+        // Holds the environment and the composed image until they are pushed.
+        let lease = home
+            .index
+            .lease("publish", LeaseOwner::current_process())
+            .map_err(env_err)?;
+        let push_err = |source: BuildError| ClientError::Push {
+            repository: repository.to_string(),
+            source: Box::new(source),
+        };
+        let target = strata_build::PushTarget::new(repository, false).map_err(push_err)?;
+        let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let build_options = build_options(path, options, jobs).map_err(env_err)?;
+        // On a miss the registry is asked first: one that does not answer fails the submit
+        // before the build.
+        let unreachable = std::cell::Cell::new(false);
+        let check = || target.check().inspect_err(|_| unreachable.set(true));
+        let built =
+            strata_build::build_checked(&home, &build_options, progress, check).map_err(|e| {
+                match unreachable.get() {
+                    true => push_err(e),
+                    false => build_err(e),
+                }
+            })?;
+        strata_build::hold(&home, &lease, std::slice::from_ref(&built.digest))
+            .map_err(build_err)?;
+        let (image, packed) = match code {
+            Some((root, pack)) => {
+                let packed = strata_code::pack(root, pack, &home.store, &lease)
+                    .map_err(ClientError::Code)?;
+                let composed = job_image(&home, &lease, &built.digest, &shipped(&packed))
+                    .map_err(ClientError::Code)?;
+                (composed, Some(packed))
+            }
+            None => (built.digest.clone(), None),
+        };
+        let tag = format!("job-{}", image.short(12));
+        let pushed = target
+            .push(&home, &image, &tag, progress)
+            .map_err(push_err)?;
+        lease.release().map_err(env_err)?;
+        Ok(Published {
+            image: pushed.image,
+            code: packed,
+        })
     }
 
     /// Views of the jobs (`all` includes finished ones), in submission order.
@@ -459,6 +545,29 @@ impl Client {
         Catalog::load(&home.store, &home.index).map_err(env_err)
     }
 
+    /// The images of the local store that jobs of `queues` run (or ran) on, or name.
+    pub fn images_of_queues(&self, queues: &[String]) -> Result<Catalog, ClientError> {
+        let catalog = self.images()?;
+        let mut used: HashSet<Digest> = HashSet::new();
+        for queue in queues {
+            let filter = JobFilter {
+                queue: Some(queue.clone()),
+                ..JobFilter::default()
+            };
+            for job in self.jobs.list(&filter)? {
+                used.extend(job.image_digest.clone());
+                if let Environment::Image { reference } = &job.environment {
+                    let named = match registry_digest(reference) {
+                        Some(digest) => Some(digest),
+                        None => catalog.find(reference).map(|i| i.digest.clone()),
+                    };
+                    used.extend(named);
+                }
+            }
+        }
+        Ok(catalog.only(|image| used.contains(&image.digest)))
+    }
+
     /// Whether a job has finished (for `logs -f`).
     pub fn finished(&self, id: &JobId) -> Result<bool, ClientError> {
         Ok(self
@@ -475,6 +584,14 @@ type JobNames = Vec<(String, String)>;
 #[derive(Debug, Serialize)]
 pub struct Submitted {
     pub id: JobId,
+    pub code: Option<CodeLayer>,
+}
+
+/// A job's image pushed to a registry, and the code in it.
+#[derive(Debug, Serialize)]
+pub struct Published {
+    /// `REGISTRY/REPO@sha256:...`
+    pub image: String,
     pub code: Option<CodeLayer>,
 }
 

@@ -22,6 +22,8 @@ pub const SECTIONS: &[&str] = &[
     "queues",
     "scheduler",
     "kubernetes",
+    // Read by strata-server (`strata config check` checks it there).
+    "server",
 ];
 
 /// Reads `file` as strata.toml (or `$STRATA_HOME/config.toml`) and checks every section;

@@ -9,9 +9,12 @@ mod detected;
 mod launcher;
 mod outputs;
 
-pub use agent::{job_image, parse_env, Agent, AgentError, AgentOptions, BackendChoice};
+pub use agent::{
+    job_image, parse_env, registry_digest, Agent, AgentError, AgentOptions, BackendChoice,
+};
 pub use client::{
-    Client, ClientError, EnvironmentError, JobMetrics, JobStatus, KeptScheduler, Submitted,
+    Client, ClientError, EnvironmentError, JobMetrics, JobStatus, KeptScheduler, Published,
+    Submitted,
 };
 pub use config_check::{check_config, SECTIONS};
 pub use detected::{detect_environment, DetectedEnvironment, DetectedError};

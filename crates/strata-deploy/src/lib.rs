@@ -132,7 +132,7 @@ fn check(options: &Options) -> Result<(), DeployError> {
 
 /// The agent's and the server's `config.toml`: in the cluster, pulling from the registry, one
 /// queue per team, belonging to the team (its tokens reach it) and running its jobs in the
-/// team's namespace.
+/// team's namespace; each team's laptops push to its repository under the registry.
 fn agent_config(options: &Options) -> String {
     let mut kubernetes = toml::Table::new();
     kubernetes.insert("in_cluster".into(), true.into());
@@ -151,6 +151,10 @@ fn agent_config(options: &Options) -> String {
     let mut config = toml::Table::new();
     config.insert("kubernetes".into(), kubernetes.into());
     config.insert("queues".into(), queues.into());
+    // Laptops push their jobs' images to REGISTRY/REPO/TEAM (`strata submit -r`).
+    let mut server = toml::Table::new();
+    server.insert("registry".into(), options.registry.clone().into());
+    config.insert("server".into(), server.into());
     let body = toml::to_string(&config).expect("a TOML table always serializes");
     format!("# Rendered by `strata deploy`; see deploy/README.md for the other settings.\n{body}")
 }
@@ -228,6 +232,11 @@ mod tests {
             Some("registry.example.com/ml/envs")
         );
         assert_eq!(kube.namespace("vision"), "vision");
+        let server: toml::Table = config.section("server").unwrap();
+        assert_eq!(
+            server["registry"].as_str(),
+            Some("registry.example.com/ml/envs")
+        );
         assert_eq!(kube.namespace("nlp"), "nlp");
         let scheduler = strata_queue::SchedulerConfig::from_config(&config).unwrap();
         let queues: Vec<&String> = scheduler.queues.keys().collect();

@@ -119,6 +119,12 @@ impl Catalog {
         Ok(share(images))
     }
 
+    /// Only the images `keep` takes; what they share, and the totals, among themselves (so
+    /// nothing is said of the others, not even their tags).
+    pub fn only(self, keep: impl Fn(&CatalogImage) -> bool) -> Catalog {
+        share(self.images.into_iter().filter(|i| keep(i)).collect())
+    }
+
     /// The image a user names: a tag, a manifest digest (or its hex prefix of 12+), a spec
     /// digest, or an environment name (its most recently used image).
     pub fn find(&self, reference: &str) -> Option<&CatalogImage> {

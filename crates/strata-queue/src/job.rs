@@ -266,6 +266,8 @@ pub struct NewJob {
     pub retry_on_oom: Option<bool>,
     /// The working tree shipped with the job (its layer is in the local store).
     pub code: Option<ShippedCode>,
+    /// The client's key for this submit (`Idempotency-Key`): unique per user.
+    pub idempotency_key: Option<String>,
 }
 
 /// The code shipped with a job: one layer unpacked at `dest` on top of its environment.

@@ -69,6 +69,9 @@ pub enum SubmitError {
     NoEnvironment,
     #[error("--output {outer} and --output {inner} overlap: give only {outer}")]
     OverlappingOutputs { outer: String, inner: String },
+    /// The user's idempotency key names an earlier job: this submit is a retry of it.
+    #[error("idempotency key {key:?} already names job {job}")]
+    Repeated { key: String, job: JobId },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -359,6 +362,11 @@ CREATE TABLE reservations (
     // 4: the code shipped with a job (`ShippedCode` as JSON): its layer, where it is, the git
     // commit and whether the tree was dirty.
     "ALTER TABLE jobs ADD COLUMN code TEXT;",
+    // 5: the key a client sent with its submit (`Idempotency-Key`): a retried submit of one
+    // user with the same key is the same job.
+    "ALTER TABLE jobs ADD COLUMN idempotency_key TEXT;
+     CREATE UNIQUE INDEX jobs_idempotency ON jobs(user, idempotency_key)
+         WHERE idempotency_key IS NOT NULL;",
 ];
 
 const JOB_COLUMNS: &str = "seq, id, queue, tier, user, priority, name, environment, image_digest, \
@@ -461,6 +469,14 @@ impl JobStore {
         } else {
             JobState::Queued
         };
+        if let Some(key) = &job.idempotency_key {
+            if let Some(earlier) = self.by_idempotency_key(&user, key)? {
+                return Err(SubmitError::Repeated {
+                    key: key.clone(),
+                    job: earlier,
+                });
+            }
+        }
         let timeout = job.timeout.or(queue.timeout).map(|d| d.as_secs() as i64);
         let values: Vec<Value> = vec![
             Value::Text(job.queue.clone()),
@@ -499,6 +515,7 @@ impl JobStore {
             job.code
                 .as_ref()
                 .map_or(Value::Null, |c| Value::Text(json(c))),
+            job.idempotency_key.clone().map_or(Value::Null, Value::Text),
         ];
         Ok(self.insert(values, state, now)?)
     }
@@ -508,8 +525,9 @@ impl JobStore {
         const SQL: &str = "INSERT INTO jobs (id, queue, tier, user, priority, name, environment, \
             image_digest, command, env, working_dir, timeout_secs, millicpus, memory, gpus, \
             network, retries, retry_exit_codes, retry_on_oom, retry_backoff_secs, state, \
-            submitted_at, ready_at, outputs, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
-            ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)";
+            submitted_at, ready_at, outputs, code, idempotency_key) VALUES (?1, ?2, ?3, ?4, ?5, \
+            ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, \
+            ?24, ?25, ?26)";
         let mut attempts = 0;
         loop {
             let id = JobId::generate()?;
@@ -526,6 +544,20 @@ impl JobStore {
                 Err(e) => return Err(self.err()(e)),
             }
         }
+    }
+
+    /// The job `user` submitted with idempotency key `key`, if any.
+    pub fn by_idempotency_key(&self, user: &str, key: &str) -> Result<Option<JobId>, StoreError> {
+        let id: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT id FROM jobs WHERE user = ?1 AND idempotency_key = ?2",
+                [user, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?;
+        Ok(id.and_then(|id| id.parse().ok()))
     }
 
     /// The job with this id.
@@ -1367,6 +1399,34 @@ mod tests {
         let without = store.submit(&config, new_job(), 1).unwrap();
         assert_eq!(store.get(&with).unwrap().unwrap().code, Some(code));
         assert_eq!(store.get(&without).unwrap().unwrap().code, None);
+    }
+
+    #[test]
+    fn an_idempotency_key_names_one_job_per_user() {
+        let (_dir, store) = store();
+        let config = SchedulerConfig::default();
+        let keyed = |user: &str| NewJob {
+            user: Some(user.into()),
+            idempotency_key: Some("k-1".into()),
+            ..new_job()
+        };
+        let id = store.submit(&config, keyed("ana"), 100).unwrap();
+        assert_eq!(
+            store.by_idempotency_key("ana", "k-1").unwrap(),
+            Some(id.clone())
+        );
+        assert_eq!(store.by_idempotency_key("ana", "k-2").unwrap(), None);
+        // Another user's key is theirs.
+        assert_eq!(store.by_idempotency_key("bo", "k-1").unwrap(), None);
+        let other = store.submit(&config, keyed("bo"), 100).unwrap();
+        assert_eq!(store.by_idempotency_key("bo", "k-1").unwrap(), Some(other));
+        // The same user's key twice is refused by the store itself, naming the first job.
+        let err = store.submit(&config, keyed("ana"), 100).unwrap_err();
+        assert!(
+            matches!(&err, SubmitError::Repeated { job, .. } if *job == id),
+            "{err}"
+        );
+        assert_eq!(store.list(&JobFilter::default()).unwrap().len(), 2);
     }
 
     #[test]

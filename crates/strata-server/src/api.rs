@@ -15,14 +15,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use strata_agent::{Client, JobMetrics, JobStatus};
+use strata_agent::{Client, ClientError, JobMetrics, JobStatus};
 use strata_db::tokens::Identity;
-use strata_queue::{JobView, NewJob, OutputPath};
+use strata_queue::{JobView, NewJob, OutputPath, SubmitError};
 
 use crate::access::{scrub_reason, Caller};
 use crate::connections::Connections;
 use crate::error::ApiError;
-use crate::types::{CapacityResponse, SubmitRequest, SubmitResponse, WhoAmI};
+use crate::settings::ServerSettings;
+use crate::types::{CapacityResponse, RegistryResponse, SubmitRequest, SubmitResponse, WhoAmI};
 use crate::writers::Writers;
 
 /// The largest request body (a submit is a few hundred bytes).
@@ -33,6 +34,10 @@ const MAX_METRIC_JOBS: usize = 100;
 const WRITERS: usize = 2;
 /// How often a followed log is read again.
 const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+/// The header a client names one submit with, so that a retried POST is the same job.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+/// The longest idempotency key taken.
+const MAX_KEY_LEN: usize = 128;
 
 /// Where the server's `strata.db` and store are (`root`), and the project whose
 /// `strata.toml` configures the queues; the connections kept between requests.
@@ -41,16 +46,24 @@ pub struct AppState {
     connections: Arc<Connections>,
     /// Where submits and cancels run, after the reads ([`crate::writers`]).
     writers: Arc<Writers>,
+    /// `[server]` of strata.toml: the teams' registry.
+    settings: Arc<ServerSettings>,
     /// Served over TLS: the web session cookie is `Secure`.
     pub(crate) tls: bool,
 }
 
 impl AppState {
     /// The state of a server; starts its writing threads.
-    pub fn new(root: PathBuf, project: PathBuf, tls: bool) -> std::io::Result<AppState> {
+    pub fn new(
+        root: PathBuf,
+        project: PathBuf,
+        settings: ServerSettings,
+        tls: bool,
+    ) -> std::io::Result<AppState> {
         Ok(AppState {
             connections: Arc::new(Connections::new(root, project)),
             writers: Arc::new(Writers::start(WRITERS)?),
+            settings: Arc::new(settings),
             tls,
         })
     }
@@ -66,7 +79,8 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/cancel", post(cancel))
         .route("/metrics", get(metrics))
         .route("/capacity", get(capacity))
-        .route("/images", get(images));
+        .route("/images", get(images))
+        .route("/registry", get(registry));
     Router::new()
         .nest("/api/v1", api)
         .merge(crate::web::routes())
@@ -263,13 +277,33 @@ async fn submit(
     body: Result<Json<SubmitRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
     let connections = state.connections.clone();
+    let settings = state.settings.clone();
+    let key = idempotency_key(&headers);
     as_writing_caller(&state, &headers, move |caller| {
         let Json(request) = body.map_err(body_error)?;
+        let key = key?;
         caller.queue(&request.queue)?;
-        let job = new_job(request, &caller.who.user)?;
+        if let Some(id) = earlier_job(caller, key.as_deref())? {
+            return Ok(replayed(id));
+        }
+        if let Some(image) = settings.submitted_image(&request.image, &caller.who.team)? {
+            check_manifest(&image)?;
+        }
+        let job = new_job(request, &caller.who.user, key.clone())?;
         let submitted = {
             let _turn = connections.write_turn();
-            caller.client.submit_with_code(job, None)?
+            // A retry that raced the first attempt past the check above.
+            if let Some(id) = earlier_job(caller, key.as_deref())? {
+                return Ok(replayed(id));
+            }
+            match caller.client.submit_with_code(job, None) {
+                Ok(submitted) => submitted,
+                // Another process (a second server) stored it in between.
+                Err(ClientError::Submit(SubmitError::Repeated { job, .. })) => {
+                    return Ok(replayed(job.to_string()))
+                }
+                Err(e) => return Err(e.into()),
+            }
         };
         tracing::info!(job = %submitted.id, user = %caller.who.user, "submitted");
         Ok((
@@ -282,8 +316,73 @@ async fn submit(
     .await
 }
 
-/// The job a submit asks for, as the caller's; its image is looked up in the server's store.
-fn new_job(request: SubmitRequest, user: &str) -> Result<NewJob, ApiError> {
+/// The job the caller submitted earlier with idempotency key `key`.
+fn earlier_job(caller: &Caller, key: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let id = caller
+        .client
+        .job_by_idempotency_key(&caller.who.user, key)?;
+    Ok(id.map(|id| id.to_string()))
+}
+
+/// The answer to a retried submit: the first attempt's job.
+fn replayed(id: String) -> (StatusCode, Json<SubmitResponse>) {
+    (StatusCode::OK, Json(SubmitResponse { id }))
+}
+
+/// The request's `Idempotency-Key`, if any: 1 to 128 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::bad_request(format!(
+            "header Idempotency-Key: give 1 to {MAX_KEY_LEN} visible ASCII characters"
+        ))
+    };
+    let key = value.to_str().map_err(|_| bad())?;
+    let visible = key.bytes().all(|b| b.is_ascii_graphic());
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !visible {
+        return Err(bad());
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// A registry image must be there before a job names it (HEAD of its manifest), so that a
+/// submit naming nothing stores nothing. Runs on the request's blocking thread.
+fn check_manifest(image: &strata_registry::ImageRef) -> Result<(), ApiError> {
+    let Some(reference) = image.reference.clone() else {
+        return Err(ApiError::bad_request(format!("image {image}: no digest")));
+    };
+    let unreachable = |e: strata_registry::RegistryError| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "the team registry {} did not answer for {image}: {}",
+                image.repo.registry,
+                strata_errors::chain(&e)
+            ),
+        )
+    };
+    let registry =
+        strata_registry::Registry::new(&image.repo.registry, false).map_err(unreachable)?;
+    let found = tokio::runtime::Handle::current()
+        .block_on(registry.manifest_exists(&image.repo, &reference))
+        .map_err(unreachable)?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(ApiError::bad_request(format!(
+            "image {image}: {} has no such manifest (push it first: strata submit -r does)",
+            image.repo
+        ))),
+    }
+}
+
+/// The job a submit asks for, as the caller's; its image is looked up in the server's store,
+/// or (a registry image) pulled by the agent.
+fn new_job(request: SubmitRequest, user: &str, key: Option<String>) -> Result<NewJob, ApiError> {
     if request.command.is_empty() {
         return Err(ApiError::bad_request("command: give the command to run"));
     }
@@ -319,6 +418,7 @@ fn new_job(request: SubmitRequest, user: &str) -> Result<NewJob, ApiError> {
         retry_exit_codes: (!request.retry_on_exit.is_empty()).then_some(request.retry_on_exit),
         retry_on_oom: request.retry_on_oom.then_some(true),
         code: None,
+        idempotency_key: key,
     })
 }
 
@@ -473,10 +573,26 @@ async fn images(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     as_caller(&state, &headers, |caller| {
-        let catalog = caller.client.images()?;
+        let catalog = caller.client.images_of_queues(&caller.queues())?;
         serde_json::to_value(&catalog)
             .map(Json)
             .map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await
+}
+
+/// Where the caller's team pushes its jobs' images (`strata submit -r` through the server).
+async fn registry(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<RegistryResponse>, ApiError> {
+    let settings = state.settings.clone();
+    as_caller(&state, &headers, move |caller| {
+        let repository = settings.team_repository(&caller.who.team)?;
+        Ok(Json(RegistryResponse {
+            team: caller.who.team.clone(),
+            repository: repository.map(|r| r.to_string()),
+        }))
     })
     .await
 }
@@ -492,4 +608,5 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/metrics"),
     ("get", "/api/v1/capacity"),
     ("get", "/api/v1/images"),
+    ("get", "/api/v1/registry"),
 ];

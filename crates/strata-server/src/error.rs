@@ -75,7 +75,8 @@ impl From<ClientError> for ApiError {
             | ClientError::Jobs(_)
             | ClientError::Metrics(_)
             | ClientError::Plot(_)
-            | ClientError::Log { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            | ClientError::Log { .. }
+            | ClientError::Push { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
             tracing::error!("{message}");

@@ -4,7 +4,9 @@
 //! - [`api`]: the routes under `/api/v1` and `/openapi.json`; every request carries a token
 //!   (`Authorization: Bearer strata_...`) checked against `strata_db::tokens`, and sees only the
 //!   queues of its team ([`access`]). The server never reads a path the client names: jobs are
-//!   submitted by image reference or digest of the server's store.
+//!   submitted by image reference or digest of the server's store, or by digest in the
+//!   team's registry repository ([`settings`], `[server] registry`), where the CLI pushed
+//!   them.
 //! - [`serve`]: listening (plain HTTP only on a loopback address; TLS otherwise).
 //! - [`remote`]: the blocking client of the CLI (`STRATA_SERVER`, `STRATA_TOKEN`, `strata
 //!   login`), answering with the types the local commands print.
@@ -22,6 +24,7 @@ mod connections;
 mod error;
 pub mod remote;
 pub mod serve;
+pub mod settings;
 pub mod types;
 mod web;
 mod writers;
@@ -30,6 +33,7 @@ pub use api::{router, AppState};
 pub use error::ApiError;
 pub use remote::{Remote, RemoteError};
 pub use serve::{serve, ServeError, ServeOptions};
+pub use settings::ServerSettings;
 
 /// The API description served at `/openapi.json` (hand-written; a test checks it against the
 /// routes).

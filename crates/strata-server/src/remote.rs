@@ -13,8 +13,13 @@ use strata_agent::{JobMetrics, JobStatus};
 use strata_queue::{CancelResult, JobView};
 use url::Url;
 
-use crate::api::FINISHED_HEADER;
-use crate::types::{CapacityResponse, ErrorBody, SubmitRequest, SubmitResponse, WhoAmI};
+use crate::api::{FINISHED_HEADER, IDEMPOTENCY_HEADER};
+use crate::types::{
+    CapacityResponse, ErrorBody, RegistryResponse, SubmitRequest, SubmitResponse, WhoAmI,
+};
+
+/// Times a submit whose answer was lost is sent again (same idempotency key).
+const SUBMIT_RETRIES: u64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -291,10 +296,35 @@ impl Remote {
         self.json(self.http.get(self.url("metrics", &query)))
     }
 
+    /// Submits under a fresh `Idempotency-Key`, sent again as it was when the answer was
+    /// lost on the way (a connection cut, a timeout): the server then answers the job the
+    /// first attempt made, if it got that far, instead of making a second one.
     pub fn submit(&self, request: &SubmitRequest) -> Result<String, RemoteError> {
-        let answer: SubmitResponse =
-            self.json(self.http.post(self.url("jobs", &[])).json(request))?;
-        Ok(answer.id)
+        let key = idempotency_key().map_err(|e| RemoteError::Answer {
+            server: self.server().to_string(),
+            detail: format!("no random bytes for an idempotency key: {e}"),
+        })?;
+        let mut attempts = 0;
+        loop {
+            let post = self
+                .http
+                .post(self.url("jobs", &[]))
+                .header(IDEMPOTENCY_HEADER, &key)
+                .json(request);
+            match self.json::<SubmitResponse>(post) {
+                Ok(answer) => return Ok(answer.id),
+                Err(RemoteError::Http { .. }) if attempts < SUBMIT_RETRIES => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(200 * attempts));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Where the caller's team pushes its jobs' images.
+    pub fn registry(&self) -> Result<RegistryResponse, RemoteError> {
+        self.json(self.http.get(self.url("registry", &[])))
     }
 
     pub fn capacity(&self) -> Result<CapacityResponse, RemoteError> {
@@ -304,6 +334,13 @@ impl Remote {
     pub fn images(&self) -> Result<serde_json::Value, RemoteError> {
         self.json(self.http.get(self.url("images", &[])))
     }
+}
+
+/// A key naming one `strata submit`: 16 random bytes, hex.
+fn idempotency_key() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A job id as one path segment (a malformed one reaches the server as it is, escaped, and

@@ -32,6 +32,8 @@ pub enum ServeError {
     },
     #[error("the server's store and configuration")]
     Open(#[source] strata_agent::ClientError),
+    #[error(transparent)]
+    Config(#[from] strata_config::ConfigError),
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -64,7 +66,9 @@ pub fn serve(
     };
     // Fail now, not at the first request, on a broken store or configuration.
     strata_agent::Client::open(&options.root, &options.project).map_err(ServeError::Open)?;
-    let state = AppState::new(options.root, options.project, tls.is_some())?;
+    let config = strata_config::Config::load(&options.project, &options.root)?;
+    let settings = crate::settings::ServerSettings::from_config(&config)?;
+    let state = AppState::new(options.root, options.project, settings, tls.is_some())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

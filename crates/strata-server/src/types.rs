@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use strata_queue::TierCapacity;
 
 /// `POST /api/v1/jobs`: a job on an image of the server's store (a tag, a digest or an
-/// environment name). The user is the token's; unknown fields are refused.
+/// environment name) or of the team's registry repository, by digest
+/// (`REGISTRY/REPO@sha256:...`). The user is the token's; unknown fields are refused (a path
+/// of the client's machine has no field to travel in).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
@@ -48,6 +50,14 @@ pub struct CapacityResponse {
     pub team: String,
     pub queues: Vec<String>,
     pub tiers: Vec<TierCapacity>,
+}
+
+/// `GET /api/v1/registry`: where the caller's team pushes its jobs' images; `None` when the
+/// server names no registry (`[server] registry`): then only its own store's images run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegistryResponse {
+    pub team: String,
+    pub repository: Option<String>,
 }
 
 /// `GET /api/v1/whoami`: who the token is.
