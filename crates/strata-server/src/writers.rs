@@ -42,7 +42,11 @@ impl Writers {
         F: FnOnce() -> Result<T, ApiError> + Send + 'static,
     {
         let (answer, answered) = tokio::sync::oneshot::channel();
+        // The work may use the runtime (a registry client does), as on tokio's own
+        // blocking threads.
+        let runtime = tokio::runtime::Handle::current();
         let job: Work = Box::new(move || {
+            let _entered = runtime.enter();
             let _ = answer.send(work());
         });
         let sent = self
@@ -66,7 +70,9 @@ fn writer(queue: &Mutex<Receiver<Work>>) {
         };
         let Ok(work) = next else { return };
         // A panic in one request ends that request (its answer is dropped), not the thread.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).is_err() {
+            tracing::error!("a write request panicked");
+        }
     }
 }
 
