@@ -705,7 +705,15 @@ pub fn print_outputs(outputs: &strata_agent::JobOutputs, as_json: bool) {
             println!("PARTIAL: a limit ([outputs] max_size / max_files) cut the copy short");
         }
     }
-    println!("in {}", outputs.dir.display());
+    // Through a server the files are not on this machine.
+    if outputs.dir.as_os_str().is_empty() {
+        println!(
+            "on the server: `strata outputs {} --to DIR` copies them",
+            outputs.job
+        );
+    } else {
+        println!("in {}", outputs.dir.display());
+    }
 }
 
 /// What `strata submit` detected, on stderr (stdout is the job id).

@@ -608,10 +608,15 @@ fn openapi_describes_the_routes() {
     routes.sort();
     assert_eq!(described, routes);
     for (method, path) in routes {
-        let url = server.url(&path.replace("{id}", "j-aaaaaaaaaa"));
+        let url = server.url(
+            &path
+                .replace("{id}", "j-aaaaaaaaaa")
+                .replace("{path}", "run/a.txt"),
+        );
         let request = match method.as_str() {
             "get" => http().get(url),
             "post" => http().post(url),
+            "delete" => http().delete(url),
             other => panic!("method {other}"),
         };
         let (status, _) = call(request);
@@ -645,9 +650,21 @@ fn the_cli_prints_the_same_through_the_server() {
         assert!(out.status.success(), "remote {args:?}: {}", stderr(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let script = "import json\nprint('hello from the job')\nfor i in range(3): print('strata:metric', json.dumps({'name': 'loss', 'value': 3 - i, 'step': i}))";
+    let script = "import json, os\nprint('hello from the job')\nfor i in range(3): print('strata:metric', json.dumps({'name': 'loss', 'value': 3 - i, 'step': i}))\nos.makedirs('outputs/run one')\nopen('outputs/model.txt', 'w').write('model-v1')\nopen('outputs/run one/metrics.csv', 'w').write('1,2,3\\n' * 1000)";
     let id = remote(&[
-        "submit", "-q", "vision", "--image", &image, "--", "python", "-c", script,
+        "submit",
+        "-q",
+        "vision",
+        "--image",
+        &image,
+        "--workdir",
+        "/work",
+        "--output",
+        "outputs/",
+        "--",
+        "python",
+        "-c",
+        script,
     ]);
     let id = id.trim().to_string();
     world.wait_for(&id, &["succeeded", "failed"], Duration::from_secs(120));
@@ -693,6 +710,7 @@ fn the_cli_prints_the_same_through_the_server() {
     }
     assert!(local(&["status", &id]).contains("succeeded"));
     assert!(local(&["logs", &id]).contains("hello from the job"));
+    outputs_through_the_server(&world, &server, &id, &remote, &local);
     assert!(local(&["status", &id]).contains("user alice"));
 
     // `logs -f` through the server follows a running job to its end.
@@ -783,4 +801,76 @@ fn statuses_follow_the_queue_as_it_changes() {
     assert_eq!(position(&ids[1]), json!(1));
     assert_eq!(position(&ids[1]), local(&ids[1]));
     assert_eq!(position(&ids[2]), local(&ids[2]));
+}
+
+/// `strata outputs` through the server: the same listing as locally (the JSON without the
+/// server's own directory), the same files copied out, deleted only by the job's owner or a
+/// team admin, nothing for another team, and only listed files served.
+fn outputs_through_the_server(
+    world: &World,
+    server: &Server,
+    id: &str,
+    remote: &dyn Fn(&[&str]) -> String,
+    local: &dyn Fn(&[&str]) -> String,
+) {
+    // The same but the last line: where the files are (here, or on the server).
+    let listing = remote(&["outputs", id]);
+    let (files, place) = listing.trim_end().rsplit_once('\n').unwrap();
+    let here = local(&["outputs", id]);
+    assert_eq!(files, here.trim_end().rsplit_once('\n').unwrap().0);
+    assert!(files.contains("run one/metrics.csv"), "{listing}");
+    assert!(place.starts_with("on the server: "), "{place}");
+    let without_dir = |text: String| {
+        let mut v: Value = serde_json::from_str(&text).unwrap();
+        v.as_object_mut().unwrap().remove("dir");
+        v
+    };
+    assert_eq!(
+        without_dir(remote(&["outputs", id, "--json"])),
+        without_dir(local(&["outputs", id, "--json"]))
+    );
+    let (here, there) = (
+        world.dir.path().join("here"),
+        world.dir.path().join("there"),
+    );
+    let (here_s, there_s) = (here.display().to_string(), there.display().to_string());
+    assert_eq!(
+        remote(&["outputs", id, "--to", &there_s]).replace(&there_s, "DIR"),
+        local(&["outputs", id, "--to", &here_s]).replace(&here_s, "DIR")
+    );
+    for file in ["outputs/model.txt", "outputs/run one/metrics.csv"] {
+        let copied = std::fs::read(there.join(file)).unwrap();
+        assert_eq!(copied, std::fs::read(here.join(file)).unwrap(), "{file}");
+    }
+
+    let (_, bob) = token(world, "bob", "vision", false);
+    let (_, carol) = token(world, "carol", "nlp", false);
+    let files = |token: &str, path: &str| {
+        let url = server.url(&format!("/api/v1/jobs/{id}/outputs/files/{path}"));
+        call(http().get(url).bearer_auth(token)).0
+    };
+    assert_eq!(files(&bob, "outputs/model.txt"), StatusCode::OK);
+    assert_eq!(files(&carol, "outputs/model.txt"), StatusCode::NOT_FOUND);
+    for path in [
+        "..%2F..%2Fstrata.db",
+        "../../strata.db",
+        "%2Fetc%2Fpasswd",
+        "outputs/run%20one",
+        "outputs",
+    ] {
+        assert_eq!(files(&bob, path), StatusCode::NOT_FOUND, "{path}");
+    }
+    let delete = |token: &str| {
+        let url = server.url(&format!("/api/v1/jobs/{id}/outputs"));
+        call(http().delete(url).bearer_auth(token))
+    };
+    assert_eq!(delete(&carol).0, StatusCode::NOT_FOUND);
+    let (status, body) = delete(&bob);
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(local(&["outputs", id]).contains("model.txt"), "kept");
+    assert_eq!(
+        remote(&["outputs", id, "--delete"]),
+        format!("deleted the outputs of {id}\n")
+    );
+    assert!(!local(&["outputs", id]).contains("model.txt"), "deleted");
 }

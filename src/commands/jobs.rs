@@ -523,38 +523,63 @@ pub fn logs(args: LogsArgs) -> Result<(), Failure> {
 }
 
 pub fn outputs(args: OutputsArgs) -> Result<(), Failure> {
-    if remote()?.is_some() {
-        return Err(Failure::usage(
-            "outputs are not served by strata server yet: run this where the server's store is",
-        ));
+    if let Some(remote) = remote()? {
+        return remote_outputs(&remote, &args);
     }
     let client = client()?;
     if args.delete {
         let deleted = client.delete_outputs(&args.job).map_err(Failure::jobs)?;
-        let text = if deleted {
-            format!("deleted the outputs of {}", args.job)
-        } else {
-            format!("{} has no collected outputs", args.job)
-        };
-        output::print_json_or(
-            &serde_json::json!({ "job": args.job, "deleted": deleted }),
-            args.json,
-            || text.clone(),
-        );
+        print_deleted(&args.job, deleted, args.json);
         return Ok(());
     }
     let outputs = client.outputs(&args.job).map_err(Failure::jobs)?;
     if let Some(to) = &args.to {
         let copied = outputs.copy_to(to).map_err(|e| Failure::jobs(e.into()))?;
-        output::print_json_or(
-            &serde_json::json!({ "job": args.job, "to": to, "files": copied }),
-            args.json,
-            || format!("copied {copied} files to {}", to.display()),
-        );
+        print_copied(&args.job, to, copied, args.json);
         return Ok(());
     }
     output::print_outputs(&outputs, args.json);
     Ok(())
+}
+
+/// `strata outputs` through a server: the same listing, copy and delete.
+fn remote_outputs(remote: &Remote, args: &OutputsArgs) -> Result<(), Failure> {
+    if args.delete {
+        let deleted = remote.delete_outputs(&args.job).map_err(Failure::remote)?;
+        print_deleted(&args.job, deleted, args.json);
+        return Ok(());
+    }
+    let outputs = remote.outputs(&args.job).map_err(Failure::remote)?;
+    if let Some(to) = &args.to {
+        let copied = remote
+            .download_outputs(&outputs, to)
+            .map_err(Failure::remote)?;
+        print_copied(&args.job, to, copied, args.json);
+        return Ok(());
+    }
+    output::print_outputs(&outputs, args.json);
+    Ok(())
+}
+
+fn print_deleted(job: &str, deleted: bool, json: bool) {
+    let text = if deleted {
+        format!("deleted the outputs of {job}")
+    } else {
+        format!("{job} has no collected outputs")
+    };
+    output::print_json_or(
+        &serde_json::json!({ "job": job, "deleted": deleted }),
+        json,
+        || text.clone(),
+    );
+}
+
+fn print_copied(job: &str, to: &Path, copied: usize, json: bool) {
+    output::print_json_or(
+        &serde_json::json!({ "job": job, "to": to, "files": copied }),
+        json,
+        || format!("copied {copied} files to {}", to.display()),
+    );
 }
 
 pub fn metrics(args: MetricsArgs) -> Result<(), Failure> {

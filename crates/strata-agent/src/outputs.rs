@@ -9,7 +9,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use strata_queue::{outputs_dir, Job};
 use strata_runc::{Collected, OutputLimits, FILES_DIR, REPORT_FILE};
 
@@ -29,7 +29,7 @@ pub enum OutputsError {
 }
 
 /// Where a job's outputs stand.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputsState {
     /// The job was submitted without `--output`.
@@ -44,15 +44,15 @@ pub enum OutputsState {
 }
 
 /// One collected file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputFile {
     /// Relative to the collected files: the output path as given, then the file's path.
     pub path: String,
     pub size: u64,
 }
 
-/// A job's outputs, for `strata outputs JOB`.
-#[derive(Debug, Clone, Serialize)]
+/// A job's outputs, for `strata outputs JOB` (also what a server answers, without `dir`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobOutputs {
     pub job: String,
     pub job_state: String,

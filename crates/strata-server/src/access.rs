@@ -58,16 +58,17 @@ impl Caller {
         Ok(job)
     }
 
-    /// Cancelling: one's own job, or any of the team's as its admin. The job is visible to
-    /// the caller (same team), so this is a 403, not a 404.
-    pub fn may_cancel(&self, job: &Job) -> Result<(), ApiError> {
+    /// Changing a job (cancelling it, deleting its outputs): one's own job, or any of the
+    /// team's as its admin. The job is visible to the caller (same team), so this is a 403,
+    /// not a 404. `action` says what, for the message ("cancel").
+    pub fn may_change(&self, job: &Job, action: &str) -> Result<(), ApiError> {
         if self.who.admin || job.user == self.who.user {
             return Ok(());
         }
         Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             format!(
-                "job {} is {}'s: only its owner or an admin of team {} may cancel it",
+                "job {} is {}'s: only its owner or an admin of team {} may {action} it",
                 job.id, job.user, self.who.team
             ),
         ))

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use strata_agent::{Client, ClientError, JobMetrics, JobStatus};
+use strata_agent::{Client, ClientError, JobMetrics, JobOutputs, JobStatus, OutputsState};
 use strata_db::tokens::Identity;
 use strata_queue::{JobView, NewJob, OutputPath, SubmitError};
 
@@ -77,6 +77,8 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}", get(status))
         .route("/jobs/{id}/log", get(log))
         .route("/jobs/{id}/cancel", post(cancel))
+        .route("/jobs/{id}/outputs", get(outputs).delete(delete_outputs))
+        .route("/jobs/{id}/outputs/files/{*path}", get(output_file))
         .route("/metrics", get(metrics))
         .route("/capacity", get(capacity))
         .route("/images", get(images))
@@ -429,7 +431,7 @@ async fn cancel(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     as_writing_caller(&state, &headers, move |caller| {
         let job = caller.job(&id)?;
-        caller.may_cancel(&job)?;
+        caller.may_change(&job, "cancel")?;
         let result = caller.client.cancel(&id)?;
         tracing::info!(job = %id, user = %caller.who.user, "cancel");
         Ok(Json(serde_json::json!({ "job": id, "result": result })))
@@ -449,6 +451,75 @@ struct LogQuery {
 
 /// The header saying whether the job had ended when its log was read.
 pub const FINISHED_HEADER: &str = "strata-job-finished";
+
+/// What a job's `--output` directories held when it ended (as `strata outputs JOB`),
+/// without the server's own paths.
+async fn outputs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<JobOutputs>, ApiError> {
+    as_caller(&state, &headers, move |caller| {
+        caller.job(&id)?;
+        let mut outputs = caller.client.outputs(&id)?;
+        outputs.dir = PathBuf::new();
+        Ok(Json(outputs))
+    })
+    .await
+}
+
+/// One collected file, by the path its listing gives: only a listed file is served, so no
+/// path a caller writes reaches the filesystem.
+async fn output_file(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, path)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let file = as_caller(&state, &headers, move |caller| {
+        caller.job(&id)?;
+        let outputs = caller.client.outputs(&id)?;
+        if outputs.state != OutputsState::Collected {
+            return Err(ApiError::not_found(outputs.unavailable().to_string()));
+        }
+        let Some(listed) = outputs.files.iter().find(|f| f.path == path) else {
+            return Err(ApiError::not_found(format!(
+                "job {id} has no output file {path:?} (GET /api/v1/jobs/{id}/outputs lists them)"
+            )));
+        };
+        let file = std::fs::File::open(outputs.dir.join(&listed.path))
+            .map_err(|e| ApiError::internal(format!("output file {path:?} of job {id}: {e}")))?;
+        Ok((file, listed.size))
+    })
+    .await?;
+    let (file, size) = file;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(
+        tokio::fs::File::from_std(file),
+    ));
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        ),
+        (header::CONTENT_LENGTH, HeaderValue::from(size)),
+    ];
+    Ok((headers, body).into_response())
+}
+
+/// Deletes a finished job's collected outputs (its owner, or an admin of its team).
+async fn delete_outputs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    as_writing_caller(&state, &headers, move |caller| {
+        let job = caller.job(&id)?;
+        caller.may_change(&job, "delete the outputs of")?;
+        let deleted = caller.client.delete_outputs(&id)?;
+        tracing::info!(job = %id, user = %caller.who.user, deleted, "outputs deleted");
+        Ok(Json(serde_json::json!({ "job": id, "deleted": deleted })))
+    })
+    .await
+}
 
 async fn log(
     State(state): State<AppState>,
@@ -605,6 +676,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/jobs/{id}"),
     ("get", "/api/v1/jobs/{id}/log"),
     ("post", "/api/v1/jobs/{id}/cancel"),
+    ("get", "/api/v1/jobs/{id}/outputs"),
+    ("delete", "/api/v1/jobs/{id}/outputs"),
+    ("get", "/api/v1/jobs/{id}/outputs/files/{path}"),
     ("get", "/api/v1/metrics"),
     ("get", "/api/v1/capacity"),
     ("get", "/api/v1/images"),

@@ -21,6 +21,7 @@
 pub mod access;
 pub mod api;
 mod connections;
+mod download;
 mod error;
 pub mod remote;
 pub mod serve;

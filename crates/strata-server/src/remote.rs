@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use strata_agent::{JobMetrics, JobStatus};
+use strata_agent::{JobMetrics, JobOutputs, JobStatus, OutputsState};
 use strata_queue::{CancelResult, JobView};
 use url::Url;
 
@@ -52,6 +52,12 @@ pub enum RemoteError {
     Answer { server: String, detail: String },
     #[error("writing the log: {0}")]
     Write(#[source] std::io::Error),
+    #[error("writing {}: {source}", path.display())]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl RemoteError {
@@ -280,6 +286,67 @@ impl Remote {
             }
             out.write_all(&buf[..n]).map_err(RemoteError::Write)?;
             out.flush().map_err(RemoteError::Write)?;
+        }
+    }
+
+    /// What the job's `--output` directories held when it ended.
+    pub fn outputs(&self, id: &str) -> Result<JobOutputs, RemoteError> {
+        self.json(
+            self.http
+                .get(self.url(&format!("jobs/{}/outputs", segment(id)), &[])),
+        )
+    }
+
+    /// Deletes the job's collected outputs; whether there were any.
+    pub fn delete_outputs(&self, id: &str) -> Result<bool, RemoteError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            deleted: bool,
+        }
+        let answer: Answer = self.json(
+            self.http
+                .delete(self.url(&format!("jobs/{}/outputs", segment(id)), &[])),
+        )?;
+        Ok(answer.deleted)
+    }
+
+    /// Downloads the files of `outputs` into `to` (created if missing; files there of the
+    /// same name are replaced), as `strata outputs --to` copies them locally. The server's
+    /// listing is not trusted: a path that is not plain names below `to`, a symbolic link
+    /// on the way, or a file longer than listed is refused. Returns how many were copied.
+    pub fn download_outputs(&self, outputs: &JobOutputs, to: &Path) -> Result<usize, RemoteError> {
+        if outputs.state != OutputsState::Collected {
+            return Err(self.answer(outputs.unavailable().to_string()));
+        }
+        for file in &outputs.files {
+            let relative =
+                crate::download::relative(&file.path).map_err(|detail| self.answer(detail))?;
+            let mut url = self.url(
+                &format!("jobs/{}/outputs/files", segment(&outputs.job)),
+                &[],
+            );
+            if let Ok(mut segments) = url.path_segments_mut() {
+                segments.extend(file.path.split('/'));
+            }
+            let response = self.send(self.http.get(url))?;
+            crate::download::write(response, to, &relative, file.size).map_err(|e| match e {
+                crate::download::Error::Io(source) => RemoteError::Output {
+                    path: to.join(&relative),
+                    source,
+                },
+                crate::download::Error::Longer => self.answer(format!(
+                    "output file {:?} is longer than the {} bytes listed",
+                    file.path, file.size
+                )),
+            })?;
+        }
+        Ok(outputs.files.len())
+    }
+
+    fn answer(&self, detail: String) -> RemoteError {
+        RemoteError::Answer {
+            server: self.server().to_string(),
+            detail,
         }
     }
 
