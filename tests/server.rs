@@ -800,6 +800,13 @@ fn statuses_follow_the_queue_as_it_changes() {
     }
     assert_eq!(position(&ids[1]), json!(1));
     assert_eq!(position(&ids[1]), local(&ids[1]));
+    // Outputs are collected when a job ends: deleting them before is a conflict.
+    let (status, body) = call(
+        http()
+            .delete(server.url(&format!("/api/v1/jobs/{}/outputs", ids[1])))
+            .bearer_auth(&alice),
+    );
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(position(&ids[2]), local(&ids[2]));
 }
 

@@ -67,6 +67,7 @@ impl From<ClientError> for ApiError {
                 EnvironmentError::NoImage { .. } | EnvironmentError::Left { .. },
             ) => StatusCode::BAD_REQUEST,
             ClientError::Outputs(OutputsError::Io { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
+            ClientError::Outputs(OutputsError::Unfinished { .. }) => StatusCode::CONFLICT,
             ClientError::Outputs(_) => StatusCode::BAD_REQUEST,
             // The server's own store, configuration or database: not the caller's doing.
             ClientError::Environment(_)
