@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use strata_agent::{Client, ClientError, JobMetrics, JobOutputs, JobStatus, OutputsState};
 use strata_db::tokens::Identity;
-use strata_queue::{JobView, NewJob, OutputPath, SubmitError};
+use strata_queue::{Job, JobView, NewJob, OutputPath, SubmitError};
 
 use crate::access::{scrub_reason, Caller};
 use crate::connections::Connections;
@@ -285,7 +285,8 @@ async fn submit(
         let Json(request) = body.map_err(body_error)?;
         let key = key?;
         caller.queue(&request.queue)?;
-        if let Some(id) = earlier_job(caller, key.as_deref())? {
+        let asked = Asked::of(&request);
+        if let Some(id) = earlier_job(caller, key.as_deref(), &asked)? {
             return Ok(replayed(id));
         }
         if let Some(image) = settings.submitted_image(&request.image, &caller.who.team)? {
@@ -295,7 +296,7 @@ async fn submit(
         let submitted = {
             let _turn = connections.write_turn();
             // A retry that raced the first attempt past the check above.
-            if let Some(id) = earlier_job(caller, key.as_deref())? {
+            if let Some(id) = earlier_job(caller, key.as_deref(), &asked)? {
                 return Ok(replayed(id));
             }
             match caller.client.submit_with_code(job, None) {
@@ -318,15 +319,74 @@ async fn submit(
     .await
 }
 
-/// The job the caller submitted earlier with idempotency key `key`.
-fn earlier_job(caller: &Caller, key: Option<&str>) -> Result<Option<String>, ApiError> {
+/// What a submit asks for, to tell a retry (the same) from another submit sent under a key
+/// already used.
+struct Asked {
+    queue: String,
+    tier: String,
+    image: String,
+    command: Vec<String>,
+    name: Option<String>,
+    env: std::collections::BTreeMap<String, String>,
+    workdir: Option<String>,
+}
+
+impl Asked {
+    fn of(request: &SubmitRequest) -> Asked {
+        Asked {
+            queue: request.queue.clone(),
+            tier: request.tier.clone(),
+            image: request.image.clone(),
+            command: request.command.clone(),
+            name: request.name.clone(),
+            env: request.env.clone(),
+            workdir: request.workdir.clone(),
+        }
+    }
+
+    fn is(&self, job: &Job) -> bool {
+        let image = match &job.environment {
+            strata_queue::Environment::Image { reference } => *reference == self.image,
+            strata_queue::Environment::Requirements { .. } => false,
+        };
+        image
+            && job.queue == self.queue
+            && job.tier == self.tier
+            && job.command == self.command
+            && job.name == self.name
+            && job.env == self.env
+            && job.working_dir == self.workdir
+    }
+}
+
+/// The job the caller submitted earlier with idempotency key `key`. The same key with a
+/// different submit is refused (422): answering the first job would hide that the second
+/// was never queued.
+fn earlier_job(
+    caller: &Caller,
+    key: Option<&str>,
+    asked: &Asked,
+) -> Result<Option<String>, ApiError> {
     let Some(key) = key else {
         return Ok(None);
     };
-    let id = caller
+    let Some(id) = caller
         .client
-        .job_by_idempotency_key(&caller.who.user, key)?;
-    Ok(id.map(|id| id.to_string()))
+        .job_by_idempotency_key(&caller.who.user, key)?
+    else {
+        return Ok(None);
+    };
+    let job = caller.client.job(id.as_str())?;
+    if !asked.is(&job) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "Idempotency-Key {key:?} was sent before with another submit (job {id}): \
+                 send a new key for a new job"
+            ),
+        ));
+    }
+    Ok(Some(id.to_string()))
 }
 
 /// The answer to a retried submit: the first attempt's job.
