@@ -507,6 +507,17 @@ fn tokens_are_stored_hashed_and_shown_once() {
     let out = world.strata(&["token", "create", "--user", "al ice", "--team", "vision"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("invalid user \"al ice\""));
+    // A team names a namespace and a registry repository: a DNS label.
+    for team in ["Vision", "-ml", "ml.ops", "a_b"] {
+        let team_arg = format!("--team={team}");
+        let out = world.strata(&["token", "create", "--user", "alice", &team_arg]);
+        assert_eq!(out.status.code(), Some(3), "{team}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("invalid team \"{team}\"")),
+            "{}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]

@@ -375,7 +375,10 @@ fn a_retried_submit_is_the_same_job() {
     let (status, refused) = post(&server, &alice, &changed, Some("retry-me-1"));
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
     let message = refused["error"].as_str().unwrap();
-    assert!(message.contains("retry-me-1") && message.contains("new key"), "{message}");
+    assert!(
+        message.contains("retry-me-1") && message.contains("new key"),
+        "{message}"
+    );
     assert_eq!(all_jobs(&world).len(), 1, "the changed submit stored a job");
 
     let (status, bobs) = post(&server, &bob, &body, Some("retry-me-1"));

@@ -191,7 +191,9 @@ impl Failure {
 
     pub fn token(error: TokenError) -> Failure {
         let exit_code = match &error {
-            TokenError::InvalidName { .. } | TokenError::NoSuchToken(_) => output::EXIT_BAD_INPUT,
+            TokenError::InvalidName { .. }
+            | TokenError::InvalidTeam(_)
+            | TokenError::NoSuchToken(_) => output::EXIT_BAD_INPUT,
             TokenError::Sqlite { .. } | TokenError::Random(_) => output::EXIT_STORE,
         };
         Failure {

@@ -49,6 +49,8 @@ pub enum TokenError {
     Random(#[source] getrandom::Error),
     #[error("invalid {what} {value:?}: 1 to 64 letters, digits, '.', '_' or '-'")]
     InvalidName { what: &'static str, value: String },
+    #[error("invalid team {0:?}: 1 to 63 lowercase letters, digits or '-', not at either end (a team names its Kubernetes namespace and its registry repository)")]
+    InvalidTeam(String),
     #[error("no token {0} (strata token list shows them)")]
     NoSuchToken(String),
 }
@@ -106,7 +108,7 @@ impl Tokens {
     /// A new token for `user` in `team`; its secret is in the answer and nowhere else.
     pub fn create(&self, user: &str, team: &str, admin: bool) -> Result<Created, TokenError> {
         check_name("user", user)?;
-        check_name("team", team)?;
+        check_team(team)?;
         let mut bytes = [0u8; TOKEN_BYTES];
         getrandom::fill(&mut bytes).map_err(TokenError::Random)?;
         let secret = format!(
@@ -240,6 +242,25 @@ fn check_name(what: &'static str, value: &str) -> Result<(), TokenError> {
             value: value.to_string(),
         })
     }
+}
+
+/// Whether `team` can name a team: a DNS label, since `strata deploy` makes a namespace of
+/// it and `[server] registry` a repository path component.
+pub fn is_team_name(team: &str) -> bool {
+    !team.is_empty()
+        && team.len() <= 63
+        && team
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !team.starts_with('-')
+        && !team.ends_with('-')
+}
+
+fn check_team(team: &str) -> Result<(), TokenError> {
+    if is_team_name(team) {
+        return Ok(());
+    }
+    Err(TokenError::InvalidTeam(team.to_string()))
 }
 
 fn unix_now() -> i64 {

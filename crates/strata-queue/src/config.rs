@@ -310,6 +310,16 @@ fn resolve_queue(
             "0 would never run a job; leave it out for no limit",
         ));
     }
+    if let Some(team) = section
+        .team
+        .as_deref()
+        .filter(|t| !strata_db::tokens::is_team_name(t))
+    {
+        return Err(invalid(
+            format!("queues.{name}.team"),
+            format!("{team:?} is not a team name: 1 to 63 lowercase letters, digits or '-', not at either end (as `strata token create --team` takes)"),
+        ));
+    }
     let defaults = RetryPolicy::default();
     Ok(QueueConfig {
         name: name.to_string(),
@@ -374,6 +384,17 @@ mod tests {
         assert_eq!(config.pools[0].name, "local");
         assert_eq!(config.pools[0].nodes[0].capacity.gpus, 0);
         assert_eq!(config.params.reserve_after, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_team_is_a_team_name() {
+        let err = load("[queues.q]\nteam = \"Vision\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("queues.q.team") && err.contains("Vision"),
+            "{err}"
+        );
     }
 
     #[test]
