@@ -20,7 +20,8 @@
 //! `cargo run --release -p strata-install --example bench_compress [-- --scale 0.2 | --wheels DIR] [--floors] [--miniz]`
 //! (`--wheels DIR`: the `.whl` files of DIR instead of generated ones; `--floors`: only the
 //! floors, for scripts that time strata builds themselves; `--miniz`: also the floor of the
-//! previous deflate backend). Each floor is also printed as a `floor NAME WALL CPU` line.
+//! previous deflate backend; `--blocks`: what pigz-style block-parallel gzip would cost on the
+//! largest wheel). Each floor is also printed as a `floor NAME WALL CPU` line.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -231,11 +232,15 @@ impl std::fmt::Display for Timing {
 /// Runs `work(i)` for i in 0..n on THREADS threads, largest first as a build schedules them
 /// (the caller orders them).
 fn parallel(n: usize, work: impl Fn(usize) + Sync) -> Timing {
+    parallel_on(THREADS, n, work)
+}
+
+fn parallel_on(threads: usize, n: usize, work: impl Fn(usize) + Sync) -> Timing {
     let next = AtomicUsize::new(0);
     let start = Instant::now();
     let cpu = cpu_seconds();
     std::thread::scope(|s| {
-        for _ in 0..THREADS {
+        for _ in 0..threads {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
@@ -426,6 +431,9 @@ fn main() -> io::Result<()> {
             ratio(strata, recorded),
         );
     }
+    if std::env::args().any(|a| a == "--blocks") {
+        blocks(&wheels[0].1);
+    }
     if !std::env::args().any(|a| a == "--miniz") {
         return Ok(());
     }
@@ -437,7 +445,8 @@ fn main() -> io::Result<()> {
     Ok(())
 }
 
-fn miniz_floor(files: &Files) {
+/// One wheel's files as the floor's sorted tar, in memory.
+fn tar_bytes(files: &Files) -> Vec<u8> {
     let mut sorted: Vec<&(String, Vec<u8>)> = files.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let mut tar = tar::Builder::new(Vec::new());
@@ -449,9 +458,100 @@ fn miniz_floor(files: &Files) {
         tar.append_data(&mut h, format!("opt/venv/{path}"), data.as_slice())
             .expect("tar to memory");
     }
-    let tar = tar.into_inner().expect("tar to memory");
+    tar.into_inner().expect("tar to memory")
+}
+
+fn miniz_floor(files: &Files) {
+    let tar = tar_bytes(files);
     let diff_id = Sha256::digest(&tar);
     let deflated = miniz_oxide::deflate::compress_to_vec(&tar, GZIP_LEVEL as u8);
     let digest = Sha256::digest(&deflated);
     std::hint::black_box((diff_id, digest));
+}
+
+/// The block of pigz-style gzip: a fixed size, whatever the thread count.
+const BLOCK: usize = 1 << 20;
+/// Deflate's window: each block is primed with the input before it, as pigz does.
+const WINDOW: usize = 32 << 10;
+
+/// Raw deflate of block `i` of `tar`: primed with the window before it, ended by a sync flush
+/// (byte-aligned, so blocks concatenate into one stream) or, for the last, finished.
+fn deflate_block(tar: &[u8], i: usize) -> Vec<u8> {
+    let start = i * BLOCK;
+    let end = (start + BLOCK).min(tar.len());
+    let last = end == tar.len();
+    let mut deflate = flate2::Compress::new(Compression::new(GZIP_LEVEL), false);
+    if start > 0 {
+        deflate
+            .set_dictionary(&tar[start.saturating_sub(WINDOW)..start])
+            .expect("deflate dictionary");
+    }
+    let data = &tar[start..end];
+    let mut out = Vec::with_capacity(data.len() + data.len() / 16 + 4096);
+    let flush = if last {
+        flate2::FlushCompress::Finish
+    } else {
+        flate2::FlushCompress::Sync
+    };
+    deflate
+        .compress_vec(data, &mut out, flush)
+        .expect("deflate");
+    assert_eq!(
+        deflate.total_in() as usize,
+        data.len(),
+        "output space too small"
+    );
+    out
+}
+
+/// All blocks of `tar` on `threads` threads, concatenated.
+fn block_deflate(tar: &[u8], threads: usize) -> (Timing, Vec<u8>) {
+    let n = tar.len().div_ceil(BLOCK).max(1);
+    let outs: Vec<Mutex<Vec<u8>>> = (0..n).map(|_| Mutex::default()).collect();
+    let timing = parallel_on(threads, n, |i| {
+        *outs[i].lock().unwrap() = deflate_block(tar, i);
+    });
+    let out = outs
+        .into_iter()
+        .flat_map(|o| o.into_inner().unwrap())
+        .collect();
+    (timing, out)
+}
+
+/// `--blocks`: the largest wheel's tar as one deflate stream and as 1 MiB blocks, on one
+/// thread and on THREADS: CPU, size, and that the blocks are one valid stream whose bytes do
+/// not depend on the thread count (what a layer format of block-parallel gzip would need).
+fn blocks(files: &Files) {
+    let tar = tar_bytes(files);
+    let one = Mutex::new(Vec::new());
+    let single = parallel_on(1, 1, |_| {
+        let mut deflate = flate2::Compress::new(Compression::new(GZIP_LEVEL), false);
+        let mut out = Vec::with_capacity(tar.len() + tar.len() / 16 + 4096);
+        deflate
+            .compress_vec(&tar, &mut out, flate2::FlushCompress::Finish)
+            .expect("deflate");
+        *one.lock().unwrap() = out;
+    });
+    let one = one.into_inner().unwrap();
+    let (serial, by_one) = block_deflate(&tar, 1);
+    let (threaded, by_many) = block_deflate(&tar, THREADS);
+    assert!(
+        by_one == by_many,
+        "block deflate depends on the thread count"
+    );
+    let mut back = Vec::with_capacity(tar.len());
+    io::Read::read_to_end(
+        &mut flate2::read::DeflateDecoder::new(&by_one[..]),
+        &mut back,
+    )
+    .expect("the blocks are not one deflate stream");
+    assert!(back == tar, "the blocks do not inflate to the tar");
+    println!(
+        "blocks: the largest wheel's tar ({:.0} MB), deflate-{GZIP_LEVEL}: one stream {single} -> {} B; {} KiB blocks on 1 thread {serial}, on {THREADS} {threaded} -> {} B ({:+.2}%), the same bytes on both, one valid stream",
+        tar.len() as f64 / 1e6,
+        one.len(),
+        BLOCK >> 10,
+        by_one.len(),
+        100.0 * (by_one.len() as f64 / one.len() as f64 - 1.0),
+    );
 }
