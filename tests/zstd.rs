@@ -127,6 +127,43 @@ fn zstd_layers_hold_their_diff_ids_and_make_another_image() {
     );
 }
 
+/// Layer bytes do not depend on how many threads build them (`--jobs`, or `STRATA_JOBS` as a
+/// CI runner would set it): two fresh stores, one thread and four, give the same layers and
+/// the same image, under zstd as under gzip.
+#[test]
+fn layers_are_the_same_bytes_for_any_thread_count() {
+    let world = World::new();
+    for compression in ["zstd", "gzip"] {
+        let req = requirements("shared-a.txt");
+        let one = world
+            .with_home(&format!("one-{compression}"))
+            .build_ok(&req, &["--compression", compression, "--jobs", "1"]);
+        let four = world.with_home(&format!("four-{compression}"));
+        let out = four
+            .build_command(&req, &base_ref(), &["--compression", compression])
+            .env("STRATA_JOBS", "4")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let four_built: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(four_built["cache"], "miss", "a fresh store must build");
+        let layers = |built: &Value| -> Vec<Value> {
+            built["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["digest"].clone())
+                .collect()
+        };
+        assert_eq!(
+            layers(&one),
+            layers(&four_built),
+            "{compression} layers differ between 1 and 4 threads"
+        );
+        assert_eq!(one["digest"], four_built["digest"], "{compression}");
+    }
+}
+
 #[test]
 fn compression_from_strata_toml_and_a_bad_one_is_named() {
     let world = World::new();

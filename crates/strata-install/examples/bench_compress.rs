@@ -8,8 +8,20 @@
 //! - the floor: the same files, already in memory, as one sorted tar per wheel through the
 //!   same compressor at the same level, with the same two sha256 (tar and compressed).
 //!
-//! `cargo run --release -p strata-install --example bench_compress [-- --scale 0.2 | --wheels DIR]`
-//! (`--wheels DIR`: the `.whl` files of DIR instead of generated ones).
+//! Each line gives wall seconds and the CPU seconds (user+sys) of the whole process in that
+//! phase: on a machine shared with other work, wall clock is noise and CPU time is the figure
+//! to compare. Three floors, each a step closer to what installing must do:
+//! - `floor`: the tar of files already in memory, compressed, both streams hashed (the
+//!   compressor's own cost: what "the compression floor" means in the benchmarks);
+//! - `floor+unzip`: the same, the files first inflated out of the wheel;
+//! - `floor+unzip+record`: the same, each file also hashed with sha256 as RECORD checking
+//!   needs (the least an installer that checks RECORD and writes a new one can do).
+//!
+//! `cargo run --release -p strata-install --example bench_compress [-- --scale 0.2 | --wheels DIR] [--floors] [--miniz]`
+//! (`--wheels DIR`: the `.whl` files of DIR instead of generated ones; `--floors`: only the
+//! floors, for scripts that time strata builds themselves; `--miniz`: also the floor of the
+//! previous deflate backend; `--blocks`: what pigz-style block-parallel gzip would cost on the
+//! largest wheel). Each floor is also printed as a `floor NAME WALL CPU` line.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -186,13 +198,49 @@ fn unzip(path: &Path) -> io::Result<Files> {
     Ok(files)
 }
 
+/// CPU seconds (user+sys) this process has used so far, from `/proc/self/stat` (fields 14
+/// and 15, in clock ticks of 1/100 s on Linux).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name (field 2) may hold spaces: count fields after its closing paren.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Wall and CPU seconds of one phase.
+#[derive(Clone, Copy)]
+struct Timing {
+    wall: f64,
+    cpu: f64,
+}
+
+impl std::fmt::Display for Timing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.2} s (cpu {:.2} s)", self.wall, self.cpu)
+    }
+}
+
 /// Runs `work(i)` for i in 0..n on THREADS threads, largest first as a build schedules them
 /// (the caller orders them).
-fn parallel(n: usize, work: impl Fn(usize) + Sync) -> f64 {
+fn parallel(n: usize, work: impl Fn(usize) + Sync) -> Timing {
+    parallel_on(THREADS, n, work)
+}
+
+fn parallel_on(threads: usize, n: usize, work: impl Fn(usize) + Sync) -> Timing {
     let next = AtomicUsize::new(0);
     let start = Instant::now();
+    let cpu = cpu_seconds();
     std::thread::scope(|s| {
-        for _ in 0..THREADS {
+        for _ in 0..threads {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
@@ -202,13 +250,36 @@ fn parallel(n: usize, work: impl Fn(usize) + Sync) -> f64 {
             });
         }
     });
-    start.elapsed().as_secs_f64()
+    Timing {
+        wall: start.elapsed().as_secs_f64(),
+        cpu: cpu_seconds() - cpu,
+    }
 }
 
 /// The floor for one wheel: its files as one sorted tar, compressed, both streams hashed.
 fn floor_layer(files: &Files, compression: LayerCompression) -> (u64, u64) {
-    let mut sorted: Vec<&(String, Vec<u8>)> = files.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let files: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(path, data)| (path.as_str(), data.as_slice()))
+        .collect();
+    floor_of(&files, compression)
+}
+
+/// [`floor_layer`] of the files inflated out of the wheel at `path` (read into memory one
+/// at a time, as an installer does), each also hashed with sha256 when `record`.
+fn unzip_floor(path: &Path, compression: LayerCompression, record: bool) {
+    let files = unzip(path).expect("reading a wheel");
+    if record {
+        for (_, data) in &files {
+            std::hint::black_box(Sha256::digest(data));
+        }
+    }
+    floor_layer(&files, compression);
+}
+
+fn floor_of(files: &[(&str, &[u8])], compression: LayerCompression) -> (u64, u64) {
+    let mut sorted: Vec<&(&str, &[u8])> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
     let compressed = HashingWriter::new(io::sink());
     let tar_bytes = |w: &mut dyn Write| -> io::Result<u64> {
         let mut hashed = HashingWriter::new(w);
@@ -219,7 +290,7 @@ fn floor_layer(files: &Files, compression: LayerCompression) -> (u64, u64) {
                 h.set_mode(0o644);
                 h.set_size(data.len() as u64);
                 h.set_mtime(0);
-                tar.append_data(&mut h, format!("opt/venv/{path}"), data.as_slice())?;
+                tar.append_data(&mut h, format!("opt/venv/{path}"), *data)?;
             }
             tar.finish()?;
         }
@@ -313,15 +384,9 @@ fn main() -> io::Result<()> {
         wheels.len(),
         generated.elapsed().as_secs_f64()
     );
+    let floors_only = std::env::args().any(|a| a == "--floors");
     let scheme = InstallScheme::new(PythonVersion::new(3, 11));
     for compression in [LayerCompression::Gzip, LayerCompression::Zstd] {
-        let scheme = scheme.clone().with_compression(compression);
-        let strata_bytes = Mutex::new(0u64);
-        let strata = parallel(wheels.len(), |i| {
-            let mut out = HashingWriter::new(io::sink());
-            wheel_layer(&wheels[i].0, &scheme, &mut out).expect("wheel layer");
-            *strata_bytes.lock().unwrap() += out.count();
-        });
         let sizes = Mutex::new((0u64, 0u64));
         let floor = parallel(wheels.len(), |i| {
             let (tar, compressed) = floor_layer(&wheels[i].1, compression);
@@ -329,34 +394,59 @@ fn main() -> io::Result<()> {
             s.0 += tar;
             s.1 += compressed;
         });
-        // The floor again, the files first read out of the wheel (what installing adds to it
-        // that cannot be skipped: inflating the zip).
-        let unzip_floor = parallel(wheels.len(), |i| {
-            let files = unzip(&wheels[i].0).expect("reading a generated wheel");
-            floor_layer(&files, compression);
-        });
         let (tar, floor_bytes) = *sizes.lock().unwrap();
-        let strata_bytes = *strata_bytes.lock().unwrap();
+        // Machine-readable, for scripts/bench-regcache: name, wall, cpu.
+        println!("floor {compression} {:.3} {:.3}", floor.wall, floor.cpu);
         println!(
-            "{} ({}): tar {:.0} MB; strata {strata:.2} s -> {:.0} MB; floor {floor:.2} s -> {:.0} MB; strata/floor {:.2}x; floor with unzip {unzip_floor:.2} s, strata/that {:.2}x",
-            compression,
+            "{compression} ({}): tar {:.0} MB -> {:.0} MB; floor {floor}",
             compression.id(),
             tar as f64 / 1e6,
-            strata_bytes as f64 / 1e6,
             floor_bytes as f64 / 1e6,
-            strata / floor,
-            strata / unzip_floor,
         );
+        let unzipped = parallel(wheels.len(), |i| {
+            unzip_floor(&wheels[i].0, compression, false)
+        });
+        let recorded = parallel(wheels.len(), |i| {
+            unzip_floor(&wheels[i].0, compression, true)
+        });
+        for (name, t) in [("unzip", unzipped), ("unzip+record", recorded)] {
+            println!("floor {compression}+{name} {:.3} {:.3}", t.wall, t.cpu);
+        }
+        println!("  floor+unzip {unzipped}; floor+unzip+record {recorded}");
+        if floors_only {
+            continue;
+        }
+        let scheme = scheme.clone().with_compression(compression);
+        let strata = parallel(wheels.len(), |i| {
+            wheel_layer(&wheels[i].0, &scheme, io::sink()).expect("wheel layer");
+        });
+        let ratio = |of: Timing, to: Timing| {
+            format!("{:.2}x (cpu {:.2}x)", of.wall / to.wall, of.cpu / to.cpu)
+        };
+        println!("  strata {strata}");
+        println!(
+            "  strata/floor {}; strata/(floor+unzip) {}; strata/(floor+unzip+record) {}",
+            ratio(strata, floor),
+            ratio(strata, unzipped),
+            ratio(strata, recorded),
+        );
+    }
+    if std::env::args().any(|a| a == "--blocks") {
+        blocks(&wheels[0].1);
+    }
+    if !std::env::args().any(|a| a == "--miniz") {
+        return Ok(());
     }
     // The previous backend: flate2 cannot have both in one build (zlib-rs wins when its
     // feature is on), so miniz_oxide, which flate2's default backend wraps, is called directly:
     // deflate at level 6 of the same tars, with the same two sha256.
     let miniz = parallel(wheels.len(), |i| miniz_floor(&wheels[i].1));
-    println!("floor with miniz_oxide (the previous backend), gzip-6: {miniz:.2} s");
+    println!("floor with miniz_oxide (the previous backend), gzip-6: {miniz}");
     Ok(())
 }
 
-fn miniz_floor(files: &Files) {
+/// One wheel's files as the floor's sorted tar, in memory.
+fn tar_bytes(files: &Files) -> Vec<u8> {
     let mut sorted: Vec<&(String, Vec<u8>)> = files.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let mut tar = tar::Builder::new(Vec::new());
@@ -368,9 +458,100 @@ fn miniz_floor(files: &Files) {
         tar.append_data(&mut h, format!("opt/venv/{path}"), data.as_slice())
             .expect("tar to memory");
     }
-    let tar = tar.into_inner().expect("tar to memory");
+    tar.into_inner().expect("tar to memory")
+}
+
+fn miniz_floor(files: &Files) {
+    let tar = tar_bytes(files);
     let diff_id = Sha256::digest(&tar);
     let deflated = miniz_oxide::deflate::compress_to_vec(&tar, GZIP_LEVEL as u8);
     let digest = Sha256::digest(&deflated);
     std::hint::black_box((diff_id, digest));
+}
+
+/// The block of pigz-style gzip: a fixed size, whatever the thread count.
+const BLOCK: usize = 1 << 20;
+/// Deflate's window: each block is primed with the input before it, as pigz does.
+const WINDOW: usize = 32 << 10;
+
+/// Raw deflate of block `i` of `tar`: primed with the window before it, ended by a sync flush
+/// (byte-aligned, so blocks concatenate into one stream) or, for the last, finished.
+fn deflate_block(tar: &[u8], i: usize) -> Vec<u8> {
+    let start = i * BLOCK;
+    let end = (start + BLOCK).min(tar.len());
+    let last = end == tar.len();
+    let mut deflate = flate2::Compress::new(Compression::new(GZIP_LEVEL), false);
+    if start > 0 {
+        deflate
+            .set_dictionary(&tar[start.saturating_sub(WINDOW)..start])
+            .expect("deflate dictionary");
+    }
+    let data = &tar[start..end];
+    let mut out = Vec::with_capacity(data.len() + data.len() / 16 + 4096);
+    let flush = if last {
+        flate2::FlushCompress::Finish
+    } else {
+        flate2::FlushCompress::Sync
+    };
+    deflate
+        .compress_vec(data, &mut out, flush)
+        .expect("deflate");
+    assert_eq!(
+        deflate.total_in() as usize,
+        data.len(),
+        "output space too small"
+    );
+    out
+}
+
+/// All blocks of `tar` on `threads` threads, concatenated.
+fn block_deflate(tar: &[u8], threads: usize) -> (Timing, Vec<u8>) {
+    let n = tar.len().div_ceil(BLOCK).max(1);
+    let outs: Vec<Mutex<Vec<u8>>> = (0..n).map(|_| Mutex::default()).collect();
+    let timing = parallel_on(threads, n, |i| {
+        *outs[i].lock().unwrap() = deflate_block(tar, i);
+    });
+    let out = outs
+        .into_iter()
+        .flat_map(|o| o.into_inner().unwrap())
+        .collect();
+    (timing, out)
+}
+
+/// `--blocks`: the largest wheel's tar as one deflate stream and as 1 MiB blocks, on one
+/// thread and on THREADS: CPU, size, and that the blocks are one valid stream whose bytes do
+/// not depend on the thread count (what a layer format of block-parallel gzip would need).
+fn blocks(files: &Files) {
+    let tar = tar_bytes(files);
+    let one = Mutex::new(Vec::new());
+    let single = parallel_on(1, 1, |_| {
+        let mut deflate = flate2::Compress::new(Compression::new(GZIP_LEVEL), false);
+        let mut out = Vec::with_capacity(tar.len() + tar.len() / 16 + 4096);
+        deflate
+            .compress_vec(&tar, &mut out, flate2::FlushCompress::Finish)
+            .expect("deflate");
+        *one.lock().unwrap() = out;
+    });
+    let one = one.into_inner().unwrap();
+    let (serial, by_one) = block_deflate(&tar, 1);
+    let (threaded, by_many) = block_deflate(&tar, THREADS);
+    assert!(
+        by_one == by_many,
+        "block deflate depends on the thread count"
+    );
+    let mut back = Vec::with_capacity(tar.len());
+    io::Read::read_to_end(
+        &mut flate2::read::DeflateDecoder::new(&by_one[..]),
+        &mut back,
+    )
+    .expect("the blocks are not one deflate stream");
+    assert!(back == tar, "the blocks do not inflate to the tar");
+    println!(
+        "blocks: the largest wheel's tar ({:.0} MB), deflate-{GZIP_LEVEL}: one stream {single} -> {} B; {} KiB blocks on 1 thread {serial}, on {THREADS} {threaded} -> {} B ({:+.2}%), the same bytes on both, one valid stream",
+        tar.len() as f64 / 1e6,
+        one.len(),
+        BLOCK >> 10,
+        by_one.len(),
+        100.0 * (by_one.len() as f64 / one.len() as f64 - 1.0),
+    );
 }
