@@ -19,6 +19,8 @@ const POLLS_PER_SUBMIT: usize = 4;
 struct Tally {
     submit: Vec<Duration>,
     status: Vec<Duration>,
+    /// The status of the job the client has just submitted (the first of its polls).
+    newest: Vec<Duration>,
     errors: Vec<String>,
     ids: Vec<String>,
 }
@@ -89,6 +91,9 @@ fn client_loop(url: &str, token: &str, body: &Value, until: Instant) -> Tally {
                 Ok(r) if r.status().is_success() => {
                     let _ = r.bytes();
                     tally.status.push(start.elapsed());
+                    if i == 0 {
+                        tally.newest.push(start.elapsed());
+                    }
                 }
                 Ok(r) => tally.errors.push(format!("status: {}", r.status())),
                 Err(e) => tally.errors.push(format!("status: {e}")),
@@ -122,6 +127,7 @@ fn main() {
                 let mut total = total.lock().unwrap();
                 total.submit.extend(tally.submit);
                 total.status.extend(tally.status);
+                total.newest.extend(tally.newest);
                 total.errors.extend(tally.errors);
                 total.ids.extend(tally.ids);
             })
@@ -135,6 +141,7 @@ fn main() {
     println!("{clients} clients for {elapsed:.1} s");
     report("submit", total.submit, elapsed);
     report("status", total.status, elapsed);
+    report("  of the job just submitted", total.newest, elapsed);
 
     // Every acknowledged job listed exactly once, and nothing listed that was not acknowledged.
     let listed: Vec<Value> = Client::new()
