@@ -446,6 +446,11 @@ fn a_wrong_token_is_refused_naming_the_index_without_the_token() {
     )
     .unwrap();
     let base = base_ref();
+    // A store with an image in it: the refusal must leave it as it was.
+    let plain = world.dir.path().join("plain.txt");
+    fs::write(&plain, "alpha==1.0.0\n").unwrap();
+    world.build_ok(&plain, &[]);
+    let before = world.snapshot();
     let out = strata(
         &world,
         &build_args(requirements.to_str().unwrap(), &base, "-vv"),
@@ -453,6 +458,11 @@ fn a_wrong_token_is_refused_naming_the_index_without_the_token() {
     .output()
     .unwrap();
     assert!(!out.status.success(), "a wrong token was accepted");
+    assert_eq!(
+        before,
+        world.snapshot(),
+        "the refused build changed the store"
+    );
     assert_output_clean("a refused build", &out, &[&wrong, &right]);
     let message = stderr(&out);
     assert!(
@@ -485,13 +495,22 @@ fn netrc_and_registry_auth_files_give_index_credentials() {
     let reqs = requirements.to_str().unwrap();
     let base = base_ref();
 
-    // No credentials anywhere: refused, and said so.
+    // No credentials anywhere: refused, and said so, the store (with an image) as it was.
+    let plain = world.dir.path().join("plain.txt");
+    fs::write(&plain, "gamma==0.3.0\n").unwrap();
+    world.build_ok(&plain, &[]);
+    let before = world.snapshot();
     let out = strata(&world, &build_args(reqs, &base, "-v"))
         .output()
         .unwrap();
     assert!(
         !out.status.success(),
         "an index without credentials answered"
+    );
+    assert_eq!(
+        before,
+        world.snapshot(),
+        "the refused build changed the store"
     );
     assert!(
         stderr(&out).contains("refused access"),
@@ -872,6 +891,11 @@ fn an_sdist_from_a_private_index_is_built_with_the_token_and_keeps_none() {
     assert_eq!(record.len(), 1, "the sdist was not built: {record:?}");
     assert_views_clean(&world, reqs, built["tag"].as_str().unwrap(), &tmp, &secrets);
     assert_nothing_kept(&world.home, &tmp, &secrets);
+    // The scan does read inside the layers: the built module's text is found there.
+    assert!(
+        !layers_holding(&world.home, &["edgesdist built from its sdist"]).is_empty(),
+        "the layer scan found not even the sdist's module"
+    );
     let argv = watch.finish();
     assert!(argv.is_empty(), "command lines held the token: {argv:#?}");
 }
