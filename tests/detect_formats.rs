@@ -118,9 +118,68 @@ fn detect_takes_the_project_files_in_the_order_of_build_r_dir() {
         ["alpha==1.1.0", "beta==2.0.0"]
     );
 
-    // Without the locks: pyproject.toml's dependencies.
+    // Without the uv locks: poetry.lock (with the pyproject's dependencies) before
+    // Pipfile.lock, both before pyproject.toml.
     fs::remove_file(dir.join("pylock.toml")).unwrap();
     fs::remove_file(dir.join("uv.lock")).unwrap();
+    let sha = |file: &str| sha256_hex(&fs::read(world.wheels.join(file)).unwrap());
+    fs::write(
+        dir.join("poetry.lock"),
+        format!(
+            "[[package]]\nname = \"alpha\"\nversion = \"1.0.0\"\noptional = false\n\
+             python-versions = \">=3.8\"\nfiles = [\n    {{file = \"alpha-1.0.0-py3-none-any.whl\", \
+             hash = \"sha256:{}\"}},\n]\n\n\
+             [[package]]\nname = \"beta\"\nversion = \"2.0.0\"\noptional = false\n\
+             python-versions = \">=3.8\"\nfiles = [\n    {{file = \"beta-2.0.0-py3-none-any.whl\", \
+             hash = \"sha256:{}\"}},\n]\n\n[package.dependencies]\nalpha = \">=1.0\"\n\n\
+             [metadata]\nlock-version = \"2.1\"\npython-versions = \">=3.11\"\ncontent-hash = \"0\"\n",
+            sha("alpha-1.0.0-py3-none-any.whl"),
+            sha("beta-2.0.0-py3-none-any.whl"),
+        ),
+    )
+    .unwrap();
+    fs::write(
+        dir.join("Pipfile.lock"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "_meta": {"hash": {"sha256": "0"}, "pipfile-spec": 6, "requires": {}, "sources": []},
+            "default": {"gamma": {
+                "hashes": [format!("sha256:{}", sha("gamma-0.3.0-py3-none-any.whl"))],
+                "version": "==0.3.0",
+            }},
+            "develop": {},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let detection = detect(&world, &dir);
+    assert_eq!(detection["from"]["file"], "poetry.lock", "{detection}");
+    assert_eq!(
+        requirement_lines(&detection),
+        ["alpha==1.0.0", "beta==2.0.0"],
+        "{detection}"
+    );
+    assert!(
+        notes(&detection).contains(&"Pipfile.lock: not used: poetry.lock comes first".to_string()),
+        "{:?}",
+        notes(&detection)
+    );
+    fs::remove_file(dir.join("poetry.lock")).unwrap();
+    let detection = detect(&world, &dir);
+    assert_eq!(detection["from"]["file"], "Pipfile.lock", "{detection}");
+    assert_eq!(
+        requirement_lines(&detection),
+        ["gamma==0.3.0"],
+        "{detection}"
+    );
+    assert!(
+        notes(&detection)
+            .contains(&"pyproject.toml: not used: Pipfile.lock comes first".to_string()),
+        "{:?}",
+        notes(&detection)
+    );
+
+    // Without any lock: pyproject.toml's dependencies.
+    fs::remove_file(dir.join("Pipfile.lock")).unwrap();
     let detection = detect(&world, &dir);
     assert_eq!(detection["from"]["file"], "pyproject.toml", "{detection}");
     assert_eq!(requirement_lines(&detection), ["beta"]);
