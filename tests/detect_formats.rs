@@ -265,3 +265,66 @@ fn submit_refresh_resolves_the_environment_again() {
     assert_eq!(refreshed["alpha"], "1.1.0", "{refreshed}");
     assert_ne!(refreshed["image"], first["image"]);
 }
+
+/// `strata submit -r uv.lock --group dev` and `-r pyproject.toml --extra plot`, run by a
+/// real agent: the job's environment has what the group and the extra add (the agent's build
+/// options carry the selection), and nothing the other one would.
+#[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
+fn a_submitted_group_or_extra_is_installed_by_the_agent() {
+    require_root("runc");
+    let world = World::new();
+    let dir = world.dir.path().join("proj");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("pyproject.toml"),
+        format!(
+            "[project]\nname = \"demo\"\nversion = \"0.1\"\nrequires-python = \">=3.11\"\n\
+             dependencies = [\"beta\"]\n\n[project.optional-dependencies]\nplot = [\"datapkg\"]\n\n\
+             [dependency-groups]\ndev = [\"zeta-util\"]\n\n\
+             [tool.uv]\nfind-links = [\"{}\"]\nno-index = true\n",
+            world.wheels.display()
+        ),
+    )
+    .unwrap();
+    run(Command::new("uv")
+        .args(["lock", "--offline", "--quiet"])
+        .current_dir(&dir)
+        .env_remove("UV_INDEX_URL")
+        .env_remove("UV_FIND_LINKS"));
+    let _agent = AgentProcess::start(&world);
+    let base = base_ref();
+    let wheels = world.wheels.to_str().unwrap().to_string();
+    // Which of the optional modules the job's Python can import.
+    let script = "import importlib.util as u; \
+                  print(' '.join(n for n in ['beta', 'datapkg', 'zeta_util'] if u.find_spec(n)))";
+    let job = |file: &str, selection: &[&str]| -> String {
+        let path = dir.join(file);
+        let mut args = vec![
+            "submit",
+            "--json",
+            "--no-code",
+            "-r",
+            path.to_str().unwrap(),
+            "--base",
+            &base,
+            "-f",
+            &wheels,
+            "--no-index",
+        ];
+        args.extend_from_slice(selection);
+        args.extend(["--", "python", "-c", script]);
+        let out = world.strata(&args);
+        assert!(out.status.success(), "submit failed: {}", stderr(&out));
+        let submitted: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let id = submitted["id"].as_str().unwrap().to_string();
+        let status = world.wait_for(&id, TERMINAL, Duration::from_secs(240));
+        let log = String::from_utf8(world.strata(&["logs", &id]).stdout).unwrap();
+        assert_eq!(status["state"], "succeeded", "{status}\n{log}");
+        log.trim().to_string()
+    };
+    assert_eq!(job("uv.lock", &["--group", "dev"]), "beta zeta_util");
+    assert_eq!(job("pyproject.toml", &["--extra", "plot"]), "beta datapkg");
+    // The control: neither asked for, neither installed.
+    assert_eq!(job("uv.lock", &[]), "beta");
+}
