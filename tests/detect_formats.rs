@@ -328,3 +328,58 @@ fn a_submitted_group_or_extra_is_installed_by_the_agent() {
     // The control: neither asked for, neither installed.
     assert_eq!(job("uv.lock", &[]), "beta");
 }
+
+/// A pylock.toml is installed as it is: built with no uv to be found (`STRATA_UV` naming
+/// nothing), it gives the lock and the image the requirements it was locked from give; a
+/// requirements file with the same setting is refused for want of uv.
+#[test]
+fn a_pylock_is_installed_without_uv() {
+    let world = World::new();
+    let req = world.dir.path().join("requirements.txt");
+    fs::write(&req, "beta\ngamma==0.3.0\n").unwrap();
+    let from_requirements = world.build_ok(&req, &[]);
+    let pylock = world.dir.path().join("pylock.toml");
+    let mut lock = world.command(&["lock", "-r"]);
+    lock.arg(&req)
+        .args(["--base", &base_ref(), "-f"])
+        .arg(&world.wheels)
+        .args(["--no-index", "-o"])
+        .arg(&pylock);
+    run(&mut lock);
+
+    // A fresh store, so that nothing is answered from a cache.
+    let other = world.with_home("no-uv");
+    let no_uv = world.dir.path().join("no-uv-here");
+    let out = other
+        .command(&[
+            "build",
+            "-r",
+            pylock.to_str().unwrap(),
+            "--base",
+            &base_ref(),
+            "--json",
+        ])
+        .env("STRATA_UV", &no_uv)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let from_pylock: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(from_pylock["cache"], "miss", "{from_pylock}");
+    assert_eq!(from_pylock["lock_digest"], from_requirements["lock_digest"]);
+    assert_eq!(from_pylock["digest"], from_requirements["digest"]);
+
+    let out = other
+        .build_command(&req, &base_ref(), &[])
+        .env("STRATA_UV", &no_uv)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a requirements file built without uv"
+    );
+    assert!(
+        stderr(&out).contains("uv was not found"),
+        "{}",
+        stderr(&out)
+    );
+}
