@@ -1,7 +1,8 @@
 //! `strata detect` (and a submit without -r) reads the project files `strata build -r DIR`
 //! reads, in the same order: pylock.toml, uv.lock, poetry.lock, Pipfile.lock, pyproject.toml
 //! (with `[project] dependencies`), requirements.txt, environment.yml. And `strata submit
-//! --refresh` resolves the job's environment again (the real agent, runc).
+//! --refresh` resolves the job's environment again, `--group`/`--extra` reach the agent's
+//! build (the real agent, runc), and a pylock.toml is installed without uv.
 
 mod common;
 

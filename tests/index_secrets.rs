@@ -3,7 +3,9 @@
 //! given in the requirements file (literally or as `${VAR}`), in a netrc file or in a registry
 //! auth file gets the build through, and shows up in no file under STRATA_HOME, no output of
 //! build, explain, inspect or images at any verbosity, and no child's command line. A rotated
-//! token gives the same spec digest (a cache hit).
+//! token gives the same spec digest (a cache hit). The same for a token in a Pipfile.lock,
+//! a Poetry source, a uv.lock or pylock.toml URL, for the pylock.toml `strata lock` writes and
+//! for an sdist built from the index, with layers gunzipped and TMPDIR scanned too.
 
 mod common;
 
