@@ -1,7 +1,8 @@
 //! `strata detect` (and a submit without -r) reads the project files `strata build -r DIR`
 //! reads, in the same order: pylock.toml, uv.lock, poetry.lock, Pipfile.lock, pyproject.toml
 //! (with `[project] dependencies`), requirements.txt, environment.yml. And `strata submit
-//! --refresh` resolves the job's environment again (the real agent, runc).
+//! --refresh` resolves the job's environment again, `--group`/`--extra` reach the agent's
+//! build (the real agent, runc), and a pylock.toml is installed without uv.
 
 mod common;
 
@@ -118,9 +119,68 @@ fn detect_takes_the_project_files_in_the_order_of_build_r_dir() {
         ["alpha==1.1.0", "beta==2.0.0"]
     );
 
-    // Without the locks: pyproject.toml's dependencies.
+    // Without the uv locks: poetry.lock (with the pyproject's dependencies) before
+    // Pipfile.lock, both before pyproject.toml.
     fs::remove_file(dir.join("pylock.toml")).unwrap();
     fs::remove_file(dir.join("uv.lock")).unwrap();
+    let sha = |file: &str| sha256_hex(&fs::read(world.wheels.join(file)).unwrap());
+    fs::write(
+        dir.join("poetry.lock"),
+        format!(
+            "[[package]]\nname = \"alpha\"\nversion = \"1.0.0\"\noptional = false\n\
+             python-versions = \">=3.8\"\nfiles = [\n    {{file = \"alpha-1.0.0-py3-none-any.whl\", \
+             hash = \"sha256:{}\"}},\n]\n\n\
+             [[package]]\nname = \"beta\"\nversion = \"2.0.0\"\noptional = false\n\
+             python-versions = \">=3.8\"\nfiles = [\n    {{file = \"beta-2.0.0-py3-none-any.whl\", \
+             hash = \"sha256:{}\"}},\n]\n\n[package.dependencies]\nalpha = \">=1.0\"\n\n\
+             [metadata]\nlock-version = \"2.1\"\npython-versions = \">=3.11\"\ncontent-hash = \"0\"\n",
+            sha("alpha-1.0.0-py3-none-any.whl"),
+            sha("beta-2.0.0-py3-none-any.whl"),
+        ),
+    )
+    .unwrap();
+    fs::write(
+        dir.join("Pipfile.lock"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "_meta": {"hash": {"sha256": "0"}, "pipfile-spec": 6, "requires": {}, "sources": []},
+            "default": {"gamma": {
+                "hashes": [format!("sha256:{}", sha("gamma-0.3.0-py3-none-any.whl"))],
+                "version": "==0.3.0",
+            }},
+            "develop": {},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let detection = detect(&world, &dir);
+    assert_eq!(detection["from"]["file"], "poetry.lock", "{detection}");
+    assert_eq!(
+        requirement_lines(&detection),
+        ["alpha==1.0.0", "beta==2.0.0"],
+        "{detection}"
+    );
+    assert!(
+        notes(&detection).contains(&"Pipfile.lock: not used: poetry.lock comes first".to_string()),
+        "{:?}",
+        notes(&detection)
+    );
+    fs::remove_file(dir.join("poetry.lock")).unwrap();
+    let detection = detect(&world, &dir);
+    assert_eq!(detection["from"]["file"], "Pipfile.lock", "{detection}");
+    assert_eq!(
+        requirement_lines(&detection),
+        ["gamma==0.3.0"],
+        "{detection}"
+    );
+    assert!(
+        notes(&detection)
+            .contains(&"pyproject.toml: not used: Pipfile.lock comes first".to_string()),
+        "{:?}",
+        notes(&detection)
+    );
+
+    // Without any lock: pyproject.toml's dependencies.
+    fs::remove_file(dir.join("Pipfile.lock")).unwrap();
     let detection = detect(&world, &dir);
     assert_eq!(detection["from"]["file"], "pyproject.toml", "{detection}");
     assert_eq!(requirement_lines(&detection), ["beta"]);
@@ -205,4 +265,122 @@ fn submit_refresh_resolves_the_environment_again() {
     let refreshed = submit(&["--refresh"]);
     assert_eq!(refreshed["alpha"], "1.1.0", "{refreshed}");
     assert_ne!(refreshed["image"], first["image"]);
+}
+
+/// `strata submit -r uv.lock --group dev` and `-r pyproject.toml --extra plot`, run by a
+/// real agent: the job's environment has what the group and the extra add (the agent's build
+/// options carry the selection), and nothing the other one would.
+#[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
+fn a_submitted_group_or_extra_is_installed_by_the_agent() {
+    require_root("runc");
+    let world = World::new();
+    let dir = world.dir.path().join("proj");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("pyproject.toml"),
+        format!(
+            "[project]\nname = \"demo\"\nversion = \"0.1\"\nrequires-python = \">=3.11\"\n\
+             dependencies = [\"beta\"]\n\n[project.optional-dependencies]\nplot = [\"datapkg\"]\n\n\
+             [dependency-groups]\ndev = [\"zeta-util\"]\n\n\
+             [tool.uv]\nfind-links = [\"{}\"]\nno-index = true\n",
+            world.wheels.display()
+        ),
+    )
+    .unwrap();
+    run(Command::new("uv")
+        .args(["lock", "--offline", "--quiet"])
+        .current_dir(&dir)
+        .env_remove("UV_INDEX_URL")
+        .env_remove("UV_FIND_LINKS"));
+    let _agent = AgentProcess::start(&world);
+    let base = base_ref();
+    let wheels = world.wheels.to_str().unwrap().to_string();
+    // Which of the optional modules the job's Python can import.
+    let script = "import importlib.util as u; \
+                  print(' '.join(n for n in ['beta', 'datapkg', 'zeta_util'] if u.find_spec(n)))";
+    let job = |file: &str, selection: &[&str]| -> String {
+        let path = dir.join(file);
+        let mut args = vec![
+            "submit",
+            "--json",
+            "--no-code",
+            "-r",
+            path.to_str().unwrap(),
+            "--base",
+            &base,
+            "-f",
+            &wheels,
+            "--no-index",
+        ];
+        args.extend_from_slice(selection);
+        args.extend(["--", "python", "-c", script]);
+        let out = world.strata(&args);
+        assert!(out.status.success(), "submit failed: {}", stderr(&out));
+        let submitted: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let id = submitted["id"].as_str().unwrap().to_string();
+        let status = world.wait_for(&id, TERMINAL, Duration::from_secs(240));
+        let log = String::from_utf8(world.strata(&["logs", &id]).stdout).unwrap();
+        assert_eq!(status["state"], "succeeded", "{status}\n{log}");
+        log.trim().to_string()
+    };
+    assert_eq!(job("uv.lock", &["--group", "dev"]), "beta zeta_util");
+    assert_eq!(job("pyproject.toml", &["--extra", "plot"]), "beta datapkg");
+    // The control: neither asked for, neither installed.
+    assert_eq!(job("uv.lock", &[]), "beta");
+}
+
+/// A pylock.toml is installed as it is: built with no uv to be found (`STRATA_UV` naming
+/// nothing), it gives the lock and the image the requirements it was locked from give; a
+/// requirements file with the same setting is refused for want of uv.
+#[test]
+fn a_pylock_is_installed_without_uv() {
+    let world = World::new();
+    let req = world.dir.path().join("requirements.txt");
+    fs::write(&req, "beta\ngamma==0.3.0\n").unwrap();
+    let from_requirements = world.build_ok(&req, &[]);
+    let pylock = world.dir.path().join("pylock.toml");
+    let mut lock = world.command(&["lock", "-r"]);
+    lock.arg(&req)
+        .args(["--base", &base_ref(), "-f"])
+        .arg(&world.wheels)
+        .args(["--no-index", "-o"])
+        .arg(&pylock);
+    run(&mut lock);
+
+    // A fresh store, so that nothing is answered from a cache.
+    let other = world.with_home("no-uv");
+    let no_uv = world.dir.path().join("no-uv-here");
+    let out = other
+        .command(&[
+            "build",
+            "-r",
+            pylock.to_str().unwrap(),
+            "--base",
+            &base_ref(),
+            "--json",
+        ])
+        .env("STRATA_UV", &no_uv)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let from_pylock: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(from_pylock["cache"], "miss", "{from_pylock}");
+    assert_eq!(from_pylock["lock_digest"], from_requirements["lock_digest"]);
+    assert_eq!(from_pylock["digest"], from_requirements["digest"]);
+
+    let out = other
+        .build_command(&req, &base_ref(), &[])
+        .env("STRATA_UV", &no_uv)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a requirements file built without uv"
+    );
+    assert!(
+        stderr(&out).contains("uv was not found"),
+        "{}",
+        stderr(&out)
+    );
 }

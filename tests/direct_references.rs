@@ -126,6 +126,11 @@ fn wheel_files_project_paths_and_editables_run_in_runc() {
 fn a_path_that_is_no_project_is_named_with_its_line() {
     let world = World::new();
     fs::create_dir_all(world.dir.path().join("empty")).unwrap();
+    // A store with an image in it: each refusal leaves it as it was.
+    let first = world.dir.path().join("first.txt");
+    fs::write(&first, "alpha\n").unwrap();
+    world.build_ok(&first, &[]);
+    let before = world.snapshot();
     let req = world.dir.path().join("paths.txt");
     for (text, culprit) in [
         ("alpha\n./empty\n", "paths.txt:2: local path \"./empty\" cannot be installed: a directory needs a pyproject.toml"),
@@ -136,6 +141,7 @@ fn a_path_that_is_no_project_is_named_with_its_line() {
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(EXIT_BAD_INPUT), "{err}");
         assert!(err.contains(culprit), "no {culprit:?} in {err}");
+        assert_eq!(before, world.snapshot(), "the store changed: {err}");
     }
 }
 

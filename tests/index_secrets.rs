@@ -3,7 +3,9 @@
 //! given in the requirements file (literally or as `${VAR}`), in a netrc file or in a registry
 //! auth file gets the build through, and shows up in no file under STRATA_HOME, no output of
 //! build, explain, inspect or images at any verbosity, and no child's command line. A rotated
-//! token gives the same spec digest (a cache hit).
+//! token gives the same spec digest (a cache hit). The same for a token in a Pipfile.lock,
+//! a Poetry source, a uv.lock or pylock.toml URL, for the pylock.toml `strata lock` writes and
+//! for an sdist built from the index, with layers gunzipped and TMPDIR scanned too.
 
 mod common;
 
@@ -168,7 +170,11 @@ fn route(path: &str, wheels: &Path) -> Option<(&'static str, Vec<u8>)> {
     entries.sort();
     for entry in entries {
         let name = entry.file_name()?.to_str()?.to_string();
-        let Some(stem) = name.strip_suffix(".whl") else {
+        // Wheels and sdists: a package published only as an sdist is built from it.
+        let Some(stem) = name
+            .strip_suffix(".whl")
+            .or_else(|| name.strip_suffix(".tar.gz"))
+        else {
             continue;
         };
         let dist = stem.split('-').next()?;
@@ -442,6 +448,11 @@ fn a_wrong_token_is_refused_naming_the_index_without_the_token() {
     )
     .unwrap();
     let base = base_ref();
+    // A store with an image in it: the refusal must leave it as it was.
+    let plain = world.dir.path().join("plain.txt");
+    fs::write(&plain, "alpha==1.0.0\n").unwrap();
+    world.build_ok(&plain, &[]);
+    let before = world.snapshot();
     let out = strata(
         &world,
         &build_args(requirements.to_str().unwrap(), &base, "-vv"),
@@ -449,6 +460,11 @@ fn a_wrong_token_is_refused_naming_the_index_without_the_token() {
     .output()
     .unwrap();
     assert!(!out.status.success(), "a wrong token was accepted");
+    assert_eq!(
+        before,
+        world.snapshot(),
+        "the refused build changed the store"
+    );
     assert_output_clean("a refused build", &out, &[&wrong, &right]);
     let message = stderr(&out);
     assert!(
@@ -481,13 +497,22 @@ fn netrc_and_registry_auth_files_give_index_credentials() {
     let reqs = requirements.to_str().unwrap();
     let base = base_ref();
 
-    // No credentials anywhere: refused, and said so.
+    // No credentials anywhere: refused, and said so, the store (with an image) as it was.
+    let plain = world.dir.path().join("plain.txt");
+    fs::write(&plain, "gamma==0.3.0\n").unwrap();
+    world.build_ok(&plain, &[]);
+    let before = world.snapshot();
     let out = strata(&world, &build_args(reqs, &base, "-v"))
         .output()
         .unwrap();
     assert!(
         !out.status.success(),
         "an index without credentials answered"
+    );
+    assert_eq!(
+        before,
+        world.snapshot(),
+        "the refused build changed the store"
     );
     assert!(
         stderr(&out).contains("refused access"),
@@ -539,4 +564,372 @@ fn netrc_and_registry_auth_files_give_index_credentials() {
             home.display()
         );
     }
+}
+
+/// A directory of the test given to strata as TMPDIR: what strata and its children leave
+/// there is scanned after the build.
+fn tmpdir(world: &World) -> PathBuf {
+    let dir = world.dir.path().join("tmp");
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The blobs of the store that hold a secret once gunzipped: a layer's files are compressed,
+/// so a plain scan of the store would not see a token in one.
+fn layers_holding(home: &Path, secrets: &[&str]) -> Vec<PathBuf> {
+    walkdir(&home.join("oci/blobs"))
+        .into_iter()
+        .filter(|path| {
+            let mut plain = Vec::new();
+            let mut gz = flate2::read::GzDecoder::new(fs::File::open(path).unwrap());
+            if std::io::Read::read_to_end(&mut gz, &mut plain).is_err() {
+                return false;
+            }
+            secrets.iter().any(|s| contains(&plain, s.as_bytes()))
+        })
+        .collect()
+}
+
+/// Nothing kept: no file under STRATA_HOME (database, uv's cache, the wheel cache), no layer
+/// once decompressed, no file left in `tmp` (TMPDIR), and no private netrc left there.
+fn assert_nothing_kept(home: &Path, tmp: &Path, secrets: &[&str]) {
+    let files = files_holding(home, secrets);
+    assert!(
+        files.is_empty(),
+        "files under STRATA_HOME hold the token: {files:#?}"
+    );
+    let layers = layers_holding(home, secrets);
+    assert!(layers.is_empty(), "layers hold the token: {layers:#?}");
+    let left = files_holding(tmp, secrets);
+    assert!(
+        left.is_empty(),
+        "files left in TMPDIR hold the token: {left:#?}"
+    );
+    let netrcs: Vec<String> = fs::read_dir(tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("strata-netrc-"))
+        .collect();
+    assert!(
+        netrcs.is_empty(),
+        "private netrc directories left in TMPDIR: {netrcs:?}"
+    );
+}
+
+/// `explain`, `inspect` and `images` of a build from `file`, at every verbosity: none shows
+/// a secret.
+fn assert_views_clean(world: &World, file: &str, tag: &str, tmp: &Path, secrets: &[&str]) {
+    let base = base_ref();
+    let views: [(&str, Vec<&str>); 6] = [
+        (
+            "explain -vv",
+            vec!["explain", "-vv", "-r", file, "--base", &base],
+        ),
+        (
+            "explain --json",
+            vec!["explain", "-r", file, "--base", &base, "--json"],
+        ),
+        ("inspect -vv", vec!["inspect", "-vv", tag]),
+        ("inspect --json", vec!["inspect", tag, "--json"]),
+        ("images -vv", vec!["images", "-vv"]),
+        ("images --json", vec!["images", "--json"]),
+    ];
+    for (what, args) in views {
+        let out = strata(world, &args).env("TMPDIR", tmp).output().unwrap();
+        assert!(out.status.success(), "{what} of {file}: {}", stderr(&out));
+        assert_output_clean(what, &out, secrets);
+    }
+}
+
+/// The sha256 of a fixture wheel.
+fn wheel_sha(world: &World, file: &str) -> String {
+    sha256_hex(&fs::read(world.wheels.join(file)).unwrap())
+}
+
+const ALPHA: &str = "alpha-1.0.0-py3-none-any.whl";
+
+/// A Pipfile.lock pinning alpha 1.0.0 from the index at `url`.
+fn pipfile_lock(url: &str, sha: &str) -> String {
+    serde_json::to_string_pretty(&serde_json::json!({
+        "_meta": {
+            "hash": {"sha256": "0"},
+            "pipfile-spec": 6,
+            "requires": {},
+            "sources": [{"name": "private", "url": url, "verify_ssl": false}],
+        },
+        "default": {"alpha": {"hashes": [format!("sha256:{sha}")], "version": "==1.0.0", "index": "private"}},
+        "develop": {},
+    }))
+    .unwrap()
+}
+
+/// A Poetry project whose `[[tool.poetry.source]]` (and its lock's package source) is `url`.
+fn poetry_project(dir: &Path, url: &str, sha: &str) {
+    fs::create_dir_all(dir).unwrap();
+    fs::write(
+        dir.join("pyproject.toml"),
+        format!(
+            "[tool.poetry]\nname = \"demo\"\nversion = \"0.1.0\"\n\n\
+             [tool.poetry.dependencies]\npython = \"^3.11\"\nalpha = \"1.0.0\"\n\n\
+             [[tool.poetry.source]]\nname = \"private\"\nurl = \"{url}\"\npriority = \"primary\"\n"
+        ),
+    )
+    .unwrap();
+    fs::write(
+        dir.join("poetry.lock"),
+        format!(
+            "[[package]]\nname = \"alpha\"\nversion = \"1.0.0\"\ndescription = \"\"\noptional = false\n\
+             python-versions = \">=3.8\"\nfiles = [\n    {{file = \"{ALPHA}\", hash = \"sha256:{sha}\"}},\n]\n\n\
+             [package.source]\ntype = \"legacy\"\nurl = \"{url}\"\nreference = \"private\"\n\n\
+             [metadata]\nlock-version = \"2.1\"\npython-versions = \"^3.11\"\ncontent-hash = \"0\"\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// A uv.lock of a virtual project needing alpha 1.0.0 from the registry `index`, its wheel at
+/// `files`/ALPHA (a hand-edited lock may carry the token in both).
+fn uv_lock(index: &str, files: &str, sha: &str) -> String {
+    format!(
+        "version = 1\nrequires-python = \">=3.11\"\n\n\
+         [[package]]\nname = \"alpha\"\nversion = \"1.0.0\"\nsource = {{ registry = \"{index}\" }}\n\
+         wheels = [\n    {{ url = \"{files}/{ALPHA}\", hash = \"sha256:{sha}\" }},\n]\n\n\
+         [[package]]\nname = \"demo\"\nversion = \"0.1\"\nsource = {{ virtual = \".\" }}\n\
+         dependencies = [\n    {{ name = \"alpha\" }},\n]\n"
+    )
+}
+
+/// A PEP 751 pylock.toml with alpha 1.0.0 from the index `index`, its wheel at `files`/ALPHA.
+fn pylock(index: &str, files: &str, sha: &str) -> String {
+    format!(
+        "lock-version = \"1.0\"\ncreated-by = \"hand\"\nrequires-python = \">=3.11\"\n\n\
+         [[packages]]\nname = \"alpha\"\nversion = \"1.0.0\"\nindex = \"{index}\"\n\
+         wheels = [\n    {{ name = \"{ALPHA}\", url = \"{files}/{ALPHA}\", hashes = {{ sha256 = \"{sha}\" }} }},\n]\n"
+    )
+}
+
+#[test]
+fn a_token_in_a_lock_or_project_file_reaches_no_store_output_temporary_file_or_command_line() {
+    let world = World::new();
+    let secret = token("formats");
+    let secrets = [secret.as_str()];
+    let index = PrivateIndex::start(&world.wheels, &secret);
+    let sha = wheel_sha(&world, ALPHA);
+    let with_token = index.url(&format!("{USER}:{secret}"));
+    let files_url = with_token.replace("/simple", "/files");
+
+    let dir = world.dir.path().join("formats");
+    fs::create_dir_all(dir.join("pipenv")).unwrap();
+    fs::write(
+        dir.join("pipenv/Pipfile.lock"),
+        pipfile_lock(&with_token, &sha),
+    )
+    .unwrap();
+    poetry_project(&dir.join("poetry"), &with_token, &sha);
+    fs::create_dir_all(dir.join("uv")).unwrap();
+    fs::write(
+        dir.join("uv/pyproject.toml"),
+        "[project]\nname = \"demo\"\nversion = \"0.1\"\ndependencies = [\"alpha==1.0.0\"]\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("uv/uv.lock"),
+        uv_lock(&with_token, &files_url, &sha),
+    )
+    .unwrap();
+    fs::create_dir_all(dir.join("pylock")).unwrap();
+    fs::write(
+        dir.join("pylock/pylock.toml"),
+        pylock(&with_token, &files_url, &sha),
+    )
+    .unwrap();
+
+    // The wheel URLs of uv.lock and pylock.toml lose their user info when read, and the
+    // credentials with it (see the ignored test below): those builds get them from a netrc.
+    let netrc = world.dir.path().join("netrc");
+    fs::write(
+        &netrc,
+        format!("machine 127.0.0.1\n  login {USER}\n  password {secret}\n"),
+    )
+    .unwrap();
+    let no_netrc = world.dir.path().join("no-netrc");
+    let watch = ArgvWatch::start(&secrets);
+    let cases = [
+        ("Pipfile.lock", dir.join("pipenv/Pipfile.lock"), &no_netrc),
+        ("poetry.lock", dir.join("poetry/poetry.lock"), &no_netrc),
+        ("uv.lock", dir.join("uv/uv.lock"), &netrc),
+        ("pylock.toml", dir.join("pylock/pylock.toml"), &netrc),
+    ];
+    for (what, file, netrc) in cases {
+        // A store of its own per file: each build downloads from the index.
+        let store = world.with_home(&format!("home-{what}"));
+        let tmp = tmpdir(&store);
+        let served = index.served.load(Ordering::SeqCst);
+        let file = file.to_str().unwrap();
+        let base = base_ref();
+        let out = strata(&store, &build_args(file, &base, "-vvv"))
+            .env("TMPDIR", &tmp)
+            .env("NETRC", netrc)
+            .output()
+            .unwrap();
+        assert_output_clean(&format!("build -vvv -r {what}"), &out, &secrets);
+        let built = built(&format!("the build from {what}"), &out);
+        assert_eq!(built["cache"], "miss", "{what}: {built}");
+        assert!(
+            index.served.load(Ordering::SeqCst) > served,
+            "{what}: nothing was fetched from the private index"
+        );
+        assert_views_clean(&store, file, built["tag"].as_str().unwrap(), &tmp, &secrets);
+        assert_nothing_kept(&store.home, &tmp, &secrets);
+    }
+    let argv = watch.finish();
+    assert!(argv.is_empty(), "command lines held the token: {argv:#?}");
+}
+
+#[test]
+fn the_pylock_strata_lock_writes_holds_no_token() {
+    let world = World::new();
+    let secret = token("lock");
+    let secrets = [secret.as_str()];
+    let index = PrivateIndex::start(&world.wheels, &secret);
+    let tmp = tmpdir(&world);
+    let requirements = world.dir.path().join("requirements.txt");
+    fs::write(
+        &requirements,
+        format!(
+            "--index-url {}\nbeta==2.0.0\n",
+            index.url(&format!("{USER}:{secret}"))
+        ),
+    )
+    .unwrap();
+    let pylock = world.dir.path().join("pylock.toml");
+    let watch = ArgvWatch::start(&secrets);
+    let base = base_ref();
+    let out = strata(
+        &world,
+        &[
+            "lock",
+            "-vvv",
+            "-r",
+            requirements.to_str().unwrap(),
+            "--base",
+            &base,
+            "-o",
+            pylock.to_str().unwrap(),
+        ],
+    )
+    .env("TMPDIR", &tmp)
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "strata lock failed: {}", stderr(&out));
+    assert_output_clean("lock -vvv", &out, &secrets);
+    let written = fs::read_to_string(&pylock).unwrap();
+    assert!(
+        !written.contains(&secret) && !written.contains(USER),
+        "the written pylock.toml holds the credentials:\n{written}"
+    );
+    assert!(
+        written.contains(&format!("127.0.0.1:{}", index.port)),
+        "the written pylock.toml does not name the index's files:\n{written}"
+    );
+    assert_nothing_kept(&world.home, &tmp, &secrets);
+
+    // The committed lock builds with the credentials from a netrc file, and keeps none.
+    let netrc = world.dir.path().join("netrc");
+    fs::write(
+        &netrc,
+        format!("machine 127.0.0.1\n  login {USER}\n  password {secret}\n"),
+    )
+    .unwrap();
+    let out = strata(&world, &build_args(pylock.to_str().unwrap(), &base, "-vvv"))
+        .env("NETRC", &netrc)
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    assert_output_clean("build -vvv of the written pylock.toml", &out, &secrets);
+    assert_eq!(
+        built("the build of the written lock", &out)["cache"],
+        "miss"
+    );
+    assert_nothing_kept(&world.home, &tmp, &secrets);
+    let argv = watch.finish();
+    assert!(argv.is_empty(), "command lines held the token: {argv:#?}");
+}
+
+/// The fixture build backend, a wheel of the private index: the sdist's isolated build
+/// environment installs it from there, with the credentials.
+const FIXTURE_BACKEND: &str =
+    "[build-system]\nrequires = [\"strata-fixture-backend\"]\nbuild-backend = \"strata_fixture_backend\"\n";
+
+#[test]
+fn an_sdist_from_a_private_index_is_built_with_the_token_and_keeps_none() {
+    let world = World::new();
+    let secret = token("sdist");
+    let secrets = [secret.as_str()];
+    write_sdist(&world.wheels, "edgesdist", FIXTURE_BACKEND, &[]);
+    let index = PrivateIndex::start(&world.wheels, &secret);
+    let tmp = tmpdir(&world);
+    let requirements = world.dir.path().join("requirements.txt");
+    fs::write(
+        &requirements,
+        format!(
+            "--index-url {}\nedgesdist==1.0\n",
+            index.url(&format!("{USER}:{secret}"))
+        ),
+    )
+    .unwrap();
+    let reqs = requirements.to_str().unwrap();
+    let base = base_ref();
+    let watch = ArgvWatch::start(&secrets);
+    let out = strata(&world, &build_args(reqs, &base, "-vvv"))
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    assert_output_clean("build -vvv of an sdist", &out, &secrets);
+    let built = built("the build of an sdist", &out);
+    assert_eq!(built["cache"], "miss", "{built}");
+    let record = walkdir(&world.home.join("wheels/built"));
+    assert_eq!(record.len(), 1, "the sdist was not built: {record:?}");
+    assert_views_clean(&world, reqs, built["tag"].as_str().unwrap(), &tmp, &secrets);
+    assert_nothing_kept(&world.home, &tmp, &secrets);
+    // The scan does read inside the layers: the built module's text is found there.
+    assert!(
+        !layers_holding(&world.home, &["edgesdist built from its sdist"]).is_empty(),
+        "the layer scan found not even the sdist's module"
+    );
+    let argv = watch.finish();
+    assert!(argv.is_empty(), "command lines held the token: {argv:#?}");
+}
+
+/// The token in a uv.lock's (or pylock.toml's) wheel URLs is taken out of the URL when the
+/// lock is read, and dropped: the download then gets no credentials (401).
+#[test]
+#[ignore = "open: formats/pinned.rs::location drops the user info of a lock's wheel URL \
+            instead of keeping it as credentials (PinnedSet carries none)"]
+fn a_token_in_a_uv_lock_wheel_url_is_used() {
+    let world = World::new();
+    let secret = token("uvlock");
+    let index = PrivateIndex::start(&world.wheels, &secret);
+    let sha = wheel_sha(&world, ALPHA);
+    let with_token = index.url(&format!("{USER}:{secret}"));
+    let dir = world.dir.path().join("uv");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("uv.lock"),
+        uv_lock(&with_token, &with_token.replace("/simple", "/files"), &sha),
+    )
+    .unwrap();
+    let tmp = tmpdir(&world);
+    let lock = dir.join("uv.lock");
+    let out = strata(
+        &world,
+        &build_args(lock.to_str().unwrap(), &base_ref(), "-v"),
+    )
+    .env("TMPDIR", &tmp)
+    .output()
+    .unwrap();
+    assert_output_clean("build from uv.lock", &out, &[&secret]);
+    assert_eq!(built("the build from uv.lock", &out)["cache"], "miss");
+    assert_nothing_kept(&world.home, &tmp, &[&secret]);
 }

@@ -8,6 +8,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use common::*;
 
@@ -192,4 +193,68 @@ fn a_wheel_built_for_another_platform_is_refused() {
         assert!(err.contains(want), "no {want:?} in {err}");
     }
     assert_eq!(before, world.snapshot(), "the store changed: {err}");
+}
+
+/// The wheel cache's key is the sdist's sha256 and the target: the same sdist built for
+/// Python 3.11 and for 3.12 gives two records (a wheel built for one Python is never taken
+/// for another), each naming its target, and each found again by its own target.
+#[test]
+#[cfg_attr(
+    skip_bases,
+    ignore = "needs the Python 3.10/3.12/3.13 bases; STRATA_SKIP_BASES=1"
+)]
+fn one_sdist_built_for_two_pythons_gets_a_record_per_target() {
+    // uv builds the sdist with a host interpreter of the target's version.
+    let host = Command::new("python3.12").args(["-c", "pass"]).output();
+    assert!(
+        host.is_ok_and(|o| o.status.success()),
+        "building an sdist for Python 3.12 needs a python3.12 on PATH (with pyenv: \
+         PYENV_VERSION=3.11.7:3.12.1, or its bin directory on PATH)"
+    );
+    let world = World::new();
+    let sdist = write_sdist(&world.wheels, "edgesdist", FIXTURE_BACKEND, &[]);
+    let req = world.dir.path().join("sdist.txt");
+    fs::write(&req, "edgesdist==1.0\n").unwrap();
+    let sha = sha256_of(&sdist);
+
+    let for_311 = world.build_ok(&req, &[]);
+    assert_eq!(for_311["cache"], "miss", "{for_311}");
+    let records = built_records(&world, &sha);
+    assert_eq!(records.len(), 1, "{records:?}");
+
+    let base_312 = base_ref_for("3.12");
+    let build_312 = || {
+        let out = world
+            .build_command(&req, &base_312, &["--python", "3.12"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "the 3.12 build: {}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let for_312 = build_312();
+    assert_eq!(for_312["cache"], "miss", "{for_312}");
+    let records = built_records(&world, &sha);
+    let names: Vec<String> = records
+        .iter()
+        .map(|r| r.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "one record for two targets: {names:?}");
+    assert!(
+        names[0].starts_with("cp311-") && names[1].starts_with("cp312-"),
+        "{names:?}"
+    );
+
+    // Each target finds its own record: resolving again rebuilds nothing.
+    let modified = |path: &Path| fs::metadata(path).unwrap().modified().unwrap();
+    let before: Vec<_> = records.iter().map(|r| modified(r)).collect();
+    let again = world.build_ok(&req, &["--refresh"]);
+    assert_eq!(again["lock_digest"], for_311["lock_digest"]);
+    let out = world
+        .build_command(&req, &base_312, &["--python", "3.12", "--refresh"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after: Vec<_> = records.iter().map(|r| modified(r)).collect();
+    assert_eq!(before, after, "a record was written again");
+    assert_eq!(built_records(&world, &sha), records);
 }

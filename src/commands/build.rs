@@ -17,16 +17,18 @@ use crate::progress::TerminalProgress;
 /// What names an environment: the same flags for `build` and `explain`.
 #[derive(Args)]
 pub struct EnvArgs {
-    /// The environment file: requirements*.txt, pyproject.toml, pylock.toml, uv.lock or
-    /// environment.yml (by name, else by content), or a project directory (its first of
-    /// pylock.toml, uv.lock, pyproject.toml, requirements.txt, environment.yml).
+    /// The environment file: requirements*.txt, pyproject.toml, pylock.toml, uv.lock,
+    /// poetry.lock (with its pyproject.toml), Pipfile.lock or environment.yml (by name, else by
+    /// content), or a project directory (its first of pylock.toml, uv.lock, poetry.lock,
+    /// Pipfile.lock, pyproject.toml, requirements.txt, environment.yml).
     #[arg(short = 'r', long = "requirements", value_name = "FILE|DIR")]
     pub requirements: PathBuf,
-    /// An extra of pyproject.toml's [project.optional-dependencies] or uv.lock to install
-    /// (repeatable).
+    /// An extra to install (repeatable): of pyproject.toml's [project.optional-dependencies],
+    /// uv.lock, or poetry.lock's [tool.poetry.extras].
     #[arg(long = "extra", value_name = "NAME")]
     pub extras: Vec<String>,
-    /// A [dependency-groups] group of pyproject.toml or uv.lock to install (repeatable).
+    /// A dependency group to install (repeatable): of pyproject.toml's [dependency-groups],
+    /// uv.lock, poetry.lock's [tool.poetry.group.NAME], or Pipfile.lock's develop (`dev`).
     #[arg(long = "group", value_name = "NAME")]
     pub groups: Vec<String>,
     /// Base image: oci:PATH[:TAG|@DIGEST] or REGISTRY/REPO[:TAG|@DIGEST]; default: `base`
