@@ -205,12 +205,7 @@ fn a_wheel_built_for_another_platform_is_refused() {
 )]
 fn one_sdist_built_for_two_pythons_gets_a_record_per_target() {
     // uv builds the sdist with a host interpreter of the target's version.
-    let host = Command::new("python3.12").args(["-c", "pass"]).output();
-    assert!(
-        host.is_ok_and(|o| o.status.success()),
-        "building an sdist for Python 3.12 needs a python3.12 on PATH (with pyenv: \
-         PYENV_VERSION=3.11.7:3.12.1, or its bin directory on PATH)"
-    );
+    let path = path_with_python("3.12");
     let world = World::new();
     let sdist = write_sdist(&world.wheels, "edgesdist", FIXTURE_BACKEND, &[]);
     let req = world.dir.path().join("sdist.txt");
@@ -226,6 +221,7 @@ fn one_sdist_built_for_two_pythons_gets_a_record_per_target() {
     let build_312 = || {
         let out = world
             .build_command(&req, &base_312, &["--python", "3.12"])
+            .env("PATH", &path)
             .output()
             .unwrap();
         assert!(out.status.success(), "the 3.12 build: {}", stderr(&out));
@@ -251,10 +247,57 @@ fn one_sdist_built_for_two_pythons_gets_a_record_per_target() {
     assert_eq!(again["lock_digest"], for_311["lock_digest"]);
     let out = world
         .build_command(&req, &base_312, &["--python", "3.12", "--refresh"])
+        .env("PATH", &path)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let after: Vec<_> = records.iter().map(|r| modified(r)).collect();
     assert_eq!(before, after, "a record was written again");
     assert_eq!(built_records(&world, &sha), records);
+}
+
+/// `PATH` with a host `pythonX.Y` on it: as it is when one is there, else with the bin
+/// directory of a pyenv installation of X.Y in front (the machine's own interpreters).
+fn path_with_python(version: &str) -> std::ffi::OsString {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let runs = |program: &Path| {
+        Command::new(program)
+            .args(["-c", "pass"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if runs(Path::new(&format!("python{version}"))) {
+        return path;
+    }
+    let pyenv_root = Command::new("pyenv")
+        .arg("root")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .or_else(|| std::env::var("PYENV_ROOT").ok())
+        .or_else(|| std::env::var("HOME").ok().map(|h| format!("{h}/.pyenv")));
+    let installed = pyenv_root.and_then(|root| {
+        let mut dirs: Vec<_> = fs::read_dir(Path::new(&root).join("versions"))
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{version}.")))
+            })
+            .map(|p| p.join("bin"))
+            .filter(|bin| runs(&bin.join(format!("python{version}"))))
+            .collect();
+        dirs.sort();
+        dirs.pop()
+    });
+    let Some(bin) = installed else {
+        panic!(
+            "building an sdist for Python {version} needs a host python{version} (on PATH, or \
+             installed by pyenv); STRATA_SKIP_BASES=1 marks this test ignored"
+        );
+    };
+    let mut dirs = vec![bin];
+    dirs.extend(std::env::split_paths(&path));
+    std::env::join_paths(dirs).unwrap()
 }
