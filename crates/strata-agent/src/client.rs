@@ -1,6 +1,7 @@
 //! What the job commands (`submit`, `jobs`, `status`, `cancel`, `logs`, `metrics`) ask of
 //! the scheduler, for a process that is not the agent: they share `strata.db` with it.
 
+use std::collections::HashMap;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -106,9 +107,11 @@ pub struct Client {
     jobs: JobStore,
 }
 
-/// A scheduler kept between views of the queue; see [`Client::kept_scheduler`].
+/// A scheduler and the unfinished jobs, kept between views of the queue and brought up to
+/// date from the job events; see [`Client::kept_scheduler`].
 pub struct KeptScheduler {
     scheduler: Scheduler,
+    unfinished: HashMap<JobId, Job>,
 }
 
 impl Client {
@@ -324,27 +327,43 @@ impl Client {
         self.status_seen(id, None)
     }
 
-    /// A scheduler to keep views with ([`Client::synced_views`]): loaded once, then only
-    /// what changed is read (loading reads every unfinished job; a sync reads the changes).
+    /// A scheduler to keep views with ([`Client::synced_views`]): loaded once with every
+    /// unfinished job, then only what changed is read (the events since).
     pub fn kept_scheduler(&self) -> Result<KeptScheduler, ClientError> {
         let scheduler = Scheduler::load(&self.jobs, self.config.clone(), now())?;
-        Ok(KeptScheduler { scheduler })
+        // Listed after the scheduler read its event counter: a change in between is
+        // applied again by the first sync, which is harmless.
+        let unfinished = self
+            .jobs
+            .list(&JobFilter::unfinished())?
+            .into_iter()
+            .map(|job| (job.id.clone(), job))
+            .collect();
+        Ok(KeptScheduler {
+            scheduler,
+            unfinished,
+        })
     }
 
     /// The views of `jobs`, or of every unfinished job if `None`, after syncing `kept`
-    /// with what changed since its last sync: the same as [`Client::views`] gives.
+    /// with what changed since its last sync: the same as [`Client::views`] gives, without
+    /// reading every job again.
     pub fn synced_views(
         &self,
         kept: &mut KeptScheduler,
         jobs: Option<&[Job]>,
     ) -> Result<Vec<JobView>, ClientError> {
-        kept.scheduler.sync(&self.jobs)?;
+        for job in kept.scheduler.sync_changed(&self.jobs)? {
+            if job.state.is_terminal() {
+                kept.unfinished.remove(&job.id);
+            } else {
+                kept.unfinished.insert(job.id.clone(), job);
+            }
+        }
         let t = now();
         Ok(match jobs {
             Some(jobs) => kept.scheduler.views_of(jobs, t),
-            None => kept
-                .scheduler
-                .views(&self.jobs, &JobFilter::unfinished(), t)?,
+            None => kept.scheduler.views_of(kept.unfinished.values(), t),
         })
     }
 

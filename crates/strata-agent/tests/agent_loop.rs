@@ -30,6 +30,10 @@ retry_backoff = "1s"
 [queues.plain]
 retries = 1
 retry_backoff = "1s"
+
+# One at a time: the others wait, with a position and a reason.
+[queues.capped]
+max_running = 1
 "#;
 
 /// Far more than any step takes; a step that never happens fails the test.
@@ -466,4 +470,54 @@ fn admitted_never_started_jobs_wait_again_at_agent_start() {
     }
     assert_eq!(world.fake.launches_of(&key(&running, 1)), 0);
     assert_eq!(world.fake.launches_of(&key(&vanished, 1)), 0);
+}
+
+/// The views a server keeps by syncing one scheduler and its copy of the unfinished jobs
+/// with the job events are the views a fresh load gives, whatever happened since: jobs
+/// submitted, started, cancelled, ended.
+#[test]
+fn views_kept_by_syncing_are_the_views_of_a_fresh_load() {
+    let world = World::new();
+    let client = strata_agent::Client::open(world.dir.path(), world.dir.path()).unwrap();
+    let first: Vec<JobId> = (0..3).map(|_| world.submit("capped")).collect();
+    let mut kept = client.kept_scheduler().unwrap();
+    let mut agent = world.agent();
+    tick_until(&mut agent, "the first job to start", WAIT, || {
+        world.job(&first[0]).container_id.is_some()
+    });
+    let later: Vec<JobId> = (0..3).map(|_| world.submit("capped")).collect();
+    world.jobs().request_cancel(&later[0], now()).unwrap();
+    world.fake.state().ends.insert(
+        key(&first[0], 1),
+        Ended {
+            cause: EndCause::Exited,
+            outcome: Outcome {
+                exit_code: Some(0),
+                ..Outcome::default()
+            },
+            not_started: false,
+        },
+    );
+    tick_until(&mut agent, "the second job to start", WAIT, || {
+        world.job(&first[1]).container_id.is_some()
+    });
+    assert!(world.job(&first[0]).state.is_terminal());
+
+    let by_id = |mut views: Vec<strata_queue::JobView>| {
+        views.sort_by(|a, b| a.id.cmp(&b.id));
+        serde_json::to_value(views).unwrap()
+    };
+    // Two calls can straddle a second, which waiting reasons count in: equal once in three.
+    let mut last = None;
+    for _ in 0..3 {
+        let synced = by_id(client.synced_views(&mut kept, None).unwrap());
+        let loaded = by_id(client.views(None, false).unwrap());
+        if synced == loaded {
+            assert_eq!(synced.as_array().unwrap().len(), 4, "{synced}");
+            return;
+        }
+        last = Some((synced, loaded));
+    }
+    let (synced, loaded) = last.unwrap();
+    assert_eq!(synced, loaded, "kept views differ from a fresh load");
 }

@@ -261,13 +261,19 @@ impl Scheduler {
     /// Applies what other processes changed since the last load or sync. Returns how many
     /// jobs changed.
     pub fn sync(&mut self, store: &JobStore) -> Result<usize, StoreError> {
+        Ok(self.sync_changed(store)?.len())
+    }
+
+    /// [`Scheduler::sync`], returning the jobs that changed, as they are stored now (for a
+    /// caller that keeps its own copy of the unfinished jobs).
+    pub fn sync_changed(&mut self, store: &JobStore) -> Result<Vec<Job>, StoreError> {
         let (jobs, upto) = store.changed_since(self.last_event)?;
         for job in &jobs {
             self.apply(job);
         }
         self.last_event = upto;
         self.add_usage(store, 0)?;
-        Ok(jobs.len())
+        Ok(jobs)
     }
 
     fn add_usage(&mut self, store: &JobStore, since: i64) -> Result<(), StoreError> {

@@ -93,9 +93,9 @@ impl Scheduler {
     }
 
     /// Views of these jobs.
-    pub fn views_of(&self, jobs: &[Job], now: i64) -> Vec<JobView> {
+    pub fn views_of<'a>(&self, jobs: impl IntoIterator<Item = &'a Job>, now: i64) -> Vec<JobView> {
         let mut rankings: BTreeMap<String, TierRanking> = BTreeMap::new();
-        jobs.iter()
+        jobs.into_iter()
             .map(|job| {
                 if self.waiting.get(&job.id).is_some() && !rankings.contains_key(&job.tier) {
                     rankings.insert(job.tier.clone(), self.rank_tier(&job.tier, now));
