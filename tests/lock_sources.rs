@@ -1,5 +1,6 @@
 //! Lock files whose packages are not wheels (issue 12): a git dependency and an sdist-only
-//! package in a `uv.lock` and a `pylock.toml` (both written by uv itself) are built as the
+//! package in a `uv.lock` and a `pylock.toml` (both written by uv itself) and a
+//! `poetry.lock` are built as the
 //! requirements path builds them — the git package at the commit the lock names, never its
 //! branch; the sdist verified by its sha256 — and the three give one lock and one image that
 //! runs. `strata lock` writes such packages as what they were built from (a `vcs` entry with
@@ -174,6 +175,37 @@ fn git_and_sdist_entries_of_uv_lock_and_pylock_are_built_at_the_locked_commit() 
         explain_git(&world, &dir.join("pylock.toml")),
         serde_json::json!([{"name": "lockgit", "commit": locked}])
     );
+
+    // poetry.lock (with its pyproject.toml): the git source at its resolved_reference, the
+    // sdist by its hash.
+    let poetry = world.dir.path().join("poetry");
+    fs::create_dir_all(&poetry).unwrap();
+    fs::write(
+        poetry.join("pyproject.toml"),
+        "[project]\nname = \"demo\"\nversion = \"0.1\"\ndependencies = [\"lockgit\", \"locksdist\", \"alpha\"]\n",
+    )
+    .unwrap();
+    let file_hash = |name: &str| sha256_hex(&fs::read(world.wheels.join(name)).unwrap());
+    fs::write(
+        poetry.join("poetry.lock"),
+        format!(
+            "[[package]]\nname = \"alpha\"\nversion = \"1.1.0\"\n\
+             files = [{{file = \"alpha-1.1.0-py3-none-any.whl\", hash = \"sha256:{}\"}}]\n\n\
+             [[package]]\nname = \"lockgit\"\nversion = \"1.0\"\nfiles = []\n\n\
+             [package.source]\ntype = \"git\"\nurl = \"file://{}\"\nreference = \"main\"\n\
+             resolved_reference = \"{locked}\"\n\n\
+             [[package]]\nname = \"locksdist\"\nversion = \"1.0\"\n\
+             files = [{{file = \"locksdist-1.0.tar.gz\", hash = \"sha256:{}\"}}]\n\n\
+             [metadata]\nlock-version = \"2.0\"\npython-versions = \">=3.11\"\ncontent-hash = \"0\"\n",
+            file_hash("alpha-1.1.0-py3-none-any.whl"),
+            bare.display(),
+            file_hash("locksdist-1.0.tar.gz"),
+        ),
+    )
+    .unwrap();
+    let from_poetry = world.build_ok(&poetry.join("poetry.lock"), &[]);
+    assert_eq!(from_poetry["lock_digest"], from_uv_lock["lock_digest"]);
+    assert_eq!(from_poetry["digest"], from_uv_lock["digest"]);
 
     // The same pins as requirements: the same lock and image.
     let req = world.dir.path().join("requirements.txt");
