@@ -406,6 +406,98 @@ fn relative(file: &Path, dir: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sdist::BuiltFrom;
+    use crate::target::{PythonVersion, Target};
+
+    fn built(name: &str, built_from: BuiltFrom) -> LockedWheel {
+        LockedWheel {
+            name: PackageName::new(name).unwrap(),
+            version: "1.0".into(),
+            filename: format!("{name}-1.0-py3-none-any.whl"),
+            sha256: Digest::of(name.as_bytes()),
+            size: Some(3),
+            url: format!("file:///home/u/.strata/wheels/sha256/x/{name}-1.0-py3-none-any.whl"),
+            built_from: Some(built_from),
+        }
+    }
+
+    #[test]
+    fn built_wheels_are_written_as_their_sources_and_read_back_as_them() {
+        let commit = "c".repeat(40);
+        let sdist_sha = Digest::of(b"sdist");
+        let target = Target::new(PythonVersion::new(3, 11), "linux/amd64".parse().unwrap());
+        let lock = Lock::new(
+            target,
+            vec![
+                built(
+                    "g",
+                    BuiltFrom {
+                        source: "git".into(),
+                        sha256: None,
+                        commit: Some(commit.clone()),
+                        subdirectory: Some("sub".into()),
+                        url: Some("https://host/g.git".into()),
+                    },
+                ),
+                built(
+                    "s",
+                    BuiltFrom {
+                        source: "s-1.0.tar.gz".into(),
+                        sha256: Some(sdist_sha.clone()),
+                        commit: None,
+                        subdirectory: None,
+                        url: Some("file:///proj/dist/s-1.0.tar.gz".into()),
+                    },
+                ),
+            ],
+        );
+        let text = pylock_text(&lock, Path::new("/proj/locks/pylock.toml")).unwrap();
+        assert!(!text.contains(".strata"), "{text}");
+        assert!(text.contains(&commit), "{text}");
+        assert!(text.contains("../dist/s-1.0.tar.gz"), "{text}");
+
+        let set = read(Path::new("/proj/locks/pylock.toml"), &text).unwrap();
+        let (wheels, sources) = set.plan_for(&target).unwrap();
+        assert!(wheels.is_empty());
+        assert_eq!(
+            sources,
+            [
+                SourcePackage::Git {
+                    name: PackageName::new("g").unwrap(),
+                    version: "1.0".into(),
+                    url: "https://host/g.git".into(),
+                    commit,
+                    subdirectory: Some("sub".into()),
+                },
+                SourcePackage::Sdist {
+                    name: PackageName::new("s").unwrap(),
+                    version: "1.0".into(),
+                    filename: "s-1.0.tar.gz".into(),
+                    url: "file:///proj/dist/s-1.0.tar.gz".into(),
+                    sha256: sdist_sha,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_built_wheel_whose_source_place_is_unknown_is_not_written() {
+        let target = Target::new(PythonVersion::new(3, 11), "linux/amd64".parse().unwrap());
+        let old = built(
+            "g",
+            BuiltFrom {
+                source: "git".into(),
+                sha256: None,
+                commit: Some("c".repeat(40)),
+                subdirectory: None,
+                url: None,
+            },
+        );
+        let err = pylock_text(&Lock::new(target, vec![old]), Path::new("/p/pylock.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("package g"), "{err}");
+    }
 
     #[test]
     fn relative_paths() {

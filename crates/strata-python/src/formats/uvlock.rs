@@ -347,3 +347,32 @@ fn git_reference(
         .find_map(|pair| pair.strip_prefix("subdirectory="));
     git_source(name, version, url, commit, subdirectory)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_git_source_is_its_commit_not_its_branch() {
+        let name = PackageName::new("g").unwrap();
+        let commit = "a".repeat(40);
+        let source = git_reference(
+            &name,
+            Some("1.0"),
+            &format!("https://host/g.git?subdirectory=pkg&rev=main#{commit}"),
+        )
+        .unwrap();
+        assert_eq!(
+            source,
+            SourcePackage::Git {
+                name: name.clone(),
+                version: "1.0".into(),
+                url: "https://host/g.git".into(),
+                commit,
+                subdirectory: Some("pkg".into()),
+            }
+        );
+        let err = git_reference(&name, None, "https://host/g.git?rev=main").unwrap_err();
+        assert!(err.contains("names no full commit id"), "{err}");
+    }
+}
