@@ -4,7 +4,7 @@
 //! requirements path builds them — the git package at the commit the lock names, never its
 //! branch; the sdist verified by its sha256 — and the three give one lock and one image that
 //! runs. `strata lock` writes such packages as what they were built from (a `vcs` entry with
-//! the commit, an `sdist` entry with its hash), never as their place in the wheel cache, and
+//! the commit, an `sdist` entry with its hash, a `directory` entry), never as their place in the wheel cache, and
 //! building that pylock.toml gives the same lock and image again.
 //!
 //! The repository is a local bare repository made by the test (`git+file://`): offline.
@@ -262,13 +262,28 @@ fn strata_lock_writes_built_packages_as_their_sources_and_builds_the_same_image_
     let (work, bare) = repository(world.dir.path());
     write_sdist(&world.wheels, "locksdist", FIXTURE_BACKEND, &[]);
     let moved = move_branch(&work);
+    // A project directory beside them.
+    let project_dir = world.dir.path().join("lockdir");
+    fs::create_dir_all(project_dir.join("lockdir")).unwrap();
+    fs::write(
+        project_dir.join("pyproject.toml"),
+        format!("{FIXTURE_BACKEND}\n[project]\nname = \"lockdir\"\nversion = \"1.0\"\n"),
+    )
+    .unwrap();
+    fs::write(project_dir.join("lockdir/__init__.py"), "VALUE = 'dir'\n").unwrap();
     let req = world.dir.path().join("requirements.txt");
     fs::write(
         &req,
         format!(
             "lockgit @ git+file://{}@main\nlocksdist==1.0\nalpha==1.1.0\n",
-            bare.display()
+            bare.display(),
         ),
+    )
+    .unwrap();
+    let with_directory = world.dir.path().join("with-directory.txt");
+    fs::write(
+        &with_directory,
+        format!("alpha==1.1.0\nlockdir @ file://{}\n", project_dir.display()),
     )
     .unwrap();
     let from_requirements = world.build_ok(&req, &[]);
@@ -280,17 +295,7 @@ fn strata_lock_writes_built_packages_as_their_sources_and_builds_the_same_image_
     let out_dir = world.dir.path().join("committed");
     fs::create_dir_all(&out_dir).unwrap();
     let pylock = out_dir.join("pylock.toml");
-    let out = world
-        .command(&["lock", "-r"])
-        .arg(&req)
-        .args(["--base", &base_ref(), "-f"])
-        .arg(&world.wheels)
-        .args(["--no-index", "-o"])
-        .arg(&pylock)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = fs::read_to_string(&pylock).unwrap();
+    let text = strata_lock(&world, &req, &pylock);
     let home = world.home.display().to_string();
     assert!(!text.contains(&home), "a STRATA_HOME path: {text}");
     assert!(!text.contains("sha256/"), "the wheel cache: {text}");
@@ -323,4 +328,38 @@ fn strata_lock_writes_built_packages_as_their_sources_and_builds_the_same_image_
     let from_pylock = world.build_ok(&pylock, &[]);
     assert_eq!(from_pylock["lock_digest"], from_requirements["lock_digest"]);
     assert_eq!(from_pylock["digest"], from_requirements["digest"]);
+
+    // A directory is written as its path relative to the lock, and builds from there. (Its
+    // wheel is built again every time and the fixture backend's wheels carry the build
+    // time, so the digest is not compared.)
+    let dir_lock = out_dir.join("pylock.dir.toml");
+    let text = strata_lock(&world, &with_directory, &dir_lock);
+    assert!(!text.contains(&home), "a STRATA_HOME path: {text}");
+    assert!(
+        text.contains("[packages.directory]\npath = \"../lockdir\""),
+        "{text}"
+    );
+    let from_dir_lock = world.build_ok(&dir_lock, &[]);
+    let bundle = world.dir.path().join("bundle-dir");
+    umoci_unpack(&world.oci(), from_dir_lock["tag"].as_str().unwrap(), &bundle);
+    let (code, stdout, err) = runc_run(
+        &bundle,
+        &["python", "-c", "import lockdir; print(lockdir.VALUE)"],
+    );
+    assert_eq!((code, stdout.trim()), (0, "dir"), "{err}");
+}
+
+/// `strata lock -r REQ -o OUT` offline; the text written.
+fn strata_lock(world: &World, req: &Path, out: &Path) -> String {
+    let output = world
+        .command(&["lock", "-r"])
+        .arg(req)
+        .args(["--base", &base_ref(), "-f"])
+        .arg(&world.wheels)
+        .args(["--no-index", "-o"])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    fs::read_to_string(out).unwrap()
 }
