@@ -319,10 +319,7 @@ fn strata_lock_writes_built_packages_as_their_sources_and_builds_the_same_image_
         "{text}"
     );
     // Relative to the lock, so it builds wherever the project is checked out.
-    assert!(
-        sdist["path"].as_str().unwrap().starts_with("../"),
-        "{text}"
-    );
+    assert!(sdist["path"].as_str().unwrap().starts_with("../"), "{text}");
     assert!(entry("alpha")["wheels"].as_array().is_some(), "{text}");
 
     let from_pylock = world.build_ok(&pylock, &[]);
@@ -341,7 +338,11 @@ fn strata_lock_writes_built_packages_as_their_sources_and_builds_the_same_image_
     );
     let from_dir_lock = world.build_ok(&dir_lock, &[]);
     let bundle = world.dir.path().join("bundle-dir");
-    umoci_unpack(&world.oci(), from_dir_lock["tag"].as_str().unwrap(), &bundle);
+    umoci_unpack(
+        &world.oci(),
+        from_dir_lock["tag"].as_str().unwrap(),
+        &bundle,
+    );
     let (code, stdout, err) = runc_run(
         &bundle,
         &["python", "-c", "import lockdir; print(lockdir.VALUE)"],

@@ -489,9 +489,13 @@ fn prepare_with_credentials(home: &Home, options: &BuildOptions) -> Result<Prepa
             let mut sources = Sources::default();
             let mut credentials = IndexCredentials::default();
             add_cli_sources(&mut sources, &mut credentials, options)?;
-            let lock =
-                home.resolver
-                    .lock_with_builds(wheels, &to_build, &sources, &target, &credentials)?;
+            let lock = home.resolver.lock_with_builds(
+                wheels,
+                &to_build,
+                &sources,
+                &target,
+                &credentials,
+            )?;
             Ok(Prepared {
                 env: EnvSpec::locked(&lock, base.digest.clone()),
                 base,

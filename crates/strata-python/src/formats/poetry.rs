@@ -173,13 +173,13 @@ pub(super) fn read(file: &Path, text: &str, selection: &Selection) -> Result<Env
     for (name, marker) in pins {
         let package = packages[&name];
         let url = match &package.source {
-            Some(source) => direct_url(&pyproject_path, source).map_err(|message| {
-                FormatError::Package {
+            Some(source) => {
+                direct_url(&pyproject_path, source).map_err(|message| FormatError::Package {
                     file: file.to_path_buf(),
                     package: name.to_string(),
                     message,
-                }
-            })?,
+                })?
+            }
             None => None,
         };
         out.push(Pin {
@@ -508,6 +508,49 @@ fn indexes(sources: &[PoetrySource]) -> Vec<String> {
     ordered.into_iter().filter_map(|s| s.url.clone()).collect()
 }
 
+/// A package from somewhere other than an index, as a PEP 508 direct reference: a git
+/// repository at the commit the lock resolved (never the branch it names), a directory or
+/// archive (relative to the project, whose `pyproject.toml` is `pyproject`), or a URL. None
+/// for an index (`legacy`).
+fn direct_url(pyproject: &Path, source: &PackageSource) -> Result<Option<String>, String> {
+    if source.kind == "legacy" {
+        return Ok(None);
+    }
+    let url = source
+        .url
+        .as_deref()
+        .ok_or_else(|| format!("a {} source without url", source.kind))?;
+    let subdirectory = source
+        .subdirectory
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| format!("#subdirectory={s}"))
+        .unwrap_or_default();
+    match source.kind.as_str() {
+        "git" => {
+            let commit = source
+                .resolved_reference
+                .as_deref()
+                .filter(|c| crate::git::is_commit_id(c))
+                .ok_or_else(|| format!("git source {} names no full commit id (resolved_reference); run `poetry lock` again", crate::resolve::without_userinfo(url)))?;
+            let url = url.strip_prefix("git+").unwrap_or(url);
+            Ok(Some(format!("git+{url}@{commit}{subdirectory}")))
+        }
+        "directory" | "file" => {
+            let dir = pyproject.parent().unwrap_or(Path::new("."));
+            let path = std::path::absolute(dir.join(url))
+                .map_err(|e| format!("path {url:?}: {e}"))?;
+            let url = url::Url::from_file_path(&path)
+                .map_err(|()| format!("path {} is not absolute", path.display()))?;
+            Ok(Some(format!("{url}{subdirectory}")))
+        }
+        "url" => Ok(Some(format!("{url}{subdirectory}"))),
+        other => Err(format!(
+            "comes from a {other} source, which strata does not read from a poetry.lock; use an index, git, a directory or a file"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,48 +616,5 @@ mod tests {
             let holds = crate::spec::evaluate_marker(&marker, &env, &[]).unwrap();
             assert_eq!(holds, wanted, "{table}: {marker}");
         }
-    }
-}
-
-/// A package from somewhere other than an index, as a PEP 508 direct reference: a git
-/// repository at the commit the lock resolved (never the branch it names), a directory or
-/// archive (relative to the project, whose `pyproject.toml` is `pyproject`), or a URL. None
-/// for an index (`legacy`).
-fn direct_url(pyproject: &Path, source: &PackageSource) -> Result<Option<String>, String> {
-    if source.kind == "legacy" {
-        return Ok(None);
-    }
-    let url = source
-        .url
-        .as_deref()
-        .ok_or_else(|| format!("a {} source without url", source.kind))?;
-    let subdirectory = source
-        .subdirectory
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(|s| format!("#subdirectory={s}"))
-        .unwrap_or_default();
-    match source.kind.as_str() {
-        "git" => {
-            let commit = source
-                .resolved_reference
-                .as_deref()
-                .filter(|c| crate::git::is_commit_id(c))
-                .ok_or_else(|| format!("git source {} names no full commit id (resolved_reference); run `poetry lock` again", crate::resolve::without_userinfo(url)))?;
-            let url = url.strip_prefix("git+").unwrap_or(url);
-            Ok(Some(format!("git+{url}@{commit}{subdirectory}")))
-        }
-        "directory" | "file" => {
-            let dir = pyproject.parent().unwrap_or(Path::new("."));
-            let path = std::path::absolute(dir.join(url))
-                .map_err(|e| format!("path {url:?}: {e}"))?;
-            let url = url::Url::from_file_path(&path)
-                .map_err(|()| format!("path {} is not absolute", path.display()))?;
-            Ok(Some(format!("{url}{subdirectory}")))
-        }
-        "url" => Ok(Some(format!("{url}{subdirectory}"))),
-        other => Err(format!(
-            "comes from a {other} source, which strata does not read from a poetry.lock; use an index, git, a directory or a file"
-        )),
     }
 }

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::FormatError;
 use super::pinned::{
-    directory_source, git_source, location, parse_sha256, sdist_source, PinnedPackage,
-    PinnedSet, PinnedWheel, WheelLocation,
+    directory_source, git_source, location, parse_sha256, sdist_source, PinnedPackage, PinnedSet,
+    PinnedWheel, WheelLocation,
 };
 use super::{package_name, syntax, RequiresPython};
 use strata_oci::Digest;
@@ -144,8 +144,7 @@ fn read_package(
     } else if let Some(sdist) = &package.sdist {
         let file = pinned_file(sdist, dir).map_err(|m| bad(format!("the sdist: {m}")))?;
         source = Some(
-            sdist_source(&name, version, file.location, file.filename, file.sha256)
-                .map_err(bad)?,
+            sdist_source(&name, version, file.location, file.filename, file.sha256).map_err(bad)?,
         );
     }
     if wheels.is_empty() && source.is_none() {
@@ -288,11 +287,13 @@ pub fn pylock_text(lock: &Lock, output: &Path) -> Result<String, FormatError> {
     let target = &lock.target;
     let mut packages = Vec::new();
     for wheel in &lock.wheels {
-        packages.push(out_package(wheel, dir).map_err(|message| FormatError::Package {
-            file: output.to_path_buf(),
-            package: wheel.name.to_string(),
-            message,
-        })?);
+        packages.push(
+            out_package(wheel, dir).map_err(|message| FormatError::Package {
+                file: output.to_path_buf(),
+                package: wheel.name.to_string(),
+                message,
+            })?,
+        );
     }
     let doc = OutLock {
         lock_version: "1.0",
