@@ -273,7 +273,22 @@ fn bad_project_files_are_refused_by_name_and_leave_the_store_alone() {
         (
             "pylock.toml",
             "lock-version = \"1.0\"\n[[packages]]\nname = \"sdonly\"\nversion = \"1.0\"\nsdist = { url = \"https://example.invalid/sdonly-1.0.tar.gz\" }\n",
-            "pylock.toml: package sdonly: the lock gives an sdist and no wheel; strata installs wheels only",
+            "pylock.toml: package sdonly: sdist sdonly-1.0.tar.gz has no sha256 hash; an sdist fetched from a URL must be pinned by its hash",
+        ),
+        (
+            "pylock.toml",
+            "lock-version = \"1.0\"\n[[packages]]\nname = \"gitbranch\"\nvcs = { type = \"git\", url = \"https://example.invalid/g.git\", requested-revision = \"main\" }\n",
+            "pylock.toml: package gitbranch: git source https://example.invalid/g.git names no full commit id; a lock must pin a git dependency to its commit",
+        ),
+        (
+            "pylock.toml",
+            "lock-version = \"1.0\"\n[[packages]]\nname = \"nodir\"\ndirectory = { path = \"no-such-project\" }\n",
+            "pylock.toml: package nodir: directory ",
+        ),
+        (
+            "pylock.toml",
+            "lock-version = \"1.0\"\n[[packages]]\nname = \"hgpkg\"\nvcs = { type = \"hg\", url = \"https://example.invalid/h\", commit-id = \"0000000000000000000000000000000000000000\" }\n",
+            "pylock.toml: package hgpkg: version control \"hg\" is not supported; strata builds git sources only",
         ),
         (
             "pylock.toml",

@@ -27,8 +27,7 @@ pub fn run(args: LockArgs) -> Result<(), Failure> {
     let options = args.env.options(None)?;
     let lock = lock_env(&home, &options).map_err(Failure::build)?;
     let output = std::path::absolute(&args.output).map_err(|e| Failure::io(&args.output, e))?;
-    let dir = output.parent().unwrap_or(std::path::Path::new("/"));
-    let text = strata_python::pylock_text(&lock, dir);
+    let text = strata_python::pylock_text(&lock, &output).map_err(Failure::build)?;
     std::fs::write(&output, text).map_err(|e| Failure::io(&output, e))?;
     eprintln!(
         "wrote {} ({} packages for {})",

@@ -81,10 +81,14 @@ fn read_declared(file: &Path) -> Result<RequirementsFile, DetectError> {
         EnvFile::Pinned(set) => {
             let mut requirements = Vec::new();
             for package in &set.packages {
-                let line = match &package.marker {
-                    Some(marker) => format!("{}=={} ; {marker}", package.name, package.version),
-                    None => format!("{}=={}", package.name, package.version),
+                // A git or directory entry may leave its version to the build.
+                let mut line = match package.version.as_str() {
+                    "" => package.name.to_string(),
+                    version => format!("{}=={version}", package.name),
                 };
+                if let Some(marker) = &package.marker {
+                    line = format!("{line} ; {marker}");
+                }
                 let requirement: Requirement =
                     line.parse().map_err(|e| DetectError::Pyproject {
                         file: file.to_path_buf(),

@@ -72,7 +72,15 @@ struct CanonicalWheel<'a> {
     sha256: &'a Digest,
     /// Only for built wheels, so the digests of locks without them are what they were.
     #[serde(skip_serializing_if = "Option::is_none")]
-    built_from: Option<&'a BuiltFrom>,
+    built_from: Option<BuiltFrom>,
+}
+
+/// What a wheel was built from, without where the source was found.
+fn canonical_built_from(built_from: &BuiltFrom) -> BuiltFrom {
+    BuiltFrom {
+        url: None,
+        ..built_from.clone()
+    }
 }
 
 #[derive(Serialize)]
@@ -123,7 +131,7 @@ impl Lock {
                     version: &w.version,
                     filename: &w.filename,
                     sha256: &w.sha256,
-                    built_from: w.built_from.as_ref(),
+                    built_from: w.built_from.as_ref().map(canonical_built_from),
                 })
                 .collect(),
         };
@@ -281,6 +289,28 @@ mod tests {
             Err(LockError::Format { found: 9, .. })
         ));
         assert!(Lock::from_canonical_bytes(lock.to_json().as_bytes()).is_err());
+    }
+
+    #[test]
+    fn where_a_source_was_found_is_not_part_of_the_digest() {
+        let built = |url: &str| {
+            let mut w = wheel("a", "1", "file:///cache/a.whl");
+            w.built_from = Some(BuiltFrom {
+                source: "git".into(),
+                sha256: None,
+                commit: Some("c".repeat(40)),
+                subdirectory: None,
+                url: Some(url.into()),
+            });
+            Lock::new(target(), vec![w])
+        };
+        let here = built("https://host/repo.git");
+        let there = built("file:///mirror/repo.git");
+        assert_eq!(here.digest(), there.digest());
+        let bytes = String::from_utf8(here.canonical_bytes()).unwrap();
+        assert!(!bytes.contains("host/repo"), "{bytes}");
+        // The full lock keeps it, for `strata lock`.
+        assert!(here.to_json().contains("https://host/repo.git"));
     }
 
     #[test]

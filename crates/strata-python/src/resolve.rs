@@ -241,17 +241,61 @@ impl Resolver {
             }
             other => other?,
         };
-        let (mut wheels, sources_to_build) = plan_from_pylock(&pylock, target)?;
-        if sources_to_build.is_empty() {
+        let (wheels, sources_to_build) = plan_from_pylock(&pylock, target)?;
+        self.build_into_lock(
+            wheels,
+            &sources_to_build,
+            sources,
+            target,
+            credentials,
+            netrc.as_ref(),
+        )
+    }
+
+    /// The lock of `wheels` and of wheels built from `to_build` (a lock file's sdist, git and
+    /// directory entries: see [`crate::sdist`]), without resolving. `sources` (the command
+    /// line's indexes and find-links) are where the build backends come from.
+    pub fn lock_with_builds(
+        &self,
+        wheels: Vec<LockedWheel>,
+        to_build: &[SourcePackage],
+        sources: &Sources,
+        target: &Target,
+        credentials: &IndexCredentials,
+    ) -> Result<Lock, ResolveError> {
+        if to_build.is_empty() {
+            return Ok(Lock::new(*target, wheels));
+        }
+        let netrc = PrivateNetrc::write(credentials)?;
+        self.build_into_lock(
+            wheels,
+            to_build,
+            sources,
+            target,
+            credentials,
+            netrc.as_ref(),
+        )
+    }
+
+    fn build_into_lock(
+        &self,
+        mut wheels: Vec<LockedWheel>,
+        to_build: &[SourcePackage],
+        sources: &Sources,
+        target: &Target,
+        credentials: &IndexCredentials,
+        netrc: Option<&PrivateNetrc>,
+    ) -> Result<Lock, ResolveError> {
+        if to_build.is_empty() {
             return Ok(Lock::new(*target, wheels));
         }
         let Some(build_cache) = &self.build_cache else {
-            return Err(no_wheel(&sources_to_build[0], target));
+            return Err(no_wheel(&to_build[0], target));
         };
         let cache = WheelCache::new(build_cache.clone());
         let source_args = source_args(sources);
         let uv_cache = PathBuf::from(absolute(&self.cache_dir.to_string_lossy()));
-        let netrc_path = netrc.as_ref().map(|n| n.path());
+        let netrc_path = netrc.map(|n| n.path());
         let builder = Builder {
             uv: &self.uv,
             uv_cache: &uv_cache,
@@ -262,10 +306,9 @@ impl Resolver {
             credentials,
             target,
         };
-        for package in &sources_to_build {
+        for package in to_build {
             wheels.push(builder.wheel_for(package)?);
         }
-        drop(netrc);
         Ok(Lock::new(*target, wheels))
     }
 

@@ -45,6 +45,12 @@ pub struct BuiltFrom {
     /// The project's directory inside the repository, if not its root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subdirectory: Option<String>,
+    /// Where the source was taken from (the sdist's URL, the repository's URL, the directory's
+    /// `file://` URL), so `strata lock` can write an entry that builds again elsewhere. Like a
+    /// wheel's URL it says where, not what: it is not part of the lock digest (see
+    /// [`crate::lock::Lock::canonical_bytes`]) and is set anew on every build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// A package the resolution can only install by building it.
@@ -78,6 +84,17 @@ impl SourcePackage {
             SourcePackage::Sdist { name, .. }
             | SourcePackage::Directory { name, .. }
             | SourcePackage::Git { name, .. } => name,
+        }
+    }
+
+    /// Where the source is: the sdist's URL, the repository's URL, or the directory's
+    /// `file://` URL.
+    pub fn url(&self) -> String {
+        match self {
+            SourcePackage::Sdist { url, .. } | SourcePackage::Git { url, .. } => url.clone(),
+            SourcePackage::Directory { path, .. } => url::Url::from_directory_path(path)
+                .map(String::from)
+                .unwrap_or_else(|()| path.to_string_lossy().into_owned()),
         }
     }
 
@@ -163,8 +180,12 @@ impl Builder<'_> {
     /// else built now.
     pub fn wheel_for(&self, package: &SourcePackage) -> Result<LockedWheel, BuildError> {
         let record = self.record_path(package);
-        if let Some(wheel) = record.as_deref().and_then(|r| self.recorded(r)) {
+        if let Some(mut wheel) = record.as_deref().and_then(|r| self.recorded(r)) {
             tracing::debug!(name = %package.name(), wheel = %wheel.filename, "reusing the wheel built before");
+            // The same content may have been fetched from elsewhere the first time.
+            if let Some(built_from) = &mut wheel.built_from {
+                built_from.url = Some(package.url());
+            }
             return Ok(wheel);
         }
         let wheel = self.build(package)?;
@@ -423,6 +444,7 @@ impl Builder<'_> {
                     sha256: Some(sha256.clone()),
                     commit: None,
                     subdirectory: None,
+                    url: Some(package.url()),
                 },
             ),
             SourcePackage::Directory { .. } => (
@@ -432,20 +454,27 @@ impl Builder<'_> {
                     sha256: None,
                     commit: None,
                     subdirectory: None,
+                    url: Some(package.url()),
                 },
             ),
             SourcePackage::Git {
-                version,
+                version: locked,
                 commit,
                 subdirectory,
                 ..
             } => (
-                version.clone(),
+                // A lock's git entry may leave the version to the build (PEP 751: optional).
+                if locked.is_empty() {
+                    version
+                } else {
+                    locked.clone()
+                },
                 BuiltFrom {
                     source: "git".to_string(),
                     sha256: None,
                     commit: Some(commit.clone()),
                     subdirectory: subdirectory.clone(),
+                    url: Some(package.url()),
                 },
             ),
         };

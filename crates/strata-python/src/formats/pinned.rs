@@ -1,5 +1,7 @@
 //! Pre-resolved environments (pylock.toml, uv.lock): the packages a lock file names, each
 //! with the wheels it lists, turned into a [`Lock`] for one target without resolving again.
+//! A package the lock gives as an sdist, a git commit or a local directory (and no wheel the
+//! target accepts) is a [`SourcePackage`] to build, as the requirements path builds one.
 
 use std::fs::File;
 use std::path::{Component, Path, PathBuf};
@@ -10,6 +12,7 @@ use super::error::FormatError;
 use super::RequiresPython;
 use crate::lock::{Lock, LockedWheel};
 use crate::name::PackageName;
+use crate::sdist::SourcePackage;
 use crate::spec::evaluate_marker;
 use crate::target::Target;
 use crate::wheel_name::WheelFilename;
@@ -33,6 +36,9 @@ pub struct PinnedPackage {
     /// A PEP 508 marker: the package is installed only where it holds.
     pub marker: Option<String>,
     pub wheels: Vec<PinnedWheel>,
+    /// What to build when none of `wheels` fits the target: the lock's sdist, git commit or
+    /// directory.
+    pub source: Option<SourcePackage>,
 }
 
 /// One wheel a lock file lists for a package.
@@ -53,14 +59,32 @@ pub enum WheelLocation {
 }
 
 impl PinnedSet {
-    /// One wheel per package whose marker holds for `target`, the best the target accepts.
+    /// One wheel per package whose marker holds for `target`, the best the target accepts;
+    /// a package that has to be built first is an error here (see [`PinnedSet::plan_for`]).
     pub fn lock_for(&self, target: &Target) -> Result<Lock, FormatError> {
+        let (wheels, to_build) = self.plan_for(target)?;
+        if let Some(source) = to_build.first() {
+            return Err(self.package_error(
+                source.name(),
+                "has to be built from source, which reading a lock does not do".into(),
+            ));
+        }
+        Ok(Lock::new(*target, wheels))
+    }
+
+    /// The wheels of the packages whose marker holds for `target` (the best the target
+    /// accepts), and the packages to build from the lock's sources instead.
+    pub fn plan_for(
+        &self,
+        target: &Target,
+    ) -> Result<(Vec<LockedWheel>, Vec<SourcePackage>), FormatError> {
         if let Some(requires) = &self.requires_python {
             requires.check(target.python)?;
         }
         let env = target.marker_environment();
         self.check_environments(&env, target)?;
         let mut wheels = Vec::new();
+        let mut to_build = Vec::new();
         for package in &self.packages {
             if let Some(marker) = &package.marker {
                 let holds = evaluate_marker(marker, &env, &[]).map_err(|e| {
@@ -70,12 +94,28 @@ impl PinnedSet {
                     continue;
                 }
             }
-            wheels.push(self.choose(package, target)?);
+            match (self.choose(package, target)?, &package.source) {
+                (Some(wheel), _) => wheels.push(wheel),
+                (None, Some(source)) => to_build.push(source.clone()),
+                (None, None) => {
+                    return Err(FormatError::NoWheel {
+                        file: self.origin.clone(),
+                        package: package.name.to_string(),
+                        version: package.version.clone(),
+                        target: target.wheel_tags_summary(),
+                    })
+                }
+            }
         }
-        Ok(Lock::new(*target, wheels))
+        Ok((wheels, to_build))
     }
 
-    fn choose(&self, package: &PinnedPackage, target: &Target) -> Result<LockedWheel, FormatError> {
+    /// The best wheel the target accepts, if the lock lists one.
+    fn choose(
+        &self,
+        package: &PinnedPackage,
+        target: &Target,
+    ) -> Result<Option<LockedWheel>, FormatError> {
         let mut best: Option<(u32, &PinnedWheel)> = None;
         for wheel in &package.wheels {
             let Ok(parsed) = WheelFilename::parse(&wheel.filename) else {
@@ -93,12 +133,7 @@ impl PinnedSet {
             }
         }
         let Some((_, wheel)) = best else {
-            return Err(FormatError::NoWheel {
-                file: self.origin.clone(),
-                package: package.name.to_string(),
-                version: package.version.clone(),
-                target: target.wheel_tags_summary(),
-            });
+            return Ok(None);
         };
         let (url, sha256, size) = match &wheel.location {
             WheelLocation::Url(url) => {
@@ -112,7 +147,7 @@ impl PinnedSet {
             }
             WheelLocation::Path(path) => self.local_wheel(package, wheel, path)?,
         };
-        Ok(LockedWheel {
+        Ok(Some(LockedWheel {
             name: package.name.clone(),
             version: package.version.clone(),
             filename: wheel.filename.clone(),
@@ -120,7 +155,7 @@ impl PinnedSet {
             size,
             url,
             built_from: None,
-        })
+        }))
     }
 
     /// A wheel on this machine: its `file://` URL, and its sha256 (hashed now if the lock
@@ -234,8 +269,106 @@ pub(super) fn location(
     }
     let path = Path::new(path?);
     let filename = path.file_name()?.to_string_lossy().into_owned();
-    // `dir` may be relative (the `-r` argument's directory): made absolute against the
-    // current directory, `..` folded lexically (as the lock's writer meant it).
+    // `dir` may be relative (the `-r` argument's directory).
+    Some((WheelLocation::Path(absolute_under(dir, path)?), filename))
+}
+
+/// An sdist a lock names, to build: one fetched from a URL must carry its sha256 (the fetch
+/// checks the bytes against it); a local one without a hash is hashed now.
+pub(super) fn sdist_source(
+    name: &PackageName,
+    version: Option<&str>,
+    location: WheelLocation,
+    filename: String,
+    sha256: Option<Digest>,
+) -> Result<SourcePackage, String> {
+    let version = version
+        .filter(|v| !v.is_empty())
+        .ok_or("an sdist without a version")?
+        .to_string();
+    let (url, sha256) = match location {
+        WheelLocation::Url(url) => {
+            let sha256 = sha256.ok_or_else(|| {
+                format!("sdist {filename} has no sha256 hash; an sdist fetched from a URL must be pinned by its hash")
+            })?;
+            (url, sha256)
+        }
+        WheelLocation::Path(path) => {
+            let url = url::Url::from_file_path(&path)
+                .map(String::from)
+                .map_err(|()| format!("sdist path {} is not absolute", path.display()))?;
+            let sha256 = match sha256 {
+                Some(sha256) => sha256,
+                None => {
+                    let file = File::open(&path)
+                        .map_err(|e| format!("cannot read sdist {}: {e}", path.display()))?;
+                    Digest::of_reader(file)
+                        .map_err(|e| format!("cannot read sdist {}: {e}", path.display()))?
+                        .0
+                }
+            };
+            (url, sha256)
+        }
+    };
+    Ok(SourcePackage::Sdist {
+        name: name.clone(),
+        version,
+        filename,
+        url,
+        sha256,
+    })
+}
+
+/// A git repository at the commit the lock names: never a branch or tag, which may have
+/// moved since the lock was written.
+pub(super) fn git_source(
+    name: &PackageName,
+    version: Option<&str>,
+    url: &str,
+    commit: Option<&str>,
+    subdirectory: Option<&str>,
+) -> Result<SourcePackage, String> {
+    let commit = commit
+        .filter(|c| crate::git::is_commit_id(c))
+        .ok_or_else(|| {
+            format!(
+                "git source {} names no full commit id; a lock must pin a git dependency to its commit: lock again",
+                crate::resolve::without_userinfo(url)
+            )
+        })?;
+    let url = url.strip_prefix("git+").unwrap_or(url);
+    if url.starts_with('-') || !url.contains("://") {
+        return Err(format!("git source {url:?} is not a repository URL"));
+    }
+    Ok(SourcePackage::Git {
+        name: name.clone(),
+        version: version.unwrap_or_default().to_string(),
+        url: crate::resolve::without_userinfo(url),
+        commit: commit.to_string(),
+        subdirectory: subdirectory.filter(|s| !s.is_empty()).map(str::to_string),
+    })
+}
+
+/// A local project directory (relative to the lock's directory `dir`), built every time.
+pub(super) fn directory_source(
+    name: &PackageName,
+    dir: &Path,
+    path: &str,
+) -> Result<SourcePackage, String> {
+    let absolute = absolute_under(dir, Path::new(path))
+        .ok_or_else(|| format!("directory {path:?} cannot be made absolute"))?;
+    if !absolute.is_dir() {
+        return Err(format!("directory {} does not exist", absolute.display()));
+    }
+    Ok(SourcePackage::Directory {
+        name: name.clone(),
+        path: absolute,
+    })
+}
+
+/// `path` against `dir` (itself against the current directory), `..` folded lexically (as
+/// the lock's writer meant it).
+fn absolute_under(dir: &Path, path: &Path) -> Option<PathBuf> {
     let joined = std::path::absolute(dir.join(path)).ok()?;
     let mut absolute = PathBuf::new();
     for part in joined.components() {
@@ -247,5 +380,5 @@ pub(super) fn location(
             other => absolute.push(other.as_os_str()),
         }
     }
-    Some((WheelLocation::Path(absolute), filename))
+    Some(absolute)
 }

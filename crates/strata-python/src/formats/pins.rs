@@ -18,6 +18,9 @@ pub(super) struct Pin {
     pub marker: Option<String>,
     /// `sha256:<hex>` or bare hex; other algorithms are skipped (sha256 is what strata checks).
     pub hashes: Vec<String>,
+    /// A direct reference (`git+URL@COMMIT`, `file:///dir`, an archive's URL) for a package
+    /// from no index: built from it, as the requirements path builds it.
+    pub url: Option<String>,
 }
 
 /// The pins as requirements, with `indexes` (first the primary one) as the file's sources.
@@ -36,7 +39,14 @@ pub(super) fn requirements(
         .collect();
     let mut out = parse_requirements_str(&options, file)?;
     for pin in pins {
-        let mut text = format!("{}=={}", pin.name, pin.version.trim_start_matches("=="));
+        let mut text = match &pin.url {
+            Some(url) => format!("{} @ {url}", pin.name),
+            None => format!("{}=={}", pin.name, pin.version.trim_start_matches("==")),
+        };
+        // `name @ URL ; marker`: the space keeps the marker out of the URL.
+        if pin.url.is_some() {
+            text.push(' ');
+        }
         if let Some(marker) = pin.marker.as_deref().filter(|m| !m.trim().is_empty()) {
             text += &format!("; {marker}");
         }
@@ -58,7 +68,8 @@ pub(super) fn requirements(
             })?;
             requirement.hashes.push(format!("sha256:{}", digest.hex()));
         }
-        if requirement.hashes.is_empty() {
+        // A git commit or a directory has no file to hash; the commit pins the first.
+        if requirement.hashes.is_empty() && pin.url.is_none() {
             return Err(FormatError::Package {
                 file: file.to_path_buf(),
                 package: pin.name,

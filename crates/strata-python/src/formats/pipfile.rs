@@ -97,6 +97,7 @@ fn pin(file: &Path, section: &str, name: &str, entry: &Entry) -> Result<Pin, For
         .clone()
         .ok_or_else(|| refuse("has no version"))?;
     Ok(Pin {
+        url: None,
         key: format!("{section}.{name}"),
         name: name.to_string(),
         version,

@@ -37,7 +37,6 @@ struct Package {
 
 #[derive(Deserialize)]
 struct LockedFile {
-    file: String,
     hash: String,
 }
 
@@ -45,6 +44,10 @@ struct LockedFile {
 struct PackageSource {
     #[serde(rename = "type")]
     kind: String,
+    url: Option<String>,
+    /// The commit a git `reference` (branch, tag) resolved to.
+    resolved_reference: Option<String>,
+    subdirectory: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -169,35 +172,25 @@ pub(super) fn read(file: &Path, text: &str, selection: &Selection) -> Result<Env
     let mut out = Vec::new();
     for (name, marker) in pins {
         let package = packages[&name];
-        if let Some(source) = &package.source {
-            if source.kind != "legacy" {
-                return Err(FormatError::Package {
+        let url = match &package.source {
+            Some(source) => {
+                direct_url(&pyproject_path, source).map_err(|message| FormatError::Package {
                     file: file.to_path_buf(),
                     package: name.to_string(),
-                    message: format!("comes from a {} source, not an index; strata installs indexed wheels from a poetry.lock: build a wheel, publish it to an index or a find-links directory, and lock again", source.kind),
-                });
+                    message,
+                })?
             }
-        }
-        let only_sdists =
-            !package.files.is_empty() && !package.files.iter().any(|f| f.file.ends_with(".whl"));
-        if only_sdists {
-            return Err(FormatError::Package {
-                file: file.to_path_buf(),
-                package: name.to_string(),
-                message: format!("the lock lists only sdists for {}; strata installs wheels only: build a wheel for it and lock again", package.version),
-            });
-        }
+            None => None,
+        };
         out.push(Pin {
             key: format!("package {name}"),
             name: name.to_string(),
             version: package.version.clone(),
             marker,
-            hashes: package
-                .files
-                .iter()
-                .filter(|f| f.file.ends_with(".whl"))
-                .map(|f| f.hash.clone())
-                .collect(),
+            // An sdist's hash too: a package with only an sdist is built, and the built
+            // wheel is checked against its sdist's hash.
+            hashes: package.files.iter().map(|f| f.hash.clone()).collect(),
+            url,
         });
     }
     let indexes = indexes(&pyproject.tool.poetry.source);
@@ -513,6 +506,49 @@ fn indexes(sources: &[PoetrySource]) -> Vec<String> {
     let mut ordered: Vec<&PoetrySource> = sources.iter().filter(|s| s.url.is_some()).collect();
     ordered.sort_by_key(|s| rank(s));
     ordered.into_iter().filter_map(|s| s.url.clone()).collect()
+}
+
+/// A package from somewhere other than an index, as a PEP 508 direct reference: a git
+/// repository at the commit the lock resolved (never the branch it names), a directory or
+/// archive (relative to the project, whose `pyproject.toml` is `pyproject`), or a URL. None
+/// for an index (`legacy`).
+fn direct_url(pyproject: &Path, source: &PackageSource) -> Result<Option<String>, String> {
+    if source.kind == "legacy" {
+        return Ok(None);
+    }
+    let url = source
+        .url
+        .as_deref()
+        .ok_or_else(|| format!("a {} source without url", source.kind))?;
+    let subdirectory = source
+        .subdirectory
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| format!("#subdirectory={s}"))
+        .unwrap_or_default();
+    match source.kind.as_str() {
+        "git" => {
+            let commit = source
+                .resolved_reference
+                .as_deref()
+                .filter(|c| crate::git::is_commit_id(c))
+                .ok_or_else(|| format!("git source {} names no full commit id (resolved_reference); run `poetry lock` again", crate::resolve::without_userinfo(url)))?;
+            let url = url.strip_prefix("git+").unwrap_or(url);
+            Ok(Some(format!("git+{url}@{commit}{subdirectory}")))
+        }
+        "directory" | "file" => {
+            let dir = pyproject.parent().unwrap_or(Path::new("."));
+            let path = std::path::absolute(dir.join(url))
+                .map_err(|e| format!("path {url:?}: {e}"))?;
+            let url = url::Url::from_file_path(&path)
+                .map_err(|()| format!("path {} is not absolute", path.display()))?;
+            Ok(Some(format!("{url}{subdirectory}")))
+        }
+        "url" => Ok(Some(format!("{url}{subdirectory}"))),
+        other => Err(format!(
+            "comes from a {other} source, which strata does not read from a poetry.lock; use an index, git, a directory or a file"
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -6,9 +6,16 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::error::FormatError;
-use super::pinned::{location, parse_sha256, PinnedPackage, PinnedSet, PinnedWheel};
+use super::pinned::{
+    directory_source, git_source, location, parse_sha256, sdist_source, PinnedPackage, PinnedSet,
+    PinnedWheel, WheelLocation,
+};
 use super::{package_name, syntax, RequiresPython};
-use crate::lock::Lock;
+use strata_oci::Digest;
+
+use crate::lock::{Lock, LockedWheel};
+use crate::name::PackageName;
+use crate::sdist::SourcePackage;
 
 #[derive(Deserialize)]
 struct Pylock {
@@ -29,10 +36,27 @@ struct Package {
     marker: Option<String>,
     #[serde(default)]
     wheels: Vec<Wheel>,
-    sdist: Option<toml::Value>,
-    vcs: Option<toml::Value>,
-    directory: Option<toml::Value>,
-    archive: Option<toml::Value>,
+    sdist: Option<Wheel>,
+    vcs: Option<Vcs>,
+    directory: Option<Directory>,
+    archive: Option<Wheel>,
+}
+
+#[derive(Deserialize)]
+struct Vcs {
+    #[serde(rename = "type")]
+    kind: String,
+    url: Option<String>,
+    path: Option<String>,
+    #[serde(rename = "commit-id")]
+    commit_id: Option<String>,
+    subdirectory: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Directory {
+    path: String,
+    subdirectory: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -92,43 +116,104 @@ fn read_package(
         package: name.to_string(),
         message,
     };
-    if package.wheels.is_empty() {
-        let kind = [
-            (package.sdist.is_some(), "an sdist"),
-            (package.vcs.is_some(), "a VCS checkout"),
-            (package.directory.is_some(), "a local directory"),
-            (package.archive.is_some(), "an archive"),
-        ]
-        .into_iter()
-        .find_map(|(present, kind)| present.then_some(kind))
-        .unwrap_or("nothing");
-        return Err(bad(format!("the lock gives {kind} and no wheel; strata installs wheels only: build a wheel for it and lock again")));
-    }
-    let version = package
-        .version
-        .clone()
-        .ok_or_else(|| bad("no version".into()))?;
+    let version = package.version.as_deref();
     let mut wheels = Vec::new();
     for wheel in &package.wheels {
-        let (location, from_url) = location(wheel.url.as_deref(), wheel.path.as_deref(), dir)
-            .ok_or_else(|| bad("a wheel has neither a url nor a path with a file name".into()))?;
-        let sha256 = match wheel.hashes.get("sha256") {
-            Some(hex) => Some(parse_sha256(hex).map_err(bad)?),
-            None => None,
-        };
-        wheels.push(PinnedWheel {
-            filename: wheel.name.clone().unwrap_or(from_url),
-            location,
-            sha256,
-            size: wheel.size,
-        });
+        wheels.push(pinned_file(wheel, dir).map_err(|m| bad(format!("a wheel: {m}")))?);
     }
+    let mut source = None;
+    if let Some(vcs) = &package.vcs {
+        source = Some(vcs_source(&name, version, vcs, dir).map_err(bad)?);
+    } else if let Some(directory) = &package.directory {
+        let path = match &directory.subdirectory {
+            Some(sub) => format!("{}/{sub}", directory.path),
+            None => directory.path.clone(),
+        };
+        source = Some(directory_source(&name, dir, &path).map_err(bad)?);
+    } else if let Some(archive) = &package.archive {
+        // A direct reference: a wheel (installed as the others) or an sdist (built).
+        let file = pinned_file(archive, dir).map_err(|m| bad(format!("the archive: {m}")))?;
+        if file.filename.ends_with(".whl") {
+            wheels.push(file);
+        } else {
+            source = Some(
+                sdist_source(&name, version, file.location, file.filename, file.sha256)
+                    .map_err(bad)?,
+            );
+        }
+    } else if let Some(sdist) = &package.sdist {
+        let file = pinned_file(sdist, dir).map_err(|m| bad(format!("the sdist: {m}")))?;
+        source = Some(
+            sdist_source(&name, version, file.location, file.filename, file.sha256).map_err(bad)?,
+        );
+    }
+    if wheels.is_empty() && source.is_none() {
+        return Err(bad(
+            "the lock gives no wheel, sdist, vcs or directory for it: lock again".into(),
+        ));
+    }
+    // A wheel's version is its own; a source's may be left to its build (PEP 751).
+    let version = match (version, &source) {
+        (Some(v), _) => v.to_string(),
+        (None, Some(_)) => String::new(),
+        (None, None) => return Err(bad("no version".into())),
+    };
     Ok(PinnedPackage {
         name,
         version,
         marker: package.marker.clone(),
         wheels,
+        source,
     })
+}
+
+/// A wheel, sdist or archive entry: where it is, its file name and its sha256.
+fn pinned_file(entry: &Wheel, dir: &Path) -> Result<PinnedWheel, String> {
+    let (location, from_url) = location(entry.url.as_deref(), entry.path.as_deref(), dir)
+        .ok_or("neither a url nor a path with a file name")?;
+    let sha256 = match entry.hashes.get("sha256") {
+        Some(hex) => Some(parse_sha256(hex)?),
+        None => None,
+    };
+    Ok(PinnedWheel {
+        filename: entry.name.clone().unwrap_or(from_url),
+        location,
+        sha256,
+        size: entry.size,
+    })
+}
+
+/// A `[packages.vcs]` entry: git only, at its `commit-id`; a local repository (`path`) is
+/// named by its `file://` URL.
+fn vcs_source(
+    name: &PackageName,
+    version: Option<&str>,
+    vcs: &Vcs,
+    dir: &Path,
+) -> Result<SourcePackage, String> {
+    if vcs.kind != "git" {
+        return Err(format!(
+            "version control {:?} is not supported; strata builds git sources only",
+            vcs.kind
+        ));
+    }
+    let url = match (&vcs.url, &vcs.path) {
+        (Some(url), _) => url.clone(),
+        (None, Some(path)) => match location(None, Some(path), dir) {
+            Some((WheelLocation::Path(p), _)) => url::Url::from_file_path(&p)
+                .map(String::from)
+                .map_err(|()| format!("vcs path {path:?} is not absolute"))?,
+            _ => return Err(format!("vcs path {path:?} cannot be made absolute")),
+        },
+        (None, None) => return Err("a vcs entry without url or path".into()),
+    };
+    git_source(
+        name,
+        version,
+        &url,
+        vcs.commit_id.as_deref(),
+        vcs.subdirectory.as_deref(),
+    )
 }
 
 #[derive(Serialize)]
@@ -146,12 +231,21 @@ struct OutLock {
 #[derive(Serialize)]
 struct OutPackage {
     name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     version: String,
-    wheels: Vec<OutWheel>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    wheels: Vec<OutFile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sdist: Option<OutFile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vcs: Option<OutVcs>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    directory: Option<OutDirectory>,
 }
 
+/// A wheel or sdist entry.
 #[derive(Serialize)]
-struct OutWheel {
+struct OutFile {
     name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     url: Option<String>,
@@ -162,13 +256,45 @@ struct OutWheel {
     hashes: BTreeMap<String, String>,
 }
 
-/// `lock` as a PEP 751 pylock.toml to be written into `dir`. A wheel on this machine
-/// (a `file://` URL) is written as a `path` relative to `dir`, so the lock names no
-/// machine's absolute paths and still builds where the wheels lie at the same place relative
-/// to it; remote wheels keep their URL. The lock is for one target, which `environments`
-/// says.
-pub fn pylock_text(lock: &Lock, dir: &Path) -> String {
+#[derive(Serialize)]
+struct OutVcs {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(rename = "commit-id")]
+    commit_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subdirectory: Option<String>,
+}
+
+#[derive(Serialize)]
+struct OutDirectory {
+    path: String,
+}
+
+/// `lock` as a PEP 751 pylock.toml to be written to `output`. A file on this machine (a
+/// `file://` URL) is written as a `path` relative to the output's directory, so the lock
+/// names no machine's absolute paths and still builds where the files lie at the same place
+/// relative to it; remote files keep their URL. A wheel strata built is written as what it
+/// was built from (its sdist with the sdist's hash, its git commit, its directory), never as
+/// its place in the wheel cache: the lock builds again on another machine. The lock is for
+/// one target, which `environments` says.
+pub fn pylock_text(lock: &Lock, output: &Path) -> Result<String, FormatError> {
+    let dir = output.parent().unwrap_or(Path::new("/"));
     let target = &lock.target;
+    let mut packages = Vec::new();
+    for wheel in &lock.wheels {
+        packages.push(
+            out_package(wheel, dir).map_err(|message| FormatError::Package {
+                file: output.to_path_buf(),
+                package: wheel.name.to_string(),
+                message,
+            })?,
+        );
+    }
     let doc = OutLock {
         lock_version: "1.0",
         created_by: "strata",
@@ -178,39 +304,89 @@ pub fn pylock_text(lock: &Lock, dir: &Path) -> String {
             target.python,
             target.platform.arch.wheel_name()
         )],
-        packages: lock
-            .wheels
-            .iter()
-            .map(|w| {
-                let local = url::Url::parse(&w.url)
-                    .ok()
-                    .filter(|u| u.scheme() == "file")
-                    .and_then(|u| u.to_file_path().ok());
-                let (url, path) = match local {
-                    Some(file) => (None, Some(relative(&file, dir))),
-                    None => (Some(w.url.clone()), None),
-                };
-                OutPackage {
-                    name: w.name.to_string(),
-                    version: w.version.clone(),
-                    wheels: vec![OutWheel {
-                        name: w.filename.clone(),
-                        url,
-                        path,
-                        size: w.size,
-                        hashes: BTreeMap::from([(
-                            "sha256".to_string(),
-                            w.sha256.hex().to_string(),
-                        )]),
-                    }],
-                }
-            })
-            .collect(),
+        packages,
     };
     let body = toml::to_string(&doc).unwrap_or_default();
-    format!(
+    Ok(format!(
         "# Written by `strata lock`; strata builds it as it is, without resolving again.\n{body}"
-    )
+    ))
+}
+
+fn out_package(wheel: &LockedWheel, dir: &Path) -> Result<OutPackage, String> {
+    let mut out = OutPackage {
+        name: wheel.name.to_string(),
+        version: wheel.version.clone(),
+        wheels: Vec::new(),
+        sdist: None,
+        vcs: None,
+        directory: None,
+    };
+    let Some(built_from) = &wheel.built_from else {
+        let (url, path) = url_or_path(&wheel.url, dir);
+        out.wheels.push(OutFile {
+            name: wheel.filename.clone(),
+            url,
+            path,
+            size: wheel.size,
+            hashes: sha256_table(&wheel.sha256),
+        });
+        return Ok(out);
+    };
+    let from = built_from.url.as_deref().ok_or(
+        "it was built from a source whose place the stored lock does not record; lock again with --refresh",
+    )?;
+    match built_from.source.as_str() {
+        "git" => {
+            let commit_id = built_from
+                .commit
+                .clone()
+                .ok_or("built from git, but no commit is recorded")?;
+            let (url, path) = url_or_path(from, dir);
+            out.vcs = Some(OutVcs {
+                kind: "git",
+                url,
+                path,
+                commit_id,
+                subdirectory: built_from.subdirectory.clone(),
+            });
+        }
+        "directory" => {
+            let (_, path) = url_or_path(from, dir);
+            let path = path.ok_or_else(|| format!("directory {from} is not on this machine"))?;
+            out.directory = Some(OutDirectory { path });
+        }
+        sdist => {
+            let sha256 = built_from
+                .sha256
+                .as_ref()
+                .ok_or("built from an sdist, but its sha256 is not recorded")?;
+            let (url, path) = url_or_path(from, dir);
+            out.sdist = Some(OutFile {
+                name: sdist.to_string(),
+                url,
+                path,
+                size: None,
+                hashes: sha256_table(sha256),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A `file://` URL as a path relative to `dir` (`(None, Some(path))`), any other as a URL.
+fn url_or_path(url: &str, dir: &Path) -> (Option<String>, Option<String>) {
+    let local = url::Url::parse(url)
+        .ok()
+        .filter(|u| u.scheme() == "file")
+        .and_then(|u| u.to_file_path().ok());
+    match local {
+        Some(file) => (None, Some(relative(&file, dir))),
+        None => (Some(url.to_string()), None),
+    }
+}
+
+fn sha256_table(sha256: &Digest) -> BTreeMap<String, String> {
+    BTreeMap::from([("sha256".to_string(), sha256.hex().to_string())])
 }
 
 /// `file` relative to `dir` (both absolute), through `..` where needed.
@@ -231,6 +407,98 @@ fn relative(file: &Path, dir: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sdist::BuiltFrom;
+    use crate::target::{PythonVersion, Target};
+
+    fn built(name: &str, built_from: BuiltFrom) -> LockedWheel {
+        LockedWheel {
+            name: PackageName::new(name).unwrap(),
+            version: "1.0".into(),
+            filename: format!("{name}-1.0-py3-none-any.whl"),
+            sha256: Digest::of(name.as_bytes()),
+            size: Some(3),
+            url: format!("file:///home/u/.strata/wheels/sha256/x/{name}-1.0-py3-none-any.whl"),
+            built_from: Some(built_from),
+        }
+    }
+
+    #[test]
+    fn built_wheels_are_written_as_their_sources_and_read_back_as_them() {
+        let commit = "c".repeat(40);
+        let sdist_sha = Digest::of(b"sdist");
+        let target = Target::new(PythonVersion::new(3, 11), "linux/amd64".parse().unwrap());
+        let lock = Lock::new(
+            target,
+            vec![
+                built(
+                    "g",
+                    BuiltFrom {
+                        source: "git".into(),
+                        sha256: None,
+                        commit: Some(commit.clone()),
+                        subdirectory: Some("sub".into()),
+                        url: Some("https://host/g.git".into()),
+                    },
+                ),
+                built(
+                    "s",
+                    BuiltFrom {
+                        source: "s-1.0.tar.gz".into(),
+                        sha256: Some(sdist_sha.clone()),
+                        commit: None,
+                        subdirectory: None,
+                        url: Some("file:///proj/dist/s-1.0.tar.gz".into()),
+                    },
+                ),
+            ],
+        );
+        let text = pylock_text(&lock, Path::new("/proj/locks/pylock.toml")).unwrap();
+        assert!(!text.contains(".strata"), "{text}");
+        assert!(text.contains(&commit), "{text}");
+        assert!(text.contains("../dist/s-1.0.tar.gz"), "{text}");
+
+        let set = read(Path::new("/proj/locks/pylock.toml"), &text).unwrap();
+        let (wheels, sources) = set.plan_for(&target).unwrap();
+        assert!(wheels.is_empty());
+        assert_eq!(
+            sources,
+            [
+                SourcePackage::Git {
+                    name: PackageName::new("g").unwrap(),
+                    version: "1.0".into(),
+                    url: "https://host/g.git".into(),
+                    commit,
+                    subdirectory: Some("sub".into()),
+                },
+                SourcePackage::Sdist {
+                    name: PackageName::new("s").unwrap(),
+                    version: "1.0".into(),
+                    filename: "s-1.0.tar.gz".into(),
+                    url: "file:///proj/dist/s-1.0.tar.gz".into(),
+                    sha256: sdist_sha,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_built_wheel_whose_source_place_is_unknown_is_not_written() {
+        let target = Target::new(PythonVersion::new(3, 11), "linux/amd64".parse().unwrap());
+        let old = built(
+            "g",
+            BuiltFrom {
+                source: "git".into(),
+                sha256: None,
+                commit: Some("c".repeat(40)),
+                subdirectory: None,
+                url: None,
+            },
+        );
+        let err = pylock_text(&Lock::new(target, vec![old]), Path::new("/p/pylock.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("package g"), "{err}");
+    }
 
     #[test]
     fn relative_paths() {

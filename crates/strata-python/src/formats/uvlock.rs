@@ -9,9 +9,15 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::error::FormatError;
-use super::pinned::{location, parse_sha256, PinnedPackage, PinnedSet, PinnedWheel};
+use super::pinned::{
+    self, directory_source, git_source, location, parse_sha256, sdist_source, PinnedPackage,
+    PinnedSet, PinnedWheel,
+};
 use super::{package_name, syntax, RequiresPython, Selection};
+use strata_oci::Digest;
+
 use crate::name::PackageName;
+use crate::sdist::SourcePackage;
 
 #[derive(Deserialize)]
 struct UvLock {
@@ -35,6 +41,7 @@ struct Package {
     dev_dependencies: BTreeMap<String, Vec<Dependency>>,
     #[serde(default)]
     wheels: Vec<Wheel>,
+    sdist: Option<Wheel>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -46,6 +53,7 @@ struct Dependency {
     marker: Option<String>,
 }
 
+/// A wheel or sdist entry (an sdist of a `url` or `path` source has only its hash).
 #[derive(Deserialize)]
 struct Wheel {
     url: Option<String>,
@@ -66,11 +74,8 @@ impl Package {
         })
     }
 
-    /// A package strata cannot install from a wheel: built from local or VCS sources.
-    fn local_source(&self) -> Option<&str> {
-        ["virtual", "editable", "directory", "path", "git"]
-            .into_iter()
-            .find(|kind| self.source.contains_key(*kind) && self.wheels.is_empty())
+    fn source_str(&self, kind: &str) -> Option<&str> {
+        self.source.get(kind).and_then(|v| v.as_str())
     }
 }
 
@@ -229,16 +234,10 @@ fn pinned(
         package: name.to_string(),
         message,
     };
-    if let Some(kind) = package.local_source() {
-        return Err(bad(format!("comes from a {kind} source and has no wheel; strata installs wheels only: build a wheel, publish it to an index or a find-links directory, and lock again")));
+    if package.source.contains_key("virtual") {
+        return Err(bad("is a virtual package (a project that is not installed), which another package depends on; strata has nothing to install for it: make it a package (a build system) and lock again".into()));
     }
-    if package.wheels.is_empty() {
-        return Err(bad("the lock lists no wheel (only an sdist?); strata installs wheels only: build a wheel for it and lock again".into()));
-    }
-    let version = package
-        .version
-        .clone()
-        .ok_or_else(|| bad("no version".into()))?;
+    let version = package.version.as_deref();
     // A wheel's `path` is relative to its registry when that is a local directory (a
     // find-links directory: `source = { registry = "../wheels" }`), itself relative to the lock.
     let local_registry = package
@@ -256,22 +255,124 @@ fn pinned(
             location(wheel.url.as_deref(), wheel.path.as_deref(), &wheel_dir).ok_or_else(|| {
                 bad("a wheel has neither a url nor a path with a file name".into())
             })?;
-        let sha256 = match &wheel.hash {
-            Some(hash) if hash.starts_with("sha256:") => Some(parse_sha256(hash).map_err(bad)?),
-            Some(hash) => return Err(bad(format!("hash {hash:?} is not sha256"))),
-            None => None,
-        };
         wheels.push(PinnedWheel {
             filename: wheel.filename.clone().unwrap_or(from_url),
             location,
-            sha256,
+            sha256: sha256_of(wheel.hash.as_deref()).map_err(bad)?,
             size: wheel.size,
         });
     }
+    let source = source(&name, version, package, dir, &wheel_dir).map_err(bad)?;
+    if wheels.is_empty() && source.is_none() {
+        return Err(bad(
+            "the lock lists no wheel and no sdist, git or directory source for it: lock again"
+                .into(),
+        ));
+    }
+    let version = match (version, &source) {
+        (Some(v), _) => v.to_string(),
+        (None, Some(_)) => String::new(),
+        (None, None) => return Err(bad("no version".into())),
+    };
     Ok(PinnedPackage {
         name,
         version,
         marker,
         wheels,
+        source,
     })
+}
+
+fn sha256_of(hash: Option<&str>) -> Result<Option<Digest>, String> {
+    match hash {
+        Some(hash) if hash.starts_with("sha256:") => parse_sha256(hash).map(Some),
+        Some(hash) => Err(format!("hash {hash:?} is not sha256")),
+        None => Ok(None),
+    }
+}
+
+/// What to build the package from when no wheel fits: its git commit (`source = { git =
+/// "URL?rev=main#COMMIT" }`), its directory (`directory`, `editable`, or a `path` that is
+/// one), or its sdist (from the registry, a direct `url`, or a `path` to the archive).
+fn source(
+    name: &PackageName,
+    version: Option<&str>,
+    package: &Package,
+    dir: &Path,
+    wheel_dir: &Path,
+) -> Result<Option<SourcePackage>, String> {
+    if let Some(git) = package.source_str("git") {
+        return git_reference(name, version, git).map(Some);
+    }
+    let directory = package
+        .source_str("directory")
+        .or_else(|| package.source_str("editable"))
+        .or_else(|| {
+            package
+                .source_str("path")
+                .filter(|p| package.wheels.is_empty() && dir.join(p).is_dir())
+        });
+    if let Some(path) = directory {
+        return directory_source(name, dir, path).map(Some);
+    }
+    let Some(sdist) = &package.sdist else {
+        return Ok(None);
+    };
+    let sha256 = sha256_of(sdist.hash.as_deref())?;
+    // The archive itself is the source for `url` and `path` sources; the sdist entry then
+    // holds its hash only.
+    let (location, filename) = match (package.source_str("url"), package.source_str("path")) {
+        (Some(url), _) => pinned::location(Some(url), None, dir),
+        (None, Some(path)) => pinned::location(None, Some(path), dir),
+        (None, None) => pinned::location(sdist.url.as_deref(), sdist.path.as_deref(), wheel_dir),
+    }
+    .ok_or("the sdist has neither a url nor a path with a file name")?;
+    let filename = sdist.filename.clone().unwrap_or(filename);
+    sdist_source(name, version, location, filename, sha256).map(Some)
+}
+
+/// uv.lock's git source: `URL?subdirectory=DIR&rev=REF#COMMIT` (the query says what was
+/// asked, the fragment what it resolved to: the commit, which is what is built).
+fn git_reference(
+    name: &PackageName,
+    version: Option<&str>,
+    reference: &str,
+) -> Result<SourcePackage, String> {
+    let (rest, commit) = reference
+        .split_once('#')
+        .map_or((reference, None), |(r, c)| (r, Some(c)));
+    let (url, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let subdirectory = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("subdirectory="));
+    git_source(name, version, url, commit, subdirectory)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_git_source_is_its_commit_not_its_branch() {
+        let name = PackageName::new("g").unwrap();
+        let commit = "a".repeat(40);
+        let source = git_reference(
+            &name,
+            Some("1.0"),
+            &format!("https://host/g.git?subdirectory=pkg&rev=main#{commit}"),
+        )
+        .unwrap();
+        assert_eq!(
+            source,
+            SourcePackage::Git {
+                name: name.clone(),
+                version: "1.0".into(),
+                url: "https://host/g.git".into(),
+                commit,
+                subdirectory: Some("pkg".into()),
+            }
+        );
+        let err = git_reference(&name, None, "https://host/g.git?rev=main").unwrap_err();
+        assert!(err.contains("names no full commit id"), "{err}");
+    }
 }
