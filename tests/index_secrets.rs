@@ -902,11 +902,9 @@ fn an_sdist_from_a_private_index_is_built_with_the_token_and_keeps_none() {
     assert!(argv.is_empty(), "command lines held the token: {argv:#?}");
 }
 
-/// The token in a uv.lock's (or pylock.toml's) wheel URLs is taken out of the URL when the
-/// lock is read, and dropped: the download then gets no credentials (401).
+/// The token in a uv.lock's wheel URLs is taken out of the URL when the lock is read and
+/// used for the download (a 401 without it), and kept nowhere.
 #[test]
-#[ignore = "open: formats/pinned.rs::location drops the user info of a lock's wheel URL \
-            instead of keeping it as credentials (PinnedSet carries none)"]
 fn a_token_in_a_uv_lock_wheel_url_is_used() {
     let world = World::new();
     let secret = token("uvlock");

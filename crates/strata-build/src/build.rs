@@ -480,14 +480,15 @@ fn prepare_with_credentials(home: &Home, options: &BuildOptions) -> Result<Prepa
                 warnings,
             })
         }
-        EnvFile::Pinned(set) => {
+        EnvFile::Pinned(mut set) => {
+            // What the lock's URLs carried, for the downloads (never stored).
+            let mut credentials = std::mem::take(&mut set.credentials);
             let (wheels, to_build) = set.plan_for(&target)?;
             // The lock's sdist, git and directory entries are built as the requirements path
             // builds them (cached by sdist sha256 or commit, and target), so the lock, and
             // with it the spec, is known before any cache lookup. The command line's
             // find-links and indexes are where the build backends come from.
             let mut sources = Sources::default();
-            let mut credentials = IndexCredentials::default();
             add_cli_sources(&mut sources, &mut credentials, options)?;
             let lock = home.resolver.lock_with_builds(
                 wheels,

@@ -3,6 +3,7 @@
 //! A package the lock gives as an sdist, a git commit or a local directory (and no wheel the
 //! target accepts) is a [`SourcePackage`] to build, as the requirements path builds one.
 
+use crate::IndexCredentials;
 use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 
@@ -26,6 +27,9 @@ pub struct PinnedSet {
     /// PEP 751 `environments`: markers of which one must hold for the target (none: any).
     pub environments: Vec<String>,
     pub packages: Vec<PinnedPackage>,
+    /// Credentials the lock's URLs carried (`https://USER:TOKEN@host/...`), taken out of
+    /// them when the lock is read: used for the downloads, never stored.
+    pub credentials: IndexCredentials,
 }
 
 /// One package of a lock file.
@@ -59,6 +63,34 @@ pub enum WheelLocation {
 }
 
 impl PinnedSet {
+    /// Takes the user info out of every wheel and sdist URL of the lock into
+    /// [`PinnedSet::credentials`] (the first credential per origin wins).
+    pub(super) fn take_credentials(mut self) -> PinnedSet {
+        let mut credentials = std::mem::take(&mut self.credentials);
+        let mut take = |url: &mut String| {
+            let Ok(mut parsed) = url::Url::parse(url) else {
+                *url = crate::resolve::without_userinfo(url);
+                return;
+            };
+            if let Some((origin, credential)) = crate::credentials::take_userinfo(&mut parsed) {
+                credentials.insert_if_absent(origin, credential);
+                *url = parsed.to_string();
+            }
+        };
+        for package in &mut self.packages {
+            for wheel in &mut package.wheels {
+                if let WheelLocation::Url(url) = &mut wheel.location {
+                    take(url);
+                }
+            }
+            if let Some(SourcePackage::Sdist { url, .. }) = &mut package.source {
+                take(url);
+            }
+        }
+        self.credentials = credentials;
+        self
+    }
+
     /// One wheel per package whose marker holds for `target`, the best the target accepts;
     /// a package that has to be built first is an error here (see [`PinnedSet::plan_for`]).
     pub fn lock_for(&self, target: &Target) -> Result<Lock, FormatError> {
@@ -262,10 +294,9 @@ pub(super) fn location(
                 }
             }
         }
-        return Some((
-            WheelLocation::Url(crate::resolve::without_userinfo(url)),
-            filename,
-        ));
+        // The user info stays until `PinnedSet::take_credentials`, which the reader calls
+        // before anything else sees the URL.
+        return Some((WheelLocation::Url(url.to_string()), filename));
     }
     let path = Path::new(path?);
     let filename = path.file_name()?.to_string_lossy().into_owned();

@@ -101,7 +101,9 @@ pub(super) fn read(file: &Path, text: &str) -> Result<PinnedSet, FormatError> {
         }),
         environments: doc.environments,
         packages,
-    })
+        credentials: Default::default(),
+    }
+    .take_credentials())
 }
 
 fn read_package(

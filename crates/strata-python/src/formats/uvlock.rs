@@ -112,7 +112,9 @@ pub(super) fn read(
         // uv.lock's `resolution-markers` describe forks, not a restriction: none checked.
         environments: Vec::new(),
         packages,
-    })
+        credentials: Default::default(),
+    }
+    .take_credentials())
 }
 
 /// The root's dependencies, extras and groups asked for.
