@@ -207,6 +207,25 @@ fn git_and_sdist_entries_of_uv_lock_and_pylock_are_built_at_the_locked_commit() 
     assert_eq!(from_poetry["lock_digest"], from_uv_lock["lock_digest"]);
     assert_eq!(from_poetry["digest"], from_uv_lock["digest"]);
 
+    // Pipfile.lock: the git entry at its `ref`, the others by their hashes.
+    let pipenv = world.dir.path().join("pipenv");
+    fs::create_dir_all(&pipenv).unwrap();
+    let pipfile_lock = serde_json::json!({
+        "_meta": {"sources": []},
+        "default": {
+            "alpha": {"version": "==1.1.0",
+                      "hashes": [format!("sha256:{}", file_hash("alpha-1.1.0-py3-none-any.whl"))]},
+            "lockgit": {"git": format!("file://{}", bare.display()), "ref": locked},
+            "locksdist": {"version": "==1.0",
+                          "hashes": [format!("sha256:{}", file_hash("locksdist-1.0.tar.gz"))]},
+        },
+        "develop": {},
+    });
+    fs::write(pipenv.join("Pipfile.lock"), pipfile_lock.to_string()).unwrap();
+    let from_pipfile = world.build_ok(&pipenv.join("Pipfile.lock"), &[]);
+    assert_eq!(from_pipfile["lock_digest"], from_uv_lock["lock_digest"]);
+    assert_eq!(from_pipfile["digest"], from_uv_lock["digest"]);
+
     // The same pins as requirements: the same lock and image.
     let req = world.dir.path().join("requirements.txt");
     fs::write(

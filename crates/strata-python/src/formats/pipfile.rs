@@ -39,6 +39,10 @@ struct Entry {
     hashes: Vec<String>,
     markers: Option<String>,
     git: Option<String>,
+    /// The commit a `git` entry was locked at (pipenv writes the resolved sha).
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+    subdirectory: Option<String>,
     path: Option<String>,
     file: Option<String>,
 }
@@ -89,19 +93,103 @@ fn pin(file: &Path, section: &str, name: &str, entry: &Entry) -> Result<Pin, For
         package: name.to_string(),
         message: message.to_string(),
     };
-    if entry.git.is_some() || entry.path.is_some() || entry.file.is_some() {
-        return Err(refuse("comes from a VCS checkout, a local path or a file, not an index; strata installs indexed wheels from a Pipfile.lock: build a wheel, publish it to an index or a find-links directory, and lock again"));
-    }
-    let version = entry
-        .version
-        .clone()
-        .ok_or_else(|| refuse("has no version"))?;
+    let url = direct_url(file, entry).map_err(|m| refuse(&m))?;
+    let version = match (&entry.version, &url) {
+        (Some(v), _) => v.clone(),
+        // A git checkout or a directory is built: its version is its own.
+        (None, Some(_)) => String::new(),
+        (None, None) => return Err(refuse("has no version")),
+    };
     Ok(Pin {
-        url: None,
+        url,
         key: format!("{section}.{name}"),
         name: name.to_string(),
         version,
         marker: entry.markers.clone(),
         hashes: entry.hashes.clone(),
     })
+}
+
+/// A package from no index, as a PEP 508 direct reference: a git repository at the commit
+/// the lock recorded (`ref`, never a branch), a directory (`path`, relative to the lock) or
+/// an archive (`file`, a URL or a path, checked against its hashes). `None` for an index.
+fn direct_url(lock: &Path, entry: &Entry) -> Result<Option<String>, String> {
+    let subdirectory = entry
+        .subdirectory
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| format!("#subdirectory={s}"))
+        .unwrap_or_default();
+    if let Some(git) = &entry.git {
+        let commit = entry
+            .git_ref
+            .as_deref()
+            .filter(|c| crate::git::is_commit_id(c))
+            .ok_or_else(|| {
+                format!(
+                    "git source {} names no full commit id (ref); run `pipenv lock` again",
+                    crate::resolve::without_userinfo(git)
+                )
+            })?;
+        let url = git.strip_prefix("git+").unwrap_or(git);
+        return Ok(Some(format!("git+{url}@{commit}{subdirectory}")));
+    }
+    let local = |path: &str| -> Result<String, String> {
+        let dir = lock.parent().unwrap_or(Path::new("."));
+        let absolute =
+            std::path::absolute(dir.join(path)).map_err(|e| format!("path {path:?}: {e}"))?;
+        url::Url::from_file_path(&absolute)
+            .map(String::from)
+            .map_err(|()| format!("path {} is not absolute", absolute.display()))
+    };
+    if let Some(path) = &entry.path {
+        return Ok(Some(format!("{}{subdirectory}", local(path)?)));
+    }
+    match entry.file.as_deref() {
+        None => Ok(None),
+        Some(file) if file.contains("://") => Ok(Some(format!("{file}{subdirectory}"))),
+        Some(file) => Ok(Some(format!("{}{subdirectory}", local(file)?))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(json: &str) -> Entry {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn git_path_and_file_entries_are_direct_references() {
+        let lock = Path::new("/project/Pipfile.lock");
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        let git = entry(&format!(
+            r#"{{"git": "https://example.com/r.git", "ref": "{commit}", "subdirectory": "pkg"}}"#
+        ));
+        assert_eq!(
+            direct_url(lock, &git).unwrap().unwrap(),
+            format!("git+https://example.com/r.git@{commit}#subdirectory=pkg")
+        );
+        let branch = entry(r#"{"git": "https://t:secret@example.com/r.git", "ref": "main"}"#);
+        let err = direct_url(lock, &branch).unwrap_err();
+        assert!(
+            err.contains("no full commit id") && !err.contains("secret"),
+            "{err}"
+        );
+        let path = entry(r#"{"path": "./libs/one"}"#);
+        assert_eq!(
+            direct_url(lock, &path).unwrap().unwrap(),
+            "file:///project/libs/one"
+        );
+        let file = entry(r#"{"file": "https://example.com/one-1.0.tar.gz"}"#);
+        assert_eq!(
+            direct_url(lock, &file).unwrap().unwrap(),
+            "https://example.com/one-1.0.tar.gz"
+        );
+        assert_eq!(
+            direct_url(lock, &entry(r#"{"version": "==1.0"}"#)).unwrap(),
+            None
+        );
+    }
 }
