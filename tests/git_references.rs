@@ -12,21 +12,11 @@ mod common;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 use serde_json::Value;
 
 const EXIT_BAD_INPUT: i32 = 3;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    run(Command::new("git")
-        .args(["-c", "user.email=t@example.com", "-c", "user.name=t"])
-        .args(args)
-        .current_dir(dir))
-    .trim()
-    .to_string()
-}
 
 /// A working repository with a project built by the fixture backend, and a bare repository
 /// it pushes to (the one requirements name). Returns (work tree, bare repository).

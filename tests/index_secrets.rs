@@ -857,11 +857,6 @@ fn the_pylock_strata_lock_writes_holds_no_token() {
     assert!(argv.is_empty(), "command lines held the token: {argv:#?}");
 }
 
-/// The fixture build backend, a wheel of the private index: the sdist's isolated build
-/// environment installs it from there, with the credentials.
-const FIXTURE_BACKEND: &str =
-    "[build-system]\nrequires = [\"strata-fixture-backend\"]\nbuild-backend = \"strata_fixture_backend\"\n";
-
 #[test]
 fn an_sdist_from_a_private_index_is_built_with_the_token_and_keeps_none() {
     let world = World::new();

@@ -18,19 +18,6 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
-/// The fixture backend, a wheel in the find-links directory: the builds are offline.
-const FIXTURE_BACKEND: &str =
-    "[build-system]\nrequires = [\"strata-fixture-backend\"]\nbuild-backend = \"strata_fixture_backend\"\n";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    run(Command::new("git")
-        .args(["-c", "user.email=t@example.com", "-c", "user.name=t"])
-        .args(args)
-        .current_dir(dir))
-    .trim()
-    .to_string()
-}
-
 /// A work tree of project `lockgit` and the bare repository it pushes to.
 fn repository(root: &Path) -> (PathBuf, PathBuf) {
     let work = root.join("lockgit-src");

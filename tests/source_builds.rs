@@ -14,10 +14,6 @@ use common::*;
 
 const EXIT_BAD_INPUT: i32 = 3;
 
-/// The fixture backend, a wheel in the find-links directory: the build is offline.
-const FIXTURE_BACKEND: &str =
-    "[build-system]\nrequires = [\"strata-fixture-backend\"]\nbuild-backend = \"strata_fixture_backend\"\n";
-
 fn sha256_of(path: &Path) -> String {
     sha256_hex(&fs::read(path).unwrap())
 }

@@ -302,10 +302,25 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Runs a command, asserting success, returning stdout.
 /// The states a job ends in.
 pub const TERMINAL: &[&str] = &["succeeded", "failed", "cancelled", "timed_out"];
 
+/// The `[build-system]` of a fixture project or sdist: the fixture backend, a wheel of the
+/// fixture wheels (installed from there into the isolated build environment, offline).
+pub const FIXTURE_BACKEND: &str =
+    "[build-system]\nrequires = [\"strata-fixture-backend\"]\nbuild-backend = \"strata_fixture_backend\"\n";
+
+/// `git ARGS` in `dir` with a test identity, asserting success; its output, trimmed.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    run(Command::new("git")
+        .args(["-c", "user.email=t@example.com", "-c", "user.name=t"])
+        .args(args)
+        .current_dir(dir))
+    .trim()
+    .to_string()
+}
+
+/// Runs a command, asserting success, returning stdout.
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd
         .output()
