@@ -309,6 +309,9 @@ async fn submit(
             }
         };
         tracing::info!(job = %submitted.id, user = %caller.who.user, "submitted");
+        if let Ok(job) = caller.client.job(submitted.id.as_str()) {
+            connections.expect_view(job);
+        }
         Ok((
             StatusCode::CREATED,
             Json(SubmitResponse {

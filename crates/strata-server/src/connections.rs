@@ -40,8 +40,8 @@ pub struct Connections {
     /// under load waited seconds there).
     writes: Mutex<()>,
     /// Ranking a tier's queue is the cost of a status (tens of milliseconds for thousands
-    /// of queued jobs): one thread of its own does it every [`VIEWS_EVERY`] for all
-    /// callers, so that no status request waits for a ranking.
+    /// of queued jobs): threads of their own do it for all callers ([`Keeping`]), so that
+    /// no status request ranks the queue itself.
     views: Arc<ViewKeeper>,
 }
 
@@ -55,12 +55,15 @@ struct ViewKeeper {
 #[derive(Default)]
 struct KeptViews {
     views: Option<Views>,
-    /// Views of jobs newer than `views`, computed for the statuses that asked for them.
-    newer: HashMap<String, JobView>,
+    /// Views of jobs newer than `views`, computed for the statuses that asked for them, and
+    /// when each was kept.
+    newer: HashMap<String, (Instant, JobView)>,
     /// Jobs newer than `views` whose statuses wait for their views.
     pending: Vec<Job>,
-    /// The thread that computes them runs.
+    /// The threads that compute them run.
     running: bool,
+    /// Which start of the threads is the current one: threads of an earlier one end.
+    generation: u64,
     /// When a status last asked for them.
     last_asked: Option<Instant>,
 }
@@ -68,8 +71,25 @@ struct KeptViews {
 impl KeptViews {
     fn get(&self, id: &str) -> Option<&JobView> {
         let kept = self.views.as_ref().and_then(|(_, views)| views.get(id));
-        kept.or_else(|| self.newer.get(id))
+        kept.or_else(|| self.newer.get(id).map(|(_, view)| view))
     }
+
+    /// Ends the current threads (their next look at `generation`) and drops the views.
+    fn stop(&mut self) {
+        *self = KeptViews {
+            generation: self.generation + 1,
+            ..KeptViews::default()
+        };
+    }
+}
+
+/// What a keeping thread computes: every unfinished job's views, every [`VIEWS_EVERY`] (or
+/// less often for a long queue); or the views of the jobs statuses wait for, at once. Two
+/// threads, so that a job just submitted never waits behind the whole queue's views.
+#[derive(Clone, Copy)]
+enum Keeping {
+    All,
+    Newer,
 }
 
 impl Connections {
@@ -112,8 +132,8 @@ impl Connections {
     }
 
     /// A recent view of `job` (its position and reason at most [`VIEWS_EVERY`] and one
-    /// ranking old), from the views kept by the keeper thread. An unfinished job newer
-    /// than the views waits for its own, which the keeper computes at once from its synced
+    /// ranking old), from the views kept by the keeping threads. An unfinished job newer
+    /// than the views waits for its own, which one of them computes at once from its synced
     /// scheduler. `None`: the job is finished, or its view could not be had in time; the
     /// caller computes its own.
     pub fn recent_view(&self, job: &Job) -> Option<JobView> {
@@ -122,7 +142,8 @@ impl Connections {
         kept.last_asked = Some(Instant::now());
         if !kept.running {
             kept.running = true;
-            self.start_keeper();
+            kept.generation += 1;
+            self.start_keepers(kept.generation);
         }
         let id = job.id.as_str();
         if let Some(view) = kept.get(id) {
@@ -140,21 +161,32 @@ impl Connections {
         kept.get(id).cloned()
     }
 
-    /// The thread that keeps the views: computes them every [`VIEWS_EVERY`], or at once
-    /// when a status waits, until no status has asked for [`VIEWS_IDLE`].
-    fn start_keeper(&self) {
-        let keeper = self.views.clone();
-        let (root, project) = (self.root.clone(), self.project.clone());
-        let spawned = std::thread::Builder::new()
-            .name("strata-views".into())
-            .spawn(move || keep_views(&keeper, &root, &project));
-        if let Err(e) = spawned {
-            tracing::warn!("cannot start the thread that keeps the queue's views: {e}");
-            self.views
-                .kept
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .running = false;
+    /// A job just submitted, whose status its submitter will ask for next: its view is
+    /// computed now, while the answer to the submit travels (only while statuses are asked
+    /// for, that is while the keeper runs).
+    pub fn expect_view(&self, job: Job) {
+        let mut kept = self.views.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.running {
+            kept.pending.push(job);
+            self.views.changed.notify_all();
+        }
+    }
+
+    /// The threads that keep the views, until no status has asked for them for
+    /// [`VIEWS_IDLE`].
+    fn start_keepers(&self, generation: u64) {
+        for keeping in [Keeping::All, Keeping::Newer] {
+            let keeper = self.views.clone();
+            let (root, project) = (self.root.clone(), self.project.clone());
+            let spawned = std::thread::Builder::new()
+                .name("strata-views".into())
+                .spawn(move || keep_views(&keeper, &root, &project, keeping, generation));
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start a thread that keeps the queue's views: {e}");
+                let mut kept = self.views.kept.lock().unwrap_or_else(|p| p.into_inner());
+                kept.stop();
+                return;
+            }
         }
     }
 
@@ -181,30 +213,12 @@ impl Connections {
     }
 }
 
-fn keep_views(keeper: &ViewKeeper, root: &Path, project: &Path) {
+fn keep_views(keeper: &ViewKeeper, root: &Path, project: &Path, keeping: Keeping, generation: u64) {
     let mut source: Option<ViewSource> = None;
-    let mut next_full = Instant::now();
+    let mut next_all = Instant::now();
     loop {
-        let pending = {
-            let mut kept = keeper.kept.lock().unwrap_or_else(|p| p.into_inner());
-            loop {
-                let idle = kept.last_asked.is_none_or(|t| t.elapsed() >= VIEWS_IDLE);
-                if idle {
-                    *kept = KeptViews::default();
-                    keeper.changed.notify_all();
-                    return;
-                }
-                let now = Instant::now();
-                if !kept.pending.is_empty() || now >= next_full {
-                    break;
-                }
-                kept = keeper
-                    .changed
-                    .wait_timeout(kept, next_full - now)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
-            }
-            std::mem::take(&mut kept.pending)
+        let Some(pending) = next_work(keeper, keeping, generation, next_all) else {
+            return;
         };
         let started = Instant::now();
         if source
@@ -213,29 +227,72 @@ fn keep_views(keeper: &ViewKeeper, root: &Path, project: &Path) {
         {
             source = ViewSource::open(root, project);
         }
-        let full = started >= next_full;
-        let jobs = (!full).then_some(pending.as_slice());
+        let jobs = match keeping {
+            Keeping::All => None,
+            Keeping::Newer => Some(pending.as_slice()),
+        };
         let computed = source.as_mut().and_then(|s| s.views(jobs));
         let mut kept = keeper.kept.lock().unwrap_or_else(|p| p.into_inner());
-        match computed {
-            Some(views) if full => {
-                let by_id = views.into_iter().map(|v| (v.id.to_string(), v)).collect();
-                kept.views = Some((started, Arc::new(by_id)));
-                // Each was submitted before this started: in the views unless finished.
-                kept.newer.clear();
-                next_full = started + VIEWS_EVERY;
-            }
-            Some(views) => {
-                let views = views.into_iter().map(|v| (v.id.to_string(), v));
-                kept.newer.extend(views);
-            }
-            // The statuses waiting compute their own.
-            None => kept.running = false,
-        }
-        keeper.changed.notify_all();
-        if !kept.running {
+        if kept.generation != generation {
             return;
         }
+        let Some(views) = computed else {
+            // The statuses waiting compute their own.
+            kept.stop();
+            keeper.changed.notify_all();
+            return;
+        };
+        let views = views.into_iter().map(|v| (v.id.to_string(), v));
+        match keeping {
+            Keeping::All => {
+                kept.views = Some((started, Arc::new(views.collect())));
+                // Those kept before this started are in the views (or finished).
+                kept.newer.retain(|_, (at, _)| *at > started);
+                // At most a fifth of a core: a long queue is viewed less often.
+                next_all = started + VIEWS_EVERY.max(started.elapsed() * 4);
+            }
+            Keeping::Newer => {
+                let now = Instant::now();
+                kept.newer.extend(views.map(|(id, v)| (id, (now, v))));
+            }
+        }
+        keeper.changed.notify_all();
+    }
+}
+
+/// Waits for the next thing `keeping` has to do: the jobs to view (none for all), or `None`
+/// when no status has asked for a while (the views are dropped) or the threads were
+/// started again.
+fn next_work(
+    keeper: &ViewKeeper,
+    keeping: Keeping,
+    generation: u64,
+    next_all: Instant,
+) -> Option<Vec<Job>> {
+    let mut kept = keeper.kept.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        if kept.generation != generation {
+            return None;
+        }
+        if kept.last_asked.is_none_or(|t| t.elapsed() >= VIEWS_IDLE) {
+            kept.stop();
+            keeper.changed.notify_all();
+            return None;
+        }
+        let now = Instant::now();
+        let wait = match keeping {
+            Keeping::All if now >= next_all => return Some(Vec::new()),
+            Keeping::All => next_all - now,
+            Keeping::Newer if !kept.pending.is_empty() => {
+                return Some(std::mem::take(&mut kept.pending))
+            }
+            Keeping::Newer => VIEWS_IDLE,
+        };
+        kept = keeper
+            .changed
+            .wait_timeout(kept, wait)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
     }
 }
 
