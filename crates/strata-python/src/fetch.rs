@@ -212,17 +212,36 @@ impl WheelCache {
     /// Copies a local wheel file into the cache, hashing the bytes as they are copied (one
     /// read of the file), and answers their sha256 and size: the file's entry in a lock. The
     /// cache holds its own copy, never a link to the user's file, which may change later. An
-    /// entry already there is kept (same digest, same bytes) and the copy dropped.
+    /// entry already there is kept (same digest, same bytes) and the copy dropped. When
+    /// `cached` (from [`Self::entries_by_filename`]) has an entry of this name and size, the
+    /// file is only hashed, and copied only if its digest is not among them: a warm cache is
+    /// not written again.
     ///
     /// The copy is not fsynced: the cache is not the store. Nothing durable refers to a wheel
     /// cache entry, and every hit is verified on read except the first fetch by this process
     /// of an entry it admitted itself (see [`Self::fetch`]), so an entry a crash left torn is
     /// found, removed and copied again by the next run.
-    pub fn admit_local(&self, path: &Path, filename: &str) -> io::Result<(Digest, u64)> {
+    pub fn admit_local(
+        &self,
+        path: &Path,
+        filename: &str,
+        cached: &HashMap<String, Vec<(Digest, u64)>>,
+    ) -> io::Result<(Digest, u64)> {
         if check_filename(filename).is_err() {
             return Err(io::Error::other(format!(
                 "wheel file name {filename:?} is not a plain file name"
             )));
+        }
+        let same_name = cached.get(filename).map(Vec::as_slice).unwrap_or_default();
+        let size = fs::metadata(path)?.len();
+        if same_name.iter().any(|(_, s)| *s == size) {
+            let (digest, size) = Digest::of_reader(io::BufReader::with_capacity(
+                1 << 18,
+                File::open(path)?,
+            ))?;
+            if same_name.iter().any(|(d, s)| *d == digest && *s == size) {
+                return Ok((digest, size));
+            }
         }
         let tmp_dir = self.root.join("tmp");
         fs::create_dir_all(&tmp_dir)?;
@@ -242,6 +261,36 @@ impl WheelCache {
             entries.insert(dest, admitted);
         }
         Ok((digest, size))
+    }
+
+    /// The digests and sizes of the cache's entries by file name: which local wheels may be
+    /// in the cache already (a hint; [`Self::admit_local`] decides on the bytes).
+    pub fn entries_by_filename(&self) -> HashMap<String, Vec<(Digest, u64)>> {
+        let mut entries: HashMap<String, Vec<(Digest, u64)>> = HashMap::new();
+        let Ok(dirs) = fs::read_dir(self.root.join("sha256")) else {
+            return entries;
+        };
+        for dir in dirs.flatten() {
+            let Some(digest) = dir.file_name().to_str().and_then(|h| Digest::from_hex(h).ok())
+            else {
+                continue;
+            };
+            let Ok(files) = fs::read_dir(dir.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let (Ok(name), Ok(meta)) = (file.file_name().into_string(), file.metadata()) else {
+                    continue;
+                };
+                if meta.is_file() {
+                    entries
+                        .entry(name)
+                        .or_default()
+                        .push((digest.clone(), meta.len()));
+                }
+            }
+        }
+        entries
     }
 
     /// Whether `path` is an entry [`Self::admit_local`] wrote for this wheel's digest and size
@@ -480,7 +529,9 @@ mod tests {
         let cache = WheelCache::new(dir.path().join("cache"));
         let user = dir.path().join("a-1-py3-none-any.whl");
         fs::write(&user, b"wheel bytes").unwrap();
-        let (digest, size) = cache.admit_local(&user, "a-1-py3-none-any.whl").unwrap();
+        let (digest, size) = cache
+            .admit_local(&user, "a-1-py3-none-any.whl", &HashMap::new())
+            .unwrap();
         assert_eq!((digest, size), (Digest::of(b"wheel bytes"), 11));
         let wheel = local_wheel(&user, b"wheel bytes");
         // The user's file changing later does not change the cache's copy.
@@ -497,12 +548,33 @@ mod tests {
     }
 
     #[test]
+    fn a_cached_name_and_size_with_other_bytes_is_still_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = WheelCache::new(dir.path().join("cache"));
+        let name = "a-1-py3-none-any.whl";
+        let user = dir.path().join(name);
+        fs::write(&user, b"wheel bytes").unwrap();
+        let (first, _) = cache.admit_local(&user, name, &HashMap::new()).unwrap();
+        let cached = cache.entries_by_filename();
+        assert_eq!(cached[name], vec![(first.clone(), 11)]);
+        assert_eq!(cache.admit_local(&user, name, &cached).unwrap().0, first);
+        // Same name and size, other bytes: hashed, not found, copied as their own entry.
+        fs::write(&user, b"WHEEL BYTES").unwrap();
+        let (other, size) = cache.admit_local(&user, name, &cached).unwrap();
+        assert_eq!((other.clone(), size), (Digest::of(b"WHEEL BYTES"), 11));
+        let copy = cache.digest_dir(&other).join(name);
+        assert_eq!(fs::read(copy).unwrap(), b"WHEEL BYTES");
+    }
+
+    #[test]
     fn an_admitted_entry_changed_before_its_fetch_is_verified() {
         let dir = tempfile::tempdir().unwrap();
         let cache = WheelCache::new(dir.path().join("cache"));
         let user = dir.path().join("a-1-py3-none-any.whl");
         fs::write(&user, b"wheel bytes").unwrap();
-        cache.admit_local(&user, "a-1-py3-none-any.whl").unwrap();
+        cache
+            .admit_local(&user, "a-1-py3-none-any.whl", &HashMap::new())
+            .unwrap();
         let wheel = local_wheel(&user, b"wheel bytes");
         fs::write(cache.path_of(&wheel), b"tampered wheel bytes").unwrap();
         // Verified, found corrupt, and fetched again from the (unchanged) source.

@@ -200,6 +200,7 @@ fn hash_all(
     jobs: usize,
     cache: Option<&WheelCache>,
 ) -> io::Result<Vec<(Digest, u64)>> {
+    let cached = cache.map(WheelCache::entries_by_filename).unwrap_or_default();
     let results: Vec<Mutex<Option<Hashed>>> = files.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
@@ -210,7 +211,7 @@ fn hash_all(
                     break;
                 };
                 let result = match cache {
-                    Some(cache) => cache.admit_local(path, filename),
+                    Some(cache) => cache.admit_local(path, filename, &cached),
                     None => hash_file(path),
                 };
                 if let Ok(mut slot) = results[i].lock() {
