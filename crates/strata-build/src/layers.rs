@@ -392,9 +392,9 @@ fn build_one(
     let staged = writer
         .finish(descriptor.digest.clone(), descriptor.size)
         .map_err(|source| BuildError::Io {
-        what: "writing a layer into the store's temporary directory".into(),
-        source,
-    })?;
+            what: "writing a layer into the store's temporary directory".into(),
+            source,
+        })?;
     check_staged(&staged, &descriptor)?;
     Ok((descriptor, installed, staged))
 }

@@ -7,11 +7,11 @@
 //! Downloads use reqwest's blocking client: call these functions from plain threads (or
 //! `tokio::task::spawn_blocking`), not from inside an async task.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -217,8 +217,8 @@ impl WheelCache {
     /// file is only hashed, and copied only if its digest is not among them: a warm cache is
     /// not written again.
     ///
-    /// The copy is not fsynced: the cache is not the store. Nothing durable refers to a wheel
-    /// cache entry, and every hit is verified on read except the first fetch by this process
+    /// The copy is not fsynced: the cache is not the store. The lock names the user's file,
+    /// not the copy, and every hit is verified on read except the first fetch by this process
     /// of an entry it admitted itself (see [`Self::fetch`]), so an entry a crash left torn is
     /// found, removed and copied again by the next run.
     pub fn admit_local(
@@ -235,10 +235,8 @@ impl WheelCache {
         let same_name = cached.get(filename).map(Vec::as_slice).unwrap_or_default();
         let size = fs::metadata(path)?.len();
         if same_name.iter().any(|(_, s)| *s == size) {
-            let (digest, size) = Digest::of_reader(io::BufReader::with_capacity(
-                1 << 18,
-                File::open(path)?,
-            ))?;
+            let (digest, size) =
+                Digest::of_reader(io::BufReader::with_capacity(1 << 18, File::open(path)?))?;
             if same_name.iter().any(|(d, s)| *d == digest && *s == size) {
                 return Ok((digest, size));
             }
@@ -271,7 +269,10 @@ impl WheelCache {
             return entries;
         };
         for dir in dirs.flatten() {
-            let Some(digest) = dir.file_name().to_str().and_then(|h| Digest::from_hex(h).ok())
+            let Some(digest) = dir
+                .file_name()
+                .to_str()
+                .and_then(|h| Digest::from_hex(h).ok())
             else {
                 continue;
             };
@@ -536,13 +537,18 @@ mod tests {
         let wheel = local_wheel(&user, b"wheel bytes");
         // The user's file changing later does not change the cache's copy.
         fs::write(&user, b"other bytes").unwrap();
-        let path = cache.clone().fetch(&wheel, &IndexCredentials::default()).unwrap();
+        let path = cache
+            .clone()
+            .fetch(&wheel, &IndexCredentials::default())
+            .unwrap();
         assert_eq!(path, cache.path_of(&wheel));
         assert_eq!(fs::read(&path).unwrap(), b"wheel bytes");
         // Trusted once: a later fetch verifies the entry, finds it corrupt and copies the
         // source again, which no longer matches the lock.
         fs::write(&path, b"WHEEL BYTES").unwrap();
-        let err = cache.fetch(&wheel, &IndexCredentials::default()).unwrap_err();
+        let err = cache
+            .fetch(&wheel, &IndexCredentials::default())
+            .unwrap_err();
         assert!(matches!(err, FetchError::HashMismatch { .. }), "{err}");
         assert!(!cache.path_of(&wheel).exists());
     }

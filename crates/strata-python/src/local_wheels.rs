@@ -200,7 +200,9 @@ fn hash_all(
     jobs: usize,
     cache: Option<&WheelCache>,
 ) -> io::Result<Vec<(Digest, u64)>> {
-    let cached = cache.map(WheelCache::entries_by_filename).unwrap_or_default();
+    let cached = cache
+        .map(WheelCache::entries_by_filename)
+        .unwrap_or_default();
     let results: Vec<Mutex<Option<Hashed>>> = files.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
@@ -285,7 +287,9 @@ mod tests {
         write("notes.txt", b"not a wheel").unwrap();
         let pins = parse_pins("gamma==1.0\n").unwrap();
         let dirs = [dir.path().to_path_buf()];
-        let wheels = locked_wheels(&pins, &dirs, &target(), 2, None).unwrap().unwrap();
+        let wheels = locked_wheels(&pins, &dirs, &target(), 2, None)
+            .unwrap()
+            .unwrap();
         assert_eq!(wheels.len(), 1);
         let w = &wheels[0];
         assert_eq!(
@@ -297,6 +301,8 @@ mod tests {
         assert!(w.url.starts_with("file:///"), "{}", w.url);
         // A version no file spells: the caller falls back to uv's pylock.toml.
         let pins = parse_pins("gamma==1.0.0\n").unwrap();
-        assert!(locked_wheels(&pins, &dirs, &target(), 2, None).unwrap().is_none());
+        assert!(locked_wheels(&pins, &dirs, &target(), 2, None)
+            .unwrap()
+            .is_none());
     }
 }
