@@ -45,13 +45,16 @@ impl Home {
     pub fn open(root: &Path) -> Result<Home, HomeError> {
         let store = Store::open(&root.join("oci"), &root.join("tmp"))?;
         let index = Index::open(&root.join("strata.db"))?;
+        // One wheel cache for resolution and fetches: a wheel the resolver copied into it
+        // while hashing it is not hashed again by the build's first fetch.
+        let wheels = WheelCache::new(root.join("wheels"));
         Ok(Home {
             repairs: Default::default(),
             root: root.to_path_buf(),
             store,
             index,
-            wheels: WheelCache::new(root.join("wheels")),
-            resolver: Resolver::new(root.join("uv-cache")).building_into(root.join("wheels")),
+            resolver: Resolver::new(root.join("uv-cache")).building_into(wheels.clone()),
+            wheels,
         })
     }
 

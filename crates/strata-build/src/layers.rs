@@ -365,7 +365,9 @@ fn build_one(
         .iter()
         .map(|w| wheels.fetch(w, credentials))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut writer = store.writer()?;
+    // The layer writer hashes the compressed stream for the descriptor; the store need not
+    // hash it again (it still counts it, and check_staged compares).
+    let mut writer = store.prehashed_writer()?;
     let names = || {
         group
             .iter()
@@ -387,10 +389,12 @@ fn build_one(
         wheel: names(),
         source,
     })?;
-    let staged = writer.finish().map_err(|source| BuildError::Io {
-        what: "writing a layer into the store's temporary directory".into(),
-        source,
-    })?;
+    let staged = writer
+        .finish(descriptor.digest.clone(), descriptor.size)
+        .map_err(|source| BuildError::Io {
+            what: "writing a layer into the store's temporary directory".into(),
+            source,
+        })?;
     check_staged(&staged, &descriptor)?;
     Ok((descriptor, installed, staged))
 }

@@ -122,6 +122,47 @@ impl BlobWriter {
     }
 }
 
+/// A blob whose writer hashes the bytes itself as it produces them (the layer writer hashes
+/// the compressed stream it writes, for the manifest): the store only counts them, rather
+/// than hash them a second time. Never for bytes from outside (a download, a user's file):
+/// those go through [`Store::writer`] or [`Store::import_file`], which hash what they store.
+pub struct PrehashedBlobWriter {
+    inner: BufWriter<File>,
+    count: u64,
+    tmp: tempfile::TempPath,
+}
+
+impl Write for PrehashedBlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl PrehashedBlobWriter {
+    /// Flushes and fsyncs the blob, staged as `digest`: the writer's own hash of the bytes it
+    /// wrote, which must be `size` long (a writer that lost or added bytes is refused here).
+    pub fn finish(self, digest: Digest, size: u64) -> io::Result<StagedBlob> {
+        if size != self.count {
+            return Err(io::Error::other(format!(
+                "the blob {digest} was said to be {size} bytes, but {} were written",
+                self.count
+            )));
+        }
+        let file = self.inner.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(StagedBlob {
+            digest,
+            size,
+            tmp: self.tmp,
+        })
+    }
+}
+
 /// A temporary file beside the store for a blob someone else writes and verifies (a
 /// registry download): [`DownloadSlot::into_staged`] turns it into a [`StagedBlob`].
 /// Dropping it removes the file.
@@ -203,6 +244,18 @@ impl Store {
         let (file, tmp) = tmp.into_parts();
         Ok(BlobWriter {
             inner: HashingWriter::new(BufWriter::with_capacity(1 << 20, file)),
+            tmp,
+        })
+    }
+
+    /// A writer for a new blob its writer hashes itself (see [`PrehashedBlobWriter`]); commit
+    /// the result with [`Store::commit`].
+    pub fn prehashed_writer(&self) -> Result<PrehashedBlobWriter, StoreError> {
+        let tmp = tempfile::NamedTempFile::new_in(&self.work).map_err(io_err(&self.work))?;
+        let (file, tmp) = tmp.into_parts();
+        Ok(PrehashedBlobWriter {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            count: 0,
             tmp,
         })
     }
@@ -534,6 +587,19 @@ mod tests {
             .filter(|e| e.file_name() != "index.lock")
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn a_prehashed_blob_must_be_as_long_as_its_writer_says() {
+        let (_dir, store) = store();
+        let mut w = store.prehashed_writer().unwrap();
+        w.write_all(b"hello").unwrap();
+        assert!(w.finish(Digest::of(b"hello!"), 6).is_err());
+        let mut w = store.prehashed_writer().unwrap();
+        w.write_all(b"hello").unwrap();
+        let staged = w.finish(Digest::of(b"hello"), 5).unwrap();
+        let digest = store.commit(staged).unwrap();
+        assert_eq!(store.read_blob(&digest).unwrap(), b"hello");
     }
 
     #[test]

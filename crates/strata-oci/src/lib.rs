@@ -11,5 +11,7 @@ pub use descriptor::{
     MEDIA_TYPE_INDEX, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_ZSTD, MEDIA_TYPE_MANIFEST,
 };
 pub use digest::{Digest, DigestParseError, HashingWriter};
-pub use layout::{DownloadSlot, IndexEntry, StagedBlob, Store, StoreError, REF_NAME};
+pub use layout::{
+    DownloadSlot, IndexEntry, PrehashedBlobWriter, StagedBlob, Store, StoreError, REF_NAME,
+};
 pub use manifest::{Descriptor, Manifest, ManifestDocument};

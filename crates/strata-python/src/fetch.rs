@@ -7,11 +7,12 @@
 //! Downloads use reqwest's blocking client: call these functions from plain threads (or
 //! `tokio::task::spawn_blocking`), not from inside an async task.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use strata_oci::{Digest, HashingWriter};
@@ -19,9 +20,39 @@ use strata_oci::{Digest, HashingWriter};
 use crate::credentials::IndexCredentials;
 use crate::lock::LockedWheel;
 
+/// Clones share their state: the HTTP client and the entries admitted by
+/// [`WheelCache::admit_local`] that no fetch has used yet.
+#[derive(Clone)]
 pub struct WheelCache {
     root: PathBuf,
-    client: OnceLock<reqwest::blocking::Client>,
+    client: Arc<OnceLock<reqwest::blocking::Client>>,
+    /// Entries this process wrote from bytes it hashed while writing them, with their size and
+    /// modification time then: the first fetch of one takes it without hashing it again.
+    admitted: Arc<Mutex<HashMap<PathBuf, Admitted>>>,
+}
+
+impl std::fmt::Debug for WheelCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WheelCache")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an admitted entry looked like when it was written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Admitted {
+    size: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl Admitted {
+    fn of(meta: &fs::Metadata) -> Admitted {
+        Admitted {
+            size: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +112,8 @@ impl WheelCache {
     pub fn new(root: PathBuf) -> WheelCache {
         WheelCache {
             root,
-            client: OnceLock::new(),
+            client: Arc::default(),
+            admitted: Arc::default(),
         }
     }
 
@@ -112,7 +144,7 @@ impl WheelCache {
         check_filename(&wheel.filename)?;
         let dest = self.path_of(wheel);
         if dest.is_file() {
-            if self.cached_copy_is_valid(wheel, &dest)? {
+            if self.take_admitted(wheel, &dest) || self.cached_copy_is_valid(wheel, &dest)? {
                 return Ok(dest);
             }
             tracing::warn!(filename = %wheel.filename, path = %dest.display(),
@@ -175,6 +207,104 @@ impl WheelCache {
             action: "finish all fetches",
             source: io::Error::other(format!("{skipped} fetches ended without a result")),
         })
+    }
+
+    /// Copies a local wheel file into the cache, hashing the bytes as they are copied (one
+    /// read of the file), and answers their sha256 and size: the file's entry in a lock. The
+    /// cache holds its own copy, never a link to the user's file, which may change later. An
+    /// entry already there is kept (same digest, same bytes) and the copy dropped. When
+    /// `cached` (from [`Self::entries_by_filename`]) has an entry of this name and size, the
+    /// file is only hashed, and copied only if its digest is not among them: a warm cache is
+    /// not written again.
+    ///
+    /// The copy is not fsynced: the cache is not the store. The lock names the user's file,
+    /// not the copy, and every hit is verified on read except the first fetch by this process
+    /// of an entry it admitted itself (see [`Self::fetch`]), so an entry a crash left torn is
+    /// found, removed and copied again by the next run.
+    pub fn admit_local(
+        &self,
+        path: &Path,
+        filename: &str,
+        cached: &HashMap<String, Vec<(Digest, u64)>>,
+    ) -> io::Result<(Digest, u64)> {
+        if check_filename(filename).is_err() {
+            return Err(io::Error::other(format!(
+                "wheel file name {filename:?} is not a plain file name"
+            )));
+        }
+        let same_name = cached.get(filename).map(Vec::as_slice).unwrap_or_default();
+        let size = fs::metadata(path)?.len();
+        if same_name.iter().any(|(_, s)| *s == size) {
+            let (digest, size) =
+                Digest::of_reader(io::BufReader::with_capacity(1 << 18, File::open(path)?))?;
+            if same_name.iter().any(|(d, s)| *d == digest && *s == size) {
+                return Ok((digest, size));
+            }
+        }
+        let tmp_dir = self.root.join("tmp");
+        fs::create_dir_all(&tmp_dir)?;
+        let tmp = tempfile::NamedTempFile::new_in(&tmp_dir)?;
+        let mut writer = HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp.as_file()));
+        io::copy(&mut File::open(path)?, &mut writer)?;
+        let (digest, size, buffered) = writer.finish();
+        buffered.into_inner().map_err(|e| e.into_error())?;
+        let dest = self.digest_dir(&digest).join(filename);
+        if dest.is_file() {
+            return Ok((digest, size));
+        }
+        fs::create_dir_all(dest.parent().unwrap_or(&self.root))?;
+        tmp.persist(&dest).map_err(|e| e.error)?;
+        let admitted = Admitted::of(&fs::metadata(&dest)?);
+        if let Ok(mut entries) = self.admitted.lock() {
+            entries.insert(dest, admitted);
+        }
+        Ok((digest, size))
+    }
+
+    /// The digests and sizes of the cache's entries by file name: which local wheels may be
+    /// in the cache already (a hint; [`Self::admit_local`] decides on the bytes).
+    pub fn entries_by_filename(&self) -> HashMap<String, Vec<(Digest, u64)>> {
+        let mut entries: HashMap<String, Vec<(Digest, u64)>> = HashMap::new();
+        let Ok(dirs) = fs::read_dir(self.root.join("sha256")) else {
+            return entries;
+        };
+        for dir in dirs.flatten() {
+            let Some(digest) = dir
+                .file_name()
+                .to_str()
+                .and_then(|h| Digest::from_hex(h).ok())
+            else {
+                continue;
+            };
+            let Ok(files) = fs::read_dir(dir.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let (Ok(name), Ok(meta)) = (file.file_name().into_string(), file.metadata()) else {
+                    continue;
+                };
+                if meta.is_file() {
+                    entries
+                        .entry(name)
+                        .or_default()
+                        .push((digest.clone(), meta.len()));
+                }
+            }
+        }
+        entries
+    }
+
+    /// Whether `path` is an entry [`Self::admit_local`] wrote for this wheel's digest and size
+    /// and that still looks as it did then; it is trusted once, later fetches verify it.
+    fn take_admitted(&self, wheel: &LockedWheel, path: &Path) -> bool {
+        let Ok(mut entries) = self.admitted.lock() else {
+            return false;
+        };
+        let Some(admitted) = entries.remove(path) else {
+            return false;
+        };
+        let unchanged = fs::metadata(path).is_ok_and(|m| Admitted::of(&m) == admitted);
+        unchanged && wheel.size.is_none_or(|s| s == admitted.size)
     }
 
     fn digest_dir(&self, digest: &Digest) -> PathBuf {
@@ -379,6 +509,83 @@ mod tests {
             assert!(check_filename(bad).is_err(), "{bad:?}");
         }
         assert!(check_filename("a-1-py3-none-any.whl").is_ok());
+    }
+
+    /// A wheel as a lock names it: `path`'s file, with `bytes`' digest and size.
+    fn local_wheel(path: &Path, bytes: &[u8]) -> LockedWheel {
+        LockedWheel {
+            name: crate::name::PackageName::new("a").unwrap(),
+            version: "1".into(),
+            filename: "a-1-py3-none-any.whl".into(),
+            sha256: Digest::of(bytes),
+            size: Some(bytes.len() as u64),
+            url: url::Url::from_file_path(path).unwrap().into(),
+            built_from: None,
+        }
+    }
+
+    #[test]
+    fn an_admitted_local_wheel_is_a_copy_trusted_by_one_fetch_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = WheelCache::new(dir.path().join("cache"));
+        let user = dir.path().join("a-1-py3-none-any.whl");
+        fs::write(&user, b"wheel bytes").unwrap();
+        let (digest, size) = cache
+            .admit_local(&user, "a-1-py3-none-any.whl", &HashMap::new())
+            .unwrap();
+        assert_eq!((digest, size), (Digest::of(b"wheel bytes"), 11));
+        let wheel = local_wheel(&user, b"wheel bytes");
+        // The user's file changing later does not change the cache's copy.
+        fs::write(&user, b"other bytes").unwrap();
+        let path = cache
+            .clone()
+            .fetch(&wheel, &IndexCredentials::default())
+            .unwrap();
+        assert_eq!(path, cache.path_of(&wheel));
+        assert_eq!(fs::read(&path).unwrap(), b"wheel bytes");
+        // Trusted once: a later fetch verifies the entry, finds it corrupt and copies the
+        // source again, which no longer matches the lock.
+        fs::write(&path, b"WHEEL BYTES").unwrap();
+        let err = cache
+            .fetch(&wheel, &IndexCredentials::default())
+            .unwrap_err();
+        assert!(matches!(err, FetchError::HashMismatch { .. }), "{err}");
+        assert!(!cache.path_of(&wheel).exists());
+    }
+
+    #[test]
+    fn a_cached_name_and_size_with_other_bytes_is_still_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = WheelCache::new(dir.path().join("cache"));
+        let name = "a-1-py3-none-any.whl";
+        let user = dir.path().join(name);
+        fs::write(&user, b"wheel bytes").unwrap();
+        let (first, _) = cache.admit_local(&user, name, &HashMap::new()).unwrap();
+        let cached = cache.entries_by_filename();
+        assert_eq!(cached[name], vec![(first.clone(), 11)]);
+        assert_eq!(cache.admit_local(&user, name, &cached).unwrap().0, first);
+        // Same name and size, other bytes: hashed, not found, copied as their own entry.
+        fs::write(&user, b"WHEEL BYTES").unwrap();
+        let (other, size) = cache.admit_local(&user, name, &cached).unwrap();
+        assert_eq!((other.clone(), size), (Digest::of(b"WHEEL BYTES"), 11));
+        let copy = cache.digest_dir(&other).join(name);
+        assert_eq!(fs::read(copy).unwrap(), b"WHEEL BYTES");
+    }
+
+    #[test]
+    fn an_admitted_entry_changed_before_its_fetch_is_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = WheelCache::new(dir.path().join("cache"));
+        let user = dir.path().join("a-1-py3-none-any.whl");
+        fs::write(&user, b"wheel bytes").unwrap();
+        cache
+            .admit_local(&user, "a-1-py3-none-any.whl", &HashMap::new())
+            .unwrap();
+        let wheel = local_wheel(&user, b"wheel bytes");
+        fs::write(cache.path_of(&wheel), b"tampered wheel bytes").unwrap();
+        // Verified, found corrupt, and fetched again from the (unchanged) source.
+        let path = cache.fetch(&wheel, &IndexCredentials::default()).unwrap();
+        assert_eq!(fs::read(path).unwrap(), b"wheel bytes");
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //! per package and reads those wheels anyway. So when every source is a local directory
 //! (`--no-index`), uv writes plain `name==version` pins, and strata picks each package's wheel
 //! from the directories itself (by the target's preference, as it does from a pylock.toml)
-//! and hashes the chosen files, in parallel. The hash only names the wheel in the lock: the
-//! fetch into the wheel cache hashes the bytes again as it copies them, so a file changed
-//! in between fails that check rather than entering the cache.
+//! and hashes the chosen files, in parallel. With a wheel cache each file is hashed as it is
+//! copied into the cache ([`WheelCache::admit_local`]): one read per wheel, and what the lock
+//! names is the cache's copy, so a file the user changes afterwards changes nothing. Without
+//! one the file is only hashed, and the fetch into the wheel cache hashes the bytes again as
+//! it copies them, so a file changed in between fails that check rather than entering it.
 //!
 //! Anything this reading does not cover (a pin that is not `name==version`, a version no wheel
 //! file spells the same way, a find-links entry that is not a directory) answers `None`, and
@@ -23,6 +25,7 @@ use std::sync::Mutex;
 
 use strata_oci::{Digest, HashingWriter};
 
+use crate::fetch::WheelCache;
 use crate::lock::LockedWheel;
 use crate::name::PackageName;
 use crate::spec::Sources;
@@ -97,12 +100,14 @@ struct Candidate {
 
 /// The wheel of each pin: the target's preferred file among those of `directories` with the
 /// pin's name and version (ties go to the first directory, then the first file name), hashed
-/// on up to `jobs` threads. `None` when some pin has no such file.
+/// on up to `jobs` threads (and copied into `cache`, if given). `None` when some pin has no
+/// such file.
 pub(crate) fn locked_wheels(
     pins: &[Pin],
     directories: &[PathBuf],
     target: &Target,
     jobs: usize,
+    cache: Option<&WheelCache>,
 ) -> io::Result<Option<Vec<LockedWheel>>> {
     let candidates = candidates(directories)?;
     let mut chosen = Vec::with_capacity(pins.len());
@@ -124,8 +129,11 @@ pub(crate) fn locked_wheels(
         };
         chosen.push((pin, candidate));
     }
-    let paths: Vec<&Path> = chosen.iter().map(|(_, c)| c.path.as_path()).collect();
-    let digests = hash_all(&paths, jobs)?;
+    let files: Vec<(&Path, &str)> = chosen
+        .iter()
+        .map(|(_, c)| (c.path.as_path(), c.filename.as_str()))
+        .collect();
+    let digests = hash_all(&files, jobs, cache)?;
     let wheels = chosen
         .into_iter()
         .zip(digests)
@@ -185,18 +193,29 @@ fn candidates(directories: &[PathBuf]) -> io::Result<BTreeMap<PackageName, Vec<C
 /// A file's sha256 and size, or why it could not be read.
 type Hashed = io::Result<(Digest, u64)>;
 
-/// sha256 and size of each file, in input order, on up to `jobs` threads.
-fn hash_all(paths: &[&Path], jobs: usize) -> io::Result<Vec<(Digest, u64)>> {
-    let results: Vec<Mutex<Option<Hashed>>> = paths.iter().map(|_| Mutex::new(None)).collect();
+/// sha256 and size of each file, in input order, on up to `jobs` threads; each file is
+/// hashed while it is copied into `cache`, when there is one.
+fn hash_all(
+    files: &[(&Path, &str)],
+    jobs: usize,
+    cache: Option<&WheelCache>,
+) -> io::Result<Vec<(Digest, u64)>> {
+    let cached = cache
+        .map(WheelCache::entries_by_filename)
+        .unwrap_or_default();
+    let results: Vec<Mutex<Option<Hashed>>> = files.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        for _ in 0..jobs.clamp(1, paths.len().max(1)) {
+        for _ in 0..jobs.clamp(1, files.len().max(1)) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(path) = paths.get(i) else {
+                let Some(&(path, filename)) = files.get(i) else {
                     break;
                 };
-                let result = hash_file(path);
+                let result = match cache {
+                    Some(cache) => cache.admit_local(path, filename, &cached),
+                    None => hash_file(path),
+                };
                 if let Ok(mut slot) = results[i].lock() {
                     *slot = Some(result);
                 }
@@ -268,7 +287,9 @@ mod tests {
         write("notes.txt", b"not a wheel").unwrap();
         let pins = parse_pins("gamma==1.0\n").unwrap();
         let dirs = [dir.path().to_path_buf()];
-        let wheels = locked_wheels(&pins, &dirs, &target(), 2).unwrap().unwrap();
+        let wheels = locked_wheels(&pins, &dirs, &target(), 2, None)
+            .unwrap()
+            .unwrap();
         assert_eq!(wheels.len(), 1);
         let w = &wheels[0];
         assert_eq!(
@@ -280,6 +301,8 @@ mod tests {
         assert!(w.url.starts_with("file:///"), "{}", w.url);
         // A version no file spells: the caller falls back to uv's pylock.toml.
         let pins = parse_pins("gamma==1.0.0\n").unwrap();
-        assert!(locked_wheels(&pins, &dirs, &target(), 2).unwrap().is_none());
+        assert!(locked_wheels(&pins, &dirs, &target(), 2, None)
+            .unwrap()
+            .is_none());
     }
 }

@@ -34,9 +34,10 @@ pub struct Resolver {
     pub uv: PathBuf,
     /// uv's own cache (`--cache-dir`).
     pub cache_dir: PathBuf,
-    /// The wheel cache's root, where wheels built from sdists and project directories go.
-    /// Without it strata installs wheels only and a package without one is an error.
-    pub build_cache: Option<PathBuf>,
+    /// The wheel cache, where wheels built from sdists and project directories go, and the
+    /// wheels of local find-links directories are copied as they are hashed. Without it
+    /// strata installs wheels only and a package without one is an error.
+    pub build_cache: Option<WheelCache>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,10 +149,10 @@ impl Resolver {
         }
     }
 
-    /// Builds wheels from source when a package has none, keeping them in the wheel cache at
-    /// `root` (see [`crate::sdist`]).
-    pub fn building_into(mut self, root: PathBuf) -> Resolver {
-        self.build_cache = Some(root);
+    /// Builds wheels from source when a package has none, keeping them in the wheel `cache`
+    /// (see [`crate::sdist`]); local wheels are hashed as they are copied into it.
+    pub fn building_into(mut self, cache: WheelCache) -> Resolver {
+        self.build_cache = Some(cache);
         self
     }
 
@@ -292,7 +293,6 @@ impl Resolver {
         let Some(build_cache) = &self.build_cache else {
             return Err(no_wheel(&to_build[0], target));
         };
-        let cache = WheelCache::new(build_cache.clone());
         let source_args = source_args(sources);
         let uv_cache = PathBuf::from(absolute(&self.cache_dir.to_string_lossy()));
         let netrc_path = netrc.map(|n| n.path());
@@ -302,7 +302,7 @@ impl Resolver {
             source_args: &source_args,
             netrc: netrc_path.as_deref(),
             env_removed: UV_ENV_OVERRIDES,
-            wheels: &cache,
+            wheels: build_cache,
             credentials,
             target,
         };
@@ -325,7 +325,8 @@ impl Resolver {
             return Ok(None);
         };
         let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let wheels = local_wheels::locked_wheels(&pins, directories, target, jobs)
+        let cache = self.build_cache.as_ref();
+        let wheels = local_wheels::locked_wheels(&pins, directories, target, jobs, cache)
             .map_err(io_err("hash the wheels of the find-links directories"))?;
         Ok(wheels.map(|wheels| Lock::new(*target, wheels)))
     }
