@@ -21,6 +21,8 @@ const FRESH_FOR: Duration = Duration::from_secs(5);
 const KEEP: usize = 32;
 /// How often the kept views of the queue are computed again while statuses are asked for.
 const VIEWS_EVERY: Duration = Duration::from_millis(250);
+/// The priority of the thread that views the whole queue (`nice`), below the requests'.
+const ALL_VIEWS_NICE: i32 = 5;
 /// With no status asked for this long, the thread that keeps the views stops.
 const VIEWS_IDLE: Duration = Duration::from_secs(5);
 /// The longest a status waits for views that include its job before it computes its own.
@@ -214,6 +216,10 @@ impl Connections {
 }
 
 fn keep_views(keeper: &ViewKeeper, root: &Path, project: &Path, keeping: Keeping, generation: u64) {
+    // The views of a job just submitted are waited for; those of the whole queue are not.
+    if let Keeping::All = keeping {
+        crate::writers::lower_priority(ALL_VIEWS_NICE);
+    }
     let mut source: Option<ViewSource> = None;
     let mut next_all = Instant::now();
     loop {

@@ -62,7 +62,7 @@ impl Writers {
 }
 
 fn writer(queue: &Mutex<Receiver<Work>>) {
-    lower_priority();
+    lower_priority(WRITER_NICE);
     loop {
         let next = match queue.lock() {
             Ok(queue) => queue.recv(),
@@ -76,16 +76,17 @@ fn writer(queue: &Mutex<Receiver<Work>>) {
     }
 }
 
-/// Lowers this thread's CPU priority (Linux: `setpriority` on a thread id is per thread).
-fn lower_priority() {
+/// Lowers this thread's CPU priority to `nice` (Linux: `setpriority` on a thread id is per
+/// thread).
+pub(crate) fn lower_priority(nice: i32) {
     // SAFETY: plain system calls on this thread's own id; no memory is shared.
     let changed = unsafe {
         let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, WRITER_NICE)
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
     };
     if changed != 0 {
         tracing::debug!(
-            "cannot lower a writing thread's priority: {}",
+            "cannot lower a thread's priority: {}",
             std::io::Error::last_os_error()
         );
     }
