@@ -370,3 +370,79 @@ fn strata_lock(world: &World, req: &Path, out: &Path) -> String {
     assert!(output.status.success(), "{}", stderr(&output));
     fs::read_to_string(out).unwrap()
 }
+
+/// `--install-project`: a project that is a package is installed itself, built from its
+/// directory (a copy under the venv, never a link to the host), from its pyproject.toml and
+/// from its uv.lock; without the flag only its dependencies are. A project that is no
+/// package is refused naming the file and what to do, and the store is kept.
+#[test]
+#[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
+fn install_project_installs_a_package_project_itself() {
+    require_root("runc");
+    let world = World::new();
+    let dir = world.dir.path().join("pkgproj");
+    fs::create_dir_all(dir.join("pkgproj")).unwrap();
+    fs::write(dir.join("pkgproj/__init__.py"), "VALUE = 'the project'\n").unwrap();
+    fs::write(
+        dir.join("pyproject.toml"),
+        format!(
+            "{FIXTURE_BACKEND}\n[project]\nname = \"pkgproj\"\nversion = \"0.1\"\n\
+             requires-python = \">=3.11\"\ndependencies = [\"alpha==1.1.0\"]\n\n\
+             [tool.uv]\nfind-links = [\"{}\"]\nno-index = true\n",
+            world.wheels.display()
+        ),
+    )
+    .unwrap();
+    let imports = |built: &Value, name: &str| {
+        let bundle = world.dir.path().join(name);
+        umoci_unpack(&world.oci(), built["tag"].as_str().unwrap(), &bundle);
+        let script = "import alpha\ntry:\n import pkgproj; print(pkgproj.VALUE, pkgproj.__file__)\nexcept ImportError:\n print('no project')";
+        let (code, stdout, err) = runc_run(&bundle, &["python", "-c", script]);
+        assert_eq!(code, 0, "python failed: {err}");
+        stdout.trim().to_string()
+    };
+    let pyproject = dir.join("pyproject.toml");
+    let only_deps = world.build_ok(&pyproject, &[]);
+    assert_eq!(imports(&only_deps, "bundle-deps"), "no project");
+    let with_project = world.build_ok(&pyproject, &["--install-project"]);
+    assert_ne!(with_project["lock_digest"], only_deps["lock_digest"]);
+    let printed = imports(&with_project, "bundle-project");
+    assert!(
+        printed.starts_with("the project /opt/venv/lib/"),
+        "{printed}"
+    );
+
+    uv(&dir, &["lock", "--offline", "--quiet"]);
+    let from_lock = world.build_ok(&dir.join("uv.lock"), &["--install-project"]);
+    assert!(
+        imports(&from_lock, "bundle-lock").starts_with("the project /opt/venv/lib/"),
+        "from uv.lock"
+    );
+
+    // No [build-system]: not a package, nothing of its own to install.
+    let plain = world.dir.path().join("plain");
+    fs::create_dir_all(&plain).unwrap();
+    fs::write(
+        plain.join("pyproject.toml"),
+        "[project]\nname = \"plain\"\nversion = \"0.1\"\ndependencies = [\"alpha==1.1.0\"]\n",
+    )
+    .unwrap();
+    let before = world.snapshot();
+    let out = world
+        .build_command(
+            &plain.join("pyproject.toml"),
+            &base_ref(),
+            &["--install-project"],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("pyproject.toml")
+            && err.contains("[build-system]")
+            && err.contains("leave out --install-project"),
+        "{err}"
+    );
+    assert_eq!(before, world.snapshot(), "the store changed");
+}

@@ -31,6 +31,10 @@ pub struct EnvArgs {
     /// uv.lock, poetry.lock's [tool.poetry.group.NAME], or Pipfile.lock's develop (`dev`).
     #[arg(long = "group", value_name = "NAME")]
     pub groups: Vec<String>,
+    /// Install the project itself too (a pyproject.toml's or uv.lock's project that is a
+    /// package: built from its directory), not only its dependencies.
+    #[arg(long)]
+    pub install_project: bool,
     /// Base image: oci:PATH[:TAG|@DIGEST] or REGISTRY/REPO[:TAG|@DIGEST]; default: `base`
     /// under `[build]` in strata.toml.
     #[arg(long, env = "STRATA_BASE", value_name = "REF")]
@@ -94,6 +98,7 @@ impl EnvArgs {
             selection: strata_python::Selection {
                 extras: self.extras.clone(),
                 groups: self.groups.clone(),
+                project: self.install_project,
             },
             base,
             python,

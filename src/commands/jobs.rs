@@ -43,6 +43,9 @@ pub struct SubmitArgs {
     /// A dependency group of the -r file to install (repeatable).
     #[arg(long = "group", value_name = "NAME", requires = "requirements")]
     pub groups: Vec<String>,
+    /// Install the -r project itself too (a pyproject.toml's or uv.lock's package).
+    #[arg(long, requires = "requirements")]
+    pub install_project: bool,
     /// …or an image of the local store (tag, digest or environment name); through a server,
     /// of the server's store, or `REGISTRY/REPO@sha256:...` in the team's repository.
     #[arg(long, value_name = "REF")]
@@ -407,6 +410,7 @@ fn env_options(args: &SubmitArgs, defaults: &BuildDefaults) -> Result<EnvOptions
         name: args.name.clone().or_else(|| project_name(&args.code)),
         extras: args.extras.clone(),
         groups: args.groups.clone(),
+        install_project: args.install_project,
         refresh: args.refresh,
     })
 }

@@ -931,6 +931,7 @@ pub fn build_options(
         selection: strata_python::Selection {
             extras: options.extras.clone(),
             groups: options.groups.clone(),
+            project: options.install_project,
         },
         base,
         python,

@@ -140,7 +140,7 @@ wheels = [{{ url = "https://files.example/unused_dev-1.0-py3-none-any.whl", hash
 
     let plot = Selection {
         extras: vec!["PLOT".into()],
-        groups: vec![],
+        ..Selection::default()
     };
     let with_plot = pinned(&path, &text, &plot);
     assert_eq!(
@@ -212,6 +212,7 @@ fn pyproject_selections_and_groups() {
         let selection = Selection {
             extras: extras.iter().map(|s| s.to_string()).collect(),
             groups: groups.iter().map(|s| s.to_string()).collect(),
+            ..Selection::default()
         };
         match read_env(&path, &selection).unwrap() {
             EnvFile::Requirements { file, .. } => file
@@ -233,7 +234,7 @@ fn pyproject_selections_and_groups() {
         &requirements,
         &Selection {
             extras: vec!["x".into()],
-            groups: vec![],
+            ..Selection::default()
         },
     )
     .unwrap_err();

@@ -216,6 +216,9 @@ pub struct EnvOptions {
     pub extras: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// `--install-project`: the project itself too (absent, false, in older jobs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub install_project: bool,
     /// `strata submit --refresh`: resolve the environment again when the job's build starts,
     /// even if its spec was built before (absent, false, in older jobs).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -31,16 +31,18 @@ use crate::spec::{clause_matches, parse_clauses, parse_requirements_file, Requir
 use crate::target::PythonVersion;
 
 /// Which optional parts of a project to install: `--extra NAME` (`[project.optional-dependencies]`,
-/// uv.lock's extras) and `--group NAME` (`[dependency-groups]`, uv.lock's groups).
+/// uv.lock's extras), `--group NAME` (`[dependency-groups]`, uv.lock's groups) and
+/// `--install-project` (the project itself, built from its directory, when it is a package).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selection {
     pub extras: Vec<String>,
     pub groups: Vec<String>,
+    pub project: bool,
 }
 
 impl Selection {
     fn is_empty(&self) -> bool {
-        self.extras.is_empty() && self.groups.is_empty()
+        self.extras.is_empty() && self.groups.is_empty() && !self.project
     }
 }
 
@@ -188,6 +190,7 @@ pub fn read_env(path: &Path, selection: &Selection) -> Result<EnvFile, FormatErr
         let option = match (selection.extras.first(), selection.groups.first()) {
             (Some(extra), _) => format!("--extra {extra}"),
             (None, Some(group)) => format!("--group {group}"),
+            (None, None) if selection.project => "--install-project".to_string(),
             (None, None) => String::new(),
         };
         Err(FormatError::SelectionNotApplicable {
@@ -209,6 +212,9 @@ pub fn read_env(path: &Path, selection: &Selection) -> Result<EnvFile, FormatErr
         }
         Format::Pyproject => pyproject::read(&path, &text, selection),
         Format::UvLock => uvlock::read(&path, &text, selection).map(EnvFile::Pinned),
+        Format::PoetryLock | Format::PipfileLock if selection.project => not_applicable(
+            "--install-project installs the project of a pyproject.toml or uv.lock; list it in the lock, or build from its pyproject.toml",
+        ),
         Format::PoetryLock => poetry::read(&path, &text, selection),
         Format::PipfileLock => pipfile::read(&path, &text, selection),
         Format::Pylock => {

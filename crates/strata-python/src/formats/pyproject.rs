@@ -16,12 +16,16 @@ use crate::spec::{Requirement, RequirementsFile};
 #[derive(Deserialize)]
 struct Pyproject {
     project: Option<Project>,
+    /// Only whether there is one: a project with a build system is a package.
+    #[serde(rename = "build-system")]
+    build_system: Option<toml::Table>,
     #[serde(rename = "dependency-groups", default)]
     dependency_groups: BTreeMap<String, Vec<GroupItem>>,
 }
 
 #[derive(Deserialize)]
 struct Project {
+    name: Option<String>,
     dependencies: Option<Vec<String>>,
     #[serde(rename = "optional-dependencies", default)]
     optional_dependencies: BTreeMap<String, Vec<String>>,
@@ -63,6 +67,9 @@ pub(super) fn read(file: &Path, text: &str, selection: &Selection) -> Result<Env
                 )?);
             }
             requirements.extend(extras(file, project, &selection.extras)?);
+            if selection.project {
+                requirements.push(the_project(file, project, doc.build_system.is_some())?);
+            }
             requires_python = project
                 .requires_python
                 .clone()
@@ -81,6 +88,15 @@ pub(super) fn read(file: &Path, text: &str, selection: &Selection) -> Result<Env
         None => {
             if let Some(extra) = selection.extras.first() {
                 return Err(unknown(file, "extra", extra, Vec::new()));
+            }
+            if selection.project {
+                return Err(FormatError::Invalid {
+                    file: file.to_path_buf(),
+                    key: "[project]".into(),
+                    message:
+                        "missing, so there is no project to install: leave out --install-project"
+                            .into(),
+                });
             }
         }
     }
@@ -107,6 +123,35 @@ pub(super) fn read(file: &Path, text: &str, selection: &Selection) -> Result<Env
         requires_python,
         python: None,
     })
+}
+
+/// The project itself, as a direct reference to its directory (built like any local
+/// project: installed as a copy, never as a link to the host).
+fn the_project(file: &Path, project: &Project, package: bool) -> Result<Requirement, FormatError> {
+    let invalid = |key: &str, message: &str| FormatError::Invalid {
+        file: file.to_path_buf(),
+        key: key.to_string(),
+        message: message.to_string(),
+    };
+    if !package {
+        return Err(invalid(
+            "[build-system]",
+            "missing: the project is not a package, so it has nothing of its own to install; leave out --install-project",
+        ));
+    }
+    let name = project
+        .name
+        .as_deref()
+        .ok_or_else(|| invalid("[project] name", "missing: --install-project needs it"))?;
+    let dir = std::path::absolute(file.parent().unwrap_or(Path::new(".")))
+        .map_err(|e| invalid("[project]", &format!("its directory: {e}")))?;
+    let url = url::Url::from_directory_path(&dir).map_err(|()| {
+        invalid(
+            "[project]",
+            "its directory cannot be named by a file:// URL",
+        )
+    })?;
+    requirement(file, "[project] name", &format!("{name} @ {url}"))
 }
 
 fn requirement(file: &Path, key: &str, text: &str) -> Result<Requirement, FormatError> {

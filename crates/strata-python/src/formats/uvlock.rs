@@ -103,6 +103,9 @@ pub(super) fn read(
     for (index, marker) in chosen {
         packages.push(pinned(file, dir, &doc.package[index], marker)?);
     }
+    if selection.project {
+        packages.push(the_project(file, dir, root)?);
+    }
     Ok(PinnedSet {
         origin: file.to_path_buf(),
         requires_python: doc.requires_python.map(|specifier| RequiresPython {
@@ -115,6 +118,31 @@ pub(super) fn read(
         credentials: Default::default(),
     }
     .take_credentials())
+}
+
+/// The project itself (`--install-project`), built from its directory: it must be a
+/// package (`source = { editable = "." }` or a directory), not a virtual project.
+fn the_project(file: &Path, dir: &Path, root: &Package) -> Result<PinnedPackage, FormatError> {
+    let name = package_name(file, "[[package]] name", &root.name)?;
+    let bad = |message: String| FormatError::Package {
+        file: file.to_path_buf(),
+        package: name.to_string(),
+        message,
+    };
+    let path = root
+        .source_str("editable")
+        .or_else(|| root.source_str("directory"))
+        .ok_or_else(|| {
+            bad("is a virtual project (no build system): it has nothing of its own to install; leave out --install-project".into())
+        })?;
+    let source = directory_source(&name, dir, path).map_err(bad)?;
+    Ok(PinnedPackage {
+        name,
+        version: root.version.clone().unwrap_or_default(),
+        marker: None,
+        wheels: Vec::new(),
+        source: Some(source),
+    })
 }
 
 /// The root's dependencies, extras and groups asked for.
