@@ -1,6 +1,6 @@
 //! `--python 3.10 | 3.12 | 3.13` against the fixture base of that Python (Ubuntu jammy, Ubuntu
 //! noble, Debian trixie: `fixtures/base-image/build.sh --python X.Y`, found under
-//! `STRATA_TEST_BASES_DIR`): the environment is resolved for X.Y, the `cpXY` wheel of a
+//! `fixtures/base-image/out/bases` or `STRATA_TEST_BASES_DIR`): the environment is resolved for X.Y, the `cpXY` wheel of a
 //! package that has one per version is the one installed, under `lib/pythonX.Y`, and the
 //! image runs in runc with that Python. A `--python` the base does not have is refused before
 //! anything is resolved, naming both versions, and the store is left as it was.

@@ -41,19 +41,16 @@ pub fn base_ref() -> String {
 }
 
 /// `oci:DIR/X.Y/oci:X.Y`, the fixture base of Python `version` (3.10 Ubuntu jammy, 3.12
-/// Ubuntu noble, 3.13 Debian trixie) under `STRATA_TEST_BASES_DIR`, as
-/// `fixtures/base-image/build.sh --python X.Y` writes it. Fails the calling test when the
-/// variable or the base is missing: tests that call it carry
-/// `#[cfg_attr(skip_bases, ignore = "...")]`, the only way to not run them.
+/// Ubuntu noble, 3.13 Debian trixie) under `STRATA_TEST_BASES_DIR`, by default
+/// `fixtures/base-image/out/bases` where `scripts/setup` builds them
+/// (`fixtures/base-image/build.sh --python X.Y`). Fails the calling test when the base is
+/// missing: tests that call it carry `#[cfg_attr(skip_bases, ignore = "...")]`, the only way
+/// to not run them.
 pub fn base_ref_for(version: &str) -> String {
-    let dir = std::env::var_os("STRATA_TEST_BASES_DIR").unwrap_or_else(|| {
-        panic!(
-            "STRATA_TEST_BASES_DIR is not set: run scripts/setup (it builds the Python 3.10, \
-             3.12 and 3.13 bases into fixtures/base-image/out/bases) and set it to that \
-             directory, or set STRATA_SKIP_BASES=1 to mark the tests that need them as ignored"
-        )
-    });
-    let layout = PathBuf::from(dir).join(version).join("oci");
+    let dir = std::env::var_os("STRATA_TEST_BASES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("fixtures/base-image/out/bases"));
+    let layout = dir.join(version).join("oci");
     assert!(
         layout.join("index.json").is_file(),
         "no base image for Python {version} at {}: run fixtures/base-image/build.sh --python \
@@ -318,6 +315,49 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .current_dir(dir))
     .trim()
     .to_string()
+}
+
+/// A git work tree `ROOT/NAME-src` of package `name` (built by the fixture backend; its
+/// first commit sets `NAME.VALUE = 'one'`) and the bare repository `ROOT/NAME.git` it pushes
+/// to, which requirements and locks name: (work tree, bare repository).
+pub fn git_project(root: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let work = root.join(format!("{name}-src"));
+    fs::create_dir_all(work.join(name)).unwrap();
+    fs::write(
+        work.join("pyproject.toml"),
+        format!("{FIXTURE_BACKEND}\n[project]\nname = \"{name}\"\nversion = \"1.0\"\n"),
+    )
+    .unwrap();
+    git(
+        root,
+        &["init", "--quiet", "-b", "main", &format!("{name}-src")],
+    );
+    git_commit_value(&work, name, "one");
+    let bare = root.join(format!("{name}.git"));
+    git(
+        root,
+        &[
+            "clone",
+            "--quiet",
+            "--bare",
+            &format!("{name}-src"),
+            &format!("{name}.git"),
+        ],
+    );
+    git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+    (work, bare)
+}
+
+/// Commits `NAME.VALUE = value` in `work` (a [`git_project`]); the commit id.
+pub fn git_commit_value(work: &Path, name: &str, value: &str) -> String {
+    fs::write(
+        work.join(name).join("__init__.py"),
+        format!("VALUE = '{value}'\n"),
+    )
+    .unwrap();
+    git(work, &["add", "-A"]);
+    git(work, &["commit", "--quiet", "-m", value]);
+    git(work, &["rev-parse", "HEAD"])
 }
 
 /// Runs a command, asserting success, returning stdout.
