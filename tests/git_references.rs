@@ -11,47 +11,12 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use serde_json::Value;
 
 const EXIT_BAD_INPUT: i32 = 3;
-
-/// A working repository with a project built by the fixture backend, and a bare repository
-/// it pushes to (the one requirements name). Returns (work tree, bare repository).
-fn repository(root: &Path) -> (PathBuf, PathBuf) {
-    let work = root.join("edgegit-src");
-    fs::create_dir_all(work.join("edgegit")).unwrap();
-    fs::write(
-        work.join("pyproject.toml"),
-        "[build-system]\nrequires = [\"strata-fixture-backend\"]\n\
-         build-backend = \"strata_fixture_backend\"\n\n\
-         [project]\nname = \"edgegit\"\nversion = \"1.0\"\n",
-    )
-    .unwrap();
-    git(root, &["init", "--quiet", "-b", "main", "edgegit-src"]);
-    let bare = root.join("edgegit.git");
-    commit(&work, "one");
-    git(
-        root,
-        &["clone", "--quiet", "--bare", "edgegit-src", "edgegit.git"],
-    );
-    git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
-    (work, bare)
-}
-
-/// Commits `edgegit.VALUE = value` and returns the commit id.
-fn commit(work: &Path, value: &str) -> String {
-    fs::write(
-        work.join("edgegit/__init__.py"),
-        format!("VALUE = '{value}'\n"),
-    )
-    .unwrap();
-    git(work, &["add", "-A"]);
-    git(work, &["commit", "--quiet", "-m", value]);
-    git(work, &["rev-parse", "HEAD"])
-}
 
 fn explain(world: &World, req: &Path) -> Value {
     let req = req.display().to_string();
@@ -108,7 +73,7 @@ fn built_record(world: &World, commit: &str) -> Option<Value> {
 fn a_git_branch_is_locked_to_its_commit_built_reused_and_refreshed() {
     require_root("runc");
     let world = World::new();
-    let (work, bare) = repository(world.dir.path());
+    let (work, bare) = git_project(world.dir.path(), "edgegit");
     let first_commit = git(&work, &["rev-parse", "HEAD"]);
     let url = format!("file://{}", bare.display());
     let req = world.dir.path().join("git.txt");
@@ -158,7 +123,7 @@ fn a_git_branch_is_locked_to_its_commit_built_reused_and_refreshed() {
     );
 
     // The branch moves: the cache answers with the first resolution until --refresh.
-    let second_commit = commit(&work, "two");
+    let second_commit = git_commit_value(&work, "edgegit", "two");
     git(&work, &["push", "--quiet", "origin", "main"]);
     let hit = world.build_ok(&req, &[]);
     assert_eq!(hit["cache"], "hit");
@@ -193,7 +158,7 @@ fn a_git_branch_is_locked_to_its_commit_built_reused_and_refreshed() {
 #[test]
 fn a_git_ref_that_does_not_exist_is_named_and_changes_nothing() {
     let world = World::new();
-    let (_work, bare) = repository(world.dir.path());
+    let (_work, bare) = git_project(world.dir.path(), "edgegit");
     let url = format!("file://{}", bare.display());
     // A first build, so that the store has content to keep.
     let req = world.dir.path().join("ok.txt");

@@ -18,41 +18,9 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
-/// A work tree of project `lockgit` and the bare repository it pushes to.
-fn repository(root: &Path) -> (PathBuf, PathBuf) {
-    let work = root.join("lockgit-src");
-    fs::create_dir_all(work.join("lockgit")).unwrap();
-    fs::write(
-        work.join("pyproject.toml"),
-        format!("{FIXTURE_BACKEND}\n[project]\nname = \"lockgit\"\nversion = \"1.0\"\n"),
-    )
-    .unwrap();
-    git(root, &["init", "--quiet", "-b", "main", "lockgit-src"]);
-    commit(&work, "one");
-    git(
-        root,
-        &["clone", "--quiet", "--bare", "lockgit-src", "lockgit.git"],
-    );
-    let bare = root.join("lockgit.git");
-    git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
-    (work, bare)
-}
-
-/// Commits `lockgit.VALUE = value`; the commit id.
-fn commit(work: &Path, value: &str) -> String {
-    fs::write(
-        work.join("lockgit/__init__.py"),
-        format!("VALUE = '{value}'\n"),
-    )
-    .unwrap();
-    git(work, &["add", "-A"]);
-    git(work, &["commit", "--quiet", "-m", value]);
-    git(work, &["rev-parse", "HEAD"])
-}
-
 /// Moves the branch the project asked for to a new commit: a lock must not follow it.
 fn move_branch(work: &Path) -> String {
-    let moved = commit(work, "two");
+    let moved = git_commit_value(work, "lockgit", "two");
     git(work, &["push", "--quiet", "origin", "main"]);
     moved
 }
@@ -123,7 +91,7 @@ fn project(world: &World, bare: &Path) -> PathBuf {
 fn git_and_sdist_entries_of_uv_lock_and_pylock_are_built_at_the_locked_commit() {
     require_root("runc");
     let world = World::new();
-    let (work, bare) = repository(world.dir.path());
+    let (work, bare) = git_project(world.dir.path(), "lockgit");
     let locked = git(&work, &["rev-parse", "HEAD"]);
     let dir = project(&world, &bare);
     uv(&dir, &["lock", "--offline", "--quiet"]);
@@ -265,7 +233,7 @@ fn a_locked_sdist_whose_bytes_differ_from_its_hash_is_refused_and_the_store_kept
 fn strata_lock_writes_built_packages_as_their_sources_and_builds_the_same_image_again() {
     require_root("runc");
     let world = World::new();
-    let (work, bare) = repository(world.dir.path());
+    let (work, bare) = git_project(world.dir.path(), "lockgit");
     write_sdist(&world.wheels, "locksdist", FIXTURE_BACKEND, &[]);
     let moved = move_branch(&work);
     // A project directory beside them.
