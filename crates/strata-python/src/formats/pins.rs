@@ -80,3 +80,41 @@ pub(super) fn requirements(
     }
     Ok(out)
 }
+
+/// `#subdirectory=DIR` for a direct reference, or nothing.
+pub(super) fn subdirectory_fragment(subdirectory: Option<&str>) -> String {
+    subdirectory
+        .filter(|s| !s.is_empty())
+        .map(|s| format!("#subdirectory={s}"))
+        .unwrap_or_default()
+}
+
+/// `git+URL@COMMIT`: a git source at the full commit id its lock recorded (never the branch
+/// or tag it names, which may have moved); `key` is the lock's field for it and `relock` the
+/// command that writes it again, for the error.
+pub(super) fn git_at_commit(
+    url: &str,
+    commit: Option<&str>,
+    key: &str,
+    relock: &str,
+) -> Result<String, String> {
+    let commit = commit
+        .filter(|c| crate::git::is_commit_id(c))
+        .ok_or_else(|| {
+            format!(
+                "git source {} names no full commit id ({key}); run `{relock}` again",
+                crate::resolve::without_userinfo(url)
+            )
+        })?;
+    let url = url.strip_prefix("git+").unwrap_or(url);
+    Ok(format!("git+{url}@{commit}"))
+}
+
+/// `path` (relative to `dir`) as a `file://` URL.
+pub(super) fn file_url(dir: &Path, path: &str) -> Result<String, String> {
+    let absolute =
+        std::path::absolute(dir.join(path)).map_err(|e| format!("path {path:?}: {e}"))?;
+    url::Url::from_file_path(&absolute)
+        .map(String::from)
+        .map_err(|()| format!("path {} is not absolute", absolute.display()))
+}

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::error::FormatError;
-use super::pins::{requirements, Pin};
+use super::pins::{file_url, git_at_commit, requirements, subdirectory_fragment, Pin};
 use super::{EnvFile, Selection};
 
 #[derive(Deserialize)]
@@ -114,42 +114,16 @@ fn pin(file: &Path, section: &str, name: &str, entry: &Entry) -> Result<Pin, For
 /// the lock recorded (`ref`, never a branch), a directory (`path`, relative to the lock) or
 /// an archive (`file`, a URL or a path, checked against its hashes). `None` for an index.
 fn direct_url(lock: &Path, entry: &Entry) -> Result<Option<String>, String> {
-    let subdirectory = entry
-        .subdirectory
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(|s| format!("#subdirectory={s}"))
-        .unwrap_or_default();
-    if let Some(git) = &entry.git {
-        let commit = entry
-            .git_ref
-            .as_deref()
-            .filter(|c| crate::git::is_commit_id(c))
-            .ok_or_else(|| {
-                format!(
-                    "git source {} names no full commit id (ref); run `pipenv lock` again",
-                    crate::resolve::without_userinfo(git)
-                )
-            })?;
-        let url = git.strip_prefix("git+").unwrap_or(git);
-        return Ok(Some(format!("git+{url}@{commit}{subdirectory}")));
-    }
-    let local = |path: &str| -> Result<String, String> {
-        let dir = lock.parent().unwrap_or(Path::new("."));
-        let absolute =
-            std::path::absolute(dir.join(path)).map_err(|e| format!("path {path:?}: {e}"))?;
-        url::Url::from_file_path(&absolute)
-            .map(String::from)
-            .map_err(|()| format!("path {} is not absolute", absolute.display()))
+    let subdirectory = subdirectory_fragment(entry.subdirectory.as_deref());
+    let dir = lock.parent().unwrap_or(Path::new("."));
+    let url = match (&entry.git, &entry.path, entry.file.as_deref()) {
+        (Some(git), _, _) => git_at_commit(git, entry.git_ref.as_deref(), "ref", "pipenv lock")?,
+        (None, Some(path), _) => file_url(dir, path)?,
+        (None, None, Some(file)) if file.contains("://") => file.to_string(),
+        (None, None, Some(file)) => file_url(dir, file)?,
+        (None, None, None) => return Ok(None),
     };
-    if let Some(path) = &entry.path {
-        return Ok(Some(format!("{}{subdirectory}", local(path)?)));
-    }
-    match entry.file.as_deref() {
-        None => Ok(None),
-        Some(file) if file.contains("://") => Ok(Some(format!("{file}{subdirectory}"))),
-        Some(file) => Ok(Some(format!("{}{subdirectory}", local(file)?))),
-    }
+    Ok(Some(format!("{url}{subdirectory}")))
 }
 
 #[cfg(test)]

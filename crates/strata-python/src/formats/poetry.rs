@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::error::FormatError;
-use super::pins::{requirements, Pin};
+use super::pins::{file_url, git_at_commit, requirements, subdirectory_fragment, Pin};
 use super::{package_name, syntax, EnvFile, RequiresPython, Selection};
 use crate::name::PackageName;
 use crate::spec::Requirement;
@@ -520,29 +520,20 @@ fn direct_url(pyproject: &Path, source: &PackageSource) -> Result<Option<String>
         .url
         .as_deref()
         .ok_or_else(|| format!("a {} source without url", source.kind))?;
-    let subdirectory = source
-        .subdirectory
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(|s| format!("#subdirectory={s}"))
-        .unwrap_or_default();
+    let subdirectory = subdirectory_fragment(source.subdirectory.as_deref());
     match source.kind.as_str() {
         "git" => {
-            let commit = source
-                .resolved_reference
-                .as_deref()
-                .filter(|c| crate::git::is_commit_id(c))
-                .ok_or_else(|| format!("git source {} names no full commit id (resolved_reference); run `poetry lock` again", crate::resolve::without_userinfo(url)))?;
-            let url = url.strip_prefix("git+").unwrap_or(url);
-            Ok(Some(format!("git+{url}@{commit}{subdirectory}")))
+            let git = git_at_commit(
+                url,
+                source.resolved_reference.as_deref(),
+                "resolved_reference",
+                "poetry lock",
+            )?;
+            Ok(Some(format!("{git}{subdirectory}")))
         }
         "directory" | "file" => {
             let dir = pyproject.parent().unwrap_or(Path::new("."));
-            let path = std::path::absolute(dir.join(url))
-                .map_err(|e| format!("path {url:?}: {e}"))?;
-            let url = url::Url::from_file_path(&path)
-                .map_err(|()| format!("path {} is not absolute", path.display()))?;
-            Ok(Some(format!("{url}{subdirectory}")))
+            Ok(Some(format!("{}{subdirectory}", file_url(dir, url)?)))
         }
         "url" => Ok(Some(format!("{url}{subdirectory}"))),
         other => Err(format!(
