@@ -324,7 +324,8 @@ impl Client {
     }
 
     pub fn status(&self, id: &str) -> Result<JobStatus, ClientError> {
-        self.status_seen(id, None)
+        let job = self.job(id)?;
+        self.status_seen(job, None)
     }
 
     /// A scheduler to keep views with ([`Client::synced_views`]): loaded once with every
@@ -367,15 +368,12 @@ impl Client {
         })
     }
 
-    /// [`Client::status`], taking the job's position and reason from `known` (a recent view
-    /// of the queue, as a server keeps for its many callers) when it shows the job in the
-    /// state its row has now, instead of ranking the whole queue again.
-    pub fn status_seen(&self, id: &str, known: Option<&JobView>) -> Result<JobStatus, ClientError> {
-        let id = self.job_id(id)?;
-        let job = self
-            .jobs
-            .get(&id)?
-            .ok_or_else(|| ClientError::NoSuchJob(id.to_string()))?;
+    /// [`Client::status`] of `job` as just read (the server reads it to check the caller's
+    /// team), taking its position and reason from `known` (a recent view of the queue, as a
+    /// server keeps for its many callers) when it shows the job in the state its row has now,
+    /// instead of ranking the whole queue again.
+    pub fn status_seen(&self, job: Job, known: Option<&JobView>) -> Result<JobStatus, ClientError> {
+        let id = job.id.clone();
         let view = match known.filter(|v| v.id == id && v.state == job.state) {
             Some(view) => view.clone(),
             None => {

@@ -262,7 +262,7 @@ async fn status(
     as_caller(&state, &headers, move |caller| {
         let job = caller.job(&id)?;
         let known = connections.recent_view(&job);
-        let mut status = caller.client.status_seen(&id, known.as_ref())?;
+        let mut status = caller.client.status_seen(job, known.as_ref())?;
         let view = scrubbed(vec![status.view], caller)?;
         status.view = view
             .into_iter()
@@ -285,7 +285,7 @@ async fn submit(
         let Json(request) = body.map_err(body_error)?;
         let key = key?;
         caller.queue(&request.queue)?;
-        let asked = Asked::of(&request);
+        let asked = request.clone();
         if let Some(id) = earlier_job(caller, key.as_deref(), &asked)? {
             return Ok(replayed(id));
         }
@@ -309,8 +309,10 @@ async fn submit(
             }
         };
         tracing::info!(job = %submitted.id, user = %caller.who.user, "submitted");
-        if let Ok(job) = caller.client.job(submitted.id.as_str()) {
-            connections.expect_view(job);
+        if connections.keeps_views() {
+            if let Ok(job) = caller.client.job(submitted.id.as_str()) {
+                connections.expect_view(job);
+            }
         }
         Ok((
             StatusCode::CREATED,
@@ -322,44 +324,20 @@ async fn submit(
     .await
 }
 
-/// What a submit asks for, to tell a retry (the same) from another submit sent under a key
-/// already used.
-struct Asked {
-    queue: String,
-    tier: String,
-    image: String,
-    command: Vec<String>,
-    name: Option<String>,
-    env: std::collections::BTreeMap<String, String>,
-    workdir: Option<String>,
-}
-
-impl Asked {
-    fn of(request: &SubmitRequest) -> Asked {
-        Asked {
-            queue: request.queue.clone(),
-            tier: request.tier.clone(),
-            image: request.image.clone(),
-            command: request.command.clone(),
-            name: request.name.clone(),
-            env: request.env.clone(),
-            workdir: request.workdir.clone(),
-        }
-    }
-
-    fn is(&self, job: &Job) -> bool {
-        let image = match &job.environment {
-            strata_queue::Environment::Image { reference } => *reference == self.image,
-            strata_queue::Environment::Requirements { .. } => false,
-        };
-        image
-            && job.queue == self.queue
-            && job.tier == self.tier
-            && job.command == self.command
-            && job.name == self.name
-            && job.env == self.env
-            && job.working_dir == self.workdir
-    }
+/// Whether `job` is what `request` asks for: a retry (the same) rather than another submit
+/// sent under a key already used.
+fn is_submitted_as(job: &Job, request: &SubmitRequest) -> bool {
+    let image = match &job.environment {
+        strata_queue::Environment::Image { reference } => *reference == request.image,
+        strata_queue::Environment::Requirements { .. } => false,
+    };
+    image
+        && job.queue == request.queue
+        && job.tier == request.tier
+        && job.command == request.command
+        && job.name == request.name
+        && job.env == request.env
+        && job.working_dir == request.workdir
 }
 
 /// The job the caller submitted earlier with idempotency key `key`. The same key with a
@@ -368,7 +346,7 @@ impl Asked {
 fn earlier_job(
     caller: &Caller,
     key: Option<&str>,
-    asked: &Asked,
+    asked: &SubmitRequest,
 ) -> Result<Option<String>, ApiError> {
     let Some(key) = key else {
         return Ok(None);
@@ -380,7 +358,7 @@ fn earlier_job(
         return Ok(None);
     };
     let job = caller.client.job(id.as_str())?;
-    if !asked.is(&job) {
+    if !is_submitted_as(&job, asked) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(

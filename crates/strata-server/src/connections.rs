@@ -163,9 +163,18 @@ impl Connections {
         kept.get(id).cloned()
     }
 
+    /// Whether views are kept (statuses were asked for lately): only then is a new job's
+    /// worth computing ahead ([`Connections::expect_view`]).
+    pub fn keeps_views(&self) -> bool {
+        self.views
+            .kept
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .running
+    }
+
     /// A job just submitted, whose status its submitter will ask for next: its view is
-    /// computed now, while the answer to the submit travels (only while statuses are asked
-    /// for, that is while the keeper runs).
+    /// computed now, while the answer to the submit travels (only while views are kept).
     pub fn expect_view(&self, job: Job) {
         let mut kept = self.views.kept.lock().unwrap_or_else(|p| p.into_inner());
         if kept.running {
