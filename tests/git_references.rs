@@ -38,17 +38,11 @@ fn explain(world: &World, req: &Path) -> Value {
 }
 
 fn value_in_runc(world: &World, built: &Value, name: &str) -> String {
-    let bundle = world.dir.path().join(name);
-    umoci_unpack(&world.oci(), built["tag"].as_str().unwrap(), &bundle);
-    let (code, stdout, err) = runc_run(
-        &bundle,
-        &[
-            "python",
-            "-c",
-            "import edgegit; print(edgegit.VALUE, edgegit.__file__)",
-        ],
+    let stdout = world.python_in(
+        built,
+        name,
+        "import edgegit; print(edgegit.VALUE, edgegit.__file__)",
     );
-    assert_eq!(code, 0, "import failed: {err}");
     assert!(
         stdout.contains(" /opt/venv/lib/"),
         "not in the venv: {stdout}"

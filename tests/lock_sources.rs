@@ -35,18 +35,8 @@ fn uv(dir: &Path, args: &[&str]) {
 
 /// `lockgit`, `locksdist` and `alpha` in the output of `import`, run in runc.
 fn values_in_runc(world: &World, built: &Value, name: &str) -> String {
-    let bundle = world.dir.path().join(name);
-    umoci_unpack(&world.oci(), built["tag"].as_str().unwrap(), &bundle);
-    let (code, stdout, err) = runc_run(
-        &bundle,
-        &[
-            "python",
-            "-c",
-            "import lockgit, locksdist, alpha; print(lockgit.VALUE, '|', locksdist.VALUE)",
-        ],
-    );
-    assert_eq!(code, 0, "import failed: {err}");
-    stdout.trim().to_string()
+    let script = "import lockgit, locksdist, alpha; print(lockgit.VALUE, '|', locksdist.VALUE)";
+    world.python_in(built, name, script)
 }
 
 fn explain_git(world: &World, file: &Path) -> Value {
@@ -362,12 +352,8 @@ fn install_project_installs_a_package_project_itself() {
     )
     .unwrap();
     let imports = |built: &Value, name: &str| {
-        let bundle = world.dir.path().join(name);
-        umoci_unpack(&world.oci(), built["tag"].as_str().unwrap(), &bundle);
         let script = "import alpha\ntry:\n import pkgproj; print(pkgproj.VALUE, pkgproj.__file__)\nexcept ImportError:\n print('no project')";
-        let (code, stdout, err) = runc_run(&bundle, &["python", "-c", script]);
-        assert_eq!(code, 0, "python failed: {err}");
-        stdout.trim().to_string()
+        world.python_in(built, name, script)
     };
     let pyproject = dir.join("pyproject.toml");
     let only_deps = world.build_ok(&pyproject, &[]);

@@ -159,6 +159,16 @@ impl World {
     }
 
     /// Like [`World::build`], asserting success and parsing the JSON.
+    /// `python -c script` in the image `built` (as `build_ok` answers) unpacked into the
+    /// bundle `DIR/bundle`, run by runc; asserts it succeeds and returns its stdout, trimmed.
+    pub fn python_in(&self, built: &Value, bundle: &str, script: &str) -> String {
+        let bundle = self.dir.path().join(bundle);
+        umoci_unpack(&self.oci(), built["tag"].as_str().unwrap(), &bundle);
+        let (code, stdout, err) = runc_run(&bundle, &["python", "-c", script]);
+        assert_eq!(code, 0, "python in the image failed: {err}");
+        stdout.trim().to_string()
+    }
+
     pub fn build_ok(&self, requirements: &Path, extra: &[&str]) -> Value {
         let out = self.build(requirements, extra);
         assert!(
