@@ -415,3 +415,59 @@ fn a_build_killed_at_random_points_leaves_a_whole_store() {
     assert_eq!(built["digest"], reference["digest"]);
     assert_store_whole(&world);
 }
+
+/// A base image whose layer no longer hashes to its digest: the build names the blob and
+/// adds nothing to the store (the base's blobs are copied while uv resolves and committed
+/// only with the image), and leaves no temporary copy behind.
+#[test]
+fn a_tampered_base_layer_is_named_and_nothing_is_added() {
+    let world = World::new();
+    // An empty store, none of the base's blobs in it.
+    assert!(world.strata(&["images"]).status.success());
+    let base = world.dir.path().join("base");
+    copy_tree(base_layout(), &base);
+    let blobs = base.join("blobs/sha256");
+    let largest = fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = fs::read(&largest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&largest, bytes).unwrap();
+
+    let before = world.snapshot();
+    let out = world
+        .build_command(
+            &requirements("basic.txt"),
+            &format!("oci:{}:3.11", base.display()),
+            &[],
+        )
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success(), "a tampered base was built on");
+    let name = largest.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(err.contains(&name), "the error names the blob: {err}");
+    assert_eq!(before, world.snapshot(), "the store changed: {err}");
+    let left: Vec<_> = fs::read_dir(world.home.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left behind: {left:?}");
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

@@ -42,13 +42,14 @@ impl<'a> Additions<'a> {
         self.created.extend(missing.collect::<Vec<_>>());
     }
 
-    /// Commits a staged blob.
-    pub fn commit(&mut self, staged: StagedBlob) -> Result<Digest, BuildError> {
-        self.expect([staged.digest.clone()]);
-        Ok(self.home.store.commit(staged)?)
+    /// Moves staged blobs into the store (one sync of its blob directory for all of them).
+    pub fn commit_all(&mut self, staged: Vec<StagedBlob>) -> Result<Vec<Digest>, BuildError> {
+        self.expect(staged.iter().map(|s| s.digest.clone()));
+        Ok(self.home.store.commit_all(staged)?)
     }
 
-    /// Writes a small blob (config, manifest).
+    /// Writes a small blob.
+    #[cfg(test)]
     pub fn put(&mut self, bytes: &[u8]) -> Result<Digest, BuildError> {
         self.expect([Digest::of(bytes)]);
         Ok(self.home.store.put_bytes(bytes)?)

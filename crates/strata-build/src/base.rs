@@ -10,7 +10,7 @@ use flate2::read::GzDecoder;
 use strata_index::Index;
 use strata_oci::Digest;
 use strata_oci::{Descriptor, Manifest, ManifestDocument};
-use strata_oci::{Store, StoreError, REF_NAME};
+use strata_oci::{StagedBlob, Store, StoreError, REF_NAME};
 
 use strata_python::{Platform, PythonVersion};
 
@@ -117,6 +117,16 @@ pub struct BaseImage {
     pub config: serde_json::Value,
     /// Directories holding the blobs (`…/blobs/sha256`) of the source, searched in order.
     blobs: Vec<PathBuf>,
+}
+
+/// Records a scan's answer; the index failing only costs a scan next time.
+fn remember_scan(index: &Index, key: &Digest, found: &Interpreter) {
+    let Ok(json) = serde_json::to_string(found) else {
+        return;
+    };
+    if let Err(e) = index.record_base_scan(key, &json) {
+        tracing::debug!(error = %e, "could not remember a base image's interpreter");
+    }
 }
 
 /// The interpreter found in a base image.
@@ -269,13 +279,22 @@ impl BaseImage {
 
     /// Copies every blob of the image into the store, verifying each one.
     pub fn import_into(&self, store: &Store) -> Result<(), BaseError> {
+        let staged = self.stage_missing(store)?;
+        store.commit_all(staged)?;
+        Ok(())
+    }
+
+    /// Copies (and verifies) into the store's work directory every blob of the image the
+    /// store lacks, to commit with the image that uses them ([`Store::commit_all`]).
+    pub fn stage_missing(&self, store: &Store) -> Result<Vec<StagedBlob>, BaseError> {
+        let mut staged = Vec::new();
         for digest in self.blob_digests() {
             if store.has_blob(&digest) {
                 continue;
             }
-            store.import_file(&self.blob_file(&digest), &digest)?;
+            staged.push(store.stage_file(&self.blob_file(&digest), &digest)?);
         }
-        Ok(())
+        Ok(staged)
     }
 
     /// Whether the image has Python `version`: declared in its config, else found by a scan
@@ -316,12 +335,37 @@ impl BaseImage {
             return Ok(found);
         }
         let found = self.find_interpreter(wanted)?;
-        if let Ok(json) = serde_json::to_string(&found) {
-            if let Err(e) = index.record_base_scan(&key, &json) {
-                tracing::debug!(error = %e, "could not remember a base image's interpreter");
-            }
-        }
+        remember_scan(index, &key, &found);
         Ok(found)
+    }
+
+    /// Runs `work` while another thread looks for the interpreter of `wanted` (unless `index`
+    /// knows it), and remembers what it finds for [`Self::find_interpreter_in`]. A cold build
+    /// needs the interpreter only for its last layer, and listing the base's layers keeps one
+    /// core busy for a fifth of a second, which resolution (mostly waiting for uv) leaves idle.
+    /// A scan that fails is not reported here: the build's own lookup scans again and says why.
+    pub fn find_interpreter_during<T>(
+        &self,
+        index: &Index,
+        wanted: PythonVersion,
+        work: impl FnOnce() -> T,
+    ) -> T {
+        let key = self.scan_key(Some(wanted));
+        if matches!(index.base_scan(&key), Ok(Some(_))) {
+            return work();
+        }
+        let (out, scanned) = std::thread::scope(|s| {
+            let scan = s.spawn(|| {
+                crate::background::lower_priority();
+                self.find_interpreter(Some(wanted))
+            });
+            let out = work();
+            (out, scan.join())
+        });
+        if let Ok(Ok(found)) = scanned {
+            remember_scan(index, &key, &found);
+        }
+        out
     }
 
     /// What names a scan for the interpreter: the blobs it reads (config and layers) and the

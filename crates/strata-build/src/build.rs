@@ -230,13 +230,30 @@ fn build_with(
     let lease = home.index.lease("build", LeaseOwner::current_process())?;
     let files = CredentialFiles::from_env();
     let mut credentials = credentials::for_spec(from_urls, &env, &files);
-    let lock = match pinned {
-        Some(lock) => lock,
-        None => {
-            progress.stage("resolving");
-            resolve(home, &env, &credentials, &options.requirements)?
-        }
-    };
+    // The base's blobs the store lacks are copied (and verified) meanwhile, to be committed
+    // with the image; a build that ends otherwise drops the copies.
+    let (lock, base_blobs) = std::thread::scope(|s| {
+        let store = &home.store;
+        let staging = s.spawn(|| {
+            crate::background::lower_priority();
+            base.stage_missing(store)
+        });
+        let lock = match pinned {
+            Some(lock) => Ok(lock),
+            None => {
+                progress.stage("resolving");
+                base.find_interpreter_during(&home.index, env.target.python, || {
+                    resolve(home, &env, &credentials, &options.requirements)
+                })
+            }
+        };
+        let staged = staging
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (lock, staged)
+    });
+    let lock = lock?;
+    let base_blobs = base_blobs?;
     let lock_digest = lock.digest().0;
     let hit = LockHitKey {
         spec: &spec_digest,
@@ -290,21 +307,23 @@ fn build_with(
         .collect();
     let mut additions = Additions::new(home, &lease);
     additions.expect(base.blob_digests());
-    base.import_into(&home.store)?;
+    // Another build may have committed some of the base's blobs meanwhile: then ours are
+    // the same bytes, and committing them leaves those in place.
+    let mut staged = base_blobs;
     let mut records = Vec::new();
     let mut from_registries = Vec::new();
     for built in layers {
         reused.push(built.reused());
         from_registries.push(built.from_registry.clone());
-        if let Some(staged) = built.staged {
-            additions.commit(staged)?;
-        }
+        staged.extend(built.staged);
         records.push((built.key, built.added.layer));
     }
     reused.push(false);
-    additions.commit(env_staged)?;
-    additions.put(&assembled.config)?;
-    let digest = additions.put(&manifest_bytes)?;
+    staged.push(env_staged);
+    staged.push(home.store.stage_bytes(&assembled.config)?);
+    staged.push(home.store.stage_bytes(&manifest_bytes)?);
+    additions.commit_all(staged)?;
+    let digest = manifest_digest.clone();
     let tag = tag_for(&spec_digest);
     let size = assembled.manifest.blob_bytes();
     home.index.record_build(

@@ -2,6 +2,7 @@
 //! miss), and the moves of whole images between the store and registries.
 
 mod additions;
+mod background;
 mod base;
 mod build;
 mod credentials;

@@ -79,15 +79,8 @@ fn writer(queue: &Mutex<Receiver<Work>>) {
 /// Lowers this thread's CPU priority to `nice` (Linux: `setpriority` on a thread id is per
 /// thread).
 pub(crate) fn lower_priority(nice: i32) {
-    // SAFETY: plain system calls on this thread's own id; no memory is shared.
-    let changed = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
-    };
-    if changed != 0 {
-        tracing::debug!(
-            "cannot lower a thread's priority: {}",
-            std::io::Error::last_os_error()
-        );
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
+        tracing::debug!("cannot lower a thread's priority: {e}");
     }
 }
