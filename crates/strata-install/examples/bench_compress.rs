@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use flate2::{Compression, GzBuilder};
 use sha2::{Digest as _, Sha256};
-use strata_install::{b64, wheel_layer, InstallScheme, LayerCompression, GZIP_LEVEL, ZSTD_LEVEL};
+use strata_install::{b64, inflate_entry, wheel_layer, InstallScheme, LayerCompression, GZIP_LEVEL, ZSTD_LEVEL};
 use strata_oci::HashingWriter;
 use strata_python::PythonVersion;
 use zip::write::SimpleFileOptions;
@@ -185,15 +185,15 @@ fn write_wheel(dir: &Path, name: &str, files: &Files) -> io::Result<PathBuf> {
     Ok(path)
 }
 
-/// Every file of a wheel, read into memory.
+/// Every file of a wheel, read into memory with strata's own inflate (so the unzip floors
+/// are what strata could do at best, not a slower reader).
 fn unzip(path: &Path) -> io::Result<Files> {
-    let mut archive = zip::ZipArchive::new(std::fs::File::open(path)?)?;
+    let mut archive = zip::ZipArchive::new(io::BufReader::new(std::fs::File::open(path)?))?;
     let mut files = Vec::with_capacity(archive.len());
     for i in 0..archive.len() {
-        let mut entry = archive.by_index(i)?;
-        let mut data = Vec::with_capacity(entry.size() as usize);
-        io::Read::read_to_end(&mut entry, &mut data)?;
-        files.push((entry.name().to_string(), data));
+        let name = archive.by_index_raw(i)?.name().to_string();
+        let data = inflate_entry(&mut archive, i)?.expect("a stored or deflated entry");
+        files.push((name, data));
     }
     Ok(files)
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::inflate::inflate_entry;
 use crate::layer::ContentSource;
 use crate::plan::Planned;
 use crate::record::{b64, HashAlgorithm, Hasher};
@@ -153,7 +154,14 @@ fn verify_entry(wheel: &mut Wheel, e: &EntryToVerify) -> Result<Hashed, InstallE
         .ok_or_else(|| wheel.id.corrupt(entry, "RECORD lists it without a hash"))?;
     // Unchanged bytes hashed with sha256: the installed hash is the raw one, computed once.
     let same_hash = e.rewrite.is_none() && algorithm == HashAlgorithm::Sha256;
-    let (raw_hash, raw_size, mut hashed) = {
+    let whole = match e.keep && !e.symlink && e.rewrite.is_none() {
+        true => inflate_entry(&mut wheel.archive, e.index)
+            .map_err(|err| wheel.id.entry_error(entry, err))?,
+        false => None,
+    };
+    let (raw_hash, raw_size, mut hashed) = if let Some(content) = whole {
+        kept_as_is(content, algorithm, same_hash)
+    } else {
         let file = wheel.archive.by_index(e.index);
         let file = file.map_err(|err| InstallError::Corrupt {
             wheel: wheel.id.0.clone(),
@@ -191,6 +199,31 @@ fn verify_entry(wheel: &mut Wheel, e: &EntryToVerify) -> Result<Hashed, InstallE
         hashed.sha256 = raw_hash;
     }
     Ok(hashed)
+}
+
+/// The RECORD hash and size of an entry inflated whole and installed unchanged, and what it
+/// installs as.
+fn kept_as_is(
+    content: Vec<u8>,
+    algorithm: HashAlgorithm,
+    same_hash: bool,
+) -> (String, u64, Hashed) {
+    let mut hasher = algorithm.hasher();
+    hasher.update(&content);
+    let raw_hash = hasher.finish_b64();
+    let size = content.len() as u64;
+    // The installed hash is filled in from the raw one when both are sha256.
+    let sha256 = match same_hash {
+        true => String::new(),
+        false => b64(&Sha256::digest(&content)),
+    };
+    let hashed = Hashed {
+        sha256,
+        size,
+        symlink_target: None,
+        content: Some(content),
+    };
+    (raw_hash, size, hashed)
 }
 
 fn read_symlink(raw: &mut impl Read) -> io::Result<Hashed> {

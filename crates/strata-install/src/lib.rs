@@ -7,6 +7,7 @@ mod assemble;
 mod bytecode;
 mod content;
 mod error;
+mod inflate;
 mod layer;
 mod paths;
 mod plan;
@@ -24,6 +25,7 @@ use strata_oci::LayerDescriptor;
 
 pub use bytecode::{Bytecode, BytecodeError};
 pub use error::InstallError;
+pub use inflate::inflate_entry;
 pub use layer::{decompress, LayerCompression, UnknownCompression};
 pub use layer::{ContentSource, FileContent, LayerBuilder, LayerError, NoSource, GZIP_LEVEL};
 pub use layer::{COMPRESSION, COMPRESSION_ZSTD, LAYER_FORMAT_VERSION, ZSTD_LEVEL};
