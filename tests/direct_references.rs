@@ -54,6 +54,38 @@ fn project(dir: &Path, name: &str) -> PathBuf {
     root
 }
 
+/// A project directory is built again at every build (it has no digest to cache by); with a
+/// backend that stamps the build time into the wheel (as setuptools and flit do, and the
+/// fixture backend), the builds agree because strata gives them a fixed SOURCE_DATE_EPOCH.
+/// A changed file is a new lock: the directory is built, not remembered.
+#[test]
+fn a_project_directory_built_again_gives_the_same_image() {
+    let world = World::new();
+    project(world.dir.path(), "stamped");
+    let req = world.dir.path().join("stamped.txt");
+    fs::write(&req, "./stamped\n").unwrap();
+    let build = || {
+        let out = world
+            .build_command(&req, &base_ref(), &["--refresh"])
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = build();
+    // Past the two-second resolution of a zip entry's time.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let again = build();
+    assert_eq!(first["lock_digest"], again["lock_digest"]);
+    assert_eq!(first["digest"], again["digest"]);
+
+    let module = world.dir.path().join("stamped/stamped/__init__.py");
+    fs::write(&module, "WHERE = 'changed'\n").unwrap();
+    let changed = build();
+    assert_ne!(first["lock_digest"], changed["lock_digest"]);
+}
+
 #[test]
 #[cfg_attr(skip_root, ignore = "needs root; STRATA_SKIP_ROOT=1")]
 fn wheel_files_project_paths_and_editables_run_in_runc() {

@@ -31,7 +31,9 @@ use std::time::Instant;
 
 use flate2::{Compression, GzBuilder};
 use sha2::{Digest as _, Sha256};
-use strata_install::{b64, inflate_entry, wheel_layer, InstallScheme, LayerCompression, GZIP_LEVEL, ZSTD_LEVEL};
+use strata_install::{
+    b64, inflate_entry, wheel_layer, InstallScheme, LayerCompression, GZIP_LEVEL, ZSTD_LEVEL,
+};
 use strata_oci::HashingWriter;
 use strata_python::PythonVersion;
 use zip::write::SimpleFileOptions;

@@ -13,7 +13,9 @@
 //! same even though wheel builds are rarely reproducible. A git commit names its content as an
 //! sdist's sha256 does, so it is kept the same way (`built/<sha256 of commit and
 //! subdirectory>/<target>.json`): a second build from the same commit is not built again.
-//! A directory is built every time: its content has no digest to key a cache with.
+//! A directory is built every time: its content has no digest to key a cache with; builds
+//! get a fixed `SOURCE_DATE_EPOCH`, so a backend that honours it gives the same wheel (and
+//! image) while the directory's files are the same.
 
 use std::fs;
 use std::io;
@@ -29,6 +31,10 @@ use crate::lock::LockedWheel;
 use crate::name::PackageName;
 use crate::target::Target;
 use crate::wheel_name::WheelFilename;
+
+/// The time source builds stamp into wheels unless the user set `SOURCE_DATE_EPOCH`:
+/// 1980-01-01, the earliest a zip can hold.
+const SOURCE_DATE_EPOCH: &str = "315532800";
 
 /// What a locked wheel was built from; recorded in the lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,6 +302,12 @@ impl Builder<'_> {
             .current_dir(out.path());
         for key in self.env_removed {
             command.env_remove(key);
+        }
+        // Backends that stamp times into a wheel (setuptools, flit, ...) take this one: a
+        // directory, built again at every build, then gives the same wheel, lock and image
+        // while its files are the same. A value the user set is theirs.
+        if std::env::var_os("SOURCE_DATE_EPOCH").is_none() {
+            command.env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH);
         }
         if let Some(netrc) = self.netrc {
             command.env("NETRC", netrc);
