@@ -31,7 +31,7 @@ fn layer_files(world: &World, built: &Value, package: &str) -> Vec<(String, Vec<
         .unwrap()
         .trim_start_matches("sha256:");
     let blob = fs::File::open(world.oci().join("blobs/sha256").join(hex)).unwrap();
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+    let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(blob));
     let mut files = Vec::new();
     for entry in tar.entries().unwrap() {
         let mut entry = entry.unwrap();

@@ -581,7 +581,7 @@ fn layers_holding(home: &Path, secrets: &[&str]) -> Vec<PathBuf> {
         .into_iter()
         .filter(|path| {
             let mut plain = Vec::new();
-            let mut gz = flate2::read::GzDecoder::new(fs::File::open(path).unwrap());
+            let mut gz = flate2::read::MultiGzDecoder::new(fs::File::open(path).unwrap());
             if std::io::Read::read_to_end(&mut gz, &mut plain).is_err() {
                 return false;
             }

@@ -87,7 +87,7 @@ fn layer_file(world: &World, built: &Value, package: &str, path: &str) -> Option
     })?;
     let hex = layer["digest"].as_str()?.trim_start_matches("sha256:");
     let blob = fs::File::open(world.oci().join("blobs/sha256").join(hex)).ok()?;
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+    let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(blob));
     for entry in tar.entries().ok()? {
         let mut entry = entry.ok()?;
         if entry.path().ok()?.to_string_lossy() == path {

@@ -702,7 +702,9 @@ fn registry_gc_leaves_the_layer_index_and_its_blobs_for_later_builds() {
         &["--push", &repository, "--name", "env"],
     );
     let tag = basic["tag"].as_str().unwrap().to_string();
-    // A newer image of the environment, so that GC keeping the newest deletes basic's.
+    // A newer image of the environment, so that GC keeping the newest deletes basic's: pushed
+    // in a later second (push times are whole seconds).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let newer = a.dir.path().join("newer.txt");
     fs::write(&newer, "alpha==1.0.0\n").unwrap();
     a.build_ok(&newer, &["--push", &repository, "--name", "env"]);

@@ -6,7 +6,7 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use strata_index::Index;
 use strata_oci::Digest;
 use strata_oci::{Descriptor, Manifest, ManifestDocument};
@@ -430,7 +430,7 @@ impl BaseImage {
             source,
         })?;
         let reader: Box<dyn Read> = if layer.media_type.ends_with("gzip") {
-            Box::new(GzDecoder::new(BufReader::new(file)))
+            Box::new(MultiGzDecoder::new(BufReader::new(file)))
         } else if layer.media_type.ends_with("zstd") {
             let decoder =
                 zstd::stream::read::Decoder::new(file).map_err(|source| BaseError::Io {

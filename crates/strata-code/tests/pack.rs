@@ -61,7 +61,7 @@ impl World {
     /// The layer's entries: path -> (type, mode, mtime, uid, content or link target).
     fn entries(&self, code: &CodeLayer) -> BTreeMap<String, (char, u32, u64, u64, String)> {
         let blob = fs::read(self.store.blob_path(&code.layer.digest)).unwrap();
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&blob[..]));
+        let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(&blob[..]));
         let mut out = BTreeMap::new();
         for entry in archive.entries().unwrap() {
             let mut entry = entry.unwrap();

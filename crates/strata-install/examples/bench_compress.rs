@@ -4,7 +4,8 @@
 //! and repetitive bytes, many small `.py` files; ~300 MB as tar) deterministically in a
 //! temporary directory, then times, with 2 threads over all wheels:
 //! - strata: `wheel_layer` per wheel (unzip, RECORD checks, sorted tar, diff_id, compress,
-//!   digest), gzip and zstd;
+//!   digest), gzip and zstd; a gzip layer carries the wheel's own DEFLATE streams, so it
+//!   compresses little and comes in under the gzip floor;
 //! - the floor: the same files, already in memory, as one sorted tar per wheel through the
 //!   same compressor at the same level, with the same two sha256 (tar and compressed).
 //!
@@ -195,7 +196,7 @@ fn unzip(path: &Path) -> io::Result<Files> {
     for i in 0..archive.len() {
         let name = archive.by_index_raw(i)?.name().to_string();
         let data = inflate_entry(&mut archive, i)?.expect("a stored or deflated entry");
-        files.push((name, data));
+        files.push((name, data.content));
     }
     Ok(files)
 }

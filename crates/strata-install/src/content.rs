@@ -7,18 +7,30 @@
 //! writing a layer at the compression floor or 30% above it). A wheel that does not fit is
 //! streamed from the zip again, and each file re-checked against the hash of the first pass.
 
+use std::borrow::Cow;
 use std::io::{self, Cursor, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::inflate::inflate_entry;
-use crate::layer::ContentSource;
+use crate::inflate::{inflate_entry, Inflated};
+use crate::layer::{ContentSource, Deflated};
 use crate::plan::Planned;
 use crate::record::{b64, HashAlgorithm, Hasher};
 use crate::script::ShebangRewrite;
 use crate::wheel::{Archive, Wheel};
 use crate::InstallError;
+
+/// The largest entry whose DEFLATE stream a gzip layer carries as it is: a larger one is
+/// deflated again, so that writing a layer never holds more than this (and its stream) of
+/// an entry the memory budget did not keep.
+const MAX_CARRIED: u64 = 256 << 20;
+
+/// Whether an entry of `size` bytes is carried as its DEFLATE stream (when it has one): an
+/// empty one has nothing to deflate.
+fn carries(size: u64) -> bool {
+    size > 0 && size <= MAX_CARRIED
+}
 
 /// Symlink targets are read into memory; longer ones are not paths.
 const MAX_SYMLINK_TARGET: u64 = 4096;
@@ -57,6 +69,9 @@ pub struct Hashed {
     pub size: u64,
     pub symlink_target: Option<String>,
     content: Option<Vec<u8>>,
+    /// The entry's own DEFLATE stream and the CRC-32 of `content`, kept with it when the
+    /// installed bytes are the entry's (see [`crate::inflate::Inflated::deflate`]).
+    deflate: Option<(Vec<u8>, u32)>,
 }
 
 /// The verified entries of a wheel, and the memory their kept bytes hold.
@@ -116,12 +131,16 @@ pub fn verify(
     })
 }
 
-/// The uncompressed bytes the zip declares for the planned entries (the caps were checked
-/// on the same sizes, and an entry that inflates past its size is stopped).
+/// The bytes the zip declares for the planned entries, inflated and as stored (kept both
+/// for a layer that carries an entry's DEFLATE stream); the caps were checked on the same
+/// sizes, and an entry that inflates past its size is stopped.
 fn declared_bytes(wheel: &mut Wheel, planned: &[Planned]) -> u64 {
     planned
         .iter()
-        .filter_map(|p| wheel.archive.by_index_raw(p.index).ok().map(|f| f.size()))
+        .filter_map(|p| {
+            let file = wheel.archive.by_index_raw(p.index).ok()?;
+            Some(file.size().saturating_add(file.compressed_size()))
+        })
         .fold(0u64, u64::saturating_add)
 }
 
@@ -204,10 +223,15 @@ fn verify_entry(wheel: &mut Wheel, e: &EntryToVerify) -> Result<Hashed, InstallE
 /// The RECORD hash and size of an entry inflated whole and installed unchanged, and what it
 /// installs as.
 fn kept_as_is(
-    content: Vec<u8>,
+    inflated: Inflated,
     algorithm: HashAlgorithm,
     same_hash: bool,
 ) -> (String, u64, Hashed) {
+    let Inflated {
+        content,
+        crc32,
+        deflate,
+    } = inflated;
     let mut hasher = algorithm.hasher();
     hasher.update(&content);
     let raw_hash = hasher.finish_b64();
@@ -222,6 +246,9 @@ fn kept_as_is(
         size,
         symlink_target: None,
         content: Some(content),
+        deflate: deflate
+            .filter(|_| carries(size))
+            .map(|stream| (stream, crc32)),
     };
     (raw_hash, size, hashed)
 }
@@ -244,6 +271,7 @@ fn read_symlink(raw: &mut impl Read) -> io::Result<Hashed> {
         size,
         symlink_target: Some(target),
         content: None,
+        deflate: None,
     })
 }
 
@@ -269,6 +297,7 @@ fn hash_installed(
         size,
         symlink_target: None,
         content: sink.kept,
+        deflate: None,
     })
 }
 
@@ -353,6 +382,52 @@ pub struct WheelSource<'a> {
 }
 
 impl ContentSource for WheelSource<'_> {
+    fn deflated(&mut self, key: usize) -> io::Result<Option<Deflated<'_>>> {
+        let (Some(p), Some(h)) = (self.planned.get(key), self.hashes.get(key)) else {
+            return Err(io::Error::other(format!("no planned entry {key}")));
+        };
+        if let Some(content) = &h.content {
+            return Ok(h.deflate.as_ref().map(|(stream, crc32)| Deflated {
+                content: Cow::Borrowed(content),
+                stream: Cow::Borrowed(stream),
+                crc32: *crc32,
+            }));
+        }
+        // Not kept: the same entries are carried as when kept (the layer must not depend on
+        // the memory budget), each read into memory now, one at a time, and checked against
+        // the hash of the verifying pass.
+        if p.rewrite.is_some() || p.symlink {
+            return Ok(None);
+        }
+        let size = self
+            .archive
+            .by_index_raw(p.index)
+            .map_err(io::Error::other)?
+            .size();
+        if !carries(size) {
+            return Ok(None);
+        }
+        let Some(Inflated {
+            content,
+            crc32,
+            deflate: Some(stream),
+        }) = inflate_entry(self.archive, p.index)?
+        else {
+            return Ok(None);
+        };
+        if b64(&Sha256::digest(&content)) != h.sha256 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "content changed since it was verified against RECORD",
+            ));
+        }
+        Ok(Some(Deflated {
+            content: Cow::Owned(content),
+            stream: Cow::Owned(stream),
+            crc32,
+        }))
+    }
+
     fn open(&mut self, key: usize) -> io::Result<Box<dyn Read + '_>> {
         let (Some(p), Some(h)) = (self.planned.get(key), self.hashes.get(key)) else {
             return Err(io::Error::other(format!("no planned entry {key}")));
@@ -410,25 +485,41 @@ impl<'a> KeyRanges<'a> {
     }
 }
 
-impl ContentSource for KeyRanges<'_> {
-    fn open(&mut self, key: usize) -> io::Result<Box<dyn Read + '_>> {
+impl<'a> KeyRanges<'a> {
+    /// The wheel that owns `key`, and the key as it sees it.
+    fn source(&mut self, key: usize) -> Option<(&mut WheelSource<'a>, usize)> {
         // The last range starting at or before `key`.
-        let i = self.starts.partition_point(|&start| start <= key);
-        let (Some(start), Some(source)) = (
-            i.checked_sub(1).and_then(|i| self.starts.get(i)),
-            i.checked_sub(1).and_then(|i| self.sources.get_mut(i)),
-        ) else {
+        let i = self
+            .starts
+            .partition_point(|&start| start <= key)
+            .checked_sub(1)?;
+        let start = *self.starts.get(i)?;
+        Some((self.sources.get_mut(i)?, key - start))
+    }
+}
+
+impl ContentSource for KeyRanges<'_> {
+    fn deflated(&mut self, key: usize) -> io::Result<Option<Deflated<'_>>> {
+        let Some((source, key)) = self.source(key) else {
             return Err(io::Error::other(format!("no wheel for entry key {key}")));
         };
-        source.open(key - start)
+        source.deflated(key)
+    }
+
+    fn open(&mut self, key: usize) -> io::Result<Box<dyn Read + '_>> {
+        let Some((source, key)) = self.source(key) else {
+            return Err(io::Error::other(format!("no wheel for entry key {key}")));
+        };
+        source.open(key)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{wheel_layer, InstallScheme};
+    use crate::{wheel_layer, InstallScheme, LayerCompression};
     use std::path::Path;
+    use strata_oci::MEDIA_TYPE_LAYER_GZIP;
     use strata_python::PythonVersion;
 
     /// A small valid wheel with one script whose shebang is rewritten.
@@ -492,5 +583,48 @@ mod tests {
         drop(hold);
         assert_eq!(kept.descriptor, streamed.descriptor);
         assert!(Reservation::take(MAX_KEPT_BYTES / 2).is_some());
+    }
+
+    /// A gzip package layer carries each deflated entry's own stream (found verbatim in the
+    /// layer), and reads back whole, as one tar, with strata's reader and with gzip(1): the
+    /// tar of the zstd layer of the same wheel, which is compressed from scratch.
+    #[test]
+    fn a_gzip_layer_carries_the_wheel_streams_and_reads_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheel = write_wheel(dir.path());
+        let scheme = InstallScheme::new(PythonVersion::new(3, 11));
+        let mut gz = Vec::new();
+        let gzip = wheel_layer(&wheel, &scheme, &mut gz).unwrap();
+        let zstd_scheme = scheme.clone().with_compression(LayerCompression::Zstd);
+        let zstd = wheel_layer(&wheel, &zstd_scheme, &mut Vec::new()).unwrap();
+        assert_eq!(gzip.descriptor.diff_id, zstd.descriptor.diff_id);
+
+        let mut archive = zip::ZipArchive::new(std::fs::File::open(&wheel).unwrap()).unwrap();
+        let index = archive.index_for_name("pkg/data.bin").unwrap();
+        let stream = inflate_entry(&mut archive, index)
+            .unwrap()
+            .unwrap()
+            .deflate
+            .unwrap();
+        assert!(
+            gz.windows(stream.len()).any(|w| w == stream.as_slice()),
+            "the entry's stream is not in the layer"
+        );
+
+        let mut tar = Vec::new();
+        crate::decompress(MEDIA_TYPE_LAYER_GZIP, &gz[..])
+            .unwrap()
+            .read_to_end(&mut tar)
+            .unwrap();
+        assert_eq!(strata_oci::Digest::of(&tar), gzip.descriptor.diff_id);
+        let layer = dir.path().join("layer.tar.gz");
+        std::fs::write(&layer, &gz).unwrap();
+        let gunzip = std::process::Command::new("gzip")
+            .arg("-dc")
+            .arg(&layer)
+            .output()
+            .expect("gzip(1) is installed");
+        assert!(gunzip.status.success(), "gzip -dc refused the layer");
+        assert_eq!(gunzip.stdout, tar, "gzip(1) reads another tar");
     }
 }

@@ -3,6 +3,7 @@
 //! settings. The same entries always give the same `diff_id` and, for one compressor version,
 //! the same compressed digest.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -16,13 +17,14 @@ use tar::{EntryType, Header};
 
 /// Bumped whenever the bytes a layer is made of change for the same input (tar layout,
 /// compressor, its settings or version, installer output). 2: deflate by zlib-rs instead of
-/// miniz_oxide.
-pub const LAYER_FORMAT_VERSION: u32 = 2;
+/// miniz_oxide. 3: a gzip package layer carries its wheel's DEFLATE streams as members.
+pub const LAYER_FORMAT_VERSION: u32 = 3;
 
 /// The gzip compressor of layers: level, flate2 backend and its version (pinned exactly in
-/// the workspace). Compressed bytes depend on all three, so caches of compressed digests are
+/// the workspace), and wheel entries' own DEFLATE streams carried as gzip members (see
+/// `Members`). Compressed bytes depend on all of it, so caches of compressed digests are
 /// keyed on this too.
-pub const COMPRESSION: &str = "gzip-6-zlib-rs-0.6.8";
+pub const COMPRESSION: &str = "gzip-6-zlib-rs-0.6.8+wheel-deflate";
 
 /// The zstd compressor of layers: level, content checksum, libzstd version (pinned through
 /// the `zstd` crate; checked by a test).
@@ -112,7 +114,7 @@ enum Codec {
 
 /// The compressing stage of the layer pipeline.
 enum Encoder<W: Write> {
-    Gzip(GzEncoder<W>),
+    Gzip(Members<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
@@ -121,18 +123,21 @@ impl<W: Write> Encoder<W> {
     /// content checksum for zstd), so the bytes depend only on the input and the compressor.
     fn new(codec: Codec, out: W) -> io::Result<Self> {
         Ok(match codec {
-            Codec::Gzip(level) => Encoder::Gzip(
-                GzBuilder::new()
-                    .mtime(0)
-                    .operating_system(GZIP_OS_UNKNOWN)
-                    .write(out, Compression::new(level.min(9))),
-            ),
+            Codec::Gzip(level) => Encoder::Gzip(Members::new(out, level.min(9))),
             Codec::Zstd(level) => {
                 let mut encoder = zstd::stream::write::Encoder::new(out, level)?;
                 encoder.include_checksum(true)?;
                 Encoder::Zstd(encoder)
             }
         })
+    }
+
+    /// The gzip stage, which can carry a DEFLATE stream as it is.
+    fn members(&mut self) -> Option<&mut Members<W>> {
+        match self {
+            Encoder::Gzip(members) => Some(members),
+            Encoder::Zstd(_) => None,
+        }
     }
 
     fn finish(self) -> io::Result<W> {
@@ -159,6 +164,95 @@ impl<W: Write> Write for Encoder<W> {
     }
 }
 
+/// gzip as a series of members (RFC 1952: a gzip file is any number of them, and the
+/// readers of layers - Go's, zlib's, Python's, strata's - read them all, as eStargz layers
+/// need). What the layer writes is deflated into a member, and a wheel entry's own DEFLATE
+/// stream is carried as a member of its own instead of being inflated and deflated again:
+/// most of a package layer is then the wheel's compressed bytes, and a layer without
+/// carried streams is one member, the bytes of a single gzip stream.
+struct Members<W: Write> {
+    level: u32,
+    /// The member being written to, if one is open.
+    open: Option<GzEncoder<W>>,
+    /// The output while no member is open.
+    out: Option<W>,
+    /// Whether any member was written (an empty layer is still one empty member).
+    written: bool,
+}
+
+/// The header of a carried member: deflate, no flags, mtime 0, no extra flags, OS unknown.
+const GZIP_MEMBER_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, GZIP_OS_UNKNOWN];
+
+impl<W: Write> Members<W> {
+    fn new(out: W, level: u32) -> Self {
+        Members {
+            level,
+            open: None,
+            out: Some(out),
+            written: false,
+        }
+    }
+
+    fn member(&mut self) -> io::Result<&mut GzEncoder<W>> {
+        if self.open.is_none() {
+            let out = self.out.take().ok_or_else(lost)?;
+            self.open = Some(
+                GzBuilder::new()
+                    .mtime(0)
+                    .operating_system(GZIP_OS_UNKNOWN)
+                    .write(out, Compression::new(self.level)),
+            );
+            self.written = true;
+        }
+        self.open.as_mut().ok_or_else(lost)
+    }
+
+    fn close_member(&mut self) -> io::Result<&mut W> {
+        if let Some(member) = self.open.take() {
+            self.out = Some(member.finish()?);
+        }
+        self.out.as_mut().ok_or_else(lost)
+    }
+
+    /// Writes `stream`, which inflates to `size` bytes with CRC-32 `crc32`, as a member.
+    fn carry(&mut self, stream: &[u8], crc32: u32, size: u64) -> io::Result<()> {
+        let out = self.close_member()?;
+        out.write_all(&GZIP_MEMBER_HEADER)?;
+        out.write_all(stream)?;
+        out.write_all(&crc32.to_le_bytes())?;
+        // ISIZE: the size modulo 2^32, as RFC 1952 says.
+        out.write_all(&(size as u32).to_le_bytes())?;
+        self.written = true;
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<W> {
+        if !self.written {
+            self.member()?;
+        }
+        self.close_member()?;
+        self.out.take().ok_or_else(lost)
+    }
+}
+
+impl<W: Write> Write for Members<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.member()?.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.open {
+            Some(member) => member.flush(),
+            None => self.out.as_mut().ok_or_else(lost)?.flush(),
+        }
+    }
+}
+
+/// The output of [`Members`] went missing: only after an earlier error.
+fn lost() -> io::Error {
+    io::Error::other("the gzip stream failed earlier")
+}
+
 /// A reader of a layer blob of `media_type`: the uncompressed tar. An unknown media type is
 /// an `InvalidData` error (the caller names the layer).
 pub fn decompress<'a, R: io::BufRead + 'a>(
@@ -166,7 +260,9 @@ pub fn decompress<'a, R: io::BufRead + 'a>(
     compressed: R,
 ) -> io::Result<Box<dyn Read + 'a>> {
     match LayerCompression::of_media_type(media_type) {
-        Some(LayerCompression::Gzip) => Ok(Box::new(flate2::bufread::GzDecoder::new(compressed))),
+        Some(LayerCompression::Gzip) => {
+            Ok(Box::new(flate2::bufread::MultiGzDecoder::new(compressed)))
+        }
         Some(LayerCompression::Zstd) => Ok(Box::new(zstd::stream::read::Decoder::with_buffer(
             compressed,
         )?)),
@@ -234,6 +330,22 @@ impl FileContent {
 /// example when the bytes do not match an expected hash); the whole write fails then.
 pub trait ContentSource {
     fn open(&mut self, key: usize) -> io::Result<Box<dyn Read + '_>>;
+
+    /// The content of `key` with a DEFLATE stream that inflates to it exactly, if the source
+    /// has one (a wheel's entry): a gzip layer carries that stream as it is. Which entries
+    /// have one must depend only on the entries, never on memory or timing: it decides the
+    /// layer's bytes.
+    fn deflated(&mut self, _key: usize) -> io::Result<Option<Deflated<'_>>> {
+        Ok(None)
+    }
+}
+
+/// A file's content and its DEFLATE stream, checked by the source to inflate to it (with
+/// nothing after the stream's last block) and to have this CRC-32.
+pub struct Deflated<'a> {
+    pub content: Cow<'a, [u8]>,
+    pub stream: Cow<'a, [u8]>,
+    pub crc32: u32,
 }
 
 /// A source for layers without streamed entries.
@@ -453,8 +565,11 @@ fn base_header(entry_type: EntryType, mode: u32, size: u64) -> Header {
     header
 }
 
+/// The tar stream of a layer: hashed for its diff_id, then compressed.
+type TarOut<W> = HashingWriter<Encoder<W>>;
+
 fn append<W: Write>(
-    tar: &mut tar::Builder<W>,
+    tar: &mut tar::Builder<TarOut<W>>,
     path: &str,
     entry: Entry,
     source: &mut dyn ContentSource,
@@ -483,14 +598,66 @@ fn append<W: Write>(
             let result = match content {
                 FileContent::Bytes(bytes) => tar.append_data(&mut header, path, bytes.as_slice()),
                 FileContent::Streamed { key, .. } => {
-                    let reader = source.open(key).map_err(wrap)?;
-                    let exact = ExactReader::new(reader, size);
-                    tar.append_data(&mut header, path, exact)
+                    let gzip = tar.get_mut().get_mut().members().is_some();
+                    let carried = match gzip {
+                        true => source.deflated(key).map_err(wrap)?,
+                        false => None,
+                    };
+                    match carried {
+                        Some(carried) => append_carried(tar, &mut header, path, carried),
+                        None => {
+                            let reader = source.open(key).map_err(wrap)?;
+                            let exact = ExactReader::new(reader, size);
+                            tar.append_data(&mut header, path, exact)
+                        }
+                    }
                 }
             };
             result.map_err(|e| size_error(path, e).unwrap_or_else(wrap))
         }
     }
+}
+
+/// Appends a file whose content is carried as its DEFLATE stream: the tar bytes are the
+/// ones [`tar::Builder::append_data`] writes (header blocks, content, padding to 512), all
+/// hashed for the diff_id; the header and padding are deflated with the rest of the layer,
+/// the content is the stream's own gzip member.
+fn append_carried<W: Write>(
+    tar: &mut tar::Builder<TarOut<W>>,
+    header: &mut Header,
+    path: &str,
+    carried: Deflated<'_>,
+) -> io::Result<()> {
+    let size = carried.content.len() as u64;
+    if size != header.size()? {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            SizeMismatch {
+                expected: header.size()?,
+                actual: size,
+            },
+        ));
+    }
+    let head = header_blocks(header, path)?;
+    let out = tar.get_mut();
+    out.write_all(&head)?;
+    out.hash_only(&carried.content);
+    let members = out.get_mut().members().ok_or_else(lost)?;
+    members.carry(&carried.stream, carried.crc32, size)?;
+    let padding = (512 - size % 512) % 512;
+    out.write_all(&[0u8; 512][..padding as usize])
+}
+
+/// The header blocks [`tar::Builder::append_data`] writes for `path` (a GNU long-name
+/// entry first when the path needs one), without content.
+fn header_blocks(header: &mut Header, path: &str) -> io::Result<Vec<u8>> {
+    let mut blocks = tar::Builder::new(Vec::new());
+    blocks.append_data(header, path, io::empty())?;
+    let written = blocks.get_ref().len();
+    // into_inner ends the archive (two zero blocks): cut them off.
+    let mut bytes = blocks.into_inner()?;
+    bytes.truncate(written);
+    Ok(bytes)
 }
 
 /// Turns the [`ExactReader`] error back into a typed one.
@@ -578,7 +745,7 @@ mod tests {
     }
 
     fn entries(gz: &[u8]) -> Vec<(String, u32, u64, u64)> {
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+        let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(gz));
         let mut out = Vec::new();
         for entry in archive.entries().unwrap() {
             let entry = entry.unwrap();
@@ -639,7 +806,7 @@ mod tests {
         if let Ok(dump) = std::env::var("STRATA_DUMP_LAYER") {
             std::fs::write(dump, &out).unwrap();
         }
-        assert_eq!(LAYER_FORMAT_VERSION, 2);
+        assert_eq!(LAYER_FORMAT_VERSION, 3);
         assert_eq!(
             desc.diff_id.to_string(),
             "sha256:7f186decabd3e6d7eb9903bd1ca9908906f37419656f5bc104ef6f3c451d28f2"

@@ -150,7 +150,7 @@ mod tests {
         let name = PackageName::new("Foo_Bar").unwrap();
         assert_eq!(s.headers(&name), "opt/venv/include/site/python3.11/foo-bar");
         assert_eq!(s.interpreter(), "/opt/venv/bin/python");
-        assert!(s.id().contains("venv=/opt/venv;python=3.11;layer-format=2"));
+        assert!(s.id().contains("venv=/opt/venv;python=3.11;layer-format=3"));
         let zstd = s.clone().with_compression(LayerCompression::Zstd);
         assert_ne!(
             s.id(),

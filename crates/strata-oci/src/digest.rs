@@ -129,6 +129,17 @@ impl<W: Write> HashingWriter<W> {
         self.count
     }
 
+    /// Counts and hashes `bytes` as written, for bytes the caller sends to the inner writer
+    /// in another form (a layer's entry carried still compressed).
+    pub fn hash_only(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.count += bytes.len() as u64;
+    }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
     /// The digest and size of everything written, and the inner writer.
     pub fn finish(self) -> (Digest, u64, W) {
         (Digest::from_hasher(self.hasher), self.count, self.inner)

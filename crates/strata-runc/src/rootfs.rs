@@ -262,7 +262,7 @@ fn extract_verified(
     };
     {
         let tar: Box<dyn Read + '_> = match compression {
-            LayerCompression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut reader)),
+            LayerCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut reader)),
             LayerCompression::Zstd => Box::new(
                 zstd::stream::read::Decoder::with_buffer(io::BufReader::new(&mut reader))
                     .map_err(bad)?,

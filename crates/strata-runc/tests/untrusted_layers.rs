@@ -83,7 +83,7 @@ fn image_with_layer(env: &Env, gz: &[u8], user: Option<&str>) -> (Digest, Digest
     let store = env.store();
     let layer = store.put_bytes(gz).unwrap();
     let mut tar_bytes = Vec::new();
-    std::io::copy(&mut flate2::read::GzDecoder::new(gz), &mut tar_bytes).unwrap();
+    std::io::copy(&mut flate2::read::MultiGzDecoder::new(gz), &mut tar_bytes).unwrap();
     let diff_id = Digest::of(&tar_bytes);
     let mut manifest: serde_json::Value =
         serde_json::from_slice(&store.read_blob(&env.image).unwrap()).unwrap();
