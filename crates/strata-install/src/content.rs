@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::inflate::{inflate_entry, Inflated};
+use crate::inflate::{inflate_entry, stream_bound, Inflated};
 use crate::layer::{ContentSource, Deflated};
 use crate::plan::Planned;
 use crate::record::{b64, HashAlgorithm, Hasher};
@@ -357,6 +357,16 @@ impl<R: Read> Read for RawReader<R> {
                 ),
             ));
         }
+        // Short of its declared size at the end: corrupt, as when it is inflated whole.
+        if n == 0 && !buf.is_empty() && self.count < self.declared {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "holds {} bytes, its zip header declares {}",
+                    self.count, self.declared
+                ),
+            ));
+        }
         Ok(n)
     }
 }
@@ -399,14 +409,17 @@ impl ContentSource for WheelSource<'_> {
         if p.rewrite.is_some() || p.symlink {
             return Ok(None);
         }
-        let size = self
+        // Decided on the zip's headers before anything is read, as the kept path decides.
+        let file = self
             .archive
             .by_index_raw(p.index)
-            .map_err(io::Error::other)?
-            .size();
-        if !carries(size) {
+            .map_err(io::Error::other)?;
+        let whole = file.compression() == zip::CompressionMethod::Deflated
+            && file.compressed_size() <= stream_bound(file.size());
+        if !whole || !carries(file.size()) {
             return Ok(None);
         }
+        drop(file);
         let Some(Inflated {
             content,
             crc32,
