@@ -284,13 +284,20 @@ pub(crate) fn classify_transport(
 }
 
 impl RegistryError {
-    /// What the user can do about it: log in, or check the address.
+    /// What the user can do about it: log in, check the name, or check the address.
     pub fn hint(&self) -> &'static str {
+        let not_found = ["MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"]
+            .iter()
+            .any(|code| self.has_code(code));
         match self {
             RegistryError::Auth(_)
             | RegistryError::RequiresCredentials { .. }
             | RegistryError::CredentialsRefused(_) => {
                 "log in with `skopeo login HOST` or `docker login HOST`: strata reads the auth files they write"
+            }
+            // The registry answered: its address is right, the name is not there.
+            _ if not_found || self.status() == Some(404) => {
+                "the registry has no such repository, tag or digest: check the name (`skopeo list-tags docker://REGISTRY/REPO` lists the tags)"
             }
             _ => "check the registry address and that it is running; plain HTTP needs a loopback host or --insecure",
         }

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::Registry;
 use crate::error::RegistryError;
+use crate::push::manifest_retry_delay;
 use crate::reference::{ManifestRef, RegistryRepo, Tag};
 use strata_oci::{BlobDescriptor, Digest, LayerDescriptor, MEDIA_TYPE_MANIFEST};
 
@@ -211,8 +212,8 @@ impl Registry {
         paths: Option<&[u8]>,
     ) -> Result<(), RegistryError> {
         let config = paths.unwrap_or(EMPTY_CONFIG);
-        if paths.is_some() && !self.blob_exists(repo, &Digest::of(config)).await? {
-            self.push_blob_bytes(repo, config).await?;
+        if paths.is_some() {
+            self.ensure_blob(repo, config).await?;
         }
         let json = serde_json::to_string(entry).map_err(|e| {
             self.protocol_error("writing a layer index entry", format!("serialising: {e}"))
@@ -221,19 +222,40 @@ impl Registry {
             self.protocol_error("writing a layer index entry", format!("serialising: {e}"))
         })?;
         let reference = ManifestRef::Tag(layer_entry_tag(&entry.key));
-        self.push_manifest(repo, &reference, &bytes, MEDIA_TYPE_MANIFEST)
-            .await?;
+        // Pushes of other images into `repo` rewrite the links of the blobs they share with
+        // this entry (the config); the registry may call one unknown for an instant.
+        let mut attempt = 1;
+        loop {
+            let err = match self
+                .push_manifest(repo, &reference, &bytes, MEDIA_TYPE_MANIFEST)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            let Some(delay) = manifest_retry_delay(&err, attempt) else {
+                return Err(err);
+            };
+            tracing::debug!(%repo, %reference, attempt, error = %err, ?delay,
+                "layer index entry refused for a blob unknown to the registry; retrying");
+            tokio::time::sleep(delay).await;
+            self.ensure_blob(repo, config).await?;
+            attempt += 1;
+        }
+    }
+
+    /// Uploads `bytes` unless `repo` has them.
+    async fn ensure_blob(&self, repo: &RegistryRepo, bytes: &[u8]) -> Result<(), RegistryError> {
+        if !self.blob_exists(repo, &Digest::of(bytes)).await? {
+            self.push_blob_bytes(repo, bytes).await?;
+        }
         Ok(())
     }
 
     /// Uploads the config blob every entry shares, unless `repo` has it: once before a batch
     /// of [`Registry::write_layer_entry`].
     pub async fn prepare_layer_entries(&self, repo: &RegistryRepo) -> Result<(), RegistryError> {
-        let config = Digest::of(EMPTY_CONFIG);
-        if !self.blob_exists(repo, &config).await? {
-            self.push_blob_bytes(repo, EMPTY_CONFIG).await?;
-        }
-        Ok(())
+        self.ensure_blob(repo, EMPTY_CONFIG).await
     }
 }
 

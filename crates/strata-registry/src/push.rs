@@ -53,6 +53,14 @@ const MANIFEST_ATTEMPTS: u32 = 4;
 /// Wait before the second offer of a manifest; doubled for each further one.
 const MANIFEST_RETRY_DELAY: Duration = Duration::from_millis(50);
 
+/// How long to wait before offering a manifest again after `err` on try `attempt` (from 1),
+/// or `None` when `err` is final: only a blob the registry calls unknown (see
+/// [`push_manifest_confirmed`]) is worth another try, a bounded number of times.
+pub(crate) fn manifest_retry_delay(err: &RegistryError, attempt: u32) -> Option<Duration> {
+    let retried = err.has_code("MANIFEST_BLOB_UNKNOWN") && attempt < MANIFEST_ATTEMPTS;
+    retried.then(|| MANIFEST_RETRY_DELAY * 2u32.pow(attempt - 1))
+}
+
 /// What a push did. `bytes_uploaded` counts the bytes of the blobs this push landed, not the
 /// manifest.
 /// `blobs_present` counts blobs found in place, among them any whose upload the registry
@@ -124,10 +132,11 @@ async fn push_manifest_confirmed(
             .await;
         let err = match pushed {
             Ok(_) => return Ok(()),
-            Err(e) if e.has_code("MANIFEST_BLOB_UNKNOWN") && attempt < MANIFEST_ATTEMPTS => e,
-            Err(e) => return Err(e),
+            Err(e) => e,
         };
-        let delay = MANIFEST_RETRY_DELAY * 2u32.pow(attempt - 1);
+        let Some(delay) = manifest_retry_delay(&err, attempt) else {
+            return Err(err);
+        };
         tracing::warn!(registry = %registry.host(), %repo, %reference, attempt, error = %err, ?delay,
             "manifest refused for a blob unknown to the registry; checking the blobs and retrying");
         tokio::time::sleep(delay).await;

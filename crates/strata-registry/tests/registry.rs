@@ -15,11 +15,11 @@ use std::time::Duration;
 use answer_proxy::{error_body, Answer, AnswerProxy, Refusal};
 use image_support::{store_blob, store_config};
 use serde_json::json;
-use strata_oci::{BlobDescriptor, Digest};
+use strata_oci::{BlobDescriptor, Digest, LayerDescriptor};
 use strata_oci::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
 use strata_registry::{
-    push_image, ImageUpload, ManifestRef, PushOptions, PushReport, Registry, RegistryError,
-    RegistryRepo, RetryPolicy, Scheme, Tag,
+    push_image, ImageUpload, LayerEntry, LayerEntryKey, ManifestRef, PushOptions, PushReport,
+    Registry, RegistryError, RegistryRepo, RetryPolicy, Scheme, Tag,
 };
 use test_registry::{FaultProxy, TestRegistry};
 
@@ -915,4 +915,111 @@ async fn a_manifest_refused_for_an_unknown_blob_is_retried_a_bounded_number_of_t
         "{text}"
     );
     assert!(text.contains(&layer), "{text}");
+}
+
+#[tokio::test]
+async fn a_layer_index_entry_refused_for_an_unknown_blob_is_written_on_a_later_try() {
+    let reg = TestRegistry::start();
+    let pushed = push_one_file(&reg, "indexed.txt", b"an indexed layer\n", Some("v1")).await;
+    let layer = &pushed.image.layers[0].0;
+    let entry = LayerEntry {
+        key: LayerEntryKey {
+            source: Digest::of(b"a wheel"),
+            scheme: "venv=/opt/venv;python=3.11".into(),
+            format: 3,
+        },
+        layer: LayerDescriptor {
+            digest: layer.digest.clone(),
+            diff_id: Digest::of(b"its tar"),
+            size: layer.size,
+            media_type: layer.media_type.clone(),
+        },
+    };
+    let paths = b"opt/venv/indexed.txt\n";
+
+    // Refused once, as docker-registry does while another push into the repository rewrites
+    // the link of a blob the entry names (its config).
+    let unknown_blob = Answer::Refuse(bad_request(
+        "MANIFEST_BLOB_UNKNOWN",
+        "blob unknown to registry",
+        &Digest::of(paths).to_string(),
+    ));
+    let refusals_left = AtomicUsize::new(1);
+    let once = proxy_answering(
+        &reg.addr(),
+        move |request| {
+            is_manifest_put(request)
+                && refusals_left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+        },
+        unknown_blob.clone(),
+    );
+    let (registry, r) = env_client(&once.addr());
+    registry.prepare_layer_entries(&r).await.unwrap();
+    registry
+        .write_layer_entry(&r, &entry, Some(paths))
+        .await
+        .unwrap();
+    assert_eq!(once.refused(), 1);
+    let found = registry
+        .read_layer_entry(&r, &entry.key)
+        .await
+        .unwrap()
+        .expect("the entry was written");
+    assert_eq!(found.layer, entry.layer);
+    assert_eq!(found.paths.map(|p| p.digest), Some(Digest::of(paths)));
+
+    // Refused every time: a few tries, then the registry's answer stands.
+    let other = LayerEntry {
+        key: LayerEntryKey {
+            source: Digest::of(b"another wheel"),
+            ..entry.key.clone()
+        },
+        ..entry.clone()
+    };
+    let always = proxy_answering(&reg.addr(), is_manifest_put, unknown_blob);
+    let (registry, r) = env_client(&always.addr());
+    let err = registry
+        .write_layer_entry(&r, &other, None)
+        .await
+        .unwrap_err();
+    assert!(err.has_code("MANIFEST_BLOB_UNKNOWN"), "{err:?}");
+    assert_eq!(always.refused(), 4, "tries of the entry");
+    assert_eq!(
+        registry.read_layer_entry(&r, &other.key).await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_missing_tag_or_repository_is_hinted_as_a_name_not_an_address() {
+    let reg = TestRegistry::start();
+    let pushed = push_one_file(&reg, "here.txt", b"here\n", Some("v1")).await;
+    let missing_tag = pushed
+        .registry
+        .pull_manifest(&pushed.r, &ManifestRef::Tag(tag("absent")))
+        .await
+        .unwrap_err();
+    let missing_repo = pushed
+        .registry
+        .pull_manifest(&repo(&reg.addr(), "nowhere"), &ManifestRef::Tag(tag("v1")))
+        .await
+        .unwrap_err();
+    for err in [&missing_tag, &missing_repo] {
+        assert_eq!(err.status(), Some(404), "{err:?}");
+        assert!(
+            err.hint().contains("no such repository, tag or digest"),
+            "{err:?}"
+        );
+    }
+    // Nothing listens on port 1: there the address is what to check.
+    let down = client("127.0.0.1:1")
+        .pull_manifest(&repo("127.0.0.1:1", "env"), &ManifestRef::Tag(tag("v1")))
+        .await
+        .unwrap_err();
+    assert!(
+        down.hint().contains("check the registry address"),
+        "{down:?}"
+    );
 }
