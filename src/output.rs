@@ -222,7 +222,12 @@ pub fn print_build(
     for repair in home.repairs() {
         eprintln!("warning: {repair}");
     }
-    for warning in &built.warnings {
+    let warnings: Vec<&String> = built
+        .warnings
+        .iter()
+        .chain(pushed.iter().flat_map(|p| &p.warnings))
+        .collect();
+    for warning in &warnings {
         eprintln!("warning: {warning}");
     }
     // A registry's answer is in the store only when pulled.
@@ -250,7 +255,7 @@ pub fn print_build(
             "explain": explanation,
             "repairs": home.repairs(),
             "registry": built.registry,
-            "warnings": built.warnings,
+            "warnings": warnings,
         });
         println!("{value}");
         return;

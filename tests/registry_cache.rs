@@ -12,7 +12,7 @@ mod registry;
 use std::fs;
 use std::path::Path;
 
-use answer_proxy::AnswerProxy;
+use answer_proxy::{error_body, Answer, AnswerProxy, Refusal};
 use common::*;
 use registry::TestRegistry;
 use serde_json::Value;
@@ -354,6 +354,17 @@ fn concurrent_pushes_of_two_environments_leave_a_sound_layer_index() {
     });
     assert_eq!(built_a["cache"], "miss");
     assert_eq!(built_b["cache"], "miss");
+    // Each push wrote an entry for every package layer of its image: none was lost to the
+    // other push rewriting a shared blob's link meanwhile (docker-registry then calls the
+    // blob unknown for an instant).
+    for built in [&built_a, &built_b] {
+        assert_eq!(built["warnings"], serde_json::json!([]), "{built}");
+        assert_eq!(
+            built["pushed"]["layer_entries"],
+            package_layers(built).len(),
+            "{built}"
+        );
+    }
 
     // Every entry is well formed and names a layer one of the images has, with the same
     // descriptor; one entry per distinct wheel (5 shared + nsa + datapkg).
@@ -394,6 +405,40 @@ fn concurrent_pushes_of_two_environments_leave_a_sound_layer_index() {
         "{mixed}"
     );
     assert_eq!(mixed["pushed"]["blobs_uploaded"], 2, "env layer and config");
+}
+
+#[test]
+fn a_layer_index_the_registry_refuses_is_a_warning_and_the_image_is_pushed() {
+    let reg = TestRegistry::start();
+    let proxy = AnswerProxy::start(&reg.addr(), |request| {
+        let entry = request.target.contains("/manifests/strata-layer-");
+        if request.method == "PUT" && entry {
+            return Answer::Refuse(Refusal {
+                status: 403,
+                body: error_body("DENIED", "requested access to the resource is denied", ""),
+            });
+        }
+        Answer::Forward
+    });
+    let target = format!("{}/team/env", proxy.addr());
+    let a = World::new();
+    let out = a.build(&requirements("shared-a.txt"), &["--push", &target]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let built: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(built["pushed"]["layer_entries"], 0, "{built}");
+    let warnings = built["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{built}");
+    let warning = warnings[0].as_str().unwrap();
+    assert!(warning.contains("layer index entries"), "{warning}");
+    assert!(warning.contains("DENIED"), "{warning}");
+    assert!(err.contains(&format!("warning: {warning}")), "{err}");
+    assert!(proxy.refused() > 0);
+    // The image itself landed: an empty store gets it from the registry.
+    let b = a.with_home("b");
+    let hit = b.build_ok(&requirements("shared-a.txt"), &["--cache-from", &target]);
+    assert_eq!(hit["cache"], "registry-hit");
+    assert_eq!(hit["digest"], built["digest"]);
 }
 
 #[test]

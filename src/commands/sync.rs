@@ -63,6 +63,9 @@ pub fn run_push(args: PushArgs) -> Result<(), Failure> {
         .push(&home, &digest, &tag, &progress)
         .map_err(Failure::build)?;
     progress.finish();
+    for warning in &pushed.warnings {
+        eprintln!("warning: {warning}");
+    }
     output::print_json_or(&pushed, args.json, || {
         format!(
             "{}\n  {} bytes uploaded",

@@ -35,6 +35,8 @@ pub struct Pushed {
     pub blobs_mounted: usize,
     /// Layer index entries written (one per package layer whose key this store knows).
     pub layer_entries: usize,
+    /// What went wrong without failing the push (layer index entries not written).
+    pub warnings: Vec<String>,
 }
 
 /// What a pull did.
@@ -109,6 +111,7 @@ impl PushTarget {
                 blobs_present: 0,
                 blobs_mounted: 0,
                 layer_entries: 0,
+                warnings: Vec::new(),
             }),
             _ => self.push(home, &built.digest, &built.tag, progress),
         }
@@ -144,6 +147,7 @@ impl PushTarget {
             blobs_present: 0,
             blobs_mounted: 0,
             layer_entries: 0,
+            warnings: Vec::new(),
         };
         let by_tag = ManifestRef::Tag(tag.clone());
         let present = rt.block_on(self.registry.manifest_exists(&self.repo, &by_tag))?;
@@ -192,14 +196,15 @@ impl PushTarget {
             ))?;
         }
         // The layer index: later builds of other environments, on any machine pushing here,
-        // take these layers instead of building them. A failure costs only that reuse.
+        // take these layers instead of building them. A failure costs only that reuse, and is
+        // reported (`--json` too), so that a CI job can tell.
         match rt.block_on(publish_entries(home, &self.registry, &self.repo, &manifest)) {
             Ok(written) => pushed.layer_entries = written,
-            Err(e) => tracing::warn!(
-                "the layer index entries of {} were not written to {target}: {}",
-                digest,
+            Err(e) => pushed.warnings.push(format!(
+                "the layer index entries of {digest} were not written to {target} (builds \
+                 elsewhere will build these layers again): {}",
                 strata_errors::chain(&e)
-            ),
+            )),
         }
         progress.uploaded(report.bytes_uploaded);
         home.index
