@@ -94,12 +94,20 @@ impl Failure {
 
     /// A verify that ran and found differences (printed before).
     pub fn not_verified(verification: &Verification) -> Failure {
-        let failed = verification.failed_layers().count();
-        let message = format!(
-            "{} does not verify: {failed} of {} layers differ or are damaged",
-            verification.reference,
-            verification.layers.len(),
-        );
+        let total = verification.layers.len();
+        let reference = &verification.reference;
+        // Nothing rebuilt, nothing compared: only the damaged layers are known to be wrong.
+        let message = match verification.not_rebuilt {
+            Some(_) => format!(
+                "{reference} does not verify: {} of {total} layers are damaged, the env layer \
+                 among them, so nothing was rebuilt to compare the others",
+                verification.damaged_layers().count(),
+            ),
+            None => format!(
+                "{reference} does not verify: {} of {total} layers differ or are damaged",
+                verification.failed_layers().count(),
+            ),
+        };
         Failure {
             error: message.into(),
             hint: Some("a layer that differs is not what the image's lock builds on this machine; bytes that do not hash to their digest were changed where the registry keeps them"),

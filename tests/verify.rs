@@ -378,6 +378,20 @@ fn a_blob_changed_in_the_registry_storage_fails_naming_the_layer() {
     assert_eq!(damaged[0]["index"], i);
     assert_eq!(damaged[1]["index"], env);
     assert_eq!(damaged[1]["kind"], "env");
+    // The summary counts what is known: the damaged layers, not every layer never compared.
+    let out = verify(
+        &b,
+        &reference,
+        &sources(&b).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "does not verify: 2 of {} layers are damaged, the env layer among them",
+            layers.len()
+        )),
+        "{err}"
+    );
 }
 
 #[test]

@@ -221,6 +221,13 @@ impl Verification {
     pub fn failed_layers(&self) -> impl Iterator<Item = &LayerCheck> {
         self.layers.iter().filter(|l| !l.matches)
     }
+
+    /// The layers whose registry bytes do not hash to their digest or have another length.
+    pub fn damaged_layers(&self) -> impl Iterator<Item = &LayerCheck> {
+        self.layers
+            .iter()
+            .filter(|l| l.bytes.as_ref().is_some_and(|b| !b.is_ok()))
+    }
 }
 
 /// Rebuilds the image `options.reference` names from its lock and compares.
