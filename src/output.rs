@@ -281,7 +281,7 @@ pub fn print_build(
     println!("  digest   {}", built.digest);
     println!("  tag      {}", built.tag);
     println!(
-        "  cache    {:?}, {reused}/{} layers reused{from_registry}",
+        "  cache    {}, {reused}/{} layers reused{from_registry}",
         built.cache,
         built.layers.len()
     );

@@ -109,6 +109,25 @@ pub enum CacheOutcome {
     Miss,
 }
 
+impl CacheOutcome {
+    /// The name `--json` and the documentation use (`registry-hit`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::LockHit => "lock-hit",
+            CacheOutcome::RegistryHit => "registry-hit",
+            CacheOutcome::RegistryLockHit => "registry-lock-hit",
+            CacheOutcome::Miss => "miss",
+        }
+    }
+}
+
+impl std::fmt::Display for CacheOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One layer of the result, base layers included.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LayerReport {
@@ -1013,6 +1032,15 @@ fn report_layers(manifest: &Manifest, reused: &[bool]) -> Vec<LayerReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cache_outcome_is_shown_as_json_names_it() {
+        use CacheOutcome::*;
+        for outcome in [Hit, LockHit, RegistryHit, RegistryLockHit, Miss] {
+            let json = serde_json::to_value(outcome).unwrap();
+            assert_eq!(json.as_str(), Some(outcome.to_string().as_str()));
+        }
+    }
 
     #[test]
     fn an_environment_is_named_for_its_file_or_project() {
