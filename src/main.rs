@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    end_quietly_on_a_closed_pipe();
     let args = cli::Cli::parse();
     init_logging(args.verbose);
     match cli::run(args) {
@@ -20,6 +21,31 @@ fn main() -> ExitCode {
             ExitCode::from(failure.exit_code)
         }
     }
+}
+
+/// Status of a process a closed pipe's SIGPIPE ended: 128 + 13, what a shell reports for
+/// `yes | head -1` under `pipefail`.
+const EXIT_CLOSED_PIPE: i32 = 141;
+
+/// `strata verify ... | head -4`: the reader is gone, and Rust (which ignores SIGPIPE, for the
+/// servers and child pipes of this process) panics in the next `println!`. End as a Unix tool
+/// killed by SIGPIPE does instead: no message, status 141, never a success that did not happen.
+fn end_quietly_on_a_closed_pipe() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        // std's words for a failed print (library/std/src/io/stdio.rs).
+        let printing = message.starts_with("failed printing to std");
+        if printing && message.contains("Broken pipe") {
+            std::process::exit(EXIT_CLOSED_PIPE);
+        }
+        report(info);
+    }));
 }
 
 fn init_logging(verbose: u8) {

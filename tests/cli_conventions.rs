@@ -258,3 +258,29 @@ fn printing_into_a_closed_pipe_is_not_an_error() {
         assert_eq!(stderr(&out), "", "strata {args:?}");
     }
 }
+
+/// `strata images | head -1` and the like, for every command that prints: a closed pipe ends
+/// strata quietly with the status SIGPIPE gives (141), never a panic (101) and never a success
+/// it did not have (`verify` cut short must not read as passed).
+#[test]
+fn a_result_printed_into_a_closed_pipe_ends_quietly_with_sigpipes_status() {
+    let home = tempfile::tempdir().unwrap();
+    for args in [&["images"][..], &["images", "--json"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(args)
+            .env("STRATA_HOME", home.path())
+            .env("NO_COLOR", "1")
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(141),
+            "strata {args:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(stderr(&out), "", "strata {args:?}");
+    }
+}
