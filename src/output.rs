@@ -47,7 +47,7 @@ impl Failure {
             | BuildError::Overlap { .. }
             | BuildError::Config(_)
             | BuildError::NotAnImage { .. } => EXIT_BAD_INPUT,
-            BuildError::Registry(_) => EXIT_REGISTRY,
+            BuildError::Registry(_) | BuildError::DamagedRegistryBlob { .. } => EXIT_REGISTRY,
             BuildError::Store(_)
             | BuildError::Index(_)
             | BuildError::Home(_)
@@ -220,6 +220,13 @@ pub fn print_error(failure: &Failure) {
     }
 }
 
+/// `warning: ...` on stderr, one per line.
+pub fn print_warnings<'a>(warnings: impl IntoIterator<Item = &'a String>) {
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+}
+
 pub fn print_build(
     home: &Home,
     built: &Built,
@@ -235,9 +242,7 @@ pub fn print_build(
         .iter()
         .chain(pushed.iter().flat_map(|p| &p.warnings))
         .collect();
-    for warning in &warnings {
-        eprintln!("warning: {warning}");
-    }
+    print_warnings(warnings.iter().copied());
     // A registry's answer is in the store only when pulled.
     let in_store = built.registry.as_ref().is_none_or(|r| r.pulled);
     let local = format!("oci:{}:{}", home.store.root().display(), built.tag);

@@ -503,6 +503,76 @@ fn an_entry_that_names_another_key_or_a_missing_blob_is_a_miss() {
     );
 }
 
+/// A layer blob damaged in the registry's storage: a build that finds it through the layer
+/// index builds the layer itself (a warning names it), and refuses to push an image naming
+/// that digest to the registry, whose storage would keep the damaged bytes; the image is in
+/// the local store.
+#[test]
+fn a_blob_damaged_in_the_registry_is_rebuilt_and_no_image_naming_it_is_pushed_there() {
+    let reg = TestRegistry::start();
+    let repository = format!("{}/team/env", reg.addr());
+    let a = World::new();
+    let built = a.build_ok(&requirements("shared-a.txt"), &["--push", &repository]);
+    let beta = package_layers(&built)
+        .into_iter()
+        .find(|l| l["packages"][0].as_str().unwrap().starts_with("beta=="))
+        .unwrap();
+    let digest = beta["digest"].as_str().unwrap().to_string();
+    let hex = digest.trim_start_matches("sha256:");
+    let data = reg
+        .storage_root()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let mut bytes = fs::read(&data).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&data, &bytes).unwrap();
+
+    // shared-b shares beta: its layer comes from the index, damaged.
+    let b = a.with_home("b");
+    let out = b.build(&requirements("shared-b.txt"), &["--push", &repository]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "a registry error: {err}");
+    assert!(
+        err.contains("beta-2.0.0") && err.contains("was not reused") && err.contains(&digest),
+        "the warning names the layer: {err}"
+    );
+    assert!(
+        err.contains(&format!("not pushed to {repository}"))
+            && err.contains(&format!("damaged bytes for blob {digest}")),
+        "{err}"
+    );
+    assert!(err.contains("garbage collection"), "the hint: {err}");
+    // Nothing was pushed: no tag of shared-b's image.
+    let tags = skopeo(&[
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{repository}"),
+    ]);
+    let tags: Value = serde_json::from_str(&tags).unwrap();
+    let envs: Vec<&Value> = tags["Tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t.as_str().unwrap().starts_with("env-"))
+        .collect();
+    assert_eq!(envs, vec![&built["tag"]], "only shared-a's image is tagged");
+    // The image is whole in the local store, beta's layer built here.
+    let local = b.build_ok(&requirements("shared-b.txt"), &[]);
+    assert_eq!(local["cache"], "hit");
+    let c = a.with_home("c");
+    let fresh = c.build_ok(&requirements("shared-b.txt"), &[]);
+    assert_eq!(fresh["digest"], local["digest"]);
+
+    // Another registry is not refused: the damage is in the first one's storage.
+    let other = TestRegistry::start();
+    let elsewhere = format!("{}/team/env", other.addr());
+    let pushed = b.build_ok(&requirements("shared-b.txt"), &["--push", &elsewhere]);
+    assert_eq!(pushed["digest"], local["digest"]);
+}
+
 /// The temporary files left in `world`'s work directory (locks left out): a build that
 /// ends, whatever happened, leaves none.
 fn temporary_files(world: &World) -> Vec<String> {

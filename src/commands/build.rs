@@ -182,11 +182,15 @@ pub fn run(args: BuildArgs) -> Result<(), Failure> {
     let check = || target.as_ref().map_or(Ok(()), PushTarget::check);
     let built = build_checked(&home, &options, &progress, check).map_err(Failure::build)?;
     let pushed = match &target {
-        Some(target) => Some(
-            target
-                .push_built(&home, &built, &progress)
-                .map_err(Failure::build)?,
-        ),
+        Some(target) => match target.push_built(&home, &built, &progress) {
+            Ok(pushed) => Some(pushed),
+            Err(e) => {
+                progress.finish();
+                // The build's warnings may say why (a layer the registry served damaged).
+                output::print_warnings(&built.warnings);
+                return Err(Failure::build(e));
+            }
+        },
         None => None,
     };
     progress.finish();

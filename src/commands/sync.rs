@@ -63,9 +63,7 @@ pub fn run_push(args: PushArgs) -> Result<(), Failure> {
         .push(&home, &digest, &tag, &progress)
         .map_err(Failure::build)?;
     progress.finish();
-    for warning in &pushed.warnings {
-        eprintln!("warning: {warning}");
-    }
+    output::print_warnings(&pushed.warnings);
     output::print_json_or(&pushed, args.json, || {
         format!(
             "{}\n  {} bytes uploaded",

@@ -22,7 +22,9 @@ use crate::layers::hold;
 use crate::layers::RemoteLayers;
 use crate::lock_image::{image_from_lock, LockImage, LockInputs};
 use crate::progress::Progress;
-use crate::remote_cache::{self, LocalRecord, Lookups, RegistryCache, RegistryImage, Wanted};
+use crate::remote_cache::{
+    self, DamagedBlob, LocalRecord, Lookups, RegistryCache, RegistryImage, Wanted,
+};
 use strata_install::LayerCompression;
 use strata_python::IndexCredentials;
 use strata_python::Lock;
@@ -156,6 +158,9 @@ pub struct Built {
     pub registry: Option<RegistryImage>,
     /// What went wrong without failing the build (a cache registry that did not answer).
     pub warnings: Vec<String>,
+    /// Blobs a registry of the cache served damaged (the build made those layers itself):
+    /// a push to that registry is refused.
+    pub damaged_blobs: Vec<DamagedBlob>,
 }
 
 /// The identity of what is built from `env`: the spec's digest for gzip layers (the images
@@ -202,6 +207,7 @@ pub fn build_checked(
     let mut lookups = Lookups::default();
     let mut built = build_with(home, options, progress, before_work, &mut lookups)?;
     built.warnings = lookups.warnings;
+    built.damaged_blobs = lookups.damaged;
     Ok(built)
 }
 
@@ -388,6 +394,7 @@ fn build_with(
         size,
         registry: None,
         warnings: Vec::new(),
+        damaged_blobs: Vec::new(),
     })
 }
 
@@ -703,6 +710,7 @@ fn cache_hit(
         size: record.size,
         registry: None,
         warnings: Vec::new(),
+        damaged_blobs: Vec::new(),
     }))
 }
 
@@ -774,6 +782,7 @@ fn lock_hit(
         size,
         registry: None,
         warnings: Vec::new(),
+        damaged_blobs: Vec::new(),
     }))
 }
 
@@ -911,6 +920,7 @@ fn registry_answer(
         size: manifest.blob_bytes(),
         registry: Some(registry),
         warnings: Vec::new(),
+        damaged_blobs: Vec::new(),
     })
 }
 

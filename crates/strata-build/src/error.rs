@@ -99,6 +99,11 @@ pub enum BuildError {
     },
     #[error("{digest} in the local store is an image index or another document, not an image manifest: push or run one of its images")]
     NotAnImage { digest: strata_oci::Digest },
+    #[error("not pushed to {target}: registry {} serves damaged bytes for blob {} ({}, read from {}), and an image naming it would not pull", .blob.registry, .blob.digest, .blob.what, .blob.repository)]
+    DamagedRegistryBlob {
+        target: String,
+        blob: Box<crate::remote_cache::DamagedBlob>,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -159,6 +164,9 @@ impl BuildError {
             BuildError::DamagedImage { .. } => {
                 Some("run the same `strata build` (or `strata pull`) again to repair it")
             }
+            BuildError::DamagedRegistryBlob { .. } => Some(
+                "the registry keeps an upload of a digest it already has as it is: remove the blob's data from its storage (and run its garbage collection), then `strata push` the image, which is in the local store",
+            ),
             BuildError::Registry(e) => Some(e.hint()),
             _ => None,
         }

@@ -33,6 +33,6 @@ pub use home::{Home, HomeError};
 pub use layers::{hold, DEFAULT_LAYER_LIMIT};
 pub use progress::{Progress, Silent};
 pub use publish::{image_digests, pull, PushTarget, Pushed};
-pub use remote_cache::{CacheSource, RegistryCache, RegistryImage};
+pub use remote_cache::{CacheSource, DamagedBlob, RegistryCache, RegistryImage};
 pub use verify::{verify, VerifyError, VerifyOptions};
 pub use verify::{Compared, LayerCheck, LayerKind, ServedBytes, Verification};

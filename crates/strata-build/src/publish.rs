@@ -101,6 +101,18 @@ impl PushTarget {
         progress: &dyn Progress,
     ) -> Result<Pushed, BuildError> {
         let target = self.repo.to_string();
+        // The registry's storage of a blob is shared by all its repositories: an upload of
+        // that digest would keep the damaged bytes, and the manifest would name them.
+        let damaged = built.damaged_blobs.iter().find(|blob| {
+            blob.registry == self.repo.registry
+                && built.layers.iter().any(|l| l.digest == blob.digest)
+        });
+        if let Some(blob) = damaged {
+            return Err(BuildError::DamagedRegistryBlob {
+                target,
+                blob: Box::new(blob.clone()),
+            });
+        }
         match &built.registry {
             Some(found) if found.repository == target => Ok(Pushed {
                 image: found.image.clone(),

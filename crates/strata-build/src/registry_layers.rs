@@ -29,7 +29,7 @@ use crate::error::BuildError;
 use crate::home::Home;
 use crate::overlap;
 use crate::publish::runtime;
-use crate::remote_cache::{Lookups, RegistryCache};
+use crate::remote_cache::{DamagedBlob, Lookups, RegistryCache};
 
 /// Lookups and downloads in flight at once: enough to hide the latency of a registry on
 /// the network, few enough not to flood it.
@@ -103,6 +103,20 @@ pub(crate) fn fetch(
                     })
                 }
                 Ok(None) => {}
+                Err(Failure::Damaged { digest, error }) => {
+                    lookups.warn(format!(
+                        "{} from {} was not reused ({}); building it",
+                        wanted.names[i],
+                        source.repository(),
+                        strata_errors::chain(&error)
+                    ));
+                    lookups.damaged.push(DamagedBlob {
+                        registry: repo.registry.clone(),
+                        repository: source.repository(),
+                        digest,
+                        what: wanted.names[i].clone(),
+                    });
+                }
                 Err(Failure::Layer(e)) => lookups.warn(format!(
                     "{} from {} was not reused ({}); building it",
                     wanted.names[i],
@@ -131,8 +145,11 @@ pub(crate) fn fetch(
 
 /// Why a layer of a repository was not taken.
 enum Failure {
-    /// The layer's own (its blob is not what the entry says): the other layers are asked.
+    /// The layer's own (its blob cannot be read): the other layers are asked.
     Layer(BuildError),
+    /// The registry served the layer's blob with other bytes than its digest: as
+    /// [`Failure::Layer`], and remembered, so that no image naming it is pushed there.
+    Damaged { digest: Digest, error: BuildError },
     /// The repository's (its layer index cannot be read, or it stopped answering): it is
     /// not asked again by this build, so an outage costs one wait for retries, not one per
     /// layer.
@@ -199,6 +216,14 @@ async fn fetch_one(
         Err(e) if e.status() == Some(404) => return Ok(None),
         // Retried and still failing: the registry, not this blob.
         Err(e) if e.is_transient() => return Err(Failure::Repository(e.into())),
+        // Bytes that hash to another digest: damaged where the registry keeps them (a size
+        // alone that differs is the entry's error, not the storage's).
+        Err(e @ RegistryError::DigestMismatch { .. }) => {
+            return Err(Failure::Damaged {
+                digest: layer.digest.clone(),
+                error: e.into(),
+            })
+        }
         Err(e) => return Err(Failure::Layer(e.into())),
     }
     // pull_blob_to_file checked the bytes against the digest and size.

@@ -174,7 +174,24 @@ pub(crate) fn lock_tag_of(manifest: &Manifest) -> Option<Tag> {
 #[derive(Debug, Default)]
 pub(crate) struct Lookups {
     pub warnings: Vec<String>,
+    /// Blobs a registry served with other bytes than their digest.
+    pub damaged: Vec<DamagedBlob>,
     failed: Vec<String>,
+}
+
+/// A blob a registry of the cache served with bytes that do not hash to its digest: changed
+/// where the registry keeps it. Its storage is shared by every
+/// repository of that registry (an upload of the same digest keeps the damaged bytes), so an
+/// image naming the digest must not be pushed to any of them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DamagedBlob {
+    /// The registry's host (`127.0.0.1:5000`).
+    pub registry: String,
+    /// `REGISTRY/REPO` it was read from.
+    pub repository: String,
+    pub digest: Digest,
+    /// What the layer installs (its wheels), for messages.
+    pub what: String,
 }
 
 impl Lookups {
