@@ -295,8 +295,9 @@ impl RegistryError {
             | RegistryError::CredentialsRefused(_) => {
                 "log in with `skopeo login HOST` or `docker login HOST`: strata reads the auth files they write"
             }
-            // The registry answered: its address is right, the name is not there.
-            _ if not_found || self.status() == Some(404) => {
+            // The registry said so: its address is right, the name is not there (a bare 404
+            // may be another server, or a path prefix the registry is not under).
+            _ if not_found => {
                 "the registry has no such repository, tag or digest: check the name (`skopeo list-tags docker://REGISTRY/REPO` lists the tags)"
             }
             _ => "check the registry address and that it is running; plain HTTP needs a loopback host or --insecure",

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::Registry;
 use crate::error::RegistryError;
-use crate::push::manifest_retry_delay;
+use crate::push::offer_manifest;
 use crate::reference::{ManifestRef, RegistryRepo, Tag};
 use strata_oci::{BlobDescriptor, Digest, LayerDescriptor, MEDIA_TYPE_MANIFEST};
 
@@ -224,24 +224,12 @@ impl Registry {
         let reference = ManifestRef::Tag(layer_entry_tag(&entry.key));
         // Pushes of other images into `repo` rewrite the links of the blobs they share with
         // this entry (the config); the registry may call one unknown for an instant.
-        let mut attempt = 1;
-        loop {
-            let err = match self
-                .push_manifest(repo, &reference, &bytes, MEDIA_TYPE_MANIFEST)
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) => e,
-            };
-            let Some(delay) = manifest_retry_delay(&err, attempt) else {
-                return Err(err);
-            };
-            tracing::debug!(%repo, %reference, attempt, error = %err, ?delay,
-                "layer index entry refused for a blob unknown to the registry; retrying");
-            tokio::time::sleep(delay).await;
-            self.ensure_blob(repo, config).await?;
-            attempt += 1;
-        }
+        let manifest = (bytes.as_slice(), MEDIA_TYPE_MANIFEST);
+        offer_manifest(self, repo, &reference, manifest, || {
+            self.ensure_blob(repo, config)
+        })
+        .await?;
+        Ok(())
     }
 
     /// Uploads `bytes` unless `repo` has them.

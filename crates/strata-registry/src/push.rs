@@ -7,6 +7,7 @@
 //! that: see `landed_anyway` and `push_manifest_confirmed`.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -53,12 +54,48 @@ const MANIFEST_ATTEMPTS: u32 = 4;
 /// Wait before the second offer of a manifest; doubled for each further one.
 const MANIFEST_RETRY_DELAY: Duration = Duration::from_millis(50);
 
-/// How long to wait before offering a manifest again after `err` on try `attempt` (from 1),
-/// or `None` when `err` is final: only a blob the registry calls unknown (see
-/// [`push_manifest_confirmed`]) is worth another try, a bounded number of times.
-pub(crate) fn manifest_retry_delay(err: &RegistryError, attempt: u32) -> Option<Duration> {
-    let retried = err.has_code("MANIFEST_BLOB_UNKNOWN") && attempt < MANIFEST_ATTEMPTS;
-    retried.then(|| MANIFEST_RETRY_DELAY * 2u32.pow(attempt - 1))
+/// Puts `bytes` (of `media_type`) as the manifest `reference` in `repo`, and again, a bounded
+/// number of times with a growing wait, while the registry calls one of its blobs unknown
+/// although every blob was confirmed; `confirm` runs before each new offer, and what it
+/// returned each time is returned.
+///
+/// docker-registry 2.8 (filesystem storage) rewrites a repository's link file for a blob in
+/// place, truncating it first, each time an upload of that blob commits. A manifest PUT that
+/// reads the link in that instant finds it empty and answers 400 `MANIFEST_BLOB_UNKNOWN` (with
+/// `DIGEST_INVALID` for the unparsable link) although the blob is there. `confirm` checks the
+/// blobs again and uploads any really missing, so a blob deleted meanwhile (by GC, say) is
+/// restored rather than retried against in vain.
+pub(crate) async fn offer_manifest<T, F, Fut>(
+    registry: &Registry,
+    repo: &RegistryRepo,
+    reference: &ManifestRef,
+    (bytes, media_type): (&[u8], &str),
+    mut confirm: F,
+) -> Result<Vec<T>, RegistryError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, RegistryError>>,
+{
+    let mut confirmed = Vec::new();
+    let mut attempt = 1;
+    loop {
+        let err = match registry
+            .push_manifest(repo, reference, bytes, media_type)
+            .await
+        {
+            Ok(_) => return Ok(confirmed),
+            Err(e) => e,
+        };
+        if !err.has_code("MANIFEST_BLOB_UNKNOWN") || attempt == MANIFEST_ATTEMPTS {
+            return Err(err);
+        }
+        let delay = MANIFEST_RETRY_DELAY * 2u32.pow(attempt - 1);
+        tracing::warn!(registry = %registry.host(), %repo, %reference, attempt, error = %err, ?delay,
+            "manifest refused for a blob unknown to the registry; checking the blobs and retrying");
+        tokio::time::sleep(delay).await;
+        confirmed.push(confirm().await?);
+        attempt += 1;
+    }
 }
 
 /// What a push did. `bytes_uploaded` counts the bytes of the blobs this push landed, not the
@@ -108,15 +145,8 @@ pub async fn push_image(
     Ok(report)
 }
 
-/// Pushes the manifest under `reference`, and again, a bounded number of times, while the
-/// registry says one of its blobs is unknown although every blob was confirmed.
-///
-/// docker-registry 2.8 (filesystem storage) rewrites a repository's link file for a blob in
-/// place, truncating it first, each time an upload of that blob commits. A manifest PUT that
-/// reads the link in that instant finds it empty and answers 400 `MANIFEST_BLOB_UNKNOWN` (with
-/// `DIGEST_INVALID` for the unparsable link) although the blob is there. Before each new try
-/// the blobs are checked again, and any really missing is uploaded, so a blob deleted meanwhile
-/// (by GC, say) is restored rather than retried against in vain.
+/// Pushes the image's manifest under `reference` ([`offer_manifest`]: the blobs are pushed
+/// again between offers).
 async fn push_manifest_confirmed(
     registry: &Registry,
     repo: &RegistryRepo,
@@ -125,27 +155,17 @@ async fn push_manifest_confirmed(
     options: &PushOptions,
     report: &mut PushReport,
 ) -> Result<(), RegistryError> {
-    let mut attempt = 1;
-    loop {
-        let pushed = registry
-            .push_manifest(repo, reference, image.manifest, image.media_type)
-            .await;
-        let err = match pushed {
-            Ok(_) => return Ok(()),
-            Err(e) => e,
-        };
-        let Some(delay) = manifest_retry_delay(&err, attempt) else {
-            return Err(err);
-        };
-        tracing::warn!(registry = %registry.host(), %repo, %reference, attempt, error = %err, ?delay,
-            "manifest refused for a blob unknown to the registry; checking the blobs and retrying");
-        tokio::time::sleep(delay).await;
-        let again = push_blobs(registry, repo, image.blobs, options).await?;
-        // Only what was sent again counts: the rest was counted on the first pass.
-        report.blobs_uploaded += again.blobs_uploaded;
-        report.bytes_uploaded += again.bytes_uploaded;
-        attempt += 1;
+    let manifest = (image.manifest, image.media_type);
+    let again = offer_manifest(registry, repo, reference, manifest, || {
+        push_blobs(registry, repo, image.blobs, options)
+    })
+    .await?;
+    // Only what was sent again counts: the rest was counted on the first pass.
+    for pass in again {
+        report.blobs_uploaded += pass.blobs_uploaded;
+        report.bytes_uploaded += pass.bytes_uploaded;
     }
+    Ok(())
 }
 
 async fn push_blobs(
