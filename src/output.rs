@@ -227,6 +227,15 @@ pub fn print_warnings<'a>(warnings: impl IntoIterator<Item = &'a String>) {
     }
 }
 
+/// What the store repaired while opening, then `warnings`: on stderr, before a build's result
+/// or its push's error.
+pub fn print_build_warnings(home: &Home, warnings: &[&String]) {
+    for repair in home.repairs() {
+        eprintln!("warning: {repair}");
+    }
+    print_warnings(warnings.iter().copied());
+}
+
 pub fn print_build(
     home: &Home,
     built: &Built,
@@ -234,15 +243,12 @@ pub fn print_build(
     explanation: Option<&Explanation>,
     as_json: bool,
 ) {
-    for repair in home.repairs() {
-        eprintln!("warning: {repair}");
-    }
     let warnings: Vec<&String> = built
         .warnings
         .iter()
         .chain(pushed.iter().flat_map(|p| &p.warnings))
         .collect();
-    print_warnings(warnings.iter().copied());
+    print_build_warnings(home, &warnings);
     // A registry's answer is in the store only when pulled.
     let in_store = built.registry.as_ref().is_none_or(|r| r.pulled);
     let local = format!("oci:{}:{}", home.store.root().display(), built.tag);

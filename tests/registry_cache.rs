@@ -434,6 +434,17 @@ fn a_layer_index_the_registry_refuses_is_a_warning_and_the_image_is_pushed() {
     assert!(warning.contains("DENIED"), "{warning}");
     assert!(err.contains(&format!("warning: {warning}")), "{err}");
     assert!(proxy.refused() > 0);
+    // `strata push` says so the same way, in its JSON and on stderr.
+    let other = format!("{}/team/other", proxy.addr());
+    let tag = built["tag"].as_str().unwrap();
+    let out = a.strata(&["push", tag, &other, "--json"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let pushed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pushed["layer_entries"], 0, "{pushed}");
+    let warning = pushed["warnings"][0].as_str().unwrap();
+    assert!(warning.contains("layer index entries"), "{pushed}");
+    assert!(err.contains(&format!("warning: {warning}")), "{err}");
     // The image itself landed: an empty store gets it from the registry.
     let b = a.with_home("b");
     let hit = b.build_ok(&requirements("shared-a.txt"), &["--cache-from", &target]);
@@ -544,7 +555,7 @@ fn a_blob_damaged_in_the_registry_is_rebuilt_and_no_image_naming_it_is_pushed_th
             && err.contains(&format!("damaged bytes for blob {digest}")),
         "{err}"
     );
-    assert!(err.contains("garbage collection"), "the hint: {err}");
+    assert!(err.contains("right bytes back"), "the hint: {err}");
     // Nothing was pushed: no tag of shared-b's image.
     let tags = skopeo(&[
         "list-tags",
@@ -566,10 +577,34 @@ fn a_blob_damaged_in_the_registry_is_rebuilt_and_no_image_naming_it_is_pushed_th
     let fresh = c.build_ok(&requirements("shared-b.txt"), &[]);
     assert_eq!(fresh["digest"], local["digest"]);
 
-    // Another registry is not refused: the damage is in the first one's storage.
+    // A target whose own copy of the blob is sound is not refused: it is read again there.
+    // It holds shared-a's image (beta's blob) without beta's layer index entry, so the build
+    // still takes beta's entry from the damaged repository first.
     let other = TestRegistry::start();
     let elsewhere = format!("{}/team/env", other.addr());
-    let pushed = b.build_ok(&requirements("shared-b.txt"), &["--push", &elsewhere]);
+    a.build_ok(&requirements("shared-a.txt"), &["--push", &elsewhere]);
+    let beta_entry = layer_entries(&elsewhere)
+        .into_iter()
+        .find(|(_, m)| m["layers"][0]["digest"] == beta["digest"])
+        .map(|(tag, _)| tag)
+        .unwrap();
+    skopeo(&[
+        "delete",
+        "--tls-verify=false",
+        &format!("docker://{elsewhere}:{beta_entry}"),
+    ]);
+    let d = a.with_home("d");
+    let out = d.build(
+        &requirements("shared-b.txt"),
+        &["--push", &elsewhere, "--cache-from", &repository],
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("was not reused"),
+        "beta was read damaged: {err}"
+    );
+    let pushed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(pushed["digest"], local["digest"]);
 }
 

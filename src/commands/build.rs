@@ -187,7 +187,8 @@ pub fn run(args: BuildArgs) -> Result<(), Failure> {
             Err(e) => {
                 progress.finish();
                 // The build's warnings may say why (a layer the registry served damaged).
-                output::print_warnings(&built.warnings);
+                let warnings: Vec<&String> = built.warnings.iter().collect();
+                output::print_build_warnings(&home, &warnings);
                 return Err(Failure::build(e));
             }
         },

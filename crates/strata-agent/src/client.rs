@@ -300,6 +300,9 @@ impl Client {
         let pushed = target
             .push(&home, &image, &tag, progress)
             .map_err(push_err)?;
+        for warning in &pushed.warnings {
+            tracing::warn!("{warning}");
+        }
         lease.release().map_err(env_err)?;
         Ok(Published {
             image: pushed.image,

@@ -99,7 +99,7 @@ pub enum BuildError {
     },
     #[error("{digest} in the local store is an image index or another document, not an image manifest: push or run one of its images")]
     NotAnImage { digest: strata_oci::Digest },
-    #[error("not pushed to {target}: registry {} serves damaged bytes for blob {} ({}, read from {}), and an image naming it would not pull", .blob.registry, .blob.digest, .blob.what, .blob.repository)]
+    #[error("not pushed to {target}: it serves damaged bytes for blob {} ({}; first read from {}), and an image naming it would not pull", .blob.layer.digest, .blob.what, .blob.repository)]
     DamagedRegistryBlob {
         target: String,
         blob: Box<crate::remote_cache::DamagedBlob>,
@@ -165,7 +165,7 @@ impl BuildError {
                 Some("run the same `strata build` (or `strata pull`) again to repair it")
             }
             BuildError::DamagedRegistryBlob { .. } => Some(
-                "the registry keeps an upload of a digest it already has as it is: remove the blob's data from its storage (and run its garbage collection), then `strata push` the image, which is in the local store",
+                "a registry keeps the bytes it has for a digest on a new upload: its storage must get the blob's right bytes back (this store has them) before `strata push` can publish the image; images there naming the blob do not pull either (`strata verify` finds them)",
             ),
             BuildError::Registry(e) => Some(e.hint()),
             _ => None,

@@ -19,7 +19,7 @@ use crate::image::{ANNOTATION_LAYER_FORMAT, ANNOTATION_LOCK};
 use crate::layers::hold;
 use crate::progress::Progress;
 use crate::registry_layers::publish_entries;
-use crate::remote_cache::{lock_tag_of, CacheSource};
+use crate::remote_cache::{lock_tag_of, CacheSource, DamagedBlob};
 use strata_python::Platform;
 
 /// What a push did.
@@ -101,16 +101,10 @@ impl PushTarget {
         progress: &dyn Progress,
     ) -> Result<Pushed, BuildError> {
         let target = self.repo.to_string();
-        // The registry's storage of a blob is shared by all its repositories: an upload of
-        // that digest would keep the damaged bytes, and the manifest would name them.
-        let damaged = built.damaged_blobs.iter().find(|blob| {
-            blob.registry == self.repo.registry
-                && built.layers.iter().any(|l| l.digest == blob.digest)
-        });
-        if let Some(blob) = damaged {
+        if let Some(blob) = self.damaged_here(home, built)? {
             return Err(BuildError::DamagedRegistryBlob {
                 target,
-                blob: Box::new(blob.clone()),
+                blob: Box::new(blob),
             });
         }
         match &built.registry {
@@ -127,6 +121,37 @@ impl PushTarget {
             }),
             _ => self.push(home, &built.digest, &built.tag, progress),
         }
+    }
+
+    /// The first layer of `built` that a registry of the cache served damaged and that this
+    /// target holds damaged too. The target keeps the bytes it has on a new upload of the
+    /// digest, so the push would name them; its copy is read again, since the first read
+    /// may have come through another address, a proxy's copy or a bad transfer.
+    fn damaged_here(&self, home: &Home, built: &Built) -> Result<Option<DamagedBlob>, BuildError> {
+        let named =
+            |blob: &&DamagedBlob| built.layers.iter().any(|l| l.digest == blob.layer.digest);
+        let suspects: Vec<&DamagedBlob> = built.damaged_blobs.iter().filter(named).collect();
+        if suspects.is_empty() {
+            return Ok(None);
+        }
+        let rt = runtime()?;
+        for blob in suspects {
+            let digest = &blob.layer.digest;
+            if !rt.block_on(self.registry.blob_exists(&self.repo, digest))? {
+                continue;
+            }
+            // Dropped unused: the bytes are only read to be checked.
+            let slot = home.store.download_slot()?;
+            let read = self
+                .registry
+                .pull_blob_to_file(&self.repo, &blob.layer, slot.path());
+            match rt.block_on(read) {
+                Ok(()) => {}
+                Err(RegistryError::DigestMismatch { .. }) => return Ok(Some(blob.clone())),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
     }
 
     /// Checks that the registry answers (one blob HEAD).

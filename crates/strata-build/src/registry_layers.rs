@@ -103,26 +103,17 @@ pub(crate) fn fetch(
                     })
                 }
                 Ok(None) => {}
-                Err(Failure::Damaged { digest, error }) => {
-                    lookups.warn(format!(
-                        "{} from {} was not reused ({}); building it",
-                        wanted.names[i],
-                        source.repository(),
-                        strata_errors::chain(&error)
-                    ));
+                Err(Failure::Damaged { layer, error }) => {
+                    lookups.warn(not_reused(&wanted.names[i], &source.repository(), &error));
                     lookups.damaged.push(DamagedBlob {
-                        registry: repo.registry.clone(),
                         repository: source.repository(),
-                        digest,
+                        layer,
                         what: wanted.names[i].clone(),
                     });
                 }
-                Err(Failure::Layer(e)) => lookups.warn(format!(
-                    "{} from {} was not reused ({}); building it",
-                    wanted.names[i],
-                    source.repository(),
-                    strata_errors::chain(&e)
-                )),
+                Err(Failure::Layer(e)) => {
+                    lookups.warn(not_reused(&wanted.names[i], &source.repository(), &e))
+                }
                 Err(Failure::Repository(e)) => {
                     down.get_or_insert(e);
                 }
@@ -143,13 +134,24 @@ pub(crate) fn fetch(
     Ok(found)
 }
 
+/// The warning for a layer of `repository` that could not be taken.
+fn not_reused(name: &str, repository: &str, error: &BuildError) -> String {
+    format!(
+        "{name} from {repository} was not reused ({}); building it",
+        strata_errors::chain(error)
+    )
+}
+
 /// Why a layer of a repository was not taken.
 enum Failure {
     /// The layer's own (its blob cannot be read): the other layers are asked.
     Layer(BuildError),
     /// The registry served the layer's blob with other bytes than its digest: as
     /// [`Failure::Layer`], and remembered, so that no image naming it is pushed there.
-    Damaged { digest: Digest, error: BuildError },
+    Damaged {
+        layer: BlobDescriptor,
+        error: BuildError,
+    },
     /// The repository's (its layer index cannot be read, or it stopped answering): it is
     /// not asked again by this build, so an outage costs one wait for retries, not one per
     /// layer.
@@ -216,11 +218,12 @@ async fn fetch_one(
         Err(e) if e.status() == Some(404) => return Ok(None),
         // Retried and still failing: the registry, not this blob.
         Err(e) if e.is_transient() => return Err(Failure::Repository(e.into())),
-        // Bytes that hash to another digest: damaged where the registry keeps them (a size
-        // alone that differs is the entry's error, not the storage's).
+        // Bytes that hash to another digest: damaged where the registry keeps them, or on the
+        // way (the push reads the target's copy again). A size alone that differs is the
+        // entry's error.
         Err(e @ RegistryError::DigestMismatch { .. }) => {
             return Err(Failure::Damaged {
-                digest: layer.digest.clone(),
+                layer: layer.blob(),
                 error: e.into(),
             })
         }

@@ -179,17 +179,15 @@ pub(crate) struct Lookups {
     failed: Vec<String>,
 }
 
-/// A blob a registry of the cache served with bytes that do not hash to its digest: changed
-/// where the registry keeps it. Its storage is shared by every
-/// repository of that registry (an upload of the same digest keeps the damaged bytes), so an
-/// image naming the digest must not be pushed to any of them.
+/// A layer blob a registry of the cache served with bytes that do not hash to its digest:
+/// changed where the registry keeps it, or on the way. A registry keeps the bytes it has for
+/// a digest when the digest is uploaded again (docker-registry, for all its repositories),
+/// so a push target holding the blob is read again before an image naming it is pushed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DamagedBlob {
-    /// The registry's host (`127.0.0.1:5000`).
-    pub registry: String,
     /// `REGISTRY/REPO` it was read from.
     pub repository: String,
-    pub digest: Digest,
+    pub layer: BlobDescriptor,
     /// What the layer installs (its wheels), for messages.
     pub what: String,
 }

@@ -85,9 +85,13 @@ fn push_for_cluster(root: &Path, kube: &BlockingKube, job: &Job) -> Result<Home,
     let home = Home::open(root).map_err(|e| push_err(e.into()))?;
     let target = PushTarget::new(&registry, false).map_err(push_err)?;
     let tag = format!("job-{}", digest.short(16));
-    target
+    let pushed = target
         .push(&home, digest, &tag, &Silent)
         .map_err(push_err)?;
+    // The job runs either way; a layer index not written costs later builds only.
+    for warning in &pushed.warnings {
+        tracing::warn!("{warning}");
+    }
     target.record_use(&home, digest, &tag).map_err(push_err)?;
     Ok(home)
 }
