@@ -30,18 +30,16 @@ const EXIT_CLOSED_PIPE: i32 = 141;
 /// `strata verify ... | head -4`: the reader is gone, and Rust (which ignores SIGPIPE, for the
 /// servers and child pipes of this process) panics in the next `println!`. End as a Unix tool
 /// killed by SIGPIPE does instead: no message, status 141, never a success that did not happen.
+/// (`man` and `completions`, whose output is all they do, handle the closed pipe themselves
+/// and succeed, as filters do.)
 fn end_quietly_on_a_closed_pipe() {
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or_default();
-        // std's words for a failed print (library/std/src/io/stdio.rs).
+        let message = info.payload_as_str().unwrap_or_default();
+        // std's words for a failed print (library/std/src/io/stdio.rs), and EPIPE's number,
+        // which no locale translates.
         let printing = message.starts_with("failed printing to std");
-        if printing && message.contains("Broken pipe") {
+        if printing && message.ends_with("(os error 32)") {
             std::process::exit(EXIT_CLOSED_PIPE);
         }
         report(info);
