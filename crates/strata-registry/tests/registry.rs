@@ -747,6 +747,18 @@ fn proxy_answering(
     })
 }
 
+/// A proxy in front of `upstream` that answers `answer` to its first `count` manifest PUTs.
+fn refusing_first_manifest_puts(upstream: &str, count: usize, answer: Answer) -> AnswerProxy {
+    let refusals_left = AtomicUsize::new(count);
+    let pick = move |request: &answer_proxy::Request| {
+        is_manifest_put(request)
+            && refusals_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+    };
+    proxy_answering(upstream, pick, answer)
+}
+
 /// A client of the registry (or proxy) at `addr` and its repository `env`.
 fn env_client(addr: &str) -> (Registry, RegistryRepo) {
     (client(addr), repo(addr, "env"))
@@ -877,17 +889,7 @@ async fn a_manifest_refused_for_an_unknown_blob_is_retried_a_bounded_number_of_t
         "blob unknown to registry",
         &layer,
     ));
-    let refusals_left = AtomicUsize::new(1);
-    let once = proxy_answering(
-        &reg.addr(),
-        move |request| {
-            is_manifest_put(request)
-                && refusals_left
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok()
-        },
-        unknown_blob.clone(),
-    );
+    let once = refusing_first_manifest_puts(&reg.addr(), 1, unknown_blob.clone());
     let (registry, r) = env_client(&once.addr());
     let report = push(&registry, &r, &image, Some(&tag("v1"))).await;
     assert_eq!(once.refused(), 1);
@@ -944,17 +946,7 @@ async fn a_layer_index_entry_refused_for_an_unknown_blob_is_written_on_a_later_t
         "blob unknown to registry",
         &Digest::of(paths).to_string(),
     ));
-    let refusals_left = AtomicUsize::new(1);
-    let once = proxy_answering(
-        &reg.addr(),
-        move |request| {
-            is_manifest_put(request)
-                && refusals_left
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok()
-        },
-        unknown_blob.clone(),
-    );
+    let once = refusing_first_manifest_puts(&reg.addr(), 1, unknown_blob.clone());
     let (registry, r) = env_client(&once.addr());
     registry.prepare_layer_entries(&r).await.unwrap();
     registry
