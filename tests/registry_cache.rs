@@ -241,6 +241,16 @@ fn skopeo(args: &[&str]) -> String {
     run(&mut command)
 }
 
+/// Where docker-registry keeps the blob `digest` (`sha256:...`) in its storage (its bytes
+/// are the `data` file inside).
+fn registry_blob_dir(reg: &TestRegistry, digest: &str) -> std::path::PathBuf {
+    let hex = digest.trim_start_matches("sha256:");
+    reg.storage_root()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+}
+
 /// The layer index entries in `REGISTRY/REPO`, read with skopeo: tag → manifest.
 fn layer_entries(repository: &str) -> Vec<(String, Value)> {
     let listed: Value = serde_json::from_str(&skopeo(&[
@@ -483,13 +493,7 @@ fn an_entry_that_names_another_key_or_a_missing_blob_is_a_miss() {
     // gamma's entry loses its blob (deleted in the registry's storage).
     let (_, gamma) = by_package("gamma==");
     let gamma_digest = gamma["layers"][0]["digest"].as_str().unwrap().to_string();
-    let hex = gamma_digest.trim_start_matches("sha256:");
-    let data = reg
-        .storage_root()
-        .join("docker/registry/v2/blobs/sha256")
-        .join(&hex[..2])
-        .join(hex);
-    fs::remove_dir_all(&data).unwrap();
+    fs::remove_dir_all(registry_blob_dir(&reg, &gamma_digest)).unwrap();
 
     // shared-b shares alpha, beta, gamma, cext and tools with shared-a; datapkg is new.
     let b = a.with_home("b");
@@ -529,13 +533,7 @@ fn a_blob_damaged_in_the_registry_is_rebuilt_and_no_image_naming_it_is_pushed_th
         .find(|l| l["packages"][0].as_str().unwrap().starts_with("beta=="))
         .unwrap();
     let digest = beta["digest"].as_str().unwrap().to_string();
-    let hex = digest.trim_start_matches("sha256:");
-    let data = reg
-        .storage_root()
-        .join("docker/registry/v2/blobs/sha256")
-        .join(&hex[..2])
-        .join(hex)
-        .join("data");
+    let data = registry_blob_dir(&reg, &digest).join("data");
     let mut bytes = fs::read(&data).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
