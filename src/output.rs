@@ -297,7 +297,18 @@ pub fn print_build(
         built.layers.len()
     );
     if let Some(p) = pushed {
-        println!("  pushed   {} bytes uploaded", p.bytes_uploaded);
+        println!("  pushed   {}", uploaded_text(p));
+    }
+}
+
+/// `N bytes uploaded`, and the layer index's own bytes when there were any.
+pub fn uploaded_text(pushed: &Pushed) -> String {
+    match pushed.layer_entry_bytes_uploaded {
+        0 => format!("{} bytes uploaded", pushed.bytes_uploaded),
+        index => format!(
+            "{} bytes uploaded (and {index} of layer index entries)",
+            pushed.bytes_uploaded
+        ),
     }
 }
 

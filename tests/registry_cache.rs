@@ -342,6 +342,20 @@ fn a_one_package_change_on_an_empty_store_takes_the_other_layers_from_the_regist
          layer index entry's config) are uploaded: {requests:?}"
     );
     assert_eq!(changed["pushed"]["blobs_uploaded"], 3, "{changed}");
+    // The path list is reported apart: the size of the new entry's config.
+    let alpha = layers
+        .iter()
+        .find(|l| l["packages"][0].as_str().unwrap().starts_with("alpha=="))
+        .unwrap();
+    let entries = layer_entries(&format!("{}/team/env", reg.addr()));
+    let (_, entry) = entries
+        .iter()
+        .find(|(_, m)| m["layers"][0]["digest"] == alpha["digest"])
+        .expect("the new layer's entry");
+    assert_eq!(
+        changed["pushed"]["layer_entry_bytes_uploaded"], entry["config"]["size"],
+        "{changed}"
+    );
 
     // The image is the one a store that builds every layer itself makes.
     let c = a.with_home("c");

@@ -65,10 +65,7 @@ pub fn run_push(args: PushArgs) -> Result<(), Failure> {
     progress.finish();
     output::print_warnings(&pushed.warnings);
     output::print_json_or(&pushed, args.json, || {
-        format!(
-            "{}\n  {} bytes uploaded",
-            pushed.image, pushed.bytes_uploaded
-        )
+        format!("{}\n  {}", pushed.image, output::uploaded_text(&pushed))
     });
     Ok(())
 }

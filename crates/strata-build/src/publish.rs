@@ -35,6 +35,9 @@ pub struct Pushed {
     pub blobs_mounted: usize,
     /// Layer index entries written (one per package layer whose key this store knows).
     pub layer_entries: usize,
+    /// Bytes of the layer index's own blobs uploaded (the entries' path lists), apart from
+    /// `bytes_uploaded`, which counts the image's blobs.
+    pub layer_entry_bytes_uploaded: u64,
     /// What went wrong without failing the push (layer index entries not written).
     pub warnings: Vec<String>,
 }
@@ -117,6 +120,7 @@ impl PushTarget {
                 blobs_present: 0,
                 blobs_mounted: 0,
                 layer_entries: 0,
+                layer_entry_bytes_uploaded: 0,
                 warnings: Vec::new(),
             }),
             _ => self.push(home, &built.digest, &built.tag, progress),
@@ -184,6 +188,7 @@ impl PushTarget {
             blobs_present: 0,
             blobs_mounted: 0,
             layer_entries: 0,
+            layer_entry_bytes_uploaded: 0,
             warnings: Vec::new(),
         };
         let by_tag = ManifestRef::Tag(tag.clone());
@@ -236,7 +241,10 @@ impl PushTarget {
         // take these layers instead of building them. A failure costs only that reuse, and is
         // reported (`--json` too), so that a CI job can tell.
         match rt.block_on(publish_entries(home, &self.registry, &self.repo, &manifest)) {
-            Ok(written) => pushed.layer_entries = written,
+            Ok(written) => {
+                pushed.layer_entries = written.entries;
+                pushed.layer_entry_bytes_uploaded = written.bytes_uploaded;
+            }
             Err(e) => pushed.warnings.push(format!(
                 "the layer index entries of {digest} were not written to {target} (builds \
                  elsewhere will build these layers again): {}",

@@ -276,13 +276,13 @@ pub(crate) async fn publish_entries(
     registry: &Registry,
     repo: &RegistryRepo,
     manifest: &Manifest,
-) -> Result<usize, BuildError> {
+) -> Result<EntriesWritten, BuildError> {
     let digests: Vec<Digest> = manifest.layers.iter().map(|l| l.digest.clone()).collect();
     let known = home.index.layers_by_digest(&digests)?;
     if known.is_empty() {
-        return Ok(0);
+        return Ok(EntriesWritten::default());
     }
-    registry.prepare_layer_entries(repo).await?;
+    let mut bytes_uploaded = registry.prepare_layer_entries(repo).await?;
     let mut entries = Vec::with_capacity(known.len());
     for (key, layer) in &known {
         let entry = LayerEntry {
@@ -296,12 +296,23 @@ pub(crate) async fn publish_entries(
             .write_layer_entry(repo, entry, paths.as_deref().map(str::as_bytes))
             .await
     });
-    let results: Vec<Result<(), RegistryError>> = stream::iter(writes)
+    let results: Vec<Result<u64, RegistryError>> = stream::iter(writes)
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
     for result in results {
-        result?;
+        bytes_uploaded += result?;
     }
-    Ok(known.len())
+    Ok(EntriesWritten {
+        entries: known.len(),
+        bytes_uploaded,
+    })
+}
+
+/// What [`publish_entries`] wrote: the entries, and the bytes of their blobs it uploaded
+/// (path lists; counted apart from the image's own).
+#[derive(Debug, Default)]
+pub(crate) struct EntriesWritten {
+    pub entries: usize,
+    pub bytes_uploaded: u64,
 }

@@ -204,16 +204,18 @@ impl Registry {
     /// Writes the entry of `entry.key` in `repo`, whose layer blob must already be there (the
     /// registry refuses a manifest naming a blob it lacks), with the layer's path list as its
     /// config when `paths` is given (uploaded unless `repo` has it). Idempotent: the same
-    /// entry gives the same bytes.
+    /// entry gives the same bytes. Returns the bytes of the blobs it uploaded (not counting
+    /// the manifest, as for images).
     pub async fn write_layer_entry(
         &self,
         repo: &RegistryRepo,
         entry: &LayerEntry,
         paths: Option<&[u8]>,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<u64, RegistryError> {
         let config = paths.unwrap_or(EMPTY_CONFIG);
+        let mut uploaded = 0;
         if paths.is_some() {
-            self.ensure_blob(repo, config).await?;
+            uploaded += self.ensure_blob(repo, config).await?;
         }
         let json = serde_json::to_string(entry).map_err(|e| {
             self.protocol_error("writing a layer index entry", format!("serialising: {e}"))
@@ -225,24 +227,26 @@ impl Registry {
         // Pushes of other images into `repo` rewrite the links of the blobs they share with
         // this entry (the config); the registry may call one unknown for an instant.
         let manifest = (bytes.as_slice(), MEDIA_TYPE_MANIFEST);
-        offer_manifest(self, repo, &reference, manifest, || {
+        let again = offer_manifest(self, repo, &reference, manifest, || {
             self.ensure_blob(repo, config)
         })
         .await?;
-        Ok(())
+        Ok(uploaded + again.iter().sum::<u64>())
     }
 
-    /// Uploads `bytes` unless `repo` has them.
-    async fn ensure_blob(&self, repo: &RegistryRepo, bytes: &[u8]) -> Result<(), RegistryError> {
-        if !self.blob_exists(repo, &Digest::of(bytes)).await? {
-            self.push_blob_bytes(repo, bytes).await?;
+    /// Uploads `bytes` unless `repo` has them; how many bytes it uploaded.
+    async fn ensure_blob(&self, repo: &RegistryRepo, bytes: &[u8]) -> Result<u64, RegistryError> {
+        if self.blob_exists(repo, &Digest::of(bytes)).await? {
+            return Ok(0);
         }
-        Ok(())
+        self.push_blob_bytes(repo, bytes).await?;
+        Ok(bytes.len() as u64)
     }
 
     /// Uploads the config blob every entry shares, unless `repo` has it: once before a batch
     /// of [`Registry::write_layer_entry`].
-    pub async fn prepare_layer_entries(&self, repo: &RegistryRepo) -> Result<(), RegistryError> {
+    /// Returns the bytes it uploaded.
+    pub async fn prepare_layer_entries(&self, repo: &RegistryRepo) -> Result<u64, RegistryError> {
         self.ensure_blob(repo, EMPTY_CONFIG).await
     }
 }
