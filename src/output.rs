@@ -229,11 +229,11 @@ pub fn print_warnings<'a>(warnings: impl IntoIterator<Item = &'a String>) {
 
 /// What the store repaired while opening, then `warnings`: on stderr, before a build's result
 /// or its push's error.
-pub fn print_build_warnings(home: &Home, warnings: &[&String]) {
+pub fn print_build_warnings<'a>(home: &Home, warnings: impl IntoIterator<Item = &'a String>) {
     for repair in home.repairs() {
         eprintln!("warning: {repair}");
     }
-    print_warnings(warnings.iter().copied());
+    print_warnings(warnings);
 }
 
 pub fn print_build(
@@ -248,7 +248,7 @@ pub fn print_build(
         .iter()
         .chain(pushed.iter().flat_map(|p| &p.warnings))
         .collect();
-    print_build_warnings(home, &warnings);
+    print_build_warnings(home, warnings.iter().copied());
     // A registry's answer is in the store only when pulled.
     let in_store = built.registry.as_ref().is_none_or(|r| r.pulled);
     let local = format!("oci:{}:{}", home.store.root().display(), built.tag);

@@ -187,8 +187,7 @@ pub fn run(args: BuildArgs) -> Result<(), Failure> {
             Err(e) => {
                 progress.finish();
                 // The build's warnings may say why (a layer the registry served damaged).
-                let warnings: Vec<&String> = built.warnings.iter().collect();
-                output::print_build_warnings(&home, &warnings);
+                output::print_build_warnings(&home, &built.warnings);
                 return Err(Failure::build(e));
             }
         },

@@ -23,7 +23,7 @@ use crate::remote_cache::{lock_tag_of, CacheSource, DamagedBlob};
 use strata_python::Platform;
 
 /// What a push did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Pushed {
     /// `REGISTRY/REPO@DIGEST`: pullable, and never moves.
     pub image: String,
@@ -115,13 +115,7 @@ impl PushTarget {
                 image: found.image.clone(),
                 repository: target,
                 tag: built.tag.clone(),
-                bytes_uploaded: 0,
-                blobs_uploaded: 0,
-                blobs_present: 0,
-                blobs_mounted: 0,
-                layer_entries: 0,
-                layer_entry_bytes_uploaded: 0,
-                warnings: Vec::new(),
+                ..Pushed::default()
             }),
             _ => self.push(home, &built.digest, &built.tag, progress),
         }
@@ -183,13 +177,7 @@ impl PushTarget {
             image: format!("{target}@{digest}"),
             repository: target.clone(),
             tag: tag.as_str().to_string(),
-            bytes_uploaded: 0,
-            blobs_uploaded: 0,
-            blobs_present: 0,
-            blobs_mounted: 0,
-            layer_entries: 0,
-            layer_entry_bytes_uploaded: 0,
-            warnings: Vec::new(),
+            ..Pushed::default()
         };
         let by_tag = ManifestRef::Tag(tag.clone());
         let present = rt.block_on(self.registry.manifest_exists(&self.repo, &by_tag))?;
