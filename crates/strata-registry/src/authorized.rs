@@ -11,9 +11,9 @@ use reqwest::{RequestBuilder, Response, StatusCode, Url};
 
 use crate::auth::Credentials;
 use crate::challenge::{challenge_of, Challenge};
-use crate::client::Registry;
+use crate::client::{Registry, Scheme};
 use crate::error::{Refusal, RegistryError};
-use crate::reference::RegistryRepo;
+use crate::reference::{split_host_port, RegistryRepo};
 use crate::token::{parse_token, scope_for, Access, Token};
 
 /// A token answer is a small JSON document; anything larger is not one.
@@ -115,24 +115,21 @@ impl Registry {
             }
             query.append_pair("scope", scope);
         }
-        let mut request = self.http.get(url);
+        let mut request = self.http.get(url.clone());
         if let Credentials::Basic {
             username, password, ..
         } = &self.session.credentials
         {
+            self.check_realm(&url, &token_action)?;
             request = request.basic_auth(username, Some(password.expose()));
         }
         let response = self.send(&token_action, request).await?;
         if !response.status().is_success() {
             return Err(self.status_error(&token_action, response).await);
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(&token_action, &e, e.is_connect()))?;
-        if body.len() > MAX_TOKEN_ANSWER {
-            return Err(self.protocol_error(&token_action, "token answer larger than 1 MiB"));
-        }
+        let body = self
+            .read_limited(&token_action, response, MAX_TOKEN_ANSWER)
+            .await?;
         parse_token(&body).map_err(|source| RegistryError::Token {
             registry: self.host().to_string(),
             action: token_action,
@@ -140,23 +137,80 @@ impl Registry {
         })
     }
 
+    /// Where the credentials may go to get a token: a token server over HTTPS (Docker Hub's is
+    /// on another host than its registry), or over plain HTTP only on the registry's own
+    /// host when the registry is plain HTTP itself; never with a user name in its URL (which
+    /// would make another host of it). The registry names the realm, so it is checked
+    /// before anything secret is sent there.
+    fn check_realm(&self, realm: &Url, action: &str) -> Result<(), RegistryError> {
+        let refuse = |why: &str| {
+            Err(self.protocol_error(
+                action,
+                format!(
+                    "it names the token server {realm}, {why}: the credentials for {} were not sent",
+                    self.host()
+                ),
+            ))
+        };
+        if !realm.username().is_empty() || realm.password().is_some() {
+            return refuse("whose address carries a user name");
+        }
+        let registry_host = split_host_port(self.host()).map(|(host, _)| host).ok();
+        let same_host = realm
+            .host_str()
+            .is_some_and(|h| registry_host.is_some_and(|r| r.eq_ignore_ascii_case(h)));
+        match realm.scheme() {
+            "https" => Ok(()),
+            "http" if self.scheme() == Scheme::Http && same_host => Ok(()),
+            "http" => refuse(
+                "over plain HTTP on another host than the registry's, or from an HTTPS registry",
+            ),
+            _ => refuse("which is not an http(s) address"),
+        }
+    }
+
     /// Hands the credentials to oci-client before a blob call. It keeps them per registry and
     /// does its own challenge and token dance; storing `Anonymous` still lets it fetch
-    /// anonymous bearer tokens, which public registries require.
-    pub(crate) async fn prepare_oci_auth(&self, repo: &RegistryRepo) {
+    /// anonymous bearer tokens, which public registries require. oci-client sends the
+    /// credentials to whatever token server the registry names, so with credentials the
+    /// registry's challenge is checked here first (once per client).
+    pub(crate) async fn prepare_oci_auth(&self, repo: &RegistryRepo) -> Result<(), RegistryError> {
         let auth = match &self.session.credentials {
             Credentials::Anonymous => oci_client::secrets::RegistryAuth::Anonymous,
             Credentials::Basic {
                 username, password, ..
-            } => oci_client::secrets::RegistryAuth::Basic(
-                username.clone(),
-                password.expose().to_string(),
-            ),
+            } => {
+                self.check_blob_realm().await?;
+                oci_client::secrets::RegistryAuth::Basic(
+                    username.clone(),
+                    password.expose().to_string(),
+                )
+            }
         };
         let reference = self.oci_ref(repo);
         self.oci
             .store_auth_if_needed(reference.resolve_registry(), &auth)
             .await;
+        Ok(())
+    }
+
+    /// Asks `/v2/` what oci-client will ask before its first blob call, and refuses a token
+    /// server the credentials must not go to ([`Self::check_realm`]).
+    async fn check_blob_realm(&self) -> Result<(), RegistryError> {
+        if self.session.realm_checked() {
+            return Ok(());
+        }
+        let action = "checking where the registry sends clients for tokens";
+        let url = format!("{}://{}/v2/", self.scheme().as_str(), self.host());
+        let response = self.send(action, self.http.get(url)).await?;
+        if let Some(Challenge::Bearer { realm, .. }) = challenge_of(response.headers()) {
+            let parsed = Url::parse(&realm).map_err(|e| {
+                self.protocol_error(action, format!("bad token realm {realm:?}: {e}"))
+            })?;
+            self.check_realm(&parsed, action)?;
+        }
+        self.session.note_realm_checked();
+        Ok(())
     }
 
     /// The error for an answer that says we are not let in, or `None` for any other answer.

@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
-use oci_client::errors::OciDistributionError;
+use oci_client::errors::{DigestError, OciDistributionError};
 use reqwest::header::CONTENT_LENGTH;
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWrite};
@@ -33,7 +34,7 @@ impl Registry {
     ) -> Result<bool, RegistryError> {
         self.check_repo(repo)?;
         let action = format!("checking for blob {digest} in {}", repo.repository);
-        self.prepare_oci_auth(repo).await;
+        self.prepare_oci_auth(repo).await?;
         let (image, digest_text, action) = (&self.oci_ref(repo), &digest.to_string(), &action);
         self.with_retry(action, move || async move {
             self.oci
@@ -97,7 +98,7 @@ impl Registry {
             "mounting blob {digest} from {} into {}",
             from.repository, repo.repository
         );
-        self.prepare_oci_auth(repo).await;
+        self.prepare_oci_auth(repo).await?;
         let (target, source) = (&self.oci_ref(repo), &self.oci_ref(from));
         let (digest_text, action) = (&digest.to_string(), &action);
         self.with_retry(action, move || async move {
@@ -140,7 +141,7 @@ impl Registry {
                 actual: local_size,
             });
         }
-        self.prepare_oci_auth(repo).await;
+        self.prepare_oci_auth(repo).await?;
         let (image, digest_text, action) = (&self.oci_ref(repo), &blob.digest.to_string(), &action);
         self.with_retry(action, move || async move {
             let file = tokio::fs::File::open(path)
@@ -165,7 +166,7 @@ impl Registry {
         self.check_repo(repo)?;
         let digest = Digest::of(bytes);
         let action = format!("uploading blob {digest} to {}", repo.repository);
-        self.prepare_oci_auth(repo).await;
+        self.prepare_oci_auth(repo).await?;
         let (image, digest_text, action) = (&self.oci_ref(repo), &digest.to_string(), &action);
         self.with_retry(action, move || async move {
             self.oci
@@ -195,7 +196,7 @@ impl Registry {
             dest.display()
         );
         let temp = temp_path_for(dest);
-        self.prepare_oci_auth(repo).await;
+        self.prepare_oci_auth(repo).await?;
         let result = self
             .with_retry(&action, || self.pull_blob_once(repo, blob, &temp, &action))
             .await;
@@ -220,7 +221,7 @@ impl Registry {
         self.check_repo(repo)?;
         let action = format!("downloading blob {} from {}", blob.digest, repo.repository);
         let what = format!("blob {} in {}", blob.digest, repo);
-        self.prepare_oci_auth(repo).await;
+        self.prepare_oci_auth(repo).await?;
         let (action, what) = (&action, &what);
         self.with_retry(action, || async move {
             let mut bytes = Vec::new();
@@ -273,16 +274,44 @@ impl Registry {
         what: &str,
         write_error: impl FnOnce(io::Error) -> RegistryError,
     ) -> Result<(), RegistryError> {
+        let progress = AtomicU64::new(0);
         let mut writer = LimitedWriter {
             inner: sink,
             written: 0,
             limit: blob.size,
+            progress: &progress,
         };
         let digest_text = blob.digest.to_string();
-        let pulled = self
-            .oci
-            .pull_blob(&self.oci_ref(repo), digest_text.as_str(), &mut writer)
-            .await;
+        let reference = self.oci_ref(repo);
+        let pulled = {
+            let pull = self
+                .oci
+                .pull_blob(&reference, digest_text.as_str(), &mut writer);
+            tokio::select! {
+                pulled = pull => Some(pulled),
+                () = stalled(&progress, self.stall) => None,
+            }
+        };
+        let Some(pulled) = pulled else {
+            return Err(RegistryError::Stalled {
+                registry: self.host().to_string(),
+                action: action.to_string(),
+                waited: self.stall,
+            });
+        };
+        let pulled = match pulled {
+            // oci-client checks the bytes against the Docker-Content-Digest header before the
+            // digest asked for: bytes that hash to the latter are the blob, the header is wrong.
+            Err(OciDistributionError::DigestError(DigestError::VerificationError {
+                expected,
+                actual,
+            })) if actual == digest_text => {
+                tracing::warn!(registry = %self.host(), blob = %digest_text, header = %expected,
+                    "the registry's Docker-Content-Digest header names another digest than the bytes it sent");
+                Ok(())
+            }
+            other => other,
+        };
         let written = writer.written;
         let size_mismatch = || RegistryError::SizeMismatch {
             what: what.to_string(),
@@ -368,6 +397,25 @@ struct LimitedWriter<'a, W> {
     inner: &'a mut W,
     written: u64,
     limit: u64,
+    /// `written`, for the watchdog that fails a download that stops making progress.
+    progress: &'a AtomicU64,
+}
+
+/// Ends once `progress` has not moved for `limit` (checked a few times per `limit`).
+async fn stalled(progress: &AtomicU64, limit: Duration) {
+    let tick = (limit / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut seen = progress.load(Ordering::Relaxed);
+    let mut since = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = progress.load(Ordering::Relaxed);
+        if now != seen {
+            seen = now;
+            since = tokio::time::Instant::now();
+        } else if since.elapsed() >= limit {
+            return;
+        }
+    }
 }
 
 impl<W: AsyncWrite + Unpin> AsyncWrite for LimitedWriter<'_, W> {
@@ -387,6 +435,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for LimitedWriter<'_, W> {
         let poll = Pin::new(&mut *this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &poll {
             this.written += *n as u64;
+            this.progress.store(this.written, Ordering::Relaxed);
         }
         poll
     }

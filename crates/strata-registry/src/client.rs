@@ -26,6 +26,24 @@ use crate::token::AuthSession;
 
 const USER_AGENT: &str = concat!("strata/", env!("CARGO_PKG_VERSION"));
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request may go without the registry sending anything (see
+/// [`Registry::with_stall_timeout`]), unless `STRATA_REGISTRY_TIMEOUT` says otherwise.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// An error answer is a small JSON document; past this much, the rest is not read.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// The stall timeout `STRATA_REGISTRY_TIMEOUT` (whole seconds) asks for, else the default.
+fn stall_timeout_from_env() -> Result<Duration, String> {
+    let Ok(text) = std::env::var("STRATA_REGISTRY_TIMEOUT") else {
+        return Ok(STALL_TIMEOUT);
+    };
+    match text.trim().parse::<u64>() {
+        Ok(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds)),
+        _ => Err(format!(
+            "STRATA_REGISTRY_TIMEOUT={text:?} is not a whole number of seconds above 0"
+        )),
+    }
+}
 
 /// How requests reach the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +119,8 @@ pub struct Registry {
     scheme: Scheme,
     pub(crate) session: Arc<AuthSession>,
     retry: RetryPolicy,
+    /// How long a request may wait for the registry's next bytes.
+    pub(crate) stall: Duration,
     pub(crate) oci: oci_client::Client,
     pub(crate) http: reqwest::Client,
 }
@@ -112,6 +132,7 @@ impl std::fmt::Debug for Registry {
             .field("scheme", &self.scheme)
             .field("credentials", &self.session.credentials)
             .field("retry", &self.retry)
+            .field("stall", &self.stall)
             .finish()
     }
 }
@@ -180,6 +201,7 @@ impl Registry {
                 tracing::warn!(registry, user, "credentials will be sent over plain HTTP");
             }
         }
+        let stall = stall_timeout_from_env().map_err(client_error)?;
         install_crypto_provider();
         let oci =
             oci_client::Client::try_from(oci_config).map_err(|e| client_error(e.to_string()))?;
@@ -193,6 +215,7 @@ impl Registry {
             scheme,
             session: Arc::new(session),
             retry: RetryPolicy::default(),
+            stall,
             oci,
             http,
         })
@@ -200,6 +223,15 @@ impl Registry {
 
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Registry {
         self.retry = retry;
+        self
+    }
+
+    /// How long a request may go without the registry sending anything before it fails as
+    /// [`RegistryError::Stalled`]: a whole manifest, tag page or token answer must arrive in
+    /// that time, a blob download must make progress in it. Uploads are not bounded (a
+    /// registry may take long to take a large blob in).
+    pub fn with_stall_timeout(mut self, stall: Duration) -> Registry {
+        self.stall = stall;
         self
     }
 
@@ -279,6 +311,7 @@ impl Registry {
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RegistryError> {
         request
+            .timeout(self.stall)
             .send()
             .await
             .map_err(|e| self.transport_error(action, &e, e.is_connect()))
@@ -291,8 +324,9 @@ impl Registry {
         response: reqwest::Response,
     ) -> RegistryError {
         let status = response.status().as_u16();
-        // A body that fails to arrive still leaves the status worth reporting.
-        let body = response.bytes().await.unwrap_or_default();
+        // A body that fails to arrive still leaves the status worth reporting; one larger
+        // than an error document is cut (and the rest never read).
+        let body = read_start(response, MAX_ERROR_BODY).await;
         let (code, message) = parse_error_body(&body);
         self.http_error(action, Some(status), code, message)
     }
@@ -334,6 +368,13 @@ impl Registry {
     ) -> RegistryError {
         let registry = self.host.clone();
         let action = action.to_string();
+        if is_timeout(err) {
+            return RegistryError::Stalled {
+                registry,
+                action,
+                waited: self.stall,
+            };
+        }
         let detail = chain_text(err);
         match classify_transport(err, is_connect, self.scheme == Scheme::Https) {
             TransportKind::Connect => RegistryError::Unreachable {
@@ -406,6 +447,35 @@ impl Registry {
             other => self.protocol_error(action, chain_text(&other)),
         }
     }
+}
+
+/// At most `limit` bytes of a response's body: what arrived before an error, or nothing.
+async fn read_start(response: reqwest::Response, limit: usize) -> Vec<u8> {
+    use futures_util::StreamExt;
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = limit - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == limit {
+            break;
+        }
+    }
+    body
+}
+
+/// Whether a transport error is reqwest's timeout (the stall timeout of [`Registry::send`]).
+fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_timeout)
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// rustls needs one process-wide crypto provider and strata compiles in only `ring` (no

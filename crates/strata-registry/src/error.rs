@@ -4,6 +4,7 @@
 use std::error::Error as StdError;
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use strata_oci::{Digest, DigestParseError};
 
@@ -66,6 +67,15 @@ pub enum RegistryError {
         registry: String,
         action: String,
         detail: String,
+    },
+
+    /// Nothing came from the registry for the stall timeout: not retried, since a registry
+    /// that stalls once mostly stalls again, and a build must not wait on its cache for ever.
+    #[error("registry {registry} sent nothing for {} s while {action} (STRATA_REGISTRY_TIMEOUT sets how long to wait, in seconds)", .waited.as_secs())]
+    Stalled {
+        registry: String,
+        action: String,
+        waited: Duration,
     },
 
     #[error("registry {registry} answered {} while {action}{}", render_status(*.status), render_body(.code.as_deref(), .message.as_deref()))]
@@ -230,7 +240,10 @@ pub(crate) fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) 
         if !entries.is_empty() {
             let codes: Vec<&str> = entries.iter().map(|(c, _)| c.as_str()).collect();
             let messages: Vec<&str> = entries.iter().map(|(_, m)| m.as_str()).collect();
-            return (Some(codes.join("; ")), Some(messages.join("; ")));
+            return (
+                Some(printable(&codes.join("; "), MAX_ANSWER_CHARS)),
+                Some(printable(&messages.join("; "), MAX_ANSWER_CHARS)),
+            );
         }
     }
     let text = String::from_utf8_lossy(body);
@@ -239,8 +252,19 @@ pub(crate) fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) 
         return (None, None);
     }
     // A proxy's HTML error page can be long; the start says enough.
-    let short: String = text.chars().take(300).collect();
-    (None, Some(short))
+    (None, Some(printable(text, MAX_ANSWER_CHARS)))
+}
+
+/// How much of a registry's error text an error message carries.
+const MAX_ANSWER_CHARS: usize = 300;
+
+/// The start of `text` from outside, fit for a terminal: control characters (escape
+/// sequences, line breaks a registry could use to forge output) become spaces.
+fn printable(text: &str, max_chars: usize) -> String {
+    text.chars()
+        .take(max_chars)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// What kind of failure a transport error is, judged from its cause chain (the HTTP libraries
@@ -313,6 +337,20 @@ pub(crate) fn chain_text(err: &(dyn StdError + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_registry_message_is_cut_short_and_cannot_drive_the_terminal() {
+        let long = format!(
+            r#"{{"errors":[{{"code":"DENIED","message":"\u001b[2Jgone\nforged line {}"}}]}}"#,
+            "x".repeat(5000)
+        );
+        let (code, message) = parse_error_body(long.as_bytes());
+        assert_eq!(code.as_deref(), Some("DENIED"));
+        let message = message.unwrap();
+        assert_eq!(message.chars().count(), MAX_ANSWER_CHARS);
+        assert!(message.starts_with(" [2Jgone forged line x"), "{message}");
+        assert!(!message.chars().any(char::is_control), "{message:?}");
+    }
 
     #[test]
     fn error_body_code_and_message_are_extracted() {

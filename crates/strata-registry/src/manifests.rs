@@ -18,6 +18,8 @@ const DIGEST_HEADER: &str = "Docker-Content-Digest";
 const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 /// Bounds a registry that keeps sending `Link: rel="next"`.
 const MAX_TAG_PAGES: usize = 10_000;
+/// All the tag names of a repository together: 64 MiB is half a million 128-character tags.
+const MAX_TAG_LIST_BYTES: usize = 64 * 1024 * 1024;
 
 /// A manifest as the registry served it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +189,7 @@ impl Registry {
         let mut tags = Vec::new();
         let mut next = Some(self.url(repo, "tags/list"));
         let mut pages = 0;
+        let mut tag_bytes = 0;
         while let Some(url) = next.take() {
             pages += 1;
             if pages > MAX_TAG_PAGES {
@@ -200,8 +203,15 @@ impl Registry {
                 Err(e) if e.registry_code() == Some("NAME_UNKNOWN") => return Ok(Vec::new()),
                 other => other?,
             };
+            tag_bytes += page_tags.iter().map(String::len).sum::<usize>();
+            if tag_bytes > MAX_TAG_LIST_BYTES {
+                return Err(self.protocol_error(
+                    &action,
+                    format!("more than {MAX_TAG_LIST_BYTES} bytes of tag names"),
+                ));
+            }
             tags.extend(page_tags);
-            next = link.map(|l| self.resolve_link(&l));
+            next = link.map(|l| self.resolve_link(&action, &l)).transpose()?;
         }
         Ok(tags)
     }
@@ -231,12 +241,21 @@ impl Registry {
         Ok((list.tags.unwrap_or_default(), link))
     }
 
-    /// `Link` targets are usually a path on the same registry.
-    fn resolve_link(&self, link: &str) -> String {
-        if link.starts_with("http://") || link.starts_with("https://") {
-            return link.to_string();
+    /// The next page's URL: `Link` targets are a path on the registry, resolved against it
+    /// as a browser would. One that leads to another origin (scheme, host, port) or carries
+    /// a user name is refused: the request would carry this registry's credentials there.
+    fn resolve_link(&self, action: &str, link: &str) -> Result<String, RegistryError> {
+        let base = format!("{}://{}/", self.scheme().as_str(), self.host());
+        let bad = |why: String| self.protocol_error(action, format!("next page {link:?}: {why}"));
+        let base = reqwest::Url::parse(&base).map_err(|e| bad(e.to_string()))?;
+        let url = base.join(link).map_err(|e| bad(e.to_string()))?;
+        if url.origin() != base.origin() || !url.username().is_empty() || url.password().is_some() {
+            return Err(bad(format!(
+                "it leads away from {}, and the request would carry its credentials",
+                self.host()
+            )));
         }
-        format!("{}://{}{link}", self.scheme().as_str(), self.host())
+        Ok(url.to_string())
     }
 
     fn check_digest(
@@ -257,7 +276,7 @@ impl Registry {
     }
 
     /// Reads a body, refusing more than `limit` bytes.
-    async fn read_limited(
+    pub(crate) async fn read_limited(
         &self,
         action: &str,
         response: reqwest::Response,

@@ -1,0 +1,300 @@
+//! The client against registries that misbehave on purpose: std-only servers on 127.0.0.1
+//! that send the client's credentials elsewhere, stop answering, answer with far more than
+//! they should, or label a sound blob with a wrong digest header.
+
+#[path = "support/http.rs"]
+mod http;
+
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::Duration;
+
+use http::{read_request, Request, Server};
+use strata_oci::{BlobDescriptor, Digest};
+use strata_registry::{Credentials, Registry, RegistryError, RegistryRepo, RetryPolicy};
+
+/// A server that answers every request with `answer(request, connection)`.
+fn serve(
+    what: &'static str,
+    answer: impl Fn(Request, TcpStream) + Send + Sync + 'static,
+) -> Server {
+    Server::start(what, move |mut client| {
+        if let Some(request) = read_request(&mut client) {
+            answer(request, client);
+        }
+    })
+}
+
+/// A server that counts the requests it gets and answers each with an empty 200.
+fn counting(what: &'static str) -> (Server, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&count);
+    let server = serve(what, move |_, client| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        reply(client, "200 OK", &[], b"{}");
+    });
+    (server, count)
+}
+
+fn reply(mut client: TcpStream, status: &str, headers: &[String], body: &[u8]) {
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for header in headers {
+        head.push_str(header);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    let _ = client.write_all(head.as_bytes());
+    let _ = client.write_all(body);
+    let _ = client.shutdown(Shutdown::Both);
+}
+
+/// Answers with a header promising `declared` bytes and writes zeros until the client goes
+/// away; reports how many body bytes it got out.
+fn flood(mut client: TcpStream, status: &str, declared: u64, written: &mpsc::Sender<u64>) {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {declared}\r\nContent-Type: application/json\r\n\r\n"
+    );
+    let _ = client.write_all(head.as_bytes());
+    let chunk = vec![b' '; 64 * 1024];
+    let mut sent = 0u64;
+    while sent < declared && client.write_all(&chunk).is_ok() {
+        sent += chunk.len() as u64;
+    }
+    let _ = written.send(sent);
+}
+
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 2,
+        initial_backoff: Duration::from_millis(10),
+    }
+}
+
+fn client(server: &Server, credentials: Credentials) -> (Registry, RegistryRepo) {
+    let host = server.addr().to_string();
+    let registry = Registry::with_credentials(&host, false, credentials)
+        .unwrap()
+        .with_retry_policy(fast_retry());
+    let repo = format!("{host}/env").parse().unwrap();
+    (registry, repo)
+}
+
+fn alice() -> Credentials {
+    Credentials::basic("alice", "s3cret")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+fn blob_of(bytes: &[u8]) -> BlobDescriptor {
+    BlobDescriptor {
+        media_type: "application/octet-stream".into(),
+        digest: Digest::of(bytes),
+        size: bytes.len() as u64,
+    }
+}
+
+/// How much a flooding server got out before the client stopped reading: well under the
+/// 512 MiB it offered when the client reads only what it needs (the rest is socket buffers).
+fn bytes_flooded(written: &mpsc::Receiver<u64>) -> u64 {
+    written
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the flooding server never stopped: the client read on")
+}
+
+const FLOOD: u64 = 512 * 1024 * 1024;
+const READ_AT_MOST: u64 = 32 * 1024 * 1024;
+
+#[test]
+fn a_next_page_of_tags_on_another_host_is_refused_and_nothing_is_sent_there() {
+    let (elsewhere, reached) = counting("another host");
+    let other_port = elsewhere.addr().port();
+    for link in [
+        format!("<http://localhost:{other_port}/v2/env/tags/list?last=a>; rel=\"next\""),
+        // Pasted after `http://HOST:PORT` as text, this made `localhost` the host and the
+        // registry's address a user name.
+        format!("<@localhost:{other_port}/v2/env/tags/list?last=a>; rel=\"next\""),
+    ] {
+        let registry_server = serve("registry", move |request, client| {
+            if request.target == "/v2/env/tags/list" {
+                let body = br#"{"name":"env","tags":["a"]}"#;
+                reply(client, "200 OK", &[format!("Link: {link}")], body);
+            } else {
+                reply(client, "404 Not Found", &[], b"");
+            }
+        });
+        let (registry, repo) = client(&registry_server, alice());
+        let listed = runtime().block_on(registry.list_tags(&repo));
+        assert!(listed.is_err(), "{listed:?}");
+    }
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "a request went to the other host"
+    );
+}
+
+#[test]
+fn an_absolute_next_page_link_names_the_refusal() {
+    let registry_server = serve("registry", |_, client| {
+        let link = "Link: <http://localhost:9/v2/env/tags/list?last=a>; rel=\"next\"".to_string();
+        reply(client, "200 OK", &[link], br#"{"name":"env","tags":["a"]}"#);
+    });
+    let (registry, repo) = client(&registry_server, alice());
+    let err = runtime().block_on(registry.list_tags(&repo)).unwrap_err();
+    assert!(matches!(err, RegistryError::Protocol { .. }), "{err:?}");
+    assert!(err.to_string().contains("leads away"), "{err}");
+}
+
+#[test]
+fn credentials_go_to_no_plain_http_token_server_on_another_host() {
+    let (token_server, reached) = counting("token server");
+    let realm = format!("http://localhost:{}/token", token_server.addr().port());
+    let registry_server = serve("registry", move |_, client| {
+        let challenge = format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"reg\"");
+        reply(client, "401 Unauthorized", &[challenge], b"");
+    });
+    let (registry, repo) = client(&registry_server, alice());
+    let rt = runtime();
+    let manifest = rt.block_on(registry.pull_manifest(&repo, &"v1".parse().unwrap()));
+    let err = manifest.unwrap_err();
+    assert!(err.to_string().contains("were not sent"), "{err}");
+    // Blob calls go through oci-client, which would send them to the realm itself.
+    let blob = rt.block_on(registry.pull_blob_bytes(&repo, &blob_of(b"x")));
+    let err = blob.unwrap_err();
+    assert!(err.to_string().contains("were not sent"), "{err}");
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "the token server was asked"
+    );
+}
+
+#[test]
+fn a_registry_that_stops_answering_is_reported_stalled() {
+    let registry_server = serve("stalling registry", |request, client| {
+        if request.target == "/v2/" {
+            return reply(client, "200 OK", &[], b"{}");
+        }
+        if request.target.contains("/blobs/") {
+            // Headers and a tenth of the blob, then nothing.
+            let mut client = client;
+            let _ = client.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+            thread::sleep(Duration::from_secs(30));
+            return;
+        }
+        thread::sleep(Duration::from_secs(30));
+        drop(client);
+    });
+    let (registry, repo) = client(&registry_server, Credentials::Anonymous);
+    let registry = registry.with_stall_timeout(Duration::from_millis(500));
+    let rt = runtime();
+    let manifest = rt.block_on(registry.pull_manifest(&repo, &"v1".parse().unwrap()));
+    assert!(
+        matches!(manifest, Err(RegistryError::Stalled { .. })),
+        "{manifest:?}"
+    );
+    let blob = rt.block_on(registry.pull_blob_bytes(&repo, &blob_of(&[7u8; 100])));
+    assert!(
+        matches!(blob, Err(RegistryError::Stalled { .. })),
+        "{blob:?}"
+    );
+    let message = blob.unwrap_err().to_string();
+    assert!(message.contains("STRATA_REGISTRY_TIMEOUT"), "{message}");
+}
+
+#[test]
+fn an_error_answer_is_read_only_as_far_as_an_error_document_goes() {
+    let (sender, written) = mpsc::channel();
+    let sender = std::sync::Mutex::new(sender);
+    let registry_server = serve("flooding registry", move |_, client| {
+        let sender = sender.lock().unwrap().clone();
+        flood(client, "404 Not Found", FLOOD, &sender);
+    });
+    let (registry, repo) = client(&registry_server, Credentials::Anonymous);
+    let manifest = runtime().block_on(registry.pull_manifest(&repo, &"v1".parse().unwrap()));
+    assert!(
+        matches!(
+            manifest,
+            Err(RegistryError::Http {
+                status: Some(404),
+                ..
+            })
+        ),
+        "{manifest:?}"
+    );
+    drop(registry);
+    let sent = bytes_flooded(&written);
+    assert!(
+        sent < READ_AT_MOST,
+        "the client read {sent} bytes of an error answer"
+    );
+}
+
+#[test]
+fn a_token_answer_is_read_only_up_to_its_limit() {
+    let (sender, written) = mpsc::channel();
+    let sender = std::sync::Mutex::new(sender);
+    let token_server = serve("flooding token server", move |_, client| {
+        let sender = sender.lock().unwrap().clone();
+        flood(client, "200 OK", FLOOD, &sender);
+    });
+    let realm = format!("http://{}/token", token_server.addr());
+    let registry_server = serve("registry", move |_, client| {
+        let challenge = format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"reg\"");
+        reply(client, "401 Unauthorized", &[challenge], b"");
+    });
+    let (registry, repo) = client(&registry_server, Credentials::Anonymous);
+    let manifest = runtime().block_on(registry.pull_manifest(&repo, &"v1".parse().unwrap()));
+    let err = manifest.unwrap_err();
+    assert!(matches!(err, RegistryError::Protocol { .. }), "{err:?}");
+    drop(registry);
+    let sent = bytes_flooded(&written);
+    assert!(
+        sent < READ_AT_MOST,
+        "the client read {sent} bytes of a token answer"
+    );
+}
+
+#[test]
+fn a_sound_blob_under_a_wrong_digest_header_is_taken_as_sound() {
+    let bytes = b"the blob's own bytes".to_vec();
+    let blob = blob_of(&bytes);
+    let wrong = Digest::of(b"another blob");
+    let served = bytes.clone();
+    let registry_server = serve("registry", move |request, client| {
+        if request.target == "/v2/" {
+            return reply(client, "200 OK", &[], b"{}");
+        }
+        let header = format!("Docker-Content-Digest: {wrong}");
+        reply(client, "200 OK", &[header], &served);
+    });
+    let (registry, repo) = client(&registry_server, Credentials::Anonymous);
+    let rt = runtime();
+    let pulled = rt.block_on(registry.pull_blob_bytes(&repo, &blob)).unwrap();
+    assert_eq!(pulled, bytes);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("blob");
+    rt.block_on(registry.pull_blob_to_file(&repo, &blob, &dest))
+        .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    // Bytes that are not the blob are still refused, whatever the header says.
+    let bad = blob_of(b"what was asked for");
+    let err = rt
+        .block_on(registry.pull_blob_bytes(&repo, &bad))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RegistryError::DigestMismatch { .. } | RegistryError::SizeMismatch { .. }
+        ),
+        "{err:?}"
+    );
+}
