@@ -838,6 +838,49 @@ fn a_cache_registry_that_goes_down_during_the_layer_lookups_is_one_warning() {
     assert_eq!(built["digest"], changed_one_built_locally(&a)["digest"]);
 }
 
+#[test]
+fn a_cache_registry_that_stops_answering_is_one_warning_and_the_build_goes_on() {
+    let reg = TestRegistry::start();
+    // The lookups are answered; every blob download gets no answer at all.
+    let proxy = AnswerProxy::start(&reg.addr(), |r| {
+        match r.method == "GET" && r.target.contains("/blobs/sha256:") {
+            true => Answer::Stall,
+            false => Answer::Forward,
+        }
+    });
+    let repository = format!("{}/team/env", reg.addr());
+    let cache = format!("{}/team/env", proxy.addr());
+    let a = World::new();
+    publish_basic(&a, &repository);
+
+    let b = a.with_home("b");
+    let out = b
+        .build_command(
+            &requirements("changed-one.txt"),
+            &base_ref(),
+            &["--cache-from", &cache],
+        )
+        .env("STRATA_REGISTRY_TIMEOUT", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let built: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(proxy.refused() > 0, "no download was held");
+    assert!(
+        from_registry(&built, &cache).iter().all(|(_, came)| !came),
+        "{built}"
+    );
+    let warnings = built["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "one warning, not one per layer: {built}");
+    let warning = warnings[0].as_str().unwrap();
+    assert!(
+        warning.contains(&cache) && warning.contains("sent nothing for 1 s"),
+        "{built}"
+    );
+    assert_eq!(built["digest"], changed_one_built_locally(&a)["digest"]);
+    assert_eq!(temporary_files(&b), Vec::<String>::new());
+}
+
 /// The tags of `REGISTRY/REPO`, read with skopeo.
 fn tags(repository: &str) -> Vec<String> {
     let listed: Value = serde_json::from_str(&skopeo(&[

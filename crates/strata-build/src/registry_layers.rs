@@ -216,8 +216,11 @@ async fn fetch_one(
         Ok(()) => {}
         // The entry outlived its blob (deleted by hand or by a registry GC): a miss.
         Err(e) if e.status() == Some(404) => return Ok(None),
-        // Retried and still failing: the registry, not this blob.
-        Err(e) if e.is_transient() => return Err(Failure::Repository(e.into())),
+        // Retried and still failing, or stalled: the registry, not this blob (the other
+        // lookups would wait as long).
+        Err(e) if e.is_transient() || matches!(e, RegistryError::Stalled { .. }) => {
+            return Err(Failure::Repository(e.into()))
+        }
         // Bytes that hash to another digest: damaged where the registry keeps them, or on the
         // way (the push reads the target's copy again). A size alone that differs is the
         // entry's error.

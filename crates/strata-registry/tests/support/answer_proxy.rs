@@ -35,6 +35,8 @@ pub enum Answer {
     /// Forward, and pass on the registry's answer cut in the middle of its body (its
     /// `Content-Length` kept): a connection lost mid-download.
     ForwardTruncated,
+    /// Keep the connection and answer nothing (for two minutes): a registry that stalls.
+    Stall,
 }
 
 type Rule = dyn Fn(&Request) -> Answer + Send + Sync;
@@ -115,6 +117,12 @@ fn serve(
             return;
         }
         Answer::Refuse(r) => Some(r),
+        Answer::Stall => {
+            refused.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_secs(120));
+            drop(client);
+            return;
+        }
         Answer::ForwardThenRefuse(r) => {
             // The registry's answer is read in full, so its work is done, then dropped.
             http::forward(upstream, &request, &[]);
