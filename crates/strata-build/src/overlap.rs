@@ -28,13 +28,19 @@ struct Stored {
 }
 
 /// Checks that no two wheels of `layers` install one path with other content, nor a file
-/// where another installs a directory. Records the paths of the layers built now in the index
-/// and reads those of reused layers from it (or, for a layer indexed before paths were kept,
-/// once from its blob).
+/// where another installs a directory. Reads the paths of reused layers from the index (or,
+/// for a layer indexed before paths were kept, once from its blob); once the layers pass,
+/// records in the index the paths it did not have (those of layers built now, downloaded or
+/// read), so a refused image leaves nothing behind.
 pub fn check_layers(home: &Home, layers: &[PackageLayer]) -> Result<(), BuildError> {
     let mut seen: BTreeMap<String, InstalledPath> = BTreeMap::new();
+    let mut learned = Vec::new();
     for layer in layers {
-        for path in layer_paths(home, layer)? {
+        let (paths, new) = layer_paths(home, layer)?;
+        if new {
+            learned.push((&layer.added.layer.digest, to_json(&paths)));
+        }
+        for path in paths {
             if let Some(clash) = clash(&seen, &path) {
                 return Err(BuildError::Overlap {
                     path: clash.0,
@@ -44,6 +50,9 @@ pub fn check_layers(home: &Home, layers: &[PackageLayer]) -> Result<(), BuildErr
             }
             seen.entry(path.path.clone()).or_insert(path);
         }
+    }
+    for (digest, json) in learned {
+        home.index.record_layer_paths(digest, &json)?;
     }
     Ok(())
 }
@@ -69,30 +78,52 @@ fn clash(seen: &BTreeMap<String, InstalledPath>, path: &InstalledPath) -> Option
         .map(|(_, other)| (path.path.clone(), other.wheel.clone()))
 }
 
-fn layer_paths(home: &Home, layer: &PackageLayer) -> Result<Vec<InstalledPath>, BuildError> {
+/// The paths of a layer, and whether the index lacks them.
+fn layer_paths(
+    home: &Home,
+    layer: &PackageLayer,
+) -> Result<(Vec<InstalledPath>, bool), BuildError> {
     let digest = &layer.added.layer.digest;
     if let Some(paths) = &layer.paths {
-        home.index.record_layer_paths(digest, &to_json(paths))?;
-        return Ok(paths.clone());
+        // A registry's list names its wheels as whoever wrote it did: the lock names them.
+        let paths = match layer.from_registry {
+            Some(_) => credited(paths, &wheel_label(layer)),
+            None => paths.clone(),
+        };
+        return Ok((paths, true));
     }
     if let Some(json) = home.index.layer_paths(digest)? {
         if let Some(paths) = paths_from_json(&json) {
-            return Ok(paths);
+            return Ok((paths, false));
         }
     }
-    let paths = read_layer(home, layer)?;
-    home.index.record_layer_paths(digest, &to_json(&paths))?;
-    Ok(paths)
+    Ok((read_layer(home, layer)?, true))
 }
 
-/// The paths of a layer read from its blob. A merged layer's paths are credited to the
-/// whole group: which of its wheels holds a file is in the RECORDs, not worth reading here.
-fn read_layer(home: &Home, layer: &PackageLayer) -> Result<Vec<InstalledPath>, BuildError> {
-    let descriptor = &layer.added.layer;
-    let wheel = match layer.wheels.as_slice() {
+/// Who a layer's paths are credited to: its wheel's file name, or the group's. A merged
+/// layer's paths are credited to the whole group: which of its wheels holds a file is in
+/// the RECORDs, not worth reading here.
+fn wheel_label(layer: &PackageLayer) -> String {
+    match layer.wheels.as_slice() {
         [one] => one.clone(),
         many => format!("one of {}", many.join(", ")),
-    };
+    }
+}
+
+fn credited(paths: &[InstalledPath], wheel: &str) -> Vec<InstalledPath> {
+    paths
+        .iter()
+        .map(|p| InstalledPath {
+            wheel: wheel.to_string(),
+            ..p.clone()
+        })
+        .collect()
+}
+
+/// The paths of a layer read from its blob.
+fn read_layer(home: &Home, layer: &PackageLayer) -> Result<Vec<InstalledPath>, BuildError> {
+    let descriptor = &layer.added.layer;
+    let wheel = wheel_label(layer);
     let io_error = |source| BuildError::Io {
         what: format!("reading the files of layer {}", descriptor.digest),
         source,
@@ -152,6 +183,82 @@ mod tests {
             content: content.into(),
             wheel: wheel.into(),
         }
+    }
+
+    fn layer(wheel: &str, digest: &str, paths: Vec<InstalledPath>, registry: bool) -> PackageLayer {
+        let digest = strata_oci::Digest::of(digest.as_bytes());
+        PackageLayer {
+            key: strata_index::LayerKey {
+                source: digest.clone(),
+                scheme: "test".into(),
+                format: 3,
+            },
+            added: crate::image::AddedLayer {
+                layer: strata_oci::LayerDescriptor {
+                    digest: digest.clone(),
+                    diff_id: digest,
+                    size: 1,
+                    media_type: strata_oci::MEDIA_TYPE_LAYER_GZIP.into(),
+                },
+                packages: Vec::new(),
+                created_by: String::new(),
+            },
+            staged: None,
+            wheels: vec![wheel.to_string()],
+            paths: Some(paths),
+            from_registry: registry.then(|| "127.0.0.1:5000/team".to_string()),
+        }
+    }
+
+    #[test]
+    fn a_refused_image_leaves_no_path_list_and_a_registry_names_no_wheel() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(dir.path()).unwrap();
+        let built = layer(
+            "a-1-py3-none-any.whl",
+            "a",
+            vec![at("sp/a.py", "- 1", "a")],
+            false,
+        );
+        // A registry's list that claims a.py with other content, under a forged wheel name.
+        let forged = "\u{1b}[2Jevil.whl";
+        let listed = layer(
+            "b-1-py3-none-any.whl",
+            "b",
+            vec![at("sp/a.py", "- 2", forged)],
+            true,
+        );
+        let err = check_layers(&home, &[built, listed]).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("b-1-py3-none-any.whl"), "{message}");
+        assert!(!message.contains("evil"), "{message}");
+        for digest in ["a", "b"] {
+            let digest = strata_oci::Digest::of(digest.as_bytes());
+            assert_eq!(home.index.layer_paths(&digest).unwrap(), None, "{digest}");
+        }
+        // Layers that pass have their paths kept, credited to the lock's wheels.
+        let listed = layer(
+            "b-1-py3-none-any.whl",
+            "b",
+            vec![at("sp/b.py", "- 2", forged)],
+            true,
+        );
+        let built = layer(
+            "a-1-py3-none-any.whl",
+            "a",
+            vec![at("sp/a.py", "- 1", "a")],
+            false,
+        );
+        check_layers(&home, &[built, listed]).unwrap();
+        let kept = home
+            .index
+            .layer_paths(&strata_oci::Digest::of(b"b"))
+            .unwrap()
+            .unwrap();
+        assert!(
+            kept.contains("b-1-py3-none-any.whl") && !kept.contains("evil"),
+            "{kept}"
+        );
     }
 
     #[test]
