@@ -464,3 +464,49 @@ fn a_tampered_base_layer_is_named_and_nothing_is_added() {
         .collect();
     assert!(left.is_empty(), "temporary files left behind: {left:?}");
 }
+
+#[test]
+fn a_base_manifest_too_large_to_be_one_is_refused_unread() {
+    use sha2::Digest as _;
+    let world = World::new();
+    assert!(world.strata(&["images"]).status.success());
+    let base = world.dir.path().join("base");
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(base_layout())
+        .arg(&base)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "cp -r of the base layout");
+    // The tag's manifest, padded past 4 MiB with whitespace: still valid JSON, and named by
+    // its own digest, so only its size is wrong.
+    let index_path = base.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+    let entry = &mut index["manifests"][0];
+    let old = entry["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let mut padded = fs::read(base.join("blobs/sha256").join(old)).unwrap();
+    padded.extend(std::iter::repeat_n(b' ', 5 << 20));
+    let hex = hex::encode(sha2::Sha256::digest(&padded));
+    fs::write(base.join("blobs/sha256").join(&hex), &padded).unwrap();
+    entry["digest"] = serde_json::Value::String(format!("sha256:{hex}"));
+    entry["size"] = serde_json::json!(padded.len());
+    fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+
+    let before = world.snapshot();
+    let out = world
+        .build_command(
+            &requirements("basic.txt"),
+            &format!("oci:{}:3.11", base.display()),
+            &[],
+        )
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success(), "a 5 MiB manifest was read");
+    assert!(err.contains(&hex) && err.contains("larger than"), "{err}");
+    assert_eq!(before, world.snapshot(), "the store changed: {err}");
+}

@@ -517,3 +517,32 @@ fn an_image_strata_did_not_build_and_a_missing_wheel_are_clear_errors() {
         "a failed verify leaves the store as it was"
     );
 }
+
+#[test]
+fn a_config_claiming_more_than_any_config_is_refused_unread() {
+    let reg = TestRegistry::start();
+    let target = format!("{}/team/env", reg.addr());
+    let a = World::new();
+    let built = a.build_ok(&requirements("shared-a.txt"), &["--push", &target]);
+    let tag = built["tag"].as_str().unwrap();
+    // The same config, announced as 5 MiB: a registry could then send that much for it.
+    let mut manifest = store_json(&a, built["digest"].as_str().unwrap());
+    manifest["config"]["size"] = Value::from(5u64 << 20);
+    put_manifest(&reg.addr(), "team/env", tag, &manifest, a.dir.path());
+
+    let b = a.with_home("b");
+    let reference = format!("{target}:{tag}");
+    let args = sources(&b);
+    let out = verify(
+        &b,
+        &reference,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    let config = manifest["config"]["digest"].as_str().unwrap();
+    assert!(
+        err.contains(config) && err.contains("claims 5242880 bytes"),
+        "{err}"
+    );
+}

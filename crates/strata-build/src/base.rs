@@ -9,7 +9,7 @@ use std::str::FromStr;
 use flate2::read::MultiGzDecoder;
 use strata_index::Index;
 use strata_oci::Digest;
-use strata_oci::{Descriptor, Manifest, ManifestDocument};
+use strata_oci::{Descriptor, Manifest, ManifestDocument, MAX_DOCUMENT_BYTES};
 use strata_oci::{StagedBlob, Store, StoreError, REF_NAME};
 
 use strata_python::{Platform, PythonVersion};
@@ -642,12 +642,23 @@ struct BlobSource<'a> {
 }
 
 impl BlobSource<'_> {
+    /// A document blob (index, manifest, config): at most [`MAX_DOCUMENT_BYTES`], verified.
     fn read(&self, digest: &Digest) -> Result<Vec<u8>, BaseError> {
         let path = find_blob(self.blobs, digest);
-        let bytes = std::fs::read(&path).map_err(|source| BaseError::Io {
+        let io_error = |source| BaseError::Io {
             path: path.clone(),
             source,
-        })?;
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(&path)
+            .and_then(|file| file.take(MAX_DOCUMENT_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(io_error)?;
+        if bytes.len() as u64 > MAX_DOCUMENT_BYTES {
+            return Err(invalid(
+                self.reference,
+                &format!("blob {digest} is named as a manifest or config but is larger than {MAX_DOCUMENT_BYTES} bytes"),
+            ));
+        }
         if &Digest::of(&bytes) != digest {
             return Err(invalid(
                 self.reference,

@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 use strata_index::{Lease, LeaseOwner};
-use strata_oci::{Descriptor, Digest, Manifest, ManifestDocument};
+use strata_oci::{Descriptor, Digest, Manifest, ManifestDocument, MAX_DOCUMENT_BYTES};
 use strata_python::{IndexCredentials, Lock, LockError, LockedWheel, Platform, WheelCache};
 use strata_registry::{ImageRef, ManifestRef, Registry, RegistryError, RegistryRepo};
 
@@ -409,6 +409,15 @@ async fn download(
     dir: &Path,
 ) -> Result<Downloaded, VerifyError> {
     let config_path = dir.join("config");
+    if manifest.config.size > MAX_DOCUMENT_BYTES {
+        return Err(VerifyError::NotStrata {
+            image: repo.to_string(),
+            reason: format!(
+                "its config {} claims {} bytes, more than any image config ({MAX_DOCUMENT_BYTES})",
+                manifest.config.digest, manifest.config.size
+            ),
+        });
+    }
     let config_bytes = served(registry, repo, &manifest.config, &config_path).await?;
     let config = match config_bytes.is_ok() {
         true => Some(

@@ -16,9 +16,8 @@ use strata_oci::Digest;
 use strata_oci::ManifestDocument;
 use strata_oci::Store;
 
-/// Manifests and indexes are small (registries cap them at 4 MiB): a bigger leased blob is a
-/// layer and is not read.
-const MAX_DOCUMENT: u64 = 4 << 20;
+/// Manifests and indexes are small: a bigger leased blob is a layer and is not read.
+const MAX_DOCUMENT: u64 = strata_oci::MAX_DOCUMENT_BYTES;
 
 /// A root or index child whose manifest could not be read or parsed. The plan reports it
 /// (a dry run lists them all); a sweep refuses to run while there is one, because what such

@@ -14,4 +14,4 @@ pub use digest::{Digest, DigestParseError, HashingWriter};
 pub use layout::{
     DownloadSlot, IndexEntry, PrehashedBlobWriter, StagedBlob, Store, StoreError, REF_NAME,
 };
-pub use manifest::{Descriptor, Manifest, ManifestDocument};
+pub use manifest::{Descriptor, Manifest, ManifestDocument, MAX_DOCUMENT_BYTES};

@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 use crate::descriptor::{BlobDescriptor, LayerDescriptor, MEDIA_TYPE_MANIFEST};
 use crate::Digest;
 
+/// The most bytes of a manifest, index or image config strata reads: the distribution spec
+/// lets registries refuse manifests above 4 MiB, and a config that large is not one strata
+/// or any builder writes. A bigger blob named as one is refused unread.
+pub const MAX_DOCUMENT_BYTES: u64 = 4 << 20;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Descriptor {
     #[serde(rename = "mediaType")]
