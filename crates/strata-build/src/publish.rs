@@ -344,7 +344,7 @@ pub fn pull(
     progress.stage("pulling");
     let image: ImageRef = reference.parse().map_err(RegistryError::from)?;
     let registry = Registry::new(&image.repo.registry, insecure)?;
-    let staging = home.tmp().join("pulled");
+    let staging = home.store.pull_staging_dir();
     let rt = runtime()?;
     let lease = home.index.lease("pull", LeaseOwner::current_process())?;
     let fetched = rt.block_on(fetch_image(
@@ -513,7 +513,7 @@ pub fn pull_base(
 ) -> Result<BaseImage, BuildError> {
     let image: ImageRef = reference.parse().map_err(RegistryError::from)?;
     let registry = Registry::new(&image.repo.registry, false)?;
-    let staging = home.tmp().join("pulled");
+    let staging = home.store.pull_staging_dir();
     // The build that asked holds the base's blobs from the moment it imports them.
     let fetched = runtime()?.block_on(fetch_image(
         &registry, &image, reference, platform, home, &staging, None,

@@ -307,7 +307,7 @@ fn pull_into_store(
 ) -> Result<(), BuildError> {
     let reference: ImageRef = image.parse().map_err(RegistryError::from)?;
     let lease = home.index.lease("build", LeaseOwner::current_process())?;
-    let staging = home.tmp().join("pulled");
+    let staging = home.store.pull_staging_dir();
     let fetched = runtime()?.block_on(fetch_image(
         &found.source.registry,
         &reference,

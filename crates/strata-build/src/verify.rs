@@ -385,7 +385,7 @@ fn scratch_dir(home: &Home) -> Result<tempfile::TempDir, VerifyError> {
     };
     std::fs::create_dir_all(home.tmp()).map_err(io)?;
     tempfile::Builder::new()
-        .prefix("verify-")
+        .prefix(&format!("{}verify-", strata_oci::SCRATCH_DIR_PREFIX))
         .tempdir_in(home.tmp())
         .map_err(io)
 }

@@ -817,7 +817,7 @@ enum Deleted {
     Young,
 }
 
-/// Deletes a file unless it was modified at or after `cutoff`.
+/// Deletes a file (or a scratch directory) unless it was modified at or after `cutoff`.
 fn delete_if_old(path: &std::path::Path, cutoff: i64) -> Result<Deleted, GcError> {
     let delete_err = |source| GcError::Delete {
         path: path.to_path_buf(),
@@ -829,7 +829,17 @@ fn delete_if_old(path: &std::path::Path, cutoff: i64) -> Result<Deleted, GcError
     if mtime_secs(&meta) >= cutoff {
         return Ok(Deleted::Young);
     }
-    match fs::remove_file(path) {
+    // A scratch directory goes whole (remove_dir_all does not follow symlinks); anything
+    // else that is a directory now is not what was planned, and remove_file refuses it.
+    let scratch = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(strata_oci::SCRATCH_DIR_PREFIX));
+    let removed = match meta.is_dir() && scratch {
+        true => fs::remove_dir_all(path),
+        false => fs::remove_file(path),
+    };
+    match removed {
         Ok(()) => Ok(Deleted::Yes),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Deleted::Gone),
         Err(e) => Err(delete_err(e)),

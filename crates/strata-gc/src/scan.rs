@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use strata_oci::Digest;
-use strata_oci::Store;
+use strata_oci::{Store, SCRATCH_DIR_PREFIX};
 
 /// The prefix `tempfile` gives the files `Store::writer` and `write_atomic` create.
 const TEMP_PREFIX: &str = ".tmp";
@@ -25,7 +25,7 @@ pub struct BlobFile {
     pub mtime: i64,
 }
 
-/// A temporary file in the store's work directory.
+/// A temporary file (or scratch directory) in the store's work directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TempFile {
     pub path: PathBuf,
@@ -63,32 +63,77 @@ pub fn list_blobs(store: &Store) -> io::Result<Vec<BlobFile>> {
     Ok(blobs)
 }
 
-/// Regular files named like temporary files in the work directory (locks and whatever
-/// else lives there are left alone).
+/// What a crashed or killed process left in the work directory: regular files named like
+/// temporary files, scratch directories ([`strata_oci::SCRATCH_DIR_PREFIX`], with the size of
+/// what they hold), and the blobs of the pull staging area (locks and whatever else lives
+/// there are left alone). Their age decides (see the plan).
 pub fn list_temp_files(store: &Store) -> io::Result<Vec<TempFile>> {
     let mut temps = Vec::new();
     for entry in fs::read_dir(store.work_dir())? {
         let entry = entry?;
-        let is_temp = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(TEMP_PREFIX) || n.starts_with(PARTIAL_PREFIX));
-        if !is_temp {
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             continue;
-        }
+        };
         let Some(meta) = metadata_if_exists(&entry.path())? else {
             continue;
         };
-        if meta.is_file() {
+        let is_temp = name.starts_with(TEMP_PREFIX) || name.starts_with(PARTIAL_PREFIX);
+        if meta.is_file() && is_temp {
+            temps.push(temp_file(entry.path(), &meta));
+        } else if meta.is_dir() && name.starts_with(SCRATCH_DIR_PREFIX) {
             temps.push(TempFile {
+                size: tree_size(&entry.path())?,
                 path: entry.path(),
-                size: meta.len(),
                 mtime: mtime_secs(&meta),
             });
         }
     }
+    let staged = store.pull_staging_dir().join("blobs").join("sha256");
+    if let Some(entries) = read_dir_if_exists(&staged)? {
+        for entry in entries {
+            let entry = entry?;
+            match metadata_if_exists(&entry.path())? {
+                Some(meta) if meta.is_file() => temps.push(temp_file(entry.path(), &meta)),
+                _ => {}
+            }
+        }
+    }
     temps.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(temps)
+}
+
+fn temp_file(path: PathBuf, meta: &fs::Metadata) -> TempFile {
+    TempFile {
+        path,
+        size: meta.len(),
+        mtime: mtime_secs(meta),
+    }
+}
+
+fn read_dir_if_exists(dir: &Path) -> io::Result<Option<fs::ReadDir>> {
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(Some(entries)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The bytes of the regular files below `dir`, symlinks not followed (a file that goes
+/// meanwhile counts for nothing).
+fn tree_size(dir: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    let Some(entries) = read_dir_if_exists(dir)? else {
+        return Ok(0);
+    };
+    for entry in entries {
+        let path = entry?.path();
+        match metadata_if_exists(&path)? {
+            Some(meta) if meta.is_dir() => total += tree_size(&path)?,
+            Some(meta) if meta.is_file() => total += meta.len(),
+            _ => {}
+        }
+    }
+    Ok(total)
 }
 
 /// Metadata without following symlinks; `None` if the file is gone.

@@ -16,7 +16,7 @@ use strata_index::{now, EnvRecord, Index};
 use strata_oci::Digest;
 use strata_oci::{BlobDescriptor, MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST};
 use strata_oci::{Descriptor, Manifest, ManifestDocument};
-use strata_oci::{Store, REF_NAME};
+use strata_oci::{Store, REF_NAME, SCRATCH_DIR_PREFIX};
 
 const DAY: i64 = 86_400;
 const MEDIA_TYPE_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
@@ -235,12 +235,8 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn set_mtime(path: &Path, when: SystemTime) {
-    File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(when)
-        .unwrap();
+    // Read-only: a directory cannot be opened for writing, and the owner may set times anyway.
+    File::open(path).unwrap().set_modified(when).unwrap();
 }
 
 /// A ustar archive with one regular file.
@@ -504,6 +500,62 @@ fn grace_protects_young_blobs_and_temp_files() {
     // The same store judged three hours later: the young orphan's grace is over.
     let later = local::plan(&fx.store, &fx.index, &policy(), fx.now + 3 * 3600).unwrap();
     assert_eq!(planned_blobs(&later), BTreeSet::from([young]));
+}
+
+#[test]
+fn what_a_killed_pull_or_verify_left_goes_after_the_grace() {
+    let fx = Fixture::new();
+    let work = fx.store.work_dir().to_path_buf();
+    // A verify's scratch home, a pull's staged blob and its partial download.
+    let scratch = work.join(format!("{SCRATCH_DIR_PREFIX}verify-x"));
+    fs::create_dir_all(scratch.join("home/oci")).unwrap();
+    fs::write(scratch.join("home/oci/blob"), b"12345").unwrap();
+    // A link out of the store: what it points at is not the scratch directory's.
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("kept"), b"not ours").unwrap();
+    std::os::unix::fs::symlink(outside.path(), scratch.join("home/link")).unwrap();
+    let staged = fx.store.pull_staging_dir().join("blobs/sha256");
+    fs::create_dir_all(&staged).unwrap();
+    fs::write(staged.join("ab12"), b"verified").unwrap();
+    fs::write(staged.join(".cd34.1-1.partial"), b"half").unwrap();
+    for path in [
+        &scratch,
+        &staged.join("ab12"),
+        &staged.join(".cd34.1-1.partial"),
+    ] {
+        set_mtime(
+            path,
+            SystemTime::now() - Duration::from_secs(2 * DAY as u64),
+        );
+    }
+    // A scratch directory and a staged blob of a pull running now.
+    let running = work.join(format!("{SCRATCH_DIR_PREFIX}verify-y"));
+    fs::create_dir_all(&running).unwrap();
+    fs::write(staged.join("ef56"), b"fresh").unwrap();
+
+    let plan = fx.plan(&policy());
+    let planned: BTreeSet<PathBuf> = plan.temp_files.iter().map(|t| t.path.clone()).collect();
+    let old = BTreeSet::from([
+        scratch.clone(),
+        staged.join("ab12"),
+        staged.join(".cd34.1-1.partial"),
+    ]);
+    assert_eq!(planned, old);
+    assert_eq!(
+        plan.bytes_freed,
+        5 + 8 + 4,
+        "the scratch directory counts what it holds"
+    );
+
+    let report = local::sweep(&fx.store, &fx.index, &plan).unwrap();
+    assert_eq!(report.deleted_temp_files, 3);
+    assert!(old.iter().all(|p| !p.exists()), "{old:?}");
+    assert!(
+        outside.path().join("kept").exists(),
+        "the sweep followed a symlink"
+    );
+    assert!(running.is_dir());
+    assert!(staged.join("ef56").exists());
 }
 
 /// A pid that surely belongs to no process: a child that has exited and been reaped.

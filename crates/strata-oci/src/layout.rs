@@ -18,6 +18,9 @@ use crate::digest::{Digest, HashingWriter};
 
 /// The annotation an OCI layout uses to name a manifest (its "tag").
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// Scratch directories of the work directory start with this (a verify's rebuild home); gc
+/// removes those a killed process left behind, past its grace period.
+pub const SCRATCH_DIR_PREFIX: &str = "scratch-";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -228,6 +231,13 @@ impl Store {
     /// The directory for temporary files and locks (outside the layout).
     pub fn work_dir(&self) -> &Path {
         &self.work
+    }
+
+    /// Where blobs fetched from a registry wait, verified, in an OCI layout's
+    /// `blobs/sha256`, until an image takes them into the store: kept across a failed pull,
+    /// so a retry downloads only the rest; gc removes those past its grace period.
+    pub fn pull_staging_dir(&self) -> PathBuf {
+        self.work.join("pulled")
     }
 
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {

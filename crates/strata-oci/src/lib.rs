@@ -13,5 +13,6 @@ pub use descriptor::{
 pub use digest::{Digest, DigestParseError, HashingWriter};
 pub use layout::{
     DownloadSlot, IndexEntry, PrehashedBlobWriter, StagedBlob, Store, StoreError, REF_NAME,
+    SCRATCH_DIR_PREFIX,
 };
 pub use manifest::{Descriptor, Manifest, ManifestDocument, MAX_DOCUMENT_BYTES};
