@@ -178,7 +178,7 @@ fn an_image_built_elsewhere_verifies_from_an_empty_store() {
     let leftovers: Vec<_> = fs::read_dir(b.home.join("tmp"))
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("verify-"))
+        .filter(|e| e.file_name().to_string_lossy().starts_with("scratch-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
