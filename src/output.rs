@@ -47,7 +47,9 @@ impl Failure {
             | BuildError::Overlap { .. }
             | BuildError::Config(_)
             | BuildError::NotAnImage { .. } => EXIT_BAD_INPUT,
-            BuildError::Registry(_) | BuildError::DamagedRegistryBlob { .. } => EXIT_REGISTRY,
+            BuildError::Registry(_)
+            | BuildError::DamagedRegistryBlob { .. }
+            | BuildError::ImplausibleLayerSize { .. } => EXIT_REGISTRY,
             BuildError::Store(_)
             | BuildError::Index(_)
             | BuildError::Home(_)

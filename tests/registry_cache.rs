@@ -788,6 +788,44 @@ fn an_entry_whose_blob_has_another_size_is_a_miss() {
     assert_eq!(temporary_files(&b), Vec::<String>::new());
 }
 #[test]
+fn an_entry_claiming_a_layer_far_larger_than_its_wheel_is_not_downloaded() {
+    let reg = TestRegistry::start();
+    let repository = format!("{}/team/env", reg.addr());
+    let a = World::new();
+    let basic = publish_basic(&a, &repository);
+    // beta's entry claims ten gigabytes for its layer (a wheel of a few kilobytes).
+    let (tag, manifest) = entry_of(&repository, &basic, "beta==");
+    let digest = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    put_entry(
+        &reg.addr(),
+        &tag,
+        &forged(&manifest, "size", 10_000_000_000u64.into()),
+    );
+    let proxy = AnswerProxy::forwarding(&reg.addr());
+    let cache = format!("{}/team/env", proxy.addr());
+
+    let b = a.with_home("b");
+    let built = b.build_ok(&requirements("changed-one.txt"), &["--cache-from", &cache]);
+    let warnings = built["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{built}");
+    let warning = warnings[0].as_str().unwrap();
+    assert!(
+        warning.contains("beta-2.0.0") && warning.contains("claims a layer of 10000000000 bytes"),
+        "{warning}"
+    );
+    let asked: Vec<_> = proxy
+        .take_requests()
+        .into_iter()
+        .filter(|(_, target)| target.ends_with(&format!("/blobs/{digest}")))
+        .collect();
+    assert_eq!(asked, Vec::new(), "the claimed blob was downloaded");
+    assert_eq!(built["digest"], changed_one_built_locally(&a)["digest"]);
+}
+
+#[test]
 fn an_entry_in_another_media_type_than_the_build_makes_is_a_miss() {
     let reg = TestRegistry::start();
     let repository = format!("{}/team/env", reg.addr());

@@ -104,6 +104,14 @@ pub enum BuildError {
         target: String,
         blob: Box<crate::remote_cache::DamagedBlob>,
     },
+    /// A layer index entry claims a layer far larger than its wheels could make: not
+    /// downloaded (a registry could fill the disk up to what it claims).
+    #[error("its layer index entry claims a layer of {claimed} bytes, more than wheels of {wheels} bytes make (at most {limit})")]
+    ImplausibleLayerSize {
+        claimed: u64,
+        wheels: u64,
+        limit: u64,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -253,10 +253,15 @@ fn take_from_registries<'a>(
     }
     let keys: Vec<&LayerKey> = todo.iter().map(|(_, _, key)| key).collect();
     let names: Vec<String> = todo.iter().map(|(_, group, _)| layer_name(group)).collect();
+    let wheel_bytes: Vec<Option<u64>> = todo
+        .iter()
+        .map(|(_, group, _)| group.iter().map(|w| w.size).sum())
+        .collect();
     let wanted = registry_layers::Wanted {
         keys: &keys,
         names: &names,
         media_type,
+        wheel_bytes: &wheel_bytes,
     };
     let fetched = registry_layers::fetch(home, remote.cache, &wanted, remote.lookups)?;
     let mut left = Vec::new();
