@@ -416,14 +416,8 @@ fn a_build_killed_at_random_points_leaves_a_whole_store() {
     assert_store_whole(&world);
 }
 
-/// A base image whose layer no longer hashes to its digest: the build names the blob and
-/// adds nothing to the store (the base's blobs are copied while uv resolves and committed
-/// only with the image), and leaves no temporary copy behind.
-#[test]
-fn a_tampered_base_layer_is_named_and_nothing_is_added() {
-    let world = World::new();
-    // An empty store, none of the base's blobs in it.
-    assert!(world.strata(&["images"]).status.success());
+/// A copy of the test base's OCI layout in `world`'s directory, to tamper with.
+fn copy_of_the_base(world: &World) -> std::path::PathBuf {
     let base = world.dir.path().join("base");
     let copied = std::process::Command::new("cp")
         .arg("-r")
@@ -432,6 +426,36 @@ fn a_tampered_base_layer_is_named_and_nothing_is_added() {
         .status()
         .unwrap();
     assert!(copied.success(), "cp -r of the base layout");
+    base
+}
+
+/// Builds basic.txt on the base layout `base` (tag 3.11), which must be refused with the
+/// store left as it was; returns the error output.
+fn refused_on(world: &World, base: &std::path::Path) -> String {
+    let before = world.snapshot();
+    let out = world
+        .build_command(
+            &requirements("basic.txt"),
+            &format!("oci:{}:3.11", base.display()),
+            &[],
+        )
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success(), "built on a bad base: {err}");
+    assert_eq!(before, world.snapshot(), "the store changed: {err}");
+    err
+}
+
+/// A base image whose layer no longer hashes to its digest: the build names the blob and
+/// adds nothing to the store (the base's blobs are copied while uv resolves and committed
+/// only with the image), and leaves no temporary copy behind.
+#[test]
+fn a_tampered_base_layer_is_named_and_nothing_is_added() {
+    let world = World::new();
+    // An empty store, none of the base's blobs in it.
+    assert!(world.strata(&["images"]).status.success());
+    let base = copy_of_the_base(&world);
     let blobs = base.join("blobs/sha256");
     let largest = fs::read_dir(&blobs)
         .unwrap()
@@ -443,20 +467,9 @@ fn a_tampered_base_layer_is_named_and_nothing_is_added() {
     bytes[middle] ^= 0xff;
     fs::write(&largest, bytes).unwrap();
 
-    let before = world.snapshot();
-    let out = world
-        .build_command(
-            &requirements("basic.txt"),
-            &format!("oci:{}:3.11", base.display()),
-            &[],
-        )
-        .output()
-        .unwrap();
-    let err = stderr(&out);
-    assert!(!out.status.success(), "a tampered base was built on");
+    let err = refused_on(&world, &base);
     let name = largest.file_name().unwrap().to_string_lossy().into_owned();
     assert!(err.contains(&name), "the error names the blob: {err}");
-    assert_eq!(before, world.snapshot(), "the store changed: {err}");
     let left: Vec<_> = fs::read_dir(world.home.join("tmp"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -470,14 +483,7 @@ fn a_base_manifest_too_large_to_be_one_is_refused_unread() {
     use sha2::Digest as _;
     let world = World::new();
     assert!(world.strata(&["images"]).status.success());
-    let base = world.dir.path().join("base");
-    let copied = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(base_layout())
-        .arg(&base)
-        .status()
-        .unwrap();
-    assert!(copied.success(), "cp -r of the base layout");
+    let base = copy_of_the_base(&world);
     // The tag's manifest, padded past 4 MiB with whitespace: still valid JSON, and named by
     // its own digest, so only its size is wrong.
     let index_path = base.join("index.json");
@@ -496,17 +502,6 @@ fn a_base_manifest_too_large_to_be_one_is_refused_unread() {
     entry["size"] = serde_json::json!(padded.len());
     fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
 
-    let before = world.snapshot();
-    let out = world
-        .build_command(
-            &requirements("basic.txt"),
-            &format!("oci:{}:3.11", base.display()),
-            &[],
-        )
-        .output()
-        .unwrap();
-    let err = stderr(&out);
-    assert!(!out.status.success(), "a 5 MiB manifest was read");
+    let err = refused_on(&world, &base);
     assert!(err.contains(&hex) && err.contains("larger than"), "{err}");
-    assert_eq!(before, world.snapshot(), "the store changed: {err}");
 }
