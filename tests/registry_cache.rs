@@ -898,7 +898,7 @@ fn a_cache_registry_that_stops_answering_is_one_warning_and_the_build_goes_on() 
             &base_ref(),
             &["--cache-from", &cache],
         )
-        .env("STRATA_REGISTRY_TIMEOUT", "1")
+        .env("STRATA_REGISTRY_TIMEOUT", "3")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -912,7 +912,7 @@ fn a_cache_registry_that_stops_answering_is_one_warning_and_the_build_goes_on() 
     assert_eq!(warnings.len(), 1, "one warning, not one per layer: {built}");
     let warning = warnings[0].as_str().unwrap();
     assert!(
-        warning.contains(&cache) && warning.contains("sent nothing for 1 s"),
+        warning.contains(&cache) && warning.contains("stopped answering"),
         "{built}"
     );
     assert_eq!(built["digest"], changed_one_built_locally(&a)["digest"]);

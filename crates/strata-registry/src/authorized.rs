@@ -173,7 +173,9 @@ impl Registry {
     /// does its own challenge and token dance; storing `Anonymous` still lets it fetch
     /// anonymous bearer tokens, which public registries require. oci-client sends the
     /// credentials to whatever token server the registry names, so with credentials the
-    /// registry's challenge is checked here first (once per client).
+    /// registry's challenge is checked here first (once per client). That guards against a
+    /// registry misconfigured with a plain-HTTP realm; a registry that answers oci-client
+    /// otherwise than strata could send its own credentials anywhere anyway.
     pub(crate) async fn prepare_oci_auth(&self, repo: &RegistryRepo) -> Result<(), RegistryError> {
         let auth = match &self.session.credentials {
             Credentials::Anonymous => oci_client::secrets::RegistryAuth::Anonymous,
@@ -202,7 +204,9 @@ impl Registry {
         }
         let action = "checking where the registry sends clients for tokens";
         let url = format!("{}://{}/v2/", self.scheme().as_str(), self.host());
-        let response = self.send(action, self.http.get(url)).await?;
+        let response = self
+            .with_retry(action, || self.send(action, self.http.get(&url)))
+            .await?;
         if let Some(Challenge::Bearer { realm, .. }) = challenge_of(response.headers()) {
             let parsed = Url::parse(&realm).map_err(|e| {
                 self.protocol_error(action, format!("bad token realm {realm:?}: {e}"))

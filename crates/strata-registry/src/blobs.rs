@@ -310,6 +310,25 @@ impl Registry {
                     "the registry's Docker-Content-Digest header names another digest than the bytes it sent");
                 Ok(())
             }
+            // Checked against a header naming another digest, bytes that are not the blob
+            // either: the error names the digest asked for, not the header's.
+            Err(OciDistributionError::DigestError(DigestError::VerificationError {
+                expected,
+                actual,
+            })) if expected != digest_text => {
+                return match actual.parse() {
+                    Ok(actual) => Err(RegistryError::DigestMismatch {
+                        registry: self.host().to_string(),
+                        what: what.to_string(),
+                        expected: blob.digest.clone(),
+                        actual,
+                    }),
+                    Err(_) => Err(self.protocol_error(
+                        action,
+                        format!("digest mismatch for {what}: got {actual}"),
+                    )),
+                };
+            }
             other => other,
         };
         let written = writer.written;

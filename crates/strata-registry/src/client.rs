@@ -16,10 +16,12 @@ use std::time::Duration;
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{DigestError, OciDistributionError};
+use reqwest::Method;
 
 use crate::auth::{AuthSources, Credentials};
 use crate::error::{
-    chain_text, classify_transport, parse_error_body, RegistryError, TransportKind,
+    chain_text, classify_transport, parse_error_body, printable_answer, RegistryError,
+    TransportKind,
 };
 use crate::reference::{split_host_port, RegistryRepo};
 use crate::token::AuthSession;
@@ -310,9 +312,15 @@ impl Registry {
         action: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RegistryError> {
-        request
-            .timeout(self.stall)
-            .send()
+        let (client, request) = request.build_split();
+        let mut request = request.map_err(|e| self.transport_error(action, &e, false))?;
+        // Reads of documents must come whole within the stall timeout; a manifest PUT or a
+        // DELETE may take as long as the registry needs (hooks, slow storage).
+        if matches!(*request.method(), Method::GET | Method::HEAD) {
+            *request.timeout_mut() = Some(self.stall);
+        }
+        client
+            .execute(request)
             .await
             .map_err(|e| self.transport_error(action, &e, e.is_connect()))
     }
@@ -368,7 +376,8 @@ impl Registry {
     ) -> RegistryError {
         let registry = self.host.clone();
         let action = action.to_string();
-        if is_timeout(err) {
+        // A connect timeout is reqwest's too: that registry is unreachable, not stalled.
+        if !is_connect && is_timeout(err) {
             return RegistryError::Stalled {
                 registry,
                 action,
@@ -423,8 +432,9 @@ impl Registry {
                     .collect();
                 let messages: Vec<&str> =
                     envelope.errors.iter().map(|e| e.message.as_str()).collect();
-                let code = (!codes.is_empty()).then(|| codes.join("; "));
-                self.http_error(action, None, code, Some(messages.join("; ")))
+                let code = (!codes.is_empty()).then(|| printable_answer(&codes.join("; ")));
+                let message = printable_answer(&messages.join("; "));
+                self.http_error(action, None, code, Some(message))
             }
             OciDistributionError::UnauthorizedError { .. } => {
                 self.http_error(action, Some(401), Some("UNAUTHORIZED".to_string()), None)

@@ -69,9 +69,10 @@ pub enum RegistryError {
         detail: String,
     },
 
-    /// Nothing came from the registry for the stall timeout: not retried, since a registry
-    /// that stalls once mostly stalls again, and a build must not wait on its cache for ever.
-    #[error("registry {registry} sent nothing for {} s while {action} (STRATA_REGISTRY_TIMEOUT sets how long to wait, in seconds)", .waited.as_secs())]
+    /// A read did not finish, or a download made no progress, within the stall timeout: not
+    /// retried, since a registry that stalls once mostly stalls again, and a build must not
+    /// wait on its cache for ever.
+    #[error("registry {registry} stopped answering while {action} (waited {} s; STRATA_REGISTRY_TIMEOUT sets how long, in seconds)", .waited.as_secs())]
     Stalled {
         registry: String,
         action: String,
@@ -257,6 +258,11 @@ pub(crate) fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) 
 
 /// How much of a registry's error text an error message carries.
 const MAX_ANSWER_CHARS: usize = 300;
+
+/// A registry's error code or message as an error message carries it: cut short, printable.
+pub(crate) fn printable_answer(text: &str) -> String {
+    printable(text, MAX_ANSWER_CHARS)
+}
 
 /// The start of `text` from outside, fit for a terminal: control characters (escape
 /// sequences, line breaks a registry could use to forge output) become spaces.

@@ -18,7 +18,8 @@ const DIGEST_HEADER: &str = "Docker-Content-Digest";
 const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 /// Bounds a registry that keeps sending `Link: rel="next"`.
 const MAX_TAG_PAGES: usize = 10_000;
-/// All the tag names of a repository together: 64 MiB is half a million 128-character tags.
+/// All the tag names of a repository together, as held in memory: 64 MiB is some 400,000
+/// tags of 128 characters.
 const MAX_TAG_LIST_BYTES: usize = 64 * 1024 * 1024;
 
 /// A manifest as the registry served it.
@@ -203,11 +204,15 @@ impl Registry {
                 Err(e) if e.registry_code() == Some("NAME_UNKNOWN") => return Ok(Vec::new()),
                 other => other?,
             };
-            tag_bytes += page_tags.iter().map(String::len).sum::<usize>();
+            // What the tags hold in memory, an empty one included.
+            tag_bytes += page_tags
+                .iter()
+                .map(|t| t.len() + std::mem::size_of::<String>())
+                .sum::<usize>();
             if tag_bytes > MAX_TAG_LIST_BYTES {
                 return Err(self.protocol_error(
                     &action,
-                    format!("more than {MAX_TAG_LIST_BYTES} bytes of tag names"),
+                    format!("tag names past {MAX_TAG_LIST_BYTES} bytes"),
                 ));
             }
             tags.extend(page_tags);

@@ -285,16 +285,45 @@ fn a_sound_blob_under_a_wrong_digest_header_is_taken_as_sound() {
     rt.block_on(registry.pull_blob_to_file(&repo, &blob, &dest))
         .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), bytes);
-    // Bytes that are not the blob are still refused, whatever the header says.
-    let bad = blob_of(b"what was asked for");
+    // Bytes that are not the blob asked for are refused, whatever the header says, and the
+    // error names the digest asked for (not the header's) and the one the bytes have.
+    let asked = BlobDescriptor {
+        digest: Digest::of(b"another blob, of 20 B"),
+        ..blob.clone()
+    };
     let err = rt
-        .block_on(registry.pull_blob_bytes(&repo, &bad))
+        .block_on(registry.pull_blob_bytes(&repo, &asked))
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RegistryError::DigestMismatch { .. } | RegistryError::SizeMismatch { .. }
-        ),
-        "{err:?}"
-    );
+    match err {
+        RegistryError::DigestMismatch {
+            expected, actual, ..
+        } => {
+            assert_eq!(expected, asked.digest);
+            assert_eq!(actual, blob.digest);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_manifest_put_is_waited_for_past_the_stall_timeout() {
+    let registry_server = serve("slow registry", |request, client| {
+        if request.method == "PUT" {
+            // Push hooks, slow storage: the answer comes after the stall timeout.
+            thread::sleep(Duration::from_secs(2));
+            let digest = format!("Docker-Content-Digest: {}", Digest::of(&request.body));
+            return reply(client, "201 Created", &[digest], b"");
+        }
+        reply(client, "404 Not Found", &[], b"");
+    });
+    let (registry, repo) = client(&registry_server, Credentials::Anonymous);
+    let registry = registry.with_stall_timeout(Duration::from_millis(500));
+    let manifest = br#"{"schemaVersion":2}"#;
+    let pushed = runtime().block_on(registry.push_manifest(
+        &repo,
+        &"v1".parse().unwrap(),
+        manifest,
+        "application/vnd.oci.image.manifest.v1+json",
+    ));
+    assert_eq!(pushed.unwrap(), Digest::of(manifest));
 }
