@@ -492,7 +492,10 @@ pub(crate) async fn fetch_image(
             continue;
         }
         let dest = blobs.join(d.digest.hex());
-        if !dest.is_file() {
+        if dest.is_file() {
+            // Staged by an earlier pull: young again, so gc leaves it to this one.
+            touch(&dest)?;
+        } else {
             registry
                 .pull_blob_to_file(&image.repo, &d.blob(), &dest)
                 .await?;
@@ -530,4 +533,14 @@ pub fn pull_base(
         reference,
     )?;
     Ok(base)
+}
+
+/// Sets a file's modification time to now.
+fn touch(path: &Path) -> Result<(), BuildError> {
+    std::fs::File::open(path)
+        .and_then(|file| file.set_modified(std::time::SystemTime::now()))
+        .map_err(|source| BuildError::Io {
+            what: format!("touching {}", path.display()),
+            source,
+        })
 }

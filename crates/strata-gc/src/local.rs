@@ -323,6 +323,8 @@ pub fn plan_in(
     let temp_files: Vec<TempToDelete> = temps
         .into_iter()
         .filter(|t| t.mtime < cutoff)
+        // A pull in flight holds its staged blobs (named by digest) with its lease.
+        .filter(|t| !staged_and_held(t, &marker))
         .map(|t| TempToDelete {
             path: t.path,
             size: t.size,
@@ -817,6 +819,15 @@ enum Deleted {
     Young,
 }
 
+/// Whether `temp` is a blob of the pull staging area that a kept image or a lease reaches.
+fn staged_and_held(temp: &scan::TempFile, marker: &Marker) -> bool {
+    temp.path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| Digest::from_hex(n).ok())
+        .is_some_and(|d| marker.marked.contains(&d))
+}
+
 /// Deletes a file (or a scratch directory) unless it was modified at or after `cutoff`.
 fn delete_if_old(path: &std::path::Path, cutoff: i64) -> Result<Deleted, GcError> {
     let delete_err = |source| GcError::Delete {
@@ -826,16 +837,22 @@ fn delete_if_old(path: &std::path::Path, cutoff: i64) -> Result<Deleted, GcError
     let Some(meta) = metadata_if_exists(path).map_err(delete_err)? else {
         return Ok(Deleted::Gone);
     };
-    if mtime_secs(&meta) >= cutoff {
+    // A scratch directory goes whole (remove_dir_all does not follow symlinks) when nothing
+    // in it is young; anything else that is a directory now is not what was planned, and
+    // remove_file refuses it.
+    let scratch = meta.is_dir()
+        && path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(strata_oci::SCRATCH_DIR_PREFIX));
+    let mtime = match scratch {
+        true => scan::scratch_tree(path).newest,
+        false => mtime_secs(&meta),
+    };
+    if mtime >= cutoff {
         return Ok(Deleted::Young);
     }
-    // A scratch directory goes whole (remove_dir_all does not follow symlinks); anything
-    // else that is a directory now is not what was planned, and remove_file refuses it.
-    let scratch = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with(strata_oci::SCRATCH_DIR_PREFIX));
-    let removed = match meta.is_dir() && scratch {
+    let removed = match scratch {
         true => fs::remove_dir_all(path),
         false => fs::remove_file(path),
     };

@@ -81,10 +81,11 @@ pub fn list_temp_files(store: &Store) -> io::Result<Vec<TempFile>> {
         if meta.is_file() && is_temp {
             temps.push(temp_file(entry.path(), &meta));
         } else if meta.is_dir() && name.starts_with(SCRATCH_DIR_PREFIX) {
+            let tree = scratch_tree(&entry.path());
             temps.push(TempFile {
-                size: tree_size(&entry.path())?,
                 path: entry.path(),
-                mtime: mtime_secs(&meta),
+                size: tree.bytes,
+                mtime: tree.newest,
             });
         }
     }
@@ -118,22 +119,51 @@ fn read_dir_if_exists(dir: &Path) -> io::Result<Option<fs::ReadDir>> {
     }
 }
 
-/// The bytes of the regular files below `dir`, symlinks not followed (a file that goes
-/// meanwhile counts for nothing).
-fn tree_size(dir: &Path) -> io::Result<u64> {
-    let mut total = 0;
-    let Some(entries) = read_dir_if_exists(dir)? else {
-        return Ok(0);
+/// What a scratch directory holds, symlinks not followed.
+pub struct ScratchTree {
+    /// The bytes of its regular files.
+    pub bytes: u64,
+    /// The newest modification time in it, the directory's own included: a process working
+    /// deep inside leaves the top directory's time alone. Anything unreadable counts as new
+    /// (the directory is kept), and a file that goes meanwhile counts for nothing.
+    pub newest: i64,
+}
+
+pub fn scratch_tree(dir: &Path) -> ScratchTree {
+    let mut tree = ScratchTree {
+        bytes: 0,
+        newest: i64::MIN,
+    };
+    add_tree(dir, &mut tree);
+    tree
+}
+
+fn add_tree(path: &Path, tree: &mut ScratchTree) {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(_) => {
+            tree.newest = i64::MAX;
+            return;
+        }
+    };
+    tree.newest = tree.newest.max(mtime_secs(&meta));
+    if meta.is_file() {
+        tree.bytes += meta.len();
+    }
+    if !meta.is_dir() {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(path) else {
+        tree.newest = i64::MAX;
+        return;
     };
     for entry in entries {
-        let path = entry?.path();
-        match metadata_if_exists(&path)? {
-            Some(meta) if meta.is_dir() => total += tree_size(&path)?,
-            Some(meta) if meta.is_file() => total += meta.len(),
-            _ => {}
+        match entry {
+            Ok(entry) => add_tree(&entry.path(), tree),
+            Err(_) => tree.newest = i64::MAX,
         }
     }
-    Ok(total)
 }
 
 /// Metadata without following symlinks; `None` if the file is gone.

@@ -518,16 +518,30 @@ fn what_a_killed_pull_or_verify_left_goes_after_the_grace() {
     fs::create_dir_all(&staged).unwrap();
     fs::write(staged.join("ab12"), b"verified").unwrap();
     fs::write(staged.join(".cd34.1-1.partial"), b"half").unwrap();
+    // A blob staged two days ago for a pull that is still running (its lease holds it).
+    let held = Digest::of(b"held");
+    fs::write(staged.join(held.hex()), b"held").unwrap();
+    let lease = fx
+        .index
+        .create_lease("pull", LeaseOwner::current_process())
+        .unwrap();
+    fx.index
+        .add_lease_refs(&lease, std::slice::from_ref(&held))
+        .unwrap();
+    // A verify working deep inside a directory made two days ago.
+    let busy = work.join(format!("{SCRATCH_DIR_PREFIX}verify-z"));
+    fs::create_dir_all(busy.join("home/oci")).unwrap();
     for path in [
         &scratch,
         &staged.join("ab12"),
         &staged.join(".cd34.1-1.partial"),
+        &staged.join(held.hex()),
+        &busy,
+        &busy.join("home"),
     ] {
-        set_mtime(
-            path,
-            SystemTime::now() - Duration::from_secs(2 * DAY as u64),
-        );
+        age_tree(path, 2);
     }
+    fs::write(busy.join("home/oci/new-blob"), b"being written").unwrap();
     // A scratch directory and a staged blob of a pull running now.
     let running = work.join(format!("{SCRATCH_DIR_PREFIX}verify-y"));
     fs::create_dir_all(&running).unwrap();
@@ -556,6 +570,30 @@ fn what_a_killed_pull_or_verify_left_goes_after_the_grace() {
     );
     assert!(running.is_dir());
     assert!(staged.join("ef56").exists());
+    assert!(
+        staged.join(held.hex()).exists(),
+        "a leased staged blob went"
+    );
+    assert!(
+        busy.join("home/oci/new-blob").exists(),
+        "a busy scratch directory went"
+    );
+}
+
+/// Sets the modification time of `path` and, for a directory, of everything below it
+/// (symlinks themselves, not what they point at) to `days` ago.
+fn age_tree(path: &Path, days: i64) {
+    let when = format!("@{}", now() - days * DAY);
+    let status = Command::new("find")
+        .arg(path)
+        .args(["-exec", "touch", "-h", "-d", &when, "{}", "+"])
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "find -exec touch under {}",
+        path.display()
+    );
 }
 
 /// A pid that surely belongs to no process: a child that has exited and been reaped.
