@@ -51,7 +51,6 @@ fn layers_of(world: &World, requirements_file: &str) -> (String, BTreeSet<String
     (built["tag"].as_str().unwrap().to_string(), layers)
 }
 
-/// The unpacked layer directories (named by digest hex).
 /// Waits (bounded) until the agent has cleaned up every job: `run/jobs` is empty.
 fn wait_cleaned_up(home: &Path) {
     let jobs = home.join("run/jobs");
@@ -75,6 +74,7 @@ fn job_dirs(jobs: &Path) -> Vec<std::ffi::OsString> {
     }
 }
 
+/// The unpacked layer directories (named by digest hex).
 fn unpacked(home: &Path) -> BTreeSet<String> {
     fs::read_dir(home.join("rootfs"))
         .unwrap()
@@ -247,6 +247,8 @@ fn a_running_job_keeps_its_unpacked_layers_even_without_a_lease() {
     assert!(out.status.success(), "{}", stderr(&out));
     let s = world.wait_for(&id, TERMINAL, LIMIT);
     assert_eq!(s["state"], "cancelled", "{s}");
+    // The agent records the end first and unmounts after: until then the layers are in use.
+    wait_cleaned_up(&world.home);
     drop(agent);
     let report = gc(&world, "none-*");
     assert_eq!(
