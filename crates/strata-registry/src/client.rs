@@ -459,18 +459,31 @@ impl Registry {
     }
 }
 
+/// Reads a response's body into `body`, at most `limit` bytes; whether the registry had more
+/// to send (the rest is never read). On an error `body` keeps what arrived before it.
+pub(crate) async fn read_up_to(
+    response: reqwest::Response,
+    limit: usize,
+    body: &mut Vec<u8>,
+) -> Result<bool, reqwest::Error> {
+    use futures_util::StreamExt;
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok(true);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(false)
+}
+
 /// At most `limit` bytes of a response's body: what arrived before an error, or nothing.
 async fn read_start(response: reqwest::Response, limit: usize) -> Vec<u8> {
-    use futures_util::StreamExt;
     let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(Ok(chunk)) = stream.next().await {
-        let room = limit - body.len();
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() == limit {
-            break;
-        }
-    }
+    let _ = read_up_to(response, limit, &mut body).await;
     body
 }
 

@@ -1,10 +1,9 @@
 //! Manifest, tag and delete calls, as raw HTTP (see the client module for why not oci-client).
 
-use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, LINK};
 use reqwest::StatusCode;
 
-use crate::client::Registry;
+use crate::client::{read_up_to, Registry};
 use crate::error::RegistryError;
 use crate::reference::{ManifestRef, RegistryRepo};
 use crate::token::Access;
@@ -288,15 +287,11 @@ impl Registry {
         limit: usize,
     ) -> Result<Vec<u8>, RegistryError> {
         let mut body = Vec::new();
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.transport_error(action, &e, e.is_connect()))?;
-            if body.len() + chunk.len() > limit {
-                return Err(
-                    self.protocol_error(action, format!("answer larger than {limit} bytes"))
-                );
-            }
-            body.extend_from_slice(&chunk);
+        let more = read_up_to(response, limit, &mut body)
+            .await
+            .map_err(|e| self.transport_error(action, &e, e.is_connect()))?;
+        if more {
+            return Err(self.protocol_error(action, format!("answer larger than {limit} bytes")));
         }
         Ok(body)
     }
