@@ -271,3 +271,39 @@ fn registry_answer(status: Option<u16>, code: Option<&str>, message: Option<&str
     }
     parts.join(": ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(registry: &Registry, realm: &str) -> Option<String> {
+        let url = Url::parse(realm).unwrap();
+        registry
+            .check_realm(&url, "testing")
+            .err()
+            .map(|e| e.to_string())
+    }
+
+    #[test]
+    fn credentials_go_only_to_a_realm_fit_for_them_and_a_refusal_names_it() {
+        let creds = || Credentials::basic("alice", "s3cret");
+        let local = Registry::with_credentials("127.0.0.1:5000", false, creds()).unwrap();
+        let remote = Registry::with_credentials("registry.example.com", false, creds()).unwrap();
+        // HTTPS anywhere (Docker Hub's token server is another host); plain HTTP only on the
+        // plain-HTTP registry's own host, any port.
+        assert_eq!(refused(&remote, "https://auth.example.net/token"), None);
+        assert_eq!(refused(&local, "http://127.0.0.1:5001/token"), None);
+        for (registry, realm) in [
+            (&local, "http://localhost:5001/token"),
+            (&remote, "http://registry.example.com/token"),
+            (&remote, "https://user@auth.example.net/token"),
+            (&local, "ftp://127.0.0.1/token"),
+        ] {
+            let err = refused(registry, realm).expect(realm);
+            assert!(err.contains("were not sent"), "{err}");
+            let shown = Url::parse(realm).unwrap().to_string();
+            assert!(err.contains(&shown), "the refusal names the realm: {err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+    }
+}

@@ -36,7 +36,11 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// The stall timeout `STRATA_REGISTRY_TIMEOUT` (whole seconds) asks for, else the default.
 fn stall_timeout_from_env() -> Result<Duration, String> {
-    let Ok(text) = std::env::var("STRATA_REGISTRY_TIMEOUT") else {
+    stall_timeout(std::env::var("STRATA_REGISTRY_TIMEOUT").ok().as_deref())
+}
+
+fn stall_timeout(setting: Option<&str>) -> Result<Duration, String> {
+    let Some(text) = setting else {
         return Ok(STALL_TIMEOUT);
     };
     match text.trim().parse::<u64>() {
@@ -510,6 +514,19 @@ fn install_crypto_provider() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stall_timeout_is_whole_seconds_above_zero_and_a_bad_one_is_named() {
+        assert_eq!(stall_timeout(None), Ok(STALL_TIMEOUT));
+        assert_eq!(stall_timeout(Some(" 5 ")), Ok(Duration::from_secs(5)));
+        for bad in ["0", "1.5", "-3", "soon", ""] {
+            let err = stall_timeout(Some(bad)).unwrap_err();
+            assert!(
+                err.contains("STRATA_REGISTRY_TIMEOUT") && err.contains(bad),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn remote_hosts_get_https_unless_insecure() {
