@@ -342,6 +342,14 @@ fn a_one_package_change_on_an_empty_store_takes_the_other_layers_from_the_regist
          layer index entry's config) are uploaded: {requests:?}"
     );
     assert_eq!(changed["pushed"]["blobs_uploaded"], 3, "{changed}");
+    // Of the layer index, only the new layer's entry is written: the others are in place.
+    let entry_writes = requests
+        .iter()
+        .filter(|(m, p)| m == "PUT" && p.contains("/manifests/strata-layer-"))
+        .count();
+    assert_eq!(entry_writes, 1, "{requests:?}");
+    assert_eq!(changed["pushed"]["layer_entries"], packages, "{changed}");
+    assert_eq!(changed["pushed"]["layer_entries_written"], 1, "{changed}");
     // The path list is reported apart: the size of the new entry's config.
     let alpha = layers
         .iter()

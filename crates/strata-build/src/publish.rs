@@ -33,8 +33,12 @@ pub struct Pushed {
     pub blobs_uploaded: usize,
     pub blobs_present: usize,
     pub blobs_mounted: usize,
-    /// Layer index entries written (one per package layer whose key this store knows).
+    /// Layer index entries in place after the push (one per package layer whose key this
+    /// store knows).
     pub layer_entries: usize,
+    /// Of `layer_entries`, those this push wrote: the others were in the registry already,
+    /// and were left as they were.
+    pub layer_entries_written: usize,
     /// Bytes of the layer index's own blobs uploaded (the entries' path lists), apart from
     /// `bytes_uploaded`, which counts the image's blobs.
     pub layer_entry_bytes_uploaded: u64,
@@ -231,6 +235,7 @@ impl PushTarget {
         match rt.block_on(publish_entries(home, &self.registry, &self.repo, &manifest)) {
             Ok(written) => {
                 pushed.layer_entries = written.entries;
+                pushed.layer_entries_written = written.written;
                 pushed.layer_entry_bytes_uploaded = written.bytes_uploaded;
             }
             Err(e) => pushed.warnings.push(format!(

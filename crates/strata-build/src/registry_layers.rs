@@ -11,8 +11,8 @@
 //! it is (trust is the repository's, as for the images steps 1 and 2 find);
 //! `strata verify` rebuilds an image and compares.
 //!
-//! Pushes write the entries ([`publish_entries`]): one per package layer of the image, in
-//! the repository pushed to. Entries are only read from the repositories of the build's
+//! Pushes write the entries ([`publish_entries`]) the repository lacks: one per package layer
+//! of the image, in the repository pushed to. Entries are only read from the repositories of the build's
 //! cache: the push target and the ones the user named (`--cache-from`, `[cache] registry`).
 //!
 //! A registry that fails here costs only the reuse: a warning, and the layer is built.
@@ -23,7 +23,9 @@ use futures_util::stream::{self, StreamExt};
 use strata_index::LayerKey;
 use strata_install::InstalledPath;
 use strata_oci::{BlobDescriptor, Digest, LayerDescriptor, Manifest, StagedBlob};
-use strata_registry::{LayerEntry, LayerEntryKey, Registry, RegistryError, RegistryRepo};
+use strata_registry::{
+    EntryWrite, LayerEntry, LayerEntryKey, Registry, RegistryError, RegistryRepo,
+};
 
 use crate::error::BuildError;
 use crate::home::Home;
@@ -324,23 +326,30 @@ pub(crate) async fn publish_entries(
             .write_layer_entry(repo, entry, paths.as_deref().map(str::as_bytes))
             .await
     });
-    let results: Vec<Result<u64, RegistryError>> = stream::iter(writes)
+    let results: Vec<Result<EntryWrite, RegistryError>> = stream::iter(writes)
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
+    let mut written = 0;
     for result in results {
-        bytes_uploaded += result?;
+        if let EntryWrite::Written { bytes_uploaded: b } = result? {
+            written += 1;
+            bytes_uploaded += b;
+        }
     }
     Ok(EntriesWritten {
         entries: known.len(),
+        written,
         bytes_uploaded,
     })
 }
 
-/// What [`publish_entries`] wrote: the entries, and the bytes of their blobs it uploaded
-/// (path lists; counted apart from the image's own).
+/// What [`publish_entries`] did: the entries in place, those it wrote (the others were there
+/// already), and the bytes of their blobs it uploaded (path lists; counted apart from the
+/// image's own).
 #[derive(Debug, Default)]
 pub(crate) struct EntriesWritten {
     pub entries: usize,
+    pub written: usize,
     pub bytes_uploaded: u64,
 }

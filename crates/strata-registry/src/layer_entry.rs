@@ -58,6 +58,16 @@ pub struct LayerEntry {
     pub layer: LayerDescriptor,
 }
 
+/// What [`Registry::write_layer_entry`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryWrite {
+    /// The registry already held this very entry: nothing was sent.
+    Present,
+    /// The entry was written; `bytes_uploaded` counts its blobs (the path list), not the
+    /// manifest, as for images.
+    Written { bytes_uploaded: u64 },
+}
+
 /// What a lookup found: the layer, and the blob of its path list when the entry has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundLayer {
@@ -204,19 +214,15 @@ impl Registry {
     /// Writes the entry of `entry.key` in `repo`, whose layer blob must already be there (the
     /// registry refuses a manifest naming a blob it lacks), with the layer's path list as its
     /// config when `paths` is given (uploaded unless `repo` has it). Idempotent: the same
-    /// entry gives the same bytes. Returns the bytes of the blobs it uploaded (not counting
-    /// the manifest, as for images).
+    /// entry gives the same bytes, so an entry already in place is left as it is (one HEAD:
+    /// a push that reuses most layers rewrites none of their entries).
     pub async fn write_layer_entry(
         &self,
         repo: &RegistryRepo,
         entry: &LayerEntry,
         paths: Option<&[u8]>,
-    ) -> Result<u64, RegistryError> {
+    ) -> Result<EntryWrite, RegistryError> {
         let config = paths.unwrap_or(EMPTY_CONFIG);
-        let mut uploaded = 0;
-        if paths.is_some() {
-            uploaded += self.ensure_blob(repo, config).await?;
-        }
         let json = serde_json::to_string(entry).map_err(|e| {
             self.protocol_error("writing a layer index entry", format!("serialising: {e}"))
         })?;
@@ -224,6 +230,13 @@ impl Registry {
             self.protocol_error("writing a layer index entry", format!("serialising: {e}"))
         })?;
         let reference = ManifestRef::Tag(layer_entry_tag(&entry.key));
+        if self.manifest_exists(repo, &reference).await? == Some(Digest::of(&bytes)) {
+            return Ok(EntryWrite::Present);
+        }
+        let mut uploaded = 0;
+        if paths.is_some() {
+            uploaded += self.ensure_blob(repo, config).await?;
+        }
         // Pushes of other images into `repo` rewrite the links of the blobs they share with
         // this entry (the config); the registry may call one unknown for an instant.
         let manifest = (bytes.as_slice(), MEDIA_TYPE_MANIFEST);
@@ -231,7 +244,9 @@ impl Registry {
             self.ensure_blob(repo, config)
         })
         .await?;
-        Ok(uploaded + again.iter().sum::<u64>())
+        Ok(EntryWrite::Written {
+            bytes_uploaded: uploaded + again.iter().sum::<u64>(),
+        })
     }
 
     /// Uploads `bytes` unless `repo` has them; how many bytes it uploaded.

@@ -24,7 +24,9 @@ mod usage;
 pub use auth::{AuthError, AuthSources, Credentials, Password};
 pub use client::{is_loopback, scheme_for, Registry, RetryPolicy, Scheme};
 pub use error::{Refusal, RegistryError, TokenError};
-pub use layer_entry::{is_layer_entry_tag, layer_entry_tag, FoundLayer, LayerEntry, LayerEntryKey};
+pub use layer_entry::{
+    is_layer_entry_tag, layer_entry_tag, EntryWrite, FoundLayer, LayerEntry, LayerEntryKey,
+};
 pub use lock_tag::lock_tag;
 pub use manifests::PulledManifest;
 pub use push::{push_image, ImageUpload, PushOptions, PushReport};

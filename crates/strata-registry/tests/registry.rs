@@ -18,8 +18,8 @@ use serde_json::json;
 use strata_oci::{BlobDescriptor, Digest, LayerDescriptor};
 use strata_oci::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
 use strata_registry::{
-    push_image, ImageUpload, LayerEntry, LayerEntryKey, ManifestRef, PushOptions, PushReport,
-    Registry, RegistryError, RegistryRepo, RetryPolicy, Scheme, Tag,
+    push_image, EntryWrite, ImageUpload, LayerEntry, LayerEntryKey, ManifestRef, PushOptions,
+    PushReport, Registry, RegistryError, RegistryRepo, RetryPolicy, Scheme, Tag,
 };
 use test_registry::{FaultProxy, TestRegistry};
 
@@ -981,6 +981,61 @@ async fn a_layer_index_entry_refused_for_an_unknown_blob_is_written_on_a_later_t
     assert_eq!(
         registry.read_layer_entry(&r, &other.key).await.unwrap(),
         None
+    );
+}
+
+#[tokio::test]
+async fn a_layer_index_entry_already_in_place_is_not_written_again() {
+    let reg = TestRegistry::start();
+    let pushed = push_one_file(&reg, "kept.txt", b"a kept layer\n", Some("v1")).await;
+    let layer = &pushed.image.layers[0].0;
+    let entry = LayerEntry {
+        key: LayerEntryKey {
+            source: Digest::of(b"a wheel"),
+            scheme: "venv=/opt/venv;python=3.11".into(),
+            format: 3,
+        },
+        layer: LayerDescriptor {
+            digest: layer.digest.clone(),
+            diff_id: Digest::of(b"its tar"),
+            size: layer.size,
+            media_type: layer.media_type.clone(),
+        },
+    };
+    let paths = b"opt/venv/kept.txt\n";
+    let proxy = AnswerProxy::forwarding(&reg.addr());
+    let (registry, r) = env_client(&proxy.addr());
+    registry.prepare_layer_entries(&r).await.unwrap();
+    let first = registry.write_layer_entry(&r, &entry, Some(paths)).await;
+    let written = EntryWrite::Written {
+        bytes_uploaded: paths.len() as u64,
+    };
+    assert_eq!(first.unwrap(), written);
+    proxy.take_requests();
+
+    // The same entry again (the next push of an image with this layer): one HEAD, no write.
+    let again = registry.write_layer_entry(&r, &entry, Some(paths)).await;
+    assert_eq!(again.unwrap(), EntryWrite::Present);
+    let requests = proxy.take_requests();
+    assert!(
+        requests.iter().all(|(method, _)| method == "HEAD"),
+        "{requests:?}"
+    );
+    assert_eq!(requests.len(), 1, "{requests:?}");
+
+    // Another path list for the same key is another entry: it replaces the one in place.
+    let other_paths = b"opt/venv/kept.txt\nopt/venv/more.txt\n";
+    let replaced = registry
+        .write_layer_entry(&r, &entry, Some(other_paths))
+        .await;
+    let written = EntryWrite::Written {
+        bytes_uploaded: other_paths.len() as u64,
+    };
+    assert_eq!(replaced.unwrap(), written);
+    let found = registry.read_layer_entry(&r, &entry.key).await.unwrap();
+    assert_eq!(
+        found.and_then(|f| f.paths).map(|p| p.digest),
+        Some(Digest::of(other_paths))
     );
 }
 
