@@ -1,5 +1,6 @@
-//! Logging in for the raw HTTP calls (manifests, tags, deletes, blob sizes), and for the blob
-//! calls that go through oci-client; and the errors for a registry that will not let us in.
+//! Logging in for the raw HTTP calls (manifests, tags, deletes, blob HEADs and downloads), and
+//! for the blob uploads and mounts that go through oci-client; and the errors for a registry
+//! that will not let us in.
 //!
 //! A raw request goes out with what worked before (a cached token for its scope, or Basic
 //! credentials once the registry asked for them). On a 401 the challenge says what to do:
@@ -11,7 +12,7 @@ use reqwest::{RequestBuilder, Response, StatusCode, Url};
 
 use crate::auth::Credentials;
 use crate::challenge::{challenge_of, Challenge};
-use crate::client::{Registry, Scheme};
+use crate::client::{Registry, Scheme, Wait};
 use crate::error::{Refusal, RegistryError};
 use crate::reference::{split_host_port, RegistryRepo};
 use crate::token::{parse_token, scope_for, Access, Token};
@@ -29,9 +30,22 @@ impl Registry {
         access: Access,
         build: impl Fn() -> RequestBuilder,
     ) -> Result<Response, RegistryError> {
+        self.send_authorized_waiting(Wait::Whole, action, repo, access, build)
+            .await
+    }
+
+    /// [`Registry::send_authorized`], bounded as `wait` says.
+    pub(crate) async fn send_authorized_waiting(
+        &self,
+        wait: Wait,
+        action: &str,
+        repo: &RegistryRepo,
+        access: Access,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
         let scope = scope_for(&repo.repository, access);
         let first = self
-            .send(action, self.with_known_auth(build(), &scope))
+            .send_waiting(wait, action, self.with_known_auth(build(), &scope))
             .await?;
         if first.status() != StatusCode::UNAUTHORIZED {
             return Ok(first);
@@ -42,7 +56,7 @@ impl Registry {
         let Some(header) = self.answer_challenge(action, &challenge, &scope).await? else {
             return Ok(first);
         };
-        self.send(action, build().header(AUTHORIZATION, header))
+        self.send_waiting(wait, action, build().header(AUTHORIZATION, header))
             .await
     }
 

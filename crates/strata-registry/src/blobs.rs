@@ -1,26 +1,24 @@
 //! Blob calls: existence and size, cross-repository mount, streamed upload from a file and
 //! verified, streamed download to a file. Layers can be gigabytes: nothing here holds a blob
-//! in memory.
+//! in memory. Downloads and HEADs are strata's own requests; uploads and mounts go through
+//! oci-client.
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::Stream;
-use oci_client::errors::{DigestError, OciDistributionError};
+use futures_util::{Stream, StreamExt};
+use oci_client::errors::OciDistributionError;
 use reqwest::header::CONTENT_LENGTH;
 use reqwest::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::client::Registry;
+use crate::client::{Registry, Wait};
 use crate::error::RegistryError;
 use crate::reference::RegistryRepo;
 use crate::token::Access;
-use strata_oci::{BlobDescriptor, Digest};
+use strata_oci::{BlobDescriptor, Digest, HashingWriter};
 
 /// Read size of upload streams: big enough for few syscalls, small enough to not matter.
 const UPLOAD_CHUNK: usize = 256 * 1024;
@@ -34,13 +32,16 @@ impl Registry {
     ) -> Result<bool, RegistryError> {
         self.check_repo(repo)?;
         let action = format!("checking for blob {digest} in {}", repo.repository);
-        self.prepare_oci_auth(repo).await?;
-        let (image, digest_text, action) = (&self.oci_ref(repo), &digest.to_string(), &action);
-        self.with_retry(action, move || async move {
-            self.oci
-                .blob_exists(image, digest_text)
-                .await
-                .map_err(|e| self.oci_error(action, digest_text, e))
+        let url = self.url(repo, &format!("blobs/{digest}"));
+        self.with_retry(&action, || async {
+            let response = self
+                .send_authorized(&action, repo, Access::Pull, || self.http.head(&url))
+                .await?;
+            match response.status() {
+                StatusCode::NOT_FOUND => Ok(false),
+                s if s.is_success() => Ok(true),
+                _ => Err(self.status_error(&action, response).await),
+            }
         })
         .await
     }
@@ -196,7 +197,6 @@ impl Registry {
             dest.display()
         );
         let temp = temp_path_for(dest);
-        self.prepare_oci_auth(repo).await?;
         let result = self
             .with_retry(&action, || self.pull_blob_once(repo, blob, &temp, &action))
             .await;
@@ -221,23 +221,13 @@ impl Registry {
         self.check_repo(repo)?;
         let action = format!("downloading blob {} from {}", blob.digest, repo.repository);
         let what = format!("blob {} in {}", blob.digest, repo);
-        self.prepare_oci_auth(repo).await?;
         let (action, what) = (&action, &what);
         self.with_retry(action, || async move {
             let mut bytes = Vec::new();
-            self.pull_limited(repo, blob, &mut bytes, action, what, |e| {
-                self.oci_error(action, what, OciDistributionError::IoError(e))
+            self.pull_limited(repo, blob, &mut bytes, action, what, |source| {
+                io_error("keeping a downloaded blob in memory", Path::new(""), source)
             })
             .await?;
-            let actual = Digest::of(&bytes);
-            if actual != blob.digest {
-                return Err(RegistryError::DigestMismatch {
-                    registry: self.host().to_string(),
-                    what: what.clone(),
-                    expected: blob.digest.clone(),
-                    actual,
-                });
-            }
             Ok(bytes)
         })
         .await
@@ -263,8 +253,11 @@ impl Registry {
             .map_err(|source| io_error("syncing a downloaded blob", temp, source))
     }
 
-    /// Pulls `blob` into `sink`, refusing more bytes than its descriptor says and fewer
-    /// (oci-client checks the digest of what arrived). `write_error` names a failed write.
+    /// Pulls `blob` into `sink`, refusing more bytes than its descriptor says and bytes that
+    /// are not the blob (its digest is checked as they come; the registry's
+    /// `Docker-Content-Digest` header is not needed). The answer's head must come within the
+    /// stall timeout, and each part of the body within it after the last. `write_error` names
+    /// a failed write.
     async fn pull_limited<W: AsyncWrite + Unpin>(
         &self,
         repo: &RegistryRepo,
@@ -274,80 +267,56 @@ impl Registry {
         what: &str,
         write_error: impl FnOnce(io::Error) -> RegistryError,
     ) -> Result<(), RegistryError> {
-        let progress = AtomicU64::new(0);
-        let mut writer = LimitedWriter {
-            inner: sink,
-            written: 0,
-            limit: blob.size,
-            progress: &progress,
-        };
-        let digest_text = blob.digest.to_string();
-        let reference = self.oci_ref(repo);
-        let pulled = {
-            let pull = self
-                .oci
-                .pull_blob(&reference, digest_text.as_str(), &mut writer);
-            tokio::select! {
-                pulled = pull => Some(pulled),
-                () = stalled(&progress, self.stall) => None,
-            }
-        };
-        let Some(pulled) = pulled else {
-            return Err(RegistryError::Stalled {
-                registry: self.host().to_string(),
-                action: action.to_string(),
-                waited: self.stall,
-            });
-        };
-        let pulled = match pulled {
-            // oci-client checks the bytes against the Docker-Content-Digest header before the
-            // digest asked for: bytes that hash to the latter are the blob, the header is wrong.
-            Err(OciDistributionError::DigestError(DigestError::VerificationError {
-                expected,
-                actual,
-            })) if actual == digest_text => {
-                tracing::warn!(registry = %self.host(), blob = %digest_text, header = %expected,
-                    "the registry's Docker-Content-Digest header names another digest than the bytes it sent");
-                Ok(())
-            }
-            // Checked against a header naming another digest, bytes that are not the blob
-            // either: the error names the digest asked for, not the header's.
-            Err(OciDistributionError::DigestError(DigestError::VerificationError {
-                expected,
-                actual,
-            })) if expected != digest_text => {
-                return match actual.parse() {
-                    Ok(actual) => Err(RegistryError::DigestMismatch {
-                        registry: self.host().to_string(),
-                        what: what.to_string(),
-                        expected: blob.digest.clone(),
-                        actual,
-                    }),
-                    Err(_) => Err(self.protocol_error(
-                        action,
-                        format!("digest mismatch for {what}: got {actual}"),
-                    )),
-                };
-            }
-            other => other,
-        };
-        let written = writer.written;
-        let size_mismatch = || RegistryError::SizeMismatch {
-            what: what.to_string(),
-            expected: blob.size,
-            actual: written,
-        };
-        // Past the limit, the write error is ours: the registry sent too much.
-        if written > blob.size {
-            return Err(size_mismatch());
+        let url = self.url(repo, &format!("blobs/{}", blob.digest));
+        let response = self
+            .send_authorized_waiting(Wait::Head, action, repo, Access::Pull, || {
+                self.http.get(&url)
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(self.status_error(action, response).await);
         }
-        pulled.map_err(|e| match e {
-            OciDistributionError::IoError(source) => write_error(source),
-            other => self.oci_error(action, what, other),
-        })?;
+        let mut body = response.bytes_stream();
+        let mut hasher = HashingWriter::new(io::sink());
+        loop {
+            let chunk = match tokio::time::timeout(self.stall, body.next()).await {
+                Err(_) => return Err(self.stalled(action)),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(self.transport_error(action, &e, false)),
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            hasher.hash_only(&chunk);
+            // Past the descriptor's size, the registry is wrong: nothing more is kept.
+            if hasher.count() > blob.size {
+                return Err(RegistryError::SizeMismatch {
+                    what: what.to_string(),
+                    expected: blob.size,
+                    actual: hasher.count(),
+                });
+            }
+            if let Err(e) = sink.write_all(&chunk).await {
+                return Err(write_error(e));
+            }
+        }
+        if let Err(e) = sink.flush().await {
+            return Err(write_error(e));
+        }
+        let (actual, written, _) = hasher.finish();
+        if actual != blob.digest {
+            return Err(RegistryError::DigestMismatch {
+                registry: self.host().to_string(),
+                what: what.to_string(),
+                expected: blob.digest.clone(),
+                actual,
+            });
+        }
         // The digest matched, so a short blob means the descriptor's size is wrong.
         if written != blob.size {
-            return Err(size_mismatch());
+            return Err(RegistryError::SizeMismatch {
+                what: what.to_string(),
+                expected: blob.size,
+                actual: written,
+            });
         }
         Ok(())
     }
@@ -408,62 +377,4 @@ fn file_chunks(
         }
         Ok(Some((buf.freeze(), file)))
     })
-}
-
-/// Counts what is written and refuses more than `limit` bytes, so a registry that sends more
-/// than the descriptor says cannot fill the disk.
-struct LimitedWriter<'a, W> {
-    inner: &'a mut W,
-    written: u64,
-    limit: u64,
-    /// `written`, for the watchdog that fails a download that stops making progress.
-    progress: &'a AtomicU64,
-}
-
-/// Ends once `progress` has not moved for `limit` (checked a few times per `limit`).
-async fn stalled(progress: &AtomicU64, limit: Duration) {
-    let tick = (limit / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let mut seen = progress.load(Ordering::Relaxed);
-    let mut since = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep(tick).await;
-        let now = progress.load(Ordering::Relaxed);
-        if now != seen {
-            seen = now;
-            since = tokio::time::Instant::now();
-        } else if since.elapsed() >= limit {
-            return;
-        }
-    }
-}
-
-impl<W: AsyncWrite + Unpin> AsyncWrite for LimitedWriter<'_, W> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if this.written + buf.len() as u64 > this.limit {
-            this.written += buf.len() as u64;
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "the registry sent more bytes than the blob's descriptor says",
-            )));
-        }
-        let poll = Pin::new(&mut *this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &poll {
-            this.written += *n as u64;
-            this.progress.store(this.written, Ordering::Relaxed);
-        }
-        poll
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.inner).poll_shutdown(cx)
-    }
 }

@@ -1,10 +1,11 @@
 //! The registry handle: which host, over which protocol, with which retry policy, and the
 //! translation of the two HTTP stacks' errors into [`RegistryError`].
 //!
-//! Blob calls go through `oci-client` (HEAD, mount, streamed monolithic upload, verified pull).
-//! Manifest, tag and delete calls are raw HTTP through `reqwest`, because oci-client has no
-//! DELETE, does not report a pulled manifest's media type, and can panic when a registry omits
-//! the `Location` of a manifest pushed by digest.
+//! Uploads and mounts of blobs go through `oci-client` (streamed monolithic upload, mount).
+//! Everything else is raw HTTP through `reqwest`: oci-client has no DELETE, does not report a
+//! pulled manifest's media type, can panic when a registry omits the `Location` of a manifest
+//! pushed by digest, and asks `/v2/` again before every blob call on a registry that needs no
+//! login (a round trip per blob: on a distant registry a third of an empty runner's requests).
 //!
 //! Credentials come from the auth files `skopeo login` and `docker login` write (see the auth
 //! module); the authorized module logs in for both stacks.
@@ -141,6 +142,18 @@ impl std::fmt::Debug for Registry {
             .field("stall", &self.stall)
             .finish()
     }
+}
+
+/// How long a request may go unanswered: within the stall timeout, either the whole answer
+/// or only its head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// A document: reads (GET, HEAD) must arrive whole; a manifest PUT or a DELETE may take
+    /// as long as the registry needs (hooks, slow storage).
+    Whole,
+    /// A blob download: the status and headers must arrive; the body may take as long as it
+    /// keeps coming, which the caller watches.
+    Head,
 }
 
 impl Registry {
@@ -316,17 +329,42 @@ impl Registry {
         action: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RegistryError> {
+        self.send_waiting(Wait::Whole, action, request).await
+    }
+
+    /// [`Registry::send`], bounded as `wait` says.
+    pub(crate) async fn send_waiting(
+        &self,
+        wait: Wait,
+        action: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RegistryError> {
         let (client, request) = request.build_split();
         let mut request = request.map_err(|e| self.transport_error(action, &e, false))?;
-        // Reads of documents must come whole within the stall timeout; a manifest PUT or a
-        // DELETE may take as long as the registry needs (hooks, slow storage).
-        if matches!(*request.method(), Method::GET | Method::HEAD) {
-            *request.timeout_mut() = Some(self.stall);
+        let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+        match wait {
+            Wait::Whole if reads => *request.timeout_mut() = Some(self.stall),
+            Wait::Whole => {}
+            Wait::Head => {
+                let sent = tokio::time::timeout(self.stall, client.execute(request)).await;
+                let Ok(sent) = sent else {
+                    return Err(self.stalled(action));
+                };
+                return sent.map_err(|e| self.transport_error(action, &e, e.is_connect()));
+            }
         }
         client
             .execute(request)
             .await
             .map_err(|e| self.transport_error(action, &e, e.is_connect()))
+    }
+
+    pub(crate) fn stalled(&self, action: &str) -> RegistryError {
+        RegistryError::Stalled {
+            registry: self.host.clone(),
+            action: action.to_string(),
+            waited: self.stall,
+        }
     }
 
     /// The error for a response whose status says the registry refused `action`.
@@ -382,11 +420,7 @@ impl Registry {
         let action = action.to_string();
         // A connect timeout is reqwest's too: that registry is unreachable, not stalled.
         if !is_connect && is_timeout(err) {
-            return RegistryError::Stalled {
-                registry,
-                action,
-                waited: self.stall,
-            };
+            return self.stalled(&action);
         }
         let detail = chain_text(err);
         match classify_transport(err, is_connect, self.scheme == Scheme::Https) {

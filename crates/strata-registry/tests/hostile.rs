@@ -179,11 +179,13 @@ fn credentials_go_to_no_plain_http_token_server_on_another_host() {
 
 #[test]
 fn a_registry_that_stops_answering_is_reported_stalled() {
-    let registry_server = serve("stalling registry", |request, client| {
+    let silent = blob_of(&[8u8; 100]);
+    let silent_path = format!("/blobs/{}", silent.digest);
+    let registry_server = serve("stalling registry", move |request, client| {
         if request.target == "/v2/" {
             return reply(client, "200 OK", &[], b"{}");
         }
-        if request.target.contains("/blobs/") {
+        if request.target.contains("/blobs/") && !request.target.ends_with(&silent_path) {
             // Headers and a tenth of the blob, then nothing.
             let mut client = client;
             let _ = client.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
@@ -208,6 +210,45 @@ fn a_registry_that_stops_answering_is_reported_stalled() {
     );
     let message = blob.unwrap_err().to_string();
     assert!(message.contains("STRATA_REGISTRY_TIMEOUT"), "{message}");
+    // A download whose answer never starts.
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("blob");
+    let blob = rt.block_on(registry.pull_blob_to_file(&repo, &silent, &dest));
+    assert!(
+        matches!(blob, Err(RegistryError::Stalled { .. })),
+        "{blob:?}"
+    );
+    assert!(!dest.exists());
+}
+
+#[test]
+fn a_slow_download_that_keeps_coming_is_not_stalled() {
+    let content = [9u8; 100];
+    let registry_server = serve("slow registry", |request, client| {
+        if !request.target.contains("/blobs/") {
+            return reply(client, "200 OK", &[], b"{}");
+        }
+        // Ten parts, each well within the stall timeout, the whole well past it.
+        let mut client = client;
+        let _ = client.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
+        for part in [9u8; 100].chunks(10) {
+            thread::sleep(Duration::from_millis(150));
+            if client
+                .write_all(part)
+                .and_then(|()| client.flush())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let (registry, repo) = client(&registry_server, Credentials::Anonymous);
+    let registry = registry.with_stall_timeout(Duration::from_millis(500));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("blob");
+    let pulled = runtime().block_on(registry.pull_blob_to_file(&repo, &blob_of(&content), &dest));
+    assert!(pulled.is_ok(), "{pulled:?}");
+    assert_eq!(std::fs::read(&dest).unwrap(), content);
 }
 
 #[test]

@@ -985,6 +985,33 @@ async fn a_layer_index_entry_refused_for_an_unknown_blob_is_written_on_a_later_t
 }
 
 #[tokio::test]
+async fn blob_checks_and_downloads_cost_one_request_each() {
+    let reg = TestRegistry::start();
+    let pushed = push_one_file(&reg, "one.txt", b"one request per blob\n", None).await;
+    let proxy = AnswerProxy::forwarding(&reg.addr());
+    let (registry, r) = env_client(&proxy.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = pushed.image.blobs();
+    for (i, (blob, _)) in blobs.iter().enumerate() {
+        assert!(registry.blob_exists(&r, &blob.digest).await.unwrap());
+        let dest = dir.path().join(format!("blob-{i}"));
+        registry.pull_blob_to_file(&r, blob, &dest).await.unwrap();
+        let bytes = registry.pull_blob_bytes(&r, blob).await.unwrap();
+        assert_eq!(Digest::of(&bytes), blob.digest);
+    }
+    // No request besides the blobs' own: no `/v2/` asked before each (a round trip per blob
+    // on a distant registry).
+    let requests = proxy.take_requests();
+    assert_eq!(requests.len(), 3 * blobs.len(), "{requests:?}");
+    assert!(
+        requests
+            .iter()
+            .all(|(_, path)| path.contains("/blobs/sha256:")),
+        "{requests:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_layer_index_entry_already_in_place_is_not_written_again() {
     let reg = TestRegistry::start();
     let pushed = push_one_file(&reg, "kept.txt", b"a kept layer\n", Some("v1")).await;
