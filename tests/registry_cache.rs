@@ -350,6 +350,15 @@ fn a_one_package_change_on_an_empty_store_takes_the_other_layers_from_the_regist
     assert_eq!(entry_writes, 1, "{requests:?}");
     assert_eq!(changed["pushed"]["layer_entries"], packages, "{changed}");
     assert_eq!(changed["pushed"]["layer_entries_written"], 1, "{changed}");
+    // Nor is a layer the build just downloaded from the target asked after again.
+    for layer in layers.iter().filter(|l| l["reused"] == true) {
+        let digest = layer["digest"].as_str().unwrap();
+        let heads: Vec<_> = requests
+            .iter()
+            .filter(|(m, p)| m == "HEAD" && p.ends_with(digest))
+            .collect();
+        assert!(heads.is_empty(), "{digest}: {heads:?}");
+    }
     // The path list is reported apart: the size of the new entry's config.
     let alpha = layers
         .iter()

@@ -1,6 +1,7 @@
 //! Moving images between the local store and registries: pushing an image of the store,
 //! pulling one into it, and fetching a base image by reference.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use strata_index::{Lease, LeaseOwner};
@@ -121,7 +122,16 @@ impl PushTarget {
                 tag: built.tag.clone(),
                 ..Pushed::default()
             }),
-            _ => self.push(home, &built.digest, &built.tag, progress),
+            _ => {
+                // Layers the build took from this very repository are there: no HEAD each.
+                let known_present = built
+                    .layers
+                    .iter()
+                    .filter(|l| l.registry.as_deref() == Some(target.as_str()))
+                    .map(|l| l.digest.clone())
+                    .collect();
+                self.push_knowing(home, &built.digest, &built.tag, known_present, progress)
+            }
         }
     }
 
@@ -173,6 +183,18 @@ impl PushTarget {
         tag: &str,
         progress: &dyn Progress,
     ) -> Result<Pushed, BuildError> {
+        self.push_knowing(home, digest, tag, HashSet::new(), progress)
+    }
+
+    /// [`PushTarget::push`], counting the blobs of `known_present` in the target already.
+    fn push_knowing(
+        &self,
+        home: &Home,
+        digest: &Digest,
+        tag: &str,
+        known_present: HashSet<Digest>,
+        progress: &dyn Progress,
+    ) -> Result<Pushed, BuildError> {
         progress.stage("pushing");
         let tag: Tag = tag.parse().map_err(RegistryError::from)?;
         let rt = runtime()?;
@@ -217,6 +239,7 @@ impl PushTarget {
             .find_map(|r| r.parse::<RegistryRepo>().ok());
         let options = PushOptions {
             mount_from,
+            known_present,
             ..PushOptions::default()
         };
         let report = rt.block_on(push_image(&self.registry, &self.repo, &upload, &options))?;

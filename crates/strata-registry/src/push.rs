@@ -37,6 +37,10 @@ pub struct PushOptions {
     /// A repository of the same registry that may already hold some blobs: they are mounted
     /// instead of uploaded.
     pub mount_from: Option<RegistryRepo>,
+    /// Blobs the caller downloaded from the target repository moments ago: counted present
+    /// without a HEAD each. Should the registry refuse the manifest for an unknown blob
+    /// anyway, every blob is checked before the manifest is offered again.
+    pub known_present: HashSet<Digest>,
 }
 
 impl Default for PushOptions {
@@ -44,6 +48,7 @@ impl Default for PushOptions {
         PushOptions {
             concurrency: 4,
             mount_from: None,
+            known_present: HashSet::new(),
         }
     }
 }
@@ -135,7 +140,8 @@ pub async fn push_image(
             actual,
         });
     }
-    let mut report = push_blobs(registry, repo, image.blobs, options).await?;
+    let mut report =
+        push_blobs(registry, repo, image.blobs, options, &options.known_present).await?;
     let by_digest = ManifestRef::Digest(image.manifest_digest.clone());
     push_manifest_confirmed(registry, repo, image, &by_digest, options, &mut report).await?;
     if let Some(tag) = image.tag {
@@ -156,8 +162,9 @@ async fn push_manifest_confirmed(
     report: &mut PushReport,
 ) -> Result<(), RegistryError> {
     let manifest = (image.manifest, image.media_type);
+    let nothing_known: HashSet<Digest> = HashSet::new();
     let again = offer_manifest(registry, repo, reference, manifest, || {
-        push_blobs(registry, repo, image.blobs, options)
+        push_blobs(registry, repo, image.blobs, options, &nothing_known)
     })
     .await?;
     // Only what was sent again counts: the rest was counted on the first pass.
@@ -173,6 +180,7 @@ async fn push_blobs(
     repo: &RegistryRepo,
     blobs: &[(BlobDescriptor, PathBuf)],
     options: &PushOptions,
+    known_present: &HashSet<Digest>,
 ) -> Result<PushReport, RegistryError> {
     // The same blob listed twice (a config equal to a layer, say) is pushed once.
     let mut seen = HashSet::new();
@@ -180,6 +188,9 @@ async fn push_blobs(
         .iter()
         .filter(|(d, _)| seen.insert(d.digest.clone()))
         .collect();
+    let (known, unique): (Vec<_>, Vec<_>) = unique
+        .into_iter()
+        .partition(|(d, _)| known_present.contains(&d.digest));
     let mount_from = options
         .mount_from
         .as_ref()
@@ -197,7 +208,10 @@ async fn push_blobs(
         .buffer_unordered(options.concurrency.max(1))
         .collect()
         .await;
-    let mut report = PushReport::default();
+    let mut report = PushReport {
+        blobs_present: known.len(),
+        ..PushReport::default()
+    };
     for outcome in outcomes {
         match outcome? {
             BlobOutcome::Present => report.blobs_present += 1,

@@ -985,6 +985,32 @@ async fn a_layer_index_entry_refused_for_an_unknown_blob_is_written_on_a_later_t
 }
 
 #[tokio::test]
+async fn a_blob_said_present_that_is_not_is_uploaded_once_the_manifest_is_refused() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = build_image(dir.path(), &[("gone.txt", b"said present, never pushed\n")]);
+    let (registry, r) = env_client(&reg.addr());
+    let blobs = image.blobs();
+    let layer = image.layers[0].0.clone();
+    let options = PushOptions {
+        known_present: [layer.digest.clone()].into(),
+        ..PushOptions::default()
+    };
+    let v1 = tag("v1");
+    let report = push_image(&registry, &r, &image.upload(&blobs, Some(&v1)), &options)
+        .await
+        .unwrap();
+    // The first pass took the layer as present; the refusal made the next pass upload it.
+    assert_eq!(report.blobs_uploaded, 2, "{report:?}");
+    assert!(registry.blob_exists(&r, &layer.digest).await.unwrap());
+    let pulled = registry
+        .pull_manifest(&r, &ManifestRef::Tag(v1))
+        .await
+        .unwrap();
+    assert_eq!(pulled.digest, image.digest);
+}
+
+#[tokio::test]
 async fn blob_checks_and_downloads_cost_one_request_each() {
     let reg = TestRegistry::start();
     let pushed = push_one_file(&reg, "one.txt", b"one request per blob\n", None).await;
