@@ -243,19 +243,25 @@ impl PushTarget {
             ..PushOptions::default()
         };
         let report = rt.block_on(push_image(&self.registry, &self.repo, &upload, &options))?;
-        // The lock's tag too, so that a build of another spec with the same lock finds it.
-        if let Some(lock_tag) = lock_tag_of(&manifest) {
-            rt.block_on(self.registry.push_manifest(
-                &self.repo,
-                &ManifestRef::Tag(lock_tag),
-                &manifest_bytes,
-                manifest.media_type(),
-            ))?;
-        }
+        // What follows the image goes out at once (on a distant registry each request is a
+        // round trip), after the config blob the layer index entries and the usage record
+        // share: their manifests, pushed together, must not race its upload.
+        let shared = rt.block_on(self.registry.prepare_layer_entries(&self.repo));
+        let (lock_tagged, entries, used) = rt.block_on(async {
+            futures_util::join!(
+                self.push_lock_tag(&manifest, &manifest_bytes),
+                async {
+                    let bytes = shared?;
+                    publish_entries(home, &self.registry, &self.repo, &manifest, bytes).await
+                },
+                self.record_usage(digest, &tag, &name),
+            )
+        });
+        lock_tagged?;
         // The layer index: later builds of other environments, on any machine pushing here,
         // take these layers instead of building them. A failure costs only that reuse, and is
         // reported (`--json` too), so that a CI job can tell.
-        match rt.block_on(publish_entries(home, &self.registry, &self.repo, &manifest)) {
+        match entries {
             Ok(written) => {
                 pushed.layer_entries = written.entries;
                 pushed.layer_entries_written = written.written;
@@ -270,7 +276,7 @@ impl PushTarget {
         progress.uploaded(report.bytes_uploaded);
         home.index
             .record_push(&target, digest, Some(tag.as_str()), &name, spec.as_ref())?;
-        rt.block_on(self.record_usage(digest, &tag, &name))?;
+        used?;
         lease.release()?;
         pushed.bytes_uploaded = report.bytes_uploaded;
         pushed.blobs_uploaded = report.blobs_uploaded;
@@ -299,6 +305,19 @@ impl PushTarget {
     /// Records the push or use in the registry itself (`strata-registry::usage`), where a
     /// registry GC run from any machine reads it; the local `pushes` row only this machine
     /// sees.
+    /// The lock's tag on the image too, so that a build of another spec with the same lock
+    /// finds it.
+    async fn push_lock_tag(&self, manifest: &Manifest, bytes: &[u8]) -> Result<(), BuildError> {
+        let Some(lock_tag) = lock_tag_of(manifest) else {
+            return Ok(());
+        };
+        let reference = ManifestRef::Tag(lock_tag);
+        self.registry
+            .push_manifest(&self.repo, &reference, bytes, manifest.media_type())
+            .await?;
+        Ok(())
+    }
+
     async fn record_usage(&self, digest: &Digest, tag: &Tag, name: &str) -> Result<(), BuildError> {
         let update = UsageUpdate {
             manifest: digest,

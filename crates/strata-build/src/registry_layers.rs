@@ -37,6 +37,10 @@ use crate::remote_cache::{DamagedBlob, Lookups, RegistryCache};
 /// the network, few enough not to flood it.
 const CONCURRENCY: usize = 8;
 
+/// Entry writes in flight at once: mostly a HEAD each (an entry already there is left
+/// alone), so more than the downloads.
+const WRITE_CONCURRENCY: usize = 16;
+
 /// The largest path list taken from an entry (scipy's is about 1 MB): past it, or when the
 /// list cannot be read, the overlap check reads the layer itself.
 const MAX_PATHS_BYTES: u64 = 64 << 20;
@@ -304,20 +308,22 @@ async fn entry_paths(
 }
 
 /// Writes the layer index entries of the package layers of `manifest` (every layer this
-/// store knows the key of) into `repo`, after the image was pushed there. A failure is
+/// store knows the key of) into `repo`, after the image was pushed there and the config blob
+/// the entries share was (`prepared_bytes` of it uploaded, counted with theirs). A failure is
 /// returned for the caller to show as a warning: the image is pushed either way.
 pub(crate) async fn publish_entries(
     home: &Home,
     registry: &Registry,
     repo: &RegistryRepo,
     manifest: &Manifest,
+    prepared_bytes: u64,
 ) -> Result<EntriesWritten, BuildError> {
     let digests: Vec<Digest> = manifest.layers.iter().map(|l| l.digest.clone()).collect();
     let known = home.index.layers_by_digest(&digests)?;
     if known.is_empty() {
         return Ok(EntriesWritten::default());
     }
-    let mut bytes_uploaded = registry.prepare_layer_entries(repo).await?;
+    let mut bytes_uploaded = prepared_bytes;
     let mut entries = Vec::with_capacity(known.len());
     for (key, layer) in &known {
         let entry = LayerEntry {
@@ -332,7 +338,7 @@ pub(crate) async fn publish_entries(
             .await
     });
     let results: Vec<Result<EntryWrite, RegistryError>> = stream::iter(writes)
-        .buffer_unordered(CONCURRENCY)
+        .buffer_unordered(WRITE_CONCURRENCY)
         .collect()
         .await;
     let mut written = 0;
