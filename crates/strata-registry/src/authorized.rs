@@ -1,6 +1,4 @@
-//! Logging in for the raw HTTP calls (manifests, tags, deletes, blob HEADs and downloads), and
-//! for the blob uploads and mounts that go through oci-client; and the errors for a registry
-//! that will not let us in.
+//! Logging in for the registry calls, and the errors for a registry that will not let us in.
 //!
 //! A raw request goes out with what worked before (a cached token for its scope, or Basic
 //! credentials once the registry asked for them). On a 401 the challenge says what to do:
@@ -50,6 +48,11 @@ impl Registry {
         if first.status() != StatusCode::UNAUTHORIZED {
             return Ok(first);
         }
+        // A 401 from where a redirect led (a blob's storage host) is that host's: its
+        // challenge is not the registry's, and gets no credentials.
+        if !self.is_own_origin(first.url()) {
+            return Ok(first);
+        }
         let Some(challenge) = challenge_of(first.headers()) else {
             return Ok(first);
         };
@@ -60,8 +63,14 @@ impl Registry {
             .await
     }
 
+    /// Whether `url` is on the registry itself (scheme, host and port).
+    pub(crate) fn is_own_origin(&self, url: &Url) -> bool {
+        let own = Url::parse(&format!("{}://{}/", self.scheme().as_str(), self.host()));
+        own.is_ok_and(|own| own.origin() == url.origin())
+    }
+
     /// Adds what the registry accepted before, so most requests need no 401 round trip.
-    fn with_known_auth(&self, request: RequestBuilder, scope: &str) -> RequestBuilder {
+    pub(crate) fn with_known_auth(&self, request: RequestBuilder, scope: &str) -> RequestBuilder {
         if let Some(token) = self.session.token(scope) {
             return request.bearer_auth(token);
         }
@@ -181,54 +190,6 @@ impl Registry {
             ),
             _ => refuse("which is not an http(s) address"),
         }
-    }
-
-    /// Hands the credentials to oci-client before a blob call. It keeps them per registry and
-    /// does its own challenge and token dance; storing `Anonymous` still lets it fetch
-    /// anonymous bearer tokens, which public registries require. oci-client sends the
-    /// credentials to whatever token server the registry names, so with credentials the
-    /// registry's challenge is checked here first (once per client). That guards against a
-    /// registry misconfigured with a plain-HTTP realm; a registry that answers oci-client
-    /// otherwise than strata could send its own credentials anywhere anyway.
-    pub(crate) async fn prepare_oci_auth(&self, repo: &RegistryRepo) -> Result<(), RegistryError> {
-        let auth = match &self.session.credentials {
-            Credentials::Anonymous => oci_client::secrets::RegistryAuth::Anonymous,
-            Credentials::Basic {
-                username, password, ..
-            } => {
-                self.check_blob_realm().await?;
-                oci_client::secrets::RegistryAuth::Basic(
-                    username.clone(),
-                    password.expose().to_string(),
-                )
-            }
-        };
-        let reference = self.oci_ref(repo);
-        self.oci
-            .store_auth_if_needed(reference.resolve_registry(), &auth)
-            .await;
-        Ok(())
-    }
-
-    /// Asks `/v2/` what oci-client will ask before its first blob call, and refuses a token
-    /// server the credentials must not go to ([`Self::check_realm`]).
-    async fn check_blob_realm(&self) -> Result<(), RegistryError> {
-        if self.session.realm_checked() {
-            return Ok(());
-        }
-        let action = "checking where the registry sends clients for tokens";
-        let url = format!("{}://{}/v2/", self.scheme().as_str(), self.host());
-        let response = self
-            .with_retry(action, || self.send(action, self.http.get(&url)))
-            .await?;
-        if let Some(Challenge::Bearer { realm, .. }) = challenge_of(response.headers()) {
-            let parsed = Url::parse(&realm).map_err(|e| {
-                self.protocol_error(action, format!("bad token realm {realm:?}: {e}"))
-            })?;
-            self.check_realm(&parsed, action)?;
-        }
-        self.session.note_realm_checked();
-        Ok(())
     }
 
     /// The error for an answer that says we are not let in, or `None` for any other answer.

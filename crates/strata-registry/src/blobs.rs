@@ -1,7 +1,6 @@
 //! Blob calls: existence and size, cross-repository mount, streamed upload from a file and
 //! verified, streamed download to a file. Layers can be gigabytes: nothing here holds a blob
-//! in memory. Downloads and HEADs are strata's own requests; uploads and mounts go through
-//! oci-client.
+//! in memory.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -9,15 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use oci_client::errors::OciDistributionError;
-use reqwest::header::CONTENT_LENGTH;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::client::{Registry, Wait};
 use crate::error::RegistryError;
 use crate::reference::RegistryRepo;
-use crate::token::Access;
+use crate::token::{scope_for, Access};
 use strata_oci::{BlobDescriptor, Digest, HashingWriter};
 
 /// Read size of upload streams: big enough for few syscalls, small enough to not matter.
@@ -99,18 +97,25 @@ impl Registry {
             "mounting blob {digest} from {} into {}",
             from.repository, repo.repository
         );
-        self.prepare_oci_auth(repo).await?;
-        let (target, source) = (&self.oci_ref(repo), &self.oci_ref(from));
-        let (digest_text, action) = (&digest.to_string(), &action);
-        self.with_retry(action, move || async move {
-            match self.oci.mount_blob(target, source, digest_text).await {
-                Ok(()) => Ok(true),
-                // oci-client reports a 202 (mount declined) as a spec violation.
-                Err(OciDistributionError::SpecViolationError(detail)) => {
-                    tracing::debug!(%detail, "mount declined, will upload");
+        let mut url = self.parsed_url(repo, "blobs/uploads/", &action)?;
+        url.query_pairs_mut()
+            .append_pair("mount", &digest.to_string())
+            .append_pair("from", &from.repository);
+        self.with_retry(&action, || async {
+            let response = self
+                .send_authorized(&action, repo, Access::Push, || {
+                    self.http.post(url.clone()).header(CONTENT_LENGTH, 0)
+                })
+                .await?;
+            match response.status() {
+                StatusCode::CREATED => Ok(true),
+                // An upload the registry opened instead: left to expire, as the caller
+                // uploads in one of its own.
+                StatusCode::ACCEPTED => {
+                    tracing::debug!(%digest, %repo, "mount declined, will upload");
                     Ok(false)
                 }
-                Err(e) => Err(self.oci_error(action, digest_text, e)),
+                _ => Err(self.status_error(&action, response).await),
             }
         })
         .await
@@ -142,17 +147,13 @@ impl Registry {
                 actual: local_size,
             });
         }
-        self.prepare_oci_auth(repo).await?;
-        let (image, digest_text, action) = (&self.oci_ref(repo), &blob.digest.to_string(), &action);
-        self.with_retry(action, move || async move {
+        self.with_retry(&action, || async {
             let file = tokio::fs::File::open(path)
                 .await
                 .map_err(|source| io_error("opening a blob to upload", path, source))?;
-            self.oci
-                .push_blob_stream(image, file_chunks(file), digest_text, Some(blob.size))
+            let body = reqwest::Body::wrap_stream(file_chunks(file));
+            self.upload(repo, &blob.digest, blob.size, body, &action)
                 .await
-                .map(|_location| ())
-                .map_err(|e| self.oci_error(action, digest_text, e))
         })
         .await
     }
@@ -167,17 +168,62 @@ impl Registry {
         self.check_repo(repo)?;
         let digest = Digest::of(bytes);
         let action = format!("uploading blob {digest} to {}", repo.repository);
-        self.prepare_oci_auth(repo).await?;
-        let (image, digest_text, action) = (&self.oci_ref(repo), &digest.to_string(), &action);
-        self.with_retry(action, move || async move {
-            self.oci
-                .push_blob(image, Bytes::copy_from_slice(bytes), digest_text)
-                .await
-                .map(|_location| ())
-                .map_err(|e| self.oci_error(action, digest_text, e))
+        let size = bytes.len() as u64;
+        self.with_retry(&action, || async {
+            let body = reqwest::Body::from(Bytes::copy_from_slice(bytes));
+            self.upload(repo, &digest, size, body, &action).await
         })
         .await?;
         Ok(digest)
+    }
+
+    /// One monolithic upload: a POST opens it, one PUT of `body` (`size` bytes) closes it
+    /// with the digest. The PUT goes where the registry's `Location` says, with the
+    /// credentials only when that is the registry itself (a storage service's signed URL
+    /// carries its own).
+    async fn upload(
+        &self,
+        repo: &RegistryRepo,
+        digest: &Digest,
+        size: u64,
+        body: reqwest::Body,
+        action: &str,
+    ) -> Result<(), RegistryError> {
+        let url = self.parsed_url(repo, "blobs/uploads/", action)?;
+        let opened = self
+            .send_authorized(action, repo, Access::Push, || {
+                self.http.post(url.clone()).header(CONTENT_LENGTH, 0)
+            })
+            .await?;
+        if opened.status() != StatusCode::ACCEPTED {
+            return Err(self.status_error(action, opened).await);
+        }
+        let location = opened
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| self.protocol_error(action, "no Location for the upload it opened"))?;
+        let mut target = url.join(location).map_err(|e| {
+            self.protocol_error(action, format!("bad upload Location {location:?}: {e}"))
+        })?;
+        target
+            .query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
+        let put = self
+            .http
+            .put(target.clone())
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, size)
+            .body(body);
+        let put = match self.is_own_origin(&target) {
+            true => self.with_known_auth(put, &scope_for(&repo.repository, Access::Push)),
+            false => put,
+        };
+        let closed = self.send(action, put).await?;
+        if closed.status() != StatusCode::CREATED {
+            return Err(self.status_error(action, closed).await);
+        }
+        Ok(())
     }
 
     /// Downloads a blob to `dest`, verifying size and digest. The bytes go to a temporary file
@@ -274,7 +320,14 @@ impl Registry {
             })
             .await?;
         if !response.status().is_success() {
-            return Err(self.status_error(action, response).await);
+            // Under Wait::Head nothing bounds the error's body: a registry that stops in it
+            // must not hang the download. Past the stall timeout the status alone is reported.
+            let status = response.status().as_u16();
+            let refused = tokio::time::timeout(self.stall, self.status_error(action, response));
+            return Err(match refused.await {
+                Ok(e) => e,
+                Err(_) => self.http_error(action, Some(status), None, None),
+            });
         }
         let mut body = response.bytes_stream();
         let mut hasher = HashingWriter::new(io::sink());
@@ -368,7 +421,7 @@ fn io_error(action: &str, path: &Path, source: io::Error) -> RegistryError {
 /// The file as a stream of chunks, read as the upload consumes them.
 fn file_chunks(
     file: tokio::fs::File,
-) -> impl Stream<Item = Result<Bytes, OciDistributionError>> + Send + 'static {
+) -> impl Stream<Item = Result<Bytes, io::Error>> + Send + 'static {
     futures_util::stream::try_unfold(file, |mut file| async move {
         let mut buf = BytesMut::with_capacity(UPLOAD_CHUNK);
         let n = file.read_buf(&mut buf).await?;

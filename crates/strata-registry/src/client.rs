@@ -1,28 +1,25 @@
 //! The registry handle: which host, over which protocol, with which retry policy, and the
-//! translation of the two HTTP stacks' errors into [`RegistryError`].
+//! translation of transport and HTTP errors into [`RegistryError`].
 //!
-//! Uploads and mounts of blobs go through `oci-client` (streamed monolithic upload, mount).
-//! Everything else is raw HTTP through `reqwest`: oci-client has no DELETE, does not report a
-//! pulled manifest's media type, can panic when a registry omits the `Location` of a manifest
-//! pushed by digest, and asks `/v2/` again before every blob call on a registry that needs no
-//! login (a round trip per blob: on a distant registry a third of an empty runner's requests).
+//! Every call is raw HTTP through `reqwest`, following the distribution spec. strata used
+//! oci-client for blobs before; it asked `/v2/` again before every blob call on a registry
+//! that needs no login (a round trip per blob: on a distant registry a third of an empty
+//! runner's requests), and it has no DELETE, does not report a pulled manifest's media type,
+//! and can panic when a registry omits the `Location` of a manifest pushed by digest.
 //!
 //! Credentials come from the auth files `skopeo login` and `docker login` write (see the auth
-//! module); the authorized module logs in for both stacks.
+//! module); the authorized module logs in.
 
 use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{DigestError, OciDistributionError};
 use reqwest::Method;
 
 use crate::auth::{AuthSources, Credentials};
 use crate::error::{
-    chain_text, classify_transport, parse_error_body, printable_answer, RegistryError,
-    TransportKind,
+    chain_text, classify_transport, parse_error_body, RegistryError, TransportKind,
 };
 use crate::reference::{split_host_port, RegistryRepo};
 use crate::token::AuthSession;
@@ -128,7 +125,6 @@ pub struct Registry {
     retry: RetryPolicy,
     /// How long a request may wait for the registry's next bytes.
     pub(crate) stall: Duration,
-    pub(crate) oci: oci_client::Client,
     pub(crate) http: reqwest::Client,
 }
 
@@ -202,18 +198,6 @@ impl Registry {
             registry: registry.to_string(),
             detail,
         };
-        let oci_config = ClientConfig {
-            protocol: match scheme {
-                Scheme::Http => ClientProtocol::Http,
-                Scheme::Https => ClientProtocol::Https,
-            },
-            // One PUT with a streamed body: no chunk buffering, no PATCH round trips.
-            use_monolithic_push: true,
-            platform_resolver: None,
-            connect_timeout: Some(CONNECT_TIMEOUT),
-            user_agent: USER_AGENT,
-            ..ClientConfig::default()
-        };
         if scheme == Scheme::Http && !is_loopback(registry) {
             if let Some(user) = session.credentials.username() {
                 // Docker does the same for insecure registries, but the user should know.
@@ -222,8 +206,6 @@ impl Registry {
         }
         let stall = stall_timeout_from_env().map_err(client_error)?;
         install_crypto_provider();
-        let oci =
-            oci_client::Client::try_from(oci_config).map_err(|e| client_error(e.to_string()))?;
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(USER_AGENT)
@@ -235,7 +217,6 @@ impl Registry {
             session: Arc::new(session),
             retry: RetryPolicy::default(),
             stall,
-            oci,
             http,
         })
     }
@@ -277,6 +258,18 @@ impl Registry {
         )
     }
 
+    /// [`Registry::url`], parsed (to join a `Location` to, or add a query to).
+    pub(crate) fn parsed_url(
+        &self,
+        repo: &RegistryRepo,
+        rest: &str,
+        action: &str,
+    ) -> Result<reqwest::Url, RegistryError> {
+        let url = self.url(repo, rest);
+        reqwest::Url::parse(&url)
+            .map_err(|e| self.protocol_error(action, format!("bad URL {url:?}: {e}")))
+    }
+
     /// Refuses a repository of another registry: its requests would silently go to this one.
     pub(crate) fn check_repo(&self, repo: &RegistryRepo) -> Result<(), RegistryError> {
         if repo.registry == self.host {
@@ -287,16 +280,6 @@ impl Registry {
             repo: repo.to_string(),
             repo_registry: repo.registry.clone(),
         })
-    }
-
-    /// The oci-client name of a repository. oci-client only uses registry and repository for
-    /// blob URLs; the tag is required by its type and never sent.
-    pub(crate) fn oci_ref(&self, repo: &RegistryRepo) -> oci_client::Reference {
-        oci_client::Reference::with_tag(
-            repo.registry.clone(),
-            repo.repository.clone(),
-            "latest".to_string(),
-        )
     }
 
     /// Runs `op` again after transient failures, with exponential backoff.
@@ -439,60 +422,6 @@ impl Registry {
                 action,
                 detail,
             },
-        }
-    }
-
-    /// Translates an oci-client error. `what` names the blob for digest mismatches.
-    pub(crate) fn oci_error(
-        &self,
-        action: &str,
-        what: &str,
-        err: OciDistributionError,
-    ) -> RegistryError {
-        match err {
-            OciDistributionError::RequestError(e) => match e.status() {
-                Some(status) if e.is_status() => {
-                    self.http_error(action, Some(status.as_u16()), None, None)
-                }
-                _ => self.transport_error(action, &e, e.is_connect()),
-            },
-            OciDistributionError::ServerError { code, message, .. } => {
-                let (c, m) = parse_error_body(message.as_bytes());
-                self.http_error(action, Some(code), c, m)
-            }
-            OciDistributionError::RegistryError { envelope, .. } => {
-                // Serialising the code gives it back as the registry sent it (`BLOB_UNKNOWN`).
-                let codes: Vec<String> = envelope
-                    .errors
-                    .iter()
-                    .filter_map(|e| serde_json::to_value(&e.code).ok())
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect();
-                let messages: Vec<&str> =
-                    envelope.errors.iter().map(|e| e.message.as_str()).collect();
-                let code = (!codes.is_empty()).then(|| printable_answer(&codes.join("; ")));
-                let message = printable_answer(&messages.join("; "));
-                self.http_error(action, None, code, Some(message))
-            }
-            OciDistributionError::UnauthorizedError { .. } => {
-                self.http_error(action, Some(401), Some("UNAUTHORIZED".to_string()), None)
-            }
-            OciDistributionError::DigestError(DigestError::VerificationError {
-                expected,
-                actual,
-            }) => match (expected.parse(), actual.parse()) {
-                (Ok(expected), Ok(actual)) => RegistryError::DigestMismatch {
-                    registry: self.host.clone(),
-                    what: what.to_string(),
-                    expected,
-                    actual,
-                },
-                _ => self.protocol_error(
-                    action,
-                    format!("digest mismatch: expected {expected}, got {actual}"),
-                ),
-            },
-            other => self.protocol_error(action, chain_text(&other)),
         }
     }
 }

@@ -259,11 +259,6 @@ pub(crate) fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) 
 /// How much of a registry's error text an error message carries.
 const MAX_ANSWER_CHARS: usize = 300;
 
-/// A registry's error code or message as an error message carries it: cut short, printable.
-pub(crate) fn printable_answer(text: &str) -> String {
-    printable(text, MAX_ANSWER_CHARS)
-}
-
 /// The start of `text` from outside, fit for a terminal: control characters (escape
 /// sequences, line breaks a registry could use to forge output) become spaces.
 fn printable(text: &str, max_chars: usize) -> String {

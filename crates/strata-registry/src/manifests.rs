@@ -1,4 +1,4 @@
-//! Manifest, tag and delete calls, as raw HTTP (see the client module for why not oci-client).
+//! Manifest, tag and delete calls.
 
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, LINK};
 use reqwest::StatusCode;

@@ -42,7 +42,6 @@ pub(crate) struct AuthSession {
     pub(crate) searched: Vec<PathBuf>,
     tokens: Mutex<HashMap<String, CachedToken>>,
     basic_requested: AtomicBool,
-    realm_checked: AtomicBool,
 }
 
 struct CachedToken {
@@ -66,7 +65,6 @@ impl AuthSession {
             searched,
             tokens: Mutex::new(HashMap::new()),
             basic_requested: AtomicBool::new(false),
-            realm_checked: AtomicBool::new(false),
         }
     }
 
@@ -97,16 +95,6 @@ impl AuthSession {
 
     pub(crate) fn note_basic_requested(&self) {
         self.basic_requested.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether the token server the registry names for blob calls was found fit for the
-    /// credentials (see `Registry::check_blob_realm`).
-    pub(crate) fn realm_checked(&self) -> bool {
-        self.realm_checked.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn note_realm_checked(&self) {
-        self.realm_checked.store(true, Ordering::Relaxed);
     }
 
     /// `FILE, FILE` or a note that none were searched, for the missing-credentials error.

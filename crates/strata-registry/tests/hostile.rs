@@ -142,6 +142,42 @@ fn a_next_page_of_tags_on_another_host_is_refused_and_nothing_is_sent_there() {
 }
 
 #[test]
+fn an_upload_the_registry_sends_to_another_host_goes_there_without_credentials() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let elsewhere = serve("upload service", move |request, client| {
+        let authorization = request.header("authorization").map(str::to_string);
+        log.lock()
+            .unwrap()
+            .push((request.target.clone(), authorization, request.body));
+        reply(client, "201 Created", &[], b"");
+    });
+    let other = elsewhere.addr();
+    let registry_server = serve("registry", move |request, client| {
+        if request.header("authorization").is_none() {
+            let challenge = "WWW-Authenticate: Basic realm=\"reg\"".to_string();
+            return reply(client, "401 Unauthorized", &[challenge], b"");
+        }
+        if request.method == "POST" {
+            let location = format!("Location: http://{other}/upload/1?_state=x");
+            return reply(client, "202 Accepted", &[location], b"");
+        }
+        reply(client, "404 Not Found", &[], b"")
+    });
+    let (registry, repo) = client(&registry_server, alice());
+    let pushed = runtime().block_on(registry.push_blob_bytes(&repo, b"{}"));
+    assert!(pushed.is_ok(), "{pushed:?}");
+    let seen = seen.lock().unwrap();
+    let [(target, authorization, body)] = seen.as_slice() else {
+        panic!("{seen:?}");
+    };
+    assert_eq!(authorization, &None, "the credentials went to another host");
+    assert_eq!(body, b"{}");
+    let digest = Digest::of(b"{}").to_string().replace(':', "%3A");
+    assert_eq!(target, &format!("/upload/1?_state=x&digest={digest}"));
+}
+
+#[test]
 fn an_absolute_next_page_link_names_the_refusal() {
     let registry_server = serve("registry", |_, client| {
         let link = "Link: <http://localhost:9/v2/env/tags/list?last=a>; rel=\"next\"".to_string();
@@ -166,7 +202,7 @@ fn credentials_go_to_no_plain_http_token_server_on_another_host() {
     let manifest = rt.block_on(registry.pull_manifest(&repo, &"v1".parse().unwrap()));
     let err = manifest.unwrap_err();
     assert!(err.to_string().contains("were not sent"), "{err}");
-    // Blob calls go through oci-client, which would send them to the realm itself.
+    // Blob calls too.
     let blob = rt.block_on(registry.pull_blob_bytes(&repo, &blob_of(b"x")));
     let err = blob.unwrap_err();
     assert!(err.to_string().contains("were not sent"), "{err}");
@@ -367,4 +403,95 @@ fn a_manifest_put_is_waited_for_past_the_stall_timeout() {
         "application/vnd.oci.image.manifest.v1+json",
     ));
     assert_eq!(pushed.unwrap(), Digest::of(manifest));
+}
+
+#[test]
+fn an_error_answer_whose_body_stops_is_not_waited_for() {
+    let registry_server = serve("error then silence", |request, client| {
+        if !request.target.contains("/blobs/") {
+            return reply(client, "200 OK", &[], b"{}");
+        }
+        // An error's head, a tenth of its body, then nothing.
+        let mut client = client;
+        let _ = client.write_all(
+            b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 100\r\n\r\n{\"errors\":",
+        );
+        let _ = client.flush();
+        thread::sleep(Duration::from_secs(20));
+    });
+    let (registry, repo) = client(&registry_server, Credentials::Anonymous);
+    let registry = registry.with_stall_timeout(Duration::from_millis(500));
+    let blob = blob_of(&[7u8; 100]);
+    let pulled = runtime().block_on(async {
+        let pull = registry.pull_blob_bytes(&repo, &blob);
+        tokio::time::timeout(Duration::from_secs(10), pull).await
+    });
+    let pulled = pulled.expect("hung past 10 s with a 500 ms stall timeout");
+    assert!(
+        matches!(
+            pulled,
+            Err(RegistryError::Http {
+                status: Some(500),
+                ..
+            })
+        ),
+        "{pulled:?}"
+    );
+}
+
+/// A registry that asks for Basic credentials, then redirects blob downloads to `location`.
+fn redirecting_registry(location: String) -> Server {
+    serve("registry", move |request, client| {
+        if request.header("authorization").is_none() {
+            let challenge = "WWW-Authenticate: Basic realm=\"r\"".to_string();
+            return reply(client, "401 Unauthorized", &[challenge], b"");
+        }
+        let location = format!("Location: {location}");
+        reply(client, "307 Temporary Redirect", &[location], b"");
+    })
+}
+
+#[test]
+fn credentials_do_not_follow_a_blob_redirect_to_another_host() {
+    let (seen_tx, seen_rx) = mpsc::channel();
+    let seen_tx = std::sync::Mutex::new(seen_tx);
+    let content = b"redirected blob".to_vec();
+    let body = content.clone();
+    let storage = serve("storage", move |request, client| {
+        let authorization = request.header("authorization").map(str::to_string);
+        seen_tx.lock().unwrap().send(authorization).unwrap();
+        reply(client, "200 OK", &[], &body);
+    });
+    let location = format!("http://localhost:{}/bucket/blob", storage.addr().port());
+    let registry_server = redirecting_registry(location);
+    let (registry, repo) = client(&registry_server, alice());
+    let pulled = runtime().block_on(registry.pull_blob_bytes(&repo, &blob_of(&content)));
+    assert_eq!(pulled.unwrap(), content);
+    let authorization = seen_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(authorization, None);
+}
+
+#[test]
+fn a_challenge_from_the_host_a_blob_is_redirected_to_gets_no_credentials() {
+    let (token_server, asked) = counting("token server");
+    // On the registry's host (another port), so that plain HTTP passes the realm check: an
+    // https realm on any host would in real life.
+    let realm = format!("http://127.0.0.1:{}/token", token_server.addr().port());
+    let storage = serve("storage", move |_, client| {
+        let challenge = format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"s\"");
+        reply(client, "401 Unauthorized", &[challenge], b"");
+    });
+    let location = format!("http://localhost:{}/bucket/blob", storage.addr().port());
+    let registry_server = redirecting_registry(location);
+    let (registry, repo) = client(&registry_server, alice());
+    let rt = runtime();
+    for _ in 0..2 {
+        let pulled = rt.block_on(registry.pull_blob_bytes(&repo, &blob_of(b"x")));
+        assert!(pulled.is_err(), "{pulled:?}");
+    }
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        0,
+        "the storage host's realm was asked"
+    );
 }

@@ -1038,6 +1038,36 @@ async fn blob_checks_and_downloads_cost_one_request_each() {
 }
 
 #[tokio::test]
+async fn a_push_asks_nothing_but_its_blobs_and_manifests() {
+    let reg = TestRegistry::start();
+    let proxy = AnswerProxy::forwarding(&reg.addr());
+    let (registry, r) = env_client(&proxy.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let image = build_image(dir.path(), &[("a.txt", b"a\n"), ("b.txt", b"b\n")]);
+    let report = push(&registry, &r, &image, Some(&tag("v1"))).await;
+    assert_eq!(report.blobs_uploaded, 3);
+    // Per blob a HEAD, the POST that opens its upload and the PUT that closes it; then the
+    // manifest by digest and by tag. Nothing else (no `/v2/` before each blob call).
+    let requests = proxy.take_requests();
+    let count = |method: &str, part: &str| {
+        requests
+            .iter()
+            .filter(|(m, p)| m == method && p.contains(part))
+            .count()
+    };
+    assert_eq!(count("HEAD", "/blobs/sha256:"), 3, "{requests:?}");
+    assert_eq!(count("POST", "/blobs/uploads/"), 3, "{requests:?}");
+    assert_eq!(count("PUT", "/blobs/uploads/"), 3, "{requests:?}");
+    assert_eq!(count("PUT", "/manifests/"), 2, "{requests:?}");
+    assert_eq!(requests.len(), 11, "{requests:?}");
+    let pulled = registry
+        .pull_manifest(&r, &ManifestRef::Tag(tag("v1")))
+        .await
+        .unwrap();
+    assert_eq!(pulled.digest, image.digest);
+}
+
+#[tokio::test]
 async fn a_layer_index_entry_already_in_place_is_not_written_again() {
     let reg = TestRegistry::start();
     let pushed = push_one_file(&reg, "kept.txt", b"a kept layer\n", Some("v1")).await;

@@ -203,7 +203,7 @@ async fn a_wrong_password_is_refused_naming_the_user_and_the_file() {
     let registry = client_from(&addr, &[&auth]);
     let repo = team_env(&addr);
     let img = image(dir.path(), "wrong");
-    // A raw call (tags), an oci-client call (blob HEAD) and a whole push.
+    // A tag list, a blob HEAD and a whole push.
     let tags = registry.list_tags(&repo).await.unwrap_err();
     let head = registry
         .blob_exists(&repo, &img.layer().0.digest)
@@ -425,7 +425,7 @@ async fn a_token_auth_registry_serves_every_call_with_tokens_from_its_token_serv
     let auth = write_auth_file(dir.path(), "auth.json", &addr, USER, PASSWORD);
     let registry = client_from(&addr, &[&auth]);
     exercise_every_call(&registry, &addr, dir.path()).await;
-    // Pull, push and delete scopes at least; oci-client gets its own.
+    // Pull, push and delete scopes at least.
     assert!(tokens.tokens_issued() >= 3, "{}", tokens.tokens_issued());
     assert_eq!(tokens.tokens_refused(), 0);
     let err = list_tags_error(&addr, Credentials::basic(USER, "nope")).await;
