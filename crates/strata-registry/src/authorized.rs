@@ -5,7 +5,7 @@
 //! `Basic` → send the credentials; `Bearer` → get a token from the realm (with the credentials,
 //! or anonymously) and send that. The request is then sent once more; a second 401 is final.
 
-use reqwest::header::AUTHORIZATION;
+use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
 
 use crate::auth::Credentials;
@@ -41,26 +41,50 @@ impl Registry {
         access: Access,
         build: impl Fn() -> RequestBuilder,
     ) -> Result<Response, RegistryError> {
-        let scope = scope_for(&repo.repository, access);
-        let first = self
-            .send_waiting(wait, action, self.with_known_auth(build(), &scope))
+        let (response, _) = self
+            .send_authorized_with(wait, action, repo, access, build)
             .await?;
+        Ok(response)
+    }
+
+    /// [`Registry::send_authorized_waiting`], and the `Authorization` value the answer was
+    /// got with, for a request that must follow with the same (an upload's PUT).
+    pub(crate) async fn send_authorized_with(
+        &self,
+        wait: Wait,
+        action: &str,
+        repo: &RegistryRepo,
+        access: Access,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<(Response, Option<HeaderValue>), RegistryError> {
+        let scope = scope_for(&repo.repository, access);
+        let known = self.known_auth(&scope);
+        let request = match &known {
+            Some(value) => build().header(AUTHORIZATION, value.clone()),
+            None => build(),
+        };
+        let first = self.send_waiting(wait, action, request).await?;
         if first.status() != StatusCode::UNAUTHORIZED {
-            return Ok(first);
+            return Ok((first, known));
         }
         // A 401 from where a redirect led (a blob's storage host) is that host's: its
         // challenge is not the registry's, and gets no credentials.
         if !self.is_own_origin(first.url()) {
-            return Ok(first);
+            return Ok((first, known));
         }
         let Some(challenge) = challenge_of(first.headers()) else {
-            return Ok(first);
+            return Ok((first, known));
         };
         let Some(header) = self.answer_challenge(action, &challenge, &scope).await? else {
-            return Ok(first);
+            return Ok((first, known));
         };
-        self.send_waiting(wait, action, build().header(AUTHORIZATION, header))
-            .await
+        let value = sensitive(&header).ok_or_else(|| {
+            self.protocol_error(action, "the credentials cannot be sent in an HTTP header")
+        })?;
+        let again = self
+            .send_waiting(wait, action, build().header(AUTHORIZATION, value.clone()))
+            .await?;
+        Ok((again, Some(value)))
     }
 
     /// Whether `url` is on the registry itself (scheme, host and port).
@@ -69,18 +93,18 @@ impl Registry {
         own.is_ok_and(|own| own.origin() == url.origin())
     }
 
-    /// Adds what the registry accepted before, so most requests need no 401 round trip.
-    pub(crate) fn with_known_auth(&self, request: RequestBuilder, scope: &str) -> RequestBuilder {
+    /// What the registry accepted before, so most requests need no 401 round trip.
+    fn known_auth(&self, scope: &str) -> Option<HeaderValue> {
         if let Some(token) = self.session.token(scope) {
-            return request.bearer_auth(token);
+            return sensitive(&format!("Bearer {token}"));
         }
         match &self.session.credentials {
             Credentials::Basic {
                 username, password, ..
             } if self.session.basic_requested() => {
-                request.basic_auth(username, Some(password.expose()))
+                sensitive(&basic_header(username, password.expose()))
             }
-            _ => request,
+            _ => None,
         }
     }
 
@@ -136,7 +160,11 @@ impl Registry {
             if let Some(service) = service {
                 query.append_pair("service", service);
             }
-            query.append_pair("scope", scope);
+            // A challenge may ask for several scopes (a mount: the target's and the
+            // source's), space-separated; the token protocol takes one parameter each.
+            for scope in scope.split_whitespace() {
+                query.append_pair("scope", scope);
+            }
         }
         let mut request = self.http.get(url.clone());
         if let Credentials::Basic {
@@ -224,6 +252,14 @@ impl Registry {
             _ => None,
         }
     }
+}
+
+/// An `Authorization` value, marked sensitive (never shown in a request's debug output);
+/// `None` for one that cannot be a header's.
+fn sensitive(value: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(value).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 fn basic_header(username: &str, password: &str) -> String {

@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::client::{Registry, Wait};
 use crate::error::RegistryError;
 use crate::reference::RegistryRepo;
-use crate::token::{scope_for, Access};
+use crate::token::Access;
 use strata_oci::{BlobDescriptor, Digest, HashingWriter};
 
 /// Read size of upload streams: big enough for few syscalls, small enough to not matter.
@@ -115,6 +115,12 @@ impl Registry {
                     tracing::debug!(%digest, %repo, "mount declined, will upload");
                     Ok(false)
                 }
+                // Not allowed to read `from` (another team's repository, a robot account
+                // without pull there): an upload does without it.
+                s if s.is_client_error() && s != StatusCode::TOO_MANY_REQUESTS => {
+                    tracing::debug!(%digest, %repo, %from, status = %s, "mount refused, will upload");
+                    Ok(false)
+                }
                 _ => Err(self.status_error(&action, response).await),
             }
         })
@@ -190,8 +196,8 @@ impl Registry {
         action: &str,
     ) -> Result<(), RegistryError> {
         let url = self.parsed_url(repo, "blobs/uploads/", action)?;
-        let opened = self
-            .send_authorized(action, repo, Access::Push, || {
+        let (opened, authorization) = self
+            .send_authorized_with(Wait::Whole, action, repo, Access::Push, || {
                 self.http.post(url.clone()).header(CONTENT_LENGTH, 0)
             })
             .await?;
@@ -203,27 +209,34 @@ impl Registry {
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| self.protocol_error(action, "no Location for the upload it opened"))?;
-        let mut target = url.join(location).map_err(|e| {
+        // Relative to where the POST ended up (after any redirect).
+        let mut target = opened.url().join(location).map_err(|e| {
             self.protocol_error(action, format!("bad upload Location {location:?}: {e}"))
         })?;
         target
             .query_pairs_mut()
             .append_pair("digest", &digest.to_string());
-        let put = self
+        let own = self.is_own_origin(&target);
+        let mut put = self
             .http
             .put(target.clone())
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, size)
             .body(body);
-        let put = match self.is_own_origin(&target) {
-            true => self.with_known_auth(put, &scope_for(&repo.repository, Access::Push)),
-            false => put,
-        };
+        // The same credentials as the POST (a cached token could expire in between).
+        if let (true, Some(value)) = (own, authorization) {
+            put = put.header(AUTHORIZATION, value);
+        }
         let closed = self.send(action, put).await?;
-        if closed.status() != StatusCode::CREATED {
+        if closed.status().is_success() {
+            return Ok(());
+        }
+        if own {
             return Err(self.status_error(action, closed).await);
         }
-        Ok(())
+        // Another host's refusal is not about the registry's credentials (none were sent).
+        let action = format!("{action} (to {})", target.origin().ascii_serialization());
+        Err(self.answer_error(&action, closed).await)
     }
 
     /// Downloads a blob to `dest`, verifying size and digest. The bytes go to a temporary file

@@ -144,8 +144,8 @@ impl std::fmt::Debug for Registry {
 /// or only its head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Wait {
-    /// A document: reads (GET, HEAD) must arrive whole; a manifest PUT or a DELETE may take
-    /// as long as the registry needs (hooks, slow storage).
+    /// A document: reads (GET, HEAD, a body-less POST) must arrive whole; a manifest PUT, a
+    /// blob's PUT or a DELETE may take as long as the registry needs (hooks, slow storage).
     Whole,
     /// A blob download: the status and headers must arrive; the body may take as long as it
     /// keeps coming, which the caller watches.
@@ -324,7 +324,9 @@ impl Registry {
     ) -> Result<reqwest::Response, RegistryError> {
         let (client, request) = request.build_split();
         let mut request = request.map_err(|e| self.transport_error(action, &e, false))?;
-        let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+        // A body-less POST (opening an upload, a mount) is answered at once, like a read.
+        let reads = matches!(*request.method(), Method::GET | Method::HEAD)
+            || (*request.method() == Method::POST && request.body().is_none());
         match wait {
             Wait::Whole if reads => *request.timeout_mut() = Some(self.stall),
             Wait::Whole => {}
@@ -362,6 +364,25 @@ impl Registry {
         let body = read_start(response, MAX_ERROR_BODY).await;
         let (code, message) = parse_error_body(&body);
         self.http_error(action, Some(status), code, message)
+    }
+
+    /// The error for a refusal that is not about the registry's credentials (an answer from
+    /// another host): its status, code and message as they are.
+    pub(crate) async fn answer_error(
+        &self,
+        action: &str,
+        response: reqwest::Response,
+    ) -> RegistryError {
+        let status = response.status().as_u16();
+        let body = read_start(response, MAX_ERROR_BODY).await;
+        let (code, message) = parse_error_body(&body);
+        RegistryError::Http {
+            registry: self.host.clone(),
+            action: action.to_string(),
+            status: Some(status),
+            code,
+            message,
+        }
     }
 
     pub(crate) fn http_error(

@@ -495,3 +495,101 @@ fn a_challenge_from_the_host_a_blob_is_redirected_to_gets_no_credentials() {
         "the storage host's realm was asked"
     );
 }
+
+/// A registry that wants a bearer token from its own `/token` (one that expires too soon to be
+/// kept), takes uploads with a PUT answered `put_status`, and answers a mount with
+/// `mount_status`; it records each request's target and whether it carried the token.
+fn token_registry(
+    put_status: &'static str,
+    mount_status: &'static str,
+) -> (Server, Arc<std::sync::Mutex<Vec<(String, String, bool)>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let server = Server::start("token registry", move |mut client| {
+        let Some(request) = read_request(&mut client) else {
+            return;
+        };
+        let port = client.local_addr().unwrap().port();
+        let authorized = request.header("authorization") == Some("Bearer short-lived");
+        let entry = (request.method.clone(), request.target.clone(), authorized);
+        log.lock().unwrap().push(entry);
+        if request.target.starts_with("/token") {
+            let token = br#"{"token":"short-lived","expires_in":5}"#;
+            return reply(client, "200 OK", &[], token);
+        }
+        if !authorized {
+            let challenge = format!(
+                "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"reg\",scope=\"repository:env:pull,push repository:other:pull\""
+            );
+            return reply(client, "401 Unauthorized", &[challenge], b"");
+        }
+        match request.method.as_str() {
+            "POST" if request.target.contains("mount=") => reply(client, mount_status, &[], b""),
+            "POST" => {
+                let location = "Location: /v2/env/blobs/uploads/1?_state=s".to_string();
+                reply(client, "202 Accepted", &[location], b"")
+            }
+            "PUT" => reply(client, put_status, &[], b""),
+            _ => reply(client, "404 Not Found", &[], b""),
+        }
+    });
+    (server, seen)
+}
+
+#[test]
+fn an_upload_closes_with_the_credentials_it_was_opened_with() {
+    let (server, seen) = token_registry("201 Created", "202 Accepted");
+    let (registry, repo) = client(&server, alice());
+    let pushed = runtime().block_on(registry.push_blob_bytes(&repo, b"{}"));
+    assert!(pushed.is_ok(), "{pushed:?}");
+    let seen = seen.lock().unwrap();
+    let put: Vec<_> = seen.iter().filter(|(m, _, _)| m == "PUT").collect();
+    assert_eq!(put.len(), 1, "{seen:?}");
+    assert!(put[0].2, "the PUT went without the token: {seen:?}");
+    // The challenge's two scopes (a mount's) went as two parameters.
+    let token = seen
+        .iter()
+        .find(|(_, t, _)| t.starts_with("/token"))
+        .unwrap();
+    assert_eq!(token.1.matches("scope=").count(), 2, "{}", token.1);
+}
+
+#[test]
+fn an_upload_closed_with_another_success_status_is_taken() {
+    let (server, _) = token_registry("204 No Content", "202 Accepted");
+    let (registry, repo) = client(&server, alice());
+    let pushed = runtime().block_on(registry.push_blob_bytes(&repo, b"{}"));
+    assert!(pushed.is_ok(), "{pushed:?}");
+}
+
+#[test]
+fn a_mount_the_registry_refuses_is_a_declined_one() {
+    for refusal in ["403 Forbidden", "404 Not Found"] {
+        let (server, _) = token_registry("201 Created", refusal);
+        let (registry, repo) = client(&server, alice());
+        let from = format!("{}/other", server.addr()).parse().unwrap();
+        let mounted = runtime().block_on(registry.mount_blob(&repo, &from, &Digest::of(b"{}")));
+        assert!(matches!(mounted, Ok(false)), "{refusal}: {mounted:?}");
+    }
+}
+
+#[test]
+fn a_registry_that_never_answers_an_upload_is_reported_stalled() {
+    let registry_server = serve("silent on POST", |request, client| {
+        if request.method == "POST" {
+            thread::sleep(Duration::from_secs(20));
+        }
+        drop(client);
+    });
+    let (registry, repo) = client(&registry_server, Credentials::Anonymous);
+    let registry = registry.with_stall_timeout(Duration::from_millis(500));
+    let pushed = runtime().block_on(async {
+        let push = registry.push_blob_bytes(&repo, b"{}");
+        tokio::time::timeout(Duration::from_secs(10), push).await
+    });
+    let pushed = pushed.expect("hung past 10 s with a 500 ms stall timeout");
+    assert!(
+        matches!(pushed, Err(RegistryError::Stalled { .. })),
+        "{pushed:?}"
+    );
+}

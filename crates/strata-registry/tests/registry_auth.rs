@@ -158,6 +158,13 @@ async fn exercise_every_call(registry: &Registry, addr: &str, work: &Path) {
         .await
         .unwrap();
     assert_eq!(Digest::of(&std::fs::read(&dest).unwrap()), layer.digest);
+    // A mount asks for two scopes at once (push on the target, pull on the source).
+    let other: RegistryRepo = format!("{addr}/team/other").parse().unwrap();
+    assert!(registry
+        .mount_blob(&other, &repo, &layer.digest)
+        .await
+        .unwrap());
+    assert!(registry.blob_exists(&other, &layer.digest).await.unwrap());
     let by_tag = ManifestRef::Tag(tag.clone());
     assert_eq!(
         registry.manifest_exists(&repo, &by_tag).await.unwrap(),
