@@ -28,27 +28,15 @@ impl Registry {
         access: Access,
         build: impl Fn() -> RequestBuilder,
     ) -> Result<Response, RegistryError> {
-        self.send_authorized_waiting(Wait::Whole, action, repo, access, build)
-            .await
-    }
-
-    /// [`Registry::send_authorized`], bounded as `wait` says.
-    pub(crate) async fn send_authorized_waiting(
-        &self,
-        wait: Wait,
-        action: &str,
-        repo: &RegistryRepo,
-        access: Access,
-        build: impl Fn() -> RequestBuilder,
-    ) -> Result<Response, RegistryError> {
         let (response, _) = self
-            .send_authorized_with(wait, action, repo, access, build)
+            .send_authorized_with(Wait::Whole, action, repo, access, build)
             .await?;
         Ok(response)
     }
 
-    /// [`Registry::send_authorized_waiting`], and the `Authorization` value the answer was
-    /// got with, for a request that must follow with the same (an upload's PUT).
+    /// [`Registry::send_authorized`], bounded as `wait` says, and the `Authorization` value
+    /// the answer was got with, for a request that must follow with the same (an upload's
+    /// PUT).
     pub(crate) async fn send_authorized_with(
         &self,
         wait: Wait,

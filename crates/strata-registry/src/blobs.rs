@@ -28,20 +28,8 @@ impl Registry {
         repo: &RegistryRepo,
         digest: &Digest,
     ) -> Result<bool, RegistryError> {
-        self.check_repo(repo)?;
         let action = format!("checking for blob {digest} in {}", repo.repository);
-        let url = self.url(repo, &format!("blobs/{digest}"));
-        self.with_retry(&action, || async {
-            let response = self
-                .send_authorized(&action, repo, Access::Pull, || self.http.head(&url))
-                .await?;
-            match response.status() {
-                StatusCode::NOT_FOUND => Ok(false),
-                s if s.is_success() => Ok(true),
-                _ => Err(self.status_error(&action, response).await),
-            }
-        })
-        .await
+        Ok(self.head_blob(repo, digest, &action).await?.is_some())
     }
 
     /// The size the registry holds for the blob (HEAD's `Content-Length`), or `None` if `repo`
@@ -51,17 +39,30 @@ impl Registry {
         repo: &RegistryRepo,
         digest: &Digest,
     ) -> Result<Option<u64>, RegistryError> {
-        self.check_repo(repo)?;
         let action = format!("checking the size of blob {digest} in {}", repo.repository);
+        match self.head_blob(repo, digest, &action).await? {
+            Some(response) => self.content_length(&action, &response).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The registry's answer to a HEAD of the blob; `None` when `repo` lacks it.
+    async fn head_blob(
+        &self,
+        repo: &RegistryRepo,
+        digest: &Digest,
+        action: &str,
+    ) -> Result<Option<reqwest::Response>, RegistryError> {
+        self.check_repo(repo)?;
         let url = self.url(repo, &format!("blobs/{digest}"));
-        self.with_retry(&action, || async {
+        self.with_retry(action, || async {
             let response = self
-                .send_authorized(&action, repo, Access::Pull, || self.http.head(&url))
+                .send_authorized(action, repo, Access::Pull, || self.http.head(&url))
                 .await?;
             match response.status() {
                 StatusCode::NOT_FOUND => Ok(None),
-                s if s.is_success() => self.content_length(&action, &response).map(Some),
-                _ => Err(self.status_error(&action, response).await),
+                s if s.is_success() => Ok(Some(response)),
+                _ => Err(self.status_error(action, response).await),
             }
         })
         .await
@@ -327,8 +328,8 @@ impl Registry {
         write_error: impl FnOnce(io::Error) -> RegistryError,
     ) -> Result<(), RegistryError> {
         let url = self.url(repo, &format!("blobs/{}", blob.digest));
-        let response = self
-            .send_authorized_waiting(Wait::Head, action, repo, Access::Pull, || {
+        let (response, _) = self
+            .send_authorized_with(Wait::Head, action, repo, Access::Pull, || {
                 self.http.get(&url)
             })
             .await?;

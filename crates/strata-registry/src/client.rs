@@ -358,11 +358,7 @@ impl Registry {
         action: &str,
         response: reqwest::Response,
     ) -> RegistryError {
-        let status = response.status().as_u16();
-        // A body that fails to arrive still leaves the status worth reporting; one larger
-        // than an error document is cut (and the rest never read).
-        let body = read_start(response, MAX_ERROR_BODY).await;
-        let (code, message) = parse_error_body(&body);
+        let (status, code, message) = read_error_answer(response).await;
         self.http_error(action, Some(status), code, message)
     }
 
@@ -373,9 +369,7 @@ impl Registry {
         action: &str,
         response: reqwest::Response,
     ) -> RegistryError {
-        let status = response.status().as_u16();
-        let body = read_start(response, MAX_ERROR_BODY).await;
-        let (code, message) = parse_error_body(&body);
+        let (status, code, message) = read_error_answer(response).await;
         RegistryError::Http {
             registry: self.host.clone(),
             action: action.to_string(),
@@ -445,6 +439,16 @@ impl Registry {
             },
         }
     }
+}
+
+/// An error answer's status, and the code and message of its body. A body that fails to
+/// arrive still leaves the status worth reporting; one larger than an error document is cut
+/// (and the rest never read).
+async fn read_error_answer(response: reqwest::Response) -> (u16, Option<String>, Option<String>) {
+    let status = response.status().as_u16();
+    let body = read_start(response, MAX_ERROR_BODY).await;
+    let (code, message) = parse_error_body(&body);
+    (status, code, message)
 }
 
 /// Reads a response's body into `body`, at most `limit` bytes; whether the registry had more

@@ -822,11 +822,10 @@ async fn an_upload_refused_after_the_blob_landed_counts_as_present() {
         registry.blob_size(&r, &layer.digest).await.unwrap(),
         Some(layer.size)
     );
-    let pulled = registry
-        .pull_manifest(&r, &ManifestRef::Tag(tag("v1")))
-        .await
-        .unwrap();
-    assert_eq!(pulled.digest, image.digest);
+    assert_eq!(
+        tagged(&registry, &r, "v1").await.as_ref(),
+        Some(&image.digest)
+    );
 }
 
 #[tokio::test]
@@ -919,12 +918,9 @@ async fn a_manifest_refused_for_an_unknown_blob_is_retried_a_bounded_number_of_t
     assert!(text.contains(&layer), "{text}");
 }
 
-#[tokio::test]
-async fn a_layer_index_entry_refused_for_an_unknown_blob_is_written_on_a_later_try() {
-    let reg = TestRegistry::start();
-    let pushed = push_one_file(&reg, "indexed.txt", b"an indexed layer\n", Some("v1")).await;
-    let layer = &pushed.image.layers[0].0;
-    let entry = LayerEntry {
+/// A layer index entry for `layer`, as if built from a wheel.
+fn entry_for(layer: &BlobDescriptor) -> LayerEntry {
+    LayerEntry {
         key: LayerEntryKey {
             source: Digest::of(b"a wheel"),
             scheme: "venv=/opt/venv;python=3.11".into(),
@@ -936,7 +932,15 @@ async fn a_layer_index_entry_refused_for_an_unknown_blob_is_written_on_a_later_t
             size: layer.size,
             media_type: layer.media_type.clone(),
         },
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_layer_index_entry_refused_for_an_unknown_blob_is_written_on_a_later_try() {
+    let reg = TestRegistry::start();
+    let pushed = push_one_file(&reg, "indexed.txt", b"an indexed layer\n", Some("v1")).await;
+    let layer = &pushed.image.layers[0].0;
+    let entry = entry_for(layer);
     let paths = b"opt/venv/indexed.txt\n";
 
     // Refused once, as docker-registry does while another push into the repository rewrites
@@ -1060,11 +1064,10 @@ async fn a_push_asks_nothing_but_its_blobs_and_manifests() {
     assert_eq!(count("PUT", "/blobs/uploads/"), 3, "{requests:?}");
     assert_eq!(count("PUT", "/manifests/"), 2, "{requests:?}");
     assert_eq!(requests.len(), 11, "{requests:?}");
-    let pulled = registry
-        .pull_manifest(&r, &ManifestRef::Tag(tag("v1")))
-        .await
-        .unwrap();
-    assert_eq!(pulled.digest, image.digest);
+    assert_eq!(
+        tagged(&registry, &r, "v1").await.as_ref(),
+        Some(&image.digest)
+    );
 }
 
 #[tokio::test]
@@ -1072,19 +1075,7 @@ async fn a_layer_index_entry_already_in_place_is_not_written_again() {
     let reg = TestRegistry::start();
     let pushed = push_one_file(&reg, "kept.txt", b"a kept layer\n", Some("v1")).await;
     let layer = &pushed.image.layers[0].0;
-    let entry = LayerEntry {
-        key: LayerEntryKey {
-            source: Digest::of(b"a wheel"),
-            scheme: "venv=/opt/venv;python=3.11".into(),
-            format: 3,
-        },
-        layer: LayerDescriptor {
-            digest: layer.digest.clone(),
-            diff_id: Digest::of(b"its tar"),
-            size: layer.size,
-            media_type: layer.media_type.clone(),
-        },
-    };
+    let entry = entry_for(layer);
     let paths = b"opt/venv/kept.txt\n";
     let proxy = AnswerProxy::forwarding(&reg.addr());
     let (registry, r) = env_client(&proxy.addr());
