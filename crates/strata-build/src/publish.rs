@@ -8,8 +8,8 @@ use strata_index::{Lease, LeaseOwner};
 use strata_oci::{BlobDescriptor, Digest};
 use strata_oci::{Manifest, ManifestDocument};
 use strata_registry::{
-    push_image, ImageRef, ImageUpload, ManifestRef, PushOptions, Registry, RegistryError,
-    RegistryRepo, Tag, UsageUpdate,
+    push_image, tag_pushed_manifest, ImageRef, ImageUpload, ManifestRef, PushOptions, Registry,
+    RegistryError, RegistryRepo, Tag, UsageUpdate,
 };
 
 use crate::base::{BaseError, BaseImage};
@@ -311,10 +311,8 @@ impl PushTarget {
         let Some(lock_tag) = lock_tag_of(manifest) else {
             return Ok(());
         };
-        let reference = ManifestRef::Tag(lock_tag);
-        self.registry
-            .push_manifest(&self.repo, &reference, bytes, manifest.media_type())
-            .await?;
+        let pushed = (bytes, manifest.media_type());
+        tag_pushed_manifest(&self.registry, &self.repo, &lock_tag, pushed).await?;
         Ok(())
     }
 

@@ -184,6 +184,19 @@ impl Registry {
         Ok(digest)
     }
 
+    /// Uploads `bytes` unless `repo` has them; how many bytes it uploaded.
+    pub(crate) async fn ensure_blob(
+        &self,
+        repo: &RegistryRepo,
+        bytes: &[u8],
+    ) -> Result<u64, RegistryError> {
+        if self.blob_exists(repo, &Digest::of(bytes)).await? {
+            return Ok(0);
+        }
+        self.push_blob_bytes(repo, bytes).await?;
+        Ok(bytes.len() as u64)
+    }
+
     /// One monolithic upload: a POST opens it, one PUT of `body` (`size` bytes) closes it
     /// with the digest. The PUT goes where the registry's `Location` says, with the
     /// credentials only when that is the registry itself (a storage service's signed URL

@@ -249,15 +249,6 @@ impl Registry {
         })
     }
 
-    /// Uploads `bytes` unless `repo` has them; how many bytes it uploaded.
-    async fn ensure_blob(&self, repo: &RegistryRepo, bytes: &[u8]) -> Result<u64, RegistryError> {
-        if self.blob_exists(repo, &Digest::of(bytes)).await? {
-            return Ok(0);
-        }
-        self.push_blob_bytes(repo, bytes).await?;
-        Ok(bytes.len() as u64)
-    }
-
     /// Uploads the config blob every entry shares, unless `repo` has it: once before a batch
     /// of [`Registry::write_layer_entry`].
     /// Returns the bytes it uploaded.

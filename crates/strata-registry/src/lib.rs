@@ -29,6 +29,6 @@ pub use layer_entry::{
 };
 pub use lock_tag::lock_tag;
 pub use manifests::PulledManifest;
-pub use push::{push_image, ImageUpload, PushOptions, PushReport};
+pub use push::{push_image, tag_pushed_manifest, ImageUpload, PushOptions, PushReport};
 pub use reference::{ImageRef, ManifestRef, NameError, ReferenceError, RegistryRepo, Tag};
 pub use usage::{is_usage_tag, usage_tag, UsageRecord, UsageUpdate};

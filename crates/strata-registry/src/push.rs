@@ -123,6 +123,22 @@ enum BlobOutcome {
     Skipped,
 }
 
+/// Puts the manifest `bytes` under `tag` in `repo`, where its blobs already are (an image
+/// pushed a moment ago, tagged once more), offered again while the registry calls one of
+/// them unknown for an instant: a concurrent push that shares a blob rewrites its link (see
+/// [`offer_manifest`]).
+pub async fn tag_pushed_manifest(
+    registry: &Registry,
+    repo: &RegistryRepo,
+    tag: &Tag,
+    (bytes, media_type): (&[u8], &str),
+) -> Result<(), RegistryError> {
+    let reference = ManifestRef::Tag(tag.clone());
+    let confirm = || async { Ok::<(), RegistryError>(()) };
+    offer_manifest(registry, repo, &reference, (bytes, media_type), confirm).await?;
+    Ok(())
+}
+
 /// Pushes `image` to `repo`. The manifest goes up only after every blob is in place, so the
 /// registry never holds a manifest whose blobs are missing.
 pub async fn push_image(

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::Registry;
 use crate::error::RegistryError;
+use crate::push::offer_manifest;
 use crate::reference::{ManifestRef, RegistryRepo, Tag};
 use strata_oci::Digest;
 use strata_oci::MEDIA_TYPE_MANIFEST;
@@ -174,9 +175,7 @@ impl Registry {
         record: &UsageRecord,
     ) -> Result<(), RegistryError> {
         let config = Digest::of(EMPTY_CONFIG);
-        if !self.blob_exists(repo, &config).await? {
-            self.push_blob_bytes(repo, EMPTY_CONFIG).await?;
-        }
+        self.ensure_blob(repo, EMPTY_CONFIG).await?;
         let annotation = serde_json::to_string(record).map_err(|e| {
             self.protocol_error("writing a usage record", format!("serialising: {e}"))
         })?;
@@ -195,8 +194,13 @@ impl Registry {
             self.protocol_error("writing a usage record", format!("serialising: {e}"))
         })?;
         let reference = ManifestRef::Tag(usage_tag(&record.manifest));
-        self.push_manifest(repo, &reference, &bytes, MEDIA_TYPE_MANIFEST)
-            .await?;
+        // Another push into `repo` that uploads the config blob too rewrites its link; the
+        // registry may call it unknown for an instant.
+        let manifest = (bytes.as_slice(), MEDIA_TYPE_MANIFEST);
+        offer_manifest(self, repo, &reference, manifest, || {
+            self.ensure_blob(repo, EMPTY_CONFIG)
+        })
+        .await?;
         Ok(())
     }
 

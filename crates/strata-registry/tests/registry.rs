@@ -18,8 +18,9 @@ use serde_json::json;
 use strata_oci::{BlobDescriptor, Digest, LayerDescriptor};
 use strata_oci::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
 use strata_registry::{
-    push_image, EntryWrite, ImageUpload, LayerEntry, LayerEntryKey, ManifestRef, PushOptions,
-    PushReport, Registry, RegistryError, RegistryRepo, RetryPolicy, Scheme, Tag,
+    push_image, tag_pushed_manifest, EntryWrite, ImageUpload, LayerEntry, LayerEntryKey,
+    ManifestRef, PushOptions, PushReport, Registry, RegistryError, RegistryRepo, RetryPolicy,
+    Scheme, Tag, UsageUpdate,
 };
 use test_registry::{FaultProxy, TestRegistry};
 
@@ -916,6 +917,44 @@ async fn a_manifest_refused_for_an_unknown_blob_is_retried_a_bounded_number_of_t
         "{text}"
     );
     assert!(text.contains(&layer), "{text}");
+}
+
+#[tokio::test]
+async fn a_usage_record_or_tag_refused_for_an_unknown_blob_is_written_on_a_later_try() {
+    let reg = TestRegistry::start();
+    let pushed = push_one_file(&reg, "used.txt", b"a used image\n", Some("v1")).await;
+    // Refused once each, as docker-registry does while another push into the repository
+    // rewrites the link of a blob the manifest names (the `{}` config, a shared layer).
+    let unknown_blob = Answer::Refuse(bad_request(
+        "MANIFEST_BLOB_UNKNOWN",
+        "blob unknown to registry",
+        &Digest::of(b"{}").to_string(),
+    ));
+    let once = refusing_first_manifest_puts(&reg.addr(), 1, unknown_blob.clone());
+    let (registry, r) = env_client(&once.addr());
+    let update = UsageUpdate {
+        manifest: &pushed.image.digest,
+        tag: Some("v1"),
+        name: "env",
+        now: 1_800_000_000,
+    };
+    registry.record_usage(&r, &update).await.unwrap();
+    assert_eq!(once.refused(), 1);
+    let record = registry.read_usage(&r, &pushed.image.digest).await.unwrap();
+    assert!(record.is_some(), "the usage record was written");
+
+    let again = refusing_first_manifest_puts(&reg.addr(), 1, unknown_blob);
+    let (registry, r) = env_client(&again.addr());
+    let upload = pushed.image.upload(&[], None);
+    let manifest = (upload.manifest, upload.media_type);
+    tag_pushed_manifest(&registry, &r, &tag("v2"), manifest)
+        .await
+        .unwrap();
+    assert_eq!(again.refused(), 1);
+    assert_eq!(
+        tagged(&registry, &r, "v2").await.as_ref(),
+        Some(&pushed.image.digest)
+    );
 }
 
 /// A layer index entry for `layer`, as if built from a wheel.
