@@ -593,3 +593,33 @@ fn a_registry_that_never_answers_an_upload_is_reported_stalled() {
         "{pushed:?}"
     );
 }
+
+#[test]
+fn another_hosts_refusal_of_an_upload_is_not_a_refusal_of_the_credentials() {
+    let elsewhere = serve("refusing upload service", |_, client| {
+        let body = br#"{"errors":[{"code":"DENIED","message":"signature expired"}]}"#;
+        reply(client, "403 Forbidden", &[], body);
+    });
+    let other = elsewhere.addr();
+    let registry_server = serve("registry", move |request, client| {
+        if request.header("authorization").is_none() {
+            let challenge = "WWW-Authenticate: Basic realm=\"reg\"".to_string();
+            return reply(client, "401 Unauthorized", &[challenge], b"");
+        }
+        let location = format!("Location: http://{other}/upload/1");
+        reply(client, "202 Accepted", &[location], b"")
+    });
+    let (registry, repo) = client(&registry_server, alice());
+    let pushed = runtime().block_on(registry.push_blob_bytes(&repo, b"{}"));
+    let Err(RegistryError::Http {
+        status: Some(403),
+        code,
+        action,
+        ..
+    }) = &pushed
+    else {
+        panic!("{pushed:?}");
+    };
+    assert_eq!(code.as_deref(), Some("DENIED"));
+    assert!(action.contains(&other.to_string()), "{action}");
+}
