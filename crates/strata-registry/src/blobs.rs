@@ -347,14 +347,7 @@ impl Registry {
             })
             .await?;
         if !response.status().is_success() {
-            // Under Wait::Head nothing bounds the error's body: a registry that stops in it
-            // must not hang the download. Past the stall timeout the status alone is reported.
-            let status = response.status().as_u16();
-            let refused = tokio::time::timeout(self.stall, self.status_error(action, response));
-            return Err(match refused.await {
-                Ok(e) => e,
-                Err(_) => self.http_error(action, Some(status), None, None),
-            });
+            return Err(self.status_error(action, response).await);
         }
         let mut body = response.bytes_stream();
         let mut hasher = HashingWriter::new(io::sink());

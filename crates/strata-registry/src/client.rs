@@ -358,7 +358,7 @@ impl Registry {
         action: &str,
         response: reqwest::Response,
     ) -> RegistryError {
-        let (status, code, message) = read_error_answer(response).await;
+        let (status, code, message) = read_error_answer(response, self.stall).await;
         self.http_error(action, Some(status), code, message)
     }
 
@@ -369,7 +369,7 @@ impl Registry {
         action: &str,
         response: reqwest::Response,
     ) -> RegistryError {
-        let (status, code, message) = read_error_answer(response).await;
+        let (status, code, message) = read_error_answer(response, self.stall).await;
         RegistryError::Http {
             registry: self.host.clone(),
             action: action.to_string(),
@@ -442,12 +442,16 @@ impl Registry {
 }
 
 /// An error answer's status, and the code and message of its body. A body that fails to
-/// arrive still leaves the status worth reporting; one larger than an error document is cut
-/// (and the rest never read).
-async fn read_error_answer(response: reqwest::Response) -> (u16, Option<String>, Option<String>) {
+/// arrive, or stops coming for `stall` (a blob download's or an upload's answer has no other
+/// bound), still leaves the status worth reporting; one larger than an error document is
+/// cut (and the rest never read).
+async fn read_error_answer(
+    response: reqwest::Response,
+    stall: Duration,
+) -> (u16, Option<String>, Option<String>) {
     let status = response.status().as_u16();
-    let body = read_start(response, MAX_ERROR_BODY).await;
-    let (code, message) = parse_error_body(&body);
+    let body = tokio::time::timeout(stall, read_start(response, MAX_ERROR_BODY)).await;
+    let (code, message) = parse_error_body(&body.unwrap_or_default());
     (status, code, message)
 }
 
